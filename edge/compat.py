@@ -1,0 +1,53 @@
+# edge/compat.py — the only edge module that asks which interpreter runs it.
+#
+# The edge runs on MicroPython (ESP32, unix port) and on CPython. Everything that differs
+# between the two (const, ticks, sleep_ms, wall-clock ms, heap figures, socket constants)
+# is shimmed here once, as recorded in shared/micropython/FACTS.md section 4.2.
+
+import sys
+import time
+
+IS_MP = sys.implementation.name == "micropython"
+
+try:
+    from micropython import const
+except ImportError:
+
+    def const(x):
+        return x
+
+
+if hasattr(time, "ticks_ms"):
+    ticks_ms = time.ticks_ms
+    ticks_diff = time.ticks_diff
+    ticks_add = time.ticks_add
+else:
+    # Same 2**30 wrap-around as MicroPython, so code tested on CPython meets the wrap too.
+    def ticks_ms():
+        return (time.monotonic_ns() // 1000000) & 0x3FFFFFFF
+
+    def ticks_diff(a, b):
+        return ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000
+
+    def ticks_add(a, d):
+        return (a + d) & 0x3FFFFFFF
+
+
+def time_ms():
+    # Wall clock as integer ms since 1970. ESP32's time.time() counts from 2000 and its
+    # floats are single precision, so never store time.time() directly.
+    return time.time_ns() // 1000000
+
+
+def mem_free():
+    import gc
+
+    f = getattr(gc, "mem_free", None)
+    return f() if f else -1
+
+
+def mem_alloc():
+    import gc
+
+    f = getattr(gc, "mem_alloc", None)
+    return f() if f else -1

@@ -1,0 +1,639 @@
+# edge/proto.py — the NATS wire protocol, sans-IO: bytes in, operations out, encoders for every op.
+#
+# Shared by the edge (MicroPython and CPython) and the hub. Rules this file keeps:
+# 1. No IO, no clock, no asyncio. The caller feeds bytes with receive_data() (b"" = peer closed)
+#    and pulls operations with next_event() (one tuple per op, for the edge) or next_batch()
+#    (a list per read, with consecutive PUBs to one subject merged into one run, for the hub's
+#    router: see shared/perf/PURE-PYTHON-CEILING.md, section 6).
+# 2. The parser does not know whether it runs in a hub or an edge; only `kind` differs: which
+#    peer is talking (a client, a server, a leaf link, a route) decides which verbs are legal.
+# 3. Every buffer has a limit: the control line is checked before its CRLF arrives, the payload
+#    size is checked on the control line, before any payload is buffered.
+# 4. Bad peer input raises RemoteProtocolError whose `wire` is the exact -ERR text nats-server
+#    sends for it (None: nats-server closes without -ERR); the parser then stays failed.
+#    Our own illegal requests (encoding a subject with whitespace) raise LocalProtocolError.
+#
+# Event tuples; ev[0] is the op, subjects/sids/replies are bytes, hdr is None when the frame
+# has no header block:
+#   (OP_INFO, dict)                (OP_CONNECT, dict)             (OP_PING,) (OP_PONG,) (OP_OK,)
+#   (OP_ERR, text)                 (OP_PUB, subject, reply, hdr, payload)          PUB and HPUB
+#   (OP_SUB, subject, queue, sid)  (OP_UNSUB, sid, max_msgs)      (OP_CLOSED,)  after b"" was fed
+#   (OP_MSG, subject, sid, reply, hdr, payload)                                  MSG and HMSG
+#   (OP_LS_PLUS, subject, queue, weight)  (OP_LS_MINUS, subject, queue)
+#   (OP_LMSG, subject, reply, queues, hdr, payload)                 LMSG and HMSG on a leaf link
+#   (OP_RS_PLUS, account, subject, queue, weight)  (OP_RS_MINUS, account, subject, queue)
+#   (OP_RMSG, account, subject, reply, queues, hdr, payload)        RMSG and HMSG on a route
+# next_batch() also yields (OP_PUB_RUN, subject, has_hdr, pieces, nbytes): consecutive PUB (or
+# HPUB) frames to one subject; each piece is the frame's tail " [reply] [hdr] size\r\n<body>\r\n",
+# so b"MSG <subject> <sid>" + piece is the frame a subscriber receives.
+
+import json
+
+from edge.compat import const
+
+KIND_CLIENT = const(0)  # the peer is a client: we serve it
+KIND_SERVER = const(1)  # the peer is a server: we are its client
+KIND_LEAF = const(2)  # a leafnode link, either side
+KIND_ROUTE = const(3)  # a route link
+
+OP_INFO = const(1)
+OP_CONNECT = const(2)
+OP_PUB = const(3)
+OP_SUB = const(4)
+OP_UNSUB = const(5)
+OP_MSG = const(6)
+OP_PING = const(7)
+OP_PONG = const(8)
+OP_OK = const(9)
+OP_ERR = const(10)
+OP_LS_PLUS = const(11)
+OP_LS_MINUS = const(12)
+OP_LMSG = const(13)
+OP_RS_PLUS = const(14)
+OP_RS_MINUS = const(15)
+OP_RMSG = const(16)
+OP_PUB_RUN = const(17)
+OP_CLOSED = const(18)
+
+NEED_DATA = None
+
+MAX_CONTROL_LINE = const(4096)  # nats-server const.go MAX_CONTROL_LINE_SIZE
+MAX_PAYLOAD = const(1048576)  # nats-server const.go MAX_PAYLOAD_SIZE
+_LINK_LINE_FACTOR = const(16)  # leaf/route lines may be 16x longer (parser.go overMaxControlLineLimit)
+_LINE_CACHE_MAX = const(4096)  # bounded cache of parsed PUB lines (hub fast path)
+
+ERR_UNKNOWN_OP = "Unknown Protocol Operation"
+ERR_MAX_PAYLOAD = "Maximum Payload Violation"
+ERR_MAX_CONTROL_LINE = "maximum control line exceeded"
+
+PING = b"PING\r\n"
+PONG = b"PONG\r\n"
+OK = b"+OK\r\n"
+CRLF = b"\r\n"
+
+
+class ProtocolError(Exception):
+    pass
+
+
+class RemoteProtocolError(ProtocolError):
+    # wire: the -ERR text to send before closing, or None to close silently (as nats-server does
+    # for argument errors and bad CONNECT JSON).
+    def __init__(self, msg, wire=None):
+        super().__init__(msg)
+        self.wire = wire
+
+
+class LocalProtocolError(ProtocolError):
+    pass
+
+
+# Verbs each kind of peer may send (as parser.go: route, leaf and account verbs are refused from
+# clients). The value says how to parse the rest of the line.
+_V_INFO, _V_CONNECT, _V_PUB, _V_HPUB, _V_SUB, _V_UNSUB = 1, 2, 3, 4, 5, 6
+_V_MSG, _V_HMSG, _V_PING, _V_PONG, _V_OK, _V_ERR = 7, 8, 9, 10, 11, 12
+_V_LSP, _V_LSM, _V_LMSG, _V_RSP, _V_RSM, _V_RMSG = 13, 14, 15, 16, 17, 18
+
+_COMMON = {b"INFO": _V_INFO, b"PING": _V_PING, b"PONG": _V_PONG, b"+OK": _V_OK, b"-ERR": _V_ERR}
+
+
+def _verbs(extra):
+    d = dict(_COMMON)
+    d.update(extra)
+    return d
+
+
+_VERBS = (
+    _verbs({b"CONNECT": _V_CONNECT, b"PUB": _V_PUB, b"HPUB": _V_HPUB, b"SUB": _V_SUB, b"UNSUB": _V_UNSUB}),
+    _verbs({b"MSG": _V_MSG, b"HMSG": _V_HMSG}),
+    _verbs({b"CONNECT": _V_CONNECT, b"LS+": _V_LSP, b"LS-": _V_LSM, b"LMSG": _V_LMSG, b"HMSG": _V_LMSG}),
+    _verbs({b"CONNECT": _V_CONNECT, b"RS+": _V_RSP, b"RS-": _V_RSM, b"RMSG": _V_RMSG, b"HMSG": _V_RMSG}),
+)
+
+
+def _size(tok, what):
+    # As parser.go parseSize: digits only, no sign, no spaces.
+    if not tok.isdigit() or len(tok) > 12:
+        raise RemoteProtocolError("bad %s size %r" % (what, tok))
+    return int(tok)
+
+
+def _reply_queues(mid):
+    # The part between subject and size on LMSG/RMSG: "", "reply", "+ reply q..", "| q..".
+    if not mid:
+        return None, None
+    if mid[0] == b"+":
+        if len(mid) < 3:
+            raise RemoteProtocolError("bad reply/queue section")
+        return mid[1], mid[2:]
+    if mid[0] == b"|":
+        if len(mid) < 2:
+            raise RemoteProtocolError("bad queue section")
+        return None, mid[1:]
+    if len(mid) != 1:
+        raise RemoteProtocolError("bad reply section")
+    return mid[0], None
+
+
+class Parser:
+    def __init__(self, kind, max_control_line=MAX_CONTROL_LINE, max_payload=MAX_PAYLOAD):
+        self.kind = kind
+        self.max_control_line = max_control_line
+        self.max_payload = max_payload
+        self._verbs = _VERBS[kind]
+        # Clients are held to the configured limit; links get 16x (still bounded).
+        self._line_limit = max_control_line if kind == KIND_CLIENT else max_control_line * _LINK_LINE_FACTOR
+        self._buf = b""
+        self._pos = 0
+        self._eof = False
+        self.error = None  # the RemoteProtocolError that stopped this parser, if any
+        # A control line whose payload has not fully arrived: (event head tuple, hdr_len, size).
+        self._await = None
+        # Hub fast path: raw PUB line -> (subject, has_hdr, size, tail) where tail is the offset
+        # of " [reply] size" in the line, or the rebuilt canonical tail bytes.
+        self._lines = {}
+
+    def receive_data(self, data):
+        if not data:
+            self._eof = True
+            return
+        if self._pos:
+            self._buf = self._buf[self._pos :] + data
+            self._pos = 0
+        elif self._buf:
+            self._buf += data
+        else:
+            self._buf = data
+
+    def pending(self):
+        # Bytes received but not yet parsed into an operation.
+        return len(self._buf) - self._pos
+
+    def _fail(self, e):
+        self.error = e
+        raise e
+
+    def next_event(self):
+        if self.error:
+            raise self.error
+        try:
+            return self._next()
+        except RemoteProtocolError as e:
+            self._fail(e)
+
+    def _next(self):
+        buf = self._buf
+        pos = self._pos
+        if self._await is None:
+            i = buf.find(b"\n", pos)
+            if i < 0:
+                return self._need_data(len(buf) - pos)
+            self._pos = i + 1
+            ev = self._control(buf[pos:i])
+            if ev is not None:
+                return ev
+            pos = i + 1
+        head, hlen, size = self._await
+        end = pos + size
+        if len(buf) < end + 2:
+            return self._need_data(0)
+        if buf[end] != 13 or buf[end + 1] != 10:
+            raise RemoteProtocolError("payload not followed by CRLF", ERR_UNKNOWN_OP)
+        self._await = None
+        self._pos = end + 2
+        if hlen < 0:
+            return head + (None, buf[pos:end])
+        return head + (buf[pos : pos + hlen], buf[pos + hlen : end])
+
+    def _need_data(self, partial):
+        if partial > self._line_limit + 8:
+            raise RemoteProtocolError("control line too long", ERR_MAX_CONTROL_LINE)
+        if self._eof:
+            if self.pending() or self._await:
+                raise RemoteProtocolError("peer closed mid-frame")
+            return (OP_CLOSED,)
+        return NEED_DATA
+
+    def _control(self, line):
+        # Parse one control line (without its \n). Returns the event, or None after setting
+        # self._await when a payload must follow.
+        if line[-1:] == b"\r":
+            line = line[:-1]
+        args = line.split()
+        if not args:
+            raise RemoteProtocolError("empty line", ERR_UNKNOWN_OP)
+        verb = self._verbs.get(args[0].upper())
+        if verb is None:
+            raise RemoteProtocolError("unknown operation", ERR_UNKNOWN_OP)
+        n = len(args)
+        if len(line) - len(args[0]) - 1 > self._line_limit:
+            raise RemoteProtocolError("control line too long", ERR_MAX_CONTROL_LINE)
+        if verb == _V_PUB or verb == _V_HPUB:
+            hdr = verb == _V_HPUB
+            want = 3 if hdr else 2
+            if n != want + 1 and n != want + 2:
+                raise RemoteProtocolError("PUB arguments")
+            size = self._payload_size(args[-1])
+            hlen = _size(args[-2], "header") if hdr else -1
+            if hlen > size:
+                raise RemoteProtocolError("header size larger than total")
+            self._await = ((OP_PUB, args[1], args[2] if n == want + 2 else None), hlen, size)
+            return None
+        if verb == _V_SUB:
+            if n == 3:
+                return (OP_SUB, args[1], None, args[2])
+            if n == 4:
+                return (OP_SUB, args[1], args[2], args[3])
+            raise RemoteProtocolError("SUB arguments")
+        if verb == _V_UNSUB:
+            if n == 2:
+                return (OP_UNSUB, args[1], None)
+            if n == 3:
+                return (OP_UNSUB, args[1], _size(args[2], "max"))
+            raise RemoteProtocolError("UNSUB arguments")
+        if verb == _V_PING or verb == _V_PONG or verb == _V_OK:
+            if n != 1:
+                raise RemoteProtocolError("unexpected arguments", ERR_UNKNOWN_OP)
+            return ((OP_PING,), (OP_PONG,), (OP_OK,))[verb - _V_PING]
+        if verb == _V_INFO or verb == _V_CONNECT:
+            body = line[len(args[0]) :].strip()
+            try:
+                obj = json.loads(body)
+            except ValueError:
+                obj = None
+            if not isinstance(obj, dict):
+                raise RemoteProtocolError("bad JSON")
+            return (OP_INFO if verb == _V_INFO else OP_CONNECT, obj)
+        if verb == _V_ERR:
+            text = line[len(args[0]) :].strip()
+            if text[:1] == b"'" and text[-1:] == b"'" and len(text) > 1:
+                text = text[1:-1]
+            return (OP_ERR, text.decode())
+        if verb == _V_MSG or verb == _V_HMSG:
+            hdr = verb == _V_HMSG
+            want = 5 if hdr else 4  # verb subject sid [reply] [hdr] size
+            if n != want and n != want + 1:
+                raise RemoteProtocolError("MSG arguments")
+            size = self._payload_size(args[-1])
+            hlen = _size(args[-2], "header") if hdr else -1
+            self._await = ((OP_MSG, args[1], args[2], args[3] if n == want + 1 else None), hlen, size)
+            return None
+        if verb == _V_LMSG or verb == _V_RMSG:
+            hdr = args[0].upper() == b"HMSG"
+            acc = 1 if verb == _V_RMSG else 0
+            first = 1 + acc
+            last = n - (2 if hdr else 1)
+            if last <= first:
+                raise RemoteProtocolError("message arguments")
+            size = self._payload_size(args[-1])
+            hlen = _size(args[-2], "header") if hdr else -1
+            reply, queues = _reply_queues(args[first + 1 : last])
+            if acc:
+                head = (OP_RMSG, args[1], args[2], reply, queues)
+            else:
+                head = (OP_LMSG, args[1], reply, queues)
+            self._await = (head, hlen, size)
+            return None
+        if verb == _V_LSP or verb == _V_LSM or verb == _V_RSP or verb == _V_RSM:
+            acc = 1 if verb >= _V_RSP else 0
+            plus = verb == _V_LSP or verb == _V_RSP
+            k = n - acc
+            if plus and k == 4:
+                q, w = args[2 + acc], _size(args[3 + acc], "weight")
+            elif not plus and k == 3:
+                q, w = args[2 + acc], None
+            elif k == 2:
+                q, w = None, None
+            else:
+                raise RemoteProtocolError("interest arguments")
+            if acc:
+                return (OP_RS_PLUS if plus else OP_RS_MINUS, args[1], args[2], q) + ((w,) if plus else ())
+            return (OP_LS_PLUS if plus else OP_LS_MINUS, args[1], q) + ((w,) if plus else ())
+        raise RemoteProtocolError("unknown operation", ERR_UNKNOWN_OP)
+
+    def _payload_size(self, tok):
+        size = _size(tok, "payload")
+        if self.max_payload is not None and size > self.max_payload:
+            raise RemoteProtocolError("payload of %d bytes over the limit" % size, ERR_MAX_PAYLOAD)
+        return size
+
+    def next_batch(self):
+        # Every complete operation in the buffer, as a list. Consecutive PUB/HPUB frames to one
+        # subject become one (OP_PUB_RUN, subject, has_hdr, pieces, nbytes) whose pieces are
+        # slices of the read buffer: the router then writes b"MSG subj sid".join([b"", *pieces])
+        # per target, with no per-message formatting. Errors are raised after the operations
+        # before them were returned, so the caller acts on those first.
+        if self.error:
+            raise self.error
+        out = []
+        try:
+            self._batch(out)
+        except RemoteProtocolError as e:
+            self.error = e
+            if not out:
+                raise
+        return out
+
+    def _batch(self, out):
+        # Hot loop of the hub: keep it free of calls on the cached path (one find, one dict get,
+        # two index checks and one slice per frame).
+        buf = self._buf
+        pos = self._pos
+        n = len(buf)
+        lines = self._lines
+        find = buf.find
+        run_subj = None
+        run_hdr = False
+        pieces = None
+        nbytes = 0
+        while True:
+            if self._await is not None:
+                ev = self._next()
+                pos = self._pos
+                if ev is NEED_DATA:
+                    break
+                if pieces is not None:
+                    out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
+                    pieces = None
+                out.append(ev)
+                continue
+            i = find(b"\n", pos)
+            if i < 0:
+                self._pos = pos
+                ev = self._need_data(n - pos)
+                if ev is not NEED_DATA:
+                    if pieces is not None:
+                        out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
+                        pieces = None
+                    out.append(ev)
+                break
+            line = buf[pos:i]
+            hit = lines.get(line)
+            if hit is None:
+                hit = self._pub_line(line)
+                if hit is None:
+                    # Not a plain PUB line: the general path, one event.
+                    self._pos = i + 1
+                    ev = self._control(line)
+                    if ev is None:
+                        continue  # a payload follows; handled at the top of the loop
+                    if pieces is not None:
+                        out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
+                        pieces = None
+                    out.append(ev)
+                    pos = self._pos
+                    continue
+            subj, has_hdr, size, tail = hit
+            end = i + 1 + size
+            if end + 2 > n:
+                # Payload incomplete: stop before this line; it is a cache hit next time.
+                break
+            if buf[end] != 13 or buf[end + 1] != 10:
+                self._pos = pos
+                raise RemoteProtocolError("payload not followed by CRLF", ERR_UNKNOWN_OP)
+            if tail.__class__ is int:
+                piece = buf[pos + tail : end + 2]
+            else:
+                piece = tail + buf[i - 1 : end + 2] if buf[i - 1] == 13 else tail + b"\r" + buf[i : end + 2]
+            if pieces is not None and subj == run_subj and has_hdr == run_hdr:
+                pieces.append(piece)
+                nbytes += size
+            else:
+                if pieces is not None:
+                    out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
+                run_subj = subj
+                run_hdr = has_hdr
+                pieces = [piece]
+                nbytes = size
+            pos = end + 2
+        if pieces is not None:
+            out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
+        self._pos = pos
+
+    def _pub_line(self, line):
+        # Parse a PUB/HPUB control line for the fast path and cache it; None for anything else.
+        if self.kind != KIND_CLIENT:
+            return None
+        head = line[:5].upper()
+        if head[:4] == b"PUB ":
+            has_hdr = False
+        elif head == b"HPUB ":
+            has_hdr = True
+        else:
+            return None
+        body = line[:-1] if line[-1:] == b"\r" else line
+        args = body.split()
+        want = 3 if has_hdr else 2
+        if len(args) != want + 1 and len(args) != want + 2:
+            return None  # the general path reports it
+        if len(body) - len(args[0]) - 1 > self._line_limit:
+            return None
+        try:
+            size = self._payload_size(args[-1])
+            if has_hdr and _size(args[-2], "header") > size:
+                return None
+        except RemoteProtocolError:
+            return None
+        subj = args[1]
+        tail = b" " + b" ".join(args[2:])
+        off = line.find(subj, len(args[0])) + len(subj)
+        if line[off:] == tail + b"\r":
+            tail = off  # canonical line: the tail is a slice of the read buffer
+        # else odd spacing or a bare \n: the rebuilt tail is prepended per frame
+        if len(self._lines) >= _LINE_CACHE_MAX:
+            self._lines.clear()
+        hit = (subj, has_hdr, size, tail)
+        self._lines[line] = hit
+        return hit
+
+
+def encode_tail(reply, hdr, payload):
+    # The tail of a PUB/MSG frame after the subject (and sid): a piece as next_batch() yields.
+    r = b" " + reply if reply else b""
+    if hdr is None:
+        return r + b" %d\r\n" % len(payload) + payload + CRLF
+    return r + b" %d %d\r\n" % (len(hdr), len(hdr) + len(payload)) + hdr + payload + CRLF
+
+
+def decode_tail(piece, has_hdr):
+    # A piece back into (reply, hdr, payload); pieces come from this parser, so they are well formed.
+    i = piece.find(CRLF)
+    words = piece[:i].split()
+    reply = words[0] if len(words) == (3 if has_hdr else 2) else None
+    body = piece[i + 2 : -2]
+    if has_hdr:
+        hlen = int(words[-2])
+        return reply, body[:hlen], body[hlen:]
+    return reply, None, body
+
+
+# ---- headers ----------------------------------------------------------------------------------
+
+HDR_LINE = b"NATS/1.0"
+
+
+def decode_headers(block):
+    # -> (status or None, description, [(key, value), ...]) with keys and values as str, order
+    # and repeats kept. Raises RemoteProtocolError on a malformed block.
+    if block[:8] != HDR_LINE:
+        raise RemoteProtocolError("header block does not start with NATS/1.0")
+    try:
+        text = bytes(block).decode()
+    except UnicodeError:
+        raise RemoteProtocolError("header block is not UTF-8")
+    lines = text.split("\r\n")
+    first = lines[0][8:].strip()
+    status = None
+    desc = ""
+    if first:
+        code, _, desc = first.partition(" ")
+        if len(code) != 3 or not code.isdigit():
+            raise RemoteProtocolError("bad status in header block")
+        status = int(code)
+        desc = desc.strip()
+    pairs = []
+    for ln in lines[1:]:
+        if not ln:
+            continue
+        k, sep, v = ln.partition(":")
+        if not sep or not k.strip():
+            raise RemoteProtocolError("bad header line")
+        pairs.append((k.strip(), v.strip()))
+    return status, desc, pairs
+
+
+def encode_headers(pairs, status=None, desc=""):
+    # pairs: [(key, value)] or a dict of key -> value or list of values.
+    out = [HDR_LINE]
+    if status is not None:
+        out.append(b" %d" % status)
+        if desc:
+            out.append(b" " + _b(desc))
+    out.append(CRLF)
+    items = pairs.items() if hasattr(pairs, "items") else pairs
+    for k, v in items:
+        k = _b(k)
+        if not k or b":" in k or _has_space(k):
+            raise LocalProtocolError("bad header key %r" % k)
+        for val in v if isinstance(v, list) else (v,):
+            val = _b(val)
+            if b"\r" in val or b"\n" in val:
+                raise LocalProtocolError("header value with CR/LF")
+            out.append(k + b": " + val + CRLF)
+    out.append(CRLF)
+    return b"".join(out)
+
+
+# ---- encoders ---------------------------------------------------------------------------------
+
+
+def _b(x):
+    return x.encode() if isinstance(x, str) else bytes(x)
+
+
+def _has_space(b):
+    return b" " in b or b"\t" in b or b"\r" in b or b"\n" in b
+
+
+def _token(x, what):
+    x = _b(x)
+    if not x or _has_space(x):
+        raise LocalProtocolError("invalid %s %r" % (what, x))
+    return x
+
+
+def _json_line(verb, obj):
+    return verb + json.dumps(obj, separators=(",", ":")).encode() + CRLF
+
+
+def encode_info(info):
+    # nats-server puts a space before the CRLF of INFO; peers trim it.
+    return b"INFO " + json.dumps(info, separators=(",", ":")).encode() + b" \r\n"
+
+
+def encode_connect(opts):
+    return _json_line(b"CONNECT ", opts)
+
+
+def encode_err(text):
+    return b"-ERR '" + _b(text) + b"'\r\n"
+
+
+def _frame(head, hdr, payload):
+    # head: control-line words ending before the size fields.
+    payload = _b(payload)
+    if hdr is None:
+        return b" ".join(head) + b" %d\r\n" % len(payload) + payload + CRLF
+    hdr = _b(hdr)
+    return b" ".join(head) + b" %d %d\r\n" % (len(hdr), len(hdr) + len(payload)) + hdr + payload + CRLF
+
+
+def encode_pub(subject, payload, reply=None, hdr=None):
+    head = [b"HPUB" if hdr is not None else b"PUB", _token(subject, "subject")]
+    if reply:
+        head.append(_token(reply, "reply"))
+    return _frame(head, hdr, payload)
+
+
+def encode_sub(subject, sid, queue=None):
+    parts = [b"SUB", _token(subject, "subject")]
+    if queue:
+        parts.append(_token(queue, "queue"))
+    parts.append(_token(sid, "sid"))
+    return b" ".join(parts) + CRLF
+
+
+def encode_unsub(sid, max_msgs=None):
+    if max_msgs is None:
+        return b"UNSUB " + _token(sid, "sid") + CRLF
+    return b"UNSUB %s %d\r\n" % (_token(sid, "sid"), max_msgs)
+
+
+def encode_msg(subject, sid, payload, reply=None, hdr=None):
+    head = [b"HMSG" if hdr is not None else b"MSG", _token(subject, "subject"), _token(sid, "sid")]
+    if reply:
+        head.append(_token(reply, "reply"))
+    return _frame(head, hdr, payload)
+
+
+def _reply_queue_words(head, reply, queues):
+    if queues:
+        head.extend((b"+", _token(reply, "reply")) if reply else (b"|",))
+        head.extend(_token(q, "queue") for q in queues)
+    elif reply:
+        head.append(_token(reply, "reply"))
+    return head
+
+
+def encode_ls_plus(subject, queue=None, weight=1):
+    if queue:
+        return b"LS+ %s %s %d\r\n" % (_token(subject, "subject"), _token(queue, "queue"), weight)
+    return b"LS+ " + _token(subject, "subject") + CRLF
+
+
+def encode_ls_minus(subject, queue=None):
+    if queue:
+        return b"LS- " + _token(subject, "subject") + b" " + _token(queue, "queue") + CRLF
+    return b"LS- " + _token(subject, "subject") + CRLF
+
+
+def encode_lmsg(subject, payload, reply=None, queues=None, hdr=None):
+    head = [b"HMSG" if hdr is not None else b"LMSG", _token(subject, "subject")]
+    return _frame(_reply_queue_words(head, reply, queues), hdr, payload)
+
+
+def encode_rs_plus(account, subject, queue=None, weight=1):
+    acc = _token(account, "account")
+    if queue:
+        return b"RS+ %s %s %s %d\r\n" % (acc, _token(subject, "subject"), _token(queue, "queue"), weight)
+    return b"RS+ " + acc + b" " + _token(subject, "subject") + CRLF
+
+
+def encode_rs_minus(account, subject, queue=None):
+    tail = b" " + _token(queue, "queue") if queue else b""
+    return b"RS- " + _token(account, "account") + b" " + _token(subject, "subject") + tail + CRLF
+
+
+def encode_rmsg(account, subject, payload, reply=None, queues=None, hdr=None):
+    head = [b"HMSG" if hdr is not None else b"RMSG", _token(account, "account"), _token(subject, "subject")]
+    return _frame(_reply_queue_words(head, reply, queues), hdr, payload)

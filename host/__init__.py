@@ -1,0 +1,1 @@
+"""natsedge hub: a NATS server in Python, wire-compatible with the Go nats-server."""

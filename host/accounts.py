@@ -1,0 +1,136 @@
+"""Accounts: isolated subject spaces, with stream and service exports/imports (nats-server `accounts.go`).
+
+Every connection belongs to exactly one account (`$G` when none is configured). An account owns its
+Sublist. Imports are internal subscriptions:
+- a stream import by B from A is a subscription in A on the exported subject whose `imported`
+  forwards each matching message into B under the local subject;
+- a service import by B from A is a subscription in B on the local subject that forwards requests
+  into A, replacing the reply with a fresh `_R_.` subject that A's responder answers; the response
+  map sends that answer back to B under the requester's original reply (one response, like
+  nats-server's default "Singleton" response type), and entries expire after RESPONSE_TTL.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING
+
+from host.opts import AccountConfig, Import
+from host.sublist import Sublist, Subscription, subject_matches
+
+if TYPE_CHECKING:
+    from host.client import Client
+
+RESPONSE_TTL = 120.0
+MAX_IMPORT_DEPTH = 8  # bound on import chains, so a cycle of imports cannot loop forever
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+
+
+def nuid(n: int = 22) -> str:
+    """A random token for reply subjects and ids (base32 alphabet, like nats-server's nuid)."""
+    return "".join(_B32[b & 31] for b in os.urandom(n))
+
+
+def map_subject(src_pattern: bytes, dst_pattern: bytes, subject: bytes) -> bytes:
+    """Map `subject` (matching src_pattern) onto dst_pattern, carrying wildcard tokens positionally."""
+    if src_pattern == dst_pattern:
+        return subject
+    st = subject.split(b".")
+    sp = src_pattern.split(b".")
+    wild: list[bytes] = []
+    for i, t in enumerate(sp):
+        if t == b"*":
+            wild.append(st[i])
+        elif t == b">":
+            wild.append(b".".join(st[i:]))
+    out = []
+    k = 0
+    for t in dst_pattern.split(b"."):
+        if t in (b"*", b">") and k < len(wild):
+            out.append(wild[k])
+            k += 1
+        else:
+            out.append(t)
+    return b".".join(out)
+
+
+class StreamImport:
+    """Forwarding data of an internal subscription in the exporting account."""
+
+    __slots__ = ("dest", "subject", "local")
+
+    def __init__(self, dest: Account, subject: bytes, local: bytes) -> None:
+        self.dest = dest
+        self.subject = subject
+        self.local = local
+
+
+class ServiceImport:
+    """Forwarding data of an internal subscription in the importing account."""
+
+    __slots__ = ("dest", "subject", "local")
+
+    def __init__(self, dest: Account, subject: bytes, local: bytes) -> None:
+        self.dest = dest
+        self.subject = subject
+        self.local = local
+
+
+class Account:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.name_b = name.encode()
+        self.sublist = Sublist()
+        self.clients: set[Client] = set()
+        # reply subject in this account -> (requesting account, original reply, expiry time)
+        self.responses: dict[bytes, tuple[Account, bytes, float]] = {}
+        self.config: AccountConfig | None = None
+
+    def __repr__(self) -> str:
+        return f"Account({self.name})"
+
+    def add_response(self, requester: Account, reply: bytes) -> bytes:
+        new_reply = b"_R_." + nuid(10).encode() + b"." + nuid(6).encode()
+        self.responses[new_reply] = (requester, reply, time.monotonic() + RESPONSE_TTL)
+        return new_reply
+
+    def expire_responses(self, now: float) -> None:
+        for k in [k for k, v in self.responses.items() if v[2] < now]:
+            del self.responses[k]
+
+
+def can_import(exporter: AccountConfig, importer: str, imp: Import) -> bool:
+    for e in exporter.exports:
+        if e.service != imp.service:
+            continue
+        if e.accounts is not None and importer not in e.accounts:
+            continue
+        if subject_matches(e.subject, imp.subject) or e.subject == imp.subject:
+            return True
+    return False
+
+
+def wire_imports(accounts: dict[str, Account]) -> list[str]:
+    """Install the internal subscriptions for every configured import; returns warnings."""
+    warnings = []
+    for acc in accounts.values():
+        if acc.config is None:
+            continue
+        for imp in acc.config.imports:
+            src = accounts[imp.account]
+            if src.config is None or not can_import(src.config, acc.name, imp):
+                warnings.append(
+                    f'account "{acc.name}": import of "{imp.subject.decode()}" from "{imp.account}" '
+                    "has no matching export; ignored"
+                )
+                continue
+            if imp.service:
+                sub = Subscription(None, imp.local, None, b"")
+                sub.imported = ServiceImport(src, imp.subject, imp.local)
+                acc.sublist.insert(sub)
+            else:
+                sub = Subscription(None, imp.subject, None, b"")
+                sub.imported = StreamImport(acc, imp.subject, imp.local)
+                src.sublist.insert(sub)
+    return warnings

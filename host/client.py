@@ -1,0 +1,567 @@
+"""Client connections and message delivery (nats-server `client.go`).
+
+A Client is an asyncio.Protocol. Each read is parsed whole by the sans-IO parser's next_batch();
+consecutive PUBs to one subject arrive as one run of raw tail slices, routed with one sublist
+cache hit and one `prefix.join(pieces)` per target. Output is queued per connection and written
+once per read batch (Server.flush_dirty), which is what makes pure Python fast enough here
+(shared/perf/PURE-PYTHON-CEILING.md).
+
+Nothing in this file awaits: every handler runs to completion inside one event-loop callback,
+which is the asyncio analogue of holding nats-server's client lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from edge.proto import (
+    KIND_CLIENT,
+    OK,
+    OP_CLOSED,
+    OP_CONNECT,
+    OP_ERR,
+    OP_INFO,
+    OP_OK,
+    OP_PING,
+    OP_PONG,
+    OP_PUB,
+    OP_PUB_RUN,
+    OP_SUB,
+    OP_UNSUB,
+    PING,
+    PONG,
+    Parser,
+    RemoteProtocolError,
+    decode_tail,
+    encode_err,
+    encode_info,
+    encode_tail,
+)
+from host import errors
+from host.accounts import MAX_IMPORT_DEPTH, Account, ServiceImport, map_subject
+from host.auth import ClientPermissions, authenticate
+from host.sublist import SublistResult, Subscription, is_valid_literal_subject, is_valid_subject
+
+if TYPE_CHECKING:
+    from host.server import Server
+
+FIRST_PING_INTERVAL = 2.0  # nats-server firstPingInterval
+_STALL_MAX = 0.05  # longest pause of a producer while a consumer drains (nats-server stalls briefly)
+
+
+class Client(asyncio.Protocol):
+    kind = "Client"
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        opts = server.opts
+        self.opts = opts
+        self.cid = server.next_cid()
+        self.parser = Parser(KIND_CLIENT, opts.max_control_line, opts.max_payload)
+        self.transport: asyncio.Transport | None = None
+        self.account: Account | None = None
+        self.user: str | None = None
+        self.perms: ClientPermissions | None = None
+        self.subs: dict[bytes, Subscription] = {}
+        self.out: list[bytes] = []
+        self.dirty = False
+        self.closed = False
+        self.connected = False  # CONNECT accepted
+        self.info_pending = False  # send the connect_info INFO after the first PONG
+        # Defaults before/without CONNECT: nats-server treats such a client as verbose + pedantic.
+        self.verbose = True
+        self.pedantic = True
+        self.echo = True
+        self.headers = False
+        self.no_responders = False
+        self.protocol = 0
+        self.name = ""
+        self.lang = ""
+        self.version = ""
+        self.ip = ""
+        self.port = 0
+        self.in_msgs = 0
+        self.in_bytes = 0
+        self.out_msgs = 0
+        self.out_bytes = 0
+        self.start = time.time()
+        self.last_activity = self.start
+        self.pings_out = 0
+        self.max_pending = opts.max_pending
+        self.blocked_since = 0.0
+        self.stalled: list[Client] = []
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+
+    # ---- connection lifecycle -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.ip, self.port = peer[0], peer[1]
+        transport.set_write_buffer_limits(high=min(self.max_pending // 2, 4 << 20))
+        server = self.server
+        info = encode_info(server.client_info(self))
+        if not server.register(self):
+            transport.write(info + encode_err(errors.ERR_MAX_CONNECTIONS))
+            self.closed = True
+            transport.close()
+            server.record_closed(self, errors.MAX_CONNECTIONS_EXCEEDED)
+            return
+        transport.write(info)
+        loop = server.loop
+        if server.auth_required:
+            self._timers["auth"] = loop.call_later(self.opts.auth_timeout, self._auth_timeout)
+        else:
+            self.account = server.global_account
+            self.account.clients.add(self)
+        first = min(FIRST_PING_INTERVAL, self.opts.ping_interval)
+        self._timers["ping"] = loop.call_later(first * (1 + random.random() * 0.2), self._ping_timer)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed:
+            self._teardown(errors.READ_ERROR if exc else errors.CLIENT_CLOSED)
+
+    def pause_writing(self) -> None:
+        self.blocked_since = time.monotonic()
+
+    def resume_writing(self) -> None:
+        self.blocked_since = 0.0
+        stalled, self.stalled = self.stalled, []
+        for c in stalled:
+            c.unstall()
+
+    def close(self, reason: str, err: str | None = None, abort: bool = False) -> None:
+        """Close after sending what is queued (plus -ERR err); abort drops queued output."""
+        if self.closed:
+            return
+        t = self.transport
+        if t is not None:
+            if abort:
+                t.abort()
+            else:
+                if err is not None:
+                    self.out.append(encode_err(err))
+                if self.out:
+                    t.write(b"".join(self.out))
+                    self.out = []
+                t.close()
+        self._teardown(reason)
+
+    def _teardown(self, reason: str) -> None:
+        self.closed = True
+        for h in self._timers.values():
+            h.cancel()
+        self._timers.clear()
+        if self.account is not None:
+            sl = self.account.sublist
+            for sub in self.subs.values():
+                sub.closed = True
+                sl.remove(sub)
+            self.account.clients.discard(self)
+        self.subs.clear()
+        self.out = []
+        for c in self.stalled:
+            c.unstall()
+        self.stalled = []
+        self.server.unregister(self, reason)
+
+    # ---- timers ---------------------------------------------------------------------------------
+
+    def _auth_timeout(self) -> None:
+        if not self.connected:
+            self.close(errors.AUTH_TIMEOUT, errors.ERR_AUTH_TIMEOUT)
+
+    def _ping_timer(self) -> None:
+        # As nats-server processPingTimer: too many unanswered PINGs is a stale connection; a
+        # client that sent us data within the interval needs no PING.
+        if self.closed:
+            return
+        opts = self.opts
+        if self.pings_out + 1 > opts.ping_max:
+            self.server.stale_connections += 1
+            self.close(errors.STALE_CONNECTION, errors.ERR_STALE_CONNECTION)
+            return
+        if time.time() - self.last_activity < opts.ping_interval and self.pings_out == 0 and self.connected:
+            pass
+        else:
+            self.pings_out += 1
+            self.send(PING)
+        self._timers["ping"] = self.server.loop.call_later(opts.ping_interval, self._ping_timer)
+
+    # ---- output ---------------------------------------------------------------------------------
+
+    def enqueue(self, data: bytes) -> None:
+        self.out.append(data)
+        if not self.dirty:
+            self.dirty = True
+            self.server.dirty.append(self)
+
+    def send(self, data: bytes) -> None:
+        """Queue and write now (timers and other paths outside a read batch)."""
+        self.out.append(data)
+        self.flush()
+
+    def flush(self) -> None:
+        self.dirty = False
+        out = self.out
+        if not out or self.closed:
+            return
+        self.out = []
+        t = self.transport
+        assert t is not None
+        t.write(out[0] if len(out) == 1 else b"".join(out))
+        if t.get_write_buffer_size() > self.max_pending:
+            self.server.slow_consumers += 1
+            self.close(errors.SLOW_CONSUMER_PENDING_BYTES, abort=True)
+
+    def stall(self, consumer: Client) -> None:
+        """Pause reading from this producer briefly while `consumer` drains (bounded in time)."""
+        if self.closed or "stall" in self._timers or self.transport is None:
+            return
+        self.transport.pause_reading()
+        consumer.stalled.append(self)
+        self._timers["stall"] = self.server.loop.call_later(_STALL_MAX, self.unstall)
+
+    def unstall(self) -> None:
+        h = self._timers.pop("stall", None)
+        if h is not None:
+            h.cancel()
+            if not self.closed and self.transport is not None:
+                self.transport.resume_reading()
+
+    # ---- input ----------------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.last_activity = time.time()
+        p = self.parser
+        p.receive_data(data)
+        try:
+            events = p.next_batch()
+        except RemoteProtocolError as e:
+            self.protocol_error(e)
+            self.server.flush_dirty()
+            return
+        for ev in events:
+            op = ev[0]
+            if op == OP_PUB_RUN:
+                if self.connected or not self.server.auth_required:
+                    self.process_pub_run(ev[1], ev[2], ev[3], ev[4])
+                else:
+                    self.auth_violation()
+            elif op == OP_PUB:
+                if self.connected or not self.server.auth_required:
+                    piece = encode_tail(ev[2], ev[3], ev[4])
+                    size = len(ev[4]) + (len(ev[3]) if ev[3] is not None else 0)
+                    self.process_pub_run(ev[1], ev[3] is not None, [piece], size)
+                else:
+                    self.auth_violation()
+            else:
+                self.process_op(ev)
+            if self.closed:
+                break
+        else:
+            if p.error is not None:
+                self.protocol_error(p.error)
+        self.server.flush_dirty()
+
+    def protocol_error(self, e: RemoteProtocolError) -> None:
+        if e.wire == errors.ERR_MAX_PAYLOAD:
+            reason = errors.MAX_PAYLOAD_EXCEEDED
+        elif e.wire == errors.ERR_MAX_CONTROL_LINE:
+            reason = errors.MAX_CONTROL_LINE_EXCEEDED
+        else:
+            reason = errors.PARSE_ERROR if e.wire else errors.PROTOCOL_VIOLATION
+        self.close(reason, e.wire)
+
+    def auth_violation(self) -> None:
+        self.close(errors.AUTH_VIOLATION, errors.ERR_AUTH_VIOLATION)
+
+    def process_op(self, ev: tuple) -> None:
+        op = ev[0]
+        if op == OP_CONNECT:
+            self.process_connect(ev[1])
+            return
+        if not self.connected and self.server.auth_required:
+            self.auth_violation()
+            return
+        if op == OP_PING:
+            self.enqueue(PONG)
+            if self.info_pending:
+                self.info_pending = False
+                info = self.server.client_info(self)
+                info["connect_info"] = True
+                info["remote_account"] = self.account.name if self.account else ""
+                self.enqueue(encode_info(info))
+        elif op == OP_PONG:
+            self.pings_out = 0
+        elif op == OP_SUB:
+            self.process_sub(ev[1], ev[2], ev[3])
+        elif op == OP_UNSUB:
+            self.process_unsub(ev[1], ev[2])
+        elif op == OP_ERR:
+            self.close(errors.CLIENT_CLOSED)
+        elif op == OP_CLOSED:
+            self.close(errors.CLIENT_CLOSED)
+        elif op == OP_INFO or op == OP_OK:
+            pass
+
+    def process_connect(self, c: dict[str, Any]) -> None:
+        if self.connected:
+            return
+        proto = c.get("protocol", 0)
+        if not isinstance(proto, int) or isinstance(proto, bool) or not 0 <= proto <= 1:
+            self.close(errors.BAD_CLIENT_PROTOCOL_VERSION, errors.ERR_BAD_CLIENT_PROTOCOL)
+            return
+        self.verbose = bool(c.get("verbose", True))
+        self.pedantic = bool(c.get("pedantic", True))
+        self.echo = bool(c.get("echo", True))
+        self.headers = bool(c.get("headers", False))
+        self.no_responders = bool(c.get("no_responders", False))
+        self.protocol = proto
+        self.name = str(c.get("name", "") or "")
+        self.lang = str(c.get("lang", "") or "")
+        self.version = str(c.get("version", "") or "")
+        server = self.server
+        if server.auth_required:
+            user = authenticate(self.opts, c)
+            if user is None:
+                self.auth_violation()
+                return
+            self.user = user.username
+            self.account = server.lookup_account(user.account)
+            self.account.clients.add(self)
+            if user.permissions is not None:
+                self.perms = ClientPermissions(user.permissions)
+            h = self._timers.pop("auth", None)
+            if h is not None:
+                h.cancel()
+        elif self.opts.default_permissions is not None:
+            self.perms = ClientPermissions(self.opts.default_permissions)
+        if self.no_responders and not self.headers:
+            self.close(errors.NO_RESPONDERS_REQUIRES_HEADERS, errors.ERR_NO_RESPONDERS_NEEDS_HEADERS)
+            return
+        self.connected = True
+        self.info_pending = proto >= 1
+        if self.verbose:
+            self.enqueue(OK)
+
+    def process_sub(self, subject: bytes, queue: bytes | None, sid: bytes) -> None:
+        if not is_valid_subject(subject) or (queue is not None and not _valid_queue(queue)):
+            self.enqueue(encode_err(errors.ERR_INVALID_SUBJECT))
+            return
+        perms = self.perms
+        if perms is not None and perms.sub is not None and not perms.sub.check(subject):
+            self.enqueue(encode_err(errors.err_sub_violation(subject, queue)))
+            return
+        if sid in self.subs:
+            if self.verbose:
+                self.enqueue(OK)
+            return
+        limit = self.opts.max_subscriptions
+        if limit and len(self.subs) >= limit:
+            self.enqueue(encode_err(errors.ERR_MAX_SUBSCRIPTIONS))
+            return
+        sub = Subscription(self, subject, queue, sid)
+        self.subs[sid] = sub
+        assert self.account is not None
+        self.account.sublist.insert(sub)
+        if self.verbose:
+            self.enqueue(OK)
+
+    def process_unsub(self, sid: bytes, max_msgs: int | None) -> None:
+        sub = self.subs.get(sid)
+        if sub is not None:
+            if max_msgs is not None and max_msgs > sub.delivered:
+                sub.max = max_msgs
+            else:
+                self.remove_sub(sub)
+        if self.verbose:
+            self.enqueue(OK)
+
+    def remove_sub(self, sub: Subscription) -> None:
+        if self.subs.pop(sub.sid, None) is not None and self.account is not None:
+            sub.closed = True
+            self.account.sublist.remove(sub)
+
+    def process_pub_run(self, subject: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int) -> None:
+        n = len(pieces)
+        self.in_msgs += n
+        self.in_bytes += nbytes
+        server = self.server
+        server.in_msgs += n
+        server.in_bytes += nbytes
+        perms = self.perms
+        if perms is not None and perms.pub is not None and not perms.pub.check(subject):
+            err = encode_err(errors.err_pub_violation(subject))
+            for _ in range(n):
+                self.enqueue(err)
+            return
+        if self.pedantic and not is_valid_literal_subject(subject):
+            err = encode_err(errors.ERR_INVALID_PUB_SUBJECT)
+            for _ in range(n):
+                self.enqueue(err)
+        if self.verbose:
+            for _ in range(n):
+                self.enqueue(OK)
+        assert self.account is not None
+        deliver(self.account, self, subject, has_hdr, pieces, nbytes, 0)
+
+
+def _valid_queue(q: bytes) -> bool:
+    return bool(q) and b" " not in q and b"\t" not in q
+
+
+# ---- delivery (nats-server processMsgResults) ----------------------------------------------------
+
+
+class Route:
+    """Delivery plan for one published subject, derived from a SublistResult and cached on it."""
+
+    __slots__ = ("plain", "queues", "internal", "rr")
+
+    def __init__(self, r: SublistResult, subject: bytes) -> None:
+        self.plain: list[tuple[Any, Subscription, bytes, bytes]] = []
+        self.internal: list[Subscription] = []
+        for s in r.psubs:
+            if s.imported is not None:
+                self.internal.append(s)
+            else:
+                self.plain.append((s.conn, s, b"MSG " + subject + b" " + s.sid, b"HMSG " + subject + b" " + s.sid))
+        self.queues = [
+            [(s.conn, s, b"MSG " + subject + b" " + s.sid, b"HMSG " + subject + b" " + s.sid) for s in grp]
+            for grp in r.qsubs
+        ]
+        self.rr = random.randrange(1 << 16)
+
+
+def deliver(acc: Account, src: Client, subject: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int,
+            depth: int) -> int:
+    """Deliver a run of frames published to `subject` in `acc`; returns how many targets got it."""
+    if acc.responses:
+        resp = acc.responses.pop(subject, None)
+        if resp is not None:
+            return deliver(resp[0], src, resp[1], has_hdr, pieces, nbytes, depth + 1)
+    r = acc.sublist.match(subject)
+    route = r.route
+    if route is None:
+        route = r.route = Route(r, subject)
+    count = 0
+    parts = None
+    n = len(pieces)
+    for conn, sub, pfx, hpfx in route.plain:
+        if conn is src and not src.echo:
+            continue
+        if sub.max is not None or conn.closed:
+            count += _deliver_limited(conn, sub, pfx, hpfx, has_hdr, pieces)
+            continue
+        if has_hdr and not conn.headers:
+            _deliver_stripped(conn, pfx, pieces)
+        else:
+            if parts is None:
+                parts = [b""]
+                parts.extend(pieces)
+            conn.enqueue((hpfx if has_hdr else pfx).join(parts))
+            conn.out_msgs += n
+            conn.out_bytes += nbytes
+            sub.delivered += n
+        count += 1
+    for grp in route.queues:
+        size = len(grp)
+        route.rr += 1
+        for k in range(size):
+            conn, sub, pfx, hpfx = grp[(route.rr + k) % size]
+            if conn.closed or (conn is src and not src.echo):
+                continue
+            if sub.max is not None or (has_hdr and not conn.headers):
+                if not _deliver_limited(conn, sub, pfx, hpfx, has_hdr, pieces):
+                    continue
+            else:
+                if parts is None:
+                    parts = [b""]
+                    parts.extend(pieces)
+                conn.enqueue((hpfx if has_hdr else pfx).join(parts))
+                conn.out_msgs += n
+                conn.out_bytes += nbytes
+                sub.delivered += n
+            count += 1
+            break
+    if route.internal and depth < MAX_IMPORT_DEPTH:
+        for sub in route.internal:
+            count += _deliver_import(acc, sub, src, subject, has_hdr, pieces, nbytes, depth)
+    if count == 0 and src.no_responders:
+        _no_responders(src, subject, has_hdr, pieces)
+    if count:
+        server = src.server
+        server.out_msgs += n * count
+        server.out_bytes += nbytes * count
+    return count
+
+
+def _deliver_limited(conn: Client, sub: Subscription, pfx: bytes, hpfx: bytes, has_hdr: bool,
+                     pieces: list[bytes]) -> int:
+    """Slow path: UNSUB max, headers stripped for a client without header support, closing conns."""
+    if conn.closed or sub.closed:
+        return 0
+    take = pieces
+    if sub.max is not None:
+        left = sub.max - sub.delivered
+        if left <= 0:
+            conn.remove_sub(sub)
+            return 0
+        take = pieces[:left]
+    if has_hdr and not conn.headers:
+        _deliver_stripped(conn, pfx, take)
+    else:
+        conn.enqueue((hpfx if has_hdr else pfx).join([b"", *take]))
+        conn.out_msgs += len(take)
+        conn.out_bytes += sum(len(p) for p in take)
+    sub.delivered += len(take)
+    if sub.max is not None and sub.delivered >= sub.max:
+        conn.remove_sub(sub)
+    return 1
+
+
+def _deliver_stripped(conn: Client, pfx: bytes, pieces: list[bytes]) -> None:
+    # nats-server strips the header block for clients that did not say headers:true.
+    for piece in pieces:
+        reply, _hdr, payload = decode_tail(piece, True)
+        conn.enqueue(pfx + encode_tail(reply, None, payload))
+        conn.out_msgs += 1
+        conn.out_bytes += len(payload)
+
+
+def _deliver_import(acc: Account, sub: Subscription, src: Client, subject: bytes, has_hdr: bool,
+                    pieces: list[bytes], nbytes: int, depth: int) -> int:
+    imp = sub.imported
+    if not isinstance(imp, ServiceImport):
+        # Stream import: same frames, subject mapped into the importing account.
+        return deliver(imp.dest, src, map_subject(imp.subject, imp.local, subject), has_hdr, pieces, nbytes,
+                       depth + 1)
+    mapped = map_subject(imp.local, imp.subject, subject)
+    delivered = 0
+    for piece in pieces:
+        reply, hdr, payload = decode_tail(piece, has_hdr)
+        if reply:
+            reply = imp.dest.add_response(acc, reply)
+        size = len(payload) + (len(hdr) if hdr is not None else 0)
+        delivered += deliver(imp.dest, src, mapped, has_hdr, [encode_tail(reply, hdr, payload)], size, depth + 1)
+    return 1 if delivered else 0
+
+
+def _no_responders(src: Client, subject: bytes, has_hdr: bool, pieces: list[bytes]) -> None:
+    # As nats-server: a 503 status to the requester only, on its own subscription to the reply.
+    assert src.account is not None
+    for piece in pieces:
+        reply = decode_tail(piece, has_hdr)[0]
+        if not reply:
+            continue
+        for sub in src.account.sublist.match(reply).psubs:
+            if sub.conn is src:
+                hdr = b"NATS/1.0 503\r\nNats-Subject: " + subject + b"\r\n\r\n"
+                src.enqueue(b"HMSG %s %s %d %d\r\n%s\r\n" % (reply, sub.sid, len(hdr), len(hdr), hdr))
+                break

@@ -1,0 +1,330 @@
+"""Monitoring HTTP endpoints with nats-server's JSON field names (nats-server `monitor.go`).
+
+/varz, /connz, /subsz, /healthz, /accountz, /routez, /leafz; GET only, JSON bodies. A tiny
+HTTP/1.1 server on asyncio streams: monitoring is low-rate and must never block the router.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import resource
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from host.sublist import Subscription
+
+if TYPE_CHECKING:
+    from host.client import Client
+    from host.server import Server
+
+_MAX_REQUEST = 8192
+
+
+def rfc3339(ts: float) -> str:
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def go_duration(seconds: float) -> str:
+    """Render like Go's time.Duration rounded to seconds, as nats-server's uptime ("1h2m3s")."""
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    out = ""
+    if d:
+        out += f"{d}d"
+    if d or h:
+        out += f"{h}h"
+    if d or h or m:
+        out += f"{m}m"
+    return out + f"{s}s"
+
+
+def conn_info(server: Server, c: Client, subs: bool = False, detail: bool = False) -> dict[str, Any]:
+    now = datetime.datetime.now(datetime.UTC).timestamp()
+    t = c.transport
+    info: dict[str, Any] = {
+        "cid": c.cid,
+        "kind": c.kind,
+        "type": "nats",
+        "ip": c.ip,
+        "port": c.port,
+        "start": rfc3339(c.start),
+        "last_activity": rfc3339(c.last_activity),
+        "rtt": "0s",
+        "uptime": go_duration(now - c.start),
+        "idle": go_duration(now - c.last_activity),
+        "pending_bytes": t.get_write_buffer_size() if t is not None and not t.is_closing() else 0,
+        "in_msgs": c.in_msgs,
+        "out_msgs": c.out_msgs,
+        "in_bytes": c.in_bytes,
+        "out_bytes": c.out_bytes,
+        "subscriptions": len(c.subs),
+    }
+    if c.name:
+        info["name"] = c.name
+    if c.lang:
+        info["lang"] = c.lang
+    if c.version:
+        info["version"] = c.version
+    if c.user:
+        info["authorized_user"] = c.user
+    if c.account is not None:
+        info["account"] = c.account.name
+    if subs and c.subs:
+        if detail:
+            info["subscriptions_list_detail"] = [_sub_detail(s) for s in c.subs.values()]
+        else:
+            info["subscriptions_list"] = [s.subject.decode(errors="replace") for s in c.subs.values()]
+    return info
+
+
+def _sub_detail(s: Subscription) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "account": s.conn.account.name if s.conn is not None and s.conn.account else "",
+        "subject": s.subject.decode(errors="replace"),
+        "sid": s.sid.decode(errors="replace"),
+        "msgs": s.delivered,
+        "cid": s.conn.cid if s.conn is not None else 0,
+    }
+    if s.queue:
+        d["qgroup"] = s.queue.decode(errors="replace")
+    if s.max is not None:
+        d["max"] = s.max
+    return d
+
+
+def _rss() -> int:
+    try:
+        with open(f"/proc/{os.getpid()}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def varz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
+    o = server.opts
+    now = datetime.datetime.now(datetime.UTC).timestamp()
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = ru.ru_utime + ru.ru_stime
+    return {
+        "server_id": server.id,
+        "server_name": server.name,
+        "version": server._info_base.get("version"),
+        "proto": 1,
+        "go": server._info_base.get("go"),
+        "host": o.host,
+        "port": server.client_port,
+        "auth_required": server.auth_required,
+        "max_connections": o.max_connections,
+        "ping_interval": int(o.ping_interval * 1e9),
+        "ping_max": o.ping_max,
+        "http_host": o.http_host or o.host,
+        "http_port": server.http_port,
+        "http_base_path": "",
+        "https_port": 0,
+        "auth_timeout": o.auth_timeout,
+        "max_control_line": o.max_control_line,
+        "max_payload": o.max_payload,
+        "max_pending": o.max_pending,
+        "cluster": {},
+        "gateway": {},
+        "leaf": {},
+        "mqtt": {},
+        "websocket": {},
+        "jetstream": {},
+        "tls_timeout": 2,
+        "write_deadline": int(o.write_deadline * 1e9),
+        "start": rfc3339(server.start_time),
+        "now": rfc3339(now),
+        "uptime": go_duration(now - server.start_time),
+        "mem": _rss(),
+        "cores": os.cpu_count() or 1,
+        "gomaxprocs": 1,
+        "cpu": round(100.0 * cpu_s / max(now - server.start_time, 1e-3), 2),
+        "connections": len(server.clients),
+        "total_connections": server.total_connections,
+        "routes": 0,
+        "remotes": 0,
+        "leafnodes": 0,
+        "in_msgs": server.in_msgs,
+        "out_msgs": server.out_msgs,
+        "in_bytes": server.in_bytes,
+        "out_bytes": server.out_bytes,
+        "slow_consumers": server.slow_consumers,
+        "stale_connections": server.stale_connections,
+        "subscriptions": server.num_subscriptions(),
+        "http_req_stats": dict(server.http_req_stats),
+        "config_load_time": rfc3339(server.config_load_time),
+        "system_account": "$SYS",
+        "slow_consumer_stats": {"clients": server.slow_consumers, "routes": 0, "gateways": 0, "leafs": 0},
+    }
+
+
+def _int(q: dict[str, list[str]], key: str, default: int) -> int:
+    try:
+        return int(q[key][0])
+    except (KeyError, ValueError, IndexError):
+        return default
+
+
+def connz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
+    subs_arg = q.get("subs", [""])[0].lower()
+    subs = subs_arg in ("1", "true", "detail")
+    detail = subs_arg == "detail"
+    state = q.get("state", ["open"])[0].lower()
+    offset = max(_int(q, "offset", 0), 0)
+    limit = max(_int(q, "limit", 1024), 0)
+    conns: list[dict[str, Any]]
+    if state == "closed":
+        conns = []
+        for ci in server.closed:
+            d = dict(ci.conn)
+            d["stop"] = rfc3339(ci.stop)
+            d["reason"] = ci.reason
+            if not subs:
+                d.pop("subscriptions_list", None)
+            conns.append(d)
+    else:
+        conns = [conn_info(server, c, subs, detail) for c in sorted(server.clients.values(), key=lambda c: c.cid)]
+        if state == "any":
+            conns += [dict(ci.conn, stop=rfc3339(ci.stop), reason=ci.reason) for ci in server.closed]
+    sort = q.get("sort", [""])[0]
+    if sort in ("in_msgs", "out_msgs", "in_bytes", "out_bytes", "subs", "pending"):
+        key = {"subs": "subscriptions", "pending": "pending_bytes"}.get(sort, sort)
+        conns.sort(key=lambda d: d.get(key, 0), reverse=True)
+    total = len(conns)
+    page = conns[offset : offset + limit]
+    return {
+        "server_id": server.id,
+        "now": rfc3339(datetime.datetime.now(datetime.UTC).timestamp()),
+        "num_connections": len(page),
+        "total": total,
+        "offset": offset,
+        "limit": limit,
+        "connections": page,
+    }
+
+
+def subsz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
+    inserts = removes = matches = hits = cache = 0
+    fanouts: list[int] = []
+    for acc in server.accounts.values():
+        sl = acc.sublist
+        inserts += sl.inserts
+        removes += sl.removes
+        matches += sl.matches
+        hits += sl.cache_hits
+        cache += sl.cache_count()
+        fanouts.extend(len(r.psubs) + len(r.qsubs) for r in sl._cache.values())
+    lookups = matches + hits
+    out: dict[str, Any] = {
+        "server_id": server.id,
+        "now": rfc3339(datetime.datetime.now(datetime.UTC).timestamp()),
+        "num_subscriptions": server.num_subscriptions(),
+        "num_cache": cache,
+        "num_inserts": inserts,
+        "num_removes": removes,
+        "num_matches": lookups,
+        "cache_hit_rate": (hits / lookups) if lookups else 0.0,
+        "max_fanout": max(fanouts, default=0),
+        "avg_fanout": (sum(fanouts) / len(fanouts)) if fanouts else 0.0,
+    }
+    if q.get("subs", [""])[0].lower() in ("1", "true", "detail"):
+        offset = max(_int(q, "offset", 0), 0)
+        limit = max(_int(q, "limit", 1024), 0)
+        test = q.get("test", [""])[0].encode()
+        subs = []
+        for acc in server.accounts.values():
+            for s in acc.sublist.all():
+                if s.conn is None:
+                    continue
+                if test and not acc.sublist.match(test).psubs.__contains__(s):
+                    continue
+                subs.append(_sub_detail(s))
+        out.update(total=len(subs), offset=offset, limit=limit, subscriptions_list=subs[offset : offset + limit])
+    else:
+        out.update(total=0, offset=0, limit=1024)
+    return out
+
+
+def healthz(server: Server, q: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+    if server.shutting_down:
+        return 503, {"status": "unavailable", "error": "server is shutting down"}
+    return 200, {"status": "ok"}
+
+
+def accountz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
+    return {
+        "server_id": server.id,
+        "now": rfc3339(datetime.datetime.now(datetime.UTC).timestamp()),
+        "system_account": "$SYS",
+        "accounts": sorted(server.accounts),
+    }
+
+
+def routez(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
+    return {"server_id": server.id, "now": rfc3339(datetime.datetime.now(datetime.UTC).timestamp()),
+            "num_routes": 0, "routes": []}
+
+
+def leafz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
+    return {"server_id": server.id, "now": rfc3339(datetime.datetime.now(datetime.UTC).timestamp()),
+            "leafnodes": 0, "leafs": []}
+
+
+ENDPOINTS = {
+    "/varz": varz,
+    "/connz": connz,
+    "/subsz": subsz,
+    "/subscriptionsz": subsz,
+    "/accountz": accountz,
+    "/routez": routez,
+    "/leafz": leafz,
+}
+
+
+def handle(server: Server, target: str) -> tuple[int, Any]:
+    parts = urlsplit(target)
+    path = parts.path.rstrip("/") or "/"
+    q = parse_qs(parts.query)
+    server.http_req_stats[path] = server.http_req_stats.get(path, 0) + 1
+    if path == "/healthz":
+        return healthz(server, q)
+    if path == "/":
+        return 200, {"endpoints": sorted([*ENDPOINTS, "/healthz"])}
+    fn = ENDPOINTS.get(path)
+    if fn is None:
+        return 404, {"error": f"unknown endpoint {path}"}
+    return 200, fn(server, q)
+
+
+async def _serve_http(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        line = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+        if len(line) != 3 or line[0] not in ("GET", "HEAD"):
+            status, body = 405, {"error": "only GET is supported"}
+        else:
+            status, body = handle(server, line[1])
+        data = json.dumps(body, indent=2).encode()
+        reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}[status]
+        writer.write(
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
+            + (data if line[0] != "HEAD" else b"")
+        )
+        await writer.drain()
+    except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, UnicodeError,
+            IndexError):
+        pass
+    finally:
+        writer.close()
+
+
+async def start_monitor(server: Server, host: str, port: int) -> tuple[asyncio.AbstractServer, int]:
+    srv = await asyncio.start_server(lambda r, w: _serve_http(server, r, w), host, port, limit=_MAX_REQUEST)
+    return srv, srv.sockets[0].getsockname()[1]

@@ -1,0 +1,468 @@
+"""Server options: defaults, the config file (nats-server syntax) and command-line flags.
+
+Mirrors nats-server's `server/opts.go`: keys are matched case-insensitively, an unknown key is an
+error naming file:line:col as nats-server reports it, a wrong type is an error naming the key, and
+the cases where nats-server only warns (an integer ping_interval) log a warning.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from host import conf
+from host.conf import ConfError, ConfMap
+
+DEFAULT_PORT = 4222
+MAX_PAYLOAD = 1024 * 1024
+MAX_PENDING = 64 * 1024 * 1024
+MAX_CONTROL_LINE = 4096
+MAX_CONNECTIONS = 64 * 1024
+PING_INTERVAL = 120.0
+PING_MAX = 2
+AUTH_TIMEOUT = 2.0
+WRITE_DEADLINE = 10.0
+LAME_DUCK_DURATION = 120.0
+LAME_DUCK_GRACE = 10.0
+GLOBAL_ACCOUNT = "$G"
+SYSTEM_ACCOUNT = "$SYS"
+
+
+class OptionsError(ValueError):
+    """A configuration problem; str() names the file and line when it came from a config file."""
+
+
+@dataclass
+class Permissions:
+    pub_allow: list[bytes] | None = None
+    pub_deny: list[bytes] | None = None
+    sub_allow: list[bytes] | None = None
+    sub_deny: list[bytes] | None = None
+    allow_responses: bool = False
+
+
+@dataclass
+class User:
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+    account: str = GLOBAL_ACCOUNT
+    permissions: Permissions | None = None
+
+
+@dataclass
+class Export:
+    subject: bytes
+    service: bool
+    accounts: list[str] | None = None  # None: public
+
+
+@dataclass
+class Import:
+    account: str
+    subject: bytes  # subject in the exporting account
+    service: bool
+    local: bytes  # subject in the importing account (`to`, or prefix + subject)
+
+
+@dataclass
+class AccountConfig:
+    name: str
+    users: list[User] = field(default_factory=list)
+    exports: list[Export] = field(default_factory=list)
+    imports: list[Import] = field(default_factory=list)
+
+
+@dataclass
+class Options:
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    server_name: str = ""
+    http_host: str = ""
+    http_port: int = 0
+    max_payload: int = MAX_PAYLOAD
+    max_pending: int = MAX_PENDING
+    max_control_line: int = MAX_CONTROL_LINE
+    max_connections: int = MAX_CONNECTIONS
+    max_subscriptions: int = 0
+    ping_interval: float = PING_INTERVAL
+    ping_max: int = PING_MAX
+    write_deadline: float = WRITE_DEADLINE
+    lame_duck_duration: float = LAME_DUCK_DURATION
+    lame_duck_grace_period: float = LAME_DUCK_GRACE
+    auth_timeout: float = AUTH_TIMEOUT
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+    users: list[User] = field(default_factory=list)
+    default_permissions: Permissions | None = None
+    accounts: dict[str, AccountConfig] = field(default_factory=dict)
+    no_auth_user: str | None = None
+    # Blocks that later parts of the hub implement; kept as parsed so they are not lost.
+    leafnodes: ConfMap | None = None
+    cluster: ConfMap | None = None
+    jetstream: bool = False
+    store_dir: str = ""
+    config_file: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    def auth_required(self) -> bool:
+        return bool(self.token or self.username or self.users)
+
+
+_DUR_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DUR_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """A Go duration ("2m", "1.5s", "1h30m", "500ms") in seconds."""
+    text = text.strip()
+    if text == "0":
+        return 0.0
+    pos = 0
+    total = 0.0
+    for m in _DUR_RE.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _DUR_UNIT[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"invalid duration {text!r}")
+    return total
+
+
+class _Loader:
+    """Walks a parsed config, raising OptionsError with file:line for the offending key."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+
+    def err(self, m: ConfMap, key: str, msg: str) -> OptionsError:
+        try:
+            fname, line = m.pos(key)
+            return OptionsError(f"{fname}:{line}: {msg}")
+        except (KeyError, AttributeError):
+            return OptionsError(msg)
+
+    def int_(self, m: ConfMap, key: str, minimum: int = 0) -> int:
+        v = m[key]
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.err(m, key, f'field "{key}": expected an integer, got {v!r}')
+        if v < minimum:
+            raise self.err(m, key, f'field "{key}": must be >= {minimum}, got {v}')
+        return v
+
+    def str_(self, m: ConfMap, key: str) -> str:
+        v = m[key]
+        if isinstance(v, bool) or not isinstance(v, (str, int, float)):
+            raise self.err(m, key, f'field "{key}": expected a string, got {v!r}')
+        return str(v)
+
+    def bool_(self, m: ConfMap, key: str) -> bool:
+        v = m[key]
+        if not isinstance(v, bool):
+            raise self.err(m, key, f'field "{key}": expected true or false, got {v!r}')
+        return v
+
+    def duration(self, m: ConfMap, key: str) -> float:
+        v = m[key]
+        if isinstance(v, bool):
+            raise self.err(m, key, f'field "{key}": expected a duration, got {v!r}')
+        if isinstance(v, (int, float)):
+            # nats-server accepts a number of seconds with a warning.
+            fname, line = m.pos(key)
+            self.opts.warnings.append(f"{fname}:{line}: {key} should be converted to a duration")
+            return float(v)
+        if not isinstance(v, str):
+            raise self.err(m, key, f'field "{key}": expected a duration, got {v!r}')
+        try:
+            return parse_duration(v)
+        except ValueError as e:
+            raise self.err(m, key, f'field "{key}": {e}') from None
+
+    def map_(self, m: ConfMap, key: str) -> ConfMap:
+        v = m[key]
+        if not isinstance(v, ConfMap):
+            raise self.err(m, key, f'field "{key}": expected a map {{ ... }}, got {v!r}')
+        return v
+
+    def list_(self, m: ConfMap, key: str) -> list:
+        v = m[key]
+        if isinstance(v, str):
+            return [v]
+        if not isinstance(v, list):
+            raise self.err(m, key, f'field "{key}": expected an array [ ... ], got {v!r}')
+        return v
+
+    def unknown(self, m: ConfMap, key: str) -> OptionsError:
+        return self.err(m, key, f'unknown field "{key}"')
+
+    # -- top level --------------------------------------------------------------------------
+
+    def load(self, top: ConfMap) -> None:
+        o = self.opts
+        for key in top:
+            k = key.lower()
+            if k in ("host", "net", "listen_host"):
+                o.host = self.str_(top, key)
+            elif k == "listen":
+                hp = self.str_(top, key)
+                h, _, p = hp.rpartition(":")
+                if not p.isdigit():
+                    raise self.err(top, key, f'field "listen": expected host:port, got {hp!r}')
+                o.host, o.port = h or o.host, int(p)
+            elif k == "port":
+                o.port = self.int_(top, key)
+            elif k in ("server_name", "name"):
+                o.server_name = self.str_(top, key)
+            elif k in ("http", "monitor"):
+                hp = self.str_(top, key)
+                h, _, p = hp.rpartition(":")
+                if not p.isdigit():
+                    raise self.err(top, key, f'field "{key}": expected host:port or port, got {hp!r}')
+                o.http_host, o.http_port = h, int(p)
+            elif k in ("http_port", "monitor_port"):
+                o.http_port = self.int_(top, key)
+            elif k == "http_host":
+                o.http_host = self.str_(top, key)
+            elif k == "max_payload":
+                o.max_payload = self.int_(top, key, 1)
+            elif k == "max_pending":
+                o.max_pending = self.int_(top, key, 1)
+            elif k == "max_control_line":
+                o.max_control_line = self.int_(top, key, 1)
+            elif k == "max_connections":
+                o.max_connections = self.int_(top, key)
+            elif k == "max_subscriptions":
+                o.max_subscriptions = self.int_(top, key)
+            elif k == "ping_interval":
+                o.ping_interval = self.duration(top, key)
+            elif k == "ping_max":
+                o.ping_max = self.int_(top, key, 1)
+            elif k == "write_deadline":
+                o.write_deadline = self.duration(top, key)
+            elif k == "lame_duck_duration":
+                o.lame_duck_duration = self.duration(top, key)
+            elif k == "lame_duck_grace_period":
+                o.lame_duck_grace_period = self.duration(top, key)
+            elif k == "authorization":
+                self.load_authorization(self.map_(top, key))
+            elif k == "accounts":
+                self.load_accounts(self.map_(top, key))
+            elif k == "no_auth_user":
+                o.no_auth_user = self.str_(top, key)
+            elif k == "leafnodes":
+                o.leafnodes = self.map_(top, key)
+            elif k == "cluster":
+                o.cluster = self.map_(top, key)
+            elif k == "jetstream":
+                self.load_jetstream(top, key)
+            elif k in ("debug", "trace", "logtime", "trace_verbose", "log_file", "pid_file", "syslog"):
+                continue  # logging switches: accepted, our logging is fixed
+            else:
+                raise self.unknown(top, key)
+
+    def load_jetstream(self, top: ConfMap, key: str) -> None:
+        v = top[key]
+        if isinstance(v, bool):
+            self.opts.jetstream = v
+            return
+        if isinstance(v, str) and v.lower() in ("enabled", "enable", "disabled", "disable"):
+            self.opts.jetstream = v.lower().startswith("enable")
+            return
+        m = self.map_(top, key)
+        self.opts.jetstream = True
+        for k in m:
+            lk = k.lower()
+            if lk in ("store_dir", "store"):
+                self.opts.store_dir = self.str_(m, k)
+            elif lk in ("max_memory_store", "max_mem", "max_file_store", "max_file", "domain", "sync_interval"):
+                continue
+            elif lk == "enabled":
+                self.opts.jetstream = self.bool_(m, k)
+            else:
+                raise self.unknown(m, k)
+
+    def load_authorization(self, m: ConfMap) -> None:
+        o = self.opts
+        for key in m:
+            k = key.lower()
+            if k in ("user", "username"):
+                o.username = self.str_(m, key)
+            elif k in ("pass", "password"):
+                o.password = self.str_(m, key)
+            elif k == "token":
+                o.token = self.str_(m, key)
+            elif k == "timeout":
+                v = m[key]
+                o.auth_timeout = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) \
+                    else self.duration(m, key)
+            elif k == "users":
+                o.users.extend(self.load_users(m, key, GLOBAL_ACCOUNT))
+            elif k in ("permissions", "default_permissions"):
+                o.default_permissions = self.load_permissions(self.map_(m, key))
+            else:
+                raise self.unknown(m, key)
+        if o.users and (o.username or o.token):
+            raise OptionsError("authorization: can not have a single user/pass or token and a users array")
+
+    def load_users(self, m: ConfMap, key: str, account: str) -> list[User]:
+        users = []
+        for entry in self.list_(m, key):
+            if not isinstance(entry, ConfMap):
+                raise self.err(m, key, f'field "{key}": each user must be a map, got {entry!r}')
+            u = User(account=account)
+            for k in entry:
+                lk = k.lower()
+                if lk in ("user", "username"):
+                    u.username = self.str_(entry, k)
+                elif lk in ("pass", "password"):
+                    u.password = self.str_(entry, k)
+                elif lk == "permissions":
+                    u.permissions = self.load_permissions(self.map_(entry, k))
+                elif lk == "account":
+                    u.account = self.str_(entry, k)
+                elif lk in ("nkey", "allowed_connection_types"):
+                    raise self.err(entry, k, f'field "{k}" is not supported by this hub')
+                else:
+                    raise self.unknown(entry, k)
+            if not u.username:
+                raise self.err(m, key, "each user needs a user name")
+            users.append(u)
+        return users
+
+    def load_permissions(self, m: ConfMap) -> Permissions:
+        p = Permissions()
+        for key in m:
+            k = key.lower()
+            if k in ("publish", "pub", "subscribe", "sub"):
+                v = m[key]
+                if isinstance(v, ConfMap):
+                    allow = [self._subj(v, a) for a in self.list_(v, a_k)] if (a_k := _ci(v, "allow")) else None
+                    deny = [self._subj(v, d) for d in self.list_(v, d_k)] if (d_k := _ci(v, "deny")) else None
+                    for extra in v:
+                        if extra.lower() not in ("allow", "deny"):
+                            raise self.unknown(v, extra)
+                else:
+                    allow = [self._subj(m, s, key) for s in self.list_(m, key)]
+                    deny = None
+                if k.startswith("pub"):
+                    p.pub_allow, p.pub_deny = allow, deny
+                else:
+                    p.sub_allow, p.sub_deny = allow, deny
+            elif k == "allow_responses":
+                v = m[key]
+                p.allow_responses = bool(v)
+            else:
+                raise self.unknown(m, key)
+        return p
+
+    def _subj(self, m: ConfMap, s: Any, key: str = "") -> bytes:
+        if not isinstance(s, str) or not s or any(c.isspace() for c in s):
+            raise self.err(m, key or next(iter(m), ""), f"invalid subject {s!r} in permissions")
+        return s.encode()
+
+    def load_accounts(self, m: ConfMap) -> None:
+        for name in m:
+            acc = AccountConfig(name=name)
+            body = m[name]
+            if not isinstance(body, ConfMap):
+                raise self.err(m, name, f'account "{name}": expected a map {{ users, exports, imports }}')
+            pending_imports = []
+            for key in body:
+                k = key.lower()
+                if k == "users":
+                    acc.users = self.load_users(body, key, name)
+                elif k == "exports":
+                    for e in self.list_(body, key):
+                        acc.exports.append(self.load_export(body, key, e))
+                elif k == "imports":
+                    pending_imports.extend((body, key, i) for i in self.list_(body, key))
+                elif k in ("jetstream", "limits", "mappings", "default_permissions"):
+                    continue
+                else:
+                    raise self.unknown(body, key)
+            acc.imports = [self.load_import(b, k, i) for b, k, i in pending_imports]
+            self.opts.accounts[name] = acc
+
+    def load_export(self, m: ConfMap, key: str, e: Any) -> Export:
+        if not isinstance(e, ConfMap):
+            raise self.err(m, key, f"each export must be a map, got {e!r}")
+        stream = _ci(e, "stream")
+        service = _ci(e, "service")
+        if bool(stream) == bool(service):
+            raise self.err(m, key, "an export needs exactly one of stream or service")
+        subj = self.str_(e, stream or service)
+        accounts = None
+        if (ak := _ci(e, "accounts")) is not None:
+            accounts = [str(a) for a in self.list_(e, ak)]
+        return Export(subject=subj.encode(), service=bool(service), accounts=accounts)
+
+    def load_import(self, m: ConfMap, key: str, i: Any) -> Import:
+        if not isinstance(i, ConfMap):
+            raise self.err(m, key, f"each import must be a map, got {i!r}")
+        stream = _ci(i, "stream")
+        service = _ci(i, "service")
+        if bool(stream) == bool(service):
+            raise self.err(m, key, "an import needs exactly one of stream or service")
+        src = self.map_(i, stream or service)
+        acc_k = _ci(src, "account")
+        subj_k = _ci(src, "subject")
+        if not acc_k or not subj_k:
+            raise self.err(i, stream or service, "an import needs account and subject")
+        subject = self.str_(src, subj_k)
+        local = subject
+        if (to_k := _ci(i, "to")) is not None:
+            local = self.str_(i, to_k)
+        if (pre_k := _ci(i, "prefix")) is not None:
+            local = self.str_(i, pre_k) + "." + subject
+        return Import(
+            account=self.str_(src, acc_k),
+            subject=subject.encode(),
+            service=bool(service),
+            local=local.encode(),
+        )
+
+
+def _ci(m: ConfMap, key: str) -> str | None:
+    """The key as spelled in m, matched case-insensitively, or None."""
+    for k in m:
+        if k.lower() == key:
+            return k
+    return None
+
+
+def load_config(path: str, opts: Options | None = None) -> Options:
+    opts = opts or Options()
+    try:
+        top = conf.parse_file(path)
+    except ConfError as e:
+        raise OptionsError(str(e)) from None
+    except OSError as e:
+        raise OptionsError(f"cannot read config file {path}: {e.strerror}") from None
+    opts.config_file = path
+    _Loader(opts).load(top)
+    validate(opts)
+    return opts
+
+
+def validate(opts: Options) -> None:
+    if opts.max_payload > opts.max_pending:
+        raise OptionsError(
+            f"max_payload ({opts.max_payload}) cannot be higher than max_pending ({opts.max_pending})"
+        )
+    if not 0 <= opts.port <= 65535:
+        raise OptionsError(f"port {opts.port} out of range")
+    names = set()
+    for acc in opts.accounts.values():
+        for imp in acc.imports:
+            if imp.account not in opts.accounts:
+                raise OptionsError(f'account "{acc.name}" imports from unknown account "{imp.account}"')
+        for u in acc.users:
+            if u.username in names:
+                raise OptionsError(f'duplicate user "{u.username}"')
+            names.add(u.username)
+    for u in opts.users:
+        if u.account != GLOBAL_ACCOUNT and u.account not in opts.accounts:
+            raise OptionsError(f'user "{u.username}" references unknown account "{u.account}"')

@@ -1,0 +1,270 @@
+"""The hub server: listeners, connection registry, accounts, counters, shutdown (nats-server `server.go`).
+
+Shutdown follows nats-server: SIGTERM/SIGINT stop accepting, write out what every client has
+queued and close; SIGUSR2 enters lame-duck mode (INFO with `ldm:true`, stop accepting, then close
+clients spread over lame_duck_duration after lame_duck_grace_period) and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from typing import Any
+
+from host import errors
+from host.accounts import Account, nuid, wire_imports
+from host.auth import auth_required
+from host.client import Client
+from host.opts import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Options
+
+VERSION = "2.11.0"  # the nats-server protocol level we implement; clients gate features on it
+NATSEDGE_VERSION = "0.1.0"
+MAX_CLOSED_CLIENTS = 10000  # nats-server DEFAULT_MAX_CLOSED_CLIENTS
+
+log = logging.getLogger("natsedge.hub")
+
+
+def tune_malloc() -> None:
+    """Keep glibc from mmap/munmap-ing every large read buffer (PURE-PYTHON-CEILING.md, technique 4)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 64 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+class ClosedInfo:
+    __slots__ = ("conn", "stop", "reason")
+
+    def __init__(self, conn: dict[str, Any], stop: float, reason: str) -> None:
+        self.conn = conn
+        self.stop = stop
+        self.reason = reason
+
+
+class Server:
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.id = "N" + nuid(55)
+        self.name = opts.server_name or self.id
+        self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop()
+        self.start_time = time.time()
+        self.auth_required = auth_required(opts)
+        self.accounts: dict[str, Account] = {}
+        for name, cfg in opts.accounts.items():
+            acc = Account(name)
+            acc.config = cfg
+            self.accounts[name] = acc
+        self.global_account = self.lookup_account(GLOBAL_ACCOUNT)
+        self.lookup_account(SYSTEM_ACCOUNT)
+        for w in wire_imports(self.accounts):
+            log.warning(w)
+        self.clients: dict[int, Client] = {}
+        self.closed: deque[ClosedInfo] = deque(maxlen=MAX_CLOSED_CLIENTS)
+        self.dirty: list[Client] = []
+        self._cid = 0
+        self.total_connections = 0
+        self.in_msgs = 0
+        self.in_bytes = 0
+        self.out_msgs = 0
+        self.out_bytes = 0
+        self.slow_consumers = 0
+        self.stale_connections = 0
+        self.http_req_stats: dict[str, int] = {}
+        self.config_load_time = self.start_time
+        self.lame_duck = False
+        self.shutting_down = False
+        self._servers: list[asyncio.AbstractServer] = []
+        self._done = asyncio.Event()
+        self._info_base: dict[str, Any] = {}
+        self.client_port = opts.port
+        self.http_port = opts.http_port
+
+    # ---- accounts and connections ---------------------------------------------------------------
+
+    def lookup_account(self, name: str) -> Account:
+        acc = self.accounts.get(name)
+        if acc is None:
+            acc = self.accounts[name] = Account(name)
+        return acc
+
+    def next_cid(self) -> int:
+        self._cid += 1
+        return self._cid
+
+    def register(self, c: Client) -> bool:
+        if self.lame_duck or self.shutting_down:
+            return False
+        if len(self.clients) >= self.opts.max_connections:
+            return False
+        self.clients[c.cid] = c
+        self.total_connections += 1
+        return True
+
+    def unregister(self, c: Client, reason: str) -> None:
+        if self.clients.pop(c.cid, None) is not None:
+            self.record_closed(c, reason)
+
+    def record_closed(self, c: Client, reason: str) -> None:
+        from host.monitor import conn_info
+
+        self.closed.append(ClosedInfo(conn_info(self, c, subs=True), time.time(), reason))
+
+    def flush_dirty(self) -> None:
+        dirty = self.dirty
+        if dirty:
+            self.dirty = []
+            for c in dirty:
+                c.flush()
+
+    def num_subscriptions(self) -> int:
+        return sum(a.sublist.count for a in self.accounts.values())
+
+    def client_info(self, c: Client) -> dict[str, Any]:
+        info = dict(self._info_base)
+        info["client_id"] = c.cid
+        info["client_ip"] = c.ip
+        return info
+
+    def _build_info(self) -> None:
+        o = self.opts
+        info: dict[str, Any] = {
+            "server_id": self.id,
+            "server_name": self.name,
+            "version": VERSION,
+            "proto": 1,
+            "go": "natsedge " + NATSEDGE_VERSION,
+            "host": o.host,
+            "port": self.client_port,
+            "headers": True,
+            "max_payload": o.max_payload,
+        }
+        if self.auth_required:
+            info["auth_required"] = True
+        if self.lame_duck:
+            info["ldm"] = True
+        self._info_base = info
+
+    # ---- running --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        o = self.opts
+        self.loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET6 if ":" in o.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((o.host, o.port))
+        srv = await self.loop.create_server(lambda: Client(self), sock=sock, backlog=4096)
+        self._servers.append(srv)
+        self.client_port = sock.getsockname()[1]
+        self._build_info()
+        log.info("Listening for client connections on %s:%d", o.host, self.client_port)
+        if o.http_port:
+            from host.monitor import start_monitor
+
+            srv_http, self.http_port = await start_monitor(self, o.http_host or o.host, o.http_port)
+            self._servers.append(srv_http)
+            log.info("Starting http monitor on %s:%d", o.http_host or o.host, self.http_port)
+        self.loop.call_later(1.0, self._housekeeping)
+        log.info("Server is ready")
+
+    def _housekeeping(self) -> None:
+        """Once a second: write deadlines, expired service-import responses."""
+        if self.shutting_down:
+            return
+        now = time.monotonic()
+        deadline = self.opts.write_deadline
+        for c in list(self.clients.values()):
+            if c.blocked_since and now - c.blocked_since > deadline:
+                self.slow_consumers += 1
+                c.close(errors.SLOW_CONSUMER_WRITE_DEADLINE, abort=True)
+        for acc in self.accounts.values():
+            if acc.responses:
+                acc.expire_responses(now)
+        self.loop.call_later(1.0, self._housekeeping)
+
+    def _stop_accepting(self) -> None:
+        for s in self._servers:
+            s.close()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, drain what is queued to each client, close, and finish."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        self._stop_accepting()
+        for c in list(self.clients.values()):
+            c.close(errors.SERVER_SHUTDOWN)
+        # Give transports a moment to write out their buffers (close() flushes before closing).
+        for _ in range(50):
+            if not any(c.transport and c.transport.get_write_buffer_size() for c in self.clients.values()):
+                break
+            await asyncio.sleep(0.02)
+        self._done.set()
+
+    async def enter_lame_duck(self) -> None:
+        if self.lame_duck or self.shutting_down:
+            return
+        log.info("Entering lame duck mode, stop accepting new clients")
+        self.lame_duck = True
+        self._stop_accepting()
+        self._build_info()
+        from edge.proto import encode_info
+
+        for c in list(self.clients.values()):
+            if c.protocol >= 1 and c.connected:
+                c.send(encode_info(self.client_info(c)))
+        await asyncio.sleep(self.opts.lame_duck_grace_period)
+        clients = list(self.clients.values())
+        if clients:
+            step = max(self.opts.lame_duck_duration - self.opts.lame_duck_grace_period, 0) / len(clients)
+            for c in clients:
+                c.close(errors.LAME_DUCK_MODE)
+                if step:
+                    await asyncio.sleep(min(step, 1.0))
+        await self.shutdown()
+
+    def install_signals(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, lambda: self.loop.create_task(self.shutdown()))
+        if hasattr(signal, "SIGUSR2"):
+            self.loop.add_signal_handler(signal.SIGUSR2, lambda: self.loop.create_task(self.enter_lame_duck()))
+
+    async def serve(self) -> None:
+        await self.start()
+        self.install_signals()
+        await self._done.wait()
+        log.info("Server Exiting..")
+
+
+def run_server(opts: Options, use_uvloop: bool = True) -> int:
+    tune_malloc()
+    if use_uvloop:
+        try:
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        except ImportError:
+            pass
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    server = Server(opts)
+    for w in opts.warnings:
+        log.warning(w)
+    try:
+        loop.run_until_complete(server.serve())
+    except OSError as e:
+        log.error("Error listening on port: %s:%d, %s", opts.host, opts.port, e.strerror or e)
+        return 1
+    finally:
+        loop.close()
+    return 0

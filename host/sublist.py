@@ -1,0 +1,269 @@
+"""Subject index: a trie of subscriptions with a match cache, as nats-server's `server/sublist.go`.
+
+Owns: subject validation, the trie (one node per token; `*` and `>` children held apart), the
+match cache (published literal subject -> SublistResult) and its invalidation.
+
+Rules:
+- Subjects are bytes; tokens split on b".". A result is immutable once cached; routing code may
+  hang derived data on it (`SublistResult.route`) because a change to the index drops the result.
+- Invalidation is targeted: a literal subscription can only match the cache entry with the same
+  subject, so its insert/remove pops one key; a wildcard subscription drops the entries it matches
+  (nats-server walks the cache the same way). The cache is bounded (CACHE_MAX), like slCacheMax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+CACHE_MAX = 4096
+_PWC = b"*"
+_FWC = b">"
+
+
+def is_valid_subject(subject: bytes) -> bool:
+    """A subscription subject: non-empty tokens, `>` only as the last token (sublist.go IsValidSubject)."""
+    if not subject or b" " in subject or b"\t" in subject or b"\r" in subject or b"\n" in subject:
+        return False
+    toks = subject.split(b".")
+    for i, t in enumerate(toks):
+        if not t:
+            return False
+        if t == _FWC and i != len(toks) - 1:
+            return False
+    return True
+
+
+def is_literal(subject: bytes) -> bool:
+    if b"*" not in subject and b">" not in subject:
+        return True
+    return all(t != _PWC and t != _FWC for t in subject.split(b"."))
+
+
+def is_valid_literal_subject(subject: bytes) -> bool:
+    return is_valid_subject(subject) and is_literal(subject)
+
+
+def subject_matches(pattern: bytes, subject: bytes) -> bool:
+    """Does the (possibly wildcard) pattern match the literal subject?"""
+    if pattern == subject:
+        return True
+    pt = pattern.split(b".")
+    st = subject.split(b".")
+    for i, p in enumerate(pt):
+        if p == _FWC:
+            return len(st) > i
+        if i >= len(st):
+            return False
+        if p != _PWC and p != st[i]:
+            return False
+    return len(pt) == len(st)
+
+
+def subjects_collide(a: bytes, b: bytes) -> bool:
+    """Could some literal subject match both patterns? (for wildcard cache invalidation)."""
+    at = a.split(b".")
+    bt = b.split(b".")
+    for i in range(max(len(at), len(bt))):
+        x = at[i] if i < len(at) else None
+        y = bt[i] if i < len(bt) else None
+        if x == _FWC or y == _FWC:
+            return x is not None and y is not None
+        if x is None or y is None:
+            return False
+        if x != y and x != _PWC and y != _PWC:
+            return False
+    return True
+
+
+class Subscription:
+    """One SUB of a connection (or an internal subscription when `conn` is an internal handler)."""
+
+    __slots__ = ("conn", "subject", "queue", "sid", "max", "delivered", "closed", "imported")
+
+    def __init__(self, conn: Any, subject: bytes, queue: bytes | None, sid: bytes) -> None:
+        self.conn = conn
+        self.subject = subject
+        self.queue = queue
+        self.sid = sid
+        self.max: int | None = None
+        self.delivered = 0
+        self.closed = False
+        self.imported: Any = None  # set for internal subs that forward into another account
+
+
+class SublistResult:
+    """Matches for one literal subject: plain subs, and one list per queue group."""
+
+    __slots__ = ("psubs", "qsubs", "route")
+
+    def __init__(self, psubs: list[Subscription], qsubs: list[list[Subscription]]) -> None:
+        self.psubs = psubs
+        self.qsubs = qsubs
+        self.route: Any = None  # routing data derived by the account, dropped with the result
+
+    def __bool__(self) -> bool:
+        return bool(self.psubs or self.qsubs)
+
+
+class _Node:
+    __slots__ = ("next", "pwc", "fwc", "psubs", "qsubs")
+
+    def __init__(self) -> None:
+        self.next: dict[bytes, _Node] = {}
+        self.pwc: _Node | None = None
+        self.fwc: _Node | None = None
+        self.psubs: list[Subscription] = []
+        self.qsubs: dict[bytes, list[Subscription]] = {}
+
+    def empty(self) -> bool:
+        return not (self.next or self.pwc or self.fwc or self.psubs or self.qsubs)
+
+
+class Sublist:
+    def __init__(self) -> None:
+        self._root = _Node()
+        self._cache: dict[bytes, SublistResult] = {}
+        self.count = 0
+        self.inserts = 0
+        self.removes = 0
+        self.matches = 0
+        self.cache_hits = 0
+
+    def insert(self, sub: Subscription) -> None:
+        node = self._root
+        for t in sub.subject.split(b"."):
+            if t == _PWC:
+                if node.pwc is None:
+                    node.pwc = _Node()
+                node = node.pwc
+            elif t == _FWC:
+                if node.fwc is None:
+                    node.fwc = _Node()
+                node = node.fwc
+            else:
+                nxt = node.next.get(t)
+                if nxt is None:
+                    nxt = node.next[t] = _Node()
+                node = nxt
+        if sub.queue is None:
+            node.psubs.append(sub)
+        else:
+            node.qsubs.setdefault(sub.queue, []).append(sub)
+        self.count += 1
+        self.inserts += 1
+        self._invalidate(sub.subject)
+
+    def remove(self, sub: Subscription) -> bool:
+        path: list[tuple[_Node, bytes, _Node]] = []
+        node = self._root
+        for t in sub.subject.split(b"."):
+            if t == _PWC:
+                nxt = node.pwc
+            elif t == _FWC:
+                nxt = node.fwc
+            else:
+                nxt = node.next.get(t)
+            if nxt is None:
+                return False
+            path.append((node, t, nxt))
+            node = nxt
+        if sub.queue is None:
+            try:
+                node.psubs.remove(sub)
+            except ValueError:
+                return False
+        else:
+            members = node.qsubs.get(sub.queue)
+            if not members or sub not in members:
+                return False
+            members.remove(sub)
+            if not members:
+                del node.qsubs[sub.queue]
+        # Prune empty nodes so a churn of unique subjects does not grow the trie forever.
+        for parent, t, child in reversed(path):
+            if not child.empty():
+                break
+            if t == _PWC:
+                parent.pwc = None
+            elif t == _FWC:
+                parent.fwc = None
+            else:
+                del parent.next[t]
+        self.count -= 1
+        self.removes += 1
+        self._invalidate(sub.subject)
+        return True
+
+    def _invalidate(self, subject: bytes) -> None:
+        cache = self._cache
+        if not cache:
+            return
+        if is_literal(subject):
+            cache.pop(subject, None)
+            return
+        for key in [k for k in cache if subject_matches(subject, k)]:
+            del cache[key]
+
+    def match(self, subject: bytes) -> SublistResult:
+        r = self._cache.get(subject)
+        if r is not None:
+            self.cache_hits += 1
+            return r
+        self.matches += 1
+        psubs: list[Subscription] = []
+        qmap: dict[bytes, list[Subscription]] = {}
+        toks = subject.split(b".")
+        self._match(self._root, toks, 0, psubs, qmap)
+        r = SublistResult(psubs, list(qmap.values()))
+        if len(self._cache) >= CACHE_MAX:
+            # Drop an arbitrary half rather than everything: hot subjects come back quickly.
+            for key in list(self._cache)[: CACHE_MAX // 2]:
+                del self._cache[key]
+        self._cache[subject] = r
+        return r
+
+    def _match(
+        self, node: _Node, toks: list[bytes], i: int, psubs: list[Subscription], qmap: dict
+    ) -> None:
+        n = len(toks)
+        while True:
+            if node.fwc is not None and i < n:
+                _collect(node.fwc, psubs, qmap)
+            if i == n:
+                _collect(node, psubs, qmap)
+                return
+            if node.pwc is not None:
+                self._match(node.pwc, toks, i + 1, psubs, qmap)
+            nxt = node.next.get(toks[i])
+            if nxt is None:
+                return
+            node = nxt
+            i += 1
+
+    def has_interest(self, subject: bytes) -> bool:
+        return bool(self.match(subject))
+
+    def cache_count(self) -> int:
+        return len(self._cache)
+
+    def all(self) -> Iterator[Subscription]:
+        stack = [self._root]
+        while stack:
+            node = stack.pop()
+            yield from node.psubs
+            for members in node.qsubs.values():
+                yield from members
+            stack.extend(node.next.values())
+            if node.pwc is not None:
+                stack.append(node.pwc)
+            if node.fwc is not None:
+                stack.append(node.fwc)
+
+
+def _collect(node: _Node, psubs: list[Subscription], qmap: dict[bytes, list[Subscription]]) -> None:
+    if node.psubs:
+        psubs.extend(node.psubs)
+    for q, members in node.qsubs.items():
+        if members:
+            qmap.setdefault(q, []).extend(members)
