@@ -97,6 +97,9 @@ _V_LSP, _V_LSM, _V_LMSG, _V_RSP, _V_RSM, _V_RMSG = 13, 14, 15, 16, 17, 18
 _COMMON = {b"INFO": _V_INFO, b"PING": _V_PING, b"PONG": _V_PONG, b"+OK": _V_OK, b"-ERR": _V_ERR}
 
 
+_BARE = (_V_PING, _V_PONG, _V_OK, _V_ERR)  # verbs that may stand alone on a line
+
+
 def _verbs(extra):
     d = dict(_COMMON)
     d.update(extra)
@@ -226,6 +229,9 @@ class Parser:
         if verb is None:
             raise RemoteProtocolError("unknown operation", ERR_UNKNOWN_OP)
         n = len(args)
+        if n == 1 and verb not in _BARE:
+            # As parser.go: a verb that takes arguments must be followed by a space.
+            raise RemoteProtocolError("missing arguments", ERR_UNKNOWN_OP)
         if len(line) - len(args[0]) - 1 > self._line_limit:
             raise RemoteProtocolError("control line too long", ERR_MAX_CONTROL_LINE)
         if verb == _V_PUB or verb == _V_HPUB:

@@ -19,12 +19,24 @@ _PERM_CACHE_MAX = 1024
 class PermissionCache:
     """allow/deny lists for one direction, with a bounded per-subject verdict cache."""
 
-    __slots__ = ("allow", "deny", "_cache")
+    __slots__ = ("allow", "deny", "_cache", "_denied")
 
     def __init__(self, allow: list[bytes] | None, deny: list[bytes] | None) -> None:
         self.allow = allow
         self.deny = deny
         self._cache: dict[bytes, bool] = {}
+        self._denied: dict[bytes, bool] = {}
+
+    def denies(self, subject: bytes) -> bool:
+        """Does a deny entry match this literal subject? nats-server filters deliveries of wildcard
+        subscriptions with it (client.go checkDenySub), so `SUB ok.>` misses a denied `ok.hidden`."""
+        v = self._denied.get(subject)
+        if v is None:
+            v = bool(self.deny) and any(subject_matches(d, subject) for d in self.deny or ())
+            if len(self._denied) >= _PERM_CACHE_MAX:
+                self._denied.clear()
+            self._denied[subject] = v
+        return v
 
     def check(self, subject: bytes) -> bool:
         v = self._cache.get(subject)

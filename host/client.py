@@ -91,6 +91,7 @@ class Client(asyncio.Protocol):
         self.last_activity = self.start
         self.pings_out = 0
         self.max_pending = opts.max_pending
+        self.stall_at = opts.max_pending * 3 // 4
         self.blocked_since = 0.0
         self.stalled: list[Client] = []
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -213,9 +214,16 @@ class Client(asyncio.Protocol):
         t = self.transport
         assert t is not None
         t.write(out[0] if len(out) == 1 else b"".join(out))
-        if t.get_write_buffer_size() > self.max_pending:
-            self.server.slow_consumers += 1
-            self.close(errors.SLOW_CONSUMER_PENDING_BYTES, abort=True)
+        pending = t.get_write_buffer_size()
+        if pending > self.stall_at:
+            if pending > self.max_pending:
+                self.server.slow_consumers += 1
+                self.close(errors.SLOW_CONSUMER_PENDING_BYTES, abort=True)
+                return
+            # As nats-server's stall: slow the producer a little before giving up on the consumer.
+            src = self.server.reading
+            if src is not None and src is not self:
+                src.stall(self)
 
     def stall(self, consumer: Client) -> None:
         """Pause reading from this producer briefly while `consumer` drains (bounded in time)."""
@@ -246,6 +254,7 @@ class Client(asyncio.Protocol):
             self.protocol_error(e)
             self.server.flush_dirty()
             return
+        self.server.reading = self
         for ev in events:
             op = ev[0]
             if op == OP_PUB_RUN:
@@ -268,6 +277,7 @@ class Client(asyncio.Protocol):
             if p.error is not None:
                 self.protocol_error(p.error)
         self.server.flush_dirty()
+        self.server.reading = None
 
     def protocol_error(self, e: RemoteProtocolError) -> None:
         if e.wire == errors.ERR_MAX_PAYLOAD:
@@ -312,6 +322,13 @@ class Client(asyncio.Protocol):
 
     def process_connect(self, c: dict[str, Any]) -> None:
         if self.connected:
+            # A later CONNECT updates the options (nats-server does not re-authenticate).
+            self.verbose = bool(c.get("verbose", self.verbose))
+            self.pedantic = bool(c.get("pedantic", self.pedantic))
+            self.echo = bool(c.get("echo", self.echo))
+            self.headers = bool(c.get("headers", self.headers))
+            if self.verbose:
+                self.enqueue(OK)
             return
         proto = c.get("protocol", 0)
         if not isinstance(proto, int) or isinstance(proto, bool) or not 0 <= proto <= 1:
@@ -389,6 +406,10 @@ class Client(asyncio.Protocol):
             self.account.sublist.remove(sub)
 
     def process_pub_run(self, subject: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int) -> None:
+        if has_hdr and not self.headers:
+            # nats-server processHeaderPub: HPUB from a client that did not announce headers.
+            self.close(errors.PROTOCOL_VIOLATION)
+            return
         n = len(pieces)
         self.in_msgs += n
         self.in_bytes += nbytes
@@ -430,13 +451,20 @@ class Route:
         for s in r.psubs:
             if s.imported is not None:
                 self.internal.append(s)
-            else:
+            elif not _denied(s, subject):
                 self.plain.append((s.conn, s, b"MSG " + subject + b" " + s.sid, b"HMSG " + subject + b" " + s.sid))
-        self.queues = [
-            [(s.conn, s, b"MSG " + subject + b" " + s.sid, b"HMSG " + subject + b" " + s.sid) for s in grp]
-            for grp in r.qsubs
-        ]
+        self.queues = []
+        for grp in r.qsubs:
+            members = [(s.conn, s, b"MSG " + subject + b" " + s.sid, b"HMSG " + subject + b" " + s.sid)
+                       for s in grp if not _denied(s, subject)]
+            if members:
+                self.queues.append(members)
         self.rr = random.randrange(1 << 16)
+
+
+def _denied(s: Subscription, subject: bytes) -> bool:
+    perms = s.conn.perms
+    return perms is not None and perms.sub is not None and bool(perms.sub.deny) and perms.sub.denies(subject)
 
 
 def deliver(acc: Account, src: Client, subject: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int,
@@ -544,12 +572,16 @@ def _deliver_import(acc: Account, sub: Subscription, src: Client, subject: bytes
                        depth + 1)
     mapped = map_subject(imp.local, imp.subject, subject)
     delivered = 0
+    # As nats-server, a request crossing accounts carries the requesting account. We do not
+    # measure client round-trip times, so rtt is 0.
+    info = b'Nats-Request-Info: {"acc":"' + acc.name_b + b'","rtt":0}\r\n\r\n'
     for piece in pieces:
         reply, hdr, payload = decode_tail(piece, has_hdr)
         if reply:
             reply = imp.dest.add_response(acc, reply)
-        size = len(payload) + (len(hdr) if hdr is not None else 0)
-        delivered += deliver(imp.dest, src, mapped, has_hdr, [encode_tail(reply, hdr, payload)], size, depth + 1)
+        hdr = hdr[:-2] + info if hdr is not None else b"NATS/1.0\r\n" + info
+        size = len(payload) + len(hdr)
+        delivered += deliver(imp.dest, src, mapped, True, [encode_tail(reply, hdr, payload)], size, depth + 1)
     return 1 if delivered else 0
 
 

@@ -195,8 +195,16 @@ class _Loader:
             raise self.err(m, key, f'field "{key}": expected an array [ ... ], got {v!r}')
         return v
 
-    def unknown(self, m: ConfMap, key: str) -> OptionsError:
+    def unknown(self, m: ConfMap, key: str) -> OptionsError | None:
+        """The unknown-field error, or None for a key that only defines a variable used elsewhere."""
+        if m.used_as_variable(key):
+            return None
         return self.err(m, key, f'unknown field "{key}"')
+
+    def _unknown(self, m: ConfMap, key: str) -> None:
+        e = self.unknown(m, key)
+        if e is not None:
+            raise e
 
     # -- top level --------------------------------------------------------------------------
 
@@ -261,7 +269,7 @@ class _Loader:
             elif k in ("debug", "trace", "logtime", "trace_verbose", "log_file", "pid_file", "syslog"):
                 continue  # logging switches: accepted, our logging is fixed
             else:
-                raise self.unknown(top, key)
+                self._unknown(top, key)
 
     def load_jetstream(self, top: ConfMap, key: str) -> None:
         v = top[key]
@@ -282,7 +290,7 @@ class _Loader:
             elif lk == "enabled":
                 self.opts.jetstream = self.bool_(m, k)
             else:
-                raise self.unknown(m, k)
+                self._unknown(m, k)
 
     def load_authorization(self, m: ConfMap) -> None:
         o = self.opts
@@ -303,7 +311,7 @@ class _Loader:
             elif k in ("permissions", "default_permissions"):
                 o.default_permissions = self.load_permissions(self.map_(m, key))
             else:
-                raise self.unknown(m, key)
+                self._unknown(m, key)
         if o.users and (o.username or o.token):
             raise OptionsError("authorization: can not have a single user/pass or token and a users array")
 
@@ -326,7 +334,7 @@ class _Loader:
                 elif lk in ("nkey", "allowed_connection_types"):
                     raise self.err(entry, k, f'field "{k}" is not supported by this hub')
                 else:
-                    raise self.unknown(entry, k)
+                    self._unknown(entry, k)
             if not u.username:
                 raise self.err(m, key, "each user needs a user name")
             users.append(u)
@@ -343,7 +351,7 @@ class _Loader:
                     deny = [self._subj(v, d) for d in self.list_(v, d_k)] if (d_k := _ci(v, "deny")) else None
                     for extra in v:
                         if extra.lower() not in ("allow", "deny"):
-                            raise self.unknown(v, extra)
+                            self._unknown(v, extra)
                 else:
                     allow = [self._subj(m, s, key) for s in self.list_(m, key)]
                     deny = None
@@ -355,7 +363,7 @@ class _Loader:
                 v = m[key]
                 p.allow_responses = bool(v)
             else:
-                raise self.unknown(m, key)
+                self._unknown(m, key)
         return p
 
     def _subj(self, m: ConfMap, s: Any, key: str = "") -> bytes:
@@ -382,7 +390,7 @@ class _Loader:
                 elif k in ("jetstream", "limits", "mappings", "default_permissions"):
                     continue
                 else:
-                    raise self.unknown(body, key)
+                    self._unknown(body, key)
             acc.imports = [self.load_import(b, k, i) for b, k, i in pending_imports]
             self.opts.accounts[name] = acc
 

@@ -72,6 +72,7 @@ class Server:
         self.clients: dict[int, Client] = {}
         self.closed: deque[ClosedInfo] = deque(maxlen=MAX_CLOSED_CLIENTS)
         self.dirty: list[Client] = []
+        self.reading: Client | None = None  # the client whose read batch is being processed
         self._cid = 0
         self.total_connections = 0
         self.in_msgs = 0
