@@ -348,6 +348,8 @@ class Parser:
         n = len(buf)
         lines = self._lines
         find = buf.find
+        maxp = self.max_payload if self.max_payload is not None else 1 << 62
+        limit = self._line_limit + 5
         run_subj = None
         run_hdr = False
         pieces = None
@@ -376,7 +378,22 @@ class Parser:
             line = buf[pos:i]
             hit = lines.get(line)
             if hit is None:
-                hit = self._pub_line(line)
+                # Inline parse of the canonical "PUB <subject> [reply] <size>\r" (a miss is the norm
+                # for unique reply subjects); anything else takes _pub_line or the general path.
+                if line[:4] == b"PUB " and line[-1:] == b"\r" and b"\t" not in line:
+                    parts = line[4:-1].split(b" ")
+                    np = len(parts)
+                    sz = parts[-1]
+                    if (np == 2 or (np == 3 and parts[1])) and parts[0] and sz.isdigit() and len(sz) < 12:
+                        size = int(sz)
+                        if size <= maxp and len(line) <= limit:
+                            hit = (parts[0], False, size, 4 + len(parts[0]))
+                            if np == 2:
+                                if len(lines) >= _LINE_CACHE_MAX:
+                                    lines.clear()
+                                lines[line] = hit
+                if hit is None:
+                    hit = self._pub_line(line)
                 if hit is None:
                     # Not a plain PUB line: the general path, one event.
                     self._pos = i + 1

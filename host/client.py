@@ -70,6 +70,7 @@ class Client(asyncio.Protocol):
         self.dirty = False
         self.closed = False
         self.connected = False  # CONNECT accepted
+        self.simple_pub = False  # publishes need no per-message replies or permission checks
         self.info_pending = False  # send the connect_info INFO after the first PONG
         # Defaults before/without CONNECT: nats-server treats such a client as verbose + pedantic.
         self.verbose = True
@@ -254,11 +255,18 @@ class Client(asyncio.Protocol):
             self.protocol_error(e)
             self.server.flush_dirty()
             return
-        self.server.reading = self
+        server = self.server
+        server.reading = self
+        n_in = b_in = 0
         for ev in events:
             op = ev[0]
             if op == OP_PUB_RUN:
-                if self.connected or not self.server.auth_required:
+                if self.simple_pub and (self.headers or not ev[2]):
+                    # Hot path: no verbose/pedantic replies, no publish permissions to check.
+                    n_in += len(ev[3])
+                    b_in += ev[4]
+                    deliver(self.account, self, ev[1], ev[2], ev[3], ev[4], 0)  # type: ignore[arg-type]
+                elif self.connected or not server.auth_required:
                     self.process_pub_run(ev[1], ev[2], ev[3], ev[4])
                 else:
                     self.auth_violation()
@@ -276,8 +284,13 @@ class Client(asyncio.Protocol):
         else:
             if p.error is not None:
                 self.protocol_error(p.error)
-        self.server.flush_dirty()
-        self.server.reading = None
+        if n_in:
+            self.in_msgs += n_in
+            self.in_bytes += b_in
+            server.in_msgs += n_in
+            server.in_bytes += b_in
+        server.flush_dirty()
+        server.reading = None
 
     def protocol_error(self, e: RemoteProtocolError) -> None:
         if e.wire == errors.ERR_MAX_PAYLOAD:
@@ -327,6 +340,7 @@ class Client(asyncio.Protocol):
             self.pedantic = bool(c.get("pedantic", self.pedantic))
             self.echo = bool(c.get("echo", self.echo))
             self.headers = bool(c.get("headers", self.headers))
+            self.simple_pub = not self.verbose and not self.pedantic and (self.perms is None or self.perms.pub is None)
             if self.verbose:
                 self.enqueue(OK)
             return
@@ -364,6 +378,7 @@ class Client(asyncio.Protocol):
             return
         self.connected = True
         self.info_pending = proto >= 1
+        self.simple_pub = not self.verbose and not self.pedantic and (self.perms is None or self.perms.pub is None)
         if self.verbose:
             self.enqueue(OK)
 
@@ -469,64 +484,91 @@ def _denied(s: Subscription, subject: bytes) -> bool:
 
 def deliver(acc: Account, src: Client, subject: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int,
             depth: int) -> int:
-    """Deliver a run of frames published to `subject` in `acc`; returns how many targets got it."""
+    """Deliver a run of frames published to `subject` in `acc`; returns how many targets got it.
+
+    The hot path of the hub: one cache lookup, then per target one join and one list append.
+    """
     if acc.responses:
         resp = acc.responses.pop(subject, None)
         if resp is not None:
-            return deliver(resp[0], src, resp[1], has_hdr, pieces, nbytes, depth + 1)
-    r = acc.sublist.match(subject)
+            # The mapped reply takes one response; later frames of the run route as usual.
+            first = pieces[0]
+            if len(pieces) == 1:
+                size = nbytes
+            else:
+                _, hdr, payload = decode_tail(first, has_hdr)
+                size = len(payload) + (len(hdr) if hdr is not None else 0)
+            count = deliver(resp[0], src, resp[1], has_hdr, [first], size, depth + 1)
+            if len(pieces) > 1:
+                count += deliver(acc, src, subject, has_hdr, pieces[1:], nbytes - size, depth)
+            return count
+    sl = acc.sublist
+    r = sl.cache.get(subject)
+    if r is None:
+        r = sl.match(subject)
     route = r.route
     if route is None:
         route = r.route = Route(r, subject)
     count = 0
-    parts = None
     n = len(pieces)
+    # One frame: queue prefix and tail as two items (no copy); a run: one join per target.
+    one = pieces[0] if n == 1 else None
+    parts = None if n == 1 else [b"", *pieces]
+    dirty = src.server.dirty
     for conn, sub, pfx, hpfx in route.plain:
         if conn is src and not src.echo:
             continue
-        if sub.max is not None or conn.closed:
+        if sub.max is not None or conn.closed or (has_hdr and not conn.headers):
             count += _deliver_limited(conn, sub, pfx, hpfx, has_hdr, pieces)
             continue
-        if has_hdr and not conn.headers:
-            _deliver_stripped(conn, pfx, pieces)
+        out = conn.out
+        if one is not None:
+            out.append(hpfx if has_hdr else pfx)
+            out.append(one)
         else:
-            if parts is None:
-                parts = [b""]
-                parts.extend(pieces)
-            conn.enqueue((hpfx if has_hdr else pfx).join(parts))
-            conn.out_msgs += n
-            conn.out_bytes += nbytes
-            sub.delivered += n
+            out.append((hpfx if has_hdr else pfx).join(parts))
+        if not conn.dirty:
+            conn.dirty = True
+            dirty.append(conn)
+        conn.out_msgs += n
+        conn.out_bytes += nbytes
+        sub.delivered += n
         count += 1
-    for grp in route.queues:
-        size = len(grp)
-        route.rr += 1
-        for k in range(size):
-            conn, sub, pfx, hpfx = grp[(route.rr + k) % size]
-            if conn.closed or (conn is src and not src.echo):
-                continue
-            if sub.max is not None or (has_hdr and not conn.headers):
-                if not _deliver_limited(conn, sub, pfx, hpfx, has_hdr, pieces):
+    if route.queues:
+        for grp in route.queues:
+            size = len(grp)
+            route.rr += 1
+            for k in range(size):
+                conn, sub, pfx, hpfx = grp[(route.rr + k) % size]
+                if conn.closed or (conn is src and not src.echo):
                     continue
-            else:
-                if parts is None:
-                    parts = [b""]
-                    parts.extend(pieces)
-                conn.enqueue((hpfx if has_hdr else pfx).join(parts))
-                conn.out_msgs += n
-                conn.out_bytes += nbytes
-                sub.delivered += n
-            count += 1
-            break
+                if sub.max is not None or (has_hdr and not conn.headers):
+                    if not _deliver_limited(conn, sub, pfx, hpfx, has_hdr, pieces):
+                        continue
+                else:
+                    out = conn.out
+                    if one is not None:
+                        out.append(hpfx if has_hdr else pfx)
+                        out.append(one)
+                    else:
+                        out.append((hpfx if has_hdr else pfx).join(parts))
+                    if not conn.dirty:
+                        conn.dirty = True
+                        dirty.append(conn)
+                    conn.out_msgs += n
+                    conn.out_bytes += nbytes
+                    sub.delivered += n
+                count += 1
+                break
     if route.internal and depth < MAX_IMPORT_DEPTH:
         for sub in route.internal:
             count += _deliver_import(acc, sub, src, subject, has_hdr, pieces, nbytes, depth)
-    if count == 0 and src.no_responders:
-        _no_responders(src, subject, has_hdr, pieces)
     if count:
         server = src.server
         server.out_msgs += n * count
         server.out_bytes += nbytes * count
+    elif src.no_responders:
+        _no_responders(src, subject, has_hdr, pieces)
     return count
 
 

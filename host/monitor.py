@@ -219,7 +219,7 @@ def subsz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
         matches += sl.matches
         hits += sl.cache_hits
         cache += sl.cache_count()
-        fanouts.extend(len(r.psubs) + len(r.qsubs) for r in sl._cache.values())
+        fanouts.extend(len(r.psubs) + len(r.qsubs) for r in sl.cache.values())
     lookups = matches + hits
     out: dict[str, Any] = {
         "server_id": server.id,

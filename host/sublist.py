@@ -123,7 +123,7 @@ class _Node:
 class Sublist:
     def __init__(self) -> None:
         self._root = _Node()
-        self._cache: dict[bytes, SublistResult] = {}
+        self.cache: dict[bytes, SublistResult] = {}
         self.count = 0
         self.inserts = 0
         self.removes = 0
@@ -196,7 +196,7 @@ class Sublist:
         return True
 
     def _invalidate(self, subject: bytes) -> None:
-        cache = self._cache
+        cache = self.cache
         if not cache:
             return
         if is_literal(subject):
@@ -206,7 +206,7 @@ class Sublist:
             del cache[key]
 
     def match(self, subject: bytes) -> SublistResult:
-        r = self._cache.get(subject)
+        r = self.cache.get(subject)
         if r is not None:
             self.cache_hits += 1
             return r
@@ -216,11 +216,11 @@ class Sublist:
         toks = subject.split(b".")
         self._match(self._root, toks, 0, psubs, qmap)
         r = SublistResult(psubs, list(qmap.values()))
-        if len(self._cache) >= CACHE_MAX:
+        if len(self.cache) >= CACHE_MAX:
             # Drop an arbitrary half rather than everything: hot subjects come back quickly.
-            for key in list(self._cache)[: CACHE_MAX // 2]:
-                del self._cache[key]
-        self._cache[subject] = r
+            for key in list(self.cache)[: CACHE_MAX // 2]:
+                del self.cache[key]
+        self.cache[subject] = r
         return r
 
     def _match(
@@ -245,7 +245,7 @@ class Sublist:
         return bool(self.match(subject))
 
     def cache_count(self) -> int:
-        return len(self._cache)
+        return len(self.cache)
 
     def all(self) -> Iterator[Subscription]:
         stack = [self._root]
