@@ -21,6 +21,7 @@ from host.sublist import Sublist, Subscription, subject_matches
 
 if TYPE_CHECKING:
     from host.client import Client
+    from host.leafnode import Leaf
 
 RESPONSE_TTL = 120.0
 MAX_IMPORT_DEPTH = 8  # bound on import chains, so a cycle of imports cannot loop forever
@@ -86,6 +87,30 @@ class Account:
         # reply subject in this account -> (requesting account, original reply, expiry time)
         self.responses: dict[bytes, tuple[Account, bytes, float]] = {}
         self.config: AccountConfig | None = None
+        # Interest for leafnode links: (subject, queue) -> count (queue: summed weights).
+        self.interest: dict[tuple[bytes, bytes | None], int] = {}
+        self.leafs: set[Leaf] = set()
+        self.lds = b"$LDS." + nuid().encode()  # loop-detection subject sent to every leaf
+
+    def add_sub(self, sub: Subscription) -> None:
+        self.sublist.insert(sub)
+        self._interest(sub, sub_weight(sub))
+
+    def remove_sub(self, sub: Subscription) -> bool:
+        if not self.sublist.remove(sub):
+            return False
+        self._interest(sub, -sub_weight(sub))
+        return True
+
+    def _interest(self, sub: Subscription, delta: int) -> None:
+        key = (sub.subject, sub.queue)
+        n = self.interest.get(key, 0) + delta
+        if n > 0:
+            self.interest[key] = n
+        else:
+            self.interest.pop(key, None)
+        for leaf in self.leafs:
+            leaf.update_interest(key)
 
     def __repr__(self) -> str:
         return f"Account({self.name})"
@@ -98,6 +123,11 @@ class Account:
     def expire_responses(self, now: float) -> None:
         for k in [k for k, v in self.responses.items() if v[2] < now]:
             del self.responses[k]
+
+
+def sub_weight(sub: Subscription) -> int:
+    """Members a subscription stands for: a leaf's queue interest carries its weight."""
+    return sub.weight
 
 
 def can_import(exporter: AccountConfig, importer: str, imp: Import) -> bool:
@@ -128,9 +158,9 @@ def wire_imports(accounts: dict[str, Account]) -> list[str]:
             if imp.service:
                 sub = Subscription(None, imp.local, None, b"")
                 sub.imported = ServiceImport(src, imp.subject, imp.local)
-                acc.sublist.insert(sub)
+                acc.add_sub(sub)
             else:
                 sub = Subscription(None, imp.subject, None, b"")
                 sub.imported = StreamImport(acc, imp.subject, imp.local)
-                src.sublist.insert(sub)
+                src.add_sub(sub)
     return warnings

@@ -54,6 +54,7 @@ _STALL_MAX = 0.05  # longest pause of a producer while a consumer drains (nats-s
 
 class Client(asyncio.Protocol):
     kind = "Client"
+    is_leaf = False
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -158,10 +159,10 @@ class Client(asyncio.Protocol):
             h.cancel()
         self._timers.clear()
         if self.account is not None:
-            sl = self.account.sublist
+            acc = self.account
             for sub in self.subs.values():
                 sub.closed = True
-                sl.remove(sub)
+                acc.remove_sub(sub)
             self.account.clients.discard(self)
         self.subs.clear()
         self.out = []
@@ -401,7 +402,7 @@ class Client(asyncio.Protocol):
         sub = Subscription(self, subject, queue, sid)
         self.subs[sid] = sub
         assert self.account is not None
-        self.account.sublist.insert(sub)
+        self.account.add_sub(sub)
         if self.verbose:
             self.enqueue(OK)
 
@@ -418,7 +419,7 @@ class Client(asyncio.Protocol):
     def remove_sub(self, sub: Subscription) -> None:
         if self.subs.pop(sub.sid, None) is not None and self.account is not None:
             sub.closed = True
-            self.account.sublist.remove(sub)
+            self.account.remove_sub(sub)
 
     def process_pub_run(self, subject: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int) -> None:
         if has_hdr and not self.headers:
@@ -456,22 +457,37 @@ def _valid_queue(q: bytes) -> bool:
 
 
 class Route:
-    """Delivery plan for one published subject, derived from a SublistResult and cached on it."""
+    """Delivery plan for one published subject, derived from a SublistResult and cached on it.
 
-    __slots__ = ("plain", "queues", "internal", "rr")
+    Leaf links get one copy per connection however many of their subscriptions match (framed as
+    LMSG/HMSG without sid); a leaf's queue interest counts `weight` members in its group.
+    """
+
+    __slots__ = ("plain", "queues", "internal", "rr", "leaf_queues")
 
     def __init__(self, r: SublistResult, subject: bytes) -> None:
         self.plain: list[tuple[Any, Subscription, bytes, bytes]] = []
         self.internal: list[Subscription] = []
+        leafs = set()
         for s in r.psubs:
             if s.imported is not None:
                 self.internal.append(s)
+            elif s.conn.is_leaf:
+                if s.conn not in leafs:
+                    leafs.add(s.conn)
+                    self.plain.append((s.conn, s, b"LMSG " + subject, b"HMSG " + subject))
             elif not _denied(s, subject):
                 self.plain.append((s.conn, s, b"MSG " + subject + b" " + s.sid, b"HMSG " + subject + b" " + s.sid))
-        self.queues = []
+        self.queues: list[list[tuple[Any, Subscription, bytes, bytes]]] = []
+        self.leaf_queues = False
         for grp in r.qsubs:
-            members = [(s.conn, s, b"MSG " + subject + b" " + s.sid, b"HMSG " + subject + b" " + s.sid)
-                       for s in grp if not _denied(s, subject)]
+            members: list[tuple[Any, Subscription, bytes, bytes]] = []
+            for s in grp:
+                if s.conn.is_leaf:
+                    self.leaf_queues = True
+                    members.extend([(s.conn, s, b"LMSG " + subject, b"HMSG " + subject)] * min(s.weight, 64))
+                elif not _denied(s, subject):
+                    members.append((s.conn, s, b"MSG " + subject + b" " + s.sid, b"HMSG " + subject + b" " + s.sid))
             if members:
                 self.queues.append(members)
         self.rr = random.randrange(1 << 16)
@@ -483,10 +499,12 @@ def _denied(s: Subscription, subject: bytes) -> bool:
 
 
 def deliver(acc: Account, src: Client, subject: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int,
-            depth: int) -> int:
+            depth: int, queues: list[bytes] | None = None) -> int:
     """Deliver a run of frames published to `subject` in `acc`; returns how many targets got it.
 
-    The hot path of the hub: one cache lookup, then per target one join and one list append.
+    `queues` limits queue delivery to the named groups (a message from a leaf names the groups it
+    is for; None means every group). The hot path of the hub: one cache lookup, then per target
+    one join and one list append.
     """
     if acc.responses:
         resp = acc.responses.pop(subject, None)
@@ -509,6 +527,8 @@ def deliver(acc: Account, src: Client, subject: bytes, has_hdr: bool, pieces: li
     route = r.route
     if route is None:
         route = r.route = Route(r, subject)
+    if queues is not None or route.leaf_queues:
+        return _deliver_each(acc, src, route, subject, has_hdr, pieces, queues, depth)
     count = 0
     n = len(pieces)
     # One frame: queue prefix and tail as two items (no copy); a run: one join per target.
@@ -567,6 +587,57 @@ def deliver(acc: Account, src: Client, subject: bytes, has_hdr: bool, pieces: li
         server = src.server
         server.out_msgs += n * count
         server.out_bytes += nbytes * count
+    elif src.no_responders:
+        _no_responders(src, subject, has_hdr, pieces)
+    return count
+
+
+def _deliver_each(acc: Account, src: Client, route: Route, subject: bytes, has_hdr: bool, pieces: list[bytes],
+                  queues: list[bytes] | None, depth: int) -> int:
+    """Per-frame delivery when leaf links take part in queue groups or the frames name their groups.
+
+    A leaf gets one LMSG per frame naming every group it was picked for, so its plain subscribers
+    see the frame once and each named group delivers it once (nats-server processMsgResults).
+    """
+    count = 0
+    for piece in pieces:
+        reply, hdr, payload = decode_tail(piece, has_hdr)
+        to_leafs: dict[Any, list[bytes]] = {}
+        n = 0
+        for conn, sub, pfx, hpfx in route.plain:
+            if conn.closed or (conn is src and not src.echo):
+                continue
+            if conn.is_leaf:
+                to_leafs.setdefault(conn, [])
+            else:
+                n += _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece])
+        for grp in route.queues:
+            qname = grp[0][1].queue
+            if queues is not None and qname not in queues:
+                continue
+            size = len(grp)
+            route.rr += 1
+            for k in range(size):
+                conn, sub, pfx, hpfx = grp[(route.rr + k) % size]
+                if conn.closed or (conn is src and not src.echo):
+                    continue
+                if conn.is_leaf:
+                    to_leafs.setdefault(conn, []).append(qname)  # type: ignore[arg-type]
+                elif not _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece]):
+                    continue
+                else:
+                    n += 1
+                break
+        for leaf, names in to_leafs.items():
+            leaf.send_lmsg(subject, reply, names, hdr, payload)
+            n += 1
+        if route.internal and depth < MAX_IMPORT_DEPTH:
+            size = len(payload) + (len(hdr) if hdr is not None else 0)
+            for sub in route.internal:
+                n += _deliver_import(acc, sub, src, subject, has_hdr, [piece], size, depth)
+        count += n
+    if count:
+        src.server.out_msgs += count
     elif src.no_responders:
         _no_responders(src, subject, has_hdr, pieces)
     return count

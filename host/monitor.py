@@ -132,7 +132,7 @@ def varz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
         "max_pending": o.max_pending,
         "cluster": {},
         "gateway": {},
-        "leaf": {},
+        "leaf": {"host": o.leafnodes.host, "port": server.leaf_port} if o.leafnodes.port else {},
         "mqtt": {},
         "websocket": {},
         "jetstream": {},
@@ -149,7 +149,7 @@ def varz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
         "total_connections": server.total_connections,
         "routes": 0,
         "remotes": 0,
-        "leafnodes": 0,
+        "leafnodes": len(server.leafs),
         "in_msgs": server.in_msgs,
         "out_msgs": server.out_msgs,
         "in_bytes": server.in_bytes,
@@ -272,8 +272,18 @@ def routez(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
 
 
 def leafz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
+    from host.leafnode import leaf_json
+
+    subs = q.get("subs", [""])[0].lower() in ("1", "true", "detail")
+    leafs = []
+    for leaf in sorted(server.leafs.values(), key=lambda x: x.cid):
+        d = leaf_json(leaf)
+        if subs:
+            d["subscriptions_list"] = sorted(
+                (s + (b" " + q if q else b"")).decode(errors="replace") for s, q in leaf.leaf_subs)
+        leafs.append(d)
     return {"server_id": server.id, "now": rfc3339(datetime.datetime.now(datetime.UTC).timestamp()),
-            "leafnodes": 0, "leafs": []}
+            "leafnodes": len(leafs), "leafs": leafs}
 
 
 ENDPOINTS = {

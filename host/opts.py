@@ -75,6 +75,27 @@ class AccountConfig:
 
 
 @dataclass
+class RemoteLeafOptions:
+    url: str
+    account: str = GLOBAL_ACCOUNT
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+
+
+@dataclass
+class LeafnodeOptions:
+    host: str = "0.0.0.0"
+    port: int = 0  # 0: no leafnode port
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+    account: str = GLOBAL_ACCOUNT  # account bound by the single user or token
+    users: list[User] = field(default_factory=list)
+    remotes: list[RemoteLeafOptions] = field(default_factory=list)
+
+
+@dataclass
 class Options:
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
@@ -100,7 +121,7 @@ class Options:
     accounts: dict[str, AccountConfig] = field(default_factory=dict)
     no_auth_user: str | None = None
     # Blocks that later parts of the hub implement; kept as parsed so they are not lost.
-    leafnodes: ConfMap | None = None
+    leafnodes: LeafnodeOptions = field(default_factory=LeafnodeOptions)
     cluster: ConfMap | None = None
     jetstream: bool = False
     store_dir: str = ""
@@ -260,8 +281,8 @@ class _Loader:
                 self.load_accounts(self.map_(top, key))
             elif k == "no_auth_user":
                 o.no_auth_user = self.str_(top, key)
-            elif k == "leafnodes":
-                o.leafnodes = self.map_(top, key)
+            elif k in ("leafnodes", "leaf"):
+                self.load_leafnodes(self.map_(top, key))
             elif k == "cluster":
                 o.cluster = self.map_(top, key)
             elif k == "jetstream":
@@ -291,6 +312,79 @@ class _Loader:
                 self.opts.jetstream = self.bool_(m, k)
             else:
                 self._unknown(m, k)
+
+    def load_leafnodes(self, m: ConfMap) -> None:
+        lo = self.opts.leafnodes
+        for key in m:
+            k = key.lower()
+            if k == "listen":
+                hp = self.str_(m, key)
+                h, _, p = hp.rpartition(":")
+                if not p.isdigit():
+                    raise self.err(m, key, f'field "leafnodes.listen": expected host:port, got {hp!r}')
+                lo.host, lo.port = h or lo.host, int(p)
+            elif k == "port":
+                lo.port = self.int_(m, key)
+            elif k == "host":
+                lo.host = self.str_(m, key)
+            elif k == "authorization":
+                self.load_leaf_authorization(self.map_(m, key))
+            elif k == "remotes":
+                for r in self.list_(m, key):
+                    lo.remotes.append(self.load_remote(m, key, r))
+            elif k in ("reconnect", "advertise", "no_advertise", "compression", "tls", "min_version"):
+                continue  # accepted; this hub never compresses and uses a fixed reconnect delay
+            else:
+                self._unknown(m, key)
+
+    def load_leaf_authorization(self, m: ConfMap) -> None:
+        lo = self.opts.leafnodes
+        for key in m:
+            k = key.lower()
+            if k in ("user", "username"):
+                lo.username = self.str_(m, key)
+            elif k in ("pass", "password"):
+                lo.password = self.str_(m, key)
+            elif k == "token":
+                lo.token = self.str_(m, key)
+            elif k == "account":
+                lo.account = self.str_(m, key)
+            elif k == "users":
+                lo.users = self.load_users(m, key, GLOBAL_ACCOUNT)
+            elif k == "timeout":
+                continue
+            else:
+                self._unknown(m, key)
+
+    def load_remote(self, m: ConfMap, key: str, r: Any) -> RemoteLeafOptions:
+        if not isinstance(r, ConfMap):
+            raise self.err(m, key, f"each leafnode remote must be a map, got {r!r}")
+        url = None
+        ro = RemoteLeafOptions(url="")
+        for k in r:
+            lk = k.lower()
+            if lk in ("url", "urls"):
+                v = r[k]
+                url = v[0] if isinstance(v, list) and v else v
+                if not isinstance(url, str) or "://" not in url:
+                    raise self.err(r, k, f'field "{k}": expected a URL like nats-leaf://host:7422, got {v!r}')
+            elif lk == "account":
+                ro.account = self.str_(r, k)
+            elif lk in ("user", "username"):
+                ro.user = self.str_(r, k)
+            elif lk in ("pass", "password"):
+                ro.password = self.str_(r, k)
+            elif lk == "token":
+                ro.token = self.str_(r, k)
+            elif lk in ("credentials", "tls", "ws_compression", "compression", "hub", "deny_imports",
+                        "deny_exports", "no_randomize"):
+                continue
+            else:
+                self._unknown(r, k)
+        if url is None:
+            raise self.err(m, key, "a leafnode remote needs a url")
+        ro.url = url
+        return ro
 
     def load_authorization(self, m: ConfMap) -> None:
         o = self.opts

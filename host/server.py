@@ -22,6 +22,7 @@ from host import errors
 from host.accounts import Account, nuid, wire_imports
 from host.auth import auth_required
 from host.client import Client
+from host.leafnode import Leaf, RemoteLeaf, leaf_account_for, leaf_info
 from host.opts import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Options
 
 VERSION = "2.11.0"  # the nats-server protocol level we implement; clients gate features on it
@@ -90,6 +91,11 @@ class Server:
         self._info_base: dict[str, Any] = {}
         self.client_port = opts.port
         self.http_port = opts.http_port
+        self.version = VERSION
+        self.leafs: dict[int, Leaf] = {}
+        self.leaf_host = opts.leafnodes.host
+        self.leaf_port = opts.leafnodes.port
+        self.remotes: list[RemoteLeaf] = []
 
     # ---- accounts and connections ---------------------------------------------------------------
 
@@ -120,6 +126,19 @@ class Server:
         from host.monitor import conn_info
 
         self.closed.append(ClosedInfo(conn_info(self, c, subs=True), time.time(), reason))
+
+    def register_leaf(self, leaf: Leaf) -> None:
+        self.leafs[leaf.cid] = leaf
+        self.total_connections += 1
+
+    def unregister_leaf(self, leaf: Leaf) -> None:
+        self.leafs.pop(leaf.cid, None)
+
+    def leaf_info(self, leaf: Leaf) -> dict[str, Any]:
+        return leaf_info(self, leaf)
+
+    def authenticate_leaf(self, connect: dict[str, Any]) -> Account | None:
+        return leaf_account_for(self, connect)
 
     def flush_dirty(self) -> None:
         dirty = self.dirty
@@ -169,6 +188,19 @@ class Server:
         self.client_port = sock.getsockname()[1]
         self._build_info()
         log.info("Listening for client connections on %s:%d", o.host, self.client_port)
+        lo = o.leafnodes
+        if lo.port:
+            lsock = socket.socket(socket.AF_INET6 if ":" in lo.host else socket.AF_INET, socket.SOCK_STREAM)
+            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            lsock.bind((lo.host, lo.port))
+            self._servers.append(await self.loop.create_server(lambda: Leaf(self), sock=lsock, backlog=1024))
+            self.leaf_port = lsock.getsockname()[1]
+            self.leaf_host = lo.host if lo.host not in ("0.0.0.0", "::") else "127.0.0.1"
+            log.info("Listening for leafnode connections on %s:%d", lo.host, self.leaf_port)
+        for r in lo.remotes:
+            remote = RemoteLeaf(self, r.url, self.lookup_account(r.account), r.user, r.password, r.token)
+            self.remotes.append(remote)
+            remote.start()
         if o.http_port:
             from host.monitor import start_monitor
 
@@ -203,7 +235,9 @@ class Server:
             return
         self.shutting_down = True
         self._stop_accepting()
-        for c in list(self.clients.values()):
+        for r in self.remotes:
+            r.stopped = True
+        for c in [*self.clients.values(), *self.leafs.values()]:
             c.close(errors.SERVER_SHUTDOWN)
         # Give transports a moment to write out their buffers (close() flushes before closing).
         for _ in range(50):

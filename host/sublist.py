@@ -79,7 +79,7 @@ def subjects_collide(a: bytes, b: bytes) -> bool:
 class Subscription:
     """One SUB of a connection (or an internal subscription when `conn` is an internal handler)."""
 
-    __slots__ = ("conn", "subject", "queue", "sid", "max", "delivered", "closed", "imported")
+    __slots__ = ("conn", "subject", "queue", "sid", "max", "delivered", "closed", "imported", "weight")
 
     def __init__(self, conn: Any, subject: bytes, queue: bytes | None, sid: bytes) -> None:
         self.conn = conn
@@ -90,6 +90,7 @@ class Subscription:
         self.delivered = 0
         self.closed = False
         self.imported: Any = None  # set for internal subs that forward into another account
+        self.weight = 1  # queue members behind a leaf link (LS+ subject queue weight)
 
 
 class SublistResult:

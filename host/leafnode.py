@@ -1,0 +1,435 @@
+"""Leafnode links: the hub's leafnode port and solicited remotes (nats-server `leafnode.go`).
+
+A Leaf is a Client of kind LEAF bound to one account. Interest crosses the link explicitly:
+- the peer's LS+/LS- become subscriptions of the Leaf in the account's sublist (one per subject or
+  subject+queue; a queue weight stands for that many members);
+- the account's interest (Account.interest, kept by Account.add_sub/remove_sub) goes to the peer
+  as LS+/LS-, minus what the peer itself asked for, with absolute queue weights;
+- messages from the peer (LMSG, or HMSG with the leaf framing) reach plain subscribers, and queue
+  subscribers only of the groups the frame names; we never echo a frame back to its link.
+
+Traps that break real Go leafs are avoided on purpose (shared/nats-reference README 2.4, 2.5):
+our INFO has no `compression`, always a non-zero `client_id` and `leafnode_urls`, and since it
+says `info_on_connect` we answer CONNECT with an INFO carrying `connect_info`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from edge.proto import (
+    KIND_LEAF,
+    OP_CLOSED,
+    OP_CONNECT,
+    OP_ERR,
+    OP_INFO,
+    OP_LMSG,
+    OP_LS_MINUS,
+    OP_LS_PLUS,
+    OP_OK,
+    OP_PING,
+    OP_PONG,
+    PING,
+    PONG,
+    Parser,
+    RemoteProtocolError,
+    encode_connect,
+    encode_info,
+    encode_lmsg,
+    encode_ls_minus,
+    encode_ls_plus,
+    encode_tail,
+)
+from host import errors
+from host.accounts import Account, nuid
+from host.client import Client, deliver
+from host.sublist import Subscription, is_valid_subject
+
+if TYPE_CHECKING:
+    from host.server import Server
+
+log = logging.getLogger("natsedge.hub")
+
+FIRST_PING_INTERVAL = 1.0  # non-client connections get their first PING after about 1 s
+RECONNECT_DELAY = 1.0  # nats-server DEFAULT_LEAF_NODE_RECONNECT
+LOOP_DELAY = 30.0  # wait after a loop was detected (nats-server leafNodeReconnectAfterPermViolation)
+ERR_LEAF_PORT = "attempted to connect to leaf node port"
+
+
+def err_loop(account: str) -> str:
+    return f'Loop detected for leafnode account="{account}". Delaying attempt to reconnect for 30s'
+
+
+Key = tuple[bytes, bytes | None]
+
+
+class Leaf(Client):
+    kind = "Leafnode"
+    is_leaf = True
+
+    def __init__(self, server: Server, remote: RemoteLeaf | None = None) -> None:
+        super().__init__(server)
+        opts = server.opts
+        self.parser = Parser(KIND_LEAF, opts.max_control_line, opts.max_payload)
+        self.remote = remote  # set when we dialled out (we are the spoke)
+        self.echo = False  # a frame never goes back over the link it came from
+        self.headers = True
+        self.verbose = False
+        self.pedantic = False
+        self.remote_name = ""
+        self.remote_id = ""
+        self.leaf_subs: dict[Key, Subscription] = {}  # interest the peer asked for
+        self.sent: dict[Key, int] = {}  # interest we advertised to the peer, as last sent
+
+    # ---- handshake --------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.ip, self.port = peer[0], peer[1]
+        transport.set_write_buffer_limits(high=min(self.max_pending // 2, 4 << 20))
+        server = self.server
+        server.register_leaf(self)
+        loop = server.loop
+        if self.remote is None:
+            transport.write(encode_info(server.leaf_info(self)))
+            self._timers["auth"] = loop.call_later(server.opts.auth_timeout, self._auth_timeout)
+        self._timers["ping"] = loop.call_later(FIRST_PING_INTERVAL, self._ping_timer)
+
+    def _ping_timer(self) -> None:
+        # Links are pinged whatever the traffic (nats-server: routes, gateways and leafs always).
+        if self.closed:
+            return
+        if self.pings_out + 1 > self.opts.ping_max:
+            self.server.stale_connections += 1
+            self.close(errors.STALE_CONNECTION, errors.ERR_STALE_CONNECTION)
+            return
+        self.pings_out += 1
+        self.send(PING)
+        self._timers["ping"] = self.server.loop.call_later(self.opts.ping_interval, self._ping_timer)
+
+    def process_leaf_connect(self, c: dict[str, Any]) -> None:
+        if self.connected:
+            return
+        if "lang" in c:
+            self.close(errors.PROTOCOL_VIOLATION, ERR_LEAF_PORT)
+            return
+        account = self.server.authenticate_leaf(c)
+        if account is None:
+            self.auth_violation()
+            return
+        h = self._timers.pop("auth", None)
+        if h is not None:
+            h.cancel()
+        self.remote_name = str(c.get("name", "") or "")
+        self.remote_id = str(c.get("server_id", "") or "")
+        self.name = self.remote_name
+        self.version = str(c.get("version", "") or "")
+        self.bind(account)
+        info = self.server.leaf_info(self)
+        info["connect_info"] = True
+        info["remote_account"] = account.name
+        info.pop("nonce", None)
+        self.enqueue(encode_info(info))
+        self.send_all_interest()
+        log.info("Leafnode connection created for account: %s (%s)", account.name, self.remote_name or self.ip)
+
+    def bind(self, account: Account) -> None:
+        self.account = account
+        self.connected = True
+        account.clients.add(self)
+        account.leafs.add(self)
+
+    def process_leaf_info(self, info: dict[str, Any]) -> None:
+        """INFO from the hub we dialled: answer the first with CONNECT and our interest."""
+        if self.remote is None or self.connected:
+            return
+        self.remote_name = str(info.get("server_name", "") or "")
+        self.remote_id = str(info.get("server_id", "") or "")
+        self.enqueue(encode_connect(self.remote.connect_options(self.server)))
+        self.bind(self.remote.account)
+        self.send_all_interest()
+        self.enqueue(PING)
+        self.remote.connected(self)
+        log.info("Connected leafnode to %s (%s)", self.remote.url, self.remote_name)
+
+    # ---- interest towards the peer ------------------------------------------------------------
+
+    def send_all_interest(self) -> None:
+        acc = self.account
+        assert acc is not None
+        self.enqueue(encode_ls_plus(acc.lds))
+        for key in list(acc.interest):
+            self.update_interest(key)
+
+    def update_interest(self, key: Key) -> None:
+        """Advertise the account's interest in `key` minus the peer's own, if it changed."""
+        if not self.connected or self.closed:
+            return
+        acc = self.account
+        assert acc is not None
+        own = self.leaf_subs.get(key)
+        n = acc.interest.get(key, 0) - (own.weight if own is not None else 0)
+        subject, queue = key
+        if subject.startswith(b"$LDS.") and own is not None:
+            n = 0  # never hand a peer's loop-detection subject back to it
+        prev = self.sent.get(key, 0)
+        if n == prev or (queue is None and (n > 0) == (prev > 0)):
+            if n <= 0:
+                self.sent.pop(key, None)
+            else:
+                self.sent[key] = n
+            return
+        if n > 0:
+            self.sent[key] = n
+            self.enqueue(encode_ls_plus(subject, queue, n) if queue else encode_ls_plus(subject))
+        else:
+            self.sent.pop(key, None)
+            self.enqueue(encode_ls_minus(subject, queue))
+
+    # ---- input from the peer --------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.last_activity = time.time()
+        p = self.parser
+        p.receive_data(data)
+        server = self.server
+        server.reading = self
+        try:
+            while not self.closed:
+                ev = p.next_event()
+                if ev is None:
+                    break
+                self.process_leaf_op(ev)
+        except RemoteProtocolError as e:
+            self.protocol_error(e)
+        server.flush_dirty()
+        server.reading = None
+
+    def process_leaf_op(self, ev: tuple) -> None:
+        op = ev[0]
+        if op == OP_INFO:
+            self.process_leaf_info(ev[1])
+            return
+        if op == OP_CONNECT:
+            if self.remote is None:
+                self.process_leaf_connect(ev[1])
+            return
+        if not self.connected:
+            if op == OP_ERR:
+                self.process_remote_err(ev[1])
+            elif self.remote is None:
+                self.auth_violation()
+            return
+        if op == OP_LMSG:
+            self.process_inbound_leaf_msg(ev[1], ev[2], ev[3], ev[4], ev[5])
+        elif op == OP_LS_PLUS:
+            self.process_leaf_sub(ev[1], ev[2], ev[3])
+        elif op == OP_LS_MINUS:
+            self.process_leaf_unsub(ev[1], ev[2])
+        elif op == OP_PING:
+            self.enqueue(PONG)
+        elif op == OP_PONG:
+            self.pings_out = 0
+        elif op == OP_ERR:
+            self.process_remote_err(ev[1])
+        elif op == OP_CLOSED:
+            self.close(errors.CLIENT_CLOSED)
+        elif op == OP_OK:
+            pass
+
+    def process_remote_err(self, text: str) -> None:
+        log.warning("Leafnode %s reported error: %s", self.remote_name or self.ip, text)
+        if self.remote is not None and text.startswith("Loop detected"):
+            self.remote.delay = LOOP_DELAY
+        self.close(errors.CLIENT_CLOSED)
+
+    def process_leaf_sub(self, subject: bytes, queue: bytes | None, weight: int | None) -> None:
+        acc = self.account
+        assert acc is not None
+        if subject == acc.lds:
+            self.close(errors.PROTOCOL_VIOLATION, err_loop(acc.name))
+            if self.remote is not None:
+                self.remote.delay = LOOP_DELAY
+            return
+        if not is_valid_subject(subject):
+            return
+        key = (subject, queue)
+        old = self.leaf_subs.get(key)
+        if old is not None:
+            if queue is None or old.weight == (weight or 1):
+                return
+            # A new absolute weight: replace the subscription so routes are rebuilt with it.
+            acc.remove_sub(old)
+        sub = Subscription(self, subject, queue, b"")
+        sub.weight = max(weight or 1, 1) if queue is not None else 1
+        self.leaf_subs[key] = sub
+        self.subs[subject + b" " + (queue or b"")] = sub
+        acc.add_sub(sub)
+
+    def process_leaf_unsub(self, subject: bytes, queue: bytes | None) -> None:
+        key = (subject, queue)
+        sub = self.leaf_subs.pop(key, None)
+        if sub is None:
+            return
+        self.subs.pop(subject + b" " + (queue or b""), None)
+        sub.closed = True
+        assert self.account is not None
+        self.account.remove_sub(sub)
+
+    def process_inbound_leaf_msg(self, subject: bytes, reply: bytes | None, queues: list[bytes] | None,
+                                 hdr: bytes | None, payload: bytes) -> None:
+        size = len(payload) + (len(hdr) if hdr is not None else 0)
+        self.in_msgs += 1
+        self.in_bytes += size
+        server = self.server
+        server.in_msgs += 1
+        server.in_bytes += size
+        assert self.account is not None
+        deliver(self.account, self, subject, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0,
+                queues or [])
+
+    # ---- output to the peer --------------------------------------------------------------------
+
+    def send_lmsg(self, subject: bytes, reply: bytes | None, queues: list[bytes], hdr: bytes | None,
+                  payload: bytes) -> None:
+        self.enqueue(encode_lmsg(subject, payload, reply, queues or None, hdr))
+        self.out_msgs += 1
+        self.out_bytes += len(payload) + (len(hdr) if hdr is not None else 0)
+
+    def _teardown(self, reason: str) -> None:
+        acc = self.account
+        if acc is not None:
+            acc.leafs.discard(self)
+        self.leaf_subs.clear()
+        super()._teardown(reason)
+        self.server.unregister_leaf(self)
+        if self.remote is not None:
+            self.remote.disconnected(self)
+
+
+class RemoteLeaf:
+    """A configured `leafnodes { remotes [...] }` entry: dial, and redial after a delay."""
+
+    def __init__(self, server: Server, url: str, account: Account, user: str | None, password: str | None,
+                 token: str | None) -> None:
+        self.server = server
+        self.url = url
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 7422
+        self.user = user if user is not None else parts.username
+        self.password = password if password is not None else parts.password
+        self.token = token
+        self.account = account
+        self.delay = 0.0
+        self.leaf: Leaf | None = None
+        self.stopped = False
+
+    def connect_options(self, server: Server) -> dict[str, Any]:
+        opts: dict[str, Any] = {
+            "version": server.version,
+            "server_id": server.id,
+            "name": server.name,
+            "cluster": server.name,
+            "headers": True,
+            "compress_mode": "off",
+            "remote_account": self.account.name,
+            "protocol": 1,
+        }
+        if self.user:
+            opts["user"] = self.user
+            opts["pass"] = self.password or ""
+        if self.token:
+            opts["auth_token"] = self.token
+        return opts
+
+    def start(self) -> None:
+        self.server.loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = self.server.loop
+        while not self.stopped and not self.server.shutting_down:
+            delay, self.delay = self.delay, RECONNECT_DELAY
+            if delay:
+                await asyncio.sleep(delay * (1 + random.random() * 0.2))
+            try:
+                await loop.create_connection(lambda: Leaf(self.server, self), self.host, self.port)
+            except OSError as e:
+                log.debug("Error trying to connect to leafnode remote %s: %s", self.url, e)
+                continue
+            self._done = loop.create_future()
+            await self._done
+
+    def connected(self, leaf: Leaf) -> None:
+        self.leaf = leaf
+
+    def disconnected(self, leaf: Leaf) -> None:
+        self.leaf = None
+        done = getattr(self, "_done", None)
+        if done is not None and not done.done():
+            done.set_result(None)
+
+
+def leaf_info(server: Server, leaf: Leaf) -> dict[str, Any]:
+    o = server.opts
+    host = server.leaf_host
+    info: dict[str, Any] = {
+        "server_id": server.id,
+        "server_name": server.name,
+        "version": server.version,
+        "proto": 1,
+        "host": host,
+        "port": server.leaf_port,
+        "headers": True,
+        "auth_required": True,
+        "max_payload": o.max_payload,
+        "ip": f"{host}:{server.leaf_port}",
+        "client_id": leaf.cid,
+        "nonce": nuid(11),
+        "info_on_connect": True,
+        "leafnode_urls": [f"{host}:{server.leaf_port}"],
+    }
+    return info
+
+
+def leaf_account_for(server: Server, c: dict[str, Any]) -> Account | None:
+    """Authenticate a leaf CONNECT against `leafnodes { authorization {...} }`; None = refuse."""
+    lo = server.opts.leafnodes
+    if lo.token:
+        return server.lookup_account(lo.account) if c.get("auth_token") == lo.token else None
+    if lo.username:
+        ok = c.get("user") == lo.username and (c.get("pass") or "") == (lo.password or "")
+        return server.lookup_account(lo.account) if ok else None
+    if lo.users:
+        for u in lo.users:
+            if c.get("user") == u.username and (c.get("pass") or "") == (u.password or ""):
+                return server.lookup_account(u.account)
+        return None
+    return server.global_account
+
+
+def leaf_json(leaf: Leaf) -> dict[str, Any]:
+    return {
+        "id": leaf.cid,
+        "name": leaf.remote_name,
+        "is_spoke": leaf.remote is not None,
+        "account": leaf.account.name if leaf.account else "",
+        "ip": leaf.ip,
+        "port": leaf.port,
+        "rtt": "0s",
+        "in_msgs": leaf.in_msgs,
+        "out_msgs": leaf.out_msgs,
+        "in_bytes": leaf.in_bytes,
+        "out_bytes": leaf.out_bytes,
+        "subscriptions": len(leaf.leaf_subs),
+        "compression": "off",
+    }
+
