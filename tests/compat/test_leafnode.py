@@ -101,7 +101,8 @@ def test_lmsg_from_leaf_reaches_plain_subs_and_only_named_queues(hub):
     with hub.client() as c:
         c.send(b"SUB hub.q 1\r\nSUB hub.q qgrp 2\r\n")
         c.sync()
-        r.send(b"LMSG hub.q 5\r\nplain\r\nLMSG hub.q | qgrp 6\r\nqueued\r\nLMSG hub.q + rr.1 qgrp 4\r\nwith\r\nPING\r\n")
+        r.send(b"LMSG hub.q 5\r\nplain\r\nLMSG hub.q | qgrp 6\r\nqueued\r\n"
+               b"LMSG hub.q + rr.1 qgrp 4\r\nwith\r\nPING\r\n")
         r.expect(rb"(?:.*?)PONG\r\n")
         msgs = c.msgs_until_pong()
         got = sorted((m.sid, m.payload, m.reply) for m in msgs)
