@@ -109,14 +109,17 @@ def _verbs(extra):
 _VERBS = (
     _verbs({b"CONNECT": _V_CONNECT, b"PUB": _V_PUB, b"HPUB": _V_HPUB, b"SUB": _V_SUB, b"UNSUB": _V_UNSUB}),
     _verbs({b"MSG": _V_MSG, b"HMSG": _V_HMSG}),
-    _verbs({b"CONNECT": _V_CONNECT, b"LS+": _V_LSP, b"LS-": _V_LSM, b"LMSG": _V_LMSG, b"HMSG": _V_LMSG}),
-    _verbs({b"CONNECT": _V_CONNECT, b"RS+": _V_RSP, b"RS-": _V_RSM, b"RMSG": _V_RMSG, b"HMSG": _V_RMSG}),
+    # As parser.go, SUB/LS+/RS+ on a link all mean "interest" in that link's own framing.
+    _verbs({b"CONNECT": _V_CONNECT, b"LS+": _V_LSP, b"LS-": _V_LSM, b"LMSG": _V_LMSG, b"HMSG": _V_LMSG,
+            b"SUB": _V_LSP, b"RS+": _V_LSP}),
+    _verbs({b"CONNECT": _V_CONNECT, b"RS+": _V_RSP, b"RS-": _V_RSM, b"RMSG": _V_RMSG, b"HMSG": _V_RMSG,
+            b"SUB": _V_RSP, b"LS+": _V_RSP}),
 )
 
 
 def _size(tok, what):
-    # As parser.go parseSize: digits only, no sign, no spaces.
-    if not tok.isdigit() or len(tok) > 12:
+    # As parser.go parseSize: digits only, no sign, no spaces, at most 9 of them.
+    if not tok.isdigit() or len(tok) > 9:
         raise RemoteProtocolError("bad %s size %r" % (what, tok))
     return int(tok)
 
@@ -153,7 +156,7 @@ class Parser:
         # A control line whose payload has not fully arrived: (event head tuple, hdr_len, size).
         self._await = None
         # Hub fast path: raw PUB line -> (subject, has_hdr, size, tail) where tail is the offset
-        # of " [reply] size" in the line, or the rebuilt canonical tail bytes.
+        # of " [reply] size" in the line.
         self._lines = {}
 
     def receive_data(self, data):
@@ -222,15 +225,19 @@ class Parser:
         # self._await when a payload must follow.
         if line[-1:] == b"\r":
             line = line[:-1]
-        args = line.split()
-        if not args:
-            raise RemoteProtocolError("empty line", ERR_UNKNOWN_OP)
+        # As parser.go: the verb starts the line, and only space and tab separate arguments.
+        args = [a for a in line.replace(b"\t", b" ").split(b" ") if a]
+        if not args or line[:1] == b" " or line[:1] == b"\t":
+            raise RemoteProtocolError("no operation at the start of the line", ERR_UNKNOWN_OP)
         verb = self._verbs.get(args[0].upper())
         if verb is None:
             raise RemoteProtocolError("unknown operation", ERR_UNKNOWN_OP)
         n = len(args)
         if n == 1 and verb not in _BARE:
-            # As parser.go: a verb that takes arguments must be followed by a space.
+            # A verb alone is a parse error; once a separator follows it is an argument error (silent
+            # close), and CONNECT/INFO take anything after the verb as (bad) JSON.
+            if len(line) > len(args[0]) or verb == _V_CONNECT or verb == _V_INFO:
+                raise RemoteProtocolError("missing arguments")
             raise RemoteProtocolError("missing arguments", ERR_UNKNOWN_OP)
         if len(line) - len(args[0]) - 1 > self._line_limit:
             raise RemoteProtocolError("control line too long", ERR_MAX_CONTROL_LINE)
@@ -265,7 +272,7 @@ class Parser:
             body = line[len(args[0]) :].strip()
             try:
                 obj = json.loads(body)
-            except ValueError:
+            except (ValueError, RuntimeError):  # RuntimeError: CPython's RecursionError on deep nesting
                 obj = None
             if not isinstance(obj, dict):
                 raise RemoteProtocolError("bad JSON")
@@ -274,7 +281,10 @@ class Parser:
             text = line[len(args[0]) :].strip()
             if text[:1] == b"'" and text[-1:] == b"'" and len(text) > 1:
                 text = text[1:-1]
-            return (OP_ERR, text.decode())
+            try:
+                return (OP_ERR, text.decode())
+            except UnicodeError:
+                raise RemoteProtocolError("-ERR text is not UTF-8")
         if verb == _V_MSG or verb == _V_HMSG:
             hdr = verb == _V_HMSG
             want = 5 if hdr else 4  # verb subject sid [reply] [hdr] size
@@ -282,6 +292,8 @@ class Parser:
                 raise RemoteProtocolError("MSG arguments")
             size = self._payload_size(args[-1])
             hlen = _size(args[-2], "header") if hdr else -1
+            if hlen > size:
+                raise RemoteProtocolError("header size larger than total")
             self._await = ((OP_MSG, args[1], args[2], args[3] if n == want + 1 else None), hlen, size)
             return None
         if verb == _V_LMSG or verb == _V_RMSG:
@@ -293,6 +305,8 @@ class Parser:
                 raise RemoteProtocolError("message arguments")
             size = self._payload_size(args[-1])
             hlen = _size(args[-2], "header") if hdr else -1
+            if hlen > size:
+                raise RemoteProtocolError("header size larger than total")
             reply, queues = _reply_queues(args[first + 1 : last])
             if acc:
                 head = (OP_RMSG, args[1], args[2], reply, queues)
@@ -342,131 +356,121 @@ class Parser:
 
     def _batch(self, out):
         # Hot loop of the hub: keep it free of calls on the cached path (one find, one dict get,
-        # two index checks and one slice per frame).
+        # two index checks and one slice per frame). Only canonical PUB/HPUB lines (upper-case
+        # verb, single spaces, CRLF) take it; anything else is parsed by _control() into events.
         buf = self._buf
         pos = self._pos
         n = len(buf)
         lines = self._lines
         find = buf.find
         maxp = self.max_payload if self.max_payload is not None else 1 << 62
+        is_client = self.kind == KIND_CLIENT
         limit = self._line_limit + 5
         run_subj = None
         run_hdr = False
         pieces = None
         nbytes = 0
-        while True:
-            if self._await is not None:
-                ev = self._next()
-                pos = self._pos
-                if ev is NEED_DATA:
-                    break
-                if pieces is not None:
-                    out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
-                    pieces = None
-                out.append(ev)
-                continue
-            i = find(b"\n", pos)
-            if i < 0:
-                self._pos = pos
-                ev = self._need_data(n - pos)
-                if ev is not NEED_DATA:
-                    if pieces is not None:
-                        out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
-                        pieces = None
-                    out.append(ev)
-                break
-            line = buf[pos:i]
-            hit = lines.get(line)
-            if hit is None:
-                # Inline parse of the canonical "PUB <subject> [reply] <size>\r" (a miss is the norm
-                # for unique reply subjects); anything else takes _pub_line or the general path.
-                if line[:4] == b"PUB " and line[-1:] == b"\r" and b"\t" not in line:
-                    parts = line[4:-1].split(b" ")
-                    np = len(parts)
-                    sz = parts[-1]
-                    if (np == 2 or (np == 3 and parts[1])) and parts[0] and sz.isdigit() and len(sz) < 12:
-                        size = int(sz)
-                        if size <= maxp and len(line) <= limit:
-                            hit = (parts[0], False, size, 4 + len(parts[0]))
-                            if np == 2:
-                                if len(lines) >= _LINE_CACHE_MAX:
-                                    lines.clear()
-                                lines[line] = hit
-                if hit is None:
-                    hit = self._pub_line(line)
-                if hit is None:
-                    # Not a plain PUB line: the general path, one event.
-                    self._pos = i + 1
-                    ev = self._control(line)
-                    if ev is None:
-                        continue  # a payload follows; handled at the top of the loop
-                    if pieces is not None:
-                        out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
-                        pieces = None
-                    out.append(ev)
-                    pos = self._pos
-                    continue
-            subj, has_hdr, size, tail = hit
-            end = i + 1 + size
-            if end + 2 > n:
-                # Payload incomplete: stop before this line; it is a cache hit next time.
-                break
-            if buf[end] != 13 or buf[end + 1] != 10:
-                self._pos = pos
-                raise RemoteProtocolError("payload not followed by CRLF", ERR_UNKNOWN_OP)
-            if tail.__class__ is int:
-                piece = buf[pos + tail : end + 2]
-            else:
-                piece = tail + buf[i - 1 : end + 2] if buf[i - 1] == 13 else tail + b"\r" + buf[i : end + 2]
-            if pieces is not None and subj == run_subj and has_hdr == run_hdr:
-                pieces.append(piece)
-                nbytes += size
-            else:
-                if pieces is not None:
-                    out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
-                run_subj = subj
-                run_hdr = has_hdr
-                pieces = [piece]
-                nbytes = size
-            pos = end + 2
-        if pieces is not None:
-            out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
-        self._pos = pos
-
-    def _pub_line(self, line):
-        # Parse a PUB/HPUB control line for the fast path and cache it; None for anything else.
-        if self.kind != KIND_CLIENT:
-            return None
-        head = line[:5].upper()
-        if head[:4] == b"PUB ":
-            has_hdr = False
-        elif head == b"HPUB ":
-            has_hdr = True
-        else:
-            return None
-        body = line[:-1] if line[-1:] == b"\r" else line
-        args = body.split()
-        want = 3 if has_hdr else 2
-        if len(args) != want + 1 and len(args) != want + 2:
-            return None  # the general path reports it
-        if len(body) - len(args[0]) - 1 > self._line_limit:
-            return None
         try:
-            size = self._payload_size(args[-1])
-            if has_hdr and _size(args[-2], "header") > size:
-                return None
-        except RemoteProtocolError:
+            while True:
+                if self._await is not None:
+                    ev = self._next()
+                    pos = self._pos
+                    if ev is NEED_DATA:
+                        break
+                    if pieces is not None:
+                        out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
+                        pieces = None
+                    out.append(ev)
+                    continue
+                i = find(b"\n", pos)
+                if i < 0:
+                    self._pos = pos
+                    ev = self._need_data(n - pos)
+                    if ev is not NEED_DATA:
+                        if pieces is not None:
+                            out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
+                            pieces = None
+                        out.append(ev)
+                    break
+                line = buf[pos:i]
+                hit = lines.get(line)
+                if hit is None:
+                    # Inline parse of "PUB <subject> [reply] <size>\r": a miss is the norm when every
+                    # frame has its own reply subject.
+                    if is_client and line[:4] == b"PUB " and line[-1:] == b"\r" and b"\t" not in line:
+                        parts = line[4:-1].split(b" ")
+                        np = len(parts)
+                        sz = parts[-1]
+                        if (np == 2 or (np == 3 and parts[1])) and parts[0] and sz.isdigit() and len(sz) < 10:
+                            size = int(sz)
+                            if size <= maxp and len(line) <= limit:
+                                hit = (parts[0], False, size, 4 + len(parts[0]))
+                                if np == 2:
+                                    if len(lines) >= _LINE_CACHE_MAX:
+                                        lines.clear()
+                                    lines[line] = hit
+                    elif is_client and line[:5] == b"HPUB ":
+                        hit = self._hpub_line(line)
+                    if hit is None:
+                        # Anything else: the general path, one event.
+                        self._pos = i + 1
+                        ev = self._control(line)
+                        if ev is None:
+                            continue  # a payload follows; handled at the top of the loop
+                        if pieces is not None:
+                            out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
+                            pieces = None
+                        out.append(ev)
+                        pos = self._pos
+                        continue
+                subj, has_hdr, size, tail = hit
+                end = i + 1 + size
+                if end + 2 > n:
+                    # Payload incomplete: stop before this line; it is a cache hit next time.
+                    if self._eof:
+                        raise RemoteProtocolError("peer closed mid-frame")
+                    break
+                if buf[end] != 13 or buf[end + 1] != 10:
+                    raise RemoteProtocolError("payload not followed by CRLF", ERR_UNKNOWN_OP)
+                piece = buf[pos + tail : end + 2]
+                if pieces is not None and subj == run_subj and has_hdr == run_hdr:
+                    pieces.append(piece)
+                    nbytes += size
+                else:
+                    if pieces is not None:
+                        out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
+                    run_subj = subj
+                    run_hdr = has_hdr
+                    pieces = [piece]
+                    nbytes = size
+                pos = end + 2
+        finally:
+            # Also on an error: the frames before the bad bytes are returned first.
+            if pieces is not None:
+                out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
+            self._pos = pos
+
+    def _hpub_line(self, line):
+        # A canonical "HPUB <subject> [reply] <hdr> <total>\r" for the fast path (cached), or None.
+        if line[-1:] != b"\r" or b"\t" in line:
             return None
-        subj = args[1]
-        tail = b" " + b" ".join(args[2:])
-        off = line.find(subj, len(args[0])) + len(subj)
-        if line[off:] == tail + b"\r":
-            tail = off  # canonical line: the tail is a slice of the read buffer
-        # else odd spacing or a bare \n: the rebuilt tail is prepended per frame
-        if len(self._lines) >= _LINE_CACHE_MAX:
-            self._lines.clear()
-        hit = (subj, has_hdr, size, tail)
-        self._lines[line] = hit
+        parts = line[5:-1].split(b" ")
+        np = len(parts)
+        if (np != 3 and np != 4) or b"" in parts:
+            return None
+        hs, sz = parts[-2], parts[-1]
+        if not (hs.isdigit() and sz.isdigit() and len(sz) < 10 and len(hs) < 10):
+            return None
+        size = int(sz)
+        if int(hs) > size or len(line) > self._line_limit + 6:
+            return None
+        if self.max_payload is not None and size > self.max_payload:
+            return None
+        hit = (parts[0], True, size, 5 + len(parts[0]))
+        if np == 3:
+            if len(self._lines) >= _LINE_CACHE_MAX:
+                self._lines.clear()
+            self._lines[line] = hit
         return hit
 
 
