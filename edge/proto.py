@@ -361,6 +361,7 @@ class Parser:
         buf = self._buf
         pos = self._pos
         n = len(buf)
+        get = self._lines.get
         lines = self._lines
         find = buf.find
         maxp = self.max_payload if self.max_payload is not None else 1 << 62
@@ -371,8 +372,10 @@ class Parser:
         pieces = None
         nbytes = 0
         try:
+            awaiting = self._await is not None
             while True:
-                if self._await is not None:
+                if awaiting:
+                    awaiting = False
                     ev = self._next()
                     pos = self._pos
                     if ev is NEED_DATA:
@@ -393,7 +396,7 @@ class Parser:
                         out.append(ev)
                     break
                 line = buf[pos:i]
-                hit = lines.get(line)
+                hit = get(line)
                 if hit is None:
                     # Inline parse of "PUB <subject> [reply] <size>\r": a miss is the norm when every
                     # frame has its own reply subject.
@@ -416,7 +419,8 @@ class Parser:
                         self._pos = i + 1
                         ev = self._control(line)
                         if ev is None:
-                            continue  # a payload follows; handled at the top of the loop
+                            awaiting = True  # a payload follows; handled at the top of the loop
+                            continue
                         if pieces is not None:
                             out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
                             pieces = None

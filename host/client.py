@@ -259,6 +259,8 @@ class Client(asyncio.Protocol):
         server = self.server
         server.reading = self
         n_in = b_in = 0
+        acc = self.account
+        cache_get = acc.sublist.cache.get if acc is not None else None
         for ev in events:
             op = ev[0]
             if op == OP_PUB_RUN:
@@ -266,6 +268,10 @@ class Client(asyncio.Protocol):
                     # Hot path: no verbose/pedantic replies, no publish permissions to check.
                     n_in += len(ev[3])
                     b_in += ev[4]
+                    r = cache_get(ev[1]) if cache_get is not None else None
+                    if r is not None and r.route is not None and r.route.empty and not acc.responses \
+                            and not self.no_responders:
+                        continue  # nobody listens: counting it is all there is to do
                     deliver(self.account, self, ev[1], ev[2], ev[3], ev[4], 0)  # type: ignore[arg-type]
                 elif self.connected or not server.auth_required:
                     self.process_pub_run(ev[1], ev[2], ev[3], ev[4])
@@ -280,6 +286,9 @@ class Client(asyncio.Protocol):
                     self.auth_violation()
             else:
                 self.process_op(ev)
+                if op == OP_CONNECT:
+                    acc = self.account
+                    cache_get = acc.sublist.cache.get if acc is not None else None
             if self.closed:
                 break
         else:
@@ -463,7 +472,7 @@ class Route:
     LMSG/HMSG without sid); a leaf's queue interest counts `weight` members in its group.
     """
 
-    __slots__ = ("plain", "queues", "internal", "rr", "leaf_queues")
+    __slots__ = ("plain", "queues", "internal", "rr", "leaf_queues", "empty")
 
     def __init__(self, r: SublistResult, subject: bytes) -> None:
         self.plain: list[tuple[Any, Subscription, bytes, bytes]] = []
@@ -491,6 +500,7 @@ class Route:
             if members:
                 self.queues.append(members)
         self.rr = random.randrange(1 << 16)
+        self.empty = not (self.plain or self.queues or self.internal)
 
 
 def _denied(s: Subscription, subject: bytes) -> bool:
