@@ -1,10 +1,11 @@
 """`natsedge bench`: throughput, latency and memory benchmarks for any NATS server.
 
-Two ways to run it:
+Three ways to run it (docs/benchmarks.md has the details and measured numbers):
 
-* ``natsedge bench --url nats://127.0.0.1:4222`` measures one running server;
+* ``natsedge bench --url nats://127.0.0.1:4222`` measures one running server (``--server-pid`` enables idle);
 * ``natsedge bench --compare`` starts nats-server and our hub on free ports, alternates runs between them for
-  every scenario/size and prints medians plus the ratio hub/nats-server.
+  every scenario/size and prints medians plus the ratio hub/nats-server;
+* ``natsedge bench --self-check`` measures the load generator's own ceilings against a built-in null server.
 
 The load generator speaks the NATS text protocol over raw sockets (no client library) from separate worker
 processes, so the GIL never serialises publisher and subscribers:
@@ -162,7 +163,9 @@ def _check_err(buf: bytearray) -> None:
     i = buf.find(b"-ERR")
     if i >= 0:
         end = buf.find(b"\r\n", i)
-        raise BenchError(f"server error: {bytes(buf[i : end if end >= 0 else i + 200]).decode(errors='replace')}")
+        raise BenchError(
+            f"server error: {bytes(buf[i : end if end >= 0 else i + 200]).decode(errors='replace')}"
+        )
 
 
 def wait_pong(sock: socket.socket, buf: bytearray) -> None:
@@ -483,7 +486,9 @@ class MsgCounter:
             pos = end + 1
 
 
-def _subscriber(ctl: Connection, ep: Endpoint, idx: int, subject: bytes, delivered: Any, stop: Any) -> dict[str, Any]:
+def _subscriber(
+    ctl: Connection, ep: Endpoint, idx: int, subject: bytes, delivered: Any, published: Any, stop: Any
+) -> dict[str, Any]:
     sock, buf = nats_connect(ep, f"bench-sub-{idx}")
     sock.sendall(b"SUB %s %d\r\nPING\r\n" % (subject, idx + 1))
     wait_pong(sock, buf)
@@ -500,6 +505,7 @@ def _subscriber(ctl: Connection, ep: Endpoint, idx: int, subject: bytes, deliver
     cpu_a = cpu_b = 0.0
     started = finished = False
     hard_stop = t_end + 30.0
+    drain_until = 0.0
     while True:
         try:
             n = sock.recv_into(chunk)
@@ -518,12 +524,25 @@ def _subscriber(ctl: Connection, ep: Endpoint, idx: int, subject: bytes, deliver
             started, t_a, c_a, cpu_a = True, now, count, time.process_time()
         elif started and not finished and now >= t_end:
             finished, t_b, c_b, cpu_b = True, now, count, time.process_time()
-        if finished and stop.value:  # keep consuming until every publisher has drained its PONGs
-            break
-        if now > hard_stop:
+        # Keep consuming until every publisher has drained its PONGs (stop is set) and then until everything
+        # published has arrived, or 5 s of silence: the totals must match exactly, or messages were lost.
+        if finished and stop.value:
+            if count >= sum(published):
+                break
+            if drain_until == 0.0 or n > 0:
+                drain_until = now + 5.0
+            if now > drain_until:
+                break
+        elif now > hard_stop:
             raise BenchError(f"subscriber {idx}: never told to stop")
     sock.close()
-    return {"msgs": c_b - c_a, "dt": t_b - t_a, "cpu": (cpu_b - cpu_a) / (t_b - t_a), "total": count}
+    return {
+        "msgs": c_b - c_a,
+        "dt": t_b - t_a,
+        "cpu": (cpu_b - cpu_a) / (t_b - t_a),
+        "total": count,
+        "expected": sum(published),
+    }
 
 
 def _parse_msgs(buf: bytearray) -> tuple[list[tuple[bytes | None, bytes]], int, int]:
@@ -762,16 +781,26 @@ def _run_workers(
             conn.send((t_go, t_start, t_end))
         window: dict[str, float] = {}
         _sleep_until(t_start)
-        c0, m0, w0 = proc_cpu_seconds(server_pid) if server_pid else None, machine_cpu_jiffies(), time.monotonic()
+        c0, m0, w0 = (
+            proc_cpu_seconds(server_pid) if server_pid else None,
+            machine_cpu_jiffies(),
+            time.monotonic(),
+        )
         _sleep_until(t_end)
-        c1, m1, w1 = proc_cpu_seconds(server_pid) if server_pid else None, machine_cpu_jiffies(), time.monotonic()
+        c1, m1, w1 = (
+            proc_cpu_seconds(server_pid) if server_pid else None,
+            machine_cpu_jiffies(),
+            time.monotonic(),
+        )
         if c0 is not None and c1 is not None:
             window["server_cpu"] = (c1 - c0) / (w1 - w0)
         if m0 and m1 and m1[1] > m0[1]:
             window["machine_cpu"] = (m1[0] - m0[0]) / (m1[1] - m0[1]) * (os.cpu_count() or 1)
         results: list[dict[str, Any]] = [{} for _ in procs]
         deadline = t_end + 30.0
-        order = [i for i, sp in enumerate(specs) if not sp.passive] + [i for i, sp in enumerate(specs) if sp.passive]
+        order = [i for i, sp in enumerate(specs) if not sp.passive] + [
+            i for i, sp in enumerate(specs) if sp.passive
+        ]
         for n, i in enumerate(order):
             name, _p, conn = procs[i]
             if specs[i].passive and stop is not None and (n == 0 or not specs[order[n - 1]].passive):
@@ -803,8 +832,15 @@ def _receive(conn: Connection, name: str, deadline: float) -> tuple[str, Any]:
 
 
 def run_throughput(
-    ep: Endpoint, scenario: str, size: int, cfg: BenchConfig, server_pid: int | None = None
+    ep: Endpoint,
+    scenario: str,
+    size: int,
+    cfg: BenchConfig,
+    server_pid: int | None = None,
+    verify_totals: bool = True,
 ) -> dict[str, Any]:
+    """One pub/pubsub run. With `verify_totals`, every subscriber must end up with exactly as many messages as
+    were published (runs with lost or extra messages fail instead of reporting a rate)."""
     nsubs = SUBSCRIBERS[scenario]
     ctx = _mp_context()
     delivered = ctx.RawArray("q", max(nsubs, 1))
@@ -813,11 +849,21 @@ def run_throughput(
     specs: list[WorkerSpec] = []
     for i in range(nsubs):
         subject = SUB_SUBJECTS[i % len(SUB_SUBJECTS)] if nsubs > 1 else SUB_SUBJECTS[0]
-        specs.append(WorkerSpec(f"subscriber-{i}", _subscriber, (ep, i, subject, delivered, stop), passive=True))
+        args = (ep, i, subject, delivered, published, stop)
+        specs.append(WorkerSpec(f"subscriber-{i}", _subscriber, args, passive=True))
     for i in range(cfg.publishers):
-        specs.append(WorkerSpec(f"publisher-{i}", _publisher, (ep, i, size, cfg, published, delivered, nsubs)))
+        specs.append(
+            WorkerSpec(f"publisher-{i}", _publisher, (ep, i, size, cfg, published, delivered, nsubs))
+        )
     results, _ready, window = _run_workers(specs, cfg, server_pid, stop)
     subs, pubs = results[:nsubs], results[nsubs:]
+    for i, sub in enumerate(subs):
+        if verify_totals and sub["total"] != sub["expected"]:
+            what = "lost" if sub["total"] < sub["expected"] else "extra"
+            raise BenchError(
+                f"subscriber {i} received {sub['total']} messages but {sub['expected']} were published "
+                f"({what}: {abs(sub['expected'] - sub['total'])})"
+            )
     if nsubs:
         rate = sum(s["msgs"] / s["dt"] for s in subs)
     else:
@@ -838,7 +884,7 @@ def run_throughput(
 
 
 def _window_metrics(window: dict[str, float], worker_cpu: list[float]) -> dict[str, float]:
-    """server_cpu, machine_cpu and other_cpu (CPU used by anything but the server and our workers), in cores."""
+    """server_cpu, machine_cpu and other_cpu (used by anything but the server and our workers), in cores."""
     out = dict(window)
     if "server_cpu" in window and "machine_cpu" in window:
         out["other_cpu"] = max(0.0, window["machine_cpu"] - window["server_cpu"] - sum(worker_cpu))
@@ -879,7 +925,9 @@ def _open_fds() -> int:
         return 64
 
 
-def run_idle(ep: Endpoint, server_pid: int, n: int, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+def run_idle(
+    ep: Endpoint, server_pid: int, n: int, log: Callable[[str], None] = lambda s: None
+) -> dict[str, Any]:
     """Open `n` idle connections (CONNECT + PING/PONG each); report server RSS growth per connection."""
     soft, _hard = raise_nofile_limit()
     available = soft - _open_fds() - 32
@@ -971,15 +1019,19 @@ def _null_connection(sock: socket.socket, size: int, seed: int) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.sendall(b'INFO {"server_id":"null","server_name":"null","max_payload":1048576,"proto":1}\r\n')
     buf = bytearray(1 << 20)
-    tail = b""
     while True:
         n = sock.recv_into(buf)
         if n == 0:
             return
-        pings = buf.count(b"PING\r\n", 0, n) + (tail + bytes(buf[: min(n, 5)])).count(b"PING\r\n")
+        # the generator's own traffic has exactly one "G" per PING (payloads are lower-case), so a memchr
+        # probe keeps this sink far faster than the publisher it measures
+        pings = 0
+        i = buf.find(b"G", 0, n)
+        while i >= 0:
+            pings += 1
+            i = buf.find(b"G", i + 1, n)
         if pings:
             sock.sendall(b"PONG\r\n" * pings)
-        tail = (tail + bytes(buf[max(0, n - 5) : n]))[-5:]
         if n < 4096 and buf.find(b"SUB ", 0, n) >= 0:
             break
     rng = random.Random(seed)
@@ -988,7 +1040,9 @@ def _null_connection(sock: socket.socket, size: int, seed: int) -> None:
     frames = bytearray()
     while len(frames) < mix.batch_bytes:
         n = jitter_size(rng, size, mix)
-        reply = b" bench.r.p0b1.%08x.%x" % (rng.randrange(1 << 30), len(frames)) if rng.random() < 0.25 else b""
+        reply = (
+            b" bench.r.p0b1.%08x.%x" % (rng.randrange(1 << 30), len(frames)) if rng.random() < 0.25 else b""
+        )
         off = rng.randrange(len(pool) - n)
         frames += b"MSG bench.s.%d 1%s %d\r\n%s\r\n" % (rng.randrange(8), reply, n, pool[off : off + n])
     data = bytes(frames)
@@ -1017,8 +1071,7 @@ def run_self_check(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None
     if not hasattr(os, "fork"):
         raise BenchError("--self-check needs os.fork")
     label = "null-server"
-    cfg = BenchConfig(**{**asdict(cfg), "mix": cfg.mix})
-    cfg.scenarios = ["pub", "pubsub1"]
+    cfg = replace(cfg, scenarios=[s for s in cfg.scenarios if s in ("pub", "pubsub1")] or ["pub", "pubsub1"])
     results: list[dict[str, Any]] = []
     ctx = _mp_context()
     for size in cfg.sizes:
@@ -1032,7 +1085,7 @@ def run_self_check(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None
         try:
             for scen in cfg.scenarios:
                 for run in range(cfg.runs):
-                    job = lambda ep=ep, scen=scen, size=size: run_throughput(ep, scen, size, cfg)
+                    job = lambda ep=ep, scen=scen, size=size: run_throughput(ep, scen, size, cfg, None, False)
                     _record(results, label, scen, size, run, cfg, job, log)
         finally:
             server.kill()  # its per-connection children exit once their sockets close
@@ -1150,13 +1203,20 @@ class ServerProcess:
                     f"{self.label} exited with status {self.proc.returncode} during startup "
                     f"({shlex.join(self.argv())}); log:\n{self.log_tail()}"
                 )
-            if LISTENING_LINE in self.log_path.read_bytes() or self._probe():
+            if self._logged_listening() or self._probe():
                 return
             time.sleep(0.05)
         raise BenchError(
             f"{self.label} did not become ready on port {self.port} within {timeout:.0f} s "
             f"({shlex.join(self.argv())}); log:\n{self.log_tail()}"
         )
+
+    def _logged_listening(self) -> bool:
+        assert self.log_path is not None
+        for line in self.log_path.read_bytes().splitlines():
+            if LISTENING_LINE in line and line.rstrip().endswith(b":%d" % self.port):
+                return True
+        return False
 
     def _probe(self) -> bool:
         try:
@@ -1169,25 +1229,34 @@ class ServerProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
-        proc = self.proc
+        """SIGTERM the server's process group (pgid == its PID: start_new_session), SIGKILL after 5 s."""
+        proc, self.proc = self.proc, None
         if proc is not None:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+                self._signal_group(proc, signal.SIGTERM)
                 try:
                     proc.wait(5.0)
                 except subprocess.TimeoutExpired:
-                    proc.kill()
+                    self._signal_group(proc, signal.SIGKILL)
                     proc.wait(5.0)
-            try:  # anything the server forked lives in its own session/process group (pgid == pid)
-                os.killpg(proc.pid, signal.SIGKILL)
-            except OSError:
-                pass
+            # children the server forked and that outlived it (a live group member keeps the pgid reserved)
+            self._signal_group(proc, signal.SIGKILL)
         if self._log is not None:
             self._log.close()
             self._log = None
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
+
+    @staticmethod
+    def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        except OSError:
+            if proc.poll() is None:
+                proc.send_signal(sig)
 
     def __enter__(self) -> ServerProcess:
         return self
@@ -1299,7 +1368,9 @@ def summarize(results: list[dict[str, Any]], labels: list[str], cfg: BenchConfig
             errors: dict[str, list[str]] = {}
             gen_cpu: dict[str, float | None] = {}
             for label in labels:
-                runs = [r for r in results if r["server"] == label and r["scenario"] == scen and r["size"] == size]
+                runs = [
+                    r for r in results if r["server"] == label and r["scenario"] == scen and r["size"] == size
+                ]
                 ok = [r["metrics"] for r in runs if r["metrics"] is not None]
                 vals = [v for v in (float(m[key]) for m in ok) if not math.isnan(v)]
                 med[label] = statistics.median(vals) if vals else None
@@ -1327,24 +1398,29 @@ def run_suite(
 ) -> dict[str, Any]:
     """Benchmark one server at `url`. Returns {"config", "servers", "results", "summary"}."""
     ep = parse_url(url)
+    try:  # fail fast, with one clear message, when nothing NATS-like is listening there
+        sock, _buf = nats_connect(ep, "bench-preflight", timeout=5.0)
+        sock.close()
+    except (OSError, BenchError, ValueError) as exc:
+        raise BenchError(f"cannot connect to {url}: {exc}") from exc
     if server_pid is None and "idle" in cfg.scenarios:
         log("idle: skipped (needs the server PID: use --compare or --server-pid)")
-        cfg = BenchConfig(**{**asdict(cfg), "mix": cfg.mix})
-        cfg.scenarios = [s for s in cfg.scenarios if s != "idle"]
+        cfg = replace(cfg, scenarios=[s for s in cfg.scenarios if s != "idle"])
     results: list[dict[str, Any]] = []
-    if "idle" in cfg.scenarios:
-        # Once, and first: a server keeps memory it freed (and buffers grown by the throughput runs), so repeat
-        # runs against the same process under-report the growth. --compare uses a fresh server per idle run.
-        assert server_pid is not None
-        log("idle: measured once, before the other scenarios (start the server fresh for a meaningful number)")
-        job = lambda: run_idle(ep, server_pid, cfg.idle_conns, log)
-        _record(results, label, "idle", None, 0, replace(cfg, runs=1), job, log)
     for scen, size in _cases(cfg):
         if scen == "idle":
             continue
         for run in range(cfg.runs):
             job = lambda scen=scen, size=size: run_one(ep, scen, size, cfg, server_pid, log)
             _record(results, label, scen, size, run, cfg, job, log)
+    if "idle" in cfg.scenarios:
+        # Once, and last: 5000 closed connections leave state behind that slows some servers down afterwards
+        # (nats-server keeps a ring of closed-connection records), and a server keeps memory it freed, so
+        # repeat runs against one process under-report. --compare starts a fresh server for every idle run.
+        assert server_pid is not None
+        log("idle: measured once, after the other scenarios (for a clean number use a fresh server)")
+        job = lambda: run_idle(ep, server_pid, cfg.idle_conns, log)
+        _record(results, label, "idle", None, 0, replace(cfg, runs=1), job, log)
     return {
         "config": _config_dict(cfg),
         "servers": {label: {"url": url, "pid": server_pid}},
@@ -1387,7 +1463,9 @@ def run_compare(
                             srv.start()
                         ep = parse_url(srv.url)
                         pid = srv.pid
-                        job = lambda ep=ep, pid=pid, scen=scen, size=size: run_one(ep, scen, size, cfg, pid, log)
+                        job = lambda ep=ep, pid=pid, scen=scen, size=size: run_one(
+                            ep, scen, size, cfg, pid, log
+                        )
                         _record(results, label, scen, size, run, cfg, job, log)
         finally:
             for srv in servers.values():
@@ -1451,7 +1529,9 @@ def format_table(report: dict[str, Any]) -> str:
             cells.append(f"{r['ratio']:.2f}x" if r.get("ratio") is not None else "-")
         else:
             rng = r["range"][labels[0]]
-            cells.append(f"{fmt_value(r['metric'], rng[0])}..{fmt_value(r['metric'], rng[1])}" if rng else "-")
+            cells.append(
+                f"{fmt_value(r['metric'], rng[0])}..{fmt_value(r['metric'], rng[1])}" if rng else "-"
+            )
         cells.append(r["better"])
         gen = [r.get("generator_cpu", {}).get(lb) for lb in labels]
         cells.append("/".join(f"{g:.0%}" for g in gen if g is not None) or "-")
@@ -1460,7 +1540,9 @@ def format_table(report: dict[str, Any]) -> str:
     lines = []
     for n, row in enumerate(rows):
         lines.append(
-            "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+            "  ".join(
+                c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
         )
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -1472,8 +1554,8 @@ def format_table(report: dict[str, Any]) -> str:
     if labels == ["null-server"]:
         lines.append(
             "self-check: pub = one publisher process pushing into a discarding null server; pubsub1 = one "
-            "subscriber process counting a null server's MSG stream. Both are lower bounds on what the generator "
-            "can do (the null server is Python too); a real server's numbers should sit well below them."
+            "subscriber process counting a null server's MSG stream. Both are lower bounds on what the "
+            "generator can do (the null server is Python too); a real server's numbers should sit well below."
         )
     noisy = [r for r in report["results"] if r["metrics"] and r["metrics"].get("other_cpu", 0) >= NOISY_CPU]
     if noisy:
@@ -1512,10 +1594,20 @@ def _scenario(text: str) -> str:
     return text
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except empty ones (None/False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False):
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    parser.formatter_class = _HelpFormatter
+    parser.epilog = "Scenarios, load mix, method and measured numbers: docs/benchmarks.md"
     target = parser.add_mutually_exclusive_group()
-    target.add_argument("--url", default=None, help="benchmark the server at this URL [nats://127.0.0.1:4222]")
+    target.add_argument("--url", default="nats://127.0.0.1:4222", help="benchmark the server at this URL")
     target.add_argument(
         "--compare", action="store_true", help="start nats-server and the hub on free ports and compare them"
     )
@@ -1527,21 +1619,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scenarios",
         type=_csv(_scenario),
-        default=list(SCENARIOS),
-        help="comma list of " + ",".join(SCENARIOS),
+        default=",".join(SCENARIOS),
+        help="comma list of scenarios",
     )
-    parser.add_argument("--sizes", type=_csv(_size), default=[16, 128, 1024], help="nominal payload sizes, bytes")
+    parser.add_argument(
+        "--sizes", type=_csv(_size), default="16,128,1024", help="nominal payload sizes, bytes"
+    )
     parser.add_argument("--duration", type=float, default=2.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds before each run")
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario/size (per server)")
     parser.add_argument("--publishers", type=int, default=1, help="publisher processes per throughput run")
-    parser.add_argument("--idle-conns", type=int, default=5000, help="connections opened by the idle scenario")
-    parser.add_argument("--window-mb", type=float, default=8.0, help="publisher->subscriber credit window, MiB")
+    parser.add_argument(
+        "--idle-conns", type=int, default=5000, help="connections opened by the idle scenario"
+    )
+    parser.add_argument(
+        "--window-mb", type=float, default=8.0, help="publisher->subscriber credit window, MiB"
+    )
     parser.add_argument("--batch-kib", type=int, default=512, help="size of each pre-built PUB batch, KiB")
-    parser.add_argument("--reply-fraction", type=float, default=0.25, help="share of frames with a reply subject")
+    parser.add_argument(
+        "--reply-fraction", type=float, default=0.25, help="share of frames with a reply subject"
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed for the load mix")
     parser.add_argument("--server-pid", type=int, default=None, help="PID of the --url server (enables idle)")
-    parser.add_argument("--nats-server", default=None, help="nats-server binary for --compare [auto]")
+    parser.add_argument(
+        "--nats-server", default=None, help="nats-server binary for --compare (default: auto)"
+    )
     parser.add_argument("--hub-cmd", default=None, help=argparse.SUPPRESS)  # e.g. "nats-server -p {port}"
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the full results as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-run progress lines")
@@ -1566,7 +1668,9 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    log: Callable[[str], None] = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    log: Callable[[str], None] = (
+        (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+    )
     try:
         cfg = config_from_args(args)
         soft, hard = raise_nofile_limit()  # before starting servers, so they inherit it too
@@ -1580,8 +1684,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.self_check:
             report = run_self_check(cfg, log)
         else:
-            url = args.url or "nats://127.0.0.1:4222"
-            report = run_suite(url, cfg, args.server_pid, "server", log)
+            report = run_suite(args.url, cfg, args.server_pid, "server", log)
     except BenchError as exc:
         print(f"natsedge bench: error: {exc}", file=sys.stderr)
         return 1
