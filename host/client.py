@@ -260,21 +260,30 @@ class Client(asyncio.Protocol):
         server.reading = self
         n_in = b_in = 0
         acc = self.account
-        cache_get = acc.sublist.cache.get if acc is not None else None
+        fast = self.simple_pub
         for ev in events:
             op = ev[0]
             if op == OP_PUB_RUN:
-                if self.simple_pub and (self.headers or not ev[2]):
+                _, subject, has_hdr, pieces, nbytes = ev
+                if fast and (self.headers or not has_hdr):
                     # Hot path: no verbose/pedantic replies, no publish permissions to check.
-                    n_in += len(ev[3])
-                    b_in += ev[4]
-                    r = cache_get(ev[1]) if cache_get is not None else None
-                    if r is not None and r.route is not None and r.route.empty and not acc.responses \
-                            and not self.no_responders:
+                    n_in += len(pieces)
+                    b_in += nbytes
+                    if acc.responses:  # type: ignore[union-attr]
+                        deliver(acc, self, subject, has_hdr, pieces, nbytes, 0)  # type: ignore[arg-type]
+                        continue
+                    sl = acc.sublist  # type: ignore[union-attr]
+                    r = sl.cache.get(subject)
+                    if r is None:
+                        r = sl.match(subject)
+                    route = r.route
+                    if route is None:
+                        route = r.route = Route(r, subject)
+                    if route.empty and not self.no_responders:
                         continue  # nobody listens: counting it is all there is to do
-                    deliver(self.account, self, ev[1], ev[2], ev[3], ev[4], 0)  # type: ignore[arg-type]
+                    deliver_route(acc, self, route, subject, has_hdr, pieces, nbytes, 0, None)  # type: ignore[arg-type]
                 elif self.connected or not server.auth_required:
-                    self.process_pub_run(ev[1], ev[2], ev[3], ev[4])
+                    self.process_pub_run(subject, has_hdr, pieces, nbytes)
                 else:
                     self.auth_violation()
             elif op == OP_PUB:
@@ -288,7 +297,7 @@ class Client(asyncio.Protocol):
                 self.process_op(ev)
                 if op == OP_CONNECT:
                     acc = self.account
-                    cache_get = acc.sublist.cache.get if acc is not None else None
+                    fast = self.simple_pub
             if self.closed:
                 break
         else:
@@ -537,6 +546,11 @@ def deliver(acc: Account, src: Client, subject: bytes, has_hdr: bool, pieces: li
     route = r.route
     if route is None:
         route = r.route = Route(r, subject)
+    return deliver_route(acc, src, route, subject, has_hdr, pieces, nbytes, depth, queues)
+
+
+def deliver_route(acc: Account, src: Client, route: Route, subject: bytes, has_hdr: bool, pieces: list[bytes],
+                  nbytes: int, depth: int, queues: list[bytes] | None) -> int:
     if queues is not None or route.leaf_queues:
         return _deliver_each(acc, src, route, subject, has_hdr, pieces, queues, depth)
     count = 0
