@@ -158,6 +158,11 @@ class Parser:
         # Hub fast path: raw PUB line -> (subject, has_hdr, size, tail) where tail is the offset
         # of " [reply] size" in the line.
         self._lines = {}
+        # Hub fast path: subjects nobody listens to (kept by the router). A reply-less PUB to one
+        # of them is only counted, in dropped/dropped_bytes, and produces no event.
+        self.drop = {}
+        self.dropped = 0
+        self.dropped_bytes = 0
 
     def receive_data(self, data):
         if not data:
@@ -363,6 +368,8 @@ class Parser:
         n = len(buf)
         get = self._lines.get
         lines = self._lines
+        drop = self.drop
+        dropped = dropped_bytes = 0
         find = buf.find
         maxp = self.max_payload if self.max_payload is not None else 1 << 62
         is_client = self.kind == KIND_CLIENT
@@ -397,6 +404,13 @@ class Parser:
                     break
                 line = buf[pos:i]
                 hit = get(line)
+                if hit is not None and hit[0] in drop:
+                    end = i + 1 + hit[2]
+                    if end + 2 <= n and buf[end] == 13 and buf[end + 1] == 10:
+                        dropped += 1
+                        dropped_bytes += hit[2]
+                        pos = end + 2
+                        continue
                 if hit is None:
                     # Inline parse of "PUB <subject> [reply] <size>\r": a miss is the norm when every
                     # frame has its own reply subject.
@@ -450,6 +464,8 @@ class Parser:
                 pos = end + 2
         finally:
             # Also on an error: the frames before the bad bytes are returned first.
+            self.dropped += dropped
+            self.dropped_bytes += dropped_bytes
             if pieces is not None:
                 out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
             self._pos = pos

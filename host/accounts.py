@@ -91,9 +91,14 @@ class Account:
         self.interest: dict[tuple[bytes, bytes | None], int] = {}
         self.leafs: set[Leaf] = set()
         self.lds = b"$LDS." + nuid().encode()  # loop-detection subject sent to every leaf
+        # Subjects seen with no interest at all; client parsers skip reply-less PUBs to them.
+        # Any new subscription may create interest, so it clears the whole set.
+        self.no_interest: dict[bytes, bool] = {}
 
     def add_sub(self, sub: Subscription) -> None:
         self.sublist.insert(sub)
+        if self.no_interest:
+            self.no_interest.clear()
         self._interest(sub, sub_weight(sub))
 
     def remove_sub(self, sub: Subscription) -> bool:

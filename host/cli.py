@@ -1,7 +1,8 @@
 """The `natsedge` console command: one entry point, one subcommand per job.
 
-Each subcommand lives in its own module and exposes `add_arguments(parser)` and `run(args) -> int`;
-this file only wires them together so `natsedge --help` lists everything users were promised.
+Each subcommand lives in its own module and exposes `add_arguments(parser)` and `run(args) -> int`.
+Only the chosen subcommand's module is imported, so `natsedge hub` does not load the firmware
+tooling (and a problem in one tool cannot break the others).
 """
 
 import argparse
@@ -11,24 +12,31 @@ import sys
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "hub": ("host.main", "run the hub server (nats-server compatible)"),
+    "edge": ("host.edge_cmd", "run an edge leaf broker from a JSON config (CPython)"),
     "bench": ("host.bench", "benchmark a NATS server, or the hub side by side with nats-server"),
+    "firmware": ("host.firmware_cmd", "build the edge as .mpy bytecode (natsedge firmware bundle)"),
+    "flash": ("host.firmware_cmd", "erase a board and write a MicroPython image with esptool"),
+    "deploy": ("host.deploy_cmd", "copy the edge bundle, config and boot/main to a board over mpremote"),
+    "console": ("host.deploy_cmd", "a board's REPL, or its log with --log"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="natsedge", description="NATS at the edge: hub, edge, fleet tools")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    modules = {}
-    for name, (modname, helptext) in SUBCOMMANDS.items():
-        mod = importlib.import_module(modname)
-        modules[name] = mod
-        p = sub.add_parser(name, help=helptext, description=helptext)
-        mod.add_arguments(p)
-    args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    top = argparse.ArgumentParser(prog="natsedge", description="NATS at the edge: hub, edge, fleet tools")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_mod, helptext) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=helptext, add_help=False)
+    if not argv or argv[0] not in SUBCOMMANDS:
+        top.parse_args(argv)  # prints help or the "invalid choice" error
+        top.print_help()
         return 2
-    return int(modules[args.command].run(args) or 0)
+    name, rest = argv[0], argv[1:]
+    modname, helptext = SUBCOMMANDS[name]
+    mod = importlib.import_module(modname)
+    parser = argparse.ArgumentParser(prog=f"natsedge {name}", description=helptext)
+    mod.add_arguments(parser)
+    return int(mod.run(parser.parse_args(rest)) or 0)
 
 
 if __name__ == "__main__":

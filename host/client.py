@@ -120,6 +120,7 @@ class Client(asyncio.Protocol):
         else:
             self.account = server.global_account
             self.account.clients.add(self)
+            self.parser.drop = self.account.no_interest
         first = min(FIRST_PING_INTERVAL, self.opts.ping_interval)
         self._timers["ping"] = loop.call_later(first * (1 + random.random() * 0.2), self._ping_timer)
 
@@ -259,6 +260,9 @@ class Client(asyncio.Protocol):
         server = self.server
         server.reading = self
         n_in = b_in = 0
+        if p.dropped:
+            n_in, b_in = p.dropped, p.dropped_bytes
+            p.dropped = p.dropped_bytes = 0
         acc = self.account
         fast = self.simple_pub
         for ev in events:
@@ -279,8 +283,12 @@ class Client(asyncio.Protocol):
                     route = r.route
                     if route is None:
                         route = r.route = Route(r, subject)
-                    if route.empty and not self.no_responders:
-                        continue  # nobody listens: counting it is all there is to do
+                    if route.empty:
+                        # Nobody listens: counting it is all there is to do. The parser can skip
+                        # such frames from now on until a subscription appears in the account.
+                        acc.no_interest[subject] = True  # type: ignore[union-attr]
+                        if not self.no_responders:
+                            continue
                     deliver_route(acc, self, route, subject, has_hdr, pieces, nbytes, 0, None)  # type: ignore[arg-type]
                 elif self.connected or not server.auth_required:
                     self.process_pub_run(subject, has_hdr, pieces, nbytes)
@@ -397,6 +405,8 @@ class Client(asyncio.Protocol):
             return
         self.connected = True
         self.info_pending = proto >= 1
+        if self.account is not None:
+            self.parser.drop = self.account.no_interest
         self.simple_pub = not self.verbose and not self.pedantic and (self.perms is None or self.perms.pub is None)
         if self.verbose:
             self.enqueue(OK)

@@ -336,3 +336,15 @@ def test_large_payload_near_max(srv):
         p.sync(timeout=5)
         msgs = s.msgs_until_pong(timeout=5)
         assert len(msgs) == 1 and msgs[0].payload == payload
+
+
+def test_subscription_after_publishes_with_no_interest(srv):
+    # The hub skips reply-less frames to subjects nobody listens to; a new subscription must end that.
+    with srv.client() as pubc, srv.client() as subc:
+        pubc.send(pub("late.sub", b"lost") * 50)
+        pubc.sync()
+        subc.send(b"SUB late.sub 1\r\n")
+        subc.sync()
+        pubc.send(pub("late.sub", b"kept") * 3)
+        pubc.sync()
+        assert [m.payload for m in subc.msgs_until_pong()] == [b"kept"] * 3

@@ -1515,3 +1515,18 @@ def test_bad_header_blocks_raise_remote_protocol_error():
             pass
         else:
             raise AssertionError(block)
+
+
+def test_next_batch_counts_frames_to_dropped_subjects():
+    # The router lists subjects with no interest in parser.drop: reply-less frames to them are only
+    # counted; frames with a reply (and other subjects) still come out.
+    p = Parser(KIND_CLIENT)
+    p.receive_data(b"PUB a 1\r\nx\r\nPUB b 2\r\nyy\r\n")
+    first = p.next_batch()
+    assert [ev[1] for ev in first] == [b"a", b"b"]
+    p.drop[b"a"] = True
+    p.receive_data(b"PUB a 1\r\nx\r\nPUB a r 1\r\nz\r\nPUB b 2\r\nyy\r\nPUB a 1\r\nx\r\n")
+    evs = p.next_batch()
+    assert [(ev[1], len(ev[3])) for ev in evs] == [(b"a", 1), (b"b", 1)]
+    assert decode_tail(evs[0][3][0], False) == (b"r", None, b"z")
+    assert p.dropped == 2 and p.dropped_bytes == 2
