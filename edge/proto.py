@@ -161,6 +161,7 @@ class Parser:
         # Hub fast path: subjects nobody listens to (kept by the router). A reply-less PUB to one
         # of them is only counted, in dropped/dropped_bytes, and produces no event.
         self.drop = {}
+        self.drop_replies = False  # also skip frames with a reply (the peer wants no 503 statuses)
         self.dropped = 0
         self.dropped_bytes = 0
 
@@ -369,6 +370,7 @@ class Parser:
         get = self._lines.get
         lines = self._lines
         drop = self.drop
+        drop_replies = self.drop_replies
         dropped = dropped_bytes = 0
         find = buf.find
         maxp = self.max_payload if self.max_payload is not None else 1 << 62
@@ -426,6 +428,13 @@ class Parser:
                                     if len(lines) >= _LINE_CACHE_MAX:
                                         lines.clear()
                                     lines[line] = hit
+                                elif drop_replies and parts[0] in drop:
+                                    end = i + 1 + size
+                                    if end + 2 <= n and buf[end] == 13 and buf[end + 1] == 10:
+                                        dropped += 1
+                                        dropped_bytes += size
+                                        pos = end + 2
+                                        continue
                     elif is_client and line[:5] == b"HPUB ":
                         hit = self._hpub_line(line)
                     if hit is None:

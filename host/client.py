@@ -120,7 +120,6 @@ class Client(asyncio.Protocol):
         else:
             self.account = server.global_account
             self.account.clients.add(self)
-            self.parser.drop = self.account.no_interest
         first = min(FIRST_PING_INTERVAL, self.opts.ping_interval)
         self._timers["ping"] = loop.call_later(first * (1 + random.random() * 0.2), self._ping_timer)
 
@@ -368,6 +367,7 @@ class Client(asyncio.Protocol):
             self.echo = bool(c.get("echo", self.echo))
             self.headers = bool(c.get("headers", self.headers))
             self.simple_pub = not self.verbose and not self.pedantic and (self.perms is None or self.perms.pub is None)
+            self.set_drop()
             if self.verbose:
                 self.enqueue(OK)
             return
@@ -405,11 +405,20 @@ class Client(asyncio.Protocol):
             return
         self.connected = True
         self.info_pending = proto >= 1
-        if self.account is not None:
-            self.parser.drop = self.account.no_interest
         self.simple_pub = not self.verbose and not self.pedantic and (self.perms is None or self.perms.pub is None)
+        self.set_drop()
         if self.verbose:
             self.enqueue(OK)
+
+    def set_drop(self) -> None:
+        """Let the parser skip frames to subjects with no interest, when no reply (+OK, -ERR) is owed."""
+        p = self.parser
+        if self.simple_pub and self.account is not None:
+            p.drop = self.account.no_interest
+            p.drop_replies = not self.no_responders
+        else:
+            p.drop = {}
+            p.drop_replies = False
 
     def process_sub(self, subject: bytes, queue: bytes | None, sid: bytes) -> None:
         if not is_valid_subject(subject) or (queue is not None and not _valid_queue(queue)):

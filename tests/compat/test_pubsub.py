@@ -348,3 +348,9 @@ def test_subscription_after_publishes_with_no_interest(srv):
         pubc.send(pub("late.sub", b"kept") * 3)
         pubc.sync()
         assert [m.payload for m in subc.msgs_until_pong()] == [b"kept"] * 3
+
+
+def test_verbose_ok_for_publishes_nobody_hears(srv):
+    with srv.client(verbose=True) as c:
+        c.send(pub("nobody.here", b"x") * 3 + b"PING\r\n")
+        c.expect(rb"\+OK\r\n\+OK\r\n\+OK\r\nPONG\r\n")

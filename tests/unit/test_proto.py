@@ -1530,3 +1530,14 @@ def test_next_batch_counts_frames_to_dropped_subjects():
     assert [(ev[1], len(ev[3])) for ev in evs] == [(b"a", 1), (b"b", 1)]
     assert decode_tail(evs[0][3][0], False) == (b"r", None, b"z")
     assert p.dropped == 2 and p.dropped_bytes == 2
+
+
+def test_next_batch_drops_reply_frames_only_when_asked():
+    p = Parser(KIND_CLIENT)
+    p.drop[b"a"] = True
+    p.receive_data(b"PUB a r 1\r\nz\r\n")
+    assert len(p.next_batch()) == 1 and p.dropped == 0
+    p.drop_replies = True
+    p.receive_data(b"PUB a r 1\r\nz\r\nPUB b r 1\r\nz\r\n")
+    evs = p.next_batch()
+    assert [ev[1] for ev in evs] == [b"b"] and p.dropped == 1
