@@ -1,0 +1,212 @@
+# edge/leaf/config.py — the leaf's JSON configuration: read, check every key, fill defaults.
+#
+# The same file runs `natsedge edge CONFIG.json` (CPython), `micropython -m edge CONFIG.json`
+# (unix port) and boards/esp32. Rules this file keeps:
+# 1. Every error names the key and what was expected, e.g.
+#    config: "listen": expected "host:port" or null, got 42
+#    and is raised as ConfigError; callers print it and exit with code 2, never a traceback.
+# 2. Unknown keys are errors (a typo must not silently fall back to a default), except the
+#    top-level sections owned by other layers (OTHER_LAYERS), which are left to them.
+# 3. Times are seconds in the file and integer milliseconds after load().
+# 4. Nothing is started here. prepare() also imports the "app" module, so that a bad name is a
+#    config error too; the runner drops this module once the config is read (it is startup-only).
+
+import json
+
+OTHER_LAYERS = ("wifi", "kv", "outbox", "board")
+
+# key: (default, minimum); integers, except the _SECONDS keys (seconds, int or float)
+LIMITS = {
+    "max_connections": (4, 0),
+    "max_subscriptions": (64, 1),
+    "max_payload": (8192, 1),
+    "max_pending": (16384, 1),
+    "max_control_line": (1024, 32),
+    "max_hub_interest": (256, 1),
+    "max_callbacks": (32, 1),
+    "min_free_heap": (8192, 0),
+    "ping_max": (2, 1),
+    "ping_interval": (30, 0.05),
+    "reconnect_min": (1, 0.001),
+    "reconnect_max": (30, 0.001),
+}
+_SECONDS = ("ping_interval", "reconnect_min", "reconnect_max")
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _got(v):
+    try:
+        return json.dumps(v)
+    except (TypeError, ValueError):
+        return repr(v)
+
+
+def _fail(key, expected, value):
+    raise ConfigError('config: "%s": expected %s, got %s' % (key, expected, _got(value)))
+
+
+def _str(d, key, path, default=None, required=False):
+    v = d.get(key, default)
+    if v is None and not required:
+        return None
+    if not isinstance(v, str) or not v:
+        _fail(path, "a non-empty string" + ("" if required else " or null"), v)
+    return v
+
+
+def _host_port(value, path, default_port=None):
+    # "host:port" -> (host, port)
+    exp = '"host:port"' + (" or null" if default_port is None else "")
+    if not isinstance(value, str):
+        _fail(path, exp, value)
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = value, None
+    if port is None or port == "":
+        if default_port is None:
+            _fail(path, exp, value)
+        port = default_port
+    elif not port.isdigit() or int(port) > 65535:
+        _fail(path, exp, value)
+    if not host or " " in host:
+        _fail(path, exp, value)
+    return host, int(port)
+
+
+def _check_keys(d, allowed, prefix):
+    for k in d:
+        if k not in allowed and not (prefix == "" and k in OTHER_LAYERS):
+            raise ConfigError('config: unknown key "%s%s"' % (prefix, k))
+
+
+def _tls(v, path):
+    # -> None (no TLS) or (ca path or None, verify)
+    if v is None or v is False:
+        return None
+    if v is True:
+        return (None, True)
+    if not isinstance(v, dict):
+        _fail(path, 'true, false, null or {"ca": path, "verify": bool}', v)
+    _check_keys(v, ("ca", "verify"), path + ".")
+    ca = _str(v, "ca", path + ".ca")
+    verify = v.get("verify", True)
+    if not isinstance(verify, bool):
+        _fail(path + ".verify", "true or false", verify)
+    return (ca, verify)
+
+
+def _hub(h):
+    if h is None:
+        return None
+    if not isinstance(h, dict):
+        _fail("hub", "an object or null", h)
+    _check_keys(h, ("url", "user", "password", "token", "tls"), "hub.")
+    url = _str(h, "url", "hub.url", required=True)
+    exp = '"nats-leaf://host:port"'
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("nats-leaf", "nats", "tls"):
+        _fail("hub.url", exp, url)
+    user = password = None
+    if "@" in rest:
+        cred, _, rest = rest.rpartition("@")
+        user, _, password = cred.partition(":")
+    rest = rest.rstrip("/")
+    host, port = _host_port(rest, "hub.url", 7422)
+    tls = _tls(h.get("tls", scheme == "tls"), "hub.tls")
+    out = {"url": url, "host": host, "port": port, "tls": tls,
+           "user": _str(h, "user", "hub.user", user), "password": _str(h, "password", "hub.password", password),
+           "token": _str(h, "token", "hub.token")}
+    if out["token"] is not None and out["user"] is not None:
+        _fail("hub.token", "null when hub.user is set", out["token"])
+    return out
+
+
+def _limits(v):
+    if v is None:
+        v = {}
+    if not isinstance(v, dict):
+        _fail("limits", "an object", v)
+    _check_keys(v, LIMITS, "limits.")
+    out = {}
+    for key in LIMITS:
+        default, low = LIMITS[key]
+        x = v.get(key, default)
+        path = "limits." + key
+        if key in _SECONDS:
+            if isinstance(x, bool) or not isinstance(x, (int, float)) or x < low:
+                _fail(path, "a number of seconds >= %s" % low, x)
+            out[key] = int(x * 1000)
+        else:
+            if isinstance(x, bool) or not isinstance(x, int) or x < low:
+                _fail(path, "an integer >= %d" % low, x)
+            out[key] = x
+    if out["max_payload"] > out["max_pending"]:
+        _fail("limits.max_payload", "at most limits.max_pending (%d)" % out["max_pending"], out["max_payload"])
+    if out["reconnect_min"] > out["reconnect_max"]:
+        _fail("limits.reconnect_min", "at most limits.reconnect_max", v.get("reconnect_min"))
+    return out
+
+
+def check(d):
+    # A parsed JSON document -> the config dict with every key present.
+    if not isinstance(d, dict):
+        raise ConfigError("config: expected a JSON object at the top level, got %s" % _got(d))
+    _check_keys(d, ("name", "hub", "listen", "data", "app", "limits", "stats"), "")
+    name = _str(d, "name", "name", required=True)
+    if " " in name or "\t" in name:
+        _fail("name", "a name without spaces", name)
+    listen = d.get("listen")
+    if listen is not None:
+        listen = _host_port(listen, "listen")
+    app = _str(d, "app", "app")
+    if app is not None:
+        for part in app.split("."):
+            if not part or not (part[0].isalpha() or part[0] == "_") or " " in part:
+                _fail("app", "a module name or null", app)
+    stats = d.get("stats", 0)
+    if isinstance(stats, bool) or not isinstance(stats, (int, float)) or stats < 0:
+        _fail("stats", "a number of seconds >= 0 (0 = off)", stats)
+    return {"name": name, "hub": _hub(d.get("hub")), "listen": listen, "data": _str(d, "data", "data", "data"),
+            "app": app, "limits": _limits(d.get("limits")), "stats": int(stats * 1000)}
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError("config: cannot read %s: %s" % (path, e))
+    try:
+        d = json.loads(text)
+    except ValueError as e:
+        raise ConfigError("config: %s is not valid JSON: %s" % (path, e))
+    return check(d)
+
+
+def import_app(name):
+    mod = __import__(name)
+    for part in name.split(".")[1:]:
+        mod = getattr(mod, part)
+    if not hasattr(mod, "main"):
+        raise ImportError("module has no main(leaf)")
+    return mod
+
+
+def prepare(argv):
+    # Command-line arguments -> (cfg, app module or None), or an error line to print (exit code 2).
+    if len(argv) != 1:
+        return "usage: edge CONFIG.json"
+    try:
+        cfg = load(argv[0])
+    except ConfigError as e:
+        return str(e)
+    app = None
+    if cfg["app"]:
+        try:
+            app = import_app(cfg["app"])
+        except ImportError as e:
+            return 'config: "app": cannot import "%s": %s' % (cfg["app"], e)
+    return cfg, app

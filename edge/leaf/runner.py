@@ -1,0 +1,143 @@
+# edge/leaf/runner.py — build a leaf from its config and run it: LAN listener, hub uplink with its
+# retry policy, the user's app, periodic stats.
+#
+# Rules this file keeps:
+# 1. Optional parts are imported only when the config asks for them (no listener code without
+#    "listen", no uplink code without "hub"), so a small device pays only for what it runs.
+# 2. Status goes to stdout as whole lines starting "edge: " (one write each: MicroPython's print
+#    writes in pieces); tests and fleet tools read them.
+# 3. main() returns 2 with a one-line message for a bad config or app, never a traceback.
+
+import asyncio
+import gc
+import sys
+
+from edge.compat import mem_alloc
+from edge.leaf import link
+from edge.leaf.broker import Leaf, log_exc
+
+
+def log(msg):
+    sys.stdout.write("edge: " + msg + "\n")
+
+
+class Node:
+    # The running pieces of one leaf; close() stops them all.
+    def __init__(self, leaf):
+        self.leaf = leaf
+        self.listener = None
+        self.uplink = None
+        self.tasks = []
+
+    async def close(self):
+        if self.uplink is not None:
+            self.uplink.stopped = True
+        for t in self.tasks:
+            t.cancel()
+        self.tasks = []
+        if self.listener is not None:
+            self.listener.close()
+        self.leaf.close()
+        await asyncio.sleep(0)
+
+
+async def start(cfg, app=None):
+    lim = cfg["limits"]
+    link.init()  # the shared read buffer, allocated before the heap fragments
+    leaf = Leaf(cfg["name"], lim["max_subscriptions"], lim["max_payload"], lim["max_callbacks"])
+    node = Node(leaf)
+    if cfg["listen"] is not None:
+        from edge.leaf.listener import Listener
+
+        host, port = cfg["listen"]
+        node.listener = Listener(leaf, host, port, lim["max_connections"], lim["max_payload"], lim["max_pending"],
+                                 lim["max_control_line"], lim["ping_max"], lim["min_free_heap"], log=log)
+        await node.listener.start()
+    hub = cfg["hub"]
+    if hub is not None:
+        from edge.leaf.robust import Backoff, keep_up
+        from edge.leaf.uplink import Uplink
+
+        node.uplink = Uplink(leaf, hub["host"], hub["port"], cfg["name"], hub["user"], hub["password"],
+                             hub["token"], hub["tls"], lim["max_payload"], lim["max_pending"],
+                             lim["ping_max"], lim["max_hub_interest"], log=log)
+        backoff = Backoff(lim["reconnect_min"], lim["reconnect_max"])
+        node.tasks.append(asyncio.create_task(keep_up(node.uplink, backoff, log)))
+    node.tasks.append(asyncio.create_task(_housekeeping(node, lim["ping_interval"])))
+    if cfg["stats"]:
+        from edge.leaf.stats import stats_loop
+
+        node.tasks.append(asyncio.create_task(stats_loop(node, cfg["stats"], log)))
+    gc.collect()
+    listen = "%s:%d" % cfg["listen"] if cfg["listen"] else "-"
+    log("ready name=%s listen=%s hub=%s heap=%d" % (cfg["name"], listen, hub["url"] if hub else "-", mem_alloc()))
+    if app is not None:
+        node.tasks.append(asyncio.create_task(_run_app(app, leaf)))
+    return node
+
+
+async def _housekeeping(node, ms):
+    # One task for every periodic job: pings and stale checks of LAN clients and of the hub link.
+    while True:
+        await asyncio.sleep(ms / 1000)
+        if node.listener is not None:
+            node.listener.tick()
+        if node.uplink is not None:
+            node.uplink.tick()
+
+
+async def _run_app(app, leaf):
+    try:
+        await app.main(leaf)
+        log("app finished")
+    except Exception as e:  # the device code failing must not stop the broker
+        log("app failed: %r" % e)
+        log_exc(e)
+
+
+async def serve(cfg, app=None, stop=None):
+    node = await start(cfg, app)
+    cfg = app = None  # noqa: F841 (the parsed config, ~1 KB, is not needed once the leaf runs)
+    try:
+        if stop is None:
+            while True:
+                await asyncio.sleep(3600)
+        await stop.wait()
+    finally:
+        await node.close()
+
+
+def _drop_config():
+    # The checker is needed once: drop it so its bytecode does not stay on the heap (~5 KB).
+    sys.modules.pop("edge.leaf.config", None)
+    pkg = sys.modules.get("edge.leaf")
+    if pkg is not None and "config" in dir(pkg):
+        delattr(pkg, "config")
+
+
+def _serve_once(box):
+    # main()'s frame must not keep the config alive for the life of the leaf: it hands it over in
+    # a list, emptied here, so that only serve() holds it (and lets go of it once started).
+    cfg = box.pop(0)
+    return serve(cfg, box.pop(0))
+
+
+def main(argv):
+    from edge.leaf.config import prepare
+
+    r = prepare(argv)
+    prepare = None
+    _drop_config()
+    if isinstance(r, str):
+        sys.stderr.write(r + "\n")
+        return 2
+    box = list(r)
+    r = None
+    try:
+        asyncio.run(_serve_once(box))
+    except KeyboardInterrupt:
+        pass
+    except OSError as e:
+        sys.stderr.write("edge: cannot start: %s\n" % (e,))
+        return 1
+    return 0

