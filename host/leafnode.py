@@ -99,7 +99,22 @@ class Leaf(Client):
         if self.remote is None:
             transport.write(encode_info(server.leaf_info(self)))
             self._timers["auth"] = loop.call_later(server.opts.auth_timeout, self._auth_timeout)
+            if server.leaf_tls is not None:
+                # As nats-server: INFO in plain text, then the TLS handshake, then CONNECT.
+                self._tls_task = loop.create_task(self._start_tls(transport))
         self._timers["ping"] = loop.call_later(FIRST_PING_INTERVAL, self._ping_timer)
+
+    async def _start_tls(self, transport: asyncio.Transport) -> None:
+        try:
+            tls = await self.server.loop.start_tls(transport, self, self.server.leaf_tls, server_side=True,
+                                                   ssl_handshake_timeout=self.opts.auth_timeout)
+        except (TimeoutError, OSError, ConnectionError) as e:
+            log.info("Leafnode TLS handshake error from %s: %s", self.ip, e)
+            self.close(errors.TLS_HANDSHAKE_ERROR, abort=True)
+            return
+        if tls is None or self.closed:
+            return
+        self.transport = tls
 
     def _ping_timer(self) -> None:
         # Links are pinged whatever the traffic (nats-server: routes, gateways and leafs always).
@@ -397,6 +412,10 @@ def leaf_info(server: Server, leaf: Leaf) -> dict[str, Any]:
         "info_on_connect": True,
         "leafnode_urls": [f"{host}:{server.leaf_port}"],
     }
+    if server.leaf_tls is not None:
+        info["tls_required"] = True
+        if o.leafnodes.tls_verify:
+            info["tls_verify"] = True
     return info
 
 

@@ -93,6 +93,10 @@ class LeafnodeOptions:
     account: str = GLOBAL_ACCOUNT  # account bound by the single user or token
     users: list[User] = field(default_factory=list)
     remotes: list[RemoteLeafOptions] = field(default_factory=list)
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    tls_verify: bool = False
 
 
 @dataclass
@@ -332,10 +336,31 @@ class _Loader:
             elif k == "remotes":
                 for r in self.list_(m, key):
                     lo.remotes.append(self.load_remote(m, key, r))
-            elif k in ("reconnect", "advertise", "no_advertise", "compression", "tls", "min_version"):
+            elif k == "tls":
+                self.load_leaf_tls(self.map_(m, key))
+            elif k in ("reconnect", "advertise", "no_advertise", "compression", "min_version"):
                 continue  # accepted; this hub never compresses and uses a fixed reconnect delay
             else:
                 self._unknown(m, key)
+
+    def load_leaf_tls(self, m: ConfMap) -> None:
+        lo = self.opts.leafnodes
+        for key in m:
+            k = key.lower()
+            if k == "cert_file":
+                lo.tls_cert = self.str_(m, key)
+            elif k == "key_file":
+                lo.tls_key = self.str_(m, key)
+            elif k == "ca_file":
+                lo.tls_ca = self.str_(m, key)
+            elif k == "verify":
+                lo.tls_verify = self.bool_(m, key)
+            elif k in ("timeout", "handshake_first"):
+                continue
+            else:
+                self._unknown(m, key)
+        if not (lo.tls_cert and lo.tls_key):
+            raise self.err(m, next(iter(m), "tls"), "leafnodes tls needs cert_file and key_file")
 
     def load_leaf_authorization(self, m: ConfMap) -> None:
         lo = self.opts.leafnodes

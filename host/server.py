@@ -13,6 +13,7 @@ import ctypes.util
 import logging
 import signal
 import socket
+import ssl
 import sys
 import time
 from collections import deque
@@ -42,6 +43,17 @@ def tune_malloc() -> None:
         libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass
+
+
+def leaf_tls_context(opts: Options) -> ssl.SSLContext:
+    lo = opts.leafnodes
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(lo.tls_cert or "", lo.tls_key)
+    if lo.tls_ca:
+        ctx.load_verify_locations(lo.tls_ca)
+    if lo.tls_verify:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
 
 
 class ClosedInfo:
@@ -96,6 +108,7 @@ class Server:
         self.leaf_host = opts.leafnodes.host
         self.leaf_port = opts.leafnodes.port
         self.remotes: list[RemoteLeaf] = []
+        self.leaf_tls = leaf_tls_context(opts) if opts.leafnodes.tls_cert else None
 
     # ---- accounts and connections ---------------------------------------------------------------
 
@@ -292,7 +305,12 @@ def run_server(opts: Options, use_uvloop: bool = True) -> int:
             pass
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    server = Server(opts)
+    try:
+        server = Server(opts)
+    except (OSError, ssl.SSLError) as e:
+        log.error("Error loading TLS certificates for the leafnode port: %s", e)
+        loop.close()
+        return 1
     for w in opts.warnings:
         log.warning(w)
     try:

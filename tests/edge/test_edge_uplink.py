@@ -261,8 +261,7 @@ def certs(tmp_path_factory):
 def _tls_hub(hubs, certs):
     hub = hubs(extra=f'tls {{ cert_file: "{certs / "server.pem"}", key_file: "{certs / "server-key.pem"}" }}')
     with Raw(hub.leaf_port) as r:  # reads the leafnode INFO
-        if not r.info.get("tls_required"):
-            pytest.xfail(f"{hubs.side}: leafnode INFO has no tls_required with a tls block (TLS not served)")
+        assert r.info.get("tls_required") is True, f"{hubs.side}: a tls block must make the leaf port require TLS"
     return hub
 
 
