@@ -100,11 +100,14 @@ class Client(asyncio.Protocol):
 
     # ---- connection lifecycle -----------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def attach(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         peer = transport.get_extra_info("peername") or ("", 0)
         self.ip, self.port = peer[0], peer[1]
         transport.set_write_buffer_limits(high=min(self.max_pending // 2, 4 << 20))
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.attach(transport)
         server = self.server
         info = encode_info(server.client_info(self))
         if not server.register(self):
@@ -582,7 +585,7 @@ def deliver_route(acc: Account, src: Client, route: Route, subject: bytes, has_h
         if conn is src and not src.echo:
             continue
         if sub.max is not None or conn.closed or (has_hdr and not conn.headers):
-            count += _deliver_limited(conn, sub, pfx, hpfx, has_hdr, pieces)
+            count += _deliver_limited(conn, sub, pfx, hpfx, has_hdr, pieces, nbytes)
             continue
         out = conn.out
         if one is not None:
@@ -605,24 +608,9 @@ def deliver_route(acc: Account, src: Client, route: Route, subject: bytes, has_h
                 conn, sub, pfx, hpfx = grp[(route.rr + k) % size]
                 if conn.closed or (conn is src and not src.echo):
                     continue
-                if sub.max is not None or (has_hdr and not conn.headers):
-                    if not _deliver_limited(conn, sub, pfx, hpfx, has_hdr, pieces):
-                        continue
-                else:
-                    out = conn.out
-                    if one is not None:
-                        out.append(hpfx if has_hdr else pfx)
-                        out.append(one)
-                    else:
-                        out.append((hpfx if has_hdr else pfx).join(parts))
-                    if not conn.dirty:
-                        conn.dirty = True
-                        dirty.append(conn)
-                    conn.out_msgs += n
-                    conn.out_bytes += nbytes
-                    sub.delivered += n
-                count += 1
-                break
+                if _deliver_limited(conn, sub, pfx, hpfx, has_hdr, pieces, nbytes):
+                    count += 1
+                    break
     if route.internal and depth < MAX_IMPORT_DEPTH:
         for sub in route.internal:
             count += _deliver_import(acc, sub, src, subject, has_hdr, pieces, nbytes, depth)
@@ -645,6 +633,7 @@ def _deliver_each(acc: Account, src: Client, route: Route, subject: bytes, has_h
     count = 0
     for piece in pieces:
         reply, hdr, payload = decode_tail(piece, has_hdr)
+        size = len(payload) + (len(hdr) if hdr is not None else 0)
         to_leafs: dict[Any, list[bytes]] = {}
         n = 0
         for conn, sub, pfx, hpfx in route.plain:
@@ -653,7 +642,7 @@ def _deliver_each(acc: Account, src: Client, route: Route, subject: bytes, has_h
             if conn.is_leaf:
                 to_leafs.setdefault(conn, [])
             else:
-                n += _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece])
+                n += _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece], size)
         for grp in route.queues:
             qname = grp[0][1].queue
             if queues is not None and qname not in queues:
@@ -666,7 +655,7 @@ def _deliver_each(acc: Account, src: Client, route: Route, subject: bytes, has_h
                     continue
                 if conn.is_leaf:
                     to_leafs.setdefault(conn, []).append(qname)  # type: ignore[arg-type]
-                elif not _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece]):
+                elif not _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece], size):
                     continue
                 else:
                     n += 1
@@ -675,7 +664,6 @@ def _deliver_each(acc: Account, src: Client, route: Route, subject: bytes, has_h
             leaf.send_lmsg(subject, reply, names, hdr, payload)
             n += 1
         if route.internal and depth < MAX_IMPORT_DEPTH:
-            size = len(payload) + (len(hdr) if hdr is not None else 0)
             for sub in route.internal:
                 n += _deliver_import(acc, sub, src, subject, has_hdr, [piece], size, depth)
         count += n
@@ -687,8 +675,9 @@ def _deliver_each(acc: Account, src: Client, route: Route, subject: bytes, has_h
 
 
 def _deliver_limited(conn: Client, sub: Subscription, pfx: bytes, hpfx: bytes, has_hdr: bool,
-                     pieces: list[bytes]) -> int:
-    """Slow path: UNSUB max, headers stripped for a client without header support, closing conns."""
+                     pieces: list[bytes], nbytes: int) -> int:
+    """One target, general path: UNSUB max, headers stripped for a client without header support,
+    closing connections, queue members (not the per-frame hot loop of deliver_route)."""
     if conn.closed or sub.closed:
         return 0
     take = pieces
@@ -697,13 +686,16 @@ def _deliver_limited(conn: Client, sub: Subscription, pfx: bytes, hpfx: bytes, h
         if left <= 0:
             conn.remove_sub(sub)
             return 0
-        take = pieces[:left]
+        if left < len(pieces):
+            take = pieces[:left]
+            nbytes = sum(len(p[2]) + (len(p[1]) if p[1] is not None else 0)
+                         for p in (decode_tail(x, has_hdr) for x in take))
     if has_hdr and not conn.headers:
         _deliver_stripped(conn, pfx, take)
     else:
         conn.enqueue((hpfx if has_hdr else pfx).join([b"", *take]))
         conn.out_msgs += len(take)
-        conn.out_bytes += sum(len(p) for p in take)
+        conn.out_bytes += nbytes
     sub.delivered += len(take)
     if sub.max is not None and sub.delivered >= sub.max:
         conn.remove_sub(sub)

@@ -89,10 +89,7 @@ class Leaf(Client):
     # ---- handshake --------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self.transport = transport
-        peer = transport.get_extra_info("peername") or ("", 0)
-        self.ip, self.port = peer[0], peer[1]
-        transport.set_write_buffer_limits(high=min(self.max_pending // 2, 4 << 20))
+        self.attach(transport)
         server = self.server
         server.register_leaf(self)
         loop = server.loop
