@@ -1647,6 +1647,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hub-cmd", default=None, help=argparse.SUPPRESS)  # e.g. "nats-server -p {port}"
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the full results as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-run progress lines")
+    from host import bench_edge  # --edge: the MicroPython edge leaf (host/bench_edge.py)
+
+    bench_edge.add_arguments(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -1668,6 +1671,10 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "edge", False):
+        from host import bench_edge
+
+        return bench_edge.run(args)
     log: Callable[[str], None] = (
         (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     )
