@@ -33,12 +33,6 @@ else:
         return (a + d) & 0x3FFFFFFF
 
 
-def time_ms():
-    # Wall clock as integer ms since 1970. ESP32's time.time() counts from 2000 and its
-    # floats are single precision, so never store time.time() directly.
-    return time.time_ns() // 1000000
-
-
 def mem_free():
     import gc
 

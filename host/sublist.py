@@ -60,22 +60,6 @@ def subject_matches(pattern: bytes, subject: bytes) -> bool:
     return len(pt) == len(st)
 
 
-def subjects_collide(a: bytes, b: bytes) -> bool:
-    """Could some literal subject match both patterns? (for wildcard cache invalidation)."""
-    at = a.split(b".")
-    bt = b.split(b".")
-    for i in range(max(len(at), len(bt))):
-        x = at[i] if i < len(at) else None
-        y = bt[i] if i < len(bt) else None
-        if x == _FWC or y == _FWC:
-            return x is not None and y is not None
-        if x is None or y is None:
-            return False
-        if x != y and x != _PWC and y != _PWC:
-            return False
-    return True
-
-
 class Subscription:
     """One SUB of a connection (or an internal subscription when `conn` is an internal handler)."""
 
@@ -241,9 +225,6 @@ class Sublist:
                 return
             node = nxt
             i += 1
-
-    def has_interest(self, subject: bytes) -> bool:
-        return bool(self.match(subject))
 
     def cache_count(self) -> int:
         return len(self.cache)

@@ -11,7 +11,6 @@ from host.sublist import (
     is_valid_literal_subject,
     is_valid_subject,
     subject_matches,
-    subjects_collide,
 )
 
 TOKENS = [b"a", b"b", b"c", b"*", b">"]
@@ -101,13 +100,6 @@ def test_match_equals_brute_force_through_inserts_and_removes(specs, pubs, rnd):
             assert as_sets(sl.match(subject)) == brute(live, subject)
     assert sl.count == 0
     assert sl._root.empty()
-
-
-def test_subjects_collide():
-    assert subjects_collide(b"foo.*", b"foo.bar")
-    assert subjects_collide(b"foo.>", b"*.bar.baz")
-    assert not subjects_collide(b"foo.*", b"bar.*")
-    assert not subjects_collide(b"foo.*", b"foo.a.b")
 
 
 def test_100k_subscriptions_match_and_remove():
