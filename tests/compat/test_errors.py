@@ -144,3 +144,28 @@ def test_unsub_without_args(srv):
         c.send(b"UNSUB\r\n")
         c.expect_err("Unknown Protocol Operation")
         c.expect_closed()
+
+
+def test_server_survives_random_garbage_on_many_connections(srv):
+    # Random bytes (with protocol-looking fragments mixed in) on 60 connections: each is answered or
+    # closed, and the server keeps serving a well-behaved client.
+    import random
+    import socket
+
+    rnd = random.Random(2026)
+    words = [b"PUB ", b"SUB ", b"HPUB ", b"UNSUB ", b"CONNECT ", b"PING", b"\r\n", b" ", b"foo", b"1", b"-1",
+             b"{", b"}", b"NATS/1.0", b"LS+ ", b"RMSG ", b"\x00", b"\xff", b"9999999999"]
+    for _ in range(60):
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=2) as s:
+            s.recv(65536)  # INFO
+            data = b"".join(rnd.choice(words) if rnd.random() < 0.7 else bytes([rnd.randrange(256)])
+                            for _ in range(rnd.randrange(1, 200)))
+            try:
+                s.sendall(data)
+                s.settimeout(0.05)
+                s.recv(65536)
+            except OSError:
+                pass
+    with srv.client() as c:
+        c.send(b"SUB ok 1\r\n" + pub("ok", b"alive"))
+        assert [m.payload for m in c.msgs_until_pong()] == [b"alive"]
