@@ -285,3 +285,24 @@ def test_no_responders_not_sent_when_interest_is_behind_a_leaf(hub):
     # the requester's inbox interest reaches the leaf first, then the request itself
     r.expect(rb"(?:PING\r\n)?LS\+ _INBOX\.x\r\n(?:PING\r\n)?LMSG svc\.remote _INBOX\.x 2\r\nhi\r\n")
     r.close()
+
+
+def test_leaf_port_survives_random_garbage(hub):
+    import random
+    import socket
+
+    rnd = random.Random(7)
+    words = [b"LS+ ", b"LS- ", b"LMSG ", b"HMSG ", b"CONNECT {}", b"PING", b"\r\n", b" ", b"foo", b"| q", b"+ r",
+             b"5", b"-1", b"\xff", b"INFO {}"]
+    for _ in range(40):
+        with socket.create_connection(("127.0.0.1", hub.leaf_port), timeout=2) as s:
+            s.recv(65536)  # INFO
+            data = b"".join(rnd.choice(words) for _ in range(rnd.randrange(1, 80)))
+            try:
+                s.sendall(data)
+                s.settimeout(0.05)
+                s.recv(65536)
+            except OSError:
+                pass
+    r = leaf_connect(hub, name="after-garbage")
+    r.close()
