@@ -219,7 +219,12 @@ class Parser:
 
     def _need_data(self, partial):
         if partial > self._line_limit + 8:
-            raise RemoteProtocolError("control line too long", ERR_MAX_CONTROL_LINE)
+            # As parser.go: an unknown verb fails on its own; only a known verb's arguments run
+            # into the control-line limit.
+            head = self._buf[self._pos : self._pos + 12].replace(b"\t", b" ").split(b" ")
+            if len(head) > 1 and head[0] and head[0].upper() in self._verbs:
+                raise RemoteProtocolError("control line too long", ERR_MAX_CONTROL_LINE)
+            raise RemoteProtocolError("unknown operation", ERR_UNKNOWN_OP)
         if self._eof:
             if self.pending() or self._await:
                 raise RemoteProtocolError("peer closed mid-frame")

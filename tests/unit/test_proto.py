@@ -965,7 +965,8 @@ def test_bug_next_batch_keeps_the_run_before_an_error():
         (b"FOO\r\n", ERR_UNKNOWN_OP),  # general-path error
         (b"PUB foo 1\r\nab\r\n", ERR_UNKNOWN_OP),  # cached line, payload too long
         (b"PUB foo 1\r\n", None),  # ... and EOF mid-frame
-        (b"x" * (MAX_CONTROL_LINE + 20), ERR_MAX_CONTROL_LINE),  # partial line over the limit
+        (b"PUB " + b"x" * (MAX_CONTROL_LINE + 20), ERR_MAX_CONTROL_LINE),  # partial line over the limit
+        (b"x" * (MAX_CONTROL_LINE + 20), ERR_UNKNOWN_OP),  # ... whose first word is no verb
     ):
         p = Parser(KIND_CLIENT)
         p.receive_data(b"PUB foo 1\r\na\r\n" + tail)
@@ -1253,13 +1254,16 @@ def test_control_line_limit_complete_lines():
 def test_control_line_limit_partial_lines():
     # No LF yet: the parser must not buffer without bound; once the partial line is past the limit (plus the
     # verb), it fails with the same wire text, for next_event and next_batch, whole or trickled.
+    # (As nats-server: a partial line whose first word is no verb of that peer fails as unknown at once.)
+    verbs = {KIND_CLIENT: b"PUB ", KIND_LEAF: b"LMSG ", KIND_SERVER: b"MSG "}
     for kind, limit in ((KIND_CLIENT, 64), (KIND_CLIENT, MAX_CONTROL_LINE), (KIND_LEAF, 64), (KIND_SERVER, 64)):
         eff = limit if kind == KIND_CLIENT else 16 * limit
-        under = b"PUB " + b"s" * (eff - 16)
+        verb = verbs[kind]
+        under = verb + b"s" * (eff - 16)
         for batch in (False, True):
             r = _run(kind, [under], batch, eof=False, max_control_line=limit)
             assert r.error is None and r.events == [], (KIND_NAMES[kind], limit)
-            over = b"PUB " + b"s" * (eff + 9)
+            over = verb + b"s" * (eff + 9)
             r = _run(kind, [over], batch, eof=False, max_control_line=limit)
             assert r.error is not None and r.error.wire == ERR_MAX_CONTROL_LINE, (KIND_NAMES[kind], limit)
             # trickled in small reads: fails as soon as the line is too long, before it is complete
