@@ -105,6 +105,23 @@ def free_port() -> int:
         s.close()
 
 
+def stop_process(p: subprocess.Popen | None) -> None:
+    """SIGTERM, then SIGKILL after 3 s; always reaps the process."""
+    if p is None:
+        return
+    if p.poll() is None:
+        try:
+            os.kill(p.pid, signal.SIGTERM)
+            p.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait(timeout=5)
+        except ProcessLookupError:
+            pass
+    else:
+        p.wait()
+
+
 class ServerFailed(Exception):
     pass
 
@@ -224,20 +241,7 @@ class Server:
         os.kill(self.proc.pid, sig)
 
     def stop(self):
-        p = self.proc
-        if p is None:
-            return
-        if p.poll() is None:
-            try:
-                os.kill(p.pid, signal.SIGTERM)
-                p.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                os.kill(p.pid, signal.SIGKILL)
-                p.wait(timeout=5)
-            except ProcessLookupError:
-                pass
-        else:
-            p.wait()
+        stop_process(self.proc)
 
     # ---- helpers
     @property

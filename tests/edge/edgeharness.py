@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.harness import Server, free_port, wait_until
+from tests.compat.harness import Server, free_port, stop_process, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 EDGE_SOURCES = sorted([*REPO.glob("edge/*.py"), *REPO.glob("edge/leaf/*.py")])
@@ -135,18 +134,7 @@ class Edge:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self):
-        p = self.proc
-        if p is None:
-            return
-        if p.poll() is None:
-            try:
-                os.kill(p.pid, signal.SIGTERM)
-                p.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                os.kill(p.pid, signal.SIGKILL)
-                p.wait(timeout=5)
-            except ProcessLookupError:
-                pass
+        stop_process(self.proc)
         if self._thread is not None:
             self._thread.join(timeout=2)
 
