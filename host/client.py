@@ -631,6 +631,7 @@ def _deliver_each(acc: Account, src: Client, route: Route, subject: bytes, has_h
     see the frame once and each named group delivers it once (nats-server processMsgResults).
     """
     count = 0
+    out_bytes = 0
     for piece in pieces:
         reply, hdr, payload = decode_tail(piece, has_hdr)
         size = len(payload) + (len(hdr) if hdr is not None else 0)
@@ -667,8 +668,10 @@ def _deliver_each(acc: Account, src: Client, route: Route, subject: bytes, has_h
             for sub in route.internal:
                 n += _deliver_import(acc, sub, src, subject, has_hdr, [piece], size, depth)
         count += n
+        out_bytes += n * size
     if count:
         src.server.out_msgs += count
+        src.server.out_bytes += out_bytes
     elif src.no_responders:
         _no_responders(src, subject, has_hdr, pieces)
     return count
