@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from host.opts import AccountConfig, Import
 from host.sublist import Sublist, Subscription, subject_matches
@@ -78,6 +79,19 @@ class ServiceImport:
         self.local = local
 
 
+class InternalHandler:
+    """Marks an internal subscription whose messages go to a callback in the hub (JetStream and other services).
+
+    `callback(src, subject, reply, hdr, payload)` runs synchronously in the delivering read batch; `src` is the
+    publishing connection (or the server's internal client).
+    """
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[[Any, bytes, bytes | None, bytes | None, bytes], None]) -> None:
+        self.callback = callback
+
+
 class Account:
     def __init__(self, name: str) -> None:
         self.name = name
@@ -94,6 +108,7 @@ class Account:
         # Subjects seen with no interest at all; client parsers skip reply-less PUBs to them.
         # Any new subscription may create interest, so it clears the whole set.
         self.no_interest: dict[bytes, bool] = {}
+        self.js: Any = None  # host.jetstream.JSAccount when JetStream is enabled for this account
 
     def add_sub(self, sub: Subscription) -> None:
         self.sublist.insert(sub)
@@ -116,6 +131,13 @@ class Account:
             self.interest.pop(key, None)
         for leaf in self.leafs:
             leaf.update_interest(key)
+
+    def add_internal(self, subject: bytes, callback: Callable[..., None]) -> Subscription:
+        """Subscribe a hub callback to `subject` in this account (see InternalHandler)."""
+        sub = Subscription(None, subject, None, b"")
+        sub.imported = InternalHandler(callback)
+        self.add_sub(sub)
+        return sub
 
     def __repr__(self) -> str:
         return f"Account({self.name})"

@@ -41,7 +41,7 @@ from edge.proto import (
     encode_tail,
 )
 from host import errors
-from host.accounts import MAX_IMPORT_DEPTH, Account, ServiceImport, map_subject
+from host.accounts import MAX_IMPORT_DEPTH, Account, InternalHandler, ServiceImport, map_subject
 from host.auth import ClientPermissions, authenticate
 from host.sublist import SublistResult, Subscription, is_valid_literal_subject, is_valid_subject
 
@@ -717,6 +717,13 @@ def _deliver_stripped(conn: Client, pfx: bytes, pieces: list[bytes]) -> None:
 def _deliver_import(acc: Account, sub: Subscription, src: Client, subject: bytes, has_hdr: bool,
                     pieces: list[bytes], nbytes: int, depth: int) -> int:
     imp = sub.imported
+    if isinstance(imp, InternalHandler):
+        if sub.closed:
+            return 0
+        for piece in pieces:
+            reply, hdr, payload = decode_tail(piece, has_hdr)
+            imp.callback(src, subject, reply, hdr, payload)
+        return 1
     if not isinstance(imp, ServiceImport):
         # Stream import: same frames, subject mapped into the importing account.
         return deliver(imp.dest, src, map_subject(imp.subject, imp.local, subject), has_hdr, pieces, nbytes,

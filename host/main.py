@@ -73,8 +73,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"natsedge hub: configuration file {args.config} is valid", file=sys.stderr)
         return 0
     log = logging.getLogger("natsedge.hub")
-    if opts.jetstream:
-        log.warning("JetStream is not available in this version of the hub yet; the setting is ignored")
     if opts.cluster is not None:
         log.warning("cluster block read, but routes (clustering) are not available in this version of the hub yet")
     return run_server(opts, use_uvloop=not args.no_uvloop)

@@ -72,6 +72,7 @@ class AccountConfig:
     users: list[User] = field(default_factory=list)
     exports: list[Export] = field(default_factory=list)
     imports: list[Import] = field(default_factory=list)
+    jetstream: bool | None = None  # `jetstream: enabled` in the account block
 
 
 @dataclass
@@ -129,6 +130,11 @@ class Options:
     cluster: ConfMap | None = None
     jetstream: bool = False
     store_dir: str = ""
+    # jetstream { max_memory_store, max_file_store, sync_interval }: -1 means no limit; sync_interval in seconds,
+    # or "always" (sync every write).
+    js_max_memory: int = -1
+    js_max_file: int = -1
+    js_sync_interval: float | str = 120.0
     config_file: str = ""
     warnings: list[str] = field(default_factory=list)
 
@@ -310,8 +316,18 @@ class _Loader:
             lk = k.lower()
             if lk in ("store_dir", "store"):
                 self.opts.store_dir = self.str_(m, k)
-            elif lk in ("max_memory_store", "max_mem", "max_file_store", "max_file", "domain", "sync_interval"):
-                continue
+            elif lk in ("max_memory_store", "max_mem"):
+                self.opts.js_max_memory = self.int_(m, k, -1)
+            elif lk in ("max_file_store", "max_file"):
+                self.opts.js_max_file = self.int_(m, k, -1)
+            elif lk in ("sync_interval", "sync"):
+                v = m[k]
+                if isinstance(v, str) and v.lower() == "always":
+                    self.opts.js_sync_interval = "always"
+                else:
+                    self.opts.js_sync_interval = self.duration(m, k)
+            elif lk == "domain":
+                self.opts.warnings.append("jetstream domain is not supported by this hub; ignored")
             elif lk == "enabled":
                 self.opts.jetstream = self.bool_(m, k)
             else:
@@ -506,7 +522,15 @@ class _Loader:
                         acc.exports.append(self.load_export(body, key, e))
                 elif k == "imports":
                     pending_imports.extend((body, key, i) for i in self.list_(body, key))
-                elif k in ("jetstream", "limits", "mappings", "default_permissions"):
+                elif k == "jetstream":
+                    v = body[key]
+                    if isinstance(v, str):
+                        acc.jetstream = v.lower().startswith("enable")
+                    elif isinstance(v, bool):
+                        acc.jetstream = v
+                    else:
+                        acc.jetstream = True  # a limits map enables it, as nats-server
+                elif k in ("limits", "mappings", "default_permissions"):
                     continue
                 else:
                     self._unknown(body, key)

@@ -19,10 +19,11 @@ import time
 from collections import deque
 from typing import Any
 
+from edge.proto import encode_tail
 from host import errors
 from host.accounts import Account, nuid, wire_imports
 from host.auth import auth_required
-from host.client import Client
+from host.client import Client, deliver
 from host.leafnode import Leaf, RemoteLeaf, leaf_account_for, leaf_info
 from host.opts import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Options
 
@@ -63,6 +64,22 @@ class ClosedInfo:
         self.conn = conn
         self.stop = stop
         self.reason = reason
+
+
+class InternalClient:
+    """The hub's own publisher (JetStream replies, deliveries, advisories): what deliver() reads of a source."""
+
+    kind = "Internal"
+    is_leaf = False
+    echo = True
+    no_responders = False
+    closed = False
+    headers = True
+    perms = None
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.account: Account | None = None
 
 
 class Server:
@@ -109,6 +126,12 @@ class Server:
         self.leaf_port = opts.leafnodes.port
         self.remotes: list[RemoteLeaf] = []
         self.leaf_tls = leaf_tls_context(opts) if opts.leafnodes.tls_cert else None
+        self.internal = InternalClient(self)
+        self.js: Any = None  # host.jetstream.JetStream when enabled
+        if opts.jetstream:
+            from host.jetstream import JetStream
+
+            self.js = JetStream(self)
 
     # ---- accounts and connections ---------------------------------------------------------------
 
@@ -160,6 +183,16 @@ class Server:
             for c in dirty:
                 c.flush()
 
+    def internal_publish(self, acc: Account, subject: bytes, reply: bytes | None, hdr: bytes | None,
+                         payload: bytes) -> int:
+        """Publish from inside the hub into `acc`; returns how many targets got it. Outside a read batch
+        (timers) the output is written at once; inside one, with the batch."""
+        size = len(payload) + (len(hdr) if hdr is not None else 0)
+        n = deliver(acc, self.internal, subject, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0)
+        if self.reading is None:
+            self.flush_dirty()
+        return n
+
     def num_subscriptions(self) -> int:
         return sum(a.sublist.count for a in self.accounts.values())
 
@@ -184,6 +217,8 @@ class Server:
         }
         if self.auth_required:
             info["auth_required"] = True
+        if self.js is not None:
+            info["jetstream"] = True
         if self.lame_duck:
             info["ldm"] = True
         self._info_base = info
@@ -193,6 +228,8 @@ class Server:
     async def start(self) -> None:
         o = self.opts
         self.loop = asyncio.get_running_loop()
+        if self.js is not None:
+            self.js.start()
         sock = socket.socket(socket.AF_INET6 if ":" in o.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((o.host, o.port))
@@ -257,6 +294,8 @@ class Server:
             if not any(c.transport and c.transport.get_write_buffer_size() for c in self.clients.values()):
                 break
             await asyncio.sleep(0.02)
+        if self.js is not None:
+            self.js.stop()
         self._done.set()
 
     async def enter_lame_duck(self) -> None:
