@@ -52,7 +52,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-SCENARIOS: tuple[str, ...] = ("pub", "pubsub1", "pubsub4", "reqrep", "idle")
+SCENARIOS: tuple[str, ...] = ("pub", "pubsub1", "pubsub4", "reqrep", "js_sync", "js_async", "kv_put", "kv_get", "idle")
+JS_SCENARIOS: tuple[str, ...] = ("js_sync", "js_async", "kv_put", "kv_get")  # host/bench_js.py
 SUBSCRIBERS: dict[str, int] = {"pub": 0, "pubsub1": 1, "pubsub4": 4}
 # Subscriptions used by the pubsub scenarios: every one of them matches every published subject
 # (bench.s.0 .. bench.s.7), but they exercise different wildcard shapes in the server's subject tree.
@@ -131,7 +132,7 @@ def parse_url(url: str) -> Endpoint:
 # ------------------------------------------------------------------------------------------ protocol helpers
 
 
-def connect_frame(ep: Endpoint, name: str) -> bytes:
+def connect_frame(ep: Endpoint, name: str, headers: bool = False) -> bytes:
     opts: dict[str, Any] = {
         "verbose": False,
         "pedantic": False,
@@ -141,7 +142,7 @@ def connect_frame(ep: Endpoint, name: str) -> bytes:
         "version": "0.1",
         "protocol": 1,
         "echo": True,
-        "headers": False,
+        "headers": headers,
         "no_responders": False,
     }
     if ep.user is not None:
@@ -181,7 +182,9 @@ def wait_pong(sock: socket.socket, buf: bytearray) -> None:
         _recv_more(sock, buf, "PONG")
 
 
-def nats_connect(ep: Endpoint, name: str, timeout: float = 10.0) -> tuple[socket.socket, bytearray]:
+def nats_connect(
+    ep: Endpoint, name: str, timeout: float = 10.0, headers: bool = False
+) -> tuple[socket.socket, bytearray]:
     """Open a client connection: read INFO, send CONNECT + PING, wait for PONG. Returns (socket, leftover)."""
     sock = socket.create_connection((ep.host, ep.port), timeout=timeout)
     try:
@@ -196,7 +199,7 @@ def nats_connect(ep: Endpoint, name: str, timeout: float = 10.0) -> tuple[socket
         if info.get("tls_required"):
             raise BenchError(f"{ep.url} requires TLS; the bench speaks plain TCP only")
         del buf[: end + 2]
-        sock.sendall(connect_frame(ep, name) + b"PING\r\n")
+        sock.sendall(connect_frame(ep, name, headers) + b"PING\r\n")
         wait_pong(sock, buf)
         return sock, buf
     except BaseException:
@@ -1004,6 +1007,11 @@ def run_one(
     if scenario == "reqrep":
         assert size is not None
         return run_reqrep(ep, size, cfg, server_pid)
+    if scenario in JS_SCENARIOS:
+        assert size is not None
+        from host.bench_js import run_js
+
+        return run_js(ep, scenario, size, cfg, server_pid)
     if scenario == "idle":
         if server_pid is None:
             raise BenchError("idle needs the server PID (use --compare or --server-pid)")
@@ -1124,12 +1132,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def default_hub_cmd() -> list[str]:
-    return [sys.executable, "-m", "host.cli", "hub", "-a", LOCALHOST, "-p", "{port}"]
+JS_FLAGS = ["-js", "-sd", "{store}"]  # JetStream with file storage in the server's temporary directory
 
 
-def default_nats_cmd(binary: str) -> list[str]:
-    return [binary, "-a", LOCALHOST, "-p", "{port}"]
+def default_hub_cmd(jetstream: bool = False) -> list[str]:
+    return [sys.executable, "-m", "host.cli", "hub", "-a", LOCALHOST, "-p", "{port}"] + (JS_FLAGS if jetstream else [])
+
+
+def default_nats_cmd(binary: str, jetstream: bool = False) -> list[str]:
+    return [binary, "-a", LOCALHOST, "-p", "{port}"] + (JS_FLAGS if jetstream else [])
 
 
 class ServerProcess:
@@ -1156,7 +1167,8 @@ class ServerProcess:
         return f"nats://{LOCALHOST}:{self.port}"
 
     def argv(self) -> list[str]:
-        return [a.replace("{port}", str(self.port)) for a in self.cmd]
+        store = os.path.join(self._tmpdir or tempfile.gettempdir(), "store")
+        return [a.replace("{port}", str(self.port)).replace("{store}", store) for a in self.cmd]
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         self.port = free_port()
@@ -1282,6 +1294,10 @@ METRICS: dict[str, list[tuple[str, str, str]]] = {
     "pubsub1": [("msgs_per_s", "msg/s", "higher")],
     "pubsub4": [("msgs_per_s", "msg/s", "higher")],
     "reqrep": [("p50_us", "p50 us", "lower"), ("p99_us", "p99 us", "lower")],
+    "js_sync": [("msgs_per_s", "msg/s", "higher"), ("p50_us", "p50 us", "lower")],
+    "js_async": [("msgs_per_s", "msg/s", "higher")],
+    "kv_put": [("msgs_per_s", "put/s", "higher"), ("p50_us", "p50 us", "lower")],
+    "kv_get": [("msgs_per_s", "get/s", "higher"), ("p50_us", "p50 us", "lower")],
     "idle": [("kib_per_conn", "KiB/conn", "lower"), ("held", "conns held", "higher")],
 }
 
@@ -1304,6 +1320,8 @@ def _describe(label: str, scen: str, size: int | None, run: int, cfg: BenchConfi
             s += f", max subscriber cpu {m['subscriber_cpu']:.0%}"
         if m.get("publisher_credit_wait"):
             s += f", credit-stalled {m['publisher_credit_wait']:.0%}"
+    elif scen in JS_SCENARIOS:
+        s = f"{fmt_rate(m['msgs_per_s'])} ops/s" + (f", p50 {m['p50_us']:.0f} us" if "p50_us" in m else "")
     elif scen == "reqrep":
         s = (
             f"p50 {m['p50_us']:.0f} us, p99 {m['p99_us']:.0f} us, {m['rtt_per_s']:.0f} rtt/s, "
@@ -1685,9 +1703,10 @@ def run(args: argparse.Namespace) -> int:
             log(f"note: RLIMIT_NOFILE is {soft} (hard {hard}); idle may open fewer than {cfg.idle_conns}")
         if args.compare:
             binary = find_nats_server(args.nats_server)
-            hub_cmd = shlex.split(args.hub_cmd) if args.hub_cmd else default_hub_cmd()
+            js = any(s in JS_SCENARIOS for s in cfg.scenarios)
+            hub_cmd = shlex.split(args.hub_cmd) if args.hub_cmd else default_hub_cmd(js)
             log(f"nats-server: {binary} ({nats_server_version(binary)}); hub: {shlex.join(hub_cmd)}")
-            report = run_compare(cfg, default_nats_cmd(binary), hub_cmd, log)
+            report = run_compare(cfg, default_nats_cmd(binary, js), hub_cmd, log)
         elif args.self_check:
             report = run_self_check(cfg, log)
         else:

@@ -1,0 +1,314 @@
+"""JetStream and KV scenarios of `natsedge bench` (docs/benchmarks.md, "JetStream").
+
+Both servers run with JetStream on (`-js -sd <tmp>`, file storage). The load generator is this process, on raw
+sockets, like the core scenarios:
+
+* ``js_sync``: publish one message with a reply subject, wait for its PubAck, repeat (what ``js.publish()`` does);
+  throughput and p50 round trip.
+* ``js_async``: pipelined publishes with at most ``WINDOW`` PubAcks outstanding (what ``js.publish_async()`` does);
+  acknowledged messages per second.
+* ``kv_put``: KV puts (a publish to ``$KV.BENCH.<key>`` waiting for its PubAck) over 1,000 keys.
+* ``kv_get``: KV gets by direct get of the last message of a key (``$JS.API.DIRECT.GET.KV_BENCH.$KV.BENCH.<key>``).
+
+Load variation: 8 stream subjects or 1,000 keys, payload sizes jittered around the nominal size, every request a
+unique reply subject, payload bytes from a random pool. A PubAck with an error, or a get that finds nothing,
+fails the run.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import select
+import statistics
+import time
+from typing import TYPE_CHECKING, Any
+
+from host.bench import (
+    BenchError,
+    Endpoint,
+    _check_err,
+    _recv_more,
+    jitter_size,
+    nats_connect,
+    payload_pool,
+    proc_cpu_seconds,
+)
+
+if TYPE_CHECKING:
+    from host.bench import BenchConfig
+
+STREAM = "BENCH"
+BUCKET = "BENCH"
+KEYS = 1000
+SUBJECTS = 8
+WINDOW = 1000  # async PubAcks outstanding, as a pipelining client keeps (nats-py allows 4000)
+INBOX = b"_INBOX.bjs."
+ACK_MARK = b'{"stream"'
+ERR_MARK = b'"error"'
+
+
+class Conn:
+    """One client connection with a wildcard inbox; reads whole MSG/HMSG frames."""
+
+    def __init__(self, ep: Endpoint) -> None:
+        self.sock, self.buf = nats_connect(ep, "bench-js", headers=True)
+        self.sock.sendall(b"SUB " + INBOX + b"* 1\r\n")
+        self.n = 0
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def reply(self) -> bytes:
+        self.n += 1
+        return INBOX + str(self.n).encode()
+
+    def read_msg(self, timeout: float = 5.0) -> tuple[bytes, bytes | None, bytes]:
+        """The next message: (subject, header block or None, payload). Answers PINGs on the way."""
+        buf = self.buf
+        self.sock.settimeout(timeout)
+        while True:
+            end = buf.find(b"\r\n")
+            if end < 0:
+                self._more()
+                continue
+            line = bytes(buf[:end])
+            if line.startswith(b"PING"):
+                self.sock.sendall(b"PONG\r\n")
+                del buf[: end + 2]
+                continue
+            if line.startswith((b"PONG", b"+OK", b"INFO")):
+                del buf[: end + 2]
+                continue
+            if line.startswith(b"-ERR"):
+                _check_err(buf)
+            args = line.split()
+            if args[0] == b"HMSG":
+                hlen, tlen = int(args[-2]), int(args[-1])
+            elif args[0] == b"MSG":
+                hlen, tlen = 0, int(args[-1])
+            else:
+                raise BenchError(f"unexpected frame from server: {line[:120]!r}")
+            while len(buf) < end + 2 + tlen + 2:
+                self._more()
+            body = bytes(buf[end + 2 : end + 2 + tlen])
+            del buf[: end + 2 + tlen + 2]
+            return args[1], (body[:hlen] if hlen else None), body[hlen:]
+
+    def _more(self) -> None:
+        try:
+            _recv_more(self.sock, self.buf, "a JetStream reply")
+        except TimeoutError:
+            raise BenchError("no reply from the server within 5 s (is JetStream enabled?)") from None
+
+    def request(self, subject: bytes, payload: bytes = b"") -> tuple[bytes | None, bytes]:
+        self.sock.sendall(b"PUB %s %s %d\r\n%s\r\n" % (subject, self.reply(), len(payload), payload))
+        _subj, hdr, body = self.read_msg()
+        return hdr, body
+
+    def api(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        _, payload = self.request(subject.encode(), json.dumps(body).encode() if body is not None else b"")
+        return json.loads(payload)
+
+
+def setup(conn: Conn, scenario: str) -> None:
+    """A fresh file-storage stream (or KV bucket) for this run."""
+    if scenario.startswith("js_"):
+        conn.api(f"$JS.API.STREAM.DELETE.{STREAM}")
+        cfg: dict[str, Any] = {"name": STREAM, "subjects": ["bench.js.>"], "storage": "file",
+                               "max_bytes": 1 << 30, "discard": "old"}
+        resp = conn.api(f"$JS.API.STREAM.CREATE.{STREAM}", cfg)
+    else:
+        conn.api(f"$JS.API.STREAM.DELETE.KV_{BUCKET}")
+        cfg = {"name": f"KV_{BUCKET}", "subjects": [f"$KV.{BUCKET}.>"], "storage": "file", "max_msgs_per_subject": 1,
+               "discard": "new", "allow_rollup_hdrs": True, "deny_delete": True, "allow_direct": True,
+               "duplicate_window": 120_000_000_000}
+        resp = conn.api(f"$JS.API.STREAM.CREATE.KV_{BUCKET}", cfg)
+    if "error" in resp:
+        raise BenchError(f"stream create failed: {resp['error']}")
+
+
+def _frames(scenario: str, size: int, cfg: BenchConfig) -> list[tuple[bytes, bytes]]:
+    """(subject, payload) pairs, cycled by the generators."""
+    rng = random.Random(cfg.seed)
+    pool = payload_pool(rng)
+    out = []
+    for i in range(4096):
+        n = jitter_size(rng, size, cfg.mix)
+        off = rng.randrange(len(pool) - n) if n < len(pool) else 0
+        if scenario.startswith("js_"):
+            subject = b"bench.js.s%d" % (i % SUBJECTS)
+        else:
+            subject = b"$KV.%s.k%d" % (BUCKET.encode(), rng.randrange(KEYS))
+        out.append((subject, pool[off : off + n]))
+    return out
+
+
+def _check_ack(body: bytes) -> None:
+    if not body.startswith(ACK_MARK):
+        raise BenchError(f"publish failed: {body[:200]!r}")
+
+
+def run_sync(conn: Conn, frames: list[tuple[bytes, bytes]], cfg: BenchConfig) -> dict[str, Any]:
+    """One request at a time (js_sync, kv_put): rate and round-trip percentiles."""
+    lat: list[float] = []
+    start = time.perf_counter()
+    measure_from = start + cfg.warmup
+    end = measure_from + cfg.duration
+    i = 0
+    done = 0
+    sock = conn.sock
+    while True:
+        subject, payload = frames[i % len(frames)]
+        i += 1
+        t0 = time.perf_counter()
+        if t0 >= end:
+            break
+        sock.sendall(b"PUB %s %s %d\r\n%s\r\n" % (subject, conn.reply(), len(payload), payload))
+        _, _hdr, body = conn.read_msg()
+        _check_ack(body)
+        if t0 >= measure_from:
+            lat.append(time.perf_counter() - t0)
+            done += 1
+    lat.sort()
+    return _latency_metrics(done, cfg.duration, lat)
+
+
+def _latency_metrics(done: int, duration: float, lat: list[float]) -> dict[str, Any]:
+    if not lat:
+        raise BenchError("no request completed in the measured window")
+    return {
+        "msgs_per_s": done / duration,
+        "p50_us": statistics.median(lat) * 1e6,
+        "p99_us": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e6,
+    }
+
+
+def run_async(conn: Conn, frames: list[tuple[bytes, bytes]], cfg: BenchConfig) -> dict[str, Any]:
+    """Pipelined publishes, at most WINDOW PubAcks outstanding; counts PubAcks received in the window."""
+    sock = conn.sock
+    sock.setblocking(False)
+    buf = bytes(conn.buf)
+    conn.buf = bytearray()
+    tail = b""
+    outstanding = 0
+    acked = 0
+    counted_at_start = -1
+    i = 0
+    nframes = len(frames)
+    start = time.perf_counter()
+    measure_from = start + cfg.warmup
+    end = measure_from + cfg.duration
+    pending_out = b""
+    try:
+        while True:
+            now = time.perf_counter()
+            if counted_at_start < 0 and now >= measure_from:
+                counted_at_start = acked
+                measure_from = now
+            if now >= end:
+                break
+            if not pending_out and outstanding < WINDOW:
+                parts = []
+                for _ in range(min(WINDOW - outstanding, 128)):
+                    subject, payload = frames[i % nframes]
+                    i += 1
+                    parts.append(b"PUB %s %s%d %d\r\n%s\r\n" % (subject, INBOX, i, len(payload), payload))
+                outstanding += len(parts)
+                pending_out = b"".join(parts)
+            wr = [sock] if pending_out else []
+            r, w, _ = select.select([sock], wr, [], 0.05)
+            if w:
+                try:
+                    sent = sock.send(pending_out)
+                    pending_out = pending_out[sent:]
+                except BlockingIOError:
+                    pass
+            if r:
+                try:
+                    data = sock.recv(262144)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    raise BenchError("server closed the connection during js_async")
+                if buf:
+                    data = buf + data
+                    buf = b""
+                chunk = tail + data
+                n_acks = chunk.count(ACK_MARK) - tail.count(ACK_MARK)
+                if ERR_MARK in chunk:
+                    j = chunk.find(ERR_MARK)
+                    raise BenchError(f"publish failed: {chunk[max(0, j - 40) : j + 160]!r}")
+                if b"PING\r\n" in chunk:
+                    sock.setblocking(True)
+                    sock.sendall(b"PONG\r\n")
+                    sock.setblocking(False)
+                if b"-ERR" in chunk:
+                    _check_err(bytearray(chunk))
+                tail = chunk[-16:]
+                acked += n_acks
+                outstanding -= n_acks
+        elapsed = time.perf_counter() - measure_from
+    finally:
+        sock.setblocking(True)
+    if counted_at_start < 0:
+        raise BenchError("js_async ended before its measured window")
+    return {"msgs_per_s": (acked - counted_at_start) / elapsed, "window": WINDOW}
+
+
+def run_get(conn: Conn, frames: list[tuple[bytes, bytes]], cfg: BenchConfig) -> dict[str, Any]:
+    """kv_get: put every key once, then direct-get keys in a jittered order, one at a time."""
+    keys = sorted({s for s, _ in frames})
+    for k in keys:
+        payload = frames[0][1]
+        _, body = conn.request(k, payload)
+        _check_ack(body)
+    order = [keys[i % len(keys)] for i in random.Random(cfg.seed).sample(range(len(keys) * 4), len(keys) * 4)]
+    prefix = b"$JS.API.DIRECT.GET.KV_" + BUCKET.encode() + b"."
+    lat: list[float] = []
+    start = time.perf_counter()
+    measure_from = start + cfg.warmup
+    end = measure_from + cfg.duration
+    done = 0
+    i = 0
+    sock = conn.sock
+    while True:
+        t0 = time.perf_counter()
+        if t0 >= end:
+            break
+        key = order[i % len(order)]
+        i += 1
+        sock.sendall(b"PUB %s%s %s 0\r\n\r\n" % (prefix, key, conn.reply()))
+        _, hdr, _body = conn.read_msg()
+        if hdr is None or not hdr.startswith(b"NATS/1.0\r\n"):
+            raise BenchError(f"direct get of {key!r} failed: {(hdr or b'')[:120]!r}")
+        if t0 >= measure_from:
+            lat.append(time.perf_counter() - t0)
+            done += 1
+    lat.sort()
+    return _latency_metrics(done, cfg.duration, lat)
+
+
+def run_js(ep: Endpoint, scenario: str, size: int, cfg: BenchConfig, server_pid: int | None) -> dict[str, Any]:
+    conn = Conn(ep)
+    try:
+        setup(conn, scenario)
+        frames = _frames(scenario, size, cfg)
+        cpu0 = proc_cpu_seconds(server_pid) if server_pid else None
+        t0 = time.perf_counter()
+        if scenario == "js_async":
+            m = run_async(conn, frames, cfg)
+        elif scenario == "kv_get":
+            m = run_get(conn, frames, cfg)
+        else:
+            m = run_sync(conn, frames, cfg)
+        wall = time.perf_counter() - t0
+        if cpu0 is not None and server_pid:
+            cpu1 = proc_cpu_seconds(server_pid)
+            if cpu1 is not None:
+                m["server_cpu"] = (cpu1 - cpu0) / wall
+        return m
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"{scenario}: {exc}") from exc
+    finally:
+        conn.close()
