@@ -90,11 +90,12 @@ def test_load_mix_is_varied_and_protocol_safe() -> None:
 
 def test_bench_suite_against_nats_server(nats_server_binary: str) -> None:
     cfg = _tiny()
-    with bench.ServerProcess("nats-server", bench.default_nats_cmd(nats_server_binary)).start() as srv:
+    cmd = bench.default_nats_cmd(nats_server_binary, jetstream=True)
+    with bench.ServerProcess("nats-server", cmd).start() as srv:
         report = bench.run_suite(srv.url, cfg, server_pid=srv.pid, label="nats-server")
     assert [r["error"] for r in report["results"] if r["error"]] == []
     assert {r["scenario"] for r in report["results"]} == set(bench.SCENARIOS)
-    for scen in ("pub", "pubsub1", "pubsub4"):
+    for scen in ("pub", "pubsub1", "pubsub4", *bench.JS_SCENARIOS):
         assert _summary(report, scen, "msgs_per_s")["median"]["nats-server"] > 0
     for r in report["results"]:
         m = r["metrics"]
