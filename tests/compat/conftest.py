@@ -30,8 +30,8 @@ class _Pool:
         self.servers: dict = {}
         self.failed: dict = {}
 
-    def get(self, side, config=None, monitor=False, files=None):
-        key = (side, config, tuple(sorted((files or {}).items())), monitor)
+    def get(self, side, config=None, monitor=False, files=None, jetstream=False):
+        key = (side, config, tuple(sorted((files or {}).items())), monitor, jetstream)
         if key in self.failed:  # do not pay a slow failing start once per test
             pytest.fail(self.failed[key], pytrace=False)
         srv = self.servers.get(key)
@@ -39,7 +39,7 @@ class _Pool:
             srv.stop()
             srv = None
         if srv is None:
-            srv = Server(side, config=config, monitor=monitor, files=files,
+            srv = Server(side, config=config, monitor=monitor, files=files, jetstream=jetstream,
                          workdir=self.tmp_factory.mktemp(f"srv-{side}"))
             self.servers[key] = srv  # registered before start so a failed start is still stopped
             try:
@@ -66,8 +66,8 @@ def _pool(tmp_path_factory, request):
 def shared(_pool, side):
     """Return a function giving a session-shared server of this side for a config."""
 
-    def get(config=None, monitor=False, files=None):
-        return _pool.get(side, config=config, monitor=monitor, files=files)
+    def get(config=None, monitor=False, files=None, jetstream=False):
+        return _pool.get(side, config=config, monitor=monitor, files=files, jetstream=jetstream)
 
     return get
 
@@ -79,11 +79,17 @@ def srv(shared):
 
 
 @pytest.fixture
+def jsrv(shared):
+    """A session-shared JetStream server (`-js -sd <tmp>`, monitoring on); tests use their own stream names."""
+    return shared(monitor=True, jetstream=True)
+
+
+@pytest.fixture
 def fresh(side, tmp_path_factory, request):
     """Return a function that starts a private server (stopped by PID when the test ends)."""
 
-    def start(config=None, monitor=False, files=None, wait=True):
-        s = Server(side, config=config, monitor=monitor, files=files,
+    def start(config=None, monitor=False, files=None, wait=True, jetstream=False, store_dir=None):
+        s = Server(side, config=config, monitor=monitor, files=files, jetstream=jetstream, store_dir=store_dir,
                    workdir=tmp_path_factory.mktemp(f"fresh-{side}"))
         request.addfinalizer(s.stop)
         if wait:

@@ -7,6 +7,7 @@ and stopped by PID in a finalizer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -130,12 +131,17 @@ class Server:
     """One running server process (nats-server or the hub)."""
 
     def __init__(self, side: str, config: str | None = None, monitor: bool = False,
-                 files: dict[str, str] | None = None, workdir: Path | None = None):
+                 files: dict[str, str] | None = None, workdir: Path | None = None,
+                 jetstream: bool = False, store_dir: Path | None = None):
         self.side = side
         self.config_text = config
         self.monitor = monitor
         self.files = files or {}
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix=f"compat-{side}-"))
+        # JetStream via the command line (`-js -sd DIR`), the same flags for both sides; a restart with the same
+        # Server object reuses the store directory.
+        self.jetstream = jetstream
+        self.store_dir = Path(store_dir) if store_dir else self.workdir / "jetstream"
         self.proc: subprocess.Popen | None = None
         self.port = 0
         self.http_port = 0
@@ -154,6 +160,8 @@ class Server:
         cmd += ["-a", "127.0.0.1", "-p", str(self.port)]
         if self.monitor:
             cmd += ["-m", str(self.http_port)]
+        if self.jetstream:
+            cmd += ["-js", "-sd", str(self.store_dir)]
         if self.config_path is not None:
             cmd += ["-c", str(self.config_path)]
         return cmd
@@ -558,3 +566,53 @@ async def collect(sub, n: int, timeout: float = 3.0) -> list:
             pytest.fail(f"received {len(out)} of {n} messages")
         out.append(await sub.next_msg(timeout=remaining))
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# JetStream helpers
+
+
+async def js_api(nc, subject: str, body=None, timeout: float = 2.0) -> dict:
+    """Send one `$JS.API...` request (body: None, bytes, or a JSON-able object) and decode the JSON reply."""
+    if body is None:
+        data = b""
+    elif isinstance(body, bytes):
+        data = body
+    else:
+        data = json.dumps(body).encode()
+    reply = await nc.request(subject, data, timeout=timeout)
+    return json.loads(reply.data)
+
+
+def api_error(resp: dict) -> tuple:
+    """(code, err_code, description) of an API error reply; fails if the reply is not an error."""
+    assert "error" in resp, f"expected an error reply, got {resp!r}"
+    err = resp["error"]
+    return err["code"], err["err_code"], err["description"]
+
+
+RFC3339_NS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def strip_versions(config: dict) -> dict:
+    """A stream/consumer config without the server's version stamps (`_nats.ver`, `_nats.level`): the one
+    documented difference between the hub and nats-server. `_nats.req.level` stays: it follows the request."""
+    out = dict(config)
+    meta = dict(out.get("metadata") or {})
+    assert "_nats.ver" in meta and "_nats.level" in meta, f"missing version metadata in {config!r}"
+    assert meta["_nats.level"].isdigit(), meta
+    meta.pop("_nats.ver")
+    meta.pop("_nats.level")
+    out["metadata"] = meta
+    return out
+
+
+@contextlib.asynccontextmanager
+async def js_client(server: Server, **kw):
+    """A nats-py connection and its JetStream context, closed on exit."""
+    nc = await nats_connect(server, **kw)
+    try:
+        yield nc, nc.jetstream(timeout=3)
+    finally:
+        await nc.close()
