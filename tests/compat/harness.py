@@ -616,3 +616,11 @@ async def js_client(server: Server, **kw):
         yield nc, nc.jetstream(timeout=3)
     finally:
         await nc.close()
+
+
+def read_msg(raw: Raw, timeout: float | None = None) -> Msg:
+    """The next MSG/HMSG frame on a raw connection (fails on anything else or on timeout)."""
+    head = raw.expect(rb"(H?MSG [^\r\n]*\r\n)", timeout).group(1)
+    size = int(head.split()[-1])
+    payload = raw.expect(rb"(.{%d})\r\n" % size, timeout).group(1)
+    return parse_frame(head + payload + b"\r\n")[1]
