@@ -18,6 +18,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "flash": ("host.firmware_cmd", "erase a board and write a MicroPython image with esptool"),
     "deploy": ("host.deploy_cmd", "copy the edge bundle, config and boot/main to a board over mpremote"),
     "console": ("host.deploy_cmd", "a board's REPL, or its log with --log"),
+    "sim": ("sim.cli", "run a fleet of MicroPython edges against a hub with partitions and crashes, then report"),
+    "dashboard": ("sim.dashboard", "serve a fleet dashboard for a hub (its monitoring port, $EDGE.*.status)"),
 }
 
 

