@@ -83,7 +83,8 @@ class InternalHandler:
     """Marks an internal subscription whose messages go to a callback in the hub (JetStream and other services).
 
     `callback(src, subject, reply, hdr, payload)` runs synchronously in the delivering read batch; `src` is the
-    publishing connection (or the server's internal client).
+    publishing connection (or the server's internal client). A callback that returns False did not take the
+    message (it does not count as a receiver, so a requester may get a no-responders status).
     """
 
     __slots__ = ("callback",)

@@ -720,10 +720,14 @@ def _deliver_import(acc: Account, sub: Subscription, src: Client, subject: bytes
     if isinstance(imp, InternalHandler):
         if sub.closed:
             return 0
+        taken = 0
         for piece in pieces:
             reply, hdr, payload = decode_tail(piece, has_hdr)
-            imp.callback(src, subject, reply, hdr, payload)
-        return 1
+            # False: the handler does not serve this message (a direct get of a stream without allow_direct),
+            # so it must not count as a responder.
+            if imp.callback(src, subject, reply, hdr, payload) is not False:
+                taken = 1
+        return taken
     if not isinstance(imp, ServiceImport):
         # Stream import: same frames, subject mapped into the importing account.
         return deliver(imp.dest, src, map_subject(imp.subject, imp.local, subject), has_hdr, pieces, nbytes,

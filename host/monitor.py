@@ -135,7 +135,7 @@ def varz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
         "leaf": {"host": o.leafnodes.host, "port": server.leaf_port} if o.leafnodes.port else {},
         "mqtt": {},
         "websocket": {},
-        "jetstream": {},
+        "jetstream": server.js.varz() if server.js is not None else {},
         "tls_timeout": 2,
         "write_deadline": int(o.write_deadline * 1e9),
         "start": rfc3339(server.start_time),
@@ -286,7 +286,27 @@ def leafz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
             "leafnodes": len(leafs), "leafs": leafs}
 
 
+def _flag(q: dict[str, list[str]], key: str) -> bool:
+    """A boolean query option as Go's strconv.ParseBool reads it (1, t, true, ... ); anything else is false."""
+    return q.get(key, [""])[0] in ("1", "t", "T", "TRUE", "true", "True")
+
+
+def jsz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
+    """/jsz (nats-server Jsz): ?accounts=, ?streams=, ?consumers=, ?config=, ?acc=, ?offset=, ?limit=."""
+    js = server.js
+    if js is None:
+        zero = {"memory": 0, "storage": 0, "reserved_memory": 0, "reserved_storage": 0, "accounts": 0,
+                "ha_assets": 0, "api": {"level": 0, "total": 0, "errors": 0}}
+        return {**zero, "server_id": server.id, "now": rfc3339(datetime.datetime.now(datetime.UTC).timestamp()),
+                "disabled": True, "config": {"max_memory": 0, "max_storage": 0}, "streams": 0, "consumers": 0,
+                "messages": 0, "bytes": 0, "total": 0}
+    return js.jsz(accounts=_flag(q, "accounts"), streams=_flag(q, "streams"), consumers=_flag(q, "consumers"),
+                  config=_flag(q, "config"), account=q.get("acc", [""])[0], offset=_int(q, "offset", 0),
+                  limit=_int(q, "limit", 1024) or 1024)
+
+
 ENDPOINTS = {
+    "/jsz": jsz,
     "/varz": varz,
     "/connz": connz,
     "/subsz": subsz,

@@ -992,6 +992,20 @@ class StreamStore:
     def closed(self) -> bool:
         return self._closed
 
+    # Cheap reads for the stream layer's per-message path (state() builds a whole StreamState).
+
+    @property
+    def total_msgs(self) -> int:
+        return self._msgs
+
+    @property
+    def total_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def last_seq(self) -> int:
+        return self._last
+
 
 # Consumer state: nats-server ConsumerStore (store.go) and consumerMemStore's rules (memstore.go).
 

@@ -1,0 +1,712 @@
+"""JetStream: which accounts have it, where their streams live, and what every JetStream part shares
+(nats-server `jetstream.go`).
+
+Layout on disk (file storage), as nats-server: `<-sd DIR>/jetstream/` is `JetStream.store_dir`; under it
+`<account>/streams/<stream>/` holds `meta.json` (the stream config and creation time), `msgs/` (host/filestore.py)
+and `obs/<consumer>/` (consumer config and state). Memory streams keep nothing on disk and do not survive a restart.
+
+Everything runs on the hub's event loop: API requests, publishes into streams and acks arrive as internal
+subscription callbacks (host/accounts.py InternalHandler) inside the read batch of the connection that sent them;
+timers (expiry, redelivery, heartbeats, the sync interval) run from loop.call_later. Nothing here awaits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from host.store import SYNC_ALWAYS
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from host.accounts import Account
+    from host.server import Server
+    from host.stream import Stream
+
+log = logging.getLogger("natsedge.hub")
+
+# JetStream API level we claim (ADR-44): clients gate features on it. Level 1 is what 2.11 brought (per-message
+# TTL, subject delete markers, consumer pause, priority groups); later levels (counters, atomic and fast batch
+# publish, schedules) are not implemented, so the hub does not claim them (nats-server 2.15.1 says 5).
+API_LEVEL = 1
+ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, as nats-server writes it
+STORE_SUBDIR = "jetstream"  # nats-server JetStreamStoreDir: appended to -sd / store_dir
+API_PREFIX = b"$JS.API."
+_NS = 1_000_000_000
+_UINT64_MAX = (1 << 64) - 1
+
+
+class ApiError(Exception):
+    """An API error reply: `{"error":{"code":..,"err_code":..,"description":..}}` (nats-server errors.json)."""
+
+    def __init__(self, code: int, err_code: int, description: str) -> None:
+        super().__init__(description)
+        self.code = code
+        self.err_code = err_code
+        self.description = description
+
+    def body(self) -> dict[str, Any]:
+        return {"code": self.code, "err_code": self.err_code, "description": self.description}
+
+
+# The errors the stream side answers with (nats-server errors.json: code, err_code, description).
+
+
+def err_bad_request() -> ApiError:
+    return ApiError(400, 10003, "bad request")
+
+
+def err_invalid_json(detail: str) -> ApiError:
+    return ApiError(400, 10025, f"invalid JSON: {detail}")
+
+
+def err_not_empty_request() -> ApiError:
+    return ApiError(400, 10038, "expected an empty request payload")
+
+
+def err_no_message_found() -> ApiError:
+    return ApiError(404, 10037, "no message found")
+
+
+def err_sequence_not_found(seq: int) -> ApiError:
+    return ApiError(400, 10043, f"sequence {seq} not found")
+
+
+def err_stream_invalid_config(detail: str) -> ApiError:
+    return ApiError(500, 10052, detail)
+
+
+def err_stream_general(detail: str) -> ApiError:
+    return ApiError(500, 10051, detail)
+
+
+def err_stream_create(detail: str) -> ApiError:
+    return ApiError(500, 10049, detail)
+
+
+def err_stream_update(detail: str) -> ApiError:
+    return ApiError(500, 10069, detail)
+
+
+def err_stream_delete(detail: str) -> ApiError:
+    return ApiError(500, 10050, detail)
+
+
+def err_stream_mismatch() -> ApiError:
+    return ApiError(400, 10056, "stream name in subject does not match request")
+
+
+def err_stream_name_exists() -> ApiError:
+    return ApiError(400, 10058, "stream name already in use with a different configuration")
+
+
+def err_stream_not_found() -> ApiError:
+    return ApiError(404, 10059, "stream not found")
+
+
+def err_stream_subject_overlap() -> ApiError:
+    return ApiError(400, 10065, "subjects overlap with an existing stream")
+
+
+def err_stream_name_path_separators() -> ApiError:
+    return ApiError(400, 10128, "Stream name can not contain path separators")
+
+
+def err_replicas_not_supported() -> ApiError:
+    return ApiError(500, 10074, "replicas > 1 not supported in non-clustered mode")
+
+
+def err_replicas_negative() -> ApiError:
+    return ApiError(400, 10133, "replicas count cannot be negative")
+
+
+def err_msg_delete_failed(detail: str) -> ApiError:
+    return ApiError(500, 10057, detail)
+
+
+def err_purge_failed(detail: str) -> ApiError:
+    return ApiError(500, 10110, detail)
+
+
+def err_stream_sealed() -> ApiError:
+    return ApiError(400, 10109, "invalid operation on sealed stream")
+
+
+def err_memory_resources() -> ApiError:
+    return ApiError(500, 10028, "insufficient memory resources available")
+
+
+def err_storage_resources() -> ApiError:
+    return ApiError(500, 10047, "insufficient storage resources available")
+
+
+def err_insufficient_resources() -> ApiError:
+    return ApiError(503, 10023, "insufficient resources")
+
+
+def err_maximum_streams() -> ApiError:
+    return ApiError(400, 10027, "maximum number of streams reached")
+
+
+def err_required_api_level() -> ApiError:
+    return ApiError(412, 10185, "JetStream minimum api level required")
+
+
+def err_not_enabled_for_account() -> ApiError:
+    return ApiError(503, 10039, "JetStream not enabled for account")
+
+
+def rfc3339(ns: int) -> str:
+    """UTC time with nanoseconds, as Go's time.Time JSON: `2026-11-26T07:31:15.162317086Z` (zero → ZERO_TIME)."""
+    if ns <= 0:
+        return ZERO_TIME
+    secs, frac = divmod(ns, _NS)
+    base = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    if frac:
+        return f"{base}.{frac:09d}".rstrip("0") + "Z"
+    return base + "Z"
+
+
+def parse_rfc3339(text: str) -> int:
+    """Nanoseconds since the epoch from an RFC 3339 time (any offset, up to nanosecond digits); ValueError if bad."""
+    if not isinstance(text, str) or len(text) < 20:
+        raise ValueError(f"bad time {text!r}")
+    if text.startswith("0001-01-01T00:00:00"):
+        return 0
+    main, frac, rest = text[:19], "", text[19:]
+    if rest.startswith("."):
+        i = 1
+        while i < len(rest) and rest[i].isdigit():
+            i += 1
+        frac, rest = rest[1:i], rest[i:]
+    tz = UTC if rest in ("Z", "z") else datetime.strptime(rest.replace(":", ""), "%z").tzinfo
+    dt = datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=tz)
+    return int(dt.timestamp()) * _NS + int((frac + "000000000")[:9] or 0)
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+_GO_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                             "\u2029": "\\u2029"})
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact JSON as Go's encoding/json writes it: UTF-8 kept, `<`, `>`, `&` escaped (those can only occur
+    inside strings, so the whole text can be translated)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).translate(_GO_ESCAPES).encode()
+
+
+# ---- decoding requests as Go's strict encoding/json does ------------------------------------------------------
+#
+# nats-server decodes API bodies into Go structs with DisallowUnknownFields (JetStream "strict" mode, the default):
+# an unknown key, a value of the wrong JSON type or a number out of range is a 10025 "invalid JSON" error; a bad
+# enum string fails in the type's own UnmarshalJSON ("can not unmarshal ..."). A schema maps each key to a kind:
+# "string", "bool", "int", "int32", "int64", "uint64", "duration", "strings", "map", "any", a tuple of allowed
+# enum strings, or a nested schema dict.
+
+_INT_RANGES = {
+    "int": (-(1 << 63), (1 << 63) - 1, "int"),
+    "int32": (-(1 << 31), (1 << 31) - 1, "int32"),
+    "int64": (-(1 << 63), (1 << 63) - 1, "int64"),
+    "uint64": (0, _UINT64_MAX, "uint64"),
+    "duration": (-(1 << 63), (1 << 63) - 1, "time.Duration"),
+}
+_GO_TYPES = {"string": "string", "bool": "bool", "strings": "[]string", "map": "map[string]string"}
+
+
+def _json_kind(v: Any) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, (int, float)):
+        return "number"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, list):
+        return "array"
+    return "object"
+
+
+class _Decode:
+    def __init__(self, type_name: str, strict: bool) -> None:
+        self.type_name = type_name
+        self.strict = strict
+        self.first: str | None = None  # Go keeps the first type error and goes on decoding
+
+    def save(self, msg: str) -> None:
+        if self.first is None:
+            self.first = msg
+
+    def type_error(self, value: Any, path: str, go_type: str) -> None:
+        what = _json_kind(value)
+        if what == "number":
+            what = f"number {json.dumps(value)}"
+        self.save(f"json: cannot unmarshal {what} into Go struct field {self.type_name}.{path} of type {go_type}")
+
+    def struct(self, obj: dict[str, Any], schema: dict[str, Any], prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            kind = schema.get(key)
+            if kind is None:
+                if self.strict:
+                    self.save(f"json: unknown field {json.dumps(key)}")
+                continue
+            path = prefix + key
+            if value is None and not isinstance(kind, tuple):
+                continue  # null leaves the Go zero value
+            v = self.value(value, kind, path)
+            if v is not _SKIP:
+                out[key] = v
+        return out
+
+    def value(self, value: Any, kind: Any, path: str) -> Any:
+        if isinstance(kind, tuple):
+            if not isinstance(value, str) or value not in kind:
+                # The enum's UnmarshalJSON fails and aborts decoding (not a saved error).
+                raise err_invalid_json(f"can not unmarshal {json.dumps(json.dumps(value))}")
+            return value
+        if isinstance(kind, dict):
+            if not isinstance(value, dict):
+                self.type_error(value, path, "struct")
+                return _SKIP
+            return self.struct(value, kind, path + ".")
+        if kind == "any":
+            return value
+        if kind in _INT_RANGES:
+            lo, hi, go_type = _INT_RANGES[kind]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                self.type_error(value, path, go_type)
+                return _SKIP
+            if isinstance(value, float):
+                if not value.is_integer() or not math.isfinite(value):
+                    self.type_error(value, path, go_type)
+                    return _SKIP
+                value = int(value)
+            if not lo <= value <= hi:
+                self.type_error(value, path, go_type)
+                return _SKIP
+            return value
+        if kind == "string":
+            if not isinstance(value, str):
+                self.type_error(value, path, "string")
+                return _SKIP
+            return value
+        if kind == "bool":
+            if not isinstance(value, bool):
+                self.type_error(value, path, "bool")
+                return _SKIP
+            return value
+        if kind == "strings":
+            if not isinstance(value, list):
+                self.type_error(value, path, "[]string")
+                return _SKIP
+            out = []
+            for item in value:
+                if not isinstance(item, str):
+                    self.type_error(item, path, "string")
+                    out.append("")
+                else:
+                    out.append(item)
+            return out
+        if kind == "map":
+            if not isinstance(value, dict):
+                self.type_error(value, path, "map[string]string")
+                return _SKIP
+            m = {}
+            for k, v in value.items():
+                if not isinstance(v, str):
+                    self.type_error(v, path, "string")
+                    continue
+                m[k] = v
+            return m
+        raise AssertionError(f"unknown schema kind {kind!r}")
+
+
+_SKIP = object()
+
+
+def decode_request(payload: bytes, schema: dict[str, Any], type_name: str, strict: bool = True) -> dict[str, Any]:
+    """Decode an API body into the keys of `schema` (an empty body is an empty object); ApiError 10025 on bad JSON,
+    wrong types and (strict, as the API decodes) unknown keys, with Go's wording where it matters to clients."""
+    text = payload.strip()
+    if not text:
+        return {}
+    try:
+        obj = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as e:
+        if isinstance(e, json.JSONDecodeError):
+            raise err_invalid_json(f"{e.msg} at offset {e.pos + 1}") from None
+        raise err_invalid_json(str(e)) from None
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict):
+        raise err_invalid_json(f"json: cannot unmarshal {_json_kind(obj)} into Go value of type server.{type_name}")
+    d = _Decode(type_name, strict)
+    out = d.struct(obj, schema, "")
+    if d.first is not None:
+        raise err_invalid_json(d.first)
+    return out
+
+
+def is_empty_request(payload: bytes) -> bool:
+    """nats-server isEmptyRequest: nothing, `{}`, or any JSON object without keys."""
+    text = payload.strip()
+    if not text or text == b"{}":
+        return True
+    try:
+        v = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(v, dict) and not v
+
+
+def is_json_object_or_array(payload: bytes) -> bool:
+    """nats-server isJSONObjectOrArray: the body starts (after whitespace) with `{` or `[`."""
+    text = payload.lstrip()
+    return bool(text) and text[:1] in (b"{", b"[")
+
+
+# ---- accounts ------------------------------------------------------------------------------------------------
+
+
+class JSAccount:
+    """JetStream state of one account: its streams, API counters, and the helpers its parts use to talk back."""
+
+    def __init__(self, js: JetStream, account: Account) -> None:
+        self.js = js
+        self.server = js.server
+        self.account = account
+        self.streams: dict[str, Stream] = {}
+        self.api_total = 0
+        self.api_errors = 0
+        self.dir = os.path.join(js.store_dir, account.name)
+        self.api_sub: Any = None
+
+    def publish(self, subject: bytes, reply: bytes | None, hdr: bytes | None, payload: bytes) -> int:
+        """Publish from JetStream into this account (deliveries, replies, advisories)."""
+        return self.server.internal_publish(self.account, subject, reply, hdr, payload)
+
+    def respond(self, reply: bytes | None, body: dict[str, Any]) -> None:
+        """Send an API JSON reply (no reply subject: nothing to send)."""
+        if reply:
+            self.publish(reply, None, None, dumps(body))
+
+    def respond_error(self, reply: bytes | None, type_name: str, err: ApiError,
+                      extra: dict[str, Any] | None = None) -> None:
+        """An error reply `{"type", "error", **extra}`; extra carries the fields nats-server's response struct always
+        writes (e.g. `"purged":0`, or `total/offset/limit` of paged responses)."""
+        self.api_errors += 1
+        body: dict[str, Any] = {"type": type_name, "error": err.body()}
+        if extra:
+            body.update(extra)
+        self.respond(reply, body)
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> asyncio.TimerHandle:
+        return self.server.loop.call_later(max(delay, 0.0), fn)
+
+    # -- usage
+
+    def usage(self) -> tuple[int, int]:
+        """(memory bytes, file bytes) stored by this account's streams."""
+        mem = store = 0
+        for s in self.streams.values():
+            if s.is_memory:
+                mem += s.store.total_bytes
+            else:
+                store += s.store.total_bytes
+        return mem, store
+
+    def reserved(self) -> tuple[int, int]:
+        """(memory, file) bytes reserved by streams with a max_bytes limit (nats-server tieredReservation)."""
+        mem = store = 0
+        for s in self.streams.values():
+            mb = s.config["max_bytes"]
+            if mb > 0:
+                if s.is_memory:
+                    mem += mb
+                else:
+                    store += mb
+        return mem, store
+
+    def consumer_count(self) -> int:
+        return sum(len(s.consumers) for s in self.streams.values())
+
+    def account_info(self) -> dict[str, Any]:
+        """The body of `$JS.API.INFO` (JetStreamAccountStats) without its `type`."""
+        mem, store = self.usage()
+        rmem, rstore = self.reserved()
+        return {
+            "memory": mem,
+            "storage": store,
+            "reserved_memory": rmem,
+            "reserved_storage": rstore,
+            "streams": len(self.streams),
+            "consumers": self.consumer_count(),
+            "limits": {
+                "max_memory": -1,
+                "max_storage": -1,
+                "max_streams": -1,
+                "max_consumers": -1,
+                "max_ack_pending": -1,
+                "memory_max_stream_bytes": -1,
+                "storage_max_stream_bytes": -1,
+                "max_bytes_required": False,
+            },
+            "api": {"level": API_LEVEL, "total": self.api_total, "errors": self.api_errors},
+        }
+
+    def check_reservation(self, cfg: dict[str, Any], replacing: str | None = None) -> None:
+        """Would a stream with this config fit the server's storage limits? nats-server checkBytesLimits: a stream
+        reserves its max_bytes (1 byte when unlimited) on top of what other streams reserved; 10028/10047 if not."""
+        js = self.js
+        add = cfg["max_bytes"] if cfg["max_bytes"] > 0 else 1
+        reserved = 0
+        memory = cfg["storage"] == "memory"
+        for a in js.accounts.values():
+            for s in a.streams.values():
+                if s.name == replacing and a is self:
+                    continue
+                if s.is_memory == memory and s.config["max_bytes"] > 0:
+                    reserved += s.config["max_bytes"]
+        limit = js.max_memory if memory else js.max_store
+        if reserved > limit or add > limit - reserved:
+            raise err_memory_resources() if memory else err_storage_resources()
+
+
+# ---- the server-wide part -----------------------------------------------------------------------------------
+
+
+def _system_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _disk_available(path: str) -> int:
+    """75% of the free space under path (nats-server diskAvailable), 1 TB when it cannot be read."""
+    try:
+        st = os.statvfs(path)
+        return st.f_bavail * st.f_frsize // 4 * 3
+    except OSError:
+        return 1 << 40
+
+
+class JetStream:
+    """Server-wide JetStream: storage location, limits, the enabled accounts, and the timers they share."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        opts = server.opts
+        base = opts.store_dir or os.path.join(tempfile.gettempdir(), "nats")
+        self.store_dir = os.path.join(base, STORE_SUBDIR)
+        self.sync: str | float = opts.js_sync_interval if opts.js_sync_interval == SYNC_ALWAYS else float(
+            opts.js_sync_interval)
+        # Limits as nats-server derives them: configured values, else 75% of RAM and of the free disk. Only
+        # configured limits are checked on every publish (the derived ones would cost a walk of all streams per
+        # message for a limit that is reached only when the machine is full anyway).
+        self.limits_set = (opts.js_max_memory >= 0, opts.js_max_file >= 0)
+        mem = _system_memory()
+        self.max_memory = opts.js_max_memory if opts.js_max_memory >= 0 else (mem // 4 * 3 if mem else 256 << 20)
+        os.makedirs(self.store_dir, exist_ok=True)
+        self.max_store = opts.js_max_file if opts.js_max_file >= 0 else _disk_available(self.store_dir)
+        self.accounts: dict[str, JSAccount] = {}
+        self._sync_timer: asyncio.TimerHandle | None = None
+        self.started = False
+
+    def enabled_accounts(self) -> list[Account]:
+        """nats-server's rule: without configured accounts the global account has JetStream; with them, only
+        accounts that say `jetstream: enabled`."""
+        server = self.server
+        configured = [a for a in server.accounts.values() if a.config is not None]
+        if not configured:
+            return [server.global_account]
+        return [a for a in configured if a.config is not None and a.config.jetstream]
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        """Enable every account, recover its streams from disk, start the sync timer. Runs before listening."""
+        try:
+            from host import consumer as consumer_mod
+        except ImportError:  # host/consumer.py (helper CONSUMERS) is not there yet
+            consumer_mod = None
+
+        log.info("Starting JetStream")
+        log.info("    Max Memory:      %d", self.max_memory)
+        log.info("    Max Storage:     %d", self.max_store)
+        log.info("    Store Directory: \"%s\"", self.store_dir)
+        for acc in self.enabled_accounts():
+            jsa = self.enable_account(acc)
+            if consumer_mod is not None:
+                consumer_mod.install(jsa)
+            self.recover_account(jsa, consumer_mod.recover if consumer_mod is not None else None)
+        self.started = True
+        if self.sync != SYNC_ALWAYS:
+            self._sync_timer = self.server.loop.call_later(float(self.sync), self._sync_tick)
+
+    def enable_account(self, acc: Account) -> JSAccount:
+        from host.jetstream_api import dispatch
+
+        jsa = JSAccount(self, acc)
+        acc.js = jsa
+        self.accounts[acc.name] = jsa
+        jsa.api_sub = acc.add_internal(b"$JS.API.>", lambda src, subj, reply, hdr, msg: dispatch(
+            jsa, src, subj, reply, hdr, msg))
+        return jsa
+
+    def recover_account(self, jsa: JSAccount, recover_consumers: Callable[[Any], None] | None) -> None:
+        """Open every stream found under `<store_dir>/<account>/streams/`. A stream that cannot be opened is
+        logged and left on disk; the others still start."""
+        from host.stream import Stream
+
+        sdir = os.path.join(jsa.dir, "streams")
+        try:
+            names = sorted(os.listdir(sdir))
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = os.path.join(sdir, name)
+            if not os.path.isdir(path):
+                continue
+            try:
+                stream = Stream.recover(jsa, path)
+            except Exception as e:  # noqa: BLE001 - one bad stream must not keep the others down
+                log.error("JetStream: could not recover stream '%s > %s': %s", jsa.account.name, name, e)
+                continue
+            if stream is None:
+                continue
+            log.info("  Restored %d messages for stream '%s > %s'", stream.store.total_msgs, jsa.account.name,
+                     stream.name)
+            if recover_consumers is None:
+                continue
+            try:
+                recover_consumers(stream)
+            except Exception as e:  # noqa: BLE001
+                log.error("JetStream: could not recover consumers of '%s > %s': %s", jsa.account.name, name, e)
+
+    def stop(self) -> None:
+        """Stop consumers, sync and close every store. Safe to call twice."""
+        if self._sync_timer is not None:
+            self._sync_timer.cancel()
+            self._sync_timer = None
+        for jsa in self.accounts.values():
+            for stream in list(jsa.streams.values()):
+                stream.stop()
+            if jsa.api_sub is not None:
+                jsa.api_sub.closed = True
+                jsa.account.remove_sub(jsa.api_sub)
+                jsa.api_sub = None
+        self.started = False
+
+    def _sync_tick(self) -> None:
+        """nats-server syncBlocks: fsync every file store once per sync interval."""
+        self._sync_timer = None
+        if not self.started:
+            return
+        for jsa in self.accounts.values():
+            for stream in jsa.streams.values():
+                stream.sync()
+        self._sync_timer = self.server.loop.call_later(float(self.sync), self._sync_tick)
+
+    # -- limits and stats
+
+    def usage(self) -> tuple[int, int]:
+        mem = store = 0
+        for jsa in self.accounts.values():
+            m, s = jsa.usage()
+            mem += m
+            store += s
+        return mem, store
+
+    def over_limit(self, memory: bool) -> bool:
+        """nats-server limitsExceeded: storage in use already past the server's limit (checked per publish)."""
+        if not self.limits_set[0 if memory else 1]:
+            return False
+        mem, store = self.usage()
+        return mem > self.max_memory if memory else store > self.max_store
+
+    def config_json(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"max_memory": self.max_memory, "max_storage": self.max_store,
+                               "store_dir": self.store_dir}
+        if self.sync == SYNC_ALWAYS:
+            cfg["sync_always"] = True
+        else:
+            cfg["sync_interval"] = int(float(self.sync) * _NS)
+        cfg["strict"] = True
+        return cfg
+
+    def stats(self) -> dict[str, Any]:
+        """JetStreamStats: usage, reservations, accounts and API counters of the whole server."""
+        mem, store = self.usage()
+        rmem = rstore = 0
+        total = errors = 0
+        for jsa in self.accounts.values():
+            m, s = jsa.reserved()
+            rmem += m
+            rstore += s
+            total += jsa.api_total
+            errors += jsa.api_errors
+        return {"memory": mem, "storage": store, "reserved_memory": rmem, "reserved_storage": rstore,
+                "accounts": len(self.accounts), "ha_assets": 0,
+                "api": {"level": API_LEVEL, "total": total, "errors": errors}}
+
+    def varz(self) -> dict[str, Any]:
+        return {"config": self.config_json(), "stats": self.stats(), "limits": {}}
+
+    def jsz(self, accounts: bool = False, streams: bool = False, consumers: bool = False, config: bool = False,
+            account: str = "", offset: int = 0, limit: int = 1024) -> dict[str, Any]:
+        """The /jsz body (nats-server Jsz): server stats, totals, and optionally per-account details."""
+        if consumers:
+            streams = True
+        if streams and not account:
+            accounts = True
+        out: dict[str, Any] = dict(self.stats())
+        out["server_id"] = self.server.id
+        out["now"] = rfc3339(now_ns())
+        out["config"] = self.config_json()
+        out["limits"] = {}
+        n_streams = n_consumers = n_msgs = n_bytes = 0
+        for jsa in self.accounts.values():
+            for s in jsa.streams.values():
+                n_streams += 1
+                n_consumers += len(s.consumers)
+                n_msgs += s.store.total_msgs
+                n_bytes += s.store.total_bytes
+        out.update(streams=n_streams, consumers=n_consumers, messages=n_msgs, bytes=n_bytes)
+        selected: list[JSAccount] = []
+        if account:
+            selected = [jsa for name, jsa in self.accounts.items() if name == account]
+        elif accounts:
+            ordered = sorted(self.accounts.values(), key=lambda a: a.account.name)
+            offset = min(max(offset, 0), len(ordered))
+            selected = ordered[offset:offset + (limit if limit > 0 else len(ordered))]
+        if selected:
+            out["account_details"] = [self._account_detail(jsa, streams, consumers, config) for jsa in selected]
+        out["total"] = len(self.accounts)
+        return out
+
+    def _account_detail(self, jsa: JSAccount, streams: bool, consumers: bool, config: bool) -> dict[str, Any]:
+        mem, store = jsa.usage()
+        d: dict[str, Any] = {
+            "name": jsa.account.name, "id": jsa.account.name, "memory": mem, "storage": store,
+            # The account has no limits of its own: nats-server writes its -1 as an unsigned number.
+            "reserved_memory": _UINT64_MAX, "reserved_storage": _UINT64_MAX, "accounts": 0, "ha_assets": 0,
+            "api": {"level": 0, "total": jsa.api_total, "errors": jsa.api_errors},
+        }
+        if streams:
+            details = [s.detail(consumers, config) for s in jsa.streams.values()]
+            if details:
+                d["stream_detail"] = details
+        return d

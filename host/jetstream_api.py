@@ -1,0 +1,585 @@
+"""The `$JS.API` request handlers for accounts, streams and direct gets (nats-server `jetstream_api.go`).
+
+`dispatch` is the internal subscription callback on `$JS.API.>` of every JetStream-enabled account. It answers
+like nats-server: the same JSON shapes and key order, the same error codes and texts, no reply at all for a subject
+that names no API (`$JS.API.STREAM.INFO` without a stream), and requests without a reply subject are still carried
+out (only the answer is dropped). `$JS.API.CONSUMER.>` goes to host/consumer.py (`consumer_api`).
+
+Direct gets and pull requests are special in nats-server: they are served by subscriptions of the stream (with
+`allow_direct`) and of the consumer, not by the API import. A direct get for a stream without `allow_direct`, or
+a pull request for a consumer that does not exist, therefore reaches nobody and the requester gets a 503 no
+responders status. `dispatch` returns False in those cases, which tells the delivery code that this subscription
+did not take the message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from host.jetstream import (
+    API_LEVEL,
+    ApiError,
+    decode_request,
+    err_bad_request,
+    err_not_empty_request,
+    err_purge_failed,
+    err_replicas_not_supported,
+    err_required_api_level,
+    err_stream_general,
+    err_stream_invalid_config,
+    err_stream_mismatch,
+    err_stream_name_exists,
+    err_stream_name_path_separators,
+    err_stream_not_found,
+    err_stream_sealed,
+    err_stream_subject_overlap,
+    is_empty_request,
+    is_json_object_or_array,
+)
+from host.store import StoreError
+from host.stream import (
+    STREAM_CONFIG_SCHEMA,
+    Stream,
+    check_config,
+    parse_time_field,
+    set_static_metadata,
+    stored_msg_json,
+    subjects_collide,
+    update_check,
+)
+
+if TYPE_CHECKING:
+    from host.jetstream import JSAccount
+
+log = logging.getLogger("natsedge.hub")
+
+T_ACCOUNT_INFO = "io.nats.jetstream.api.v1.account_info_response"
+T_STREAM_CREATE = "io.nats.jetstream.api.v1.stream_create_response"
+T_STREAM_UPDATE = "io.nats.jetstream.api.v1.stream_update_response"
+T_STREAM_INFO = "io.nats.jetstream.api.v1.stream_info_response"
+T_STREAM_DELETE = "io.nats.jetstream.api.v1.stream_delete_response"
+T_STREAM_NAMES = "io.nats.jetstream.api.v1.stream_names_response"
+T_STREAM_LIST = "io.nats.jetstream.api.v1.stream_list_response"
+T_STREAM_PURGE = "io.nats.jetstream.api.v1.stream_purge_response"
+T_MSG_GET = "io.nats.jetstream.api.v1.stream_msg_get_response"
+T_MSG_DELETE = "io.nats.jetstream.api.v1.stream_msg_delete_response"
+
+NAMES_LIMIT = 1024  # nats-server JSApiNamesLimit
+LIST_LIMIT = 256  # nats-server JSApiListLimit
+MAX_SUBJECT_DETAILS = 100_000  # nats-server JSMaxSubjectDetails
+
+PAGED_SCHEMA = {"offset": "int"}
+NAMES_SCHEMA = {"offset": "int", "subject": "string"}
+INFO_SCHEMA = {"offset": "int", "deleted_details": "bool", "subjects_filter": "string"}
+PURGE_SCHEMA = {"seq": "uint64", "filter": "string", "keep": "uint64"}
+MSG_DELETE_SCHEMA = {"seq": "uint64", "no_erase": "bool"}
+MSG_GET_SCHEMA = {"seq": "uint64", "last_by_subj": "string", "next_by_subj": "string", "batch": "int",
+                  "max_bytes": "int", "start_time": "any", "multi_last": "strings", "up_to_seq": "uint64",
+                  "up_to_time": "any", "no_hdr": "bool"}
+_DIRECT_STATUS = {
+    "empty": b"NATS/1.0 408 Empty Request\r\n\r\n",
+    "malformed": b"NATS/1.0 408 Malformed Request\r\n\r\n",
+    "bad": b"NATS/1.0 408 Bad Request\r\n\r\n",
+    "level": b"NATS/1.0 412 Required Api Level\r\n\r\n",
+}
+
+
+def _ok(jsa: JSAccount, reply: bytes | None, body: dict[str, Any]) -> None:
+    """An answer nats-server counts as an API request (sendAPIResponse)."""
+    jsa.api_total += 1
+    jsa.respond(reply, body)
+
+
+def _fail(jsa: JSAccount, reply: bytes | None, type_name: str, err: ApiError,
+          extra: dict[str, Any] | None = None) -> None:
+    """An answer nats-server counts as an API request and an API error (sendAPIErrResponse)."""
+    jsa.api_total += 1
+    jsa.respond_error(reply, type_name, err, extra)
+
+
+def _level_too_high(hdr: bytes | None) -> bool:
+    """nats-server errorOnRequiredApiLevel: a Nats-Required-Api-Level above ours (or not a number)."""
+    if not hdr:
+        return False
+    from host.stream import H_REQUIRED_API_LEVEL, hdr_get
+
+    v = hdr_get(hdr, H_REQUIRED_API_LEVEL)
+    if not v:
+        return False
+    return not v.isdigit() or int(v) > API_LEVEL
+
+
+def dispatch(jsa: JSAccount, src: Any, subject: bytes, reply: bytes | None, hdr: bytes | None,
+             payload: bytes) -> bool:
+    """Route one `$JS.API.>` request. Returns False when nothing in the account serves it (see the module doc)."""
+    tokens = subject.decode("utf-8", "replace").split(".")
+    n = len(tokens)
+    if n < 3:
+        return True
+    group = tokens[2]
+    if group == "DIRECT":
+        return _direct_get(jsa, tokens, reply, hdr, payload)
+    if group == "CONSUMER":
+        return _consumer(jsa, tokens, reply, hdr, payload)
+    handler = _HANDLERS.get((group, tokens[3] if n > 3 else "", n))
+    if handler is None and group == "STREAM" and n == 6 and tokens[3] == "MSG":
+        handler = _MSG_HANDLERS.get(tokens[4])
+    if handler is None:
+        return True  # no such API: nats-server does not answer either
+    try:
+        handler(jsa, tokens, reply, hdr, payload)
+    except Exception:  # noqa: BLE001 - a bug must not take the connection's read batch down
+        log.exception("JetStream API request on %s failed", subject.decode("utf-8", "replace"))
+    return True
+
+
+# ---- account ---------------------------------------------------------------------------------------------------
+
+
+def account_info(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+    if _level_too_high(hdr):
+        _fail(jsa, reply, T_ACCOUNT_INFO, err_required_api_level())
+        return
+    body = {"type": T_ACCOUNT_INFO, **jsa.account_info()}  # the counters as they were before this request
+    _ok(jsa, reply, body)
+
+
+# ---- streams ---------------------------------------------------------------------------------------------------
+
+
+def _same_config(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """nats-server's create-is-idempotent test: equal configs, `_nats.req.level` taken from the existing one."""
+    a = dict(new)
+    meta = dict(a.get("metadata") or {})
+    meta.pop("_nats.req.level", None)
+    old_meta = old.get("metadata") or {}
+    if "_nats.req.level" in old_meta:
+        meta["_nats.req.level"] = old_meta["_nats.req.level"]
+    a.pop("metadata", None)
+    if meta:
+        a["metadata"] = meta
+    b = dict(old)
+    if not b.get("metadata"):
+        b.pop("metadata", None)
+    return a == b
+
+
+def _overlaps(jsa: JSAccount, subjects: list[str], skip: Stream | None) -> bool:
+    for s in jsa.streams.values():
+        if s is skip:
+            continue
+        for a in s.config["subjects"]:
+            for b in subjects:
+                if subjects_collide(a, b):
+                    return True
+    return False
+
+
+def stream_create(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+    T = T_STREAM_CREATE
+    if _level_too_high(hdr):
+        _fail(jsa, reply, T, err_required_api_level())
+        return
+    try:
+        req = decode_request(payload, STREAM_CONFIG_SCHEMA, "StreamConfigRequest")
+    except ApiError as e:
+        _fail(jsa, reply, T, e)
+        return
+    pedantic = bool(req.pop("pedantic", False))
+    name = tokens[4]
+    if req.get("name", "") != name:
+        _fail(jsa, reply, T, err_stream_mismatch())
+        return
+    if "\\" in name or "/" in name:
+        _fail(jsa, reply, T, err_stream_name_path_separators())
+        return
+    if req.get("sealed"):
+        _fail(jsa, reply, T, err_stream_invalid_config("stream configuration for create can not be sealed"))
+        return
+    if req.get("mirror_direct") and not req.get("mirror"):
+        _fail(jsa, reply, T, err_stream_invalid_config("stream has no mirror but does have mirror direct"))
+        return
+    try:
+        cfg = check_config(req, jsa, pedantic)
+        set_static_metadata(cfg)
+        if cfg["num_replicas"] > 1:
+            raise err_replicas_not_supported()
+        existing = jsa.streams.get(name)
+        if existing is not None:
+            if not _same_config(cfg, existing.config):
+                raise err_stream_name_exists()
+            stream = existing
+        else:
+            jsa.check_reservation(cfg)
+            if _overlaps(jsa, cfg["subjects"], None):
+                raise err_stream_subject_overlap()
+            try:
+                stream = Stream.create(jsa, cfg)
+            except (StoreError, OSError) as e:
+                log.warning("Stream create failed for '%s > %s': %s", jsa.account.name, name, e)
+                raise ApiError(500, 10049, "error creating store for stream") from None
+    except ApiError as e:
+        _fail(jsa, reply, T, e)
+        return
+    body = {"type": T, **stream.info(dynamic=True), "did_create": True}
+    _ok(jsa, reply, body)
+
+
+def stream_update(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+    T = T_STREAM_UPDATE
+    if _level_too_high(hdr):
+        _fail(jsa, reply, T, err_required_api_level())
+        return
+    try:
+        req = decode_request(payload, STREAM_CONFIG_SCHEMA, "StreamConfigRequest")
+        pedantic = bool(req.pop("pedantic", False))
+        cfg = check_config(req, jsa, pedantic)
+        if cfg["name"] != tokens[4]:
+            raise err_stream_mismatch()
+        stream = jsa.streams.get(tokens[4])
+        if stream is None:
+            raise err_stream_not_found()
+        set_static_metadata(cfg)
+        cfg = update_check(stream.config, cfg)
+        if cfg["max_bytes"] > max(stream.config["max_bytes"], 0):
+            jsa.check_reservation(cfg, replacing=stream.name)
+        if _overlaps(jsa, cfg["subjects"], stream):
+            raise err_stream_subject_overlap()
+        stream.update(cfg)
+    except ApiError as e:
+        _fail(jsa, reply, T, e)
+        return
+    body = {"type": T, **stream.info(dynamic=True)}
+    _ok(jsa, reply, body)
+
+
+def stream_info(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+    T = T_STREAM_INFO
+    paged = {"total": 0, "offset": 0, "limit": 0}
+    if _level_too_high(hdr):
+        _fail(jsa, reply, T, err_required_api_level(), paged)
+        return
+    deleted = False
+    subjects_filter = ""
+    offset = 0
+    if is_json_object_or_array(payload):
+        try:
+            req = decode_request(payload, INFO_SCHEMA, "JSApiStreamInfoRequest")
+        except ApiError as e:
+            _fail(jsa, reply, T, e, paged)
+            return
+        deleted = req.get("deleted_details", False)
+        subjects_filter = req.get("subjects_filter", "")
+        offset = max(req.get("offset", 0), 0)
+    stream = jsa.streams.get(tokens[4])
+    if stream is None:
+        _fail(jsa, reply, T, err_stream_not_found(), paged)
+        return
+    info = stream.info(dynamic=True, cluster=True, deleted=deleted)
+    if subjects_filter:
+        totals = stream.store.subjects_totals(subjects_filter)
+        if totals:
+            paged = {"total": len(totals), "offset": offset, "limit": MAX_SUBJECT_DETAILS}
+            names = sorted(totals)
+            if offset == 0 and len(names) <= MAX_SUBJECT_DETAILS:
+                page = names
+            else:
+                start = min(offset, len(names))
+                page = names[start:start + MAX_SUBJECT_DETAILS]
+            if page:
+                info["state"] = _with_subjects(info["state"], {s: totals[s] for s in page})
+    _ok(jsa, reply, {"type": T, **paged, **info})
+
+
+def _with_subjects(state: dict[str, Any], subjects: dict[str, int]) -> dict[str, Any]:
+    """Insert `subjects` where nats-server's StreamState has it: after num_subjects, before num_deleted."""
+    out: dict[str, Any] = {}
+    for k, v in state.items():
+        if k in ("num_deleted", "deleted", "consumer_count") and "subjects" not in out:
+            out["subjects"] = subjects
+        out[k] = v
+    return out
+
+
+def stream_delete(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+    T = T_STREAM_DELETE
+    if _level_too_high(hdr):
+        _fail(jsa, reply, T, err_required_api_level())
+        return
+    if not is_empty_request(payload):
+        _fail(jsa, reply, T, err_not_empty_request())
+        return
+    stream = jsa.streams.get(tokens[4])
+    if stream is None:
+        _fail(jsa, reply, T, err_stream_not_found())
+        return
+    try:
+        stream.delete()
+    except (StoreError, OSError) as e:
+        _fail(jsa, reply, T, ApiError(500, 10050, str(e)))
+        return
+    _ok(jsa, reply, {"type": T, "success": True})
+
+
+def _filtered_streams(jsa: JSAccount, subject: str) -> list[Stream]:
+    if not subject:
+        return list(jsa.streams.values())
+    return [s for s in jsa.streams.values() if any(subjects_collide(subject, x) for x in s.config["subjects"])]
+
+
+def stream_names(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+    T = T_STREAM_NAMES
+    empty = {"total": 0, "offset": 0, "limit": 0, "streams": None}
+    if _level_too_high(hdr):
+        _fail(jsa, reply, T, err_required_api_level(), empty)
+        return
+    offset = 0
+    subject = ""
+    if is_json_object_or_array(payload):
+        try:
+            req = decode_request(payload, NAMES_SCHEMA, "JSApiStreamNamesRequest")
+        except ApiError as e:
+            _fail(jsa, reply, T, e, empty)
+            return
+        offset = max(req.get("offset", 0), 0)
+        subject = req.get("subject", "")
+    names = sorted(s.name for s in _filtered_streams(jsa, subject))
+    offset = min(offset, len(names))
+    page = names[offset:offset + NAMES_LIMIT]
+    _ok(jsa, reply, {"type": T, "total": len(names), "offset": offset, "limit": NAMES_LIMIT,
+                     "streams": page or None})
+
+
+def stream_list(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+    T = T_STREAM_LIST
+    empty = {"total": 0, "offset": 0, "limit": 0, "streams": []}
+    if _level_too_high(hdr):
+        _fail(jsa, reply, T, err_required_api_level(), empty)
+        return
+    offset = 0
+    subject = ""
+    if is_json_object_or_array(payload):
+        try:
+            req = decode_request(payload, NAMES_SCHEMA, "JSApiStreamListRequest")
+        except ApiError as e:
+            _fail(jsa, reply, T, e, empty)
+            return
+        offset = max(req.get("offset", 0), 0)
+        subject = req.get("subject", "")
+    streams = sorted(_filtered_streams(jsa, subject), key=lambda s: s.name)
+    offset = min(offset, len(streams))
+    infos = [s.info(dynamic=False) for s in streams[offset:offset + LIST_LIMIT]]
+    _ok(jsa, reply, {"type": T, "total": len(streams), "offset": offset, "limit": LIST_LIMIT, "streams": infos})
+
+
+def stream_purge(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+    T = T_STREAM_PURGE
+    zero = {"purged": 0}
+    if _level_too_high(hdr):
+        _fail(jsa, reply, T, err_required_api_level(), zero)
+        return
+    req: dict[str, Any] = {}
+    if is_json_object_or_array(payload):
+        try:
+            req = decode_request(payload, PURGE_SCHEMA, "JSApiStreamPurgeRequest")
+        except ApiError as e:
+            _fail(jsa, reply, T, e, zero)
+            return
+        if req.get("seq", 0) > 0 and req.get("keep", 0) > 0:
+            _fail(jsa, reply, T, err_bad_request(), zero)
+            return
+    stream = jsa.streams.get(tokens[4])
+    if stream is None:
+        _fail(jsa, reply, T, err_stream_not_found(), zero)
+        return
+    if stream.config["sealed"]:
+        _fail(jsa, reply, T, err_stream_sealed(), zero)
+        return
+    if stream.config["deny_purge"]:
+        _fail(jsa, reply, T, err_purge_failed("stream purge not permitted"), zero)
+        return
+    try:
+        purged = stream.purge(req.get("filter", ""), req.get("seq", 0), req.get("keep", 0))
+    except (StoreError, OSError) as e:
+        _ok(jsa, reply, {"type": T, "error": err_stream_general(str(e)).body(), "purged": 0})
+        return
+    _ok(jsa, reply, {"type": T, "success": True, "purged": purged})
+
+
+# ---- messages ----------------------------------------------------------------------------------------------------
+
+
+def msg_delete(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+    T = T_MSG_DELETE
+    if _level_too_high(hdr):
+        _fail(jsa, reply, T, err_required_api_level())
+        return
+    if is_empty_request(payload):
+        _fail(jsa, reply, T, err_bad_request())
+        return
+    try:
+        req = decode_request(payload, MSG_DELETE_SCHEMA, "JSApiMsgDeleteRequest")
+    except ApiError as e:
+        _fail(jsa, reply, T, e)
+        return
+    stream = jsa.streams.get(tokens[5])
+    if stream is None:
+        _fail(jsa, reply, T, err_stream_not_found())
+        return
+    if stream.config["sealed"]:
+        _fail(jsa, reply, T, err_stream_sealed())
+        return
+    if stream.config["deny_delete"]:
+        _fail(jsa, reply, T, ApiError(500, 10057, "message delete not permitted"))
+        return
+    try:
+        stream.remove_msg(req.get("seq", 0), erase=not req.get("no_erase", False))
+    except ApiError as e:
+        # nats-server sends these through its success path: counted as a request, not as an error.
+        _ok(jsa, reply, {"type": T, "error": e.body()})
+        return
+    except (StoreError, OSError) as e:
+        _ok(jsa, reply, {"type": T, "error": ApiError(500, 10057, str(e)).body()})
+        return
+    _ok(jsa, reply, {"type": T, "success": True})
+
+
+def _msg_get_conflict(req: dict[str, Any]) -> bool:
+    seq = req.get("seq", 0)
+    last_for = req.get("last_by_subj", "")
+    next_for = req.get("next_by_subj", "")
+    start = "start_time" in req
+    return bool((seq > 0 and last_for) or (seq == 0 and not last_for and not next_for and not start)
+                or (seq > 0 and start) or (start and last_for) or (last_for and next_for))
+
+
+def msg_get(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+    T = T_MSG_GET
+    if _level_too_high(hdr):
+        _fail(jsa, reply, T, err_required_api_level())
+        return
+    if is_empty_request(payload):
+        _fail(jsa, reply, T, err_bad_request())
+        return
+    try:
+        req = decode_request(payload, MSG_GET_SCHEMA, "JSApiMsgGetRequest")
+        _parse_times(req)
+    except ApiError as e:
+        _fail(jsa, reply, T, e)
+        return
+    if req.get("batch", 0) > 0 or req.get("max_bytes", 0) > 0 or _msg_get_conflict(req):
+        _fail(jsa, reply, T, err_bad_request())
+        return
+    stream = jsa.streams.get(tokens[5])
+    if stream is None:
+        _fail(jsa, reply, T, err_stream_not_found())
+        return
+    try:
+        sm = stream.get_msg(req)
+    except StoreError:
+        _fail(jsa, reply, T, ApiError(404, 10037, "no message found"))
+        return
+    # nats-server answers a found message outside its API accounting.
+    jsa.respond(reply, {"type": T, "message": stored_msg_json(sm, req.get("no_hdr", False))})
+
+
+def _parse_times(req: dict[str, Any]) -> None:
+    for key in ("start_time", "up_to_time"):
+        if key in req:
+            req[key] = parse_time_field(req[key], key)
+
+
+# ---- direct get ------------------------------------------------------------------------------------------------
+
+
+def _direct_get(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> bool:
+    """`$JS.API.DIRECT.GET.<stream>` (JSON body) and `$JS.API.DIRECT.GET.<stream>.<subject>` (last by subject)."""
+    if len(tokens) < 5 or tokens[3] != "GET":
+        return False
+    stream = jsa.streams.get(tokens[4])
+    if stream is None or not stream.config["allow_direct"]:
+        return False
+    if not reply:
+        return True
+    status = _DIRECT_STATUS
+    if _level_too_high(hdr):
+        jsa.publish(reply, None, status["level"], b"")
+        return True
+    by_subject = len(tokens) > 5
+    if not by_subject and not payload.strip():
+        jsa.publish(reply, None, status["empty"], b"")
+        return True
+    try:
+        req = decode_request(payload, MSG_GET_SCHEMA, "JSApiMsgGetRequest", strict=False) if payload.strip() else {}
+        _parse_times(req)
+    except ApiError:
+        jsa.publish(reply, None, status["malformed"], b"")
+        return True
+    seq = req.get("seq", 0)
+    last_for = req.get("last_by_subj", "")
+    next_for = req.get("next_by_subj", "")
+    multi = req.get("multi_last") or []
+    start = "start_time" in req
+    if by_subject:
+        key = ".".join(tokens[5:])
+        if (not key or last_for or next_for or multi or seq or req.get("batch", 0) or start
+                or req.get("up_to_seq", 0) or "up_to_time" in req):
+            jsa.publish(reply, None, status["bad"], b"")
+            return True
+        req["last_by_subj"] = key
+    else:
+        if not seq and not last_for and not next_for and not multi and not start:
+            jsa.publish(reply, None, status["empty"], b"")
+            return True
+        batch = req.get("batch", 0)
+        if ((seq > 0 and last_for) or (seq > 0 and start) or (start and last_for) or (last_for and next_for)
+                or (last_for and batch > 0) or (last_for and multi) or (next_for and multi)
+                or (req.get("up_to_seq", 0) > 0 and "up_to_time" in req)):
+            jsa.publish(reply, None, status["bad"], b"")
+            return True
+    try:
+        stream.direct_get(req, reply)
+    except Exception:  # noqa: BLE001
+        log.exception("JetStream direct get on %s failed", stream.name)
+    return True
+
+
+# ---- consumers ---------------------------------------------------------------------------------------------------
+
+
+def _consumer(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> bool:
+    """Hand `$JS.API.CONSUMER.>` to host/consumer.py. A pull request (MSG.NEXT) for a consumer that does not
+    exist reaches nobody in nats-server (503 to the requester), so it is not taken here either."""
+    if len(tokens) >= 5 and tokens[3] == "MSG" and tokens[4] == "NEXT":
+        if len(tokens) != 7:
+            return False
+        stream = jsa.streams.get(tokens[5])
+        if stream is None or tokens[6] not in stream.consumers:
+            return False
+    try:
+        from host.consumer import consumer_api
+    except ImportError:  # host/consumer.py (helper CONSUMERS) is not there yet
+        return True
+    jsa.api_total += 1
+    try:
+        consumer_api(jsa, tokens, reply, hdr, payload)
+    except Exception:  # noqa: BLE001
+        log.exception("JetStream consumer API request %s failed", ".".join(tokens))
+    return True
+
+
+Handler = Callable[["JSAccount", list[str], "bytes | None", "bytes | None", bytes], None]
+
+_HANDLERS: dict[tuple[str, str, int], Handler] = {
+    ("INFO", "", 3): account_info,
+    ("STREAM", "CREATE", 5): stream_create,
+    ("STREAM", "UPDATE", 5): stream_update,
+    ("STREAM", "INFO", 5): stream_info,
+    ("STREAM", "DELETE", 5): stream_delete,
+    ("STREAM", "PURGE", 5): stream_purge,
+    ("STREAM", "NAMES", 4): stream_names,
+    ("STREAM", "LIST", 4): stream_list,
+}
+_MSG_HANDLERS: dict[str, Handler] = {"GET": msg_get, "DELETE": msg_delete}
