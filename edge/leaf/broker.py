@@ -197,6 +197,13 @@ class Leaf:
         finally:
             box.waiting.pop(token, None)
 
+    def kv(self, bucket):
+        # The offline KV cache of a bucket in the config's "kv" section (edge/kvcache, docs/kvcache.md).
+        cache = getattr(self, "kvcache", None)
+        if cache is None:
+            raise LeafError("no KV cache: the config has no \"kv\" section")
+        return cache.bucket(bucket)
+
     def close(self):
         t = self._cbtask
         self._cbtask = None

@@ -169,8 +169,13 @@ def check(d):
     stats = d.get("stats", 0)
     if isinstance(stats, bool) or not isinstance(stats, (int, float)) or stats < 0:
         _fail("stats", "a number of seconds >= 0 (0 = off)", stats)
+    kv = d.get("kv")
+    if kv is not None:
+        from edge.kvcache.config import check_kv  # the KV cache checks its own section
+
+        kv = check_kv(kv)
     return {"name": name, "hub": _hub(d.get("hub")), "listen": listen, "data": _str(d, "data", "data", "data"),
-            "app": app, "limits": _limits(d.get("limits")), "stats": int(stats * 1000)}
+            "app": app, "limits": _limits(d.get("limits")), "stats": int(stats * 1000), "kv": kv}
 
 
 def load(path):

@@ -27,6 +27,7 @@ class Node:
         self.leaf = leaf
         self.listener = None
         self.uplink = None
+        self.kv = None  # edge/kvcache, when the config has a "kv" section
         self.tasks = []
 
     async def close(self):
@@ -35,6 +36,8 @@ class Node:
         for t in self.tasks:
             t.cancel()
         self.tasks = []
+        if self.kv is not None:
+            self.kv.close()
         if self.listener is not None:
             self.listener.close()
         self.leaf.close()
@@ -63,6 +66,11 @@ async def start(cfg, app=None):
                              lim["ping_max"], lim["max_hub_interest"], log=log)
         backoff = Backoff(lim["reconnect_min"], lim["reconnect_max"])
         node.tasks.append(asyncio.create_task(keep_up(node.uplink, backoff, log)))
+    if cfg["kv"] is not None:
+        from edge.kvcache.cache import KVCache  # after the uplink: its sync tasks need it
+
+        node.kv = KVCache(leaf, cfg["kv"], cfg["data"], log)
+        node.tasks.extend(node.kv.start())
     node.tasks.append(asyncio.create_task(_housekeeping(node, lim["ping_interval"])))
     if cfg["stats"]:
         from edge.leaf.stats import stats_loop

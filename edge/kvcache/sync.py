@@ -1,0 +1,594 @@
+# edge/kvcache/sync.py — keeps one cached bucket in step with its hub bucket (stream KV_<bucket>) over the
+# leaf's uplink: catch-up, live updates, pushes of local writes, conflicts.
+#
+# One task per bucket, one session per hub link:
+# 1. $JS.API.STREAM.INFO.KV_<bucket>: the bucket must exist with allow_direct (the catch-up needs direct gets).
+# 2. Catch-up: batched direct gets ({"seq": last+1, "batch": N, "next_by_subj": "$KV.<b>.<filter>"}), each
+#    applied as it arrives, the next batch asked for after the 204 EOB of the previous one: the edge's own pace
+#    is the flow control (nats-reference 4.5).
+# 3. Live: an ordered push consumer from the revision after the last one applied (ack none, flow control,
+#    idle heartbeat). The consumer sequence is checked on every delivery and heartbeat; a gap, a stall or a
+#    silent hub makes a new consumer from the last applied revision.
+# 4. Local writes are published to $KV.<b>.<key> with Nats-Expected-Last-Subject-Sequence (compare-and-set
+#    against the revision the write started from) and Edge-HLC (edge/kvcache/hlc.py), a window at a time.
+#    "wrong last sequence" means the hub moved on: the hub's version is fetched and goes through the conflict
+#    policy like any hub change that meets a dirty local entry.
+# Facts about nats-server this relies on (checked against 2.15.1): the hub announces LS+ $JS.API.> only, so
+# requests and stream publishes are written to the link without waiting for interest; direct gets are served
+# by a queue subscription in group _sys_, which a leaf reaches only by naming the group; a push consumer
+# delivers to a leaf only for literal interest in its deliver subject, and the ack reply carries the stored
+# subject after "@".
+#
+# Conflict rule (the same on every edge): a hub version newer than the revision a dirty local write started
+# from, and not written by this edge, is a conflict. hub_wins takes the hub's version; lww keeps whichever has
+# the higher HLC stamp (a hub version without Edge-HLC is stamped with its stream time); callback asks the
+# bucket's resolver and pushes its answer as a new write.
+
+import asyncio
+import binascii
+import json
+import os
+
+from edge import proto
+from edge.compat import ticks_diff, ticks_ms
+from edge.kvcache import hlc
+from edge.kvcache.store import OP_DEL, OP_PURGE, OP_PUT
+from edge.leaf.broker import Subscription, log_exc
+
+SYS_QUEUE = [b"_sys_"]
+BATCH = 500  # messages per catch-up request
+WINDOW = 16  # local writes in flight
+HEARTBEAT_MS = 2000
+SILENT_MS = 3 * HEARTBEAT_MS  # no delivery or heartbeat for this long: a new consumer
+REPLY_MS = 3000
+
+
+class SyncError(Exception):
+    pass
+
+
+class ApiError(SyncError):
+    def __init__(self, err):
+        SyncError.__init__(self, "%s (%s)" % (err.get("description"), err.get("err_code")))
+        self.code = err.get("err_code")
+        self.description = err.get("description") or ""
+
+
+def days_from_civil(y, m, d):
+    y -= 1 if m <= 2 else 0
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+
+
+def rfc3339_ms(t):
+    # "2026-11-26T07:33:06.338283717Z" (or with +hh:mm) -> ms since 1970; 0 when malformed.
+    try:
+        days = days_from_civil(int(t[0:4]), int(t[5:7]), int(t[8:10]))
+        ms = ((days * 24 + int(t[11:13])) * 60 + int(t[14:16])) * 60000 + int(t[17:19]) * 1000
+        i = 19
+        if i < len(t) and t[i] == ".":
+            j = i + 1
+            while j < len(t) and t[j].isdigit():
+                j += 1
+            ms += int((t[i + 1 : j] + "000")[:3])
+            i = j
+        if i < len(t) and t[i] in "+-":
+            off = (int(t[i + 1 : i + 3]) * 60 + int(t[i + 4 : i + 6])) * 60000
+            ms -= off if t[i] == "+" else -off
+        return ms
+    except (ValueError, IndexError):
+        return 0
+
+
+_UNITS = (("ms", 1), ("us", 0.001), ("ns", 0.000001), ("h", 3600000), ("m", 60000), ("s", 1000))
+
+
+def ttl_ms(text):
+    # Nats-TTL: "5" (seconds), a Go duration ("1h30m", "2s", "500ms") or "never" -> ms; 0 = none.
+    if not text or text == "never":
+        return 0
+    if text.isdigit():
+        return int(text) * 1000
+    total = 0
+    i = 0
+    while i < len(text):
+        j = i
+        while j < len(text) and (text[j].isdigit() or text[j] == "."):
+            j += 1
+        if j == i:
+            return 0
+        num = float(text[i:j])
+        for unit, scale in _UNITS:
+            if text[j : j + len(unit)] == unit:
+                total += num * scale
+                j += len(unit)
+                break
+        else:
+            return 0
+        i = j
+    return int(total)
+
+
+def _headers(hdr):
+    # -> (status or None, {key: value}); a malformed block reads as status 0.
+    if not hdr:
+        return None, {}
+    try:
+        status, _, pairs = proto.decode_headers(hdr)
+    except proto.ProtocolError:
+        return 0, {}
+    h = {}
+    for k, v in pairs:
+        h[k] = v
+    return status, h
+
+
+class Inbox:
+    # The cache's reply subjects, `_INBOX.<random>.<bucket>.<kind>.<token>`, taken inside the leaf's route()
+    # (no callback queue, so a 10,000-message catch-up is never dropped). Push consumers deliver to a literal
+    # subject with one more token, subscribed per session.
+    def __init__(self, leaf):
+        self.leaf = leaf
+        self.prefix = b"_INBOX." + binascii.hexlify(os.urandom(8)) + b"."
+        self.syncs = []
+        leaf.add_sub(Subscription(self.prefix + b"*.*.*", None, self, None))
+
+    def send_msg(self, sub, subject, reply, hdr, payload):
+        parts = subject[len(self.prefix) :].split(b".")
+        if len(parts) < 3 or not parts[0].isdigit():
+            return
+        i = int(parts[0])
+        if i < len(self.syncs):
+            self.syncs[i].on_msg(parts[1], parts[2], reply, hdr, payload)
+
+    def unsub(self, sub):
+        self.leaf.remove_sub(sub)
+
+
+class Sync:
+    def __init__(self, kv, inbox, index, log):
+        self.kv = kv
+        self.store = kv.store
+        self.leaf = inbox.leaf
+        self.inbox = inbox
+        inbox.syncs.append(self)
+        self.base = inbox.prefix + b"%d." % index
+        self.log = log
+        self.stream = "KV_" + kv.name
+        self.kv_prefix = "$KV.%s." % kv.name
+        self.filter = self.kv_prefix + kv.filter
+        self.online = False
+        self.caught_up = False
+        self.ev = asyncio.Event()
+        self.n = 0
+        self.replies = {}  # token -> (hdr, payload), None while waiting
+        self.acks = {}  # token -> [key, stamp, PubAck dict or None]
+        self.failed = {}  # key -> why the hub refused its push (not a CAS failure); retried next session
+        self.max_age_ms = 0
+        self.held_logged = False
+        self.catchup_ms = 0  # duration of the last catch-up, and messages applied by it
+        self.catchup_msgs = 0
+        self._reset_batch(None)
+        self.gen = 0
+        self.cons_sub = None
+        self.cons_name = None
+        self.cseq = 0
+        self.heard = 0
+        self.cons_broken = False
+
+    def _reset_batch(self, token):
+        self.batch_token = token
+        self.batch_done = False
+        self.batch_pending = -1
+        self.batch_count = 0
+        self.batch_error = None
+
+    # ---- link ---------------------------------------------------------------------------------------
+
+    def _link(self):
+        up = self.leaf.uplink
+        if up is None or not up.up or up.link is None:
+            return None
+        return up.link
+
+    def _send(self, subject, payload, reply=None, hdr=None, queues=None):
+        # Straight to the hub link: stream subjects have no interest announced (see the top of the file).
+        link = self._link()
+        if link is None:
+            raise SyncError("hub link down")
+        return link.write(proto.encode_lmsg(subject, payload, reply, queues, hdr))
+
+    def wake(self):
+        self.ev.set()
+
+    def idle(self):
+        return self.online and self.caught_up and not self.store.dirty
+
+    async def _wait(self, cond, ms, progress=None):
+        # Until cond() holds (True), or ms pass without progress() changing, or the link drops (False).
+        t0 = ticks_ms()
+        mark = progress() if progress else None
+        while not cond():
+            if self._link() is None:
+                return False
+            if progress is not None and progress() != mark:
+                mark = progress()
+                t0 = ticks_ms()
+            left = ms - ticks_diff(ticks_ms(), t0)
+            if left <= 0:
+                return False
+            self.ev.clear()
+            try:
+                await asyncio.wait_for(self.ev.wait(), min(left, 250) / 1000)
+            except asyncio.TimeoutError:
+                pass
+        return True
+
+    async def request(self, subject, body, ms=REPLY_MS, queues=None):
+        self.n += 1
+        tok = b"%d" % self.n
+        self.replies[tok] = None
+        try:
+            if not self._send(subject, body, self.base + b"r." + tok, None, queues):
+                raise SyncError("hub link congested")
+            if not await self._wait(lambda: self.replies.get(tok) is not None, ms):
+                raise SyncError("no reply to %s" % subject)
+            return self.replies[tok]
+        finally:
+            self.replies.pop(tok, None)
+
+    async def api(self, subject, obj):
+        _, payload = await self.request(subject, json.dumps(obj) if obj is not None else b"")
+        try:
+            resp = json.loads(payload)
+        except ValueError:
+            raise SyncError("bad JSON from %s" % subject)
+        if "error" in resp:
+            raise ApiError(resp["error"])
+        return resp
+
+    # ---- inbound ------------------------------------------------------------------------------------
+
+    def on_msg(self, kind, token, reply, hdr, payload):
+        # Runs inside the leaf's route(): never awaits.
+        try:
+            if kind == b"d":
+                if token == b"%d" % self.gen:
+                    self._on_delivery(reply, hdr, payload)
+            elif kind == b"g":
+                if token == self.batch_token:
+                    self._on_batch(hdr, payload)
+            elif kind == b"p":
+                a = self.acks.get(token)
+                if a is not None:
+                    try:
+                        a[2] = json.loads(payload)
+                    except ValueError:
+                        a[2] = {"error": {"description": "bad PubAck", "err_code": 0}}
+            elif kind == b"r":
+                if token in self.replies:
+                    self.replies[token] = (hdr, payload)
+        except Exception as e:  # a bad message must not break the leaf's read loop
+            self.log("kv sync bucket=%s: message dropped: %r" % (self.kv.name, e))
+            log_exc(e)
+        self.ev.set()
+
+    def _on_batch(self, hdr, payload):
+        status, h = _headers(hdr)
+        if status == 204:
+            self.batch_pending = int(h.get("Nats-Num-Pending", "0"))
+            self.batch_done = True
+        elif status == 404:
+            self.batch_pending = 0
+            self.batch_done = True
+        elif status is not None:
+            self.batch_error = "direct get: status %s %s" % (status, h)
+            self.batch_done = True
+        else:
+            self.batch_count += 1
+            self._apply(h.get("Nats-Subject", ""), int(h.get("Nats-Sequence", "0")),
+                        rfc3339_ms(h.get("Nats-Time-Stamp", "")), h, payload, True)
+
+    def _on_delivery(self, reply, hdr, payload):
+        self.heard = ticks_ms()
+        status, h = _headers(hdr)
+        if status == 100:
+            if reply:  # flow control request
+                self._send(reply, b"")
+            stalled = h.get("Nats-Consumer-Stalled")
+            if stalled:
+                self._send(stalled, b"")
+            last = h.get("Nats-Last-Consumer")
+            if last is not None and int(last) != self.cseq:
+                self.cons_broken = True
+            return
+        if status is not None or not reply or reply[:8] != b"$JS.ACK.":
+            return
+        ack, _, subject = reply.partition(b"@")
+        toks = ack.split(b".")
+        if len(toks) == 9:
+            sseq, cseq, ts = toks[5], toks[6], toks[7]
+        elif len(toks) >= 11:
+            sseq, cseq, ts = toks[7], toks[8], toks[9]
+        else:
+            self.cons_broken = True
+            return
+        cseq = int(cseq)
+        if cseq != self.cseq + 1 or not subject:
+            self.cons_broken = True
+            return
+        self.cseq = cseq
+        self._apply(subject.decode(), int(sseq), int(ts) // 1000000, h, payload, True)
+
+    def _apply(self, subject, rev, ts, h, value, in_order):
+        # One hub message (from a batch, the consumer or a single get). in_order: every earlier revision
+        # has been applied, so the sync watermark may move to rev.
+        if subject[: len(self.kv_prefix)] != self.kv_prefix or rev <= 0:
+            return
+        key = subject[len(self.kv_prefix) :]
+        op = h.get("KV-Operation")
+        removed = op == "DEL" or op == "PURGE" or "Nats-Marker-Reason" in h
+        text = h.get("Edge-HLC")
+        stamp = hlc.parse(text) if text else None
+        if stamp is None:
+            stamp = (ts, 0, "")
+            text = None
+        self.kv.clock.observe(stamp)
+        exp = 0
+        if not removed:
+            life = ttl_ms(h.get("Nats-TTL")) or self.max_age_ms
+            if life:
+                exp = ts + life
+                removed = exp <= hlc.wall_ms()  # expired on the hub already
+        self._hub_change(key, rev, removed, value, exp, stamp, text, in_order)
+
+    def _hub_change(self, key, rev, removed, value, exp, stamp, text, in_order):
+        store = self.store
+        kv = self.kv
+        d = store.dirty.get(key)
+        if d is not None:
+            if stamp[2] == kv.clock.node:  # a write of this edge came back
+                store.pushed(key, rev, text)
+            elif rev > d[1]:
+                self._conflict(key, d, rev, removed, value, exp, stamp, in_order)
+        else:
+            e = store.entries.get(key)
+            if e is None or e[1] < rev:
+                if removed:
+                    store.hub_del(key, rev, in_order)
+                    if e is not None:
+                        kv.cache.changed(kv, key, None, rev, OP_DEL)
+                elif store.hub_set(key, value, rev, exp, in_order):
+                    kv.cache.changed(kv, key, value, rev, OP_PUT)
+        if in_order:
+            store.saw(rev)
+
+    def _conflict(self, key, d, rev, removed, value, exp, stamp, in_order):
+        kv = self.kv
+        store = self.store
+        local_text = d[3]
+        hub_value = None if removed else value
+        winner = "hub"
+        if kv.policy == "callback":
+            if kv.resolver is None:
+                return  # held: the push waits for a resolver, and will meet this version again then
+            e = store.entries.get(key)
+            try:
+                merged = kv.resolver(key, e[0] if e is not None else None, hub_value)
+            except Exception as ex:
+                self.log("kv conflict resolver failed bucket=%s key=%s: %r" % (kv.name, key, ex))
+                return
+            if merged is not None and not isinstance(merged, bytes):
+                merged = bytes(merged)
+            if merged != hub_value:
+                store.local_write(key, OP_PUT if merged is not None else OP_DEL, merged, d[4],
+                                  hlc.format(kv.clock.now()), rev, rev)
+                kv.cache.changed(kv, key, merged, rev, OP_PUT if merged is not None else OP_DEL)
+                winner = "merged"
+        elif kv.policy == "lww" and hlc.parse(local_text) > stamp:
+            store.rebase(key, rev, rev)
+            winner = "edge"
+        if winner == "hub":
+            store.drop_local(key)
+            if removed:
+                store.hub_del(key, rev, in_order)
+            else:
+                store.hub_set(key, value, rev, exp, in_order)
+            kv.cache.changed(kv, key, hub_value, rev, OP_DEL if removed else OP_PUT)
+        kv.cache.conflict(kv, key, winner, local_text, hlc.format(stamp), rev)
+
+    # ---- the session --------------------------------------------------------------------------------
+
+    async def run(self):
+        while True:
+            while self._link() is None:
+                await asyncio.sleep(0.05)
+            try:
+                await self._session()
+            except SyncError as e:
+                self.log("kv sync bucket=%s: %s" % (self.kv.name, e))
+            except Exception as e:  # keep syncing: the next session starts from what is on flash
+                self.log("kv sync bucket=%s failed: %r" % (self.kv.name, e))
+                log_exc(e)
+            self.online = False
+            self.caught_up = False
+            self._drop_consumer()
+            self.failed = {}
+            await asyncio.sleep(0.5)
+
+    async def _session(self):
+        store = self.store
+        info = await self.api("$JS.API.STREAM.INFO." + self.stream, None)
+        cfg = info.get("config") or {}
+        if not cfg.get("allow_direct"):
+            raise SyncError("stream %s has allow_direct off; the edge needs direct gets" % self.stream)
+        self.max_age_ms = (cfg.get("max_age") or 0) // 1000000
+        last = (info.get("state") or {}).get("last_seq", 0)
+        if last < store.last_rev:
+            self.log("kv sync bucket=%s: hub is at revision %d, below ours (%d): the bucket was recreated, "
+                     "starting over" % (self.kv.name, last, store.last_rev))
+            store.forget_hub()
+        self.online = True
+        await self._catch_up()
+        await self._start_consumer()
+        self.caught_up = True
+        self.log("kv synced bucket=%s rev=%d keys=%d dirty=%d msgs=%d ms=%d" % (
+            self.kv.name, store.last_rev, len(store.entries), len(store.dirty), self.catchup_msgs,
+            self.catchup_ms))
+        while self._link() is not None:
+            if self.cons_broken or ticks_diff(ticks_ms(), self.heard) > SILENT_MS:
+                self.log("kv sync bucket=%s: consumer %s, new one from revision %d" % (
+                    self.kv.name, "out of order" if self.cons_broken else "silent", store.last_rev + 1))
+                await self._start_consumer()
+            pushed = await self._push_round()
+            store.mark_synced()
+            if not pushed:
+                self.ev.clear()
+                try:
+                    await asyncio.wait_for(self.ev.wait(), 0.5)
+                except asyncio.TimeoutError:
+                    pass
+
+    async def _catch_up(self):
+        t0 = ticks_ms()
+        total = 0
+        while True:
+            self.n += 1
+            tok = b"%d" % self.n
+            self._reset_batch(tok)
+            req = {"seq": self.store.last_rev + 1, "batch": BATCH, "next_by_subj": self.filter}
+            if not self._send("$JS.API.DIRECT.GET." + self.stream, json.dumps(req), self.base + b"g." + tok,
+                              None, SYS_QUEUE):
+                raise SyncError("hub link congested")
+            ok = await self._wait(lambda: self.batch_done, REPLY_MS, lambda: self.batch_count)
+            total += self.batch_count
+            if not ok:
+                raise SyncError("catch-up stalled at revision %d" % self.store.last_rev)
+            if self.batch_error:
+                raise SyncError(self.batch_error)
+            self.store.maybe_flush(ticks_ms())
+            if self.batch_pending <= 0:
+                break
+        self._reset_batch(None)
+        self.store.mark_synced()
+        self.catchup_ms = ticks_diff(ticks_ms(), t0)
+        self.catchup_msgs = total
+
+    async def _start_consumer(self):
+        self._drop_consumer()
+        self.gen += 1
+        subject = self.base + b"d.%d.0" % self.gen
+        self.cons_sub = Subscription(subject, None, self.inbox, None)
+        self.leaf.add_sub(self.cons_sub)  # literal interest first: nats-server delivers to a leaf only then
+        self.cseq = 0
+        self.cons_broken = False
+        self.heard = ticks_ms()
+        cfg = {"deliver_policy": "by_start_sequence", "opt_start_seq": self.store.last_rev + 1, "ack_policy": "none",
+               "max_deliver": 1, "filter_subject": self.filter, "flow_control": True,
+               "idle_heartbeat": HEARTBEAT_MS * 1000000, "mem_storage": True, "inactive_threshold": 30000000000,
+               "num_replicas": 1, "replay_policy": "instant", "deliver_subject": subject.decode()}
+        resp = await self.api("$JS.API.CONSUMER.CREATE." + self.stream, {"stream_name": self.stream, "config": cfg})
+        self.cons_name = resp.get("name")
+        self.heard = ticks_ms()
+
+    def _drop_consumer(self):
+        if self.cons_sub is not None:
+            self.leaf.remove_sub(self.cons_sub)  # no interest left: the hub drops the consumer after 30 s
+            self.cons_sub = None
+        if self.cons_name and self._link() is not None:
+            self.n += 1  # delete it now; the answer goes to a token nobody waits for
+            self._send("$JS.API.CONSUMER.DELETE.%s.%s" % (self.stream, self.cons_name), b"",
+                       self.base + b"r.%d" % self.n)
+        self.cons_name = None
+
+    # ---- pushing local writes ---------------------------------------------------------------------
+
+    async def _push_round(self):
+        # Publishes up to WINDOW dirty entries with compare-and-set, then handles the answers.
+        kv = self.kv
+        store = self.store
+        if not store.dirty:
+            return 0
+        if kv.policy == "callback" and kv.resolver is None:
+            if not self.held_logged:
+                self.log("kv bucket=%s: policy callback without a resolver (kv.on_conflict); %d local writes held"
+                         % (kv.name, len(store.dirty)))
+                self.held_logged = True
+            return 0
+        acks = self.acks = {}
+        for key in list(store.dirty):
+            if len(acks) >= WINDOW:
+                break
+            if key in self.failed:
+                continue
+            d = store.dirty[key]
+            e = store.get(key) if d[0] == OP_PUT else store.entries.get(key)
+            if e is None:
+                continue  # its TTL ran out before it reached the hub
+            hdr = {"Edge-HLC": d[3], "Nats-Expected-Last-Subject-Sequence": str(d[2])}
+            payload = b""
+            if d[0] == OP_DEL:
+                hdr["KV-Operation"] = "DEL"
+            elif d[0] == OP_PURGE:
+                hdr["KV-Operation"] = "PURGE"
+                hdr["Nats-Rollup"] = "sub"
+            else:
+                payload = e[0]
+            if e[2]:
+                hdr["Nats-TTL"] = str(max(1, (e[2] - hlc.wall_ms() + 999) // 1000))
+            self.n += 1
+            tok = b"%d" % self.n
+            if not self._send(self.kv_prefix + key, payload, self.base + b"p." + tok, proto.encode_headers(hdr)):
+                break  # the link's output is full: the rest go in a later round
+            acks[tok] = [key, d[3], None]
+        if not acks:
+            return 0
+        await self._wait(lambda: all(a[2] is not None for a in acks.values()), REPLY_MS)
+        done = 0
+        for a in acks.values():
+            key, stamp, res = a
+            if res is None:
+                continue
+            done += 1
+            err = res.get("error")
+            if err is None:
+                store.pushed(key, res.get("seq", 0), stamp)
+            elif err.get("err_code") == 10071:
+                await self._cas_failed(key, stamp, err.get("description", ""))
+            else:
+                self.failed[key] = err.get("description")
+                self.log("kv push refused bucket=%s key=%s: %s" % (kv.name, key, err.get("description")))
+        self.acks = {}
+        store.maybe_flush(ticks_ms())
+        return done
+
+    async def _cas_failed(self, key, stamp, description):
+        # "wrong last sequence: N": the key's last revision on the hub is N, not the one we named.
+        d = self.store.dirty.get(key)
+        if d is None or d[3] != stamp:
+            return
+        try:
+            actual = int(description.rsplit(" ", 1)[1])
+        except (ValueError, IndexError):
+            actual = -1
+        if 0 <= actual <= d[1]:
+            self.store.rebase(key, d[1], actual)  # known when the write was made: no conflict, name N next time
+            return
+        named = d[2]
+        await self.fetch(key, REPLY_MS)  # a newer version goes through _hub_change: conflict, or our own write
+        d = self.store.dirty.get(key)
+        if d is not None and d[3] == stamp and d[2] == named and actual >= 0:
+            # The version at N vanished (TTL, purge) between the publish and the get: nothing to merge with.
+            self.store.rebase(key, max(d[1], actual), actual)
+
+    async def fetch(self, key, ms):
+        # The hub's last message for key (direct get), applied like any hub change.
+        hdr, payload = await self.request("$JS.API.DIRECT.GET.%s.%s%s" % (self.stream, self.kv_prefix, key), b"", ms,
+                                          SYS_QUEUE)
+        status, h = _headers(hdr)
+        if status is None:
+            self._apply(h.get("Nats-Subject", ""), int(h.get("Nats-Sequence", "0")),
+                        rfc3339_ms(h.get("Nats-Time-Stamp", "")), h, payload, False)
+        return status
