@@ -110,6 +110,9 @@ class Account:
         # Any new subscription may create interest, so it clears the whole set.
         self.no_interest: dict[bytes, bool] = {}
         self.js: Any = None  # host.jetstream.JSAccount when JetStream is enabled for this account
+        # Told the subject of every subscription added or removed: push consumers follow the interest on their
+        # deliver subjects this way (host/consumer.py).
+        self.interest_watchers: list[Callable[[bytes], None]] = []
 
     def add_sub(self, sub: Subscription) -> None:
         self.sublist.insert(sub)
@@ -132,6 +135,8 @@ class Account:
             self.interest.pop(key, None)
         for leaf in self.leafs:
             leaf.update_interest(key)
+        for watch in self.interest_watchers:
+            watch(sub.subject)
 
     def add_internal(self, subject: bytes, callback: Callable[..., None]) -> Subscription:
         """Subscribe a hub callback to `subject` in this account (see InternalHandler)."""
