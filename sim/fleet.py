@@ -25,6 +25,9 @@ from sim.scenario import DEFAULT_LIMITS, Scenario
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_SEQ = 1 << 24  # per publisher and boot: 2 MB of bitmap at most; later numbers are counted as out of range
+# A fault window opens this long before a fault (messages then may still be in flight) and closes this long after
+# the edge's link is back and the simulator is connected (the hub's interest reaches the edge again).
+GUARD_S = 1.0
 
 
 def micropython_binary(given: str | None = None) -> str | None:
@@ -63,17 +66,32 @@ class SeqSet:
 class Track:
     """One publisher of one boot of one edge: what it published and forwarded, what reached the hub."""
 
-    __slots__ = ("published", "forwarded", "received", "duplicates", "out_of_range")
+    __slots__ = ("published", "forwarded", "received", "duplicates", "out_of_range", "windows")
 
-    def __init__(self) -> None:
+    def __init__(self, window_open: bool) -> None:
         self.published = 0  # highest SEQ printed (sequence numbers are 1, 2, 3, ... per boot)
         self.forwarded = SeqSet()
         self.received = SeqSet()
         self.duplicates = 0
         self.out_of_range = 0
+        # Fault windows as [first SEQ, last SEQ] (last 0 while open): published while a fault affected the edge.
+        self.windows: list[list[int]] = [[1, 0]] if window_open else []
+
+    def open_window(self, margin: int) -> None:
+        if not self.windows or self.windows[-1][1]:
+            self.windows.append([max(1, self.published + 1 - margin), 0])
+
+    def close_window(self) -> None:
+        if self.windows and not self.windows[-1][1]:
+            self.windows[-1][1] = max(self.published, self.windows[-1][0])
 
     def counts(self) -> dict[str, int]:
         pub_mask = (1 << (self.published + 1)) - 2  # bits 1..published
+        fault_mask = 0
+        for lo, hi in self.windows:
+            hi = hi or max(self.published, lo)
+            fault_mask |= ((1 << (hi + 1)) - 1) ^ ((1 << lo) - 1)
+        clean = pub_mask & ~fault_mask
         fwd, rcv = self.forwarded.as_int(), self.received.as_int()
         received = (rcv & pub_mask).bit_count()
         forwarded = self.forwarded.count
@@ -85,6 +103,8 @@ class Track:
             "lost_in_flight": (fwd & ~rcv).bit_count(),
             "delivered_late": (rcv & ~fwd & pub_mask).bit_count(),
             "lost": self.published - received,
+            "published_clean": clean.bit_count(),
+            "lost_clean": (clean & ~rcv).bit_count(),
             "duplicates": self.duplicates,
             "unmatched": (rcv & ~pub_mask).bit_count() + self.out_of_range,
         }
@@ -129,6 +149,8 @@ class Edge:
         self.stats_line: dict[str, int] = {}
         self.tracks: dict[tuple[int, int], Track] = {}
         self.pending: list[tuple[str, float]] = []  # (fault kind, time) waiting for the next "uplink up"
+        self.hub_wait = False  # the hub is restarting: the next "uplink up" is the way back
+        self.hub_up_at: float | None = None  # ... and it came before the simulator saw the hub ready
         self.recovery: dict[str, list[float]] = {"partition": [], "crash": [], "hub_restart": []}
         self.partitions = 0
         self.link_survived = 0
@@ -140,6 +162,10 @@ class Edge:
         self.tail: deque[str] = deque(maxlen=40)
         self.fatal: str | None = None
         self.on_fatal: Callable[[Edge], None] | None = None
+        self.observer_up: Callable[[], bool] = lambda: True
+        self.holds = 0  # faults in progress that affect this edge
+        self.window_open = False
+        self._close_timer: asyncio.TimerHandle | None = None
 
     # ---- files and process ----------------------------------------------------------------------------
 
@@ -177,6 +203,8 @@ class Edge:
 
     async def start(self) -> None:
         self.boot += 1
+        self.window_open = True  # this boot's tracks open with a window: start-up lasts until the link is up
+        self._cancel_close()
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "data").mkdir(exist_ok=True)
         (self.dir / "config.json").write_text(json.dumps(self.config(), indent=1))
@@ -198,7 +226,8 @@ class Edge:
             return
         self.expect_exit = True
         self.crashes += 1
-        self.pending = [p for p in self.pending if p[0] == "hub_restart"]
+        self.open_window()  # what the killed boot published last may still have been in flight
+        self.pending = []
         assert self.proc is not None
         await procs_mod.kill(self.proc)
         await self._reaped()
@@ -232,16 +261,71 @@ class Edge:
     def partition_started(self) -> None:
         self.partitions += 1
         self.down_during_cut = not self.link_up
+        self.fault_begins()
 
     def partition_healed(self, t: float) -> None:
         if self.link_up and not self.down_during_cut:
             self.link_survived += 1
         elif self.running:
             self.pending.append(("partition", t))
+        self.fault_ends()
+
+    def hub_down(self) -> None:
+        self.hub_wait = self.running
+        self.hub_up_at = None
+        self.fault_begins()
 
     def hub_back(self, t: float) -> None:
-        if self.running:
-            self.pending.append(("hub_restart", t))
+        """t: when the hub was back (the simulator's readiness check, or the first edge that got in, if earlier)."""
+        if self.hub_wait:
+            if self.hub_up_at is not None:
+                self.recovery["hub_restart"].append(round(self.hub_up_at - t, 3))
+            elif self.running:
+                self.pending.append(("hub_restart", t))
+        self.hub_wait = False
+        self.fault_ends()
+
+    # ---- fault windows: which messages a fault may excuse ------------------------------------------------
+
+    def fault_begins(self) -> None:
+        self.holds += 1
+        self.open_window()
+
+    def fault_ends(self) -> None:
+        self.holds = max(0, self.holds - 1)
+        self.maybe_close_window()
+
+    def open_window(self) -> None:
+        self._cancel_close()
+        if self.window_open:
+            return
+        self.window_open = True
+        for (boot, idx), t in self.tracks.items():
+            if boot == self.boot:
+                t.open_window(self._margin(idx))
+
+    def maybe_close_window(self) -> None:
+        """Close the window GUARD_S after the link is back (and the simulator connected), if no fault holds it."""
+        if self.window_open and not self.holds and self.link_up and self.observer_up() and self._close_timer is None:
+            self._close_timer = asyncio.get_running_loop().call_later(GUARD_S, self._close_window)
+
+    def _close_window(self) -> None:
+        self._close_timer = None
+        if self.holds or not self.link_up or not self.window_open:
+            return
+        self.window_open = False
+        for (boot, _idx), t in self.tracks.items():
+            if boot == self.boot:
+                t.close_window()
+
+    def _cancel_close(self) -> None:
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+
+    def _margin(self, idx: int) -> int:
+        rate = self.publishers[idx].rate if idx < len(self.publishers) else 1.0
+        return int(GUARD_S * rate) + 1
 
     # ---- what the hub delivered -------------------------------------------------------------------------
 
@@ -249,7 +333,7 @@ class Edge:
         key = (boot, idx)
         t = self.tracks.get(key)
         if t is None:
-            t = self.tracks[key] = Track()
+            t = self.tracks[key] = Track(self.window_open and boot == self.boot)
         return t
 
     def received(self, boot: int, idx: int, seq: int) -> None:
@@ -282,6 +366,7 @@ class Edge:
         code = await proc.wait()
         self.exit_codes.append(code)
         self.link_up = False
+        self._cancel_close()
         if not self.expect_exit:
             self._unexpected_exit(code, boot)
 
@@ -334,12 +419,15 @@ class Edge:
             self.link_up = True
             self.state = "up"
             after = []
+            if self.hub_wait and self.hub_up_at is None:
+                self.hub_up_at = now
             for kind, t0 in self.pending:
                 self.recovery[kind].append(round(now - t0, 3))
                 after.append(f"{now - t0:.2f} s after the {kind.replace('_', ' ')}")
                 if kind == "crash":
                     self.crashes_survived += 1
             self.pending = []
+            self.maybe_close_window()
             if after or self.connects > 1:
                 self.event(f"{self.name} uplink up" + (f" ({', '.join(after)})" if after else ""))
         elif body.startswith("uplink down"):
@@ -376,7 +464,7 @@ class Edge:
             for k, v in t.counts().items():
                 total[k] = total.get(k, 0) + v
         if not total:
-            total = dict.fromkeys(Track().counts(), 0)
+            total = dict.fromkeys(Track(False).counts(), 0)
         return total
 
     def snapshot(self, now: float) -> dict[str, Any]:

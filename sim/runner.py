@@ -198,7 +198,11 @@ class Simulation:
 
         if o.dashboard is not None:
             self.dashboard = Dashboard(self.state, o.dashboard[0], o.dashboard[1])
-            await self.dashboard.start()
+            try:
+                await self.dashboard.start()
+            except OSError as e:
+                raise SimError(f"dashboard: cannot listen on {o.dashboard[0]}:{o.dashboard[1]}: "
+                               f"{e.strerror or e}") from None
             self.say(f"dashboard: {self.dashboard.url}")
 
         for i, name in enumerate(s.edge_names()):
@@ -208,6 +212,7 @@ class Simulation:
             edge = Edge(i, name, s, self.workdir / "edges", self.procs, o.micropython,
                         f"nats-leaf://127.0.0.1:{proxy.port}", free_port() if s.lan else None, self.clock, self.event)
             edge.on_fatal = self._edge_fatal
+            edge.observer_up = self._observer_connected
             self.edges.append(edge)
         for i in range(0, len(self.edges), START_BATCH):
             await asyncio.gather(*(e.start() for e in self.edges[i:i + START_BATCH]))
@@ -222,9 +227,15 @@ class Simulation:
         code = 2 if edge.exit_codes[-1:] == [2] else 1
         self._fail(SimError(edge.fatal or f"{edge.name} failed", code))
 
+    def _observer_connected(self) -> bool:
+        return self.observer is not None and self.observer.connected
+
     def _observer_state(self, up: bool) -> None:
         if self.t0 is not None:
             self.event("simulator connected to the hub" if up else "simulator lost its hub connection")
+        if up:
+            for e in self.edges:
+                e.maybe_close_window()
 
     # ---- hub-side observations ------------------------------------------------------------------------------
 
@@ -258,7 +269,7 @@ class Simulation:
             self.stream_status = "not created: the hub runs without JetStream"
             self.say(f"stream {st['name']}: {self.stream_status}")
             return
-        body = {"name": st["name"], "subjects": st["subjects"], "storage": "file", "max_msgs": 1_000_000}
+        body = {"name": st["name"], "subjects": st["subjects"], "storage": "file", "max_msgs": 100_000}
         try:
             raw = await self.observer.request(f"$JS.API.STREAM.CREATE.{st['name']}", json.dumps(body).encode(), 3)
             reply = json.loads(raw)
@@ -321,9 +332,13 @@ class Simulation:
                 await asyncio.sleep(f.duration)
             finally:
                 t = self.clock()
-                healed = [e for e in edges if self.proxies[e.name].heal()]
-                for e in healed:
-                    e.partition_healed(t)
+                healed = []
+                for e in edges:
+                    if self.proxies[e.name].heal():
+                        healed.append(e)
+                        e.partition_healed(t)
+                    else:  # another partition still holds this edge
+                        e.fault_ends()
                 if healed:
                     self.event(f"heal {', '.join(e.name for e in healed)}")
         else:
@@ -337,11 +352,13 @@ class Simulation:
         assert self.hub is not None
         self.fault_log.append({"t": round(self.clock(), 2), "type": "hub_restart", "down": f.down})
         self.event(f"hub restart (down {f.down:g} s)")
+        for e in self.edges:
+            e.hub_down()
         try:
             await self.hub.restart(f.down)
         except HubError as e:
             raise SimError(f"the hub did not come back after a restart: {e}") from None
-        t = self.clock()
+        t = min([self.clock()] + [e.hub_up_at for e in self.edges if e.hub_wait and e.hub_up_at is not None])
         for e in self.edges:
             e.hub_back(t)
         self.event("hub is back")
