@@ -2602,10 +2602,10 @@ def _create_consumer(jsa: JSAccount, tokens: list[str], hdr: bytes | None, paylo
     elif cfg["name"]:
         name = cfg["name"]
     else:
+        # A generated name is not written into the config (nats-server copies the config before naming).
         name = _ephemeral_name()
         while name in st.consumers:
             name = _ephemeral_name()
-        cfg["name"] = name
     if not valid_name(name):
         raise _err(400, 10103, "durable name can not contain '.', '*', '>'")
     c = Consumer(st, name, cfg, time.time_ns())
