@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from .harness import RFC3339_NS, js_api, js_client, run
 
 API = "$JS.API"
@@ -78,4 +80,4 @@ def test_jsz_stream_and_consumer_detail(fresh):
 def test_healthz_js_enabled_only(fresh):
     srv = fresh(monitor=True, jetstream=True)
     status, body = srv.http_get("/healthz?js-enabled-only=true", raw=True)
-    assert status == 200 and body.strip() == b'{"status":"ok"}'
+    assert status == 200 and json.loads(body) == {"status": "ok"}
