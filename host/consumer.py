@@ -48,6 +48,7 @@ from host.store import (
     ErrStoreEOF,
     Filter,
     StoreError,
+    next_pending,
 )
 from host.sublist import is_valid_subject, subject_matches
 
@@ -1106,6 +1107,16 @@ class Consumer:
         self.compiled = [Filter(f) for f in self.filters]
         self.maxdc = max(self.cfg["max_deliver"], 0)
         self.maxp = self.cfg["max_ack_pending"]
+        self._set_scan_filter()
+
+    def _set_scan_filter(self) -> None:
+        """The filter the store walks with: none when ours covers every stream subject (nats-server isFiltered),
+        which spares the store a subject match per message."""
+        subjects = self.stream.config.get("subjects") or []
+        if len(self.filters) == 1 and subjects and all(is_subset(s, self.filters[0]) for s in subjects):
+            self.scan_filter = ""
+        else:
+            self.scan_filter = self.filters[0] if len(self.filters) == 1 else ""
 
     def _set_inactive_threshold(self) -> None:
         """nats-server updateInactiveThreshold: ephemerals always expire (5 s unless set); pull consumers get up to
@@ -1270,6 +1281,7 @@ class Consumer:
         pending entries whose message is gone, recount num_pending (nats-server purge + decStreamPending)."""
         if self.closed:
             return
+        self._set_scan_filter()  # a stream update may have changed its subjects
         store = self.stream.store
         st = store.state()
         first = st.first_seq if st.msgs else st.last_seq + 1
@@ -1450,7 +1462,7 @@ class Consumer:
                 continue  # removed since the consumer started
         try:
             if len(self.filters) <= 1:
-                sm, _ = store.load_next_msg(self.filters[0] if self.filters else "", self.sseq)
+                sm, _ = store.load_next_msg(self.scan_filter, self.sseq)
             else:
                 sm = None
                 for f in self.filters:
@@ -1800,8 +1812,8 @@ class Consumer:
             self.asflr = self.sseq - 1
         elif dseq == self.adflr + 1:
             self.adflr, self.asflr = dseq, sseq
-            nxt = min((s for s in self.pending if s > sseq), default=0)
-            if nxt and nxt < self.sseq:
+            nxt = next_pending(self.pending, sseq, self.sseq - 1)
+            if nxt:
                 p = self.pending[nxt]
                 if p.dseq > 0:
                     self.adflr, self.asflr = p.dseq - 1, nxt - 1

@@ -28,7 +28,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 DISCARD_OLD = "old"
 DISCARD_NEW = "new"
@@ -1044,6 +1044,20 @@ class ConsumerState:
         )
 
 
+def next_pending(pending: dict[int, Any], after: int, last: int) -> int:
+    """The lowest key of `pending` above `after` (at most `last`), or 0. Acks mostly come in order, so walking up
+    from `after` finds it at once; a long gap falls back to one pass over the keys."""
+    if not pending:
+        return 0
+    stop = min(last, after + len(pending))
+    for s in range(after + 1, stop + 1):
+        if s in pending:
+            return s
+    if stop >= last:
+        return 0
+    return min((s for s in pending if s > after), default=0)
+
+
 def _put_uvarint(out: bytearray, v: int) -> None:
     while v >= 0x80:
         out.append((v & 0x7F) | 0x80)
@@ -1233,7 +1247,7 @@ class ConsumerStore:
             st.ack_floor.stream_seq = sseq
             if st.delivered.consumer_seq > dseq:
                 # The floor moves up to just below the next message still pending.
-                low = min((s for s in st.pending if s > sseq), default=0)
+                low = next_pending(st.pending, sseq, st.delivered.stream_seq)
                 if low and st.pending[low].seq > 0:
                     st.ack_floor.consumer_seq = st.pending[low].seq - 1
                     st.ack_floor.stream_seq = low - 1
