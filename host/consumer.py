@@ -2081,11 +2081,14 @@ class Consumer:
         pu = self.cfg["pause_until"]
         now = time.time_ns()
         if pu is not None and pu > now:
-            self._pause_timer = self.jsa.call_later((pu - now) / NS, self._unpause_due)
+            self._pause_timer = self.jsa.call_later((pu - now + MS) / NS, self._unpause_due)
 
     def _unpause_due(self) -> None:
         self._pause_timer = None
         if self.closed:
+            return
+        if self._paused():
+            self._arm_pause()  # the loop's clock ran ahead of the wall clock
             return
         self._pause_advisory()
         self.kick()
