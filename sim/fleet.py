@@ -467,6 +467,15 @@ class Edge:
             total = dict.fromkeys(Track(False).counts(), 0)
         return total
 
+    def by_boot(self) -> list[dict[str, int]]:
+        rows: dict[int, dict[str, int]] = {}
+        for (boot, _idx), t in sorted(self.tracks.items()):
+            row = rows.setdefault(boot, {"boot": boot, "published": 0, "received": 0})
+            c = t.counts()
+            row["published"] += c["published"]
+            row["received"] += c["received"]
+        return list(rows.values())
+
     def snapshot(self, now: float) -> dict[str, Any]:
         d: dict[str, Any] = {
             "name": self.name,
@@ -475,6 +484,7 @@ class Edge:
             "boots": self.boot,
             "link_up": self.link_up,
             "messages": self.message_counts(),
+            "by_boot": self.by_boot(),
             "requests": dict(self.requests),
             "connects": self.connects,
             "reconnects": self.reconnects,
