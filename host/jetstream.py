@@ -397,6 +397,45 @@ class JSAccount:
         """Publish from JetStream into this account (deliveries, replies, advisories)."""
         return self.server.internal_publish(self.account, subject, reply, hdr, payload)
 
+    def reply_plain(self, reply: bytes, payload: bytes) -> None:
+        """Send a header-less reply (a PubAck) to `reply`.
+
+        The hot path of publishing into a stream: every PubAck goes to a reply subject used once, so the general
+        delivery (which builds and caches a route per subject) costs more than storing the message. When the reply
+        reaches exactly one plain client subscription, the frame is queued to it directly and the one-off subject
+        is not left in the subscription cache; anything else (leafs, queues, imports, permissions, UNSUB limits,
+        service-import response mappings) takes the general path.
+        """
+        acc = self.account
+        if not acc.responses:
+            sl = acc.sublist
+            r = sl.cache.get(reply)
+            if r is None:
+                r = sl.match(reply)
+                sl.cache.pop(reply, None)
+            if len(r.psubs) == 1 and not r.qsubs:
+                sub = r.psubs[0]
+                conn = sub.conn
+                if sub.imported is None and conn is not None and not conn.is_leaf and sub.max is None and \
+                        conn.perms is None:
+                    if conn.closed or sub.closed:
+                        return
+                    n = len(payload)
+                    conn.out.append(b"MSG %s %s %d\r\n%s\r\n" % (reply, sub.sid, n, payload))
+                    server = self.server
+                    if not conn.dirty:
+                        conn.dirty = True
+                        server.dirty.append(conn)
+                    conn.out_msgs += 1
+                    conn.out_bytes += n
+                    sub.delivered += 1
+                    server.out_msgs += 1
+                    server.out_bytes += n
+                    if server.reading is None:
+                        server.flush_dirty()
+                    return
+        self.publish(reply, None, None, payload)
+
     def respond(self, reply: bytes | None, body: dict[str, Any]) -> None:
         """Send an API JSON reply (no reply subject: nothing to send)."""
         if reply:

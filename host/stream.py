@@ -674,7 +674,7 @@ class Stream:
             self._store_failed(reply, e)
             return
         if reply:
-            self.jsa.publish(reply, None, None, self._ack_prefix + b"%d}" % seq)
+            self.jsa.reply_plain(reply, self._ack_prefix + b"%d}" % seq)
         if self._max_age and self._expiry is None:
             self._arm_expiry(ts + self._max_age)
         if self.consumers:
@@ -744,7 +744,7 @@ class Stream:
             if rollup and self._rollup_ok:
                 self._rollup(subject, rollup, 0)
             if reply:
-                self.jsa.publish(reply, None, None, self._ack_prefix + b"%d}" % seq)
+                self.jsa.reply_plain(reply, self._ack_prefix + b"%d}" % seq)
             return
         ttl = 0
         if ttl_raw is not None:
@@ -773,7 +773,7 @@ class Stream:
         if rollup and self._rollup_ok:
             self._rollup(subject, rollup, 1)
         if reply:
-            self.jsa.publish(reply, None, None, self._ack_prefix + b"%d}" % seq)
+            self.jsa.reply_plain(reply, self._ack_prefix + b"%d}" % seq)
         if self._max_age and self._expiry is None:
             self._arm_expiry(ts + self._max_age)
         if ttl > 0 and self._allow_ttl:
@@ -830,7 +830,7 @@ class Stream:
             dup = self._dedupe.get(msg_id)
             if dup is not None and now_ns() - dup[1] < self._dup_window:
                 if reply:
-                    self.jsa.publish(reply, None, None, self._ack_prefix + b"%d" % dup[0] + self._ack_dup_suffix)
+                    self.jsa.reply_plain(reply, self._ack_prefix + b"%d" % dup[0] + self._ack_dup_suffix)
                 return True
         exp_id = hdr_get(hdr, H_EXPECTED_LAST_MSG_ID)
         if exp_id and exp_id != self.lmsg_id:
