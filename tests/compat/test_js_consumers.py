@@ -932,3 +932,171 @@ def test_pause_expires_by_itself(jsrv):
             assert "paused" not in info
 
     run(body())
+
+
+# --------------------------------------------------------------------------------------------------
+# request limits, headers_only, backoff, inactivity, queue groups, purges under a consumer
+
+
+def test_pull_request_limits_409(jsrv):
+    async def setup():
+        async with js_client(jsrv) as (nc, _js):
+            await stream(nc, "CR1", [("a", b"x" * 50)])
+            resp = await consumer(nc, "CR1", "C", max_waiting=1, max_batch=2, max_expires=1_000_000_000,
+                                  max_bytes=100)
+            cfg = resp["config"]
+            assert (cfg["max_waiting"], cfg["max_batch"], cfg["max_expires"], cfg["max_bytes"]) == \
+                (1, 2, 1_000_000_000, 100)
+            await stream(nc, "CR2")
+            await consumer(nc, "CR2", "C", max_waiting=1)
+
+    run(setup())
+    cases = [(b'{"batch":5}', b"409 Exceeded MaxRequestBatch of 2"),
+             (b'{"batch":1,"expires":5000000000}', b"409 Exceeded MaxRequestExpires of 1s"),
+             (b'{"batch":1,"max_bytes":500}', b"409 Exceeded MaxRequestMaxBytes of 100")]
+    with jsrv.client() as c:
+        c.send(b"SUB r.pull 7\r\n")
+        for body, status in cases:
+            c.send(pub(f"{API}.CONSUMER.MSG.NEXT.CR1.C", body, reply="r.pull"))
+            hdr = b"NATS/1.0 " + status + b"\r\n\r\n"
+            c.expect(f"HMSG r.pull 7 {len(hdr)} {len(hdr)}\r\n".encode().replace(b".", rb"\.") + re.escape(hdr)
+                     + rb"\r\n")
+        # one request may wait on CR2's empty consumer; a second one is refused
+        c.send(pub(f"{API}.CONSUMER.MSG.NEXT.CR2.C", b'{"batch":1,"expires":1000000000}', reply="r.pull"))
+        c.sync()
+        c.send(pub(f"{API}.CONSUMER.MSG.NEXT.CR2.C", b'{"batch":1,"expires":1000000000}', reply="r.pull"))
+        c.expect(rb"HMSG r\.pull 7 36 36\r\nNATS/1\.0 409 Exceeded MaxWaiting\r\n\r\n\r\n")
+        c.expect(rb"HMSG r\.pull 7 81 81\r\nNATS/1\.0 408 Request Timeout\r\nNats-Pending-Messages: 1\r\n", timeout=3)
+
+
+def test_headers_only_consumer(jsrv):
+    async def body():
+        async with js_client(jsrv) as (nc, _js):
+            await stream(nc, "CR3")
+            await nc.request("cr3.a", b"hello", headers={"X": "y"}, timeout=2)
+            await nc.request("cr3.a", b"", timeout=2)
+            resp = await consumer(nc, "CR3", "C", headers_only=True)
+            assert resp["config"]["headers_only"] is True
+            msgs = await Puller(nc, "CR3", "C").fetch(2)
+            assert [(m.data, dict(m.headers)) for m in msgs] == [(b"", {"X": "y", "Nats-Msg-Size": "5"}),
+                                                                 (b"", {"Nats-Msg-Size": "0"})]
+
+    run(body())
+
+
+def test_backoff_redelivery_schedule(jsrv):
+    async def body():
+        async with js_client(jsrv) as (nc, _js):
+            await stream(nc, "CR4", [("a", b"x")])
+            resp = await consumer(nc, "CR4", "C", backoff=[300_000_000, 700_000_000], max_deliver=4)
+            # the first backoff step becomes the ack wait
+            assert (resp["config"]["ack_wait"], resp["config"]["backoff"]) == (300_000_000, [300_000_000, 700_000_000])
+            p = Puller(nc, "CR4", "C")
+            await p.request(batch=5, expires=2_300_000_000)
+            times = []
+            t0 = time.monotonic()
+            for _ in range(4):
+                msgs, status = await p.take(timeout=3, batch=1)
+                assert status is None and len(msgs) == 1
+                times.append(time.monotonic() - t0)
+                p_info = ack_info(msgs[0].reply)
+                assert p_info["delivered"] == len(times) and p_info["sseq"] == 1
+            gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+            # 0.3 s, then 0.7 s, and the last step repeats
+            assert gaps[0] >= 0.25 and gaps[1] >= 0.65 and gaps[2] >= 0.65, gaps
+            assert gaps[0] < gaps[1], gaps
+            msgs, status = await p.take(timeout=3)
+            assert msgs == [] and status == ("408", "Request Timeout")
+
+    run(body())
+
+
+def test_ephemeral_inactive_threshold_removes_consumer(jsrv):
+    async def body():
+        async with js_client(jsrv) as (nc, _js):
+            await stream(nc, "CR5")
+            resp = await js_api(nc, f"{API}.CONSUMER.CREATE.CR5.IN",
+                                {"stream_name": "CR5", "config": {"name": "IN", "ack_policy": "explicit",
+                                                                  "inactive_threshold": 500_000_000}})
+            assert resp["config"]["inactive_threshold"] == 500_000_000
+            durable = await consumer(nc, "CR5", "DUR", inactive_threshold=500_000_000)
+            assert durable["config"]["inactive_threshold"] == 500_000_000
+            deadline = time.monotonic() + 4
+            while "error" not in await cinfo(nc, "CR5", "IN"):
+                assert time.monotonic() < deadline, "idle ephemeral consumer never went away"
+                await asyncio.sleep(0.1)
+            assert api_error(await cinfo(nc, "CR5", "IN"))[1] == 10014
+
+    run(body())
+
+
+def test_push_deliver_group(jsrv):
+    async def body():
+        async with js_client(jsrv) as (nc, _js):
+            await stream(nc, "CR6")
+            q1 = await nc.subscribe("dq.cr6", queue="grp")
+            q2 = await nc.subscribe("dq.cr6", queue="grp")
+            resp = await js_api(nc, f"{API}.CONSUMER.CREATE.CR6.Q",
+                                {"stream_name": "CR6", "config": {"name": "Q", "durable_name": "Q",
+                                                                  "ack_policy": "explicit", "deliver_subject": "dq.cr6",
+                                                                  "deliver_group": "grp"}})
+            assert resp["config"]["deliver_group"] == "grp"
+            for i in range(20):
+                await nc.request("cr6.a", str(i).encode(), timeout=2)
+            got = []
+            deadline = time.monotonic() + 3
+            while len(got) < 20:
+                for q in (q1, q2):
+                    try:
+                        got.append((q, await q.next_msg(timeout=0.05)))
+                    except Exception:  # nats.errors.TimeoutError: nothing on this member right now
+                        pass
+                assert time.monotonic() < deadline, len(got)
+            assert sorted(int(m.data) for _q, m in got) == list(range(20))
+            # each message went to exactly one member of the group
+            assert len({m.reply for _q, m in got}) == 20
+            resp = await js_api(nc, f"{API}.CONSUMER.CREATE.CR6.W",
+                                {"stream_name": "CR6", "config": {"name": "W", "ack_policy": "explicit",
+                                                                  "deliver_subject": "dq.*"}})
+            assert api_error(resp) == (400, 10079, "consumer deliver subject has wildcards")
+
+    run(body())
+
+
+def test_purge_moves_consumer_past_purged_messages(jsrv):
+    async def body():
+        async with js_client(jsrv) as (nc, _js):
+            p = await pulled(nc, "CR7", 5)
+            msgs = await p.fetch(2)
+
+            async def state():
+                i = await cinfo(nc, "CR7", "C")
+                return (i["delivered"]["consumer_seq"], i["delivered"]["stream_seq"], i["ack_floor"]["consumer_seq"],
+                        i["ack_floor"]["stream_seq"], i["num_ack_pending"], i["num_pending"])
+
+            assert await state() == (2, 2, 0, 0, 2, 3)
+            assert (await js_api(nc, f"{API}.STREAM.PURGE.CR7", {}))["purged"] == 5
+            assert await state() == (2, 5, 2, 5, 0, 0)
+            # acking a purged message is harmless
+            await nc.request(msgs[0].reply, b"+ACK", timeout=2)
+            await nc.request("cr7.a", b"after", timeout=2)
+            [m] = await p.fetch(5)
+            info = ack_info(m.reply)
+            assert (m.data, info["sseq"], info["cseq"], info["pending"]) == (b"after", 6, 3, 0)
+
+    run(body())
+
+
+def test_consumer_skips_messages_removed_by_limits(jsrv):
+    async def body():
+        async with js_client(jsrv) as (nc, _js):
+            await stream(nc, "CR8", [("a", b"0"), ("a", b"1")], max_msgs=3)
+            await consumer(nc, "CR8", "C")
+            for i in range(2, 6):
+                await nc.request("cr8.a", str(i).encode(), timeout=2)
+            assert (await cinfo(nc, "CR8", "C"))["num_pending"] == 3
+            msgs = await Puller(nc, "CR8", "C").fetch(5)
+            assert [(m.data, ack_info(m.reply)["sseq"], ack_info(m.reply)["cseq"]) for m in msgs] == \
+                [(b"3", 4, 1), (b"4", 5, 2), (b"5", 6, 3)]
+
+    run(body())
