@@ -716,3 +716,111 @@ def test_account_info_counts(jsrv):
             assert after["api"]["total"] > before["api"]["total"]
 
     run(body())
+
+
+# --------------------------------------------------------------------------------------------------
+# more retention, subject changes, concurrency, large messages
+
+
+def test_workqueue_filtered_consumers_must_not_overlap(jsrv):
+    async def body():
+        async with js_client(jsrv) as (nc, _js):
+            await create(nc, "SR3", retention="workqueue")
+
+            async def add(name, filt):
+                return await js_api(nc, f"{API}.CONSUMER.CREATE.SR3.{name}",
+                                    {"stream_name": "SR3", "config": {"name": name, "durable_name": name,
+                                                                      "ack_policy": "explicit",
+                                                                      "filter_subject": filt}})
+
+            assert "error" not in await add("A", "sr3.a")
+            assert "error" not in await add("B", "sr3.b")
+            resp = await add("C", "sr3.>")
+            assert resp == {"type": "io.nats.jetstream.api.v1.consumer_create_response",
+                            "error": {"code": 400, "err_code": 10100,
+                                      "description": "filtered consumer not unique on workqueue stream"}}
+
+    run(body())
+
+
+def test_interest_retention_consumer_delete_releases_messages(jsrv):
+    async def body():
+        async with js_client(jsrv) as (nc, js):
+            await create(nc, "SR4", retention="interest")
+            sub_a = await js.pull_subscribe("sr4.a", durable="A", stream="SR4")
+            await js.pull_subscribe("sr4.a", durable="B", stream="SR4")
+            for i in range(3):
+                await publish(nc, "sr4.a", str(i).encode())
+            for m in await sub_a.fetch(3, timeout=2):
+                await m.ack_sync()
+            assert (await info(nc, "SR4"))["state"]["messages"] == 3
+            # B was the last consumer that still needed them
+            assert (await js_api(nc, f"{API}.CONSUMER.DELETE.SR4.B"))["success"] is True
+            st = (await info(nc, "SR4"))["state"]
+            assert (st["messages"], st["first_seq"], st["last_seq"], st["consumer_count"]) == (0, 4, 3, 1)
+
+    run(body())
+
+
+def test_update_removing_a_subject(jsrv):
+    async def body():
+        import nats.errors
+
+        async with js_client(jsrv) as (nc, _js):
+            await create(nc, "SU3", subjects=["su3.a", "su3.b"])
+            assert (await publish(nc, "su3.b"))["seq"] == 1
+            resp = await js_api(nc, f"{API}.STREAM.UPDATE.SU3", {"name": "SU3", "subjects": ["su3.a"]})
+            assert resp["config"]["subjects"] == ["su3.a"]
+            with pytest.raises(nats.errors.NoRespondersError):
+                await nc.request("su3.b", b"x", timeout=1)
+            assert (await publish(nc, "su3.a"))["seq"] == 2
+            # the old message stays
+            assert (await info(nc, "SU3"))["state"]["messages"] == 2
+
+    run(body())
+
+
+def test_concurrent_publishers_get_unique_contiguous_sequences(jsrv):
+    async def body():
+        async with js_client(jsrv) as (nc, _js):
+            await create(nc, "SCP", storage="memory")
+            conns = [await jsrv.nc() for _ in range(4)]
+            try:
+                async def producer(k, c):
+                    seqs = []
+                    for i in range(100):
+                        ack = json.loads((await c.request(f"scp.p{k}", f"{k}-{i}".encode(), timeout=3)).data)
+                        seqs.append(ack["seq"])
+                    return seqs
+
+                results = await asyncio.gather(*(producer(k, c) for k, c in enumerate(conns)))
+            finally:
+                for c in conns:
+                    await c.close()
+            every = sorted(s for seqs in results for s in seqs)
+            assert every == list(range(1, 401))
+            # each producer's own messages keep their order
+            assert all(seqs == sorted(seqs) for seqs in results)
+            for k, seqs in enumerate(results):
+                msg = (await js_api(nc, f"{API}.STREAM.MSG.GET.SCP", {"seq": seqs[57]}))["message"]
+                assert (msg["subject"], base64.b64decode(msg["data"])) == (f"scp.p{k}", f"{k}-57".encode())
+
+    run(body())
+
+
+def test_large_message_round_trip(jsrv):
+    async def body():
+        async with js_client(jsrv) as (nc, js):
+            await create(nc, "SBIG")
+            big = bytes(range(256)) * 3900  # just under the 1 MB default max_payload
+            ack = await js.publish("sbig.a", big, headers={"K": "v"})
+            assert ack.seq == 1
+            msg = await js.get_msg("SBIG", seq=1)
+            assert msg.data == big and msg.headers == {"K": "v"}
+            sub = await js.pull_subscribe("sbig.a", durable="D", stream="SBIG")
+            [m] = await sub.fetch(1, timeout=3)
+            assert m.data == big
+            st = (await info(nc, "SBIG"))["state"]
+            assert st["bytes"] == file_size("sbig.a", big, b"NATS/1.0\r\nK: v\r\n\r\n")
+
+    run(body())
