@@ -716,7 +716,7 @@ class Stream:
                     self._ack_error(reply, err)
                 return
             msg_id = hdr_get(hdr, H_MSG_ID) or b""
-            rollup = hdr_get(hdr, H_ROLLUP) or b""
+            rollup = (hdr_get(hdr, H_ROLLUP) or b"").lower()
             ttl_raw = hdr_get(hdr, H_TTL)
         hlen = len(hdr) if hdr is not None else 0
         mms = self._max_msg_size
@@ -837,6 +837,7 @@ class Stream:
             return ApiError(400, 10070, f"wrong last msg ID: {self.lmsg_id.decode('utf-8', 'replace')}")
         rollup = hdr_get(hdr, H_ROLLUP)
         if rollup:
+            rollup = rollup.lower()
             if not self._rollup_ok:
                 return ApiError(500, 10111, "rollup not permitted")
             if rollup not in (b"sub", b"all"):
@@ -1165,11 +1166,17 @@ def stored_msg_json(sm: StoredMsg, no_hdr: bool) -> dict[str, Any]:
     return d
 
 
+_BAD_SEQ = (1 << 64) - 1  # nats-server: uint64(parseInt64(x)) of a value that is not a number
+
+
 def _parse_uint(value: bytes) -> int | None:
-    """nats-server parseInt64 on a header value: digits only, else "not given" (None)."""
-    if value and value.isdigit():
+    """An expected-sequence header as nats-server reads it: None when empty (not given), the number when it is
+    digits, else a value no sequence can equal (so the expectation fails)."""
+    if not value:
+        return None
+    if value.isdigit():
         return int(value)
-    return None
+    return _BAD_SEQ
 
 
 def parse_time_field(value: Any, field: str) -> int:
