@@ -10,6 +10,7 @@ import json
 import signal
 
 import pytest
+from nats.js.api import ConsumerConfig
 
 from .harness import api_error, js_api, js_client, run
 
@@ -173,3 +174,53 @@ def test_kill9_repeated_cycles(fresh):
         srv.start()
         last = run(verify_after_crash(srv, acked), timeout=60)
         assert last >= len(acked)
+
+
+def test_restart_keeps_pending_redelivery_ttls_and_kv(fresh):
+    srv = fresh(jetstream=True)
+
+    async def before():
+        async with js_client(srv) as (nc, js):
+            resp = await js_api(nc, f"{API}.STREAM.CREATE.R2", {"name": "R2", "subjects": ["r2.>"],
+                                                                "allow_msg_ttl": True})
+            assert "error" not in resp, resp
+            await js.publish("r2.work", b"job")
+            await js.publish("r2.ttl", b"short-lived", headers={"Nats-TTL": "2s"})
+            sub = await js.pull_subscribe("r2.work", durable="W", stream="R2",
+                                          config=ConsumerConfig(ack_wait=1.0))
+            [m] = await sub.fetch(1, timeout=2)  # delivered, never acked
+            assert m.metadata.num_delivered == 1
+            kv = await js.create_key_value(bucket="rkv", history=3)
+            await kv.put("a", b"1")
+            await kv.put("a", b"2")
+            await kv.put("b", b"x")
+            await kv.delete("b")
+
+    run(before())
+    srv.stop()
+    srv.start()
+
+    async def after():
+        import nats.js.errors
+
+        async with js_client(srv) as (nc, js):
+            # the unacked message comes back once its ack wait has run out
+            sub = await js.pull_subscribe_bind("W", "R2")
+            [m] = await sub.fetch(1, timeout=4)
+            assert (m.data, m.metadata.num_delivered, m.metadata.sequence.stream) == (b"job", 2, 1)
+            await m.ack_sync()
+            # the TTL still runs after the restart
+            deadline = asyncio.get_running_loop().time() + 5
+            while (await js_api(nc, f"{API}.STREAM.INFO.R2"))["state"]["messages"] != 1:
+                assert asyncio.get_running_loop().time() < deadline, "TTL'd message survived its TTL"
+                await asyncio.sleep(0.1)
+            kv = await js.key_value("rkv")
+            assert [(e.value, e.revision) for e in await kv.history("a")] == [(b"1", 1), (b"2", 2)]
+            with pytest.raises(nats.js.errors.KeyNotFoundError):
+                await kv.get("b")
+            with pytest.raises(nats.js.errors.KeyWrongLastSequenceError):
+                await kv.create("a", b"dup")
+            assert await kv.create("b", b"back") == 5
+            assert sorted(await kv.keys()) == ["a", "b"]
+
+    run(after(), timeout=30)
