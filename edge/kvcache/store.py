@@ -17,11 +17,13 @@
 # 5. An entry whose TTL ran out is gone for get() at once and removed by sweep(); replay skips it.
 
 import binascii
+import gc
 import os
 import struct
 
 from edge.flashlog import FlashLog, FlashLogFull
 from edge.kvcache import hlc
+from edge.subjects import presized
 
 # record kinds
 R_SET = 1  # clean value from the hub: rev, exp
@@ -43,6 +45,7 @@ _HEAD = "<BBBBQQQI"
 _HEAD_LEN = 32
 
 _SNAP_MAGIC = b"EKV1"
+GC_EVERY = 64  # changes between collections (see _churn)
 
 
 class KVError(Exception):
@@ -100,7 +103,9 @@ class Store:
         self.max_keys = max_keys
         self.max_bytes = max_bytes
         self.wall = wall
-        self.entries = {}
+        # Sized for max_keys at start, while the heap is whole: a dict grown later needs one contiguous
+        # block of ~16 bytes per slot, which a fragmented MicroPython heap may not have (MemoryError).
+        self.entries = presized(max_keys)
         self.dirty = {}
         self.bytes = 0
         self.last_rev = 0  # sync watermark: every hub change up to this revision is applied
@@ -111,6 +116,7 @@ class Store:
         self.snap_seq = 0
         self._log_bytes = log_bytes
         self._synced_rev = 0  # last_rev as last written in an R_SYNC record
+        self._changes = 0
         _mkdirs(path)
         self.log = FlashLog(path + "/log", segment_size=segment_size, max_bytes=log_bytes, flush_every=flush_every,
                             flush_ms=flush_ms)
@@ -163,13 +169,14 @@ class Store:
             return struct.unpack("<Q", head[4:12])[0]
         except (KVError, OSError, ValueError) as e:
             print("kv: %s: snapshot ignored (%s)" % (p, e))
-            self.entries = {}
+            self.entries.clear()
             self.dirty = {}
             self.bytes = 0
             self.last_rev = 0
             return 0
 
     def _replay(self, rec):
+        self._churn()
         kind, flags, key, rev, expect, exp, ttl, stamp, value = decode(rec)
         if kind == R_SET:
             self._set_clean(key, value, rev, exp, not flags & F_OUT_OF_ORDER)
@@ -261,7 +268,17 @@ class Store:
                 out.sort()
         return [k for _, k in out]
 
+    def _churn(self):
+        # Every change leaves garbage around the few hundred bytes it keeps. MicroPython allocates next-fit
+        # until a collection, so a long catch-up or replay without one scatters the entries over the whole
+        # heap until no 4 KB block is free (measured: MemoryError with 1.5 of 2 MB free). A collection restarts
+        # allocation at the lowest free block, so what stays packs together. Costs ~0.6 ms per 450 KB live.
+        self._changes += 1
+        if not self._changes % GC_EVERY:
+            gc.collect()
+
     def _append(self, rec):
+        self._churn()
         try:
             self.log.append(rec)
         except FlashLogFull:

@@ -26,6 +26,7 @@
 
 import asyncio
 import binascii
+import gc
 import json
 import os
 
@@ -168,6 +169,7 @@ class Sync:
         self.failed = {}  # key -> why the hub refused its push (not a CAS failure); retried next session
         self.max_age_ms = 0
         self.held_logged = False
+        self.failure = None  # why the session must restart (set inside on_msg)
         self.catchup_ms = 0  # duration of the last catch-up, and messages applied by it
         self.catchup_msgs = 0
         self._reset_batch(None)
@@ -211,6 +213,8 @@ class Sync:
         t0 = ticks_ms()
         mark = progress() if progress else None
         while not cond():
+            if self.failure is not None:
+                raise SyncError(self.failure)
             if self._link() is None:
                 return False
             if progress is not None and progress() != mark:
@@ -252,7 +256,11 @@ class Sync:
     # ---- inbound ------------------------------------------------------------------------------------
 
     def on_msg(self, kind, token, reply, hdr, payload):
-        # Runs inside the leaf's route(): never awaits.
+        # Runs inside the leaf's route(): never awaits. After a message could not be applied (MemoryError,
+        # a full flash), later ones are ignored until the session restarts from the last applied revision:
+        # applying them would move the watermark past the lost one.
+        if self.failure is not None:
+            return
         try:
             if kind == b"d":
                 if token == b"%d" % self.gen:
@@ -270,9 +278,8 @@ class Sync:
             elif kind == b"r":
                 if token in self.replies:
                     self.replies[token] = (hdr, payload)
-        except Exception as e:  # a bad message must not break the leaf's read loop
-            self.log("kv sync bucket=%s: message dropped: %r" % (self.kv.name, e))
-            log_exc(e)
+        except Exception as e:  # must not break the leaf's read loop
+            self.failure = "cannot apply a hub message: %r" % (e,)
         self.ev.set()
 
     def _on_batch(self, hdr, payload):
@@ -416,6 +423,8 @@ class Sync:
             self.caught_up = False
             self._drop_consumer()
             self.failed = {}
+            self.failure = None
+            gc.collect()
             await asyncio.sleep(0.5)
 
     async def _session(self):
@@ -438,6 +447,8 @@ class Sync:
             self.kv.name, store.last_rev, len(store.entries), len(store.dirty), self.catchup_msgs,
             self.catchup_ms))
         while self._link() is not None:
+            if self.failure is not None:
+                raise SyncError(self.failure)
             if self.cons_broken or ticks_diff(ticks_ms(), self.heard) > SILENT_MS:
                 self.log("kv sync bucket=%s: consumer %s, new one from revision %d" % (
                     self.kv.name, "out of order" if self.cons_broken else "silent", store.last_rev + 1))
