@@ -624,3 +624,19 @@ def read_msg(raw: Raw, timeout: float | None = None) -> Msg:
     size = int(head.split()[-1])
     payload = raw.expect(rb"(.{%d})\r\n" % size, timeout).group(1)
     return parse_frame(head + payload + b"\r\n")[1]
+
+
+async def kv_keys(kv, timeout: float = 3.0, **kw) -> list[str]:
+    """sorted(kv.keys()), retried on NoKeysError for a moment: nats-py may queue its "initial values done"
+    marker ahead of an entry already on its way (it compares consumer info with what its callback has seen
+    so far), and then reports no keys at all. The marker is never placed between entries."""
+    import nats.js.errors
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return sorted(await kv.keys(**kw))
+        except nats.js.errors.NoKeysError:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.05)

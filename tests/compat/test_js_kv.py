@@ -9,9 +9,24 @@ import time
 import nats.js.errors
 import pytest
 
-from .harness import js_api, js_client, run, strip_versions
+from .harness import js_api, js_client, kv_keys, run, strip_versions
 
 API = "$JS.API"
+
+
+async def initial_entries(w, n: int) -> list:
+    """The watcher's first n entries and its "initial values done" marker (None). nats-py may queue that marker
+    ahead of entries already on their way (see harness.kv_keys); the entries' delta (pending) says where the
+    server put the end, so the order of the marker itself is not asserted."""
+    entries, marker = [], False
+    while len(entries) < n or not marker:
+        e = await w.updates(timeout=2)
+        if e is None:
+            assert not marker, "two initial-values markers"
+            marker = True
+        else:
+            entries.append(e)
+    return entries
 
 
 def test_create_bucket_stream_config(jsrv):
@@ -145,7 +160,7 @@ def test_keys(jsrv):
             await kv.put("a", b"v2")
             await kv.delete("b")
             await kv.purge("c")
-            assert sorted(await kv.keys()) == ["a", "d.e"]
+            assert await kv_keys(kv) == ["a", "d.e"]
 
     run(body())
 
@@ -158,15 +173,10 @@ def test_watch_initial_values_then_live_updates(jsrv):
             await kv.put("b", b"b1")
             await kv.put("a", b"a2")
             w = await kv.watchall()
-            initial = []
-            while True:
-                e = await w.updates(timeout=2)
-                if e is None:
-                    break
-                initial.append(e)
+            initial = await initial_entries(w, 2)
             # last value per key, in sequence order
-            assert [(e.key, e.value, e.revision, e.operation) for e in initial] == [("b", b"b1", 2, None),
-                                                                                  ("a", b"a2", 3, None)]
+            assert [(e.key, e.value, e.revision, e.operation, e.delta) for e in initial] == \
+                [("b", b"b1", 2, None, 1), ("a", b"a2", 3, None, 0)]
             await kv.put("c", b"c1")
             await kv.delete("a")
             e = await w.updates(timeout=2)
@@ -192,9 +202,8 @@ def test_watch_single_key_and_empty_bucket(jsrv):
                 await w.updates(timeout=0.3)
             await w.stop()
             hw = await kv.watch("x.1", include_history=True)
-            e = await hw.updates(timeout=2)
-            assert (e.key, e.revision) == ("x.1", 2)
-            assert await hw.updates(timeout=2) is None
+            [e] = await initial_entries(hw, 1)
+            assert (e.key, e.revision, e.delta) == ("x.1", 2, 0)
             await hw.stop()
 
     run(body())
@@ -213,7 +222,7 @@ def test_purge_deletes(jsrv):
             await kv.purge_deletes(olderthan=0)
             st = (await js_api(nc, f"{API}.STREAM.INFO.KV_kv10", {"subjects_filter": ">"}))["state"]
             assert st["subjects"] == {"$KV.kv10.keep": 1} and st["messages"] == 1
-            assert await kv.keys() == ["keep"]
+            assert await kv_keys(kv) == ["keep"]
 
     run(body())
 
@@ -304,5 +313,61 @@ def test_delete_bucket(jsrv):
             assert await js.delete_key_value("kv15") is True
             with pytest.raises(nats.js.errors.BucketNotFoundError):
                 await js.key_value("kv15")
+
+    run(body())
+
+
+def test_delete_with_expected_revision(jsrv):
+    async def body():
+        async with js_client(jsrv) as (_nc, js):
+            kv = await js.create_key_value(bucket="kv16", history=3)
+            r1 = await kv.put("k", b"v1")
+            await kv.put("k", b"v2")
+            with pytest.raises(nats.js.errors.APIError) as exc:
+                await kv.delete("k", last=r1)
+            assert (exc.value.err_code, exc.value.description) == (10071, "wrong last sequence: 2")
+            assert (await kv.get("k")).value == b"v2"
+            assert await kv.delete("k", last=2) is True
+            with pytest.raises(nats.js.errors.KeyNotFoundError):
+                await kv.get("k")
+
+    run(body())
+
+
+def test_limit_marker_when_key_ages_out(jsrv):
+    async def body():
+        async with js_client(jsrv) as (nc, js):
+            kv = await js.create_key_value(bucket="kv17", ttl=1, limit_marker_ttl=1)
+            cfg = (await js_api(nc, f"{API}.STREAM.INFO.KV_kv17"))["config"]
+            assert cfg["subject_delete_marker_ttl"] == 1_000_000_000
+            w = await kv.watchall()
+            assert await w.updates(timeout=2) is None
+            await kv.put("k", b"v")
+            e = await w.updates(timeout=2)
+            assert (e.key, e.value, e.operation) == ("k", b"v", None)
+            # the server's MaxAge marker reaches the watcher as a purge of the key
+            e = await w.updates(timeout=4)
+            assert (e.key, e.revision, e.operation, e.value) == ("k", 2, "PURGE", b"")
+            await w.stop()
+
+    run(body())
+
+
+def test_keys_with_filters_and_watch_ignoring_deletes(jsrv):
+    async def body():
+        async with js_client(jsrv) as (_nc, js):
+            kv = await js.create_key_value(bucket="kv18")
+            for k in ("user.1", "user.2", "order.1"):
+                await kv.put(k, b"v")
+            await kv.delete("user.2")
+            assert await kv_keys(kv, filters=["user"]) == ["user.1"]
+            w = await kv.watch("user.*", ignore_deletes=True)
+            [e] = await initial_entries(w, 1)
+            assert e.key == "user.1"
+            await kv.delete("user.1")
+            await kv.put("user.3", b"v")
+            e = await w.updates(timeout=2)
+            assert (e.key, e.operation) == ("user.3", None)
+            await w.stop()
 
     run(body())
