@@ -1,8 +1,8 @@
 """The fleet dashboard: one HTML page (no external JS or CSS) and one JSON endpoint, `/state.json`.
 
 Served by `natsedge sim --dashboard HOST:PORT` (hub + the simulator's own figures per edge), or on its own by
-`natsedge dashboard --monitor URL [--nats URL]` for any hub: then edges come from the hub's `/leafz` and from the
-`$EDGE.<name>.status` messages edges publish (when they do). The page polls `/state.json` every 1.5 s.
+`natsedge dashboard --monitor URL [--nats URL]` for any hub: then edges come from the hub's `/leafz` and from what
+edges publish about themselves on `$EDGE.<name>.<kind>` (sim/edgestatus.py). The page polls `/state.json` every 1.5 s.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sim.client import Client, parse_url
+from sim.edgestatus import SUBJECT as STATUS_SUBJECT
+from sim.edgestatus import EdgeStatus, split_subject
 from sim.hub import http_get
 
 _MAX_REQUEST = 8192
-MAX_STATUS_EDGES = 1000  # standalone: edge names kept from $EDGE.*.status (a bound against a noisy hub)
+MAX_STATUS_EDGES = 1000  # standalone: edge names kept from $EDGE.*.* (a bound against a noisy hub)
 
 
 class HubMonitor:
@@ -144,28 +146,27 @@ class Dashboard:
 
 
 class _StatusBoard:
-    """Edges seen through `$EDGE.<name>.status`, bounded in number."""
+    """Edges heard on `$EDGE.<name>.<kind>`, bounded in number."""
 
     def __init__(self) -> None:
-        self.edges: dict[str, tuple[float, Any]] = {}
+        self.edges: dict[str, EdgeStatus] = {}
 
     def on_status(self, subject: bytes, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-        tokens = subject.split(b".")
-        if len(tokens) != 3:
+        parts = split_subject(subject)
+        if parts is None:
             return
-        name = tokens[1].decode(errors="replace")
-        if name not in self.edges and len(self.edges) >= MAX_STATUS_EDGES:
-            return
-        try:
-            status: Any = json.loads(payload)
-        except ValueError:
-            status = payload[:500].decode(errors="replace")
-        self.edges[name] = (time.monotonic(), status)
+        st = self.edges.get(parts[0])
+        if st is None:
+            if len(self.edges) >= MAX_STATUS_EDGES:
+                return
+            st = self.edges[parts[0]] = EdgeStatus()
+        st.update(parts[1], payload, time.monotonic())
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--monitor", required=True, metavar="URL", help="the hub's monitoring URL, e.g. http://127.0.0.1:8222")
-    p.add_argument("--nats", metavar="URL", help="the hub's client URL, to receive $EDGE.*.status (optional)")
+    p.add_argument("--nats", metavar="URL",
+                   help="the hub's client URL, to hear edges on $EDGE.<name>.<kind> (optional)")
     p.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT", help="where to serve the page")
 
 
@@ -184,7 +185,7 @@ async def _standalone(args: argparse.Namespace, listen: tuple[str, int]) -> int:
     client = None
     if args.nats:
         client = Client(args.nats, name="natsedge-dashboard")
-        client.subscribe("$EDGE.*.status", board.on_status)
+        client.subscribe(STATUS_SUBJECT, board.on_status)
         client.start()
 
     async def state() -> dict[str, Any]:
@@ -194,10 +195,9 @@ async def _standalone(args: argparse.Namespace, listen: tuple[str, int]) -> int:
         leafs = {leaf.get("name"): leaf for leaf in hub.get("leafs") or []}
         edges = []
         for n in names:
-            at, status = board.edges.get(n, (None, None))
+            st = board.edges.get(n)
             edges.append({"name": n, "state": "up" if n in leafs else "not connected", "link_up": n in leafs,
-                          "leaf": leafs.get(n), "status": status,
-                          "status_age_s": round(now - at, 1) if at is not None else None})
+                          "leaf": leafs.get(n), "status": st.to_json(now) if st is not None else None})
         return {"source": "hub", "hub": hub, "edges": edges, "events": [],
                 "sim": {"observer_connected": bool(client and client.connected)}}
 
@@ -305,17 +305,18 @@ function render(s) {
     const cls = e.partitioned || state === "crashed" || state === "exited" || state === "failed" ? "bad"
       : (e.link_up ? "ok" : "warn");
     const st = el("span", state, cls);
-    const status = e.status === null || e.status === undefined ? "-" :
-      (typeof e.status === "string" ? e.status : JSON.stringify(e.status));
+    const es = e.status || null;
+    const status = es ? JSON.stringify(es.last) : "-";
     const sc = el("div", status, "status"); sc.title = status;
     const leaf = leafs[e.name] || e.leaf;
     return [e.name, st, leaf ? "yes" : "no", fmt(e.boots), fmt(m.published), fmt(m.received), fmt(m.lost),
-      fmt(m.not_forwarded), fmt(e.reconnects), q.sent !== undefined ? `${q.ok}/${q.sent}` : "-",
+      fmt(m.not_forwarded), fmt(es ? es.backlog : null), fmt(e.reconnects),
+      q.sent !== undefined ? `${q.ok}/${q.sent}` : "-",
       e.crashes !== undefined ? `${e.crashes_survived}/${e.crashes}` : "-", fmt(hp.last), fmt(hp.peak),
-      e.status_age_s === null || e.status_age_s === undefined ? "-" : e.status_age_s + "s", sc];
+      es ? es.age_s + "s" : "-", sc];
   });
   table(document.getElementById("edges"), ["edge", "state", "on hub", "boots", "published", "at hub", "lost",
-    "not fwd", "reconnects", "req ok", "crashes ok", "heap", "heap peak", "status age", "status"], rows);
+    "not fwd", "backlog", "reconnects", "req ok", "crashes ok", "heap", "heap peak", "status age", "status"], rows);
   document.getElementById("events").textContent =
     (s.events || []).slice().reverse().map(e => `${e.t.toFixed(2).padStart(8)}s  ${e.text}`).join("\\n");
   last = s;

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sim import procs as procs_mod
+from sim.edgestatus import EdgeStatus
 from sim.procs import ProcessTable
 from sim.scenario import DEFAULT_LIMITS, Scenario
 
@@ -157,8 +158,7 @@ class Edge:
         self.down_during_cut = False
         self.requests = {"sent": 0, "ok": 0, "timeout": 0, "no_responders": 0}
         self.stop_acked = False
-        self.status: Any = None  # last $EDGE.<name>.status message, if the edge publishes one
-        self.status_at: float | None = None
+        self.status = EdgeStatus()  # what it publishes on $EDGE.<name>.<kind>, if anything
         self.tail: deque[str] = deque(maxlen=40)
         self.fatal: str | None = None
         self.on_fatal: Callable[[Edge], None] | None = None
@@ -343,12 +343,8 @@ class Edge:
         elif not t.received.add(seq):
             t.duplicates += 1
 
-    def set_status(self, payload: bytes) -> None:
-        try:
-            self.status = json.loads(payload)
-        except ValueError:
-            self.status = payload[:500].decode(errors="replace")
-        self.status_at = self.clock()
+    def set_status(self, kind: str, payload: bytes) -> None:
+        self.status.update(kind, payload, self.clock())
 
     # ---- its status lines -------------------------------------------------------------------------------
 
@@ -500,8 +496,7 @@ class Edge:
             "heap": {"last": self.heap, "peak": self.heap_peak, "min_free": self.free_min},
             "stats": dict(self.stats_line),
             "last_error": self.last_error,
-            "status": self.status,
-            "status_age_s": round(now - self.status_at, 1) if self.status_at is not None else None,
+            "status": self.status.to_json(now),
         }
         if self.lan_port:
             d["lan"] = f"nats://127.0.0.1:{self.lan_port}"

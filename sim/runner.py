@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sim import edgestatus
 from sim import report as report_mod
 from sim.client import Client, NoResponders, NotConnected
 from sim.dashboard import Dashboard, HubMonitor
@@ -34,7 +35,6 @@ from sim.proxy import Proxy
 from sim.scenario import Fault, Scenario
 
 START_BATCH = 16  # edges launched at once (each is a CPython+MicroPython process: ~25 ms of CPU to start)
-STATUS_SUBJECT = "$EDGE.*.status"
 
 
 class SimError(Exception):
@@ -190,7 +190,7 @@ class Simulation:
         subjects = sorted({p.subject.replace("{edge}", e) for e in s.edge_names() for p in s.publishers_for(e)})
         for subj in subjects:
             self.observer.subscribe(subj, self._on_telemetry)
-        self.observer.subscribe(STATUS_SUBJECT, self._on_status)
+        self.observer.subscribe(edgestatus.SUBJECT, self._on_status)
         self.observer.start()
         if not await self.observer.wait_connected(10):
             raise SimError(f"cannot connect to the hub at {self.hub.client_url}: {self.observer.last_error}")
@@ -248,11 +248,11 @@ class Simulation:
             edge.received(int(parts[1]), int(parts[2]), int(parts[3]))
 
     def _on_status(self, subject: bytes, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-        tokens = subject.split(b".")
-        if len(tokens) == 3:
-            edge = self._by_name(tokens[1].decode(errors="replace"))
+        parts = edgestatus.split_subject(subject)
+        if parts is not None:
+            edge = self._by_name(parts[0])
             if edge is not None:
-                edge.set_status(payload)
+                edge.set_status(parts[1], payload)
 
     def _by_name(self, name: str) -> Edge | None:
         if name.startswith("edge-") and name[5:].isdigit():

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from sim import scenario as scenario_mod
-from tests.compat.harness import free_port, nats_server_binary
+from tests.compat.harness import Raw, free_port, nats_server_binary, pub
 
 REPO = Path(__file__).resolve().parents[2]
 SIM_SIDE = {"hub": "hub", "nats": "nats-server"}
@@ -394,8 +394,25 @@ def test_dashboard_command(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, state
             time.sleep(0.2)
         assert state["source"] == "hub" and state["edges"] == []
-        assert state["hub"]["server"]["connections"] >= 1  # the dashboard's own $EDGE.*.status subscriber
+        assert state["hub"]["server"]["connections"] >= 1  # the dashboard's own $EDGE.*.* subscriber
         assert state["hub"]["jetstream"] is not None and state["hub"]["jetstream"]["stream_list"] == []
+        # an edge's store-and-forward status (edge/leaf/forward.py's shape) and a gap marker, as a device sends them
+        forward = {"edge": "kitchen-1", "up": False, "queues": [{"name": "tele", "backlog": 7}, {"name": "b",
+                                                                                                 "backlog": 3}]}
+        with Raw(port) as c:
+            c.handshake()
+            c.send(pub("$EDGE.kitchen-1.forward", json.dumps(forward).encode()))
+            c.send(pub("$EDGE.kitchen-1.gap", b'{"reason": "drop_oldest", "count": 2}'))
+            c.sync()
+        deadline = time.monotonic() + 10
+        while not (state["edges"] and "gap" in state["edges"][0]["status"]["counts"]):
+            assert time.monotonic() < deadline, state
+            time.sleep(0.2)
+            state = get_json(url + "state.json")
+        (edge,) = state["edges"]
+        assert edge["name"] == "kitchen-1" and edge["state"] == "not connected" and not edge["link_up"]
+        assert edge["status"]["backlog"] == 10 and edge["status"]["last"]["forward"] == forward
+        assert edge["status"]["counts"] == {"forward": 1, "gap": 1}
         dash.send_signal(signal.SIGINT)
         assert dash.wait(timeout=10) == 0
     finally:
