@@ -626,17 +626,26 @@ def read_msg(raw: Raw, timeout: float | None = None) -> Msg:
     return parse_frame(head + payload + b"\r\n")[1]
 
 
-async def kv_keys(kv, timeout: float = 3.0, **kw) -> list[str]:
-    """sorted(kv.keys()), retried on NoKeysError for a moment: nats-py may queue its "initial values done"
-    marker ahead of an entry already on its way (it compares consumer info with what its callback has seen
-    so far), and then reports no keys at all. The marker is never placed between entries."""
+async def kv_retry_no_keys(call, timeout: float = 3.0):
+    """`await call()` for nats-py's kv.keys()/kv.history(), retried on NoKeysError for a moment: nats-py may
+    queue its "initial values done" marker ahead of an entry already on its way (it compares consumer info
+    with what its reader has seen so far) and then reports no entries at all. The marker never lands between
+    entries, so a retried answer is complete."""
     import nats.js.errors
 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return sorted(await kv.keys(**kw))
+            return await call()
         except nats.js.errors.NoKeysError:
             if time.monotonic() >= deadline:
                 raise
             await asyncio.sleep(0.05)
+
+
+async def kv_keys(kv, **kw) -> list[str]:
+    return sorted(await kv_retry_no_keys(lambda: kv.keys(**kw)))
+
+
+async def kv_history(kv, key: str) -> list:
+    return await kv_retry_no_keys(lambda: kv.history(key))

@@ -12,7 +12,7 @@ import signal
 import pytest
 from nats.js.api import ConsumerConfig
 
-from .harness import api_error, js_api, js_client, kv_keys, run
+from .harness import api_error, js_api, js_client, kv_history, kv_keys, run
 
 API = "$JS.API"
 
@@ -215,7 +215,7 @@ def test_restart_keeps_pending_redelivery_ttls_and_kv(fresh):
                 assert asyncio.get_running_loop().time() < deadline, "TTL'd message survived its TTL"
                 await asyncio.sleep(0.1)
             kv = await js.key_value("rkv")
-            assert [(e.value, e.revision) for e in await kv.history("a")] == [(b"1", 1), (b"2", 2)]
+            assert [(e.value, e.revision) for e in await kv_history(kv, "a")] == [(b"1", 1), (b"2", 2)]
             with pytest.raises(nats.js.errors.KeyNotFoundError):
                 await kv.get("b")
             with pytest.raises(nats.js.errors.KeyWrongLastSequenceError):
