@@ -22,6 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from host.opts import SYSTEM_ACCOUNT
 from host.store import SYNC_ALWAYS
 
 if TYPE_CHECKING:
@@ -561,6 +562,7 @@ class JetStream:
         os.makedirs(self.store_dir, exist_ok=True)
         self.max_store = opts.js_max_file if opts.js_max_file >= 0 else _disk_available(self.store_dir)
         self.accounts: dict[str, JSAccount] = {}
+        self._not_enabled_subs: list[tuple[Account, Any]] = []
         self._sync_timer: asyncio.TimerHandle | None = None
         self.started = False
 
@@ -586,7 +588,11 @@ class JetStream:
         log.info("    Max Memory:      %d", self.max_memory)
         log.info("    Max Storage:     %d", self.max_store)
         log.info("    Store Directory: \"%s\"", self.store_dir)
-        for acc in self.enabled_accounts():
+        enabled = self.enabled_accounts()
+        for acc in self.server.accounts.values():
+            if acc not in enabled and acc.name != SYSTEM_ACCOUNT:
+                self._not_enabled_subs.append((acc, self._answer_not_enabled(acc)))
+        for acc in enabled:
             jsa = self.enable_account(acc)
             if consumer_mod is not None:
                 consumer_mod.install(jsa)
@@ -594,6 +600,13 @@ class JetStream:
         self.started = True
         if self.sync != SYNC_ALWAYS:
             self._sync_timer = self.server.loop.call_later(float(self.sync), self._sync_tick)
+
+    def _answer_not_enabled(self, acc: Account) -> Any:
+        from host.jetstream_api import not_enabled
+
+        name, server = acc.name, self.server
+        return acc.add_internal(b"$JS.API.>", lambda src, subj, reply, hdr, msg: not_enabled(
+            name, server, subj, reply))
 
     def enable_account(self, acc: Account) -> JSAccount:
         from host.jetstream_api import dispatch
@@ -647,6 +660,10 @@ class JetStream:
                 jsa.api_sub.closed = True
                 jsa.account.remove_sub(jsa.api_sub)
                 jsa.api_sub = None
+        for acc, sub in self._not_enabled_subs:
+            sub.closed = True
+            acc.remove_sub(sub)
+        self._not_enabled_subs.clear()
         self.started = False
 
     def _sync_tick(self) -> None:

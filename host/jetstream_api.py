@@ -22,6 +22,7 @@ from host.jetstream import (
     API_LEVEL,
     ApiError,
     decode_request,
+    dumps,
     err_bad_request,
     err_not_empty_request,
     err_purge_failed,
@@ -124,8 +125,11 @@ def dispatch(jsa: JSAccount, src: Any, subject: bytes, reply: bytes | None, hdr:
     if group == "CONSUMER":
         return _consumer(jsa, tokens, reply, hdr, payload)
     handler = _HANDLERS.get((group, tokens[3] if n > 3 else "", n))
-    if handler is None and group == "STREAM" and n == 6 and tokens[3] == "MSG":
-        handler = _MSG_HANDLERS.get(tokens[4])
+    if handler is None and group == "STREAM" and n == 6:
+        if tokens[3] == "MSG":
+            handler = _MSG_HANDLERS.get(tokens[4])
+        else:
+            handler = _MULTI_TOKEN.get((tokens[3], tokens[4]))
     if handler is None:
         return True  # no such API: nats-server does not answer either
     try:
@@ -546,6 +550,101 @@ def _direct_get(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: byt
     return True
 
 
+# ---- what a single server without snapshots cannot do ------------------------------------------------------------
+
+
+def _clustering_required(type_name: str) -> Handler:
+    def handler(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+        _fail(jsa, reply, type_name, ApiError(503, 10010, "JetStream clustering support required"))
+
+    return handler
+
+
+def _snapshot_unsupported(type_name: str, extra: dict[str, Any]) -> Handler:
+    """STREAM.SNAPSHOT / STREAM.RESTORE: an empty request is a bad request (as nats-server); a real one is refused
+    with a clear error because the hub has no snapshots."""
+
+    def handler(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+        if is_empty_request(payload):
+            err = err_bad_request()
+        else:
+            err = err_stream_general("stream snapshots and restores are not supported by this server")
+        _fail(jsa, reply, type_name, err, extra)
+
+    return handler
+
+
+# ---- accounts without JetStream --------------------------------------------------------------------------------
+
+# The response type (and the fields its struct always writes) of each API, for the 10039 answer nats-server gives
+# in an account without JetStream: (group, operation, token count) -> (type suffix, extra fields).
+_NOT_ENABLED: dict[tuple[str, str, int], tuple[str, dict[str, Any]]] = {
+    ("INFO", "", 3): ("account_info_response", {}),
+    ("STREAM", "CREATE", 5): ("stream_create_response", {}),
+    ("STREAM", "UPDATE", 5): ("stream_update_response", {}),
+    ("STREAM", "INFO", 5): ("stream_info_response", {"total": 0, "offset": 0, "limit": 0}),
+    ("STREAM", "DELETE", 5): ("stream_delete_response", {}),
+    ("STREAM", "PURGE", 5): ("stream_purge_response", {"purged": 0}),
+    ("STREAM", "NAMES", 4): ("stream_names_response", {"total": 0, "offset": 0, "limit": 0, "streams": None}),
+    ("STREAM", "LIST", 4): ("stream_list_response", {"total": 0, "offset": 0, "limit": 0, "streams": []}),
+    ("STREAM", "SNAPSHOT", 5): ("stream_snapshot_response", {}),
+    ("STREAM", "MSG", 6): ("", {}),  # GET or DELETE, below
+    ("CONSUMER", "CREATE", 5): ("consumer_create_response", {}),
+    ("CONSUMER", "CREATE", 6): ("consumer_create_response", {}),
+    ("CONSUMER", "INFO", 6): ("consumer_info_response", {}),
+    ("CONSUMER", "NAMES", 5): ("consumer_names_response", {"total": 0, "offset": 0, "limit": 0, "consumers": []}),
+    ("CONSUMER", "LIST", 5): ("consumer_list_response", {"total": 0, "offset": 0, "limit": 0, "consumers": []}),
+    ("CONSUMER", "DELETE", 6): ("consumer_delete_response", {}),
+    ("CONSUMER", "PAUSE", 6): ("consumer_pause_response", {"paused": False, "pause_until": "0001-01-01T00:00:00Z"}),
+}
+
+
+# APIs nats-server refuses before it looks at the account (a single server has no leaders or peers).
+_CLUSTER_ONLY: dict[tuple[str, str, int], str] = {
+    ("STREAM", "LEADER.STEPDOWN", 6): "stream_leader_stepdown_response",
+    ("STREAM", "PEER.REMOVE", 6): "stream_remove_peer_response",
+    ("STREAM", "PEER.EVACUATE", 6): "stream_evacuate_peer_response",
+    ("STREAM", "CANCEL_MOVE", 5): "stream_cancel_move_response",
+    ("CONSUMER", "LEADER.STEPDOWN", 7): "consumer_leader_stepdown_response",
+}
+
+
+def not_enabled(acc_name: str, server: Any, subject: bytes, reply: bytes | None) -> bool:
+    """`$JS.API.>` in an account without JetStream: the API's own response type with error 10039, as nats-server.
+    Direct gets and pull requests reach nobody (503)."""
+    tokens = subject.decode("utf-8", "replace").split(".")
+    n = len(tokens)
+    if n < 3:
+        return True
+    group = tokens[2]
+    op = tokens[3] if n > 3 else ""
+    if group == "DIRECT" or (group == "CONSUMER" and op == "MSG"):
+        return False
+    if group == "CONSUMER" and op == "CREATE" and n > 6:
+        n = 6  # CREATE.<stream>.<consumer>.<filter...>
+    if group == "CONSUMER" and op == "DURABLE" and n == 7 and tokens[4] == "CREATE":
+        op, n = "CREATE", 6
+    cluster_only = _CLUSTER_ONLY.get((group, ".".join(tokens[3:5]) if n > 5 else op, n))
+    if cluster_only is not None:
+        if reply:
+            body = {"type": "io.nats.jetstream.api.v1." + cluster_only,
+                    "error": ApiError(503, 10010, "JetStream clustering support required").body()}
+            server.internal_publish(server.accounts[acc_name], reply, None, None, dumps(body))
+        return True
+    entry = _NOT_ENABLED.get((group, op, n))
+    if entry is None or not reply:
+        return True
+    suffix, extra = entry
+    if not suffix:
+        if tokens[4] not in ("GET", "DELETE"):
+            return True
+        suffix = "stream_msg_get_response" if tokens[4] == "GET" else "stream_msg_delete_response"
+    body = {"type": "io.nats.jetstream.api.v1." + suffix,
+            "error": ApiError(503, 10039, "JetStream not enabled for account").body(), **extra}
+    server.internal_publish(server.accounts[acc_name], reply, None, None, dumps(body))
+    return True
+
+
 # ---- consumers ---------------------------------------------------------------------------------------------------
 
 
@@ -581,5 +680,14 @@ _HANDLERS: dict[tuple[str, str, int], Handler] = {
     ("STREAM", "PURGE", 5): stream_purge,
     ("STREAM", "NAMES", 4): stream_names,
     ("STREAM", "LIST", 4): stream_list,
+    ("STREAM", "SNAPSHOT", 5): _snapshot_unsupported("io.nats.jetstream.api.v1.stream_snapshot_response", {}),
+    ("STREAM", "RESTORE", 5): _snapshot_unsupported("io.nats.jetstream.api.v1.stream_restore_response",
+                                                    {"deliver_subject": ""}),
+    ("STREAM", "CANCEL_MOVE", 5): _clustering_required("io.nats.jetstream.api.v1.stream_cancel_move_response"),
+}
+_MULTI_TOKEN: dict[tuple[str, ...], Handler] = {
+    ("LEADER", "STEPDOWN"): _clustering_required("io.nats.jetstream.api.v1.stream_leader_stepdown_response"),
+    ("PEER", "REMOVE"): _clustering_required("io.nats.jetstream.api.v1.stream_remove_peer_response"),
+    ("PEER", "EVACUATE"): _clustering_required("io.nats.jetstream.api.v1.stream_evacuate_peer_response"),
 }
 _MSG_HANDLERS: dict[str, Handler] = {"GET": msg_get, "DELETE": msg_delete}
