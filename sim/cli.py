@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
                 parse_url(args.leaf_url, 7422)
         except ValueError as e:
             return _fail(f"--hub: {e}")
-        if not args.hub.startswith(("nats://", "tls://")) and "://" in args.hub:
+        if not args.hub.startswith("nats://") and "://" in args.hub:
             return _fail(f'--hub: expected "hub", "nats-server" or a nats:// URL, got {args.hub!r}')
         if any(f.type == "hub_restart" for f in sc.faults):
             return _fail("the scenario restarts the hub, which needs a hub started by the simulator "

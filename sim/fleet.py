@@ -161,6 +161,7 @@ class Edge:
         self.status = EdgeStatus()  # what it publishes on $EDGE.<name>.<kind>, if anything
         self.tail: deque[str] = deque(maxlen=40)
         self.fatal: str | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self.on_fatal: Callable[[Edge], None] | None = None
         self.observer_up: Callable[[], bool] = lambda: True
         self.holds = 0  # faults in progress that affect this edge
@@ -242,12 +243,16 @@ class Edge:
     async def stop(self, grace: float = 3.0) -> None:
         """End of run: SIGINT (the edge exits 0), SIGKILL after `grace`; its output is read to the end."""
         self.stopping = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self.proc is None:
             return
+        was_running = self.running
         self.expect_exit = True
         await procs_mod.stop(self.proc, signal.SIGINT, grace)  # KeyboardInterrupt: a clean exit on MicroPython
         await self._reaped()
-        self.state = "stopped"
+        if was_running:
+            self.state = "stopped"
 
     async def _reaped(self) -> None:
         if self.reader is not None:
@@ -379,7 +384,15 @@ class Edge:
             return
         self.event(f"{self.name} exited unexpectedly (code {code}): {last}")
         if not self.stopping:
-            asyncio.get_running_loop().call_later(1.0, lambda: asyncio.ensure_future(self.restart()))
+            self._watchdog = asyncio.create_task(self._restart_later(1.0))
+
+    async def _restart_later(self, delay: float) -> None:
+        # As a device's watchdog would: the edge comes back after a moment.
+        await asyncio.sleep(delay)
+        try:
+            await self.restart()
+        except OSError as e:
+            self.event(f"{self.name}: restart failed: {e}")
 
     def _line(self, line: str, boot: int) -> None:
         if not line.startswith("edge: app pub "):

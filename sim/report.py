@@ -111,7 +111,10 @@ def text(r: dict[str, Any]) -> str:
                        f"max {v['max_s']} s")
     if t["partitions_link_survived"]:
         out.append(f"partitions the link survived (shorter than ping detection): {t['partitions_link_survived']}")
-    unclean = [e["name"] for e in r["edges"] if not e["stopped_cleanly"]]
+    down = [e["name"] for e in r["edges"] if e["state"] == "crashed"]
+    unclean = [e["name"] for e in r["edges"] if not e["stopped_cleanly"] and e["state"] != "crashed"]
+    if down:
+        out.append(f"down at the end (crashed, restart not yet due): {', '.join(down)}")
     if unclean:
         out.append(f"edges that did not exit cleanly at the end: {', '.join(unclean)}")
     if t["unexpected_exits"]:

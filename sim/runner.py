@@ -26,7 +26,7 @@ from typing import Any
 
 from sim import edgestatus
 from sim import report as report_mod
-from sim.client import Client, NoResponders, NotConnected
+from sim.client import Client, NoResponders, NotConnected, parse_url
 from sim.dashboard import Dashboard, HubMonitor
 from sim.fleet import Edge
 from sim.hub import Hub, HubError, ManagedHub, free_port
@@ -177,7 +177,7 @@ class Simulation:
             self.hub = ManagedHub(o.hub, self.workdir / "hub", self.procs, o.jetstream, o.hub_port, o.hub_http_port,
                                   o.leaf_port)
         else:
-            host = o.hub.split("://", 1)[-1].split(":")[0].split("@")[-1]
+            host = parse_url(o.hub)[0]
             self.hub = Hub(o.hub, o.leaf_url or f"nats-leaf://{host}:7422", o.monitor_url)
         await self.hub.start()
         if self.hub.note:

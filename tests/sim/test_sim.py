@@ -153,7 +153,7 @@ def test_ci_fleet_run(side: str, tmp_path: Path) -> None:
 
 def test_second_boot_is_accounted_separately(tmp_path: Path) -> None:
     """A crash restarts sequence numbers at 1: the report still matches hub deliveries to the right boot."""
-    scenario = {"name": "boots", "edges": 1, "duration": 5, "settle": 5,
+    scenario = {"name": "boots", "edges": 1, "duration": 5, "settle": 5, "edge": {"lan": True, "heapsize": "250K"},
                 "publish": [{"subject": "sim.{edge}.a", "rate": 10, "size": 0},
                             {"subject": "sim.{edge}.b", "rate": 4, "size": 100}],
                 "requests": {"rate": 0},
@@ -170,6 +170,45 @@ def test_second_boot_is_accounted_separately(tmp_path: Path) -> None:
     assert [b["boot"] for b in e["by_boot"]] == [1, 2], e["by_boot"]
     assert all(b["received"] > 0 and b["published"] >= b["received"] for b in e["by_boot"]), e["by_boot"]
     assert e["requests"]["sent"] == 0
+    # the edge options reached the process: a LAN listener, and the heap size (in use + free within 250 KB)
+    assert e["lan"].startswith("nats://127.0.0.1:")
+    assert 0 < e["stats"]["heap"] + e["stats"]["free"] <= 250 * 1024, e["stats"]
+
+
+def test_edge_dying_on_its_own_is_counted_and_restarted(tmp_path: Path) -> None:
+    """An edge killed by someone else (not a scenario fault) is an unexpected exit: counted, restarted (as a
+    watchdog would), reported."""
+    scenario = {"name": "watchdog", "edges": 1, "duration": 6, "publish": [{"rate": 5}], "requests": {"rate": 0}}
+    path = tmp_path / "scenario.json"
+    path.write_text(json.dumps(scenario))
+    workdir = tmp_path / "work"
+    proc = subprocess.Popen(natsedge("sim", "--scenario", str(path), "--workdir", str(workdir), "--report",
+                                     str(tmp_path / "report.json"), "--hub", "hub", "--js", "off"),
+                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = Lines(proc)
+    try:
+        out.wait_for(r"fleet: 1 MicroPython edges started", 30)
+        edge_dir = workdir / "edges" / "edge-0"
+        deadline = time.monotonic() + 10
+        while not processes_in(edge_dir):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(1.5)
+        (victim,) = processes_in(edge_dir)
+        os.kill(victim, signal.SIGKILL)
+        assert proc.wait(timeout=60) == 0, "\n".join(out.lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out.thread.join(timeout=5)
+    assert "edge-0 exited unexpectedly (code -9)" in "\n".join(out.lines)
+    report = json.loads((tmp_path / "report.json").read_text())
+    e = report["edges"][0]
+    assert e["unexpected_exits"] == 1 and e["crashes"] == 0 and e["boots"] == 2, e
+    assert e["exit_codes"][0] == -signal.SIGKILL and e["stopped_cleanly"], e
+    assert [b["boot"] for b in e["by_boot"]] == [1, 2] and e["by_boot"][1]["received"] > 0, e["by_boot"]
+    check_stopped(report, workdir)
 
 
 # ---- bad input: exit code 2, one clear line, no traceback, nothing started ------------------------------------------
