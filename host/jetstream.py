@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import tempfile
 import time
@@ -252,7 +251,7 @@ class _Decode:
     def type_error(self, value: Any, path: str, go_type: str) -> None:
         what = _json_kind(value)
         if what == "number":
-            what = f"number {json.dumps(value)}"
+            what = f"number {value.literal if isinstance(value, _Literal) else json.dumps(value)}"
         self.save(f"json: cannot unmarshal {what} into Go struct field {self.type_name}.{path} of type {go_type}")
 
     def struct(self, obj: dict[str, Any], schema: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -289,11 +288,9 @@ class _Decode:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 self.type_error(value, path, go_type)
                 return _SKIP
-            if isinstance(value, float):
-                if not value.is_integer() or not math.isfinite(value):
-                    self.type_error(value, path, go_type)
-                    return _SKIP
-                value = int(value)
+            if isinstance(value, float):  # a literal with a fraction or an exponent: Go refuses it for ints
+                self.type_error(value, path, go_type)
+                return _SKIP
             if not lo <= value <= hi:
                 self.type_error(value, path, go_type)
                 return _SKIP
@@ -337,6 +334,17 @@ class _Decode:
 _SKIP = object()
 
 
+class _Literal(float):
+    """A JSON number with a fraction or exponent, remembering how it was written (Go quotes the literal)."""
+
+    literal: str
+
+    def __new__(cls, text: str) -> _Literal:
+        obj = super().__new__(cls, text)
+        obj.literal = text
+        return obj
+
+
 def decode_request(payload: bytes, schema: dict[str, Any], type_name: str, strict: bool = True) -> dict[str, Any]:
     """Decode an API body into the keys of `schema` (an empty body is an empty object); ApiError 10025 on bad JSON,
     wrong types and (strict, as the API decodes) unknown keys, with Go's wording where it matters to clients."""
@@ -344,7 +352,7 @@ def decode_request(payload: bytes, schema: dict[str, Any], type_name: str, stric
     if not text:
         return {}
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_float=_Literal)
     except (ValueError, UnicodeDecodeError) as e:
         if isinstance(e, json.JSONDecodeError):
             raise err_invalid_json(f"{e.msg} at offset {e.pos + 1}") from None
