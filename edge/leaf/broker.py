@@ -15,6 +15,8 @@
 #    reaches local queue members only for the groups it names, one member each (nats-reference
 #    README 2.6).
 # 5. Interest is reference-counted per (subject, queue); the uplink hears only of changes.
+# 6. Subjects of a store-and-forward queue (edge/leaf/forward.py, when configured) reach the hub only
+#    through that queue; local targets get them as any other message.
 
 import asyncio
 import binascii
@@ -138,6 +140,7 @@ class Leaf:
         self.subs = subjects.Sublist(max_subscriptions)
         self.interest = subjects.presized(max_subscriptions)  # subject or b"subject queue" -> count
         self.uplink = None  # set by edge.leaf.uplink.Uplink
+        self.forwarder = None  # set by edge.leaf.forward.Forwarder
         self.echo = True  # as an origin in route(): the API sees its own messages
         self.cb_dropped = 0
         self.cb_errors = 0
@@ -150,7 +153,9 @@ class Leaf:
 
     # ---- API ---------------------------------------------------------------------------------
 
-    def publish(self, subject, data=b"", headers=None, reply=None):
+    def publish(self, subject, data=b"", headers=None, reply=None, durable=False):
+        # durable=True: returns an awaitable that ends once the record is on flash (a forward queue's
+        # subject only); a plain publish to such a subject returns once it is on flash.
         subject = _subject(subject, False)
         data = _bytes(data)
         hdr = proto.encode_headers(headers) if headers else None
@@ -158,6 +163,12 @@ class Leaf:
             reply = _subject(reply, False)
         if len(data) + (len(hdr) if hdr else 0) > self.max_payload:
             raise LeafError("payload larger than max_payload (%d)" % self.max_payload)
+        fwd = self.forwarder
+        q = fwd.queue_for(subject) if fwd is not None else None
+        if q is not None:
+            return fwd.publish(q, subject, reply, hdr, data, durable)
+        if durable:
+            raise LeafError("durable publish: no forward queue takes %s" % subject.decode())
         return self.route(subject, reply, hdr, data, self)
 
     async def apublish(self, subject, data=b"", headers=None, reply=None):
@@ -268,7 +279,10 @@ class Leaf:
             for members in groups.values():
                 self._deliver(members[self._rr % len(members)], subject, reply, hdr, payload)
                 n += 1
-        if up is not None and not from_hub and up.forward(subject, reply, hdr, payload, groups):
+        fwd = self.forwarder
+        if not from_hub and fwd is not None and fwd.take(subject, reply, hdr, payload, origin):
+            n += 1  # a forward queue takes it to the hub
+        elif up is not None and not from_hub and up.forward(subject, reply, hdr, payload, groups):
             n += 1
         return n
 

@@ -154,7 +154,7 @@ def check(d):
     # A parsed JSON document -> the config dict with every key present.
     if not isinstance(d, dict):
         raise ConfigError("config: expected a JSON object at the top level, got %s" % _got(d))
-    _check_keys(d, ("name", "hub", "listen", "data", "app", "limits", "stats"), "")
+    _check_keys(d, ("name", "hub", "listen", "data", "app", "limits", "stats", "forward", "forward_settings"), "")
     name = _str(d, "name", "name", required=True)
     if " " in name or "\t" in name:
         _fail("name", "a name without spaces", name)
@@ -174,8 +174,15 @@ def check(d):
         from edge.kvcache.config import check_kv  # the KV cache checks its own section
 
         kv = check_kv(kv)
+    limits = _limits(d.get("limits"))
+    forward = forward_settings = None
+    if d.get("forward") is not None or d.get("forward_settings") is not None:
+        from edge.leaf.fwdconfig import check_forward  # store-and-forward checks its own keys
+
+        forward, forward_settings = check_forward(d.get("forward"), d.get("forward_settings"), name, limits)
     return {"name": name, "hub": _hub(d.get("hub")), "listen": listen, "data": _str(d, "data", "data", "data"),
-            "app": app, "limits": _limits(d.get("limits")), "stats": int(stats * 1000), "kv": kv}
+            "app": app, "limits": limits, "stats": int(stats * 1000), "kv": kv, "forward": forward,
+            "forward_settings": forward_settings}
 
 
 def load(path):

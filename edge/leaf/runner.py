@@ -28,6 +28,7 @@ class Node:
         self.listener = None
         self.uplink = None
         self.kv = None  # edge/kvcache, when the config has a "kv" section
+        self.forwarder = None  # edge/leaf/forward.py, when the config has "forward"
         self.tasks = []
 
     async def close(self):
@@ -40,6 +41,8 @@ class Node:
             self.kv.close()
         if self.listener is not None:
             self.listener.close()
+        if self.forwarder is not None:
+            self.forwarder.close()  # buffered records to flash, acks to the mark
         self.leaf.close()
         await asyncio.sleep(0)
 
@@ -49,6 +52,11 @@ async def start(cfg, app=None):
     link.init()  # the shared read buffer, allocated before the heap fragments
     leaf = Leaf(cfg["name"], lim["max_subscriptions"], lim["max_payload"], lim["max_callbacks"])
     node = Node(leaf)
+    if cfg.get("forward"):
+        from edge.leaf.forward import Forwarder  # its reply subscription exists before the uplink dials
+
+        node.forwarder = Forwarder(leaf, cfg["name"], cfg["data"], cfg["forward"], cfg["forward_settings"], log=log)
+        node.tasks.append(asyncio.create_task(node.forwarder.run()))
     if cfg["listen"] is not None:
         from edge.leaf.listener import Listener
 
@@ -118,6 +126,7 @@ async def serve(cfg, app=None, stop=None):
 def _drop_config():
     # The checker is needed once: drop it so its bytecode does not stay on the heap (~5 KB).
     sys.modules.pop("edge.leaf.config", None)
+    sys.modules.pop("edge.leaf.fwdconfig", None)
     pkg = sys.modules.get("edge.leaf")
     if pkg is not None and "config" in dir(pkg):
         delattr(pkg, "config")
