@@ -205,7 +205,11 @@ class KV:
 
     def status(self):
         s = self.store
-        return {"keys": len(s.entries), "dirty": len(s.dirty), "bytes": s.bytes, "last_sync_rev": s.last_rev,
+        tombstones = 0  # deletes not yet on the hub: cached, but no key
+        for d in s.dirty.values():
+            if d[0] != OP_PUT:
+                tombstones += 1
+        return {"keys": len(s.entries) - tombstones, "dirty": len(s.dirty), "bytes": s.bytes, "last_sync_rev": s.last_rev,
                 "conflicts": self.conflicts, "online": bool(self.sync and self.sync.online),
                 "synced": bool(self.sync and self.sync.idle()), "evicted": s.evicted, "skipped": s.skipped,
                 "flash_bytes": s.log.size_bytes, "flash_written": s.log.bytes_written}
