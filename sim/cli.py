@@ -79,6 +79,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="print the report only, no progress lines")
 
 
+EDGE_MEMORY = 16 << 20  # RSS of one unix-port edge process, with room (shared/micropython/FACTS.md 2.4: ~12 MB)
+
+
+def available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _fail(msg: str, code: int = 2) -> int:
     print(f"natsedge sim: {msg}", file=sys.stderr)
     return code
@@ -97,6 +111,10 @@ def run(args: argparse.Namespace) -> int:
     except scenario_mod.ScenarioError as e:
         where = f"scenario {args.scenario}: " if args.scenario and not str(e).startswith(("cannot", "scenario")) else ""
         return _fail(f"{where}{e}")
+    avail = available_memory()
+    if avail is not None and sc.edges * EDGE_MEMORY > avail * 0.8:
+        return _fail(f"{sc.edges} edges need about {sc.edges * EDGE_MEMORY >> 20} MB, this machine has "
+                     f"{avail >> 20} MB available: use fewer edges")
     mp = micropython_binary(args.micropython)
     if mp is None:
         return _fail(f"MicroPython unix binary not found ({args.micropython or 'next to ' + sys.executable}); "

@@ -406,26 +406,29 @@ class Simulation:
             if p.is_cut:
                 p.heal(force=True)
                 e.partition_healed(t)
-        if self._hub_tasks and not self.hurry:  # let a hub restart in progress complete: the flush needs the hub
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*self._hub_tasks, return_exceptions=True), 30)
+        if self._hub_tasks:  # let a hub restart in progress complete: the flush needs the hub
+            await self._unless_hurried(asyncio.gather(*self._hub_tasks, return_exceptions=True), 30)
         deadline = time.monotonic() + self.scenario.settle
         live = [e for e in self.edges if e.running]
         while not self.hurry and time.monotonic() < deadline and not all(e.link_up for e in live):
             await asyncio.sleep(0.05)
-        if not self.hurry:
-            flush = asyncio.gather(*(self._stop_barrier(e, deadline + 2) for e in live))
-            hurry = asyncio.create_task(self._hurry.wait())
-            await asyncio.wait([flush, hurry], return_when=asyncio.FIRST_COMPLETED)
-            hurry.cancel()
-            if not flush.done():
-                flush.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await flush
+        await self._unless_hurried(asyncio.gather(*(self._stop_barrier(e, deadline + 2) for e in live)), None)
         missed = [e.name for e in live if not e.stop_acked]
         if missed:
             self.event(f"no stop reply from {', '.join(missed)}: messages they sent last may count as lost")
         self.phase = "stopped"
+
+    async def _unless_hurried(self, work: asyncio.Future[Any], timeout: float | None) -> None:
+        """Wait for `work` (at most `timeout` s), or until a second Ctrl-C; then cancel what is left of it."""
+        if self.hurry:
+            work.cancel()
+        hurry = asyncio.ensure_future(self._hurry.wait())
+        await asyncio.wait([work, hurry], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        hurry.cancel()
+        if not work.done():
+            work.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
 
     async def _stop_barrier(self, edge: Edge, deadline: float) -> None:
         assert self.observer is not None

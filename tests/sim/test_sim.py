@@ -411,6 +411,35 @@ def test_make_run_serves_the_dashboard_and_stops_on_sigint(tmp_path: Path) -> No
             proc.wait()
 
 
+def test_second_ctrl_c_skips_the_flush_but_stops_everything(tmp_path: Path) -> None:
+    """Ctrl-C while the hub is down starts the end, which waits for the hub to come back (here: 60 s) before the
+    flush; a second Ctrl-C skips the waiting; nothing is left running."""
+    scenario = {"name": "hurry", "edges": 2, "duration": 0, "settle": 30,
+                "faults": [{"type": "hub_restart", "at": 0.5, "down": 60}]}
+    path = tmp_path / "scenario.json"
+    path.write_text(json.dumps(scenario))
+    workdir = tmp_path / "work"
+    proc = subprocess.Popen(natsedge("sim", "--scenario", str(path), "--workdir", str(workdir), "--js", "off"),
+                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = Lines(proc)
+    try:
+        out.wait_for(r"hub restart \(down 60 s\)", 30)
+        proc.send_signal(signal.SIGINT)
+        out.wait_for(r"interrupted: stopping the fleet", 10)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=25) == 0, "\n".join(out.lines)  # well before the hub would be back
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out.thread.join(timeout=5)
+    text = "\n".join(out.lines)
+    assert "interrupted again: stopping without the flush" in text and "(interrupted)" in text, text
+    assert "hub is back" not in text and "no stop reply from edge-0, edge-1" in text, text
+    assert re.search(r"processes: 3 started, 0 left running", text), text
+    assert processes_in(workdir) == []
+
+
 def test_dashboard_command(tmp_path: Path) -> None:
     """`natsedge dashboard` alone: the hub's figures and its leafs, for any hub with a monitoring port."""
     port, http_port, leaf_port, dash_port = free_port(), free_port(), free_port(), free_port()
