@@ -209,8 +209,9 @@ class KV:
         for d in s.dirty.values():
             if d[0] != OP_PUT:
                 tombstones += 1
-        return {"keys": len(s.entries) - tombstones, "dirty": len(s.dirty), "bytes": s.bytes, "last_sync_rev": s.last_rev,
-                "conflicts": self.conflicts, "online": bool(self.sync and self.sync.online),
+        sync = self.sync
+        return {"keys": len(s.entries) - tombstones, "dirty": len(s.dirty), "bytes": s.bytes,
+                "last_sync_rev": s.last_rev, "conflicts": self.conflicts, "online": bool(sync and sync.online),
                 "synced": bool(self.sync and self.sync.idle()), "evicted": s.evicted, "skipped": s.skipped,
                 "flash_bytes": s.log.size_bytes, "flash_written": s.log.bytes_written}
 
@@ -231,6 +232,8 @@ class KVCache:
         self._evtask = None
         self.tasks = []
         self.flush_ms = cfg["flush_ms"]
+        self.status_ms = cfg["status_ms"]
+        self.status_subject = "$EDGE.%s.kv" % leaf.name
         self.conflict_subject = "$EDGE.%s.kv.conflict" % leaf.name
         root = cfg["dir"] or data_dir + "/kv"
         for name, bc in cfg["buckets"].items():
@@ -266,12 +269,14 @@ class KVCache:
         return self.tasks
 
     async def _housekeeping(self):
-        # Group commit of every bucket's log, compaction, TTL expiry (once a second).
+        # Group commit of every bucket's log, compaction, TTL expiry (once a second), the status message.
         n = 0
+        since_status = 0
         while True:
             await asyncio.sleep(self.flush_ms / 1000)
             now = ticks_ms()
             n += self.flush_ms
+            since_status += self.flush_ms
             for kv in self.buckets.values():
                 kv.store.maybe_flush(now)
                 if n >= 1000:
@@ -279,6 +284,16 @@ class KVCache:
                         self.changed(kv, key, None, 0, OP_DEL)
             if n >= 1000:
                 n = 0
+            if self.status_ms and since_status >= self.status_ms:
+                since_status = 0
+                self.publish_status()
+
+    def publish_status(self):
+        # On $EDGE.<name>.kv, beside the other layers' $EDGE.<name>.<kind> messages the dashboard reads.
+        try:
+            self.leaf.publish(self.status_subject, json.dumps(self.status()))
+        except Exception as e:  # over max_payload with many buckets: say so, keep the cache going
+            self.log("kv status not sent: %r" % (e,))
 
     def close(self):
         for t in self.tasks:

@@ -2,7 +2,7 @@
 # the cache drops this module once its buckets are open).
 #
 #   "kv": {"buckets": {"config": {"policy": "lww"}, "state": {"policy": "hub_wins", "max_keys": 64}},
-#          "dir": null, "flush_ms": 50, "flush_every": 16}
+#          "dir": null, "flush_ms": 50, "flush_every": 16, "status": 10}
 #
 # "buckets" may also be a list of names (every setting at its default). Errors are ConfigError lines that name
 # the key, as the rest of the config: config: "kv.buckets.state.policy": expected one of ..., got "first".
@@ -70,6 +70,11 @@ def _bucket(b, path):
         _fail(path + ".max_value", "at most max_bytes (%d)" % out["max_bytes"], out["max_value"])
     # flash log segments: eight per log, whole 4 KB erase blocks
     out["segment_size"] = 4096 * max(1, out["log_bytes"] // 4096 // 8)
+    # a record (value, key up to 255 bytes, stamp, 32-byte head) must fit a segment (edge/flashlog.py)
+    room = out["segment_size"] - 8 * (out["segment_size"] // 4096) - 6 - 32 - 255 - 96
+    if out["max_value"] > room:
+        _fail(path + ".max_value", "at most %d with log_bytes %d (a record must fit a flash segment)" % (
+            room, out["log_bytes"]), out["max_value"])
     return out
 
 
@@ -77,7 +82,7 @@ def check_kv(v):
     # The parsed "kv" value -> {"buckets": {name: settings}, "dir", "flush_ms", "flush_every"}
     if not isinstance(v, dict):
         _fail("kv", "an object or null", v)
-    _keys(v, ("buckets", "dir", "flush_ms", "flush_every"), "kv.")
+    _keys(v, ("buckets", "dir", "flush_ms", "flush_every", "status"), "kv.")
     raw = v.get("buckets")
     buckets = {}
     if isinstance(raw, list):
@@ -95,5 +100,8 @@ def check_kv(v):
     d = v.get("dir")
     if d is not None and (not isinstance(d, str) or not d):
         _fail("kv.dir", "a folder path or null (the config's data folder + /kv)", d)
+    status = v.get("status", 10)
+    if isinstance(status, bool) or not isinstance(status, (int, float)) or status < 0:
+        _fail("kv.status", "a number of seconds >= 0 (0 = off)", status)
     return {"buckets": buckets, "dir": d, "flush_ms": _int(v, "kv.flush_ms", 50, 1),
-            "flush_every": _int(v, "kv.flush_every", 16, 1)}
+            "flush_every": _int(v, "kv.flush_every", 16, 1), "status_ms": int(status * 1000)}

@@ -15,7 +15,19 @@ import nats
 import pytest
 
 from tests.compat.harness import free_port, run
-from tests.edge.kvharness import Gate, JSHub, ctl, edge_idle, hub_dump, hub_value, kv_edge_config, start_edge, wait_for
+from tests.edge.edgeharness import Edge
+from tests.edge.kvharness import (
+    APP_PATH,
+    Gate,
+    JSHub,
+    ctl,
+    edge_idle,
+    hub_dump,
+    hub_value,
+    kv_edge_config,
+    start_edge,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -231,7 +243,14 @@ def test_partitioned_edges_converge_per_policy_more(side, jshub, started, gates,
 def test_ttl_key_disappears_on_edge_and_hub(side, jshub, started, tmp_path):
     async def body():
         nc, kv = await bucket(jshub)
-        e = start_edge(kv_edge_config("e1", free_port(), jshub.leaf_port, {"b": {}}), tmp_path / "e1", started)
+        statuses = []
+
+        async def on_status(m):
+            statuses.append(json.loads(m.data))
+
+        await nc.subscribe("$EDGE.e1.kv", cb=on_status)
+        e = start_edge(kv_edge_config("e1", free_port(), jshub.leaf_port, {"b": {}}, status=0.3), tmp_path / "e1",
+                       started)
         e.wait_line(r"kv synced bucket=b", timeout=10)
         await ctl(e, "watch", pattern=">")
         await ctl(e, "put", key="short", value="edge-ttl", ttl=2)
@@ -255,6 +274,10 @@ def test_ttl_key_disappears_on_edge_and_hub(side, jshub, started, tmp_path):
         events = (await ctl(e, "events"))["events"]
         assert ["PUT", "short", "edge-ttl"] in events and ["DEL", "short", None] in events
         assert ["PUT", "hubshort", "hub-ttl"] in events and ["DEL", "hubshort", None] in events
+        # the cache's status reaches the hub beside the other $EDGE.<name>.<kind> messages
+        last = statuses[-1]["buckets"]["b"]
+        assert last["online"] and last["keys"] == 1 and last["dirty"] == 0 and last["last_sync_rev"] >= 3
+        assert {"conflicts", "synced", "evicted", "flash_bytes", "flash_written"} <= set(last)
         await nc.close()
 
     run(body(), 60)
@@ -319,3 +342,15 @@ def test_sigkill_during_sync_leaves_a_consistent_cache(side, jshub, started, tmp
         await nc.close()
 
     run(body(), 110)
+
+
+def test_bad_kv_config_is_a_one_line_error(tmp_path):
+    # Checked with the rest of the config before anything starts: exit code 2, the key named, no traceback.
+    cfg = kv_edge_config("e1", free_port(), None, {"b": {"policy": "first-come"}})
+    e = Edge(cfg, tmp_path / "bad", extra_path=APP_PATH).start(wait=False)
+    try:
+        assert e.proc.wait(timeout=10) == 2
+        e._thread.join(timeout=2)
+        assert e.lines == ['config: "kv.buckets.b.policy": expected one of hub_wins, lww, callback, got "first-come"']
+    finally:
+        e.stop()

@@ -387,6 +387,7 @@ def test_api_checks_and_watch():
 def test_config_checks_name_the_key():
     ok = check_kv({"buckets": ["a", "b-2"]})
     assert ok["buckets"]["a"]["policy"] == "lww" and ok["flush_ms"] == 50 and ok["dir"] is None
+    assert ok["status_ms"] == 10000
     full = check_kv({"buckets": {"s": {"policy": "hub_wins", "filter": "dev.*", "max_keys": 10}}, "flush_ms": 5})
     assert full["buckets"]["s"]["filter"] == "dev.*" and full["buckets"]["s"]["segment_size"] == 8192
     cases = [
@@ -404,6 +405,8 @@ def test_config_checks_name_the_key():
         ({"buckets": ["b"], "flush_ms": "x"}, '"kv.flush_ms"'),
         ({"buckets": ["b"], "dir": ""}, '"kv.dir"'),
         ({"buckets": ["b"], "extra": 1}, 'unknown key "kv.extra"'),
+        ({"buckets": ["b"], "status": -1}, '"kv.status": expected a number of seconds >= 0'),
+        ({"buckets": {"b": {"max_value": 9000, "max_bytes": 99999}}}, "a record must fit a flash segment"),
     ]
     for doc, msg in cases:
         err = _raises(ConfigError, check_kv, doc)
