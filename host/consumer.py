@@ -106,6 +106,7 @@ ADV_PAUSE = ADV_PREFIX + "PAUSE"
 ADV_MAX_DELIVERIES = ADV_PREFIX + "MAX_DELIVERIES"
 ADV_NAKED = ADV_PREFIX + "MSG_NAKED"
 ADV_TERMINATED = ADV_PREFIX + "MSG_TERMINATED"
+METRIC_ACK = "$JS.EVENT.METRIC.CONSUMER.ACK"
 
 # API response types.
 T_CREATE = "io.nats.jetstream.api.v1.consumer_create_response"
@@ -1107,6 +1108,8 @@ class Consumer:
         self.compiled = [Filter(f) for f in self.filters]
         self.maxdc = max(self.cfg["max_deliver"], 0)
         self.maxp = self.cfg["max_ack_pending"]
+        freq = self.cfg["sample_freq"].removesuffix("%")
+        self.sample_freq = int(freq) if freq.isdigit() else 0
         self._set_scan_filter()
 
     def _set_scan_filter(self) -> None:
@@ -1753,6 +1756,8 @@ class Consumer:
         if ap == ACK_EXPLICIT:
             p = self.pending.pop(sseq, None)
             if p is not None:
+                if term_reason is None and self.sample_freq:
+                    self._sample_ack(sseq, dseq, dc, p.ts)
                 dseq = p.dseq
                 self._move_ack_floor(dseq, sseq)
                 acked.append(sseq)
@@ -1786,6 +1791,14 @@ class Consumer:
         if not self.pending:
             self._cancel_ack_timer()
         return True
+
+    def _sample_ack(self, sseq: int, dseq: int, dc: int, delivered_at: int) -> None:
+        """Ack latency metrics for `sample_freq` percent of the acks (nats-server sampleAck)."""
+        if self.sample_freq < 100 and random.randrange(100) > self.sample_freq:
+            return
+        self._advisory(f"{METRIC_ACK}.{self.stream.name}.{self.name}", {
+            "type": "io.nats.jetstream.metric.v1.consumer_ack", "stream": self.stream.name, "consumer": self.name,
+            "consumer_seq": dseq, "stream_seq": sseq, "ack_time": time.time_ns() - delivered_at, "deliveries": dc})
 
     def _store_acks(self, dseq: int, sseq: int) -> None:
         try:
@@ -2449,20 +2462,22 @@ def recover(stream: Any) -> None:
 
 
 def consumer_api(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    """One `$JS.API.CONSUMER.>` request. Malformed subjects get no reply, as with nats-server."""
+    """One `$JS.API.CONSUMER.>` request. Malformed subjects get no reply, as with nats-server, and like pull
+    requests (handled by the consumer, not the API, in nats-server) they do not count in the account's API total,
+    which the router counted them in."""
     n = len(tokens)
-    if n < 5:
-        return
-    op = tokens[3]
+    op = tokens[3] if n > 3 else ""
+    served = True
     try:
-        if op == "CREATE":
+        if n < 5:
+            served = False
+        elif op == "CREATE":
             _create(jsa, tokens, reply, hdr, payload, durable_subject=False)
-        elif op == "DURABLE":
-            if n == 7 and tokens[4] == "CREATE":
-                _create(jsa, tokens, reply, hdr, payload, durable_subject=True)
-        elif op == "MSG":
-            if n == 7 and tokens[4] == "NEXT":
-                _next(jsa, tokens[5], tokens[6], reply, payload)
+        elif op == "DURABLE" and n == 7 and tokens[4] == "CREATE":
+            _create(jsa, tokens, reply, hdr, payload, durable_subject=True)
+        elif op == "MSG" and n == 7 and tokens[4] == "NEXT":
+            served = False
+            _next(jsa, tokens[5], tokens[6], reply, payload)
         elif op == "INFO" and n == 6:
             _info(jsa, tokens[4], tokens[5], reply, hdr, payload)
         elif op == "NAMES" and n == 5:
@@ -2473,7 +2488,11 @@ def consumer_api(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: by
             _delete(jsa, tokens[4], tokens[5], reply, hdr, payload)
         elif op == "PAUSE" and n == 6:
             _pause(jsa, tokens[4], tokens[5], reply, hdr, payload)
+        else:
+            served = False
     finally:
+        if not served and jsa.api_total > 0:
+            jsa.api_total -= 1
         server = jsa.server
         if server.reading is None:
             server.flush_dirty()
@@ -2692,7 +2711,7 @@ def _info(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: byte
     jsa.respond(reply, body)
 
 
-def _offset(payload: bytes, type_name: str) -> int:
+def _offset(payload: bytes) -> int:
     text = payload.strip()
     if not text or text[:1] not in (b"{", b"["):
         return 0
@@ -2713,15 +2732,12 @@ def _names(jsa: JSAccount, stream: str, reply: bytes | None, hdr: bytes | None, 
         err = _api_level_error(hdr)
         if err is not None:
             raise err
-        offset = _offset(payload, type_name)
+        offset = _offset(payload)
         st = _stream_or_error(jsa, stream)
     except ApiError as e:
         jsa.api_errors += 1
-        body: dict[str, Any] = {"type": type_name, "error": e.body(), "total": 0, "offset": 0, "limit": 0,
-                                "consumers": [] if not full else None}
-        if full:
-            del body["consumers"]
-        jsa.respond(reply, body)
+        jsa.respond(reply, {"type": type_name, "error": e.body(), "total": 0, "offset": 0, "limit": 0,
+                            "consumers": []})
         return
     consumers = sorted((c for c in st.consumers.values() if isinstance(c, Consumer) and not c.cfg["direct"]),
                        key=lambda c: c.name)
@@ -2730,13 +2746,7 @@ def _names(jsa: JSAccount, stream: str, reply: bytes | None, hdr: bytes | None, 
     page = consumers[offset: offset + (LIST_LIMIT if full else NAMES_LIMIT)]
     out: dict[str, Any] = {"type": type_name, "total": total, "offset": offset,
                            "limit": LIST_LIMIT if full else NAMES_LIMIT}
-    if full:
-        out["consumers"] = [c.info() for c in page]
-        out["missing"] = None
-    else:
-        out["consumers"] = [c.name for c in page]
-    if full:
-        del out["missing"]
+    out["consumers"] = [c.info() for c in page] if full else [c.name for c in page]
     jsa.respond(reply, out)
 
 

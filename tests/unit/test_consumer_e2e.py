@@ -243,3 +243,25 @@ def test_unacked_messages_come_back_after_a_restart(own_server):
             return [(m.metadata.sequence.stream, m.metadata.num_delivered) for m in msgs]
 
     assert run(after()) == [(2, 2), (3, 2), (4, 1)]
+
+
+def test_api_counters_skip_pull_requests_and_malformed_subjects(jserver):
+    async def body():
+        async with js_client(jserver) as (nc, js):
+            await make_stream(js, "AC")
+            await js.publish("ac.a", b"x")
+            await js.add_consumer("AC", ConsumerConfig(durable_name="C", ack_policy=AckPolicy.EXPLICIT))
+            before = (await js_api(nc, f"{API}.INFO"))["api"]
+            got, _ = await pull(nc, "AC", "C", {"batch": 1})  # handled by the consumer, not an API request
+            assert len(got) == 1
+            for subject in (f"{API}.CONSUMER.INFO.AC", f"{API}.CONSUMER.INFO.AC.C.X"):  # no handler: no answer
+                with pytest.raises(nats.errors.TimeoutError):
+                    await nc.request(subject, b"", timeout=0.3)
+            resp = await js_api(nc, f"{API}.CONSUMER.LIST.NOPE")
+            assert resp == {"type": "io.nats.jetstream.api.v1.consumer_list_response", "error": {
+                "code": 404, "err_code": 10059, "description": "stream not found"}, "total": 0, "offset": 0,
+                "limit": 0, "consumers": []}
+            after = (await js_api(nc, f"{API}.INFO"))["api"]
+            assert (after["total"] - before["total"], after["errors"] - before["errors"]) == (2, 1)
+
+    run(body())

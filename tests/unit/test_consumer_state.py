@@ -638,6 +638,21 @@ def test_push_idle_heartbeat_and_flow_control(jsa):
     assert len(data) + len(rest) == 6 and c.maxpb == 600
 
 
+def test_ack_latency_metrics_when_sampled(jsa):
+    s = Stream(jsa, "S", ["s.>"])
+    s.publish("s.a")
+    create(jsa, "S", "C", sample_freq="100%")
+    metrics = adv_listener(jsa, "$JS.EVENT.METRIC.>")
+    (f,) = Puller(jsa, "S", "C").pull({"batch": 1})
+    ack(jsa, f)
+    (m,) = metrics.take()
+    body = json.loads(m.payload)
+    assert m.subject == "$JS.EVENT.METRIC.CONSUMER.ACK.S.C"
+    assert (body["type"], body["consumer_seq"], body["stream_seq"], body["deliveries"]) == (
+        "io.nats.jetstream.metric.v1.consumer_ack", 1, 1, 1)
+    assert body["ack_time"] >= 0
+
+
 def test_headers_only_push_and_client_without_headers(jsa):
     s = Stream(jsa, "S", ["s.>"])
     create(jsa, "S", "P", deliver_subject="d.p", headers_only=True, ack_policy="none")
