@@ -9,7 +9,7 @@ if TYPE_CHECKING:
 
 REPORT_VERSION = 1
 MESSAGE_KEYS = ("published", "received", "forwarded", "not_forwarded", "lost_in_flight", "delivered_late", "lost",
-                "duplicates", "unmatched")
+                "published_clean", "lost_clean", "duplicates", "unmatched")
 
 
 def _summary(values: list[float]) -> dict[str, Any]:
@@ -104,6 +104,10 @@ def text(r: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     for row in rows:
         out.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    out.append(f"outside fault windows: {m['lost_clean']} of {m['published_clean']} messages lost"
+               + ("" if not m["lost_clean"] else "  <-- losses no fault explains"))
+    if m["unmatched"]:
+        out.append(f"delivered but never published: {m['unmatched']}")
     for kind in ("partition", "crash", "hub_restart"):
         v = t[f"recovery_{kind}"]
         if v["count"]:
