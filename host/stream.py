@@ -537,7 +537,7 @@ class Stream:
         stream = cls(jsa, cfg, created, store, sdir)
         stream._rebuild_dedupe()
         stream._activate()
-        stream._run_expiry()
+        stream.expire_now()
         return stream
 
     def write_meta(self) -> None:
@@ -592,7 +592,7 @@ class Stream:
             self._trim_dedupe(now_ns())
         self.write_meta()
         self._notify_purge()
-        self._run_expiry()
+        self.expire_now()
 
     def _unsubscribe_all(self) -> None:
         acc = self.jsa.account
@@ -909,6 +909,13 @@ class Stream:
             self._expiry.cancel()
         self._expiry_at = at_ns
         self._expiry = self.jsa.call_later((at_ns - now_ns()) / _NS, self._run_expiry)
+
+    def expire_now(self) -> None:
+        """Apply age limits and TTLs at once (after a restart or a config change) and re-arm the timer."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        self._run_expiry()
 
     def _run_expiry(self) -> None:
         """Remove what max_age and TTLs expire now; hand markers to consumers; re-arm for the next deadline."""
