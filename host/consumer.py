@@ -47,9 +47,11 @@ from host.store import (
     ConsumerStore,
     ErrStoreEOF,
     Filter,
+    SequencePair,
     StoreError,
     next_pending,
 )
+from host.store import Pending as StorePending
 from host.sublist import is_valid_subject, subject_matches
 
 if TYPE_CHECKING:
@@ -1315,8 +1317,22 @@ class Consumer:
             self.adflr, self.asflr = self.dseq - 1, max(self.asflr, self.sseq - 1)
         elif gone:
             self._move_floor_after_removal()
+        self._write_state()
         self.calc_num_pending()
         self.kick()
+
+    def _write_state(self) -> None:
+        """Store the whole position (nats-server writeStoreState): after a purge the delivered and ack floors
+        jump past what is gone, which per-message updates do not express."""
+        state = ConsumerState(SequencePair(max(self.dseq - 1, 0), max(self.sseq - 1, 0)),
+                              SequencePair(self.adflr, self.asflr),
+                              {s: StorePending(p.dseq, p.ts) for s, p in self.pending.items()}, dict(self.rdc))
+        try:
+            self.store.update(state)
+        except (StoreError, ValueError) as e:
+            log.warning("JetStream consumer '%s > %s > %s': state not stored: %s", self.account.name,
+                        self.stream.name, self.name, e)
+        self._schedule_flush()
 
     def _stored(self, seq: int) -> bool:
         try:
@@ -1912,12 +1928,13 @@ class Consumer:
         if backoff:
             nxt = backoff[-1]
         expired: list[int] = []
+        dropped = False
         for seq, p in list(self.pending.items()):
             if seq < fseq or seq <= self.asflr:
                 del self.pending[seq]
                 self.rdc.pop(seq, None)
                 self._rdq_remove(seq)
-                self._store_acks(p.dseq, seq)
+                dropped = True
                 if seq > self.asflr:
                     self.asflr = seq
                 if p.dseq > self.adflr:
@@ -1953,6 +1970,8 @@ class Consumer:
             self.rdq.clear()
             self.rdq_set.clear()
             self.adflr, self.asflr = self.dseq - 1, self.sseq - 1
+        if dropped:
+            self._write_state()
         self.kick()
 
     def _has_max_deliveries(self, seq: int) -> bool:

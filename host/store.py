@@ -1095,6 +1095,9 @@ class _Reader:
 
 _CONSUMER_MAGIC = 22  # nats-server filestore.go `magic`
 _CONSUMER_VERSION = 2
+# Sequences are stored relative to the ack floor as Go's uint64 arithmetic does: one below the floor (the
+# redelivery count of a message past max_deliver, kept until it leaves the stream) wraps around and back.
+_U64 = (1 << 64) - 1
 
 
 def encode_consumer_state(st: ConsumerState) -> bytes:
@@ -1113,7 +1116,7 @@ def encode_consumer_state(st: ConsumerState) -> bytes:
             _put_varint(out, base - p.ts // _NS)
     _put_uvarint(out, len(st.redelivered))
     for sseq, n in st.redelivered.items():
-        _put_uvarint(out, sseq - afs)
+        _put_uvarint(out, (sseq - afs) & _U64)
         _put_uvarint(out, n)
     return bytes(out)
 
@@ -1135,7 +1138,7 @@ def decode_consumer_state(buf: bytes) -> ConsumerState:
             ts = (base - r.varint()) * _NS
             st.pending[sseq] = Pending(dseq, ts)
     for _ in range(r.uvarint()):
-        sseq, n = r.uvarint() + afs, r.uvarint()
+        sseq, n = (r.uvarint() + afs) & _U64, r.uvarint()
         if n:
             st.redelivered[sseq] = n
     return st

@@ -537,7 +537,10 @@ def test_purge_releases_pending_and_recounts(jsa):
     s.purge(None, 0, 0)
     assert c.pending == {} and c.num_pending() == 0 and c.sseq == 6
     info = api(jsa, "$JS.API.CONSUMER.INFO.S.C")
-    assert info["num_ack_pending"] == 0 and info["ack_floor"]["stream_seq"] == 2
+    # as nats-server: both floors jump past the purged messages
+    assert info["num_ack_pending"] == 0
+    assert info["delivered"]["consumer_seq"] == 2 and info["delivered"]["stream_seq"] == 5
+    assert (info["ack_floor"]["consumer_seq"], info["ack_floor"]["stream_seq"]) == (2, 5)
 
 
 # ---- pull request handling -------------------------------------------------------------------------------------
@@ -782,3 +785,31 @@ def test_recover_skips_a_broken_meta_file(jsa, tmp_path, caplog):
     recover(s)
     assert s.consumers == {} and "not recovered" in caplog.text
     store.stop()
+
+
+def test_state_with_a_max_delivered_message_below_the_ack_floor_is_written(jsa, tmp_path):
+    # nats-server keeps the redelivery count of a message that reached max_deliver until it leaves the stream,
+    # so the stored state can hold one below the ack floor
+    sdir = str(tmp_path / "S")
+    store = FileStore(StoreConfig(name="S", store_dir=sdir))
+    s = Stream(jsa, "S", ["s.>"], store=store, sdir=sdir)
+    for _ in range(3):
+        s.publish("s.a")
+    c = create(jsa, "S", "C", max_deliver=1, ack_wait=NS)
+    p = Puller(jsa, "S", "C")
+    first = p.pull({"batch": 1})
+    expire_pending(c)  # seq 1 reaches max_deliver
+    for f in p.pull({"batch": 2}):
+        ack(jsa, f)
+    assert c.rdc == {1: 1} and (c.asflr, c.adflr) == (3, 3) and first
+    c.flush()
+    c.stop()
+    store.stop()
+    jsa2 = JSA()
+    install(jsa2)
+    store2 = FileStore(StoreConfig(name="S", store_dir=sdir))
+    s2 = Stream(jsa2, "S", ["s.>"], store=store2, sdir=sdir)
+    recover(s2)
+    c2 = s2.consumers["C"]
+    assert c2.rdc == {1: 1} and (c2.asflr, c2.adflr) == (3, 3) and c2.pending == {}
+    store2.stop()
