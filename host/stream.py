@@ -653,33 +653,49 @@ class Stream:
 
     def _on_publish(self, src: Any, subject: bytes, reply: bytes | None, hdr: bytes | None,
                     payload: bytes) -> None:
-        """A message published to one of the stream's subjects (nats-server processJetStreamMsg)."""
-        if hdr is not None or self._slow:
-            self._process(subject.decode(), reply, hdr, payload)
-            return
-        # Fast path: no headers, nothing that needs the checks below.
-        mms = self._max_msg_size
-        if 0 <= mms < len(payload):
-            if reply:
-                self._ack_error(reply, ApiError(400, 10054, "message size exceeds maximum allowed"))
-            return
-        subj = subject.decode()
+        """A message published to one of the stream's subjects (nats-server processJetStreamMsg). Runs inside the
+        publisher's read batch: nothing may escape from here, whatever the message or a consumer does."""
         try:
-            seq, ts = self.store.store_msg(subj, None, payload)
-        except StoreError as e:
+            subj = subject.decode()
+        except UnicodeDecodeError:
+            if reply and not self._no_ack:
+                self._ack_error(reply, ApiError(503, 10077, "subject is not valid UTF-8"))
+            return
+        try:
+            if hdr is not None or self._slow:
+                self._process(subj, reply, hdr, payload)
+                return
+            # Fast path: no headers, nothing that needs the checks of _process.
+            mms = self._max_msg_size
+            if 0 <= mms < len(payload):
+                if reply:
+                    self._ack_error(reply, ApiError(400, 10054, "message size exceeds maximum allowed"))
+                return
+            try:
+                seq, ts = self.store.store_msg(subj, None, payload)
+            except StoreError as e:
+                if reply:
+                    self._ack_error(reply, ApiError(503, 10077, str(e)))
+                return
+            except OSError as e:
+                self._store_failed(reply, e)
+                return
             if reply:
-                self._ack_error(reply, ApiError(503, 10077, str(e)))
-            return
-        except OSError as e:
-            self._store_failed(reply, e)
-            return
-        if reply:
-            self.jsa.reply_plain(reply, self._ack_prefix + b"%d}" % seq)
-        if self._max_age and self._expiry is None:
-            self._arm_expiry(ts + self._max_age)
-        if self.consumers:
-            for c in list(self.consumers.values()):
-                c.on_msg(seq, subj)
+                self.jsa.reply_plain(reply, self._ack_prefix + b"%d}" % seq)
+            if self._max_age and self._expiry is None:
+                self._arm_expiry(ts + self._max_age)
+            if self.consumers:
+                self._notify_msg(seq, subj)
+        except Exception:  # noqa: BLE001 - a bug here must not break the publisher's connection
+            log.exception("JetStream: processing a message for stream '%s > %s' failed", self.jsa.account.name,
+                          self.name)
+
+    def _notify_msg(self, seq: int, subject: str) -> None:
+        for c in list(self.consumers.values()):
+            try:
+                c.on_msg(seq, subject)
+            except Exception:  # noqa: BLE001 - one consumer's failure must not reach the publisher or the others
+                log.exception("JetStream: consumer of '%s' failed on message %d", self.name, seq)
 
     def _ack_error(self, reply: bytes, err: ApiError) -> None:
         self.jsa.publish(reply, None, None, dumps({"error": err.body(), "stream": self.name, "seq": 0}))
@@ -781,8 +797,7 @@ class Stream:
             if self._expiry is None or deadline < self._expiry_at:
                 self._arm_expiry(deadline)
         if self.consumers:
-            for c in list(self.consumers.values()):
-                c.on_msg(seq, subject)
+            self._notify_msg(seq, subject)
 
     def _check_headers(self, subject: str, reply: bytes | None, hdr: bytes) -> ApiError | bool | None:
         """The Nats-* request headers, in nats-server's order. An ApiError to answer with, True when the message
@@ -933,9 +948,7 @@ class Stream:
                 self._notify_purge()
             if done.markers and self.consumers:
                 for seq in done.markers:
-                    subject = self.store.subject_for_seq(seq)
-                    for c in list(self.consumers.values()):
-                        c.on_msg(seq, subject)
+                    self._notify_msg(seq, self.store.subject_for_seq(seq))
         nxt = self.store.next_expiry()
         if nxt:
             self._arm_expiry(nxt)
@@ -1061,7 +1074,7 @@ class Stream:
         last_for = req.get("last_by_subj", "")
         no_hdr = req.get("no_hdr", False)
         batch = req.get("batch", 0)
-        is_batch = batch > 0
+        is_batch = batch != 0  # a negative batch is a batch of nothing: just the EOB, as nats-server
         if not is_batch:
             batch = 1
         np = valid_through = 0

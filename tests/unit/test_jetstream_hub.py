@@ -14,6 +14,7 @@ import nats
 import pytest
 
 from tests.compat.harness import (
+    Raw,
     Server,
     api_error,
     free_port,
@@ -309,5 +310,35 @@ def test_jsz_and_varz(tmp_path):
         assert "config" not in sd["consumer_detail"][0]
         varz = s.http_get("/varz")["jetstream"]
         assert varz["stats"]["storage"] == size and varz["config"]["max_storage"] > 0
+    finally:
+        s.stop()
+
+
+def test_odd_publishes_get_errors_not_crashes(tmp_path):
+    """A subject that is not UTF-8, and headers that are not, reach the stream without breaking the connection."""
+    s = hub(tmp_path)
+    try:
+        async def setup():
+            nc = await connect(s)
+            await create(nc, "ODD")
+            await nc.close()
+
+        run(setup())
+        raw = Raw(s.port)
+        raw.send(b'CONNECT {"verbose":false,"pedantic":false,"headers":true,"protocol":1}\r\nSUB _r.* 1\r\n')
+        raw.send(b"PUB odd.\xff _r.1 1\r\nx\r\n")
+        m = raw.expect(rb"MSG _r\.1 1 (\d+)\r\n")
+        body = json.loads(raw.expect(rb"(.{%d})\r\n" % int(m.group(1))).group(1))
+        assert body == {"error": {"code": 503, "err_code": 10077, "description": "subject is not valid UTF-8"},
+                        "stream": "ODD", "seq": 0}
+        hdr = b"NATS/1.0\r\nNats-Msg-Id: \xff\xfe\r\nNats-Expected-Stream: \xff\r\n\r\n"
+        raw.send(b"HPUB odd.a _r.2 %d %d\r\n%sy\r\n" % (len(hdr), len(hdr) + 1, hdr))
+        m = raw.expect(rb"MSG _r\.2 1 (\d+)\r\n")
+        body = json.loads(raw.expect(rb"(.{%d})\r\n" % int(m.group(1))).group(1))
+        assert body["error"]["err_code"] == 10060  # the expected stream does not match
+        raw.send(b"PUB odd.b _r.3 1\r\nz\r\n")
+        m = raw.expect(rb"MSG _r\.3 1 (\d+)\r\n")
+        assert json.loads(raw.expect(rb"(.{%d})\r\n" % int(m.group(1))).group(1)) == {"stream": "ODD", "seq": 1}
+        raw.sock.close()
     finally:
         s.stop()
