@@ -234,11 +234,13 @@ class Edge:
         await self._reaped()
         self.state = "crashed"
 
-    async def restart(self) -> None:
+    async def restart(self, after_crash: bool = True) -> None:
+        """after_crash: an injected crash, whose way back is timed (a watchdog restart is not)."""
         if self.stopping or self.running:
             return
         await self.start()
-        self.pending.append(("crash", self.clock()))
+        if after_crash:
+            self.pending.append(("crash", self.clock()))
 
     async def stop(self, grace: float = 3.0) -> None:
         """End of run: SIGINT (the edge exits 0), SIGKILL after `grace`; its output is read to the end."""
@@ -390,7 +392,7 @@ class Edge:
         # As a device's watchdog would: the edge comes back after a moment.
         await asyncio.sleep(delay)
         try:
-            await self.restart()
+            await self.restart(after_crash=False)
         except OSError as e:
             self.event(f"{self.name}: restart failed: {e}")
 

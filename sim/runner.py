@@ -86,7 +86,6 @@ class Simulation:
         self._hurry = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._hub_tasks: set[asyncio.Task[Any]] = set()
-        self._made_workdir = False
         self.workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="natsedge-sim-"))
         self._made_workdir = opts.workdir is None
 
