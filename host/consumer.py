@@ -2252,7 +2252,7 @@ class Consumer:
             return
         try:
             self.store.flush()  # type: ignore[attr-defined]
-        except OSError as e:
+        except (OSError, StoreError, ValueError) as e:
             log.error("JetStream consumer '%s > %s > %s': writing state failed: %s", self.account.name,
                       self.stream.name, self.name, e)
 
@@ -2496,7 +2496,7 @@ def consumer_api(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: by
             _create(jsa, tokens, reply, hdr, payload, durable_subject=True)
         elif op == "MSG" and n == 7 and tokens[4] == "NEXT":
             served = False
-            _next(jsa, tokens[5], tokens[6], reply, payload)
+            _next(jsa, tokens[5], tokens[6], reply, hdr, payload)
         elif op == "INFO" and n == 6:
             _info(jsa, tokens[4], tokens[5], reply, hdr, payload)
         elif op == "NAMES" and n == 5:
@@ -2695,12 +2695,16 @@ def _partition_unique(st: Any, name: str, flts: list[str]) -> bool:
     return True
 
 
-def _next(jsa: JSAccount, stream: str, name: str, reply: bytes | None, payload: bytes) -> None:
+def _next(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     if not reply:
         return
     c = _lookup(jsa, stream, name)
     if c is None:
-        return  # nats-server: no consumer, no subscriber; the request times out
+        return  # nats-server: no consumer, no subscriber (the router leaves these to a 503)
+    if _api_level_error(hdr) is not None and not c.push:
+        c._status(reply, 412, "Required Api Level")
+        c._flush()
+        return
     c.process_next_request(reply, payload)
 
 
