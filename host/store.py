@@ -581,12 +581,16 @@ class StreamStore:
             if info is None or info[2] < size:
                 raise ErrMaxBytes()
 
-    def skip_msgs(self, seq: int, num: int) -> None:
-        """Consume sequences seq .. seq+num-1 without storing anything (seq must be last_seq + 1)."""
+    def skip_msgs(self, seq: int, num: int, ts: int = 0) -> None:
+        """Consume sequences seq .. seq+num-1 without storing anything (seq must be last_seq + 1). A `ts` becomes
+        last_ts: an interest stream skipping a message nobody wants still reports when it came (nats-server
+        SkipMsgNoInterest)."""
         self._check()
         if seq != self._last + 1:
             raise ValueError(f"skip_msgs: expected sequence {self._last + 1}, got {seq}")
         self._last = seq + num - 1
+        if ts:
+            self._last_ts = ts
         if self._msgs == 0:
             self._first = self._last + 1
         self._persist_floor()

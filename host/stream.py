@@ -753,10 +753,11 @@ class Stream:
         if self._interest and not self._has_interest(store.last_seq + 1, subject):
             # Nobody would ever read it: the sequence is used, nothing is stored (SkipMsgNoInterest).
             seq = store.last_seq + 1
-            store.skip_msgs(seq, 1)
+            ts = now_ns()
+            store.skip_msgs(seq, 1, ts)
             self.lmsg_id = msg_id
             if msg_id:
-                self._store_msg_id(msg_id, seq, now_ns())
+                self._store_msg_id(msg_id, seq, ts)
             if rollup and self._rollup_ok:
                 self._rollup(subject, rollup, 0)
             if reply:
