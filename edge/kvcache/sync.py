@@ -112,18 +112,45 @@ def ttl_ms(text):
     return int(total)
 
 
+class Headers:
+    # Looks header values up in the raw block, as nats-server does (case-sensitive names, the first one
+    # wins): a catch-up reads a handful per message, and decoding whole blocks cost more than the rest of
+    # the message's handling on MicroPython.
+    def __init__(self, block):
+        self.b = block
+
+    def _find(self, name):
+        key = b"\r\n" + name.encode() + b":"
+        i = self.b.find(key)
+        return i + len(key) if i >= 0 else -1
+
+    def get(self, name, default=None):
+        i = self._find(name)
+        if i < 0:
+            return default
+        j = self.b.find(b"\r\n", i)
+        try:
+            return bytes(self.b[i : j if j >= 0 else len(self.b)]).strip().decode()
+        except UnicodeError:
+            return default
+
+    def __contains__(self, name):
+        return self._find(name) >= 0
+
+
+_NO_HEADERS = Headers(b"")
+
+
 def _headers(hdr):
-    # -> (status or None, {key: value}); a malformed block reads as status 0.
+    # -> (status or None, Headers); a block that is not NATS/1.0 reads as status 0.
     if not hdr:
-        return None, {}
-    try:
-        status, _, pairs = proto.decode_headers(hdr)
-    except proto.ProtocolError:
-        return 0, {}
-    h = {}
-    for k, v in pairs:
-        h[k] = v
-    return status, h
+        return None, _NO_HEADERS
+    if hdr[:8] != b"NATS/1.0":
+        return 0, _NO_HEADERS
+    end = hdr.find(b"\r\n")
+    code = hdr[9:12] if end >= 12 else b""
+    status = int(code) if len(code) == 3 and code.isdigit() else None
+    return status, Headers(hdr)
 
 
 class Inbox:

@@ -3,7 +3,7 @@
 # the test can drive the cache while the hub link is down) and answers with JSON.
 #
 #   {"op": "put", "key": k, "value": "text", "ttl": 2, "bucket": "b", "flush": true} -> {}
-#   {"op": "get"|"delete"|"purge", "key": k}                           -> {"value": text or null} / {}
+#   {"op": "get"|"fetch"|"delete"|"purge", "key": k}                   -> {"value": text or null} / {}
 #   {"op": "bulk", "n": 300, "prefix": "p", "value": "x"}               -> {}     (n puts, then a flush)
 #   {"op": "dump"}                                                      -> {key: value text}
 #   {"op": "status"} -> the cache status;   {"op": "recent"} -> the recent conflict reports
@@ -42,7 +42,7 @@ async def main(leaf):
     def on_change(entry):
         events.append([entry.op, entry.key, text(entry.value)])
 
-    def ctl(msg):
+    async def ctl(msg):
         try:
             req = json.loads(msg.data)
             kv = leaf.kv(req.get("bucket", "b"))
@@ -54,6 +54,8 @@ async def main(leaf):
                     kv.flush()
             elif op == "get":
                 out = {"value": text(kv.get(req["key"]))}
+            elif op == "fetch":
+                out = {"value": text(await kv.fetch(req["key"]))}
             elif op == "delete":
                 kv.delete(req["key"])
             elif op == "purge":

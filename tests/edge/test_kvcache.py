@@ -238,6 +238,33 @@ def test_partitioned_edges_converge_per_policy_more(side, jshub, started, gates,
     run(partition_scenario(side, jshub, started, gates, tmp_path, policy, n), 110)
 
 
+def test_small_cache_evicts_clean_keys_and_fetches_them_from_the_hub(side, jshub, started, tmp_path):
+    async def body():
+        nc, kv = await bucket(jshub)
+        for i in range(40):
+            await kv.put(f"k{i:02d}", f"v{i}".encode())
+        cfg = kv_edge_config("e1", free_port(), jshub.leaf_port, {"b": {"max_keys": 16}})
+        e = start_edge(cfg, tmp_path / "e1", started)
+        e.wait_line(r"kv synced bucket=b", timeout=10)
+        st = (await ctl(e, "status"))["buckets"]["b"]
+        assert st["keys"] <= 16 and st["evicted"] >= 24 and st["last_sync_rev"] == 40
+        dump = await ctl(e, "dump")
+        assert all(v == f"v{int(k[1:])}" for k, v in dump.items())
+        missing = next(f"k{i:02d}" for i in range(40) if f"k{i:02d}" not in dump)
+        assert (await ctl(e, "get", key=missing))["value"] is None  # get() is local only
+        assert (await ctl(e, "fetch", key=missing))["value"] == f"v{int(missing[1:])}"
+        assert (await ctl(e, "get", key=missing))["value"] == f"v{int(missing[1:])}"  # cached now
+        assert (await ctl(e, "fetch", key="never"))["value"] is None
+        evicted = [f"k{i:02d}" for i in range(40) if f"k{i:02d}" not in dump and f"k{i:02d}" != missing][-1]
+        await ctl(e, "put", key=evicted, value="edge")  # a write to an evicted key: no false conflict
+        await wait_for(lambda: edge_idle(e), 10, "the write to reach the hub")
+        assert await hub_value(kv, evicted) == b"edge"
+        assert (await ctl(e, "status"))["conflicts"] == 0
+        await nc.close()
+
+    run(body(), 60)
+
+
 # ---- TTL -----------------------------------------------------------------------------------------
 
 def test_ttl_key_disappears_on_edge_and_hub(side, jshub, started, tmp_path):

@@ -13,9 +13,10 @@ from edge.kvcache import hlc
 from edge.kvcache.cache import KVCache
 from edge.kvcache.config import check_kv
 from edge.kvcache.store import OP_DEL, OP_PURGE, OP_PUT, R_LOCAL, R_SET, KVError, Store, decode, encode
-from edge.kvcache.sync import Inbox, Sync, rfc3339_ms, ttl_ms
+from edge.kvcache.sync import Headers, Inbox, Sync, _headers, rfc3339_ms, ttl_ms
 from edge.leaf.broker import Leaf
 from edge.leaf.config import ConfigError
+from edge.proto import encode_headers
 
 BASE = ["/tmp"]  # where each test makes its own folder; the littlefs runner points it at the mount
 
@@ -103,6 +104,17 @@ def test_rfc3339_and_nats_ttl():
     assert rfc3339_ms("garbage") == 0
     assert ttl_ms("5") == 5000 and ttl_ms("2s") == 2000 and ttl_ms("1h30m") == 5400000 and ttl_ms("500ms") == 500
     assert ttl_ms("1.5s") == 1500 and ttl_ms(None) == 0 and ttl_ms("never") == 0 and ttl_ms("5x") == 0
+
+
+def test_header_lookup_in_raw_blocks():
+    st, h = _headers(b"NATS/1.0 204 EOB\r\nNats-Num-Pending: 9\r\nNats-Last-Sequence: 3\r\n\r\n")
+    assert st == 204 and h.get("Nats-Num-Pending") == "9" and h.get("Nats-Last-Sequence") == "3"
+    st, h = _headers(encode_headers({"Nats-Subject": "$KV.b.k", "KV-Operation": "DEL", "Nats-TTL": "5s"}))
+    assert st is None and h.get("Nats-Subject") == "$KV.b.k" and h.get("KV-Operation") == "DEL"
+    assert "Nats-TTL" in h and "Nats-Marker-Reason" not in h and h.get("Edge-HLC", "none") == "none"
+    assert h.get("TTL") is None  # whole names only
+    assert _headers(None)[0] is None and _headers(b"HTTP/1.1 200")[0] == 0
+    assert _headers(b"NATS/1.0 404 No Messages\r\n\r\n")[0] == 404
 
 
 # ---- the store ------------------------------------------------------------------------------------
@@ -273,7 +285,7 @@ def _hub_msg(sync, key, value, rev, ts, stamp=None, op=None):
         h["Edge-HLC"] = stamp
     if op:
         h["KV-Operation"] = op
-    sync._apply("$KV.b." + key, rev, ts, h, value, True)
+    sync._apply("$KV.b." + key, rev, ts, Headers(encode_headers(h)), value, True)
 
 
 def _run_conflict(policy, resolver=None):
