@@ -682,7 +682,7 @@ class Stream:
                 return
             if reply:
                 self.jsa.reply_plain(reply, self._ack_prefix + b"%d}" % seq)
-            if self._max_age and self._expiry is None:
+            if self._max_age and (self._expiry is None or ts + self._max_age < self._expiry_at):
                 self._arm_expiry(ts + self._max_age)
             if self.consumers:
                 self._notify_msg(seq, subj)
@@ -791,7 +791,7 @@ class Stream:
             self._rollup(subject, rollup, 1)
         if reply:
             self.jsa.reply_plain(reply, self._ack_prefix + b"%d}" % seq)
-        if self._max_age and self._expiry is None:
+        if self._max_age and (self._expiry is None or ts + self._max_age < self._expiry_at):
             self._arm_expiry(ts + self._max_age)
         if ttl > 0 and self._allow_ttl:
             deadline = ts + ttl * _NS
