@@ -64,6 +64,8 @@ log = logging.getLogger("natsedge.hub")
 
 NS = 1_000_000_000
 MS = 1_000_000
+INT64_MAX = (1 << 63) - 1
+INT64_MIN = -(1 << 63)
 
 # Defaults and limits (nats-server consumer.go / jetstream_api.go).
 ACK_WAIT_DEFAULT = 30 * NS
@@ -838,7 +840,8 @@ class WaitingRequest:
         self.n = req.batch
         self.d = 0
         self.b = req.max_bytes
-        self.expires = now + req.expires if req.expires > 0 else 0
+        # A negative expiry is already over (nats-server adds it to the current time): answered 408 at once.
+        self.expires = now + req.expires if req.expires else 0
         self.received = now
         self.hb = req.heartbeat
         self.hbt = now + req.heartbeat if req.heartbeat > 0 else 0
@@ -880,8 +883,8 @@ def parse_nak_delay(arg: bytes) -> int | None:
         if not isinstance(obj, dict):
             return None
         d = obj.get("delay", 0)
-        if isinstance(d, bool) or not isinstance(d, int):
-            return None
+        if isinstance(d, bool) or not isinstance(d, int) or not INT64_MIN <= d <= INT64_MAX:
+            return None  # not a Go time.Duration: a plain NAK, as nats-server
         return d
     try:
         return parse_go_duration(arg.decode())
@@ -919,6 +922,8 @@ def parse_go_duration(text: str) -> int:
         if unit not in _UNITS:
             raise ValueError(text)
         total += num * _UNITS[unit]
+    if total > INT64_MAX:
+        raise ValueError(f"time: invalid duration {text!r}")
     return -int(total) if neg else int(total)
 
 

@@ -110,6 +110,10 @@ def test_nak_delay_forms():
     assert parse_nak_delay(b"") is None
     assert parse_nak_delay(b" soon") is None  # a plain NAK, as nats-server treats an unreadable delay
     assert parse_nak_delay(b' {"delay":"x"}') is None
+    # out of time.Duration's range: a plain NAK (a stored delivery time must stay encodable)
+    assert parse_nak_delay(b' {"delay": 1000000000000000000000000}') is None
+    assert parse_nak_delay(b" 99999999999h") is None
+    assert parse_nak_delay(b' {"delay": -1}') == -1
 
 
 # ---- durations and times -------------------------------------------------------------------------------------------

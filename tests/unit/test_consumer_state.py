@@ -574,6 +574,13 @@ def test_no_wait_with_expires_answers_404_after_what_it_got(jsa):
     assert [tokens(f)[1] for f in got[:1]] == [1] and got[1].status() == "404 No Messages"
 
 
+def test_negative_expires_times_out_at_once(jsa):
+    Stream(jsa, "S", ["s.>"])
+    create(jsa, "S", "C")
+    got = Puller(jsa, "S", "C").pull({"batch": 1, "expires": -5})
+    assert [f.status() for f in got] == ["408 Request Timeout"]
+
+
 def test_batch_completed_when_bytes_are_left(jsa):
     s = Stream(jsa, "S", ["s.>"])
     s.publish("s.a")
