@@ -41,9 +41,11 @@ from host.jetstream import (
 )
 from host.store import StoreError
 from host.stream import (
+    H_REQUIRED_API_LEVEL,
     STREAM_CONFIG_SCHEMA,
     Stream,
     check_config,
+    hdr_get,
     parse_time_field,
     set_static_metadata,
     stored_msg_json,
@@ -104,8 +106,6 @@ def _level_too_high(hdr: bytes | None) -> bool:
     """nats-server errorOnRequiredApiLevel: a Nats-Required-Api-Level above ours (or not a number)."""
     if not hdr:
         return False
-    from host.stream import H_REQUIRED_API_LEVEL, hdr_get
-
     v = hdr_get(hdr, H_REQUIRED_API_LEVEL)
     if not v:
         return False

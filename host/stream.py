@@ -36,6 +36,7 @@ from host.jetstream import (
     rfc3339,
 )
 from host.memstore import MemStore
+from host.server import VERSION as SERVER_VERSION
 from host.store import (
     DISCARD_NEW,
     TTL_NEVER,
@@ -58,7 +59,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("natsedge.hub")
 
 _NS = 1_000_000_000
-SERVER_VERSION = "2.11.0"  # host/server.py VERSION: what `_nats.ver` says (imported lazily would be a cycle)
 DEFAULT_DUPLICATE_WINDOW = 120 * _NS  # nats-server StreamDefaultDuplicatesWindow
 MAX_NAME_LEN = 255
 MAX_DESCRIPTION_LEN = 4 * 1024
@@ -418,7 +418,7 @@ def with_dynamic_metadata(cfg: dict[str, Any]) -> dict[str, Any]:
     """The config as responses show it: metadata plus `_nats.level` and `_nats.ver`, keys sorted (a Go map)."""
     out = dict(cfg)
     meta = dict(cfg.get("metadata") or {})
-    meta["_nats.ver"] = SERVER_VERSION
+    meta["_nats.ver"] = SERVER_VERSION  # the protocol version the hub implements
     meta["_nats.level"] = str(API_LEVEL)
     out["metadata"] = dict(sorted(meta.items()))
     return out
@@ -1205,5 +1205,5 @@ def parse_time_field(value: Any, field: str) -> int:
     try:
         return parse_rfc3339(value)
     except (ValueError, TypeError):
-        raise ApiError(400, 10025, f"invalid JSON: parsing time {json.dumps(json.dumps(value))} as "
-                                   f"\"\\\"2006-01-02T15:04:05Z07:00\\\"\": cannot parse {field}") from None
+        raise ApiError(400, 10025, f"invalid JSON: parsing time {json.dumps(json.dumps(value))} in {field}: "
+                                   "not an RFC 3339 time") from None
