@@ -259,6 +259,10 @@ def test_small_cache_evicts_clean_keys_and_fetches_them_from_the_hub(side, jshub
         await ctl(e, "put", key=evicted, value="edge")  # a write to an evicted key: no false conflict
         await wait_for(lambda: edge_idle(e), 10, "the write to reach the hub")
         assert await hub_value(kv, evicted) == b"edge"
+        await ctl(e, "purge", key=evicted)  # KV-Operation: PURGE + Nats-Rollup: sub, with the CAS header
+        await ctl(e, "delete", key=missing)
+        await wait_for(lambda: edge_idle(e), 10, "the purge and the delete to reach the hub")
+        assert await hub_value(kv, evicted) is None and await hub_value(kv, missing) is None
         assert (await ctl(e, "status"))["conflicts"] == 0
         await nc.close()
 
