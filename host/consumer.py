@@ -31,12 +31,13 @@ import os
 import random
 import shutil
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from edge.proto import encode_tail
-from host.accounts import nuid
+from host.accounts import Account, nuid
 from host.jetstream import API_LEVEL, ApiError, dumps, rfc3339
 from host.memstore import ConsumerMemStore
 from host.store import (
@@ -57,7 +58,6 @@ from host.sublist import is_valid_subject, subject_matches
 if TYPE_CHECKING:
     import asyncio
 
-    from host.accounts import Account
     from host.jetstream import JSAccount
 
 log = logging.getLogger("natsedge.hub")
@@ -2156,7 +2156,9 @@ class Consumer:
         old = self.cfg
         self.cfg = new
         if new["deliver_subject"] != old["deliver_subject"]:
+            _unwatch(self)
             self.deliver_b = new["deliver_subject"].encode()
+            _watch(self)
             for seq in sorted(self.pending):
                 if seq not in self.rdq_set:
                     self._rdq_add(seq)
@@ -2355,15 +2357,16 @@ class Consumer:
 
 # ---- registry of push consumers by deliver subject (interest tracking) --------------------------------------------
 
-_WATCH: dict[int, dict[bytes, list[Consumer]]] = {}  # id(account) -> deliver subject -> push consumers
+# account -> deliver subject -> push consumers
+_WATCH: weakref.WeakKeyDictionary[Account, dict[bytes, list[Consumer]]] = weakref.WeakKeyDictionary()
 
 
 def _watch(c: Consumer) -> None:
-    _WATCH.setdefault(id(c.account), {}).setdefault(c.deliver_b, []).append(c)
+    _WATCH.setdefault(c.account, {}).setdefault(c.deliver_b, []).append(c)
 
 
 def _unwatch(c: Consumer) -> None:
-    by = _WATCH.get(id(c.account))
+    by = _WATCH.get(c.account)
     if not by:
         return
     lst = by.get(c.deliver_b)
@@ -2374,10 +2377,11 @@ def _unwatch(c: Consumer) -> None:
 
 
 def _interest_hook(acc: Account) -> Callable[[bytes], None]:
-    key = id(acc)
+    ref = weakref.ref(acc)
 
     def changed(subject: bytes) -> None:
-        by = _WATCH.get(key)
+        account = ref()
+        by = _WATCH.get(account) if account is not None else None
         if not by:
             return
         lst = by.get(subject)

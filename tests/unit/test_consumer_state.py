@@ -622,6 +622,26 @@ def test_push_delivery_follows_interest_and_queue_groups(jsa):
     assert [f.payload for f in b.take()] == [b"three"]
 
 
+def test_push_consumer_moves_to_a_new_deliver_subject(jsa):
+    s = Stream(jsa, "S", ["s.>"])
+    create(jsa, "S", "P", deliver_subject="d.one")
+    one = Conn(jsa.account)
+    sub = one.sub("d.one")
+    s.publish("s.a", b"1")
+    assert [f.payload for f in one.take()] == [b"1"]
+    move = {"stream_name": "S", "config": {"durable_name": "P", "ack_policy": "explicit", "deliver_subject": "d.two"}}
+    resp = api(jsa, "$JS.API.CONSUMER.CREATE.S.P", move)
+    assert resp["error"] == {"code": 400, "err_code": 10013, "description": "consumer name already in use"}
+    one.remove_sub(sub)
+    resp = api(jsa, "$JS.API.CONSUMER.CREATE.S.P", move)
+    assert resp["config"]["deliver_subject"] == "d.two" and "push_bound" not in resp
+    two = Conn(jsa.account)
+    two.sub("d.two")
+    # the unacknowledged message is redelivered to the new subject, then new ones follow
+    s.publish("s.a", b"2")
+    assert [(f.payload, tokens(f)[0]) for f in two.take()] == [(b"1", 2), (b"2", 1)]
+
+
 def test_push_idle_heartbeat_and_flow_control(jsa):
     s = Stream(jsa, "S", ["s.>"])
     c = create(jsa, "S", "P", deliver_subject="d.p", flow_control=True, idle_heartbeat=NS, ack_policy="none")
