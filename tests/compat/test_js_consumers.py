@@ -758,7 +758,8 @@ def test_push_consumer_delivery_and_idle_heartbeat(jsrv):
                                                  "ack_policy": "explicit", "idle_heartbeat": 300_000_000}}
         c.send(b"SUB r.api 5\r\n" + pub(f"{API}.CONSUMER.CREATE.CH1.P", json.dumps(body).encode(), reply="r.api"))
         frames = []
-        while len([f for f in frames if f.sid == "4"]) < 2:
+        # the create reply and the first deliveries race each other
+        while len([f for f in frames if f.sid == "4"]) < 2 or not [f for f in frames if f.sid == "5"]:
             frames.append(read_msg(c))
         created = json.loads(next(f for f in frames if f.subject == "r.api").payload)
         assert created["config"]["idle_heartbeat"] == 300_000_000 and created["config"]["deliver_subject"] == "dl.ch1"
