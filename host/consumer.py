@@ -1294,12 +1294,16 @@ class Consumer:
         self._set_scan_filter()  # a stream update may have changed its subjects
         store = self.stream.store
         st = store.state()
+        before = (self.sseq, self.dseq, self.adflr, self.asflr, len(self.pending), len(self.rdc))
         first = st.first_seq if st.msgs else st.last_seq + 1
         if self.sseq < first:
             self.sseq = first
         if self.lss is not None:
             while self.lss and self.lss[0] < first:
                 self.lss.popleft()
+            if not self.lss:
+                self.lss = None
+                self.sseq = max(self.sseq, self.lss_resume + 1)
         gone = [s for s in self.pending if s < first or not self._stored(s)]
         for s in sorted(gone):
             p = self.pending.pop(s)
@@ -1322,7 +1326,8 @@ class Consumer:
             self.adflr, self.asflr = self.dseq - 1, max(self.asflr, self.sseq - 1)
         elif gone:
             self._move_floor_after_removal()
-        self._write_state()
+        if (self.sseq, self.dseq, self.adflr, self.asflr, len(self.pending), len(self.rdc)) != before:
+            self._write_state()
         self.calc_num_pending()
         self.kick()
 
