@@ -170,3 +170,73 @@ def test_heap_per_cached_key(tmp_path):
           f"({json.dumps(sizes)}); empty store with a table for 1000 keys {empty} B; "
           f"per cached key (10-char key, 16-byte value): clean {clean} B, dirty {dirty} B")
     assert 0 < clean < dirty < 1000 and code > 0
+
+
+def _mpy_tree(dst):
+    # The edge, the kv cache and the test app compiled to .mpy, as a device ships them.
+    for src in [*REPO.glob("edge/*.py"), *REPO.glob("edge/leaf/*.py"), *REPO.glob("edge/kvcache/*.py")]:
+        out = dst / src.relative_to(REPO).with_suffix(".mpy")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([mpy_cross(), "-o", str(out), str(src)], check=True, capture_output=True)
+    subprocess.run([mpy_cross(), "-o", str(dst / "kvcache_app.mpy"), str(REPO / "tests/edge/kvcache_app.py")],
+                   check=True, capture_output=True)
+    return dst
+
+
+@pytest.mark.slow
+def test_edge_heap_with_a_kv_bucket(side, jshub, started, tmp_path):
+    # A whole edge from .mpy files: LAN listener, uplink, the test app and a 64-key bucket, synced, then 20 local
+    # and 20 hub writes. 225 KB of heap was the smallest of 200/225/250/300 KB that ran it (200 KB: MemoryError
+    # of ~800 bytes with 44 KB free, in holes between the loaded code); this runs it with 240 KB.
+    mpy = _mpy_tree(tmp_path / "mpy")
+
+    async def body():
+        nc = await nats.connect(jshub.url)
+        kv = await nc.jetstream(timeout=5).create_key_value(bucket="b", direct=True)
+        for i in range(64):
+            await kv.put(f"dev.k{i:02d}", b"0123456789abcdef")
+        cfg = kv_edge_config("e1", free_port(), jshub.leaf_port, {"b": {"max_keys": 64, "max_bytes": 4096}})
+        cfg["limits"].update({"max_payload": 8192, "max_pending": 16384})
+        e = start_edge(cfg, tmp_path / "e1", started, heapsize="240000", path=str(mpy))
+        ready = int(e.wait_line(r"ready .* heap=(\d+)", timeout=10).group(1))
+        e.wait_line(r"kv synced bucket=b", timeout=10)
+        synced = (await ctl(e, "heap"))["alloc"]
+        for i in range(20):
+            await ctl(e, "put", key=f"dev.k{i:02d}", value="x" * 16)
+            await kv.put(f"dev.k{40 + i:02d}", b"hubvalue")
+        await wait_for(lambda: edge_idle(e), 10, "the writes to settle")
+        after = await ctl(e, "heap")
+        assert (await ctl(e, "status"))["buckets"]["b"]["keys"] == 64
+        await nc.close()
+        print(f"\nkv edge heap [{side}] (-X heapsize=240000, .mpy): ready {ready} B, synced {synced} B, "
+              f"after 40 writes {after['alloc']} B ({after['free']} B free)")
+
+    run(body(), 60)
+
+
+_CODE_SCRIPT = r"""
+import gc, sys
+sys.path.append(".frozen")
+import asyncio
+gc.collect(); a0 = gc.mem_alloc()
+from edge import proto, subjects, compat
+from edge.leaf import broker, runner, listener, uplink, robust, link
+gc.collect(); a1 = gc.mem_alloc()
+from edge import flashlog
+gc.collect(); a2 = gc.mem_alloc()
+from edge.kvcache import cache, store, sync, hlc
+gc.collect(); a3 = gc.mem_alloc()
+print("RESULT leaf=%d flashlog=%d kvcache=%d" % (a1 - a0, a2 - a1, a3 - a2))
+"""
+
+
+def test_code_heap_of_the_edge_with_kv(tmp_path):
+    mpy = _mpy_tree(tmp_path / "mpy")
+    proc = subprocess.run([micropython(), "-X", "heapsize=1M", "-c", _CODE_SCRIPT], capture_output=True, text=True,
+                          timeout=60, cwd=str(tmp_path), env=dict(os.environ, MICROPYPATH=f"{mpy}:.frozen"))
+    m = re.search(r"RESULT leaf=(\d+) flashlog=(\d+) kvcache=(\d+)", proc.stdout)
+    assert m, proc.stdout + proc.stderr
+    leaf, flog, kvc = (int(x) for x in m.groups())
+    assert leaf > 0 and flog > 0 and kvc > 0
+    print(f"\ncode on the heap from .mpy: leaf (proto, broker, runner, listener, uplink) {leaf} B, "
+          f"flashlog {flog} B, kvcache {kvc} B")
