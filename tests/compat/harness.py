@@ -649,3 +649,17 @@ async def kv_keys(kv, **kw) -> list[str]:
 
 async def kv_history(kv, key: str) -> list:
     return await kv_retry_no_keys(lambda: kv.history(key))
+
+
+async def eventually(probe, expected, timeout: float = 3.0, interval: float = 0.02):
+    """Poll the coroutine function `probe` until it returns `expected`; fail with the last value otherwise.
+    For counters the server updates asynchronously (nats-server updates consumer pending counts and applies
+    plain acks off the publishing connection's path)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value == expected:
+            return value
+        if time.monotonic() >= deadline:
+            assert value == expected
+        await asyncio.sleep(interval)

@@ -13,7 +13,7 @@ import time
 import pytest
 from nats.js.api import ConsumerConfig
 
-from .harness import RFC3339_NS, api_error, js_api, js_client, pub, read_msg, run, strip_versions
+from .harness import RFC3339_NS, api_error, eventually, js_api, js_client, pub, read_msg, run, strip_versions
 
 API = "$JS.API"
 ACK_RE = re.compile(r"^\$JS\.ACK\.([^.]+)\.([^.]+)\.(\d+)\.(\d+)\.(\d+)\.(\d{19})\.(\d+)$")
@@ -449,9 +449,8 @@ def test_ack_advances_ack_floor(jsrv):
             p = await pulled(nc, "CK1", 3)
             msgs = await p.fetch(3)
             assert seqs(msgs) == [1, 2, 3]
-            await nc.publish(msgs[0].reply, b"+ACK")
-            await nc.publish(msgs[2].reply, b"")  # an empty payload is an ack too
-            await nc.flush()
+            await nc.request(msgs[0].reply, b"+ACK", timeout=2)
+            await nc.request(msgs[2].reply, b"", timeout=2)  # an empty payload is an ack too
             info = await cinfo(nc, "CK1", "C")
             assert info["ack_floor"]["stream_seq"] == 1 and info["ack_floor"]["consumer_seq"] == 1
             assert info["num_ack_pending"] == 1
@@ -692,8 +691,10 @@ def test_filter_subject_and_subjects(jsrv):
             # new messages on filtered subjects only raise pending for the consumers that match
             await nc.request("cf1.c", b"c", timeout=2)
             await nc.request("cf1.x", b"x", timeout=2)
-            assert ((await cinfo(nc, "CF1", "MANY"))["num_pending"], (await cinfo(nc, "CF1", "ONE"))["num_pending"]) \
-                == (1, 0)
+            async def pendings():
+                return ((await cinfo(nc, "CF1", "MANY"))["num_pending"], (await cinfo(nc, "CF1", "ONE"))["num_pending"])
+
+            await eventually(pendings, (1, 0))
 
     run(body())
 
@@ -708,16 +709,16 @@ def test_pending_counts(jsrv):
                 return (i["num_pending"], i["num_ack_pending"], i["delivered"]["stream_seq"],
                         i["ack_floor"]["stream_seq"])
 
-            assert await counts() == (5, 0, 0, 0)
+            await eventually(counts, (5, 0, 0, 0))
             msgs = await p.fetch(3)
-            assert await counts() == (2, 3, 3, 0)
+            await eventually(counts, (2, 3, 3, 0))
             for m in msgs[:2]:
                 await nc.request(m.reply, b"+ACK", timeout=2)
-            assert await counts() == (2, 1, 3, 2)
+            await eventually(counts, (2, 1, 3, 2))
             await nc.request("cn1.a", b"more", timeout=2)
-            assert await counts() == (3, 1, 3, 2)
+            await eventually(counts, (3, 1, 3, 2))
             assert seqs(await p.fetch(10)) == [4, 5, 6]
-            assert await counts() == (0, 4, 6, 2)
+            await eventually(counts, (0, 4, 6, 2))
             # a pull request left waiting in the consumer shows in num_waiting
             await p.request(batch=1, expires=2_000_000_000)
             await asyncio.sleep(0.2)
@@ -1075,9 +1076,9 @@ def test_purge_moves_consumer_past_purged_messages(jsrv):
                 return (i["delivered"]["consumer_seq"], i["delivered"]["stream_seq"], i["ack_floor"]["consumer_seq"],
                         i["ack_floor"]["stream_seq"], i["num_ack_pending"], i["num_pending"])
 
-            assert await state() == (2, 2, 0, 0, 2, 3)
+            await eventually(state, (2, 2, 0, 0, 2, 3))
             assert (await js_api(nc, f"{API}.STREAM.PURGE.CR7", {}))["purged"] == 5
-            assert await state() == (2, 5, 2, 5, 0, 0)
+            await eventually(state, (2, 5, 2, 5, 0, 0))
             # acking a purged message is harmless
             await nc.request(msgs[0].reply, b"+ACK", timeout=2)
             await nc.request("cr7.a", b"after", timeout=2)
@@ -1095,7 +1096,10 @@ def test_consumer_skips_messages_removed_by_limits(jsrv):
             await consumer(nc, "CR8", "C")
             for i in range(2, 6):
                 await nc.request("cr8.a", str(i).encode(), timeout=2)
-            assert (await cinfo(nc, "CR8", "C"))["num_pending"] == 3
+            async def pending():
+                return (await cinfo(nc, "CR8", "C"))["num_pending"]
+
+            await eventually(pending, 3)
             msgs = await Puller(nc, "CR8", "C").fetch(5)
             assert [(m.data, ack_info(m.reply)["sseq"], ack_info(m.reply)["cseq"]) for m in msgs] == \
                 [(b"3", 4, 1), (b"4", 5, 2), (b"5", 6, 3)]

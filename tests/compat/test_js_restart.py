@@ -12,7 +12,7 @@ import signal
 import pytest
 from nats.js.api import ConsumerConfig
 
-from .harness import api_error, js_api, js_client, kv_history, kv_keys, run
+from .harness import api_error, eventually, js_api, js_client, kv_history, kv_keys, run
 
 API = "$JS.API"
 
@@ -70,7 +70,7 @@ def test_clean_restart_keeps_state(fresh):
             # sequences continue after the last one (even though seq 10 was deleted)
             assert (await js.publish("r1.0", b"new")).seq == 11
             # consumer ack state survives
-            assert await consumer_state(nc, "R1", "D") == (4, 4, 3, 1, 6)
+            await eventually(lambda: consumer_state(nc, "R1", "D"), (4, 4, 3, 1, 6))
             sub = await js.pull_subscribe_bind("D", "R1")
             rest = await sub.fetch(10, timeout=2)
             assert [m.metadata.sequence.stream for m in rest] == [5, 6, 7, 8, 9, 11]

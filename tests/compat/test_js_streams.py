@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from .harness import RFC3339_NS, ZERO_TIME, api_error, js_api, js_client, run, strip_versions
+from .harness import RFC3339_NS, ZERO_TIME, api_error, eventually, js_api, js_client, run, strip_versions
 
 API = "$JS.API"
 
@@ -59,6 +59,11 @@ async def publish(nc, subject: str, payload: bytes = b"x", headers: dict | None 
 
 async def info(nc, name: str, body=None) -> dict:
     return await js_api(nc, f"{API}.STREAM.INFO.{name}", body)
+
+
+async def state_of(nc, name: str, *keys: str) -> tuple:
+    st = (await info(nc, name))["state"]
+    return tuple(st[k] for k in keys)
 
 
 def check_times(resp: dict):
@@ -581,8 +586,7 @@ def test_workqueue_retention(jsrv):
             msgs = await sub.fetch(2, timeout=2)
             for m in msgs:
                 await m.ack_sync()
-            st = (await info(nc, "SR1"))["state"]
-            assert (st["messages"], st["first_seq"], st["last_seq"]) == (1, 3, 3)
+            await eventually(lambda: state_of(nc, "SR1", "messages", "first_seq", "last_seq"), (1, 3, 3))
             # a second consumer on the same subjects is refused for a work queue
             resp = await js_api(nc, f"{API}.CONSUMER.CREATE.SR1.W2",
                                 {"stream_name": "SR1", "config": {"name": "W2", "durable_name": "W2",
@@ -620,11 +624,10 @@ def test_interest_retention(jsrv):
             assert (await info(nc, "SR2"))["state"]["messages"] == 2
             [m] = await sub2.fetch(1, timeout=2)
             await m.ack_sync()
-            st = (await info(nc, "SR2"))["state"]
-            assert (st["messages"], st["first_seq"]) == (1, 3)
+            await eventually(lambda: state_of(nc, "SR2", "messages", "first_seq"), (1, 3))
             [m] = await sub2.fetch(1, timeout=2)
             await m.ack_sync()
-            assert (await info(nc, "SR2"))["state"]["messages"] == 0
+            await eventually(lambda: state_of(nc, "SR2", "messages"), (0,))
 
     run(body())
 
@@ -753,11 +756,12 @@ def test_interest_retention_consumer_delete_releases_messages(jsrv):
                 await publish(nc, "sr4.a", str(i).encode())
             for m in await sub_a.fetch(3, timeout=2):
                 await m.ack_sync()
+            await asyncio.sleep(0.1)  # time for a (wrong) removal to show
             assert (await info(nc, "SR4"))["state"]["messages"] == 3
             # B was the last consumer that still needed them
             assert (await js_api(nc, f"{API}.CONSUMER.DELETE.SR4.B"))["success"] is True
-            st = (await info(nc, "SR4"))["state"]
-            assert (st["messages"], st["first_seq"], st["last_seq"], st["consumer_count"]) == (0, 4, 3, 1)
+            await eventually(lambda: state_of(nc, "SR4", "messages", "first_seq", "last_seq", "consumer_count"),
+                             (0, 4, 3, 1))
 
     run(body())
 
