@@ -25,6 +25,7 @@ Rules:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -243,6 +244,9 @@ class FileStore(StreamStore):
         self._dir_dirty = False
         self._group = 0
         self._last_sync = clock()
+        self._sync_always = False
+        self._sync_ns = 0
+        self._sync_settings()
         self.bytes_written = 0
         self.recovery = RecoveryReport()
         os.makedirs(self._mdir, exist_ok=True)
@@ -571,12 +575,13 @@ class FileStore(StreamStore):
         return blk, slot
 
     def _put(self, seq: int, ts: int, subject: str, sb: bytes, hdr: bytes, data: bytes, ttl: int) -> None:
+        # The per-message write path of every file stream: kept flat (no helper calls but the write) on purpose.
         slen, hlen, dlen = len(sb), len(hdr), len(data)
         total = _OVERHEAD + slen + hlen + dlen
         if slen > 0xFFFF or total > _MAX_RECORD:
             raise ErrMsgTooLarge()
         blk = self._wblk
-        if blk is None or seq != blk.end or (blk.size and blk.size + total > self.cfg.block_size):
+        if blk is None or seq != blk.first + len(blk.lens) or (blk.size and blk.size + total > self.cfg.block_size):
             if blk is not None and not blk.lens:
                 blk.first = seq
                 self._firsts[-1] = seq
@@ -585,17 +590,30 @@ class FileStore(StreamStore):
         head = _REC.pack(_MAGIC, _VERSION, 0, total, seq, ts, ttl, slen, hlen, dlen)
         hc = _crc(head)
         bc = _crc(data, _crc(hdr, _crc(sb, hc)))
+        fd = self._wfd
+        off = blk.size
         try:
-            _write_all(self._wfd, [head, _U32.pack(hc), sb, hdr, data, _U32.pack(bc)], total)
+            if os.writev(fd, [head, _U32.pack(hc), sb, hdr, data, _U32.pack(bc)]) != total:
+                raise OSError(errno.EIO, "short write")
         except OSError:
-            os.ftruncate(self._wfd, blk.size)  # leave no partial record behind a failed write (ENOSPC)
-            os.lseek(self._wfd, blk.size, os.SEEK_SET)
+            os.ftruncate(fd, off)  # leave no partial record behind a failed write (ENOSPC)
+            os.lseek(fd, off, os.SEEK_SET)
             raise
         subject = sys.intern(subject)
-        blk.add_slot(seq, blk.size, total | (_HBIT if hlen else 0), ts, subject, ttl)
-        blk.size += total
+        blk.offs.append(off)
+        blk.lens.append(total | _HBIT if hlen else total)
+        blk.tss.append(ts)
+        blk.subjs.append(subject)
+        if ttl:
+            blk.ttls[seq] = ttl
+        blk.live += 1
+        blk.live_bytes += total
+        blk.size = off + total
         self.bytes_written += total
-        self._dirty(self._wfd, True)
+        if self._sync_always:
+            self._must.add(fd)
+        else:
+            self._lazy.add(fd)
         self._cache_put(StoredMsg(subject, hdr or None, data, seq, ts))
 
     def _new_block(self, seq: int) -> _Block:
@@ -854,11 +872,11 @@ class FileStore(StreamStore):
                 if blk is not None and self._wants_compaction(blk):
                     self._compact_block(blk)
             self._to_compact.clear()
-        if self.cfg.sync == SYNC_ALWAYS:
+        if self._sync_always:
             if (self._must or self._dir_dirty) and not self._group:
                 self._sync_must()
         elif self._must or self._lazy or self._dir_dirty:
-            if self._clock() - self._last_sync >= int(float(self.cfg.sync) * 1e9):
+            if self._clock() - self._last_sync >= self._sync_ns:
                 self.sync()
 
     def _sync_must(self) -> None:
@@ -920,8 +938,14 @@ class FileStore(StreamStore):
 
     def update_config(self, cfg: StoreConfig) -> None:
         super().update_config(cfg)
+        self._sync_settings()
         if self.cfg.sync == SYNC_ALWAYS:
             self.sync()
+
+    def _sync_settings(self) -> None:
+        """Derived once per config, not per write: is every write synced, and the interval in ns otherwise."""
+        self._sync_always = self.cfg.sync == SYNC_ALWAYS
+        self._sync_ns = 0 if self._sync_always else int(float(self.cfg.sync) * 1e9)
 
     # -- consumers
 
