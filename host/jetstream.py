@@ -401,6 +401,8 @@ class JSAccount:
         self.api_errors = 0
         self.dir = os.path.join(js.store_dir, account.name)
         self.api_sub: Any = None
+        # reply prefix -> (sublist generation, subscriptions every reply under it reaches); see reply_plain
+        self._reply_memo: dict[bytes, tuple[int, Any]] = {}
 
     def publish(self, subject: bytes, reply: bytes | None, hdr: bytes | None, payload: bytes) -> int:
         """Publish from JetStream into this account (deliveries, replies, advisories)."""
@@ -410,18 +412,32 @@ class JSAccount:
         """Send a header-less reply (a PubAck) to `reply`.
 
         The hot path of publishing into a stream: every PubAck goes to a reply subject used once, so the general
-        delivery (which builds and caches a route per subject) costs more than storing the message. When the reply
-        reaches exactly one plain client subscription, the frame is queued to it directly and the one-off subject
-        is not left in the subscription cache; anything else (leafs, queues, imports, permissions, UNSUB limits,
-        service-import response mappings) takes the general path.
+        delivery (which builds and caches a route per subject) costs more than storing the message. The
+        subscriptions a reply reaches are looked up once per reply prefix (Sublist.match_any_last) and reused
+        until a subscription changes in the account. When the reply reaches exactly one plain client subscription,
+        the frame is queued to it directly and the one-off subject is not left in the subscription cache; anything
+        else (leafs, queues, imports, permissions, UNSUB limits, service-import response mappings) takes the
+        general path.
         """
         acc = self.account
         if not acc.responses:
             sl = acc.sublist
             r = sl.cache.get(reply)
             if r is None:
-                r = sl.match(reply)
-                sl.cache.pop(reply, None)
+                # One walk per reply prefix (the client's wildcard inbox) while no subscription changes.
+                cut = reply.rfind(b".")
+                prefix = reply[:cut] if cut > 0 else b""
+                gen = sl.inserts + sl.removes
+                memo = self._reply_memo.get(prefix)
+                if memo is not None and memo[0] == gen:
+                    r = memo[1]
+                elif prefix and (r := sl.match_any_last(prefix)) is not None:
+                    if len(self._reply_memo) >= 256:
+                        self._reply_memo.clear()
+                    self._reply_memo[prefix] = (gen, r)
+                else:
+                    r = sl.match(reply)
+                    sl.cache.pop(reply, None)
             if len(r.psubs) == 1 and not r.qsubs:
                 sub = r.psubs[0]
                 conn = sub.conn

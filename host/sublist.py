@@ -226,6 +226,39 @@ class Sublist:
             node = nxt
             i += 1
 
+    def match_any_last(self, prefix: bytes) -> SublistResult | None:
+        """The subscriptions that match `prefix.<t>` whatever the single token t is, or None when that depends on
+        t (a subscription with a literal last token sits where prefix leads). Lets a caller that delivers to many
+        one-off subjects under one wildcard inbox (`_INBOX.x.*`, JetStream PubAcks) walk the trie once per prefix
+        instead of once per subject; it must walk again after any insert or remove. Not cached here."""
+        psubs: list[Subscription] = []
+        qmap: dict[bytes, list[Subscription]] = {}
+        if not self._match_any_last(self._root, prefix.split(b"."), 0, psubs, qmap):
+            return None
+        return SublistResult(psubs, list(qmap.values()))
+
+    def _match_any_last(self, node: _Node, toks: list[bytes], i: int, psubs: list[Subscription], qmap: dict) -> bool:
+        n = len(toks)
+        while True:
+            if i == n:
+                for child in node.next.values():
+                    if child.psubs or child.qsubs:
+                        return False
+                if node.pwc is not None:
+                    _collect(node.pwc, psubs, qmap)
+                if node.fwc is not None:
+                    _collect(node.fwc, psubs, qmap)
+                return True
+            if node.fwc is not None:
+                _collect(node.fwc, psubs, qmap)
+            if node.pwc is not None and not self._match_any_last(node.pwc, toks, i + 1, psubs, qmap):
+                return False
+            nxt = node.next.get(toks[i])
+            if nxt is None:
+                return True
+            node = nxt
+            i += 1
+
     def cache_count(self) -> int:
         return len(self.cache)
 

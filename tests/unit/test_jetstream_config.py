@@ -9,6 +9,8 @@ import json
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from host.jetstream import ApiError, decode_request, dumps, is_empty_request, is_json_object_or_array, rfc3339
 from host.stream import (
@@ -25,6 +27,7 @@ from host.stream import (
     update_check,
     with_dynamic_metadata,
 )
+from host.sublist import Sublist, Subscription
 
 JSA = SimpleNamespace()  # check_config only needs the account for limits it does not have
 
@@ -269,3 +272,32 @@ def test_msg_ttl_invalid(value):
 def test_subjects_collide(a, b, collide):
     assert subjects_collide(a, b) is collide
     assert subjects_collide(b, a) is collide
+
+
+# ---- PubAck routing: one trie walk per reply prefix -------------------------------------------------------------
+
+_TOKENS = ["a", "b", "*", ">"]
+
+
+@given(subs=st.lists(st.lists(st.sampled_from(_TOKENS), min_size=1, max_size=4), max_size=8),
+       prefix=st.lists(st.sampled_from(["a", "b"]), min_size=1, max_size=3))
+@settings(max_examples=300, deadline=None)
+def test_match_any_last_agrees_with_match(subs, prefix):
+    """Whenever Sublist.match_any_last(P) answers, it is exactly what match(P.t) finds, for every token t."""
+    sl = Sublist()
+    for i, toks in enumerate(subs):
+        if ">" in toks[:-1]:
+            continue  # not a valid subscription
+        sl.insert(Subscription(object(), ".".join(toks).encode(), b"q" if i % 3 == 0 else None, b"%d" % i))
+    p = ".".join(prefix).encode()
+    got = sl.match_any_last(p)
+    literal_lasts = {t[-1] for t in subs if t[-1] not in ("*", ">")}
+    for t in ["a", "b", "zz"]:
+        want = sl.match(p + b"." + t.encode())
+        if got is None:
+            continue
+        assert {id(x) for x in got.psubs} == {id(x) for x in want.psubs}
+        assert sorted(sorted(id(x) for x in g) for g in got.qsubs) == sorted(sorted(id(x) for x in g)
+                                                                          for g in want.qsubs)
+    if not literal_lasts:
+        assert got is not None  # without literal last tokens the answer never depends on t
