@@ -431,11 +431,12 @@ class JSAccount:
                 memo = self._reply_memo.get(prefix)
                 if memo is not None and memo[0] == gen:
                     r = memo[1]
-                elif prefix and (r := sl.match_any_last(prefix)) is not None:
+                elif prefix:
+                    r = sl.match_any_last(prefix)
                     if len(self._reply_memo) >= 256:
                         self._reply_memo.clear()
-                    self._reply_memo[prefix] = (gen, r)
-                else:
+                    self._reply_memo[prefix] = (gen, r)  # None too: this prefix needs a match per reply
+                if r is None:
                     r = sl.match(reply)
                     sl.cache.pop(reply, None)
             if len(r.psubs) == 1 and not r.qsubs:
