@@ -81,3 +81,36 @@ def test_healthz_js_enabled_only(fresh):
     srv = fresh(monitor=True, jetstream=True)
     status, body = srv.http_get("/healthz?js-enabled-only=true", raw=True)
     assert status == 200 and json.loads(body) == {"status": "ok"}
+
+
+def test_account_info_exact_on_a_fresh_server(fresh):
+    srv = fresh(jetstream=True)
+
+    async def body():
+        async with js_client(srv) as (nc, _js):
+            first = await js_api(nc, f"{API}.INFO")
+            level = first["api"].pop("level")
+            assert isinstance(level, int) and level >= 1
+            assert first == {
+                "type": "io.nats.jetstream.api.v1.account_info_response", "memory": 0, "storage": 0,
+                "reserved_memory": 0, "reserved_storage": 0, "streams": 0, "consumers": 0,
+                "limits": {"max_memory": -1, "max_storage": -1, "max_streams": -1, "max_consumers": -1,
+                           "max_ack_pending": -1, "memory_max_stream_bytes": -1, "storage_max_stream_bytes": -1,
+                           "max_bytes_required": False},
+                "api": {"total": 0, "errors": 0}}
+            resp = await js_api(nc, f"{API}.STREAM.CREATE.AF", {"name": "AF", "subjects": ["af.>"],
+                                                                "max_bytes": 4096})
+            assert "error" not in resp
+            resp = await js_api(nc, f"{API}.STREAM.CREATE.AM", {"name": "AM", "subjects": ["am.>"],
+                                                                "storage": "memory", "max_bytes": 2048})
+            assert "error" not in resp
+            assert "error" in await js_api(nc, f"{API}.STREAM.INFO.NOPE")
+            await nc.request("af.x", b"12345", timeout=2)
+            after = await js_api(nc, f"{API}.INFO")
+            # max_bytes is reserved up front; the api counters cover the requests before this one
+            assert (after["reserved_storage"], after["reserved_memory"]) == (4096, 2048)
+            assert (after["streams"], after["consumers"], after["storage"], after["memory"]) == \
+                (2, 0, file_size("af.x", b"12345"), 0)
+            assert (after["api"]["total"], after["api"]["errors"]) == (4, 1)
+
+    run(body())
