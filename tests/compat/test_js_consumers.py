@@ -1105,3 +1105,28 @@ def test_consumer_skips_messages_removed_by_limits(jsrv):
                 [(b"3", 4, 1), (b"4", 5, 2), (b"5", 6, 3)]
 
     run(body())
+
+
+def test_paused_at_create_push_bound_and_paging(jsrv):
+    async def body():
+        async with js_client(jsrv) as (nc, _js):
+            await stream(nc, "CR9", [("a", b"x")])
+            resp = await consumer(nc, "CR9", "PP", pause_until="2099-01-01T00:00:00Z")
+            assert (resp["paused"], resp["config"]["pause_until"]) == (True, "2099-01-01T00:00:00Z")
+            assert resp["pause_remaining"] > 0 and resp["config"]["metadata"]["_nats.req.level"] == "1"
+            assert await Puller(nc, "CR9", "PP").fetch(1) == []
+            # a push consumer whose deliver subject nobody listens on is not bound
+            resp = await consumer(nc, "CR9", "PB", deliver_subject="nobody.listens.cr9")
+            assert "push_bound" not in resp and "max_waiting" not in resp["config"]
+            resp = await js_api(nc, f"{API}.CONSUMER.NAMES.CR9", {"offset": 1})
+            assert resp == {"type": "io.nats.jetstream.api.v1.consumer_names_response", "total": 2, "offset": 1,
+                            "limit": 1024, "consumers": ["PP"]}
+            # an offset past the end is clamped to the total
+            resp = await js_api(nc, f"{API}.CONSUMER.LIST.CR9", {"offset": 5})
+            assert resp == {"type": "io.nats.jetstream.api.v1.consumer_list_response", "total": 2, "offset": 2,
+                            "limit": 256, "consumers": []}
+            resp = await js_api(nc, f"{API}.STREAM.NAMES", {"subject": "cr9.>", "offset": 1})
+            assert resp == {"type": "io.nats.jetstream.api.v1.stream_names_response", "total": 1, "offset": 1,
+                            "limit": 1024, "streams": None}
+
+    run(body())
