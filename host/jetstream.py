@@ -604,10 +604,7 @@ class JetStream:
 
     def start(self) -> None:
         """Enable every account, recover its streams from disk, start the sync timer. Runs before listening."""
-        try:
-            from host import consumer as consumer_mod
-        except ImportError:  # host/consumer.py (helper CONSUMERS) is not there yet
-            consumer_mod = None
+        from host import consumer as consumer_mod
 
         log.info("Starting JetStream")
         log.info("    Max Memory:      %d", self.max_memory)
@@ -619,9 +616,8 @@ class JetStream:
                 self._not_enabled_subs.append((acc, self._answer_not_enabled(acc)))
         for acc in enabled:
             jsa = self.enable_account(acc)
-            if consumer_mod is not None:
-                consumer_mod.install(jsa)
-            self.recover_account(jsa, consumer_mod.recover if consumer_mod is not None else None)
+            consumer_mod.install(jsa)
+            self.recover_account(jsa, consumer_mod.recover)
         self.started = True
         if self.sync != SYNC_ALWAYS:
             self._sync_timer = self.server.loop.call_later(float(self.sync), self._sync_tick)
@@ -643,7 +639,7 @@ class JetStream:
             jsa, src, subj, reply, hdr, msg))
         return jsa
 
-    def recover_account(self, jsa: JSAccount, recover_consumers: Callable[[Any], None] | None) -> None:
+    def recover_account(self, jsa: JSAccount, recover_consumers: Callable[[Any], None]) -> None:
         """Open every stream found under `<store_dir>/<account>/streams/`. A stream that cannot be opened is
         logged and left on disk; the others still start."""
         from host.stream import Stream
@@ -666,8 +662,6 @@ class JetStream:
                 continue
             log.info("  Restored %d messages for stream '%s > %s'", stream.store.total_msgs, jsa.account.name,
                      stream.name)
-            if recover_consumers is None:
-                continue
             try:
                 recover_consumers(stream)
             except Exception as e:  # noqa: BLE001

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from host.consumer import consumer_api
 from host.jetstream import (
     API_LEVEL,
     ApiError,
@@ -657,10 +658,6 @@ def _consumer(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes
         stream = jsa.streams.get(tokens[5])
         if stream is None or tokens[6] not in stream.consumers:
             return False
-    try:
-        from host.consumer import consumer_api
-    except ImportError:  # host/consumer.py (helper CONSUMERS) is not there yet
-        return True
     jsa.api_total += 1
     try:
         consumer_api(jsa, tokens, reply, hdr, payload)
