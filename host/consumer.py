@@ -119,6 +119,8 @@ T_NAMES = "io.nats.jetstream.api.v1.consumer_names_response"
 T_LIST = "io.nats.jetstream.api.v1.consumer_list_response"
 T_DELETE = "io.nats.jetstream.api.v1.consumer_delete_response"
 T_PAUSE = "io.nats.jetstream.api.v1.consumer_pause_response"
+T_RESET = "io.nats.jetstream.api.v1.consumer_reset_response"
+T_STEPDOWN = "io.nats.jetstream.api.v1.consumer_leader_stepdown_response"
 
 META_REQ_LEVEL = "_nats.req.level"
 META_LEVEL = "_nats.level"
@@ -2185,6 +2187,44 @@ class Consumer:
         self.persist_meta()
         self.kick()
 
+    # -- reset
+
+    def reset(self, seq: int) -> int:
+        """Start over at stream sequence `seq` (0: just after the ack floor), as nats-server's consumer reset;
+        ApiError 10204 when the deliver policy does not allow it. Returns the sequence it starts at."""
+        cfg = self.cfg
+        dp = cfg["deliver_policy"]
+
+        def invalid(why: str) -> ApiError:
+            return _err(400, 10204, "invalid reset: " + why)
+
+        if seq == 0:
+            seq = self.asflr + 1
+        elif dp == "by_start_sequence":
+            if seq < cfg["opt_start_seq"]:
+                raise invalid("below start seq")
+        elif dp == "by_start_time":
+            if seq < self.stream.store.get_seq_from_time(cfg["opt_start_time"] or 0):
+                raise invalid("below start time")
+        elif dp != "all":
+            raise invalid("not allowed")
+        seq = max(seq, 1)
+        self.pending.clear()
+        self.rdc.clear()
+        self.rdq.clear()
+        self.rdq_set.clear()
+        self.lss = None
+        self._cancel_ack_timer()
+        self.sseq, self.dseq = seq, 1
+        self.adflr, self.asflr = 0, seq - 1
+        self.ldt = self.lat = 0
+        self.store.reset(seq - 1)
+        self._schedule_flush()
+        if self.stream.retention == "interest":
+            self._release_interest(0)
+        self.calc_num_pending()
+        return seq
+
     # -- info
 
     def info(self, dynamic: bool = False) -> dict[str, Any]:
@@ -2331,11 +2371,11 @@ class Consumer:
             shutil.rmtree(os.path.join(self.stream.dir, "obs", self.name), ignore_errors=True)
         _unwatch(self)
         if self.stream.retention == "interest" and not self.stream.closed:
-            self._release_interest()
+            self._release_interest(self.asflr + 1)
 
-    def _release_interest(self) -> None:
-        """An interest stream lost this consumer: drop the messages nobody else needs any more (nats-server
-        cleanupNoInterestMessages); with no consumer left, all of them."""
+    def _release_interest(self, start: int) -> None:
+        """Interest streams: drop the messages from `start` on that no consumer needs any more (nats-server
+        cleanupNoInterestMessages, after a consumer went away or moved); with no consumer left, all of them."""
         stream = self.stream
         store = stream.store
         if not stream.consumers:
@@ -2343,7 +2383,7 @@ class Consumer:
                 stream.purge(None, 0, 0)
             return
         st = store.state()
-        start = max(self.asflr + 1, st.first_seq)
+        start = max(start, st.first_seq)
         if st.last_seq - start > INTEREST_CLEANUP_MAX:
             return
         removed = False
@@ -2521,6 +2561,11 @@ def consumer_api(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: by
             _delete(jsa, tokens[4], tokens[5], reply, hdr, payload)
         elif op == "PAUSE" and n == 6:
             _pause(jsa, tokens[4], tokens[5], reply, hdr, payload)
+        elif op == "RESET" and n == 6:
+            served = False  # the consumer's own subscription in nats-server, like pull requests
+            _reset(jsa, tokens[4], tokens[5], reply, hdr, payload)
+        elif op == "LEADER" and n == 7 and tokens[4] == "STEPDOWN":
+            jsa.respond_error(reply, T_STEPDOWN, _err(503, 10010, "JetStream clustering support required"))
         else:
             served = False
     finally:
@@ -2846,3 +2891,36 @@ def _pause(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: byt
     if out["paused"]:
         out["pause_remaining"] = until - now  # type: ignore[operator]
     jsa.respond(reply, out)
+
+
+def _reset(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+    """CONSUMER.RESET: start over at a sequence (or just after the ack floor), forgetting pending acks."""
+    if not reply:
+        return
+    c = _lookup(jsa, stream, name)
+    if c is None:
+        return  # nats-server: the consumer's subscription answers, so a missing consumer gets no reply
+    try:
+        err = _api_level_error(hdr)
+        if err is not None:
+            raise err
+        seq = 0
+        if payload.strip():
+            req = load_json(payload)
+            if not isinstance(req, dict):
+                raise err_invalid_json(f"json: cannot unmarshal {_kind(req)} into Go value of type "
+                                       "server.JSApiConsumerResetRequest")
+            known = {k: v for k, v in req.items() if k == "seq"}
+            f = _Fields(known, "JSApiConsumerResetRequest", "", {"seq": "uint64"})
+            seq = f.get("seq") or 0
+            f.done()
+        seq = c.reset(seq)
+    except ApiError as e:
+        # answered by the consumer in nats-server, so not an API error; the struct still writes reset_seq
+        jsa.respond(reply, {"type": T_RESET, "error": e.body(), "reset_seq": 0})
+        return
+    body: dict[str, Any] = {"type": T_RESET}
+    body.update(c.info(dynamic=True))
+    body["reset_seq"] = seq
+    jsa.respond(reply, body)
+    c.kick()

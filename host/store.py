@@ -1182,6 +1182,12 @@ class ConsumerStore:
         self._st.ack_floor.stream_seq = sseq
         self._persist()
 
+    def reset(self, sseq: int) -> None:
+        """Forget every delivery and ack; start again after stream sequence sseq (nats-server Reset)."""
+        self._check()
+        self._st = ConsumerState()
+        self.set_starting(sseq)
+
     def update_starting(self, sseq: int) -> None:
         self._check()
         st = self._st

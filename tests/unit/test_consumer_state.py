@@ -840,3 +840,26 @@ def test_state_with_a_max_delivered_message_below_the_ack_floor_is_written(jsa, 
     c2 = s2.consumers["C"]
     assert c2.rdc == {1: 1} and (c2.asflr, c2.adflr) == (3, 3) and c2.pending == {}
     store2.stop()
+
+
+def test_reset_starts_over_and_stepdown_needs_a_cluster(jsa):
+    s = Stream(jsa, "S", ["s.>"])
+    for _ in range(5):
+        s.publish("s.a")
+    c = create(jsa, "S", "C")
+    p = Puller(jsa, "S", "C")
+    got = p.pull({"batch": 3})
+    ack(jsa, got[0])
+    resp = api(jsa, "$JS.API.CONSUMER.RESET.S.C")  # back to just after the ack floor
+    assert resp["type"] == "io.nats.jetstream.api.v1.consumer_reset_response" and resp["reset_seq"] == 2
+    assert resp["num_ack_pending"] == 0 and resp["num_pending"] == 4 and resp["delivered"]["stream_seq"] == 1
+    assert [tokens(f)[:3] for f in p.pull({"batch": 1})] == [(1, 2, 1)]  # consumer sequences start over
+    assert api(jsa, "$JS.API.CONSUMER.RESET.S.C", {"seq": 5})["reset_seq"] == 5
+    assert c.sseq == 5 and c.num_pending() == 1
+    create(jsa, "S", "N", deliver_policy="new")
+    assert api(jsa, "$JS.API.CONSUMER.RESET.S.N", {"seq": 2}) == {
+        "type": "io.nats.jetstream.api.v1.consumer_reset_response",
+        "error": {"code": 400, "err_code": 10204, "description": "invalid reset: not allowed"}, "reset_seq": 0}
+    resp = api(jsa, "$JS.API.CONSUMER.LEADER.STEPDOWN.S.C")
+    assert resp == {"type": "io.nats.jetstream.api.v1.consumer_leader_stepdown_response", "error": {
+        "code": 503, "err_code": 10010, "description": "JetStream clustering support required"}}
