@@ -21,6 +21,10 @@ Wire details are nats-server 2.15.1's (vectors/js/19-27, 35-37 and the live comp
 tests/compat): v1 ack subjects `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`, status-only
 messages with `Nats-Pending-Messages`/`Nats-Pending-Bytes`, `Nats-Last-Consumer`/`Nats-Last-Stream`, and the API's
 JSON shapes, defaults and error codes.
+
+Not served: priority groups (ADR-42: overflow, pinned clients, prioritized; a config asking for them is refused
+with 10052) and CONSUMER.UNPIN; pull requests whose reply crosses a service import (the requester's interest is
+looked up in the consumer's own account only).
 """
 
 from __future__ import annotations
