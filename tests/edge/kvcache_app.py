@@ -5,7 +5,7 @@
 #   {"op": "put", "key": k, "value": "text", "ttl": 2, "bucket": "b", "flush": true} -> {}
 #   {"op": "get"|"fetch"|"delete"|"purge", "key": k}                   -> {"value": text or null} / {}
 #   {"op": "bulk", "n": 300, "prefix": "p", "value": "x"}               -> {}     (n puts, then a flush)
-#   {"op": "dump"}                                                      -> {key: value text}
+#   {"op": "dump", "start": 0, "count": 200}  -> {"page": {key: value text}, "total": n}   (sorted keys)
 #   {"op": "status"} -> the cache status;   {"op": "recent"} -> the recent conflict reports
 #   {"op": "heap"}   -> {"alloc": gc.mem_alloc(), "free": gc.mem_free()} after a collect
 #   {"op": "watch", "pattern": p} starts collecting changes; {"op": "events"} -> [[op, key, value], ...]
@@ -64,9 +64,12 @@ async def main(leaf):
                 for i in range(req["n"]):
                     kv.put(req["prefix"] + str(i), req["value"].encode())
                 kv.flush()
-            elif op == "dump":
-                for k in kv.keys():
+            elif op == "dump":  # one page of the sorted keys: a big reply needs a big contiguous block
+                keys = kv.keys()
+                start = req.get("start", 0)
+                for k in keys[start : start + req.get("count", 200)]:
                     out[k] = text(kv.get(k))
+                out = {"page": out, "total": len(keys)}
             elif op == "status":
                 out = cache.status()
             elif op == "recent":

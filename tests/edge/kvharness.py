@@ -96,9 +96,7 @@ class Gate(Proxy):
 def kv_edge_config(name: str, listen: int, hub_port: int | None, buckets: dict, **kv) -> dict:
     cfg = {"name": name, "listen": f"127.0.0.1:{listen}", "app": "kvcache_app", "data": "data",
            "hub": {"url": f"nats-leaf://127.0.0.1:{hub_port}"} if hub_port else None,
-           # large payloads: the app's "dump" answers with every key in one message
-           "limits": {"reconnect_min": 0.05, "reconnect_max": 0.3, "ping_interval": 1, "max_payload": 262144,
-                      "max_pending": 524288},
+           "limits": {"reconnect_min": 0.05, "reconnect_max": 0.3, "ping_interval": 1},
            "kv": {"buckets": buckets, **kv}}
     return cfg
 
@@ -123,6 +121,16 @@ async def ctl(edge: Edge, op: str, timeout: float = 5.0, **kw) -> dict:
     if isinstance(out, dict) and "error" in out:
         raise AssertionError(f"{edge.cfg['name']} {op}: {out['error']}")
     return out
+
+
+async def edge_dump(edge: Edge, bucket: str = "b") -> dict[str, str]:
+    """Every key and value the edge caches, fetched in pages."""
+    out: dict[str, str] = {}
+    while True:
+        r = await ctl(edge, "dump", bucket=bucket, start=len(out), count=200)
+        out.update(r["page"])
+        if not r["page"] or len(out) >= r["total"]:
+            return out
 
 
 async def hub_value(kv, key: str) -> bytes | None:

@@ -21,6 +21,7 @@ from tests.edge.kvharness import (
     Gate,
     JSHub,
     ctl,
+    edge_dump,
     edge_idle,
     hub_dump,
     hub_value,
@@ -91,7 +92,7 @@ def test_offline_reads_after_reboot_with_hub_down(side, jshub, started, tmp_path
 
     async def offline_phase(round_no):
         e = start_edge(cfg, work, started)
-        dump = await ctl(e, "dump")
+        dump = await edge_dump(e)
         assert dump == expected
         st = (await ctl(e, "status"))["buckets"]["b"]
         assert not st["online"] and st["last_sync_rev"] >= 21
@@ -109,7 +110,7 @@ def test_offline_reads_after_reboot_with_hub_down(side, jshub, started, tmp_path
     async def heal():
         jshub.start()
         e = start_edge(cfg, work, started)
-        assert (await ctl(e, "dump")) == expected
+        assert (await edge_dump(e)) == expected
         await wait_for(lambda: edge_idle(e), 20, "the offline writes to reach the hub")
         nc, kv = await bucket(jshub)
         assert await hub_dump(kv) == expected
@@ -183,7 +184,7 @@ async def partition_scenario(side, jshub, started, gates, tmp_path, policy, n):
     exp = {k: v for k, v in expected_after_heal(policy, n).items() if v is not None}
 
     async def converged():
-        dumps = [await ctl(e, "dump") for e in edges]
+        dumps = [await edge_dump(e) for e in edges]
         hub = await hub_dump(kv)
         return hub == exp and all(d == exp for d in dumps) and (hub, dumps)
 
@@ -248,7 +249,7 @@ def test_small_cache_evicts_clean_keys_and_fetches_them_from_the_hub(side, jshub
         e.wait_line(r"kv synced bucket=b", timeout=10)
         st = (await ctl(e, "status"))["buckets"]["b"]
         assert st["keys"] <= 16 and st["evicted"] >= 24 and st["last_sync_rev"] == 40
-        dump = await ctl(e, "dump")
+        dump = await edge_dump(e)
         assert all(v == f"v{int(k[1:])}" for k, v in dump.items())
         missing = next(f"k{i:02d}" for i in range(40) if f"k{i:02d}" not in dump)
         assert (await ctl(e, "get", key=missing))["value"] is None  # get() is local only
@@ -264,6 +265,33 @@ def test_small_cache_evicts_clean_keys_and_fetches_them_from_the_hub(side, jshub
         await wait_for(lambda: edge_idle(e), 10, "the purge and the delete to reach the hub")
         assert await hub_value(kv, evicted) is None and await hub_value(kv, missing) is None
         assert (await ctl(e, "status"))["conflicts"] == 0
+        await nc.close()
+
+    run(body(), 60)
+
+
+def test_live_burst_of_hub_writes_reaches_the_edge(side, jshub, started, tmp_path):
+    # 3,000 hub writes while the edge is live: they come through the push consumer (flow control answered),
+    # in order, with no gap.
+    async def body():
+        nc, kv = await bucket(jshub)
+        cfg = kv_edge_config("e1", free_port(), jshub.leaf_port, {"b": {"max_keys": 4000, "max_bytes": 200000}})
+        e = start_edge(cfg, tmp_path / "e1", started)
+        e.wait_line(r"kv synced bucket=b", timeout=10)
+        start = len(e.lines)
+        for i in range(3000):
+            await nc.publish(f"$KV.b.live.{i:04d}", f"v{i}".encode())
+        await nc.flush()
+
+        async def arrived():
+            st = (await ctl(e, "status"))["buckets"]["b"]
+            return st["keys"] == 3000 and st["last_sync_rev"] == 3000
+
+        await wait_for(arrived, 30, "3,000 live hub writes on the edge")
+        dump = await edge_dump(e)
+        assert dump == {f"live.{i:04d}": f"v{i}" for i in range(3000)}
+        assert e.count(r"kv sync bucket=b: consumer") == sum(1 for ln in e.lines[start:] if "consumer" in ln)
+        assert not any("consumer out of order" in ln for ln in e.lines[start:]), e.output()
         await nc.close()
 
     run(body(), 60)
@@ -346,7 +374,7 @@ def test_sigkill_during_sync_leaves_a_consistent_cache(side, jshub, started, tmp
             e.proc.kill()
             e.proc.wait()
             e = start_edge(offline, work, started)
-            dump = await ctl(e, "dump")
+            dump = await edge_dump(e)
             assert all(v == f"hub{k[1:]}" for k, v in dump.items()), "a cached value the hub never had"
             e.stop()
         e = start_edge(offline, work, started)
@@ -358,7 +386,7 @@ def test_sigkill_during_sync_leaves_a_consistent_cache(side, jshub, started, tmp
         e.proc.kill()
         e.proc.wait()
         e = start_edge(offline, work, started)
-        dump = await ctl(e, "dump")
+        dump = await edge_dump(e)
         assert all(v == (f"hub{k[1:]}" if k[0] == "h" else "offline") for k, v in dump.items())
         assert sum(1 for k in dump if k[0] == "o") == 300  # offline writes survive the kill, pushed or not
         e.stop()
@@ -366,7 +394,7 @@ def test_sigkill_during_sync_leaves_a_consistent_cache(side, jshub, started, tmp
         await wait_for(lambda: edge_idle(e), 30, "the edge to finish its sync")
         expected = {f"h{i}": f"hub{i}" for i in range(1500)}
         expected.update({f"o{i}": "offline" for i in range(300)})
-        assert await ctl(e, "dump", timeout=10) == expected
+        assert await edge_dump(e) == expected
         assert await hub_dump(kv) == expected
         st = (await ctl(e, "status"))["buckets"]["b"]
         assert st["conflicts"] == 0 and st["dirty"] == 0

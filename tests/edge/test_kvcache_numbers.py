@@ -196,7 +196,6 @@ def test_edge_heap_with_a_kv_bucket(side, jshub, started, tmp_path):
         for i in range(64):
             await kv.put(f"dev.k{i:02d}", b"0123456789abcdef")
         cfg = kv_edge_config("e1", free_port(), jshub.leaf_port, {"b": {"max_keys": 64, "max_bytes": 4096}})
-        cfg["limits"].update({"max_payload": 8192, "max_pending": 16384})
         e = start_edge(cfg, tmp_path / "e1", started, heapsize="240000", path=str(mpy))
         ready = int(e.wait_line(r"ready .* heap=(\d+)", timeout=10).group(1))
         e.wait_line(r"kv synced bucket=b", timeout=10)
