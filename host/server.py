@@ -102,6 +102,7 @@ class Server:
         self.clients: dict[int, Client] = {}
         self.closed: deque[ClosedInfo] = deque(maxlen=MAX_CLOSED_CLIENTS)
         self.dirty: list[Client] = []
+        self.before_flush: list[Any] = []  # callables run by flush_dirty before it writes
         self.reading: Client | None = None  # the client whose read batch is being processed
         self._cid = 0
         self.total_connections = 0
@@ -177,6 +178,12 @@ class Server:
         return leaf_account_for(self, connect)
 
     def flush_dirty(self) -> None:
+        if self.before_flush:
+            # Work that must finish before this batch's output goes out (JetStream's one fsync for a batch of
+            # publishes under sync "always": their PubAcks are queued but must not leave before it).
+            hooks, self.before_flush = self.before_flush, []
+            for hook in hooks:
+                hook()
         dirty = self.dirty
         if dirty:
             self.dirty = []

@@ -39,6 +39,7 @@ from host.memstore import MemStore
 from host.server import VERSION as SERVER_VERSION
 from host.store import (
     DISCARD_NEW,
+    SYNC_ALWAYS,
     TTL_NEVER,
     ErrBadMsg,
     ErrStoreEOF,
@@ -497,6 +498,7 @@ class Stream:
         self.lmsg_id: bytes = b""
         self._expiry: asyncio.TimerHandle | None = None
         self._expiry_at = 0
+        self._group: Any = None  # an open store.group_commit() (sync "always", inside a read batch)
         self._apply_config(cfg)
 
     # -- creating, recovering, deleting
@@ -576,8 +578,10 @@ class Stream:
         self._interest = self.retention == "interest"
         js = self.jsa.js
         self._limit_checked = js.limits_set[0 if self.is_memory else 1]
+        # sync "always": the messages of one read batch share an fsync, done before their PubAcks leave
+        self._group_sync = not self.is_memory and js.sync == SYNC_ALWAYS
         # Conditions the header-less fast path must not see.
-        self._slow = self._sealed or self._interest or self._limit_checked or self._no_ack
+        self._slow = self._sealed or self._interest or self._limit_checked or self._no_ack or self._group_sync
         self._ack_prefix = ('{"stream":' + _pubkey(self.name) + ',"seq":').encode()
         self._ack_dup_suffix = b',"duplicate": true}'
 
@@ -775,6 +779,8 @@ class Stream:
                 # A TTL shorter than the marker TTL could hide a marker; nats-server raises it.
                 ttl = self._sdm_ttl
                 hdr = hdr_append(hdr_remove(hdr, H_TTL), b"Nats-TTL: %d\r\n" % ttl)  # type: ignore[arg-type]
+        if self._group_sync and self._group is None and self.jsa.server.reading is not None:
+            self._begin_group()
         try:
             seq, ts = store.store_msg(subject, hdr, payload, ttl)
         except StoreError as e:
@@ -799,6 +805,22 @@ class Stream:
                 self._arm_expiry(deadline)
         if self.consumers:
             self._notify_msg(seq, subject)
+
+    def _begin_group(self) -> None:
+        """Defer the fsync of this read batch's writes to one, run by the server before it sends the batch's
+        output (Server.before_flush): pipelined publishes share an fsync and no PubAck leaves before it."""
+        group = self.store.group_commit()
+        group.__enter__()
+        self._group = group
+        self.jsa.server.before_flush.append(self._end_group)
+
+    def _end_group(self) -> None:
+        group, self._group = self._group, None
+        if group is not None:
+            try:
+                group.__exit__(None, None, None)
+            except OSError as e:
+                log.error("JetStream: fsync of stream '%s > %s' failed: %s", self.jsa.account.name, self.name, e)
 
     def _check_headers(self, subject: str, reply: bytes | None, hdr: bytes) -> ApiError | bool | None:
         """The Nats-* request headers, in nats-server's order. An ApiError to answer with, True when the message

@@ -301,3 +301,67 @@ def test_match_any_last_agrees_with_match(subs, prefix):
                                                                           for g in want.qsubs)
     if not literal_lasts:
         assert got is not None  # without literal last tokens the answer never depends on t
+
+
+# ---- sync "always": one fsync per read batch, before the batch's PubAcks leave -----------------------------------
+
+
+class _RecordingTransport:
+    """Stands in for the socket of an in-process client: records what the hub writes, in order with fsyncs."""
+
+    def __init__(self, events: list) -> None:
+        self.events = events
+
+    def write(self, data: bytes) -> None:
+        self.events.append(("write", data))
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, key: str):
+        return ("127.0.0.1", 1)
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+def test_sync_always_batch_shares_one_fsync_before_its_acks(tmp_path, monkeypatch):
+    import asyncio
+
+    import host.filestore
+    from host.client import Client
+    from host.opts import Options
+    from host.server import Server
+
+    events: list = []
+    real = host.filestore._fdatasync
+    monkeypatch.setattr(host.filestore, "_fdatasync", lambda fd: (events.append(("fsync", fd)), real(fd)))
+
+    async def body():
+        opts = Options(jetstream=True, store_dir=str(tmp_path), js_sync_interval="always")
+        server = Server(opts)
+        server.loop = asyncio.get_running_loop()
+        server.js.start()
+        try:
+            c = Client(server)
+            c.connection_made(_RecordingTransport(events))
+            c.data_received(b'CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\nSUB _r.* 1\r\n')
+            cfg = b'{"name":"SA","subjects":["sa.*"]}'
+            c.data_received(b"PUB $JS.API.STREAM.CREATE.SA _r.0 %d\r\n%s\r\n" % (len(cfg), cfg))
+            events.clear()
+            c.data_received(b"".join(b"PUB sa.%d _r.%d 2\r\nhi\r\n" % (i % 3, i + 1) for i in range(20)))
+            kinds = [k for k, _ in events]
+            assert kinds == ["fsync", "write"]  # one fsync for the 20 messages, then all 20 PubAcks in one write
+            acks = events[1][1]
+            assert acks.count(b'{"stream":"SA","seq":') == 20 and b'"seq":20}' in acks
+            assert server.js.accounts["$G"].streams["SA"].store.total_msgs == 20
+        finally:
+            server.js.stop()
+
+    asyncio.run(body())
