@@ -73,6 +73,13 @@ def _makedirs(path):
                 raise
 
 
+def _is_file(path):
+    try:
+        return os.stat(path)[0] & 0x8000
+    except OSError:
+        return False
+
+
 def _size(path):
     # Bytes of a regular file; 0 when missing (or not a file).
     try:
@@ -162,6 +169,8 @@ class FlashLog:
             n, good = self._scan(base)
             if good < size:
                 self._fresh = True  # torn or corrupt tail: never append after it
+            if base + n - 1 < last:
+                self._fresh = True  # sequences after its records were burned: numbering goes on elsewhere
             last = max(last, base + n - 1)
         self.last_seq = self.durable_seq = last
         self.first_seq = min(max(self.first_seq, self.segs[0][0] if self.segs else 1), last + 1)
@@ -289,15 +298,22 @@ class FlashLog:
     def _write_failed(self, e):
         # The buffered records are lost; the file keeps what its last sync wrote (littlefs) or some
         # prefix of this write (POSIX). Burn their sequences, start the next append in a new segment.
-        lost_first, lost_last = self.durable_seq + 1, self.last_seq
+        lost_first, lost_last = max(self.durable_seq, self._floor - 1) + 1, self.last_seq
         self.errors += 1
         self._buf = []
         self._buf_bytes = 0
         self._close_handle()
         seg = self.segs[-1]
-        real = _size(self._seg_path(seg[0]))
+        path = self._seg_path(seg[0])
+        real = _size(path)
         self.size_bytes += real - seg[1]
         seg[1] = real
+        if not real and _is_file(path):  # nothing of it reached flash: no empty file per failure
+            try:
+                os.remove(path)
+                self.segs.pop()
+            except OSError:
+                pass
         self._fresh = True
         self._floor = self.last_seq + 1
         try:
@@ -388,8 +404,9 @@ class FlashLog:
 
 class Reader:
     # A cursor over a log's flushed records that follows appends: next() returns (seq, payload) or
-    # None when nothing more is on flash yet. The file is closed at the end of the active segment
-    # (a littlefs handle does not see another handle's later syncs) and reopened at the same offset.
+    # None when nothing more is on flash yet. A littlefs handle shows only what was synced when it was
+    # opened (measured: tests/mp/flashlog_lfs.py), so an end seen on a handle older than the last flush
+    # is checked again on a fresh one, and the file is closed at the end and reopened at the same offset.
     # Invariant: while _base >= 0, _off is the offset of record `seq` in segment _base.
     def __init__(self, log, from_seq=0):
         self.log = log
@@ -397,6 +414,7 @@ class Reader:
         self._f = None
         self._base = -1
         self._off = 0
+        self._opened = -1  # log.flushes when the open file was opened
 
     def _open(self):
         log = self.log
@@ -422,6 +440,7 @@ class Reader:
                 return self._open()
             return False
         self._f = f
+        self._opened = log.flushes
         if base == self._base:
             f.seek(self._off)
             return True
@@ -451,14 +470,20 @@ class Reader:
                 self.seq += 1
                 self._off += len(p) + _OVERHEAD
                 return seq, p
-            # the end of this segment's intact records: on to the next segment, or wait for more
             self.close()
+            if self._opened != log.flushes:
+                continue  # opened before the last flush: littlefs shows a handle only what was synced then
+            # the end of this segment's intact records: on to the next segment, or wait for more
             nxt = None
             for s in log.segs:
                 if s[0] > self._base:
                     nxt = s[0]
                     break
             if nxt is None:
+                # the newest segment is read to its end: sequences up to durable_seq not in it were burned
+                if self.seq <= log.durable_seq:
+                    self.seq = log.durable_seq + 1
+                    self._base = -1
                 return None
             self.seq = max(self.seq, nxt)
             self._base = -1

@@ -175,7 +175,7 @@ class Queue:
         self.dirty = True
 
     def backlog(self):
-        return self.log.last_seq - self.acked
+        return max(0, self.log.durable_seq - self.acked)
 
     def oldest_age(self, now):
         for _, p in self.log.replay(self.acked + 1):
@@ -631,9 +631,13 @@ class Forwarder:
     def _next(self, q):
         # The next record to consider, read into q.held; None when nothing is on flash to send.
         if q.held is None:
-            if q.reader is None:
-                q.reader = q.log.reader(max(q.acked + 1, q.log.first_seq))
-            q.held = q.reader.next()
+            r = q.reader
+            if r is None:
+                r = q.reader = q.log.reader(max(q.acked + 1, q.log.first_seq))
+            q.held = r.next()
+            if q.held is None and not q.sent and r.seq - 1 > q.acked:
+                q.acked = r.seq - 1  # everything read is settled; the rest up to here was burned by write errors
+                q.dirty = True
         return q.held
 
     def _pick(self):

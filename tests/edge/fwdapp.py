@@ -8,7 +8,7 @@
 #   wait_file publish only once this file exists in the working directory (the test says when)
 #   pause_ms  pause after each batch;  mode: "durable" (await leaf.publish(..., durable=True)) or "plain"
 #             (leaf.publish(): returns once on flash)
-# Every confirmed record prints `edge: app ack IDX SEQ` only after the publish returned, in one write (a SIGKILL
+# Every confirmed record prints `edge: app ack IDX SEQ TAG` only after the publish returned, in one write (a SIGKILL
 # never leaves half a line); a refused one prints `edge: app err IDX NAME: TEXT`; the end prints `edge: app done N`.
 
 import asyncio
@@ -57,7 +57,7 @@ async def main(leaf):
             try:
                 seq = (await w) if durable else 0
                 acked += 1
-                _out(f"ack {idx} {seq}")
+                _out(f"ack {idx} {seq} {tag}")
             except Exception as e:
                 _out(f"err {idx} {type(e).__name__}: {e}")
         await asyncio.sleep(pause)

@@ -114,9 +114,14 @@ class FwdEdge(Edge):
         if self._thread is not None:
             self._thread.join(timeout=2)
 
-    def acks(self) -> list[int]:
-        """Indexes whose publish returned (the app's `ack` lines), over every boot so far."""
-        return [int(ln.split()[3]) for ln in list(self.lines) if ln.startswith("edge: app ack ")]
+    def acked_keys(self) -> set[tuple[str, int]]:
+        """(tag, index) of every record whose publish returned (the app's `ack` lines), over every boot so far."""
+        out = set()
+        for ln in list(self.lines):
+            if ln.startswith("edge: app ack "):
+                w = ln.split()
+                out.add((w[5], int(w[3])))
+        return out
 
     def errors(self) -> list[str]:
         return [ln for ln in list(self.lines) if ln.startswith("edge: app err ")]
@@ -238,12 +243,14 @@ def payload_index(m) -> tuple[str, int]:
     return tag.decode(), int(idx)
 
 
-def wait_drained(edge: Edge, queue: str | None = None, timeout: float = 30.0) -> dict:
-    """Wait for a status line showing every queue (or `queue`) with backlog 0; -> that queue's status."""
+def wait_drained(edge: Edge, queue: str | None = None, timeout: float = 30.0, start: int | None = None) -> dict:
+    """Wait for a status line (after line `start`, by default the current last one) showing every queue (or
+    `queue`) with backlog 0 and nothing in flight; -> that queue's status."""
     found = {}
+    first = len(edge.lines) if start is None else start
 
     def drained():
-        for ln in reversed(list(edge.lines)):
+        for ln in reversed(list(edge.lines)[first:]):
             if ln.startswith("edge: fwdstatus "):
                 st = json.loads(ln[len("edge: fwdstatus "):])
                 qs = [q for q in st["queues"] if queue is None or q["name"] == queue]

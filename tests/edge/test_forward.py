@@ -354,3 +354,44 @@ def test_status_reaches_the_hub(jshub, fwd_edges):
     assert (q["name"], q["stream"], q["backlog"], q["inflight"], q["oldest_age"]) == ("TELE", "TELE", 0, 0, 0)
     assert q["bytes_written"] >= q["size_bytes"] > 0
     assert {"dropped", "dup_skipped", "duplicates", "expired", "rejected", "last_seq"} <= set(q)
+
+
+def test_full_flash_refuses_publishes_and_recovers(jshub, fwd_edges, tmp_path, mpy_tree):
+    # The queue's budget is far larger than the littlefs volume: the flash fills first (ENOSPC). Durable publishes
+    # are refused, never acknowledged; the edge keeps running; once the hub took the backlog the space is back.
+    q = {"subjects": ["tele.>"], "stream": "TELE", "segment_size": 4096, "max_bytes": 1 << 20}
+    cfg = forward_config("e1", jshub.leaf_port, [q], data="/flash/data", app="fwdapp", max_payload=1024)
+    e = fwd_edges(cfg, image=(str(tmp_path / "small.img"), 16), mpy=mpy_tree[0])
+    e.set_app(subjects=["tele.a"], count=700, batch=4, size=64, tag="full")
+    e.start()
+    e.wait_line(r"^edge: app done ", timeout=60)
+    refused = [ln for ln in e.errors() if "errno 28" in ln or "flash write failed" in ln]
+    assert refused, e.output()
+    acked_before = e.acked_keys()
+    assert 100 < len(acked_before) < 700
+    assert e.alive()
+    jshub.start()
+    run(add_stream(jshub.url, "TELE", ["tele.>"]))
+    start_gaps, markers = _gap_collector(jshub.url)
+
+    async def collect():
+        nc = await start_gaps()
+        for _ in range(300):
+            if markers:
+                break
+            await asyncio.sleep(0.1)
+        await nc.close()
+
+    run(collect(), timeout=40)
+    wait_drained(e, timeout=40)
+    assert markers and markers[0]["reason"] == "flash_error" and markers[0]["count"] >= 1
+    e.stop()
+    e.set_app(subjects=["tele.a"], count=50, batch=4, size=64, tag="again")
+    e.start()
+    e.wait_line(r"^edge: app done 50$", timeout=30)
+    wait_drained(e, timeout=30)
+    msgs = run(stream_messages(jshub.url, "TELE"))
+    keys = [payload_index(m) for m in msgs]
+    assert len(keys) == len(set(keys)) and len(set(msg_ids(msgs))) == len(msgs)
+    assert e.acked_keys() <= set(keys)
+    assert [k for k in keys if k[0] == "again"] == [("again", i) for i in range(50)]

@@ -347,6 +347,9 @@ def test_burned_sequences_stay_burned_after_reopen():
     log = FlashLog(d)  # rebooted before anything else was appended
     assert log.append(b"new") == 3
     log.close()
+    log = FlashLog(d)
+    assert [(s, p) for s, p in log.replay()] == [(1, _payload(0)), (3, b"new")]
+    log.close()
     _rmtree(d)
 
 
@@ -365,5 +368,30 @@ def test_torn_newest_mark_falls_back_to_the_older_one():
         f.write(b"\xee")
     log = FlashLog(d, segment_size=BLOCK_SIZE, max_bytes=16 * BLOCK_SIZE)
     assert (log.first_seq, log.meta) == (11, b"old")
+    log.close()
+    _rmtree(d)
+
+
+def test_reader_open_across_a_flush_misses_nothing():
+    # A littlefs handle shows only what was synced when it was opened: the reader must not take that older view
+    # for the end of the segment (nor the sequences after it for burned ones).
+    d = _tmpdir("stale")
+    log = FlashLog(d)
+    for i in range(10):
+        log.append(_payload(i))
+    log.flush()
+    r = log.reader(1)
+    got = [r.next()[0] for _ in range(5)]  # its file stays open after record 5
+    for i in range(10, 20):
+        log.append(_payload(i))
+    log.flush()
+    while True:
+        item = r.next()
+        if item is None:
+            break
+        got.append(item[0])
+        assert item[1] == _payload(item[0] - 1)
+    assert got == list(range(1, 21))
+    r.close()
     log.close()
     _rmtree(d)
