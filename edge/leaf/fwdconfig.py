@@ -68,8 +68,11 @@ def _queue(d, i, max_payload):
     seg = _number(d, "segment_size", p + ".segment_size", 16384, 4096, "int")
     if seg % 4096:
         fail(p + ".segment_size", "a multiple of 4096", seg)
-    if seg - 8 * (seg // 4096) - 6 < max_payload + 2048:
-        fail(p + ".segment_size", "room for limits.max_payload + 2048 (subject, headers, framing)", seg)
+    least = 4096
+    while least - 8 * (least // 4096) - 6 < max_payload + 2048:  # a record: payload, subject, headers, framing
+        least += 4096
+    if seg < least:
+        fail(p + ".segment_size", "at least %d (limits.max_payload + 2 KB, in 4 KB blocks)" % least, seg)
     max_bytes = _number(d, "max_bytes", p + ".max_bytes", 262144, 2 * seg, "int")
     policy = d.get("policy", "reject")
     if policy not in POLICIES:
