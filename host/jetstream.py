@@ -272,10 +272,11 @@ class _Decode:
 
     def value(self, value: Any, kind: Any, path: str) -> Any:
         if isinstance(kind, tuple):
-            if not isinstance(value, str) or value not in kind:
+            v = value.lower() if isinstance(kind, AnyCase) and isinstance(value, str) else value
+            if not isinstance(v, str) or v not in kind:
                 # The enum's UnmarshalJSON fails and aborts decoding (not a saved error).
                 raise err_invalid_json(f"can not unmarshal {json.dumps(json.dumps(value))}")
-            return value
+            return v
         if isinstance(kind, dict):
             if not isinstance(value, dict):
                 self.type_error(value, path, "struct")
@@ -332,6 +333,10 @@ class _Decode:
 
 
 _SKIP = object()
+
+
+class AnyCase(tuple):
+    """An enum kind whose strings match in any letter case (Go types that lower-case before comparing)."""
 
 
 class _Literal(float):
@@ -651,8 +656,8 @@ class JetStream:
             return
         for name in names:
             path = os.path.join(sdir, name)
-            if not os.path.isdir(path):
-                continue
+            if "." in name or not os.path.isdir(path):
+                continue  # not a stream (names have no dots): e.g. an unrecovered stream kept aside
             try:
                 stream = Stream.recover(jsa, path)
             except Exception as e:  # noqa: BLE001 - one bad stream must not keep the others down

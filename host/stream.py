@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from host.filestore import FileStore, atomic_write
 from host.jetstream import (
     API_LEVEL,
+    AnyCase,
     ApiError,
     dumps,
     err_insufficient_resources,
@@ -74,7 +75,7 @@ RETENTIONS = ("limits", "interest", "workqueue")
 STREAM_CONFIG_SCHEMA: dict[str, Any] = {
     "name": "string", "description": "string", "subjects": "strings", "retention": RETENTIONS,
     "max_consumers": "int", "max_msgs": "int64", "max_bytes": "int64", "max_age": "duration",
-    "max_msgs_per_subject": "int64", "max_msg_size": "int32", "discard": ("old", "new", "OLD", "NEW", "Old", "New"),
+    "max_msgs_per_subject": "int64", "max_msg_size": "int32", "discard": AnyCase(("old", "new")),
     "storage": ("file", "memory"), "num_replicas": "int", "no_ack": "bool", "duplicate_window": "duration",
     "placement": "any", "mirror": "any", "sources": "any", "compression": ("none", "s2"), "first_seq": "uint64",
     "subject_transform": "any", "republish": "any", "allow_direct": "bool", "mirror_direct": "bool",
@@ -511,8 +512,11 @@ class Stream:
         if cfg["storage"] == "file":
             sdir = os.path.join(jsa.dir, "streams", cfg["name"])
             if os.path.exists(sdir):
-                # Left over by a stream deleted while it could not be removed; a new stream starts empty.
-                shutil.rmtree(sdir, ignore_errors=True)
+                # A stream that could not be recovered at start (or a delete that could not finish): keep its
+                # files for inspection under another name; the new stream starts empty.
+                aside = f"{sdir}.unrecovered-{created}"
+                os.rename(sdir, aside)
+                log.warning("JetStream: %s existed; moved to %s before creating stream '%s'", sdir, aside, cfg["name"])
             os.makedirs(sdir, exist_ok=True)
             store: StreamStore = FileStore(store_config(cfg, sdir, jsa.js.sync))
         else:
@@ -535,6 +539,8 @@ class Stream:
             return None
         cfg = meta["config"]
         created = int(meta["created"])
+        if cfg.get("name") != os.path.basename(sdir):
+            raise ValueError(f"{path} describes stream {cfg.get('name')!r}")
         store = FileStore(store_config(cfg, sdir, jsa.js.sync))
         stream = cls(jsa, cfg, created, store, sdir)
         stream._rebuild_dedupe()

@@ -120,6 +120,27 @@ def test_damaged_stream_directory_does_not_stop_the_others(tmp_path):
 
         run(check())
         assert "could not recover stream '$G > BAD'" in s.output()
+
+        async def recreate():
+            # the name can be used again; the damaged files are kept aside, not deleted
+            nc = await connect(s)
+            await create(nc, "BAD")
+            assert await ack(nc, "bad.x") == {"stream": "BAD", "seq": 1}
+            await nc.close()
+
+        run(recreate())
+        kept = [p.name for p in meta.parent.parent.iterdir() if p.name.startswith("BAD.unrecovered-")]
+        assert len(kept) == 1 and (meta.parent.parent / kept[0] / "meta.json").read_bytes() == b"{garbage"
+        s.stop()
+        s.start()
+
+        async def after_restart():
+            nc = await connect(s)
+            assert (await js_api(nc, f"{API}.STREAM.NAMES"))["streams"] == ["BAD", "GOOD"]
+            assert (await js_api(nc, f"{API}.STREAM.INFO.BAD"))["state"]["messages"] == 1
+            await nc.close()
+
+        run(after_restart())
     finally:
         s.stop()
 
