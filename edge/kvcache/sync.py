@@ -205,7 +205,7 @@ class Sync:
         self.cons_name = None
         self.cseq = 0
         self.heard = 0
-        self.cons_broken = False
+        self.cons_broken = None  # why the consumer must be replaced (a gap, a heartbeat that disagrees)
 
     def _reset_batch(self, token):
         self.batch_token = token
@@ -336,7 +336,7 @@ class Sync:
                 self._send(stalled, b"")
             last = h.get("Nats-Last-Consumer")
             if last is not None and int(last) != self.cseq:
-                self.cons_broken = True
+                self.cons_broken = "heartbeat says %s delivered, %d seen" % (last, self.cseq)
             return
         if status is not None or not reply or reply[:8] != b"$JS.ACK.":
             return
@@ -347,11 +347,11 @@ class Sync:
         elif len(toks) >= 11:
             sseq, cseq, ts = toks[7], toks[8], toks[9]
         else:
-            self.cons_broken = True
+            self.cons_broken = "ack reply of %d tokens" % len(toks)
             return
         cseq = int(cseq)
         if cseq != self.cseq + 1 or not subject:
-            self.cons_broken = True
+            self.cons_broken = "delivery %d after %d" % (cseq, self.cseq) if subject else "no subject in the reply"
             return
         self.cseq = cseq
         self._apply(subject.decode(), int(sseq), int(ts) // 1000000, h, payload, True)
@@ -478,7 +478,8 @@ class Sync:
                 raise SyncError(self.failure)
             if self.cons_broken or ticks_diff(ticks_ms(), self.heard) > SILENT_MS:
                 self.log("kv sync bucket=%s: consumer %s, new one from revision %d" % (
-                    self.kv.name, "out of order" if self.cons_broken else "silent", store.last_rev + 1))
+                    self.kv.name, "out of order (%s)" % self.cons_broken if self.cons_broken else "silent",
+                    store.last_rev + 1))
                 await self._start_consumer()
             pushed = await self._push_round()
             store.mark_synced()
@@ -521,7 +522,7 @@ class Sync:
         self.cons_sub = Subscription(subject, None, self.inbox, None)
         self.leaf.add_sub(self.cons_sub)  # literal interest first: nats-server delivers to a leaf only then
         self.cseq = 0
-        self.cons_broken = False
+        self.cons_broken = None
         self.heard = ticks_ms()
         cfg = {"deliver_policy": "by_start_sequence", "opt_start_seq": self.store.last_rev + 1, "ack_policy": "none",
                "max_deliver": 1, "filter_subject": self.filter, "flow_control": True,

@@ -96,7 +96,7 @@ class Gate(Proxy):
 def kv_edge_config(name: str, listen: int, hub_port: int | None, buckets: dict, **kv) -> dict:
     cfg = {"name": name, "listen": f"127.0.0.1:{listen}", "app": "kvcache_app", "data": "data",
            "hub": {"url": f"nats-leaf://127.0.0.1:{hub_port}"} if hub_port else None,
-           "limits": {"reconnect_min": 0.05, "reconnect_max": 0.3, "ping_interval": 1},
+           "limits": {"reconnect_min": 0.05, "reconnect_max": 0.3, "ping_interval": 2},
            "kv": {"buckets": buckets, **kv}}
     return cfg
 
