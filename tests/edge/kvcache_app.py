@@ -45,8 +45,8 @@ async def main(leaf):
     async def ctl(msg):
         try:
             req = json.loads(msg.data)
-            kv = leaf.kv(req.get("bucket", "b"))
             op = req["op"]
+            kv = leaf.kv(req.get("bucket", "b")) if op not in ("status", "recent", "heap", "events") else None
             out = {}
             if op == "put":
                 kv.put(req["key"], req["value"].encode(), req.get("ttl"))

@@ -220,7 +220,7 @@ async def partition_scenario(side, jshub, started, gates, tmp_path, policy, n):
 
 
 async def ctl_offline(e):
-    return not (await ctl(e, "status"))["buckets"]["b"]["online"]
+    return not any(b["online"] for b in (await ctl(e, "status"))["buckets"].values())
 
 
 def _stamp(text: str):
@@ -292,6 +292,40 @@ def test_live_burst_of_hub_writes_reaches_the_edge(side, jshub, started, tmp_pat
         assert dump == {f"live.{i:04d}": f"v{i}" for i in range(3000)}
         if not any("uplink down" in ln for ln in e.lines[start:]):  # a loaded machine may drop the link
             assert not any("kv sync bucket=b: consumer" in ln for ln in e.lines[start:]), e.output()
+        await nc.close()
+
+    run(body(), 60)
+
+
+def test_two_buckets_each_with_its_policy(side, jshub, started, gates, tmp_path):
+    async def body():
+        nc, cfg_kv = await bucket(jshub, "cfg")
+        _, st_kv = await bucket(jshub, "st")
+        await cfg_kv.put("mode", b"seed")
+        await st_kv.put("mode", b"seed")
+        g = gates(jshub.leaf_port)
+        e = start_edge(kv_edge_config("e1", free_port(), g.port, {"cfg": {"policy": "hub_wins"},
+                                                                   "st": {"policy": "lww"}}), tmp_path / "e1", started)
+        e.wait_line(r"kv synced bucket=cfg", timeout=10)
+        e.wait_line(r"kv synced bucket=st", timeout=10)
+        g.partition()
+        await wait_for(lambda: ctl_offline(e), 10, "the edge to notice the partition")
+        await cfg_kv.put("mode", b"hub-early")
+        await st_kv.put("mode", b"hub-early")
+        await asyncio.sleep(0.05)
+        await ctl(e, "put", bucket="cfg", key="mode", value="edge-late")
+        await ctl(e, "put", bucket="st", key="mode", value="edge-late")
+        g.heal()
+
+        async def settled():
+            a = (await ctl(e, "get", bucket="cfg", key="mode"))["value"]
+            b = (await ctl(e, "get", bucket="st", key="mode"))["value"]
+            return (a, b, await hub_value(cfg_kv, "mode"), await hub_value(st_kv, "mode")) == (
+                "hub-early", "edge-late", b"hub-early", b"edge-late")
+
+        await wait_for(settled, 15, "hub_wins in cfg and lww in st")
+        st = (await ctl(e, "status"))["buckets"]
+        assert st["cfg"]["conflicts"] == 1 and st["st"]["conflicts"] == 1
         await nc.close()
 
     run(body(), 60)
