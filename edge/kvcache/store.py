@@ -20,6 +20,7 @@ import binascii
 import gc
 import os
 import struct
+import sys
 
 from edge.flashlog import FlashLog, FlashLogFull
 from edge.kvcache import hlc
@@ -173,7 +174,7 @@ class Store:
                     self._replay(rec)
             return struct.unpack("<Q", head[4:12])[0]
         except (KVError, OSError, ValueError) as e:
-            print("kv: %s: snapshot ignored (%s)" % (p, e))
+            sys.stdout.write("edge: kv %s: snapshot ignored (%s)\n" % (p, e))  # one write: a whole line
             self.entries.clear()
             self.dirty = {}
             self.bytes = 0
