@@ -2540,8 +2540,7 @@ def recover(stream: Any) -> None:
 
 def consumer_api(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     """One `$JS.API.CONSUMER.>` request. Malformed subjects get no reply, as with nats-server, and like pull
-    requests (handled by the consumer, not the API, in nats-server) they do not count in the account's API total,
-    which the router counted them in."""
+    requests (handled by the consumer, not the API, in nats-server) they do not count in the account's API total."""
     n = len(tokens)
     op = tokens[3] if n > 3 else ""
     served = True
@@ -2573,8 +2572,8 @@ def consumer_api(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: by
         else:
             served = False
     finally:
-        if not served and jsa.api_total > 0:
-            jsa.api_total -= 1
+        if served:
+            jsa.api_total += 1
         server = jsa.server
         if server.reading is None:
             server.flush_dirty()

@@ -658,8 +658,7 @@ def _consumer(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes
         stream = jsa.streams.get(tokens[5])
         if stream is None or tokens[6] not in stream.consumers:
             return False
-    jsa.api_total += 1
-    try:
+    try:  # consumer_api counts the requests nats-server counts
         consumer_api(jsa, tokens, reply, hdr, payload)
     except Exception:  # noqa: BLE001
         log.exception("JetStream consumer API request %s failed", ".".join(tokens))
