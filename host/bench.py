@@ -1665,9 +1665,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hub-cmd", default=None, help=argparse.SUPPRESS)  # e.g. "nats-server -p {port}"
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the full results as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-run progress lines")
-    from host import bench_edge  # --edge: the MicroPython edge leaf (host/bench_edge.py)
+    from host import bench_edge, bench_forward  # --edge, --forward: MicroPython edge benches
 
     bench_edge.add_arguments(parser)
+    bench_forward.add_arguments(parser)
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
@@ -1693,6 +1694,10 @@ def run(args: argparse.Namespace) -> int:
         from host import bench_edge
 
         return bench_edge.run(args)
+    if getattr(args, "forward", False):
+        from host import bench_forward
+
+        return bench_forward.run(args)
     log: Callable[[str], None] = (
         (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     )

@@ -278,6 +278,7 @@ class Forwarder:
             hdr = self._clean_headers(q, hdr)
         rec = _encode(now_s(), subject, hdr, data)
         log = q.log
+        durable = log.durable_seq
         while True:
             try:
                 seq = log.append(rec)
@@ -299,6 +300,8 @@ class Forwarder:
                 raise QueueFull("forward queue %s is full (%d bytes)" % (q.name, log.max_bytes))
         if q.coalesce:
             q.note_latest(subject, seq)
+        if log.durable_seq != durable:
+            self._flushed(q)  # append() flushed the old segment before starting a new one
         self._flush(q, False)
         return seq
 
@@ -557,10 +560,11 @@ class Forwarder:
         last = info.get("state", {}).get("last_seq", 0)
         if q.stream_seq > last:
             q.stream_seq = 0  # the stream was recreated: look from its start
-        if q.sent_hi > q.acked and not await self._lookup(q, link):
-            self._stall(q, "lookup interrupted")
-            return
-        if q.stream_seq == 0:
+        if q.sent_hi > q.acked:
+            if not await self._lookup(q, link):
+                self._stall(q, "lookup interrupted")
+                return
+        elif q.stream_seq == 0:
             q.stream_seq = last  # where a later lookup starts; on flash with the first send_limit
         q.ready = True
         q.backoff = 1000
@@ -575,7 +579,6 @@ class Forwarder:
         filt = self._scan_filter(q, lo, hi)
         pos = q.stream_seq + 1
         budget = self.dedup_scan
-        top = q.stream_seq
         while remaining and budget:
             body = json.dumps({"seq": pos, "next_by_subj": filt}).encode()
             r = await self._api(link, b"$JS.API.STREAM.MSG.GET." + q.bstream, body)
@@ -592,11 +595,11 @@ class Forwarder:
                 if not found[i >> 3] & (1 << (i & 7)):
                     found[i >> 3] |= 1 << (i & 7)
                     remaining -= 1
-                    top = max(top, m["seq"])
+        # stream_seq stays where it was: it moves only with the acked prefix, or a crash before the found
+        # records are settled would make the next lookup start after them
         q.found = found
         q.found_lo = lo
         q.found_hi = hi
-        q.stream_seq = top
         q.lookups += 1
         if remaining and not budget:
             q.lookup_incomplete += 1

@@ -125,11 +125,11 @@ async def serve(cfg, app=None, stop=None):
 
 def _drop_config():
     # The checker is needed once: drop it so its bytecode does not stay on the heap (~5 KB).
-    sys.modules.pop("edge.leaf.config", None)
-    sys.modules.pop("edge.leaf.fwdconfig", None)
     pkg = sys.modules.get("edge.leaf")
-    if pkg is not None and "config" in dir(pkg):
-        delattr(pkg, "config")
+    for name in ("config", "fwdconfig"):
+        sys.modules.pop("edge.leaf." + name, None)
+        if pkg is not None and name in dir(pkg):
+            delattr(pkg, name)
 
 
 def _serve_once(box):

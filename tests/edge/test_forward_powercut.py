@@ -108,7 +108,8 @@ def _powercut_run(side, tmp_path, mpy_tree, cuts_per_edge, seed):
         ids = msg_ids(mine)
         seqs = [int(i.rsplit("-", 1)[1]) for i in ids]
         present = set(keys)
-        assert len(keys) == len(present), f"{name}: a record stored twice"
+        twice = [(k, i, m.seq, str(m.time)) for k, i, m in zip(keys, ids, mine, strict=True) if keys.count(k) > 1]
+        assert not twice, f"{name}: records stored twice (key, msg id, stream seq, time): {twice[:6]}"
         assert len(ids) == len(set(ids)), f"{name}: a message id stored twice"
         assert all(i.startswith(f"{name}-PC-") for i in ids)
         bad = [i for i in range(1, len(seqs)) if seqs[i] < seqs[i - 1]]
