@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 
 import nats
 import pytest
 
-from tests.compat.harness import run
+from tests.compat.harness import run, stop_process
+from tests.edge.edgeharness import REPO
 from tests.edge.fwdharness import (
     FwdEdge,
     HoldProxy,
@@ -395,3 +399,36 @@ def test_full_flash_refuses_publishes_and_recovers(jshub, fwd_edges, tmp_path, m
     assert len(keys) == len(set(keys)) and len(set(msg_ids(msgs))) == len(msgs)
     assert e.acked_keys() <= set(keys)
     assert [k for k in keys if k[0] == "again"] == [("again", i) for i in range(50)]
+
+
+def test_the_same_queue_runs_on_cpython(jshub, tmp_path):
+    # `natsedge edge` / `python -m edge`: the same code on CPython, data on a POSIX folder (fsync per flush).
+    jshub.start()
+    run(add_stream(jshub.url, "TELE", ["tele.>"]))
+    port = free_port()
+    cfg = forward_config("c1", jshub.leaf_port, [{"subjects": ["tele.>"], "stream": "TELE"}], listen=port)
+    (tmp_path / "c1.json").write_text(json.dumps(cfg))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "edge", str(tmp_path / "c1.json")], cwd=str(tmp_path), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        async def body():
+            for _ in range(100):
+                try:
+                    nc = await _nc(f"nats://127.0.0.1:{port}")
+                    break
+                except (OSError, nats.errors.NoServersError):
+                    await asyncio.sleep(0.05)
+            js = nc.jetstream(timeout=3)
+            acks = [await js.publish("tele.c", b"c%d" % i) for i in range(20)]
+            await nc.close()
+            return acks
+
+        acks = run(body())
+        assert [(a.stream, a.seq) for a in acks] == [("TELE", i) for i in range(1, 21)]
+        wait_until(lambda: len(run(stream_messages(jshub.url, "TELE"))) == 20, 10, msg="20 messages in TELE")
+        msgs = run(stream_messages(jshub.url, "TELE"))
+        assert [m.data for m in msgs] == [b"c%d" % i for i in range(20)]
+        assert msg_ids(msgs) == [f"c1-TELE-{i}" for i in range(1, 21)]
+    finally:
+        stop_process(proc)
