@@ -41,6 +41,7 @@ from host.firmware_cmd import (
     BOARDS_DIR,
     DEFAULT_BUDGET_KB,
     DEFAULT_TARGET_MPY,
+    OPTIONAL_PACKAGES,
     FirmwareError,
     board_modules,
     build_bundle,
@@ -334,11 +335,16 @@ def deploy(args: argparse.Namespace) -> int:
             else:
                 tmp = tempfile.TemporaryDirectory(prefix="natsedge-bundle-")
                 bundle = Path(tmp.name)
-                manifest = build_bundle(bundle, args.mpy_cross, args.target_mpy, args.budget)
+                manifest = build_bundle(bundle, args.mpy_cross, args.target_mpy, args.budget,
+                                        with_packages=packages_for(cfg))
                 print(format_report(manifest))
             if manifest["total"] > manifest["budget"]:
                 raise DeployError(f"the bundle is {manifest['total']:,} B, over its {manifest['budget']:,} B budget")
             have = {f["path"] for f in manifest["files"]}
+            lacking = [p for p in packages_for(cfg) if not any(f.startswith(f"edge/{p}/") for f in have)]
+            if lacking:
+                raise DeployError(f"{config} uses {', '.join(lacking)} but bundle {bundle} was built without it: "
+                                  f"build it with `natsedge firmware bundle --with {' --with '.join(lacking)}`")
             missing = [p.stem + ".mpy" for p in board_modules(BOARD) if p.stem + ".mpy" not in have]
             if missing:
                 raise DeployError(f"bundle {bundle} lacks {', '.join(missing)}, which main.py imports: build it with "
@@ -348,6 +354,11 @@ def deploy(args: argparse.Namespace) -> int:
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def packages_for(cfg: dict) -> tuple[str, ...]:
+    """The optional edge packages a site config needs (a "kv" section needs kvcache)."""
+    return tuple(pkg for pkg, section in OPTIONAL_PACKAGES.items() if cfg.get(section))
 
 
 def _deploy_files(board: Board, args: argparse.Namespace, name: str, manifest: dict | None,
@@ -516,7 +527,8 @@ def add_deploy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mpremote", help="mpremote executable (default: python -m mpremote)")
     p.add_argument("--mpy-cross", help="mpy-cross executable, when the bundle is built here")
     p.add_argument("--target-mpy", default=DEFAULT_TARGET_MPY, help="bundle .mpy version, when built here")
-    p.add_argument("--budget", type=float, default=DEFAULT_BUDGET_KB, help="bundle size budget in KB, when built here")
+    p.add_argument("--budget", type=float, default=None,
+                   help=f"bundle size budget in KB, when built here (default {DEFAULT_BUDGET_KB}, more with kvcache)")
 
 
 def add_console_arguments(p: argparse.ArgumentParser) -> None:

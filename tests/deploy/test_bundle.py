@@ -161,8 +161,26 @@ def test_frozen_manifest_includes_the_port_defaults_and_freezes_what_the_bundle_
             frozen += [p.relative_to(base).as_posix() for p in (base / args[0]).rglob("*.py")]
         elif name == "module":
             frozen.append(args[0])
-    bundled = [p.relative_to(REPO).as_posix() for p in edge_sources()] + ["edgeboard.py"]
+    # Frozen code runs from flash, so the firmware carries every optional package too.
+    everything = tuple(firmware_cmd.OPTIONAL_PACKAGES)
+    bundled = [p.relative_to(REPO).as_posix() for p in edge_sources(with_packages=everything)] + ["edgeboard.py"]
     assert sorted(frozen) == sorted(bundled)
+
+
+def test_optional_kvcache_is_bundled_on_request_with_its_budget_allowance(bundle, tmp_path):
+    _, core, _ = bundle
+    assert core["with"] == [] and not any(f["path"].startswith("edge/kvcache/") for f in core["files"])
+    assert core["budget"] == 64 * 1024 and not core["over_budget"]
+    out = tmp_path / "kv"
+    r = run_cli("host.firmware_cmd", "bundle", "--out", str(out), "--with", "kvcache")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["with"] == ["kvcache"] and m["budget"] == (64 + 32) * 1024
+    kv = {f["path"] for f in m["files"]} - {f["path"] for f in core["files"]}
+    assert kv == {f"edge/{p.relative_to(REPO / 'edge').with_suffix('.mpy').as_posix()}"
+                  for p in (REPO / "edge" / "kvcache").glob("*.py")}
+    r = run_cli("host.firmware_cmd", "bundle", "--out", str(tmp_path / "bad"), "--with", "nosuch")
+    assert r.returncode == 2 and "invalid choice: 'nosuch'" in r.stderr
 
 
 @pytest.mark.parametrize("name", ["boot.py", "main.py", "edgeboard.py"])

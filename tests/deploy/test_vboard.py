@@ -154,6 +154,19 @@ def test_deploy_refuses_a_bundle_without_the_board_module(tmp_path):
     assert "lacks edgeboard.mpy, which main.py imports" in r.stderr
 
 
+def test_deploy_refuses_a_kv_config_with_a_bundle_built_without_kvcache(tmp_path):
+    bundle = tmp_path / "bundle"
+    assert run_cli("host.firmware_cmd", "bundle", "--out", str(bundle)).returncode == 0
+    site = _site(tmp_path / "site.json", "nats-leaf://127.0.0.1:7422")
+    doc = json.loads(site.read_text())
+    doc["kv"] = {"buckets": ["config"]}
+    site.write_text(json.dumps(doc))
+    r = run_cli("host.deploy_cmd", "deploy", "--port", str(tmp_path / "x"), "--config", str(site), "--bundle",
+                str(bundle))
+    assert r.returncode == 1
+    assert "uses kvcache but bundle" in r.stderr and "natsedge firmware bundle --with kvcache" in r.stderr
+
+
 def test_deployed_files_hash_on_the_board_like_on_the_host(tmp_path):
     # The verify step trusts hashlib on the board: check it against CPython on a file bigger than its 512 B reads.
     board = VirtualBoard(tmp_path / "flash").start()
