@@ -41,7 +41,8 @@ from host.bench_edge import HUB_KINDS, find_micropython, micropython_version
 REPO = Path(__file__).resolve().parent.parent
 ERASE_MS = 45.0  # 4 KB sector erase, typical SPI NOR (FACTS.md 8.5)
 PAGE_MS = 0.7  # 256-byte page program, typical
-COMMITS = (("each record", 1, 1 << 20), ("16 records / 4 KB (default)", 16, 4096), ("64 records / 16 KB", 64, 16384))
+COMMITS = (("each record", 1, 1 << 20), ("16 records / 4 KB", 16, 4096), ("64 records / 8 KB (default)", 64, 8192),
+           ("64 records / 16 KB", 64, 16384))
 
 APPEND_SCRIPT = r'''
 import gc, json, os, sys, time, vfs
@@ -125,7 +126,7 @@ from edge.leaf.forward import Forwarder
 gc.collect()
 h1 = gc.mem_alloc()
 st = {"rate": 0, "byte_rate": 0, "jitter_ms": 0, "max_inflight": 32, "ack_timeout_ms": 5000, "status_ms": 0,
-      "flush_every": 16, "flush_ms": 50, "flush_bytes": 4096, "dedup_scan": 1000}
+      "flush_every": 64, "flush_ms": 50, "flush_bytes": 8192, "dedup_scan": 1000}
 q = {"subjects": ["b.>"], "stream": "B", "name": "B", "priority": 0, "max_age": 0, "max_bytes": 1 << 20,
      "segment_size": 16384, "policy": "reject", "coalesce": False}
 fwd = Forwarder(leaf, "b", "/b/data", [q], st)
