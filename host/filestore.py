@@ -589,7 +589,7 @@ class FileStore(StreamStore):
                 blk = self._new_block(seq)
         head = _REC.pack(_MAGIC, _VERSION, 0, total, seq, ts, ttl, slen, hlen, dlen)
         hc = _crc(head)
-        bc = _crc(data, _crc(hdr, _crc(sb, hc)))
+        bc = _crc(data, _crc(hdr, _crc(sb, hc)) if hlen else _crc(sb, hc))
         fd = self._wfd
         off = blk.size
         try:
@@ -614,7 +614,17 @@ class FileStore(StreamStore):
             self._must.add(fd)
         else:
             self._lazy.add(fd)
-        self._cache_put(StoredMsg(subject, hdr or None, data, seq, ts))
+        # _cache_put inlined: a new sequence is never cached yet.
+        cost = dlen + hlen + 96
+        budget = self.cfg.cache_bytes
+        if cost * 4 <= budget:
+            cache = self._cache
+            cache[seq] = StoredMsg(subject, hdr or None, data, seq, ts)
+            used = self._cache_used + cost
+            while used > budget:
+                _, ev = cache.popitem(last=False)
+                used -= len(ev.data) + len(ev.hdr or b"") + 96
+            self._cache_used = used
 
     def _new_block(self, seq: int) -> _Block:
         if self._wblk is not None:
@@ -859,7 +869,8 @@ class FileStore(StreamStore):
             self._dirty(fd, index in durable)
 
     def _commit(self, durable: bool) -> None:
-        self._flush_dlt()
+        if self._pending_dlt:
+            self._flush_dlt()
         if self._empty:
             for index in sorted(self._empty):
                 blk = self._by_index.get(index)
