@@ -85,6 +85,7 @@ _crc = zlib.crc32
 _fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 _MAX_READ_FDS = 16
 _MAX_DLT_FDS = 64
+WRITE_CACHE_IDLE = 10_000  # writes without any read after which new writes stop going into the read cache
 
 
 def file_msg_size(slen: int, hlen: int, dlen: int) -> int:
@@ -235,6 +236,11 @@ class FileStore(StreamStore):
         self._dfds: OrderedDict[int, int] = OrderedDict()
         self._cache: OrderedDict[int, StoredMsg] = OrderedDict()
         self._cache_used = 0
+        # Writes go into the cache only while something reads this store (consumers, gets): a stream that only
+        # ingests would pay for every insert and evict for nothing. A read turns it on; WRITE_CACHE_IDLE writes
+        # without a read turn it off.
+        self._cache_writes = True
+        self._writes_unread = 0
         self._pending_dlt: dict[int, bytearray] = {}
         self._durable_dlt: set[int] = set()
         self._empty: set[int] = set()
@@ -617,7 +623,10 @@ class FileStore(StreamStore):
         # _cache_put inlined: a new sequence is never cached yet.
         cost = dlen + hlen + 96
         budget = self.cfg.cache_bytes
-        if cost * 4 <= budget:
+        if self._cache_writes and cost * 4 <= budget:
+            self._writes_unread += 1
+            if self._writes_unread > WRITE_CACHE_IDLE:
+                self._cache_writes = False
             cache = self._cache
             cache[seq] = StoredMsg(subject, hdr or None, data, seq, ts)
             used = self._cache_used + cost
@@ -755,6 +764,8 @@ class FileStore(StreamStore):
         self._write_idx(blk)
 
     def _get(self, seq: int) -> StoredMsg | None:
+        self._writes_unread = 0
+        self._cache_writes = True
         sm = self._cache.get(seq)
         if sm is not None:
             self._cache.move_to_end(seq)
