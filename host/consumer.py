@@ -42,7 +42,16 @@ from typing import TYPE_CHECKING, Any
 
 from edge.proto import encode_tail
 from host.accounts import Account, nuid
-from host.jetstream import API_LEVEL, ApiError, dumps, rfc3339
+from host.jetstream import (
+    API_LEVEL,
+    ApiError,
+    dumps,
+    err_invalid_json,
+    err_not_empty_request,
+    err_stream_invalid_config,
+    err_stream_not_found,
+    rfc3339,
+)
 from host.memstore import ConsumerMemStore
 from host.store import (
     ACK_ALL,
@@ -144,32 +153,12 @@ _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # ---- errors (nats-server errors.json) ------------------------------------------------------------------------------
 
 
-def _err(code: int, err_code: int, description: str) -> ApiError:
-    return ApiError(code, err_code, description)
-
-
-def err_invalid_json(detail: str) -> ApiError:
-    return _err(400, 10025, "invalid JSON: " + detail)
-
-
-def err_stream_not_found() -> ApiError:
-    return _err(404, 10059, "stream not found")
-
-
 def err_consumer_not_found() -> ApiError:
-    return _err(404, 10014, "consumer not found")
-
-
-def err_invalid_config(detail: str) -> ApiError:
-    return _err(500, 10052, detail)
+    return ApiError(404, 10014, "consumer not found")
 
 
 def err_create(detail: str) -> ApiError:
-    return _err(500, 10012, detail)
-
-
-def err_not_empty() -> ApiError:
-    return _err(400, 10038, "expected an empty request payload")
+    return ApiError(500, 10012, detail)
 
 
 # ---- small formatting helpers ----------------------------------------------------------------------------------------
@@ -558,7 +547,7 @@ def apply_defaults(cfg: dict[str, Any], stream_cfg: dict[str, Any], pedantic: bo
     """nats-server setConsumerConfigDefaults. In pedantic mode a value that would be changed is an error."""
 
     def pedantic_err(text: str) -> ApiError:
-        return _err(400, 10157, "pedantic mode: " + text)
+        return ApiError(400, 10157, "pedantic mode: " + text)
 
     if cfg["max_deliver"] == 0 or cfg["max_deliver"] < -1:
         if pedantic and cfg["max_deliver"] < -1:
@@ -609,80 +598,80 @@ def filters_of(cfg: dict[str, Any]) -> list[str]:
 def check_config(cfg: dict[str, Any], stream_cfg: dict[str, Any]) -> None:
     """nats-server checkConsumerCfg: reject what cannot work, with its error codes and texts."""
     if cfg["name"] and not valid_name(cfg["name"]):
-        raise err_invalid_config("consumer name can not contain '.', '*', '>', '\\', '/'")
+        raise err_stream_invalid_config("consumer name can not contain '.', '*', '>', '\\', '/'")
     if cfg["durable_name"] and not valid_name(cfg["durable_name"]):
-        raise err_invalid_config("consumer durable name can not contain '.', '*', '>', '\\', '/'")
+        raise err_stream_invalid_config("consumer durable name can not contain '.', '*', '>', '\\', '/'")
     stream_replicas = int(stream_cfg.get("num_replicas") or 1)
     if cfg["num_replicas"] > 0 and cfg["num_replicas"] > stream_replicas:
-        raise _err(400, 10126, "consumer config replica count exceeds parent stream")
+        raise ApiError(400, 10126, "consumer config replica count exceeds parent stream")
     if cfg["num_replicas"] < 0:
-        raise _err(400, 10133, "replicas count cannot be negative")
+        raise ApiError(400, 10133, "replicas count cannot be negative")
     retention = stream_cfg.get("retention", "limits")
     if retention in ("interest", "workqueue") and cfg["num_replicas"] not in (0, stream_replicas):
-        raise _err(400, 10134, "consumer config replicas must match interest retention stream's replicas")
+        raise ApiError(400, 10134, "consumer config replicas must match interest retention stream's replicas")
     if any(b < 0 for b in cfg["backoff"]):
-        raise _err(400, 10184, "consumer backoff needs to be positive")
+        raise ApiError(400, 10184, "consumer backoff needs to be positive")
     if cfg["ack_wait"] < 0:
-        raise _err(400, 10183, "consumer ack wait needs to be positive")
+        raise ApiError(400, 10183, "consumer ack wait needs to be positive")
     if cfg["backoff"] and cfg["max_deliver"] != -1 and len(cfg["backoff"]) > cfg["max_deliver"]:
-        raise _err(400, 10116, "max deliver is required to be > length of backoff values")
+        raise ApiError(400, 10116, "max deliver is required to be > length of backoff values")
     if len(cfg["description"]) > MAX_DESCRIPTION_LEN:
-        raise _err(400, 10107, f"consumer description is too long, maximum allowed is {MAX_DESCRIPTION_LEN}")
+        raise ApiError(400, 10107, f"consumer description is too long, maximum allowed is {MAX_DESCRIPTION_LEN}")
     deliver = cfg["deliver_subject"]
     if deliver:
         toks = deliver.split(".")
         if "*" in toks or ">" in toks:
-            raise _err(400, 10079, "consumer deliver subject has wildcards")
+            raise ApiError(400, 10079, "consumer deliver subject has wildcards")
         if not is_valid_subject(deliver.encode()):
-            raise _err(400, 10112, "invalid push consumer deliver subject")
+            raise ApiError(400, 10112, "invalid push consumer deliver subject")
         if any(is_subset(deliver, s) for s in stream_cfg.get("subjects") or []):
-            raise _err(400, 10081, "consumer deliver subject forms a cycle")
+            raise ApiError(400, 10081, "consumer deliver subject forms a cycle")
         if cfg["max_waiting"] != 0:
-            raise _err(400, 10080, "consumer in push mode can not set max waiting")
+            raise ApiError(400, 10080, "consumer in push mode can not set max waiting")
         if cfg["max_ack_pending"] > 0 and cfg["ack_policy"] == ACK_NONE:
-            raise _err(400, 10082, "consumer requires ack policy for max ack pending")
+            raise ApiError(400, 10082, "consumer requires ack policy for max ack pending")
         if 0 < cfg["idle_heartbeat"] < MIN_HEARTBEAT:
-            raise _err(400, 10083, "consumer idle heartbeat needs to be >= 100ms")
+            raise ApiError(400, 10083, "consumer idle heartbeat needs to be >= 100ms")
     else:
         if cfg["ack_policy"] == ACK_NONE and retention == "workqueue":
-            raise _err(400, 10084, "consumer in pull mode requires explicit ack policy on workqueue stream")
+            raise ApiError(400, 10084, "consumer in pull mode requires explicit ack policy on workqueue stream")
         if cfg["rate_limit_bps"] > 0:
-            raise _err(400, 10086, "consumer in pull mode can not have rate limit set")
+            raise ApiError(400, 10086, "consumer in pull mode can not have rate limit set")
         if cfg["max_waiting"] < 0:
-            raise _err(400, 10087, "consumer max waiting needs to be positive")
+            raise ApiError(400, 10087, "consumer max waiting needs to be positive")
         if cfg["idle_heartbeat"] > 0:
-            raise _err(400, 10088, "consumer idle heartbeat requires a push based consumer")
+            raise ApiError(400, 10088, "consumer idle heartbeat requires a push based consumer")
         if cfg["flow_control"]:
-            raise _err(400, 10089, "consumer flow control requires a push based consumer")
+            raise ApiError(400, 10089, "consumer flow control requires a push based consumer")
         if cfg["max_batch"] < 0:
-            raise _err(400, 10114, "consumer max request batch needs to be > 0")
+            raise ApiError(400, 10114, "consumer max request batch needs to be > 0")
         if cfg["max_expires"] != 0 and cfg["max_expires"] < MS:
-            raise _err(400, 10115, "consumer max request expires needs to be >= 1ms")
+            raise ApiError(400, 10115, "consumer max request expires needs to be >= 1ms")
     limits = stream_cfg.get("consumer_limits") or {}
     lim_pending = int(limits.get("max_ack_pending") or 0)
     if lim_pending > 0 and cfg["max_ack_pending"] > lim_pending:
-        raise _err(400, 10121, f"consumer max ack pending exceeds system limit of {lim_pending}")
+        raise ApiError(400, 10121, f"consumer max ack pending exceeds system limit of {lim_pending}")
     lim_inactive = int(limits.get("inactive_threshold") or 0)
     if lim_inactive > 0 and cfg["inactive_threshold"] > lim_inactive:
-        raise _err(400, 10153, f"consumer inactive threshold exceeds system limit of {go_duration(lim_inactive)}")
+        raise ApiError(400, 10153, f"consumer inactive threshold exceeds system limit of {go_duration(lim_inactive)}")
     if cfg["direct"]:
         if not deliver:
-            raise _err(400, 10090, "consumer direct requires a push based consumer")
+            raise ApiError(400, 10090, "consumer direct requires a push based consumer")
         if cfg["durable_name"]:
-            raise _err(400, 10091, "consumer direct requires an ephemeral consumer")
+            raise ApiError(400, 10091, "consumer direct requires an ephemeral consumer")
     if cfg["filter_subject"] and cfg["filter_subjects"]:
-        raise _err(400, 10136, "consumer cannot have both FilterSubject and FilterSubjects specified")
+        raise ApiError(400, 10136, "consumer cannot have both FilterSubject and FilterSubjects specified")
     if cfg["filter_subject"] and not is_valid_subject(cfg["filter_subject"].encode()):
-        raise err_invalid_config("invalid subject")
+        raise err_stream_invalid_config("invalid subject")
     if any(not f for f in cfg["filter_subjects"]):
-        raise _err(400, 10139, "consumer filter in FilterSubjects cannot be empty")
+        raise ApiError(400, 10139, "consumer filter in FilterSubjects cannot be empty")
     flts = filters_of(cfg)
     for i, f in enumerate(flts):
         if not is_valid_subject(f.encode()):
-            raise err_invalid_config("invalid subject")
+            raise err_stream_invalid_config("invalid subject")
         for j, g in enumerate(flts):
             if i != j and is_subset(f, g):
-                raise _err(400, 10138, "consumer subject filters cannot overlap")
+                raise ApiError(400, 10138, "consumer subject filters cannot overlap")
     _check_start(cfg)
     if cfg["sample_freq"]:
         text = cfg["sample_freq"].removesuffix("%")
@@ -691,36 +680,36 @@ def check_config(cfg: dict[str, Any], stream_cfg: dict[str, Any]) -> None:
         except ValueError:
             ok = False
         if not ok:
-            raise _err(400, 10095, "failed to parse consumer sampling configuration: "
+            raise ApiError(400, 10095, "failed to parse consumer sampling configuration: "
                                    f'strconv.Atoi: parsing "{text}": invalid syntax')
     if cfg["flow_control"] and cfg["idle_heartbeat"] == 0:
-        raise _err(400, 10108, "consumer with flow control also needs heartbeats")
+        raise ApiError(400, 10108, "consumer with flow control also needs heartbeats")
     if cfg["durable_name"] and cfg["name"] and cfg["name"] != cfg["durable_name"]:
-        raise _err(400, 10132, "Consumer Durable and Name have to be equal if both are provided")
+        raise ApiError(400, 10132, "Consumer Durable and Name have to be equal if both are provided")
     md = cfg["metadata"] or {}
     if sum(len(k) + len(v) for k, v in md.items()) > MAX_METADATA_LEN:
-        raise _err(400, 10135, f"consumer metadata exceeds maximum size of {MAX_METADATA_LEN // 1024}KB")
+        raise ApiError(400, 10135, f"consumer metadata exceeds maximum size of {MAX_METADATA_LEN // 1024}KB")
     if cfg["priority_policy"] != "none":
         if deliver:
-            raise _err(400, 10178, "priority groups can not be used with push consumers")
+            raise ApiError(400, 10178, "priority groups can not be used with push consumers")
         if not cfg["priority_groups"]:
-            raise _err(400, 10159, "Setting PriorityPolicy requires at least one PriorityGroup to be set")
+            raise ApiError(400, 10159, "Setting PriorityPolicy requires at least one PriorityGroup to be set")
         for g in cfg["priority_groups"]:
             if not g:
-                raise _err(400, 10161, "Group name cannot be an empty string")
+                raise ApiError(400, 10161, "Group name cannot be an empty string")
         # Priority groups (ADR-42: overflow, pinned clients, prioritized) are not implemented by this hub.
-        raise err_invalid_config("consumer priority groups are not supported by this server")
+        raise err_stream_invalid_config("consumer priority groups are not supported by this server")
     if cfg["priority_groups"]:
-        raise _err(400, 10196, "consumer can not have priority groups when policy is none")
+        raise ApiError(400, 10196, "consumer can not have priority groups when policy is none")
     if cfg["priority_timeout"] > 0:
-        raise _err(400, 10197, "PinnedTTL cannot be set when PriorityPolicy is none")
+        raise ApiError(400, 10197, "PinnedTTL cannot be set when PriorityPolicy is none")
 
 
 def _check_start(cfg: dict[str, Any]) -> None:
     dp, seq, t = cfg["deliver_policy"], cfg["opt_start_seq"], cfg["opt_start_time"] is not None
 
     def bad(text: str) -> ApiError:
-        return _err(400, 10094, text)
+        return ApiError(400, 10094, text)
 
     def bad_start(p: str, start: str) -> ApiError:
         return bad(f"consumer delivery policy is deliver {p}, but optional start {start} is also set")
@@ -770,11 +759,11 @@ def update_error(old: dict[str, Any], new: dict[str, Any], deliver_has_interest:
         if not new["deliver_subject"]:
             return err_create("can not update push consumer to pull based")
         if deliver_has_interest:
-            return _err(400, 10013, "consumer name already in use")
+            return ApiError(400, 10013, "consumer name already in use")
     if old["max_waiting"] != new["max_waiting"]:
         return err_create("max waiting can not be updated")
     if new["backoff"] and new["max_deliver"] != -1 and len(new["backoff"]) > new["max_deliver"]:
-        return _err(400, 10116, "max deliver is required to be > length of backoff values")
+        return ApiError(400, 10116, "max deliver is required to be > length of backoff values")
     return None
 
 
@@ -2200,7 +2189,7 @@ class Consumer:
         dp = cfg["deliver_policy"]
 
         def invalid(why: str) -> ApiError:
-            return _err(400, 10204, "invalid reset: " + why)
+            return ApiError(400, 10204, "invalid reset: " + why)
 
         if seq == 0:
             seq = self.asflr + 1
@@ -2568,7 +2557,7 @@ def consumer_api(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: by
             served = False  # the consumer's own subscription in nats-server, like pull requests
             _reset(jsa, tokens[4], tokens[5], reply, hdr, payload)
         elif op == "LEADER" and n == 7 and tokens[4] == "STEPDOWN":
-            jsa.respond_error(reply, T_STEPDOWN, _err(503, 10010, "JetStream clustering support required"))
+            jsa.respond_error(reply, T_STEPDOWN, ApiError(503, 10010, "JetStream clustering support required"))
         else:
             served = False
     finally:
@@ -2587,7 +2576,7 @@ def _api_level_error(hdr: bytes | None) -> ApiError | None:
         ok = int(v) <= API_LEVEL
     except ValueError:
         ok = False
-    return None if ok else _err(412, 10185, "JetStream minimum api level required")
+    return None if ok else ApiError(412, 10185, "JetStream minimum api level required")
 
 
 def _is_empty_request(payload: bytes) -> bool:
@@ -2652,27 +2641,27 @@ def _create_consumer(jsa: JSAccount, tokens: list[str], hdr: bytes | None, paylo
         if n > 6:
             filtered = ".".join(tokens[6:])
     if stream != stream_name:
-        raise _err(400, 10056, "stream name in subject does not match request")
+        raise ApiError(400, 10056, "stream name in subject does not match request")
     if name and ("\\" in name or "/" in name):
-        raise _err(400, 10127, "Consumer name can not contain path separators")
+        raise ApiError(400, 10127, "Consumer name can not contain path separators")
     if kind == "durable":
         if not cfg["durable_name"]:
-            raise _err(400, 10018, "consumer expected to be durable but a durable name was not set")
+            raise ApiError(400, 10018, "consumer expected to be durable but a durable name was not set")
         if name != cfg["durable_name"]:
-            raise _err(400, 10017, "consumer name in subject does not match durable name in request")
+            raise ApiError(400, 10017, "consumer name in subject does not match durable name in request")
         cfg["name"] = name
     elif kind == "new":
         if cfg["durable_name"] and name != cfg["durable_name"]:
-            raise _err(400, 10017, "consumer name in subject does not match durable name in request")
+            raise ApiError(400, 10017, "consumer name in subject does not match durable name in request")
         cfg["name"] = name
     elif cfg["durable_name"]:
-        raise _err(400, 10020, "consumer expected to be ephemeral but a durable name was set in request")
+        raise ApiError(400, 10020, "consumer expected to be ephemeral but a durable name was set in request")
     if filtered and cfg["filter_subjects"]:
-        raise _err(400, 10137, "consumer with multiple subject filters cannot use subject based API")
+        raise ApiError(400, 10137, "consumer with multiple subject filters cannot use subject based API")
     if filtered and cfg["filter_subject"] != filtered:
-        raise _err(400, 10131, "Consumer create request did not match filtered subject from create subject")
+        raise ApiError(400, 10131, "Consumer create request did not match filtered subject from create subject")
     if cfg["num_replicas"] > 1:
-        raise _err(500, 10074, "replicas > 1 not supported in non-clustered mode")
+        raise ApiError(500, 10074, "replicas > 1 not supported in non-clustered mode")
     st = jsa.streams.get(stream)
     if st is None:
         raise err_stream_not_found()
@@ -2684,9 +2673,9 @@ def _create_consumer(jsa: JSAccount, tokens: list[str], hdr: bytes | None, paylo
     check_config(cfg, st.config)
     if isinstance(existing, Consumer):
         if action == "create" and cfg != existing.cfg:
-            raise _err(400, 10148, "consumer already exists")
+            raise ApiError(400, 10148, "consumer already exists")
         if st.retention == "workqueue" and not _partition_unique(st, existing.name, filters_of(cfg)):
-            raise _err(400, 10100, "filtered consumer not unique on workqueue stream")
+            raise ApiError(400, 10100, "filtered consumer not unique on workqueue stream")
         uerr = update_error(existing.cfg, cfg, bool(cfg["deliver_subject"]) and has_interest(
             jsa.account, existing.deliver_b))
         if uerr is not None:
@@ -2695,24 +2684,24 @@ def _create_consumer(jsa: JSAccount, tokens: list[str], hdr: bytes | None, paylo
             existing.update_config(cfg)
         return existing, False
     if action == "update":
-        raise _err(400, 10149, "consumer does not exist")
+        raise ApiError(400, 10149, "consumer does not exist")
     maxc = int(st.config.get("max_consumers") or 0)
     if maxc > 0 and len(st.consumers) >= maxc:
-        raise _err(400, 10026, "maximum consumers limit reached")
+        raise ApiError(400, 10026, "maximum consumers limit reached")
     if st.retention == "workqueue" and not cfg["direct"]:
         if cfg["ack_policy"] != ACK_EXPLICIT:
-            raise _err(400, 10098, "workqueue stream requires explicit ack")
+            raise ApiError(400, 10098, "workqueue stream requires explicit ack")
         if cfg["deliver_policy"] != "all":
-            raise _err(400, 10101, "consumer must be deliver all on workqueue stream")
+            raise ApiError(400, 10101, "consumer must be deliver all on workqueue stream")
         if st.consumers:
             flts = filters_of(cfg)
             if not flts:
-                raise _err(400, 10099, "multiple non-filtered consumers not allowed on workqueue stream")
+                raise ApiError(400, 10099, "multiple non-filtered consumers not allowed on workqueue stream")
             if not _partition_unique(st, "", flts):
-                raise _err(400, 10100, "filtered consumer not unique on workqueue stream")
+                raise ApiError(400, 10100, "filtered consumer not unique on workqueue stream")
     if cfg["durable_name"]:
         if len(cfg["durable_name"]) > MAX_NAME_LEN:
-            raise _err(400, 10102, f"consumer name is too long, maximum allowed is {MAX_NAME_LEN}")
+            raise ApiError(400, 10102, f"consumer name is too long, maximum allowed is {MAX_NAME_LEN}")
         name = cfg["durable_name"]
     elif cfg["name"]:
         name = cfg["name"]
@@ -2722,20 +2711,20 @@ def _create_consumer(jsa: JSAccount, tokens: list[str], hdr: bytes | None, paylo
         while name in st.consumers:
             name = _ephemeral_name()
     if not valid_name(name):
-        raise _err(400, 10103, "durable name can not contain '.', '*', '>'")
+        raise ApiError(400, 10103, "durable name can not contain '.', '*', '>'")
     c = Consumer(st, name, cfg, time.time_ns())
     if c.durable and st.dir and not cfg["mem_storage"]:
         try:
             c.store = st.store.consumer_store(name, cfg["ack_policy"], cfg["max_deliver"])
             c.file_backed = True
         except (OSError, StoreError, ValueError) as e:
-            raise _err(500, 10104, "error creating store for consumer: " + str(e)) from None
+            raise ApiError(500, 10104, "error creating store for consumer: " + str(e)) from None
     c.select_start()
     try:
         c.persist_meta()
     except OSError as e:
         c.store.delete()
-        raise _err(500, 10104, "error creating store for consumer: " + str(e)) from None
+        raise ApiError(500, 10104, "error creating store for consumer: " + str(e)) from None
     st.consumers[name] = c
     if c.push:
         _watch(c)
@@ -2780,7 +2769,7 @@ def _stream_or_error(jsa: JSAccount, stream: str) -> Any:
 def _info(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     try:
         if not _is_empty_request(payload):
-            raise err_not_empty()
+            raise err_not_empty_request()
         err = _api_level_error(hdr)
         if err is not None:
             raise err
@@ -2841,7 +2830,7 @@ def _delete(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: by
         if err is not None:
             raise err
         if not _is_empty_request(payload):
-            raise err_not_empty()
+            raise err_not_empty_request()
         st = _stream_or_error(jsa, stream)
         c = st.consumers.get(name)
         if not isinstance(c, Consumer) or c.closed:
@@ -2886,7 +2875,7 @@ def _pause(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: byt
     try:
         c.set_pause(until)
     except OSError as e:
-        jsa.respond_error(reply, T_PAUSE, _err(500, 10104, "error creating store for consumer: " + str(e)))
+        jsa.respond_error(reply, T_PAUSE, ApiError(500, 10104, "error creating store for consumer: " + str(e)))
         return
     now = time.time_ns()
     out: dict[str, Any] = {"type": T_PAUSE, "paused": until is not None and now < until,

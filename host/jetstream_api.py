@@ -334,22 +334,29 @@ def _filtered_streams(jsa: JSAccount, subject: str) -> list[Stream]:
     return [s for s in jsa.streams.values() if any(subjects_collide(subject, x) for x in s.config["subjects"])]
 
 
+def _paging_request(jsa: JSAccount, reply: bytes | None, hdr: bytes | None, payload: bytes, type_name: str,
+                    empty: dict[str, Any], schema_name: str) -> tuple[int, str] | None:
+    """(offset, subject filter) of a STREAM.NAMES/LIST request, or None when it was answered with an error."""
+    if _level_too_high(hdr):
+        _fail(jsa, reply, type_name, err_required_api_level(), empty)
+        return None
+    if not is_json_object_or_array(payload):
+        return 0, ""
+    try:
+        req = decode_request(payload, NAMES_SCHEMA, schema_name)
+    except ApiError as e:
+        _fail(jsa, reply, type_name, e, empty)
+        return None
+    return max(req.get("offset", 0), 0), req.get("subject", "")
+
+
 def stream_names(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_STREAM_NAMES
-    empty = {"total": 0, "offset": 0, "limit": 0, "streams": None}
-    if _level_too_high(hdr):
-        _fail(jsa, reply, T, err_required_api_level(), empty)
+    req = _paging_request(jsa, reply, hdr, payload, T, {"total": 0, "offset": 0, "limit": 0, "streams": None},
+                          "JSApiStreamNamesRequest")
+    if req is None:
         return
-    offset = 0
-    subject = ""
-    if is_json_object_or_array(payload):
-        try:
-            req = decode_request(payload, NAMES_SCHEMA, "JSApiStreamNamesRequest")
-        except ApiError as e:
-            _fail(jsa, reply, T, e, empty)
-            return
-        offset = max(req.get("offset", 0), 0)
-        subject = req.get("subject", "")
+    offset, subject = req
     names = sorted(s.name for s in _filtered_streams(jsa, subject))
     offset = min(offset, len(names))
     page = names[offset:offset + NAMES_LIMIT]
@@ -359,20 +366,11 @@ def stream_names(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: by
 
 def stream_list(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_STREAM_LIST
-    empty = {"total": 0, "offset": 0, "limit": 0, "streams": []}
-    if _level_too_high(hdr):
-        _fail(jsa, reply, T, err_required_api_level(), empty)
+    req = _paging_request(jsa, reply, hdr, payload, T, {"total": 0, "offset": 0, "limit": 0, "streams": []},
+                          "JSApiStreamListRequest")
+    if req is None:
         return
-    offset = 0
-    subject = ""
-    if is_json_object_or_array(payload):
-        try:
-            req = decode_request(payload, NAMES_SCHEMA, "JSApiStreamListRequest")
-        except ApiError as e:
-            _fail(jsa, reply, T, e, empty)
-            return
-        offset = max(req.get("offset", 0), 0)
-        subject = req.get("subject", "")
+    offset, subject = req
     streams = sorted(_filtered_streams(jsa, subject), key=lambda s: s.name)
     offset = min(offset, len(streams))
     infos = [s.info(dynamic=False) for s in streams[offset:offset + LIST_LIMIT]]
