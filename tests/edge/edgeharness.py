@@ -143,6 +143,42 @@ def leaf_conf(leaf_port: int, extra: str = "") -> str:
     return f"leafnodes {{\n  listen: 127.0.0.1:{leaf_port}\n  {extra}\n}}\n"
 
 
+class JsHub:
+    """nats-server or our hub with JetStream (-js -sd) and a leafnodes port that survive restarts."""
+
+    def __init__(self, side: str, workdir: Path):
+        self.side = side
+        self.workdir = workdir
+        self.store = workdir / "store"
+        self.leaf_port = free_port()
+        self.srv: Server | None = None
+
+    def start(self) -> JsHub:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.srv = Server(self.side, config=leaf_conf(self.leaf_port), workdir=self.workdir, jetstream=True,
+                          store_dir=self.store)
+        self.srv.start()
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.leaf_port), timeout=0.5).close()
+                return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    pytest.fail(f"{self.side}: no leafnodes port {self.leaf_port}:\n{self.srv.output()[-2000:]}")
+                time.sleep(0.02)
+
+    def stop(self):
+        if self.srv is not None:
+            self.srv.stop()
+            self.srv = None
+
+    @property
+    def url(self) -> str:
+        return self.srv.url
+
+
 class Hub:
     """nats-server or our hub (`side`) with a leafnodes port that stays the same across restarts."""
 

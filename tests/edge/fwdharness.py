@@ -13,53 +13,14 @@ import os
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import nats
-import pytest
 
-from tests.compat.harness import Server, free_port, stop_process, wait_until
+from tests.compat.harness import free_port, stop_process, wait_until
 from tests.edge.edgeharness import REPO, Edge, micropython
 
 APP_DIR = str(Path(__file__).resolve().parent)  # fwdapp.py, the device code of these tests
-
-
-class JsHub:
-    """A hub with JetStream whose store directory and leafnodes port stay the same across restarts."""
-
-    def __init__(self, side: str, workdir: Path):
-        self.side = side
-        self.workdir = workdir
-        self.store = workdir / "store"
-        self.leaf_port = free_port()
-        self.srv: Server | None = None
-
-    def start(self) -> JsHub:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        conf = (f'jetstream {{\n  store_dir: "{self.store}"\n}}\n'
-                f"leafnodes {{\n  listen: 127.0.0.1:{self.leaf_port}\n}}\n")
-        self.srv = Server(self.side, config=conf, workdir=self.workdir)
-        self.srv.start()
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.leaf_port), timeout=0.5).close()
-                return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    pytest.fail(f"{self.side}: no leafnodes port {self.leaf_port}:\n{self.srv.output()[-2000:]}")
-                time.sleep(0.02)
-
-    def stop(self):
-        if self.srv is not None:
-            self.srv.stop()
-            self.srv = None
-
-    @property
-    def url(self) -> str:
-        return self.srv.url
 
 
 def forward_config(name: str, hub_port: int | None, queues: list[dict], settings: dict | None = None,
@@ -264,5 +225,5 @@ def wait_drained(edge: Edge, queue: str | None = None, timeout: float = 30.0, st
     return found
 
 
-__all__ = ["JsHub", "FwdEdge", "HoldProxy", "forward_config", "add_stream", "stream_messages", "stream_last_seq",
+__all__ = ["FwdEdge", "HoldProxy", "forward_config", "add_stream", "stream_messages", "stream_last_seq",
            "msg_ids", "payload_index", "wait_drained", "stop_process", "free_port", "wait_until"]

@@ -17,44 +17,9 @@ import nats
 import pytest
 from nats.js.errors import NoKeysError, NotFoundError
 
-from tests.compat.harness import Server, free_port
-from tests.edge.edgeharness import REPO, Edge, Proxy, leaf_conf
+from tests.edge.edgeharness import REPO, Edge, Proxy
 
 APP_PATH = str(REPO / "tests" / "edge")
-
-
-class JSHub:
-    """nats-server or our hub with JetStream (-js -sd) and a leafnodes port that survive restarts."""
-
-    def __init__(self, side: str, workdir: Path):
-        self.side = side
-        self.workdir = workdir
-        self.leaf_port = free_port()
-        self.srv: Server | None = None
-
-    def start(self) -> JSHub:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.srv = Server(self.side, config=leaf_conf(self.leaf_port), workdir=self.workdir, jetstream=True,
-                          store_dir=self.workdir / "js")
-        self.srv.start()
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.leaf_port), timeout=0.5).close()
-                return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    pytest.fail(f"{self.side}: no leafnodes port {self.leaf_port}:\n{self.srv.output()[-2000:]}")
-                time.sleep(0.02)
-
-    def stop(self):
-        if self.srv is not None:
-            self.srv.stop()
-
-    @property
-    def url(self) -> str:
-        return self.srv.url
 
 
 class Gate(Proxy):

@@ -17,11 +17,10 @@ import nats
 import pytest
 
 from tests.compat.harness import run, stop_process
-from tests.edge.edgeharness import REPO
+from tests.edge.edgeharness import REPO, JsHub
 from tests.edge.fwdharness import (
     FwdEdge,
     HoldProxy,
-    JsHub,
     add_stream,
     forward_config,
     free_port,

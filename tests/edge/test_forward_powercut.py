@@ -22,9 +22,9 @@ import time
 import pytest
 
 from tests.compat.harness import run
+from tests.edge.edgeharness import JsHub
 from tests.edge.fwdharness import (
     FwdEdge,
-    JsHub,
     add_stream,
     forward_config,
     msg_ids,

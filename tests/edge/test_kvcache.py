@@ -15,11 +15,10 @@ import nats
 import pytest
 
 from tests.compat.harness import free_port, run
-from tests.edge.edgeharness import Edge
+from tests.edge.edgeharness import Edge, JsHub
 from tests.edge.kvharness import (
     APP_PATH,
     Gate,
-    JSHub,
     ctl,
     edge_dump,
     edge_idle,
@@ -33,7 +32,7 @@ from tests.edge.kvharness import (
 
 @pytest.fixture
 def jshub(side, tmp_path):
-    h = JSHub(side, tmp_path / f"hub-{side}")
+    h = JsHub(side, tmp_path / f"hub-{side}")
     yield h.start()
     h.stop()
 
@@ -60,7 +59,7 @@ def gates():
         g.close()
 
 
-async def bucket(hub: JSHub, name: str = "b"):
+async def bucket(hub: JsHub, name: str = "b"):
     nc = await nats.connect(hub.url)
     js = nc.jetstream(timeout=5)
     kv = await js.create_key_value(bucket=name, direct=True, limit_marker_ttl=1)

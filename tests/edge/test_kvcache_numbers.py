@@ -20,13 +20,13 @@ import nats
 import pytest
 
 from tests.compat.harness import free_port, run
-from tests.edge.edgeharness import REPO, micropython, mpy_cross
-from tests.edge.kvharness import Gate, JSHub, ctl, edge_idle, kv_edge_config, start_edge, wait_for
+from tests.edge.edgeharness import REPO, JsHub, micropython, mpy_cross
+from tests.edge.kvharness import Gate, ctl, edge_idle, kv_edge_config, start_edge, wait_for
 
 
 @pytest.fixture
 def jshub(side, tmp_path):
-    h = JSHub(side, tmp_path / f"hub-{side}")
+    h = JsHub(side, tmp_path / f"hub-{side}")
     yield h.start()
     h.stop()
 
