@@ -3,7 +3,7 @@
 Three measurements, all on MicroPython's unix port with the edge compiled to .mpy (as shipped):
 
 * **append**: records/s through `FlashLog.append()` + `maybe_flush()` (group commit) on an emulated ESP32 flash
-  partition (littlefs on tests/mp/flashdev.py's RamFlash, 1 MB) and on a POSIX folder, per payload size and
+  partition (littlefs on sim/flashdev.py's RamFlash, 1 MB) and on a POSIX folder, per payload size and
   commit policy, with the flash operations it caused: bytes programmed and 4 KB erases per byte stored. The log is
   kept at steady state (whole segments reclaimed as a drained queue would). The unix port's speed says little
   about an ESP32's; the flash-bound ESP32 estimate uses 45 ms per erase and 0.7 ms per 256-byte page program
@@ -37,8 +37,9 @@ from typing import Any
 
 from host.tools import bench
 from host.tools.bench_edge import HUB_KINDS, find_micropython, micropython_version
+from sim import flashdev
 
-REPO = Path(__file__).resolve().parent.parent
+FLASHDEV_DIR = Path(flashdev.__file__).resolve().parent  # MicroPython imports sim/flashdev.py as `flashdev`
 ERASE_MS = 45.0  # 4 KB sector erase, typical SPI NOR (FACTS.md 8.5)
 PAGE_MS = 0.7  # 256-byte page program, typical
 COMMITS = (("each record", 1, 1 << 20), ("16 records / 4 KB", 16, 4096), ("64 records / 8 KB (default)", 64, 8192),
@@ -49,7 +50,7 @@ import gc, json, os, sys, time, vfs
 sys.path.append(".frozen")
 with open(sys.argv[1]) as f:
     P = json.load(f)
-from tests.mp import flashdev
+import flashdev
 from edge.flashlog import FlashLog
 
 def out(d):
@@ -114,7 +115,7 @@ import asyncio, gc, json, sys, time, vfs
 sys.path.append(".frozen")
 with open(sys.argv[1]) as f:
     P = json.load(f)
-from tests.mp import flashdev
+import flashdev
 from edge.leaf.broker import Leaf
 dev = flashdev.RamFlash(4096, 512)
 vfs.VfsLfs2.mkfs(dev)
@@ -416,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
 
             bundle = workdir / "bundle"
             build_bundle(bundle, board=None, log=log)
-            env = dict(os.environ, MICROPYPATH=f"{bundle}:{REPO}:.frozen")
+            env = dict(os.environ, MICROPYPATH=f"{bundle}:{FLASHDEV_DIR}:.frozen")
             rep: dict[str, Any] = {"micropython": micropython_version(mp), "code": "mpy bundle",
                                    "append": append_rows(mp, env, list(args.fwd_sizes), workdir, log),
                                    "durable": durable_row(mp, env, workdir, log), "drain": []}

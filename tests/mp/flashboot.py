@@ -10,7 +10,7 @@ import sys
 if ".frozen" not in sys.path:
     sys.path.append(".frozen")  # MICROPYPATH replaced the default path, which held the frozen asyncio
 
-from tests.mp import flashdev  # noqa: E402
+from sim import flashdev  # noqa: E402
 
 flashdev.mount(flashdev.FileFlash(sys.argv[1], 4096, int(sys.argv[2])), "/flash")
 

@@ -8,7 +8,7 @@
 import vfs
 
 from edge.flashlog import FlashLog, FlashLogError
-from tests.mp import flashdev
+from sim import flashdev
 from tests.unit import test_flashlog as _generic
 
 _DEV = flashdev.RamFlash(4096, 160)

@@ -9,7 +9,7 @@
 import vfs
 
 from edge.kvcache.store import OP_DEL, OP_PUT, Store
-from tests.mp import flashdev
+from sim import flashdev
 from tests.unit import test_kvcache_store as _generic
 
 _DEV = flashdev.RamFlash(4096, 200)

@@ -2,7 +2,7 @@
 
 1. tests/unit/test_flashlog.py on a POSIX folder (VfsPosix);
 2. tests/mp/flashlog_lfs.py: the same functions on littlefs (VfsLfs2) over an emulated ESP32 flash partition
-   (tests/mp/flashdev.py), plus a power-cut sweep at every flash operation of a workload, a full volume and
+   (sim/flashdev.py), plus a power-cut sweep at every flash operation of a workload, a full volume and
    strict NOR programming.
 Every test function must run and pass: the PASS names must equal the test_* functions of the module.
 """

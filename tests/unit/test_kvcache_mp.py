@@ -2,7 +2,7 @@
 
 1. tests/unit/test_kvcache_store.py on a POSIX folder (VfsPosix);
 2. tests/mp/kvcache_lfs.py: the same functions on littlefs (VfsLfs2) over an emulated ESP32 flash partition
-   (tests/mp/flashdev.py), a power-cut sweep at every flash operation of a sync-like workload, and the flash cost
+   (sim/flashdev.py), a power-cut sweep at every flash operation of a sync-like workload, and the flash cost
    of a put (docs/kvcache.md quotes it).
 Every test function must run and pass: the PASS names must equal the test_* functions of the module.
 """

@@ -1,4 +1,4 @@
-# tests/mp/flashdev.py — emulated ESP32 flash partitions for MicroPython's vfs (littlefs), in the unix port.
+# sim/flashdev.py — emulated ESP32 flash partitions for MicroPython's vfs (littlefs), in the unix port.
 #
 # The semantics of esp32.Partition (research: shared/micropython/FACTS.md section 3.1, probes/flashdev.py):
 #   readblocks(block, buf, offset=0)
