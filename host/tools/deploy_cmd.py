@@ -559,15 +559,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m host.tools.deploy_cmd deploy ...` / `python -m host.tools.deploy_cmd console ...`."""
-    parser = argparse.ArgumentParser(prog="natsedge")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_arguments(sub.add_parser("deploy", help="copy the edge, config and boot/main to a board"))
-    add_arguments(sub.add_parser("console", help="REPL or log passthrough"))
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -461,18 +461,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m host.tools.firmware_cmd bundle ...` / `python -m host.tools.firmware_cmd flash ...`."""
-    parser = argparse.ArgumentParser(prog="natsedge")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    add_arguments(sub.add_parser("firmware", help="firmware bundle"))
-    add_arguments(sub.add_parser("flash", help="write a MicroPython image with esptool"))
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "bundle":  # `python -m host.tools.firmware_cmd bundle` = `natsedge firmware bundle`
-        argv.insert(0, "firmware")
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

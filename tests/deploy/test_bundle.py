@@ -20,7 +20,7 @@ from .vboard import REPO, run_cli, tool
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     out = tmp_path_factory.mktemp("bundle")
-    r = run_cli("host.tools.firmware_cmd", "bundle", "--out", str(out))
+    r = run_cli("host.tools.cli", "firmware", "bundle", "--out", str(out))
     assert r.returncode == 0, r.stderr
     return out, json.loads((out / "manifest.json").read_text()), r.stdout
 
@@ -74,20 +74,20 @@ def test_bundle_runs_on_micropython_from_mpy(bundle, tmp_path):
 
 
 def test_bundle_over_budget_fails_with_the_numbers(tmp_path):
-    r = run_cli("host.tools.firmware_cmd", "bundle", "--out", str(tmp_path), "--budget", "4")
+    r = run_cli("host.tools.cli", "firmware", "bundle", "--out", str(tmp_path), "--budget", "4")
     assert r.returncode == 1
     assert "over the 4,096 B budget (--budget 4 KB)" in r.stderr
     assert json.loads((tmp_path / "manifest.json").read_text())["over_budget"] is True
 
 
 def test_bundle_rejects_an_mpy_version_the_target_cannot_load(tmp_path):
-    r = run_cli("host.tools.firmware_cmd", "bundle", "--out", str(tmp_path), "--target-mpy", "5")
+    r = run_cli("host.tools.cli", "firmware", "bundle", "--out", str(tmp_path), "--target-mpy", "5")
     assert r.returncode == 1
     assert "mpy-cross emitted .mpy v6.3, the target needs v5" in r.stderr
 
 
 def test_bundle_warns_when_only_the_bytecode_sub_version_differs(tmp_path):
-    r = run_cli("host.tools.firmware_cmd", "bundle", "--out", str(tmp_path), "--target-mpy", "6.2")
+    r = run_cli("host.tools.cli", "firmware", "bundle", "--out", str(tmp_path), "--target-mpy", "6.2")
     assert r.returncode == 0, r.stderr
     assert "bytecode still loads" in r.stdout
 
@@ -105,7 +105,7 @@ def test_read_mpy_header_of_a_native_file(tmp_path):
 
 
 def test_bundle_without_mpy_cross_says_how_to_get_it(tmp_path):
-    r = run_cli("host.tools.firmware_cmd", "bundle", "--out", str(tmp_path), "--mpy-cross", str(tmp_path / "nope"))
+    r = run_cli("host.tools.cli", "firmware", "bundle", "--out", str(tmp_path), "--mpy-cross", str(tmp_path / "nope"))
     assert r.returncode == 1
     assert "mpy-cross not found" in r.stderr
 
@@ -172,14 +172,14 @@ def test_optional_kvcache_is_bundled_on_request_with_its_budget_allowance(bundle
     assert core["with"] == [] and not any(f["path"].startswith("edge/kvcache/") for f in core["files"])
     assert core["budget"] == 64 * 1024 and not core["over_budget"]
     out = tmp_path / "kv"
-    r = run_cli("host.tools.firmware_cmd", "bundle", "--out", str(out), "--with", "kvcache")
+    r = run_cli("host.tools.cli", "firmware", "bundle", "--out", str(out), "--with", "kvcache")
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "manifest.json").read_text())
     assert m["with"] == ["kvcache"] and m["budget"] == (64 + 32) * 1024
     kv = {f["path"] for f in m["files"]} - {f["path"] for f in core["files"]}
     assert kv == {f"edge/{p.relative_to(REPO / 'edge').with_suffix('.mpy').as_posix()}"
                   for p in (REPO / "edge" / "kvcache").glob("*.py")}
-    r = run_cli("host.tools.firmware_cmd", "bundle", "--out", str(tmp_path / "bad"), "--with", "nosuch")
+    r = run_cli("host.tools.cli", "firmware", "bundle", "--out", str(tmp_path / "bad"), "--with", "nosuch")
     assert r.returncode == 2 and "invalid choice: 'nosuch'" in r.stderr
 
 

@@ -45,14 +45,14 @@ def test_app_only_image_needs_an_explicit_offset(tmp_path):
 def test_a_file_that_is_not_an_esp_image_is_refused(tmp_path):
     p = tmp_path / "fw.bin"
     p.write_bytes(b"\x7fELF" + bytes(100))
-    r = run_cli("host.tools.firmware_cmd", "flash", "--port", "/dev/null", "--firmware", str(p))
+    r = run_cli("host.tools.cli", "flash", "--port", "/dev/null", "--firmware", str(p))
     assert r.returncode == 1
     assert "is not an ESP firmware image (first byte 7f, expected e9)" in r.stderr
 
 
 def test_flash_to_a_port_that_does_not_exist_names_the_port(tmp_path):
     port = str(tmp_path / "ttyUSB-nope")
-    r = run_cli("host.tools.firmware_cmd", "flash", "--port", port, "--firmware", str(image(tmp_path / "fw.bin", 0)),
+    r = run_cli("host.tools.cli", "flash", "--port", port, "--firmware", str(image(tmp_path / "fw.bin", 0)),
                 "--connect-attempts", "1", timeout=60)
     assert r.returncode == 1
     assert f"natsedge flash: error: cannot open {port}, so no board can answer there" in r.stderr
@@ -62,7 +62,7 @@ def test_flash_to_a_port_that_does_not_exist_names_the_port(tmp_path):
 def test_flash_to_a_pty_that_answers_nothing_names_the_port(tmp_path):
     silent = SilentPort(tmp_path / "silent.pty").start()
     try:
-        r = run_cli("host.tools.firmware_cmd", "flash", "--port", silent.port, "--chip", "esp32s3", "--firmware",
+        r = run_cli("host.tools.cli", "flash", "--port", silent.port, "--chip", "esp32s3", "--firmware",
                     str(image(tmp_path / "fw.bin", 9)), "--connect-attempts", "1", "--no-erase", timeout=60)
     finally:
         silent.stop()

@@ -33,7 +33,7 @@ def _site(path, hub_url, name="vb-1", status=0.5):
 
 def test_deploy_to_a_virtual_board_then_its_status_reaches_the_hub(tmp_path):
     bundle = tmp_path / "bundle"
-    r = run_cli("host.tools.firmware_cmd", "bundle", "--out", str(bundle))
+    r = run_cli("host.tools.cli", "firmware", "bundle", "--out", str(bundle))
     assert r.returncode == 0, r.stderr
     manifest = json.loads((bundle / "manifest.json").read_text())
     hub = Hub(tmp_path).start()
@@ -43,7 +43,7 @@ def test_deploy_to_a_virtual_board_then_its_status_reaches_the_hub(tmp_path):
 
         # 1. deploy, building the bundle itself: everything lands, and hashes match the separate build
         t0 = time.monotonic()
-        r = run_cli("host.tools.deploy_cmd", "deploy", "--port", board.port, "--config", str(site))
+        r = run_cli("host.tools.cli", "deploy", "--port", board.port, "--config", str(site))
         first = time.monotonic() - t0
         assert r.returncode == 0, r.stdout + r.stderr
         n = len(manifest["files"]) + 3
@@ -68,7 +68,7 @@ def test_deploy_to_a_virtual_board_then_its_status_reaches_the_hub(tmp_path):
                 sub = await nc.subscribe("$EDGE.vb-1.status")
                 await nc.flush()
                 t1 = time.monotonic()
-                r2 = await asyncio.to_thread(run_cli, "host.tools.deploy_cmd", "deploy", "--port", board.port,
+                r2 = await asyncio.to_thread(run_cli, "host.tools.cli", "deploy", "--port", board.port,
                                              "--config", str(site), "--bundle", str(bundle), "--reset", "--run")
                 second = time.monotonic() - t1
                 msgs = [await sub.next_msg(timeout=20)]
@@ -95,7 +95,7 @@ def test_deploy_to_a_virtual_board_then_its_status_reaches_the_hub(tmp_path):
         assert s["last_error"].startswith("ValueError: from the previous run")
 
         # 4. the console shows the board's log without stopping it
-        r3 = run_cli("host.tools.deploy_cmd", "console", "--port", board.port, "--log", "--until", "board: status seq=",
+        r3 = run_cli("host.tools.cli", "console", "--port", board.port, "--log", "--until", "board: status seq=",
                      "--seconds", "10")
         assert r3.returncode == 0, r3.stdout + r3.stderr
         assert "edge: uplink up hub=127.0.0.1" in r3.stdout
@@ -119,7 +119,7 @@ def test_deploy_to_a_virtual_board_then_its_status_reaches_the_hub(tmp_path):
               f"second (unchanged) {second:.1f} s; status {s2}")
     except BaseException:
         # what the board printed, and the hub's log, make a failure here readable
-        r = run_cli("host.tools.deploy_cmd", "console", "--port", board.port, "--log", "--seconds", "1")
+        r = run_cli("host.tools.cli", "console", "--port", board.port, "--log", "--seconds", "1")
         print(f"--- board output:\n{r.stdout}\n--- hub log:\n{(tmp_path / 'hub.log').read_text()[-3000:]}")
         raise
     finally:
@@ -130,7 +130,7 @@ def test_deploy_to_a_virtual_board_then_its_status_reaches_the_hub(tmp_path):
 def test_deploy_to_a_port_that_does_not_exist_names_the_port(tmp_path):
     site = _site(tmp_path / "site.json", "nats-leaf://127.0.0.1:7422")
     port = str(tmp_path / "no-such-board")
-    r = run_cli("host.tools.deploy_cmd", "deploy", "--port", port, "--config", str(site), "--no-bundle")
+    r = run_cli("host.tools.cli", "deploy", "--port", port, "--config", str(site), "--no-bundle")
     assert r.returncode == 1
     assert f"natsedge deploy: error: no board answered on {port} (probe)" in r.stderr
 
@@ -138,7 +138,7 @@ def test_deploy_to_a_port_that_does_not_exist_names_the_port(tmp_path):
 def test_deploy_refuses_a_bad_config_before_touching_the_board(tmp_path):
     site = tmp_path / "site.json"
     site.write_text(json.dumps({"name": "x", "board": {"watchdg": 5}}))
-    r = run_cli("host.tools.deploy_cmd", "deploy", "--port", str(tmp_path / "never-opened"), "--config", str(site))
+    r = run_cli("host.tools.cli", "deploy", "--port", str(tmp_path / "never-opened"), "--config", str(site))
     assert r.returncode == 1
     assert 'unknown key "board.watchdg"' in r.stderr
     assert "probing" not in r.stdout
@@ -146,9 +146,9 @@ def test_deploy_refuses_a_bad_config_before_touching_the_board(tmp_path):
 
 def test_deploy_refuses_a_bundle_without_the_board_module(tmp_path):
     bundle = tmp_path / "bundle"
-    assert run_cli("host.tools.firmware_cmd", "bundle", "--out", str(bundle), "--board", "none").returncode == 0
+    assert run_cli("host.tools.cli", "firmware", "bundle", "--out", str(bundle), "--board", "none").returncode == 0
     site = _site(tmp_path / "site.json", "nats-leaf://127.0.0.1:7422")
-    r = run_cli("host.tools.deploy_cmd", "deploy", "--port", str(tmp_path / "x"), "--config", str(site), "--bundle",
+    r = run_cli("host.tools.cli", "deploy", "--port", str(tmp_path / "x"), "--config", str(site), "--bundle",
                 str(bundle))
     assert r.returncode == 1
     assert "lacks edgeboard.mpy, which main.py imports" in r.stderr
@@ -156,12 +156,12 @@ def test_deploy_refuses_a_bundle_without_the_board_module(tmp_path):
 
 def test_deploy_refuses_a_kv_config_with_a_bundle_built_without_kvcache(tmp_path):
     bundle = tmp_path / "bundle"
-    assert run_cli("host.tools.firmware_cmd", "bundle", "--out", str(bundle)).returncode == 0
+    assert run_cli("host.tools.cli", "firmware", "bundle", "--out", str(bundle)).returncode == 0
     site = _site(tmp_path / "site.json", "nats-leaf://127.0.0.1:7422")
     doc = json.loads(site.read_text())
     doc["kv"] = {"buckets": ["config"]}
     site.write_text(json.dumps(doc))
-    r = run_cli("host.tools.deploy_cmd", "deploy", "--port", str(tmp_path / "x"), "--config", str(site), "--bundle",
+    r = run_cli("host.tools.cli", "deploy", "--port", str(tmp_path / "x"), "--config", str(site), "--bundle",
                 str(bundle))
     assert r.returncode == 1
     assert "uses kvcache but bundle" in r.stderr and "natsedge firmware bundle --with kvcache" in r.stderr
@@ -187,7 +187,7 @@ def test_console_repl_passes_keys_and_output_through(tmp_path):
     # `natsedge console` on a terminal (a pty here): type at the board's REPL, see its answer, leave with Ctrl-].
     board = VirtualBoard(tmp_path / "flash").start()
     master, slave = os.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "host.tools.deploy_cmd", "console", "--port", board.port], cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "host.tools.cli", "console", "--port", board.port], cwd=REPO,
                             stdin=slave, stdout=slave, stderr=slave)
     os.close(slave)
     seen = b""
@@ -210,6 +210,6 @@ def test_console_repl_passes_keys_and_output_through(tmp_path):
 
 
 def test_console_repl_without_a_terminal_says_to_use_log(tmp_path):
-    r = run_cli("host.tools.deploy_cmd", "console", "--port", str(tmp_path / "board"))
+    r = run_cli("host.tools.cli", "console", "--port", str(tmp_path / "board"))
     assert r.returncode == 1
     assert "the REPL needs a terminal on stdin; from a script use --log" in r.stderr
