@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from host.tools import bench, bench_edge, firmware_cmd
+from host.tools import bench, bench_edge, benchlib, firmware_cmd
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -26,9 +26,9 @@ def _args(*argv: str) -> argparse.Namespace:
 def tools() -> None:
     # Both are dev dependencies: missing tools are a broken setup, not a reason to skip.
     try:
-        bench.find_nats_server()
+        benchlib.find_nats_server()
         bench_edge.find_micropython()
-    except bench.BenchError as exc:
+    except benchlib.BenchError as exc:
         pytest.fail(str(exc))
 
 
@@ -37,7 +37,7 @@ def test_edge_options_parse() -> None:
     cfg = bench_edge.config_from_args(a)
     assert cfg.hubs == ["nats"] and cfg.count == 50 and cfg.sizes == [16, 128] and cfg.runs == 2
     assert bench_edge.config_from_args(_args("--edge")).hubs == ["nats", "hub"]
-    with pytest.raises(bench.BenchError):
+    with pytest.raises(benchlib.BenchError):
         bench_edge.config_from_args(_args("--edge", "--compare"))
     with pytest.raises(SystemExit):
         _args("--edge", "--hub", "kafka")

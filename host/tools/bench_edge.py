@@ -55,9 +55,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from host.tools import bench
+import edge
+from host.tools import benchlib
 
-REPO = Path(__file__).resolve().parent.parent
+EDGE_ROOT = Path(edge.__file__).resolve().parent.parent  # the folder holding the edge package
 HUB_KINDS: dict[str, str] = {"nats": "nats-server", "hub": "hub"}
 SCENARIOS: tuple[str, ...] = ("local", "hub")
 SCENARIO_LABELS: dict[str, str] = {"local": "local pub -> local sub", "hub": "local pub -> hub sub"}
@@ -106,6 +107,25 @@ def table(n):
     return pays, order
 
 
+class HeapSamples:
+    # SAMPLES heap figures over a run of COUNT messages, each taken right after a burst (the run's high points);
+    # us is the time they took (excluded from the local rate).
+    def __init__(self):
+        self.h0 = self.peak = heap()
+        self.every = max(1, COUNT // SAMPLES)
+        self.nxt = self.every
+        self.us = 0
+
+    def after_burst(self, i):
+        if i >= self.nxt:
+            self.nxt += self.every
+            g = ticks_us()
+            h = heap()
+            self.us += ticks_diff(ticks_us(), g)
+            if h > self.peak:
+                self.peak = h
+
+
 async def local(leaf, size, run, pays, order, data):
     subs = [b"bench.l.%d" % k for k in range(8)]
     got = [0]
@@ -115,10 +135,7 @@ async def local(leaf, size, run, pays, order, data):
 
     sub = leaf.subscribe("bench.l.*", cb)
     drop0 = leaf.cb_dropped
-    h0 = peak = heap()
-    every = max(1, COUNT // SAMPLES)
-    nxt = every
-    gc_us = 0
+    hs = HeapSamples()
     pub = leaf.publish
     say("begin scenario=local size=%d run=%d" % (size, run))
     t0 = ticks_us()
@@ -129,13 +146,7 @@ async def local(leaf, size, run, pays, order, data):
             o = order[i & 255]
             pub(subs[o & 7], pays[o >> 3])
             i += 1
-        if i >= nxt:  # the callback queue is full now: the scenario's high point
-            nxt += every
-            g = ticks_us()
-            h = heap()
-            gc_us += ticks_diff(ticks_us(), g)
-            if h > peak:
-                peak = h
+        hs.after_burst(i)  # the callback queue is full now: the scenario's high point
         await asyncio.sleep(0)
     while got[0] < COUNT and ticks_diff(ticks_us(), t0) < WAIT_MS * 1000:
         await asyncio.sleep(0)
@@ -143,7 +154,7 @@ async def local(leaf, size, run, pays, order, data):
     h1 = heap()
     sub.unsubscribe()
     say("result scenario=local size=%d run=%d n=%d got=%d us=%d gc_us=%d heap0=%d peak=%d heap1=%d data=%d "
-        "cb_drop=%d" % (size, run, COUNT, got[0], us, gc_us, h0, peak, h1, data, leaf.cb_dropped - drop0))
+        "cb_drop=%d" % (size, run, COUNT, got[0], us, hs.us, hs.h0, hs.peak, h1, data, leaf.cb_dropped - drop0))
 
 
 async def hubrun(leaf, size, run, rid, pays, order, data, acks):
@@ -155,10 +166,7 @@ async def hubrun(leaf, size, run, rid, pays, order, data, acks):
         return
     d0 = up.dropped
     f0 = up.forwarded
-    h0 = peak = heap()
-    every = max(1, COUNT // SAMPLES)
-    nxt = every
-    gc_us = 0
+    hs = HeapSamples()
     apub = leaf.apublish
     stalls = stall_us = 0
     say("begin scenario=hub size=%d run=%d rid=%d" % (size, run, rid))
@@ -178,13 +186,7 @@ async def hubrun(leaf, size, run, rid, pays, order, data, acks):
             else:
                 await apub(subs[o & 7], pays[o >> 3])
             i += 1
-        if i >= nxt:  # uplink output at its fullest for this pace
-            nxt += every
-            g = ticks_us()
-            h = heap()
-            gc_us += ticks_diff(ticks_us(), g)
-            if h > peak:
-                peak = h
+        hs.after_burst(i)  # uplink output at its fullest for this pace
         await asyncio.sleep(0)
     us_pub = ticks_diff(ticks_us(), t0)
     while rid not in acks and ticks_diff(ticks_us(), t0) < WAIT_MS * 1000:
@@ -193,8 +195,8 @@ async def hubrun(leaf, size, run, rid, pays, order, data, acks):
     h1 = heap()
     say("result scenario=hub size=%d run=%d rid=%d n=%d ack=%d us_pub=%d us=%d gc_us=%d heap0=%d peak=%d "
         "heap1=%d data=%d drop=%d fwd=%d up=%d stalls=%d stall_us=%d"
-        % (size, run, rid, COUNT, 1 if rid in acks else 0, us_pub, us, gc_us, h0, peak, h1, data, up.dropped - d0,
-           up.forwarded - f0, 1 if up.up else 0, stalls, stall_us))
+        % (size, run, rid, COUNT, 1 if rid in acks else 0, us_pub, us, hs.us, hs.h0, hs.peak, h1, data,
+           up.dropped - d0, up.forwarded - f0, 1 if up.up else 0, stalls, stall_us))
 
 
 async def wait_hub(leaf):
@@ -237,7 +239,7 @@ async def main(leaf):
 RESULT_RE = re.compile(r"(\w+)=(-?\d+)")
 
 
-class EdgeBenchError(bench.BenchError):
+class EdgeBenchError(benchlib.BenchError):
     pass
 
 
@@ -295,7 +297,7 @@ def prepare_code(workdir: Path, cfg: EdgeBenchConfig, log: Callable[[str], None]
         f"SEED = {cfg.seed}\nSAMPLES = {HEAP_SAMPLES}\nWAIT_MS = {cfg.wait_ms}\n"
     )
     src.write_text(params + APP_SOURCE)
-    info: dict[str, Any] = {"code": "source", "code_path": str(REPO), "app_dir": str(app_dir)}
+    info: dict[str, Any] = {"code": "source", "code_path": str(EDGE_ROOT), "app_dir": str(app_dir)}
     if cfg.code == "mpy":
         from host.tools.firmware_cmd import FirmwareError, build_bundle, find_mpy_cross
 
@@ -337,7 +339,7 @@ def app_code_heap(mp: str, heapsize: int, code: dict[str, Any], workdir: Path) -
 def edge_config(leaf_port: int) -> dict[str, Any]:
     return {
         "name": "bench-edge",
-        "hub": {"url": f"nats-leaf://{bench.LOCALHOST}:{leaf_port}"},
+        "hub": {"url": f"nats-leaf://{benchlib.LOCALHOST}:{leaf_port}"},
         "listen": None,
         "app": APP_MODULE,
         "stats": 0,
@@ -348,19 +350,19 @@ def edge_config(leaf_port: int) -> dict[str, Any]:
 
 def hub_command(kind: str, conf: Path, nats_binary: str | None) -> list[str]:
     if kind == "nats":
-        return [*bench.default_nats_cmd(nats_binary or bench.find_nats_server()), "-c", str(conf)]
-    return [*bench.default_hub_cmd(), "-c", str(conf)]
+        return [*benchlib.default_nats_cmd(nats_binary or benchlib.find_nats_server()), "-c", str(conf)]
+    return [*benchlib.default_hub_cmd(), "-c", str(conf)]
 
 
-def start_hub(kind: str, workdir: Path, nats_binary: str | None) -> tuple[bench.ServerProcess, int]:
-    leaf_port = bench.free_port()
+def start_hub(kind: str, workdir: Path, nats_binary: str | None) -> tuple[benchlib.ServerProcess, int]:
+    leaf_port = benchlib.free_port()
     conf = workdir / f"{kind}.conf"
-    conf.write_text(f"leafnodes {{\n  listen: {bench.LOCALHOST}:{leaf_port}\n}}\n")
-    server = bench.ServerProcess(HUB_KINDS[kind], hub_command(kind, conf, nats_binary)).start()
+    conf.write_text(f"leafnodes {{\n  listen: {benchlib.LOCALHOST}:{leaf_port}\n}}\n")
+    server = benchlib.ServerProcess(HUB_KINDS[kind], hub_command(kind, conf, nats_binary)).start()
     deadline = time.monotonic() + 10
     while True:
         try:
-            socket.create_connection((bench.LOCALHOST, leaf_port), timeout=0.5).close()
+            socket.create_connection((benchlib.LOCALHOST, leaf_port), timeout=0.5).close()
             return server, leaf_port
         except OSError:
             if time.monotonic() > deadline or not server.alive():
@@ -418,20 +420,20 @@ class CpuWindow:
         self.jiffies: tuple[int, int] | None = None
 
     def _sample(self) -> dict[str, float]:
-        out = {k: bench.proc_cpu_seconds(p) or 0.0 for k, p in self.pids.items()}
+        out = {k: benchlib.proc_cpu_seconds(p) or 0.0 for k, p in self.pids.items()}
         out["bench"] = time.process_time()
         return out
 
     def begin(self) -> None:
         self.t0 = time.monotonic()
         self.start = self._sample()
-        self.jiffies = bench.machine_cpu_jiffies()
+        self.jiffies = benchlib.machine_cpu_jiffies()
 
     def end(self) -> dict[str, float]:
         dt = max(time.monotonic() - self.t0, 1e-6)
         now = self._sample()
         out = {f"{k}_cpu": (now[k] - self.start.get(k, now[k])) / dt for k in now}
-        j0, j1 = self.jiffies, bench.machine_cpu_jiffies()
+        j0, j1 = self.jiffies, benchlib.machine_cpu_jiffies()
         if j0 and j1 and j1[1] > j0[1]:
             out["machine_cpu"] = (j1[0] - j0[0]) / (j1[1] - j0[1]) * (os.cpu_count() or 1)
             out["other_cpu"] = max(0.0, out["machine_cpu"] - sum(out[f"{k}_cpu"] for k in now))
@@ -507,7 +509,7 @@ async def bench_one_hub(kind: str, cfg: EdgeBenchConfig, code: dict[str, Any], m
     out: dict[str, Any] = {"hub": kind, "label": label, "results": [], "errors": [], "edge_lines": []}
     try:
         server, leaf_port = start_hub(kind, workdir, nats_binary)
-    except bench.BenchError as exc:
+    except benchlib.BenchError as exc:
         out["errors"].append(f"[{label}] cannot start: {exc}")
         log(f"[{label}] error: cannot start: {exc}")
         return out
@@ -565,8 +567,8 @@ async def bench_one_hub(kind: str, cfg: EdgeBenchConfig, code: dict[str, Any], m
         if extra:
             out["errors"].append(f"hub subscriber got more than {cfg.count} messages in runs {extra}")
         out["hub_probes_seen"] = counter.probes
-    except (bench.BenchError, OSError, nats.errors.Error) as exc:
-        out["errors"].append(str(exc) if isinstance(exc, bench.BenchError) else f"[{label}] {exc!r}")
+    except (benchlib.BenchError, OSError, nats.errors.Error) as exc:
+        out["errors"].append(str(exc) if isinstance(exc, benchlib.BenchError) else f"[{label}] {exc!r}")
         log(f"[{label}] error: {exc}")
         tail = "\n".join(out["edge_lines"][-30:])
         if tail:
@@ -592,8 +594,8 @@ def _describe(label: str, res: dict[str, Any]) -> str:
     extra = ""
     if res["scenario"] == "hub":
         extra = f", uplink drops {m['uplink_dropped']}, apublish waited {m['stall_share']:.0%} ({m['stalls']}x)"
-    noisy = " NOISY" if m.get("other_cpu", 0) >= bench.NOISY_CPU else ""
-    return (what + f"{bench.fmt_rate(m['msgs_per_s'])} msgs/s, lost {m['lost']}{extra}, heap "
+    noisy = " NOISY" if m.get("other_cpu", 0) >= benchlib.NOISY_CPU else ""
+    return (what + f"{benchlib.fmt_rate(m['msgs_per_s'])} msgs/s, lost {m['lost']}{extra}, heap "
             f"{m['heap_idle'] / 1024:.1f} -> {m['heap_peak'] / 1024:.1f} KB, edge cpu {m['edge_cpu']:.0%}, hub cpu "
             f"{m['hub_cpu']:.0%}, bench cpu {m['bench_cpu']:.0%}, other {m.get('other_cpu', 0):.2f} cores{noisy}")
 
@@ -638,8 +640,8 @@ def format_table(report: dict[str, Any]) -> str:
         if "msgs_per_s" not in r:
             rows.append([SCENARIO_LABELS[r["scenario"]], f"{r['size']} B", label, "FAILED", str(r["lost"]), "", ""])
             continue
-        rate = (f"{bench.fmt_rate(r['msgs_per_s'])} ({bench.fmt_rate(r['msgs_per_s_min'])}.."
-                f"{bench.fmt_rate(r['msgs_per_s_max'])})")
+        rate = (f"{benchlib.fmt_rate(r['msgs_per_s'])} ({benchlib.fmt_rate(r['msgs_per_s_min'])}.."
+                f"{benchlib.fmt_rate(r['msgs_per_s_max'])})")
         failed = f" ({r['failed']} FAILED)" if r["failed"] else ""
         sub = f"{r['bench_cpu']:.0%}" if r["scenario"] == "hub" else "-"
         rows.append([SCENARIO_LABELS[r["scenario"]], f"{r['size']} B", label, rate + failed, str(r["lost"]),
@@ -670,10 +672,10 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(f"[{h['label']}] heap: " + ", ".join(heap))
         for e in h["errors"]:
             lines.append(f"[{h['label']}] ERROR: {e}")
-    noisy = [r for r in report["results"] if r["metrics"].get("other_cpu", 0) >= bench.NOISY_CPU]
+    noisy = [r for r in report["results"] if r["metrics"].get("other_cpu", 0) >= benchlib.NOISY_CPU]
     if noisy:
         lines.append(f"warning: during {len(noisy)} of {len(report['results'])} runs other processes used >= "
-                     f"{bench.NOISY_CPU} cores of this {os.cpu_count()}-core machine; those numbers are noisy")
+                     f"{benchlib.NOISY_CPU} cores of this {os.cpu_count()}-core machine; those numbers are noisy")
     lines.append("command: " + report["command"])
     return "\n".join(lines)
 
@@ -682,7 +684,7 @@ def run_edge_bench(cfg: EdgeBenchConfig, micropython: str | None = None, nats_bi
                    log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     mp = find_micropython(micropython)
     if "nats" in cfg.hubs:
-        nats_binary = bench.find_nats_server(nats_binary)
+        nats_binary = benchlib.find_nats_server(nats_binary)
     workdir = Path(tempfile.mkdtemp(prefix="natsedge-bench-edge-"))
     try:
         code = prepare_code(workdir, cfg, log)
@@ -695,7 +697,7 @@ def run_edge_bench(cfg: EdgeBenchConfig, micropython: str | None = None, nats_bi
             "config": asdict(cfg),
             "micropython": micropython_version(mp),
             "micropython_path": mp,
-            "nats_server": bench.nats_server_version(nats_binary) if nats_binary else None,
+            "nats_server": benchlib.nats_server_version(nats_binary) if nats_binary else None,
             "code": {k: v for k, v in code.items() if k not in ("code_path", "app_dir")},
             "machine": {"cpus": os.cpu_count(), "platform": sys.platform},
             "hubs": [],
@@ -734,7 +736,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--hub", type=_hubs, default="both", help="with --edge: nats, hub or both")
     g.add_argument("--count", type=int, default=DEFAULT_COUNT, help="with --edge: messages per run")
     g.add_argument("--heapsize", type=int, default=DEFAULT_HEAPSIZE, help="with --edge: micropython -X heapsize")
-    g.add_argument("--edge-scenarios", type=bench._csv(str), default="local,hub",
+    g.add_argument("--edge-scenarios", type=benchlib.comma_list(str), default="local,hub",
                    help="with --edge: comma list of local, hub")
     g.add_argument("--edge-code", choices=("mpy", "source"), default="mpy",
                    help="with --edge: run the edge from an .mpy bundle (as shipped) or from its sources")
@@ -758,22 +760,13 @@ def config_from_args(args: argparse.Namespace) -> EdgeBenchConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    log: Callable[[str], None] = (
-        (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    )
-    try:
-        cfg = config_from_args(args)
-        report = run_edge_bench(cfg, args.micropython, args.nats_server, log)
-    except bench.BenchError as exc:
-        print(f"natsedge bench --edge: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("natsedge bench --edge: interrupted", file=sys.stderr)
-        return 130
-    print(format_table(report))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        log(f"wrote {args.json}")
+    log = benchlib.progress_log(args.quiet)
+    rc, report = benchlib.run_and_report(
+        "natsedge bench --edge",
+        lambda: run_edge_bench(config_from_args(args), args.micropython, args.nats_server, log),
+        format_table, args.json, log)
+    if rc:
+        return rc
     failed = [r for r in report["results"] if r["error"]]
     errors = [e for h in report["hubs"] for e in h["errors"]]
     if failed or errors:

@@ -28,14 +28,14 @@ import re
 import shlex
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from host.tools import bench
+from host.tools import benchlib
 from host.tools.bench_edge import HUB_KINDS, find_micropython, micropython_version
 from sim import flashdev
 
@@ -185,7 +185,7 @@ def _run_mp(mp: str, heapsize: str, env: dict[str, str], script: str, params: di
                           env=env, capture_output=True, text=True, timeout=timeout)
     rows = [json.loads(ln[7:]) for ln in proc.stdout.splitlines() if ln.startswith("result ")]
     if proc.returncode != 0 or not rows:
-        raise bench.BenchError(f"micropython {path.name} failed ({proc.returncode}):\n{proc.stdout[-1500:]}"
+        raise benchlib.BenchError(f"micropython {path.name} failed ({proc.returncode}):\n{proc.stdout[-1500:]}"
                                f"\n{proc.stderr[-1500:]}")
     return rows
 
@@ -284,7 +284,7 @@ class EdgeProc:
                 if m:
                     return m
             if time.monotonic() > deadline or (self.proc.poll() is not None and not self._thread.is_alive()):
-                raise bench.BenchError(f"edge: no line matching {pattern!r} in {timeout:.0f} s; last lines:\n"
+                raise benchlib.BenchError(f"edge: no line matching {pattern!r} in {timeout:.0f} s; last lines:\n"
                                        + "\n".join(self.lines[-15:]))
             time.sleep(0.02)
 
@@ -306,9 +306,9 @@ def drain_row(kind: str, mp: str, code_path: str, count: int, size: int, heapsiz
     app_dir.mkdir(parents=True)
     (app_dir / "fwd_bench_app.py").write_text(DRAIN_APP % (count, size))
     env = dict(os.environ, MICROPYPATH=f"{code_path}:{app_dir}:.frozen")
-    leaf_port = bench.free_port()
+    leaf_port = benchlib.free_port()
     cfg: dict[str, Any] = {
-        "name": "bench", "hub": {"url": f"nats-leaf://{bench.LOCALHOST}:{leaf_port}"}, "data": str(wd / "data"),
+        "name": "bench", "hub": {"url": f"nats-leaf://{benchlib.LOCALHOST}:{leaf_port}"}, "data": str(wd / "data"),
         "app": "fwd_bench_app", "stats": 0.25,
         "forward": [{"subjects": ["bench.>"], "stream": "BENCH", "max_bytes": 8 << 20}],
         "forward_settings": {"jitter": 0, "status": 0.5},
@@ -335,10 +335,10 @@ def drain_row(kind: str, mp: str, code_path: str, count: int, size: int, heapsiz
         m = p.wait(r"^edge: app done (\d+) (\d+)$", 600)
         row["fill_records_per_s"] = int(m.group(1)) / (int(m.group(2)) / 1000)
         hub_conf = wd / "hub.conf"
-        hub_conf.write_text(f"leafnodes {{\n  listen: {bench.LOCALHOST}:{leaf_port}\n}}\n")
-        cmd = (bench.default_nats_cmd(nats_binary or bench.find_nats_server(), True) if kind == "nats"
-               else bench.default_hub_cmd(True))
-        server = bench.ServerProcess(HUB_KINDS[kind], [*cmd, "-c", str(hub_conf)]).start()
+        hub_conf.write_text(f"leafnodes {{\n  listen: {benchlib.LOCALHOST}:{leaf_port}\n}}\n")
+        cmd = (benchlib.default_nats_cmd(nats_binary or benchlib.find_nats_server(), True) if kind == "nats"
+               else benchlib.default_hub_cmd(True))
+        server = benchlib.ServerProcess(HUB_KINDS[kind], [*cmd, "-c", str(hub_conf)]).start()
         asyncio.run(_add_stream(server.url))
         t0 = time.monotonic()
         mark = len(p.lines)
@@ -348,7 +348,7 @@ def drain_row(kind: str, mp: str, code_path: str, count: int, size: int, heapsiz
             time.sleep(0.02)
             n, _ = asyncio.run(_stream_state(server.url, "BENCH"))
             if time.monotonic() - t0 > 300:
-                raise bench.BenchError(f"{HUB_KINDS[kind]}: only {n} of {count} stored after 300 s")
+                raise benchlib.BenchError(f"{HUB_KINDS[kind]}: only {n} of {count} stored after 300 s")
         row["drain_s"] = time.monotonic() - t0
         row["stored"] = n
         row["stream_span_s"] = asyncio.run(_span(server.url, count))
@@ -403,31 +403,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--forward", action="store_true",
                    help="benchmark the store-and-forward queue: append rate, flash writes, drain time, heap")
     g.add_argument("--drain-count", type=int, default=10000, help="with --forward: backlog drained to the hub")
-    g.add_argument("--fwd-sizes", type=bench._csv(int), default="16,128,1024",
+    g.add_argument("--fwd-sizes", type=benchlib.comma_list(int), default="16,128,1024",
                    help="with --forward: payload sizes of the append measurement")
 
 
-def run(args: argparse.Namespace) -> int:
-    log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
-    try:
-        mp = find_micropython(args.micropython)
-        with tempfile.TemporaryDirectory(prefix="natsedge-fwd-bench-") as tmp:
-            workdir = Path(tmp)
-            from host.tools.firmware_cmd import build_bundle
+def measure(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    mp = find_micropython(args.micropython)
+    with tempfile.TemporaryDirectory(prefix="natsedge-fwd-bench-") as tmp:
+        workdir = Path(tmp)
+        from host.tools.firmware_cmd import build_bundle
 
-            bundle = workdir / "bundle"
-            build_bundle(bundle, board=None, log=log)
-            env = dict(os.environ, MICROPYPATH=f"{bundle}:{FLASHDEV_DIR}:.frozen")
-            rep: dict[str, Any] = {"micropython": micropython_version(mp), "code": "mpy bundle",
-                                   "append": append_rows(mp, env, list(args.fwd_sizes), workdir, log),
-                                   "durable": durable_row(mp, env, workdir, log), "drain": []}
-            for kind in args.hub:
-                rep["drain"].append(drain_row(kind, mp, str(bundle), args.drain_count, 128, 160 * 1024, workdir,
-                                              args.nats_server, log))
-    except bench.BenchError as exc:
-        print(f"natsedge bench --forward: error: {exc}", file=sys.stderr)
-        return 1
-    print(format_report(rep))
-    if args.json:
-        Path(args.json).write_text(json.dumps(rep, indent=2) + "\n")
-    return 0
+        bundle = workdir / "bundle"
+        build_bundle(bundle, board=None, log=log)
+        env = dict(os.environ, MICROPYPATH=f"{bundle}:{FLASHDEV_DIR}:.frozen")
+        rep: dict[str, Any] = {"micropython": micropython_version(mp), "code": "mpy bundle",
+                               "append": append_rows(mp, env, list(args.fwd_sizes), workdir, log),
+                               "durable": durable_row(mp, env, workdir, log), "drain": []}
+        for kind in args.hub:
+            rep["drain"].append(drain_row(kind, mp, str(bundle), args.drain_count, 128, 160 * 1024, workdir,
+                                          args.nats_server, log))
+    return rep
+
+
+def run(args: argparse.Namespace) -> int:
+    log = benchlib.progress_log(args.quiet)
+    rc, _ = benchlib.run_and_report("natsedge bench --forward", lambda: measure(args, log), format_report, args.json,
+                                    log)
+    return rc

@@ -22,21 +22,20 @@ import random
 import select
 import statistics
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from host.tools.bench import (
+from host.tools.benchlib import (
+    BenchConfig,
     BenchError,
     Endpoint,
-    _check_err,
-    _recv_more,
+    check_err,
     jitter_size,
     nats_connect,
     payload_pool,
     proc_cpu_seconds,
+    recv_more,
 )
-
-if TYPE_CHECKING:
-    from host.tools.bench import BenchConfig
 
 STREAM = "BENCH"
 BUCKET = "BENCH"
@@ -81,7 +80,7 @@ class Conn:
                 del buf[: end + 2]
                 continue
             if line.startswith(b"-ERR"):
-                _check_err(buf)
+                check_err(buf)
             args = line.split()
             if args[0] == b"HMSG":
                 hlen, tlen = int(args[-2]), int(args[-1])
@@ -97,7 +96,7 @@ class Conn:
 
     def _more(self) -> None:
         try:
-            _recv_more(self.sock, self.buf, "a JetStream reply")
+            recv_more(self.sock, self.buf, "a JetStream reply")
         except TimeoutError:
             raise BenchError("no reply from the server within 5 s (is JetStream enabled?)") from None
 
@@ -149,39 +148,40 @@ def _check_ack(body: bytes) -> None:
         raise BenchError(f"publish failed: {body[:200]!r}")
 
 
-def run_sync(conn: Conn, frames: list[tuple[bytes, bytes]], cfg: BenchConfig) -> dict[str, Any]:
-    """One request at a time (js_sync, kv_put): rate and round-trip percentiles."""
+def _timed_requests(cfg: BenchConfig, request: Callable[[int], None]) -> dict[str, Any]:
+    """Call `request(i)` for i = 0, 1, ... until warmup + duration is over; rate and round-trip percentiles of the
+    requests started after the warmup."""
     lat: list[float] = []
-    start = time.perf_counter()
-    measure_from = start + cfg.warmup
+    measure_from = time.perf_counter() + cfg.warmup
     end = measure_from + cfg.duration
     i = 0
-    done = 0
-    sock = conn.sock
     while True:
-        subject, payload = frames[i % len(frames)]
-        i += 1
         t0 = time.perf_counter()
         if t0 >= end:
             break
-        sock.sendall(b"PUB %s %s %d\r\n%s\r\n" % (subject, conn.reply(), len(payload), payload))
-        _, _hdr, body = conn.read_msg()
-        _check_ack(body)
+        request(i)
+        i += 1
         if t0 >= measure_from:
             lat.append(time.perf_counter() - t0)
-            done += 1
-    lat.sort()
-    return _latency_metrics(done, cfg.duration, lat)
-
-
-def _latency_metrics(done: int, duration: float, lat: list[float]) -> dict[str, Any]:
     if not lat:
         raise BenchError("no request completed in the measured window")
+    lat.sort()
     return {
-        "msgs_per_s": done / duration,
+        "msgs_per_s": len(lat) / cfg.duration,
         "p50_us": statistics.median(lat) * 1e6,
         "p99_us": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1e6,
     }
+
+
+def run_sync(conn: Conn, frames: list[tuple[bytes, bytes]], cfg: BenchConfig) -> dict[str, Any]:
+    """One publish at a time, each waiting for its PubAck (js_sync, kv_put)."""
+
+    def publish(i: int) -> None:
+        subject, payload = frames[i % len(frames)]
+        conn.sock.sendall(b"PUB %s %s %d\r\n%s\r\n" % (subject, conn.reply(), len(payload), payload))
+        _check_ack(conn.read_msg()[2])
+
+    return _timed_requests(cfg, publish)
 
 
 def run_async(conn: Conn, frames: list[tuple[bytes, bytes]], cfg: BenchConfig) -> dict[str, Any]:
@@ -244,7 +244,7 @@ def run_async(conn: Conn, frames: list[tuple[bytes, bytes]], cfg: BenchConfig) -
                     sock.sendall(b"PONG\r\n")
                     sock.setblocking(False)
                 if b"-ERR" in chunk:
-                    _check_err(bytearray(chunk))
+                    check_err(bytearray(chunk))
                 tail = chunk[-16:]
                 acked += n_acks
                 outstanding -= n_acks
@@ -265,28 +265,15 @@ def run_get(conn: Conn, frames: list[tuple[bytes, bytes]], cfg: BenchConfig) -> 
         _check_ack(body)
     order = [keys[i % len(keys)] for i in random.Random(cfg.seed).sample(range(len(keys) * 4), len(keys) * 4)]
     prefix = b"$JS.API.DIRECT.GET.KV_" + BUCKET.encode() + b"."
-    lat: list[float] = []
-    start = time.perf_counter()
-    measure_from = start + cfg.warmup
-    end = measure_from + cfg.duration
-    done = 0
-    i = 0
-    sock = conn.sock
-    while True:
-        t0 = time.perf_counter()
-        if t0 >= end:
-            break
+
+    def get(i: int) -> None:
         key = order[i % len(order)]
-        i += 1
-        sock.sendall(b"PUB %s%s %s 0\r\n\r\n" % (prefix, key, conn.reply()))
+        conn.sock.sendall(b"PUB %s%s %s 0\r\n\r\n" % (prefix, key, conn.reply()))
         _, hdr, _body = conn.read_msg()
         if hdr is None or not hdr.startswith(b"NATS/1.0\r\n"):
             raise BenchError(f"direct get of {key!r} failed: {(hdr or b'')[:120]!r}")
-        if t0 >= measure_from:
-            lat.append(time.perf_counter() - t0)
-            done += 1
-    lat.sort()
-    return _latency_metrics(done, cfg.duration, lat)
+
+    return _timed_requests(cfg, get)
 
 
 def run_js(ep: Endpoint, scenario: str, size: int, cfg: BenchConfig, server_pid: int | None) -> dict[str, Any]:
