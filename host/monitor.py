@@ -14,6 +14,7 @@ import resource
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from host.leafnode import leaf_json
 from host.sublist import Subscription
 
 if TYPE_CHECKING:
@@ -272,8 +273,6 @@ def routez(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
 
 
 def leafz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
-    from host.leafnode import leaf_json
-
     subs = q.get("subs", [""])[0].lower() in ("1", "true", "detail")
     leafs = []
     for leaf in sorted(server.leafs.values(), key=lambda x: x.cid):

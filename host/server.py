@@ -25,6 +25,7 @@ from host.accounts import Account, nuid, wire_imports
 from host.auth import auth_required
 from host.client import Client, deliver
 from host.leafnode import Leaf, RemoteLeaf, leaf_account_for, leaf_info
+from host.monitor import conn_info, start_monitor
 from host.opts import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Options
 
 VERSION = "2.11.0"  # the nats-server protocol level we implement; clients gate features on it
@@ -160,8 +161,6 @@ class Server:
             self.record_closed(c, reason)
 
     def record_closed(self, c: Client, reason: str) -> None:
-        from host.monitor import conn_info
-
         self.closed.append(ClosedInfo(conn_info(self, c, subs=True), time.time(), reason))
 
     def register_leaf(self, leaf: Leaf) -> None:
@@ -259,8 +258,6 @@ class Server:
             self.remotes.append(remote)
             remote.start()
         if o.http_port:
-            from host.monitor import start_monitor
-
             srv_http, self.http_port = await start_monitor(self, o.http_host or o.host, o.http_port)
             self._servers.append(srv_http)
             log.info("Starting http monitor on %s:%d", o.http_host or o.host, self.http_port)
