@@ -2,9 +2,8 @@
 #
 # Shared by the edge (MicroPython and CPython) and the hub. Rules this file keeps:
 # 1. No IO, no clock, no asyncio. The caller feeds bytes with receive_data() (b"" = peer closed)
-#    and pulls operations with next_event() (one tuple per op, for the edge) or next_batch()
-#    (a list per read, with consecutive PUBs to one subject merged into one run, for the hub's
-#    router: see shared/perf/PURE-PYTHON-CEILING.md, section 6).
+#    and pulls operations with next_event(), one tuple per op. The hub reads through a subclass,
+#    host/parser.py, that adds next_batch() (runs of frames for its router); it is not shipped to devices.
 # 2. The parser does not know whether it runs in a hub or an edge; only `kind` differs: which
 #    peer is talking (a client, a server, a leaf link, a route) decides which verbs are legal.
 # 3. Every buffer has a limit: the control line is checked before its CRLF arrives, the payload
@@ -23,9 +22,6 @@
 #   (OP_LMSG, subject, reply, queues, hdr, payload)                 LMSG and HMSG on a leaf link
 #   (OP_RS_PLUS, account, subject, queue, weight)  (OP_RS_MINUS, account, subject, queue)
 #   (OP_RMSG, account, subject, reply, queues, hdr, payload)        RMSG and HMSG on a route
-# next_batch() also yields (OP_PUB_RUN, subject, has_hdr, pieces, nbytes): consecutive PUB (or
-# HPUB) frames to one subject; each piece is the frame's tail " [reply] [hdr] size\r\n<body>\r\n",
-# so b"MSG <subject> <sid>" + piece is the frame a subscriber receives.
 
 import json
 
@@ -52,7 +48,6 @@ OP_LMSG = const(13)
 OP_RS_PLUS = const(14)
 OP_RS_MINUS = const(15)
 OP_RMSG = const(16)
-OP_PUB_RUN = const(17)
 OP_CLOSED = const(18)
 
 NEED_DATA = None
@@ -60,7 +55,6 @@ NEED_DATA = None
 MAX_CONTROL_LINE = const(4096)  # nats-server const.go MAX_CONTROL_LINE_SIZE
 MAX_PAYLOAD = const(1048576)  # nats-server const.go MAX_PAYLOAD_SIZE
 _LINK_LINE_FACTOR = const(16)  # leaf/route lines may be 16x longer (parser.go overMaxControlLineLimit)
-_LINE_CACHE_MAX = const(4096)  # bounded cache of parsed PUB lines (hub fast path)
 
 ERR_UNKNOWN_OP = "Unknown Protocol Operation"
 ERR_MAX_PAYLOAD = "Maximum Payload Violation"
@@ -155,15 +149,6 @@ class Parser:
         self.error = None  # the RemoteProtocolError that stopped this parser, if any
         # A control line whose payload has not fully arrived: (event head tuple, hdr_len, size).
         self._await = None
-        # Hub fast path: raw PUB line -> (subject, has_hdr, size, tail) where tail is the offset
-        # of " [reply] size" in the line.
-        self._lines = {}
-        # Hub fast path: subjects nobody listens to (kept by the router). A reply-less PUB to one
-        # of them is only counted, in dropped/dropped_bytes, and produces no event.
-        self.drop = {}
-        self.drop_replies = False  # also skip frames with a reply (the peer wants no 503 statuses)
-        self.dropped = 0
-        self.dropped_bytes = 0
 
     def receive_data(self, data):
         if not data:
@@ -347,185 +332,6 @@ class Parser:
         if self.max_payload is not None and size > self.max_payload:
             raise RemoteProtocolError("payload of %d bytes over the limit" % size, ERR_MAX_PAYLOAD)
         return size
-
-    def next_batch(self):
-        # Every complete operation in the buffer, as a list. Consecutive PUB/HPUB frames to one
-        # subject become one (OP_PUB_RUN, subject, has_hdr, pieces, nbytes) whose pieces are
-        # slices of the read buffer: the router then writes b"MSG subj sid".join([b"", *pieces])
-        # per target, with no per-message formatting. Errors are raised after the operations
-        # before them were returned, so the caller acts on those first.
-        if self.error:
-            raise self.error
-        out = []
-        try:
-            self._batch(out)
-        except RemoteProtocolError as e:
-            self.error = e
-            if not out:
-                raise
-        return out
-
-    def _batch(self, out):
-        # Hot loop of the hub: keep it free of calls on the cached path (one find, one dict get,
-        # two index checks and one slice per frame). Only canonical PUB/HPUB lines (upper-case
-        # verb, single spaces, CRLF) take it; anything else is parsed by _control() into events.
-        buf = self._buf
-        pos = self._pos
-        n = len(buf)
-        get = self._lines.get
-        lines = self._lines
-        drop = self.drop
-        drop_replies = self.drop_replies
-        dropped = dropped_bytes = 0
-        find = buf.find
-        maxp = self.max_payload if self.max_payload is not None else 1 << 62
-        is_client = self.kind == KIND_CLIENT
-        limit = self._line_limit + 5
-        run_subj = None
-        run_hdr = False
-        pieces = None
-        nbytes = 0
-        try:
-            awaiting = self._await is not None
-            while True:
-                if awaiting:
-                    awaiting = False
-                    ev = self._next()
-                    pos = self._pos
-                    if ev is NEED_DATA:
-                        break
-                    if pieces is not None:
-                        out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
-                        pieces = None
-                    out.append(ev)
-                    continue
-                i = find(b"\n", pos)
-                if i < 0:
-                    self._pos = pos
-                    ev = self._need_data(n - pos)
-                    if ev is not NEED_DATA:
-                        if pieces is not None:
-                            out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
-                            pieces = None
-                        out.append(ev)
-                    break
-                line = buf[pos:i]
-                hit = get(line)
-                if hit is not None and hit[0] in drop:
-                    end = i + 1 + hit[2]
-                    if end + 2 <= n and buf[end] == 13 and buf[end + 1] == 10:
-                        dropped += 1
-                        dropped_bytes += hit[2]
-                        pos = end + 2
-                        continue
-                if hit is None:
-                    # Inline parse of "PUB <subject> [reply] <size>\r": a miss is the norm when every
-                    # frame has its own reply subject.
-                    if is_client and line[:4] == b"PUB " and line[-1:] == b"\r" and b"\t" not in line:
-                        parts = line[4:-1].split(b" ")
-                        np = len(parts)
-                        sz = parts[-1]
-                        if (np == 2 or (np == 3 and parts[1])) and parts[0] and sz.isdigit() and len(sz) < 10:
-                            size = int(sz)
-                            if size <= maxp and len(line) <= limit:
-                                hit = (parts[0], False, size, 4 + len(parts[0]))
-                                if np == 2:
-                                    if len(lines) >= _LINE_CACHE_MAX:
-                                        lines.clear()
-                                    lines[line] = hit
-                                elif drop_replies and parts[0] in drop:
-                                    end = i + 1 + size
-                                    if end + 2 <= n and buf[end] == 13 and buf[end + 1] == 10:
-                                        dropped += 1
-                                        dropped_bytes += size
-                                        pos = end + 2
-                                        continue
-                    elif is_client and line[:5] == b"HPUB ":
-                        hit = self._hpub_line(line)
-                    if hit is None:
-                        # Anything else: the general path, one event.
-                        self._pos = i + 1
-                        ev = self._control(line)
-                        if ev is None:
-                            awaiting = True  # a payload follows; handled at the top of the loop
-                            continue
-                        if pieces is not None:
-                            out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
-                            pieces = None
-                        out.append(ev)
-                        pos = self._pos
-                        continue
-                subj, has_hdr, size, tail = hit
-                end = i + 1 + size
-                if end + 2 > n:
-                    # Payload incomplete: stop before this line; it is a cache hit next time.
-                    if self._eof:
-                        raise RemoteProtocolError("peer closed mid-frame")
-                    break
-                if buf[end] != 13 or buf[end + 1] != 10:
-                    raise RemoteProtocolError("payload not followed by CRLF", ERR_UNKNOWN_OP)
-                piece = buf[pos + tail : end + 2]
-                if pieces is not None and subj == run_subj and has_hdr == run_hdr:
-                    pieces.append(piece)
-                    nbytes += size
-                else:
-                    if pieces is not None:
-                        out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
-                    run_subj = subj
-                    run_hdr = has_hdr
-                    pieces = [piece]
-                    nbytes = size
-                pos = end + 2
-        finally:
-            # Also on an error: the frames before the bad bytes are returned first.
-            self.dropped += dropped
-            self.dropped_bytes += dropped_bytes
-            if pieces is not None:
-                out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
-            self._pos = pos
-
-    def _hpub_line(self, line):
-        # A canonical "HPUB <subject> [reply] <hdr> <total>\r" for the fast path (cached), or None.
-        if line[-1:] != b"\r" or b"\t" in line:
-            return None
-        parts = line[5:-1].split(b" ")
-        np = len(parts)
-        if (np != 3 and np != 4) or b"" in parts:
-            return None
-        hs, sz = parts[-2], parts[-1]
-        if not (hs.isdigit() and sz.isdigit() and len(sz) < 10 and len(hs) < 10):
-            return None
-        size = int(sz)
-        if int(hs) > size or len(line) > self._line_limit + 6:
-            return None
-        if self.max_payload is not None and size > self.max_payload:
-            return None
-        hit = (parts[0], True, size, 5 + len(parts[0]))
-        if np == 3:
-            if len(self._lines) >= _LINE_CACHE_MAX:
-                self._lines.clear()
-            self._lines[line] = hit
-        return hit
-
-
-def encode_tail(reply, hdr, payload):
-    # The tail of a PUB/MSG frame after the subject (and sid): a piece as next_batch() yields.
-    r = b" " + reply if reply else b""
-    if hdr is None:
-        return r + b" %d\r\n" % len(payload) + payload + CRLF
-    return r + b" %d %d\r\n" % (len(hdr), len(hdr) + len(payload)) + hdr + payload + CRLF
-
-
-def decode_tail(piece, has_hdr):
-    # A piece back into (reply, hdr, payload); pieces come from this parser, so they are well formed.
-    i = piece.find(CRLF)
-    words = piece[:i].split()
-    reply = words[0] if len(words) == (3 if has_hdr else 2) else None
-    body = piece[i + 2 : -2]
-    if has_hdr:
-        hlen = int(words[-2])
-        return reply, body[:hlen], body[hlen:]
-    return reply, None, body
 
 
 # ---- headers ----------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 """Client connections and message delivery (nats-server `client.go`).
 
-A Client is an asyncio.Protocol. Each read is parsed whole by the sans-IO parser's next_batch();
-consecutive PUBs to one subject arrive as one run of raw tail slices, routed with one sublist
-cache hit and one `prefix.join(pieces)` per target. Output is queued per connection and written
-once per read batch (Server.flush_dirty), which is what makes pure Python fast enough here
-(shared/perf/PURE-PYTHON-CEILING.md).
+A Client is an asyncio.Protocol. Each read is parsed whole by the hub parser's next_batch()
+(host/parser.py); consecutive PUBs to one subject arrive as one run of raw tail slices, which
+host/delivery.py routes with one sublist cache hit and one `prefix.join(pieces)` per target.
+Output is queued per connection and written once per read batch (Server.flush_dirty), which is
+what makes pure Python fast enough here (shared/perf/PURE-PYTHON-CEILING.md).
 
 Nothing in this file awaits: every handler runs to completion inside one event-loop callback,
 which is the asyncio analogue of holding nats-server's client lock.
@@ -28,22 +28,20 @@ from edge.proto import (
     OP_PING,
     OP_PONG,
     OP_PUB,
-    OP_PUB_RUN,
     OP_SUB,
     OP_UNSUB,
     PING,
     PONG,
-    Parser,
     RemoteProtocolError,
-    decode_tail,
     encode_err,
     encode_info,
-    encode_tail,
 )
 from host import errors
-from host.accounts import MAX_IMPORT_DEPTH, Account, InternalHandler, ServiceImport, map_subject
+from host.accounts import Account
 from host.auth import ClientPermissions, authenticate
-from host.sublist import SublistResult, Subscription, is_valid_literal_subject, is_valid_subject
+from host.delivery import deliver, learn_plan, settle
+from host.parser import OP_PUB_RUN, HubParser, encode_tail
+from host.sublist import Subscription, is_valid_literal_subject, is_valid_subject
 
 if TYPE_CHECKING:
     from host.server import Server
@@ -61,7 +59,7 @@ class Client(asyncio.Protocol):
         opts = server.opts
         self.opts = opts
         self.cid = server.next_cid()
-        self.parser = Parser(KIND_CLIENT, opts.max_control_line, opts.max_payload)
+        self.parser = HubParser(KIND_CLIENT, opts.max_control_line, opts.max_payload)
         self.transport: asyncio.Transport | None = None
         self.account: Account | None = None
         self.user: str | None = None
@@ -96,6 +94,7 @@ class Client(asyncio.Protocol):
         self.stall_at = opts.max_pending * 3 // 4
         self.blocked_since = 0.0
         self.stalled: list[Client] = []
+        self.plans_gen = -1  # the account sublist generation the parser's delivery plans were made for
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
     # ---- connection lifecycle -----------------------------------------------------------------
@@ -215,10 +214,11 @@ class Client(asyncio.Protocol):
         out = self.out
         if not out or self.closed:
             return
-        self.out = []
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()  # the same list: delivery plans hold it (host/delivery.py Plan)
         t = self.transport
         assert t is not None
-        t.write(out[0] if len(out) == 1 else b"".join(out))
+        t.write(data)
         pending = t.get_write_buffer_size()
         if pending > self.stall_at:
             if pending > self.max_pending:
@@ -253,45 +253,37 @@ class Client(asyncio.Protocol):
         self.last_activity = time.time()
         p = self.parser
         p.receive_data(data)
+        acc = self.account
+        if acc is not None and self.plans_gen != acc.sublist.gen:
+            p.plans.clear()
+            self.plans_gen = acc.sublist.gen
+        server = self.server
         try:
             events = p.next_batch()
         except RemoteProtocolError as e:
             self.protocol_error(e)
-            self.server.flush_dirty()
+            server.flush_dirty()
             return
-        server = self.server
         server.reading = self
         n_in = b_in = 0
+        if p.used:
+            n_in, b_in = settle(p.used, server)
         if p.dropped:
-            n_in, b_in = p.dropped, p.dropped_bytes
+            n_in += p.dropped
+            b_in += p.dropped_bytes
             p.dropped = p.dropped_bytes = 0
-        acc = self.account
         fast = self.simple_pub
         for ev in events:
             op = ev[0]
             if op == OP_PUB_RUN:
                 _, subject, has_hdr, pieces, nbytes = ev
                 if fast and (self.headers or not has_hdr):
-                    # Hot path: no verbose/pedantic replies, no publish permissions to check.
+                    # No verbose/pedantic replies, no publish permissions to check: the parser may deliver the
+                    # next runs to this subject on its own.
                     n_in += len(pieces)
                     b_in += nbytes
-                    if acc.responses:  # type: ignore[union-attr]
-                        deliver(acc, self, subject, has_hdr, pieces, nbytes, 0)  # type: ignore[arg-type]
-                        continue
-                    sl = acc.sublist  # type: ignore[union-attr]
-                    r = sl.cache.get(subject)
-                    if r is None:
-                        r = sl.match(subject)
-                    route = r.route
-                    if route is None:
-                        route = r.route = Route(r, subject)
-                    if route.empty:
-                        # Nobody listens: counting it is all there is to do. The parser can skip
-                        # such frames from now on until a subscription appears in the account.
-                        acc.no_interest[subject] = True  # type: ignore[union-attr]
-                        if not self.no_responders:
-                            continue
-                    deliver_route(acc, self, route, subject, has_hdr, pieces, nbytes, 0, None)  # type: ignore[arg-type]
+                    deliver(acc, self, subject, has_hdr, pieces, nbytes)  # type: ignore[arg-type]
+                    learn_plan(p.plans, self, acc, subject, None)  # type: ignore[arg-type]
                 elif self.connected or not server.auth_required:
                     self.process_pub_run(subject, has_hdr, pieces, nbytes)
                 else:
@@ -368,7 +360,10 @@ class Client(asyncio.Protocol):
             self.verbose = bool(c.get("verbose", self.verbose))
             self.pedantic = bool(c.get("pedantic", self.pedantic))
             self.echo = bool(c.get("echo", self.echo))
-            self.headers = bool(c.get("headers", self.headers))
+            headers = bool(c.get("headers", self.headers))
+            if headers != self.headers and self.account is not None:
+                self.account.sublist.reset()  # delivery plans know which clients take headers
+            self.headers = headers
             self.simple_pub = not self.verbose and not self.pedantic and (self.perms is None or self.perms.pub is None)
             self.set_drop()
             if self.verbose:
@@ -451,6 +446,8 @@ class Client(asyncio.Protocol):
         if sub is not None:
             if max_msgs is not None and max_msgs > sub.delivered:
                 sub.max = max_msgs
+                if self.account is not None:
+                    self.account.sublist.invalidate(sub.subject)  # its delivery plans count it from now on
             else:
                 self.remove_sub(sub)
         if self.verbose:
@@ -486,276 +483,8 @@ class Client(asyncio.Protocol):
             for _ in range(n):
                 self.enqueue(OK)
         assert self.account is not None
-        deliver(self.account, self, subject, has_hdr, pieces, nbytes, 0)
+        deliver(self.account, self, subject, has_hdr, pieces, nbytes)
 
 
 def _valid_queue(q: bytes) -> bool:
     return bool(q) and b" " not in q and b"\t" not in q
-
-
-# ---- delivery (nats-server processMsgResults) ----------------------------------------------------
-
-
-class Route:
-    """Delivery plan for one published subject, derived from a SublistResult and cached on it.
-
-    Leaf links get one copy per connection however many of their subscriptions match (framed as
-    LMSG/HMSG without sid); a leaf's queue interest counts `weight` members in its group.
-    """
-
-    __slots__ = ("plain", "queues", "internal", "rr", "leaf_queues", "empty")
-
-    def __init__(self, r: SublistResult, subject: bytes) -> None:
-        self.plain: list[tuple[Any, Subscription, bytes, bytes]] = []
-        self.internal: list[Subscription] = []
-        leafs = set()
-        for s in r.psubs:
-            if s.imported is not None:
-                self.internal.append(s)
-            elif s.conn.is_leaf:
-                if s.conn not in leafs:
-                    leafs.add(s.conn)
-                    self.plain.append((s.conn, s, b"LMSG " + subject, b"HMSG " + subject))
-            elif not _denied(s, subject):
-                self.plain.append((s.conn, s, b"MSG " + subject + b" " + s.sid, b"HMSG " + subject + b" " + s.sid))
-        self.queues: list[list[tuple[Any, Subscription, bytes, bytes]]] = []
-        self.leaf_queues = False
-        for grp in r.qsubs:
-            members: list[tuple[Any, Subscription, bytes, bytes]] = []
-            for s in grp:
-                if s.conn.is_leaf:
-                    self.leaf_queues = True
-                    members.extend([(s.conn, s, b"LMSG " + subject, b"HMSG " + subject)] * min(s.weight, 64))
-                elif not _denied(s, subject):
-                    members.append((s.conn, s, b"MSG " + subject + b" " + s.sid, b"HMSG " + subject + b" " + s.sid))
-            if members:
-                self.queues.append(members)
-        self.rr = random.randrange(1 << 16)
-        self.empty = not (self.plain or self.queues or self.internal)
-
-
-def _denied(s: Subscription, subject: bytes) -> bool:
-    perms = s.conn.perms
-    return perms is not None and perms.sub is not None and bool(perms.sub.deny) and perms.sub.denies(subject)
-
-
-def deliver(acc: Account, src: Client, subject: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int,
-            depth: int, queues: list[bytes] | None = None) -> int:
-    """Deliver a run of frames published to `subject` in `acc`; returns how many targets got it.
-
-    `queues` limits queue delivery to the named groups (a message from a leaf names the groups it
-    is for; None means every group). The hot path of the hub: one cache lookup, then per target
-    one join and one list append.
-    """
-    if acc.responses:
-        resp = acc.responses.pop(subject, None)
-        if resp is not None:
-            # The mapped reply takes one response; later frames of the run route as usual.
-            first = pieces[0]
-            if len(pieces) == 1:
-                size = nbytes
-            else:
-                _, hdr, payload = decode_tail(first, has_hdr)
-                size = len(payload) + (len(hdr) if hdr is not None else 0)
-            count = deliver(resp[0], src, resp[1], has_hdr, [first], size, depth + 1)
-            if len(pieces) > 1:
-                count += deliver(acc, src, subject, has_hdr, pieces[1:], nbytes - size, depth)
-            return count
-    sl = acc.sublist
-    r = sl.cache.get(subject)
-    if r is None:
-        r = sl.match(subject)
-    route = r.route
-    if route is None:
-        route = r.route = Route(r, subject)
-    return deliver_route(acc, src, route, subject, has_hdr, pieces, nbytes, depth, queues)
-
-
-def deliver_route(acc: Account, src: Client, route: Route, subject: bytes, has_hdr: bool, pieces: list[bytes],
-                  nbytes: int, depth: int, queues: list[bytes] | None) -> int:
-    if queues is not None or route.leaf_queues:
-        return _deliver_each(acc, src, route, subject, has_hdr, pieces, queues, depth)
-    count = 0
-    n = len(pieces)
-    # One frame: queue prefix and tail as two items (no copy); a run: one join per target.
-    one = pieces[0] if n == 1 else None
-    parts = None if n == 1 else [b"", *pieces]
-    dirty = src.server.dirty
-    for conn, sub, pfx, hpfx in route.plain:
-        if conn is src and not src.echo:
-            continue
-        if sub.max is not None or conn.closed or (has_hdr and not conn.headers):
-            count += _deliver_limited(conn, sub, pfx, hpfx, has_hdr, pieces, nbytes)
-            continue
-        out = conn.out
-        if one is not None:
-            out.append(hpfx if has_hdr else pfx)
-            out.append(one)
-        else:
-            out.append((hpfx if has_hdr else pfx).join(parts))
-        if not conn.dirty:
-            conn.dirty = True
-            dirty.append(conn)
-        conn.out_msgs += n
-        conn.out_bytes += nbytes
-        sub.delivered += n
-        count += 1
-    if route.queues:
-        for grp in route.queues:
-            size = len(grp)
-            route.rr += 1
-            for k in range(size):
-                conn, sub, pfx, hpfx = grp[(route.rr + k) % size]
-                if conn.closed or (conn is src and not src.echo):
-                    continue
-                if _deliver_limited(conn, sub, pfx, hpfx, has_hdr, pieces, nbytes):
-                    count += 1
-                    break
-    if route.internal and depth < MAX_IMPORT_DEPTH:
-        for sub in route.internal:
-            count += _deliver_import(acc, sub, src, subject, has_hdr, pieces, nbytes, depth)
-    if count:
-        server = src.server
-        server.out_msgs += n * count
-        server.out_bytes += nbytes * count
-    elif src.no_responders:
-        _no_responders(src, subject, has_hdr, pieces)
-    return count
-
-
-def _deliver_each(acc: Account, src: Client, route: Route, subject: bytes, has_hdr: bool, pieces: list[bytes],
-                  queues: list[bytes] | None, depth: int) -> int:
-    """Per-frame delivery when leaf links take part in queue groups or the frames name their groups.
-
-    A leaf gets one LMSG per frame naming every group it was picked for, so its plain subscribers
-    see the frame once and each named group delivers it once (nats-server processMsgResults).
-    """
-    count = 0
-    out_bytes = 0
-    for piece in pieces:
-        reply, hdr, payload = decode_tail(piece, has_hdr)
-        size = len(payload) + (len(hdr) if hdr is not None else 0)
-        to_leafs: dict[Any, list[bytes]] = {}
-        n = 0
-        for conn, sub, pfx, hpfx in route.plain:
-            if conn.closed or (conn is src and not src.echo):
-                continue
-            if conn.is_leaf:
-                to_leafs.setdefault(conn, [])
-            else:
-                n += _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece], size)
-        for grp in route.queues:
-            qname = grp[0][1].queue
-            if queues is not None and qname not in queues:
-                continue
-            size = len(grp)
-            route.rr += 1
-            for k in range(size):
-                conn, sub, pfx, hpfx = grp[(route.rr + k) % size]
-                if conn.closed or (conn is src and not src.echo):
-                    continue
-                if conn.is_leaf:
-                    to_leafs.setdefault(conn, []).append(qname)  # type: ignore[arg-type]
-                elif not _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece], size):
-                    continue
-                else:
-                    n += 1
-                break
-        for leaf, names in to_leafs.items():
-            leaf.send_lmsg(subject, reply, names, hdr, payload)
-            n += 1
-        if route.internal and depth < MAX_IMPORT_DEPTH:
-            for sub in route.internal:
-                n += _deliver_import(acc, sub, src, subject, has_hdr, [piece], size, depth)
-        count += n
-        out_bytes += n * size
-    if count:
-        src.server.out_msgs += count
-        src.server.out_bytes += out_bytes
-    elif src.no_responders:
-        _no_responders(src, subject, has_hdr, pieces)
-    return count
-
-
-def _deliver_limited(conn: Client, sub: Subscription, pfx: bytes, hpfx: bytes, has_hdr: bool,
-                     pieces: list[bytes], nbytes: int) -> int:
-    """One target, general path: UNSUB max, headers stripped for a client without header support,
-    closing connections, queue members (not the per-frame hot loop of deliver_route)."""
-    if conn.closed or sub.closed:
-        return 0
-    take = pieces
-    if sub.max is not None:
-        left = sub.max - sub.delivered
-        if left <= 0:
-            conn.remove_sub(sub)
-            return 0
-        if left < len(pieces):
-            take = pieces[:left]
-            nbytes = sum(len(p[2]) + (len(p[1]) if p[1] is not None else 0)
-                         for p in (decode_tail(x, has_hdr) for x in take))
-    if has_hdr and not conn.headers:
-        _deliver_stripped(conn, pfx, take)
-    else:
-        conn.enqueue((hpfx if has_hdr else pfx).join([b"", *take]))
-        conn.out_msgs += len(take)
-        conn.out_bytes += nbytes
-    sub.delivered += len(take)
-    if sub.max is not None and sub.delivered >= sub.max:
-        conn.remove_sub(sub)
-    return 1
-
-
-def _deliver_stripped(conn: Client, pfx: bytes, pieces: list[bytes]) -> None:
-    # nats-server strips the header block for clients that did not say headers:true.
-    for piece in pieces:
-        reply, _hdr, payload = decode_tail(piece, True)
-        conn.enqueue(pfx + encode_tail(reply, None, payload))
-        conn.out_msgs += 1
-        conn.out_bytes += len(payload)
-
-
-def _deliver_import(acc: Account, sub: Subscription, src: Client, subject: bytes, has_hdr: bool,
-                    pieces: list[bytes], nbytes: int, depth: int) -> int:
-    imp = sub.imported
-    if isinstance(imp, InternalHandler):
-        if sub.closed:
-            return 0
-        taken = 0
-        for piece in pieces:
-            reply, hdr, payload = decode_tail(piece, has_hdr)
-            # False: the handler does not serve this message (a direct get of a stream without allow_direct),
-            # so it must not count as a responder.
-            if imp.callback(src, subject, reply, hdr, payload) is not False:
-                taken = 1
-        return taken
-    if not isinstance(imp, ServiceImport):
-        # Stream import: same frames, subject mapped into the importing account.
-        return deliver(imp.dest, src, map_subject(imp.subject, imp.local, subject), has_hdr, pieces, nbytes,
-                       depth + 1)
-    mapped = map_subject(imp.local, imp.subject, subject)
-    delivered = 0
-    # As nats-server, a request crossing accounts carries the requesting account. We do not
-    # measure client round-trip times, so rtt is 0.
-    info = b'Nats-Request-Info: {"acc":"' + acc.name_b + b'","rtt":0}\r\n\r\n'
-    for piece in pieces:
-        reply, hdr, payload = decode_tail(piece, has_hdr)
-        if reply:
-            reply = imp.dest.add_response(acc, reply)
-        hdr = hdr[:-2] + info if hdr is not None else b"NATS/1.0\r\n" + info
-        size = len(payload) + len(hdr)
-        delivered += deliver(imp.dest, src, mapped, True, [encode_tail(reply, hdr, payload)], size, depth + 1)
-    return 1 if delivered else 0
-
-
-def _no_responders(src: Client, subject: bytes, has_hdr: bool, pieces: list[bytes]) -> None:
-    # As nats-server: a 503 status to the requester only, on its own subscription to the reply.
-    assert src.account is not None
-    for piece in pieces:
-        reply = decode_tail(piece, has_hdr)[0]
-        if not reply:
-            continue
-        for sub in src.account.sublist.match(reply).psubs:
-            if sub.conn is src:
-                hdr = b"NATS/1.0 503\r\nNats-Subject: " + subject + b"\r\n\r\n"
-                src.enqueue(b"HMSG %s %s %d %d\r\n%s\r\n" % (reply, sub.sid, len(hdr), len(hdr), hdr))
-                break

@@ -40,7 +40,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from edge.proto import encode_tail
 from host.accounts import Account, nuid
 from host.jetstream import (
     API_LEVEL,
@@ -53,6 +52,7 @@ from host.jetstream import (
     rfc3339,
 )
 from host.memstore import ConsumerMemStore
+from host.parser import encode_tail
 from host.store import (
     ACK_ALL,
     ACK_EXPLICIT,

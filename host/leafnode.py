@@ -36,18 +36,18 @@ from edge.proto import (
     OP_PONG,
     PING,
     PONG,
-    Parser,
     RemoteProtocolError,
     encode_connect,
     encode_info,
     encode_lmsg,
     encode_ls_minus,
     encode_ls_plus,
-    encode_tail,
 )
 from host import errors
 from host.accounts import Account, nuid
-from host.client import Client, deliver
+from host.client import Client
+from host.delivery import deliver, learn_plan, settle
+from host.parser import OP_PUB_RUN, HubParser, encode_tail
 from host.sublist import Subscription, is_valid_subject
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class Leaf(Client):
     def __init__(self, server: Server, remote: RemoteLeaf | None = None) -> None:
         super().__init__(server)
         opts = server.opts
-        self.parser = Parser(KIND_LEAF, opts.max_control_line, opts.max_payload)
+        self.parser = HubParser(KIND_LEAF, opts.max_control_line, opts.max_payload)
         self.remote = remote  # set when we dialled out (we are the spoke)
         self.echo = False  # a frame never goes back over the link it came from
         self.headers = True
@@ -212,16 +212,41 @@ class Leaf(Client):
         self.last_activity = time.time()
         p = self.parser
         p.receive_data(data)
+        acc = self.account
+        if acc is not None and self.plans_gen != acc.sublist.gen:
+            p.plans.clear()
+            self.plans_gen = acc.sublist.gen
         server = self.server
-        server.reading = self
         try:
-            while not self.closed:
-                ev = p.next_event()
-                if ev is None:
-                    break
-                self.process_leaf_op(ev)
+            events = p.next_batch()
         except RemoteProtocolError as e:
             self.protocol_error(e)
+            server.flush_dirty()
+            return
+        server.reading = self
+        n_in = b_in = 0
+        if p.used:
+            n_in, b_in = settle(p.used, server)
+        for ev in events:
+            if ev[0] == OP_PUB_RUN and self.connected:
+                # LMSG/HMSG frames that name no queue group: plain subscribers only (processInboundLeafMsg).
+                _, subject, has_hdr, pieces, nbytes = ev
+                n_in += len(pieces)
+                b_in += nbytes
+                deliver(self.account, self, subject, has_hdr, pieces, nbytes, 0, ())  # type: ignore[arg-type]
+                learn_plan(p.plans, self, self.account, subject, ())  # type: ignore[arg-type]
+            else:
+                self.process_leaf_op(ev)
+            if self.closed:
+                break
+        else:
+            if p.error is not None:
+                self.protocol_error(p.error)
+        if n_in:
+            self.in_msgs += n_in
+            self.in_bytes += b_in
+            server.in_msgs += n_in
+            server.in_bytes += b_in
         server.flush_dirty()
         server.reading = None
 
@@ -306,7 +331,7 @@ class Leaf(Client):
         server.in_bytes += size
         assert self.account is not None
         deliver(self.account, self, subject, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0,
-                queues or [])
+                queues or ())
 
     # ---- output to the peer --------------------------------------------------------------------
 

@@ -19,11 +19,11 @@ import time
 from collections import deque
 from typing import Any
 
-from edge.proto import encode_tail
 from host import errors
 from host.accounts import Account, nuid, wire_imports
 from host.auth import auth_required
-from host.client import Client, deliver
+from host.client import Client
+from host.delivery import deliver_msg
 from host.leafnode import Leaf, RemoteLeaf, leaf_account_for, leaf_info
 from host.monitor import conn_info, start_monitor
 from host.opts import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Options
@@ -193,8 +193,7 @@ class Server:
                          payload: bytes) -> int:
         """Publish from inside the hub into `acc`; returns how many targets got it. Outside a read batch
         (timers) the output is written at once; inside one, with the batch."""
-        size = len(payload) + (len(hdr) if hdr is not None else 0)
-        n = deliver(acc, self.internal, subject, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0)
+        n = deliver_msg(acc, self.internal, subject, reply, hdr, payload)
         if self.reading is None:
             self.flush_dirty()
         return n

@@ -109,6 +109,7 @@ class Sublist:
     def __init__(self) -> None:
         self._root = _Node()
         self.cache: dict[bytes, SublistResult] = {}
+        self.gen = 0  # changes whenever a cached result may have changed (plans derived from them check it)
         self.count = 0
         self.inserts = 0
         self.removes = 0
@@ -137,7 +138,7 @@ class Sublist:
             node.qsubs.setdefault(sub.queue, []).append(sub)
         self.count += 1
         self.inserts += 1
-        self._invalidate(sub.subject)
+        self.invalidate(sub.subject)
 
     def remove(self, sub: Subscription) -> bool:
         path: list[tuple[_Node, bytes, _Node]] = []
@@ -177,10 +178,13 @@ class Sublist:
                 del parent.next[t]
         self.count -= 1
         self.removes += 1
-        self._invalidate(sub.subject)
+        self.invalidate(sub.subject)
         return True
 
-    def _invalidate(self, subject: bytes) -> None:
+    def invalidate(self, subject: bytes) -> None:
+        """Drop the cached results a subscription to `subject` takes part in (also when one of its properties that
+        delivery plans depend on changes, such as an UNSUB max)."""
+        self.gen += 1
         cache = self.cache
         if not cache:
             return
@@ -189,6 +193,11 @@ class Sublist:
             return
         for key in [k for k in cache if subject_matches(subject, k)]:
             del cache[key]
+
+    def reset(self) -> None:
+        """Drop every cached result (a property delivery plans depend on changed for many subscriptions)."""
+        self.gen += 1
+        self.cache.clear()
 
     def match(self, subject: bytes) -> SublistResult:
         r = self.cache.get(subject)

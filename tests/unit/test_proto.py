@@ -1,4 +1,5 @@
-"""edge/proto.py against the nats-server 2.15.1 wire vectors, malformed input, next_batch runs, encoders, headers.
+"""edge/proto.py against the nats-server 2.15.1 wire vectors, malformed input, encoders, headers; on CPython the hub's
+next_batch() (host/parser.py) is held to the same answers (its own tests: tests/unit/test_hub_parser.py).
 
 Runs under pytest (CPython) and under MicroPython (tests/mp/run_unit.py): plain test_* functions, bare asserts,
 no pytest import, no os.path, no reliance on dict order.
@@ -38,7 +39,6 @@ from edge.proto import (
     OP_PING,
     OP_PONG,
     OP_PUB,
-    OP_PUB_RUN,
     OP_RMSG,
     OP_RS_MINUS,
     OP_RS_PLUS,
@@ -51,7 +51,6 @@ from edge.proto import (
     ProtocolError,
     RemoteProtocolError,
     decode_headers,
-    decode_tail,
     encode_connect,
     encode_err,
     encode_headers,
@@ -65,9 +64,17 @@ from edge.proto import (
     encode_rs_minus,
     encode_rs_plus,
     encode_sub,
-    encode_tail,
     encode_unsub,
 )
+
+if sys.implementation.name == "micropython":
+    BATCH_MODES = (False,)  # the edge's parser: next_event() only
+else:
+    # The hub's parser adds next_batch() to the edge's; every test here holds both methods to the same answers.
+    from host.parser import OP_PUB_RUN, decode_tail
+    from host.parser import HubParser as Parser
+
+    BATCH_MODES = (False, True)
 
 MP = sys.implementation.name == "micropython"
 
@@ -411,7 +418,7 @@ def _drain(p, evs, batch):
 
 def _check_sticky(p, e):
     # After a RemoteProtocolError the parser stays failed, whichever method is called, even with more data.
-    for batch in (False, True, False):
+    for batch in BATCH_MODES + (False,):
         try:
             if batch:
                 p.next_batch()
@@ -441,8 +448,8 @@ def _run(kind, chunks, batch=False, eof=True, max_control_line=MAX_CONTROL_LINE,
     return r
 
 
-def _expand(evs):
-    # next_batch() output -> the next_event() sequence: each run piece becomes one OP_PUB.
+def _expand(evs, kind=KIND_CLIENT):
+    # next_batch() output -> the next_event() sequence: each run piece becomes one OP_PUB (OP_LMSG from a leaf).
     out = []
     for ev in evs:
         if ev[0] != OP_PUB_RUN:
@@ -455,7 +462,8 @@ def _expand(evs):
             reply, hdr, payload = decode_tail(piece, has_hdr)
             assert (hdr is not None) == has_hdr
             total += len(payload) + (len(hdr) if hdr is not None else 0)
-            out.append((OP_PUB, subj, reply, hdr, payload))
+            out.append((OP_LMSG, subj, reply, None, hdr, payload) if kind == KIND_LEAF else
+                       (OP_PUB, subj, reply, hdr, payload))
         assert total == nbytes, f"run nbytes {nbytes}, pieces carry {total}"
     return out
 
@@ -511,10 +519,10 @@ def _splittings(data, full=None):
 def _check_stream(where, kind, data, expected, wire="no error", max_payload=MAX_PAYLOAD):
     # Every splitting, with next_event() and with next_batch() (expanded), gives `expected`; then EOF gives
     # (OP_CLOSED,) or, when `wire` is given, the RemoteProtocolError with that wire text.
-    for batch in (False, True):
+    for batch in BATCH_MODES:
         for label, chunks in _splittings(data):
             r = _run(kind, chunks, batch, max_payload=max_payload)
-            evs = _expand(r.events) if batch else r.events
+            evs = _expand(r.events, kind) if batch else r.events
             mode = "next_batch" if batch else "next_event"
             ctx = f"{where} {mode} {label}"
             if wire == "no error":
@@ -600,27 +608,6 @@ def test_vector_streams_parse_whole_bytewise_and_split_at_every_offset():
         expected = _ref_events(s.data, s.kind)
         assert expected, where + ": no events"
         _check_stream(where, s.kind, s.data, expected)
-
-
-def test_vector_streams_with_trailing_partial_frame():
-    # A stream followed by the start of another frame: the same events, then NEED_DATA; EOF there is an error.
-    for t, s in _parsable_streams():
-        expected = _ref_events(s.data, s.kind)
-        for tail in (b"P", b"PIN", b"PING\r", b"\r"):
-            for batch in (False, True):
-                p = Parser(s.kind)
-                evs = []
-                p.receive_data(s.data + tail)
-                _drain(p, evs, batch)
-                assert (_expand(evs) if batch else evs) == expected, t.name
-                assert (p.next_batch() if batch else p.next_event()) in (None, [])
-                p.receive_data(b"")
-                try:
-                    p.next_batch() if batch else p.next_event()
-                except RemoteProtocolError as e:
-                    assert e.wire is None  # a peer that closes mid-frame: no -ERR to send
-                else:
-                    raise AssertionError("EOF after a partial line must fail: " + t.name)
 
 
 def test_error_vectors_yield_the_valid_events_then_the_exact_wire_text():
@@ -774,19 +761,6 @@ def test_pinned_route_streams_are_refused_not_misread():
 # ---- next_batch ---------------------------------------------------------------------------------------------------
 
 
-def test_next_batch_matches_next_event_on_every_client_stream():
-    # (also covered inside the vector test; here with the run structure itself checked)
-    n_runs = 0
-    for t, s in _parsable_streams():
-        if s.kind != KIND_CLIENT:
-            continue
-        r = _run(KIND_CLIENT, [s.data], batch=True)
-        assert r.error is None, t.name
-        n_runs += len([ev for ev in r.events if ev[0] == OP_PUB_RUN])
-        assert _expand(r.events) == _run(KIND_CLIENT, [s.data]).events, t.name
-    assert n_runs >= 20, n_runs
-
-
 class Lcg:
     # Deterministic on both interpreters (random.seed sequences differ between them).
     def __init__(self, seed):
@@ -860,127 +834,10 @@ def test_generated_frames_decode_to_what_was_encoded():
             frames.append(frame)
             expected.append(ev)
     data = b"".join(frames)
-    for batch in (False, True):
+    for batch in BATCH_MODES:
         r = _run(KIND_CLIENT, [data], batch)
         evs = _expand(r.events) if batch else r.events
         assert evs == expected + [(OP_CLOSED,)]
-
-
-def test_runs_merge_consecutive_same_subject_frames():
-    data = (
-        b"PUB foo 1\r\na\r\nPUB foo 2\r\nbc\r\nPUB foo r 1\r\nd\r\n"  # one run of 3
-        b"PUB bar 1\r\ne\r\n"  # another subject
-        b"HPUB bar 12 13\r\nNATS/1.0\r\n\r\nf\r\n"  # same subject, but headers: a new run
-        b"PUB foo 0\r\n\r\nPING\r\nPUB foo 1\r\ng\r\n"  # an op between two frames ends the run
-    )
-    p = Parser(KIND_CLIENT)
-    p.receive_data(data)
-    got = p.next_batch()
-    assert got == [
-        (OP_PUB_RUN, b"foo", False, [b" 1\r\na\r\n", b" 2\r\nbc\r\n", b" r 1\r\nd\r\n"], 4),
-        (OP_PUB_RUN, b"bar", False, [b" 1\r\ne\r\n"], 1),
-        (OP_PUB_RUN, b"bar", True, [b" 12 13\r\nNATS/1.0\r\n\r\nf\r\n"], 13),
-        (OP_PUB_RUN, b"foo", False, [b" 0\r\n\r\n"], 0),
-        (OP_PING,),
-        (OP_PUB_RUN, b"foo", False, [b" 1\r\ng\r\n"], 1),
-    ]
-    assert p.next_batch() == []
-    assert p.pending() == 0
-
-
-def test_run_pieces_make_valid_msg_frames():
-    # The router writes b"MSG subj sid".join([b"", *pieces]); a client parser must read back the payloads.
-    # Only canonical lines form runs; odd spacing or a bare LF comes out as a single OP_PUB event.
-    data = b"".join(
-        (
-            encode_pub("s.1", b"one"),
-            encode_pub("s.1", b"two\r\nlines", "_INBOX.x"),
-            encode_pub("s.1", b""),
-            b"PUB  s.1\t 5\r\nthree\r\n",
-            b"PUB s.1 4\nfour\r\n",
-        )
-    )
-    p = Parser(KIND_CLIENT)
-    p.receive_data(data)
-    evs = p.next_batch()
-    assert len(evs) == 3 and evs[0][0] == OP_PUB_RUN and len(evs[0][3]) == 3
-    assert evs[1] == (OP_PUB, b"s.1", None, None, b"three")
-    assert evs[2] == (OP_PUB, b"s.1", None, None, b"four")
-    frames = b"MSG s.1 42".join([b""] + evs[0][3])
-    r = _run(KIND_SERVER, [frames])
-    assert r.events == [
-        (OP_MSG, b"s.1", b"42", None, None, b"one"),
-        (OP_MSG, b"s.1", b"42", b"_INBOX.x", None, b"two\r\nlines"),
-        (OP_MSG, b"s.1", b"42", None, None, b""),
-        (OP_CLOSED,),
-    ]
-    hdr = encode_headers([("A", "1")])
-    p = Parser(KIND_CLIENT)
-    p.receive_data(encode_pub("h", b"p1", None, hdr) + encode_pub("h", b"p2", "rr", hdr))
-    runs = p.next_batch()
-    assert len(runs) == 1 and runs[0][2] is True
-    frames = b"HMSG h 7".join([b""] + runs[0][3])
-    r = _run(KIND_SERVER, [frames])
-    assert r.events == [(OP_MSG, b"h", b"7", None, hdr, b"p1"), (OP_MSG, b"h", b"7", b"rr", hdr, b"p2"), (OP_CLOSED,)]
-
-
-def test_next_batch_runs_across_reads_and_partial_payloads():
-    data = b"PUB foo 5\r\nhello\r\n" * 3
-    p = Parser(KIND_CLIENT)
-    p.receive_data(data[:25])  # first frame, then a partial one
-    assert p.next_batch() == [(OP_PUB_RUN, b"foo", False, [b" 5\r\nhello\r\n"], 5)]
-    assert p.next_batch() == []
-    p.receive_data(data[25:])
-    assert p.next_batch() == [(OP_PUB_RUN, b"foo", False, [b" 5\r\nhello\r\n", b" 5\r\nhello\r\n"], 10)]
-
-
-def test_pub_line_cache_overflow_keeps_results_exact():
-    # More distinct PUB lines than the parser's line cache holds (4,096): it is cleared and refilled without
-    # changing any result. Fed in reads of 300 frames. On MicroPython a cached line costs ~210 bytes of heap
-    # (4,096 of them ~860 KB: next_batch() is the hub's API, the edge uses next_event()), so it stays below the
-    # clear there and checks results only.
-    p = Parser(KIND_CLIENT)
-    total = 0
-    n = 1200 if MP else 4400
-    for start in list(range(0, n, 300)) + [0, 300]:  # the last two reads repeat lines seen before
-        frames = []
-        expected = []
-        for i in range(start, start + 300):
-            payload = b"%d" % i
-            frames.append(b"PUB s.%d %d\r\n%s\r\n" % (i, len(payload), payload))
-            expected.append((OP_PUB, b"s.%d" % i, None, None, payload))
-        p.receive_data(b"".join(frames))
-        assert _expand(p.next_batch()) == expected, start
-        total += len(expected)
-    assert p.pending() == 0
-    assert MP or total > 4096
-
-
-def test_bug_next_batch_keeps_the_run_before_an_error():
-    # BUG: edge/proto.py _batch() raises while a run is still in `pieces` (not yet appended to `out`), so
-    # next_batch() drops the valid PUB frames that came before the bad bytes in the same read, although its
-    # contract (and next_event()) deliver them first. Repro: b"PUB foo 1\r\na\r\nFOO\r\n" -> next_batch() raises
-    # at once; expected [(OP_PUB_RUN, b"foo", False, [b" 1\r\na\r\n"], 1)], then the error on the next call.
-    for tail, wire in (
-        (b"FOO\r\n", ERR_UNKNOWN_OP),  # general-path error
-        (b"PUB foo 1\r\nab\r\n", ERR_UNKNOWN_OP),  # cached line, payload too long
-        (b"PUB foo 1\r\n", None),  # ... and EOF mid-frame
-        (b"PUB " + b"x" * (MAX_CONTROL_LINE + 20), ERR_MAX_CONTROL_LINE),  # partial line over the limit
-        (b"x" * (MAX_CONTROL_LINE + 20), ERR_UNKNOWN_OP),  # ... whose first word is no verb
-    ):
-        p = Parser(KIND_CLIENT)
-        p.receive_data(b"PUB foo 1\r\na\r\n" + tail)
-        if tail == b"PUB foo 1\r\n":
-            p.receive_data(b"")
-        got = []
-        err = None
-        try:
-            got = p.next_batch()
-            p.next_batch()
-        except RemoteProtocolError as e:
-            err = e
-        assert _expand(got) == [(OP_PUB, b"foo", None, None, b"a")], (tail[:20], got)
-        assert err is not None and err.wire == wire, (tail[:20], err)
 
 
 # ---- malformed input ------------------------------------------------------------------------------------------------
@@ -1043,7 +900,7 @@ STRICTER_THAN_NATS_SERVER = (
 
 
 def _assert_fails(kind, data, wire, what, max_control_line=MAX_CONTROL_LINE, max_payload=MAX_PAYLOAD):
-    for batch in (False, True):
+    for batch in BATCH_MODES:
         for label, chunks in _splittings(data, 1 << 30 if len(data) < 200 else None):
             r = _run(kind, chunks, batch, False, max_control_line, max_payload)
             mode = "batch" if batch else "event"
@@ -1137,52 +994,6 @@ def test_bug_leading_whitespace_is_an_unknown_operation():
         assert r.error is not None and r.error.wire == ERR_UNKNOWN_OP, (data, r.events)
 
 
-def test_bug_vertical_tab_and_form_feed_are_not_separators():
-    # BUG: nats-server separates arguments with space and tab only (splitArg: ' ', '\t', '\r', '\n'); \x0b
-    # and \x0c are subject bytes. Checked live: "SUB a\x0bb 1" + "PUB a\x0bb 1" delivers "MSG a\x0bb 1 1",
-    # and "PUB foo\x0b1" (one argument) is closed silently. edge/proto.py splits control lines with
-    # bytes.split(), which also splits on \x0b and \x0c: "SUB a\x0bb 1" becomes a queue subscription to "a" in
-    # group "b". The batch fast path (since a14b522) splits on b" " only, so next_event() and next_batch() even
-    # disagree on b"PUB foo\x0b 1\r\nx\r\n" (subject b"foo" vs b"foo\x0b").
-    r = _run(KIND_CLIENT, [b"SUB a\x0bb 1\r\n"])
-    assert r.events == [(OP_SUB, b"a\x0bb", None, b"1"), (OP_CLOSED,)], r.events
-    for batch in (False, True):
-        r = _run(KIND_CLIENT, [b"PUB foo\x0b 1\r\nx\r\n"], batch)
-        evs = _expand(r.events) if batch else r.events
-        assert evs == [(OP_PUB, b"foo\x0b", None, None, b"x"), (OP_CLOSED,)], (batch, r.events)
-        r = _run(KIND_CLIENT, [b"PUB foo\x0c1\r\nx\r\n"], batch, eof=False)
-        assert r.error is not None and r.error.wire is None, (batch, r.events)
-
-
-def test_bug_next_batch_reports_eof_mid_payload():
-    # BUG: when a PUB line takes the batch fast path (a line-cache hit) and its payload is incomplete, _batch()
-    # stops with `if end + 2 > n: break` and never looks at EOF. After receive_data(b"") next_batch() returns []
-    # forever, where next_event() raises RemoteProtocolError("peer closed mid-frame") (wire None). Repro:
-    # Parser(KIND_CLIENT); receive_data(b"PUB foo 5\r\nhel"); receive_data(b""); next_batch() -> [] (again and again).
-    for data in (
-        b"PUB foo 5\r\nhel",
-        b"PUB foo 5\r\n",
-        b"PUB foo r 5\r\nhello\r",
-        b"HPUB foo 2 5\r\nhe",
-        b"pub foo 5\nh",
-    ):
-        for batch in (False, True):
-            r = _run(KIND_CLIENT, [data], batch)
-            assert r.error is not None and r.error.wire is None, (data, batch, r.events)
-
-
-def test_bug_next_batch_refuses_pub_from_non_client_peers():
-    # BUG (since a14b522): the inline PUB fast path added to Parser._batch() does not check self.kind, so
-    # next_batch() on a server, leaf or route connection turns b"PUB foo 1\r\nx\r\n" into an OP_PUB_RUN, while
-    # next_event() refuses the verb (-ERR 'Unknown Protocol Operation'). The older path (_pub_line) returned None
-    # for every kind but KIND_CLIENT.
-    for kind in (KIND_SERVER, KIND_LEAF, KIND_ROUTE):
-        for data in (b"PUB foo 1\r\nx\r\n", b"PUB foo r 1\r\nx\r\n"):
-            for batch in (False, True):
-                r = _run(kind, [data], batch, eof=False)
-                assert r.error is not None and r.error.wire == ERR_UNKNOWN_OP, (KIND_NAMES[kind], batch, r.events)
-
-
 def test_bug_sizes_longer_than_nine_digits_close_silently():
     # BUG: nats-server's parseSize() gives -1 for more than 9 digits, so "PUB foo 9999999999" is a parse error and
     # a silent close (checked live with 999999999999). edge/proto.py accepts up to 12 digits and then reports
@@ -1232,54 +1043,6 @@ def test_bug_deeply_nested_json_is_a_protocol_error():
         assert r.error is not None and r.error.wire is None, KIND_NAMES[kind]
 
 
-def test_control_line_limit_complete_lines():
-    # Only the arguments count (nats-server: max_control_line applies to what follows the verb).
-    for limit in (64, MAX_CONTROL_LINE):
-        ok = b"PUB " + b"s" * (limit - 2) + b" 1\r\nx\r\n"  # arguments: exactly `limit` bytes
-        r = _run(KIND_CLIENT, [ok], max_control_line=limit)
-        assert r.error is None and r.events[0][0] == OP_PUB, limit
-        bad = b"PUB " + b"s" * (limit - 1) + b" 1\r\nx\r\n"
-        _assert_fails(KIND_CLIENT, bad, ERR_MAX_CONTROL_LINE, f"limit {limit}", max_control_line=limit)
-        sub = b"SUB " + b"s" * (limit - 1) + b" 1\r\n"
-        _assert_fails(KIND_CLIENT, sub, ERR_MAX_CONTROL_LINE, "sub", max_control_line=limit)
-    # Leaf and route links get 16 times the limit.
-    line = b"LS+ " + b"s" * (16 * 64) + b"\r\n"
-    assert _run(KIND_LEAF, [line], max_control_line=64).error is None
-    _assert_fails(KIND_LEAF, b"LS+ s" + line[4:], ERR_MAX_CONTROL_LINE, "leaf", max_control_line=64)
-    line = b"RS+ $G " + b"s" * (16 * 64 - 3) + b"\r\n"
-    assert _run(KIND_ROUTE, [line], max_control_line=64).error is None
-    _assert_fails(KIND_ROUTE, b"RS+ $G s" + line[7:], ERR_MAX_CONTROL_LINE, "route", max_control_line=64)
-
-
-def test_control_line_limit_partial_lines():
-    # No LF yet: the parser must not buffer without bound; once the partial line is past the limit (plus the
-    # verb), it fails with the same wire text, for next_event and next_batch, whole or trickled.
-    # (As nats-server: a partial line whose first word is no verb of that peer fails as unknown at once.)
-    verbs = {KIND_CLIENT: b"PUB ", KIND_LEAF: b"LMSG ", KIND_SERVER: b"MSG "}
-    for kind, limit in ((KIND_CLIENT, 64), (KIND_CLIENT, MAX_CONTROL_LINE), (KIND_LEAF, 64), (KIND_SERVER, 64)):
-        eff = limit if kind == KIND_CLIENT else 16 * limit
-        verb = verbs[kind]
-        under = verb + b"s" * (eff - 16)
-        for batch in (False, True):
-            r = _run(kind, [under], batch, eof=False, max_control_line=limit)
-            assert r.error is None and r.events == [], (KIND_NAMES[kind], limit)
-            over = verb + b"s" * (eff + 9)
-            r = _run(kind, [over], batch, eof=False, max_control_line=limit)
-            assert r.error is not None and r.error.wire == ERR_MAX_CONTROL_LINE, (KIND_NAMES[kind], limit)
-            # trickled in small reads: fails as soon as the line is too long, before it is complete
-            p = Parser(kind, limit)
-            failed_at = None
-            for i in range(0, len(over) + 200, 7):
-                p.receive_data(b"s" * 7 if i >= len(over) else over[i : i + 7])
-                try:
-                    p.next_batch() if batch else p.next_event()
-                except RemoteProtocolError as e:
-                    assert e.wire == ERR_MAX_CONTROL_LINE
-                    failed_at = i + 7
-                    break
-            assert failed_at is not None and failed_at <= eff + 16, (KIND_NAMES[kind], failed_at)
-
-
 def test_max_payload_checked_on_the_control_line():
     # The size is refused before any payload byte arrives (nats-server does not wait for it: client/06).
     for kind, line in (
@@ -1291,7 +1054,7 @@ def test_max_payload_checked_on_the_control_line():
         (KIND_ROUTE, b"RMSG $G foo | q 11\r\n"),
         (KIND_ROUTE, b"HMSG $G foo 5 11\r\n"),
     ):
-        for batch in (False, True):
+        for batch in BATCH_MODES:
             r = _run(kind, [line], batch, eof=False, max_payload=10)
             assert r.error is not None and r.error.wire == ERR_MAX_PAYLOAD, (line, batch)
             ok = line.replace(b"11", b"10") + b"x" * 10 + b"\r\n"
@@ -1300,47 +1063,6 @@ def test_max_payload_checked_on_the_control_line():
     # max_payload=None: no limit
     r = _run(KIND_CLIENT, [b"PUB foo 20\r\n" + b"x" * 20 + b"\r\n"], max_payload=None)
     assert r.error is None and r.events[0][4] == b"x" * 20
-
-
-def test_eof_mid_frame_is_an_error_and_clean_eof_is_closed():
-    for data in (b"PUB foo 5\r\nhel", b"PUB foo 5\r\nhello\r", b"PUB foo", b"SUB foo 1"):
-        r = _run(KIND_CLIENT, [data])
-        assert r.error is not None and r.error.wire is None, data
-    p = Parser(KIND_CLIENT)
-    p.receive_data(b"PING\r\n")
-    p.receive_data(b"")
-    assert p.next_event() == (OP_PING,)
-    assert p.next_event() == (OP_CLOSED,)
-    p = Parser(KIND_CLIENT)
-    p.receive_data(b"")
-    assert p.next_batch() == [(OP_CLOSED,)]
-
-
-def test_errors_are_sticky():
-    for kind, data, _wire in SHOULD_FAIL[:6]:
-        p = Parser(kind)
-        p.receive_data(data)
-        try:
-            p.next_event()
-        except RemoteProtocolError as e:
-            first = e
-        else:
-            raise AssertionError(data)
-        p.receive_data(b"PING\r\n")
-        for _ in range(3):
-            try:
-                p.next_event()
-            except RemoteProtocolError as e:
-                assert e is first
-            else:
-                raise AssertionError("not sticky")
-            try:
-                p.next_batch()
-            except RemoteProtocolError as e:
-                assert e is first
-            else:
-                raise AssertionError("not sticky (batch)")
-        assert p.error is first
 
 
 # ---- encoders: round trip through the matching parser ------------------------------------------------------------
@@ -1422,16 +1144,6 @@ def test_encoded_streams_split_at_every_offset():
         _check_stream("encoded " + KIND_NAMES[kind], kind, b"".join(frames), expected)
 
 
-def test_encode_tail_is_a_piece():
-    for reply, hdr, payload in ((None, None, b"x"), (b"r", None, b""), (None, H, b"p"), (b"r", H, b"\r\n")):
-        piece = encode_tail(reply, hdr, payload)
-        assert decode_tail(piece, hdr is not None) == (reply, hdr, payload)
-        p = Parser(KIND_CLIENT)
-        p.receive_data((b"HPUB s" if hdr is not None else b"PUB s") + piece)
-        run = p.next_batch()
-        assert run == [(OP_PUB_RUN, b"s", hdr is not None, [piece], len(payload) + len(hdr or b""))]
-
-
 def test_local_protocol_errors():
     bad = (
         lambda: encode_pub("a b", b""),
@@ -1484,22 +1196,6 @@ def test_headers_round_trip():
     assert decode_headers(encode_headers(utf)) == (None, "", utf)
 
 
-def test_header_status_lines():
-    assert encode_headers([], 503) == b"NATS/1.0 503\r\n\r\n"
-    assert decode_headers(b"NATS/1.0 503\r\n\r\n") == (503, "", [])
-    block = encode_headers([], 404, "Message Not Found")
-    assert block == b"NATS/1.0 404 Message Not Found\r\n\r\n"
-    assert decode_headers(block) == (404, "Message Not Found", [])
-    block = encode_headers([("Nats-Subject", "service.nobody")], 503)
-    assert len(block) == 46 and decode_headers(block) == (503, "", [("Nats-Subject", "service.nobody")])
-    assert decode_headers(b"NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 1\r\n\r\n") == (
-        408,
-        "Request Timeout",
-        [("Nats-Pending-Messages", "1")],
-    )
-    assert decode_headers(b"NATS/1.0 100 Idle Heartbeat\r\n\r\n")[:2] == (100, "Idle Heartbeat")
-
-
 def test_bad_header_blocks_raise_remote_protocol_error():
     for block in (
         b"",
@@ -1521,27 +1217,145 @@ def test_bad_header_blocks_raise_remote_protocol_error():
             raise AssertionError(block)
 
 
-def test_next_batch_counts_frames_to_dropped_subjects():
-    # The router lists subjects with no interest in parser.drop: reply-less frames to them are only
-    # counted; frames with a reply (and other subjects) still come out.
-    p = Parser(KIND_CLIENT)
-    p.receive_data(b"PUB a 1\r\nx\r\nPUB b 2\r\nyy\r\n")
-    first = p.next_batch()
-    assert [ev[1] for ev in first] == [b"a", b"b"]
-    p.drop[b"a"] = True
-    p.receive_data(b"PUB a 1\r\nx\r\nPUB a r 1\r\nz\r\nPUB b 2\r\nyy\r\nPUB a 1\r\nx\r\n")
-    evs = p.next_batch()
-    assert [(ev[1], len(ev[3])) for ev in evs] == [(b"a", 1), (b"b", 1)]
-    assert decode_tail(evs[0][3][0], False) == (b"r", None, b"z")
-    assert p.dropped == 2 and p.dropped_bytes == 2
+def test_vector_streams_with_trailing_partial_frame():
+    # A stream followed by the start of another frame: the same events, then NEED_DATA; EOF there is an error.
+    for t, s in _parsable_streams():
+        expected = _ref_events(s.data, s.kind)
+        for tail in (b"P", b"PIN", b"PING\r", b"\r"):
+            for batch in BATCH_MODES:
+                p = Parser(s.kind)
+                evs = []
+                p.receive_data(s.data + tail)
+                _drain(p, evs, batch)
+                assert (_expand(evs, s.kind) if batch else evs) == expected, t.name
+                assert (p.next_batch() if batch else p.next_event()) in (None, [])
+                p.receive_data(b"")
+                try:
+                    p.next_batch() if batch else p.next_event()
+                except RemoteProtocolError as e:
+                    assert e.wire is None  # a peer that closes mid-frame: no -ERR to send
+                else:
+                    raise AssertionError("EOF after a partial line must fail: " + t.name)
 
 
-def test_next_batch_drops_reply_frames_only_when_asked():
+def test_bug_vertical_tab_and_form_feed_are_not_separators():
+    # BUG: nats-server separates arguments with space and tab only (splitArg: ' ', '\t', '\r', '\n'); \x0b
+    # and \x0c are subject bytes. Checked live: "SUB a\x0bb 1" + "PUB a\x0bb 1" delivers "MSG a\x0bb 1 1",
+    # and "PUB foo\x0b1" (one argument) is closed silently. edge/proto.py splits control lines with
+    # bytes.split(), which also splits on \x0b and \x0c: "SUB a\x0bb 1" becomes a queue subscription to "a" in
+    # group "b". The batch fast path (since a14b522) splits on b" " only, so next_event() and next_batch() even
+    # disagree on b"PUB foo\x0b 1\r\nx\r\n" (subject b"foo" vs b"foo\x0b").
+    r = _run(KIND_CLIENT, [b"SUB a\x0bb 1\r\n"])
+    assert r.events == [(OP_SUB, b"a\x0bb", None, b"1"), (OP_CLOSED,)], r.events
+    for batch in BATCH_MODES:
+        r = _run(KIND_CLIENT, [b"PUB foo\x0b 1\r\nx\r\n"], batch)
+        evs = _expand(r.events) if batch else r.events
+        assert evs == [(OP_PUB, b"foo\x0b", None, None, b"x"), (OP_CLOSED,)], (batch, r.events)
+        r = _run(KIND_CLIENT, [b"PUB foo\x0c1\r\nx\r\n"], batch, eof=False)
+        assert r.error is not None and r.error.wire is None, (batch, r.events)
+
+
+def test_control_line_limit_complete_lines():
+    # Only the arguments count (nats-server: max_control_line applies to what follows the verb).
+    for limit in (64, MAX_CONTROL_LINE):
+        ok = b"PUB " + b"s" * (limit - 2) + b" 1\r\nx\r\n"  # arguments: exactly `limit` bytes
+        r = _run(KIND_CLIENT, [ok], max_control_line=limit)
+        assert r.error is None and r.events[0][0] == OP_PUB, limit
+        bad = b"PUB " + b"s" * (limit - 1) + b" 1\r\nx\r\n"
+        _assert_fails(KIND_CLIENT, bad, ERR_MAX_CONTROL_LINE, f"limit {limit}", max_control_line=limit)
+        sub = b"SUB " + b"s" * (limit - 1) + b" 1\r\n"
+        _assert_fails(KIND_CLIENT, sub, ERR_MAX_CONTROL_LINE, "sub", max_control_line=limit)
+    # Leaf and route links get 16 times the limit.
+    line = b"LS+ " + b"s" * (16 * 64) + b"\r\n"
+    assert _run(KIND_LEAF, [line], max_control_line=64).error is None
+    _assert_fails(KIND_LEAF, b"LS+ s" + line[4:], ERR_MAX_CONTROL_LINE, "leaf", max_control_line=64)
+    line = b"RS+ $G " + b"s" * (16 * 64 - 3) + b"\r\n"
+    assert _run(KIND_ROUTE, [line], max_control_line=64).error is None
+    _assert_fails(KIND_ROUTE, b"RS+ $G s" + line[7:], ERR_MAX_CONTROL_LINE, "route", max_control_line=64)
+
+
+def test_control_line_limit_partial_lines():
+    # No LF yet: the parser must not buffer without bound; once the partial line is past the limit (plus the
+    # verb), it fails with the same wire text, for next_event and next_batch, whole or trickled.
+    # (As nats-server: a partial line whose first word is no verb of that peer fails as unknown at once.)
+    verbs = {KIND_CLIENT: b"PUB ", KIND_LEAF: b"LMSG ", KIND_SERVER: b"MSG "}
+    for kind, limit in ((KIND_CLIENT, 64), (KIND_CLIENT, MAX_CONTROL_LINE), (KIND_LEAF, 64), (KIND_SERVER, 64)):
+        eff = limit if kind == KIND_CLIENT else 16 * limit
+        verb = verbs[kind]
+        under = verb + b"s" * (eff - 16)
+        for batch in BATCH_MODES:
+            r = _run(kind, [under], batch, eof=False, max_control_line=limit)
+            assert r.error is None and r.events == [], (KIND_NAMES[kind], limit)
+            over = verb + b"s" * (eff + 9)
+            r = _run(kind, [over], batch, eof=False, max_control_line=limit)
+            assert r.error is not None and r.error.wire == ERR_MAX_CONTROL_LINE, (KIND_NAMES[kind], limit)
+            # trickled in small reads: fails as soon as the line is too long, before it is complete
+            p = Parser(kind, limit)
+            failed_at = None
+            for i in range(0, len(over) + 200, 7):
+                p.receive_data(b"s" * 7 if i >= len(over) else over[i : i + 7])
+                try:
+                    p.next_batch() if batch else p.next_event()
+                except RemoteProtocolError as e:
+                    assert e.wire == ERR_MAX_CONTROL_LINE
+                    failed_at = i + 7
+                    break
+            assert failed_at is not None and failed_at <= eff + 16, (KIND_NAMES[kind], failed_at)
+
+
+def test_eof_mid_frame_is_an_error_and_clean_eof_is_closed():
+    for data in (b"PUB foo 5\r\nhel", b"PUB foo 5\r\nhello\r", b"PUB foo", b"SUB foo 1"):
+        r = _run(KIND_CLIENT, [data])
+        assert r.error is not None and r.error.wire is None, data
     p = Parser(KIND_CLIENT)
-    p.drop[b"a"] = True
-    p.receive_data(b"PUB a r 1\r\nz\r\n")
-    assert len(p.next_batch()) == 1 and p.dropped == 0
-    p.drop_replies = True
-    p.receive_data(b"PUB a r 1\r\nz\r\nPUB b r 1\r\nz\r\n")
-    evs = p.next_batch()
-    assert [ev[1] for ev in evs] == [b"b"] and p.dropped == 1
+    p.receive_data(b"PING\r\n")
+    p.receive_data(b"")
+    assert p.next_event() == (OP_PING,)
+    assert p.next_event() == (OP_CLOSED,)
+    for batch in BATCH_MODES:
+        p = Parser(KIND_CLIENT)
+        p.receive_data(b"")
+        assert (p.next_batch() if batch else [p.next_event()]) == [(OP_CLOSED,)]
+
+
+def test_errors_are_sticky():
+    for kind, data, _wire in SHOULD_FAIL[:6]:
+        p = Parser(kind)
+        p.receive_data(data)
+        try:
+            p.next_event()
+        except RemoteProtocolError as e:
+            first = e
+        else:
+            raise AssertionError(data)
+        p.receive_data(b"PING\r\n")
+        for _ in range(3):
+            try:
+                p.next_event()
+            except RemoteProtocolError as e:
+                assert e is first
+            else:
+                raise AssertionError("not sticky")
+            try:
+                p.next_batch()
+            except RemoteProtocolError as e:
+                assert e is first
+            else:
+                raise AssertionError("not sticky (batch)")
+        assert p.error is first
+
+
+def test_header_status_lines():
+    assert encode_headers([], 503) == b"NATS/1.0 503\r\n\r\n"
+    assert decode_headers(b"NATS/1.0 503\r\n\r\n") == (503, "", [])
+    block = encode_headers([], 404, "Message Not Found")
+    assert block == b"NATS/1.0 404 Message Not Found\r\n\r\n"
+    assert decode_headers(block) == (404, "Message Not Found", [])
+    block = encode_headers([("Nats-Subject", "service.nobody")], 503)
+    assert len(block) == 46 and decode_headers(block) == (503, "", [("Nats-Subject", "service.nobody")])
+    assert decode_headers(b"NATS/1.0 408 Request Timeout\r\nNats-Pending-Messages: 1\r\n\r\n") == (
+        408,
+        "Request Timeout",
+        [("Nats-Pending-Messages", "1")],
+    )
+    assert decode_headers(b"NATS/1.0 100 Idle Heartbeat\r\n\r\n")[:2] == (100, "Idle Heartbeat")

@@ -35,7 +35,6 @@ from edge.proto import (
     OP_PING,
     OP_PONG,
     OP_PUB,
-    OP_PUB_RUN,
     OP_RMSG,
     OP_RS_MINUS,
     OP_RS_PLUS,
@@ -43,9 +42,7 @@ from edge.proto import (
     OP_UNSUB,
     PING,
     PONG,
-    Parser,
     RemoteProtocolError,
-    decode_tail,
     encode_connect,
     encode_err,
     encode_headers,
@@ -61,6 +58,8 @@ from edge.proto import (
     encode_sub,
     encode_unsub,
 )
+from host.parser import OP_PUB_RUN, decode_tail
+from host.parser import HubParser as Parser
 
 KINDS = (KIND_CLIENT, KIND_SERVER, KIND_LEAF, KIND_ROUTE)
 LIMITS = ((MAX_CONTROL_LINE, MAX_PAYLOAD), (24, 16), (4, 0), (MAX_CONTROL_LINE, None))
@@ -175,14 +174,15 @@ def _chunks(data, cuts):
     return out
 
 
-def _expand(evs):
+def _expand(evs, kind):
     out = []
     for ev in evs:
         if ev[0] == OP_PUB_RUN:
             assert ev[3], "empty run"
             for piece in ev[3]:
                 reply, hdr, payload = decode_tail(piece, ev[2])
-                out.append((OP_PUB, ev[1], reply, hdr, payload))
+                out.append((OP_LMSG, ev[1], reply, None, hdr, payload) if kind == KIND_LEAF else
+                           (OP_PUB, ev[1], reply, hdr, payload))
         else:
             out.append(ev)
     return out
@@ -336,7 +336,7 @@ def test_next_batch_agrees_with_next_event(data, kind, limits, cuts):
     chunks = _chunks(data, cuts)
     evs, err = _feed(kind, limits, chunks, False)
     bevs, berr = _feed(kind, limits, chunks, True)
-    assert _expand(bevs) == evs
+    assert _expand(bevs, kind) == evs
     assert (err is None) == (berr is None)
     if err is not None:
         assert berr.wire == err.wire, (berr, err)
@@ -362,7 +362,7 @@ def test_valid_frames_before_garbage_are_never_lost(case, cuts):
     expected = [ev for _f, ev in frames]
     for batch in (False, True):
         evs, err = _feed(kind, (MAX_CONTROL_LINE, MAX_PAYLOAD), _chunks(wire + garbage, cuts), batch)
-        got = _expand(evs) if batch else evs
+        got = _expand(evs, kind) if batch else evs
         assert got[: len(expected)] == expected, ("batch" if batch else "event", err)
         if not garbage:
             assert err is None and got == expected + [(OP_CLOSED,)]

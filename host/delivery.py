@@ -1,0 +1,456 @@
+"""Message delivery: the one path every message the hub forwards takes (nats-server `processMsgResults`).
+
+A message, whatever its origin, reaches `deliver` as a run: one subject and one or more frame tails
+(" [reply] [hlen] size\\r\\n<hdr><payload>\\r\\n", as host/parser.py cuts them from a read buffer, or as
+`encode_tail` builds one). The subject is looked up once; its delivery plan (`Route`, cached on the
+sublist's match result) holds a ready prefix per target, so a frame costs one list append per target
+and a run one join per target, whatever the rules below.
+
+Origins are told apart by the source connection (`src.kind`, and what `deliver` is given):
+- a client's PUB/HPUB (host/client.py): every queue group, the client's echo choice, a 503 status when
+  nobody listens and it asked for no_responders;
+- a leafnode link's LMSG/HMSG (host/leafnode.py): plain subscribers, and only the queue groups the frame
+  names (`queues`; none named: none); never back to the link it came from (leafs have echo off);
+- the hub itself (`Server.internal`: JetStream replies, PubAcks, advisories; `deliver_msg`), and consumer
+  deliveries, which match a deliver subject but show the stored message's subject (`deliver_as`).
+Routes and gateways plug in as leafs do: their parser cuts RMSG runs, their frames name queue groups,
+and `Route` gains their target kind (one `RMSG <account> <subject>` per connection, not sent back to a
+route when the origin is a route) next to the leaf targets.
+
+The rules, written once here:
+- echo: a connection gets its own messages only if it asked for echo (links never do);
+- queue groups: one member per group per message, round robin from a random start; only the groups the
+  origin has in scope;
+- headers: stripped for a client that did not say headers:true;
+- UNSUB max: a subscription gets at most its max, then it is removed;
+- permissions: a subscriber whose subscribe permissions deny the subject gets nothing;
+- leaf links: one frame per link however many of its subscriptions match; the queue groups it was picked
+  for are named on that frame;
+- imports: stream and service imports carry the message into other accounts, up to MAX_IMPORT_DEPTH.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Any
+
+from host.accounts import MAX_IMPORT_DEPTH, Account, InternalHandler, ServiceImport, map_subject
+from host.parser import PLANS_MAX, decode_tail, encode_tail
+from host.sublist import SublistResult, Subscription
+
+if TYPE_CHECKING:
+    from host.client import Client
+
+NO_INTEREST_MAX = 4096  # subjects remembered as having no interest (Account.no_interest), then forgotten
+
+# One target: (connection, subscription, prefix, header prefix); the frame is prefix + tail.
+Target = tuple[Any, Subscription, bytes, bytes]
+
+
+class Route:
+    """Delivery plan for one subject, derived from a SublistResult (and dropped with it).
+
+    `targets` take every frame whole; `plain` and `hplain` are their prefixes for frames without and with
+    headers (the hot loop of deliver_route checks nothing but echo), `strip` the clients without header support.
+    `limited` subscriptions (UNSUB max) go through `_deliver_limited`. Queue groups list their members (a leaf's
+    queue interest stands for `weight` members). Frames are looked at one by one (`_deliver_each`) when leaf links
+    are queue members (a frame names the groups a leaf was picked for) or a consumer delivers to a leaf
+    (`leaf_shown`: the shown subject travels after the reply).
+    """
+
+    __slots__ = ("targets", "plain", "hplain", "limited", "strip", "queues", "internal", "rr", "leaf_queues",
+                 "leaf_shown", "empty", "shown")
+
+    def __init__(self, r: SublistResult, subject: bytes, shown: bytes | None = None) -> None:
+        # shown: the subject written on client frames when it is not the one matched (consumer deliveries).
+        self.shown = shown
+        written = subject if shown is None else shown
+        self.targets: list[Target] = []
+        self.plain: list[tuple[Any, Subscription, bytes]] = []  # for frames without headers
+        self.hplain: list[tuple[Any, Subscription, bytes]] = []  # for frames with headers
+        self.limited: list[Target] = []  # subscriptions with an UNSUB max
+        self.strip: list[Target] = []  # clients without header support: frames with headers lose them
+        self.internal: list[Subscription] = []
+        self.leaf_shown = False
+        leafs = set()
+        for s in r.psubs:
+            conn = s.conn
+            if s.imported is not None:
+                if shown is None:
+                    self.internal.append(s)
+            elif conn.is_leaf:
+                if conn not in leafs:
+                    leafs.add(conn)
+                    self.targets.append((conn, s, b"LMSG " + subject, b"HMSG " + subject))
+                    self.plain.append((conn, s, b"LMSG " + subject))
+                    self.hplain.append((conn, s, b"HMSG " + subject))
+                    self.leaf_shown = written != subject
+            elif not _denied(s, subject):
+                pfx = b"MSG " + written + b" " + s.sid
+                hpfx = b"HMSG " + written + b" " + s.sid
+                if s.max is not None:
+                    self.limited.append((conn, s, pfx, hpfx))
+                    continue
+                self.targets.append((conn, s, pfx, hpfx))
+                self.plain.append((conn, s, pfx))
+                if conn.headers:
+                    self.hplain.append((conn, s, hpfx))
+                else:
+                    self.strip.append((conn, s, pfx, hpfx))
+        self.queues: list[list[Target]] = []
+        self.leaf_queues = False
+        for grp in r.qsubs:
+            members: list[Target] = []
+            for s in grp:
+                if s.imported is not None:
+                    continue
+                if s.conn.is_leaf:
+                    self.leaf_queues = True
+                    members.extend([(s.conn, s, b"LMSG " + subject, b"HMSG " + subject)] * min(s.weight, 64))
+                elif not _denied(s, subject):
+                    members.append((s.conn, s, b"MSG " + written + b" " + s.sid, b"HMSG " + written + b" " + s.sid))
+            if members:
+                self.queues.append(members)
+        self.rr = random.randrange(1 << 16)
+        self.empty = not (self.plain or self.limited or self.strip or self.queues or self.internal)
+
+
+def _denied(s: Subscription, subject: bytes) -> bool:
+    perms = s.conn.perms
+    return perms is not None and perms.sub is not None and bool(perms.sub.deny) and perms.sub.denies(subject)
+
+
+class Plan:
+    """A Route as one connection's publishes see it, for the runs its parser delivers on its own (HubParser.plans):
+    (output list, prefix) per target, for frames without and with headers (htargets None: such frames take
+    `deliver`). Only plain targets qualify: a subject with queue groups in scope, limited subscriptions, imports
+    or per-frame rules has no plan. Counts pile up in msgs/bytes until `settle` hands them out."""
+
+    __slots__ = ("targets", "htargets", "subs", "msgs", "bytes")
+
+    def __init__(self, targets: list[tuple[list[bytes], bytes]] | None,
+                 htargets: list[tuple[list[bytes], bytes]] | None, subs: list[tuple[Any, Subscription]]) -> None:
+        self.targets = targets
+        self.htargets = htargets
+        self.subs = subs
+        self.msgs = 0
+        self.bytes = 0
+
+
+NO_PLAN = Plan(None, None, [])  # a subject whose runs take `deliver`
+
+
+def learn_plan(plans: dict[bytes, Plan], src: Any, acc: Account, subject: bytes,
+               queues: tuple[bytes, ...] | None) -> None:
+    """After `deliver` routed a run from `src`, note how its parser may deliver the next runs to `subject`."""
+    r = acc.sublist.cache.get(subject)
+    route = r.route if r is not None else None
+    if route is None:
+        return
+    if len(plans) >= PLANS_MAX:
+        plans.clear()
+    if route.empty or route.limited or route.internal or route.leaf_shown or (route.queues and queues is None):
+        plans[subject] = NO_PLAN
+        return
+    targets = [(conn.out, pfx) for conn, _sub, pfx in route.plain if conn is not src or src.echo]
+    if not targets:
+        plans[subject] = NO_PLAN
+        return
+    htargets = None
+    if src.headers and not route.strip:
+        htargets = [(conn.out, pfx) for conn, _sub, pfx in route.hplain if conn is not src or src.echo]
+    subs = [(conn, sub) for conn, sub, _pfx in route.plain if conn is not src or src.echo]
+    plans[subject] = Plan(targets, htargets, subs)
+
+
+def settle(used: list[Plan], server: Any) -> tuple[int, int]:
+    """Hand the counts of the plans a parser used out to their targets, queue those for writing; returns the
+    messages and bytes the plans carried (what the publisher sent through them)."""
+    dirty = server.dirty
+    n_in = b_in = 0
+    for plan in used:
+        m = plan.msgs
+        b = plan.bytes
+        n_in += m
+        b_in += b
+        for conn, sub in plan.subs:
+            conn.out_msgs += m
+            conn.out_bytes += b
+            sub.delivered += m
+            if not conn.dirty:
+                conn.dirty = True
+                dirty.append(conn)
+        k = len(plan.subs)
+        server.out_msgs += m * k
+        server.out_bytes += b * k
+        plan.msgs = plan.bytes = 0
+    used.clear()
+    return n_in, b_in
+
+
+def deliver(acc: Account, src: Any, subject: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int,
+            depth: int = 0, queues: tuple[bytes, ...] | list[bytes] | None = None) -> int:
+    """Deliver a run of frames published to `subject` in `acc` by `src`; returns how many targets got it.
+
+    queues: the queue groups in scope, None for all of them (a client's or the hub's publish), a sequence of
+    names for a link's frame (empty: none).
+    """
+    if acc.responses:
+        resp = acc.responses.pop(subject, None)
+        if resp is not None:
+            # A mapped service reply takes one response; later frames of the run route as usual.
+            first = pieces[0]
+            size = nbytes if len(pieces) == 1 else _size(first, has_hdr)
+            count = deliver(resp[0], src, resp[1], has_hdr, [first], size, depth + 1)
+            if len(pieces) > 1:
+                count += deliver(acc, src, subject, has_hdr, pieces[1:], nbytes - size, depth, queues)
+            return count
+    sl = acc.sublist
+    r = sl.cache.get(subject)
+    if r is None:
+        r = sl.match(subject)
+    route = r.route
+    if route is None:
+        route = r.route = Route(r, subject)
+    return deliver_route(acc, src, route, subject, has_hdr, pieces, nbytes, depth, queues)
+
+
+def deliver_route(acc: Account, src: Any, route: Route, subject: bytes, has_hdr: bool, pieces: list[bytes],
+                  nbytes: int, depth: int, queues: tuple[bytes, ...] | list[bytes] | None) -> int:
+    if route.empty:
+        if route.shown is None:
+            # Client parsers skip reply-less frames to this subject until a subscription appears in the account.
+            if len(acc.no_interest) >= NO_INTEREST_MAX:
+                acc.no_interest.clear()
+            acc.no_interest[subject] = True
+        if src.no_responders:
+            _no_responders(src, subject, has_hdr, pieces)
+        return 0
+    if route.leaf_shown or (route.leaf_queues and (queues is None or queues)):
+        return _deliver_each(acc, src, route, subject, has_hdr, pieces, queues, depth)
+    skip = None if src.echo else src
+    n = len(pieces)
+    count = 0
+    # One frame: prefix and tail as two items (no copy); a run: one join per target.
+    one = pieces[0] if n == 1 else None
+    parts = None if n == 1 else [b"", *pieces]
+    dirty = None
+    for conn, sub, pfx in (route.hplain if has_hdr else route.plain):
+        if conn is skip:
+            continue
+        out = conn.out
+        if one is not None:
+            out.append(pfx)
+            out.append(one)
+        else:
+            out.append(pfx.join(parts))
+        if not conn.dirty:
+            conn.dirty = True
+            if dirty is None:
+                dirty = src.server.dirty
+            dirty.append(conn)
+        conn.out_msgs += n
+        conn.out_bytes += nbytes
+        sub.delivered += n
+        count += 1
+    if route.limited:
+        for conn, sub, pfx, hpfx in route.limited:
+            if conn is not skip:
+                count += _deliver_limited(conn, sub, pfx, hpfx, has_hdr, pieces, nbytes)
+    if has_hdr and route.strip:
+        for conn, sub, pfx, _hpfx in route.strip:
+            if conn is not skip and not (conn.closed or sub.closed):
+                _deliver_stripped(conn, sub, pfx, pieces)
+                count += 1
+    if route.queues and (queues is None or queues):
+        for grp in route.queues:
+            if queues is not None and grp[0][1].queue not in queues:
+                continue
+            size = len(grp)
+            route.rr += 1
+            for k in range(size):
+                conn, sub, pfx, hpfx = grp[(route.rr + k) % size]
+                if conn is skip:
+                    continue
+                if _deliver_limited(conn, sub, pfx, hpfx, has_hdr, pieces, nbytes):
+                    count += 1
+                    break
+    if route.internal and depth < MAX_IMPORT_DEPTH:
+        for sub in route.internal:
+            count += _deliver_import(acc, sub, src, subject, has_hdr, pieces, nbytes, depth)
+    if count:
+        server = src.server
+        server.out_msgs += n * count
+        server.out_bytes += nbytes * count
+    elif src.no_responders:
+        _no_responders(src, subject, has_hdr, pieces)
+    return count
+
+
+def deliver_msg(acc: Account, src: Any, subject: bytes, reply: bytes | None, hdr: bytes | None,
+                payload: bytes) -> int:
+    """Deliver one message built here (not cut from a read): the hub's own publishes, service import hops."""
+    size = len(payload) + (len(hdr) if hdr is not None else 0)
+    return deliver(acc, src, subject, hdr is not None, [encode_tail(reply, hdr, payload)], size)
+
+
+def deliver_as(acc: Account, src: Any, dest: bytes, subject: bytes, reply: bytes | None, hdr: bytes | None,
+               payload: bytes) -> int:
+    """A consumer delivery: to the subscribers of `dest`, written as `subject` (the stored message's subject, as
+    nats-server's deliver subject works). A leaf link gets `dest` with `@<subject>` after the reply, which
+    nats-server peers map back. Internal subscriptions are not delivered to."""
+    r = acc.sublist.match(dest)
+    if not r:
+        return 0
+    size = len(payload) + (len(hdr) if hdr is not None else 0)
+    route = Route(r, dest, subject)
+    return deliver_route(acc, src, route, dest, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0, None)
+
+
+def _size(piece: bytes, has_hdr: bool) -> int:
+    _, hdr, payload = decode_tail(piece, has_hdr)
+    return len(payload) + (len(hdr) if hdr is not None else 0)
+
+
+def _deliver_each(acc: Account, src: Any, route: Route, subject: bytes, has_hdr: bool, pieces: list[bytes],
+                  queues: tuple[bytes, ...] | list[bytes] | None, depth: int) -> int:
+    """Frame by frame: leaf links in queue groups, consumer deliveries to leafs.
+
+    A leaf gets one LMSG per frame naming every group it was picked for, so its plain subscribers see the
+    frame once and each named group delivers it once (nats-server processMsgResults).
+    """
+    count = 0
+    out_bytes = 0
+    skip = None if src.echo else src
+    for piece in pieces:
+        reply, hdr, payload = decode_tail(piece, has_hdr)
+        size = len(payload) + (len(hdr) if hdr is not None else 0)
+        to_leafs: dict[Any, list[bytes]] = {}
+        n = 0
+        for targets in (route.targets, route.limited):
+            for conn, sub, pfx, hpfx in targets:
+                if conn is skip:
+                    continue
+                if conn.is_leaf:
+                    to_leafs.setdefault(conn, [])
+                else:
+                    n += _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece], size)
+        for grp in route.queues:
+            qname = grp[0][1].queue
+            if queues is not None and qname not in queues:
+                continue
+            k_max = len(grp)
+            route.rr += 1
+            for k in range(k_max):
+                conn, sub, pfx, hpfx = grp[(route.rr + k) % k_max]
+                if conn is skip or conn.closed:
+                    continue
+                if conn.is_leaf:
+                    to_leafs.setdefault(conn, []).append(qname)  # type: ignore[arg-type]
+                elif not _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece], size):
+                    continue
+                else:
+                    n += 1
+                break
+        if to_leafs:
+            if reply and route.leaf_shown:
+                reply = reply + b"@" + route.shown  # type: ignore[operator]
+            for leaf, names in to_leafs.items():
+                if not leaf.closed:
+                    leaf.send_lmsg(subject, reply, names, hdr, payload)
+                    n += 1
+        if route.internal and depth < MAX_IMPORT_DEPTH:
+            for sub in route.internal:
+                n += _deliver_import(acc, sub, src, subject, has_hdr, [piece], size, depth)
+        count += n
+        out_bytes += n * size
+    if count:
+        src.server.out_msgs += count
+        src.server.out_bytes += out_bytes
+    elif src.no_responders:
+        _no_responders(src, subject, has_hdr, pieces)
+    return count
+
+
+def _deliver_limited(conn: Client, sub: Subscription, pfx: bytes, hpfx: bytes, has_hdr: bool,
+                     pieces: list[bytes], nbytes: int) -> int:
+    """One target, every rule checked: closing connections, UNSUB max, header stripping (queue members,
+    limited subscriptions and the frame-by-frame path; not the plain loop of deliver_route)."""
+    if conn.closed or sub.closed:
+        return 0
+    take = pieces
+    if sub.max is not None:
+        left = sub.max - sub.delivered
+        if left <= 0:
+            conn.remove_sub(sub)
+            return 0
+        if left < len(pieces):
+            take = pieces[:left]
+            nbytes = sum(_size(x, has_hdr) for x in take)
+    if has_hdr and not conn.headers:
+        _deliver_stripped(conn, sub, pfx, take)
+    else:
+        conn.enqueue((hpfx if has_hdr else pfx).join([b"", *take]))
+        conn.out_msgs += len(take)
+        conn.out_bytes += nbytes
+        sub.delivered += len(take)
+    if sub.max is not None and sub.delivered >= sub.max:
+        conn.remove_sub(sub)
+    return 1
+
+
+def _deliver_stripped(conn: Client, sub: Subscription, pfx: bytes, pieces: list[bytes]) -> None:
+    # nats-server strips the header block for clients that did not say headers:true.
+    for piece in pieces:
+        reply, _hdr, payload = decode_tail(piece, True)
+        conn.enqueue(pfx + encode_tail(reply, None, payload))
+        conn.out_msgs += 1
+        conn.out_bytes += len(payload)
+    sub.delivered += len(pieces)
+
+
+def _deliver_import(acc: Account, sub: Subscription, src: Any, subject: bytes, has_hdr: bool,
+                    pieces: list[bytes], nbytes: int, depth: int) -> int:
+    imp = sub.imported
+    if isinstance(imp, InternalHandler):
+        if sub.closed:
+            return 0
+        taken = 0
+        for piece in pieces:
+            reply, hdr, payload = decode_tail(piece, has_hdr)
+            # False: the handler does not serve this message (a direct get of a stream without allow_direct),
+            # so it must not count as a responder.
+            if imp.callback(src, subject, reply, hdr, payload) is not False:
+                taken = 1
+        return taken
+    if not isinstance(imp, ServiceImport):
+        # Stream import: same frames, subject mapped into the importing account.
+        return deliver(imp.dest, src, map_subject(imp.subject, imp.local, subject), has_hdr, pieces, nbytes,
+                       depth + 1)
+    mapped = map_subject(imp.local, imp.subject, subject)
+    delivered = 0
+    # As nats-server, a request crossing accounts carries the requesting account. We do not
+    # measure client round-trip times, so rtt is 0.
+    info = b'Nats-Request-Info: {"acc":"' + acc.name_b + b'","rtt":0}\r\n\r\n'
+    for piece in pieces:
+        reply, hdr, payload = decode_tail(piece, has_hdr)
+        if reply:
+            reply = imp.dest.add_response(acc, reply)
+        hdr = hdr[:-2] + info if hdr is not None else b"NATS/1.0\r\n" + info
+        size = len(payload) + len(hdr)
+        delivered += deliver(imp.dest, src, mapped, True, [encode_tail(reply, hdr, payload)], size, depth + 1)
+    return 1 if delivered else 0
+
+
+def _no_responders(src: Client, subject: bytes, has_hdr: bool, pieces: list[bytes]) -> None:
+    # As nats-server: a 503 status to the requester only, on its own subscription to the reply.
+    assert src.account is not None
+    for piece in pieces:
+        reply = decode_tail(piece, has_hdr)[0]
+        if not reply:
+            continue
+        for sub in src.account.sublist.match(reply).psubs:
+            if sub.conn is src:
+                hdr = b"NATS/1.0 503\r\nNats-Subject: " + subject + b"\r\n\r\n"
+                src.enqueue(b"HMSG %s %s %d %d\r\n%s\r\n" % (reply, sub.sid, len(hdr), len(hdr), hdr))
+                break

@@ -1,0 +1,320 @@
+"""The hub's reader: edge.proto.Parser plus next_batch(), which cuts a whole read into runs of frames.
+
+The device parser (edge/proto.py) yields one event per operation; that costs a tuple and a dispatch per
+message, which a pure-Python hub cannot afford at nats-server's rates (shared/perf/PURE-PYTHON-CEILING.md,
+section 6). next_batch() returns every complete operation of the buffer as a list, where consecutive
+message frames to one subject become one run:
+
+    (OP_PUB_RUN, subject, has_hdr, pieces, nbytes)
+
+Each piece is the frame's tail as it sits in the read buffer, " [reply] [hlen] size\\r\\n<hdr><payload>\\r\\n",
+so b"MSG <subject> <sid>" + piece (or b"LMSG <subject>" + piece) is the frame a subscriber gets: delivery
+(host/delivery.py) prepends a cached prefix and never formats a message. nbytes sums the frames' sizes.
+
+Which frames make runs depends on the peer: PUB/HPUB from a client, LMSG/HMSG without queue names from a
+leaf link (a frame naming queue groups is an OP_LMSG event, as next_event() gives it). Routes and gateways
+will add their RMSG forms here. Anything else (and any line that is not in canonical form: lower case,
+tabs, extra spaces) goes through Parser._control(), so both methods accept and refuse exactly the same
+input with the same errors (tests/unit/test_hub_parser.py holds them to that).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge.proto import (
+    CRLF,
+    ERR_UNKNOWN_OP,
+    KIND_CLIENT,
+    KIND_LEAF,
+    MAX_CONTROL_LINE,
+    MAX_PAYLOAD,
+    NEED_DATA,
+    Parser,
+    RemoteProtocolError,
+)
+
+OP_PUB_RUN = 17  # after edge.proto's op numbers
+LINE_CACHE_MAX = 4096  # parsed reply-less lines kept (a repeated line costs one dict lookup)
+PLANS_MAX = 4096  # delivery plans a connection keeps (Client.plans), then they are rebuilt as needed
+
+# The message verbs each peer sends as runs: (plain, with headers).
+_RUN_VERBS = {
+    KIND_CLIENT: (b"PUB", b"HPUB"),
+    KIND_LEAF: (b"LMSG", b"HMSG"),
+}
+
+
+class HubParser(Parser):
+    def __init__(self, kind: int, max_control_line: int = MAX_CONTROL_LINE,
+                 max_payload: int | None = MAX_PAYLOAD) -> None:
+        super().__init__(kind, max_control_line, max_payload)
+        self._verbs_run = _RUN_VERBS.get(kind)
+        self._link = kind != KIND_CLIENT  # on a link, "+" and "|" after the subject start queue names
+        self._max_size = max_payload if max_payload is not None else 1 << 62
+        # raw reply-less line -> (subject, has_hdr, size, tail, None), tail = offset of " size" in the line
+        self._lines: dict[bytes, tuple[bytes, bool, int, int, bytes | None]] = {}
+        # Delivery plans, kept by the router (host/delivery.py Plan): subject -> an object whose `targets` (and
+        # `htargets` for frames with headers; None: not for those) list (output list, prefix) pairs. A run to such
+        # a subject is delivered here: each target's output list gets prefix + piece. The plan counts what it
+        # carried in msgs/bytes and is listed in `used` when it starts counting; the router settles the counts.
+        # Runs are only delivered here while no event came before them in the batch, so order is kept.
+        self.plans: dict[bytes, Any] = {}
+        self.used: list[Any] = []
+        # Subjects nobody listens to (the router's, Account.no_interest). A reply-less frame to one of them is
+        # only counted, in dropped/dropped_bytes, and makes no event.
+        self.drop: dict[bytes, bool] = {}
+        self.drop_replies = False  # also skip frames with a reply (the peer wants no 503 statuses)
+        self.dropped = 0
+        self.dropped_bytes = 0
+
+    def next_batch(self) -> list[tuple]:
+        """Every complete operation in the buffer, as a list, message frames merged into runs; runs whose subject
+        has a plan are delivered on the spot instead (see `plans`). Errors are raised after the operations before
+        them were returned, so the caller acts on those first."""
+        if self.error:
+            raise self.error
+        out: list[tuple] = []
+        try:
+            self._batch(out)
+        except RemoteProtocolError as e:
+            self.error = e
+            if not out:
+                raise
+        return out
+
+    def _batch(self, out: list[tuple]) -> None:
+        # The hot loop of the hub: every statement here runs once per message, so it makes no Python calls on
+        # the common paths. A frame costs one find, one slice, one dict lookup (or, for a new line inside a run,
+        # the tail parse below), two index checks and one slice for the piece; a run with a plan then one dict
+        # lookup and, per target, the appends of prefix and piece (or of one join for a longer run).
+        buf = self._buf
+        pos = self._pos
+        n = len(buf)
+        lines = self._lines
+        get = lines.get
+        plans = self.plans
+        used = self.used
+        drop = self.drop
+        drop_replies = self.drop_replies
+        dropped = dropped_bytes = 0
+        find = buf.find
+        verbs = self._verbs_run
+        run_verb = verbs[0] + b" " if verbs is not None else None
+        limit = self._line_limit + (len(run_verb) + 1 if run_verb is not None else 0)
+        max_size = self._max_size
+        link = self._link
+        sizes = _SIZES
+        direct = True  # runs may be delivered on the spot: no event is before them in this batch
+        settled = True  # interest is as the router left it: no operation (SUB...) is before this point
+        run_subj = None  # subject of the open run (None: no run open)
+        run_hdr = False
+        last_subj = None  # subject of the last frame without headers (None: the last had headers)
+        last_head = None  # b"PUB <last_subj> ", made when a new line needs it
+        line_len = 0  # length of the last line
+        pieces: list[bytes] = []
+        nbytes = 0
+        try:
+            awaiting = self._await is not None
+            while True:
+                if awaiting:
+                    awaiting = False
+                    ev = self._next()
+                    pos = self._pos
+                    subj = None
+                    stop = ev is NEED_DATA
+                else:
+                    # The line: most lines are as long as the one before (same subject, size digits), so try
+                    # that length first; a line whose end is there is a cached one when the lookup hits.
+                    i = pos + line_len
+                    if i < n and buf[i] == 10:
+                        line = buf[pos:i]
+                        hit = get(line)
+                        if hit is None and 10 in line:
+                            i = find(b"\n", pos)
+                            line = buf[pos:i]
+                            line_len = i - pos
+                            hit = get(line)
+                    else:
+                        i = find(b"\n", pos)
+                        if i >= 0:
+                            line = buf[pos:i]
+                            line_len = i - pos
+                            hit = get(line)
+                    if i < 0:
+                        self._pos = pos
+                        ev = self._need_data(n - pos)
+                        subj = None
+                        stop = True
+                    else:
+                        if hit is None and last_subj is not None and buf[i - 1] == 13:
+                            # A new line after a plain frame (a reply per frame): is it to the same subject? Then
+                            # only " reply size" is left to read. (`9 in`: a tab, which separates like a space.)
+                            if last_head is None:
+                                last_head = run_verb + last_subj + b" "  # type: ignore[operator]
+                            if line.startswith(last_head) and 9 not in line:
+                                reply, _, sz = line[len(last_head) : -1].rpartition(b" ")
+                                size = sizes.get(sz)
+                                if size is None:
+                                    size = size_of(sz)
+                                if reply and size is not None and 32 not in reply and len(line) <= limit and \
+                                        size <= max_size and not (link and (reply == b"+" or reply == b"|")):
+                                    hit = (last_subj, False, size, len(last_head) - 1, reply)
+                        if hit is None:
+                            hit = self._message_line(line) if verbs is not None else None
+                            if hit is None:
+                                # Anything else: the general path, one event.
+                                self._pos = i + 1
+                                ev = self._control(line)
+                                pos = self._pos
+                                if ev is None:
+                                    awaiting = True  # a payload follows; read at the top of the loop
+                                    continue
+                                subj = None
+                                stop = False
+                            elif hit[4] is None:
+                                if len(lines) >= LINE_CACHE_MAX:
+                                    lines.clear()
+                                lines[line] = hit
+                        if hit is not None:
+                            subj, has_hdr, size, tail, reply = hit
+                            end = i + 1 + size
+                            if end + 2 > n:
+                                # Payload incomplete: stop before this line; it is a cache hit next time.
+                                if self._eof:
+                                    raise RemoteProtocolError("peer closed mid-frame")
+                                ev = subj = None
+                                stop = True
+                            elif buf[end] != 13 or buf[end + 1] != 10:
+                                raise RemoteProtocolError("payload not followed by CRLF", ERR_UNKNOWN_OP)
+                            elif subj == run_subj and has_hdr == run_hdr:
+                                pieces.append(buf[pos + tail : end + 2])
+                                nbytes += size
+                                pos = end + 2
+                                continue
+                            elif drop and settled and subj in drop and (reply is None or drop_replies):
+                                # (Only before any operation: a SUB earlier in this batch may have made interest.)
+                                if subj is not last_subj:
+                                    last_subj = None if has_hdr else subj
+                                    last_head = None
+                                dropped += 1
+                                dropped_bytes += size
+                                pos = end + 2
+                                continue
+                            else:
+                                ev = None
+                                stop = False
+                # The open run ends here: deliver it by its plan, or hand it on as an event.
+                if run_subj is not None:
+                    plan = plans.get(run_subj) if direct else None
+                    targets = None if plan is None else plan.htargets if run_hdr else plan.targets
+                    if targets is not None:
+                        if len(pieces) == 1:
+                            piece = pieces[0]
+                            for o, pfx in targets:
+                                o.append(pfx)
+                                o.append(piece)
+                        else:
+                            parts = [b"", *pieces]
+                            for o, pfx in targets:
+                                o.append(pfx.join(parts))
+                        if not plan.msgs:
+                            used.append(plan)
+                        plan.msgs += len(pieces)
+                        plan.bytes += nbytes
+                    else:
+                        out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
+                        direct = False
+                    run_subj = None
+                if subj is not None:
+                    if subj is not last_subj:
+                        last_subj = None if has_hdr else subj
+                        last_head = None
+                    run_subj = subj
+                    run_hdr = has_hdr
+                    pieces = [buf[pos + tail : end + 2]]
+                    nbytes = size
+                    pos = end + 2
+                    continue
+                if ev is not None:
+                    out.append(ev)
+                    direct = settled = False
+                if stop:
+                    break
+        finally:
+            # Also on an error: the frames before the bad bytes are returned first.
+            self.dropped += dropped
+            self.dropped_bytes += dropped_bytes
+            if run_subj is not None:
+                out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
+            self._pos = pos
+
+    def _message_line(self, line: bytes) -> tuple[bytes, bool, int, int, bytes | None] | None:
+        """A canonical message line this peer sends in runs -> (subject, has_hdr, size, tail, reply), or None: the
+        line is something else or not canonical, and Parser._control gives its event or its error."""
+        if line[-1:] != b"\r" or 9 in line:  # 9: a tab, which separates like a space
+            return None
+        parts = line[:-1].split(b" ")
+        np = len(parts)
+        verb = parts[0]
+        plain, with_hdr = self._verbs_run  # type: ignore[misc]
+        if verb == plain:
+            extra = np - 3
+            hs = None
+        elif verb == with_hdr and np >= 4:
+            extra = np - 4
+            hs = parts[-2]
+            if size_of(hs) is None:
+                return None
+        else:
+            return None
+        if extra == 0:
+            reply = None
+        elif extra == 1:
+            reply = parts[2]
+            if not reply or (self._link and (reply == b"+" or reply == b"|")):
+                return None  # an empty token (two spaces), or a link's queue names follow
+        else:
+            return None
+        subj = parts[1]
+        size = size_of(parts[-1])
+        if not subj or size is None:
+            return None
+        if size > self._max_size or (hs is not None and int(hs) > size):
+            return None
+        if len(line) - len(verb) - 2 > self._line_limit:
+            return None  # Parser._control reports the control-line limit
+        return (subj, hs is not None, size, len(verb) + 1 + len(subj), reply)
+
+
+_SIZES: dict[bytes, int] = {}  # size token -> value: sizes repeat, and a lookup is cheaper than checks and int()
+
+
+def size_of(token: bytes) -> int | None:
+    """A size field's value, or None when it is not 1-9 digits (nats-server parseSize)."""
+    size = _SIZES.get(token)
+    if size is None and token.isdigit() and len(token) < 10:
+        if len(_SIZES) >= LINE_CACHE_MAX:
+            _SIZES.clear()
+        size = _SIZES[token] = int(token)
+    return size
+
+
+def encode_tail(reply: bytes | None, hdr: bytes | None, payload: bytes) -> bytes:
+    """The tail of a message frame after the subject (and sid): a piece as next_batch() yields it."""
+    r = b" " + reply if reply else b""
+    if hdr is None:
+        return r + b" %d\r\n" % len(payload) + payload + CRLF
+    return r + b" %d %d\r\n" % (len(hdr), len(hdr) + len(payload)) + hdr + payload + CRLF
+
+
+def decode_tail(piece: bytes, has_hdr: bool) -> tuple[bytes | None, bytes | None, bytes]:
+    """A piece back into (reply, hdr, payload); pieces come from this parser, so they are well formed."""
+    i = piece.find(CRLF)
+    words = piece[:i].split()
+    reply = words[0] if len(words) == (3 if has_hdr else 2) else None
+    body = piece[i + 2 : -2]
+    if has_hdr:
+        hlen = int(words[-2])
+        return reply, body[:hlen], body[hlen:]
+    return reply, None, body
