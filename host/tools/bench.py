@@ -52,8 +52,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-SCENARIOS: tuple[str, ...] = ("pub", "pubsub1", "pubsub4", "reqrep", "js_sync", "js_async", "kv_put", "kv_get", "idle")
+SCENARIOS: tuple[str, ...] = (
+    "pub", "pubsub1", "pubsub4", "reqrep", "leaf1", "leaf4", "js_sync", "js_async", "kv_put", "kv_get", "idle"
+)
 JS_SCENARIOS: tuple[str, ...] = ("js_sync", "js_async", "kv_put", "kv_get")  # host/tools/bench_js.py
+LEAF_SCENARIOS: tuple[str, ...] = ("leaf1", "leaf4")  # host/tools/bench_leaf.py; --compare only
 SUBSCRIBERS: dict[str, int] = {"pub": 0, "pubsub1": 1, "pubsub4": 4}
 # Subscriptions used by the pubsub scenarios: every one of them matches every published subject
 # (bench.s.0 .. bench.s.7), but they exercise different wildcard shapes in the server's subject tree.
@@ -1295,6 +1298,8 @@ METRICS: dict[str, list[tuple[str, str, str]]] = {
     "pubsub1": [("msgs_per_s", "msg/s", "higher")],
     "pubsub4": [("msgs_per_s", "msg/s", "higher")],
     "reqrep": [("p50_us", "p50 us", "lower"), ("p99_us", "p99 us", "lower")],
+    "leaf1": [("msgs_per_s", "msg/s", "higher")],
+    "leaf4": [("msgs_per_s", "msg/s", "higher")],
     "js_sync": [("msgs_per_s", "msg/s", "higher"), ("p50_us", "p50 us", "lower")],
     "js_async": [("msgs_per_s", "msg/s", "higher")],
     "kv_put": [("msgs_per_s", "put/s", "higher"), ("p50_us", "p50 us", "lower")],
@@ -1315,7 +1320,7 @@ def _cases(cfg: BenchConfig) -> list[tuple[str, int | None]]:
 
 def _describe(label: str, scen: str, size: int | None, run: int, cfg: BenchConfig, m: dict[str, Any]) -> str:
     what = f"[{label}] {scen}" + (f" {size}B" if size else "") + f" run {run + 1}/{cfg.runs}: "
-    if scen in SUBSCRIBERS:
+    if scen in SUBSCRIBERS or scen in LEAF_SCENARIOS:
         s = f"{fmt_rate(m['msgs_per_s'])} msg/s, publisher cpu {m['publisher_cpu']:.0%}"
         if "subscriber_cpu" in m:
             s += f", max subscriber cpu {m['subscriber_cpu']:.0%}"
@@ -1425,6 +1430,9 @@ def run_suite(
     if server_pid is None and "idle" in cfg.scenarios:
         log("idle: skipped (needs the server PID: use --compare or --server-pid)")
         cfg = replace(cfg, scenarios=[s for s in cfg.scenarios if s != "idle"])
+    if any(s in LEAF_SCENARIOS for s in cfg.scenarios):
+        log("leaf1, leaf4: skipped (they need a leafnode port: use --compare)")
+        cfg = replace(cfg, scenarios=[s for s in cfg.scenarios if s not in LEAF_SCENARIOS])
     results: list[dict[str, Any]] = []
     for scen, size in _cases(cfg):
         if scen == "idle":
@@ -1463,7 +1471,7 @@ def run_compare(
     def order(run: int) -> list[str]:  # ABBA-style alternation so drift does not favour one side
         return labels if run % 2 == 0 else labels[::-1]
 
-    net = [(s, z) for s, z in _cases(cfg) if s != "idle"]
+    net = [(s, z) for s, z in _cases(cfg) if s != "idle" and s not in LEAF_SCENARIOS]
     if net:
         servers: dict[str, ServerProcess] = {}
         try:
@@ -1489,6 +1497,10 @@ def run_compare(
         finally:
             for srv in servers.values():
                 srv.stop()
+    if any(s in LEAF_SCENARIOS for s in cfg.scenarios):
+        from host.tools.bench_leaf import run_compare_leaf
+
+        results += run_compare_leaf(cfg, cmds, log)
     if "idle" in cfg.scenarios:
         # a fresh server per idle run: freed memory a runtime keeps around would hide the growth otherwise
         for run in range(cfg.runs):
