@@ -48,6 +48,7 @@ from host.tools import bench_edge, bench_forward
 from host.tools.bench_js import run_js
 from host.tools.benchlib import (
     JS_SCENARIOS,
+    LEAF_SCENARIOS,
     LOCALHOST,
     NOISY_CPU,
     SCENARIOS,
@@ -979,6 +980,8 @@ METRICS: dict[str, list[tuple[str, str, str]]] = {
     "pubsub1": [("msgs_per_s", "msg/s", "higher")],
     "pubsub4": [("msgs_per_s", "msg/s", "higher")],
     "reqrep": [("p50_us", "p50 us", "lower"), ("p99_us", "p99 us", "lower")],
+    "leaf1": [("msgs_per_s", "msg/s", "higher")],
+    "leaf4": [("msgs_per_s", "msg/s", "higher")],
     "js_sync": [("msgs_per_s", "msg/s", "higher"), ("p50_us", "p50 us", "lower")],
     "js_async": [("msgs_per_s", "msg/s", "higher")],
     "kv_put": [("msgs_per_s", "put/s", "higher"), ("p50_us", "p50 us", "lower")],
@@ -999,7 +1002,7 @@ def _cases(cfg: BenchConfig) -> list[tuple[str, int | None]]:
 
 def _describe(label: str, scen: str, size: int | None, run: int, cfg: BenchConfig, m: dict[str, Any]) -> str:
     what = f"[{label}] {scen}" + (f" {size}B" if size else "") + f" run {run + 1}/{cfg.runs}: "
-    if scen in SUBSCRIBERS:
+    if scen in SUBSCRIBERS or scen in LEAF_SCENARIOS:
         s = f"{fmt_rate(m['msgs_per_s'])} msg/s, publisher cpu {m['publisher_cpu']:.0%}"
         if "subscriber_cpu" in m:
             s += f", max subscriber cpu {m['subscriber_cpu']:.0%}"
@@ -1109,6 +1112,9 @@ def run_suite(
     if server_pid is None and "idle" in cfg.scenarios:
         log("idle: skipped (needs the server PID: use --compare or --server-pid)")
         cfg = replace(cfg, scenarios=[s for s in cfg.scenarios if s != "idle"])
+    if any(s in LEAF_SCENARIOS for s in cfg.scenarios):
+        log("leaf1, leaf4: skipped (they need a leafnode port: use --compare)")
+        cfg = replace(cfg, scenarios=[s for s in cfg.scenarios if s not in LEAF_SCENARIOS])
     results: list[dict[str, Any]] = []
     for scen, size in _cases(cfg):
         if scen == "idle":
@@ -1147,7 +1153,7 @@ def run_compare(
     def order(run: int) -> list[str]:  # ABBA-style alternation so drift does not favour one side
         return labels if run % 2 == 0 else labels[::-1]
 
-    net = [(s, z) for s, z in _cases(cfg) if s != "idle"]
+    net = [(s, z) for s, z in _cases(cfg) if s != "idle" and s not in LEAF_SCENARIOS]
     if net:
         servers: dict[str, ServerProcess] = {}
         try:
@@ -1173,6 +1179,10 @@ def run_compare(
         finally:
             for srv in servers.values():
                 srv.stop()
+    if any(s in LEAF_SCENARIOS for s in cfg.scenarios):
+        from host.tools.bench_leaf import run_compare_leaf
+
+        results += run_compare_leaf(cfg, cmds, log)
     if "idle" in cfg.scenarios:
         # a fresh server per idle run: freed memory a runtime keeps around would hide the growth otherwise
         for run in range(cfg.runs):

@@ -26,8 +26,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-SCENARIOS: tuple[str, ...] = ("pub", "pubsub1", "pubsub4", "reqrep", "js_sync", "js_async", "kv_put", "kv_get", "idle")
+SCENARIOS: tuple[str, ...] = (
+    "pub", "pubsub1", "pubsub4", "reqrep", "leaf1", "leaf4", "js_sync", "js_async", "kv_put", "kv_get", "idle"
+)
 JS_SCENARIOS: tuple[str, ...] = ("js_sync", "js_async", "kv_put", "kv_get")  # host/tools/bench_js.py
+LEAF_SCENARIOS: tuple[str, ...] = ("leaf1", "leaf4")  # host/tools/bench_leaf.py; --compare only
 PAYLOAD_ALPHABET = b"abcdefghijklmnopqrstuvwxyz0123456789"
 LISTENING_LINE = b"Listening for client connections on"
 LOCALHOST = "127.0.0.1"
