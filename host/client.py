@@ -260,14 +260,12 @@ class Client(asyncio.Protocol):
         server = self.server
         try:
             events = p.next_batch()
-        except RemoteProtocolError as e:
-            self.protocol_error(e)
-            server.flush_dirty()
-            return
+        except RemoteProtocolError:
+            events = []  # p.error holds it, handled below after what came before it
         server.reading = self
         n_in = b_in = 0
         if p.used:
-            n_in, b_in = settle(p.used, server)
+            n_in, b_in = settle(p.used, server)  # frames the parser delivered itself
         if p.dropped:
             n_in += p.dropped
             b_in += p.dropped_bytes

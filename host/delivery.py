@@ -106,6 +106,7 @@ class Route:
                     continue
                 if s.conn.is_leaf:
                     self.leaf_queues = True
+                    self.leaf_shown = written != subject
                     members.extend([(s.conn, s, b"LMSG " + subject, b"HMSG " + subject)] * min(s.weight, 64))
                 elif not _denied(s, subject):
                     members.append((s.conn, s, b"MSG " + written + b" " + s.sid, b"HMSG " + written + b" " + s.sid))

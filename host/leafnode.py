@@ -219,14 +219,12 @@ class Leaf(Client):
         server = self.server
         try:
             events = p.next_batch()
-        except RemoteProtocolError as e:
-            self.protocol_error(e)
-            server.flush_dirty()
-            return
+        except RemoteProtocolError:
+            events = []  # p.error holds it, handled below after what came before it
         server.reading = self
         n_in = b_in = 0
         if p.used:
-            n_in, b_in = settle(p.used, server)
+            n_in, b_in = settle(p.used, server)  # frames the parser delivered itself
         for ev in events:
             if ev[0] == OP_PUB_RUN and self.connected:
                 # LMSG/HMSG frames that name no queue group: plain subscribers only (processInboundLeafMsg).
