@@ -112,6 +112,7 @@ class HubParser(Parser):
         last_subj = None  # subject of the last frame without headers (None: the last had headers)
         last_head = None  # b"PUB <last_subj> ", made when a new line needs it
         line_len = 0  # length of the last line
+        tails = False  # the last line was read from its tail (see below)
         pieces: list[bytes] = []
         nbytes = 0
         try:
@@ -129,7 +130,7 @@ class HubParser(Parser):
                     i = pos + line_len
                     if i < n and buf[i] == 10:
                         line = buf[pos:i]
-                        hit = get(line)
+                        hit = None if tails else get(line)
                         if hit is None and 10 in line:
                             i = find(b"\n", pos)
                             line = buf[pos:i]
@@ -160,8 +161,9 @@ class HubParser(Parser):
                                 if reply and size is not None and 32 not in reply and len(line) <= limit and \
                                         size <= max_size and not (link and (reply == b"+" or reply == b"|")):
                                     hit = (last_subj, False, size, len(last_head) - 1, reply)
+                            tails = hit is not None  # the next line is likely one too: read it this way first
                         if hit is None:
-                            hit = self._message_line(line) if verbs is not None else None
+                            hit = get(line) or (self._message_line(line) if verbs is not None else None)
                             if hit is None:
                                 # Anything else: the general path, one event.
                                 self._pos = i + 1
