@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from host.tools import bench, bench_leaf
+from host.tools import bench, bench_leaf, benchlib
 
 
 def test_leaf_batches_are_lmsg_frames_of_the_core_mix() -> None:
     epoch = bytearray(b"00000000")
-    cfg = bench.BenchConfig(mix=bench.LoadMix(batch_bytes=32 * 1024))
-    batch = bench_leaf.leaf_batches(128, cfg, 1, "l0b", epoch)[0]
+    batch = benchlib.build_batches(128, benchlib.LoadMix(batch_bytes=32 * 1024), 1, "l0b", epoch, b"LMSG")[0]
     data = b"".join(batch.parts)
     assert b"PUB " not in data and data.count(b"LMSG ") == batch.msgs
     assert batch.nbytes == len(data) - len(b"PING\r\n")

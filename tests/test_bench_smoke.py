@@ -54,7 +54,7 @@ def test_msg_counter_handles_arbitrary_chunking() -> None:
                 reply = b" bench.r.p0b1.0000000a.%x" % rng.randrange(999) if rng.random() < 0.3 else b""
                 stream += b"MSG bench.s.%d %d%s %d\r\n" % (rng.randrange(8), 1, reply, n) + pool[:n] + b"\r\n"
                 msgs += 1
-        counter = bench.MsgCounter()
+        counter = benchlib.MsgCounter()
         seen_pings = pos = 0
         buf = bytearray(64)
         while pos < len(stream):
@@ -66,12 +66,12 @@ def test_msg_counter_handles_arbitrary_chunking() -> None:
         assert seen_pings == pings
     with pytest.raises(benchlib.BenchError, match="Slow Consumer"):
         data = bytearray(b"MSG a 1 1\r\nx\r\n-ERR 'Slow Consumer Detected'\r\n")
-        bench.MsgCounter().feed(data, len(data))
+        benchlib.MsgCounter().feed(data, len(data))
 
 
 def test_load_mix_is_varied_and_protocol_safe() -> None:
     epoch = bytearray(b"00000000")
-    batches = bench.build_batches(128, benchlib.LoadMix(batch_bytes=64 * 1024), 1, "p0b", epoch)
+    batches = benchlib.build_batches(128, benchlib.LoadMix(batch_bytes=64 * 1024), 1, "p0b", epoch)
     first = b"".join(batches[0].parts)
     epoch[:] = b"00000001"
     second = b"".join(batches[0].parts)

@@ -17,7 +17,7 @@ processes, so the GIL never serialises publisher and subscribers:
   bounds what the server has buffered from us.  With subscribers present there is also an end-to-end credit
   window (``--window-mb``): the publisher stalls while (published - slowest subscriber's count) exceeds it, so
   a fast publisher cannot get a subscriber cut off as a slow consumer.
-* subscribers read big chunks and count MSG frames with ``bytearray.count`` (see `MsgCounter`): payloads,
+* subscribers read big chunks and count MSG frames with ``bytearray.count`` (see `benchlib.MsgCounter`): payloads,
   subjects and reply subjects are lowercase alphanumerics and dots, so an upper-case ``M`` can only be the
   first letter of a ``MSG`` line or sit inside an INFO line's JSON, which is excluded.
 * throughput is counted at the subscriber side over ``--duration`` seconds after ``--warmup``; for ``pub``
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import multiprocessing
 import os
 import random
 import resource
@@ -38,26 +37,29 @@ import socket
 import statistics
 import sys
 import time
-import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
+from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
 from host.tools import bench_edge, bench_forward
 from host.tools.bench_js import run_js
+from host.tools.bench_leaf import run_compare_leaf
 from host.tools.benchlib import (
     JS_SCENARIOS,
     LEAF_SCENARIOS,
     LOCALHOST,
     NOISY_CPU,
     SCENARIOS,
+    SUB_SUBJECTS,
+    SUBSCRIBERS,
     BenchConfig,
     BenchError,
     Endpoint,
     LoadMix,
     ServerProcess,
-    check_err,
+    WorkerSpec,
     comma_list,
     connect_frame,
     default_hub_cmd,
@@ -65,111 +67,30 @@ from host.tools.benchlib import (
     find_nats_server,
     fmt_rate,
     jitter_size,
-    machine_cpu_jiffies,
+    mp_context,
     nats_connect,
     nats_server_version,
     parse_url,
     payload_pool,
-    proc_cpu_seconds,
     proc_rss_kib,
     progress_log,
+    publisher,
+    record_run,
     recv_more,
     run_and_report,
+    run_workers,
+    scenario_sizes,
+    sleep_until,
+    subscriber,
     wait_pong,
+    window_metrics,
 )
 
-SUBSCRIBERS: dict[str, int] = {"pub": 0, "pubsub1": 1, "pubsub4": 4}
-# Subscriptions used by the pubsub scenarios: every one of them matches every published subject
-# (bench.s.0 .. bench.s.7), but they exercise different wildcard shapes in the server's subject tree.
-SUB_SUBJECTS: tuple[bytes, ...] = (b"bench.s.*", b"bench.>", b"bench.*.*", b"bench.s.*")
 REQ_SUBJECT_SUB = b"bench.req.*"
 REPLY_SUBJECT_SUB = b"bench.rep.*"
-MAX_PINGS_OUT = 8
-RECV_CHUNK = 256 * 1024
-READY_TIMEOUT = 30.0
-
-
-
-
-# --------------------------------------------------------------------------------------------- configuration
-
-
-
-
-
-
-
-
-
-
-# ------------------------------------------------------------------------------------------ protocol helpers
-
-
-
-
-
-
-
-
-
-
 
 
 # ------------------------------------------------------------------------------------------ load generation
-
-
-@dataclass
-class Batch:
-    parts: list[bytes | bytearray]  # static segments interleaved with the shared epoch bytearray
-    msgs: int
-    nbytes: int
-    payload_bytes: int
-
-
-
-
-
-
-def build_batches(size: int, mix: LoadMix, seed: int, tag: str, epoch: bytearray) -> list[Batch]:
-    """Pre-build `mix.batches` distinct batches of PUB frames (each ending with a PING).
-
-    Frames with a reply subject get ``bench.r.<tag><batch>.<epoch>.<seq>``; `epoch` is one shared bytearray
-    referenced from every such frame, so the sender makes the whole run's reply subjects unique by bumping it
-    once per pass and re-joining the parts (a C-level join, ~10 ns per frame).
-    """
-    rng = random.Random(seed)
-    pool = payload_pool(rng, 65536 + 2 * size + 64)
-    batches = []
-    for b in range(mix.batches):
-        parts: list[bytes | bytearray] = []
-        cur = bytearray()
-        msgs = nbytes = payload = 0
-        prefix = b"bench.r.%s%x." % (tag.encode(), b)
-        while nbytes < mix.batch_bytes:
-            subj = b"bench.s.%d" % rng.randrange(mix.subjects)
-            n = jitter_size(rng, size, mix)
-            off = rng.randrange(len(pool) - n)
-            if rng.random() < mix.reply_fraction:
-                head = b"PUB %s %s" % (subj, prefix)
-                rest = b".%x %d\r\n" % (msgs, n)
-                cur += head
-                parts.append(bytes(cur))
-                parts.append(epoch)
-                cur = bytearray(rest)
-                flen = len(head) + len(epoch) + len(rest)
-            else:
-                head = b"PUB %s %d\r\n" % (subj, n)
-                cur += head
-                flen = len(head)
-            cur += pool[off : off + n]
-            cur += b"\r\n"
-            nbytes += flen + n + 2
-            msgs += 1
-            payload += n
-        cur += b"PING\r\n"
-        parts.append(bytes(cur))
-        batches.append(Batch(parts, msgs, nbytes, payload))
-    return batches
 
 
 def request_frames(size: int, mix: LoadMix, seed: int, count: int = 512) -> list[tuple[bytes, bytes]]:
@@ -184,270 +105,6 @@ def request_frames(size: int, mix: LoadMix, seed: int, count: int = 512) -> list
 
 
 # ---------------------------------------------------------------------------------------------- worker side
-
-Timing = tuple[float, float, float]  # (t_go, t_start, t_end), time.monotonic() values shared by all processes
-
-
-def _sleep_until(t: float) -> None:
-    while True:
-        d = t - time.monotonic()
-        if d <= 0:
-            return
-        time.sleep(min(d, 0.05))
-
-
-def _worker_main(target: Callable[..., dict[str, Any]], ctl: Connection, *args: Any) -> None:
-    try:
-        result = target(ctl, *args)
-        ctl.send(("done", result))
-    except BaseException as exc:  # report everything to the orchestrator, which turns it into a BenchError
-        try:
-            ctl.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"))
-        except OSError:
-            pass
-    finally:
-        ctl.close()
-
-
-def _keep_big_allocations_in_heap() -> None:
-    """Stop glibc from mmap()/munmap()ing every joined batch (page faults cost more than the join itself)."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None)
-        libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD (glibc's maximum)
-    except (OSError, AttributeError):
-        pass  # not glibc: slower, still correct
-
-
-class PongTracker:
-    """Counts PONGs arriving on a publisher connection (which receives nothing else of volume)."""
-
-    def __init__(self, sock: socket.socket, buf: bytearray) -> None:
-        self.sock = sock
-        self.buf = buf
-        self.outstanding = 0
-
-    def wait_below(self, limit: int) -> None:
-        while self.outstanding > limit:
-            self._read()
-
-    def _read(self) -> None:
-        data = self.sock.recv(65536)
-        if not data:
-            raise BenchError("server closed the publisher connection")
-        self.buf += data
-        check_err(self.buf)
-        end = self.buf.rfind(b"\r\n")
-        if end < 0:
-            return
-        done = self.buf[: end + 2]
-        self.outstanding -= done.count(b"PONG\r\n")
-        pings = done.count(b"PING\r\n")
-        if pings:
-            self.sock.sendall(b"PONG\r\n" * pings)
-        del self.buf[: end + 2]
-
-
-def _publisher(
-    ctl: Connection,
-    ep: Endpoint,
-    idx: int,
-    size: int,
-    cfg: BenchConfig,
-    published: Any,
-    delivered: Any,
-    nsubs: int,
-) -> dict[str, Any]:
-    _keep_big_allocations_in_heap()
-    epoch = bytearray(b"%08x" % 0)
-    batches = build_batches(size, cfg.mix, cfg.seed * 7919 + idx * 131 + size, f"p{idx}b", epoch)
-    frames = sum(b.msgs for b in batches)
-    mean_frame = sum(b.nbytes for b in batches) / frames
-    mean_payload = sum(b.payload_bytes for b in batches) / frames
-    # credit window in messages; subscribers receive MSG frames slightly bigger than our PUB frames
-    window_msgs = max(2 * max(b.msgs for b in batches), int(cfg.window_bytes / (mean_frame + 8)))
-    sock, buf = nats_connect(ep, f"bench-pub-{idx}")
-    sock.settimeout(30.0)
-    pongs = PongTracker(sock, buf)
-    ctl.send(("ready", {"mean_payload": mean_payload, "mean_frame": mean_frame}))
-    t_go, t_start, t_end = ctl.recv()
-    _sleep_until(t_go)
-    sent = 0
-    cycle = 0
-    measuring = False
-    t0 = t1 = 0.0
-    sent0 = 0
-    cpu0 = 0.0
-    credit_waits = 0.0
-    grace = t_end + 10.0
-    while True:
-        cycle += 1
-        epoch[:] = b"%08x" % (cycle & 0xFFFFFFFF)
-        for batch in batches:
-            data = b"".join(batch.parts)
-            if nsubs and sum(published) - min(delivered[:nsubs]) > window_msgs:
-                w0 = now = time.monotonic()
-                while sum(published) - min(delivered[:nsubs]) > window_msgs:
-                    now = time.monotonic()
-                    if measuring and now >= t_end:
-                        break  # measurement is over; do not wait for the window to reopen
-                    if now > grace:
-                        raise BenchError("subscribers stopped consuming (credit window never reopened)")
-                    time.sleep(0.0002)
-                credit_waits += min(now, t_end) - w0
-                if measuring and now >= t_end:
-                    t1 = now
-                    break
-            sock.sendall(data)
-            sent += batch.msgs
-            published[idx] = sent
-            pongs.outstanding += 1
-            pongs.wait_below(MAX_PINGS_OUT)
-            now = time.monotonic()
-            if not measuring and now >= t_start:
-                if not nsubs:  # pub-only: start the clock once everything sent so far has been processed
-                    pongs.wait_below(0)
-                    now = time.monotonic()
-                measuring = True
-                t0, sent0, cpu0, credit_waits = now, sent, time.process_time(), 0.0
-            elif measuring and now >= t_end:
-                if not nsubs:
-                    pongs.wait_below(0)
-                t1 = time.monotonic()
-                break
-        else:
-            continue
-        break
-    cpu = time.process_time() - cpu0
-    # let the server process everything we sent, so nothing of this run reaches the next run's subscribers
-    pongs.wait_below(0)
-    sock.close()
-    return {
-        "msgs": sent - sent0,
-        "dt": t1 - t0,
-        "cpu": cpu / (t1 - t0),
-        "credit_wait": credit_waits / (t1 - t0),
-        "mean_payload": mean_payload,
-        "mean_frame": mean_frame,
-        "total_sent": sent,
-    }
-
-
-class MsgCounter:
-    """Counts MSG frames in a server->client byte stream that arrives in arbitrary chunks.
-
-    Relies on the bench's own traffic being lower-case: every ``M`` byte then starts a ``MSG`` line, except
-    inside the JSON of an (asynchronous) INFO line, which is subtracted, also when it spans chunks.  Counting
-    one byte value is about twice as fast as counting ``b"MSG "`` and needs no boundary handling.  The rarer
-    tokens are found with memchr-speed single-byte probes: ``P`` (PING, answered by the caller; a 5-byte tail
-    catches a PING split across chunks) and ``-`` (``-ERR``, raised as BenchError).
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.tail = b""  # last 5 bytes of the stream so far
-        self.in_info = False  # inside INFO JSON that continues into the next chunk
-
-    def feed(self, buf: bytearray, n: int) -> int:
-        """Account for buf[:n]; returns the number of PINGs to answer."""
-        ms = buf.count(b"M", 0, n)
-        if self.in_info or buf.find(b"{", 0, n) >= 0:
-            ms -= self._info_ms(buf, n)
-        self.count += ms
-        pings = 0
-        if buf.find(b"P", 0, n) >= 0 or b"P" in self.tail:
-            pings = buf.count(b"PING\r\n", 0, n) + (self.tail + bytes(buf[: min(n, 5)])).count(b"PING\r\n")
-        if buf.find(b"-", 0, n) >= 0:
-            i = buf.find(b"-ERR", 0, n)
-            if i >= 0:
-                end = buf.find(b"\r\n", i, n)
-                text = bytes(buf[i : end if end >= 0 else n]).decode(errors="replace")
-                raise BenchError(f"server error after {self.count} messages: {text}")
-        self.tail = (self.tail + bytes(buf[max(0, n - 5) : n]))[-5:]
-        return pings
-
-    def _info_ms(self, buf: bytearray, n: int) -> int:
-        """``M`` bytes inside INFO JSON (from ``{`` to the end of its line) within buf[:n]."""
-        excluded = 0
-        pos = 0
-        if self.in_info:
-            end = buf.find(b"\n", 0, n)
-            if end < 0:
-                return buf.count(b"M", 0, n)
-            excluded += buf.count(b"M", 0, end)
-            pos = end + 1
-            self.in_info = False
-        while True:
-            start = buf.find(b"{", pos, n)
-            if start < 0:
-                return excluded
-            end = buf.find(b"\n", start, n)
-            if end < 0:
-                self.in_info = True
-                return excluded + buf.count(b"M", start, n)
-            excluded += buf.count(b"M", start, end)
-            pos = end + 1
-
-
-def _subscriber(
-    ctl: Connection, ep: Endpoint, idx: int, subject: bytes, delivered: Any, published: Any, stop: Any
-) -> dict[str, Any]:
-    sock, buf = nats_connect(ep, f"bench-sub-{idx}")
-    sock.sendall(b"SUB %s %d\r\nPING\r\n" % (subject, idx + 1))
-    wait_pong(sock, buf)
-    if buf:
-        raise BenchError(f"unexpected data before the run: {bytes(buf[:100])!r}")
-    ctl.send(("ready", None))
-    t_go, t_start, t_end = ctl.recv()
-    sock.settimeout(0.05)
-    chunk = bytearray(RECV_CHUNK)
-    counter = MsgCounter()
-    count = 0
-    t_a = t_b = 0.0
-    c_a = c_b = 0
-    cpu_a = cpu_b = 0.0
-    started = finished = False
-    hard_stop = t_end + 30.0
-    drain_until = 0.0
-    while True:
-        try:
-            n = sock.recv_into(chunk)
-        except TimeoutError:
-            n = -1
-        now = time.monotonic()
-        if n == 0:
-            raise BenchError(f"subscriber {idx}: server closed the connection after {count} messages")
-        if n > 0:
-            pings = counter.feed(chunk, n)
-            count = counter.count
-            delivered[idx] = count
-            if pings:
-                sock.sendall(b"PONG\r\n" * pings)
-        if not started and now >= t_start:
-            started, t_a, c_a, cpu_a = True, now, count, time.process_time()
-        elif started and not finished and now >= t_end:
-            finished, t_b, c_b, cpu_b = True, now, count, time.process_time()
-        # Keep consuming until every publisher has drained its PONGs (stop is set) and then until everything
-        # published has arrived, or 5 s of silence: the totals must match exactly, or messages were lost.
-        if finished and stop.value:
-            if count >= sum(published):
-                break
-            if drain_until == 0.0 or n > 0:
-                drain_until = now + 5.0
-            if now > drain_until:
-                break
-        elif now > hard_stop:
-            raise BenchError(f"subscriber {idx}: never told to stop")
-    sock.close()
-    return {
-        "msgs": c_b - c_a,
-        "dt": t_b - t_a,
-        "cpu": (cpu_b - cpu_a) / (t_b - t_a),
-        "total": count,
-        "expected": sum(published),
-    }
 
 
 def _parse_msgs(buf: bytearray) -> tuple[list[tuple[bytes | None, bytes]], int, int]:
@@ -516,7 +173,7 @@ def _requester(ctl: Connection, ep: Endpoint, size: int, cfg: BenchConfig) -> di
     sock.settimeout(10.0)
     ctl.send(("ready", None))
     t_go, t_start, t_end = ctl.recv()
-    _sleep_until(t_go)
+    sleep_until(t_go)
     lat: list[int] = []
     seq = 0
     clock = time.perf_counter_ns
@@ -578,112 +235,6 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 # ---------------------------------------------------------------------------------------- orchestrator side
 
 
-def _mp_context() -> Any:
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-
-
-
-
-
-
-
-
-
-
-@dataclass
-class WorkerSpec:
-    name: str
-    target: Callable[..., dict[str, Any]]
-    args: tuple[Any, ...]
-    passive: bool = False  # runs until the active workers are done and `stop` is set (subscribers, responder)
-
-
-
-
-def _run_workers(
-    specs: list[WorkerSpec], cfg: BenchConfig, server_pid: int | None, stop: Any = None
-) -> tuple[list[dict[str, Any]], list[Any], dict[str, float]]:
-    """Start worker processes, wait until all are ready, release them together, collect results.
-
-    Active workers are collected first; then `stop.value` is set so passive workers finish too.
-    Returns (results in spec order, ready payloads, window) where window has the machine-wide CPU use in
-    cores ("machine_cpu") and, with a server PID, the server's ("server_cpu") during the measured window.
-    """
-    ctx = _mp_context()
-    procs: list[tuple[str, Any, Connection]] = []
-    try:
-        for spec in specs:
-            name, target, args = spec.name, spec.target, spec.args
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker_main, args=(target, child, *args), name=name, daemon=True)
-            p.start()
-            child.close()
-            procs.append((name, p, parent))
-        ready = []
-        deadline = time.monotonic() + READY_TIMEOUT
-        for name, _p, conn in procs:
-            kind, payload = _receive(conn, name, deadline)
-            if kind != "ready":
-                raise BenchError(f"{name} failed during setup: {payload}")
-            ready.append(payload)
-        t_go = time.monotonic() + 0.05
-        t_start = t_go + cfg.warmup
-        t_end = t_start + cfg.duration
-        for _name, _p, conn in procs:
-            conn.send((t_go, t_start, t_end))
-        window: dict[str, float] = {}
-        _sleep_until(t_start)
-        c0, m0, w0 = (
-            proc_cpu_seconds(server_pid) if server_pid else None,
-            machine_cpu_jiffies(),
-            time.monotonic(),
-        )
-        _sleep_until(t_end)
-        c1, m1, w1 = (
-            proc_cpu_seconds(server_pid) if server_pid else None,
-            machine_cpu_jiffies(),
-            time.monotonic(),
-        )
-        if c0 is not None and c1 is not None:
-            window["server_cpu"] = (c1 - c0) / (w1 - w0)
-        if m0 and m1 and m1[1] > m0[1]:
-            window["machine_cpu"] = (m1[0] - m0[0]) / (m1[1] - m0[1]) * (os.cpu_count() or 1)
-        results: list[dict[str, Any]] = [{} for _ in procs]
-        deadline = t_end + 30.0
-        order = [i for i, sp in enumerate(specs) if not sp.passive] + [
-            i for i, sp in enumerate(specs) if sp.passive
-        ]
-        for n, i in enumerate(order):
-            name, _p, conn = procs[i]
-            if specs[i].passive and stop is not None and (n == 0 or not specs[order[n - 1]].passive):
-                stop.value = 1
-            kind, payload = _receive(conn, name, deadline)
-            if kind != "done":
-                raise BenchError(f"{name} failed: {payload}")
-            results[i] = payload
-        return results, ready, window
-    finally:
-        for _name, p, conn in procs:
-            conn.close()
-            if p.is_alive():
-                p.terminate()
-        for _name, p, _conn in procs:
-            p.join(2.0)
-            if p.is_alive():
-                p.kill()
-                p.join(1.0)
-
-
-def _receive(conn: Connection, name: str, deadline: float) -> tuple[str, Any]:
-    if not conn.poll(max(0.0, deadline - time.monotonic())):
-        raise BenchError(f"{name} timed out")
-    try:
-        return conn.recv()
-    except EOFError:
-        raise BenchError(f"{name} exited without reporting") from None
-
-
 def run_throughput(
     ep: Endpoint,
     scenario: str,
@@ -695,7 +246,7 @@ def run_throughput(
     """One pub/pubsub run. With `verify_totals`, every subscriber must end up with exactly as many messages as
     were published (runs with lost or extra messages fail instead of reporting a rate)."""
     nsubs = SUBSCRIBERS[scenario]
-    ctx = _mp_context()
+    ctx = mp_context()
     delivered = ctx.RawArray("q", max(nsubs, 1))
     published = ctx.RawArray("q", cfg.publishers)
     stop = ctx.RawValue("b", 0)
@@ -703,12 +254,11 @@ def run_throughput(
     for i in range(nsubs):
         subject = SUB_SUBJECTS[i % len(SUB_SUBJECTS)] if nsubs > 1 else SUB_SUBJECTS[0]
         args = (ep, i, subject, delivered, published, stop)
-        specs.append(WorkerSpec(f"subscriber-{i}", _subscriber, args, passive=True))
+        specs.append(WorkerSpec(f"subscriber-{i}", subscriber, args, passive=True))
     for i in range(cfg.publishers):
-        specs.append(
-            WorkerSpec(f"publisher-{i}", _publisher, (ep, i, size, cfg, published, delivered, nsubs))
-        )
-    results, _ready, window = _run_workers(specs, cfg, server_pid, stop)
+        args = (partial(nats_connect, ep, f"bench-pub-{i}"), b"PUB", i, size, cfg, published, delivered, nsubs)
+        specs.append(WorkerSpec(f"publisher-{i}", publisher, args))
+    results, _ready, window = run_workers(specs, cfg, server_pid, stop)
     subs, pubs = results[:nsubs], results[nsubs:]
     for i, sub in enumerate(subs):
         if verify_totals and sub["total"] != sub["expected"]:
@@ -732,29 +282,21 @@ def run_throughput(
     if subs:
         metrics["subscriber_cpu"] = max(s["cpu"] for s in subs)
         metrics["per_subscriber_msgs_per_s"] = [s["msgs"] / s["dt"] for s in subs]
-    metrics.update(_window_metrics(window, [r["cpu"] for r in results]))
+    metrics.update(window_metrics(window, [r["cpu"] for r in results]))
     return metrics
 
 
-def _window_metrics(window: dict[str, float], worker_cpu: list[float]) -> dict[str, float]:
-    """server_cpu, machine_cpu and other_cpu (used by anything but the server and our workers), in cores."""
-    out = dict(window)
-    if "server_cpu" in window and "machine_cpu" in window:
-        out["other_cpu"] = max(0.0, window["machine_cpu"] - window["server_cpu"] - sum(worker_cpu))
-    return out
-
-
 def run_reqrep(ep: Endpoint, size: int, cfg: BenchConfig, server_pid: int | None = None) -> dict[str, Any]:
-    stop = _mp_context().RawValue("b", 0)
+    stop = mp_context().RawValue("b", 0)
     specs = [
         WorkerSpec("responder", _responder, (ep, stop), passive=True),
         WorkerSpec("requester", _requester, (ep, size, cfg)),
     ]
-    results, _ready, window = _run_workers(specs, cfg, server_pid, stop)
+    results, _ready, window = run_workers(specs, cfg, server_pid, stop)
     metrics = dict(results[1])
     metrics["requester_cpu"] = metrics.pop("cpu")
     metrics["responder_cpu"] = results[0]["cpu"]
-    metrics.update(_window_metrics(window, [metrics["requester_cpu"], metrics["responder_cpu"]]))
+    metrics.update(window_metrics(window, [metrics["requester_cpu"], metrics["responder_cpu"]]))
     return metrics
 
 
@@ -929,7 +471,7 @@ def run_self_check(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None
     label = "null-server"
     cfg = replace(cfg, scenarios=[s for s in cfg.scenarios if s in ("pub", "pubsub1")] or ["pub", "pubsub1"])
     results: list[dict[str, Any]] = []
-    ctx = _mp_context()
+    ctx = mp_context()
     for size in cfg.sizes:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.bind((LOCALHOST, 0))
@@ -942,7 +484,7 @@ def run_self_check(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None
             for scen in cfg.scenarios:
                 for run in range(cfg.runs):
                     job = lambda ep=ep, scen=scen, size=size: run_throughput(ep, scen, size, cfg, None, False)
-                    _record(results, label, scen, size, run, cfg, job, log)
+                    record_run(results, label, scen, size, run, cfg, job, log)
         finally:
             server.kill()  # its per-connection children exit once their sockets close
             server.join(2.0)
@@ -952,23 +494,6 @@ def run_self_check(cfg: BenchConfig, log: Callable[[str], None] = lambda s: None
         "results": results,
         "summary": summarize(results, [label], cfg),
     }
-
-
-# ----------------------------------------------------------------------------------------- server processes
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 # --------------------------------------------------------------------------------------------------- suites
@@ -990,69 +515,6 @@ METRICS: dict[str, list[tuple[str, str, str]]] = {
 }
 
 
-def _cases(cfg: BenchConfig) -> list[tuple[str, int | None]]:
-    cases: list[tuple[str, int | None]] = []
-    for scen in cfg.scenarios:
-        if scen == "idle":
-            cases.append((scen, None))
-        else:
-            cases.extend((scen, size) for size in cfg.sizes)
-    return cases
-
-
-def _describe(label: str, scen: str, size: int | None, run: int, cfg: BenchConfig, m: dict[str, Any]) -> str:
-    what = f"[{label}] {scen}" + (f" {size}B" if size else "") + f" run {run + 1}/{cfg.runs}: "
-    if scen in SUBSCRIBERS or scen in LEAF_SCENARIOS:
-        s = f"{fmt_rate(m['msgs_per_s'])} msg/s, publisher cpu {m['publisher_cpu']:.0%}"
-        if "subscriber_cpu" in m:
-            s += f", max subscriber cpu {m['subscriber_cpu']:.0%}"
-        if m.get("publisher_credit_wait"):
-            s += f", credit-stalled {m['publisher_credit_wait']:.0%}"
-    elif scen in JS_SCENARIOS:
-        s = f"{fmt_rate(m['msgs_per_s'])} ops/s" + (f", p50 {m['p50_us']:.0f} us" if "p50_us" in m else "")
-    elif scen == "reqrep":
-        s = (
-            f"p50 {m['p50_us']:.0f} us, p99 {m['p99_us']:.0f} us, {m['rtt_per_s']:.0f} rtt/s, "
-            f"requester cpu {m['requester_cpu']:.0%}"
-        )
-    else:
-        s = (
-            f"{m['kib_per_conn']:.1f} KiB/conn, held {m['held']}/{m['requested']} "
-            f"(RSS {m['rss_before_kib']} -> {m['rss_after_kib']} KiB, {m['connect_s']:.1f} s to connect)"
-        )
-        if m.get("error"):
-            s += f"; stopped {m['error']}"
-    if "server_cpu" in m:
-        s += f", server cpu {m['server_cpu']:.0%}"
-    if m.get("other_cpu", 0) >= NOISY_CPU:
-        s += f" [other processes used {m['other_cpu']:.2f} cores: noisy]"
-    elif "machine_cpu" in m and "other_cpu" not in m:
-        s += f", machine cpu {m['machine_cpu']:.2f} cores"
-    return what + s
-
-
-def _record(
-    results: list[dict[str, Any]],
-    label: str,
-    scen: str,
-    size: int | None,
-    run: int,
-    cfg: BenchConfig,
-    fn: Callable[[], dict[str, Any]],
-    log: Callable[[str], None],
-) -> None:
-    entry: dict[str, Any] = {"server": label, "scenario": scen, "size": size, "run": run}
-    try:
-        entry["metrics"] = fn()
-        entry["error"] = None
-        log(_describe(label, scen, size, run, cfg, entry["metrics"]))
-    except BenchError as exc:
-        entry["metrics"] = None
-        entry["error"] = str(exc)
-        log(f"[{label}] {scen}" + (f" {size}B" if size else "") + f" run {run + 1}: FAILED: {exc}")
-    results.append(entry)
-
-
 def _busiest_generator(m: dict[str, Any]) -> float | None:
     cpus = [float(m[k]) for k in GEN_CPU_KEYS if k in m and not math.isnan(m[k])]
     return max(cpus) if cpus else None
@@ -1060,7 +522,7 @@ def _busiest_generator(m: dict[str, Any]) -> float | None:
 
 def summarize(results: list[dict[str, Any]], labels: list[str], cfg: BenchConfig) -> list[dict[str, Any]]:
     rows = []
-    for scen, size in _cases(cfg):
+    for scen, size in scenario_sizes(cfg):
         for key, unit, better in METRICS[scen]:
             row: dict[str, Any] = {
                 "scenario": scen,
@@ -1116,12 +578,12 @@ def run_suite(
         log("leaf1, leaf4: skipped (they need a leafnode port: use --compare)")
         cfg = replace(cfg, scenarios=[s for s in cfg.scenarios if s not in LEAF_SCENARIOS])
     results: list[dict[str, Any]] = []
-    for scen, size in _cases(cfg):
+    for scen, size in scenario_sizes(cfg):
         if scen == "idle":
             continue
         for run in range(cfg.runs):
             job = lambda scen=scen, size=size: run_one(ep, scen, size, cfg, server_pid, log)
-            _record(results, label, scen, size, run, cfg, job, log)
+            record_run(results, label, scen, size, run, cfg, job, log)
     if "idle" in cfg.scenarios:
         # Once, and last: 5000 closed connections leave state behind that slows some servers down afterwards
         # (nats-server keeps a ring of closed-connection records), and a server keeps memory it freed, so
@@ -1129,7 +591,7 @@ def run_suite(
         assert server_pid is not None
         log("idle: measured once, after the other scenarios (for a clean number use a fresh server)")
         job = lambda: run_idle(ep, server_pid, cfg.idle_conns, log)
-        _record(results, label, "idle", None, 0, replace(cfg, runs=1), job, log)
+        record_run(results, label, "idle", None, 0, replace(cfg, runs=1), job, log)
     return {
         "config": _config_dict(cfg),
         "servers": {label: {"url": url, "pid": server_pid}},
@@ -1153,7 +615,7 @@ def run_compare(
     def order(run: int) -> list[str]:  # ABBA-style alternation so drift does not favour one side
         return labels if run % 2 == 0 else labels[::-1]
 
-    net = [(s, z) for s, z in _cases(cfg) if s != "idle" and s not in LEAF_SCENARIOS]
+    net = [(s, z) for s, z in scenario_sizes(cfg) if s != "idle" and s not in LEAF_SCENARIOS]
     if net:
         servers: dict[str, ServerProcess] = {}
         try:
@@ -1175,13 +637,11 @@ def run_compare(
                         job = lambda ep=ep, pid=pid, scen=scen, size=size: run_one(
                             ep, scen, size, cfg, pid, log
                         )
-                        _record(results, label, scen, size, run, cfg, job, log)
+                        record_run(results, label, scen, size, run, cfg, job, log)
         finally:
             for srv in servers.values():
                 srv.stop()
     if any(s in LEAF_SCENARIOS for s in cfg.scenarios):
-        from host.tools.bench_leaf import run_compare_leaf
-
         results += run_compare_leaf(cfg, cmds, log)
     if "idle" in cfg.scenarios:
         # a fresh server per idle run: freed memory a runtime keeps around would hide the growth otherwise
@@ -1191,7 +651,7 @@ def run_compare(
                     ep = parse_url(srv.url)
                     pid = srv.pid
                     job = lambda ep=ep, pid=pid: run_idle(ep, pid, cfg.idle_conns, log)
-                    _record(results, label, "idle", None, run, cfg, job, log)
+                    record_run(results, label, "idle", None, run, cfg, job, log)
     return {
         "config": _config_dict(cfg),
         "servers": servers_info,
@@ -1208,8 +668,6 @@ def _config_dict(cfg: BenchConfig) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------------------------- output
-
-
 
 
 def fmt_value(metric: str, v: float | None) -> str:
@@ -1274,8 +732,6 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------- CLI
-
-
 
 
 def _size(text: str) -> int:

@@ -1,14 +1,16 @@
-"""What every `natsedge bench` mode shares: run configuration, errors, a raw-socket NATS client, /proc CPU
-accounting, servers started on free ports, and the command's output.
+"""What every `natsedge bench` mode shares: run configuration, errors, a raw-socket NATS client, the varied
+load and the worker processes that publish and count it, /proc CPU accounting, servers started on free ports,
+and the command's output (run records).
 
-bench.py (the core scenarios and the command), bench_js.py, bench_edge.py and bench_forward.py import this
-module; it imports none of them.
+bench.py (the core scenarios and the command), bench_js.py, bench_edge.py, bench_forward.py and bench_leaf.py
+import this module; it imports none of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import shlex
@@ -20,8 +22,10 @@ import sys
 import sysconfig
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -35,6 +39,13 @@ PAYLOAD_ALPHABET = b"abcdefghijklmnopqrstuvwxyz0123456789"
 LISTENING_LINE = b"Listening for client connections on"
 LOCALHOST = "127.0.0.1"
 NOISY_CPU = 0.25  # cores used by unrelated processes during a run before it is flagged as noisy
+SUBSCRIBERS: dict[str, int] = {"pub": 0, "pubsub1": 1, "pubsub4": 4}  # subscriber processes per core scenario
+# Subscriptions used by the pubsub scenarios: every one of them matches every published subject
+# (bench.s.0 .. bench.s.7), but they exercise different wildcard shapes in the server's subject tree.
+SUB_SUBJECTS: tuple[bytes, ...] = (b"bench.s.*", b"bench.>", b"bench.*.*", b"bench.s.*")
+MAX_PINGS_OUT = 8
+RECV_CHUNK = 256 * 1024
+READY_TIMEOUT = 30.0
 
 
 class BenchError(RuntimeError):
@@ -150,6 +161,18 @@ def wait_pong(sock: socket.socket, buf: bytearray) -> None:
         recv_more(sock, buf, "PONG")
 
 
+def read_info(sock: socket.socket, buf: bytearray, peer: str) -> None:
+    """Read the greeting INFO line into `buf` and consume it; `peer` names the server in errors."""
+    while b"\r\n" not in buf:
+        recv_more(sock, buf, f"the INFO of {peer}")
+    end = buf.index(b"\r\n")
+    if not buf.startswith(b"INFO "):
+        raise BenchError(f"unexpected greeting from {peer}: {bytes(buf[:120])!r}")
+    if json.loads(bytes(buf[5:end])).get("tls_required"):
+        raise BenchError(f"{peer} requires TLS; the bench speaks plain TCP only")
+    del buf[: end + 2]
+
+
 def nats_connect(
     ep: Endpoint, name: str, timeout: float = 10.0, headers: bool = False
 ) -> tuple[socket.socket, bytearray]:
@@ -158,15 +181,7 @@ def nats_connect(
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         buf = bytearray()
-        while b"\r\n" not in buf:
-            recv_more(sock, buf, "INFO")
-        end = buf.index(b"\r\n")
-        if not buf.startswith(b"INFO "):
-            raise BenchError(f"unexpected greeting from {ep.url}: {bytes(buf[:120])!r}")
-        info = json.loads(bytes(buf[5:end]))
-        if info.get("tls_required"):
-            raise BenchError(f"{ep.url} requires TLS; the bench speaks plain TCP only")
-        del buf[: end + 2]
+        read_info(sock, buf, ep.url)
         sock.sendall(connect_frame(ep, name, headers) + b"PING\r\n")
         wait_pong(sock, buf)
         return sock, buf
@@ -183,6 +198,62 @@ def jitter_size(rng: random.Random, n: int, mix: LoadMix) -> int:
     if rng.random() < mix.exact_fraction:
         return max(1, n + rng.choice((-1, 0, 1)))
     return max(1, round(rng.uniform(n * (1 - mix.spread), n * (1 + mix.spread))))
+
+
+# -------------------------------------------------------------------------------------------- load generation
+
+
+@dataclass
+class Batch:
+    parts: list[bytes | bytearray]  # static segments interleaved with the shared epoch bytearray
+    msgs: int
+    nbytes: int
+    payload_bytes: int
+
+
+def build_batches(
+    size: int, mix: LoadMix, seed: int, tag: str, epoch: bytearray, verb: bytes = b"PUB"
+) -> list[Batch]:
+    """Pre-build `mix.batches` distinct batches of `verb` frames (each ending with a PING): ``PUB`` from a client,
+    ``LMSG`` from a leafnode connection (same argument syntax); the frames differ only in that word.
+
+    Frames with a reply subject get ``bench.r.<tag><batch>.<epoch>.<seq>``; `epoch` is one shared bytearray
+    referenced from every such frame, so the sender makes the whole run's reply subjects unique by bumping it
+    once per pass and re-joining the parts (a C-level join, ~10 ns per frame).
+    """
+    rng = random.Random(seed)
+    pool = payload_pool(rng, 65536 + 2 * size + 64)
+    batches = []
+    for b in range(mix.batches):
+        parts: list[bytes | bytearray] = []
+        cur = bytearray()
+        msgs = nbytes = payload = 0
+        prefix = b"bench.r.%s%x." % (tag.encode(), b)
+        while nbytes < mix.batch_bytes:
+            subj = b"bench.s.%d" % rng.randrange(mix.subjects)
+            n = jitter_size(rng, size, mix)
+            off = rng.randrange(len(pool) - n)
+            if rng.random() < mix.reply_fraction:
+                head = b"%s %s %s" % (verb, subj, prefix)
+                rest = b".%x %d\r\n" % (msgs, n)
+                cur += head
+                parts.append(bytes(cur))
+                parts.append(epoch)
+                cur = bytearray(rest)
+                flen = len(head) + len(epoch) + len(rest)
+            else:
+                head = b"%s %s %d\r\n" % (verb, subj, n)
+                cur += head
+                flen = len(head)
+            cur += pool[off : off + n]
+            cur += b"\r\n"
+            nbytes += flen + n + 2
+            msgs += 1
+            payload += n
+        cur += b"PING\r\n"
+        parts.append(bytes(cur))
+        batches.append(Batch(parts, msgs, nbytes, payload))
+    return batches
 
 
 # ------------------------------------------------------------------------------------------------ /proc CPU
@@ -430,6 +501,379 @@ def nats_server_version(binary: str) -> str:
         return "unknown"
 
 
+# ------------------------------------------------------------------------------------------- worker processes
+
+
+def sleep_until(t: float) -> None:
+    while True:
+        d = t - time.monotonic()
+        if d <= 0:
+            return
+        time.sleep(min(d, 0.05))
+
+
+def _worker_main(target: Callable[..., dict[str, Any]], ctl: Connection, *args: Any) -> None:
+    try:
+        result = target(ctl, *args)
+        ctl.send(("done", result))
+    except BaseException as exc:  # report everything to the orchestrator, which turns it into a BenchError
+        try:
+            ctl.send(("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=4)}"))
+        except OSError:
+            pass
+    finally:
+        ctl.close()
+
+
+def keep_big_allocations_in_heap() -> None:
+    """Stop glibc from mmap()/munmap()ing every joined batch (page faults cost more than the join itself)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD (glibc's maximum)
+    except (OSError, AttributeError):
+        pass  # not glibc: slower, still correct
+
+
+class PongTracker:
+    """Counts PONGs arriving on a publisher connection (which receives nothing else of volume)."""
+
+    def __init__(self, sock: socket.socket, buf: bytearray) -> None:
+        self.sock = sock
+        self.buf = buf
+        self.outstanding = 0
+
+    def wait_below(self, limit: int) -> None:
+        while self.outstanding > limit:
+            self._read()
+
+    def _read(self) -> None:
+        data = self.sock.recv(65536)
+        if not data:
+            raise BenchError("server closed the publisher connection")
+        self.buf += data
+        check_err(self.buf)
+        end = self.buf.rfind(b"\r\n")
+        if end < 0:
+            return
+        done = self.buf[: end + 2]
+        self.outstanding -= done.count(b"PONG\r\n")
+        pings = done.count(b"PING\r\n")
+        if pings:
+            self.sock.sendall(b"PONG\r\n" * pings)
+        del self.buf[: end + 2]
+
+
+def publisher(
+    ctl: Connection,
+    connect: Callable[[], tuple[socket.socket, bytearray]],
+    verb: bytes,
+    idx: int,
+    size: int,
+    cfg: BenchConfig,
+    published: Any,
+    delivered: Any,
+    nsubs: int,
+) -> dict[str, Any]:
+    """One publisher process: `connect()` opens its connection (a client's, or a leaf's), then it sends batches of
+    `verb` frames (``PUB``, ``LMSG``) until the window ends, under the PING/PONG and credit-window flow control."""
+    keep_big_allocations_in_heap()
+    epoch = bytearray(b"%08x" % 0)
+    tag = f"{verb[:1].lower().decode()}{idx}b"  # p0b, l0b: reply subjects show which kind of publisher sent them
+    batches = build_batches(size, cfg.mix, cfg.seed * 7919 + idx * 131 + size, tag, epoch, verb)
+    frames = sum(b.msgs for b in batches)
+    mean_frame = sum(b.nbytes for b in batches) / frames
+    mean_payload = sum(b.payload_bytes for b in batches) / frames
+    # credit window in messages; subscribers receive MSG frames about as long as ours (PUB: slightly longer)
+    window_msgs = max(2 * max(b.msgs for b in batches), int(cfg.window_bytes / (mean_frame + 8)))
+    sock, buf = connect()
+    sock.settimeout(30.0)
+    pongs = PongTracker(sock, buf)
+    ctl.send(("ready", {"mean_payload": mean_payload, "mean_frame": mean_frame}))
+    t_go, t_start, t_end = ctl.recv()
+    sleep_until(t_go)
+    sent = 0
+    cycle = 0
+    measuring = False
+    t0 = t1 = 0.0
+    sent0 = 0
+    cpu0 = 0.0
+    credit_waits = 0.0
+    grace = t_end + 10.0
+    while True:
+        cycle += 1
+        epoch[:] = b"%08x" % (cycle & 0xFFFFFFFF)
+        for batch in batches:
+            data = b"".join(batch.parts)
+            if nsubs and sum(published) - min(delivered[:nsubs]) > window_msgs:
+                w0 = now = time.monotonic()
+                while sum(published) - min(delivered[:nsubs]) > window_msgs:
+                    now = time.monotonic()
+                    if measuring and now >= t_end:
+                        break  # measurement is over; do not wait for the window to reopen
+                    if now > grace:
+                        raise BenchError("subscribers stopped consuming (credit window never reopened)")
+                    time.sleep(0.0002)
+                credit_waits += min(now, t_end) - w0
+                if measuring and now >= t_end:
+                    t1 = now
+                    break
+            sock.sendall(data)
+            sent += batch.msgs
+            published[idx] = sent
+            pongs.outstanding += 1
+            pongs.wait_below(MAX_PINGS_OUT)
+            now = time.monotonic()
+            if not measuring and now >= t_start:
+                if not nsubs:  # pub-only: start the clock once everything sent so far has been processed
+                    pongs.wait_below(0)
+                    now = time.monotonic()
+                measuring = True
+                t0, sent0, cpu0, credit_waits = now, sent, time.process_time(), 0.0
+            elif measuring and now >= t_end:
+                if not nsubs:
+                    pongs.wait_below(0)
+                t1 = time.monotonic()
+                break
+        else:
+            continue
+        break
+    cpu = time.process_time() - cpu0
+    # let the server process everything we sent, so nothing of this run reaches the next run's subscribers
+    pongs.wait_below(0)
+    sock.close()
+    return {
+        "msgs": sent - sent0,
+        "dt": t1 - t0,
+        "cpu": cpu / (t1 - t0),
+        "credit_wait": credit_waits / (t1 - t0),
+        "mean_payload": mean_payload,
+        "mean_frame": mean_frame,
+        "total_sent": sent,
+    }
+
+
+class MsgCounter:
+    """Counts MSG frames in a server->client byte stream that arrives in arbitrary chunks.
+
+    Relies on the bench's own traffic being lower-case: every ``M`` byte then starts a ``MSG`` line, except
+    inside the JSON of an (asynchronous) INFO line, which is subtracted, also when it spans chunks.  Counting
+    one byte value is about twice as fast as counting ``b"MSG "`` and needs no boundary handling.  The rarer
+    tokens are found with memchr-speed single-byte probes: ``P`` (PING, answered by the caller; a 5-byte tail
+    catches a PING split across chunks) and ``-`` (``-ERR``, raised as BenchError).
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.tail = b""  # last 5 bytes of the stream so far
+        self.in_info = False  # inside INFO JSON that continues into the next chunk
+
+    def feed(self, buf: bytearray, n: int) -> int:
+        """Account for buf[:n]; returns the number of PINGs to answer."""
+        ms = buf.count(b"M", 0, n)
+        if self.in_info or buf.find(b"{", 0, n) >= 0:
+            ms -= self._info_ms(buf, n)
+        self.count += ms
+        pings = 0
+        if buf.find(b"P", 0, n) >= 0 or b"P" in self.tail:
+            pings = buf.count(b"PING\r\n", 0, n) + (self.tail + bytes(buf[: min(n, 5)])).count(b"PING\r\n")
+        if buf.find(b"-", 0, n) >= 0:
+            i = buf.find(b"-ERR", 0, n)
+            if i >= 0:
+                end = buf.find(b"\r\n", i, n)
+                text = bytes(buf[i : end if end >= 0 else n]).decode(errors="replace")
+                raise BenchError(f"server error after {self.count} messages: {text}")
+        self.tail = (self.tail + bytes(buf[max(0, n - 5) : n]))[-5:]
+        return pings
+
+    def _info_ms(self, buf: bytearray, n: int) -> int:
+        """``M`` bytes inside INFO JSON (from ``{`` to the end of its line) within buf[:n]."""
+        excluded = 0
+        pos = 0
+        if self.in_info:
+            end = buf.find(b"\n", 0, n)
+            if end < 0:
+                return buf.count(b"M", 0, n)
+            excluded += buf.count(b"M", 0, end)
+            pos = end + 1
+            self.in_info = False
+        while True:
+            start = buf.find(b"{", pos, n)
+            if start < 0:
+                return excluded
+            end = buf.find(b"\n", start, n)
+            if end < 0:
+                self.in_info = True
+                return excluded + buf.count(b"M", start, n)
+            excluded += buf.count(b"M", start, end)
+            pos = end + 1
+
+
+def subscriber(
+    ctl: Connection, ep: Endpoint, idx: int, subject: bytes, delivered: Any, published: Any, stop: Any
+) -> dict[str, Any]:
+    sock, buf = nats_connect(ep, f"bench-sub-{idx}")
+    sock.sendall(b"SUB %s %d\r\nPING\r\n" % (subject, idx + 1))
+    wait_pong(sock, buf)
+    if buf:
+        raise BenchError(f"unexpected data before the run: {bytes(buf[:100])!r}")
+    ctl.send(("ready", None))
+    t_go, t_start, t_end = ctl.recv()
+    sock.settimeout(0.05)
+    chunk = bytearray(RECV_CHUNK)
+    counter = MsgCounter()
+    count = 0
+    t_a = t_b = 0.0
+    c_a = c_b = 0
+    cpu_a = cpu_b = 0.0
+    started = finished = False
+    hard_stop = t_end + 30.0
+    drain_until = 0.0
+    while True:
+        try:
+            n = sock.recv_into(chunk)
+        except TimeoutError:
+            n = -1
+        now = time.monotonic()
+        if n == 0:
+            raise BenchError(f"subscriber {idx}: server closed the connection after {count} messages")
+        if n > 0:
+            pings = counter.feed(chunk, n)
+            count = counter.count
+            delivered[idx] = count
+            if pings:
+                sock.sendall(b"PONG\r\n" * pings)
+        if not started and now >= t_start:
+            started, t_a, c_a, cpu_a = True, now, count, time.process_time()
+        elif started and not finished and now >= t_end:
+            finished, t_b, c_b, cpu_b = True, now, count, time.process_time()
+        # Keep consuming until every publisher has drained its PONGs (stop is set) and then until everything
+        # published has arrived, or 5 s of silence: the totals must match exactly, or messages were lost.
+        if finished and stop.value:
+            if count >= sum(published):
+                break
+            if drain_until == 0.0 or n > 0:
+                drain_until = now + 5.0
+            if now > drain_until:
+                break
+        elif now > hard_stop:
+            raise BenchError(f"subscriber {idx}: never told to stop")
+    sock.close()
+    return {
+        "msgs": c_b - c_a,
+        "dt": t_b - t_a,
+        "cpu": (cpu_b - cpu_a) / (t_b - t_a),
+        "total": count,
+        "expected": sum(published),
+    }
+
+
+def mp_context() -> Any:
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+@dataclass
+class WorkerSpec:
+    name: str
+    target: Callable[..., dict[str, Any]]
+    args: tuple[Any, ...]
+    passive: bool = False  # runs until the active workers are done and `stop` is set (subscribers, responder)
+
+
+def run_workers(
+    specs: list[WorkerSpec], cfg: BenchConfig, server_pid: int | None, stop: Any = None
+) -> tuple[list[dict[str, Any]], list[Any], dict[str, float]]:
+    """Start worker processes, wait until all are ready, release them together, collect results.
+
+    Active workers are collected first; then `stop.value` is set so passive workers finish too.
+    Returns (results in spec order, ready payloads, window) where window has the machine-wide CPU use in
+    cores ("machine_cpu") and, with a server PID, the server's ("server_cpu") during the measured window.
+    """
+    ctx = mp_context()
+    procs: list[tuple[str, Any, Connection]] = []
+    try:
+        for spec in specs:
+            name, target, args = spec.name, spec.target, spec.args
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_worker_main, args=(target, child, *args), name=name, daemon=True)
+            p.start()
+            child.close()
+            procs.append((name, p, parent))
+        ready = []
+        deadline = time.monotonic() + READY_TIMEOUT
+        for name, _p, conn in procs:
+            kind, payload = _receive(conn, name, deadline)
+            if kind != "ready":
+                raise BenchError(f"{name} failed during setup: {payload}")
+            ready.append(payload)
+        t_go = time.monotonic() + 0.05
+        t_start = t_go + cfg.warmup
+        t_end = t_start + cfg.duration
+        for _name, _p, conn in procs:
+            conn.send((t_go, t_start, t_end))
+        window: dict[str, float] = {}
+        sleep_until(t_start)
+        c0, m0, w0 = (
+            proc_cpu_seconds(server_pid) if server_pid else None,
+            machine_cpu_jiffies(),
+            time.monotonic(),
+        )
+        sleep_until(t_end)
+        c1, m1, w1 = (
+            proc_cpu_seconds(server_pid) if server_pid else None,
+            machine_cpu_jiffies(),
+            time.monotonic(),
+        )
+        if c0 is not None and c1 is not None:
+            window["server_cpu"] = (c1 - c0) / (w1 - w0)
+        if m0 and m1 and m1[1] > m0[1]:
+            window["machine_cpu"] = (m1[0] - m0[0]) / (m1[1] - m0[1]) * (os.cpu_count() or 1)
+        results: list[dict[str, Any]] = [{} for _ in procs]
+        deadline = t_end + 30.0
+        order = [i for i, sp in enumerate(specs) if not sp.passive] + [
+            i for i, sp in enumerate(specs) if sp.passive
+        ]
+        for n, i in enumerate(order):
+            name, _p, conn = procs[i]
+            if specs[i].passive and stop is not None and (n == 0 or not specs[order[n - 1]].passive):
+                stop.value = 1
+            kind, payload = _receive(conn, name, deadline)
+            if kind != "done":
+                raise BenchError(f"{name} failed: {payload}")
+            results[i] = payload
+        return results, ready, window
+    finally:
+        for _name, p, conn in procs:
+            conn.close()
+            if p.is_alive():
+                p.terminate()
+        for _name, p, _conn in procs:
+            p.join(2.0)
+            if p.is_alive():
+                p.kill()
+                p.join(1.0)
+
+
+def _receive(conn: Connection, name: str, deadline: float) -> tuple[str, Any]:
+    if not conn.poll(max(0.0, deadline - time.monotonic())):
+        raise BenchError(f"{name} timed out")
+    try:
+        return conn.recv()
+    except EOFError:
+        raise BenchError(f"{name} exited without reporting") from None
+
+
+def window_metrics(window: dict[str, float], worker_cpu: list[float]) -> dict[str, float]:
+    """server_cpu, machine_cpu and other_cpu (used by anything but the server and our workers), in cores."""
+    out = dict(window)
+    if "server_cpu" in window and "machine_cpu" in window:
+        out["other_cpu"] = max(0.0, window["machine_cpu"] - window["server_cpu"] - sum(worker_cpu))
+    return out
+
+
 # -------------------------------------------------------------------------------------------------- command
 
 
@@ -454,6 +898,69 @@ def comma_list(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
 def progress_log(quiet: bool) -> Callable[[str], None]:
     """Progress lines go to stderr, unless -q."""
     return (lambda s: None) if quiet else (lambda s: print(s, file=sys.stderr, flush=True))
+
+
+def scenario_sizes(cfg: BenchConfig) -> list[tuple[str, int | None]]:
+    cases: list[tuple[str, int | None]] = []
+    for scen in cfg.scenarios:
+        if scen == "idle":
+            cases.append((scen, None))
+        else:
+            cases.extend((scen, size) for size in cfg.sizes)
+    return cases
+
+
+def _describe(label: str, scen: str, size: int | None, run: int, cfg: BenchConfig, m: dict[str, Any]) -> str:
+    what = f"[{label}] {scen}" + (f" {size}B" if size else "") + f" run {run + 1}/{cfg.runs}: "
+    if scen in SUBSCRIBERS or scen in LEAF_SCENARIOS:
+        s = f"{fmt_rate(m['msgs_per_s'])} msg/s, publisher cpu {m['publisher_cpu']:.0%}"
+        if "subscriber_cpu" in m:
+            s += f", max subscriber cpu {m['subscriber_cpu']:.0%}"
+        if m.get("publisher_credit_wait"):
+            s += f", credit-stalled {m['publisher_credit_wait']:.0%}"
+    elif scen in JS_SCENARIOS:
+        s = f"{fmt_rate(m['msgs_per_s'])} ops/s" + (f", p50 {m['p50_us']:.0f} us" if "p50_us" in m else "")
+    elif scen == "reqrep":
+        s = (
+            f"p50 {m['p50_us']:.0f} us, p99 {m['p99_us']:.0f} us, {m['rtt_per_s']:.0f} rtt/s, "
+            f"requester cpu {m['requester_cpu']:.0%}"
+        )
+    else:
+        s = (
+            f"{m['kib_per_conn']:.1f} KiB/conn, held {m['held']}/{m['requested']} "
+            f"(RSS {m['rss_before_kib']} -> {m['rss_after_kib']} KiB, {m['connect_s']:.1f} s to connect)"
+        )
+        if m.get("error"):
+            s += f"; stopped {m['error']}"
+    if "server_cpu" in m:
+        s += f", server cpu {m['server_cpu']:.0%}"
+    if m.get("other_cpu", 0) >= NOISY_CPU:
+        s += f" [other processes used {m['other_cpu']:.2f} cores: noisy]"
+    elif "machine_cpu" in m and "other_cpu" not in m:
+        s += f", machine cpu {m['machine_cpu']:.2f} cores"
+    return what + s
+
+
+def record_run(
+    results: list[dict[str, Any]],
+    label: str,
+    scen: str,
+    size: int | None,
+    run: int,
+    cfg: BenchConfig,
+    fn: Callable[[], dict[str, Any]],
+    log: Callable[[str], None],
+) -> None:
+    entry: dict[str, Any] = {"server": label, "scenario": scen, "size": size, "run": run}
+    try:
+        entry["metrics"] = fn()
+        entry["error"] = None
+        log(_describe(label, scen, size, run, cfg, entry["metrics"]))
+    except BenchError as exc:
+        entry["metrics"] = None
+        entry["error"] = str(exc)
+        log(f"[{label}] {scen}" + (f" {size}B" if size else "") + f" run {run + 1}: FAILED: {exc}")
+    results.append(entry)
 
 
 def run_and_report(
