@@ -113,7 +113,8 @@ class HubParser(Parser):
         last_head = None  # b"PUB <last_subj> ", made when a new line needs it
         line_len = 0  # length of the last line
         tails = False  # the last line was read from its tail (see below)
-        pieces: list[bytes] = []
+        first = b""  # the open run's first piece
+        pieces: list[bytes] | None = None  # all of its pieces once it has a second (a run of one makes no list)
         nbytes = 0
         try:
             awaiting = self._await is not None
@@ -190,7 +191,10 @@ class HubParser(Parser):
                             elif buf[end] != 13 or buf[end + 1] != 10:
                                 raise RemoteProtocolError("payload not followed by CRLF", ERR_UNKNOWN_OP)
                             elif subj == run_subj and has_hdr == run_hdr:
-                                pieces.append(buf[pos + tail : end + 2])
+                                if pieces is None:
+                                    pieces = [first, buf[pos + tail : end + 2]]
+                                else:
+                                    pieces.append(buf[pos + tail : end + 2])
                                 nbytes += size
                                 pos = end + 2
                                 continue
@@ -211,21 +215,23 @@ class HubParser(Parser):
                     plan = plans.get(run_subj) if direct else None
                     targets = None if plan is None else plan.htargets if run_hdr else plan.targets
                     if targets is not None:
-                        if len(pieces) == 1:
-                            piece = pieces[0]
+                        if pieces is None:
                             for o, pfx in targets:
                                 o.append(pfx)
-                                o.append(piece)
+                                o.append(first)
+                            if not plan.msgs:
+                                used.append(plan)
+                            plan.msgs += 1
                         else:
                             parts = [b"", *pieces]
                             for o, pfx in targets:
                                 o.append(pfx.join(parts))
-                        if not plan.msgs:
-                            used.append(plan)
-                        plan.msgs += len(pieces)
+                            if not plan.msgs:
+                                used.append(plan)
+                            plan.msgs += len(pieces)
                         plan.bytes += nbytes
                     else:
-                        out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
+                        out.append((OP_PUB_RUN, run_subj, run_hdr, pieces or [first], nbytes))
                         direct = False
                     run_subj = None
                 if subj is not None:
@@ -234,7 +240,8 @@ class HubParser(Parser):
                         last_head = None
                     run_subj = subj
                     run_hdr = has_hdr
-                    pieces = [buf[pos + tail : end + 2]]
+                    first = buf[pos + tail : end + 2]
+                    pieces = None
                     nbytes = size
                     pos = end + 2
                     continue
@@ -248,7 +255,7 @@ class HubParser(Parser):
             self.dropped += dropped
             self.dropped_bytes += dropped_bytes
             if run_subj is not None:
-                out.append((OP_PUB_RUN, run_subj, run_hdr, pieces, nbytes))
+                out.append((OP_PUB_RUN, run_subj, run_hdr, pieces or [first], nbytes))
             self._pos = pos
 
     def _message_line(self, line: bytes) -> tuple[bytes, bool, int, int, bytes | None] | None:
