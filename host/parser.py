@@ -119,6 +119,41 @@ class HubParser(Parser):
         try:
             awaiting = self._await is not None
             while True:
+                if tails and not awaiting and last_head is not None:
+                    # The reply-per-frame lane: lines to the subject of the frame before, each with its own reply
+                    # (requests, JetStream publishes), are read from their tail and added to the open run or
+                    # dropped, until a line is anything else; that line then takes the way below.
+                    tails = False
+                    into_run = run_subj is last_subj and run_hdr is False
+                    if into_run or (drop and settled and drop_replies and last_subj in drop):
+                        hl = len(last_head)  # type: ignore[arg-type]
+                        while True:
+                            i = pos + line_len
+                            if i >= n or buf[i] != 10:
+                                break
+                            line = buf[pos:i]
+                            if buf[i - 1] != 13 or not line.startswith(last_head) or 10 in line or 9 in line:
+                                break
+                            reply, _, sz = line[hl:-1].rpartition(b" ")
+                            size = sizes.get(sz)
+                            if size is None or not reply or 32 in reply or size > max_size or len(line) > limit or \
+                                    (link and (reply == b"+" or reply == b"|")):
+                                break
+                            end = i + 1 + size
+                            if end + 2 > n:
+                                break
+                            if buf[end] != 13 or buf[end + 1] != 10:
+                                raise RemoteProtocolError("payload not followed by CRLF", ERR_UNKNOWN_OP)
+                            if into_run:
+                                if pieces is None:
+                                    pieces = [first, buf[pos + hl - 1 : end + 2]]
+                                else:
+                                    pieces.append(buf[pos + hl - 1 : end + 2])
+                                nbytes += size
+                            else:
+                                dropped += 1
+                                dropped_bytes += size
+                            pos = end + 2
                 if awaiting:
                     awaiting = False
                     ev = self._next()

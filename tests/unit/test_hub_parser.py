@@ -277,3 +277,15 @@ def test_reply_per_frame_runs_read_only_the_tail():
         assert len(evs) == 1 and len(evs[0][3]) == 50, KIND_NAMES[kind]
         assert [decode_tail(x, False)[0] for x in evs[0][3]] == [b"_I.%d" % k for k in range(50)]
         assert p.error is not None  # the tab separates: one argument too many
+
+
+def test_reply_per_frame_frames_to_a_subject_without_interest_are_counted():
+    p = Parser(KIND_CLIENT)
+    p.drop[b"s.1"] = True
+    p.drop_replies = True
+    p.receive_data(b"".join(b"PUB s.1 _I.%d 2\r\nxy\r\n" % k for k in range(60)) + b"PUB s.2 _I.1 1\r\nz\r\n"
+                   + b"PUB s.1 _I.x 1\r\nz\r\nPUB s.1 a b 1\r\nz\r\n")
+    evs = p.next_batch()
+    assert [(ev[1], len(ev[3])) for ev in evs] == [(b"s.2", 1)]
+    assert (p.dropped, p.dropped_bytes) == (61, 121)
+    assert p.error is not None and p.error.wire is None  # PUB with one argument too many: a silent close
