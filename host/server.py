@@ -128,9 +128,9 @@ class Server:
         self.remotes: list[RemoteLeaf] = []
         self.leaf_tls = leaf_tls_context(opts) if opts.leafnodes.tls_cert else None
         self.internal = InternalClient(self)
-        self.js: Any = None  # host.jetstream.JetStream when enabled
+        self.js: Any = None  # host.jetstream.jetstream.JetStream when enabled
         if opts.jetstream:
-            from host.jetstream import JetStream
+            from host.jetstream.jetstream import JetStream
 
             self.js = JetStream(self)
 

@@ -245,7 +245,7 @@ async def _add_stream(url: str) -> None:
 async def _span(url: str, last: int) -> float:
     import nats
 
-    from host.jetstream import parse_rfc3339
+    from host.jetstream.jetstream import parse_rfc3339
 
     nc = await nats.connect(url, allow_reconnect=False, connect_timeout=2)
     try:

@@ -322,7 +322,7 @@ def _span_from_direct(url, stream):
 
 
 def _t(resp):
-    from host.jetstream import parse_rfc3339
+    from host.jetstream.jetstream import parse_rfc3339
 
     return parse_rfc3339(resp["message"]["time"]) / 1e9
 

@@ -1,12 +1,12 @@
-"""host/consumer.py, the parts that need no stream: ack subjects, pull requests, NAK delays, durations and times,
-and consumer config decoding/defaults/validation with nats-server 2.15.1's texts (captured live with
+"""host/jetstream/consumer.py, the parts that need no stream: ack subjects, pull requests, NAK delays, durations and
+times, and consumer config decoding/defaults/validation with nats-server 2.15.1's texts (captured live with
 `nats-server -js`, see the expected strings below, and vectors/js/19-27, 35-37, 70)."""
 
 from __future__ import annotations
 
 import pytest
 
-from host.consumer import (
+from host.jetstream.consumer import (
     NS,
     apply_defaults,
     check_config,
@@ -28,7 +28,7 @@ from host.consumer import (
     update_error,
     valid_name,
 )
-from host.jetstream import ApiError
+from host.jetstream.jetstream import ApiError
 
 STREAM = {"name": "S", "subjects": ["s.>"], "retention": "limits", "num_replicas": 1}
 

@@ -1,4 +1,4 @@
-"""host/consumer.py consumers at work, in process: the real consumer code, a real Account (sublist, interest
+"""host/jetstream/consumer.py consumers at work, in process: the real consumer code, a real Account (sublist, interest
 watchers) and real stores (MemStore, FileStore), with a small stand-in for the stream and the hub around them.
 Frames are checked byte for byte against nats-server 2.15.1's captures (vectors/js/22-27, 35) where one exists.
 
@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from host.accounts import Account, InternalHandler
-from host.consumer import NS, Consumer, consumer_api, deliver_frame, install, recover
-from host.filestore import FileStore
-from host.jetstream import ApiError, dumps
-from host.memstore import MemStore
-from host.store import StoreConfig
+from host.jetstream.consumer import NS, Consumer, consumer_api, deliver_frame, install, recover
+from host.jetstream.filestore import FileStore
+from host.jetstream.jetstream import ApiError, dumps
+from host.jetstream.memstore import MemStore
+from host.jetstream.store import StoreConfig
 from host.sublist import Subscription
 
 REF_CANDIDATES = (str(Path(__file__).resolve().parents[2].parent / "shared/nats-reference"),
@@ -122,7 +122,7 @@ class Server:
 
 
 class JSA:
-    """What host/consumer.py uses of a JSAccount: publish (through internal subscriptions too), replies, timers."""
+    """What the consumer uses of a JSAccount: publish (through internal subscriptions too), replies, timers."""
 
     def __init__(self) -> None:
         self.server = Server()

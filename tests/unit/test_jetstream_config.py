@@ -1,5 +1,6 @@
-"""host/stream.py and host/jetstream.py without a running hub: stream config checks and defaults, request decoding
-with Go's strictness, header helpers, Go durations and per-message TTLs, subject overlap, JSON as Go writes it.
+"""host/jetstream/stream.py and host/jetstream/jetstream.py without a running hub: stream config checks and defaults,
+request decoding with Go's strictness, header helpers, Go durations and per-message TTLs, subject overlap, JSON as Go
+writes it.
 
 Expected values are nats-server 2.15.1's (vectors/js/02, 04, 12, 40 and answers captured with `nats-server -js`)."""
 
@@ -12,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from host.jetstream import ApiError, decode_request, dumps, is_empty_request, is_json_object_or_array, rfc3339
-from host.stream import (
+from host.jetstream.jetstream import ApiError, decode_request, dumps, is_empty_request, is_json_object_or_array, rfc3339
+from host.jetstream.stream import (
     STREAM_CONFIG_SCHEMA,
     TTL_NEVER,
     check_config,
@@ -334,14 +335,14 @@ class _RecordingTransport:
 def test_sync_always_batch_shares_one_fsync_before_its_acks(tmp_path, monkeypatch):
     import asyncio
 
-    import host.filestore
+    import host.jetstream.filestore
     from host.client import Client
     from host.opts import Options
     from host.server import Server
 
     events: list = []
-    real = host.filestore._fdatasync
-    monkeypatch.setattr(host.filestore, "_fdatasync", lambda fd: (events.append(("fsync", fd)), real(fd)))
+    real = host.jetstream.filestore._fdatasync
+    monkeypatch.setattr(host.jetstream.filestore, "_fdatasync", lambda fd: (events.append(("fsync", fd)), real(fd)))
 
     async def body():
         opts = Options(jetstream=True, store_dir=str(tmp_path), js_sync_interval="always")

@@ -3,7 +3,7 @@
 `dispatch` is the internal subscription callback on `$JS.API.>` of every JetStream-enabled account. It answers
 like nats-server: the same JSON shapes and key order, the same error codes and texts, no reply at all for a subject
 that names no API (`$JS.API.STREAM.INFO` without a stream), and requests without a reply subject are still carried
-out (only the answer is dropped). `$JS.API.CONSUMER.>` goes to host/consumer.py (`consumer_api`).
+out (only the answer is dropped). `$JS.API.CONSUMER.>` goes to consumer.py (`consumer_api`).
 
 Direct gets and pull requests are special in nats-server: they are served by subscriptions of the stream (with
 `allow_direct`) and of the consumer, not by the API import. A direct get for a stream without `allow_direct`, or
@@ -18,8 +18,8 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from host.consumer import consumer_api
-from host.jetstream import (
+from host.jetstream.consumer import consumer_api
+from host.jetstream.jetstream import (
     API_LEVEL,
     ApiError,
     decode_request,
@@ -40,8 +40,8 @@ from host.jetstream import (
     is_empty_request,
     is_json_object_or_array,
 )
-from host.store import StoreError
-from host.stream import (
+from host.jetstream.store import StoreError
+from host.jetstream.stream import (
     H_REQUIRED_API_LEVEL,
     STREAM_CONFIG_SCHEMA,
     Stream,
@@ -55,7 +55,7 @@ from host.stream import (
 )
 
 if TYPE_CHECKING:
-    from host.jetstream import JSAccount
+    from host.jetstream.jetstream import JSAccount
 
 log = logging.getLogger("natsedge.hub")
 
@@ -648,7 +648,7 @@ def not_enabled(acc_name: str, server: Any, subject: bytes, reply: bytes | None)
 
 
 def _consumer(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> bool:
-    """Hand `$JS.API.CONSUMER.>` to host/consumer.py. A pull request (MSG.NEXT) for a consumer that does not
+    """Hand `$JS.API.CONSUMER.>` to consumer.py. A pull request (MSG.NEXT) for a consumer that does not
     exist reaches nobody in nats-server (503 to the requester), so it is not taken here either."""
     if len(tokens) >= 5 and tokens[3] == "MSG" and tokens[4] == "NEXT":
         if len(tokens) != 7:

@@ -2,10 +2,10 @@
 push delivery, acknowledgements, redelivery, flow control, heartbeats, pause, and durable state on disk.
 
 How it fits (docs in notes/js-contract.md):
-- host/stream.py routes every `$JS.API.CONSUMER.>` request to `consumer_api()`, calls `install(jsa)` when an account's
-  JetStream starts (acks and flow-control replies arrive on `$JS.ACK.>` / `$JS.FC.>` subscriptions made there) and
-  `recover(stream)` after opening a stream from disk. It tells each consumer about new messages (`on_msg`), removals
-  (`on_purge`), shutdown (`stop`) and stream deletion (`delete`).
+- api.py routes every `$JS.API.CONSUMER.>` request to `consumer_api()`; jetstream.py calls `install(jsa)` when an
+  account's JetStream starts (acks and flow-control replies arrive on `$JS.ACK.>` / `$JS.FC.>` subscriptions made
+  there) and `recover(stream)` after opening a stream from disk. The stream tells each consumer about new messages
+  (`on_msg`), removals (`on_purge`), shutdown (`stop`) and stream deletion (`delete`).
 - Everything runs on the hub's event loop, synchronously: a publish stored by the stream is delivered to a waiting
   pull request or a push subscriber inside the same read batch; timers (ack wait, expiry of pull requests,
   heartbeats, inactivity, pause) come from `loop.call_later`, and flush what they queued themselves.
@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.proto import encode_tail
 from host.accounts import Account, nuid
-from host.jetstream import (
+from host.jetstream.jetstream import (
     API_LEVEL,
     ApiError,
     dumps,
@@ -52,8 +52,8 @@ from host.jetstream import (
     err_stream_not_found,
     rfc3339,
 )
-from host.memstore import ConsumerMemStore
-from host.store import (
+from host.jetstream.memstore import ConsumerMemStore
+from host.jetstream.store import (
     ACK_ALL,
     ACK_EXPLICIT,
     ACK_NONE,
@@ -65,13 +65,13 @@ from host.store import (
     StoreError,
     next_pending,
 )
-from host.store import Pending as StorePending
+from host.jetstream.store import Pending as StorePending
 from host.sublist import is_valid_subject, subject_matches
 
 if TYPE_CHECKING:
     import asyncio
 
-    from host.jetstream import JSAccount
+    from host.jetstream.jetstream import JSAccount
 
 log = logging.getLogger("natsedge.hub")
 
@@ -2274,7 +2274,7 @@ class Consumer:
         """Durable consumers of file streams keep their config in `<stream dir>/obs/<name>/meta.json`."""
         if not self.file_backed or self.closed:
             return
-        from host.filestore import atomic_write
+        from host.jetstream.filestore import atomic_write
 
         path = os.path.join(self.stream.dir, "obs", self.name)
         os.makedirs(path, exist_ok=True)
@@ -2435,7 +2435,7 @@ def _interest_hook(acc: Account) -> Callable[[bytes], None]:
     return changed
 
 
-# ---- entry points for host/stream.py --------------------------------------------------------------------------------
+# ---- entry points for jetstream.py and stream.py -----------------------------------------------------------------
 
 
 def install(jsa: JSAccount) -> None:

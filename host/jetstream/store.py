@@ -2,7 +2,7 @@
 
 Owns: the storage settings (`StoreConfig`), the stored message and state types, the store errors (texts equal to
 nats-server's, because they reach clients inside API errors), the subject index, and every rule about sequences,
-limits, purges and expiry. `host/memstore.py` and `host/filestore.py` only say where a message lives; the rules are
+limits, purges and expiry. `memstore.py` and `filestore.py` only say where a message lives; the rules are
 written once, here, in `StreamStore`, so the two stores cannot drift apart.
 
 Rules:

@@ -2,7 +2,7 @@
 (nats-server `jetstream.go`).
 
 Layout on disk (file storage), as nats-server: `<-sd DIR>/jetstream/` is `JetStream.store_dir`; under it
-`<account>/streams/<stream>/` holds `meta.json` (the stream config and creation time), `msgs/` (host/filestore.py)
+`<account>/streams/<stream>/` holds `meta.json` (the stream config and creation time), `msgs/` (filestore.py)
 and `obs/<consumer>/` (consumer config and state). Memory streams keep nothing on disk and do not survive a restart.
 
 Everything runs on the hub's event loop: API requests, publishes into streams and acks arrive as internal
@@ -21,15 +21,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from host.jetstream.store import SYNC_ALWAYS
 from host.opts import SYSTEM_ACCOUNT
-from host.store import SYNC_ALWAYS
 
 if TYPE_CHECKING:
     import asyncio
 
     from host.accounts import Account
+    from host.jetstream.stream import Stream
     from host.server import Server
-    from host.stream import Stream
 
 log = logging.getLogger("natsedge.hub")
 
@@ -609,7 +609,7 @@ class JetStream:
 
     def start(self) -> None:
         """Enable every account, recover its streams from disk, start the sync timer. Runs before listening."""
-        from host import consumer as consumer_mod
+        from host.jetstream import consumer as consumer_mod
 
         log.info("Starting JetStream")
         log.info("    Max Memory:      %d", self.max_memory)
@@ -628,14 +628,14 @@ class JetStream:
             self._sync_timer = self.server.loop.call_later(float(self.sync), self._sync_tick)
 
     def _answer_not_enabled(self, acc: Account) -> Any:
-        from host.jetstream_api import not_enabled
+        from host.jetstream.api import not_enabled
 
         name, server = acc.name, self.server
         return acc.add_internal(b"$JS.API.>", lambda src, subj, reply, hdr, msg: not_enabled(
             name, server, subj, reply))
 
     def enable_account(self, acc: Account) -> JSAccount:
-        from host.jetstream_api import dispatch
+        from host.jetstream.api import dispatch
 
         jsa = JSAccount(self, acc)
         acc.js = jsa
@@ -647,7 +647,7 @@ class JetStream:
     def recover_account(self, jsa: JSAccount, recover_consumers: Callable[[Any], None]) -> None:
         """Open every stream found under `<store_dir>/<account>/streams/`. A stream that cannot be opened is
         logged and left on disk; the others still start."""
-        from host.stream import Stream
+        from host.jetstream.stream import Stream
 
         sdir = os.path.join(jsa.dir, "streams")
         try:

@@ -1,6 +1,6 @@
 """A JetStream stream on the hub: config checks, the publish path, retention, direct get (nats-server `stream.go`).
 
-A Stream owns its store (host/memstore.py or host/filestore.py) and subscribes its subjects in its account with
+A Stream owns its store (memstore.py or filestore.py) and subscribes its subjects in its account with
 internal callbacks, so a message published by a client, a leaf or the hub itself reaches `_on_publish` inside the
 publisher's read batch. There the Nats-* headers are checked in nats-server's order, the message is stored, the
 PubAck is queued to the reply subject, and the consumers hear of the new sequence (`c.on_msg`).
@@ -19,8 +19,8 @@ import re
 import shutil
 from typing import TYPE_CHECKING, Any
 
-from host.filestore import FileStore, atomic_write
-from host.jetstream import (
+from host.jetstream.filestore import FileStore, atomic_write
+from host.jetstream.jetstream import (
     API_LEVEL,
     AnyCase,
     ApiError,
@@ -36,9 +36,8 @@ from host.jetstream import (
     parse_rfc3339,
     rfc3339,
 )
-from host.memstore import MemStore
-from host.server import VERSION as SERVER_VERSION
-from host.store import (
+from host.jetstream.memstore import MemStore
+from host.jetstream.store import (
     DISCARD_NEW,
     SYNC_ALWAYS,
     TTL_NEVER,
@@ -52,11 +51,12 @@ from host.store import (
     StoreError,
     StreamStore,
 )
+from host.server import VERSION as SERVER_VERSION
 
 if TYPE_CHECKING:
     import asyncio
 
-    from host.jetstream import JSAccount
+    from host.jetstream.jetstream import JSAccount
 
 log = logging.getLogger("natsedge.hub")
 
@@ -71,7 +71,7 @@ META_FILE = "meta.json"
 
 RETENTIONS = ("limits", "interest", "workqueue")
 
-# StreamConfigRequest as Go decodes it (see host/jetstream.py decode_request).
+# StreamConfigRequest as Go decodes it (see host/jetstream/jetstream.py decode_request).
 STREAM_CONFIG_SCHEMA: dict[str, Any] = {
     "name": "string", "description": "string", "subjects": "strings", "retention": RETENTIONS,
     "max_consumers": "int", "max_msgs": "int64", "max_bytes": "int64", "max_age": "duration",
