@@ -19,24 +19,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from host.jetstream.consumer import consumer_api
+from host.jetstream.errors import ApiError, js_error
 from host.jetstream.jetstream import (
     API_LEVEL,
-    ApiError,
     decode_request,
     dumps,
-    err_bad_request,
-    err_not_empty_request,
-    err_purge_failed,
-    err_replicas_not_supported,
-    err_required_api_level,
-    err_stream_general,
-    err_stream_invalid_config,
-    err_stream_mismatch,
-    err_stream_name_exists,
-    err_stream_name_path_separators,
-    err_stream_not_found,
-    err_stream_sealed,
-    err_stream_subject_overlap,
     is_empty_request,
     is_json_object_or_array,
 )
@@ -145,7 +132,7 @@ def dispatch(jsa: JSAccount, src: Any, subject: bytes, reply: bytes | None, hdr:
 
 def account_info(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     if _level_too_high(hdr):
-        _fail(jsa, reply, T_ACCOUNT_INFO, err_required_api_level())
+        _fail(jsa, reply, T_ACCOUNT_INFO, js_error("JSRequiredApiLevelErr"))
         return
     body = {"type": T_ACCOUNT_INFO, **jsa.account_info()}  # the counters as they were before this request
     _ok(jsa, reply, body)
@@ -185,7 +172,7 @@ def _overlaps(jsa: JSAccount, subjects: list[str], skip: Stream | None) -> bool:
 def stream_create(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_STREAM_CREATE
     if _level_too_high(hdr):
-        _fail(jsa, reply, T, err_required_api_level())
+        _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"))
         return
     try:
         req = decode_request(payload, STREAM_CONFIG_SCHEMA, "StreamConfigRequest")
@@ -195,36 +182,37 @@ def stream_create(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: b
     pedantic = bool(req.pop("pedantic", False))
     name = tokens[4]
     if req.get("name", "") != name:
-        _fail(jsa, reply, T, err_stream_mismatch())
+        _fail(jsa, reply, T, js_error("JSStreamMismatchErr"))
         return
     if "\\" in name or "/" in name:
-        _fail(jsa, reply, T, err_stream_name_path_separators())
+        _fail(jsa, reply, T, js_error("JSStreamNameContainsPathSeparatorsErr"))
         return
     if req.get("sealed"):
-        _fail(jsa, reply, T, err_stream_invalid_config("stream configuration for create can not be sealed"))
+        _fail(jsa, reply, T, js_error("JSStreamInvalidConfigF",
+                                      err="stream configuration for create can not be sealed"))
         return
     if req.get("mirror_direct") and not req.get("mirror"):
-        _fail(jsa, reply, T, err_stream_invalid_config("stream has no mirror but does have mirror direct"))
+        _fail(jsa, reply, T, js_error("JSStreamInvalidConfigF", err="stream has no mirror but does have mirror direct"))
         return
     try:
         cfg = check_config(req, jsa, pedantic)
         set_static_metadata(cfg)
         if cfg["num_replicas"] > 1:
-            raise err_replicas_not_supported()
+            raise js_error("JSStreamReplicasNotSupportedErr")
         existing = jsa.streams.get(name)
         if existing is not None:
             if not _same_config(cfg, existing.config):
-                raise err_stream_name_exists()
+                raise js_error("JSStreamNameExistErr")
             stream = existing
         else:
             jsa.check_reservation(cfg)
             if _overlaps(jsa, cfg["subjects"], None):
-                raise err_stream_subject_overlap()
+                raise js_error("JSStreamSubjectOverlapErr")
             try:
                 stream = Stream.create(jsa, cfg)
             except (StoreError, OSError) as e:
                 log.warning("Stream create failed for '%s > %s': %s", jsa.account.name, name, e)
-                raise ApiError(500, 10049, "error creating store for stream") from None
+                raise js_error("JSStreamCreateErrF", err="error creating store for stream") from None
     except ApiError as e:
         _fail(jsa, reply, T, e)
         return
@@ -235,23 +223,23 @@ def stream_create(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: b
 def stream_update(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_STREAM_UPDATE
     if _level_too_high(hdr):
-        _fail(jsa, reply, T, err_required_api_level())
+        _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"))
         return
     try:
         req = decode_request(payload, STREAM_CONFIG_SCHEMA, "StreamConfigRequest")
         pedantic = bool(req.pop("pedantic", False))
         cfg = check_config(req, jsa, pedantic)
         if cfg["name"] != tokens[4]:
-            raise err_stream_mismatch()
+            raise js_error("JSStreamMismatchErr")
         stream = jsa.streams.get(tokens[4])
         if stream is None:
-            raise err_stream_not_found()
+            raise js_error("JSStreamNotFoundErr")
         set_static_metadata(cfg)
         cfg = update_check(stream.config, cfg)
         if cfg["max_bytes"] > max(stream.config["max_bytes"], 0):
             jsa.check_reservation(cfg, replacing=stream.name)
         if _overlaps(jsa, cfg["subjects"], stream):
-            raise err_stream_subject_overlap()
+            raise js_error("JSStreamSubjectOverlapErr")
         stream.update(cfg)
     except ApiError as e:
         _fail(jsa, reply, T, e)
@@ -264,7 +252,7 @@ def stream_info(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: byt
     T = T_STREAM_INFO
     paged = {"total": 0, "offset": 0, "limit": 0}
     if _level_too_high(hdr):
-        _fail(jsa, reply, T, err_required_api_level(), paged)
+        _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"), paged)
         return
     deleted = False
     subjects_filter = ""
@@ -280,7 +268,7 @@ def stream_info(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: byt
         offset = max(req.get("offset", 0), 0)
     stream = jsa.streams.get(tokens[4])
     if stream is None:
-        _fail(jsa, reply, T, err_stream_not_found(), paged)
+        _fail(jsa, reply, T, js_error("JSStreamNotFoundErr"), paged)
         return
     info = stream.info(dynamic=True, cluster=True, deleted=deleted)
     if subjects_filter:
@@ -311,19 +299,19 @@ def _with_subjects(state: dict[str, Any], subjects: dict[str, int]) -> dict[str,
 def stream_delete(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_STREAM_DELETE
     if _level_too_high(hdr):
-        _fail(jsa, reply, T, err_required_api_level())
+        _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"))
         return
     if not is_empty_request(payload):
-        _fail(jsa, reply, T, err_not_empty_request())
+        _fail(jsa, reply, T, js_error("JSNotEmptyRequestErr"))
         return
     stream = jsa.streams.get(tokens[4])
     if stream is None:
-        _fail(jsa, reply, T, err_stream_not_found())
+        _fail(jsa, reply, T, js_error("JSStreamNotFoundErr"))
         return
     try:
         stream.delete()
     except (StoreError, OSError) as e:
-        _fail(jsa, reply, T, ApiError(500, 10050, str(e)))
+        _fail(jsa, reply, T, js_error("JSStreamDeleteErrF", err=str(e)))
         return
     _ok(jsa, reply, {"type": T, "success": True})
 
@@ -338,7 +326,7 @@ def _paging_request(jsa: JSAccount, reply: bytes | None, hdr: bytes | None, payl
                     empty: dict[str, Any], schema_name: str) -> tuple[int, str] | None:
     """(offset, subject filter) of a STREAM.NAMES/LIST request, or None when it was answered with an error."""
     if _level_too_high(hdr):
-        _fail(jsa, reply, type_name, err_required_api_level(), empty)
+        _fail(jsa, reply, type_name, js_error("JSRequiredApiLevelErr"), empty)
         return None
     if not is_json_object_or_array(payload):
         return 0, ""
@@ -381,7 +369,7 @@ def stream_purge(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: by
     T = T_STREAM_PURGE
     zero = {"purged": 0}
     if _level_too_high(hdr):
-        _fail(jsa, reply, T, err_required_api_level(), zero)
+        _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"), zero)
         return
     req: dict[str, Any] = {}
     if is_json_object_or_array(payload):
@@ -391,22 +379,22 @@ def stream_purge(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: by
             _fail(jsa, reply, T, e, zero)
             return
         if req.get("seq", 0) > 0 and req.get("keep", 0) > 0:
-            _fail(jsa, reply, T, err_bad_request(), zero)
+            _fail(jsa, reply, T, js_error("JSBadRequestErr"), zero)
             return
     stream = jsa.streams.get(tokens[4])
     if stream is None:
-        _fail(jsa, reply, T, err_stream_not_found(), zero)
+        _fail(jsa, reply, T, js_error("JSStreamNotFoundErr"), zero)
         return
     if stream.config["sealed"]:
-        _fail(jsa, reply, T, err_stream_sealed(), zero)
+        _fail(jsa, reply, T, js_error("JSStreamSealedErr"), zero)
         return
     if stream.config["deny_purge"]:
-        _fail(jsa, reply, T, err_purge_failed("stream purge not permitted"), zero)
+        _fail(jsa, reply, T, js_error("JSStreamPurgeFailedF", err="stream purge not permitted"), zero)
         return
     try:
         purged = stream.purge(req.get("filter", ""), req.get("seq", 0), req.get("keep", 0))
     except (StoreError, OSError) as e:
-        _ok(jsa, reply, {"type": T, "error": err_stream_general(str(e)).body(), "purged": 0})
+        _ok(jsa, reply, {"type": T, "error": js_error("JSStreamGeneralErrorF", err=str(e)).body(), "purged": 0})
         return
     _ok(jsa, reply, {"type": T, "success": True, "purged": purged})
 
@@ -417,10 +405,10 @@ def stream_purge(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: by
 def msg_delete(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_MSG_DELETE
     if _level_too_high(hdr):
-        _fail(jsa, reply, T, err_required_api_level())
+        _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"))
         return
     if is_empty_request(payload):
-        _fail(jsa, reply, T, err_bad_request())
+        _fail(jsa, reply, T, js_error("JSBadRequestErr"))
         return
     try:
         req = decode_request(payload, MSG_DELETE_SCHEMA, "JSApiMsgDeleteRequest")
@@ -429,13 +417,13 @@ def msg_delete(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: byte
         return
     stream = jsa.streams.get(tokens[5])
     if stream is None:
-        _fail(jsa, reply, T, err_stream_not_found())
+        _fail(jsa, reply, T, js_error("JSStreamNotFoundErr"))
         return
     if stream.config["sealed"]:
-        _fail(jsa, reply, T, err_stream_sealed())
+        _fail(jsa, reply, T, js_error("JSStreamSealedErr"))
         return
     if stream.config["deny_delete"]:
-        _fail(jsa, reply, T, ApiError(500, 10057, "message delete not permitted"))
+        _fail(jsa, reply, T, js_error("JSStreamMsgDeleteFailedF", err="message delete not permitted"))
         return
     try:
         stream.remove_msg(req.get("seq", 0), erase=not req.get("no_erase", False))
@@ -444,7 +432,7 @@ def msg_delete(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: byte
         _ok(jsa, reply, {"type": T, "error": e.body()})
         return
     except (StoreError, OSError) as e:
-        _ok(jsa, reply, {"type": T, "error": ApiError(500, 10057, str(e)).body()})
+        _ok(jsa, reply, {"type": T, "error": js_error("JSStreamMsgDeleteFailedF", err=str(e)).body()})
         return
     _ok(jsa, reply, {"type": T, "success": True})
 
@@ -461,10 +449,10 @@ def _msg_get_conflict(req: dict[str, Any]) -> bool:
 def msg_get(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_MSG_GET
     if _level_too_high(hdr):
-        _fail(jsa, reply, T, err_required_api_level())
+        _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"))
         return
     if is_empty_request(payload):
-        _fail(jsa, reply, T, err_bad_request())
+        _fail(jsa, reply, T, js_error("JSBadRequestErr"))
         return
     try:
         req = decode_request(payload, MSG_GET_SCHEMA, "JSApiMsgGetRequest")
@@ -473,16 +461,16 @@ def msg_get(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes |
         _fail(jsa, reply, T, e)
         return
     if req.get("batch", 0) > 0 or req.get("max_bytes", 0) > 0 or _msg_get_conflict(req):
-        _fail(jsa, reply, T, err_bad_request())
+        _fail(jsa, reply, T, js_error("JSBadRequestErr"))
         return
     stream = jsa.streams.get(tokens[5])
     if stream is None:
-        _fail(jsa, reply, T, err_stream_not_found())
+        _fail(jsa, reply, T, js_error("JSStreamNotFoundErr"))
         return
     try:
         sm = stream.get_msg(req)
     except StoreError:
-        _fail(jsa, reply, T, ApiError(404, 10037, "no message found"))
+        _fail(jsa, reply, T, js_error("JSNoMessageFoundErr"))
         return
     # nats-server answers a found message outside its API accounting.
     jsa.respond(reply, {"type": T, "message": stored_msg_json(sm, req.get("no_hdr", False))})
@@ -554,7 +542,7 @@ def _direct_get(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: byt
 
 def _clustering_required(type_name: str) -> Handler:
     def handler(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-        _fail(jsa, reply, type_name, ApiError(503, 10010, "JetStream clustering support required"))
+        _fail(jsa, reply, type_name, js_error("JSClusterRequiredErr"))
 
     return handler
 
@@ -565,9 +553,10 @@ def _snapshot_unsupported(type_name: str, extra: dict[str, Any]) -> Handler:
 
     def handler(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
         if is_empty_request(payload):
-            err = err_bad_request()
+            err = js_error("JSBadRequestErr")
         else:
-            err = err_stream_general("stream snapshots and restores are not supported by this server")
+            err = js_error("JSStreamGeneralErrorF",
+                           err="stream snapshots and restores are not supported by this server")
         _fail(jsa, reply, type_name, err, extra)
 
     return handler
@@ -627,7 +616,7 @@ def not_enabled(acc_name: str, server: Any, subject: bytes, reply: bytes | None)
     if cluster_only is not None:
         if reply:
             body = {"type": "io.nats.jetstream.api.v1." + cluster_only,
-                    "error": ApiError(503, 10010, "JetStream clustering support required").body()}
+                    "error": js_error("JSClusterRequiredErr").body()}
             server.internal_publish(server.accounts[acc_name], reply, None, None, dumps(body))
         return True
     entry = _NOT_ENABLED.get((group, op, n))
@@ -639,7 +628,7 @@ def not_enabled(acc_name: str, server: Any, subject: bytes, reply: bytes | None)
             return True
         suffix = "stream_msg_get_response" if tokens[4] == "GET" else "stream_msg_delete_response"
     body = {"type": "io.nats.jetstream.api.v1." + suffix,
-            "error": ApiError(503, 10039, "JetStream not enabled for account").body(), **extra}
+            "error": js_error("JSNotEnabledForAccountErr").body(), **extra}
     server.internal_publish(server.accounts[acc_name], reply, None, None, dumps(body))
     return True
 

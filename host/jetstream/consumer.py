@@ -42,14 +42,10 @@ from typing import TYPE_CHECKING, Any
 
 from edge.proto import encode_tail
 from host.accounts import Account, nuid
+from host.jetstream.errors import ApiError, js_error
 from host.jetstream.jetstream import (
     API_LEVEL,
-    ApiError,
     dumps,
-    err_invalid_json,
-    err_not_empty_request,
-    err_stream_invalid_config,
-    err_stream_not_found,
     rfc3339,
 )
 from host.jetstream.memstore import ConsumerMemStore
@@ -148,17 +144,6 @@ ACTIONS = {"": "", "create": "create", "update": "update"}
 _GO_TIME_LAYOUT = "2006-01-02T15:04:05Z07:00"
 _NAME_FORBIDDEN = frozenset(" \t\r\n\f.*>\\/")
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
-# ---- errors (nats-server errors.json) ------------------------------------------------------------------------------
-
-
-def err_consumer_not_found() -> ApiError:
-    return ApiError(404, 10014, "consumer not found")
-
-
-def err_create(detail: str) -> ApiError:
-    return ApiError(500, 10012, detail)
 
 
 # ---- small formatting helpers ----------------------------------------------------------------------------------------
@@ -322,11 +307,11 @@ def load_json(payload: bytes) -> Any:
     try:
         return json.loads(text)
     except UnicodeDecodeError:
-        raise err_invalid_json("invalid character in string literal") from None
+        raise js_error("JSInvalidJSONErr", err="invalid character in string literal") from None
     except json.JSONDecodeError as e:
-        raise err_invalid_json(_go_syntax_error(e)) from None
+        raise js_error("JSInvalidJSONErr", err=_go_syntax_error(e)) from None
     except RecursionError:
-        raise err_invalid_json("exceeded max depth") from None
+        raise js_error("JSInvalidJSONErr", err="exceeded max depth") from None
 
 
 def _kind(v: Any) -> str:
@@ -366,7 +351,7 @@ class _Fields:
 
     def done(self) -> None:
         if self.first is not None:
-            raise err_invalid_json(self.first)
+            raise js_error("JSInvalidJSONErr", err=self.first)
 
     def get(self, key: str) -> Any:
         v = self.obj.get(key)
@@ -481,7 +466,8 @@ def parse_config(raw: Any, root: str = "CreateConsumerRequest", path: str = "con
     if raw is None:
         return cfg
     if not isinstance(raw, dict):
-        raise err_invalid_json(f"json: cannot unmarshal {_kind(raw)} into Go struct field {root}.{path[:-1]} of "
+        raise js_error("JSInvalidJSONErr",
+                       err=f"json: cannot unmarshal {_kind(raw)} into Go struct field {root}.{path[:-1]} of "
                                "type server.ConsumerConfig")
     f = _Fields(raw, root, path, CONFIG_FIELDS)
     for key, go in CONFIG_FIELDS.items():
@@ -493,14 +479,15 @@ def parse_config(raw: Any, root: str = "CreateConsumerRequest", path: str = "con
                        "replay_policy": REPLAY_POLICIES, "priority_policy": PRIORITY_POLICIES}[key]
             if not isinstance(v, str) or v not in allowed:
                 if key == "priority_policy":
-                    raise err_invalid_json(f"unknown priority policy: {json.dumps(v)}")
-                raise err_invalid_json("can not unmarshal " + json.dumps(json.dumps(v, separators=(",", ":"))))
+                    raise js_error("JSInvalidJSONErr", err=f"unknown priority policy: {json.dumps(v)}")
+                raise js_error("JSInvalidJSONErr",
+                               err="can not unmarshal " + json.dumps(json.dumps(v, separators=(",", ":"))))
             cfg[key] = "all" if v == "undefined" else v
         elif go == "time":
             try:
                 cfg[key] = parse_time(v)
             except ValueError as e:
-                raise err_invalid_json(str(e)) from None
+                raise js_error("JSInvalidJSONErr", err=str(e)) from None
         else:
             got = f.get(key)
             if got is not None:
@@ -547,7 +534,7 @@ def apply_defaults(cfg: dict[str, Any], stream_cfg: dict[str, Any], pedantic: bo
     """nats-server setConsumerConfigDefaults. In pedantic mode a value that would be changed is an error."""
 
     def pedantic_err(text: str) -> ApiError:
-        return ApiError(400, 10157, "pedantic mode: " + text)
+        return js_error("JSPedanticErrF", err=text)
 
     if cfg["max_deliver"] == 0 or cfg["max_deliver"] < -1:
         if pedantic and cfg["max_deliver"] < -1:
@@ -598,80 +585,80 @@ def filters_of(cfg: dict[str, Any]) -> list[str]:
 def check_config(cfg: dict[str, Any], stream_cfg: dict[str, Any]) -> None:
     """nats-server checkConsumerCfg: reject what cannot work, with its error codes and texts."""
     if cfg["name"] and not valid_name(cfg["name"]):
-        raise err_stream_invalid_config("consumer name can not contain '.', '*', '>', '\\', '/'")
+        raise js_error("JSStreamInvalidConfigF", err="consumer name can not contain '.', '*', '>', '\\', '/'")
     if cfg["durable_name"] and not valid_name(cfg["durable_name"]):
-        raise err_stream_invalid_config("consumer durable name can not contain '.', '*', '>', '\\', '/'")
+        raise js_error("JSStreamInvalidConfigF", err="consumer durable name can not contain '.', '*', '>', '\\', '/'")
     stream_replicas = int(stream_cfg.get("num_replicas") or 1)
     if cfg["num_replicas"] > 0 and cfg["num_replicas"] > stream_replicas:
-        raise ApiError(400, 10126, "consumer config replica count exceeds parent stream")
+        raise js_error("JSConsumerReplicasExceedsStream")
     if cfg["num_replicas"] < 0:
-        raise ApiError(400, 10133, "replicas count cannot be negative")
+        raise js_error("JSReplicasCountCannotBeNegative")
     retention = stream_cfg.get("retention", "limits")
     if retention in ("interest", "workqueue") and cfg["num_replicas"] not in (0, stream_replicas):
-        raise ApiError(400, 10134, "consumer config replicas must match interest retention stream's replicas")
+        raise js_error("JSConsumerReplicasShouldMatchStream")
     if any(b < 0 for b in cfg["backoff"]):
-        raise ApiError(400, 10184, "consumer backoff needs to be positive")
+        raise js_error("JSConsumerBackOffNegativeErr")
     if cfg["ack_wait"] < 0:
-        raise ApiError(400, 10183, "consumer ack wait needs to be positive")
+        raise js_error("JSConsumerAckWaitNegativeErr")
     if cfg["backoff"] and cfg["max_deliver"] != -1 and len(cfg["backoff"]) > cfg["max_deliver"]:
-        raise ApiError(400, 10116, "max deliver is required to be > length of backoff values")
+        raise js_error("JSConsumerMaxDeliverBackoffErr")
     if len(cfg["description"]) > MAX_DESCRIPTION_LEN:
-        raise ApiError(400, 10107, f"consumer description is too long, maximum allowed is {MAX_DESCRIPTION_LEN}")
+        raise js_error("JSConsumerDescriptionTooLongErrF", max=MAX_DESCRIPTION_LEN)
     deliver = cfg["deliver_subject"]
     if deliver:
         toks = deliver.split(".")
         if "*" in toks or ">" in toks:
-            raise ApiError(400, 10079, "consumer deliver subject has wildcards")
+            raise js_error("JSConsumerDeliverToWildcardsErr")
         if not is_valid_subject(deliver.encode()):
-            raise ApiError(400, 10112, "invalid push consumer deliver subject")
+            raise js_error("JSConsumerInvalidDeliverSubject")
         if any(is_subset(deliver, s) for s in stream_cfg.get("subjects") or []):
-            raise ApiError(400, 10081, "consumer deliver subject forms a cycle")
+            raise js_error("JSConsumerDeliverCycleErr")
         if cfg["max_waiting"] != 0:
-            raise ApiError(400, 10080, "consumer in push mode can not set max waiting")
+            raise js_error("JSConsumerPushMaxWaitingErr")
         if cfg["max_ack_pending"] > 0 and cfg["ack_policy"] == ACK_NONE:
-            raise ApiError(400, 10082, "consumer requires ack policy for max ack pending")
+            raise js_error("JSConsumerMaxPendingAckPolicyRequiredErr")
         if 0 < cfg["idle_heartbeat"] < MIN_HEARTBEAT:
-            raise ApiError(400, 10083, "consumer idle heartbeat needs to be >= 100ms")
+            raise js_error("JSConsumerSmallHeartbeatErr")
     else:
         if cfg["ack_policy"] == ACK_NONE and retention == "workqueue":
-            raise ApiError(400, 10084, "consumer in pull mode requires explicit ack policy on workqueue stream")
+            raise js_error("JSConsumerPullRequiresAckErr")
         if cfg["rate_limit_bps"] > 0:
-            raise ApiError(400, 10086, "consumer in pull mode can not have rate limit set")
+            raise js_error("JSConsumerPullWithRateLimitErr")
         if cfg["max_waiting"] < 0:
-            raise ApiError(400, 10087, "consumer max waiting needs to be positive")
+            raise js_error("JSConsumerMaxWaitingNegativeErr")
         if cfg["idle_heartbeat"] > 0:
-            raise ApiError(400, 10088, "consumer idle heartbeat requires a push based consumer")
+            raise js_error("JSConsumerHBRequiresPushErr")
         if cfg["flow_control"]:
-            raise ApiError(400, 10089, "consumer flow control requires a push based consumer")
+            raise js_error("JSConsumerFCRequiresPushErr")
         if cfg["max_batch"] < 0:
-            raise ApiError(400, 10114, "consumer max request batch needs to be > 0")
+            raise js_error("JSConsumerMaxRequestBatchNegativeErr")
         if cfg["max_expires"] != 0 and cfg["max_expires"] < MS:
-            raise ApiError(400, 10115, "consumer max request expires needs to be >= 1ms")
+            raise js_error("JSConsumerMaxRequestExpiresTooSmall")
     limits = stream_cfg.get("consumer_limits") or {}
     lim_pending = int(limits.get("max_ack_pending") or 0)
     if lim_pending > 0 and cfg["max_ack_pending"] > lim_pending:
-        raise ApiError(400, 10121, f"consumer max ack pending exceeds system limit of {lim_pending}")
+        raise js_error("JSConsumerMaxPendingAckExcessErrF", limit=lim_pending)
     lim_inactive = int(limits.get("inactive_threshold") or 0)
     if lim_inactive > 0 and cfg["inactive_threshold"] > lim_inactive:
-        raise ApiError(400, 10153, f"consumer inactive threshold exceeds system limit of {go_duration(lim_inactive)}")
+        raise js_error("JSConsumerInactiveThresholdExcess", limit=go_duration(lim_inactive))
     if cfg["direct"]:
         if not deliver:
-            raise ApiError(400, 10090, "consumer direct requires a push based consumer")
+            raise js_error("JSConsumerDirectRequiresPushErr")
         if cfg["durable_name"]:
-            raise ApiError(400, 10091, "consumer direct requires an ephemeral consumer")
+            raise js_error("JSConsumerDirectRequiresEphemeralErr")
     if cfg["filter_subject"] and cfg["filter_subjects"]:
-        raise ApiError(400, 10136, "consumer cannot have both FilterSubject and FilterSubjects specified")
+        raise js_error("JSConsumerDuplicateFilterSubjects")
     if cfg["filter_subject"] and not is_valid_subject(cfg["filter_subject"].encode()):
-        raise err_stream_invalid_config("invalid subject")
+        raise js_error("JSStreamInvalidConfigF", err="invalid subject")
     if any(not f for f in cfg["filter_subjects"]):
-        raise ApiError(400, 10139, "consumer filter in FilterSubjects cannot be empty")
+        raise js_error("JSConsumerEmptyFilter")
     flts = filters_of(cfg)
     for i, f in enumerate(flts):
         if not is_valid_subject(f.encode()):
-            raise err_stream_invalid_config("invalid subject")
+            raise js_error("JSStreamInvalidConfigF", err="invalid subject")
         for j, g in enumerate(flts):
             if i != j and is_subset(f, g):
-                raise ApiError(400, 10138, "consumer subject filters cannot overlap")
+                raise js_error("JSConsumerOverlappingSubjectFilters")
     _check_start(cfg)
     if cfg["sample_freq"]:
         text = cfg["sample_freq"].removesuffix("%")
@@ -680,36 +667,36 @@ def check_config(cfg: dict[str, Any], stream_cfg: dict[str, Any]) -> None:
         except ValueError:
             ok = False
         if not ok:
-            raise ApiError(400, 10095, "failed to parse consumer sampling configuration: "
-                                   f'strconv.Atoi: parsing "{text}": invalid syntax')
+            raise js_error("JSConsumerInvalidSamplingErrF",
+                           err=f'strconv.Atoi: parsing "{text}": invalid syntax')
     if cfg["flow_control"] and cfg["idle_heartbeat"] == 0:
-        raise ApiError(400, 10108, "consumer with flow control also needs heartbeats")
+        raise js_error("JSConsumerWithFlowControlNeedsHeartbeats")
     if cfg["durable_name"] and cfg["name"] and cfg["name"] != cfg["durable_name"]:
-        raise ApiError(400, 10132, "Consumer Durable and Name have to be equal if both are provided")
+        raise js_error("JSConsumerCreateDurableAndNameMismatch")
     md = cfg["metadata"] or {}
     if sum(len(k) + len(v) for k, v in md.items()) > MAX_METADATA_LEN:
-        raise ApiError(400, 10135, f"consumer metadata exceeds maximum size of {MAX_METADATA_LEN // 1024}KB")
+        raise js_error("JSConsumerMetadataLengthErrF", limit=f"{MAX_METADATA_LEN // 1024}KB")
     if cfg["priority_policy"] != "none":
         if deliver:
-            raise ApiError(400, 10178, "priority groups can not be used with push consumers")
+            raise js_error("JSConsumerPushWithPriorityGroupErr")
         if not cfg["priority_groups"]:
-            raise ApiError(400, 10159, "Setting PriorityPolicy requires at least one PriorityGroup to be set")
+            raise js_error("JSConsumerPriorityPolicyWithoutGroup")
         for g in cfg["priority_groups"]:
             if not g:
-                raise ApiError(400, 10161, "Group name cannot be an empty string")
+                raise js_error("JSConsumerEmptyGroupName")
         # Priority groups (ADR-42: overflow, pinned clients, prioritized) are not implemented by this hub.
-        raise err_stream_invalid_config("consumer priority groups are not supported by this server")
+        raise js_error("JSStreamInvalidConfigF", err="consumer priority groups are not supported by this server")
     if cfg["priority_groups"]:
-        raise ApiError(400, 10196, "consumer can not have priority groups when policy is none")
+        raise js_error("JSConsumerPriorityGroupWithPolicyNone")
     if cfg["priority_timeout"] > 0:
-        raise ApiError(400, 10197, "PinnedTTL cannot be set when PriorityPolicy is none")
+        raise js_error("JSConsumerPinnedTTLWithoutPriorityPolicyNone")
 
 
 def _check_start(cfg: dict[str, Any]) -> None:
     dp, seq, t = cfg["deliver_policy"], cfg["opt_start_seq"], cfg["opt_start_time"] is not None
 
     def bad(text: str) -> ApiError:
-        return ApiError(400, 10094, text)
+        return js_error("JSConsumerInvalidPolicyErrF", err=text)
 
     def bad_start(p: str, start: str) -> ApiError:
         return bad(f"consumer delivery policy is deliver {p}, but optional start {start} is also set")
@@ -752,18 +739,18 @@ def update_error(old: dict[str, Any], new: dict[str, Any], deliver_has_interest:
                       ("idle_heartbeat", "heart beats can not be updated"),
                       ("flow_control", "flow control can not be updated")):
         if old[key] != new[key]:
-            return err_create(text)
+            return js_error("JSConsumerCreateErrF", err=text)
     if old["deliver_subject"] != new["deliver_subject"]:
         if not old["deliver_subject"]:
-            return err_create("can not update pull consumer to push based")
+            return js_error("JSConsumerCreateErrF", err="can not update pull consumer to push based")
         if not new["deliver_subject"]:
-            return err_create("can not update push consumer to pull based")
+            return js_error("JSConsumerCreateErrF", err="can not update push consumer to pull based")
         if deliver_has_interest:
-            return ApiError(400, 10013, "consumer name already in use")
+            return js_error("JSConsumerNameExistErr")
     if old["max_waiting"] != new["max_waiting"]:
-        return err_create("max waiting can not be updated")
+        return js_error("JSConsumerCreateErrF", err="max waiting can not be updated")
     if new["backoff"] and new["max_deliver"] != -1 and len(new["backoff"]) > new["max_deliver"]:
-        return ApiError(400, 10116, "max deliver is required to be > length of backoff values")
+        return js_error("JSConsumerMaxDeliverBackoffErr")
     return None
 
 
@@ -2189,7 +2176,7 @@ class Consumer:
         dp = cfg["deliver_policy"]
 
         def invalid(why: str) -> ApiError:
-            return ApiError(400, 10204, "invalid reset: " + why)
+            return js_error("JSConsumerInvalidResetErr", err=why)
 
         if seq == 0:
             seq = self.asflr + 1
@@ -2557,7 +2544,7 @@ def consumer_api(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: by
             served = False  # the consumer's own subscription in nats-server, like pull requests
             _reset(jsa, tokens[4], tokens[5], reply, hdr, payload)
         elif op == "LEADER" and n == 7 and tokens[4] == "STEPDOWN":
-            jsa.respond_error(reply, T_STEPDOWN, ApiError(503, 10010, "JetStream clustering support required"))
+            jsa.respond_error(reply, T_STEPDOWN, js_error("JSClusterRequiredErr"))
         else:
             served = False
     finally:
@@ -2576,7 +2563,7 @@ def _api_level_error(hdr: bytes | None) -> ApiError | None:
         ok = int(v) <= API_LEVEL
     except ValueError:
         ok = False
-    return None if ok else ApiError(412, 10185, "JetStream minimum api level required")
+    return None if ok else js_error("JSRequiredApiLevelErr")
 
 
 def _is_empty_request(payload: bytes) -> bool:
@@ -2614,7 +2601,7 @@ def _create_consumer(jsa: JSAccount, tokens: list[str], hdr: bytes | None, paylo
     returns it and whether it is new."""
     req = load_json(payload)
     if req is not None and not isinstance(req, dict):
-        raise err_invalid_json(f"json: cannot unmarshal {_kind(req)} into Go value of type "
+        raise js_error("JSInvalidJSONErr", err=f"json: cannot unmarshal {_kind(req)} into Go value of type "
                                "server.CreateConsumerRequest")
     req = req or {}
     top = _Fields(req, "CreateConsumerRequest", "", {"stream_name": "string", "config": "object",
@@ -2623,7 +2610,7 @@ def _create_consumer(jsa: JSAccount, tokens: list[str], hdr: bytes | None, paylo
     pedantic = bool(top.get("pedantic"))
     action = req.get("action")
     if action is not None and action not in ACTIONS:
-        raise err_invalid_json(f"unknown consumer action: {json.dumps(action)}")
+        raise js_error("JSInvalidJSONErr", err=f"unknown consumer action: {json.dumps(action)}")
     action = action or ""
     cfg = parse_config(req.get("config"))
     top.done()
@@ -2641,30 +2628,30 @@ def _create_consumer(jsa: JSAccount, tokens: list[str], hdr: bytes | None, paylo
         if n > 6:
             filtered = ".".join(tokens[6:])
     if stream != stream_name:
-        raise ApiError(400, 10056, "stream name in subject does not match request")
+        raise js_error("JSStreamMismatchErr")
     if name and ("\\" in name or "/" in name):
-        raise ApiError(400, 10127, "Consumer name can not contain path separators")
+        raise js_error("JSConsumerNameContainsPathSeparatorsErr")
     if kind == "durable":
         if not cfg["durable_name"]:
-            raise ApiError(400, 10018, "consumer expected to be durable but a durable name was not set")
+            raise js_error("JSConsumerDurableNameNotSetErr")
         if name != cfg["durable_name"]:
-            raise ApiError(400, 10017, "consumer name in subject does not match durable name in request")
+            raise js_error("JSConsumerDurableNameNotMatchSubjectErr")
         cfg["name"] = name
     elif kind == "new":
         if cfg["durable_name"] and name != cfg["durable_name"]:
-            raise ApiError(400, 10017, "consumer name in subject does not match durable name in request")
+            raise js_error("JSConsumerDurableNameNotMatchSubjectErr")
         cfg["name"] = name
     elif cfg["durable_name"]:
-        raise ApiError(400, 10020, "consumer expected to be ephemeral but a durable name was set in request")
+        raise js_error("JSConsumerEphemeralWithDurableNameErr")
     if filtered and cfg["filter_subjects"]:
-        raise ApiError(400, 10137, "consumer with multiple subject filters cannot use subject based API")
+        raise js_error("JSConsumerMultipleFiltersNotAllowed")
     if filtered and cfg["filter_subject"] != filtered:
-        raise ApiError(400, 10131, "Consumer create request did not match filtered subject from create subject")
+        raise js_error("JSConsumerCreateFilterSubjectMismatchErr")
     if cfg["num_replicas"] > 1:
-        raise ApiError(500, 10074, "replicas > 1 not supported in non-clustered mode")
+        raise js_error("JSStreamReplicasNotSupportedErr")
     st = jsa.streams.get(stream)
     if st is None:
-        raise err_stream_not_found()
+        raise js_error("JSStreamNotFoundErr")
     existing = st.consumers.get(cfg["durable_name"] or cfg["name"]) if (cfg["durable_name"] or cfg["name"]) else None
     if isinstance(existing, Consumer):
         cfg["pause_until"] = existing.cfg["pause_until"]
@@ -2673,9 +2660,9 @@ def _create_consumer(jsa: JSAccount, tokens: list[str], hdr: bytes | None, paylo
     check_config(cfg, st.config)
     if isinstance(existing, Consumer):
         if action == "create" and cfg != existing.cfg:
-            raise ApiError(400, 10148, "consumer already exists")
+            raise js_error("JSConsumerAlreadyExists")
         if st.retention == "workqueue" and not _partition_unique(st, existing.name, filters_of(cfg)):
-            raise ApiError(400, 10100, "filtered consumer not unique on workqueue stream")
+            raise js_error("JSConsumerWQConsumerNotUniqueErr")
         uerr = update_error(existing.cfg, cfg, bool(cfg["deliver_subject"]) and has_interest(
             jsa.account, existing.deliver_b))
         if uerr is not None:
@@ -2684,24 +2671,24 @@ def _create_consumer(jsa: JSAccount, tokens: list[str], hdr: bytes | None, paylo
             existing.update_config(cfg)
         return existing, False
     if action == "update":
-        raise ApiError(400, 10149, "consumer does not exist")
+        raise js_error("JSConsumerDoesNotExist")
     maxc = int(st.config.get("max_consumers") or 0)
     if maxc > 0 and len(st.consumers) >= maxc:
-        raise ApiError(400, 10026, "maximum consumers limit reached")
+        raise js_error("JSMaximumConsumersLimitErr")
     if st.retention == "workqueue" and not cfg["direct"]:
         if cfg["ack_policy"] != ACK_EXPLICIT:
-            raise ApiError(400, 10098, "workqueue stream requires explicit ack")
+            raise js_error("JSConsumerWQRequiresExplicitAckErr")
         if cfg["deliver_policy"] != "all":
-            raise ApiError(400, 10101, "consumer must be deliver all on workqueue stream")
+            raise js_error("JSConsumerWQConsumerNotDeliverAllErr")
         if st.consumers:
             flts = filters_of(cfg)
             if not flts:
-                raise ApiError(400, 10099, "multiple non-filtered consumers not allowed on workqueue stream")
+                raise js_error("JSConsumerWQMultipleUnfilteredErr")
             if not _partition_unique(st, "", flts):
-                raise ApiError(400, 10100, "filtered consumer not unique on workqueue stream")
+                raise js_error("JSConsumerWQConsumerNotUniqueErr")
     if cfg["durable_name"]:
         if len(cfg["durable_name"]) > MAX_NAME_LEN:
-            raise ApiError(400, 10102, f"consumer name is too long, maximum allowed is {MAX_NAME_LEN}")
+            raise js_error("JSConsumerNameTooLongErrF", max=MAX_NAME_LEN)
         name = cfg["durable_name"]
     elif cfg["name"]:
         name = cfg["name"]
@@ -2711,20 +2698,20 @@ def _create_consumer(jsa: JSAccount, tokens: list[str], hdr: bytes | None, paylo
         while name in st.consumers:
             name = _ephemeral_name()
     if not valid_name(name):
-        raise ApiError(400, 10103, "durable name can not contain '.', '*', '>'")
+        raise js_error("JSConsumerBadDurableNameErr")
     c = Consumer(st, name, cfg, time.time_ns())
     if c.durable and st.dir and not cfg["mem_storage"]:
         try:
             c.store = st.store.consumer_store(name, cfg["ack_policy"], cfg["max_deliver"])
             c.file_backed = True
         except (OSError, StoreError, ValueError) as e:
-            raise ApiError(500, 10104, "error creating store for consumer: " + str(e)) from None
+            raise js_error("JSConsumerStoreFailedErrF", err=e) from None
     c.select_start()
     try:
         c.persist_meta()
     except OSError as e:
         c.store.delete()
-        raise ApiError(500, 10104, "error creating store for consumer: " + str(e)) from None
+        raise js_error("JSConsumerStoreFailedErrF", err=e) from None
     st.consumers[name] = c
     if c.push:
         _watch(c)
@@ -2762,21 +2749,21 @@ def _next(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: byte
 def _stream_or_error(jsa: JSAccount, stream: str) -> Any:
     st = jsa.streams.get(stream)
     if st is None:
-        raise err_stream_not_found()
+        raise js_error("JSStreamNotFoundErr")
     return st
 
 
 def _info(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     try:
         if not _is_empty_request(payload):
-            raise err_not_empty_request()
+            raise js_error("JSNotEmptyRequestErr")
         err = _api_level_error(hdr)
         if err is not None:
             raise err
         st = _stream_or_error(jsa, stream)
         c = st.consumers.get(name)
         if not isinstance(c, Consumer) or c.closed:
-            raise err_consumer_not_found()
+            raise js_error("JSConsumerNotFoundErr")
     except ApiError as e:
         jsa.respond_error(reply, T_INFO, e)
         return
@@ -2791,7 +2778,7 @@ def _offset(payload: bytes) -> int:
         return 0
     req = load_json(text)
     if not isinstance(req, dict):
-        raise err_invalid_json(f"json: cannot unmarshal {_kind(req)} into Go value of type "
+        raise js_error("JSInvalidJSONErr", err=f"json: cannot unmarshal {_kind(req)} into Go value of type "
                                "server.JSApiConsumersRequest")
     f = _Fields(req, "JSApiConsumersRequest", "", {"offset": "int"})
     off = f.get("offset")
@@ -2830,11 +2817,11 @@ def _delete(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: by
         if err is not None:
             raise err
         if not _is_empty_request(payload):
-            raise err_not_empty_request()
+            raise js_error("JSNotEmptyRequestErr")
         st = _stream_or_error(jsa, stream)
         c = st.consumers.get(name)
         if not isinstance(c, Consumer) or c.closed:
-            raise err_consumer_not_found()
+            raise js_error("JSConsumerNotFoundErr")
     except ApiError as e:
         jsa.respond_error(reply, T_DELETE, e)
         return
@@ -2850,7 +2837,7 @@ def _pause(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: byt
         if text and text[:1] in (b"{", b"["):
             req = load_json(text)
             if not isinstance(req, dict):
-                raise err_invalid_json(f"json: cannot unmarshal {_kind(req)} into Go value of type "
+                raise js_error("JSInvalidJSONErr", err=f"json: cannot unmarshal {_kind(req)} into Go value of type "
                                        "server.JSApiConsumerPauseRequest")
             f = _Fields(req, "JSApiConsumerPauseRequest", "", {"pause_until": "time"})
             f.done()
@@ -2858,14 +2845,14 @@ def _pause(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: byt
                 try:
                     until = parse_time(req["pause_until"])
                 except ValueError as e:
-                    raise err_invalid_json(str(e)) from None
+                    raise js_error("JSInvalidJSONErr", err=str(e)) from None
         err = _api_level_error(hdr)
         if err is not None:
             raise err
         st = _stream_or_error(jsa, stream)
         c = st.consumers.get(name)
         if not isinstance(c, Consumer) or c.closed:
-            raise err_consumer_not_found()
+            raise js_error("JSConsumerNotFoundErr")
     except ApiError as e:
         jsa.api_errors += 1
         body = {"type": T_PAUSE, "error": e.body()}
@@ -2875,7 +2862,7 @@ def _pause(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: byt
     try:
         c.set_pause(until)
     except OSError as e:
-        jsa.respond_error(reply, T_PAUSE, ApiError(500, 10104, "error creating store for consumer: " + str(e)))
+        jsa.respond_error(reply, T_PAUSE, js_error("JSConsumerStoreFailedErrF", err=e))
         return
     now = time.time_ns()
     out: dict[str, Any] = {"type": T_PAUSE, "paused": until is not None and now < until,
@@ -2900,7 +2887,7 @@ def _reset(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: byt
         if payload.strip():
             req = load_json(payload)
             if not isinstance(req, dict):
-                raise err_invalid_json(f"json: cannot unmarshal {_kind(req)} into Go value of type "
+                raise js_error("JSInvalidJSONErr", err=f"json: cannot unmarshal {_kind(req)} into Go value of type "
                                        "server.JSApiConsumerResetRequest")
             known = {k: v for k, v in req.items() if k == "seq"}
             f = _Fields(known, "JSApiConsumerResetRequest", "", {"seq": "uint64"})

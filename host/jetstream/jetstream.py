@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from host.jetstream.errors import ApiError, js_error
 from host.jetstream.store import SYNC_ALWAYS
 from host.opts import SYSTEM_ACCOUNT
 
@@ -42,126 +43,6 @@ STORE_SUBDIR = "jetstream"  # nats-server JetStreamStoreDir: appended to -sd / s
 API_PREFIX = b"$JS.API."
 _NS = 1_000_000_000
 _UINT64_MAX = (1 << 64) - 1
-
-
-class ApiError(Exception):
-    """An API error reply: `{"error":{"code":..,"err_code":..,"description":..}}` (nats-server errors.json)."""
-
-    def __init__(self, code: int, err_code: int, description: str) -> None:
-        super().__init__(description)
-        self.code = code
-        self.err_code = err_code
-        self.description = description
-
-    def body(self) -> dict[str, Any]:
-        return {"code": self.code, "err_code": self.err_code, "description": self.description}
-
-
-# The errors the stream side answers with (nats-server errors.json: code, err_code, description).
-
-
-def err_bad_request() -> ApiError:
-    return ApiError(400, 10003, "bad request")
-
-
-def err_invalid_json(detail: str) -> ApiError:
-    return ApiError(400, 10025, f"invalid JSON: {detail}")
-
-
-def err_not_empty_request() -> ApiError:
-    return ApiError(400, 10038, "expected an empty request payload")
-
-
-def err_no_message_found() -> ApiError:
-    return ApiError(404, 10037, "no message found")
-
-
-def err_sequence_not_found(seq: int) -> ApiError:
-    return ApiError(400, 10043, f"sequence {seq} not found")
-
-
-def err_stream_invalid_config(detail: str) -> ApiError:
-    return ApiError(500, 10052, detail)
-
-
-def err_stream_general(detail: str) -> ApiError:
-    return ApiError(500, 10051, detail)
-
-
-def err_stream_create(detail: str) -> ApiError:
-    return ApiError(500, 10049, detail)
-
-
-def err_stream_update(detail: str) -> ApiError:
-    return ApiError(500, 10069, detail)
-
-
-def err_stream_delete(detail: str) -> ApiError:
-    return ApiError(500, 10050, detail)
-
-
-def err_stream_mismatch() -> ApiError:
-    return ApiError(400, 10056, "stream name in subject does not match request")
-
-
-def err_stream_name_exists() -> ApiError:
-    return ApiError(400, 10058, "stream name already in use with a different configuration")
-
-
-def err_stream_not_found() -> ApiError:
-    return ApiError(404, 10059, "stream not found")
-
-
-def err_stream_subject_overlap() -> ApiError:
-    return ApiError(400, 10065, "subjects overlap with an existing stream")
-
-
-def err_stream_name_path_separators() -> ApiError:
-    return ApiError(400, 10128, "Stream name can not contain path separators")
-
-
-def err_replicas_not_supported() -> ApiError:
-    return ApiError(500, 10074, "replicas > 1 not supported in non-clustered mode")
-
-
-def err_replicas_negative() -> ApiError:
-    return ApiError(400, 10133, "replicas count cannot be negative")
-
-
-def err_msg_delete_failed(detail: str) -> ApiError:
-    return ApiError(500, 10057, detail)
-
-
-def err_purge_failed(detail: str) -> ApiError:
-    return ApiError(500, 10110, detail)
-
-
-def err_stream_sealed() -> ApiError:
-    return ApiError(400, 10109, "invalid operation on sealed stream")
-
-
-def err_memory_resources() -> ApiError:
-    return ApiError(500, 10028, "insufficient memory resources available")
-
-
-def err_storage_resources() -> ApiError:
-    return ApiError(500, 10047, "insufficient storage resources available")
-
-
-def err_insufficient_resources() -> ApiError:
-    return ApiError(503, 10023, "insufficient resources")
-
-
-def err_maximum_streams() -> ApiError:
-    return ApiError(400, 10027, "maximum number of streams reached")
-
-
-def err_required_api_level() -> ApiError:
-    return ApiError(412, 10185, "JetStream minimum api level required")
-
-
-def err_not_enabled_for_account() -> ApiError:
-    return ApiError(503, 10039, "JetStream not enabled for account")
 
 
 def rfc3339(ns: int) -> str:
@@ -275,7 +156,7 @@ class _Decode:
             v = value.lower() if isinstance(kind, AnyCase) and isinstance(value, str) else value
             if not isinstance(v, str) or v not in kind:
                 # The enum's UnmarshalJSON fails and aborts decoding (not a saved error).
-                raise err_invalid_json(f"can not unmarshal {json.dumps(json.dumps(value))}")
+                raise js_error("JSInvalidJSONErr", err=f"can not unmarshal {json.dumps(json.dumps(value))}")
             return v
         if isinstance(kind, dict):
             if not isinstance(value, dict):
@@ -360,16 +241,17 @@ def decode_request(payload: bytes, schema: dict[str, Any], type_name: str, stric
         obj = json.loads(text, parse_float=_Literal)
     except (ValueError, UnicodeDecodeError) as e:
         if isinstance(e, json.JSONDecodeError):
-            raise err_invalid_json(f"{e.msg} at offset {e.pos + 1}") from None
-        raise err_invalid_json(str(e)) from None
+            raise js_error("JSInvalidJSONErr", err=f"{e.msg} at offset {e.pos + 1}") from None
+        raise js_error("JSInvalidJSONErr", err=str(e)) from None
     if obj is None:
         return {}
     if not isinstance(obj, dict):
-        raise err_invalid_json(f"json: cannot unmarshal {_json_kind(obj)} into Go value of type server.{type_name}")
+        raise js_error("JSInvalidJSONErr",
+                       err=f"json: cannot unmarshal {_json_kind(obj)} into Go value of type server.{type_name}")
     d = _Decode(type_name, strict)
     out = d.struct(obj, schema, "")
     if d.first is not None:
-        raise err_invalid_json(d.first)
+        raise js_error("JSInvalidJSONErr", err=d.first)
     return out
 
 
@@ -551,7 +433,7 @@ class JSAccount:
                     reserved += s.config["max_bytes"]
         limit = js.max_memory if memory else js.max_store
         if reserved > limit or add > limit - reserved:
-            raise err_memory_resources() if memory else err_storage_resources()
+            raise js_error("JSMemoryResourcesExceededErr") if memory else js_error("JSStorageResourcesExceededErr")
 
 
 # ---- the server-wide part -----------------------------------------------------------------------------------

@@ -19,19 +19,12 @@ import re
 import shutil
 from typing import TYPE_CHECKING, Any
 
+from host.jetstream.errors import ApiError, js_error
 from host.jetstream.filestore import FileStore, atomic_write
 from host.jetstream.jetstream import (
     API_LEVEL,
     AnyCase,
-    ApiError,
     dumps,
-    err_insufficient_resources,
-    err_msg_delete_failed,
-    err_replicas_negative,
-    err_replicas_not_supported,
-    err_sequence_not_found,
-    err_stream_invalid_config,
-    err_stream_sealed,
     now_ns,
     parse_rfc3339,
     rfc3339,
@@ -253,39 +246,41 @@ def check_config(req: dict[str, Any], jsa: JSAccount, pedantic: bool = False) ->
     with. Returns the config in nats-server's JSON field order (without the response-only metadata)."""
     name = req.get("name", "")
     if not is_valid_asset_name(name):
-        raise err_stream_invalid_config("stream name is required and can not contain '.', '*', '>', '\\', '/'")
+        raise js_error("JSStreamInvalidConfigF",
+                       err="stream name is required and can not contain '.', '*', '>', '\\', '/'")
     if len(name) > MAX_NAME_LEN:
-        raise err_stream_invalid_config(f"stream name is too long, maximum allowed is {MAX_NAME_LEN}")
+        raise js_error("JSStreamInvalidConfigF", err=f"stream name is too long, maximum allowed is {MAX_NAME_LEN}")
     if len(req.get("description", "")) > MAX_DESCRIPTION_LEN:
-        raise err_stream_invalid_config(
-            f"stream description is too long, maximum allowed is {MAX_DESCRIPTION_LEN}")
+        raise js_error("JSStreamInvalidConfigF",
+                       err=f"stream description is too long, maximum allowed is {MAX_DESCRIPTION_LEN}")
     metadata = dict(req.get("metadata") or {})
     if sum(len(k) + len(v) for k, v in metadata.items()) > MAX_METADATA_LEN:
-        raise err_stream_invalid_config(f"stream metadata exceeds maximum size of {MAX_METADATA_LEN} bytes")
+        raise js_error("JSStreamInvalidConfigF",
+                       err=f"stream metadata exceeds maximum size of {MAX_METADATA_LEN} bytes")
     for key, what in _UNSUPPORTED.items():
         if req.get(key):
-            raise err_stream_invalid_config(f"{what} are not supported by this server"
+            raise js_error("JSStreamInvalidConfigF", err=f"{what} are not supported by this server"
                                             if what.endswith("s") else f"{what} is not supported by this server")
     if req.get("persist_mode") == "async":
-        raise err_stream_invalid_config("async persist mode is not supported by this server")
+        raise js_error("JSStreamInvalidConfigF", err="async persist mode is not supported by this server")
     placement = req.get("placement")
     if placement not in (None, {}) and (not isinstance(placement, dict) or any(placement.values())):
-        raise err_stream_invalid_config("placement is not supported by this server")
+        raise js_error("JSStreamInvalidConfigF", err="placement is not supported by this server")
 
     def limit(key: str) -> int:
         v = req.get(key, 0)
         if v == 0 or v < -1:
             if pedantic and v < -1:
-                raise ApiError(400, 10157, f"pedantic mode: {key} must be set to -1")
+                raise js_error("JSPedanticErrF", err=f"{key} must be set to -1")
             return -1
         return v
 
     storage = req.get("storage") or "file"
     replicas = req.get("num_replicas", 0) or 1
     if replicas > 5:
-        raise err_stream_invalid_config("maximum replicas is 5")
+        raise js_error("JSStreamInvalidConfigF", err="maximum replicas is 5")
     if replicas < 0:
-        raise err_replicas_negative()
+        raise js_error("JSReplicasCountCannotBeNegative")
     max_msgs = limit("max_msgs")
     max_msgs_per = limit("max_msgs_per_subject")
     max_bytes = limit("max_bytes")
@@ -293,49 +288,52 @@ def check_config(req: dict[str, Any], jsa: JSAccount, pedantic: bool = False) ->
     max_consumers = limit("max_consumers")
     max_age = req.get("max_age", 0)
     if max_age < 0:
-        raise err_stream_invalid_config("max age can not be negative")
+        raise js_error("JSStreamInvalidConfigF", err="max age can not be negative")
     if max_age != 0 and max_age < _NS // 10:
-        raise err_stream_invalid_config("max age needs to be >= 100ms")
+        raise js_error("JSStreamInvalidConfigF", err="max age needs to be >= 100ms")
     dups = req.get("duplicate_window", 0)
     if dups == 0:
         if max_age != 0 and max_age < DEFAULT_DUPLICATE_WINDOW:
             if pedantic:
-                raise ApiError(400, 10157, "pedantic mode: duplicate window cannot be bigger than max age")
+                raise js_error("JSPedanticErrF", err="duplicate window cannot be bigger than max age")
             dups = max_age
         else:
             dups = DEFAULT_DUPLICATE_WINDOW
     if dups < 0:
-        raise err_stream_invalid_config("duplicates window can not be negative")
+        raise js_error("JSStreamInvalidConfigF", err="duplicates window can not be negative")
     if max_age != 0 and dups > max_age:
-        raise err_stream_invalid_config("duplicates window can not be larger then max age")
+        raise js_error("JSStreamInvalidConfigF", err="duplicates window can not be larger then max age")
     if 0 < dups < _NS // 10:
-        raise err_stream_invalid_config("duplicates window needs to be >= 100ms")
+        raise js_error("JSStreamInvalidConfigF", err="duplicates window needs to be >= 100ms")
     deny_purge = bool(req.get("deny_purge"))
     allow_rollup = bool(req.get("allow_rollup_hdrs"))
     if deny_purge and allow_rollup:
-        raise err_stream_invalid_config("roll-ups require the purge permission")
+        raise js_error("JSStreamInvalidConfigF", err="roll-ups require the purge permission")
     discard = (req.get("discard") or "old").lower()
     discard_new_per = bool(req.get("discard_new_per_subject"))
     if discard_new_per:
         if discard != DISCARD_NEW:
-            raise err_stream_invalid_config("discard new per subject requires discard new policy to be set")
+            raise js_error("JSStreamInvalidConfigF",
+                           err="discard new per subject requires discard new policy to be set")
         if max_msgs_per <= 0:
-            raise err_stream_invalid_config("discard new per subject requires max msgs per subject > 0")
+            raise js_error("JSStreamInvalidConfigF", err="discard new per subject requires max msgs per subject > 0")
     allow_ttl = bool(req.get("allow_msg_ttl"))
     sdm_ttl = req.get("subject_delete_marker_ttl", 0)
     if sdm_ttl > 0:
         if sdm_ttl < _NS:
-            raise err_stream_invalid_config("subject delete marker TTL must be at least 1 second")
+            raise js_error("JSStreamInvalidConfigF", err="subject delete marker TTL must be at least 1 second")
         if not allow_ttl:
             if pedantic:
-                raise err_stream_invalid_config("subject delete marker cannot be set if message TTLs are disabled")
+                raise js_error("JSStreamInvalidConfigF",
+                               err="subject delete marker cannot be set if message TTLs are disabled")
             allow_ttl = True
         if not allow_rollup:
             if pedantic:
-                raise err_stream_invalid_config("subject delete marker cannot be set if roll-ups are disabled")
+                raise js_error("JSStreamInvalidConfigF",
+                               err="subject delete marker cannot be set if roll-ups are disabled")
             allow_rollup, deny_purge = True, False
     elif sdm_ttl < 0:
-        raise err_stream_invalid_config("subject delete marker TTL must not be negative")
+        raise js_error("JSStreamInvalidConfigF", err="subject delete marker TTL must not be negative")
 
     no_ack = bool(req.get("no_ack"))
     subjects = list(req.get("subjects") or [])
@@ -345,24 +343,26 @@ def check_config(req: dict[str, Any], jsa: JSAccount, pedantic: bool = False) ->
         seen: set[str] = set()
         for i, subj in enumerate(subjects):
             if not is_valid_subject(subj):
-                raise err_stream_invalid_config("invalid subject")
+                raise js_error("JSStreamInvalidConfigF", err="invalid subject")
             if subj in seen:
-                raise err_stream_invalid_config("duplicate subjects detected")
+                raise js_error("JSStreamInvalidConfigF", err="duplicate subjects detected")
             if subj == ">":
                 if not no_ack:
-                    raise err_stream_invalid_config("capturing all subjects requires no-ack to be true")
+                    raise js_error("JSStreamInvalidConfigF", err="capturing all subjects requires no-ack to be true")
                 if replicas != 1:
-                    raise err_stream_invalid_config("capturing all subjects requires replicas of 1")
+                    raise js_error("JSStreamInvalidConfigF", err="capturing all subjects requires replicas of 1")
             if not no_ack:
                 for ns in ("$JS.>", "$JSC.>", "$NRG.>"):
                     if subjects_collide(subj, ns) and not subject_matches("$JS.EVENT.>", subj):
-                        raise err_stream_invalid_config(
-                            "subjects that overlap with jetstream api require no-ack to be true")
+                        raise js_error("JSStreamInvalidConfigF",
+                                       err="subjects that overlap with jetstream api require no-ack to be true")
                 if subjects_collide(subj, "$SYS.>") and not subject_matches("$SYS.ACCOUNT.>", subj):
-                    raise err_stream_invalid_config("subjects that overlap with system api require no-ack to be true")
+                    raise js_error("JSStreamInvalidConfigF",
+                                   err="subjects that overlap with system api require no-ack to be true")
             for other in subjects[i + 1:]:
                 if subjects_collide(other, subj):
-                    raise err_stream_invalid_config(f"subject {json.dumps(subj)} overlaps with {json.dumps(other)}")
+                    raise js_error("JSStreamInvalidConfigF",
+                                   err=f"subject {json.dumps(subj)} overlaps with {json.dumps(other)}")
             seen.add(subj)
 
     # Field order and omitempty as nats-server's StreamConfig JSON.
@@ -439,21 +439,22 @@ def update_check(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     apply (sealing forces its companions)."""
     cfg = dict(new)
     if cfg["name"] != old["name"]:
-        raise err_stream_invalid_config("stream configuration name must match original")
+        raise js_error("JSStreamInvalidConfigF", err="stream configuration name must match original")
     if cfg["num_replicas"] > 1:
-        raise err_replicas_not_supported()
+        raise js_error("JSStreamReplicasNotSupportedErr")
     if cfg["storage"] != old["storage"]:
-        raise err_stream_invalid_config("stream configuration update can not change storage type")
+        raise js_error("JSStreamInvalidConfigF", err="stream configuration update can not change storage type")
     if cfg["retention"] != old["retention"] and "workqueue" in (cfg["retention"], old["retention"]):
-        raise err_stream_invalid_config("stream configuration update can not change retention policy to/from workqueue")
+        raise js_error("JSStreamInvalidConfigF",
+                       err="stream configuration update can not change retention policy to/from workqueue")
     if not cfg["sealed"] and old["sealed"]:
-        raise err_stream_invalid_config("stream configuration update can not unseal a sealed stream")
+        raise js_error("JSStreamInvalidConfigF", err="stream configuration update can not unseal a sealed stream")
     if not cfg["deny_delete"] and old["deny_delete"]:
-        raise err_stream_invalid_config("stream configuration update can not cancel deny message deletes")
+        raise js_error("JSStreamInvalidConfigF", err="stream configuration update can not cancel deny message deletes")
     if not cfg["deny_purge"] and old["deny_purge"]:
-        raise err_stream_invalid_config("stream configuration update can not cancel deny purge")
+        raise js_error("JSStreamInvalidConfigF", err="stream configuration update can not cancel deny purge")
     if old["allow_msg_ttl"] and not cfg["allow_msg_ttl"]:
-        raise err_stream_invalid_config("message TTL status can not be disabled")
+        raise js_error("JSStreamInvalidConfigF", err="message TTL status can not be disabled")
     if cfg["sealed"]:
         cfg["max_age"] = 0
         cfg["discard"] = DISCARD_NEW
@@ -669,7 +670,7 @@ class Stream:
             subj = subject.decode()
         except UnicodeDecodeError:
             if reply and not self._no_ack:
-                self._ack_error(reply, ApiError(503, 10077, "subject is not valid UTF-8"))
+                self._ack_error(reply, js_error("JSStreamStoreFailedF", err="subject is not valid UTF-8"))
             return
         try:
             if hdr is not None or self._slow:
@@ -679,13 +680,13 @@ class Stream:
             mms = self._max_msg_size
             if 0 <= mms < len(payload):
                 if reply:
-                    self._ack_error(reply, ApiError(400, 10054, "message size exceeds maximum allowed"))
+                    self._ack_error(reply, js_error("JSStreamMessageExceedsMaximumErr"))
                 return
             try:
                 seq, ts = self.store.store_msg(subj, None, payload)
             except StoreError as e:
                 if reply:
-                    self._ack_error(reply, ApiError(503, 10077, str(e)))
+                    self._ack_error(reply, js_error("JSStreamStoreFailedF", err=str(e)))
                 return
             except OSError as e:
                 self._store_failed(reply, e)
@@ -713,7 +714,7 @@ class Stream:
     def _store_failed(self, reply: bytes | None, e: Exception) -> None:
         log.error("JetStream failed to store a msg on stream '%s > %s': %s", self.jsa.account.name, self.name, e)
         if reply:
-            self._ack_error(reply, ApiError(503, 10077, str(e)))
+            self._ack_error(reply, js_error("JSStreamStoreFailedF", err=str(e)))
 
     def _process(self, subject: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
         """The full publish path: header checks in nats-server's order, limits, store, ack, consumers."""
@@ -723,7 +724,7 @@ class Stream:
             reply = None
         if self._sealed:
             if reply:
-                self._ack_error(reply, err_stream_sealed())
+                self._ack_error(reply, js_error("JSStreamSealedErr"))
             return
         msg_id = b""
         rollup = b""
@@ -748,16 +749,16 @@ class Stream:
         mms = self._max_msg_size
         if mms >= 0 and (hlen > mms or len(payload) > mms - hlen):
             if reply:
-                self._ack_error(reply, ApiError(400, 10054, "message size exceeds maximum allowed"))
+                self._ack_error(reply, js_error("JSStreamMessageExceedsMaximumErr"))
             return
         if hlen > MAX_HEADER_LEN:
             if reply:
-                self._ack_error(reply, ApiError(400, 10097, "header size exceeds maximum allowed of 64k"))
+                self._ack_error(reply, js_error("JSStreamHeaderExceedsMaximumErr"))
             return
         if self._limit_checked and self.jsa.js.over_limit(self.is_memory):
             log.warning("JetStream resource limits exceeded for server")
             if reply:
-                self._ack_error(reply, err_insufficient_resources())
+                self._ack_error(reply, js_error("JSInsufficientResourcesErr"))
             return
         store = self.store
         if self._interest and not self._has_interest(store.last_seq + 1, subject):
@@ -779,7 +780,7 @@ class Stream:
                 ttl = parse_msg_ttl(ttl_raw)
             except ValueError:
                 if reply:
-                    self._ack_error(reply, ApiError(400, 10165, "invalid per-message TTL"))
+                    self._ack_error(reply, js_error("JSMessageTTLInvalidErr"))
                 return
             if ttl > 0 and self._sdm_ttl > 0 and self._max_per != 1 and ttl < self._sdm_ttl:
                 # A TTL shorter than the marker TTL could hide a marker; nats-server raises it.
@@ -791,7 +792,7 @@ class Stream:
             seq, ts = store.store_msg(subject, hdr, payload, ttl)
         except StoreError as e:
             if reply:
-                self._ack_error(reply, ApiError(503, 10077, str(e)))
+                self._ack_error(reply, js_error("JSStreamStoreFailedF", err=str(e)))
             return
         except OSError as e:
             self._store_failed(reply, e)
@@ -834,11 +835,11 @@ class Stream:
         incr = hdr_get(hdr, H_INCR)
         if incr is not None:
             if not re.fullmatch(rb"[+-]?[0-9]+", incr):
-                return ApiError(400, 10171, "message counter increment is invalid")
-            return ApiError(400, 10168, "message counters is disabled")
+                return js_error("JSMessageIncrInvalidErr")
+            return js_error("JSMessageIncrDisabledErr")
         exp_stream = hdr_get(hdr, H_EXPECTED_STREAM)
         if exp_stream and exp_stream.decode("utf-8", "replace") != self.name:
-            return ApiError(400, 10060, "expected stream does not match")
+            return js_error("JSStreamNotMatchErr")
         ttl_raw = hdr_get(hdr, H_TTL)
         if ttl_raw is not None and not self._allow_ttl:
             try:
@@ -846,7 +847,7 @@ class Stream:
             except ValueError:
                 ttl = 0
             if ttl != 0:
-                return ApiError(400, 10166, "per-message TTL is disabled")
+                return js_error("JSMessageTTLDisabledErr")
         subj_seq = hdr_get(hdr, H_EXPECTED_LAST_SUBJ_SEQ)
         seq_subj = hdr_get(hdr, H_EXPECTED_LAST_SUBJ_SEQ_SUBJ)
         if subj_seq is not None:
@@ -855,20 +856,20 @@ class Stream:
                 target = seq_subj.decode("utf-8", "replace") if seq_subj else subject
                 last = self.store.filtered_state(0, target).last
                 if last != want:
-                    return ApiError(400, 10071, f"wrong last sequence: {last}")
+                    return js_error("JSStreamWrongLastSequenceErrF", seq=last)
             elif seq_subj:
-                return ApiError(400, 10193, "missing sequence for expected last sequence per subject")
+                return js_error("JSStreamExpectedLastSeqPerSubjectInvalid")
         elif seq_subj:
-            return ApiError(400, 10193, "missing sequence for expected last sequence per subject")
+            return js_error("JSStreamExpectedLastSeqPerSubjectInvalid")
         last_seq = hdr_get(hdr, H_EXPECTED_LAST_SEQ)
         if last_seq is not None:
             want = _parse_uint(last_seq)
             if want is not None and want != self.store.last_seq:
-                return ApiError(400, 10071, f"wrong last sequence: {self.store.last_seq}")
+                return js_error("JSStreamWrongLastSequenceErrF", seq=self.store.last_seq)
         if hdr_get(hdr, H_SCHEDULE):
-            return ApiError(400, 10188, "message schedules is disabled")
+            return js_error("JSMessageSchedulesDisabledErr")
         if hdr_get(hdr, H_STREAM_SOURCE):
-            return ApiError(400, 10227, "message stream source header is not allowed")
+            return js_error("JSMessageSourceHdrNotAllowedErr")
         msg_id = hdr_get(hdr, H_MSG_ID)
         if msg_id:
             dup = self._dedupe.get(msg_id)
@@ -878,14 +879,15 @@ class Stream:
                 return True
         exp_id = hdr_get(hdr, H_EXPECTED_LAST_MSG_ID)
         if exp_id and exp_id != self.lmsg_id:
-            return ApiError(400, 10070, f"wrong last msg ID: {self.lmsg_id.decode('utf-8', 'replace')}")
+            return js_error("JSStreamWrongLastMsgIDErrF", id=self.lmsg_id.decode("utf-8", "replace"))
         rollup = hdr_get(hdr, H_ROLLUP)
         if rollup:
             rollup = rollup.lower()
             if not self._rollup_ok:
-                return ApiError(500, 10111, "rollup not permitted")
+                return js_error("JSStreamRollupFailedF", err="rollup not permitted")
             if rollup not in (b"sub", b"all"):
-                return ApiError(500, 10111, f"rollup value invalid: {json.dumps(rollup.decode('utf-8', 'replace'))}")
+                return js_error("JSStreamRollupFailedF",
+                                err=f"rollup value invalid: {json.dumps(rollup.decode('utf-8', 'replace'))}")
         return None
 
     def _has_interest(self, seq: int, subject: str) -> bool:
@@ -1017,12 +1019,12 @@ class Stream:
         10043 for a hole)."""
         store = self.store
         if seq > store.last_seq:
-            raise err_msg_delete_failed(ErrStoreEOF.text)
+            raise js_error("JSStreamMsgDeleteFailedF", err=ErrStoreEOF.text)
         if seq < store.state().first_seq or seq == 0:
-            raise err_msg_delete_failed(ErrStoreMsgNotFound.text)
+            raise js_error("JSStreamMsgDeleteFailedF", err=ErrStoreMsgNotFound.text)
         removed = store.erase_msg(seq) if erase else store.remove_msg(seq)
         if not removed:
-            raise err_sequence_not_found(seq)
+            raise js_error("JSSequenceNotFoundErrF", seq=seq)
         self._notify_purge()
 
     # -- reporting
@@ -1233,5 +1235,5 @@ def parse_time_field(value: Any, field: str) -> int:
     try:
         return parse_rfc3339(value)
     except (ValueError, TypeError):
-        raise ApiError(400, 10025, f"invalid JSON: parsing time {json.dumps(json.dumps(value))} in {field}: "
-                                   "not an RFC 3339 time") from None
+        raise js_error("JSInvalidJSONErr", err=f"parsing time {json.dumps(json.dumps(value))} in {field}: "
+                                               "not an RFC 3339 time") from None

@@ -28,7 +28,7 @@ from host.jetstream.consumer import (
     update_error,
     valid_name,
 )
-from host.jetstream.jetstream import ApiError
+from host.jetstream.errors import ApiError
 
 STREAM = {"name": "S", "subjects": ["s.>"], "retention": "limits", "num_replicas": 1}
 

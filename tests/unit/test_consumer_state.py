@@ -19,8 +19,9 @@ import pytest
 
 from host.accounts import Account, InternalHandler
 from host.jetstream.consumer import NS, Consumer, consumer_api, deliver_frame, install, recover
+from host.jetstream.errors import ApiError
 from host.jetstream.filestore import FileStore
-from host.jetstream.jetstream import ApiError, dumps
+from host.jetstream.jetstream import dumps
 from host.jetstream.memstore import MemStore
 from host.jetstream.store import StoreConfig
 from host.sublist import Subscription

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from host.jetstream.jetstream import ApiError, decode_request, dumps, is_empty_request, is_json_object_or_array, rfc3339
+from host.jetstream.errors import ApiError
+from host.jetstream.jetstream import decode_request, dumps, is_empty_request, is_json_object_or_array, rfc3339
 from host.jetstream.stream import (
     STREAM_CONFIG_SCHEMA,
     TTL_NEVER,
