@@ -13,7 +13,7 @@ from typing import Any
 
 NS = 1_000_000_000
 MS = 1_000_000
-INT64_MAX = (1 << 63) - 1
+_INT64_MAX = (1 << 63) - 1
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, as nats-server writes an unset time
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -50,7 +50,7 @@ def parse_duration(text: str) -> int:
             raise ValueError(f'time: unknown unit "{m.group(2)}" in duration "{text}"')
         total += float(m.group(1)) * unit
         pos = m.end()
-    if total > INT64_MAX:
+    if total > _INT64_MAX:
         raise ValueError(f'time: invalid duration "{text}"')
     ns = int(total)
     return -ns if neg else ns

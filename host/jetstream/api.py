@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from host.headers import status_header
 from host.jetstream.consumer import consumer_api
 from host.jetstream.errors import ApiError, js_error
 from host.jetstream.jetstream import (
@@ -70,10 +71,10 @@ MSG_GET_SCHEMA = {"seq": "uint64", "last_by_subj": "string", "next_by_subj": "st
                   "max_bytes": "int", "start_time": "any", "multi_last": "strings", "up_to_seq": "uint64",
                   "up_to_time": "any", "no_hdr": "bool"}
 _DIRECT_STATUS = {
-    "empty": b"NATS/1.0 408 Empty Request\r\n\r\n",
-    "malformed": b"NATS/1.0 408 Malformed Request\r\n\r\n",
-    "bad": b"NATS/1.0 408 Bad Request\r\n\r\n",
-    "level": b"NATS/1.0 412 Required Api Level\r\n\r\n",
+    "empty": status_header(408, "Empty Request"),
+    "malformed": status_header(408, "Malformed Request"),
+    "bad": status_header(408, "Bad Request"),
+    "level": status_header(412, "Required Api Level"),
 }
 
 
@@ -479,7 +480,7 @@ def msg_get(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes |
 def _parse_times(req: dict[str, Any]) -> None:
     for key in ("start_time", "up_to_time"):
         if key in req:
-            req[key] = parse_time_field(req[key], key)
+            req[key] = parse_time_field(req[key])
 
 
 # ---- direct get ------------------------------------------------------------------------------------------------

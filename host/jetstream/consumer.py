@@ -42,11 +42,12 @@ from typing import TYPE_CHECKING, Any
 
 from edge.proto import encode_tail
 from host.accounts import Account, nuid
+from host.gotime import MS, NS, format_duration, parse_duration, parse_time, rfc3339, time_text
+from host.headers import hdr_append, status_header
 from host.jetstream.errors import ApiError, js_error
 from host.jetstream.jetstream import (
     API_LEVEL,
     dumps,
-    rfc3339,
 )
 from host.jetstream.memstore import ConsumerMemStore
 from host.jetstream.store import (
@@ -71,8 +72,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("natsedge.hub")
 
-NS = 1_000_000_000
-MS = 1_000_000
 INT64_MAX = (1 << 63) - 1
 INT64_MIN = -(1 << 63)
 
@@ -141,75 +140,11 @@ REPLAY_POLICIES = ("instant", "original")
 PRIORITY_POLICIES = ("none", "overflow", "pinned_client", "prioritized")
 ACTIONS = {"": "", "create": "create", "update": "update"}
 
-_GO_TIME_LAYOUT = "2006-01-02T15:04:05Z07:00"
 _NAME_FORBIDDEN = frozenset(" \t\r\n\f.*>\\/")
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 # ---- small formatting helpers ----------------------------------------------------------------------------------------
-
-
-def go_duration(ns: int) -> str:
-    """Go's time.Duration.String(): 1.5s, 100ms, 2m0s, 1h0m0s, 0s."""
-    if ns == 0:
-        return "0s"
-    neg = ns < 0
-    u = -ns if neg else ns
-    if u < NS:
-        for unit, size in (("ms", MS), ("µs", 1000), ("ns", 1)):
-            if u >= size:
-                whole, frac = divmod(u, size)
-                text = str(whole)
-                if frac:
-                    text += ("." + f"{frac:0{len(str(size)) - 1}d}").rstrip("0")
-                return ("-" if neg else "") + text + unit
-    secs, frac = divmod(u, NS)
-    h, rem = divmod(secs, 3600)
-    m, s = divmod(rem, 60)
-    sec = str(s) + (("." + f"{frac:09d}").rstrip("0") if frac else "")
-    text = f"{h}h{m}m{sec}s" if h else (f"{m}m{sec}s" if m else f"{sec}s")
-    return ("-" if neg else "") + text
-
-
-def time_text(ns: int | None) -> str:
-    """A time as Go marshals time.Time (RFC 3339, nanoseconds without trailing zeros, UTC); None is Go's zero
-    time. Unlike jetstream.rfc3339, 0 is the Unix epoch, which Go does not treat as zero."""
-    if ns is None:
-        return "0001-01-01T00:00:00Z"
-    if ns > 0:
-        return rfc3339(ns)
-    secs, frac = divmod(ns, NS)
-    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-    return (f"{base}.{frac:09d}".rstrip("0") + "Z") if frac else base + "Z"
-
-
-def parse_time(text: Any) -> int | None:
-    """An RFC 3339 time as Go's time.Time JSON decoding accepts it: ns since the epoch, or None for Go's zero
-    time. Raises ValueError with Go's message."""
-    if not isinstance(text, str):
-        raise ValueError("Time.UnmarshalJSON: input is not a JSON string")
-    bad = ValueError(f'parsing time "{text}" as "{_GO_TIME_LAYOUT}": cannot parse "{text}" as "2006"')
-    if len(text) < 20 or text[4] != "-" or text[10] not in "Tt":
-        raise bad
-    if text.startswith("0001-01-01T00:00:00") and text[19:] in ("Z", "z", "+00:00"):
-        return None
-    from datetime import UTC, datetime
-
-    main, frac, rest = text[:19], "", text[19:]
-    if rest.startswith("."):
-        i = 1
-        while i < len(rest) and rest[i].isdigit():
-            i += 1
-        frac, rest = rest[1:i], rest[i:]
-        if not frac:
-            raise bad
-    try:
-        tz = UTC if rest in ("Z", "z") else datetime.strptime(rest.replace(":", ""), "%z").tzinfo
-        dt = datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=tz)
-    except ValueError:
-        raise bad from None
-    whole = int((dt - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds())
-    return whole * NS + int((frac + "000000000")[:9] or 0)
 
 
 def _ephemeral_name() -> str:
@@ -640,7 +575,7 @@ def check_config(cfg: dict[str, Any], stream_cfg: dict[str, Any]) -> None:
         raise js_error("JSConsumerMaxPendingAckExcessErrF", limit=lim_pending)
     lim_inactive = int(limits.get("inactive_threshold") or 0)
     if lim_inactive > 0 and cfg["inactive_threshold"] > lim_inactive:
-        raise js_error("JSConsumerInactiveThresholdExcess", limit=go_duration(lim_inactive))
+        raise js_error("JSConsumerInactiveThresholdExcess", limit=format_duration(lim_inactive))
     if cfg["direct"]:
         if not deliver:
             raise js_error("JSConsumerDirectRequiresPushErr")
@@ -869,44 +804,9 @@ def parse_nak_delay(arg: bytes) -> int | None:
             return None  # not a Go time.Duration: a plain NAK, as nats-server
         return d
     try:
-        return parse_go_duration(arg.decode())
+        return parse_duration(arg.decode())
     except (ValueError, UnicodeDecodeError):
         return None
-
-
-_UNITS = {"ns": 1, "us": 1000, "µs": 1000, "μs": 1000, "ms": MS, "s": NS, "m": 60 * NS, "h": 3600 * NS}
-
-
-def parse_go_duration(text: str) -> int:
-    """Go's time.ParseDuration ("1.5s", "300ms", "1h2m"); ValueError if malformed."""
-    s = text
-    neg = s.startswith("-")
-    if s[:1] in "+-":
-        s = s[1:]
-    if s == "0":
-        return 0
-    if not s:
-        raise ValueError(text)
-    total = 0.0
-    while s:
-        i = 0
-        while i < len(s) and (s[i].isdigit() or s[i] == "."):
-            i += 1
-        if i == 0:
-            raise ValueError(text)
-        num = float(s[:i])
-        s = s[i:]
-        j = 0
-        while j < len(s) and not (s[j].isdigit() or s[j] == "."):
-            j += 1
-        unit = s[:j]
-        s = s[j:]
-        if unit not in _UNITS:
-            raise ValueError(text)
-        total += num * _UNITS[unit]
-    if total > INT64_MAX:
-        raise ValueError(f"time: invalid duration {text!r}")
-    return -int(total) if neg else int(total)
 
 
 # ---- delivery to subscribers ---------------------------------------------------------------------------------------
@@ -983,17 +883,9 @@ def has_interest(acc: Account, subject: bytes) -> bool:
     return bool(r.psubs) or any(r.qsubs)
 
 
-def status_header(code: int, text: str, *pairs: tuple[str, int | str]) -> bytes:
-    lines = [f"NATS/1.0 {code} {text}\r\n"]
-    lines.extend(f"{k}: {v}\r\n" for k, v in pairs)
-    lines.append("\r\n")
-    return "".join(lines).encode()
-
-
 def headers_only(hdr: bytes | None, payload: bytes) -> bytes:
     """The headers of a `headers_only` delivery: the stored headers plus `Nats-Msg-Size: <payload length>`."""
-    base = hdr[:-2] if hdr else b"NATS/1.0\r\n"
-    return base + HDR_MSG_SIZE + b": %d\r\n\r\n" % len(payload)
+    return hdr_append(hdr, HDR_MSG_SIZE + b": %d\r\n" % len(payload))
 
 
 def header_value(hdr: bytes | None, name: bytes) -> bytes | None:
@@ -1602,7 +1494,7 @@ class Consumer:
             self._status(reply, 409, f"Exceeded MaxRequestBatch of {cfg['max_batch']}")
             return
         if req.expires > 0 and cfg["max_expires"] > 0 and req.expires > cfg["max_expires"]:
-            self._status(reply, 409, f"Exceeded MaxRequestExpires of {go_duration(cfg['max_expires'])}")
+            self._status(reply, 409, f"Exceeded MaxRequestExpires of {format_duration(cfg['max_expires'])}")
             return
         if req.max_bytes > 0 and cfg["max_bytes"] > 0 and req.max_bytes > cfg["max_bytes"]:
             self._status(reply, 409, f"Exceeded MaxRequestMaxBytes of {cfg['max_bytes']}")
@@ -2047,7 +1939,7 @@ class Consumer:
         reply = self.fc_prefix + tag
         self.fcsz, self.fcid = self.pbytes, reply
         deliver_frame(self.server, self.account, self.deliver_b, self.deliver_b, reply.encode(),
-                      b"NATS/1.0 100 FlowControl Request\r\n\r\n", b"")
+                      status_header(100, "FlowControl Request"), b"")
 
     def process_flow_control(self, subject: str) -> None:
         """A reply to our latest flow-control request: widen the window and resume."""

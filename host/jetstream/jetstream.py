@@ -18,9 +18,9 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from host.gotime import NS, rfc3339
 from host.jetstream.errors import ApiError, js_error
 from host.jetstream.store import SYNC_ALWAYS
 from host.opts import SYSTEM_ACCOUNT
@@ -38,39 +38,9 @@ log = logging.getLogger("natsedge.hub")
 # TTL, subject delete markers, consumer pause, priority groups); later levels (counters, atomic and fast batch
 # publish, schedules) are not implemented, so the hub does not claim them (nats-server 2.15.1 says 5).
 API_LEVEL = 1
-ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, as nats-server writes it
 STORE_SUBDIR = "jetstream"  # nats-server JetStreamStoreDir: appended to -sd / store_dir
 API_PREFIX = b"$JS.API."
-_NS = 1_000_000_000
 _UINT64_MAX = (1 << 64) - 1
-
-
-def rfc3339(ns: int) -> str:
-    """UTC time with nanoseconds, as Go's time.Time JSON: `2026-11-26T07:31:15.162317086Z` (zero → ZERO_TIME)."""
-    if ns <= 0:
-        return ZERO_TIME
-    secs, frac = divmod(ns, _NS)
-    base = datetime.fromtimestamp(secs, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    if frac:
-        return f"{base}.{frac:09d}".rstrip("0") + "Z"
-    return base + "Z"
-
-
-def parse_rfc3339(text: str) -> int:
-    """Nanoseconds since the epoch from an RFC 3339 time (any offset, up to nanosecond digits); ValueError if bad."""
-    if not isinstance(text, str) or len(text) < 20:
-        raise ValueError(f"bad time {text!r}")
-    if text.startswith("0001-01-01T00:00:00"):
-        return 0
-    main, frac, rest = text[:19], "", text[19:]
-    if rest.startswith("."):
-        i = 1
-        while i < len(rest) and rest[i].isdigit():
-            i += 1
-        frac, rest = rest[1:i], rest[i:]
-    tz = UTC if rest in ("Z", "z") else datetime.strptime(rest.replace(":", ""), "%z").tzinfo
-    dt = datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=tz)
-    return int(dt.timestamp()) * _NS + int((frac + "000000000")[:9] or 0)
 
 
 def now_ns() -> int:
@@ -605,7 +575,7 @@ class JetStream:
         if self.sync == SYNC_ALWAYS:
             cfg["sync_always"] = True
         else:
-            cfg["sync_interval"] = int(float(self.sync) * _NS)
+            cfg["sync_interval"] = int(float(self.sync) * NS)
         cfg["strict"] = True
         return cfg
 

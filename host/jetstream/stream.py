@@ -19,6 +19,8 @@ import re
 import shutil
 from typing import TYPE_CHECKING, Any
 
+from host.gotime import NS, parse_duration, parse_time, rfc3339
+from host.headers import HDR_LINE, hdr_append, hdr_get, hdr_remove, status_header
 from host.jetstream.errors import ApiError, js_error
 from host.jetstream.filestore import FileStore, atomic_write
 from host.jetstream.jetstream import (
@@ -26,8 +28,6 @@ from host.jetstream.jetstream import (
     AnyCase,
     dumps,
     now_ns,
-    parse_rfc3339,
-    rfc3339,
 )
 from host.jetstream.memstore import MemStore
 from host.jetstream.store import (
@@ -53,13 +53,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("natsedge.hub")
 
-_NS = 1_000_000_000
-DEFAULT_DUPLICATE_WINDOW = 120 * _NS  # nats-server StreamDefaultDuplicatesWindow
+DEFAULT_DUPLICATE_WINDOW = 120 * NS  # nats-server StreamDefaultDuplicatesWindow
 MAX_NAME_LEN = 255
 MAX_DESCRIPTION_LEN = 4 * 1024
 MAX_METADATA_LEN = 128 * 1024
 MAX_HEADER_LEN = 65535
 MULTI_LAST_MAX = 1024  # nats-server getDirectMulti maxAllowedResponses
+_NOT_FOUND = status_header(404, "Message Not Found")
+_NO_RESULTS = status_header(404, "No Results")
 META_FILE = "meta.json"
 
 RETENTIONS = ("limits", "interest", "workqueue")
@@ -102,73 +103,6 @@ H_STREAM_SOURCE = b"\r\nNats-Stream-Source:"
 H_REQUEST_INFO = b"\r\nNats-Request-Info:"
 H_REQUIRED_API_LEVEL = b"\r\nNats-Required-Api-Level:"
 _NATS_PREFIX = b"\r\nNats-"
-_HDR_LINE = b"NATS/1.0\r\n"
-
-
-def hdr_get(hdr: bytes, key: bytes) -> bytes | None:
-    """Value of the header `key` (given as b"\\r\\nName:"), as nats-server sliceHeader: case-sensitive name, leading
-    spaces skipped, up to the CRLF. None when absent."""
-    i = hdr.find(key)
-    if i < 0:
-        return None
-    i += len(key)
-    j = hdr.find(b"\r\n", i)
-    if j < 0:
-        j = len(hdr)
-    return hdr[i:j].lstrip(b" ")
-
-
-def hdr_remove(hdr: bytes, key: bytes) -> bytes | None:
-    """hdr without every `key` line (nats-server removeHeaderIfPresent); None when only the status line is left."""
-    while True:
-        i = hdr.find(key)
-        if i < 0:
-            break
-        j = hdr.find(b"\r\n", i + 2)
-        if j < 0:
-            break
-        hdr = hdr[:i] + hdr[j:]
-    return None if len(hdr) <= len(_HDR_LINE) + 2 else hdr
-
-
-def hdr_append(hdr: bytes | None, lines: bytes) -> bytes:
-    """nats-server genHeader: `lines` ("K: v\\r\\n"...) added at the end of hdr (or of a fresh NATS/1.0 block)."""
-    if hdr and len(hdr) > 2:
-        return hdr[:-2] + lines + b"\r\n"
-    return _HDR_LINE + lines + b"\r\n"
-
-
-# ---- Go durations and TTLs --------------------------------------------------------------------------------------
-
-_DUR_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": _NS, "m": 60 * _NS,
-              "h": 3600 * _NS}
-_DUR_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)([a-zµμ]+)")
-
-
-def parse_go_duration(text: str) -> int:
-    """Go time.ParseDuration: "1h30m", "2.5s", "300ms", "0"; ns. ValueError if Go would refuse it."""
-    s = text
-    neg = False
-    if s[:1] in ("-", "+"):
-        neg = s[0] == "-"
-        s = s[1:]
-    if s == "0":
-        return 0
-    if not s:
-        raise ValueError(f"invalid duration {text!r}")
-    total = 0.0
-    pos = 0
-    while pos < len(s):
-        m = _DUR_PART.match(s, pos)
-        if m is None or m.end() == pos or m.group(1) in ("", "."):
-            raise ValueError(f"invalid duration {text!r}")
-        unit = _DUR_UNITS.get(m.group(2))
-        if unit is None:
-            raise ValueError(f"unknown unit in duration {text!r}")
-        total += float(m.group(1)) * unit
-        pos = m.end()
-    ns = int(total)
-    return -ns if neg else ns
 
 
 def parse_msg_ttl(value: bytes) -> int:
@@ -177,14 +111,14 @@ def parse_msg_ttl(value: bytes) -> int:
     if text.lower() == "never":
         return TTL_NEVER
     try:
-        ns = parse_go_duration(text)
+        ns = parse_duration(text)
     except ValueError:
         if not text.isdigit() or not text.isascii():
             raise ValueError("invalid per-message TTL") from None
         return int(text)
-    if ns < _NS:
+    if ns < NS:
         raise ValueError("invalid per-message TTL")
-    return ns // _NS
+    return ns // NS
 
 
 # ---- subjects --------------------------------------------------------------------------------------------------
@@ -289,7 +223,7 @@ def check_config(req: dict[str, Any], jsa: JSAccount, pedantic: bool = False) ->
     max_age = req.get("max_age", 0)
     if max_age < 0:
         raise js_error("JSStreamInvalidConfigF", err="max age can not be negative")
-    if max_age != 0 and max_age < _NS // 10:
+    if max_age != 0 and max_age < NS // 10:
         raise js_error("JSStreamInvalidConfigF", err="max age needs to be >= 100ms")
     dups = req.get("duplicate_window", 0)
     if dups == 0:
@@ -303,7 +237,7 @@ def check_config(req: dict[str, Any], jsa: JSAccount, pedantic: bool = False) ->
         raise js_error("JSStreamInvalidConfigF", err="duplicates window can not be negative")
     if max_age != 0 and dups > max_age:
         raise js_error("JSStreamInvalidConfigF", err="duplicates window can not be larger then max age")
-    if 0 < dups < _NS // 10:
+    if 0 < dups < NS // 10:
         raise js_error("JSStreamInvalidConfigF", err="duplicates window needs to be >= 100ms")
     deny_purge = bool(req.get("deny_purge"))
     allow_rollup = bool(req.get("allow_rollup_hdrs"))
@@ -320,7 +254,7 @@ def check_config(req: dict[str, Any], jsa: JSAccount, pedantic: bool = False) ->
     allow_ttl = bool(req.get("allow_msg_ttl"))
     sdm_ttl = req.get("subject_delete_marker_ttl", 0)
     if sdm_ttl > 0:
-        if sdm_ttl < _NS:
+        if sdm_ttl < NS:
             raise js_error("JSStreamInvalidConfigF", err="subject delete marker TTL must be at least 1 second")
         if not allow_ttl:
             if pedantic:
@@ -467,10 +401,10 @@ def store_config(cfg: dict[str, Any], store_dir: str | None, sync: str | float) 
     """The store's settings from a stream config (durations in seconds there)."""
     return StoreConfig(
         name=cfg["name"], store_dir=store_dir, max_msgs=cfg["max_msgs"], max_bytes=cfg["max_bytes"],
-        max_age=cfg["max_age"] / _NS, max_msgs_per_subject=cfg["max_msgs_per_subject"],
+        max_age=cfg["max_age"] / NS, max_msgs_per_subject=cfg["max_msgs_per_subject"],
         max_msg_size=cfg["max_msg_size"], discard=cfg["discard"],
         discard_new_per_subject=bool(cfg.get("discard_new_per_subject")), allow_msg_ttl=cfg["allow_msg_ttl"],
-        subject_delete_marker_ttl=cfg.get("subject_delete_marker_ttl", 0) // _NS,
+        subject_delete_marker_ttl=cfg.get("subject_delete_marker_ttl", 0) // NS,
         first_seq=cfg.get("first_seq", 0), sync=sync)
 
 
@@ -576,7 +510,7 @@ class Stream:
         self._sealed = cfg["sealed"]
         self._max_msg_size = cfg["max_msg_size"]
         self._allow_ttl = cfg["allow_msg_ttl"]
-        self._sdm_ttl = cfg.get("subject_delete_marker_ttl", 0) // _NS
+        self._sdm_ttl = cfg.get("subject_delete_marker_ttl", 0) // NS
         self._max_per = cfg["max_msgs_per_subject"]
         self._rollup_ok = cfg["allow_rollup_hdrs"] and not cfg["deny_purge"]
         self._dup_window = cfg.get("duplicate_window", 0)
@@ -733,7 +667,7 @@ class Stream:
             if hdr[8:10] != b"\r\n":
                 # A status in the first line ("NATS/1.0 503") is not stored (removeHeaderStatusIfPresent).
                 i = hdr.find(b"\r\n")
-                hdr = _HDR_LINE + hdr[i + 2:] if i >= 0 else None
+                hdr = HDR_LINE + hdr[i + 2:] if i >= 0 else None
             if hdr is not None and H_REQUEST_INFO in hdr:
                 hdr = hdr_remove(hdr, H_REQUEST_INFO)
         if hdr is not None and _NATS_PREFIX in hdr:
@@ -807,7 +741,7 @@ class Stream:
         if self._max_age and (self._expiry is None or ts + self._max_age < self._expiry_at):
             self._arm_expiry(ts + self._max_age)
         if ttl > 0 and self._allow_ttl:
-            deadline = ts + ttl * _NS
+            deadline = ts + ttl * NS
             if self._expiry is None or deadline < self._expiry_at:
                 self._arm_expiry(deadline)
         if self.consumers:
@@ -954,7 +888,7 @@ class Stream:
         if self._expiry is not None:
             self._expiry.cancel()
         self._expiry_at = at_ns
-        self._expiry = self.jsa.call_later((at_ns - now_ns()) / _NS, self._run_expiry)
+        self._expiry = self.jsa.call_later((at_ns - now_ns()) / NS, self._run_expiry)
 
     def expire_now(self) -> None:
         """Apply age limits and TTLs at once (after a restart or a config change) and re-arm the timer."""
@@ -1131,7 +1065,7 @@ class Stream:
             except StoreError:
                 if batch > 1 and i > 0:
                     break
-                publish(reply, None, b"NATS/1.0 404 Message Not Found\r\n\r\n", b"")
+                publish(reply, None, _NOT_FOUND, b"")
                 return
             hdr = None
             if not no_hdr:
@@ -1151,8 +1085,7 @@ class Stream:
         if is_batch:
             if store.last_seq > valid_through:
                 np = store.num_pending(seq, next_for)
-            publish(reply, None, b"NATS/1.0 204 EOB\r\nNats-Num-Pending: %d\r\nNats-Last-Sequence: %d\r\n\r\n" % (
-                np, lseq), b"")
+            publish(reply, None, status_header(204, "EOB", ("Nats-Num-Pending", np), ("Nats-Last-Sequence", lseq)), b"")
 
     def _direct_multi(self, req: dict[str, Any], reply: bytes) -> None:
         store = self.store
@@ -1163,7 +1096,7 @@ class Stream:
         if "up_to_time" in req:
             up_to = store.get_seq_from_time(req["up_to_time"])
             if up_to <= store.state().first_seq:
-                publish(reply, None, b"NATS/1.0 404 No Results\r\n\r\n", b"")
+                publish(reply, None, _NO_RESULTS, b"")
                 return
             up_to -= 1
         if up_to == 0:
@@ -1171,10 +1104,10 @@ class Stream:
         try:
             seqs = store.multi_last_seqs(req["multi_last"], up_to, MULTI_LAST_MAX)
         except ErrTooManyResults:
-            publish(reply, None, b"NATS/1.0 413 Too Many Results\r\n\r\n", b"")
+            publish(reply, None, status_header(413, "Too Many Results"), b"")
             return
         if not seqs:
-            publish(reply, None, b"NATS/1.0 404 No Results\r\n\r\n", b"")
+            publish(reply, None, _NO_RESULTS, b"")
             return
         min_seq = req.get("seq", 0)
         batch = req.get("batch", 0)
@@ -1188,7 +1121,7 @@ class Stream:
             try:
                 sm = store.load_msg(seq)
             except StoreError:
-                publish(reply, None, b"NATS/1.0 404 Message Not Found\r\n\r\n", b"")
+                publish(reply, None, _NOT_FOUND, b"")
                 return
             ts = rfc3339(sm.ts).encode()
             lines = (b"Nats-Stream: %s\r\nNats-Subject: %s\r\nNats-Sequence: %d\r\nNats-Time-Stamp: %s\r\n"
@@ -1202,8 +1135,8 @@ class Stream:
             sent += 1
             if batch > 0 and sent >= batch:
                 break
-        publish(reply, None, b"NATS/1.0 204 EOB\r\nNats-Num-Pending: %d\r\nNats-Last-Sequence: %d\r\n"
-                b"Nats-UpTo-Sequence: %d\r\n\r\n" % (np, lseq, up_to), b"")
+        publish(reply, None, status_header(204, "EOB", ("Nats-Num-Pending", np), ("Nats-Last-Sequence", lseq),
+                                           ("Nats-UpTo-Sequence", up_to)), b"")
 
 
 def stored_msg_json(sm: StoredMsg, no_hdr: bool) -> dict[str, Any]:
@@ -1230,10 +1163,10 @@ def _parse_uint(value: bytes) -> int | None:
     return _BAD_SEQ
 
 
-def parse_time_field(value: Any, field: str) -> int:
-    """An RFC 3339 request field as ns; ApiError 10025 as Go's time.Time decoder would fail."""
+def parse_time_field(value: Any) -> int:
+    """An RFC 3339 request field (MSG.GET start_time, up_to_time) as ns, Go's zero time as 0; ApiError 10025 with
+    the text of Go's time.Time decoder."""
     try:
-        return parse_rfc3339(value)
-    except (ValueError, TypeError):
-        raise js_error("JSInvalidJSONErr", err=f"parsing time {json.dumps(json.dumps(value))} in {field}: "
-                                               "not an RFC 3339 time") from None
+        return parse_time(value) or 0
+    except ValueError as e:
+        raise js_error("JSInvalidJSONErr", err=str(e)) from None

@@ -6,25 +6,21 @@ from __future__ import annotations
 
 import pytest
 
+from host.gotime import NS, format_duration, parse_duration, parse_time, time_text
+from host.headers import status_header
 from host.jetstream.consumer import (
-    NS,
     apply_defaults,
     check_config,
     config_json,
-    go_duration,
     headers_only,
     is_subset,
     load_json,
     parse_ack_subject,
     parse_config,
-    parse_go_duration,
     parse_nak_delay,
     parse_next_request,
-    parse_time,
     static_metadata,
-    status_header,
     subjects_overlap,
-    time_text,
     update_error,
     valid_name,
 )
@@ -124,8 +120,8 @@ def test_nak_delay_forms():
     (60 * NS, "1m0s"), (90 * NS, "1m30s"), (3600 * NS, "1h0m0s"), (79200 * NS, "22h0m0s"), (-2 * NS, "-2s"),
 ])
 def test_go_duration(ns, text):
-    assert go_duration(ns) == text
-    assert parse_go_duration(text) == ns
+    assert format_duration(ns) == text
+    assert parse_duration(text) == ns
 
 
 def test_times_as_go_writes_them():

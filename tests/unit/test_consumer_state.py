@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from host.accounts import Account, InternalHandler
-from host.jetstream.consumer import NS, Consumer, consumer_api, deliver_frame, install, recover
+from host.gotime import NS
+from host.jetstream.consumer import Consumer, consumer_api, deliver_frame, install, recover
 from host.jetstream.errors import ApiError
 from host.jetstream.filestore import FileStore
 from host.jetstream.jetstream import dumps

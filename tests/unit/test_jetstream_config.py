@@ -13,16 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from host.gotime import parse_duration, rfc3339
+from host.headers import hdr_append, hdr_get, hdr_remove
 from host.jetstream.errors import ApiError
-from host.jetstream.jetstream import decode_request, dumps, is_empty_request, is_json_object_or_array, rfc3339
+from host.jetstream.jetstream import decode_request, dumps, is_empty_request, is_json_object_or_array
 from host.jetstream.stream import (
     STREAM_CONFIG_SCHEMA,
     TTL_NEVER,
     check_config,
-    hdr_append,
-    hdr_get,
-    hdr_remove,
-    parse_go_duration,
     parse_msg_ttl,
     set_static_metadata,
     subjects_collide,
@@ -240,13 +238,13 @@ def test_hdr_remove_and_append():
     ("1µs", 1000), ("-1s", -(10**9)), ("1h1m1s1ms", 3661_001_000_000),
 ])
 def test_go_durations(text, ns):
-    assert parse_go_duration(text) == ns
+    assert parse_duration(text) == ns
 
 
 @pytest.mark.parametrize("text", ["", "1", "1x", "s", "1.s.", "--1s", "1 s"])
 def test_go_durations_refused(text):
     with pytest.raises(ValueError):
-        parse_go_duration(text)
+        parse_duration(text)
 
 
 @pytest.mark.parametrize("value, seconds", [

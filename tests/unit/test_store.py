@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from host.gotime import NS, format_duration
 from host.jetstream.filestore import ConsumerFileStore, FileStore, file_msg_size
 from host.jetstream.memstore import MemStore, mem_msg_size
 from host.jetstream.store import (
@@ -43,11 +44,9 @@ from host.jetstream.store import (
     StoreError,
     decode_consumer_state,
     encode_consumer_state,
-    go_duration,
     is_marker,
 )
 
-NS = 1_000_000_000
 T0 = 1_700_000_000 * NS
 
 
@@ -372,7 +371,9 @@ def test_subject_delete_markers_on_age_removal(mk):
 
 
 def test_go_duration_format():
-    assert [go_duration(x) for x in (0, 5, 60, 90, 3600, 3661)] == ["0s", "5s", "1m0s", "1m30s", "1h0m0s", "1h1m1s"]
+    # marker TTLs are whole seconds
+    got = [format_duration(x * NS) for x in (0, 5, 60, 90, 3600, 3661)]
+    assert got == ["0s", "5s", "1m0s", "1m30s", "1h0m0s", "1h1m1s"]
 
 
 # -- purge and compact
