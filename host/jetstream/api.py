@@ -21,12 +21,9 @@ from typing import TYPE_CHECKING, Any
 from host.headers import status_header
 from host.jetstream.consumer import consumer_api
 from host.jetstream.errors import ApiError, js_error
+from host.jetstream.gojson import decode_request, dumps, is_empty_request, is_json_object_or_array
 from host.jetstream.jetstream import (
     API_LEVEL,
-    decode_request,
-    dumps,
-    is_empty_request,
-    is_json_object_or_array,
 )
 from host.jetstream.store import StoreError
 from host.jetstream.stream import (
@@ -35,7 +32,6 @@ from host.jetstream.stream import (
     Stream,
     check_config,
     hdr_get,
-    parse_time_field,
     set_static_metadata,
     stored_msg_json,
     subjects_collide,
@@ -68,8 +64,8 @@ INFO_SCHEMA = {"offset": "int", "deleted_details": "bool", "subjects_filter": "s
 PURGE_SCHEMA = {"seq": "uint64", "filter": "string", "keep": "uint64"}
 MSG_DELETE_SCHEMA = {"seq": "uint64", "no_erase": "bool"}
 MSG_GET_SCHEMA = {"seq": "uint64", "last_by_subj": "string", "next_by_subj": "string", "batch": "int",
-                  "max_bytes": "int", "start_time": "any", "multi_last": "strings", "up_to_seq": "uint64",
-                  "up_to_time": "any", "no_hdr": "bool"}
+                  "max_bytes": "int", "start_time": "time", "multi_last": "strings", "up_to_seq": "uint64",
+                  "up_to_time": "time", "no_hdr": "bool"}
 _DIRECT_STATUS = {
     "empty": status_header(408, "Empty Request"),
     "malformed": status_header(408, "Malformed Request"),
@@ -478,9 +474,10 @@ def msg_get(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes |
 
 
 def _parse_times(req: dict[str, Any]) -> None:
+    """A time given as Go's zero time is still given (a *time.Time in nats-server): the Unix epoch will do."""
     for key in ("start_time", "up_to_time"):
         if key in req:
-            req[key] = parse_time_field(req[key])
+            req[key] = req[key] or 0
 
 
 # ---- direct get ------------------------------------------------------------------------------------------------

@@ -42,13 +42,21 @@ from typing import TYPE_CHECKING, Any
 
 from edge.proto import encode_tail
 from host.accounts import Account, nuid
-from host.gotime import MS, NS, format_duration, parse_duration, parse_time, rfc3339, time_text
+from host.gotime import MS, NS, format_duration, parse_duration, rfc3339, time_text
 from host.headers import hdr_append, status_header
 from host.jetstream.errors import ApiError, js_error
-from host.jetstream.jetstream import (
-    API_LEVEL,
+from host.jetstream.gojson import (
+    Enum,
+    GoJSONError,
+    Struct,
+    decode,
+    decode_request,
     dumps,
+    is_empty_request,
+    is_json_object_or_array,
+    loads,
 )
+from host.jetstream.jetstream import API_LEVEL
 from host.jetstream.memstore import ConsumerMemStore
 from host.jetstream.store import (
     ACK_ALL,
@@ -138,7 +146,6 @@ DELIVER_POLICIES = ("all", "last", "new", "by_start_sequence", "by_start_time", 
 ACK_POLICIES = (ACK_NONE, ACK_ALL, ACK_EXPLICIT)
 REPLAY_POLICIES = ("instant", "original")
 PRIORITY_POLICIES = ("none", "overflow", "pinned_client", "prioritized")
-ACTIONS = {"": "", "create": "create", "update": "update"}
 
 _NAME_FORBIDDEN = frozenset(" \t\r\n\f.*>\\/")
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -187,179 +194,23 @@ def is_subset(sub: str, sup: str) -> bool:
     return len(ts) == len(tp)
 
 
-# ---- JSON requests with Go's error texts ------------------------------------------------------------------------
-
-
-def _go_syntax_error(exc: json.JSONDecodeError) -> str:
-    """encoding/json's syntax error text for a document Python could not parse (strict decoder: with offset)."""
-    doc, pos = exc.doc, exc.pos
-    if pos >= len(doc):
-        return "unexpected end of JSON input"
-    ch = doc[pos]
-    shown = "'" + ch + "'" if ch != "'" else "'\\''"
-    msg = exc.msg
-    if msg.startswith("Expecting property name"):
-        ctx = "looking for beginning of object key string"
-    elif msg.startswith("Expecting ':'"):
-        ctx = "after object key"
-    elif msg.startswith("Expecting ','"):
-        ctx = "after object key:value pair" if _inside_object(doc, pos) else "after array element"
-    elif msg.startswith("Extra data"):
-        ctx = "after top-level value"
-    elif msg.startswith("Unterminated string"):
-        return "unexpected end of JSON input"
-    elif msg.startswith("Invalid control character"):
-        return f"invalid character {shown} in string literal"
-    else:
-        ctx = "looking for beginning of value"
-    return f"invalid character {shown} {ctx} at offset {pos + 1}"
-
-
-def _inside_object(doc: str, pos: int) -> bool:
-    depth = 0
-    in_str = False
-    i = pos - 1
-    while i >= 0:
-        c = doc[i]
-        if c == '"' and (i == 0 or doc[i - 1] != "\\"):
-            in_str = not in_str
-        elif not in_str:
-            if c in "]}":
-                depth += 1
-            elif c in "[{":
-                if depth == 0:
-                    return c == "{"
-                depth -= 1
-        i -= 1
-    return False
-
-
-def load_json(payload: bytes) -> Any:
-    """The request body as JSON, or ApiError 10025 with encoding/json's text. An empty body is None."""
-    text = payload.strip()
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except UnicodeDecodeError:
-        raise js_error("JSInvalidJSONErr", err="invalid character in string literal") from None
-    except json.JSONDecodeError as e:
-        raise js_error("JSInvalidJSONErr", err=_go_syntax_error(e)) from None
-    except RecursionError:
-        raise js_error("JSInvalidJSONErr", err="exceeded max depth") from None
-
-
-def _kind(v: Any) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, (int, float)):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return "array"
-    return "object"
-
-
-class _Fields:
-    """Typed field reads from one decoded JSON object, with encoding/json's first error (unknown fields rejected,
-    as nats-server's strict API decoding does). `root` names the Go struct in messages, `path` the field path."""
-
-    def __init__(self, obj: dict[str, Any], root: str, path: str, known: dict[str, str]) -> None:
-        self.obj = obj
-        self.root = root
-        self.path = path
-        self.first: str | None = None
-        for k in obj:
-            if k not in known and self.first is None:
-                self.first = f'json: unknown field "{k}"'
-        self.known = known
-
-    def type_error(self, v: Any, key: str, go_type: str, literal: bool = False) -> None:
-        if self.first is not None:
-            return
-        what = _kind(v)
-        if literal and what == "number":
-            what = "number " + json.dumps(v)
-        field = f"{self.root}.{self.path}{key}"
-        self.first = f"json: cannot unmarshal {what} into Go struct field {field} of type {go_type}"
-
-    def done(self) -> None:
-        if self.first is not None:
-            raise js_error("JSInvalidJSONErr", err=self.first)
-
-    def get(self, key: str) -> Any:
-        v = self.obj.get(key)
-        if v is None:
-            return None
-        go = self.known[key]
-        if go == "string":
-            if not isinstance(v, str):
-                self.type_error(v, key, "string")
-                return None
-            return v
-        if go == "bool":
-            if not isinstance(v, bool):
-                self.type_error(v, key, "bool")
-                return None
-            return v
-        if go in ("int", "time.Duration", "uint64", "int64"):
-            return self._int(v, key, go)
-        if go == "[]string":
-            if not isinstance(v, list):
-                self.type_error(v, key, "[]string")
-                return None
-            out = []
-            for x in v:
-                if not isinstance(x, str):
-                    self.type_error(x, key, "string")
-                    return None
-                out.append(x)
-            return out
-        if go == "[]time.Duration":
-            if not isinstance(v, list):
-                self.type_error(v, key, "[]time.Duration")
-                return None
-            out = []
-            for x in v:
-                n = self._int(x, key, "time.Duration")
-                if n is None:
-                    return None
-                out.append(n)
-            return out
-        if go == "map[string]string":
-            if not isinstance(v, dict):
-                self.type_error(v, key, "map[string]string")
-                return None
-            for x in v.values():
-                if x is not None and not isinstance(x, str):
-                    self.type_error(x, key, "string")
-                    return None
-            return {k: x for k, x in v.items() if x is not None}
-        return v
-
-    def _int(self, v: Any, key: str, go: str) -> int | None:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            self.type_error(v, key, go)
-            return None
-        if isinstance(v, float) or (go == "uint64" and v < 0) or not -(1 << 63) <= v < (1 << 64 if go == "uint64"
-                                                                                        else 1 << 63):
-            self.type_error(v, key, go, literal=True)
-            return None
-        return v
-
-
-CONFIG_FIELDS: dict[str, str] = {
-    "durable_name": "string", "name": "string", "description": "string", "deliver_policy": "enum",
-    "opt_start_seq": "uint64", "opt_start_time": "time", "ack_policy": "enum", "ack_wait": "time.Duration",
-    "max_deliver": "int", "backoff": "[]time.Duration", "filter_subject": "string", "filter_subjects": "[]string",
-    "replay_policy": "enum", "rate_limit_bps": "uint64", "sample_freq": "string", "max_waiting": "int",
-    "max_ack_pending": "int", "flow_control": "bool", "headers_only": "bool", "max_batch": "int",
-    "max_expires": "time.Duration", "max_bytes": "int", "deliver_subject": "string", "deliver_group": "string",
-    "idle_heartbeat": "time.Duration", "inactive_threshold": "time.Duration", "num_replicas": "int",
-    "mem_storage": "bool", "direct": "bool", "sourcing": "bool", "metadata": "map[string]string",
-    "pause_until": "time", "priority_groups": "[]string", "priority_policy": "enum",
-    "priority_timeout": "time.Duration",
+# ConsumerConfig as Go decodes it (gojson.py).
+CONFIG_SCHEMA: dict[str, Any] = {
+    "durable_name": "string", "name": "string", "description": "string",
+    "deliver_policy": Enum(*DELIVER_POLICIES, "undefined"), "opt_start_seq": "uint64", "opt_start_time": "time",
+    "ack_policy": Enum(*ACK_POLICIES), "ack_wait": "duration", "max_deliver": "int", "backoff": "durations",
+    "filter_subject": "string", "filter_subjects": "strings", "replay_policy": Enum(*REPLAY_POLICIES),
+    "rate_limit_bps": "uint64", "sample_freq": "string", "max_waiting": "int", "max_ack_pending": "int",
+    "flow_control": "bool", "headers_only": "bool", "max_batch": "int", "max_expires": "duration",
+    "max_bytes": "int", "deliver_subject": "string", "deliver_group": "string", "idle_heartbeat": "duration",
+    "inactive_threshold": "duration", "num_replicas": "int", "mem_storage": "bool", "direct": "bool",
+    "sourcing": "bool", "metadata": "map", "pause_until": "time", "priority_groups": "strings",
+    "priority_policy": Enum(*PRIORITY_POLICIES, unknown="unknown priority policy: "),
+    "priority_timeout": "duration",
+}
+CREATE_SCHEMA: dict[str, Any] = {
+    "stream_name": "string", "config": Struct("server.ConsumerConfig", CONFIG_SCHEMA),
+    "action": Enum("", "create", "update", unknown="unknown consumer action: "), "pedantic": "bool",
 }
 
 # Output order and the zero values left out of the JSON (nats-server ConsumerConfig, `omitempty`).
@@ -394,41 +245,22 @@ def zero_config() -> dict[str, Any]:
     return cfg
 
 
-def parse_config(raw: Any, root: str = "CreateConsumerRequest", path: str = "config.") -> dict[str, Any]:
-    """A consumer config from its JSON object, typed as nats-server decodes it; ApiError 10025 on a bad field.
-    Missing fields take Go's zero values (defaults come later, in `apply_defaults`)."""
+def config_from(decoded: dict[str, Any]) -> dict[str, Any]:
+    """A full consumer config from the keys decoded with CONFIG_SCHEMA: the rest take Go's zero values (defaults
+    come later, in `apply_defaults`)."""
     cfg = zero_config()
-    if raw is None:
-        return cfg
-    if not isinstance(raw, dict):
-        raise js_error("JSInvalidJSONErr",
-                       err=f"json: cannot unmarshal {_kind(raw)} into Go struct field {root}.{path[:-1]} of "
-                               "type server.ConsumerConfig")
-    f = _Fields(raw, root, path, CONFIG_FIELDS)
-    for key, go in CONFIG_FIELDS.items():
-        v = raw.get(key)
-        if v is None:
-            continue
-        if go == "enum":
-            allowed = {"deliver_policy": DELIVER_POLICIES + ("undefined",), "ack_policy": ACK_POLICIES,
-                       "replay_policy": REPLAY_POLICIES, "priority_policy": PRIORITY_POLICIES}[key]
-            if not isinstance(v, str) or v not in allowed:
-                if key == "priority_policy":
-                    raise js_error("JSInvalidJSONErr", err=f"unknown priority policy: {json.dumps(v)}")
-                raise js_error("JSInvalidJSONErr",
-                               err="can not unmarshal " + json.dumps(json.dumps(v, separators=(",", ":"))))
-            cfg[key] = "all" if v == "undefined" else v
-        elif go == "time":
-            try:
-                cfg[key] = parse_time(v)
-            except ValueError as e:
-                raise js_error("JSInvalidJSONErr", err=str(e)) from None
-        else:
-            got = f.get(key)
-            if got is not None:
-                cfg[key] = got
-    f.done()
+    cfg.update(decoded)
+    if cfg["deliver_policy"] == "undefined":
+        cfg["deliver_policy"] = "all"
     return cfg
+
+
+def parse_create_request(payload: bytes) -> tuple[str, dict[str, Any], str, bool]:
+    """CONSUMER.CREATE's body (nats-server CreateConsumerRequest): (stream_name, config, action, pedantic);
+    ApiError 10025 with encoding/json's text."""
+    req = decode_request(payload, CREATE_SCHEMA, "CreateConsumerRequest")
+    return (req.get("stream_name", ""), config_from(req.get("config") or {}), req.get("action", ""),
+            req.get("pedantic", False))
 
 
 def config_json(cfg: dict[str, Any], metadata: dict[str, str] | None = None) -> dict[str, Any]:
@@ -691,8 +523,8 @@ def update_error(old: dict[str, Any], new: dict[str, Any], deliver_has_interest:
 
 # ---- pull requests -----------------------------------------------------------------------------------------------
 
-NEXT_FIELDS = {"expires": "time.Duration", "batch": "int", "max_bytes": "int", "no_wait": "bool",
-               "idle_heartbeat": "time.Duration", "group": "string", "min_pending": "int64",
+NEXT_SCHEMA = {"expires": "duration", "batch": "int", "max_bytes": "int", "no_wait": "bool",
+               "idle_heartbeat": "duration", "group": "string", "min_pending": "int64",
                "min_ack_pending": "int64", "id": "string", "priority": "int"}
 
 
@@ -719,24 +551,12 @@ def parse_next_request(payload: bytes) -> NextRequest:
         return NextRequest()
     if body[:1] == b"{":
         try:
-            obj = json.loads(body)
-        except json.JSONDecodeError as e:
-            raise ValueError(_go_syntax_error(e).rsplit(" at offset", 1)[0]) from None
-        except UnicodeDecodeError:
-            raise ValueError("invalid character in string literal") from None
-        except RecursionError:
-            raise ValueError("exceeded max depth") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"json: cannot unmarshal {_kind(obj)} into Go value of type "
-                             "server.JSApiConsumerGetNextRequest")
-        known = {k: v for k, v in obj.items() if k in NEXT_FIELDS}
-        f = _Fields(known, "JSApiConsumerGetNextRequest", "", NEXT_FIELDS)
-        vals = {k: f.get(k) for k in NEXT_FIELDS}
-        if f.first is not None:
-            raise ValueError(f.first)
-        req = NextRequest(vals["batch"] or 0, vals["expires"] or 0, vals["max_bytes"] or 0, bool(vals["no_wait"]),
-                          vals["idle_heartbeat"] or 0)
-        group = {k: vals[k] for k in ("group", "min_pending", "min_ack_pending", "id", "priority") if vals[k]}
+            vals = decode(loads(body), NEXT_SCHEMA, "JSApiConsumerGetNextRequest", strict=False)
+        except GoJSONError as e:
+            raise ValueError(str(e).rsplit(" at offset", 1)[0]) from None
+        req = NextRequest(vals.get("batch", 0), vals.get("expires", 0), vals.get("max_bytes", 0),
+                          vals.get("no_wait", False), vals.get("idle_heartbeat", 0))
+        group = {k: vals[k] for k in ("group", "min_pending", "min_ack_pending", "id", "priority") if vals.get(k)}
         req.group = group or None
         if req.heartbeat > 0 and req.heartbeat * 2 > req.expires:
             raise ValueError("heartbeat value too large")
@@ -2374,7 +2194,7 @@ def recover(stream: Any) -> None:
         try:
             with open(meta_path, "rb") as f:
                 meta = json.loads(f.read())
-            cfg = parse_config(meta["config"], "ConsumerConfig", "")
+            cfg = config_from(decode(meta["config"], CONFIG_SCHEMA, "ConsumerConfig"))
             created = int(meta.get("created_ns") or 0)
         except (OSError, ValueError, KeyError, TypeError, ApiError) as e:
             log.error("JetStream consumer '%s > %s > %s' not recovered: %s", stream.jsa.account.name, stream.name,
@@ -2458,16 +2278,6 @@ def _api_level_error(hdr: bytes | None) -> ApiError | None:
     return None if ok else js_error("JSRequiredApiLevelErr")
 
 
-def _is_empty_request(payload: bytes) -> bool:
-    if not payload or payload == b"{}":
-        return True
-    try:
-        v = json.loads(payload)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(v, dict) and not v
-
-
 def _create(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes,
             durable_subject: bool) -> None:
     try:
@@ -2491,21 +2301,7 @@ def _create_consumer(jsa: JSAccount, tokens: list[str], hdr: bytes | None, paylo
                      durable_subject: bool) -> tuple[Consumer, bool]:
     """Validate and create (or update) a consumer, as nats-server jsConsumerCreateRequest + addConsumer;
     returns it and whether it is new."""
-    req = load_json(payload)
-    if req is not None and not isinstance(req, dict):
-        raise js_error("JSInvalidJSONErr", err=f"json: cannot unmarshal {_kind(req)} into Go value of type "
-                               "server.CreateConsumerRequest")
-    req = req or {}
-    top = _Fields(req, "CreateConsumerRequest", "", {"stream_name": "string", "config": "object",
-                                                      "action": "enum", "pedantic": "bool"})
-    stream_name = top.get("stream_name") or ""
-    pedantic = bool(top.get("pedantic"))
-    action = req.get("action")
-    if action is not None and action not in ACTIONS:
-        raise js_error("JSInvalidJSONErr", err=f"unknown consumer action: {json.dumps(action)}")
-    action = action or ""
-    cfg = parse_config(req.get("config"))
-    top.done()
+    stream_name, cfg, action, pedantic = parse_create_request(payload)
     err = _api_level_error(hdr)
     if err is not None:
         raise err
@@ -2647,7 +2443,7 @@ def _stream_or_error(jsa: JSAccount, stream: str) -> Any:
 
 def _info(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     try:
-        if not _is_empty_request(payload):
+        if not is_empty_request(payload):
             raise js_error("JSNotEmptyRequestErr")
         err = _api_level_error(hdr)
         if err is not None:
@@ -2665,17 +2461,10 @@ def _info(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: byte
 
 
 def _offset(payload: bytes) -> int:
-    text = payload.strip()
-    if not text or text[:1] not in (b"{", b"["):
+    if not is_json_object_or_array(payload):
         return 0
-    req = load_json(text)
-    if not isinstance(req, dict):
-        raise js_error("JSInvalidJSONErr", err=f"json: cannot unmarshal {_kind(req)} into Go value of type "
-                               "server.JSApiConsumersRequest")
-    f = _Fields(req, "JSApiConsumersRequest", "", {"offset": "int"})
-    off = f.get("offset")
-    f.done()
-    return max(off or 0, 0)
+    req = decode_request(payload, {"offset": "int"}, "JSApiConsumersRequest")
+    return max(req.get("offset", 0), 0)
 
 
 def _names(jsa: JSAccount, stream: str, reply: bytes | None, hdr: bytes | None, payload: bytes,
@@ -2708,7 +2497,7 @@ def _delete(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: by
         err = _api_level_error(hdr)
         if err is not None:
             raise err
-        if not _is_empty_request(payload):
+        if not is_empty_request(payload):
             raise js_error("JSNotEmptyRequestErr")
         st = _stream_or_error(jsa, stream)
         c = st.consumers.get(name)
@@ -2725,19 +2514,8 @@ def _pause(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: byt
     zero = {"paused": False, "pause_until": time_text(None)}
     try:
         until: int | None = None
-        text = payload.strip()
-        if text and text[:1] in (b"{", b"["):
-            req = load_json(text)
-            if not isinstance(req, dict):
-                raise js_error("JSInvalidJSONErr", err=f"json: cannot unmarshal {_kind(req)} into Go value of type "
-                                       "server.JSApiConsumerPauseRequest")
-            f = _Fields(req, "JSApiConsumerPauseRequest", "", {"pause_until": "time"})
-            f.done()
-            if req.get("pause_until") is not None:
-                try:
-                    until = parse_time(req["pause_until"])
-                except ValueError as e:
-                    raise js_error("JSInvalidJSONErr", err=str(e)) from None
+        if is_json_object_or_array(payload):
+            until = decode_request(payload, {"pause_until": "time"}, "JSApiConsumerPauseRequest").get("pause_until")
         err = _api_level_error(hdr)
         if err is not None:
             raise err
@@ -2775,17 +2553,8 @@ def _reset(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: byt
         err = _api_level_error(hdr)
         if err is not None:
             raise err
-        seq = 0
-        if payload.strip():
-            req = load_json(payload)
-            if not isinstance(req, dict):
-                raise js_error("JSInvalidJSONErr", err=f"json: cannot unmarshal {_kind(req)} into Go value of type "
-                                       "server.JSApiConsumerResetRequest")
-            known = {k: v for k, v in req.items() if k == "seq"}
-            f = _Fields(known, "JSApiConsumerResetRequest", "", {"seq": "uint64"})
-            seq = f.get("seq") or 0
-            f.done()
-        seq = c.reset(seq)
+        req = decode_request(payload, {"seq": "uint64"}, "JSApiConsumerResetRequest", strict=False)
+        seq = c.reset(req.get("seq", 0))
     except ApiError as e:
         # answered by the consumer in nats-server, so not an API error; the struct still writes reset_seq
         jsa.respond(reply, {"type": T_RESET, "error": e.body(), "reset_seq": 0})

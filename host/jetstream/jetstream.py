@@ -12,7 +12,6 @@ timers (expiry, redelivery, heartbeats, the sync interval) run from loop.call_la
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from host.gotime import NS, rfc3339
 from host.jetstream.errors import ApiError, js_error
+from host.jetstream.gojson import dumps
 from host.jetstream.store import SYNC_ALWAYS
 from host.opts import SYSTEM_ACCOUNT
 
@@ -45,202 +45,6 @@ _UINT64_MAX = (1 << 64) - 1
 
 def now_ns() -> int:
     return time.time_ns()
-
-
-_GO_ESCAPES = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
-                             "\u2029": "\\u2029"})
-
-
-def dumps(obj: Any) -> bytes:
-    """Compact JSON as Go's encoding/json writes it: UTF-8 kept, `<`, `>`, `&` escaped (those can only occur
-    inside strings, so the whole text can be translated)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).translate(_GO_ESCAPES).encode()
-
-
-# ---- decoding requests as Go's strict encoding/json does ------------------------------------------------------
-#
-# nats-server decodes API bodies into Go structs with DisallowUnknownFields (JetStream "strict" mode, the default):
-# an unknown key, a value of the wrong JSON type or a number out of range is a 10025 "invalid JSON" error; a bad
-# enum string fails in the type's own UnmarshalJSON ("can not unmarshal ..."). A schema maps each key to a kind:
-# "string", "bool", "int", "int32", "int64", "uint64", "duration", "strings", "map", "any", a tuple of allowed
-# enum strings, or a nested schema dict.
-
-_INT_RANGES = {
-    "int": (-(1 << 63), (1 << 63) - 1, "int"),
-    "int32": (-(1 << 31), (1 << 31) - 1, "int32"),
-    "int64": (-(1 << 63), (1 << 63) - 1, "int64"),
-    "uint64": (0, _UINT64_MAX, "uint64"),
-    "duration": (-(1 << 63), (1 << 63) - 1, "time.Duration"),
-}
-_GO_TYPES = {"string": "string", "bool": "bool", "strings": "[]string", "map": "map[string]string"}
-
-
-def _json_kind(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, (int, float)):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return "array"
-    return "object"
-
-
-class _Decode:
-    def __init__(self, type_name: str, strict: bool) -> None:
-        self.type_name = type_name
-        self.strict = strict
-        self.first: str | None = None  # Go keeps the first type error and goes on decoding
-
-    def save(self, msg: str) -> None:
-        if self.first is None:
-            self.first = msg
-
-    def type_error(self, value: Any, path: str, go_type: str) -> None:
-        what = _json_kind(value)
-        if what == "number":
-            what = f"number {value.literal if isinstance(value, _Literal) else json.dumps(value)}"
-        self.save(f"json: cannot unmarshal {what} into Go struct field {self.type_name}.{path} of type {go_type}")
-
-    def struct(self, obj: dict[str, Any], schema: dict[str, Any], prefix: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in obj.items():
-            kind = schema.get(key)
-            if kind is None:
-                if self.strict:
-                    self.save(f"json: unknown field {json.dumps(key)}")
-                continue
-            path = prefix + key
-            if value is None and not isinstance(kind, tuple):
-                continue  # null leaves the Go zero value
-            v = self.value(value, kind, path)
-            if v is not _SKIP:
-                out[key] = v
-        return out
-
-    def value(self, value: Any, kind: Any, path: str) -> Any:
-        if isinstance(kind, tuple):
-            v = value.lower() if isinstance(kind, AnyCase) and isinstance(value, str) else value
-            if not isinstance(v, str) or v not in kind:
-                # The enum's UnmarshalJSON fails and aborts decoding (not a saved error).
-                raise js_error("JSInvalidJSONErr", err=f"can not unmarshal {json.dumps(json.dumps(value))}")
-            return v
-        if isinstance(kind, dict):
-            if not isinstance(value, dict):
-                self.type_error(value, path, "struct")
-                return _SKIP
-            return self.struct(value, kind, path + ".")
-        if kind == "any":
-            return value
-        if kind in _INT_RANGES:
-            lo, hi, go_type = _INT_RANGES[kind]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                self.type_error(value, path, go_type)
-                return _SKIP
-            if isinstance(value, float):  # a literal with a fraction or an exponent: Go refuses it for ints
-                self.type_error(value, path, go_type)
-                return _SKIP
-            if not lo <= value <= hi:
-                self.type_error(value, path, go_type)
-                return _SKIP
-            return value
-        if kind == "string":
-            if not isinstance(value, str):
-                self.type_error(value, path, "string")
-                return _SKIP
-            return value
-        if kind == "bool":
-            if not isinstance(value, bool):
-                self.type_error(value, path, "bool")
-                return _SKIP
-            return value
-        if kind == "strings":
-            if not isinstance(value, list):
-                self.type_error(value, path, "[]string")
-                return _SKIP
-            out = []
-            for item in value:
-                if not isinstance(item, str):
-                    self.type_error(item, path, "string")
-                    out.append("")
-                else:
-                    out.append(item)
-            return out
-        if kind == "map":
-            if not isinstance(value, dict):
-                self.type_error(value, path, "map[string]string")
-                return _SKIP
-            m = {}
-            for k, v in value.items():
-                if not isinstance(v, str):
-                    self.type_error(v, path, "string")
-                    continue
-                m[k] = v
-            return m
-        raise AssertionError(f"unknown schema kind {kind!r}")
-
-
-_SKIP = object()
-
-
-class AnyCase(tuple):
-    """An enum kind whose strings match in any letter case (Go types that lower-case before comparing)."""
-
-
-class _Literal(float):
-    """A JSON number with a fraction or exponent, remembering how it was written (Go quotes the literal)."""
-
-    literal: str
-
-    def __new__(cls, text: str) -> _Literal:
-        obj = super().__new__(cls, text)
-        obj.literal = text
-        return obj
-
-
-def decode_request(payload: bytes, schema: dict[str, Any], type_name: str, strict: bool = True) -> dict[str, Any]:
-    """Decode an API body into the keys of `schema` (an empty body is an empty object); ApiError 10025 on bad JSON,
-    wrong types and (strict, as the API decodes) unknown keys, with Go's wording where it matters to clients."""
-    text = payload.strip()
-    if not text:
-        return {}
-    try:
-        obj = json.loads(text, parse_float=_Literal)
-    except (ValueError, UnicodeDecodeError) as e:
-        if isinstance(e, json.JSONDecodeError):
-            raise js_error("JSInvalidJSONErr", err=f"{e.msg} at offset {e.pos + 1}") from None
-        raise js_error("JSInvalidJSONErr", err=str(e)) from None
-    if obj is None:
-        return {}
-    if not isinstance(obj, dict):
-        raise js_error("JSInvalidJSONErr",
-                       err=f"json: cannot unmarshal {_json_kind(obj)} into Go value of type server.{type_name}")
-    d = _Decode(type_name, strict)
-    out = d.struct(obj, schema, "")
-    if d.first is not None:
-        raise js_error("JSInvalidJSONErr", err=d.first)
-    return out
-
-
-def is_empty_request(payload: bytes) -> bool:
-    """nats-server isEmptyRequest: nothing, `{}`, or any JSON object without keys."""
-    text = payload.strip()
-    if not text or text == b"{}":
-        return True
-    try:
-        v = json.loads(text)
-    except ValueError:
-        return False
-    return isinstance(v, dict) and not v
-
-
-def is_json_object_or_array(payload: bytes) -> bool:
-    """nats-server isJSONObjectOrArray: the body starts (after whitespace) with `{` or `[`."""
-    text = payload.lstrip()
-    return bool(text) and text[:1] in (b"{", b"[")
 
 
 # ---- accounts ------------------------------------------------------------------------------------------------

@@ -19,14 +19,13 @@ import re
 import shutil
 from typing import TYPE_CHECKING, Any
 
-from host.gotime import NS, parse_duration, parse_time, rfc3339
+from host.gotime import NS, parse_duration, rfc3339
 from host.headers import HDR_LINE, hdr_append, hdr_get, hdr_remove, status_header
 from host.jetstream.errors import ApiError, js_error
 from host.jetstream.filestore import FileStore, atomic_write
+from host.jetstream.gojson import Enum, Struct, dumps
 from host.jetstream.jetstream import (
     API_LEVEL,
-    AnyCase,
-    dumps,
     now_ns,
 )
 from host.jetstream.memstore import MemStore
@@ -65,19 +64,20 @@ META_FILE = "meta.json"
 
 RETENTIONS = ("limits", "interest", "workqueue")
 
-# StreamConfigRequest as Go decodes it (see host/jetstream/jetstream.py decode_request).
+# StreamConfigRequest as Go decodes it (gojson.py).
 STREAM_CONFIG_SCHEMA: dict[str, Any] = {
-    "name": "string", "description": "string", "subjects": "strings", "retention": RETENTIONS,
+    "name": "string", "description": "string", "subjects": "strings", "retention": Enum(*RETENTIONS),
     "max_consumers": "int", "max_msgs": "int64", "max_bytes": "int64", "max_age": "duration",
-    "max_msgs_per_subject": "int64", "max_msg_size": "int32", "discard": AnyCase(("old", "new")),
-    "storage": ("file", "memory"), "num_replicas": "int", "no_ack": "bool", "duplicate_window": "duration",
-    "placement": "any", "mirror": "any", "sources": "any", "compression": ("none", "s2"), "first_seq": "uint64",
+    "max_msgs_per_subject": "int64", "max_msg_size": "int32", "discard": Enum("old", "new", any_case=True),
+    "storage": Enum("file", "memory"), "num_replicas": "int", "no_ack": "bool", "duplicate_window": "duration",
+    "placement": "any", "mirror": "any", "sources": "any", "compression": Enum("none", "s2"), "first_seq": "uint64",
     "subject_transform": "any", "republish": "any", "allow_direct": "bool", "mirror_direct": "bool",
     "discard_new_per_subject": "bool", "sealed": "bool", "deny_delete": "bool", "deny_purge": "bool",
     "allow_rollup_hdrs": "bool",
-    "consumer_limits": {"inactive_threshold": "duration", "max_ack_pending": "int"},
+    "consumer_limits": Struct("server.StreamConsumerLimits",
+                              {"inactive_threshold": "duration", "max_ack_pending": "int"}),
     "allow_msg_ttl": "bool", "subject_delete_marker_ttl": "duration", "allow_msg_counter": "bool",
-    "allow_atomic": "bool", "allow_msg_schedules": "bool", "persist_mode": ("default", "async", ""),
+    "allow_atomic": "bool", "allow_msg_schedules": "bool", "persist_mode": Enum("default", "async", ""),
     "allow_batched": "bool", "metadata": "map", "pedantic": "bool",
 }
 
@@ -1161,12 +1161,3 @@ def _parse_uint(value: bytes) -> int | None:
     if value.isdigit():
         return int(value)
     return _BAD_SEQ
-
-
-def parse_time_field(value: Any) -> int:
-    """An RFC 3339 request field (MSG.GET start_time, up_to_time) as ns, Go's zero time as 0; ApiError 10025 with
-    the text of Go's time.Time decoder."""
-    try:
-        return parse_time(value) or 0
-    except ValueError as e:
-        raise js_error("JSInvalidJSONErr", err=str(e)) from None

@@ -4,19 +4,23 @@ times, and consumer config decoding/defaults/validation with nats-server 2.15.1'
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from host.gotime import NS, format_duration, parse_duration, parse_time, time_text
 from host.headers import status_header
+from host.jetstream import gojson
 from host.jetstream.consumer import (
+    CONFIG_SCHEMA,
     apply_defaults,
     check_config,
+    config_from,
     config_json,
     headers_only,
     is_subset,
-    load_json,
     parse_ack_subject,
-    parse_config,
+    parse_create_request,
     parse_nak_delay,
     parse_next_request,
     static_metadata,
@@ -25,6 +29,13 @@ from host.jetstream.consumer import (
     valid_name,
 )
 from host.jetstream.errors import ApiError
+from host.jetstream.gojson import GoJSONError, loads
+
+
+def parse_config(raw: dict) -> dict:
+    """A consumer config as recovery reads it from meta.json."""
+    return config_from(gojson.decode(raw, CONFIG_SCHEMA, "ConsumerConfig"))
+
 
 STREAM = {"name": "S", "subjects": ["s.>"], "retention": "limits", "num_replicas": 1}
 
@@ -234,19 +245,18 @@ DECODE_ERRORS = [
 @pytest.mark.parametrize("raw,text", DECODE_ERRORS)
 def test_decode_errors(raw, text):
     with pytest.raises(ApiError) as e:
-        parse_config(raw)
+        parse_create_request(json.dumps({"stream_name": "S", "config": raw}).encode())
     assert (e.value.code, e.value.err_code, e.value.description) == (400, 10025, text)
 
 
 def test_syntax_errors_as_go_writes_them():
-    with pytest.raises(ApiError) as e:
-        load_json(b"{bad")
-    assert e.value.description == "invalid JSON: invalid character 'b' looking for beginning of object key " \
-                                  "string at offset 2"
-    with pytest.raises(ApiError) as e:
-        load_json(b'{"a":')
-    assert e.value.description == "invalid JSON: unexpected end of JSON input"
-    assert load_json(b"  ") is None
+    with pytest.raises(GoJSONError) as e:
+        loads(b"{bad")
+    assert str(e.value) == "invalid character 'b' looking for beginning of object key string at offset 2"
+    with pytest.raises(GoJSONError) as e:
+        loads(b'{"a":')
+    assert str(e.value) == "unexpected end of JSON input"
+    assert loads(b"  ") is None
 
 
 CHECK_ERRORS = [

@@ -22,7 +22,7 @@ from host.gotime import NS
 from host.jetstream.consumer import Consumer, consumer_api, deliver_frame, install, recover
 from host.jetstream.errors import ApiError
 from host.jetstream.filestore import FileStore
-from host.jetstream.jetstream import dumps
+from host.jetstream.gojson import dumps
 from host.jetstream.memstore import MemStore
 from host.jetstream.store import StoreConfig
 from host.sublist import Subscription

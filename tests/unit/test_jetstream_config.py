@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from host.gotime import parse_duration, rfc3339
 from host.headers import hdr_append, hdr_get, hdr_remove
 from host.jetstream.errors import ApiError
-from host.jetstream.jetstream import decode_request, dumps, is_empty_request, is_json_object_or_array
+from host.jetstream.gojson import decode_request, dumps, is_empty_request, is_json_object_or_array
 from host.jetstream.stream import (
     STREAM_CONFIG_SCHEMA,
     TTL_NEVER,
