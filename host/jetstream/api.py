@@ -22,21 +22,16 @@ from host.headers import status_header
 from host.jetstream.consumer import consumer_api
 from host.jetstream.errors import ApiError, js_error
 from host.jetstream.gojson import decode_request, dumps, is_empty_request, is_json_object_or_array
-from host.jetstream.jetstream import (
-    API_LEVEL,
-)
 from host.jetstream.store import StoreError
 from host.jetstream.stream import (
-    H_REQUIRED_API_LEVEL,
     STREAM_CONFIG_SCHEMA,
     Stream,
     check_config,
-    hdr_get,
-    set_static_metadata,
     stored_msg_json,
     subjects_collide,
     update_check,
 )
+from host.jetstream.versioning import api_level_too_high, set_static_stream_metadata
 
 if TYPE_CHECKING:
     from host.jetstream.jetstream import JSAccount
@@ -87,16 +82,6 @@ def _fail(jsa: JSAccount, reply: bytes | None, type_name: str, err: ApiError,
     jsa.respond_error(reply, type_name, err, extra)
 
 
-def _level_too_high(hdr: bytes | None) -> bool:
-    """nats-server errorOnRequiredApiLevel: a Nats-Required-Api-Level above ours (or not a number)."""
-    if not hdr:
-        return False
-    v = hdr_get(hdr, H_REQUIRED_API_LEVEL)
-    if not v:
-        return False
-    return not v.isdigit() or int(v) > API_LEVEL
-
-
 def dispatch(jsa: JSAccount, src: Any, subject: bytes, reply: bytes | None, hdr: bytes | None,
              payload: bytes) -> bool:
     """Route one `$JS.API.>` request. Returns False when nothing in the account serves it (see the module doc)."""
@@ -128,7 +113,7 @@ def dispatch(jsa: JSAccount, src: Any, subject: bytes, reply: bytes | None, hdr:
 
 
 def account_info(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    if _level_too_high(hdr):
+    if api_level_too_high(hdr):
         _fail(jsa, reply, T_ACCOUNT_INFO, js_error("JSRequiredApiLevelErr"))
         return
     body = {"type": T_ACCOUNT_INFO, **jsa.account_info()}  # the counters as they were before this request
@@ -168,7 +153,7 @@ def _overlaps(jsa: JSAccount, subjects: list[str], skip: Stream | None) -> bool:
 
 def stream_create(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_STREAM_CREATE
-    if _level_too_high(hdr):
+    if api_level_too_high(hdr):
         _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"))
         return
     try:
@@ -193,7 +178,7 @@ def stream_create(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: b
         return
     try:
         cfg = check_config(req, jsa, pedantic)
-        set_static_metadata(cfg)
+        set_static_stream_metadata(cfg)
         if cfg["num_replicas"] > 1:
             raise js_error("JSStreamReplicasNotSupportedErr")
         existing = jsa.streams.get(name)
@@ -219,7 +204,7 @@ def stream_create(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: b
 
 def stream_update(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_STREAM_UPDATE
-    if _level_too_high(hdr):
+    if api_level_too_high(hdr):
         _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"))
         return
     try:
@@ -231,7 +216,7 @@ def stream_update(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: b
         stream = jsa.streams.get(tokens[4])
         if stream is None:
             raise js_error("JSStreamNotFoundErr")
-        set_static_metadata(cfg)
+        set_static_stream_metadata(cfg)
         cfg = update_check(stream.config, cfg)
         if cfg["max_bytes"] > max(stream.config["max_bytes"], 0):
             jsa.check_reservation(cfg, replacing=stream.name)
@@ -248,7 +233,7 @@ def stream_update(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: b
 def stream_info(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_STREAM_INFO
     paged = {"total": 0, "offset": 0, "limit": 0}
-    if _level_too_high(hdr):
+    if api_level_too_high(hdr):
         _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"), paged)
         return
     deleted = False
@@ -295,7 +280,7 @@ def _with_subjects(state: dict[str, Any], subjects: dict[str, int]) -> dict[str,
 
 def stream_delete(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_STREAM_DELETE
-    if _level_too_high(hdr):
+    if api_level_too_high(hdr):
         _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"))
         return
     if not is_empty_request(payload):
@@ -322,7 +307,7 @@ def _filtered_streams(jsa: JSAccount, subject: str) -> list[Stream]:
 def _paging_request(jsa: JSAccount, reply: bytes | None, hdr: bytes | None, payload: bytes, type_name: str,
                     empty: dict[str, Any], schema_name: str) -> tuple[int, str] | None:
     """(offset, subject filter) of a STREAM.NAMES/LIST request, or None when it was answered with an error."""
-    if _level_too_high(hdr):
+    if api_level_too_high(hdr):
         _fail(jsa, reply, type_name, js_error("JSRequiredApiLevelErr"), empty)
         return None
     if not is_json_object_or_array(payload):
@@ -365,7 +350,7 @@ def stream_list(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: byt
 def stream_purge(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_STREAM_PURGE
     zero = {"purged": 0}
-    if _level_too_high(hdr):
+    if api_level_too_high(hdr):
         _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"), zero)
         return
     req: dict[str, Any] = {}
@@ -401,7 +386,7 @@ def stream_purge(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: by
 
 def msg_delete(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_MSG_DELETE
-    if _level_too_high(hdr):
+    if api_level_too_high(hdr):
         _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"))
         return
     if is_empty_request(payload):
@@ -445,7 +430,7 @@ def _msg_get_conflict(req: dict[str, Any]) -> bool:
 
 def msg_get(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_MSG_GET
-    if _level_too_high(hdr):
+    if api_level_too_high(hdr):
         _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"))
         return
     if is_empty_request(payload):
@@ -493,7 +478,7 @@ def _direct_get(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: byt
     if not reply:
         return True
     status = _DIRECT_STATUS
-    if _level_too_high(hdr):
+    if api_level_too_high(hdr):
         jsa.publish(reply, None, status["level"], b"")
         return True
     by_subject = len(tokens) > 5

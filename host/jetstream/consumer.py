@@ -56,7 +56,6 @@ from host.jetstream.gojson import (
     is_json_object_or_array,
     loads,
 )
-from host.jetstream.jetstream import API_LEVEL
 from host.jetstream.memstore import ConsumerMemStore
 from host.jetstream.store import (
     ACK_ALL,
@@ -71,6 +70,7 @@ from host.jetstream.store import (
     next_pending,
 )
 from host.jetstream.store import Pending as StorePending
+from host.jetstream.versioning import api_level_too_high, dynamic_metadata, set_static_consumer_metadata
 from host.sublist import is_valid_subject, subject_matches
 
 if TYPE_CHECKING:
@@ -116,7 +116,6 @@ HDR_LAST_CONSUMER = "Nats-Last-Consumer"
 HDR_LAST_STREAM = "Nats-Last-Stream"
 HDR_STALLED = "Nats-Consumer-Stalled"
 HDR_MSG_SIZE = b"Nats-Msg-Size"
-HDR_REQUIRED_API_LEVEL = b"Nats-Required-Api-Level"
 
 # Advisories and metrics.
 ADV_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER."
@@ -137,10 +136,6 @@ T_DELETE = "io.nats.jetstream.api.v1.consumer_delete_response"
 T_PAUSE = "io.nats.jetstream.api.v1.consumer_pause_response"
 T_RESET = "io.nats.jetstream.api.v1.consumer_reset_response"
 T_STEPDOWN = "io.nats.jetstream.api.v1.consumer_leader_stepdown_response"
-
-META_REQ_LEVEL = "_nats.req.level"
-META_LEVEL = "_nats.level"
-META_VERSION = "_nats.ver"
 
 DELIVER_POLICIES = ("all", "last", "new", "by_start_sequence", "by_start_time", "last_per_subject")
 ACK_POLICIES = (ACK_NONE, ACK_ALL, ACK_EXPLICIT)
@@ -281,20 +276,6 @@ def config_json(cfg: dict[str, Any], metadata: dict[str, str] | None = None) -> 
             continue
         out[key] = v
     return out
-
-
-def static_metadata(cfg: dict[str, Any]) -> None:
-    """Stamp the API level this config needs (ADR-44), dropping the server's dynamic keys."""
-    md = dict(cfg["metadata"] or {})
-    md.pop(META_LEVEL, None)
-    md.pop(META_VERSION, None)
-    level = 0
-    if cfg["pause_until"] is not None:
-        level = 1
-    if cfg["priority_policy"] != "none" or cfg["priority_timeout"] or cfg["priority_groups"]:
-        level = max(level, 1)
-    md[META_REQ_LEVEL] = str(level)
-    cfg["metadata"] = md
 
 
 def apply_defaults(cfg: dict[str, Any], stream_cfg: dict[str, Any], pedantic: bool) -> None:
@@ -706,16 +687,6 @@ def has_interest(acc: Account, subject: bytes) -> bool:
 def headers_only(hdr: bytes | None, payload: bytes) -> bytes:
     """The headers of a `headers_only` delivery: the stored headers plus `Nats-Msg-Size: <payload length>`."""
     return hdr_append(hdr, HDR_MSG_SIZE + b": %d\r\n" % len(payload))
-
-
-def header_value(hdr: bytes | None, name: bytes) -> bytes | None:
-    if not hdr:
-        return None
-    for line in hdr.split(b"\r\n")[1:]:
-        k, sep, v = line.partition(b":")
-        if sep and k == name:
-            return v.strip()
-    return None
 
 
 # ---- the consumer ---------------------------------------------------------------------------------------------------
@@ -1840,7 +1811,7 @@ class Consumer:
         old = self.cfg["pause_until"]
         cfg = dict(self.cfg)
         cfg["pause_until"] = pause_until
-        static_metadata(cfg)
+        set_static_consumer_metadata(cfg)
         self.cfg = cfg
         self.persist_meta()
         if old != pause_until:
@@ -1961,11 +1932,8 @@ class Consumer:
         return out
 
     def config_out(self, dynamic: bool) -> dict[str, Any]:
-        md = dict(self.cfg["metadata"] or {})
-        if dynamic:
-            md[META_LEVEL] = str(API_LEVEL)
-            md[META_VERSION] = self.server.version
-        return config_json(self.cfg, md)
+        md = self.cfg["metadata"]
+        return config_json(self.cfg, dynamic_metadata(md, self.server.version) if dynamic else dict(md or {}))
 
     # -- persistence
 
@@ -2267,17 +2235,6 @@ def consumer_api(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: by
             server.flush_dirty()
 
 
-def _api_level_error(hdr: bytes | None) -> ApiError | None:
-    v = header_value(hdr, HDR_REQUIRED_API_LEVEL)
-    if v is None:
-        return None
-    try:
-        ok = int(v) <= API_LEVEL
-    except ValueError:
-        ok = False
-    return None if ok else js_error("JSRequiredApiLevelErr")
-
-
 def _create(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes,
             durable_subject: bool) -> None:
     try:
@@ -2302,9 +2259,8 @@ def _create_consumer(jsa: JSAccount, tokens: list[str], hdr: bytes | None, paylo
     """Validate and create (or update) a consumer, as nats-server jsConsumerCreateRequest + addConsumer;
     returns it and whether it is new."""
     stream_name, cfg, action, pedantic = parse_create_request(payload)
-    err = _api_level_error(hdr)
-    if err is not None:
-        raise err
+    if api_level_too_high(hdr):
+        raise js_error("JSRequiredApiLevelErr")
     n = len(tokens)
     filtered = ""
     if n == 5:
@@ -2343,7 +2299,7 @@ def _create_consumer(jsa: JSAccount, tokens: list[str], hdr: bytes | None, paylo
     existing = st.consumers.get(cfg["durable_name"] or cfg["name"]) if (cfg["durable_name"] or cfg["name"]) else None
     if isinstance(existing, Consumer):
         cfg["pause_until"] = existing.cfg["pause_until"]
-    static_metadata(cfg)
+    set_static_consumer_metadata(cfg)
     apply_defaults(cfg, st.config, pedantic)
     check_config(cfg, st.config)
     if isinstance(existing, Consumer):
@@ -2427,7 +2383,7 @@ def _next(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: byte
     c = _lookup(jsa, stream, name)
     if c is None:
         return  # nats-server: no consumer, no subscriber (the router leaves these to a 503)
-    if _api_level_error(hdr) is not None and not c.push:
+    if api_level_too_high(hdr) and not c.push:
         c._status(reply, 412, "Required Api Level")
         c._flush()
         return
@@ -2445,9 +2401,8 @@ def _info(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: byte
     try:
         if not is_empty_request(payload):
             raise js_error("JSNotEmptyRequestErr")
-        err = _api_level_error(hdr)
-        if err is not None:
-            raise err
+        if api_level_too_high(hdr):
+            raise js_error("JSRequiredApiLevelErr")
         st = _stream_or_error(jsa, stream)
         c = st.consumers.get(name)
         if not isinstance(c, Consumer) or c.closed:
@@ -2471,9 +2426,8 @@ def _names(jsa: JSAccount, stream: str, reply: bytes | None, hdr: bytes | None, 
            full: bool) -> None:
     type_name = T_LIST if full else T_NAMES
     try:
-        err = _api_level_error(hdr)
-        if err is not None:
-            raise err
+        if api_level_too_high(hdr):
+            raise js_error("JSRequiredApiLevelErr")
         offset = _offset(payload)
         st = _stream_or_error(jsa, stream)
     except ApiError as e:
@@ -2494,9 +2448,8 @@ def _names(jsa: JSAccount, stream: str, reply: bytes | None, hdr: bytes | None, 
 
 def _delete(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     try:
-        err = _api_level_error(hdr)
-        if err is not None:
-            raise err
+        if api_level_too_high(hdr):
+            raise js_error("JSRequiredApiLevelErr")
         if not is_empty_request(payload):
             raise js_error("JSNotEmptyRequestErr")
         st = _stream_or_error(jsa, stream)
@@ -2516,9 +2469,8 @@ def _pause(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: byt
         until: int | None = None
         if is_json_object_or_array(payload):
             until = decode_request(payload, {"pause_until": "time"}, "JSApiConsumerPauseRequest").get("pause_until")
-        err = _api_level_error(hdr)
-        if err is not None:
-            raise err
+        if api_level_too_high(hdr):
+            raise js_error("JSRequiredApiLevelErr")
         st = _stream_or_error(jsa, stream)
         c = st.consumers.get(name)
         if not isinstance(c, Consumer) or c.closed:
@@ -2550,9 +2502,8 @@ def _reset(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: byt
     if c is None:
         return  # nats-server: the consumer's subscription answers, so a missing consumer gets no reply
     try:
-        err = _api_level_error(hdr)
-        if err is not None:
-            raise err
+        if api_level_too_high(hdr):
+            raise js_error("JSRequiredApiLevelErr")
         req = decode_request(payload, {"seq": "uint64"}, "JSApiConsumerResetRequest", strict=False)
         seq = c.reset(req.get("seq", 0))
     except ApiError as e:

@@ -23,6 +23,7 @@ from host.gotime import NS, rfc3339
 from host.jetstream.errors import ApiError, js_error
 from host.jetstream.gojson import dumps
 from host.jetstream.store import SYNC_ALWAYS
+from host.jetstream.versioning import API_LEVEL
 from host.opts import SYSTEM_ACCOUNT
 
 if TYPE_CHECKING:
@@ -34,10 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("natsedge.hub")
 
-# JetStream API level we claim (ADR-44): clients gate features on it. Level 1 is what 2.11 brought (per-message
-# TTL, subject delete markers, consumer pause, priority groups); later levels (counters, atomic and fast batch
-# publish, schedules) are not implemented, so the hub does not claim them (nats-server 2.15.1 says 5).
-API_LEVEL = 1
 STORE_SUBDIR = "jetstream"  # nats-server JetStreamStoreDir: appended to -sd / store_dir
 API_PREFIX = b"$JS.API."
 _UINT64_MAX = (1 << 64) - 1

@@ -25,7 +25,6 @@ from host.jetstream.errors import ApiError, js_error
 from host.jetstream.filestore import FileStore, atomic_write
 from host.jetstream.gojson import Enum, Struct, dumps
 from host.jetstream.jetstream import (
-    API_LEVEL,
     now_ns,
 )
 from host.jetstream.memstore import MemStore
@@ -43,7 +42,7 @@ from host.jetstream.store import (
     StoreError,
     StreamStore,
 )
-from host.server import VERSION as SERVER_VERSION
+from host.jetstream.versioning import dynamic_metadata
 
 if TYPE_CHECKING:
     import asyncio
@@ -101,7 +100,6 @@ H_INCR = b"\r\nNats-Incr:"
 H_SCHEDULE = b"\r\nNats-Schedule:"
 H_STREAM_SOURCE = b"\r\nNats-Stream-Source:"
 H_REQUEST_INFO = b"\r\nNats-Request-Info:"
-H_REQUIRED_API_LEVEL = b"\r\nNats-Required-Api-Level:"
 _NATS_PREFIX = b"\r\nNats-"
 
 
@@ -339,25 +337,6 @@ def check_config(req: dict[str, Any], jsa: JSAccount, pedantic: bool = False) ->
     if metadata:
         cfg["metadata"] = metadata
     return cfg
-
-
-def set_static_metadata(cfg: dict[str, Any]) -> None:
-    """nats-server setStaticStreamMetadata: `_nats.req.level` = the API level the config's features need."""
-    meta = dict(cfg.get("metadata") or {})
-    meta.pop("_nats.ver", None)
-    meta.pop("_nats.level", None)
-    meta["_nats.req.level"] = "1" if cfg.get("allow_msg_ttl") or cfg.get("subject_delete_marker_ttl") else "0"
-    cfg["metadata"] = meta
-
-
-def with_dynamic_metadata(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The config as responses show it: metadata plus `_nats.level` and `_nats.ver`, keys sorted (a Go map)."""
-    out = dict(cfg)
-    meta = dict(cfg.get("metadata") or {})
-    meta["_nats.ver"] = SERVER_VERSION  # the protocol version the hub implements
-    meta["_nats.level"] = str(API_LEVEL)
-    out["metadata"] = dict(sorted(meta.items()))
-    return out
 
 
 def sorted_metadata(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -983,7 +962,7 @@ class Stream:
     def info(self, dynamic: bool = True, cluster: bool = False, deleted: bool = False) -> dict[str, Any]:
         """StreamInfo: config (with the response-only metadata when dynamic), created, state, [cluster], ts."""
         d: dict[str, Any] = {
-            "config": with_dynamic_metadata(self.config) if dynamic else sorted_metadata(self.config),
+            "config": self._config_out(dynamic),
             "created": rfc3339(self.created),
             "state": self.state_json(deleted),
         }
@@ -991,6 +970,15 @@ class Stream:
             d["cluster"] = {"leader": self.jsa.server.name}
         d["ts"] = rfc3339(now_ns())
         return d
+
+    def _config_out(self, dynamic: bool) -> dict[str, Any]:
+        """The config as responses show it; `dynamic` adds the server's metadata keys. Metadata keys sorted (Go
+        writes a map that way)."""
+        if not dynamic:
+            return sorted_metadata(self.config)
+        out = dict(self.config)
+        out["metadata"] = dict(sorted(dynamic_metadata(self.config.get("metadata"), self.jsa.server.version).items()))
+        return out
 
     def detail(self, consumers: bool, config: bool) -> dict[str, Any]:
         """A /jsz stream_detail entry."""

@@ -23,13 +23,13 @@ from host.jetstream.consumer import (
     parse_create_request,
     parse_nak_delay,
     parse_next_request,
-    static_metadata,
     subjects_overlap,
     update_error,
     valid_name,
 )
 from host.jetstream.errors import ApiError
 from host.jetstream.gojson import GoJSONError, loads
+from host.jetstream.versioning import set_static_consumer_metadata
 
 
 def parse_config(raw: dict) -> dict:
@@ -171,7 +171,7 @@ def normalized(raw: dict, stream: dict | None = None, durable_subject: str = "")
     cfg = parse_config(raw)
     if durable_subject:
         cfg["name"] = durable_subject
-    static_metadata(cfg)
+    set_static_consumer_metadata(cfg)
     apply_defaults(cfg, stream or STREAM, False)
     check_config(cfg, stream or STREAM)
     return cfg
@@ -212,14 +212,14 @@ def test_backoff_sets_ack_wait_and_pause_sets_required_level():
     cfg = normalized({"durable_name": "B", "ack_policy": "explicit", "backoff": [NS, 2 * NS], "max_deliver": 3})
     assert cfg["ack_wait"] == NS
     cfg = parse_config({"durable_name": "P", "pause_until": "2099-01-01T00:00:00Z"})
-    static_metadata(cfg)
+    set_static_consumer_metadata(cfg)
     assert cfg["metadata"] == {"_nats.req.level": "1"}
     assert config_json(cfg)["pause_until"] == "2099-01-01T00:00:00Z"
 
 
 def test_metadata_dynamic_keys_dropped_and_sorted():
     cfg = parse_config({"metadata": {"zz": "1", "aa": "2", "_nats.ver": "9.9.9", "_nats.level": "7"}})
-    static_metadata(cfg)
+    set_static_consumer_metadata(cfg)
     assert list(config_json(cfg)["metadata"]) == ["_nats.req.level", "aa", "zz"]
 
 
@@ -302,7 +302,7 @@ CHECK_ERRORS = [
 @pytest.mark.parametrize("raw,stream,want", CHECK_ERRORS)
 def test_check_errors(raw, stream, want):
     cfg = parse_config(raw)
-    static_metadata(cfg)
+    set_static_consumer_metadata(cfg)
     with pytest.raises(ApiError) as e:
         apply_defaults(cfg, stream, False)
         check_config(cfg, stream)

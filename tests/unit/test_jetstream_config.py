@@ -20,13 +20,13 @@ from host.jetstream.gojson import decode_request, dumps, is_empty_request, is_js
 from host.jetstream.stream import (
     STREAM_CONFIG_SCHEMA,
     TTL_NEVER,
+    Stream,
     check_config,
     parse_msg_ttl,
-    set_static_metadata,
     subjects_collide,
     update_check,
-    with_dynamic_metadata,
 )
+from host.jetstream.versioning import set_static_stream_metadata
 from host.sublist import Sublist, Subscription
 
 JSA = SimpleNamespace()  # check_config only needs the account for limits it does not have
@@ -62,14 +62,16 @@ def test_defaults_and_key_order_match_vector_12():
     cfg = check_config(req, JSA)
     assert cfg == DEFAULTS
     assert list(cfg) == list(DEFAULTS)  # Go's field order
-    set_static_metadata(cfg)
+    set_static_stream_metadata(cfg)
     assert cfg["metadata"] == {"_nats.req.level": "0"}
 
 
 def test_response_metadata_is_sorted_and_versioned():
     cfg = check(name="S", metadata={"zeta": "1", "alpha": "2", "_nats.ver": "forged"})
-    set_static_metadata(cfg)
-    meta = with_dynamic_metadata(cfg)["metadata"]
+    set_static_stream_metadata(cfg)
+    stream = Stream.__new__(Stream)  # only what _config_out reads
+    stream.config, stream.jsa = cfg, SimpleNamespace(server=SimpleNamespace(version="2.15.1"))
+    meta = stream._config_out(dynamic=True)["metadata"]
     assert list(meta) == sorted(meta)
     assert meta["alpha"] == "2" and meta["_nats.req.level"] == "0"
     assert meta["_nats.ver"] != "forged" and meta["_nats.level"].isdigit()
@@ -94,7 +96,7 @@ def test_subject_delete_markers_turn_on_ttl_and_rollups():
     assert cfg["allow_rollup_hdrs"] is True and cfg["allow_msg_ttl"] is True
     assert cfg["subject_delete_marker_ttl"] == 2 * 10**9
     assert list(cfg)[-2:] == ["allow_msg_ttl", "subject_delete_marker_ttl"]
-    set_static_metadata(cfg)
+    set_static_stream_metadata(cfg)
     assert cfg["metadata"]["_nats.req.level"] == "1"
     assert error_of(name="S", subject_delete_marker_ttl=500_000_000) == (
         500, 10052, "subject delete marker TTL must be at least 1 second")
