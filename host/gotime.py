@@ -19,6 +19,7 @@ ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, as nats-server writes
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _GO_TIME_LAYOUT = "2006-01-02T15:04:05Z07:00"  # time.RFC3339, named in Go's parse errors
 
+
 # ---- time.Duration ---------------------------------------------------------------------------------------------
 
 _DUR_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": MS, "s": NS, "m": 60 * NS, "h": 3600 * NS}

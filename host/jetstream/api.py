@@ -3,7 +3,7 @@
 `dispatch` is the internal subscription callback on `$JS.API.>` of every JetStream-enabled account. It answers
 like nats-server: the same JSON shapes and key order, the same error codes and texts, no reply at all for a subject
 that names no API (`$JS.API.STREAM.INFO` without a stream), and requests without a reply subject are still carried
-out (only the answer is dropped). `$JS.API.CONSUMER.>` goes to consumer.py (`consumer_api`).
+out (only the answer is dropped). `$JS.API.CONSUMER.>` goes to consumer_api.py.
 
 Direct gets and pull requests are special in nats-server: they are served by subscriptions of the stream (with
 `allow_direct`) and of the consumer, not by the API import. A direct get for a stream without `allow_direct`, or
@@ -19,15 +19,16 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from host.headers import status_header
-from host.jetstream.consumer import consumer_api
+from host.jetstream.consumer_api import consumer_api
 from host.jetstream.errors import ApiError, js_error
 from host.jetstream.gojson import decode_request, dumps, is_empty_request, is_json_object_or_array
 from host.jetstream.store import StoreError
-from host.jetstream.stream import (
+from host.jetstream.stream import Stream, stored_msg_json
+from host.jetstream.stream_config import (
+    LIST_LIMIT,
+    NAMES_LIMIT,
     STREAM_CONFIG_SCHEMA,
-    Stream,
     check_config,
-    stored_msg_json,
     subjects_collide,
     update_check,
 )
@@ -49,8 +50,6 @@ T_STREAM_PURGE = "io.nats.jetstream.api.v1.stream_purge_response"
 T_MSG_GET = "io.nats.jetstream.api.v1.stream_msg_get_response"
 T_MSG_DELETE = "io.nats.jetstream.api.v1.stream_msg_delete_response"
 
-NAMES_LIMIT = 1024  # nats-server JSApiNamesLimit
-LIST_LIMIT = 256  # nats-server JSApiListLimit
 MAX_SUBJECT_DETAILS = 100_000  # nats-server JSMaxSubjectDetails
 
 PAGED_SCHEMA = {"offset": "int"}
@@ -620,7 +619,7 @@ def not_enabled(acc_name: str, server: Any, subject: bytes, reply: bytes | None)
 
 
 def _consumer(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> bool:
-    """Hand `$JS.API.CONSUMER.>` to consumer.py. A pull request (MSG.NEXT) for a consumer that does not
+    """Hand `$JS.API.CONSUMER.>` to consumer_api.py. A pull request (MSG.NEXT) for a consumer that does not
     exist reaches nobody in nats-server (503 to the requester), so it is not taken here either."""
     if len(tokens) >= 5 and tokens[3] == "MSG" and tokens[4] == "NEXT":
         if len(tokens) != 7:

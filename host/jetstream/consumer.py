@@ -1,11 +1,12 @@
-"""JetStream consumers of the hub (nats-server `consumer.go`, in spirit): the `$JS.API.CONSUMER.>` requests, pull and
-push delivery, acknowledgements, redelivery, flow control, heartbeats, pause, and durable state on disk.
+"""JetStream consumers of the hub (nats-server `consumer.go`, in spirit): pull and push delivery, acknowledgements,
+redelivery, flow control, heartbeats, pause, and durable state on disk. The config schema and checks are in
+consumer_config.py, the `$JS.API.CONSUMER.>` requests in consumer_api.py, frames to subscribers in delivery.py.
 
 How it fits (docs in notes/js-contract.md):
-- api.py routes every `$JS.API.CONSUMER.>` request to `consumer_api()`; jetstream.py calls `install(jsa)` when an
-  account's JetStream starts (acks and flow-control replies arrive on `$JS.ACK.>` / `$JS.FC.>` subscriptions made
-  there) and `recover(stream)` after opening a stream from disk. The stream tells each consumer about new messages
-  (`on_msg`), removals (`on_purge`), shutdown (`stop`) and stream deletion (`delete`).
+- jetstream.py calls `install(jsa)` when an account's JetStream starts (acks and flow-control replies arrive on
+  `$JS.ACK.>` / `$JS.FC.>` subscriptions made there) and `recover(stream)` after opening a stream from disk. The
+  stream tells each consumer about new messages (`on_msg`), removals (`on_purge`), shutdown (`stop`) and stream
+  deletion (`delete`).
 - Everything runs on the hub's event loop, synchronously: a publish stored by the stream is delivered to a waiting
   pull request or a push subscriber inside the same read batch; timers (ack wait, expiry of pull requests,
   heartbeats, inactivity, pause) come from `loop.call_later`, and flush what they queued themselves.
@@ -19,8 +20,7 @@ per message, so no delivery scans the stream.
 
 Wire details are nats-server 2.15.1's (vectors/js/19-27, 35-37 and the live comparisons in tests/unit and
 tests/compat): v1 ack subjects `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`, status-only
-messages with `Nats-Pending-Messages`/`Nats-Pending-Bytes`, `Nats-Last-Consumer`/`Nats-Last-Stream`, and the API's
-JSON shapes, defaults and error codes.
+messages with `Nats-Pending-Messages`/`Nats-Pending-Bytes`, `Nats-Last-Consumer`/`Nats-Last-Stream`.
 
 Not served: priority groups (ADR-42: overflow, pinned clients, prioritized; a config asking for them is refused
 with 10052) and CONSUMER.UNPIN; pull requests whose reply crosses a service import (the requester's interest is
@@ -40,20 +40,17 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from edge.proto import encode_tail
 from host.accounts import Account, nuid
 from host.gotime import MS, NS, format_duration, parse_duration, rfc3339, time_text
 from host.headers import hdr_append, status_header
+from host.jetstream.consumer_config import CONFIG_SCHEMA, config_from, config_json, filters_of, is_subset
+from host.jetstream.delivery import deliver_frame, has_interest
 from host.jetstream.errors import ApiError, js_error
+from host.jetstream.filestore import atomic_write
 from host.jetstream.gojson import (
-    Enum,
     GoJSONError,
-    Struct,
     decode,
-    decode_request,
     dumps,
-    is_empty_request,
-    is_json_object_or_array,
     loads,
 )
 from host.jetstream.memstore import ConsumerMemStore
@@ -70,32 +67,22 @@ from host.jetstream.store import (
     next_pending,
 )
 from host.jetstream.store import Pending as StorePending
-from host.jetstream.versioning import api_level_too_high, dynamic_metadata, set_static_consumer_metadata
-from host.sublist import is_valid_subject, subject_matches
+from host.jetstream.versioning import dynamic_metadata, set_static_consumer_metadata
+from host.sublist import subject_matches
 
 if TYPE_CHECKING:
     import asyncio
 
     from host.jetstream.jetstream import JSAccount
 
+
 log = logging.getLogger("natsedge.hub")
 
 INT64_MAX = (1 << 63) - 1
 INT64_MIN = -(1 << 63)
-
-# Defaults and limits (nats-server consumer.go / jetstream_api.go).
-ACK_WAIT_DEFAULT = 30 * NS
 DELETE_WAIT_DEFAULT = 5 * NS  # inactive_threshold of an ephemeral that did not set one
-MAX_ACK_PENDING_DEFAULT = 1000
-MAX_WAITING_DEFAULT = 512
 FC_MAX_PENDING = 32 * 1024 * 1024  # flow control window limit; the window starts at 1/16 of it
 ACK_WAIT_SLACK = MS  # the ack timer fires this much after a deadline, so bursts are handled together
-NAMES_LIMIT = 1024
-LIST_LIMIT = 256
-MAX_NAME_LEN = 255
-MAX_DESCRIPTION_LEN = 4 * 1024
-MAX_METADATA_LEN = 128 * 1024
-MIN_HEARTBEAT = 100 * MS
 WAITING_CHECK_INTERVAL = NS  # at most one sweep of a full waiting queue per second
 FLUSH_DELAY = 1.0  # seconds between a state change and its write to disk (file-backed durables)
 INTEREST_CLEANUP_MAX = 100_000  # messages checked when a consumer of an interest stream goes away
@@ -126,380 +113,14 @@ ADV_MAX_DELIVERIES = ADV_PREFIX + "MAX_DELIVERIES"
 ADV_NAKED = ADV_PREFIX + "MSG_NAKED"
 ADV_TERMINATED = ADV_PREFIX + "MSG_TERMINATED"
 METRIC_ACK = "$JS.EVENT.METRIC.CONSUMER.ACK"
-
-# API response types.
-T_CREATE = "io.nats.jetstream.api.v1.consumer_create_response"
-T_INFO = "io.nats.jetstream.api.v1.consumer_info_response"
-T_NAMES = "io.nats.jetstream.api.v1.consumer_names_response"
-T_LIST = "io.nats.jetstream.api.v1.consumer_list_response"
-T_DELETE = "io.nats.jetstream.api.v1.consumer_delete_response"
-T_PAUSE = "io.nats.jetstream.api.v1.consumer_pause_response"
-T_RESET = "io.nats.jetstream.api.v1.consumer_reset_response"
-T_STEPDOWN = "io.nats.jetstream.api.v1.consumer_leader_stepdown_response"
-
-DELIVER_POLICIES = ("all", "last", "new", "by_start_sequence", "by_start_time", "last_per_subject")
-ACK_POLICIES = (ACK_NONE, ACK_ALL, ACK_EXPLICIT)
-REPLAY_POLICIES = ("instant", "original")
-PRIORITY_POLICIES = ("none", "overflow", "pinned_client", "prioritized")
-
-_NAME_FORBIDDEN = frozenset(" \t\r\n\f.*>\\/")
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
-# ---- small formatting helpers ----------------------------------------------------------------------------------------
+# ---- names ---------------------------------------------------------------------------------------------------------
 
 
-def _ephemeral_name() -> str:
+def ephemeral_name() -> str:
     return "".join(_B62[b % 62] for b in os.urandom(8))
-
-
-def valid_name(name: str) -> bool:
-    """nats-server isValidAssetName: no whitespace, '.', '*', '>' or path separators."""
-    return bool(name) and not (set(name) & _NAME_FORBIDDEN)
-
-
-def subjects_overlap(a: str, b: str) -> bool:
-    """Whether some literal subject matches both filters (nats-server subjectIsSubsetMatch in either direction)."""
-    ta, tb = a.split("."), b.split(".")
-    for i in range(max(len(ta), len(tb))):
-        x = ta[i] if i < len(ta) else None
-        y = tb[i] if i < len(tb) else None
-        if x == ">" or y == ">":
-            return x is not None and y is not None
-        if x is None or y is None:
-            return False
-        if x != y and x != "*" and y != "*":
-            return False
-    return True
-
-
-def is_subset(sub: str, sup: str) -> bool:
-    """Every subject matching `sub` also matches `sup` (nats-server subjectIsSubsetMatch(sub, sup))."""
-    ts, tp = sub.split("."), sup.split(".")
-    for i, p in enumerate(tp):
-        if p == ">":
-            return len(ts) > i
-        if i >= len(ts):
-            return False
-        s = ts[i]
-        if s == ">":
-            return False
-        if p != "*" and (s == "*" or s != p):
-            return False
-    return len(ts) == len(tp)
-
-
-# ConsumerConfig as Go decodes it (gojson.py).
-CONFIG_SCHEMA: dict[str, Any] = {
-    "durable_name": "string", "name": "string", "description": "string",
-    "deliver_policy": Enum(*DELIVER_POLICIES, "undefined"), "opt_start_seq": "uint64", "opt_start_time": "time",
-    "ack_policy": Enum(*ACK_POLICIES), "ack_wait": "duration", "max_deliver": "int", "backoff": "durations",
-    "filter_subject": "string", "filter_subjects": "strings", "replay_policy": Enum(*REPLAY_POLICIES),
-    "rate_limit_bps": "uint64", "sample_freq": "string", "max_waiting": "int", "max_ack_pending": "int",
-    "flow_control": "bool", "headers_only": "bool", "max_batch": "int", "max_expires": "duration",
-    "max_bytes": "int", "deliver_subject": "string", "deliver_group": "string", "idle_heartbeat": "duration",
-    "inactive_threshold": "duration", "num_replicas": "int", "mem_storage": "bool", "direct": "bool",
-    "sourcing": "bool", "metadata": "map", "pause_until": "time", "priority_groups": "strings",
-    "priority_policy": Enum(*PRIORITY_POLICIES, unknown="unknown priority policy: "),
-    "priority_timeout": "duration",
-}
-CREATE_SCHEMA: dict[str, Any] = {
-    "stream_name": "string", "config": Struct("server.ConsumerConfig", CONFIG_SCHEMA),
-    "action": Enum("", "create", "update", unknown="unknown consumer action: "), "pedantic": "bool",
-}
-
-# Output order and the zero values left out of the JSON (nats-server ConsumerConfig, `omitempty`).
-_CONFIG_ORDER: tuple[tuple[str, bool], ...] = (
-    ("durable_name", True), ("name", True), ("description", True), ("deliver_policy", False),
-    ("opt_start_seq", True), ("opt_start_time", True), ("ack_policy", False), ("ack_wait", True),
-    ("max_deliver", True), ("backoff", True), ("filter_subject", True), ("filter_subjects", True),
-    ("replay_policy", False), ("rate_limit_bps", True), ("sample_freq", True), ("max_waiting", True),
-    ("max_ack_pending", True), ("flow_control", True), ("headers_only", True), ("max_batch", True),
-    ("max_expires", True), ("max_bytes", True), ("deliver_subject", True), ("deliver_group", True),
-    ("idle_heartbeat", True), ("inactive_threshold", True), ("num_replicas", False), ("mem_storage", True),
-    ("direct", True), ("sourcing", True), ("metadata", True), ("pause_until", True), ("priority_groups", True),
-    ("priority_policy", True), ("priority_timeout", True),
-)
-
-_ZERO: dict[str, Any] = {
-    "durable_name": "", "name": "", "description": "", "deliver_policy": "all", "opt_start_seq": 0,
-    "opt_start_time": None, "ack_policy": ACK_NONE, "ack_wait": 0, "max_deliver": 0, "backoff": [],
-    "filter_subject": "", "filter_subjects": [], "replay_policy": "instant", "rate_limit_bps": 0, "sample_freq": "",
-    "max_waiting": 0, "max_ack_pending": 0, "flow_control": False, "headers_only": False, "max_batch": 0,
-    "max_expires": 0, "max_bytes": 0, "deliver_subject": "", "deliver_group": "", "idle_heartbeat": 0,
-    "inactive_threshold": 0, "num_replicas": 0, "mem_storage": False, "direct": False, "sourcing": False,
-    "metadata": None, "pause_until": None, "priority_groups": [], "priority_policy": "none", "priority_timeout": 0,
-}
-
-
-def zero_config() -> dict[str, Any]:
-    cfg = dict(_ZERO)
-    cfg["backoff"] = []
-    cfg["filter_subjects"] = []
-    cfg["priority_groups"] = []
-    return cfg
-
-
-def config_from(decoded: dict[str, Any]) -> dict[str, Any]:
-    """A full consumer config from the keys decoded with CONFIG_SCHEMA: the rest take Go's zero values (defaults
-    come later, in `apply_defaults`)."""
-    cfg = zero_config()
-    cfg.update(decoded)
-    if cfg["deliver_policy"] == "undefined":
-        cfg["deliver_policy"] = "all"
-    return cfg
-
-
-def parse_create_request(payload: bytes) -> tuple[str, dict[str, Any], str, bool]:
-    """CONSUMER.CREATE's body (nats-server CreateConsumerRequest): (stream_name, config, action, pedantic);
-    ApiError 10025 with encoding/json's text."""
-    req = decode_request(payload, CREATE_SCHEMA, "CreateConsumerRequest")
-    return (req.get("stream_name", ""), config_from(req.get("config") or {}), req.get("action", ""),
-            req.get("pedantic", False))
-
-
-def config_json(cfg: dict[str, Any], metadata: dict[str, str] | None = None) -> dict[str, Any]:
-    """The config as nats-server writes it: its field order, zero values left out, metadata keys sorted."""
-    out: dict[str, Any] = {}
-    for key, omit in _CONFIG_ORDER:
-        v = cfg[key]
-        if key == "metadata":
-            v = metadata if metadata is not None else v
-            if v:
-                out[key] = {k: v[k] for k in sorted(v)}
-            continue
-        if key in ("opt_start_time", "pause_until"):
-            if v is not None:
-                out[key] = time_text(v)
-            continue
-        if omit and (v == _ZERO[key] or v is None or v == []):
-            continue
-        out[key] = v
-    return out
-
-
-def apply_defaults(cfg: dict[str, Any], stream_cfg: dict[str, Any], pedantic: bool) -> None:
-    """nats-server setConsumerConfigDefaults. In pedantic mode a value that would be changed is an error."""
-
-    def pedantic_err(text: str) -> ApiError:
-        return js_error("JSPedanticErrF", err=text)
-
-    if cfg["max_deliver"] == 0 or cfg["max_deliver"] < -1:
-        if pedantic and cfg["max_deliver"] < -1:
-            raise pedantic_err("max_deliver must be set to -1")
-        cfg["max_deliver"] = -1
-    for key, name in (("max_waiting", "max_waiting"), ("max_batch", "max_batch"), ("max_expires", "max_expires"),
-                      ("max_bytes", "max_bytes"), ("idle_heartbeat", "idle_heartbeat"),
-                      ("inactive_threshold", "inactive_threshold"), ("priority_timeout", "priority_timeout")):
-        if cfg[key] < 0:
-            if pedantic:
-                raise pedantic_err(f"{name} must not be negative")
-            cfg[key] = 0
-    if cfg["max_ack_pending"] < -1:
-        if pedantic:
-            raise pedantic_err("max_ack_pending must be set to -1")
-        cfg["max_ack_pending"] = -1
-    if not cfg["deliver_subject"] and cfg["max_waiting"] == 0:
-        cfg["max_waiting"] = MAX_WAITING_DEFAULT
-    if cfg["ack_wait"] == 0 and cfg["ack_policy"] in (ACK_EXPLICIT, ACK_ALL):
-        cfg["ack_wait"] = ACK_WAIT_DEFAULT
-    if cfg["backoff"]:
-        if pedantic and cfg["ack_wait"] != cfg["backoff"][0]:
-            raise pedantic_err("first backoff value has to equal batch AckWait")
-        cfg["ack_wait"] = cfg["backoff"][0]
-    limits = stream_cfg.get("consumer_limits") or {}
-    lim_pending = int(limits.get("max_ack_pending") or 0)
-    lim_inactive = int(limits.get("inactive_threshold") or 0)
-    if cfg["max_ack_pending"] == 0:
-        if pedantic and lim_pending > 0:
-            raise pedantic_err("max_ack_pending must be set if it's configured in stream limits")
-        cfg["max_ack_pending"] = lim_pending
-    if cfg["inactive_threshold"] == 0:
-        if pedantic and lim_inactive > 0:
-            raise pedantic_err("inactive_threshold must be set if it's configured in stream limits")
-        cfg["inactive_threshold"] = lim_inactive
-    if cfg["max_ack_pending"] == 0 and cfg["ack_policy"] != ACK_NONE:
-        cfg["max_ack_pending"] = MAX_ACK_PENDING_DEFAULT
-    if cfg["priority_policy"] == "pinned_client" and cfg["priority_timeout"] == 0:
-        cfg["priority_timeout"] = 120 * NS
-
-
-def filters_of(cfg: dict[str, Any]) -> list[str]:
-    if cfg["filter_subject"]:
-        return [cfg["filter_subject"]]
-    return list(cfg["filter_subjects"])
-
-
-def check_config(cfg: dict[str, Any], stream_cfg: dict[str, Any]) -> None:
-    """nats-server checkConsumerCfg: reject what cannot work, with its error codes and texts."""
-    if cfg["name"] and not valid_name(cfg["name"]):
-        raise js_error("JSStreamInvalidConfigF", err="consumer name can not contain '.', '*', '>', '\\', '/'")
-    if cfg["durable_name"] and not valid_name(cfg["durable_name"]):
-        raise js_error("JSStreamInvalidConfigF", err="consumer durable name can not contain '.', '*', '>', '\\', '/'")
-    stream_replicas = int(stream_cfg.get("num_replicas") or 1)
-    if cfg["num_replicas"] > 0 and cfg["num_replicas"] > stream_replicas:
-        raise js_error("JSConsumerReplicasExceedsStream")
-    if cfg["num_replicas"] < 0:
-        raise js_error("JSReplicasCountCannotBeNegative")
-    retention = stream_cfg.get("retention", "limits")
-    if retention in ("interest", "workqueue") and cfg["num_replicas"] not in (0, stream_replicas):
-        raise js_error("JSConsumerReplicasShouldMatchStream")
-    if any(b < 0 for b in cfg["backoff"]):
-        raise js_error("JSConsumerBackOffNegativeErr")
-    if cfg["ack_wait"] < 0:
-        raise js_error("JSConsumerAckWaitNegativeErr")
-    if cfg["backoff"] and cfg["max_deliver"] != -1 and len(cfg["backoff"]) > cfg["max_deliver"]:
-        raise js_error("JSConsumerMaxDeliverBackoffErr")
-    if len(cfg["description"]) > MAX_DESCRIPTION_LEN:
-        raise js_error("JSConsumerDescriptionTooLongErrF", max=MAX_DESCRIPTION_LEN)
-    deliver = cfg["deliver_subject"]
-    if deliver:
-        toks = deliver.split(".")
-        if "*" in toks or ">" in toks:
-            raise js_error("JSConsumerDeliverToWildcardsErr")
-        if not is_valid_subject(deliver.encode()):
-            raise js_error("JSConsumerInvalidDeliverSubject")
-        if any(is_subset(deliver, s) for s in stream_cfg.get("subjects") or []):
-            raise js_error("JSConsumerDeliverCycleErr")
-        if cfg["max_waiting"] != 0:
-            raise js_error("JSConsumerPushMaxWaitingErr")
-        if cfg["max_ack_pending"] > 0 and cfg["ack_policy"] == ACK_NONE:
-            raise js_error("JSConsumerMaxPendingAckPolicyRequiredErr")
-        if 0 < cfg["idle_heartbeat"] < MIN_HEARTBEAT:
-            raise js_error("JSConsumerSmallHeartbeatErr")
-    else:
-        if cfg["ack_policy"] == ACK_NONE and retention == "workqueue":
-            raise js_error("JSConsumerPullRequiresAckErr")
-        if cfg["rate_limit_bps"] > 0:
-            raise js_error("JSConsumerPullWithRateLimitErr")
-        if cfg["max_waiting"] < 0:
-            raise js_error("JSConsumerMaxWaitingNegativeErr")
-        if cfg["idle_heartbeat"] > 0:
-            raise js_error("JSConsumerHBRequiresPushErr")
-        if cfg["flow_control"]:
-            raise js_error("JSConsumerFCRequiresPushErr")
-        if cfg["max_batch"] < 0:
-            raise js_error("JSConsumerMaxRequestBatchNegativeErr")
-        if cfg["max_expires"] != 0 and cfg["max_expires"] < MS:
-            raise js_error("JSConsumerMaxRequestExpiresTooSmall")
-    limits = stream_cfg.get("consumer_limits") or {}
-    lim_pending = int(limits.get("max_ack_pending") or 0)
-    if lim_pending > 0 and cfg["max_ack_pending"] > lim_pending:
-        raise js_error("JSConsumerMaxPendingAckExcessErrF", limit=lim_pending)
-    lim_inactive = int(limits.get("inactive_threshold") or 0)
-    if lim_inactive > 0 and cfg["inactive_threshold"] > lim_inactive:
-        raise js_error("JSConsumerInactiveThresholdExcess", limit=format_duration(lim_inactive))
-    if cfg["direct"]:
-        if not deliver:
-            raise js_error("JSConsumerDirectRequiresPushErr")
-        if cfg["durable_name"]:
-            raise js_error("JSConsumerDirectRequiresEphemeralErr")
-    if cfg["filter_subject"] and cfg["filter_subjects"]:
-        raise js_error("JSConsumerDuplicateFilterSubjects")
-    if cfg["filter_subject"] and not is_valid_subject(cfg["filter_subject"].encode()):
-        raise js_error("JSStreamInvalidConfigF", err="invalid subject")
-    if any(not f for f in cfg["filter_subjects"]):
-        raise js_error("JSConsumerEmptyFilter")
-    flts = filters_of(cfg)
-    for i, f in enumerate(flts):
-        if not is_valid_subject(f.encode()):
-            raise js_error("JSStreamInvalidConfigF", err="invalid subject")
-        for j, g in enumerate(flts):
-            if i != j and is_subset(f, g):
-                raise js_error("JSConsumerOverlappingSubjectFilters")
-    _check_start(cfg)
-    if cfg["sample_freq"]:
-        text = cfg["sample_freq"].removesuffix("%")
-        try:
-            ok = int(text) >= 0 and text.strip() == text and "_" not in text
-        except ValueError:
-            ok = False
-        if not ok:
-            raise js_error("JSConsumerInvalidSamplingErrF",
-                           err=f'strconv.Atoi: parsing "{text}": invalid syntax')
-    if cfg["flow_control"] and cfg["idle_heartbeat"] == 0:
-        raise js_error("JSConsumerWithFlowControlNeedsHeartbeats")
-    if cfg["durable_name"] and cfg["name"] and cfg["name"] != cfg["durable_name"]:
-        raise js_error("JSConsumerCreateDurableAndNameMismatch")
-    md = cfg["metadata"] or {}
-    if sum(len(k) + len(v) for k, v in md.items()) > MAX_METADATA_LEN:
-        raise js_error("JSConsumerMetadataLengthErrF", limit=f"{MAX_METADATA_LEN // 1024}KB")
-    if cfg["priority_policy"] != "none":
-        if deliver:
-            raise js_error("JSConsumerPushWithPriorityGroupErr")
-        if not cfg["priority_groups"]:
-            raise js_error("JSConsumerPriorityPolicyWithoutGroup")
-        for g in cfg["priority_groups"]:
-            if not g:
-                raise js_error("JSConsumerEmptyGroupName")
-        # Priority groups (ADR-42: overflow, pinned clients, prioritized) are not implemented by this hub.
-        raise js_error("JSStreamInvalidConfigF", err="consumer priority groups are not supported by this server")
-    if cfg["priority_groups"]:
-        raise js_error("JSConsumerPriorityGroupWithPolicyNone")
-    if cfg["priority_timeout"] > 0:
-        raise js_error("JSConsumerPinnedTTLWithoutPriorityPolicyNone")
-
-
-def _check_start(cfg: dict[str, Any]) -> None:
-    dp, seq, t = cfg["deliver_policy"], cfg["opt_start_seq"], cfg["opt_start_time"] is not None
-
-    def bad(text: str) -> ApiError:
-        return js_error("JSConsumerInvalidPolicyErrF", err=text)
-
-    def bad_start(p: str, start: str) -> ApiError:
-        return bad(f"consumer delivery policy is deliver {p}, but optional start {start} is also set")
-
-    def not_set(p: str, what: str) -> ApiError:
-        return bad(f"consumer delivery policy is deliver {p}, but optional {what} is not set")
-
-    names = {"all": "all", "last": "last", "last_per_subject": "last per subject", "new": "new"}
-    if dp in names:
-        if seq > 0:
-            raise bad_start(names[dp], "sequence")
-        if t:
-            raise bad_start(names[dp], "time")
-        if dp == "last_per_subject" and not filters_of(cfg):
-            raise not_set("last per subject", "filter subject")
-    elif dp == "by_start_sequence":
-        if seq == 0:
-            raise not_set("by start sequence", "start sequence")
-        if t:
-            raise bad_start("by start sequence", "time")
-    elif dp == "by_start_time":
-        if not t:
-            raise not_set("by start time", "start time")
-        if seq != 0:
-            raise bad_start("by start time", "start sequence")
-
-
-def update_error(old: dict[str, Any], new: dict[str, Any], deliver_has_interest: bool) -> ApiError | None:
-    """nats-server checkNewConsumerConfig: what an update may not change (error 10012 with its text)."""
-    if old == new:
-        return None
-    for key, text in (("deliver_policy", "deliver policy can not be updated"),
-                      ("mem_storage", "storage type can not be updated"),
-                      ("direct", "direct can not be updated"),
-                      ("sourcing", "sourcing can not be updated"),
-                      ("opt_start_seq", "start sequence can not be updated"),
-                      ("opt_start_time", "start time can not be updated"),
-                      ("ack_policy", "ack policy can not be updated"),
-                      ("replay_policy", "replay policy can not be updated"),
-                      ("idle_heartbeat", "heart beats can not be updated"),
-                      ("flow_control", "flow control can not be updated")):
-        if old[key] != new[key]:
-            return js_error("JSConsumerCreateErrF", err=text)
-    if old["deliver_subject"] != new["deliver_subject"]:
-        if not old["deliver_subject"]:
-            return js_error("JSConsumerCreateErrF", err="can not update pull consumer to push based")
-        if not new["deliver_subject"]:
-            return js_error("JSConsumerCreateErrF", err="can not update push consumer to pull based")
-        if deliver_has_interest:
-            return js_error("JSConsumerNameExistErr")
-    if old["max_waiting"] != new["max_waiting"]:
-        return js_error("JSConsumerCreateErrF", err="max waiting can not be updated")
-    if new["backoff"] and new["max_deliver"] != -1 and len(new["backoff"]) > new["max_deliver"]:
-        return js_error("JSConsumerMaxDeliverBackoffErr")
-    return None
 
 
 # ---- pull requests -----------------------------------------------------------------------------------------------
@@ -608,80 +229,6 @@ def parse_nak_delay(arg: bytes) -> int | None:
         return parse_duration(arg.decode())
     except (ValueError, UnicodeDecodeError):
         return None
-
-
-# ---- delivery to subscribers ---------------------------------------------------------------------------------------
-
-
-def deliver_frame(server: Any, acc: Account, dest: bytes, subject: bytes, reply: bytes | None,
-                  hdr: bytes | None, payload: bytes) -> int:
-    """Send one message to the subscribers of `dest` in `acc`, written as `subject`: the MSG line shows the stored
-    message's subject while the frame goes to the inbox or deliver subject's subscriptions (nats-server's
-    "deliver" subject). Leaf links get the routed subject with `@<subject>` after the reply, which nats-server
-    peers map back. Internal subscriptions are skipped. Returns how many targets got it."""
-    r = acc.sublist.match(dest)
-    if not r:
-        return 0
-    size = len(payload) + (len(hdr) if hdr is not None else 0)
-    count = 0
-    leafs: set[Any] = set()
-    for sub in r.psubs:
-        conn = sub.conn
-        if sub.imported is not None or conn is None:
-            continue
-        if conn.is_leaf:
-            if conn not in leafs and not conn.closed:
-                leafs.add(conn)
-                conn.send_lmsg(dest, _leaf_reply(reply, subject, dest), [], hdr, payload)
-                count += 1
-            continue
-        count += _frame_to(conn, sub, subject, reply, hdr, payload, size)
-    for grp in r.qsubs:
-        members = [s for s in grp if s.imported is None and s.conn is not None and not s.conn.closed]
-        if not members:
-            continue
-        sub = members[random.randrange(len(members))]
-        conn = sub.conn
-        if conn.is_leaf:
-            conn.send_lmsg(dest, _leaf_reply(reply, subject, dest), [sub.queue], hdr, payload)
-            count += 1
-        else:
-            count += _frame_to(conn, sub, subject, reply, hdr, payload, size)
-    if count:
-        server.out_msgs += count
-        server.out_bytes += size * count
-    return count
-
-
-def _leaf_reply(reply: bytes | None, subject: bytes, dest: bytes) -> bytes | None:
-    if reply and subject != dest:
-        return reply + b"@" + subject
-    return reply
-
-
-def _frame_to(conn: Any, sub: Any, subject: bytes, reply: bytes | None, hdr: bytes | None, payload: bytes,
-              size: int) -> int:
-    if conn.closed or sub.closed:
-        return 0
-    if sub.max is not None and sub.delivered >= sub.max:
-        conn.remove_sub(sub)
-        return 0
-    if hdr is not None and not conn.headers:
-        hdr = None  # nats-server strips headers for clients that did not announce support
-        size = len(payload)
-    verb = b"HMSG " if hdr is not None else b"MSG "
-    conn.enqueue(verb + subject + b" " + sub.sid + encode_tail(reply, hdr, payload))
-    conn.out_msgs += 1
-    conn.out_bytes += size
-    sub.delivered += 1
-    if sub.max is not None and sub.delivered >= sub.max:
-        conn.remove_sub(sub)
-    return 1
-
-
-def has_interest(acc: Account, subject: bytes) -> bool:
-    r = acc.sublist.match(subject)
-    return bool(r.psubs) or any(r.qsubs)
 
 
 def headers_only(hdr: bytes | None, payload: bytes) -> bytes:
@@ -1826,9 +1373,9 @@ class Consumer:
         old = self.cfg
         self.cfg = new
         if new["deliver_subject"] != old["deliver_subject"]:
-            _unwatch(self)
+            unwatch(self)
             self.deliver_b = new["deliver_subject"].encode()
-            _watch(self)
+            watch(self)
             for seq in sorted(self.pending):
                 if seq not in self.rdq_set:
                     self._rdq_add(seq)
@@ -1941,8 +1488,6 @@ class Consumer:
         """Durable consumers of file streams keep their config in `<stream dir>/obs/<name>/meta.json`."""
         if not self.file_backed or self.closed:
             return
-        from host.jetstream.filestore import atomic_write
-
         path = os.path.join(self.stream.dir, "obs", self.name)
         os.makedirs(path, exist_ok=True)
         meta = {"stream_name": self.stream.name, "name": self.name, "created": rfc3339(self.created),
@@ -2029,7 +1574,7 @@ class Consumer:
         self.store.delete()
         if self.file_backed and self.stream.dir:
             shutil.rmtree(os.path.join(self.stream.dir, "obs", self.name), ignore_errors=True)
-        _unwatch(self)
+        unwatch(self)
         if self.stream.retention == "interest" and not self.stream.closed:
             self._release_interest(self.asflr + 1)
 
@@ -2066,11 +1611,11 @@ class Consumer:
 _WATCH: weakref.WeakKeyDictionary[Account, dict[bytes, list[Consumer]]] = weakref.WeakKeyDictionary()
 
 
-def _watch(c: Consumer) -> None:
+def watch(c: Consumer) -> None:
     _WATCH.setdefault(c.account, {}).setdefault(c.deliver_b, []).append(c)
 
 
-def _unwatch(c: Consumer) -> None:
+def unwatch(c: Consumer) -> None:
     by = _WATCH.get(c.account)
     if not by:
         return
@@ -2115,7 +1660,7 @@ def install(jsa: JSAccount) -> None:
         info = parse_ack_subject(subject.decode(errors="replace"))
         if info is None:
             return False
-        c = _lookup(jsa, info[0], info[1])
+        c = lookup(jsa, info[0], info[1])
         if c is None or c.cfg["ack_policy"] == ACK_NONE:
             return False
         c.process_ack(info[2], info[3], info[4], reply, payload)
@@ -2125,9 +1670,9 @@ def install(jsa: JSAccount) -> None:
         text = subject.decode(errors="replace")
         toks = text.split(".")
         if len(toks) == 5:
-            c = _lookup(jsa, toks[2], toks[3])
+            c = lookup(jsa, toks[2], toks[3])
         elif len(toks) >= 7:
-            c = _lookup(jsa, toks[4], toks[5])
+            c = lookup(jsa, toks[4], toks[5])
         else:
             return False
         if c is None or not c.cfg["flow_control"]:
@@ -2140,7 +1685,7 @@ def install(jsa: JSAccount) -> None:
     acc.interest_watchers.append(_interest_hook(acc))
 
 
-def _lookup(jsa: JSAccount, stream: str, name: str) -> Consumer | None:
+def lookup(jsa: JSAccount, stream: str, name: str) -> Consumer | None:
     s = jsa.streams.get(stream)
     if s is None:
         return None
@@ -2187,331 +1732,5 @@ def recover(stream: Any) -> None:
             c.select_start()
         stream.consumers[name] = c
         if c.push:
-            _watch(c)
+            watch(c)
         c.start()
-
-
-# ---- the API -----------------------------------------------------------------------------------------------------
-
-
-def consumer_api(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    """One `$JS.API.CONSUMER.>` request. Malformed subjects get no reply, as with nats-server, and like pull
-    requests (handled by the consumer, not the API, in nats-server) they do not count in the account's API total."""
-    n = len(tokens)
-    op = tokens[3] if n > 3 else ""
-    served = True
-    try:
-        if n < 5:
-            served = False
-        elif op == "CREATE":
-            _create(jsa, tokens, reply, hdr, payload, durable_subject=False)
-        elif op == "DURABLE" and n == 7 and tokens[4] == "CREATE":
-            _create(jsa, tokens, reply, hdr, payload, durable_subject=True)
-        elif op == "MSG" and n == 7 and tokens[4] == "NEXT":
-            served = False
-            _next(jsa, tokens[5], tokens[6], reply, hdr, payload)
-        elif op == "INFO" and n == 6:
-            _info(jsa, tokens[4], tokens[5], reply, hdr, payload)
-        elif op == "NAMES" and n == 5:
-            _names(jsa, tokens[4], reply, hdr, payload, full=False)
-        elif op == "LIST" and n == 5:
-            _names(jsa, tokens[4], reply, hdr, payload, full=True)
-        elif op == "DELETE" and n == 6:
-            _delete(jsa, tokens[4], tokens[5], reply, hdr, payload)
-        elif op == "PAUSE" and n == 6:
-            _pause(jsa, tokens[4], tokens[5], reply, hdr, payload)
-        elif op == "RESET" and n == 6:
-            served = False  # the consumer's own subscription in nats-server, like pull requests
-            _reset(jsa, tokens[4], tokens[5], reply, hdr, payload)
-        elif op == "LEADER" and n == 7 and tokens[4] == "STEPDOWN":
-            jsa.respond_error(reply, T_STEPDOWN, js_error("JSClusterRequiredErr"))
-        else:
-            served = False
-    finally:
-        if served:
-            jsa.api_total += 1
-        server = jsa.server
-        if server.reading is None:
-            server.flush_dirty()
-
-
-def _create(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes,
-            durable_subject: bool) -> None:
-    try:
-        c, created = _create_consumer(jsa, tokens, hdr, payload, durable_subject)
-    except ApiError as e:
-        jsa.respond_error(reply, T_CREATE, e)
-        return
-    if created:
-        c._advisory(f"{ADV_CREATED}.{c.stream.name}.{c.name}", {
-            "type": "io.nats.jetstream.advisory.v1.consumer_action", "stream": c.stream.name, "consumer": c.name,
-            "action": "create"})
-    body = {"type": T_CREATE}
-    body.update(c.info(dynamic=True))
-    jsa.respond(reply, body)
-    if created and c._paused():
-        c._pause_advisory()
-    c.kick()
-
-
-def _create_consumer(jsa: JSAccount, tokens: list[str], hdr: bytes | None, payload: bytes,
-                     durable_subject: bool) -> tuple[Consumer, bool]:
-    """Validate and create (or update) a consumer, as nats-server jsConsumerCreateRequest + addConsumer;
-    returns it and whether it is new."""
-    stream_name, cfg, action, pedantic = parse_create_request(payload)
-    if api_level_too_high(hdr):
-        raise js_error("JSRequiredApiLevelErr")
-    n = len(tokens)
-    filtered = ""
-    if n == 5:
-        kind, stream, name = "ephemeral", tokens[4], cfg["name"]
-    elif durable_subject:
-        kind, stream, name = "durable", tokens[5], tokens[6]
-    else:
-        kind, stream, name = "new", tokens[4], tokens[5]
-        if n > 6:
-            filtered = ".".join(tokens[6:])
-    if stream != stream_name:
-        raise js_error("JSStreamMismatchErr")
-    if name and ("\\" in name or "/" in name):
-        raise js_error("JSConsumerNameContainsPathSeparatorsErr")
-    if kind == "durable":
-        if not cfg["durable_name"]:
-            raise js_error("JSConsumerDurableNameNotSetErr")
-        if name != cfg["durable_name"]:
-            raise js_error("JSConsumerDurableNameNotMatchSubjectErr")
-        cfg["name"] = name
-    elif kind == "new":
-        if cfg["durable_name"] and name != cfg["durable_name"]:
-            raise js_error("JSConsumerDurableNameNotMatchSubjectErr")
-        cfg["name"] = name
-    elif cfg["durable_name"]:
-        raise js_error("JSConsumerEphemeralWithDurableNameErr")
-    if filtered and cfg["filter_subjects"]:
-        raise js_error("JSConsumerMultipleFiltersNotAllowed")
-    if filtered and cfg["filter_subject"] != filtered:
-        raise js_error("JSConsumerCreateFilterSubjectMismatchErr")
-    if cfg["num_replicas"] > 1:
-        raise js_error("JSStreamReplicasNotSupportedErr")
-    st = jsa.streams.get(stream)
-    if st is None:
-        raise js_error("JSStreamNotFoundErr")
-    existing = st.consumers.get(cfg["durable_name"] or cfg["name"]) if (cfg["durable_name"] or cfg["name"]) else None
-    if isinstance(existing, Consumer):
-        cfg["pause_until"] = existing.cfg["pause_until"]
-    set_static_consumer_metadata(cfg)
-    apply_defaults(cfg, st.config, pedantic)
-    check_config(cfg, st.config)
-    if isinstance(existing, Consumer):
-        if action == "create" and cfg != existing.cfg:
-            raise js_error("JSConsumerAlreadyExists")
-        if st.retention == "workqueue" and not _partition_unique(st, existing.name, filters_of(cfg)):
-            raise js_error("JSConsumerWQConsumerNotUniqueErr")
-        uerr = update_error(existing.cfg, cfg, bool(cfg["deliver_subject"]) and has_interest(
-            jsa.account, existing.deliver_b))
-        if uerr is not None:
-            raise uerr
-        if cfg != existing.cfg:
-            existing.update_config(cfg)
-        return existing, False
-    if action == "update":
-        raise js_error("JSConsumerDoesNotExist")
-    maxc = int(st.config.get("max_consumers") or 0)
-    if maxc > 0 and len(st.consumers) >= maxc:
-        raise js_error("JSMaximumConsumersLimitErr")
-    if st.retention == "workqueue" and not cfg["direct"]:
-        if cfg["ack_policy"] != ACK_EXPLICIT:
-            raise js_error("JSConsumerWQRequiresExplicitAckErr")
-        if cfg["deliver_policy"] != "all":
-            raise js_error("JSConsumerWQConsumerNotDeliverAllErr")
-        if st.consumers:
-            flts = filters_of(cfg)
-            if not flts:
-                raise js_error("JSConsumerWQMultipleUnfilteredErr")
-            if not _partition_unique(st, "", flts):
-                raise js_error("JSConsumerWQConsumerNotUniqueErr")
-    if cfg["durable_name"]:
-        if len(cfg["durable_name"]) > MAX_NAME_LEN:
-            raise js_error("JSConsumerNameTooLongErrF", max=MAX_NAME_LEN)
-        name = cfg["durable_name"]
-    elif cfg["name"]:
-        name = cfg["name"]
-    else:
-        # A generated name is not written into the config (nats-server copies the config before naming).
-        name = _ephemeral_name()
-        while name in st.consumers:
-            name = _ephemeral_name()
-    if not valid_name(name):
-        raise js_error("JSConsumerBadDurableNameErr")
-    c = Consumer(st, name, cfg, time.time_ns())
-    if c.durable and st.dir and not cfg["mem_storage"]:
-        try:
-            c.store = st.store.consumer_store(name, cfg["ack_policy"], cfg["max_deliver"])
-            c.file_backed = True
-        except (OSError, StoreError, ValueError) as e:
-            raise js_error("JSConsumerStoreFailedErrF", err=e) from None
-    c.select_start()
-    try:
-        c.persist_meta()
-    except OSError as e:
-        c.store.delete()
-        raise js_error("JSConsumerStoreFailedErrF", err=e) from None
-    st.consumers[name] = c
-    if c.push:
-        _watch(c)
-    c.start()
-    return c, True
-
-
-def _partition_unique(st: Any, name: str, flts: list[str]) -> bool:
-    """Workqueue streams: no two consumers may share a subject (nats-server partitionUnique)."""
-    for other_name, o in st.consumers.items():
-        if other_name == name or not isinstance(o, Consumer):
-            continue
-        if not o.filters:
-            return False
-        for a in flts:
-            for b in o.filters:
-                if subjects_overlap(a, b):
-                    return False
-    return True
-
-
-def _next(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    if not reply:
-        return
-    c = _lookup(jsa, stream, name)
-    if c is None:
-        return  # nats-server: no consumer, no subscriber (the router leaves these to a 503)
-    if api_level_too_high(hdr) and not c.push:
-        c._status(reply, 412, "Required Api Level")
-        c._flush()
-        return
-    c.process_next_request(reply, payload)
-
-
-def _stream_or_error(jsa: JSAccount, stream: str) -> Any:
-    st = jsa.streams.get(stream)
-    if st is None:
-        raise js_error("JSStreamNotFoundErr")
-    return st
-
-
-def _info(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    try:
-        if not is_empty_request(payload):
-            raise js_error("JSNotEmptyRequestErr")
-        if api_level_too_high(hdr):
-            raise js_error("JSRequiredApiLevelErr")
-        st = _stream_or_error(jsa, stream)
-        c = st.consumers.get(name)
-        if not isinstance(c, Consumer) or c.closed:
-            raise js_error("JSConsumerNotFoundErr")
-    except ApiError as e:
-        jsa.respond_error(reply, T_INFO, e)
-        return
-    body = {"type": T_INFO}
-    body.update(c.info(dynamic=True))
-    jsa.respond(reply, body)
-
-
-def _offset(payload: bytes) -> int:
-    if not is_json_object_or_array(payload):
-        return 0
-    req = decode_request(payload, {"offset": "int"}, "JSApiConsumersRequest")
-    return max(req.get("offset", 0), 0)
-
-
-def _names(jsa: JSAccount, stream: str, reply: bytes | None, hdr: bytes | None, payload: bytes,
-           full: bool) -> None:
-    type_name = T_LIST if full else T_NAMES
-    try:
-        if api_level_too_high(hdr):
-            raise js_error("JSRequiredApiLevelErr")
-        offset = _offset(payload)
-        st = _stream_or_error(jsa, stream)
-    except ApiError as e:
-        jsa.api_errors += 1
-        jsa.respond(reply, {"type": type_name, "error": e.body(), "total": 0, "offset": 0, "limit": 0,
-                            "consumers": []})
-        return
-    consumers = sorted((c for c in st.consumers.values() if isinstance(c, Consumer) and not c.cfg["direct"]),
-                       key=lambda c: c.name)
-    total = len(consumers)
-    offset = min(offset, total)
-    page = consumers[offset: offset + (LIST_LIMIT if full else NAMES_LIMIT)]
-    out: dict[str, Any] = {"type": type_name, "total": total, "offset": offset,
-                           "limit": LIST_LIMIT if full else NAMES_LIMIT}
-    out["consumers"] = [c.info() for c in page] if full else [c.name for c in page]
-    jsa.respond(reply, out)
-
-
-def _delete(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    try:
-        if api_level_too_high(hdr):
-            raise js_error("JSRequiredApiLevelErr")
-        if not is_empty_request(payload):
-            raise js_error("JSNotEmptyRequestErr")
-        st = _stream_or_error(jsa, stream)
-        c = st.consumers.get(name)
-        if not isinstance(c, Consumer) or c.closed:
-            raise js_error("JSConsumerNotFoundErr")
-    except ApiError as e:
-        jsa.respond_error(reply, T_DELETE, e)
-        return
-    c.delete_consumer(advisory=True)
-    jsa.respond(reply, {"type": T_DELETE, "success": True})
-
-
-def _pause(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    zero = {"paused": False, "pause_until": time_text(None)}
-    try:
-        until: int | None = None
-        if is_json_object_or_array(payload):
-            until = decode_request(payload, {"pause_until": "time"}, "JSApiConsumerPauseRequest").get("pause_until")
-        if api_level_too_high(hdr):
-            raise js_error("JSRequiredApiLevelErr")
-        st = _stream_or_error(jsa, stream)
-        c = st.consumers.get(name)
-        if not isinstance(c, Consumer) or c.closed:
-            raise js_error("JSConsumerNotFoundErr")
-    except ApiError as e:
-        jsa.api_errors += 1
-        body = {"type": T_PAUSE, "error": e.body()}
-        body.update(zero)
-        jsa.respond(reply, body)
-        return
-    try:
-        c.set_pause(until)
-    except OSError as e:
-        jsa.respond_error(reply, T_PAUSE, js_error("JSConsumerStoreFailedErrF", err=e))
-        return
-    now = time.time_ns()
-    out: dict[str, Any] = {"type": T_PAUSE, "paused": until is not None and now < until,
-                           "pause_until": time_text(until)}
-    if out["paused"]:
-        out["pause_remaining"] = until - now  # type: ignore[operator]
-    jsa.respond(reply, out)
-
-
-def _reset(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    """CONSUMER.RESET: start over at a sequence (or just after the ack floor), forgetting pending acks."""
-    if not reply:
-        return
-    c = _lookup(jsa, stream, name)
-    if c is None:
-        return  # nats-server: the consumer's subscription answers, so a missing consumer gets no reply
-    try:
-        if api_level_too_high(hdr):
-            raise js_error("JSRequiredApiLevelErr")
-        req = decode_request(payload, {"seq": "uint64"}, "JSApiConsumerResetRequest", strict=False)
-        seq = c.reset(req.get("seq", 0))
-    except ApiError as e:
-        # answered by the consumer in nats-server, so not an API error; the struct still writes reset_seq
-        jsa.respond(reply, {"type": T_RESET, "error": e.body(), "reset_seq": 0})
-        return
-    body: dict[str, Any] = {"type": T_RESET}
-    body.update(c.info(dynamic=True))
-    body["reset_seq"] = seq
-    jsa.respond(reply, body)
-    c.kick()

@@ -20,9 +20,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from host.gotime import NS, rfc3339
+from host.jetstream import api, consumer
 from host.jetstream.errors import ApiError, js_error
 from host.jetstream.gojson import dumps
 from host.jetstream.store import SYNC_ALWAYS
+from host.jetstream.stream import Stream
 from host.jetstream.versioning import API_LEVEL
 from host.opts import SYSTEM_ACCOUNT
 
@@ -30,7 +32,6 @@ if TYPE_CHECKING:
     import asyncio
 
     from host.accounts import Account
-    from host.jetstream.stream import Stream
     from host.server import Server
 
 log = logging.getLogger("natsedge.hub")
@@ -38,10 +39,6 @@ log = logging.getLogger("natsedge.hub")
 STORE_SUBDIR = "jetstream"  # nats-server JetStreamStoreDir: appended to -sd / store_dir
 API_PREFIX = b"$JS.API."
 _UINT64_MAX = (1 << 64) - 1
-
-
-def now_ns() -> int:
-    return time.time_ns()
 
 
 # ---- accounts ------------------------------------------------------------------------------------------------
@@ -262,8 +259,6 @@ class JetStream:
 
     def start(self) -> None:
         """Enable every account, recover its streams from disk, start the sync timer. Runs before listening."""
-        from host.jetstream import consumer as consumer_mod
-
         log.info("Starting JetStream")
         log.info("    Max Memory:      %d", self.max_memory)
         log.info("    Max Storage:     %d", self.max_store)
@@ -274,34 +269,28 @@ class JetStream:
                 self._not_enabled_subs.append((acc, self._answer_not_enabled(acc)))
         for acc in enabled:
             jsa = self.enable_account(acc)
-            consumer_mod.install(jsa)
-            self.recover_account(jsa, consumer_mod.recover)
+            consumer.install(jsa)
+            self.recover_account(jsa)
         self.started = True
         if self.sync != SYNC_ALWAYS:
             self._sync_timer = self.server.loop.call_later(float(self.sync), self._sync_tick)
 
     def _answer_not_enabled(self, acc: Account) -> Any:
-        from host.jetstream.api import not_enabled
-
         name, server = acc.name, self.server
-        return acc.add_internal(b"$JS.API.>", lambda src, subj, reply, hdr, msg: not_enabled(
+        return acc.add_internal(b"$JS.API.>", lambda src, subj, reply, hdr, msg: api.not_enabled(
             name, server, subj, reply))
 
     def enable_account(self, acc: Account) -> JSAccount:
-        from host.jetstream.api import dispatch
-
         jsa = JSAccount(self, acc)
         acc.js = jsa
         self.accounts[acc.name] = jsa
-        jsa.api_sub = acc.add_internal(b"$JS.API.>", lambda src, subj, reply, hdr, msg: dispatch(
+        jsa.api_sub = acc.add_internal(b"$JS.API.>", lambda src, subj, reply, hdr, msg: api.dispatch(
             jsa, src, subj, reply, hdr, msg))
         return jsa
 
-    def recover_account(self, jsa: JSAccount, recover_consumers: Callable[[Any], None]) -> None:
+    def recover_account(self, jsa: JSAccount) -> None:
         """Open every stream found under `<store_dir>/<account>/streams/`. A stream that cannot be opened is
         logged and left on disk; the others still start."""
-        from host.jetstream.stream import Stream
-
         sdir = os.path.join(jsa.dir, "streams")
         try:
             names = sorted(os.listdir(sdir))
@@ -321,7 +310,7 @@ class JetStream:
             log.info("  Restored %d messages for stream '%s > %s'", stream.store.total_msgs, jsa.account.name,
                      stream.name)
             try:
-                recover_consumers(stream)
+                consumer.recover(stream)
             except Exception as e:  # noqa: BLE001
                 log.error("JetStream: could not recover consumers of '%s > %s': %s", jsa.account.name, name, e)
 
@@ -407,7 +396,7 @@ class JetStream:
             accounts = True
         out: dict[str, Any] = dict(self.stats())
         out["server_id"] = self.server.id
-        out["now"] = rfc3339(now_ns())
+        out["now"] = rfc3339(time.time_ns())
         out["config"] = self.config_json()
         out["limits"] = {}
         n_streams = n_consumers = n_msgs = n_bytes = 0

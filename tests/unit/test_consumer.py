@@ -11,24 +11,21 @@ import pytest
 from host.gotime import NS, format_duration, parse_duration, parse_time, time_text
 from host.headers import status_header
 from host.jetstream import gojson
-from host.jetstream.consumer import (
+from host.jetstream.consumer import headers_only, parse_ack_subject, parse_nak_delay, parse_next_request
+from host.jetstream.consumer_config import (
     CONFIG_SCHEMA,
     apply_defaults,
     check_config,
     config_from,
     config_json,
-    headers_only,
     is_subset,
-    parse_ack_subject,
     parse_create_request,
-    parse_nak_delay,
-    parse_next_request,
     subjects_overlap,
     update_error,
-    valid_name,
 )
 from host.jetstream.errors import ApiError
 from host.jetstream.gojson import GoJSONError, loads
+from host.jetstream.stream_config import is_valid_asset_name
 from host.jetstream.versioning import set_static_consumer_metadata
 
 
@@ -156,8 +153,9 @@ def test_subject_relations():
     assert not is_subset("a.>", "a.*") and not is_subset("a", "a.>") and not is_subset("b.x", "a.*")
     assert subjects_overlap("a.*", "*.b") and subjects_overlap("a.>", "a.b.c") and not subjects_overlap("a.b", "a.c")
     assert not subjects_overlap("a.*", "a.b.c")
-    assert valid_name("C1") and not valid_name("a.b") and not valid_name("a b") and not valid_name("a/b")
-    assert not valid_name("")
+    assert is_valid_asset_name("C1")
+    assert not any(is_valid_asset_name(n) for n in ("a.b", "a b", "a/b"))
+    assert not is_valid_asset_name("")
 
 
 # ---- config decoding, defaults and checks ---------------------------------------------------------------------------

@@ -19,7 +19,9 @@ import pytest
 
 from host.accounts import Account, InternalHandler
 from host.gotime import NS
-from host.jetstream.consumer import Consumer, consumer_api, deliver_frame, install, recover
+from host.jetstream.consumer import Consumer, install, recover
+from host.jetstream.consumer_api import consumer_api
+from host.jetstream.delivery import deliver_frame
 from host.jetstream.errors import ApiError
 from host.jetstream.filestore import FileStore
 from host.jetstream.gojson import dumps

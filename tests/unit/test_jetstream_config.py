@@ -17,15 +17,9 @@ from host.gotime import parse_duration, rfc3339
 from host.headers import hdr_append, hdr_get, hdr_remove
 from host.jetstream.errors import ApiError
 from host.jetstream.gojson import decode_request, dumps, is_empty_request, is_json_object_or_array
-from host.jetstream.stream import (
-    STREAM_CONFIG_SCHEMA,
-    TTL_NEVER,
-    Stream,
-    check_config,
-    parse_msg_ttl,
-    subjects_collide,
-    update_check,
-)
+from host.jetstream.store import TTL_NEVER
+from host.jetstream.stream import Stream, parse_msg_ttl
+from host.jetstream.stream_config import STREAM_CONFIG_SCHEMA, check_config, subjects_collide, update_check
 from host.jetstream.versioning import set_static_stream_metadata
 from host.sublist import Sublist, Subscription
 
