@@ -383,18 +383,27 @@ def stream_purge(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: by
 # ---- messages ----------------------------------------------------------------------------------------------------
 
 
+def _msg_request(jsa: JSAccount, reply: bytes | None, hdr: bytes | None, payload: bytes, type_name: str,
+                 schema: dict[str, Any], schema_name: str) -> dict[str, Any] | None:
+    """The body of a STREAM.MSG.GET/DELETE request (an empty one is a bad request), or None when it was answered
+    with an error."""
+    if api_level_too_high(hdr):
+        _fail(jsa, reply, type_name, js_error("JSRequiredApiLevelErr"))
+        return None
+    if is_empty_request(payload):
+        _fail(jsa, reply, type_name, js_error("JSBadRequestErr"))
+        return None
+    try:
+        return decode_request(payload, schema, schema_name)
+    except ApiError as e:
+        _fail(jsa, reply, type_name, e)
+        return None
+
+
 def msg_delete(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_MSG_DELETE
-    if api_level_too_high(hdr):
-        _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"))
-        return
-    if is_empty_request(payload):
-        _fail(jsa, reply, T, js_error("JSBadRequestErr"))
-        return
-    try:
-        req = decode_request(payload, MSG_DELETE_SCHEMA, "JSApiMsgDeleteRequest")
-    except ApiError as e:
-        _fail(jsa, reply, T, e)
+    req = _msg_request(jsa, reply, hdr, payload, T, MSG_DELETE_SCHEMA, "JSApiMsgDeleteRequest")
+    if req is None:
         return
     stream = jsa.streams.get(tokens[5])
     if stream is None:
@@ -429,18 +438,10 @@ def _msg_get_conflict(req: dict[str, Any]) -> bool:
 
 def msg_get(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_MSG_GET
-    if api_level_too_high(hdr):
-        _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"))
+    req = _msg_request(jsa, reply, hdr, payload, T, MSG_GET_SCHEMA, "JSApiMsgGetRequest")
+    if req is None:
         return
-    if is_empty_request(payload):
-        _fail(jsa, reply, T, js_error("JSBadRequestErr"))
-        return
-    try:
-        req = decode_request(payload, MSG_GET_SCHEMA, "JSApiMsgGetRequest")
-        _parse_times(req)
-    except ApiError as e:
-        _fail(jsa, reply, T, e)
-        return
+    _parse_times(req)
     if req.get("batch", 0) > 0 or req.get("max_bytes", 0) > 0 or _msg_get_conflict(req):
         _fail(jsa, reply, T, js_error("JSBadRequestErr"))
         return

@@ -255,16 +255,20 @@ def _stream_or_error(jsa: JSAccount, stream: str) -> Any:
     return st
 
 
+def _consumer_or_error(jsa: JSAccount, stream: str, name: str) -> Consumer:
+    c = _stream_or_error(jsa, stream).consumers.get(name)
+    if not isinstance(c, Consumer) or c.closed:
+        raise js_error("JSConsumerNotFoundErr")
+    return c
+
+
 def _info(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     try:
         if not is_empty_request(payload):
             raise js_error("JSNotEmptyRequestErr")
         if api_level_too_high(hdr):
             raise js_error("JSRequiredApiLevelErr")
-        st = _stream_or_error(jsa, stream)
-        c = st.consumers.get(name)
-        if not isinstance(c, Consumer) or c.closed:
-            raise js_error("JSConsumerNotFoundErr")
+        c = _consumer_or_error(jsa, stream, name)
     except ApiError as e:
         jsa.respond_error(reply, T_INFO, e)
         return
@@ -310,10 +314,7 @@ def _delete(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: by
             raise js_error("JSRequiredApiLevelErr")
         if not is_empty_request(payload):
             raise js_error("JSNotEmptyRequestErr")
-        st = _stream_or_error(jsa, stream)
-        c = st.consumers.get(name)
-        if not isinstance(c, Consumer) or c.closed:
-            raise js_error("JSConsumerNotFoundErr")
+        c = _consumer_or_error(jsa, stream, name)
     except ApiError as e:
         jsa.respond_error(reply, T_DELETE, e)
         return
@@ -329,10 +330,7 @@ def _pause(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: byt
             until = decode_request(payload, {"pause_until": "time"}, "JSApiConsumerPauseRequest").get("pause_until")
         if api_level_too_high(hdr):
             raise js_error("JSRequiredApiLevelErr")
-        st = _stream_or_error(jsa, stream)
-        c = st.consumers.get(name)
-        if not isinstance(c, Consumer) or c.closed:
-            raise js_error("JSConsumerNotFoundErr")
+        c = _consumer_or_error(jsa, stream, name)
     except ApiError as e:
         jsa.api_errors += 1
         body = {"type": T_PAUSE, "error": e.body()}

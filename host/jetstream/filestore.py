@@ -800,13 +800,10 @@ class FileStore(StreamStore):
         return sm
 
     def _info(self, seq: int) -> tuple[str, int, int] | None:
-        i = bisect_right(self._firsts, seq) - 1
-        if i < 0:
+        loc = self._locate(seq)
+        if loc is None:
             return None
-        blk = self._blocks[i]
-        slot = seq - blk.first
-        if slot >= len(blk.lens):
-            return None
+        blk, slot = loc
         rl = blk.lens[slot]
         if not rl:
             return None

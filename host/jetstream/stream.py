@@ -225,15 +225,19 @@ class Stream:
             acc.remove_sub(sub)
         self._subs.clear()
 
-    def stop(self) -> None:
-        """Server shutdown: stop consumers (they persist), sync and close the store."""
-        if self.closed:
-            return
+    def _close(self) -> None:
+        """Take no more messages: subjects released, expiry timer cancelled."""
         self.closed = True
         self._unsubscribe_all()
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
+
+    def stop(self) -> None:
+        """Server shutdown: stop consumers (they persist), sync and close the store."""
+        if self.closed:
+            return
+        self._close()
         for c in list(self.consumers.values()):
             try:
                 c.stop()
@@ -246,11 +250,7 @@ class Stream:
 
     def delete(self) -> None:
         """STREAM.DELETE: consumers deleted, store and directory removed, subjects released."""
-        self.closed = True
-        self._unsubscribe_all()
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
+        self._close()
         for c in list(self.consumers.values()):
             try:
                 c.delete()
