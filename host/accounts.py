@@ -111,7 +111,7 @@ class Account:
         self.no_interest: dict[bytes, bool] = {}
         self.js: Any = None  # host.jetstream.JSAccount when JetStream is enabled for this account
         # Told the subject of every subscription added or removed: push consumers follow the interest on their
-        # deliver subjects this way (host/consumer.py).
+        # deliver subjects this way (host/jetstream/consumer.py).
         self.interest_watchers: list[Callable[[bytes], None]] = []
 
     def add_sub(self, sub: Subscription) -> None:

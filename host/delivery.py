@@ -308,6 +308,23 @@ def deliver_as(acc: Account, src: Any, dest: bytes, subject: bytes, reply: bytes
     return deliver_route(acc, src, route, dest, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0, None)
 
 
+def deliver_reply(acc: Account, src: Any, reply: bytes, payload: bytes) -> int:
+    """A header-less message to a subject used once (a PubAck, an API answer), looked up without filling the
+    subject cache (Sublist.match_one_off)."""
+    if acc.responses and reply in acc.responses:
+        return deliver_msg(acc, src, reply, None, None, payload)
+    r = acc.sublist.match_one_off(reply)
+    route = r.route if r.route is not None else Route(r, reply)
+    if route.empty:
+        return 0
+    return deliver_route(acc, src, route, reply, False, [encode_tail(None, None, payload)], len(payload), 0, None)
+
+
+def has_interest(acc: Account, subject: bytes) -> bool:
+    r = acc.sublist.match(subject)
+    return bool(r.psubs) or any(r.qsubs)
+
+
 def _size(piece: bytes, has_hdr: bool) -> int:
     _, hdr, payload = decode_tail(piece, has_hdr)
     return len(payload) + (len(hdr) if hdr is not None else 0)

@@ -7,12 +7,12 @@ the cases where nats-server only warns (an integer ping_interval) log a warning.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from host import conf
 from host.conf import ConfError, ConfMap
+from host.gotime import NS, parse_duration
 
 DEFAULT_PORT = 4222
 MAX_PAYLOAD = 1024 * 1024
@@ -142,27 +142,6 @@ class Options:
         return bool(self.token or self.username or self.users)
 
 
-_DUR_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_DUR_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str) -> float:
-    """A Go duration ("2m", "1.5s", "1h30m", "500ms") in seconds."""
-    text = text.strip()
-    if text == "0":
-        return 0.0
-    pos = 0
-    total = 0.0
-    for m in _DUR_RE.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _DUR_UNIT[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"invalid duration {text!r}")
-    return total
-
-
 class _Loader:
     """Walks a parsed config, raising OptionsError with file:line for the offending key."""
 
@@ -208,7 +187,8 @@ class _Loader:
         if not isinstance(v, str):
             raise self.err(m, key, f'field "{key}": expected a duration, got {v!r}')
         try:
-            return parse_duration(v)
+            # nats-server reads a duration string with Go's time.ParseDuration
+            return parse_duration(v.strip()) / NS
         except ValueError as e:
             raise self.err(m, key, f'field "{key}": {e}') from None
 

@@ -23,7 +23,7 @@ from host import errors
 from host.accounts import Account, nuid, wire_imports
 from host.auth import auth_required
 from host.client import Client
-from host.delivery import deliver_msg
+from host.delivery import deliver_msg, deliver_reply
 from host.leafnode import Leaf, RemoteLeaf, leaf_account_for, leaf_info
 from host.monitor import conn_info, start_monitor
 from host.opts import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Options
@@ -129,9 +129,9 @@ class Server:
         self.remotes: list[RemoteLeaf] = []
         self.leaf_tls = leaf_tls_context(opts) if opts.leafnodes.tls_cert else None
         self.internal = InternalClient(self)
-        self.js: Any = None  # host.jetstream.JetStream when enabled
+        self.js: Any = None  # host.jetstream.jetstream.JetStream when enabled
         if opts.jetstream:
-            from host.jetstream import JetStream
+            from host.jetstream.jetstream import JetStream
 
             self.js = JetStream(self)
 
@@ -190,10 +190,14 @@ class Server:
                 c.flush()
 
     def internal_publish(self, acc: Account, subject: bytes, reply: bytes | None, hdr: bytes | None,
-                         payload: bytes) -> int:
+                         payload: bytes, one_off: bool = False) -> int:
         """Publish from inside the hub into `acc`; returns how many targets got it. Outside a read batch
-        (timers) the output is written at once; inside one, with the batch."""
-        n = deliver_msg(acc, self.internal, subject, reply, hdr, payload)
+        (timers) the output is written at once; inside one, with the batch. one_off: `subject` is a reply
+        subject used once (a PubAck), and the message has no reply or headers."""
+        if one_off:
+            n = deliver_reply(acc, self.internal, subject, payload)
+        else:
+            n = deliver_msg(acc, self.internal, subject, reply, hdr, payload)
         if self.reading is None:
             self.flush_dirty()
         return n

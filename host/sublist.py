@@ -110,6 +110,8 @@ class Sublist:
         self._root = _Node()
         self.cache: dict[bytes, SublistResult] = {}
         self.gen = 0  # changes whenever a cached result may have changed (plans derived from them check it)
+        # reply prefix -> (gen, the subscriptions every subject under it reaches, or None); see match_one_off
+        self._one_off: dict[bytes, tuple[int, SublistResult | None]] = {}
         self.count = 0
         self.inserts = 0
         self.removes = 0
@@ -234,6 +236,28 @@ class Sublist:
                 return
             node = nxt
             i += 1
+
+    def match_one_off(self, subject: bytes) -> SublistResult:
+        """Match a subject used once (a reply inbox: PubAcks, API answers) without caching it: the subscriptions
+        under its prefix are looked up once per prefix (the client's wildcard inbox `_INBOX.x.*`) and reused while
+        no subscription changes; a prefix where the last token matters gets a walk per subject."""
+        r = self.cache.get(subject)
+        if r is not None:
+            return r
+        cut = subject.rfind(b".")
+        prefix = subject[:cut] if cut > 0 else b""
+        memo = self._one_off.get(prefix)
+        if memo is not None and memo[0] == self.gen:
+            r = memo[1]
+        elif prefix:
+            r = self.match_any_last(prefix)
+            if len(self._one_off) >= 256:
+                self._one_off.clear()
+            self._one_off[prefix] = (self.gen, r)
+        if r is None:
+            r = self.match(subject)
+            self.cache.pop(subject, None)
+        return r
 
     def match_any_last(self, prefix: bytes) -> SublistResult | None:
         """The subscriptions that match `prefix.<t>` whatever the single token t is, or None when that depends on

@@ -246,14 +246,14 @@ async def _add_stream(url: str) -> None:
 async def _span(url: str, last: int) -> float:
     import nats
 
-    from host.jetstream import parse_rfc3339
+    from host.gotime import parse_time
 
     nc = await nats.connect(url, allow_reconnect=False, connect_timeout=2)
     try:
         t = []
         for seq in (1, last):
             r = await nc.request("$JS.API.STREAM.MSG.GET.BENCH", json.dumps({"seq": seq}).encode(), timeout=3)
-            t.append(parse_rfc3339(json.loads(r.data)["message"]["time"]) / 1e9)
+            t.append(parse_time(json.loads(r.data)["message"]["time"]) / 1e9)
         return t[1] - t[0]
     finally:
         await nc.close()

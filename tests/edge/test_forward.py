@@ -322,9 +322,9 @@ def _span_from_direct(url, stream):
 
 
 def _t(resp):
-    from host.jetstream import parse_rfc3339
+    from host.gotime import parse_time
 
-    return parse_rfc3339(resp["message"]["time"]) / 1e9
+    return parse_time(resp["message"]["time"]) / 1e9
 
 
 def test_status_reaches_the_hub(jshub, fwd_edges):

@@ -20,9 +20,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from host.filestore import FileStore  # noqa: E402
-from host.memstore import MemStore  # noqa: E402
-from host.store import ErrStoreEOF, StoreConfig  # noqa: E402
+from host.jetstream.filestore import FileStore  # noqa: E402
+from host.jetstream.memstore import MemStore  # noqa: E402
+from host.jetstream.store import ErrStoreEOF, StoreConfig  # noqa: E402
 
 
 def appends(make, n: int, size: int, group: int = 0) -> float:

@@ -16,8 +16,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-from host.filestore import FileStore  # noqa: E402
-from host.store import StoreConfig  # noqa: E402
+from host.jetstream.filestore import FileStore  # noqa: E402
+from host.jetstream.store import StoreConfig  # noqa: E402
 
 
 def expected(seq: int) -> tuple[str, bytes | None, bytes]:

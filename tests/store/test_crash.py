@@ -1,5 +1,5 @@
-"""host/filestore.py under real crashes: a writer process (crash_writer.py, sync="always") is SIGKILLed at random
-moments, and the store it leaves behind is recovered in this process and checked.
+"""host/jetstream/filestore.py under real crashes: a writer process (crash_writer.py, sync="always") is SIGKILLed at
+random moments, and the store it leaves behind is recovered in this process and checked.
 
 After every kill: every acknowledged message is present and byte-for-byte intact; sequences are contiguous from 1
 (the writer never deletes) and at most one unacknowledged message survived; the torn tail, if the kill left one,
@@ -26,8 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from crash_writer import config, expected  # noqa: E402
 
-from host.filestore import FileStore  # noqa: E402
-from host.store import ErrBadMsg, ErrStoreMsgNotFound  # noqa: E402
+from host.jetstream.filestore import FileStore  # noqa: E402
+from host.jetstream.store import ErrBadMsg, ErrStoreMsgNotFound  # noqa: E402
 
 WRITER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crash_writer.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -1,34 +1,38 @@
-"""host/consumer.py, the parts that need no stream: ack subjects, pull requests, NAK delays, durations and times,
-and consumer config decoding/defaults/validation with nats-server 2.15.1's texts (captured live with
+"""host/jetstream/consumer.py, the parts that need no stream: ack subjects, pull requests, NAK delays, durations and
+times, and consumer config decoding/defaults/validation with nats-server 2.15.1's texts (captured live with
 `nats-server -js`, see the expected strings below, and vectors/js/19-27, 35-37, 70)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from host.consumer import (
-    NS,
+from host.gotime import NS, format_duration, parse_duration, parse_time, time_text
+from host.headers import status_header
+from host.jetstream import gojson
+from host.jetstream.consumer import headers_only, parse_ack_subject, parse_nak_delay, parse_next_request
+from host.jetstream.consumer_config import (
+    CONFIG_SCHEMA,
     apply_defaults,
     check_config,
+    config_from,
     config_json,
-    go_duration,
-    headers_only,
     is_subset,
-    load_json,
-    parse_ack_subject,
-    parse_config,
-    parse_go_duration,
-    parse_nak_delay,
-    parse_next_request,
-    parse_time,
-    static_metadata,
-    status_header,
+    parse_create_request,
     subjects_overlap,
-    time_text,
     update_error,
-    valid_name,
 )
-from host.jetstream import ApiError
+from host.jetstream.errors import ApiError
+from host.jetstream.gojson import GoJSONError, loads
+from host.jetstream.stream_config import is_valid_asset_name
+from host.jetstream.versioning import set_static_consumer_metadata
+
+
+def parse_config(raw: dict) -> dict:
+    """A consumer config as recovery reads it from meta.json."""
+    return config_from(gojson.decode(raw, CONFIG_SCHEMA, "ConsumerConfig"))
+
 
 STREAM = {"name": "S", "subjects": ["s.>"], "retention": "limits", "num_replicas": 1}
 
@@ -124,8 +128,8 @@ def test_nak_delay_forms():
     (60 * NS, "1m0s"), (90 * NS, "1m30s"), (3600 * NS, "1h0m0s"), (79200 * NS, "22h0m0s"), (-2 * NS, "-2s"),
 ])
 def test_go_duration(ns, text):
-    assert go_duration(ns) == text
-    assert parse_go_duration(text) == ns
+    assert format_duration(ns) == text
+    assert parse_duration(text) == ns
 
 
 def test_times_as_go_writes_them():
@@ -149,8 +153,9 @@ def test_subject_relations():
     assert not is_subset("a.>", "a.*") and not is_subset("a", "a.>") and not is_subset("b.x", "a.*")
     assert subjects_overlap("a.*", "*.b") and subjects_overlap("a.>", "a.b.c") and not subjects_overlap("a.b", "a.c")
     assert not subjects_overlap("a.*", "a.b.c")
-    assert valid_name("C1") and not valid_name("a.b") and not valid_name("a b") and not valid_name("a/b")
-    assert not valid_name("")
+    assert is_valid_asset_name("C1")
+    assert not any(is_valid_asset_name(n) for n in ("a.b", "a b", "a/b"))
+    assert not is_valid_asset_name("")
 
 
 # ---- config decoding, defaults and checks ---------------------------------------------------------------------------
@@ -164,7 +169,7 @@ def normalized(raw: dict, stream: dict | None = None, durable_subject: str = "")
     cfg = parse_config(raw)
     if durable_subject:
         cfg["name"] = durable_subject
-    static_metadata(cfg)
+    set_static_consumer_metadata(cfg)
     apply_defaults(cfg, stream or STREAM, False)
     check_config(cfg, stream or STREAM)
     return cfg
@@ -205,14 +210,14 @@ def test_backoff_sets_ack_wait_and_pause_sets_required_level():
     cfg = normalized({"durable_name": "B", "ack_policy": "explicit", "backoff": [NS, 2 * NS], "max_deliver": 3})
     assert cfg["ack_wait"] == NS
     cfg = parse_config({"durable_name": "P", "pause_until": "2099-01-01T00:00:00Z"})
-    static_metadata(cfg)
+    set_static_consumer_metadata(cfg)
     assert cfg["metadata"] == {"_nats.req.level": "1"}
     assert config_json(cfg)["pause_until"] == "2099-01-01T00:00:00Z"
 
 
 def test_metadata_dynamic_keys_dropped_and_sorted():
     cfg = parse_config({"metadata": {"zz": "1", "aa": "2", "_nats.ver": "9.9.9", "_nats.level": "7"}})
-    static_metadata(cfg)
+    set_static_consumer_metadata(cfg)
     assert list(config_json(cfg)["metadata"]) == ["_nats.req.level", "aa", "zz"]
 
 
@@ -238,19 +243,18 @@ DECODE_ERRORS = [
 @pytest.mark.parametrize("raw,text", DECODE_ERRORS)
 def test_decode_errors(raw, text):
     with pytest.raises(ApiError) as e:
-        parse_config(raw)
+        parse_create_request(json.dumps({"stream_name": "S", "config": raw}).encode())
     assert (e.value.code, e.value.err_code, e.value.description) == (400, 10025, text)
 
 
 def test_syntax_errors_as_go_writes_them():
-    with pytest.raises(ApiError) as e:
-        load_json(b"{bad")
-    assert e.value.description == "invalid JSON: invalid character 'b' looking for beginning of object key " \
-                                  "string at offset 2"
-    with pytest.raises(ApiError) as e:
-        load_json(b'{"a":')
-    assert e.value.description == "invalid JSON: unexpected end of JSON input"
-    assert load_json(b"  ") is None
+    with pytest.raises(GoJSONError) as e:
+        loads(b"{bad")
+    assert str(e.value) == "invalid character 'b' looking for beginning of object key string at offset 2"
+    with pytest.raises(GoJSONError) as e:
+        loads(b'{"a":')
+    assert str(e.value) == "unexpected end of JSON input"
+    assert loads(b"  ") is None
 
 
 CHECK_ERRORS = [
@@ -296,7 +300,7 @@ CHECK_ERRORS = [
 @pytest.mark.parametrize("raw,stream,want", CHECK_ERRORS)
 def test_check_errors(raw, stream, want):
     cfg = parse_config(raw)
-    static_metadata(cfg)
+    set_static_consumer_metadata(cfg)
     with pytest.raises(ApiError) as e:
         apply_defaults(cfg, stream, False)
         check_config(cfg, stream)

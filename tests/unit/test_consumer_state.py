@@ -1,4 +1,4 @@
-"""host/consumer.py consumers at work, in process: the real consumer code, a real Account (sublist, interest
+"""host/jetstream/consumer.py consumers at work, in process: the real consumer code, a real Account (sublist, interest
 watchers) and real stores (MemStore, FileStore), with a small stand-in for the stream and the hub around them.
 Frames are checked byte for byte against nats-server 2.15.1's captures (vectors/js/22-27, 35) where one exists.
 
@@ -17,12 +17,16 @@ from pathlib import Path
 
 import pytest
 
-from host.accounts import Account, InternalHandler
-from host.consumer import NS, Consumer, consumer_api, deliver_frame, install, recover
-from host.filestore import FileStore
-from host.jetstream import ApiError, dumps
-from host.memstore import MemStore
-from host.store import StoreConfig
+from host.accounts import Account
+from host.delivery import deliver_msg
+from host.gotime import NS
+from host.jetstream.consumer import Consumer, install, recover
+from host.jetstream.consumer_api import consumer_api
+from host.jetstream.errors import ApiError
+from host.jetstream.filestore import FileStore
+from host.jetstream.gojson import dumps
+from host.jetstream.memstore import MemStore
+from host.jetstream.store import StoreConfig
 from host.sublist import Subscription
 
 REF_CANDIDATES = (str(Path(__file__).resolve().parents[2].parent / "shared/nats-reference"),
@@ -60,30 +64,23 @@ class Frame:
 
 
 class Conn:
-    """A client connection as deliver_frame sees one; frames are decoded as they are queued."""
+    """A client connection as host/delivery.py sees one; take() decodes what was queued."""
 
     is_leaf = False
+    perms = None
 
     def __init__(self, acc: Account) -> None:
         self.acc = acc
         self.closed = False
         self.headers = True
-        self.frames: list[Frame] = []
+        self.dirty = False
+        self.out: list[bytes] = []
         self.out_msgs = self.out_bytes = 0
         self.subs: dict[bytes, Subscription] = {}
         self._sid = 0
 
     def enqueue(self, data: bytes) -> None:
-        head, _, rest = data.partition(b"\r\n")
-        words = head.split()
-        if words[0] == b"HMSG":
-            hlen, total = int(words[-2]), int(words[-1])
-            reply = words[3].decode() if len(words) == 6 else None
-            self.frames.append(Frame(words[1].decode(), words[2].decode(), reply, rest[:hlen], rest[hlen:total]))
-        else:
-            size = int(words[-1])
-            reply = words[3].decode() if len(words) == 5 else None
-            self.frames.append(Frame(words[1].decode(), words[2].decode(), reply, None, rest[:size]))
+        self.out.append(data)
 
     def sub(self, subject: str, queue: str | None = None) -> Subscription:
         self._sid += 1
@@ -98,8 +95,23 @@ class Conn:
             self.acc.remove_sub(sub)
 
     def take(self) -> list[Frame]:
-        out, self.frames = self.frames, []
-        return out
+        data = b"".join(self.out)
+        self.out.clear()
+        self.dirty = False
+        frames = []
+        while data:
+            head, _, rest = data.partition(b"\r\n")
+            words = head.split()
+            if words[0] == b"HMSG":
+                hlen, total = int(words[-2]), int(words[-1])
+                reply = words[3].decode() if len(words) == 6 else None
+                frames.append(Frame(words[1].decode(), words[2].decode(), reply, rest[:hlen], rest[hlen:total]))
+            else:
+                total = int(words[-1])
+                reply = words[3].decode() if len(words) == 5 else None
+                frames.append(Frame(words[1].decode(), words[2].decode(), reply, None, rest[:total]))
+            data = rest[total + 2 :]
+        return frames
 
 
 class Timer:
@@ -110,19 +122,31 @@ class Timer:
         self.cancelled = True
 
 
+class Internal:
+    """The hub's own publisher, as Server.internal."""
+
+    echo = True
+    no_responders = False
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+
+
 class Server:
     version = "2.11.0"
     reading = None
 
     def __init__(self) -> None:
         self.out_msgs = self.out_bytes = 0
+        self.dirty: list[Conn] = []
+        self.internal = Internal(self)
 
     def flush_dirty(self) -> None:
-        pass  # Conn decodes frames when they are queued
+        pass  # Conn.take() decodes what was queued
 
 
 class JSA:
-    """What host/consumer.py uses of a JSAccount: publish (through internal subscriptions too), replies, timers."""
+    """What the consumer uses of a JSAccount: publish (through internal subscriptions too), replies, timers."""
 
     def __init__(self) -> None:
         self.server = Server()
@@ -132,12 +156,7 @@ class JSA:
         self.timers: list[Timer] = []
 
     def publish(self, subject: bytes, reply: bytes | None, hdr: bytes | None, payload: bytes) -> int:
-        n = deliver_frame(self.server, self.account, subject, subject, reply, hdr, payload)
-        for s in self.account.sublist.match(subject).psubs:
-            if isinstance(s.imported, InternalHandler) and s.imported.callback(None, subject, reply, hdr,
-                                                                               payload) is not False:
-                n += 1
-        return n
+        return deliver_msg(self.account, self.server.internal, subject, reply, hdr, payload)
 
     def respond(self, reply: bytes | None, body: dict) -> None:
         if reply:

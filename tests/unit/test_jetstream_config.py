@@ -1,5 +1,6 @@
-"""host/stream.py and host/jetstream.py without a running hub: stream config checks and defaults, request decoding
-with Go's strictness, header helpers, Go durations and per-message TTLs, subject overlap, JSON as Go writes it.
+"""host/jetstream/stream.py and host/jetstream/jetstream.py without a running hub: stream config checks and defaults,
+request decoding with Go's strictness, header helpers, Go durations and per-message TTLs, subject overlap, JSON as Go
+writes it.
 
 Expected values are nats-server 2.15.1's (vectors/js/02, 04, 12, 40 and answers captured with `nats-server -js`)."""
 
@@ -12,21 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from host.jetstream import ApiError, decode_request, dumps, is_empty_request, is_json_object_or_array, rfc3339
-from host.stream import (
-    STREAM_CONFIG_SCHEMA,
-    TTL_NEVER,
-    check_config,
-    hdr_append,
-    hdr_get,
-    hdr_remove,
-    parse_go_duration,
-    parse_msg_ttl,
-    set_static_metadata,
-    subjects_collide,
-    update_check,
-    with_dynamic_metadata,
-)
+from host.gotime import parse_duration, rfc3339
+from host.headers import hdr_append, hdr_get, hdr_remove
+from host.jetstream.errors import ApiError
+from host.jetstream.gojson import decode_request, dumps, is_empty_request, is_json_object_or_array
+from host.jetstream.store import TTL_NEVER
+from host.jetstream.stream import Stream, parse_msg_ttl
+from host.jetstream.stream_config import STREAM_CONFIG_SCHEMA, check_config, subjects_collide, update_check
+from host.jetstream.versioning import set_static_stream_metadata
 from host.sublist import Sublist, Subscription
 
 JSA = SimpleNamespace()  # check_config only needs the account for limits it does not have
@@ -62,14 +56,16 @@ def test_defaults_and_key_order_match_vector_12():
     cfg = check_config(req, JSA)
     assert cfg == DEFAULTS
     assert list(cfg) == list(DEFAULTS)  # Go's field order
-    set_static_metadata(cfg)
+    set_static_stream_metadata(cfg)
     assert cfg["metadata"] == {"_nats.req.level": "0"}
 
 
 def test_response_metadata_is_sorted_and_versioned():
     cfg = check(name="S", metadata={"zeta": "1", "alpha": "2", "_nats.ver": "forged"})
-    set_static_metadata(cfg)
-    meta = with_dynamic_metadata(cfg)["metadata"]
+    set_static_stream_metadata(cfg)
+    stream = Stream.__new__(Stream)  # only what _config_out reads
+    stream.config, stream.jsa = cfg, SimpleNamespace(server=SimpleNamespace(version="2.15.1"))
+    meta = stream._config_out(dynamic=True)["metadata"]
     assert list(meta) == sorted(meta)
     assert meta["alpha"] == "2" and meta["_nats.req.level"] == "0"
     assert meta["_nats.ver"] != "forged" and meta["_nats.level"].isdigit()
@@ -94,7 +90,7 @@ def test_subject_delete_markers_turn_on_ttl_and_rollups():
     assert cfg["allow_rollup_hdrs"] is True and cfg["allow_msg_ttl"] is True
     assert cfg["subject_delete_marker_ttl"] == 2 * 10**9
     assert list(cfg)[-2:] == ["allow_msg_ttl", "subject_delete_marker_ttl"]
-    set_static_metadata(cfg)
+    set_static_stream_metadata(cfg)
     assert cfg["metadata"]["_nats.req.level"] == "1"
     assert error_of(name="S", subject_delete_marker_ttl=500_000_000) == (
         500, 10052, "subject delete marker TTL must be at least 1 second")
@@ -238,13 +234,13 @@ def test_hdr_remove_and_append():
     ("1µs", 1000), ("-1s", -(10**9)), ("1h1m1s1ms", 3661_001_000_000),
 ])
 def test_go_durations(text, ns):
-    assert parse_go_duration(text) == ns
+    assert parse_duration(text) == ns
 
 
 @pytest.mark.parametrize("text", ["", "1", "1x", "s", "1.s.", "--1s", "1 s"])
 def test_go_durations_refused(text):
     with pytest.raises(ValueError):
-        parse_go_duration(text)
+        parse_duration(text)
 
 
 @pytest.mark.parametrize("value, seconds", [
@@ -334,14 +330,14 @@ class _RecordingTransport:
 def test_sync_always_batch_shares_one_fsync_before_its_acks(tmp_path, monkeypatch):
     import asyncio
 
-    import host.filestore
+    import host.jetstream.filestore
     from host.client import Client
     from host.opts import Options
     from host.server import Server
 
     events: list = []
-    real = host.filestore._fdatasync
-    monkeypatch.setattr(host.filestore, "_fdatasync", lambda fd: (events.append(("fsync", fd)), real(fd)))
+    real = host.jetstream.filestore._fdatasync
+    monkeypatch.setattr(host.jetstream.filestore, "_fdatasync", lambda fd: (events.append(("fsync", fd)), real(fd)))
 
     async def body():
         opts = Options(jetstream=True, store_dir=str(tmp_path), js_sync_interval="always")

@@ -4,8 +4,7 @@
 * the hub core (host/ outside host/tools/) does not import the command-line tools in host/tools/;
 * host/ has no import cycles. Imports under `if TYPE_CHECKING:` do not count (they never run).
 
-A cycle is reported with its modules and the import lines that close it. The cycles through the JetStream files are
-a separate, expected failure until those files become the host/jetstream/ package (`pytest --runxfail` shows them).
+A cycle is reported with its modules and the import lines that close it.
 """
 
 from __future__ import annotations
@@ -13,12 +12,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
-# Modules of the JetStream files, before and after they become the host/jetstream/ package.
-JETSTREAM = ("host.jetstream", "host.jetstream_api", "host.stream", "host.consumer", "host.store", "host.memstore",
-             "host.filestore")
 
 
 def module_name(path: Path) -> str:
@@ -130,29 +124,13 @@ def describe(comp: list[str], graph: dict[str, dict[str, str]]) -> str:
     return "  cycle: " + ", ".join(comp) + "\n" + "\n".join(edges)
 
 
-def _jetstream(mod: str) -> bool:
-    return any(mod == j or mod.startswith(j + ".") for j in JETSTREAM)
-
-
-def host_cycles(jetstream: bool) -> tuple[list[list[str]], dict[str, dict[str, str]]]:
-    """The cycles in host/ that go through a JetStream file (jetstream=True), or the others."""
-    graph = import_graph(modules("host"))
-    return [c for c in cycles(graph) if any(map(_jetstream, c)) == jetstream], graph
-
-
 def test_cycle_finder_names_the_modules_of_a_cycle() -> None:
     graph = {"a": {"b": "a.py:1"}, "b": {"c": "b.py:2"}, "c": {"a": "c.py:3"}, "d": {"a": "d.py:4"}}
     assert cycles(graph) == [["a", "b", "c"]]
     assert "a -> b  (a.py:1)" in describe(["a", "b", "c"], graph)
 
 
-def test_no_import_cycles_in_host_outside_jetstream() -> None:
-    found, graph = host_cycles(jetstream=False)
+def test_no_import_cycles_in_host() -> None:
+    graph = import_graph(modules("host"))
+    found = cycles(graph)
     assert not found, "import cycles in host/:\n" + "\n".join(describe(c, graph) for c in found)
-
-
-@pytest.mark.xfail(strict=True, reason="JetStream's cycles go with the move of its files into host/jetstream/; "
-                                        "then this marker goes too")
-def test_no_import_cycles_through_the_jetstream_files() -> None:
-    found, graph = host_cycles(jetstream=True)
-    assert not found, "import cycles through the JetStream files:\n" + "\n".join(describe(c, graph) for c in found)

@@ -1,4 +1,4 @@
-"""host/store.py, host/memstore.py, host/filestore.py: one behavioural suite run against both stores.
+"""host/jetstream/store.py, memstore.py, filestore.py: one behavioural suite run against both stores.
 
 Every test that takes `mk` runs twice (memory, file). Time is a FakeClock, never the wall clock. File-only tests
 (reopen, recovery of damaged files, on-disk layout) come after the shared ones; at the end a hypothesis state
@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from host.filestore import ConsumerFileStore, FileStore, file_msg_size
-from host.memstore import MemStore, mem_msg_size
-from host.store import (
+from host.gotime import NS, format_duration
+from host.jetstream.filestore import ConsumerFileStore, FileStore, file_msg_size
+from host.jetstream.memstore import MemStore, mem_msg_size
+from host.jetstream.store import (
     ACK_ALL,
     ACK_EXPLICIT,
     ACK_NONE,
@@ -43,11 +44,9 @@ from host.store import (
     StoreError,
     decode_consumer_state,
     encode_consumer_state,
-    go_duration,
     is_marker,
 )
 
-NS = 1_000_000_000
 T0 = 1_700_000_000 * NS
 
 
@@ -372,7 +371,9 @@ def test_subject_delete_markers_on_age_removal(mk):
 
 
 def test_go_duration_format():
-    assert [go_duration(x) for x in (0, 5, 60, 90, 3600, 3661)] == ["0s", "5s", "1m0s", "1m30s", "1h0m0s", "1h1m1s"]
+    # marker TTLs are whole seconds
+    got = [format_duration(x * NS) for x in (0, 5, 60, 90, 3600, 3661)]
+    assert got == ["0s", "5s", "1m0s", "1m30s", "1h0m0s", "1h1m1s"]
 
 
 # -- purge and compact
@@ -653,7 +654,7 @@ def test_erase_overwrites_the_bytes_on_disk(tmp_path):
 
 
 def test_sync_always_fsyncs_every_ack_and_group_commit_shares_one(tmp_path, monkeypatch):
-    import host.filestore as fsmod
+    import host.jetstream.filestore as fsmod
 
     calls = []
     monkeypatch.setattr(fsmod, "_fdatasync", lambda fd: calls.append(fd))
@@ -676,7 +677,7 @@ def test_sync_always_fsyncs_every_ack_and_group_commit_shares_one(tmp_path, monk
 
 
 def test_interval_sync_fsyncs_only_when_due(tmp_path, monkeypatch):
-    import host.filestore as fsmod
+    import host.jetstream.filestore as fsmod
 
     calls = []
     monkeypatch.setattr(fsmod, "_fdatasync", lambda fd: calls.append(fd))

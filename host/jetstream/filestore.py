@@ -2,7 +2,7 @@
 
 Owns: the on-disk layout of one stream (`<store_dir>/msgs/`, `<store_dir>/obs/`), the record format, appends and
 syncs, deletes, recovery after a crash, and the in-memory index that locates a message without reading it. The
-rules about sequences and limits are `StreamStore`'s (host/store.py). docs/jetstream-store.md describes the format
+rules about sequences and limits are `StreamStore`'s (store.py). docs/jetstream-store.md describes the format
 and what each `sync` setting loses on kill -9 and on a power cut.
 
 Rules:
@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from host.store import (
+from host.jetstream.store import (
     SYNC_ALWAYS,
     ConsumerStore,
     ErrBadMsg,
@@ -800,13 +800,10 @@ class FileStore(StreamStore):
         return sm
 
     def _info(self, seq: int) -> tuple[str, int, int] | None:
-        i = bisect_right(self._firsts, seq) - 1
-        if i < 0:
+        loc = self._locate(seq)
+        if loc is None:
             return None
-        blk = self._blocks[i]
-        slot = seq - blk.first
-        if slot >= len(blk.lens):
-            return None
+        blk, slot = loc
         rl = blk.lens[slot]
         if not rl:
             return None

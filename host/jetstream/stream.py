@@ -1,6 +1,7 @@
-"""A JetStream stream on the hub: config checks, the publish path, retention, direct get (nats-server `stream.go`).
+"""A JetStream stream on the hub: the publish path, retention, direct get (nats-server `stream.go`); its config is
+checked in stream_config.py.
 
-A Stream owns its store (host/memstore.py or host/filestore.py) and subscribes its subjects in its account with
+A Stream owns its store (memstore.py or filestore.py) and subscribes its subjects in its account with
 internal callbacks, so a message published by a client, a leaf or the hub itself reaches `_on_publish` inside the
 publisher's read batch. There the Nats-* headers are checked in nats-server's order, the message is stored, the
 PubAck is queued to the reply subject, and the consumers hear of the new sequence (`c.on_msg`).
@@ -17,82 +18,42 @@ import logging
 import os
 import re
 import shutil
+import time
 from typing import TYPE_CHECKING, Any
 
-from host.filestore import FileStore, atomic_write
-from host.jetstream import (
-    API_LEVEL,
-    AnyCase,
-    ApiError,
-    dumps,
-    err_insufficient_resources,
-    err_msg_delete_failed,
-    err_replicas_negative,
-    err_replicas_not_supported,
-    err_sequence_not_found,
-    err_stream_invalid_config,
-    err_stream_sealed,
-    now_ns,
-    parse_rfc3339,
-    rfc3339,
-)
-from host.memstore import MemStore
-from host.server import VERSION as SERVER_VERSION
-from host.store import (
-    DISCARD_NEW,
+from host.gotime import NS, parse_duration, rfc3339
+from host.headers import HDR_LINE, hdr_append, hdr_get, hdr_remove, status_header
+from host.jetstream.errors import ApiError, js_error
+from host.jetstream.filestore import FileStore, atomic_write
+from host.jetstream.gojson import dumps
+from host.jetstream.memstore import MemStore
+from host.jetstream.store import (
     SYNC_ALWAYS,
     TTL_NEVER,
     ErrBadMsg,
     ErrStoreEOF,
     ErrStoreMsgNotFound,
     ErrTooManyResults,
-    Filter,
-    StoreConfig,
     StoredMsg,
     StoreError,
     StreamStore,
 )
+from host.jetstream.stream_config import sorted_metadata, store_config
+from host.jetstream.versioning import dynamic_metadata
 
 if TYPE_CHECKING:
     import asyncio
 
-    from host.jetstream import JSAccount
+    from host.jetstream.jetstream import JSAccount
+
 
 log = logging.getLogger("natsedge.hub")
 
-_NS = 1_000_000_000
-DEFAULT_DUPLICATE_WINDOW = 120 * _NS  # nats-server StreamDefaultDuplicatesWindow
-MAX_NAME_LEN = 255
-MAX_DESCRIPTION_LEN = 4 * 1024
-MAX_METADATA_LEN = 128 * 1024
 MAX_HEADER_LEN = 65535
 MULTI_LAST_MAX = 1024  # nats-server getDirectMulti maxAllowedResponses
+_NOT_FOUND = status_header(404, "Message Not Found")
+_NO_RESULTS = status_header(404, "No Results")
 META_FILE = "meta.json"
-
-RETENTIONS = ("limits", "interest", "workqueue")
-
-# StreamConfigRequest as Go decodes it (see host/jetstream.py decode_request).
-STREAM_CONFIG_SCHEMA: dict[str, Any] = {
-    "name": "string", "description": "string", "subjects": "strings", "retention": RETENTIONS,
-    "max_consumers": "int", "max_msgs": "int64", "max_bytes": "int64", "max_age": "duration",
-    "max_msgs_per_subject": "int64", "max_msg_size": "int32", "discard": AnyCase(("old", "new")),
-    "storage": ("file", "memory"), "num_replicas": "int", "no_ack": "bool", "duplicate_window": "duration",
-    "placement": "any", "mirror": "any", "sources": "any", "compression": ("none", "s2"), "first_seq": "uint64",
-    "subject_transform": "any", "republish": "any", "allow_direct": "bool", "mirror_direct": "bool",
-    "discard_new_per_subject": "bool", "sealed": "bool", "deny_delete": "bool", "deny_purge": "bool",
-    "allow_rollup_hdrs": "bool",
-    "consumer_limits": {"inactive_threshold": "duration", "max_ack_pending": "int"},
-    "allow_msg_ttl": "bool", "subject_delete_marker_ttl": "duration", "allow_msg_counter": "bool",
-    "allow_atomic": "bool", "allow_msg_schedules": "bool", "persist_mode": ("default", "async", ""),
-    "allow_batched": "bool", "metadata": "map", "pedantic": "bool",
-}
-
-# Features of nats-server's StreamConfig the hub does not implement: asking for them is an error, not a no-op.
-_UNSUPPORTED = {
-    "mirror": "mirrors", "sources": "sources", "subject_transform": "subject transforms",
-    "republish": "republish", "allow_msg_counter": "message counters", "allow_atomic": "atomic publish",
-    "allow_msg_schedules": "message schedules", "allow_batched": "batch publish",
-}
 
 # Request headers (nats-server stream.go constants), with the CRLF that precedes every header line.
 H_MSG_ID = b"\r\nNats-Msg-Id:"
@@ -107,75 +68,7 @@ H_INCR = b"\r\nNats-Incr:"
 H_SCHEDULE = b"\r\nNats-Schedule:"
 H_STREAM_SOURCE = b"\r\nNats-Stream-Source:"
 H_REQUEST_INFO = b"\r\nNats-Request-Info:"
-H_REQUIRED_API_LEVEL = b"\r\nNats-Required-Api-Level:"
 _NATS_PREFIX = b"\r\nNats-"
-_HDR_LINE = b"NATS/1.0\r\n"
-
-
-def hdr_get(hdr: bytes, key: bytes) -> bytes | None:
-    """Value of the header `key` (given as b"\\r\\nName:"), as nats-server sliceHeader: case-sensitive name, leading
-    spaces skipped, up to the CRLF. None when absent."""
-    i = hdr.find(key)
-    if i < 0:
-        return None
-    i += len(key)
-    j = hdr.find(b"\r\n", i)
-    if j < 0:
-        j = len(hdr)
-    return hdr[i:j].lstrip(b" ")
-
-
-def hdr_remove(hdr: bytes, key: bytes) -> bytes | None:
-    """hdr without every `key` line (nats-server removeHeaderIfPresent); None when only the status line is left."""
-    while True:
-        i = hdr.find(key)
-        if i < 0:
-            break
-        j = hdr.find(b"\r\n", i + 2)
-        if j < 0:
-            break
-        hdr = hdr[:i] + hdr[j:]
-    return None if len(hdr) <= len(_HDR_LINE) + 2 else hdr
-
-
-def hdr_append(hdr: bytes | None, lines: bytes) -> bytes:
-    """nats-server genHeader: `lines` ("K: v\\r\\n"...) added at the end of hdr (or of a fresh NATS/1.0 block)."""
-    if hdr and len(hdr) > 2:
-        return hdr[:-2] + lines + b"\r\n"
-    return _HDR_LINE + lines + b"\r\n"
-
-
-# ---- Go durations and TTLs --------------------------------------------------------------------------------------
-
-_DUR_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": _NS, "m": 60 * _NS,
-              "h": 3600 * _NS}
-_DUR_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)([a-zµμ]+)")
-
-
-def parse_go_duration(text: str) -> int:
-    """Go time.ParseDuration: "1h30m", "2.5s", "300ms", "0"; ns. ValueError if Go would refuse it."""
-    s = text
-    neg = False
-    if s[:1] in ("-", "+"):
-        neg = s[0] == "-"
-        s = s[1:]
-    if s == "0":
-        return 0
-    if not s:
-        raise ValueError(f"invalid duration {text!r}")
-    total = 0.0
-    pos = 0
-    while pos < len(s):
-        m = _DUR_PART.match(s, pos)
-        if m is None or m.end() == pos or m.group(1) in ("", "."):
-            raise ValueError(f"invalid duration {text!r}")
-        unit = _DUR_UNITS.get(m.group(2))
-        if unit is None:
-            raise ValueError(f"unknown unit in duration {text!r}")
-        total += float(m.group(1)) * unit
-        pos = m.end()
-    ns = int(total)
-    return -ns if neg else ns
 
 
 def parse_msg_ttl(value: bytes) -> int:
@@ -184,293 +77,14 @@ def parse_msg_ttl(value: bytes) -> int:
     if text.lower() == "never":
         return TTL_NEVER
     try:
-        ns = parse_go_duration(text)
+        ns = parse_duration(text)
     except ValueError:
         if not text.isdigit() or not text.isascii():
             raise ValueError("invalid per-message TTL") from None
         return int(text)
-    if ns < _NS:
+    if ns < NS:
         raise ValueError("invalid per-message TTL")
-    return ns // _NS
-
-
-# ---- subjects --------------------------------------------------------------------------------------------------
-
-
-def is_valid_subject(subject: str) -> bool:
-    """nats-server IsValidSubject: non-empty tokens, no whitespace, `>` only last."""
-    if not subject:
-        return False
-    toks = subject.split(".")
-    for i, t in enumerate(toks):
-        if not t or (t == ">" and i != len(toks) - 1):
-            return False
-        if any(c in t for c in " \t\r\n\f"):
-            return False
-    return True
-
-
-def is_literal(subject: str) -> bool:
-    return not any(t in ("*", ">") for t in subject.split("."))
-
-
-def subject_matches(pattern: str, subject: str) -> bool:
-    return Filter(pattern).match(subject)
-
-
-def subjects_collide(a: str, b: str) -> bool:
-    """nats-server SubjectsCollide: can some subject match both a and b?"""
-    if a == b:
-        return True
-    ta, tb = a.split("."), b.split(".")
-    la, lb = is_literal(a), is_literal(b)
-    if la and lb:
-        return False
-    if la:
-        return subject_matches(b, a)
-    if lb:
-        return subject_matches(a, b)
-    fa, fb = ta[-1] == ">", tb[-1] == ">"
-    if not fa and not fb and len(ta) != len(tb):
-        return False
-    if len(ta) != len(tb) and ((len(ta) < len(tb) and not fa) or (len(tb) < len(ta) and not fb)):
-        return False
-    for x, y in zip(ta, tb, strict=False):
-        if x not in ("*", ">") and y not in ("*", ">") and x != y:
-            return False
-    return True
-
-
-def is_valid_asset_name(name: str) -> bool:
-    return bool(name) and not any(c in name for c in " \t\r\n\f.*>\\/")
-
-
-# ---- config ------------------------------------------------------------------------------------------------------
-
-
-def check_config(req: dict[str, Any], jsa: JSAccount, pedantic: bool = False) -> dict[str, Any]:
-    """nats-server checkStreamCfg: validate a decoded StreamConfig and fill in the defaults nats-server answers
-    with. Returns the config in nats-server's JSON field order (without the response-only metadata)."""
-    name = req.get("name", "")
-    if not is_valid_asset_name(name):
-        raise err_stream_invalid_config("stream name is required and can not contain '.', '*', '>', '\\', '/'")
-    if len(name) > MAX_NAME_LEN:
-        raise err_stream_invalid_config(f"stream name is too long, maximum allowed is {MAX_NAME_LEN}")
-    if len(req.get("description", "")) > MAX_DESCRIPTION_LEN:
-        raise err_stream_invalid_config(
-            f"stream description is too long, maximum allowed is {MAX_DESCRIPTION_LEN}")
-    metadata = dict(req.get("metadata") or {})
-    if sum(len(k) + len(v) for k, v in metadata.items()) > MAX_METADATA_LEN:
-        raise err_stream_invalid_config(f"stream metadata exceeds maximum size of {MAX_METADATA_LEN} bytes")
-    for key, what in _UNSUPPORTED.items():
-        if req.get(key):
-            raise err_stream_invalid_config(f"{what} are not supported by this server"
-                                            if what.endswith("s") else f"{what} is not supported by this server")
-    if req.get("persist_mode") == "async":
-        raise err_stream_invalid_config("async persist mode is not supported by this server")
-    placement = req.get("placement")
-    if placement not in (None, {}) and (not isinstance(placement, dict) or any(placement.values())):
-        raise err_stream_invalid_config("placement is not supported by this server")
-
-    def limit(key: str) -> int:
-        v = req.get(key, 0)
-        if v == 0 or v < -1:
-            if pedantic and v < -1:
-                raise ApiError(400, 10157, f"pedantic mode: {key} must be set to -1")
-            return -1
-        return v
-
-    storage = req.get("storage") or "file"
-    replicas = req.get("num_replicas", 0) or 1
-    if replicas > 5:
-        raise err_stream_invalid_config("maximum replicas is 5")
-    if replicas < 0:
-        raise err_replicas_negative()
-    max_msgs = limit("max_msgs")
-    max_msgs_per = limit("max_msgs_per_subject")
-    max_bytes = limit("max_bytes")
-    max_msg_size = limit("max_msg_size")
-    max_consumers = limit("max_consumers")
-    max_age = req.get("max_age", 0)
-    if max_age < 0:
-        raise err_stream_invalid_config("max age can not be negative")
-    if max_age != 0 and max_age < _NS // 10:
-        raise err_stream_invalid_config("max age needs to be >= 100ms")
-    dups = req.get("duplicate_window", 0)
-    if dups == 0:
-        if max_age != 0 and max_age < DEFAULT_DUPLICATE_WINDOW:
-            if pedantic:
-                raise ApiError(400, 10157, "pedantic mode: duplicate window cannot be bigger than max age")
-            dups = max_age
-        else:
-            dups = DEFAULT_DUPLICATE_WINDOW
-    if dups < 0:
-        raise err_stream_invalid_config("duplicates window can not be negative")
-    if max_age != 0 and dups > max_age:
-        raise err_stream_invalid_config("duplicates window can not be larger then max age")
-    if 0 < dups < _NS // 10:
-        raise err_stream_invalid_config("duplicates window needs to be >= 100ms")
-    deny_purge = bool(req.get("deny_purge"))
-    allow_rollup = bool(req.get("allow_rollup_hdrs"))
-    if deny_purge and allow_rollup:
-        raise err_stream_invalid_config("roll-ups require the purge permission")
-    discard = (req.get("discard") or "old").lower()
-    discard_new_per = bool(req.get("discard_new_per_subject"))
-    if discard_new_per:
-        if discard != DISCARD_NEW:
-            raise err_stream_invalid_config("discard new per subject requires discard new policy to be set")
-        if max_msgs_per <= 0:
-            raise err_stream_invalid_config("discard new per subject requires max msgs per subject > 0")
-    allow_ttl = bool(req.get("allow_msg_ttl"))
-    sdm_ttl = req.get("subject_delete_marker_ttl", 0)
-    if sdm_ttl > 0:
-        if sdm_ttl < _NS:
-            raise err_stream_invalid_config("subject delete marker TTL must be at least 1 second")
-        if not allow_ttl:
-            if pedantic:
-                raise err_stream_invalid_config("subject delete marker cannot be set if message TTLs are disabled")
-            allow_ttl = True
-        if not allow_rollup:
-            if pedantic:
-                raise err_stream_invalid_config("subject delete marker cannot be set if roll-ups are disabled")
-            allow_rollup, deny_purge = True, False
-    elif sdm_ttl < 0:
-        raise err_stream_invalid_config("subject delete marker TTL must not be negative")
-
-    no_ack = bool(req.get("no_ack"))
-    subjects = list(req.get("subjects") or [])
-    if not subjects:
-        subjects = [name]
-    else:
-        seen: set[str] = set()
-        for i, subj in enumerate(subjects):
-            if not is_valid_subject(subj):
-                raise err_stream_invalid_config("invalid subject")
-            if subj in seen:
-                raise err_stream_invalid_config("duplicate subjects detected")
-            if subj == ">":
-                if not no_ack:
-                    raise err_stream_invalid_config("capturing all subjects requires no-ack to be true")
-                if replicas != 1:
-                    raise err_stream_invalid_config("capturing all subjects requires replicas of 1")
-            if not no_ack:
-                for ns in ("$JS.>", "$JSC.>", "$NRG.>"):
-                    if subjects_collide(subj, ns) and not subject_matches("$JS.EVENT.>", subj):
-                        raise err_stream_invalid_config(
-                            "subjects that overlap with jetstream api require no-ack to be true")
-                if subjects_collide(subj, "$SYS.>") and not subject_matches("$SYS.ACCOUNT.>", subj):
-                    raise err_stream_invalid_config("subjects that overlap with system api require no-ack to be true")
-            for other in subjects[i + 1:]:
-                if subjects_collide(other, subj):
-                    raise err_stream_invalid_config(f"subject {json.dumps(subj)} overlaps with {json.dumps(other)}")
-            seen.add(subj)
-
-    # Field order and omitempty as nats-server's StreamConfig JSON.
-    cfg: dict[str, Any] = {"name": name}
-    if req.get("description"):
-        cfg["description"] = req["description"]
-    cfg["subjects"] = subjects
-    cfg["retention"] = req.get("retention") or "limits"
-    cfg["max_consumers"] = max_consumers
-    cfg["max_msgs"] = max_msgs
-    cfg["max_bytes"] = max_bytes
-    cfg["max_age"] = max_age
-    cfg["max_msgs_per_subject"] = max_msgs_per
-    cfg["max_msg_size"] = max_msg_size
-    cfg["discard"] = discard
-    cfg["storage"] = storage
-    cfg["num_replicas"] = replicas
-    if no_ack:
-        cfg["no_ack"] = True
-    if dups:
-        cfg["duplicate_window"] = dups
-    cfg["compression"] = req.get("compression") or "none"
-    if req.get("first_seq"):
-        cfg["first_seq"] = req["first_seq"]
-    cfg["allow_direct"] = bool(req.get("allow_direct"))
-    cfg["mirror_direct"] = bool(req.get("mirror_direct"))
-    if discard_new_per:
-        cfg["discard_new_per_subject"] = True
-    cfg["sealed"] = bool(req.get("sealed"))
-    cfg["deny_delete"] = bool(req.get("deny_delete"))
-    cfg["deny_purge"] = deny_purge
-    cfg["allow_rollup_hdrs"] = allow_rollup
-    limits = req.get("consumer_limits") or {}
-    cfg["consumer_limits"] = {k: limits[k] for k in ("inactive_threshold", "max_ack_pending") if limits.get(k)}
-    cfg["allow_msg_ttl"] = allow_ttl
-    if sdm_ttl:
-        cfg["subject_delete_marker_ttl"] = sdm_ttl
-    metadata.pop("_nats.ver", None)
-    metadata.pop("_nats.level", None)
-    if metadata:
-        cfg["metadata"] = metadata
-    return cfg
-
-
-def set_static_metadata(cfg: dict[str, Any]) -> None:
-    """nats-server setStaticStreamMetadata: `_nats.req.level` = the API level the config's features need."""
-    meta = dict(cfg.get("metadata") or {})
-    meta.pop("_nats.ver", None)
-    meta.pop("_nats.level", None)
-    meta["_nats.req.level"] = "1" if cfg.get("allow_msg_ttl") or cfg.get("subject_delete_marker_ttl") else "0"
-    cfg["metadata"] = meta
-
-
-def with_dynamic_metadata(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The config as responses show it: metadata plus `_nats.level` and `_nats.ver`, keys sorted (a Go map)."""
-    out = dict(cfg)
-    meta = dict(cfg.get("metadata") or {})
-    meta["_nats.ver"] = SERVER_VERSION  # the protocol version the hub implements
-    meta["_nats.level"] = str(API_LEVEL)
-    out["metadata"] = dict(sorted(meta.items()))
-    return out
-
-
-def sorted_metadata(cfg: dict[str, Any]) -> dict[str, Any]:
-    if "metadata" not in cfg:
-        return cfg
-    out = dict(cfg)
-    out["metadata"] = dict(sorted(cfg["metadata"].items()))
-    return out
-
-
-def update_check(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """nats-server configUpdateCheck (after check_config): what an update may not change. Returns the config to
-    apply (sealing forces its companions)."""
-    cfg = dict(new)
-    if cfg["name"] != old["name"]:
-        raise err_stream_invalid_config("stream configuration name must match original")
-    if cfg["num_replicas"] > 1:
-        raise err_replicas_not_supported()
-    if cfg["storage"] != old["storage"]:
-        raise err_stream_invalid_config("stream configuration update can not change storage type")
-    if cfg["retention"] != old["retention"] and "workqueue" in (cfg["retention"], old["retention"]):
-        raise err_stream_invalid_config("stream configuration update can not change retention policy to/from workqueue")
-    if not cfg["sealed"] and old["sealed"]:
-        raise err_stream_invalid_config("stream configuration update can not unseal a sealed stream")
-    if not cfg["deny_delete"] and old["deny_delete"]:
-        raise err_stream_invalid_config("stream configuration update can not cancel deny message deletes")
-    if not cfg["deny_purge"] and old["deny_purge"]:
-        raise err_stream_invalid_config("stream configuration update can not cancel deny purge")
-    if old["allow_msg_ttl"] and not cfg["allow_msg_ttl"]:
-        raise err_stream_invalid_config("message TTL status can not be disabled")
-    if cfg["sealed"]:
-        cfg["max_age"] = 0
-        cfg["discard"] = DISCARD_NEW
-        cfg["deny_delete"] = cfg["deny_purge"] = True
-        cfg["allow_rollup_hdrs"] = False
-    return cfg
-
-
-def store_config(cfg: dict[str, Any], store_dir: str | None, sync: str | float) -> StoreConfig:
-    """The store's settings from a stream config (durations in seconds there)."""
-    return StoreConfig(
-        name=cfg["name"], store_dir=store_dir, max_msgs=cfg["max_msgs"], max_bytes=cfg["max_bytes"],
-        max_age=cfg["max_age"] / _NS, max_msgs_per_subject=cfg["max_msgs_per_subject"],
-        max_msg_size=cfg["max_msg_size"], discard=cfg["discard"],
-        discard_new_per_subject=bool(cfg.get("discard_new_per_subject")), allow_msg_ttl=cfg["allow_msg_ttl"],
-        subject_delete_marker_ttl=cfg.get("subject_delete_marker_ttl", 0) // _NS,
-        first_seq=cfg.get("first_seq", 0), sync=sync)
+    return ns // NS
 
 
 def _pubkey(value: Any) -> str:
@@ -507,7 +121,7 @@ class Stream:
     @classmethod
     def create(cls, jsa: JSAccount, cfg: dict[str, Any]) -> Stream:
         """A new stream from a checked config (its metadata already set)."""
-        created = now_ns()
+        created = time.time_ns()
         sdir = None
         if cfg["storage"] == "file":
             sdir = os.path.join(jsa.dir, "streams", cfg["name"])
@@ -575,7 +189,7 @@ class Stream:
         self._sealed = cfg["sealed"]
         self._max_msg_size = cfg["max_msg_size"]
         self._allow_ttl = cfg["allow_msg_ttl"]
-        self._sdm_ttl = cfg.get("subject_delete_marker_ttl", 0) // _NS
+        self._sdm_ttl = cfg.get("subject_delete_marker_ttl", 0) // NS
         self._max_per = cfg["max_msgs_per_subject"]
         self._rollup_ok = cfg["allow_rollup_hdrs"] and not cfg["deny_purge"]
         self._dup_window = cfg.get("duplicate_window", 0)
@@ -599,7 +213,7 @@ class Stream:
         if cfg["subjects"] != old["subjects"]:
             self._subscribe(cfg["subjects"])
         if cfg.get("duplicate_window", 0) != old.get("duplicate_window", 0):
-            self._trim_dedupe(now_ns())
+            self._trim_dedupe(time.time_ns())
         self.write_meta()
         self._notify_purge()
         self.expire_now()
@@ -611,15 +225,19 @@ class Stream:
             acc.remove_sub(sub)
         self._subs.clear()
 
-    def stop(self) -> None:
-        """Server shutdown: stop consumers (they persist), sync and close the store."""
-        if self.closed:
-            return
+    def _close(self) -> None:
+        """Take no more messages: subjects released, expiry timer cancelled."""
         self.closed = True
         self._unsubscribe_all()
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
+
+    def stop(self) -> None:
+        """Server shutdown: stop consumers (they persist), sync and close the store."""
+        if self.closed:
+            return
+        self._close()
         for c in list(self.consumers.values()):
             try:
                 c.stop()
@@ -632,11 +250,7 @@ class Stream:
 
     def delete(self) -> None:
         """STREAM.DELETE: consumers deleted, store and directory removed, subjects released."""
-        self.closed = True
-        self._unsubscribe_all()
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
+        self._close()
         for c in list(self.consumers.values()):
             try:
                 c.delete()
@@ -669,7 +283,7 @@ class Stream:
             subj = subject.decode()
         except UnicodeDecodeError:
             if reply and not self._no_ack:
-                self._ack_error(reply, ApiError(503, 10077, "subject is not valid UTF-8"))
+                self._ack_error(reply, js_error("JSStreamStoreFailedF", err="subject is not valid UTF-8"))
             return
         try:
             if hdr is not None or self._slow:
@@ -679,13 +293,13 @@ class Stream:
             mms = self._max_msg_size
             if 0 <= mms < len(payload):
                 if reply:
-                    self._ack_error(reply, ApiError(400, 10054, "message size exceeds maximum allowed"))
+                    self._ack_error(reply, js_error("JSStreamMessageExceedsMaximumErr"))
                 return
             try:
                 seq, ts = self.store.store_msg(subj, None, payload)
             except StoreError as e:
                 if reply:
-                    self._ack_error(reply, ApiError(503, 10077, str(e)))
+                    self._ack_error(reply, js_error("JSStreamStoreFailedF", err=str(e)))
                 return
             except OSError as e:
                 self._store_failed(reply, e)
@@ -713,7 +327,7 @@ class Stream:
     def _store_failed(self, reply: bytes | None, e: Exception) -> None:
         log.error("JetStream failed to store a msg on stream '%s > %s': %s", self.jsa.account.name, self.name, e)
         if reply:
-            self._ack_error(reply, ApiError(503, 10077, str(e)))
+            self._ack_error(reply, js_error("JSStreamStoreFailedF", err=str(e)))
 
     def _process(self, subject: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
         """The full publish path: header checks in nats-server's order, limits, store, ack, consumers."""
@@ -723,7 +337,7 @@ class Stream:
             reply = None
         if self._sealed:
             if reply:
-                self._ack_error(reply, err_stream_sealed())
+                self._ack_error(reply, js_error("JSStreamSealedErr"))
             return
         msg_id = b""
         rollup = b""
@@ -732,7 +346,7 @@ class Stream:
             if hdr[8:10] != b"\r\n":
                 # A status in the first line ("NATS/1.0 503") is not stored (removeHeaderStatusIfPresent).
                 i = hdr.find(b"\r\n")
-                hdr = _HDR_LINE + hdr[i + 2:] if i >= 0 else None
+                hdr = HDR_LINE + hdr[i + 2:] if i >= 0 else None
             if hdr is not None and H_REQUEST_INFO in hdr:
                 hdr = hdr_remove(hdr, H_REQUEST_INFO)
         if hdr is not None and _NATS_PREFIX in hdr:
@@ -748,22 +362,22 @@ class Stream:
         mms = self._max_msg_size
         if mms >= 0 and (hlen > mms or len(payload) > mms - hlen):
             if reply:
-                self._ack_error(reply, ApiError(400, 10054, "message size exceeds maximum allowed"))
+                self._ack_error(reply, js_error("JSStreamMessageExceedsMaximumErr"))
             return
         if hlen > MAX_HEADER_LEN:
             if reply:
-                self._ack_error(reply, ApiError(400, 10097, "header size exceeds maximum allowed of 64k"))
+                self._ack_error(reply, js_error("JSStreamHeaderExceedsMaximumErr"))
             return
         if self._limit_checked and self.jsa.js.over_limit(self.is_memory):
             log.warning("JetStream resource limits exceeded for server")
             if reply:
-                self._ack_error(reply, err_insufficient_resources())
+                self._ack_error(reply, js_error("JSInsufficientResourcesErr"))
             return
         store = self.store
         if self._interest and not self._has_interest(store.last_seq + 1, subject):
             # Nobody would ever read it: the sequence is used, nothing is stored (SkipMsgNoInterest).
             seq = store.last_seq + 1
-            ts = now_ns()
+            ts = time.time_ns()
             store.skip_msgs(seq, 1, ts)
             self.lmsg_id = msg_id
             if msg_id:
@@ -779,7 +393,7 @@ class Stream:
                 ttl = parse_msg_ttl(ttl_raw)
             except ValueError:
                 if reply:
-                    self._ack_error(reply, ApiError(400, 10165, "invalid per-message TTL"))
+                    self._ack_error(reply, js_error("JSMessageTTLInvalidErr"))
                 return
             if ttl > 0 and self._sdm_ttl > 0 and self._max_per != 1 and ttl < self._sdm_ttl:
                 # A TTL shorter than the marker TTL could hide a marker; nats-server raises it.
@@ -791,7 +405,7 @@ class Stream:
             seq, ts = store.store_msg(subject, hdr, payload, ttl)
         except StoreError as e:
             if reply:
-                self._ack_error(reply, ApiError(503, 10077, str(e)))
+                self._ack_error(reply, js_error("JSStreamStoreFailedF", err=str(e)))
             return
         except OSError as e:
             self._store_failed(reply, e)
@@ -806,7 +420,7 @@ class Stream:
         if self._max_age and (self._expiry is None or ts + self._max_age < self._expiry_at):
             self._arm_expiry(ts + self._max_age)
         if ttl > 0 and self._allow_ttl:
-            deadline = ts + ttl * _NS
+            deadline = ts + ttl * NS
             if self._expiry is None or deadline < self._expiry_at:
                 self._arm_expiry(deadline)
         if self.consumers:
@@ -834,11 +448,11 @@ class Stream:
         incr = hdr_get(hdr, H_INCR)
         if incr is not None:
             if not re.fullmatch(rb"[+-]?[0-9]+", incr):
-                return ApiError(400, 10171, "message counter increment is invalid")
-            return ApiError(400, 10168, "message counters is disabled")
+                return js_error("JSMessageIncrInvalidErr")
+            return js_error("JSMessageIncrDisabledErr")
         exp_stream = hdr_get(hdr, H_EXPECTED_STREAM)
         if exp_stream and exp_stream.decode("utf-8", "replace") != self.name:
-            return ApiError(400, 10060, "expected stream does not match")
+            return js_error("JSStreamNotMatchErr")
         ttl_raw = hdr_get(hdr, H_TTL)
         if ttl_raw is not None and not self._allow_ttl:
             try:
@@ -846,7 +460,7 @@ class Stream:
             except ValueError:
                 ttl = 0
             if ttl != 0:
-                return ApiError(400, 10166, "per-message TTL is disabled")
+                return js_error("JSMessageTTLDisabledErr")
         subj_seq = hdr_get(hdr, H_EXPECTED_LAST_SUBJ_SEQ)
         seq_subj = hdr_get(hdr, H_EXPECTED_LAST_SUBJ_SEQ_SUBJ)
         if subj_seq is not None:
@@ -855,37 +469,38 @@ class Stream:
                 target = seq_subj.decode("utf-8", "replace") if seq_subj else subject
                 last = self.store.filtered_state(0, target).last
                 if last != want:
-                    return ApiError(400, 10071, f"wrong last sequence: {last}")
+                    return js_error("JSStreamWrongLastSequenceErrF", seq=last)
             elif seq_subj:
-                return ApiError(400, 10193, "missing sequence for expected last sequence per subject")
+                return js_error("JSStreamExpectedLastSeqPerSubjectInvalid")
         elif seq_subj:
-            return ApiError(400, 10193, "missing sequence for expected last sequence per subject")
+            return js_error("JSStreamExpectedLastSeqPerSubjectInvalid")
         last_seq = hdr_get(hdr, H_EXPECTED_LAST_SEQ)
         if last_seq is not None:
             want = _parse_uint(last_seq)
             if want is not None and want != self.store.last_seq:
-                return ApiError(400, 10071, f"wrong last sequence: {self.store.last_seq}")
+                return js_error("JSStreamWrongLastSequenceErrF", seq=self.store.last_seq)
         if hdr_get(hdr, H_SCHEDULE):
-            return ApiError(400, 10188, "message schedules is disabled")
+            return js_error("JSMessageSchedulesDisabledErr")
         if hdr_get(hdr, H_STREAM_SOURCE):
-            return ApiError(400, 10227, "message stream source header is not allowed")
+            return js_error("JSMessageSourceHdrNotAllowedErr")
         msg_id = hdr_get(hdr, H_MSG_ID)
         if msg_id:
             dup = self._dedupe.get(msg_id)
-            if dup is not None and now_ns() - dup[1] < self._dup_window:
+            if dup is not None and time.time_ns() - dup[1] < self._dup_window:
                 if reply:
                     self.jsa.reply_plain(reply, self._ack_prefix + b"%d" % dup[0] + self._ack_dup_suffix)
                 return True
         exp_id = hdr_get(hdr, H_EXPECTED_LAST_MSG_ID)
         if exp_id and exp_id != self.lmsg_id:
-            return ApiError(400, 10070, f"wrong last msg ID: {self.lmsg_id.decode('utf-8', 'replace')}")
+            return js_error("JSStreamWrongLastMsgIDErrF", id=self.lmsg_id.decode("utf-8", "replace"))
         rollup = hdr_get(hdr, H_ROLLUP)
         if rollup:
             rollup = rollup.lower()
             if not self._rollup_ok:
-                return ApiError(500, 10111, "rollup not permitted")
+                return js_error("JSStreamRollupFailedF", err="rollup not permitted")
             if rollup not in (b"sub", b"all"):
-                return ApiError(500, 10111, f"rollup value invalid: {json.dumps(rollup.decode('utf-8', 'replace'))}")
+                return js_error("JSStreamRollupFailedF",
+                                err=f"rollup value invalid: {json.dumps(rollup.decode('utf-8', 'replace'))}")
         return None
 
     def _has_interest(self, seq: int, subject: str) -> bool:
@@ -934,7 +549,7 @@ class Stream:
         last = store.last_seq
         if window <= 0 or store.total_msgs == 0:
             return
-        seq = store.get_seq_from_time(now_ns() - window)
+        seq = store.get_seq_from_time(time.time_ns() - window)
         while seq and seq <= last:
             try:
                 sm, seq = store.load_next_msg(">", seq)
@@ -952,7 +567,7 @@ class Stream:
         if self._expiry is not None:
             self._expiry.cancel()
         self._expiry_at = at_ns
-        self._expiry = self.jsa.call_later((at_ns - now_ns()) / _NS, self._run_expiry)
+        self._expiry = self.jsa.call_later((at_ns - time.time_ns()) / NS, self._run_expiry)
 
     def expire_now(self) -> None:
         """Apply age limits and TTLs at once (after a restart or a config change) and re-arm the timer."""
@@ -968,7 +583,7 @@ class Stream:
         if self.closed:
             return
         try:
-            done = self.store.expire(now_ns())
+            done = self.store.expire(time.time_ns())
         except (StoreError, OSError) as e:
             log.error("JetStream: expiring messages of '%s' failed: %s", self.name, e)
             done = None
@@ -1017,12 +632,12 @@ class Stream:
         10043 for a hole)."""
         store = self.store
         if seq > store.last_seq:
-            raise err_msg_delete_failed(ErrStoreEOF.text)
+            raise js_error("JSStreamMsgDeleteFailedF", err=ErrStoreEOF.text)
         if seq < store.state().first_seq or seq == 0:
-            raise err_msg_delete_failed(ErrStoreMsgNotFound.text)
+            raise js_error("JSStreamMsgDeleteFailedF", err=ErrStoreMsgNotFound.text)
         removed = store.erase_msg(seq) if erase else store.remove_msg(seq)
         if not removed:
-            raise err_sequence_not_found(seq)
+            raise js_error("JSSequenceNotFoundErrF", seq=seq)
         self._notify_purge()
 
     # -- reporting
@@ -1047,14 +662,23 @@ class Stream:
     def info(self, dynamic: bool = True, cluster: bool = False, deleted: bool = False) -> dict[str, Any]:
         """StreamInfo: config (with the response-only metadata when dynamic), created, state, [cluster], ts."""
         d: dict[str, Any] = {
-            "config": with_dynamic_metadata(self.config) if dynamic else sorted_metadata(self.config),
+            "config": self._config_out(dynamic),
             "created": rfc3339(self.created),
             "state": self.state_json(deleted),
         }
         if cluster:
             d["cluster"] = {"leader": self.jsa.server.name}
-        d["ts"] = rfc3339(now_ns())
+        d["ts"] = rfc3339(time.time_ns())
         return d
+
+    def _config_out(self, dynamic: bool) -> dict[str, Any]:
+        """The config as responses show it; `dynamic` adds the server's metadata keys. Metadata keys sorted (Go
+        writes a map that way)."""
+        if not dynamic:
+            return sorted_metadata(self.config)
+        out = dict(self.config)
+        out["metadata"] = dict(sorted(dynamic_metadata(self.config.get("metadata"), self.jsa.server.version).items()))
+        return out
 
     def detail(self, consumers: bool, config: bool) -> dict[str, Any]:
         """A /jsz stream_detail entry."""
@@ -1129,7 +753,7 @@ class Stream:
             except StoreError:
                 if batch > 1 and i > 0:
                     break
-                publish(reply, None, b"NATS/1.0 404 Message Not Found\r\n\r\n", b"")
+                publish(reply, None, _NOT_FOUND, b"")
                 return
             hdr = None
             if not no_hdr:
@@ -1149,8 +773,7 @@ class Stream:
         if is_batch:
             if store.last_seq > valid_through:
                 np = store.num_pending(seq, next_for)
-            publish(reply, None, b"NATS/1.0 204 EOB\r\nNats-Num-Pending: %d\r\nNats-Last-Sequence: %d\r\n\r\n" % (
-                np, lseq), b"")
+            publish(reply, None, status_header(204, "EOB", ("Nats-Num-Pending", np), ("Nats-Last-Sequence", lseq)), b"")
 
     def _direct_multi(self, req: dict[str, Any], reply: bytes) -> None:
         store = self.store
@@ -1161,7 +784,7 @@ class Stream:
         if "up_to_time" in req:
             up_to = store.get_seq_from_time(req["up_to_time"])
             if up_to <= store.state().first_seq:
-                publish(reply, None, b"NATS/1.0 404 No Results\r\n\r\n", b"")
+                publish(reply, None, _NO_RESULTS, b"")
                 return
             up_to -= 1
         if up_to == 0:
@@ -1169,10 +792,10 @@ class Stream:
         try:
             seqs = store.multi_last_seqs(req["multi_last"], up_to, MULTI_LAST_MAX)
         except ErrTooManyResults:
-            publish(reply, None, b"NATS/1.0 413 Too Many Results\r\n\r\n", b"")
+            publish(reply, None, status_header(413, "Too Many Results"), b"")
             return
         if not seqs:
-            publish(reply, None, b"NATS/1.0 404 No Results\r\n\r\n", b"")
+            publish(reply, None, _NO_RESULTS, b"")
             return
         min_seq = req.get("seq", 0)
         batch = req.get("batch", 0)
@@ -1186,7 +809,7 @@ class Stream:
             try:
                 sm = store.load_msg(seq)
             except StoreError:
-                publish(reply, None, b"NATS/1.0 404 Message Not Found\r\n\r\n", b"")
+                publish(reply, None, _NOT_FOUND, b"")
                 return
             ts = rfc3339(sm.ts).encode()
             lines = (b"Nats-Stream: %s\r\nNats-Subject: %s\r\nNats-Sequence: %d\r\nNats-Time-Stamp: %s\r\n"
@@ -1200,8 +823,8 @@ class Stream:
             sent += 1
             if batch > 0 and sent >= batch:
                 break
-        publish(reply, None, b"NATS/1.0 204 EOB\r\nNats-Num-Pending: %d\r\nNats-Last-Sequence: %d\r\n"
-                b"Nats-UpTo-Sequence: %d\r\n\r\n" % (np, lseq, up_to), b"")
+        publish(reply, None, status_header(204, "EOB", ("Nats-Num-Pending", np), ("Nats-Last-Sequence", lseq),
+                                           ("Nats-UpTo-Sequence", up_to)), b"")
 
 
 def stored_msg_json(sm: StoredMsg, no_hdr: bool) -> dict[str, Any]:
@@ -1226,12 +849,3 @@ def _parse_uint(value: bytes) -> int | None:
     if value.isdigit():
         return int(value)
     return _BAD_SEQ
-
-
-def parse_time_field(value: Any, field: str) -> int:
-    """An RFC 3339 request field as ns; ApiError 10025 as Go's time.Time decoder would fail."""
-    try:
-        return parse_rfc3339(value)
-    except (ValueError, TypeError):
-        raise ApiError(400, 10025, f"invalid JSON: parsing time {json.dumps(json.dumps(value))} in {field}: "
-                                   "not an RFC 3339 time") from None

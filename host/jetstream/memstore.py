@@ -2,7 +2,7 @@
 
 Owns: where a memory stream's messages live (a dict seq -> StoredMsg) and the byte size a message counts for in
 memory (nats-server `memStoreMsgSize`). Every rule (limits, purge, expiry, subject index) is `StreamStore`'s, in
-`host/store.py`. Nothing survives `stop()`.
+`host/jetstream/store.py`. Nothing survives `stop()`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from host.store import ConsumerStore, StoreConfig, StoredMsg, StreamStore
+from host.jetstream.store import ConsumerStore, StoreConfig, StoredMsg, StreamStore
 
 
 def mem_msg_size(slen: int, hlen: int, dlen: int) -> int:

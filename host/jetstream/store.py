@@ -2,7 +2,7 @@
 
 Owns: the storage settings (`StoreConfig`), the stored message and state types, the store errors (texts equal to
 nats-server's, because they reach clients inside API errors), the subject index, and every rule about sequences,
-limits, purges and expiry. `host/memstore.py` and `host/filestore.py` only say where a message lives; the rules are
+limits, purges and expiry. `memstore.py` and `filestore.py` only say where a message lives; the rules are
 written once, here, in `StreamStore`, so the two stores cannot drift apart.
 
 Rules:
@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
+from host.gotime import NS, format_duration
+
 DISCARD_OLD = "old"
 DISCARD_NEW = "new"
 SYNC_ALWAYS = "always"
@@ -47,7 +49,6 @@ TTL_NEVER = -1
 HDR_MARKER_REASON = "Nats-Marker-Reason"
 MARKER_REASON_MAX_AGE = "MaxAge"
 
-_NS = 1_000_000_000
 
 
 # Errors: nats-server `server/store.go` sentinels, same texts.
@@ -202,21 +203,10 @@ class Expired:
     markers: list[int] = field(default_factory=list)
 
 
-def go_duration(seconds: int) -> str:
-    """A whole number of seconds as Go's time.Duration.String() prints it (the `Nats-TTL` of a marker): 1m0s."""
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    if h:
-        return f"{h}h{m}m{s}s"
-    if m:
-        return f"{m}m{s}s"
-    return f"{s}s"
-
-
 def marker_header(ttl: int) -> bytes:
     """Headers of a subject delete marker left when max_age or a TTL removes a subject's last message."""
     return (
-        f"NATS/1.0\r\n{HDR_MARKER_REASON}: {MARKER_REASON_MAX_AGE}\r\nNats-TTL: {go_duration(ttl)}\r\n"
+        f"NATS/1.0\r\n{HDR_MARKER_REASON}: {MARKER_REASON_MAX_AGE}\r\nNats-TTL: {format_duration(ttl * NS)}\r\n"
         f"Nats-Rollup: sub\r\n\r\n"
     ).encode()
 
@@ -469,7 +459,7 @@ class StreamStore:
         self._msgs += 1
         self._bytes += size
         if ttl > 0:
-            heapq.heappush(self._ttls, (ts + ttl * _NS, seq))
+            heapq.heappush(self._ttls, (ts + ttl * NS, seq))
         elif ttl == TTL_NEVER:
             self._never.add(seq)
         return self._subjects.add(subject, seq)
@@ -895,7 +885,7 @@ class StreamStore:
         out = Expired()
         due: list[int] = []
         if cfg.max_age > 0 and self._msgs:
-            cutoff = now - int(cfg.max_age * _NS)
+            cutoff = now - int(cfg.max_age * NS)
             x = self._first
             while x:
                 info = self._info(x)
@@ -954,7 +944,7 @@ class StreamStore:
                 while x and x in self._never:
                     x = self._next_live(x + 1)
             if x:
-                t = self._ts(x) + int(cfg.max_age * _NS)
+                t = self._ts(x) + int(cfg.max_age * NS)
         heap = self._ttls
         while heap and self._info(heap[0][1]) is None:
             heapq.heappop(heap)  # the message went some other way
@@ -1112,12 +1102,12 @@ def encode_consumer_state(st: ConsumerState) -> bytes:
     for v in (afc, afs, st.delivered.consumer_seq, st.delivered.stream_seq, len(st.pending)):
         _put_uvarint(out, v)
     if st.pending:
-        base = max(p.ts for p in st.pending.values()) // _NS
+        base = max(p.ts for p in st.pending.values()) // NS
         _put_varint(out, base)
         for sseq, p in st.pending.items():
             _put_uvarint(out, sseq - afs)
             _put_uvarint(out, max(p.seq - afc, 0))
-            _put_varint(out, base - p.ts // _NS)
+            _put_varint(out, base - p.ts // NS)
     _put_uvarint(out, len(st.redelivered))
     for sseq, n in st.redelivered.items():
         _put_uvarint(out, (sseq - afs) & _U64)
@@ -1139,7 +1129,7 @@ def decode_consumer_state(buf: bytes) -> ConsumerState:
         for _ in range(npend):
             sseq = r.uvarint() + afs
             dseq = r.uvarint() + afc
-            ts = (base - r.varint()) * _NS
+            ts = (base - r.varint()) * NS
             st.pending[sseq] = Pending(dseq, ts)
     for _ in range(r.uvarint()):
         sseq, n = (r.uvarint() + afs) & _U64, r.uvarint()

@@ -1,11 +1,12 @@
-"""JetStream consumers of the hub (nats-server `consumer.go`, in spirit): the `$JS.API.CONSUMER.>` requests, pull and
-push delivery, acknowledgements, redelivery, flow control, heartbeats, pause, and durable state on disk.
+"""JetStream consumers of the hub (nats-server `consumer.go`, in spirit): pull and push delivery, acknowledgements,
+redelivery, flow control, heartbeats, pause, and durable state on disk. The config schema and checks are in
+consumer_config.py, the `$JS.API.CONSUMER.>` requests in consumer_api.py, frames to subscribers in delivery.py.
 
 How it fits (docs in notes/js-contract.md):
-- host/stream.py routes every `$JS.API.CONSUMER.>` request to `consumer_api()`, calls `install(jsa)` when an account's
-  JetStream starts (acks and flow-control replies arrive on `$JS.ACK.>` / `$JS.FC.>` subscriptions made there) and
-  `recover(stream)` after opening a stream from disk. It tells each consumer about new messages (`on_msg`), removals
-  (`on_purge`), shutdown (`stop`) and stream deletion (`delete`).
+- jetstream.py calls `install(jsa)` when an account's JetStream starts (acks and flow-control replies arrive on
+  `$JS.ACK.>` / `$JS.FC.>` subscriptions made there) and `recover(stream)` after opening a stream from disk. The
+  stream tells each consumer about new messages (`on_msg`), removals (`on_purge`), shutdown (`stop`) and stream
+  deletion (`delete`).
 - Everything runs on the hub's event loop, synchronously: a publish stored by the stream is delivered to a waiting
   pull request or a push subscriber inside the same read batch; timers (ack wait, expiry of pull requests,
   heartbeats, inactivity, pause) come from `loop.call_later`, and flush what they queued themselves.
@@ -19,8 +20,7 @@ per message, so no delivery scans the stream.
 
 Wire details are nats-server 2.15.1's (vectors/js/19-27, 35-37 and the live comparisons in tests/unit and
 tests/compat): v1 ack subjects `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`, status-only
-messages with `Nats-Pending-Messages`/`Nats-Pending-Bytes`, `Nats-Last-Consumer`/`Nats-Last-Stream`, and the API's
-JSON shapes, defaults and error codes.
+messages with `Nats-Pending-Messages`/`Nats-Pending-Bytes`, `Nats-Last-Consumer`/`Nats-Last-Stream`.
 
 Not served: priority groups (ADR-42: overflow, pinned clients, prioritized; a config asking for them is refused
 with 10052) and CONSUMER.UNPIN; pull requests whose reply crosses a service import (the requester's interest is
@@ -41,19 +41,20 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from host.accounts import Account, nuid
-from host.jetstream import (
-    API_LEVEL,
-    ApiError,
+from host.delivery import deliver_as, has_interest
+from host.gotime import MS, NS, format_duration, parse_duration, rfc3339, time_text
+from host.headers import hdr_append, status_header
+from host.jetstream.consumer_config import CONFIG_SCHEMA, config_from, config_json, filters_of, is_subset
+from host.jetstream.errors import ApiError, js_error
+from host.jetstream.filestore import atomic_write
+from host.jetstream.gojson import (
+    GoJSONError,
+    decode,
     dumps,
-    err_invalid_json,
-    err_not_empty_request,
-    err_stream_invalid_config,
-    err_stream_not_found,
-    rfc3339,
+    loads,
 )
-from host.memstore import ConsumerMemStore
-from host.parser import encode_tail
-from host.store import (
+from host.jetstream.memstore import ConsumerMemStore
+from host.jetstream.store import (
     ACK_ALL,
     ACK_EXPLICIT,
     ACK_NONE,
@@ -65,34 +66,23 @@ from host.store import (
     StoreError,
     next_pending,
 )
-from host.store import Pending as StorePending
-from host.sublist import is_valid_subject, subject_matches
+from host.jetstream.store import Pending as StorePending
+from host.jetstream.versioning import dynamic_metadata, set_static_consumer_metadata
+from host.sublist import subject_matches
 
 if TYPE_CHECKING:
     import asyncio
 
-    from host.jetstream import JSAccount
+    from host.jetstream.jetstream import JSAccount
+
 
 log = logging.getLogger("natsedge.hub")
 
-NS = 1_000_000_000
-MS = 1_000_000
 INT64_MAX = (1 << 63) - 1
 INT64_MIN = -(1 << 63)
-
-# Defaults and limits (nats-server consumer.go / jetstream_api.go).
-ACK_WAIT_DEFAULT = 30 * NS
 DELETE_WAIT_DEFAULT = 5 * NS  # inactive_threshold of an ephemeral that did not set one
-MAX_ACK_PENDING_DEFAULT = 1000
-MAX_WAITING_DEFAULT = 512
 FC_MAX_PENDING = 32 * 1024 * 1024  # flow control window limit; the window starts at 1/16 of it
 ACK_WAIT_SLACK = MS  # the ack timer fires this much after a deadline, so bursts are handled together
-NAMES_LIMIT = 1024
-LIST_LIMIT = 256
-MAX_NAME_LEN = 255
-MAX_DESCRIPTION_LEN = 4 * 1024
-MAX_METADATA_LEN = 128 * 1024
-MIN_HEARTBEAT = 100 * MS
 WAITING_CHECK_INTERVAL = NS  # at most one sweep of a full waiting queue per second
 FLUSH_DELAY = 1.0  # seconds between a state change and its write to disk (file-backed durables)
 INTEREST_CLEANUP_MAX = 100_000  # messages checked when a consumer of an interest stream goes away
@@ -113,7 +103,6 @@ HDR_LAST_CONSUMER = "Nats-Last-Consumer"
 HDR_LAST_STREAM = "Nats-Last-Stream"
 HDR_STALLED = "Nats-Consumer-Stalled"
 HDR_MSG_SIZE = b"Nats-Msg-Size"
-HDR_REQUIRED_API_LEVEL = b"Nats-Required-Api-Level"
 
 # Advisories and metrics.
 ADV_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER."
@@ -124,653 +113,20 @@ ADV_MAX_DELIVERIES = ADV_PREFIX + "MAX_DELIVERIES"
 ADV_NAKED = ADV_PREFIX + "MSG_NAKED"
 ADV_TERMINATED = ADV_PREFIX + "MSG_TERMINATED"
 METRIC_ACK = "$JS.EVENT.METRIC.CONSUMER.ACK"
-
-# API response types.
-T_CREATE = "io.nats.jetstream.api.v1.consumer_create_response"
-T_INFO = "io.nats.jetstream.api.v1.consumer_info_response"
-T_NAMES = "io.nats.jetstream.api.v1.consumer_names_response"
-T_LIST = "io.nats.jetstream.api.v1.consumer_list_response"
-T_DELETE = "io.nats.jetstream.api.v1.consumer_delete_response"
-T_PAUSE = "io.nats.jetstream.api.v1.consumer_pause_response"
-T_RESET = "io.nats.jetstream.api.v1.consumer_reset_response"
-T_STEPDOWN = "io.nats.jetstream.api.v1.consumer_leader_stepdown_response"
-
-META_REQ_LEVEL = "_nats.req.level"
-META_LEVEL = "_nats.level"
-META_VERSION = "_nats.ver"
-
-DELIVER_POLICIES = ("all", "last", "new", "by_start_sequence", "by_start_time", "last_per_subject")
-ACK_POLICIES = (ACK_NONE, ACK_ALL, ACK_EXPLICIT)
-REPLAY_POLICIES = ("instant", "original")
-PRIORITY_POLICIES = ("none", "overflow", "pinned_client", "prioritized")
-ACTIONS = {"": "", "create": "create", "update": "update"}
-
-_GO_TIME_LAYOUT = "2006-01-02T15:04:05Z07:00"
-_NAME_FORBIDDEN = frozenset(" \t\r\n\f.*>\\/")
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
-# ---- errors (nats-server errors.json) ------------------------------------------------------------------------------
+# ---- names ---------------------------------------------------------------------------------------------------------
 
 
-def err_consumer_not_found() -> ApiError:
-    return ApiError(404, 10014, "consumer not found")
-
-
-def err_create(detail: str) -> ApiError:
-    return ApiError(500, 10012, detail)
-
-
-# ---- small formatting helpers ----------------------------------------------------------------------------------------
-
-
-def go_duration(ns: int) -> str:
-    """Go's time.Duration.String(): 1.5s, 100ms, 2m0s, 1h0m0s, 0s."""
-    if ns == 0:
-        return "0s"
-    neg = ns < 0
-    u = -ns if neg else ns
-    if u < NS:
-        for unit, size in (("ms", MS), ("µs", 1000), ("ns", 1)):
-            if u >= size:
-                whole, frac = divmod(u, size)
-                text = str(whole)
-                if frac:
-                    text += ("." + f"{frac:0{len(str(size)) - 1}d}").rstrip("0")
-                return ("-" if neg else "") + text + unit
-    secs, frac = divmod(u, NS)
-    h, rem = divmod(secs, 3600)
-    m, s = divmod(rem, 60)
-    sec = str(s) + (("." + f"{frac:09d}").rstrip("0") if frac else "")
-    text = f"{h}h{m}m{sec}s" if h else (f"{m}m{sec}s" if m else f"{sec}s")
-    return ("-" if neg else "") + text
-
-
-def time_text(ns: int | None) -> str:
-    """A time as Go marshals time.Time (RFC 3339, nanoseconds without trailing zeros, UTC); None is Go's zero
-    time. Unlike jetstream.rfc3339, 0 is the Unix epoch, which Go does not treat as zero."""
-    if ns is None:
-        return "0001-01-01T00:00:00Z"
-    if ns > 0:
-        return rfc3339(ns)
-    secs, frac = divmod(ns, NS)
-    base = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-    return (f"{base}.{frac:09d}".rstrip("0") + "Z") if frac else base + "Z"
-
-
-def parse_time(text: Any) -> int | None:
-    """An RFC 3339 time as Go's time.Time JSON decoding accepts it: ns since the epoch, or None for Go's zero
-    time. Raises ValueError with Go's message."""
-    if not isinstance(text, str):
-        raise ValueError("Time.UnmarshalJSON: input is not a JSON string")
-    bad = ValueError(f'parsing time "{text}" as "{_GO_TIME_LAYOUT}": cannot parse "{text}" as "2006"')
-    if len(text) < 20 or text[4] != "-" or text[10] not in "Tt":
-        raise bad
-    if text.startswith("0001-01-01T00:00:00") and text[19:] in ("Z", "z", "+00:00"):
-        return None
-    from datetime import UTC, datetime
-
-    main, frac, rest = text[:19], "", text[19:]
-    if rest.startswith("."):
-        i = 1
-        while i < len(rest) and rest[i].isdigit():
-            i += 1
-        frac, rest = rest[1:i], rest[i:]
-        if not frac:
-            raise bad
-    try:
-        tz = UTC if rest in ("Z", "z") else datetime.strptime(rest.replace(":", ""), "%z").tzinfo
-        dt = datetime.strptime(main, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=tz)
-    except ValueError:
-        raise bad from None
-    whole = int((dt - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds())
-    return whole * NS + int((frac + "000000000")[:9] or 0)
-
-
-def _ephemeral_name() -> str:
+def ephemeral_name() -> str:
     return "".join(_B62[b % 62] for b in os.urandom(8))
-
-
-def valid_name(name: str) -> bool:
-    """nats-server isValidAssetName: no whitespace, '.', '*', '>' or path separators."""
-    return bool(name) and not (set(name) & _NAME_FORBIDDEN)
-
-
-def subjects_overlap(a: str, b: str) -> bool:
-    """Whether some literal subject matches both filters (nats-server subjectIsSubsetMatch in either direction)."""
-    ta, tb = a.split("."), b.split(".")
-    for i in range(max(len(ta), len(tb))):
-        x = ta[i] if i < len(ta) else None
-        y = tb[i] if i < len(tb) else None
-        if x == ">" or y == ">":
-            return x is not None and y is not None
-        if x is None or y is None:
-            return False
-        if x != y and x != "*" and y != "*":
-            return False
-    return True
-
-
-def is_subset(sub: str, sup: str) -> bool:
-    """Every subject matching `sub` also matches `sup` (nats-server subjectIsSubsetMatch(sub, sup))."""
-    ts, tp = sub.split("."), sup.split(".")
-    for i, p in enumerate(tp):
-        if p == ">":
-            return len(ts) > i
-        if i >= len(ts):
-            return False
-        s = ts[i]
-        if s == ">":
-            return False
-        if p != "*" and (s == "*" or s != p):
-            return False
-    return len(ts) == len(tp)
-
-
-# ---- JSON requests with Go's error texts ------------------------------------------------------------------------
-
-
-def _go_syntax_error(exc: json.JSONDecodeError) -> str:
-    """encoding/json's syntax error text for a document Python could not parse (strict decoder: with offset)."""
-    doc, pos = exc.doc, exc.pos
-    if pos >= len(doc):
-        return "unexpected end of JSON input"
-    ch = doc[pos]
-    shown = "'" + ch + "'" if ch != "'" else "'\\''"
-    msg = exc.msg
-    if msg.startswith("Expecting property name"):
-        ctx = "looking for beginning of object key string"
-    elif msg.startswith("Expecting ':'"):
-        ctx = "after object key"
-    elif msg.startswith("Expecting ','"):
-        ctx = "after object key:value pair" if _inside_object(doc, pos) else "after array element"
-    elif msg.startswith("Extra data"):
-        ctx = "after top-level value"
-    elif msg.startswith("Unterminated string"):
-        return "unexpected end of JSON input"
-    elif msg.startswith("Invalid control character"):
-        return f"invalid character {shown} in string literal"
-    else:
-        ctx = "looking for beginning of value"
-    return f"invalid character {shown} {ctx} at offset {pos + 1}"
-
-
-def _inside_object(doc: str, pos: int) -> bool:
-    depth = 0
-    in_str = False
-    i = pos - 1
-    while i >= 0:
-        c = doc[i]
-        if c == '"' and (i == 0 or doc[i - 1] != "\\"):
-            in_str = not in_str
-        elif not in_str:
-            if c in "]}":
-                depth += 1
-            elif c in "[{":
-                if depth == 0:
-                    return c == "{"
-                depth -= 1
-        i -= 1
-    return False
-
-
-def load_json(payload: bytes) -> Any:
-    """The request body as JSON, or ApiError 10025 with encoding/json's text. An empty body is None."""
-    text = payload.strip()
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except UnicodeDecodeError:
-        raise err_invalid_json("invalid character in string literal") from None
-    except json.JSONDecodeError as e:
-        raise err_invalid_json(_go_syntax_error(e)) from None
-    except RecursionError:
-        raise err_invalid_json("exceeded max depth") from None
-
-
-def _kind(v: Any) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, (int, float)):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return "array"
-    return "object"
-
-
-class _Fields:
-    """Typed field reads from one decoded JSON object, with encoding/json's first error (unknown fields rejected,
-    as nats-server's strict API decoding does). `root` names the Go struct in messages, `path` the field path."""
-
-    def __init__(self, obj: dict[str, Any], root: str, path: str, known: dict[str, str]) -> None:
-        self.obj = obj
-        self.root = root
-        self.path = path
-        self.first: str | None = None
-        for k in obj:
-            if k not in known and self.first is None:
-                self.first = f'json: unknown field "{k}"'
-        self.known = known
-
-    def type_error(self, v: Any, key: str, go_type: str, literal: bool = False) -> None:
-        if self.first is not None:
-            return
-        what = _kind(v)
-        if literal and what == "number":
-            what = "number " + json.dumps(v)
-        field = f"{self.root}.{self.path}{key}"
-        self.first = f"json: cannot unmarshal {what} into Go struct field {field} of type {go_type}"
-
-    def done(self) -> None:
-        if self.first is not None:
-            raise err_invalid_json(self.first)
-
-    def get(self, key: str) -> Any:
-        v = self.obj.get(key)
-        if v is None:
-            return None
-        go = self.known[key]
-        if go == "string":
-            if not isinstance(v, str):
-                self.type_error(v, key, "string")
-                return None
-            return v
-        if go == "bool":
-            if not isinstance(v, bool):
-                self.type_error(v, key, "bool")
-                return None
-            return v
-        if go in ("int", "time.Duration", "uint64", "int64"):
-            return self._int(v, key, go)
-        if go == "[]string":
-            if not isinstance(v, list):
-                self.type_error(v, key, "[]string")
-                return None
-            out = []
-            for x in v:
-                if not isinstance(x, str):
-                    self.type_error(x, key, "string")
-                    return None
-                out.append(x)
-            return out
-        if go == "[]time.Duration":
-            if not isinstance(v, list):
-                self.type_error(v, key, "[]time.Duration")
-                return None
-            out = []
-            for x in v:
-                n = self._int(x, key, "time.Duration")
-                if n is None:
-                    return None
-                out.append(n)
-            return out
-        if go == "map[string]string":
-            if not isinstance(v, dict):
-                self.type_error(v, key, "map[string]string")
-                return None
-            for x in v.values():
-                if x is not None and not isinstance(x, str):
-                    self.type_error(x, key, "string")
-                    return None
-            return {k: x for k, x in v.items() if x is not None}
-        return v
-
-    def _int(self, v: Any, key: str, go: str) -> int | None:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            self.type_error(v, key, go)
-            return None
-        if isinstance(v, float) or (go == "uint64" and v < 0) or not -(1 << 63) <= v < (1 << 64 if go == "uint64"
-                                                                                        else 1 << 63):
-            self.type_error(v, key, go, literal=True)
-            return None
-        return v
-
-
-CONFIG_FIELDS: dict[str, str] = {
-    "durable_name": "string", "name": "string", "description": "string", "deliver_policy": "enum",
-    "opt_start_seq": "uint64", "opt_start_time": "time", "ack_policy": "enum", "ack_wait": "time.Duration",
-    "max_deliver": "int", "backoff": "[]time.Duration", "filter_subject": "string", "filter_subjects": "[]string",
-    "replay_policy": "enum", "rate_limit_bps": "uint64", "sample_freq": "string", "max_waiting": "int",
-    "max_ack_pending": "int", "flow_control": "bool", "headers_only": "bool", "max_batch": "int",
-    "max_expires": "time.Duration", "max_bytes": "int", "deliver_subject": "string", "deliver_group": "string",
-    "idle_heartbeat": "time.Duration", "inactive_threshold": "time.Duration", "num_replicas": "int",
-    "mem_storage": "bool", "direct": "bool", "sourcing": "bool", "metadata": "map[string]string",
-    "pause_until": "time", "priority_groups": "[]string", "priority_policy": "enum",
-    "priority_timeout": "time.Duration",
-}
-
-# Output order and the zero values left out of the JSON (nats-server ConsumerConfig, `omitempty`).
-_CONFIG_ORDER: tuple[tuple[str, bool], ...] = (
-    ("durable_name", True), ("name", True), ("description", True), ("deliver_policy", False),
-    ("opt_start_seq", True), ("opt_start_time", True), ("ack_policy", False), ("ack_wait", True),
-    ("max_deliver", True), ("backoff", True), ("filter_subject", True), ("filter_subjects", True),
-    ("replay_policy", False), ("rate_limit_bps", True), ("sample_freq", True), ("max_waiting", True),
-    ("max_ack_pending", True), ("flow_control", True), ("headers_only", True), ("max_batch", True),
-    ("max_expires", True), ("max_bytes", True), ("deliver_subject", True), ("deliver_group", True),
-    ("idle_heartbeat", True), ("inactive_threshold", True), ("num_replicas", False), ("mem_storage", True),
-    ("direct", True), ("sourcing", True), ("metadata", True), ("pause_until", True), ("priority_groups", True),
-    ("priority_policy", True), ("priority_timeout", True),
-)
-
-_ZERO: dict[str, Any] = {
-    "durable_name": "", "name": "", "description": "", "deliver_policy": "all", "opt_start_seq": 0,
-    "opt_start_time": None, "ack_policy": ACK_NONE, "ack_wait": 0, "max_deliver": 0, "backoff": [],
-    "filter_subject": "", "filter_subjects": [], "replay_policy": "instant", "rate_limit_bps": 0, "sample_freq": "",
-    "max_waiting": 0, "max_ack_pending": 0, "flow_control": False, "headers_only": False, "max_batch": 0,
-    "max_expires": 0, "max_bytes": 0, "deliver_subject": "", "deliver_group": "", "idle_heartbeat": 0,
-    "inactive_threshold": 0, "num_replicas": 0, "mem_storage": False, "direct": False, "sourcing": False,
-    "metadata": None, "pause_until": None, "priority_groups": [], "priority_policy": "none", "priority_timeout": 0,
-}
-
-
-def zero_config() -> dict[str, Any]:
-    cfg = dict(_ZERO)
-    cfg["backoff"] = []
-    cfg["filter_subjects"] = []
-    cfg["priority_groups"] = []
-    return cfg
-
-
-def parse_config(raw: Any, root: str = "CreateConsumerRequest", path: str = "config.") -> dict[str, Any]:
-    """A consumer config from its JSON object, typed as nats-server decodes it; ApiError 10025 on a bad field.
-    Missing fields take Go's zero values (defaults come later, in `apply_defaults`)."""
-    cfg = zero_config()
-    if raw is None:
-        return cfg
-    if not isinstance(raw, dict):
-        raise err_invalid_json(f"json: cannot unmarshal {_kind(raw)} into Go struct field {root}.{path[:-1]} of "
-                               "type server.ConsumerConfig")
-    f = _Fields(raw, root, path, CONFIG_FIELDS)
-    for key, go in CONFIG_FIELDS.items():
-        v = raw.get(key)
-        if v is None:
-            continue
-        if go == "enum":
-            allowed = {"deliver_policy": DELIVER_POLICIES + ("undefined",), "ack_policy": ACK_POLICIES,
-                       "replay_policy": REPLAY_POLICIES, "priority_policy": PRIORITY_POLICIES}[key]
-            if not isinstance(v, str) or v not in allowed:
-                if key == "priority_policy":
-                    raise err_invalid_json(f"unknown priority policy: {json.dumps(v)}")
-                raise err_invalid_json("can not unmarshal " + json.dumps(json.dumps(v, separators=(",", ":"))))
-            cfg[key] = "all" if v == "undefined" else v
-        elif go == "time":
-            try:
-                cfg[key] = parse_time(v)
-            except ValueError as e:
-                raise err_invalid_json(str(e)) from None
-        else:
-            got = f.get(key)
-            if got is not None:
-                cfg[key] = got
-    f.done()
-    return cfg
-
-
-def config_json(cfg: dict[str, Any], metadata: dict[str, str] | None = None) -> dict[str, Any]:
-    """The config as nats-server writes it: its field order, zero values left out, metadata keys sorted."""
-    out: dict[str, Any] = {}
-    for key, omit in _CONFIG_ORDER:
-        v = cfg[key]
-        if key == "metadata":
-            v = metadata if metadata is not None else v
-            if v:
-                out[key] = {k: v[k] for k in sorted(v)}
-            continue
-        if key in ("opt_start_time", "pause_until"):
-            if v is not None:
-                out[key] = time_text(v)
-            continue
-        if omit and (v == _ZERO[key] or v is None or v == []):
-            continue
-        out[key] = v
-    return out
-
-
-def static_metadata(cfg: dict[str, Any]) -> None:
-    """Stamp the API level this config needs (ADR-44), dropping the server's dynamic keys."""
-    md = dict(cfg["metadata"] or {})
-    md.pop(META_LEVEL, None)
-    md.pop(META_VERSION, None)
-    level = 0
-    if cfg["pause_until"] is not None:
-        level = 1
-    if cfg["priority_policy"] != "none" or cfg["priority_timeout"] or cfg["priority_groups"]:
-        level = max(level, 1)
-    md[META_REQ_LEVEL] = str(level)
-    cfg["metadata"] = md
-
-
-def apply_defaults(cfg: dict[str, Any], stream_cfg: dict[str, Any], pedantic: bool) -> None:
-    """nats-server setConsumerConfigDefaults. In pedantic mode a value that would be changed is an error."""
-
-    def pedantic_err(text: str) -> ApiError:
-        return ApiError(400, 10157, "pedantic mode: " + text)
-
-    if cfg["max_deliver"] == 0 or cfg["max_deliver"] < -1:
-        if pedantic and cfg["max_deliver"] < -1:
-            raise pedantic_err("max_deliver must be set to -1")
-        cfg["max_deliver"] = -1
-    for key, name in (("max_waiting", "max_waiting"), ("max_batch", "max_batch"), ("max_expires", "max_expires"),
-                      ("max_bytes", "max_bytes"), ("idle_heartbeat", "idle_heartbeat"),
-                      ("inactive_threshold", "inactive_threshold"), ("priority_timeout", "priority_timeout")):
-        if cfg[key] < 0:
-            if pedantic:
-                raise pedantic_err(f"{name} must not be negative")
-            cfg[key] = 0
-    if cfg["max_ack_pending"] < -1:
-        if pedantic:
-            raise pedantic_err("max_ack_pending must be set to -1")
-        cfg["max_ack_pending"] = -1
-    if not cfg["deliver_subject"] and cfg["max_waiting"] == 0:
-        cfg["max_waiting"] = MAX_WAITING_DEFAULT
-    if cfg["ack_wait"] == 0 and cfg["ack_policy"] in (ACK_EXPLICIT, ACK_ALL):
-        cfg["ack_wait"] = ACK_WAIT_DEFAULT
-    if cfg["backoff"]:
-        if pedantic and cfg["ack_wait"] != cfg["backoff"][0]:
-            raise pedantic_err("first backoff value has to equal batch AckWait")
-        cfg["ack_wait"] = cfg["backoff"][0]
-    limits = stream_cfg.get("consumer_limits") or {}
-    lim_pending = int(limits.get("max_ack_pending") or 0)
-    lim_inactive = int(limits.get("inactive_threshold") or 0)
-    if cfg["max_ack_pending"] == 0:
-        if pedantic and lim_pending > 0:
-            raise pedantic_err("max_ack_pending must be set if it's configured in stream limits")
-        cfg["max_ack_pending"] = lim_pending
-    if cfg["inactive_threshold"] == 0:
-        if pedantic and lim_inactive > 0:
-            raise pedantic_err("inactive_threshold must be set if it's configured in stream limits")
-        cfg["inactive_threshold"] = lim_inactive
-    if cfg["max_ack_pending"] == 0 and cfg["ack_policy"] != ACK_NONE:
-        cfg["max_ack_pending"] = MAX_ACK_PENDING_DEFAULT
-    if cfg["priority_policy"] == "pinned_client" and cfg["priority_timeout"] == 0:
-        cfg["priority_timeout"] = 120 * NS
-
-
-def filters_of(cfg: dict[str, Any]) -> list[str]:
-    if cfg["filter_subject"]:
-        return [cfg["filter_subject"]]
-    return list(cfg["filter_subjects"])
-
-
-def check_config(cfg: dict[str, Any], stream_cfg: dict[str, Any]) -> None:
-    """nats-server checkConsumerCfg: reject what cannot work, with its error codes and texts."""
-    if cfg["name"] and not valid_name(cfg["name"]):
-        raise err_stream_invalid_config("consumer name can not contain '.', '*', '>', '\\', '/'")
-    if cfg["durable_name"] and not valid_name(cfg["durable_name"]):
-        raise err_stream_invalid_config("consumer durable name can not contain '.', '*', '>', '\\', '/'")
-    stream_replicas = int(stream_cfg.get("num_replicas") or 1)
-    if cfg["num_replicas"] > 0 and cfg["num_replicas"] > stream_replicas:
-        raise ApiError(400, 10126, "consumer config replica count exceeds parent stream")
-    if cfg["num_replicas"] < 0:
-        raise ApiError(400, 10133, "replicas count cannot be negative")
-    retention = stream_cfg.get("retention", "limits")
-    if retention in ("interest", "workqueue") and cfg["num_replicas"] not in (0, stream_replicas):
-        raise ApiError(400, 10134, "consumer config replicas must match interest retention stream's replicas")
-    if any(b < 0 for b in cfg["backoff"]):
-        raise ApiError(400, 10184, "consumer backoff needs to be positive")
-    if cfg["ack_wait"] < 0:
-        raise ApiError(400, 10183, "consumer ack wait needs to be positive")
-    if cfg["backoff"] and cfg["max_deliver"] != -1 and len(cfg["backoff"]) > cfg["max_deliver"]:
-        raise ApiError(400, 10116, "max deliver is required to be > length of backoff values")
-    if len(cfg["description"]) > MAX_DESCRIPTION_LEN:
-        raise ApiError(400, 10107, f"consumer description is too long, maximum allowed is {MAX_DESCRIPTION_LEN}")
-    deliver = cfg["deliver_subject"]
-    if deliver:
-        toks = deliver.split(".")
-        if "*" in toks or ">" in toks:
-            raise ApiError(400, 10079, "consumer deliver subject has wildcards")
-        if not is_valid_subject(deliver.encode()):
-            raise ApiError(400, 10112, "invalid push consumer deliver subject")
-        if any(is_subset(deliver, s) for s in stream_cfg.get("subjects") or []):
-            raise ApiError(400, 10081, "consumer deliver subject forms a cycle")
-        if cfg["max_waiting"] != 0:
-            raise ApiError(400, 10080, "consumer in push mode can not set max waiting")
-        if cfg["max_ack_pending"] > 0 and cfg["ack_policy"] == ACK_NONE:
-            raise ApiError(400, 10082, "consumer requires ack policy for max ack pending")
-        if 0 < cfg["idle_heartbeat"] < MIN_HEARTBEAT:
-            raise ApiError(400, 10083, "consumer idle heartbeat needs to be >= 100ms")
-    else:
-        if cfg["ack_policy"] == ACK_NONE and retention == "workqueue":
-            raise ApiError(400, 10084, "consumer in pull mode requires explicit ack policy on workqueue stream")
-        if cfg["rate_limit_bps"] > 0:
-            raise ApiError(400, 10086, "consumer in pull mode can not have rate limit set")
-        if cfg["max_waiting"] < 0:
-            raise ApiError(400, 10087, "consumer max waiting needs to be positive")
-        if cfg["idle_heartbeat"] > 0:
-            raise ApiError(400, 10088, "consumer idle heartbeat requires a push based consumer")
-        if cfg["flow_control"]:
-            raise ApiError(400, 10089, "consumer flow control requires a push based consumer")
-        if cfg["max_batch"] < 0:
-            raise ApiError(400, 10114, "consumer max request batch needs to be > 0")
-        if cfg["max_expires"] != 0 and cfg["max_expires"] < MS:
-            raise ApiError(400, 10115, "consumer max request expires needs to be >= 1ms")
-    limits = stream_cfg.get("consumer_limits") or {}
-    lim_pending = int(limits.get("max_ack_pending") or 0)
-    if lim_pending > 0 and cfg["max_ack_pending"] > lim_pending:
-        raise ApiError(400, 10121, f"consumer max ack pending exceeds system limit of {lim_pending}")
-    lim_inactive = int(limits.get("inactive_threshold") or 0)
-    if lim_inactive > 0 and cfg["inactive_threshold"] > lim_inactive:
-        raise ApiError(400, 10153, f"consumer inactive threshold exceeds system limit of {go_duration(lim_inactive)}")
-    if cfg["direct"]:
-        if not deliver:
-            raise ApiError(400, 10090, "consumer direct requires a push based consumer")
-        if cfg["durable_name"]:
-            raise ApiError(400, 10091, "consumer direct requires an ephemeral consumer")
-    if cfg["filter_subject"] and cfg["filter_subjects"]:
-        raise ApiError(400, 10136, "consumer cannot have both FilterSubject and FilterSubjects specified")
-    if cfg["filter_subject"] and not is_valid_subject(cfg["filter_subject"].encode()):
-        raise err_stream_invalid_config("invalid subject")
-    if any(not f for f in cfg["filter_subjects"]):
-        raise ApiError(400, 10139, "consumer filter in FilterSubjects cannot be empty")
-    flts = filters_of(cfg)
-    for i, f in enumerate(flts):
-        if not is_valid_subject(f.encode()):
-            raise err_stream_invalid_config("invalid subject")
-        for j, g in enumerate(flts):
-            if i != j and is_subset(f, g):
-                raise ApiError(400, 10138, "consumer subject filters cannot overlap")
-    _check_start(cfg)
-    if cfg["sample_freq"]:
-        text = cfg["sample_freq"].removesuffix("%")
-        try:
-            ok = int(text) >= 0 and text.strip() == text and "_" not in text
-        except ValueError:
-            ok = False
-        if not ok:
-            raise ApiError(400, 10095, "failed to parse consumer sampling configuration: "
-                                   f'strconv.Atoi: parsing "{text}": invalid syntax')
-    if cfg["flow_control"] and cfg["idle_heartbeat"] == 0:
-        raise ApiError(400, 10108, "consumer with flow control also needs heartbeats")
-    if cfg["durable_name"] and cfg["name"] and cfg["name"] != cfg["durable_name"]:
-        raise ApiError(400, 10132, "Consumer Durable and Name have to be equal if both are provided")
-    md = cfg["metadata"] or {}
-    if sum(len(k) + len(v) for k, v in md.items()) > MAX_METADATA_LEN:
-        raise ApiError(400, 10135, f"consumer metadata exceeds maximum size of {MAX_METADATA_LEN // 1024}KB")
-    if cfg["priority_policy"] != "none":
-        if deliver:
-            raise ApiError(400, 10178, "priority groups can not be used with push consumers")
-        if not cfg["priority_groups"]:
-            raise ApiError(400, 10159, "Setting PriorityPolicy requires at least one PriorityGroup to be set")
-        for g in cfg["priority_groups"]:
-            if not g:
-                raise ApiError(400, 10161, "Group name cannot be an empty string")
-        # Priority groups (ADR-42: overflow, pinned clients, prioritized) are not implemented by this hub.
-        raise err_stream_invalid_config("consumer priority groups are not supported by this server")
-    if cfg["priority_groups"]:
-        raise ApiError(400, 10196, "consumer can not have priority groups when policy is none")
-    if cfg["priority_timeout"] > 0:
-        raise ApiError(400, 10197, "PinnedTTL cannot be set when PriorityPolicy is none")
-
-
-def _check_start(cfg: dict[str, Any]) -> None:
-    dp, seq, t = cfg["deliver_policy"], cfg["opt_start_seq"], cfg["opt_start_time"] is not None
-
-    def bad(text: str) -> ApiError:
-        return ApiError(400, 10094, text)
-
-    def bad_start(p: str, start: str) -> ApiError:
-        return bad(f"consumer delivery policy is deliver {p}, but optional start {start} is also set")
-
-    def not_set(p: str, what: str) -> ApiError:
-        return bad(f"consumer delivery policy is deliver {p}, but optional {what} is not set")
-
-    names = {"all": "all", "last": "last", "last_per_subject": "last per subject", "new": "new"}
-    if dp in names:
-        if seq > 0:
-            raise bad_start(names[dp], "sequence")
-        if t:
-            raise bad_start(names[dp], "time")
-        if dp == "last_per_subject" and not filters_of(cfg):
-            raise not_set("last per subject", "filter subject")
-    elif dp == "by_start_sequence":
-        if seq == 0:
-            raise not_set("by start sequence", "start sequence")
-        if t:
-            raise bad_start("by start sequence", "time")
-    elif dp == "by_start_time":
-        if not t:
-            raise not_set("by start time", "start time")
-        if seq != 0:
-            raise bad_start("by start time", "start sequence")
-
-
-def update_error(old: dict[str, Any], new: dict[str, Any], deliver_has_interest: bool) -> ApiError | None:
-    """nats-server checkNewConsumerConfig: what an update may not change (error 10012 with its text)."""
-    if old == new:
-        return None
-    for key, text in (("deliver_policy", "deliver policy can not be updated"),
-                      ("mem_storage", "storage type can not be updated"),
-                      ("direct", "direct can not be updated"),
-                      ("sourcing", "sourcing can not be updated"),
-                      ("opt_start_seq", "start sequence can not be updated"),
-                      ("opt_start_time", "start time can not be updated"),
-                      ("ack_policy", "ack policy can not be updated"),
-                      ("replay_policy", "replay policy can not be updated"),
-                      ("idle_heartbeat", "heart beats can not be updated"),
-                      ("flow_control", "flow control can not be updated")):
-        if old[key] != new[key]:
-            return err_create(text)
-    if old["deliver_subject"] != new["deliver_subject"]:
-        if not old["deliver_subject"]:
-            return err_create("can not update pull consumer to push based")
-        if not new["deliver_subject"]:
-            return err_create("can not update push consumer to pull based")
-        if deliver_has_interest:
-            return ApiError(400, 10013, "consumer name already in use")
-    if old["max_waiting"] != new["max_waiting"]:
-        return err_create("max waiting can not be updated")
-    if new["backoff"] and new["max_deliver"] != -1 and len(new["backoff"]) > new["max_deliver"]:
-        return ApiError(400, 10116, "max deliver is required to be > length of backoff values")
-    return None
 
 
 # ---- pull requests -----------------------------------------------------------------------------------------------
 
-NEXT_FIELDS = {"expires": "time.Duration", "batch": "int", "max_bytes": "int", "no_wait": "bool",
-               "idle_heartbeat": "time.Duration", "group": "string", "min_pending": "int64",
+NEXT_SCHEMA = {"expires": "duration", "batch": "int", "max_bytes": "int", "no_wait": "bool",
+               "idle_heartbeat": "duration", "group": "string", "min_pending": "int64",
                "min_ack_pending": "int64", "id": "string", "priority": "int"}
 
 
@@ -797,24 +153,12 @@ def parse_next_request(payload: bytes) -> NextRequest:
         return NextRequest()
     if body[:1] == b"{":
         try:
-            obj = json.loads(body)
-        except json.JSONDecodeError as e:
-            raise ValueError(_go_syntax_error(e).rsplit(" at offset", 1)[0]) from None
-        except UnicodeDecodeError:
-            raise ValueError("invalid character in string literal") from None
-        except RecursionError:
-            raise ValueError("exceeded max depth") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"json: cannot unmarshal {_kind(obj)} into Go value of type "
-                             "server.JSApiConsumerGetNextRequest")
-        known = {k: v for k, v in obj.items() if k in NEXT_FIELDS}
-        f = _Fields(known, "JSApiConsumerGetNextRequest", "", NEXT_FIELDS)
-        vals = {k: f.get(k) for k in NEXT_FIELDS}
-        if f.first is not None:
-            raise ValueError(f.first)
-        req = NextRequest(vals["batch"] or 0, vals["expires"] or 0, vals["max_bytes"] or 0, bool(vals["no_wait"]),
-                          vals["idle_heartbeat"] or 0)
-        group = {k: vals[k] for k in ("group", "min_pending", "min_ack_pending", "id", "priority") if vals[k]}
+            vals = decode(loads(body), NEXT_SCHEMA, "JSApiConsumerGetNextRequest", strict=False)
+        except GoJSONError as e:
+            raise ValueError(str(e).rsplit(" at offset", 1)[0]) from None
+        req = NextRequest(vals.get("batch", 0), vals.get("expires", 0), vals.get("max_bytes", 0),
+                          vals.get("no_wait", False), vals.get("idle_heartbeat", 0))
+        group = {k: vals[k] for k in ("group", "min_pending", "min_ack_pending", "id", "priority") if vals.get(k)}
         req.group = group or None
         if req.heartbeat > 0 and req.heartbeat * 2 > req.expires:
             raise ValueError("heartbeat value too large")
@@ -882,141 +226,14 @@ def parse_nak_delay(arg: bytes) -> int | None:
             return None  # not a Go time.Duration: a plain NAK, as nats-server
         return d
     try:
-        return parse_go_duration(arg.decode())
+        return parse_duration(arg.decode())
     except (ValueError, UnicodeDecodeError):
         return None
 
 
-_UNITS = {"ns": 1, "us": 1000, "µs": 1000, "μs": 1000, "ms": MS, "s": NS, "m": 60 * NS, "h": 3600 * NS}
-
-
-def parse_go_duration(text: str) -> int:
-    """Go's time.ParseDuration ("1.5s", "300ms", "1h2m"); ValueError if malformed."""
-    s = text
-    neg = s.startswith("-")
-    if s[:1] in "+-":
-        s = s[1:]
-    if s == "0":
-        return 0
-    if not s:
-        raise ValueError(text)
-    total = 0.0
-    while s:
-        i = 0
-        while i < len(s) and (s[i].isdigit() or s[i] == "."):
-            i += 1
-        if i == 0:
-            raise ValueError(text)
-        num = float(s[:i])
-        s = s[i:]
-        j = 0
-        while j < len(s) and not (s[j].isdigit() or s[j] == "."):
-            j += 1
-        unit = s[:j]
-        s = s[j:]
-        if unit not in _UNITS:
-            raise ValueError(text)
-        total += num * _UNITS[unit]
-    if total > INT64_MAX:
-        raise ValueError(f"time: invalid duration {text!r}")
-    return -int(total) if neg else int(total)
-
-
-# ---- delivery to subscribers ---------------------------------------------------------------------------------------
-
-
-def deliver_frame(server: Any, acc: Account, dest: bytes, subject: bytes, reply: bytes | None,
-                  hdr: bytes | None, payload: bytes) -> int:
-    """Send one message to the subscribers of `dest` in `acc`, written as `subject`: the MSG line shows the stored
-    message's subject while the frame goes to the inbox or deliver subject's subscriptions (nats-server's
-    "deliver" subject). Leaf links get the routed subject with `@<subject>` after the reply, which nats-server
-    peers map back. Internal subscriptions are skipped. Returns how many targets got it."""
-    r = acc.sublist.match(dest)
-    if not r:
-        return 0
-    size = len(payload) + (len(hdr) if hdr is not None else 0)
-    count = 0
-    leafs: set[Any] = set()
-    for sub in r.psubs:
-        conn = sub.conn
-        if sub.imported is not None or conn is None:
-            continue
-        if conn.is_leaf:
-            if conn not in leafs and not conn.closed:
-                leafs.add(conn)
-                conn.send_lmsg(dest, _leaf_reply(reply, subject, dest), [], hdr, payload)
-                count += 1
-            continue
-        count += _frame_to(conn, sub, subject, reply, hdr, payload, size)
-    for grp in r.qsubs:
-        members = [s for s in grp if s.imported is None and s.conn is not None and not s.conn.closed]
-        if not members:
-            continue
-        sub = members[random.randrange(len(members))]
-        conn = sub.conn
-        if conn.is_leaf:
-            conn.send_lmsg(dest, _leaf_reply(reply, subject, dest), [sub.queue], hdr, payload)
-            count += 1
-        else:
-            count += _frame_to(conn, sub, subject, reply, hdr, payload, size)
-    if count:
-        server.out_msgs += count
-        server.out_bytes += size * count
-    return count
-
-
-def _leaf_reply(reply: bytes | None, subject: bytes, dest: bytes) -> bytes | None:
-    if reply and subject != dest:
-        return reply + b"@" + subject
-    return reply
-
-
-def _frame_to(conn: Any, sub: Any, subject: bytes, reply: bytes | None, hdr: bytes | None, payload: bytes,
-              size: int) -> int:
-    if conn.closed or sub.closed:
-        return 0
-    if sub.max is not None and sub.delivered >= sub.max:
-        conn.remove_sub(sub)
-        return 0
-    if hdr is not None and not conn.headers:
-        hdr = None  # nats-server strips headers for clients that did not announce support
-        size = len(payload)
-    verb = b"HMSG " if hdr is not None else b"MSG "
-    conn.enqueue(verb + subject + b" " + sub.sid + encode_tail(reply, hdr, payload))
-    conn.out_msgs += 1
-    conn.out_bytes += size
-    sub.delivered += 1
-    if sub.max is not None and sub.delivered >= sub.max:
-        conn.remove_sub(sub)
-    return 1
-
-
-def has_interest(acc: Account, subject: bytes) -> bool:
-    r = acc.sublist.match(subject)
-    return bool(r.psubs) or any(r.qsubs)
-
-
-def status_header(code: int, text: str, *pairs: tuple[str, int | str]) -> bytes:
-    lines = [f"NATS/1.0 {code} {text}\r\n"]
-    lines.extend(f"{k}: {v}\r\n" for k, v in pairs)
-    lines.append("\r\n")
-    return "".join(lines).encode()
-
-
 def headers_only(hdr: bytes | None, payload: bytes) -> bytes:
     """The headers of a `headers_only` delivery: the stored headers plus `Nats-Msg-Size: <payload length>`."""
-    base = hdr[:-2] if hdr else b"NATS/1.0\r\n"
-    return base + HDR_MSG_SIZE + b": %d\r\n\r\n" % len(payload)
-
-
-def header_value(hdr: bytes | None, name: bytes) -> bytes | None:
-    if not hdr:
-        return None
-    for line in hdr.split(b"\r\n")[1:]:
-        k, sep, v = line.partition(b":")
-        if sep and k == name:
-            return v.strip()
-    return None
+    return hdr_append(hdr, HDR_MSG_SIZE + b": %d\r\n" % len(payload))
 
 
 # ---- the consumer ---------------------------------------------------------------------------------------------------
@@ -1429,7 +646,7 @@ class Consumer:
                     self._undo(seq, dc, source)
                     return "blocked"
                 dest = wr.reply
-            if deliver_frame(self.server, self.account, dest, subj, ack, hdr or None, data) == 0:
+            if deliver_as(self.account, self.server.internal, dest, subj, ack, hdr or None, data) == 0:
                 self._undo(seq, dc, source)
                 if push:
                     self.active = False
@@ -1441,7 +658,7 @@ class Consumer:
                 if wr.n > 0 and wr.hb > 0:
                     wr.hbt = time.monotonic_ns() + wr.hb
                 if wr.n <= 0 and wr.b > 0:
-                    deliver_frame(self.server, self.account, dest, dest, None,
+                    deliver_as(self.account, self.server.internal, dest, dest, None,
                                   status_header(409, "Batch Completed", (HDR_PENDING_MSGS, wr.n),
                                                 (HDR_PENDING_BYTES, wr.b)), b"")
         return "blocked"
@@ -1615,7 +832,7 @@ class Consumer:
             self._status(reply, 409, f"Exceeded MaxRequestBatch of {cfg['max_batch']}")
             return
         if req.expires > 0 and cfg["max_expires"] > 0 and req.expires > cfg["max_expires"]:
-            self._status(reply, 409, f"Exceeded MaxRequestExpires of {go_duration(cfg['max_expires'])}")
+            self._status(reply, 409, f"Exceeded MaxRequestExpires of {format_duration(cfg['max_expires'])}")
             return
         if req.max_bytes > 0 and cfg["max_bytes"] > 0 and req.max_bytes > cfg["max_bytes"]:
             self._status(reply, 409, f"Exceeded MaxRequestMaxBytes of {cfg['max_bytes']}")
@@ -1762,7 +979,7 @@ class Consumer:
             if not self._ack(sseq, dseq, dc, term_reason=reason):
                 skip_reply = True
         if reply and not skip_reply:
-            deliver_frame(self.server, self.account, reply, reply, None, None, b"")
+            deliver_as(self.account, self.server.internal, reply, reply, None, None, b"")
         self.kick()
 
     def _ack(self, sseq: int, dseq: int, dc: int, term_reason: str | None = None) -> bool:
@@ -2040,7 +1257,8 @@ class Consumer:
         pairs: list[tuple[str, int | str]] = [(HDR_LAST_CONSUMER, self.dseq - 1), (HDR_LAST_STREAM, self.sseq - 1)]
         if self.fcid:
             pairs.append((HDR_STALLED, self.fcid))
-        deliver_frame(self.server, self.account, dest, dest, None, status_header(100, "Idle Heartbeat", *pairs), b"")
+        deliver_as(self.account, self.server.internal, dest, dest, None, status_header(100, "Idle Heartbeat", *pairs),
+                   b"")
 
     def _need_flow_control(self, size: int) -> bool:
         if not self.fcid and self.pbytes > self.maxpb // 2:
@@ -2059,8 +1277,8 @@ class Consumer:
             rnd //= 62
         reply = self.fc_prefix + tag
         self.fcsz, self.fcid = self.pbytes, reply
-        deliver_frame(self.server, self.account, self.deliver_b, self.deliver_b, reply.encode(),
-                      b"NATS/1.0 100 FlowControl Request\r\n\r\n", b"")
+        deliver_as(self.account, self.server.internal, self.deliver_b, self.deliver_b, reply.encode(),
+                      status_header(100, "FlowControl Request"), b"")
 
     def process_flow_control(self, subject: str) -> None:
         """A reply to our latest flow-control request: widen the window and resume."""
@@ -2141,7 +1359,7 @@ class Consumer:
         old = self.cfg["pause_until"]
         cfg = dict(self.cfg)
         cfg["pause_until"] = pause_until
-        static_metadata(cfg)
+        set_static_consumer_metadata(cfg)
         self.cfg = cfg
         self.persist_meta()
         if old != pause_until:
@@ -2156,9 +1374,9 @@ class Consumer:
         old = self.cfg
         self.cfg = new
         if new["deliver_subject"] != old["deliver_subject"]:
-            _unwatch(self)
+            unwatch(self)
             self.deliver_b = new["deliver_subject"].encode()
-            _watch(self)
+            watch(self)
             for seq in sorted(self.pending):
                 if seq not in self.rdq_set:
                     self._rdq_add(seq)
@@ -2189,7 +1407,7 @@ class Consumer:
         dp = cfg["deliver_policy"]
 
         def invalid(why: str) -> ApiError:
-            return ApiError(400, 10204, "invalid reset: " + why)
+            return js_error("JSConsumerInvalidResetErr", err=why)
 
         if seq == 0:
             seq = self.asflr + 1
@@ -2262,11 +1480,8 @@ class Consumer:
         return out
 
     def config_out(self, dynamic: bool) -> dict[str, Any]:
-        md = dict(self.cfg["metadata"] or {})
-        if dynamic:
-            md[META_LEVEL] = str(API_LEVEL)
-            md[META_VERSION] = self.server.version
-        return config_json(self.cfg, md)
+        md = self.cfg["metadata"]
+        return config_json(self.cfg, dynamic_metadata(md, self.server.version) if dynamic else dict(md or {}))
 
     # -- persistence
 
@@ -2274,8 +1489,6 @@ class Consumer:
         """Durable consumers of file streams keep their config in `<stream dir>/obs/<name>/meta.json`."""
         if not self.file_backed or self.closed:
             return
-        from host.filestore import atomic_write
-
         path = os.path.join(self.stream.dir, "obs", self.name)
         os.makedirs(path, exist_ok=True)
         meta = {"stream_name": self.stream.name, "name": self.name, "created": rfc3339(self.created),
@@ -2304,7 +1517,7 @@ class Consumer:
     # -- output helpers
 
     def _status(self, dest: bytes, code: int, text: str, *pairs: tuple[str, int | str]) -> None:
-        deliver_frame(self.server, self.account, dest, dest, None, status_header(code, text, *pairs), b"")
+        deliver_as(self.account, self.server.internal, dest, dest, None, status_header(code, text, *pairs), b"")
 
     def _advisory(self, subject: str, body: dict[str, Any]) -> None:
         subj = subject.encode()
@@ -2362,7 +1575,7 @@ class Consumer:
         self.store.delete()
         if self.file_backed and self.stream.dir:
             shutil.rmtree(os.path.join(self.stream.dir, "obs", self.name), ignore_errors=True)
-        _unwatch(self)
+        unwatch(self)
         if self.stream.retention == "interest" and not self.stream.closed:
             self._release_interest(self.asflr + 1)
 
@@ -2399,11 +1612,11 @@ class Consumer:
 _WATCH: weakref.WeakKeyDictionary[Account, dict[bytes, list[Consumer]]] = weakref.WeakKeyDictionary()
 
 
-def _watch(c: Consumer) -> None:
+def watch(c: Consumer) -> None:
     _WATCH.setdefault(c.account, {}).setdefault(c.deliver_b, []).append(c)
 
 
-def _unwatch(c: Consumer) -> None:
+def unwatch(c: Consumer) -> None:
     by = _WATCH.get(c.account)
     if not by:
         return
@@ -2435,7 +1648,7 @@ def _interest_hook(acc: Account) -> Callable[[bytes], None]:
     return changed
 
 
-# ---- entry points for host/stream.py --------------------------------------------------------------------------------
+# ---- entry points for jetstream.py and stream.py -----------------------------------------------------------------
 
 
 def install(jsa: JSAccount) -> None:
@@ -2448,7 +1661,7 @@ def install(jsa: JSAccount) -> None:
         info = parse_ack_subject(subject.decode(errors="replace"))
         if info is None:
             return False
-        c = _lookup(jsa, info[0], info[1])
+        c = lookup(jsa, info[0], info[1])
         if c is None or c.cfg["ack_policy"] == ACK_NONE:
             return False
         c.process_ack(info[2], info[3], info[4], reply, payload)
@@ -2458,9 +1671,9 @@ def install(jsa: JSAccount) -> None:
         text = subject.decode(errors="replace")
         toks = text.split(".")
         if len(toks) == 5:
-            c = _lookup(jsa, toks[2], toks[3])
+            c = lookup(jsa, toks[2], toks[3])
         elif len(toks) >= 7:
-            c = _lookup(jsa, toks[4], toks[5])
+            c = lookup(jsa, toks[4], toks[5])
         else:
             return False
         if c is None or not c.cfg["flow_control"]:
@@ -2473,7 +1686,7 @@ def install(jsa: JSAccount) -> None:
     acc.interest_watchers.append(_interest_hook(acc))
 
 
-def _lookup(jsa: JSAccount, stream: str, name: str) -> Consumer | None:
+def lookup(jsa: JSAccount, stream: str, name: str) -> Consumer | None:
     s = jsa.streams.get(stream)
     if s is None:
         return None
@@ -2495,7 +1708,7 @@ def recover(stream: Any) -> None:
         try:
             with open(meta_path, "rb") as f:
                 meta = json.loads(f.read())
-            cfg = parse_config(meta["config"], "ConsumerConfig", "")
+            cfg = config_from(decode(meta["config"], CONFIG_SCHEMA, "ConsumerConfig"))
             created = int(meta.get("created_ns") or 0)
         except (OSError, ValueError, KeyError, TypeError, ApiError) as e:
             log.error("JetStream consumer '%s > %s > %s' not recovered: %s", stream.jsa.account.name, stream.name,
@@ -2520,399 +1733,5 @@ def recover(stream: Any) -> None:
             c.select_start()
         stream.consumers[name] = c
         if c.push:
-            _watch(c)
+            watch(c)
         c.start()
-
-
-# ---- the API -----------------------------------------------------------------------------------------------------
-
-
-def consumer_api(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    """One `$JS.API.CONSUMER.>` request. Malformed subjects get no reply, as with nats-server, and like pull
-    requests (handled by the consumer, not the API, in nats-server) they do not count in the account's API total."""
-    n = len(tokens)
-    op = tokens[3] if n > 3 else ""
-    served = True
-    try:
-        if n < 5:
-            served = False
-        elif op == "CREATE":
-            _create(jsa, tokens, reply, hdr, payload, durable_subject=False)
-        elif op == "DURABLE" and n == 7 and tokens[4] == "CREATE":
-            _create(jsa, tokens, reply, hdr, payload, durable_subject=True)
-        elif op == "MSG" and n == 7 and tokens[4] == "NEXT":
-            served = False
-            _next(jsa, tokens[5], tokens[6], reply, hdr, payload)
-        elif op == "INFO" and n == 6:
-            _info(jsa, tokens[4], tokens[5], reply, hdr, payload)
-        elif op == "NAMES" and n == 5:
-            _names(jsa, tokens[4], reply, hdr, payload, full=False)
-        elif op == "LIST" and n == 5:
-            _names(jsa, tokens[4], reply, hdr, payload, full=True)
-        elif op == "DELETE" and n == 6:
-            _delete(jsa, tokens[4], tokens[5], reply, hdr, payload)
-        elif op == "PAUSE" and n == 6:
-            _pause(jsa, tokens[4], tokens[5], reply, hdr, payload)
-        elif op == "RESET" and n == 6:
-            served = False  # the consumer's own subscription in nats-server, like pull requests
-            _reset(jsa, tokens[4], tokens[5], reply, hdr, payload)
-        elif op == "LEADER" and n == 7 and tokens[4] == "STEPDOWN":
-            jsa.respond_error(reply, T_STEPDOWN, ApiError(503, 10010, "JetStream clustering support required"))
-        else:
-            served = False
-    finally:
-        if served:
-            jsa.api_total += 1
-        server = jsa.server
-        if server.reading is None:
-            server.flush_dirty()
-
-
-def _api_level_error(hdr: bytes | None) -> ApiError | None:
-    v = header_value(hdr, HDR_REQUIRED_API_LEVEL)
-    if v is None:
-        return None
-    try:
-        ok = int(v) <= API_LEVEL
-    except ValueError:
-        ok = False
-    return None if ok else ApiError(412, 10185, "JetStream minimum api level required")
-
-
-def _is_empty_request(payload: bytes) -> bool:
-    if not payload or payload == b"{}":
-        return True
-    try:
-        v = json.loads(payload)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(v, dict) and not v
-
-
-def _create(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes,
-            durable_subject: bool) -> None:
-    try:
-        c, created = _create_consumer(jsa, tokens, hdr, payload, durable_subject)
-    except ApiError as e:
-        jsa.respond_error(reply, T_CREATE, e)
-        return
-    if created:
-        c._advisory(f"{ADV_CREATED}.{c.stream.name}.{c.name}", {
-            "type": "io.nats.jetstream.advisory.v1.consumer_action", "stream": c.stream.name, "consumer": c.name,
-            "action": "create"})
-    body = {"type": T_CREATE}
-    body.update(c.info(dynamic=True))
-    jsa.respond(reply, body)
-    if created and c._paused():
-        c._pause_advisory()
-    c.kick()
-
-
-def _create_consumer(jsa: JSAccount, tokens: list[str], hdr: bytes | None, payload: bytes,
-                     durable_subject: bool) -> tuple[Consumer, bool]:
-    """Validate and create (or update) a consumer, as nats-server jsConsumerCreateRequest + addConsumer;
-    returns it and whether it is new."""
-    req = load_json(payload)
-    if req is not None and not isinstance(req, dict):
-        raise err_invalid_json(f"json: cannot unmarshal {_kind(req)} into Go value of type "
-                               "server.CreateConsumerRequest")
-    req = req or {}
-    top = _Fields(req, "CreateConsumerRequest", "", {"stream_name": "string", "config": "object",
-                                                      "action": "enum", "pedantic": "bool"})
-    stream_name = top.get("stream_name") or ""
-    pedantic = bool(top.get("pedantic"))
-    action = req.get("action")
-    if action is not None and action not in ACTIONS:
-        raise err_invalid_json(f"unknown consumer action: {json.dumps(action)}")
-    action = action or ""
-    cfg = parse_config(req.get("config"))
-    top.done()
-    err = _api_level_error(hdr)
-    if err is not None:
-        raise err
-    n = len(tokens)
-    filtered = ""
-    if n == 5:
-        kind, stream, name = "ephemeral", tokens[4], cfg["name"]
-    elif durable_subject:
-        kind, stream, name = "durable", tokens[5], tokens[6]
-    else:
-        kind, stream, name = "new", tokens[4], tokens[5]
-        if n > 6:
-            filtered = ".".join(tokens[6:])
-    if stream != stream_name:
-        raise ApiError(400, 10056, "stream name in subject does not match request")
-    if name and ("\\" in name or "/" in name):
-        raise ApiError(400, 10127, "Consumer name can not contain path separators")
-    if kind == "durable":
-        if not cfg["durable_name"]:
-            raise ApiError(400, 10018, "consumer expected to be durable but a durable name was not set")
-        if name != cfg["durable_name"]:
-            raise ApiError(400, 10017, "consumer name in subject does not match durable name in request")
-        cfg["name"] = name
-    elif kind == "new":
-        if cfg["durable_name"] and name != cfg["durable_name"]:
-            raise ApiError(400, 10017, "consumer name in subject does not match durable name in request")
-        cfg["name"] = name
-    elif cfg["durable_name"]:
-        raise ApiError(400, 10020, "consumer expected to be ephemeral but a durable name was set in request")
-    if filtered and cfg["filter_subjects"]:
-        raise ApiError(400, 10137, "consumer with multiple subject filters cannot use subject based API")
-    if filtered and cfg["filter_subject"] != filtered:
-        raise ApiError(400, 10131, "Consumer create request did not match filtered subject from create subject")
-    if cfg["num_replicas"] > 1:
-        raise ApiError(500, 10074, "replicas > 1 not supported in non-clustered mode")
-    st = jsa.streams.get(stream)
-    if st is None:
-        raise err_stream_not_found()
-    existing = st.consumers.get(cfg["durable_name"] or cfg["name"]) if (cfg["durable_name"] or cfg["name"]) else None
-    if isinstance(existing, Consumer):
-        cfg["pause_until"] = existing.cfg["pause_until"]
-    static_metadata(cfg)
-    apply_defaults(cfg, st.config, pedantic)
-    check_config(cfg, st.config)
-    if isinstance(existing, Consumer):
-        if action == "create" and cfg != existing.cfg:
-            raise ApiError(400, 10148, "consumer already exists")
-        if st.retention == "workqueue" and not _partition_unique(st, existing.name, filters_of(cfg)):
-            raise ApiError(400, 10100, "filtered consumer not unique on workqueue stream")
-        uerr = update_error(existing.cfg, cfg, bool(cfg["deliver_subject"]) and has_interest(
-            jsa.account, existing.deliver_b))
-        if uerr is not None:
-            raise uerr
-        if cfg != existing.cfg:
-            existing.update_config(cfg)
-        return existing, False
-    if action == "update":
-        raise ApiError(400, 10149, "consumer does not exist")
-    maxc = int(st.config.get("max_consumers") or 0)
-    if maxc > 0 and len(st.consumers) >= maxc:
-        raise ApiError(400, 10026, "maximum consumers limit reached")
-    if st.retention == "workqueue" and not cfg["direct"]:
-        if cfg["ack_policy"] != ACK_EXPLICIT:
-            raise ApiError(400, 10098, "workqueue stream requires explicit ack")
-        if cfg["deliver_policy"] != "all":
-            raise ApiError(400, 10101, "consumer must be deliver all on workqueue stream")
-        if st.consumers:
-            flts = filters_of(cfg)
-            if not flts:
-                raise ApiError(400, 10099, "multiple non-filtered consumers not allowed on workqueue stream")
-            if not _partition_unique(st, "", flts):
-                raise ApiError(400, 10100, "filtered consumer not unique on workqueue stream")
-    if cfg["durable_name"]:
-        if len(cfg["durable_name"]) > MAX_NAME_LEN:
-            raise ApiError(400, 10102, f"consumer name is too long, maximum allowed is {MAX_NAME_LEN}")
-        name = cfg["durable_name"]
-    elif cfg["name"]:
-        name = cfg["name"]
-    else:
-        # A generated name is not written into the config (nats-server copies the config before naming).
-        name = _ephemeral_name()
-        while name in st.consumers:
-            name = _ephemeral_name()
-    if not valid_name(name):
-        raise ApiError(400, 10103, "durable name can not contain '.', '*', '>'")
-    c = Consumer(st, name, cfg, time.time_ns())
-    if c.durable and st.dir and not cfg["mem_storage"]:
-        try:
-            c.store = st.store.consumer_store(name, cfg["ack_policy"], cfg["max_deliver"])
-            c.file_backed = True
-        except (OSError, StoreError, ValueError) as e:
-            raise ApiError(500, 10104, "error creating store for consumer: " + str(e)) from None
-    c.select_start()
-    try:
-        c.persist_meta()
-    except OSError as e:
-        c.store.delete()
-        raise ApiError(500, 10104, "error creating store for consumer: " + str(e)) from None
-    st.consumers[name] = c
-    if c.push:
-        _watch(c)
-    c.start()
-    return c, True
-
-
-def _partition_unique(st: Any, name: str, flts: list[str]) -> bool:
-    """Workqueue streams: no two consumers may share a subject (nats-server partitionUnique)."""
-    for other_name, o in st.consumers.items():
-        if other_name == name or not isinstance(o, Consumer):
-            continue
-        if not o.filters:
-            return False
-        for a in flts:
-            for b in o.filters:
-                if subjects_overlap(a, b):
-                    return False
-    return True
-
-
-def _next(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    if not reply:
-        return
-    c = _lookup(jsa, stream, name)
-    if c is None:
-        return  # nats-server: no consumer, no subscriber (the router leaves these to a 503)
-    if _api_level_error(hdr) is not None and not c.push:
-        c._status(reply, 412, "Required Api Level")
-        c._flush()
-        return
-    c.process_next_request(reply, payload)
-
-
-def _stream_or_error(jsa: JSAccount, stream: str) -> Any:
-    st = jsa.streams.get(stream)
-    if st is None:
-        raise err_stream_not_found()
-    return st
-
-
-def _info(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    try:
-        if not _is_empty_request(payload):
-            raise err_not_empty_request()
-        err = _api_level_error(hdr)
-        if err is not None:
-            raise err
-        st = _stream_or_error(jsa, stream)
-        c = st.consumers.get(name)
-        if not isinstance(c, Consumer) or c.closed:
-            raise err_consumer_not_found()
-    except ApiError as e:
-        jsa.respond_error(reply, T_INFO, e)
-        return
-    body = {"type": T_INFO}
-    body.update(c.info(dynamic=True))
-    jsa.respond(reply, body)
-
-
-def _offset(payload: bytes) -> int:
-    text = payload.strip()
-    if not text or text[:1] not in (b"{", b"["):
-        return 0
-    req = load_json(text)
-    if not isinstance(req, dict):
-        raise err_invalid_json(f"json: cannot unmarshal {_kind(req)} into Go value of type "
-                               "server.JSApiConsumersRequest")
-    f = _Fields(req, "JSApiConsumersRequest", "", {"offset": "int"})
-    off = f.get("offset")
-    f.done()
-    return max(off or 0, 0)
-
-
-def _names(jsa: JSAccount, stream: str, reply: bytes | None, hdr: bytes | None, payload: bytes,
-           full: bool) -> None:
-    type_name = T_LIST if full else T_NAMES
-    try:
-        err = _api_level_error(hdr)
-        if err is not None:
-            raise err
-        offset = _offset(payload)
-        st = _stream_or_error(jsa, stream)
-    except ApiError as e:
-        jsa.api_errors += 1
-        jsa.respond(reply, {"type": type_name, "error": e.body(), "total": 0, "offset": 0, "limit": 0,
-                            "consumers": []})
-        return
-    consumers = sorted((c for c in st.consumers.values() if isinstance(c, Consumer) and not c.cfg["direct"]),
-                       key=lambda c: c.name)
-    total = len(consumers)
-    offset = min(offset, total)
-    page = consumers[offset: offset + (LIST_LIMIT if full else NAMES_LIMIT)]
-    out: dict[str, Any] = {"type": type_name, "total": total, "offset": offset,
-                           "limit": LIST_LIMIT if full else NAMES_LIMIT}
-    out["consumers"] = [c.info() for c in page] if full else [c.name for c in page]
-    jsa.respond(reply, out)
-
-
-def _delete(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    try:
-        err = _api_level_error(hdr)
-        if err is not None:
-            raise err
-        if not _is_empty_request(payload):
-            raise err_not_empty_request()
-        st = _stream_or_error(jsa, stream)
-        c = st.consumers.get(name)
-        if not isinstance(c, Consumer) or c.closed:
-            raise err_consumer_not_found()
-    except ApiError as e:
-        jsa.respond_error(reply, T_DELETE, e)
-        return
-    c.delete_consumer(advisory=True)
-    jsa.respond(reply, {"type": T_DELETE, "success": True})
-
-
-def _pause(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    zero = {"paused": False, "pause_until": time_text(None)}
-    try:
-        until: int | None = None
-        text = payload.strip()
-        if text and text[:1] in (b"{", b"["):
-            req = load_json(text)
-            if not isinstance(req, dict):
-                raise err_invalid_json(f"json: cannot unmarshal {_kind(req)} into Go value of type "
-                                       "server.JSApiConsumerPauseRequest")
-            f = _Fields(req, "JSApiConsumerPauseRequest", "", {"pause_until": "time"})
-            f.done()
-            if req.get("pause_until") is not None:
-                try:
-                    until = parse_time(req["pause_until"])
-                except ValueError as e:
-                    raise err_invalid_json(str(e)) from None
-        err = _api_level_error(hdr)
-        if err is not None:
-            raise err
-        st = _stream_or_error(jsa, stream)
-        c = st.consumers.get(name)
-        if not isinstance(c, Consumer) or c.closed:
-            raise err_consumer_not_found()
-    except ApiError as e:
-        jsa.api_errors += 1
-        body = {"type": T_PAUSE, "error": e.body()}
-        body.update(zero)
-        jsa.respond(reply, body)
-        return
-    try:
-        c.set_pause(until)
-    except OSError as e:
-        jsa.respond_error(reply, T_PAUSE, ApiError(500, 10104, "error creating store for consumer: " + str(e)))
-        return
-    now = time.time_ns()
-    out: dict[str, Any] = {"type": T_PAUSE, "paused": until is not None and now < until,
-                           "pause_until": time_text(until)}
-    if out["paused"]:
-        out["pause_remaining"] = until - now  # type: ignore[operator]
-    jsa.respond(reply, out)
-
-
-def _reset(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    """CONSUMER.RESET: start over at a sequence (or just after the ack floor), forgetting pending acks."""
-    if not reply:
-        return
-    c = _lookup(jsa, stream, name)
-    if c is None:
-        return  # nats-server: the consumer's subscription answers, so a missing consumer gets no reply
-    try:
-        err = _api_level_error(hdr)
-        if err is not None:
-            raise err
-        seq = 0
-        if payload.strip():
-            req = load_json(payload)
-            if not isinstance(req, dict):
-                raise err_invalid_json(f"json: cannot unmarshal {_kind(req)} into Go value of type "
-                                       "server.JSApiConsumerResetRequest")
-            known = {k: v for k, v in req.items() if k == "seq"}
-            f = _Fields(known, "JSApiConsumerResetRequest", "", {"seq": "uint64"})
-            seq = f.get("seq") or 0
-            f.done()
-        seq = c.reset(seq)
-    except ApiError as e:
-        # answered by the consumer in nats-server, so not an API error; the struct still writes reset_seq
-        jsa.respond(reply, {"type": T_RESET, "error": e.body(), "reset_seq": 0})
-        return
-    body: dict[str, Any] = {"type": T_RESET}
-    body.update(c.info(dynamic=True))
-    body["reset_seq"] = seq
-    jsa.respond(reply, body)
-    c.kick()

@@ -3,7 +3,7 @@
 `dispatch` is the internal subscription callback on `$JS.API.>` of every JetStream-enabled account. It answers
 like nats-server: the same JSON shapes and key order, the same error codes and texts, no reply at all for a subject
 that names no API (`$JS.API.STREAM.INFO` without a stream), and requests without a reply subject are still carried
-out (only the answer is dropped). `$JS.API.CONSUMER.>` goes to host/consumer.py (`consumer_api`).
+out (only the answer is dropped). `$JS.API.CONSUMER.>` goes to consumer_api.py.
 
 Direct gets and pull requests are special in nats-server: they are served by subscriptions of the stream (with
 `allow_direct`) and of the consumer, not by the API import. A direct get for a stream without `allow_direct`, or
@@ -18,44 +18,24 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from host.consumer import consumer_api
-from host.jetstream import (
-    API_LEVEL,
-    ApiError,
-    decode_request,
-    dumps,
-    err_bad_request,
-    err_not_empty_request,
-    err_purge_failed,
-    err_replicas_not_supported,
-    err_required_api_level,
-    err_stream_general,
-    err_stream_invalid_config,
-    err_stream_mismatch,
-    err_stream_name_exists,
-    err_stream_name_path_separators,
-    err_stream_not_found,
-    err_stream_sealed,
-    err_stream_subject_overlap,
-    is_empty_request,
-    is_json_object_or_array,
-)
-from host.store import StoreError
-from host.stream import (
-    H_REQUIRED_API_LEVEL,
+from host.headers import status_header
+from host.jetstream.consumer_api import consumer_api
+from host.jetstream.errors import ApiError, js_error
+from host.jetstream.gojson import decode_request, dumps, is_empty_request, is_json_object_or_array
+from host.jetstream.store import StoreError
+from host.jetstream.stream import Stream, stored_msg_json
+from host.jetstream.stream_config import (
+    LIST_LIMIT,
+    NAMES_LIMIT,
     STREAM_CONFIG_SCHEMA,
-    Stream,
     check_config,
-    hdr_get,
-    parse_time_field,
-    set_static_metadata,
-    stored_msg_json,
     subjects_collide,
     update_check,
 )
+from host.jetstream.versioning import api_level_too_high, set_static_stream_metadata
 
 if TYPE_CHECKING:
-    from host.jetstream import JSAccount
+    from host.jetstream.jetstream import JSAccount
 
 log = logging.getLogger("natsedge.hub")
 
@@ -70,8 +50,6 @@ T_STREAM_PURGE = "io.nats.jetstream.api.v1.stream_purge_response"
 T_MSG_GET = "io.nats.jetstream.api.v1.stream_msg_get_response"
 T_MSG_DELETE = "io.nats.jetstream.api.v1.stream_msg_delete_response"
 
-NAMES_LIMIT = 1024  # nats-server JSApiNamesLimit
-LIST_LIMIT = 256  # nats-server JSApiListLimit
 MAX_SUBJECT_DETAILS = 100_000  # nats-server JSMaxSubjectDetails
 
 PAGED_SCHEMA = {"offset": "int"}
@@ -80,13 +58,13 @@ INFO_SCHEMA = {"offset": "int", "deleted_details": "bool", "subjects_filter": "s
 PURGE_SCHEMA = {"seq": "uint64", "filter": "string", "keep": "uint64"}
 MSG_DELETE_SCHEMA = {"seq": "uint64", "no_erase": "bool"}
 MSG_GET_SCHEMA = {"seq": "uint64", "last_by_subj": "string", "next_by_subj": "string", "batch": "int",
-                  "max_bytes": "int", "start_time": "any", "multi_last": "strings", "up_to_seq": "uint64",
-                  "up_to_time": "any", "no_hdr": "bool"}
+                  "max_bytes": "int", "start_time": "time", "multi_last": "strings", "up_to_seq": "uint64",
+                  "up_to_time": "time", "no_hdr": "bool"}
 _DIRECT_STATUS = {
-    "empty": b"NATS/1.0 408 Empty Request\r\n\r\n",
-    "malformed": b"NATS/1.0 408 Malformed Request\r\n\r\n",
-    "bad": b"NATS/1.0 408 Bad Request\r\n\r\n",
-    "level": b"NATS/1.0 412 Required Api Level\r\n\r\n",
+    "empty": status_header(408, "Empty Request"),
+    "malformed": status_header(408, "Malformed Request"),
+    "bad": status_header(408, "Bad Request"),
+    "level": status_header(412, "Required Api Level"),
 }
 
 
@@ -101,16 +79,6 @@ def _fail(jsa: JSAccount, reply: bytes | None, type_name: str, err: ApiError,
     """An answer nats-server counts as an API request and an API error (sendAPIErrResponse)."""
     jsa.api_total += 1
     jsa.respond_error(reply, type_name, err, extra)
-
-
-def _level_too_high(hdr: bytes | None) -> bool:
-    """nats-server errorOnRequiredApiLevel: a Nats-Required-Api-Level above ours (or not a number)."""
-    if not hdr:
-        return False
-    v = hdr_get(hdr, H_REQUIRED_API_LEVEL)
-    if not v:
-        return False
-    return not v.isdigit() or int(v) > API_LEVEL
 
 
 def dispatch(jsa: JSAccount, src: Any, subject: bytes, reply: bytes | None, hdr: bytes | None,
@@ -144,8 +112,8 @@ def dispatch(jsa: JSAccount, src: Any, subject: bytes, reply: bytes | None, hdr:
 
 
 def account_info(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    if _level_too_high(hdr):
-        _fail(jsa, reply, T_ACCOUNT_INFO, err_required_api_level())
+    if api_level_too_high(hdr):
+        _fail(jsa, reply, T_ACCOUNT_INFO, js_error("JSRequiredApiLevelErr"))
         return
     body = {"type": T_ACCOUNT_INFO, **jsa.account_info()}  # the counters as they were before this request
     _ok(jsa, reply, body)
@@ -184,8 +152,8 @@ def _overlaps(jsa: JSAccount, subjects: list[str], skip: Stream | None) -> bool:
 
 def stream_create(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_STREAM_CREATE
-    if _level_too_high(hdr):
-        _fail(jsa, reply, T, err_required_api_level())
+    if api_level_too_high(hdr):
+        _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"))
         return
     try:
         req = decode_request(payload, STREAM_CONFIG_SCHEMA, "StreamConfigRequest")
@@ -195,36 +163,37 @@ def stream_create(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: b
     pedantic = bool(req.pop("pedantic", False))
     name = tokens[4]
     if req.get("name", "") != name:
-        _fail(jsa, reply, T, err_stream_mismatch())
+        _fail(jsa, reply, T, js_error("JSStreamMismatchErr"))
         return
     if "\\" in name or "/" in name:
-        _fail(jsa, reply, T, err_stream_name_path_separators())
+        _fail(jsa, reply, T, js_error("JSStreamNameContainsPathSeparatorsErr"))
         return
     if req.get("sealed"):
-        _fail(jsa, reply, T, err_stream_invalid_config("stream configuration for create can not be sealed"))
+        _fail(jsa, reply, T, js_error("JSStreamInvalidConfigF",
+                                      err="stream configuration for create can not be sealed"))
         return
     if req.get("mirror_direct") and not req.get("mirror"):
-        _fail(jsa, reply, T, err_stream_invalid_config("stream has no mirror but does have mirror direct"))
+        _fail(jsa, reply, T, js_error("JSStreamInvalidConfigF", err="stream has no mirror but does have mirror direct"))
         return
     try:
         cfg = check_config(req, jsa, pedantic)
-        set_static_metadata(cfg)
+        set_static_stream_metadata(cfg)
         if cfg["num_replicas"] > 1:
-            raise err_replicas_not_supported()
+            raise js_error("JSStreamReplicasNotSupportedErr")
         existing = jsa.streams.get(name)
         if existing is not None:
             if not _same_config(cfg, existing.config):
-                raise err_stream_name_exists()
+                raise js_error("JSStreamNameExistErr")
             stream = existing
         else:
             jsa.check_reservation(cfg)
             if _overlaps(jsa, cfg["subjects"], None):
-                raise err_stream_subject_overlap()
+                raise js_error("JSStreamSubjectOverlapErr")
             try:
                 stream = Stream.create(jsa, cfg)
             except (StoreError, OSError) as e:
                 log.warning("Stream create failed for '%s > %s': %s", jsa.account.name, name, e)
-                raise ApiError(500, 10049, "error creating store for stream") from None
+                raise js_error("JSStreamCreateErrF", err="error creating store for stream") from None
     except ApiError as e:
         _fail(jsa, reply, T, e)
         return
@@ -234,24 +203,24 @@ def stream_create(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: b
 
 def stream_update(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_STREAM_UPDATE
-    if _level_too_high(hdr):
-        _fail(jsa, reply, T, err_required_api_level())
+    if api_level_too_high(hdr):
+        _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"))
         return
     try:
         req = decode_request(payload, STREAM_CONFIG_SCHEMA, "StreamConfigRequest")
         pedantic = bool(req.pop("pedantic", False))
         cfg = check_config(req, jsa, pedantic)
         if cfg["name"] != tokens[4]:
-            raise err_stream_mismatch()
+            raise js_error("JSStreamMismatchErr")
         stream = jsa.streams.get(tokens[4])
         if stream is None:
-            raise err_stream_not_found()
-        set_static_metadata(cfg)
+            raise js_error("JSStreamNotFoundErr")
+        set_static_stream_metadata(cfg)
         cfg = update_check(stream.config, cfg)
         if cfg["max_bytes"] > max(stream.config["max_bytes"], 0):
             jsa.check_reservation(cfg, replacing=stream.name)
         if _overlaps(jsa, cfg["subjects"], stream):
-            raise err_stream_subject_overlap()
+            raise js_error("JSStreamSubjectOverlapErr")
         stream.update(cfg)
     except ApiError as e:
         _fail(jsa, reply, T, e)
@@ -263,8 +232,8 @@ def stream_update(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: b
 def stream_info(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_STREAM_INFO
     paged = {"total": 0, "offset": 0, "limit": 0}
-    if _level_too_high(hdr):
-        _fail(jsa, reply, T, err_required_api_level(), paged)
+    if api_level_too_high(hdr):
+        _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"), paged)
         return
     deleted = False
     subjects_filter = ""
@@ -280,7 +249,7 @@ def stream_info(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: byt
         offset = max(req.get("offset", 0), 0)
     stream = jsa.streams.get(tokens[4])
     if stream is None:
-        _fail(jsa, reply, T, err_stream_not_found(), paged)
+        _fail(jsa, reply, T, js_error("JSStreamNotFoundErr"), paged)
         return
     info = stream.info(dynamic=True, cluster=True, deleted=deleted)
     if subjects_filter:
@@ -310,20 +279,20 @@ def _with_subjects(state: dict[str, Any], subjects: dict[str, int]) -> dict[str,
 
 def stream_delete(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_STREAM_DELETE
-    if _level_too_high(hdr):
-        _fail(jsa, reply, T, err_required_api_level())
+    if api_level_too_high(hdr):
+        _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"))
         return
     if not is_empty_request(payload):
-        _fail(jsa, reply, T, err_not_empty_request())
+        _fail(jsa, reply, T, js_error("JSNotEmptyRequestErr"))
         return
     stream = jsa.streams.get(tokens[4])
     if stream is None:
-        _fail(jsa, reply, T, err_stream_not_found())
+        _fail(jsa, reply, T, js_error("JSStreamNotFoundErr"))
         return
     try:
         stream.delete()
     except (StoreError, OSError) as e:
-        _fail(jsa, reply, T, ApiError(500, 10050, str(e)))
+        _fail(jsa, reply, T, js_error("JSStreamDeleteErrF", err=str(e)))
         return
     _ok(jsa, reply, {"type": T, "success": True})
 
@@ -337,8 +306,8 @@ def _filtered_streams(jsa: JSAccount, subject: str) -> list[Stream]:
 def _paging_request(jsa: JSAccount, reply: bytes | None, hdr: bytes | None, payload: bytes, type_name: str,
                     empty: dict[str, Any], schema_name: str) -> tuple[int, str] | None:
     """(offset, subject filter) of a STREAM.NAMES/LIST request, or None when it was answered with an error."""
-    if _level_too_high(hdr):
-        _fail(jsa, reply, type_name, err_required_api_level(), empty)
+    if api_level_too_high(hdr):
+        _fail(jsa, reply, type_name, js_error("JSRequiredApiLevelErr"), empty)
         return None
     if not is_json_object_or_array(payload):
         return 0, ""
@@ -380,8 +349,8 @@ def stream_list(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: byt
 def stream_purge(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_STREAM_PURGE
     zero = {"purged": 0}
-    if _level_too_high(hdr):
-        _fail(jsa, reply, T, err_required_api_level(), zero)
+    if api_level_too_high(hdr):
+        _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"), zero)
         return
     req: dict[str, Any] = {}
     if is_json_object_or_array(payload):
@@ -391,22 +360,22 @@ def stream_purge(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: by
             _fail(jsa, reply, T, e, zero)
             return
         if req.get("seq", 0) > 0 and req.get("keep", 0) > 0:
-            _fail(jsa, reply, T, err_bad_request(), zero)
+            _fail(jsa, reply, T, js_error("JSBadRequestErr"), zero)
             return
     stream = jsa.streams.get(tokens[4])
     if stream is None:
-        _fail(jsa, reply, T, err_stream_not_found(), zero)
+        _fail(jsa, reply, T, js_error("JSStreamNotFoundErr"), zero)
         return
     if stream.config["sealed"]:
-        _fail(jsa, reply, T, err_stream_sealed(), zero)
+        _fail(jsa, reply, T, js_error("JSStreamSealedErr"), zero)
         return
     if stream.config["deny_purge"]:
-        _fail(jsa, reply, T, err_purge_failed("stream purge not permitted"), zero)
+        _fail(jsa, reply, T, js_error("JSStreamPurgeFailedF", err="stream purge not permitted"), zero)
         return
     try:
         purged = stream.purge(req.get("filter", ""), req.get("seq", 0), req.get("keep", 0))
     except (StoreError, OSError) as e:
-        _ok(jsa, reply, {"type": T, "error": err_stream_general(str(e)).body(), "purged": 0})
+        _ok(jsa, reply, {"type": T, "error": js_error("JSStreamGeneralErrorF", err=str(e)).body(), "purged": 0})
         return
     _ok(jsa, reply, {"type": T, "success": True, "purged": purged})
 
@@ -414,28 +383,37 @@ def stream_purge(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: by
 # ---- messages ----------------------------------------------------------------------------------------------------
 
 
+def _msg_request(jsa: JSAccount, reply: bytes | None, hdr: bytes | None, payload: bytes, type_name: str,
+                 schema: dict[str, Any], schema_name: str) -> dict[str, Any] | None:
+    """The body of a STREAM.MSG.GET/DELETE request (an empty one is a bad request), or None when it was answered
+    with an error."""
+    if api_level_too_high(hdr):
+        _fail(jsa, reply, type_name, js_error("JSRequiredApiLevelErr"))
+        return None
+    if is_empty_request(payload):
+        _fail(jsa, reply, type_name, js_error("JSBadRequestErr"))
+        return None
+    try:
+        return decode_request(payload, schema, schema_name)
+    except ApiError as e:
+        _fail(jsa, reply, type_name, e)
+        return None
+
+
 def msg_delete(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_MSG_DELETE
-    if _level_too_high(hdr):
-        _fail(jsa, reply, T, err_required_api_level())
-        return
-    if is_empty_request(payload):
-        _fail(jsa, reply, T, err_bad_request())
-        return
-    try:
-        req = decode_request(payload, MSG_DELETE_SCHEMA, "JSApiMsgDeleteRequest")
-    except ApiError as e:
-        _fail(jsa, reply, T, e)
+    req = _msg_request(jsa, reply, hdr, payload, T, MSG_DELETE_SCHEMA, "JSApiMsgDeleteRequest")
+    if req is None:
         return
     stream = jsa.streams.get(tokens[5])
     if stream is None:
-        _fail(jsa, reply, T, err_stream_not_found())
+        _fail(jsa, reply, T, js_error("JSStreamNotFoundErr"))
         return
     if stream.config["sealed"]:
-        _fail(jsa, reply, T, err_stream_sealed())
+        _fail(jsa, reply, T, js_error("JSStreamSealedErr"))
         return
     if stream.config["deny_delete"]:
-        _fail(jsa, reply, T, ApiError(500, 10057, "message delete not permitted"))
+        _fail(jsa, reply, T, js_error("JSStreamMsgDeleteFailedF", err="message delete not permitted"))
         return
     try:
         stream.remove_msg(req.get("seq", 0), erase=not req.get("no_erase", False))
@@ -444,7 +422,7 @@ def msg_delete(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: byte
         _ok(jsa, reply, {"type": T, "error": e.body()})
         return
     except (StoreError, OSError) as e:
-        _ok(jsa, reply, {"type": T, "error": ApiError(500, 10057, str(e)).body()})
+        _ok(jsa, reply, {"type": T, "error": js_error("JSStreamMsgDeleteFailedF", err=str(e)).body()})
         return
     _ok(jsa, reply, {"type": T, "success": True})
 
@@ -460,38 +438,31 @@ def _msg_get_conflict(req: dict[str, Any]) -> bool:
 
 def msg_get(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
     T = T_MSG_GET
-    if _level_too_high(hdr):
-        _fail(jsa, reply, T, err_required_api_level())
+    req = _msg_request(jsa, reply, hdr, payload, T, MSG_GET_SCHEMA, "JSApiMsgGetRequest")
+    if req is None:
         return
-    if is_empty_request(payload):
-        _fail(jsa, reply, T, err_bad_request())
-        return
-    try:
-        req = decode_request(payload, MSG_GET_SCHEMA, "JSApiMsgGetRequest")
-        _parse_times(req)
-    except ApiError as e:
-        _fail(jsa, reply, T, e)
-        return
+    _parse_times(req)
     if req.get("batch", 0) > 0 or req.get("max_bytes", 0) > 0 or _msg_get_conflict(req):
-        _fail(jsa, reply, T, err_bad_request())
+        _fail(jsa, reply, T, js_error("JSBadRequestErr"))
         return
     stream = jsa.streams.get(tokens[5])
     if stream is None:
-        _fail(jsa, reply, T, err_stream_not_found())
+        _fail(jsa, reply, T, js_error("JSStreamNotFoundErr"))
         return
     try:
         sm = stream.get_msg(req)
     except StoreError:
-        _fail(jsa, reply, T, ApiError(404, 10037, "no message found"))
+        _fail(jsa, reply, T, js_error("JSNoMessageFoundErr"))
         return
     # nats-server answers a found message outside its API accounting.
     jsa.respond(reply, {"type": T, "message": stored_msg_json(sm, req.get("no_hdr", False))})
 
 
 def _parse_times(req: dict[str, Any]) -> None:
+    """A time given as Go's zero time is still given (a *time.Time in nats-server): the Unix epoch will do."""
     for key in ("start_time", "up_to_time"):
         if key in req:
-            req[key] = parse_time_field(req[key], key)
+            req[key] = req[key] or 0
 
 
 # ---- direct get ------------------------------------------------------------------------------------------------
@@ -507,7 +478,7 @@ def _direct_get(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: byt
     if not reply:
         return True
     status = _DIRECT_STATUS
-    if _level_too_high(hdr):
+    if api_level_too_high(hdr):
         jsa.publish(reply, None, status["level"], b"")
         return True
     by_subject = len(tokens) > 5
@@ -554,7 +525,7 @@ def _direct_get(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: byt
 
 def _clustering_required(type_name: str) -> Handler:
     def handler(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-        _fail(jsa, reply, type_name, ApiError(503, 10010, "JetStream clustering support required"))
+        _fail(jsa, reply, type_name, js_error("JSClusterRequiredErr"))
 
     return handler
 
@@ -565,9 +536,10 @@ def _snapshot_unsupported(type_name: str, extra: dict[str, Any]) -> Handler:
 
     def handler(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
         if is_empty_request(payload):
-            err = err_bad_request()
+            err = js_error("JSBadRequestErr")
         else:
-            err = err_stream_general("stream snapshots and restores are not supported by this server")
+            err = js_error("JSStreamGeneralErrorF",
+                           err="stream snapshots and restores are not supported by this server")
         _fail(jsa, reply, type_name, err, extra)
 
     return handler
@@ -627,7 +599,7 @@ def not_enabled(acc_name: str, server: Any, subject: bytes, reply: bytes | None)
     if cluster_only is not None:
         if reply:
             body = {"type": "io.nats.jetstream.api.v1." + cluster_only,
-                    "error": ApiError(503, 10010, "JetStream clustering support required").body()}
+                    "error": js_error("JSClusterRequiredErr").body()}
             server.internal_publish(server.accounts[acc_name], reply, None, None, dumps(body))
         return True
     entry = _NOT_ENABLED.get((group, op, n))
@@ -639,7 +611,7 @@ def not_enabled(acc_name: str, server: Any, subject: bytes, reply: bytes | None)
             return True
         suffix = "stream_msg_get_response" if tokens[4] == "GET" else "stream_msg_delete_response"
     body = {"type": "io.nats.jetstream.api.v1." + suffix,
-            "error": ApiError(503, 10039, "JetStream not enabled for account").body(), **extra}
+            "error": js_error("JSNotEnabledForAccountErr").body(), **extra}
     server.internal_publish(server.accounts[acc_name], reply, None, None, dumps(body))
     return True
 
@@ -648,7 +620,7 @@ def not_enabled(acc_name: str, server: Any, subject: bytes, reply: bytes | None)
 
 
 def _consumer(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> bool:
-    """Hand `$JS.API.CONSUMER.>` to host/consumer.py. A pull request (MSG.NEXT) for a consumer that does not
+    """Hand `$JS.API.CONSUMER.>` to consumer_api.py. A pull request (MSG.NEXT) for a consumer that does not
     exist reaches nobody in nats-server (503 to the requester), so it is not taken here either."""
     if len(tokens) >= 5 and tokens[3] == "MSG" and tokens[4] == "NEXT":
         if len(tokens) != 7:

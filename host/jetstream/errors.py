@@ -1,0 +1,146 @@
+"""JetStream API errors: nats-server's `server/errors.json` (and the `jetstream_errors_generated.go` made from it).
+
+Rules: 1. Every `{"error": {...}}` that an API answer, a PubAck or a consumer reply carries is made here, by
+`js_error`, from the one table `JS_API_ERRORS`: clients compare the code, err_code and description, so they are
+nats-server's, and there are no inline copies elsewhere. 2. Keys are nats-server's constant names (grep errors.json
+for them) and placeholders are its `{name}`s. 3. The table holds the entries the hub sends, not all 226.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """An API error reply: `{"error":{"code":..,"err_code":..,"description":..}}` (nats-server ApiError)."""
+
+    def __init__(self, code: int, err_code: int, description: str) -> None:
+        super().__init__(description)
+        self.code = code
+        self.err_code = err_code
+        self.description = description
+
+    def body(self) -> dict[str, Any]:
+        return {"code": self.code, "err_code": self.err_code, "description": self.description}
+
+
+# nats-server errors.json: constant -> (code, error_code, description), in error_code order.
+JS_API_ERRORS: dict[str, tuple[int, int, str]] = {
+    "JSBadRequestErr": (400, 10003, "bad request"),
+    "JSClusterRequiredErr": (503, 10010, "JetStream clustering support required"),
+    "JSConsumerCreateErrF": (500, 10012, "{err}"),
+    "JSConsumerNameExistErr": (400, 10013, "consumer name already in use"),
+    "JSConsumerNotFoundErr": (404, 10014, "consumer not found"),
+    "JSConsumerDurableNameNotMatchSubjectErr": (
+        400, 10017, "consumer name in subject does not match durable name in request"),
+    "JSConsumerDurableNameNotSetErr": (400, 10018, "consumer expected to be durable but a durable name was not set"),
+    "JSConsumerEphemeralWithDurableNameErr": (
+        400, 10020, "consumer expected to be ephemeral but a durable name was set in request"),
+    "JSInsufficientResourcesErr": (503, 10023, "insufficient resources"),
+    "JSInvalidJSONErr": (400, 10025, "invalid JSON: {err}"),
+    "JSMaximumConsumersLimitErr": (400, 10026, "maximum consumers limit reached"),
+    "JSMaximumStreamsLimitErr": (400, 10027, "maximum number of streams reached"),
+    "JSMemoryResourcesExceededErr": (500, 10028, "insufficient memory resources available"),
+    "JSNoMessageFoundErr": (404, 10037, "no message found"),
+    "JSNotEmptyRequestErr": (400, 10038, "expected an empty request payload"),
+    "JSNotEnabledForAccountErr": (503, 10039, "JetStream not enabled for account"),
+    "JSSequenceNotFoundErrF": (400, 10043, "sequence {seq} not found"),
+    "JSStorageResourcesExceededErr": (500, 10047, "insufficient storage resources available"),
+    "JSStreamCreateErrF": (500, 10049, "{err}"),
+    "JSStreamDeleteErrF": (500, 10050, "{err}"),
+    "JSStreamGeneralErrorF": (500, 10051, "{err}"),
+    "JSStreamInvalidConfigF": (500, 10052, "{err}"),
+    "JSStreamMessageExceedsMaximumErr": (400, 10054, "message size exceeds maximum allowed"),
+    "JSStreamMismatchErr": (400, 10056, "stream name in subject does not match request"),
+    "JSStreamMsgDeleteFailedF": (500, 10057, "{err}"),
+    "JSStreamNameExistErr": (400, 10058, "stream name already in use with a different configuration"),
+    "JSStreamNotFoundErr": (404, 10059, "stream not found"),
+    "JSStreamNotMatchErr": (400, 10060, "expected stream does not match"),
+    "JSStreamSubjectOverlapErr": (400, 10065, "subjects overlap with an existing stream"),
+    "JSStreamUpdateErrF": (500, 10069, "{err}"),
+    "JSStreamWrongLastMsgIDErrF": (400, 10070, "wrong last msg ID: {id}"),
+    "JSStreamWrongLastSequenceErrF": (400, 10071, "wrong last sequence: {seq}"),
+    "JSStreamReplicasNotSupportedErr": (500, 10074, "replicas > 1 not supported in non-clustered mode"),
+    "JSStreamStoreFailedF": (503, 10077, "{err}"),
+    "JSConsumerDeliverToWildcardsErr": (400, 10079, "consumer deliver subject has wildcards"),
+    "JSConsumerPushMaxWaitingErr": (400, 10080, "consumer in push mode can not set max waiting"),
+    "JSConsumerDeliverCycleErr": (400, 10081, "consumer deliver subject forms a cycle"),
+    "JSConsumerMaxPendingAckPolicyRequiredErr": (400, 10082, "consumer requires ack policy for max ack pending"),
+    "JSConsumerSmallHeartbeatErr": (400, 10083, "consumer idle heartbeat needs to be >= 100ms"),
+    "JSConsumerPullRequiresAckErr": (
+        400, 10084, "consumer in pull mode requires explicit ack policy on workqueue stream"),
+    "JSConsumerPullWithRateLimitErr": (400, 10086, "consumer in pull mode can not have rate limit set"),
+    "JSConsumerMaxWaitingNegativeErr": (400, 10087, "consumer max waiting needs to be positive"),
+    "JSConsumerHBRequiresPushErr": (400, 10088, "consumer idle heartbeat requires a push based consumer"),
+    "JSConsumerFCRequiresPushErr": (400, 10089, "consumer flow control requires a push based consumer"),
+    "JSConsumerDirectRequiresPushErr": (400, 10090, "consumer direct requires a push based consumer"),
+    "JSConsumerDirectRequiresEphemeralErr": (400, 10091, "consumer direct requires an ephemeral consumer"),
+    "JSConsumerInvalidPolicyErrF": (400, 10094, "{err}"),
+    "JSConsumerInvalidSamplingErrF": (400, 10095, "failed to parse consumer sampling configuration: {err}"),
+    "JSStreamHeaderExceedsMaximumErr": (400, 10097, "header size exceeds maximum allowed of 64k"),
+    "JSConsumerWQRequiresExplicitAckErr": (400, 10098, "workqueue stream requires explicit ack"),
+    "JSConsumerWQMultipleUnfilteredErr": (
+        400, 10099, "multiple non-filtered consumers not allowed on workqueue stream"),
+    "JSConsumerWQConsumerNotUniqueErr": (400, 10100, "filtered consumer not unique on workqueue stream"),
+    "JSConsumerWQConsumerNotDeliverAllErr": (400, 10101, "consumer must be deliver all on workqueue stream"),
+    "JSConsumerNameTooLongErrF": (400, 10102, "consumer name is too long, maximum allowed is {max}"),
+    "JSConsumerBadDurableNameErr": (400, 10103, "durable name can not contain '.', '*', '>'"),
+    "JSConsumerStoreFailedErrF": (500, 10104, "error creating store for consumer: {err}"),
+    "JSConsumerDescriptionTooLongErrF": (400, 10107, "consumer description is too long, maximum allowed is {max}"),
+    "JSConsumerWithFlowControlNeedsHeartbeats": (400, 10108, "consumer with flow control also needs heartbeats"),
+    "JSStreamSealedErr": (400, 10109, "invalid operation on sealed stream"),
+    "JSStreamPurgeFailedF": (500, 10110, "{err}"),
+    "JSStreamRollupFailedF": (500, 10111, "{err}"),
+    "JSConsumerInvalidDeliverSubject": (400, 10112, "invalid push consumer deliver subject"),
+    "JSConsumerMaxRequestBatchNegativeErr": (400, 10114, "consumer max request batch needs to be > 0"),
+    "JSConsumerMaxRequestExpiresTooSmall": (400, 10115, "consumer max request expires needs to be >= 1ms"),
+    "JSConsumerMaxDeliverBackoffErr": (400, 10116, "max deliver is required to be > length of backoff values"),
+    "JSConsumerMaxPendingAckExcessErrF": (400, 10121, "consumer max ack pending exceeds system limit of {limit}"),
+    "JSConsumerReplicasExceedsStream": (400, 10126, "consumer config replica count exceeds parent stream"),
+    "JSConsumerNameContainsPathSeparatorsErr": (400, 10127, "Consumer name can not contain path separators"),
+    "JSStreamNameContainsPathSeparatorsErr": (400, 10128, "Stream name can not contain path separators"),
+    "JSConsumerCreateFilterSubjectMismatchErr": (
+        400, 10131, "Consumer create request did not match filtered subject from create subject"),
+    "JSConsumerCreateDurableAndNameMismatch": (
+        400, 10132, "Consumer Durable and Name have to be equal if both are provided"),
+    "JSReplicasCountCannotBeNegative": (400, 10133, "replicas count cannot be negative"),
+    "JSConsumerReplicasShouldMatchStream": (
+        400, 10134, "consumer config replicas must match interest retention stream's replicas"),
+    "JSConsumerMetadataLengthErrF": (400, 10135, "consumer metadata exceeds maximum size of {limit}"),
+    "JSConsumerDuplicateFilterSubjects": (
+        400, 10136, "consumer cannot have both FilterSubject and FilterSubjects specified"),
+    "JSConsumerMultipleFiltersNotAllowed": (
+        400, 10137, "consumer with multiple subject filters cannot use subject based API"),
+    "JSConsumerOverlappingSubjectFilters": (400, 10138, "consumer subject filters cannot overlap"),
+    "JSConsumerEmptyFilter": (400, 10139, "consumer filter in FilterSubjects cannot be empty"),
+    "JSConsumerAlreadyExists": (400, 10148, "consumer already exists"),
+    "JSConsumerDoesNotExist": (400, 10149, "consumer does not exist"),
+    "JSConsumerInactiveThresholdExcess": (400, 10153, "consumer inactive threshold exceeds system limit of {limit}"),
+    "JSPedanticErrF": (400, 10157, "pedantic mode: {err}"),
+    "JSConsumerPriorityPolicyWithoutGroup": (
+        400, 10159, "Setting PriorityPolicy requires at least one PriorityGroup to be set"),
+    "JSConsumerEmptyGroupName": (400, 10161, "Group name cannot be an empty string"),
+    "JSMessageTTLInvalidErr": (400, 10165, "invalid per-message TTL"),
+    "JSMessageTTLDisabledErr": (400, 10166, "per-message TTL is disabled"),
+    "JSMessageIncrDisabledErr": (400, 10168, "message counters is disabled"),
+    "JSMessageIncrInvalidErr": (400, 10171, "message counter increment is invalid"),
+    "JSConsumerPushWithPriorityGroupErr": (400, 10178, "priority groups can not be used with push consumers"),
+    "JSConsumerAckWaitNegativeErr": (400, 10183, "consumer ack wait needs to be positive"),
+    "JSConsumerBackOffNegativeErr": (400, 10184, "consumer backoff needs to be positive"),
+    "JSRequiredApiLevelErr": (412, 10185, "JetStream minimum api level required"),
+    "JSMessageSchedulesDisabledErr": (400, 10188, "message schedules is disabled"),
+    "JSStreamExpectedLastSeqPerSubjectInvalid": (400, 10193, "missing sequence for expected last sequence per subject"),
+    "JSConsumerPriorityGroupWithPolicyNone": (400, 10196, "consumer can not have priority groups when policy is none"),
+    "JSConsumerPinnedTTLWithoutPriorityPolicyNone": (400, 10197, "PinnedTTL cannot be set when PriorityPolicy is none"),
+    "JSConsumerInvalidResetErr": (400, 10204, "invalid reset: {err}"),
+    "JSMessageSourceHdrNotAllowedErr": (400, 10227, "message stream source header is not allowed"),
+}
+
+
+def js_error(constant: str, **args: Any) -> ApiError:
+    """nats-server's NewJS<constant>Error: the table entry with each `{name}` in its description replaced by
+    `args[name]` (as the generated constructors' strings.Replacer)."""
+    code, err_code, description = JS_API_ERRORS[constant]
+    for name, value in args.items():
+        description = description.replace("{" + name + "}", str(value))
+    return ApiError(code, err_code, description)
