@@ -270,46 +270,40 @@ class Client(asyncio.Protocol):
             n_in += p.dropped
             b_in += p.dropped_bytes
             p.dropped = p.dropped_bytes = 0
-        fast = self.simple_pub
+        if n_in:
+            self.count_in(n_in, b_in)
         for ev in events:
-            op = ev[0]
-            if op == OP_PUB_RUN:
-                _, subject, has_hdr, pieces, nbytes = ev
-                if fast and (self.headers or not has_hdr):
-                    # No verbose/pedantic replies, no publish permissions to check: the parser may deliver the
-                    # next runs to this subject on its own.
-                    n_in += len(pieces)
-                    b_in += nbytes
-                    deliver(acc, self, subject, has_hdr, pieces, nbytes)  # type: ignore[arg-type]
-                    learn_plan(p.plans, self, acc, subject, None)  # type: ignore[arg-type]
-                elif self.connected or not server.auth_required:
-                    self.process_pub_run(subject, has_hdr, pieces, nbytes)
-                else:
-                    self.auth_violation()
-            elif op == OP_PUB:
-                if self.connected or not self.server.auth_required:
-                    piece = encode_tail(ev[2], ev[3], ev[4])
-                    size = len(ev[4]) + (len(ev[3]) if ev[3] is not None else 0)
-                    self.process_pub_run(ev[1], ev[3] is not None, [piece], size)
-                else:
-                    self.auth_violation()
+            if ev[0] == OP_PUB_RUN:
+                self.process_run(ev[1], ev[2], ev[3], ev[4])
             else:
                 self.process_op(ev)
-                if op == OP_CONNECT:
-                    acc = self.account
-                    fast = self.simple_pub
             if self.closed:
                 break
         else:
             if p.error is not None:
                 self.protocol_error(p.error)
-        if n_in:
-            self.in_msgs += n_in
-            self.in_bytes += b_in
-            server.in_msgs += n_in
-            server.in_bytes += b_in
         server.flush_dirty()
         server.reading = None
+
+    def count_in(self, n: int, nbytes: int) -> None:
+        self.in_msgs += n
+        self.in_bytes += nbytes
+        server = self.server
+        server.in_msgs += n
+        server.in_bytes += nbytes
+
+    def process_run(self, subject: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int) -> None:
+        """A run of PUB/HPUB frames the parser did not deliver itself."""
+        if self.simple_pub and (self.headers or not has_hdr):
+            # No verbose/pedantic replies, no publish permissions to check: the parser may deliver the next runs
+            # to this subject on its own.
+            self.count_in(len(pieces), nbytes)
+            deliver(self.account, self, subject, has_hdr, pieces, nbytes)  # type: ignore[arg-type]
+            learn_plan(self.parser.plans, self, self.account, subject, None)  # type: ignore[arg-type]
+        elif self.connected or not self.server.auth_required:
+            self.process_pub_run(subject, has_hdr, pieces, nbytes)
+        else:
+            self.auth_violation()
 
     def protocol_error(self, e: RemoteProtocolError) -> None:
         if e.wire == errors.ERR_MAX_PAYLOAD:
@@ -331,7 +325,10 @@ class Client(asyncio.Protocol):
         if not self.connected and self.server.auth_required:
             self.auth_violation()
             return
-        if op == OP_PING:
+        if op == OP_PUB:
+            self.process_pub_run(ev[1], ev[3] is not None, [encode_tail(ev[2], ev[3], ev[4])],
+                                 len(ev[4]) + (len(ev[3]) if ev[3] is not None else 0))
+        elif op == OP_PING:
             self.enqueue(PONG)
             if self.info_pending:
                 self.info_pending = False
@@ -462,11 +459,7 @@ class Client(asyncio.Protocol):
             self.close(errors.PROTOCOL_VIOLATION)
             return
         n = len(pieces)
-        self.in_msgs += n
-        self.in_bytes += nbytes
-        server = self.server
-        server.in_msgs += n
-        server.in_bytes += nbytes
+        self.count_in(n, nbytes)
         perms = self.perms
         if perms is not None and perms.pub is not None and not perms.pub.check(subject):
             err = encode_err(errors.err_pub_violation(subject))

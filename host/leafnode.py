@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -36,7 +35,6 @@ from edge.proto import (
     OP_PONG,
     PING,
     PONG,
-    RemoteProtocolError,
     encode_connect,
     encode_info,
     encode_lmsg,
@@ -46,8 +44,8 @@ from edge.proto import (
 from host import errors
 from host.accounts import Account, nuid
 from host.client import Client
-from host.delivery import deliver, learn_plan, settle
-from host.parser import OP_PUB_RUN, HubParser, encode_tail
+from host.delivery import deliver, learn_plan
+from host.parser import HubParser, encode_tail
 from host.sublist import Subscription, is_valid_subject
 
 if TYPE_CHECKING:
@@ -206,49 +204,18 @@ class Leaf(Client):
 
     # ---- input from the peer --------------------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
-        if self.closed:
+    def process_run(self, subject: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int) -> None:
+        """A run of LMSG/HMSG frames that name no queue group, which the parser did not deliver itself: plain
+        subscribers only (processInboundLeafMsg)."""
+        if not self.connected:
+            if self.remote is None:
+                self.auth_violation()  # a message before CONNECT
             return
-        self.last_activity = time.time()
-        p = self.parser
-        p.receive_data(data)
-        acc = self.account
-        if acc is not None and self.plans_gen != acc.sublist.gen:
-            p.plans.clear()
-            self.plans_gen = acc.sublist.gen
-        server = self.server
-        try:
-            events = p.next_batch()
-        except RemoteProtocolError:
-            events = []  # p.error holds it, handled below after what came before it
-        server.reading = self
-        n_in = b_in = 0
-        if p.used:
-            n_in, b_in = settle(p.used, server)  # frames the parser delivered itself
-        for ev in events:
-            if ev[0] == OP_PUB_RUN and self.connected:
-                # LMSG/HMSG frames that name no queue group: plain subscribers only (processInboundLeafMsg).
-                _, subject, has_hdr, pieces, nbytes = ev
-                n_in += len(pieces)
-                b_in += nbytes
-                deliver(self.account, self, subject, has_hdr, pieces, nbytes, 0, ())  # type: ignore[arg-type]
-                learn_plan(p.plans, self, self.account, subject, ())  # type: ignore[arg-type]
-            else:
-                self.process_leaf_op(ev)
-            if self.closed:
-                break
-        else:
-            if p.error is not None:
-                self.protocol_error(p.error)
-        if n_in:
-            self.in_msgs += n_in
-            self.in_bytes += b_in
-            server.in_msgs += n_in
-            server.in_bytes += b_in
-        server.flush_dirty()
-        server.reading = None
+        self.count_in(len(pieces), nbytes)
+        deliver(self.account, self, subject, has_hdr, pieces, nbytes, 0, ())  # type: ignore[arg-type]
+        learn_plan(self.parser.plans, self, self.account, subject, ())  # type: ignore[arg-type]
 
-    def process_leaf_op(self, ev: tuple) -> None:
+    def process_op(self, ev: tuple) -> None:
         op = ev[0]
         if op == OP_INFO:
             self.process_leaf_info(ev[1])
@@ -322,11 +289,7 @@ class Leaf(Client):
     def process_inbound_leaf_msg(self, subject: bytes, reply: bytes | None, queues: list[bytes] | None,
                                  hdr: bytes | None, payload: bytes) -> None:
         size = len(payload) + (len(hdr) if hdr is not None else 0)
-        self.in_msgs += 1
-        self.in_bytes += size
-        server = self.server
-        server.in_msgs += 1
-        server.in_bytes += size
+        self.count_in(1, size)
         assert self.account is not None
         deliver(self.account, self, subject, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0,
                 queues or ())
