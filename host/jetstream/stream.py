@@ -295,15 +295,10 @@ class Stream:
                 if reply:
                     self._ack_error(reply, js_error("JSStreamMessageExceedsMaximumErr"))
                 return
-            try:
-                seq, ts = self.store.store_msg(subj, None, payload)
-            except StoreError as e:
-                if reply:
-                    self._ack_error(reply, js_error("JSStreamStoreFailedF", err=str(e)))
+            stored = self._store(subj, None, payload, 0, reply)
+            if stored is None:
                 return
-            except OSError as e:
-                self._store_failed(reply, e)
-                return
+            seq, ts = stored
             if reply:
                 self.jsa.reply_plain(reply, self._ack_prefix + b"%d}" % seq)
             if self._max_age and (self._expiry is None or ts + self._max_age < self._expiry_at):
@@ -401,15 +396,10 @@ class Stream:
                 hdr = hdr_append(hdr_remove(hdr, H_TTL), b"Nats-TTL: %d\r\n" % ttl)  # type: ignore[arg-type]
         if self._group_sync and self._group is None and self.jsa.server.reading is not None:
             self._begin_group()
-        try:
-            seq, ts = store.store_msg(subject, hdr, payload, ttl)
-        except StoreError as e:
-            if reply:
-                self._ack_error(reply, js_error("JSStreamStoreFailedF", err=str(e)))
+        stored = self._store(subject, hdr, payload, ttl, reply)
+        if stored is None:
             return
-        except OSError as e:
-            self._store_failed(reply, e)
-            return
+        seq, ts = stored
         self.lmsg_id = msg_id
         if msg_id:
             self._store_msg_id(msg_id, seq, ts)
@@ -501,6 +491,19 @@ class Stream:
             if rollup not in (b"sub", b"all"):
                 return js_error("JSStreamRollupFailedF",
                                 err=f"rollup value invalid: {json.dumps(rollup.decode('utf-8', 'replace'))}")
+        return None
+
+    def _store(self, subject: str, hdr: bytes | None, payload: bytes, ttl: int,
+               reply: bytes | None) -> tuple[int, int] | None:
+        """Store one message -> (sequence, timestamp); on a store failure the publisher is answered (when it asked)
+        and None is returned."""
+        try:
+            return self.store.store_msg(subject, hdr, payload, ttl)
+        except StoreError as e:
+            if reply:
+                self._ack_error(reply, js_error("JSStreamStoreFailedF", err=str(e)))
+        except OSError as e:
+            self._store_failed(reply, e)
         return None
 
     def _has_interest(self, seq: int, subject: str) -> bool:
