@@ -50,53 +50,56 @@ Target = tuple[Any, Subscription, bytes, bytes]
 class Route:
     """Delivery plan for one subject, derived from a SublistResult (and dropped with it).
 
-    `targets` take every frame whole; `plain` and `hplain` are their prefixes for frames without and with
-    headers (the hot loop of deliver_route checks nothing but echo), `strip` the clients without header support.
+    `plain` and `hplain` list the targets that take every frame whole, with their prefixes for frames without
+    and with headers (the hot loop of deliver_route checks nothing but echo); `strip`, the clients without header
+    support.
     `limited` subscriptions (UNSUB max) go through `_deliver_limited`. Queue groups list their members (a leaf's
     queue interest stands for `weight` members). Frames are looked at one by one (`_deliver_each`) when leaf links
     are queue members (a frame names the groups a leaf was picked for) or a consumer delivers to a leaf
     (`leaf_shown`: the shown subject travels after the reply).
     """
 
-    __slots__ = ("targets", "plain", "hplain", "limited", "strip", "queues", "internal", "rr", "leaf_queues",
+    __slots__ = ("plain", "hplain", "limited", "strip", "queues", "internal", "rr", "leaf_queues",
                  "leaf_shown", "empty", "shown")
 
     def __init__(self, r: SublistResult, subject: bytes, shown: bytes | None = None) -> None:
         # shown: the subject written on client frames when it is not the one matched (consumer deliveries).
         self.shown = shown
         written = subject if shown is None else shown
-        self.targets: list[Target] = []
-        self.plain: list[tuple[Any, Subscription, bytes]] = []  # for frames without headers
-        self.hplain: list[tuple[Any, Subscription, bytes]] = []  # for frames with headers
-        self.limited: list[Target] = []  # subscriptions with an UNSUB max
-        self.strip: list[Target] = []  # clients without header support: frames with headers lose them
-        self.internal: list[Subscription] = []
+        plain: list[tuple[Any, Subscription, bytes]] = []  # for frames without headers
+        hplain: list[tuple[Any, Subscription, bytes]] = []  # for frames with headers
+        limited: list[Target] = []  # subscriptions with an UNSUB max
+        strip: list[Target] = []  # clients without header support: frames with headers lose them
+        internal: list[Subscription] = []
         self.leaf_shown = False
-        leafs = set()
+        leafs: list[Any] = []
         for s in r.psubs:
             conn = s.conn
             if s.imported is not None:
                 if shown is None:
-                    self.internal.append(s)
+                    internal.append(s)
             elif conn.is_leaf:
                 if conn not in leafs:
-                    leafs.add(conn)
-                    self.targets.append((conn, s, b"LMSG " + subject, b"HMSG " + subject))
-                    self.plain.append((conn, s, b"LMSG " + subject))
-                    self.hplain.append((conn, s, b"HMSG " + subject))
+                    leafs.append(conn)
+                    plain.append((conn, s, b"LMSG " + subject))
+                    hplain.append((conn, s, b"HMSG " + subject))
                     self.leaf_shown = written != subject
-            elif not _denied(s, subject):
+            elif conn.perms is None or not _denied(s, subject):
                 pfx = b"MSG " + written + b" " + s.sid
                 hpfx = b"HMSG " + written + b" " + s.sid
                 if s.max is not None:
-                    self.limited.append((conn, s, pfx, hpfx))
+                    limited.append((conn, s, pfx, hpfx))
                     continue
-                self.targets.append((conn, s, pfx, hpfx))
-                self.plain.append((conn, s, pfx))
+                plain.append((conn, s, pfx))
                 if conn.headers:
-                    self.hplain.append((conn, s, hpfx))
+                    hplain.append((conn, s, hpfx))
                 else:
-                    self.strip.append((conn, s, pfx, hpfx))
+                    strip.append((conn, s, pfx, hpfx))
+        self.plain = plain
+        self.hplain = hplain
+        self.limited = limited
+        self.strip = strip
+        self.internal = internal
         self.queues: list[list[Target]] = []
         self.leaf_queues = False
         for grp in r.qsubs:
@@ -112,8 +115,8 @@ class Route:
                     members.append((s.conn, s, b"MSG " + written + b" " + s.sid, b"HMSG " + written + b" " + s.sid))
             if members:
                 self.queues.append(members)
-        self.rr = random.randrange(1 << 16)
-        self.empty = not (self.plain or self.limited or self.strip or self.queues or self.internal)
+        self.rr = random.getrandbits(16) if self.queues else 0
+        self.empty = not (plain or limited or strip or self.queues or internal)
 
 
 def _denied(s: Subscription, subject: bytes) -> bool:
@@ -314,10 +317,32 @@ def deliver_reply(acc: Account, src: Any, reply: bytes, payload: bytes) -> int:
     if acc.responses and reply in acc.responses:
         return deliver_msg(acc, src, reply, None, None, payload)
     r = acc.sublist.match_one_off(reply)
+    if len(r.psubs) == 1 and not r.qsubs and r.route is None:
+        # The usual case, a client's wildcard inbox: one plain target, no plan to build for a subject used once.
+        s = r.psubs[0]
+        conn = s.conn
+        if s.imported is None and not conn.is_leaf and s.max is None and conn.perms is None and not s.closed:
+            n = len(payload)
+            conn.out.append(b"MSG %s %s %d\r\n%s\r\n" % (reply, s.sid, n, payload))
+            _count(conn, s, 1, n)
+            server = src.server
+            server.out_msgs += 1
+            server.out_bytes += n
+            return 1
     route = r.route if r.route is not None else Route(r, reply)
     if route.empty:
         return 0
     return deliver_route(acc, src, route, reply, False, [encode_tail(None, None, payload)], len(payload), 0, None)
+
+
+def _count(conn: Any, sub: Subscription, n: int, nbytes: int) -> None:
+    """n frames queued to `conn` for `sub` outside deliver_route's loop: count them, write them with the batch."""
+    conn.out_msgs += n
+    conn.out_bytes += nbytes
+    sub.delivered += n
+    if not conn.dirty:
+        conn.dirty = True
+        conn.server.dirty.append(conn)
 
 
 def has_interest(acc: Account, subject: bytes) -> bool:
@@ -345,14 +370,16 @@ def _deliver_each(acc: Account, src: Any, route: Route, subject: bytes, has_hdr:
         size = len(payload) + (len(hdr) if hdr is not None else 0)
         to_leafs: dict[Any, list[bytes]] = {}
         n = 0
-        for targets in (route.targets, route.limited):
-            for conn, sub, pfx, hpfx in targets:
-                if conn is skip:
-                    continue
-                if conn.is_leaf:
-                    to_leafs.setdefault(conn, [])
-                else:
-                    n += _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece], size)
+        for conn, sub, pfx in route.plain:
+            if conn is skip:
+                continue
+            if conn.is_leaf:
+                to_leafs.setdefault(conn, [])
+            else:
+                n += _deliver_limited(conn, sub, pfx, b"H" + pfx, has_hdr, [piece], size)  # "MSG ..." -> "HMSG ..."
+        for conn, sub, pfx, hpfx in route.limited:
+            if conn is not skip:
+                n += _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece], size)
         for grp in route.queues:
             qname = grp[0][1].queue
             if queues is not None and qname not in queues:
