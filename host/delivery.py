@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from host.client import Client
 
 NO_INTEREST_MAX = 4096  # subjects remembered as having no interest (Account.no_interest), then forgotten
+SHOWN_AS_MAX = 256  # consumer-delivery plans kept per deliver subject (Route.shown_as), then made again
 
 # One target: (connection, subscription, prefix, header prefix); the frame is prefix + tail.
 Target = tuple[Any, Subscription, bytes, bytes]
@@ -60,11 +61,12 @@ class Route:
     """
 
     __slots__ = ("plain", "hplain", "limited", "strip", "queues", "internal", "rr", "leaf_queues",
-                 "leaf_shown", "empty", "shown")
+                 "leaf_shown", "empty", "shown", "shown_as")
 
     def __init__(self, r: SublistResult, subject: bytes, shown: bytes | None = None) -> None:
         # shown: the subject written on client frames when it is not the one matched (consumer deliveries).
         self.shown = shown
+        self.shown_as: dict[bytes, Route] | None = None  # consumer deliveries: shown subject -> plan (deliver_as)
         written = subject if shown is None else shown
         plain: list[tuple[Any, Subscription, bytes]] = []  # for frames without headers
         hplain: list[tuple[Any, Subscription, bytes]] = []  # for frames with headers
@@ -307,7 +309,17 @@ def deliver_as(acc: Account, src: Any, dest: bytes, subject: bytes, reply: bytes
     if not r:
         return 0
     size = len(payload) + (len(hdr) if hdr is not None else 0)
-    route = Route(r, dest, subject)
+    base = r.route
+    if base is None:
+        base = r.route = Route(r, dest)
+    variants = base.shown_as
+    if variants is None:
+        variants = base.shown_as = {}
+    route = variants.get(subject)
+    if route is None:
+        if len(variants) >= SHOWN_AS_MAX:
+            variants.clear()
+        route = variants[subject] = Route(r, dest, subject)
     return deliver_route(acc, src, route, dest, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0, None)
 
 
