@@ -19,9 +19,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from host.headers import status_header
-from host.jetstream.consumer_api import consumer_api
+from host.jetstream.consumer_api import CONSUMERS_ZERO, PAUSE_ZERO, consumer_api
 from host.jetstream.errors import ApiError, js_error
-from host.jetstream.gojson import decode_request, dumps, is_empty_request, is_json_object_or_array
+from host.jetstream.gojson import check_empty_request, decode_request, dumps, is_empty_request, is_json_object_or_array
 from host.jetstream.store import StoreError
 from host.jetstream.stream import Stream, stored_msg_json
 from host.jetstream.stream_config import (
@@ -32,7 +32,7 @@ from host.jetstream.stream_config import (
     subjects_collide,
     update_check,
 )
-from host.jetstream.versioning import api_level_too_high, set_static_stream_metadata
+from host.jetstream.versioning import api_level_too_high, check_api_level, set_static_stream_metadata
 
 if TYPE_CHECKING:
     from host.jetstream.jetstream import JSAccount
@@ -49,6 +49,14 @@ T_STREAM_LIST = "io.nats.jetstream.api.v1.stream_list_response"
 T_STREAM_PURGE = "io.nats.jetstream.api.v1.stream_purge_response"
 T_MSG_GET = "io.nats.jetstream.api.v1.stream_msg_get_response"
 T_MSG_DELETE = "io.nats.jetstream.api.v1.stream_msg_delete_response"
+T_SNAPSHOT = "io.nats.jetstream.api.v1.stream_snapshot_response"
+T_RESTORE = "io.nats.jetstream.api.v1.stream_restore_response"
+
+# The fields nats-server's response structs always write, so its error answers carry them too.
+PAGED_ZERO: dict[str, Any] = {"total": 0, "offset": 0, "limit": 0}
+PURGE_ZERO: dict[str, Any] = {"purged": 0}
+NAMES_ZERO: dict[str, Any] = {**PAGED_ZERO, "streams": None}
+LIST_ZERO: dict[str, Any] = {**PAGED_ZERO, "streams": []}
 
 MAX_SUBJECT_DETAILS = 100_000  # nats-server JSMaxSubjectDetails
 
@@ -81,6 +89,44 @@ def _fail(jsa: JSAccount, reply: bytes | None, type_name: str, err: ApiError,
     jsa.respond_error(reply, type_name, err, extra)
 
 
+Handler = Callable[["JSAccount", list[str], "bytes | None", "bytes | None", bytes], None]
+# A handler after the checks `_api` runs: it gets its response type instead of the headers.
+_Body = Callable[["JSAccount", str, list[str], "bytes | None", bytes], None]
+
+
+def _api(type_name: str, extra: dict[str, Any] | None = None, empty: bool | None = None) -> Callable[[_Body], Handler]:
+    """A handler answering as `type_name` (its errors with `extra`), after the checks nats-server starts it with,
+    in its order: the required API level, then with `empty` True a body is refused, with False one is required."""
+
+    def wrap(body: _Body) -> Handler:
+        def handler(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None,
+                    payload: bytes) -> None:
+            try:
+                check_api_level(hdr)
+                if empty:
+                    check_empty_request(payload)
+                elif empty is False and is_empty_request(payload):
+                    raise js_error("JSBadRequestErr")
+            except ApiError as e:
+                _fail(jsa, reply, type_name, e, extra)
+                return
+            body(jsa, type_name, tokens, reply, payload)
+
+        return handler
+
+    return wrap
+
+
+def _decode(jsa: JSAccount, reply: bytes | None, type_name: str, payload: bytes, schema: dict[str, Any],
+            schema_name: str, extra: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The request body, or None when it was answered with its decoding error."""
+    try:
+        return decode_request(payload, schema, schema_name)
+    except ApiError as e:
+        _fail(jsa, reply, type_name, e, extra)
+        return None
+
+
 def dispatch(jsa: JSAccount, src: Any, subject: bytes, reply: bytes | None, hdr: bytes | None,
              payload: bytes) -> bool:
     """Route one `$JS.API.>` request. Returns False when nothing in the account serves it (see the module doc)."""
@@ -111,11 +157,9 @@ def dispatch(jsa: JSAccount, src: Any, subject: bytes, reply: bytes | None, hdr:
 # ---- account ---------------------------------------------------------------------------------------------------
 
 
-def account_info(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    if api_level_too_high(hdr):
-        _fail(jsa, reply, T_ACCOUNT_INFO, js_error("JSRequiredApiLevelErr"))
-        return
-    body = {"type": T_ACCOUNT_INFO, **jsa.account_info()}  # the counters as they were before this request
+@_api(T_ACCOUNT_INFO)
+def account_info(jsa: JSAccount, T: str, tokens: list[str], reply: bytes | None, payload: bytes) -> None:
+    body = {"type": T, **jsa.account_info()}  # the counters as they were before this request
     _ok(jsa, reply, body)
 
 
@@ -150,15 +194,10 @@ def _overlaps(jsa: JSAccount, subjects: list[str], skip: Stream | None) -> bool:
     return False
 
 
-def stream_create(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    T = T_STREAM_CREATE
-    if api_level_too_high(hdr):
-        _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"))
-        return
-    try:
-        req = decode_request(payload, STREAM_CONFIG_SCHEMA, "StreamConfigRequest")
-    except ApiError as e:
-        _fail(jsa, reply, T, e)
+@_api(T_STREAM_CREATE)
+def stream_create(jsa: JSAccount, T: str, tokens: list[str], reply: bytes | None, payload: bytes) -> None:
+    req = _decode(jsa, reply, T, payload, STREAM_CONFIG_SCHEMA, "StreamConfigRequest")
+    if req is None:
         return
     pedantic = bool(req.pop("pedantic", False))
     name = tokens[4]
@@ -201,11 +240,8 @@ def stream_create(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: b
     _ok(jsa, reply, body)
 
 
-def stream_update(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    T = T_STREAM_UPDATE
-    if api_level_too_high(hdr):
-        _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"))
-        return
+@_api(T_STREAM_UPDATE)
+def stream_update(jsa: JSAccount, T: str, tokens: list[str], reply: bytes | None, payload: bytes) -> None:
     try:
         req = decode_request(payload, STREAM_CONFIG_SCHEMA, "StreamConfigRequest")
         pedantic = bool(req.pop("pedantic", False))
@@ -229,20 +265,15 @@ def stream_update(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: b
     _ok(jsa, reply, body)
 
 
-def stream_info(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    T = T_STREAM_INFO
-    paged = {"total": 0, "offset": 0, "limit": 0}
-    if api_level_too_high(hdr):
-        _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"), paged)
-        return
+@_api(T_STREAM_INFO, PAGED_ZERO)
+def stream_info(jsa: JSAccount, T: str, tokens: list[str], reply: bytes | None, payload: bytes) -> None:
+    paged = PAGED_ZERO
     deleted = False
     subjects_filter = ""
     offset = 0
     if is_json_object_or_array(payload):
-        try:
-            req = decode_request(payload, INFO_SCHEMA, "JSApiStreamInfoRequest")
-        except ApiError as e:
-            _fail(jsa, reply, T, e, paged)
+        req = _decode(jsa, reply, T, payload, INFO_SCHEMA, "JSApiStreamInfoRequest", paged)
+        if req is None:
             return
         deleted = req.get("deleted_details", False)
         subjects_filter = req.get("subjects_filter", "")
@@ -277,14 +308,8 @@ def _with_subjects(state: dict[str, Any], subjects: dict[str, int]) -> dict[str,
     return out
 
 
-def stream_delete(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    T = T_STREAM_DELETE
-    if api_level_too_high(hdr):
-        _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"))
-        return
-    if not is_empty_request(payload):
-        _fail(jsa, reply, T, js_error("JSNotEmptyRequestErr"))
-        return
+@_api(T_STREAM_DELETE, empty=True)
+def stream_delete(jsa: JSAccount, T: str, tokens: list[str], reply: bytes | None, payload: bytes) -> None:
     stream = jsa.streams.get(tokens[4])
     if stream is None:
         _fail(jsa, reply, T, js_error("JSStreamNotFoundErr"))
@@ -297,80 +322,53 @@ def stream_delete(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: b
     _ok(jsa, reply, {"type": T, "success": True})
 
 
-def _filtered_streams(jsa: JSAccount, subject: str) -> list[Stream]:
-    if not subject:
-        return list(jsa.streams.values())
-    return [s for s in jsa.streams.values() if any(subjects_collide(subject, x) for x in s.config["subjects"])]
+def _stream_pages(full: bool) -> Handler:
+    """STREAM.LIST (`full`, stream infos) or STREAM.NAMES: a page of the account's streams by name, those with a
+    subject that collides with the request's filter if it has one."""
+    if full:
+        type_name, zero, limit, schema_name = T_STREAM_LIST, LIST_ZERO, LIST_LIMIT, "JSApiStreamListRequest"
+    else:
+        type_name, zero, limit, schema_name = T_STREAM_NAMES, NAMES_ZERO, NAMES_LIMIT, "JSApiStreamNamesRequest"
+
+    @_api(type_name, zero)
+    def pages(jsa: JSAccount, T: str, tokens: list[str], reply: bytes | None, payload: bytes) -> None:
+        offset, subject = 0, ""
+        if is_json_object_or_array(payload):
+            req = _decode(jsa, reply, T, payload, NAMES_SCHEMA, schema_name, zero)
+            if req is None:
+                return
+            offset, subject = max(req.get("offset", 0), 0), req.get("subject", "")
+        streams = sorted((s for s in jsa.streams.values()
+                          if not subject or any(subjects_collide(subject, x) for x in s.config["subjects"])),
+                         key=lambda s: s.name)
+        offset = min(offset, len(streams))
+        page = streams[offset:offset + limit]
+        # nats-server writes no names as null but no infos as [].
+        items = [s.info(dynamic=False) for s in page] if full else [s.name for s in page] or None
+        _ok(jsa, reply, {"type": T, "total": len(streams), "offset": offset, "limit": limit, "streams": items})
+
+    return pages
 
 
-def _paging_request(jsa: JSAccount, reply: bytes | None, hdr: bytes | None, payload: bytes, type_name: str,
-                    empty: dict[str, Any], schema_name: str) -> tuple[int, str] | None:
-    """(offset, subject filter) of a STREAM.NAMES/LIST request, or None when it was answered with an error."""
-    if api_level_too_high(hdr):
-        _fail(jsa, reply, type_name, js_error("JSRequiredApiLevelErr"), empty)
-        return None
-    if not is_json_object_or_array(payload):
-        return 0, ""
-    try:
-        req = decode_request(payload, NAMES_SCHEMA, schema_name)
-    except ApiError as e:
-        _fail(jsa, reply, type_name, e, empty)
-        return None
-    return max(req.get("offset", 0), 0), req.get("subject", "")
-
-
-def stream_names(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    T = T_STREAM_NAMES
-    req = _paging_request(jsa, reply, hdr, payload, T, {"total": 0, "offset": 0, "limit": 0, "streams": None},
-                          "JSApiStreamNamesRequest")
-    if req is None:
-        return
-    offset, subject = req
-    names = sorted(s.name for s in _filtered_streams(jsa, subject))
-    offset = min(offset, len(names))
-    page = names[offset:offset + NAMES_LIMIT]
-    _ok(jsa, reply, {"type": T, "total": len(names), "offset": offset, "limit": NAMES_LIMIT,
-                     "streams": page or None})
-
-
-def stream_list(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    T = T_STREAM_LIST
-    req = _paging_request(jsa, reply, hdr, payload, T, {"total": 0, "offset": 0, "limit": 0, "streams": []},
-                          "JSApiStreamListRequest")
-    if req is None:
-        return
-    offset, subject = req
-    streams = sorted(_filtered_streams(jsa, subject), key=lambda s: s.name)
-    offset = min(offset, len(streams))
-    infos = [s.info(dynamic=False) for s in streams[offset:offset + LIST_LIMIT]]
-    _ok(jsa, reply, {"type": T, "total": len(streams), "offset": offset, "limit": LIST_LIMIT, "streams": infos})
-
-
-def stream_purge(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    T = T_STREAM_PURGE
-    zero = {"purged": 0}
-    if api_level_too_high(hdr):
-        _fail(jsa, reply, T, js_error("JSRequiredApiLevelErr"), zero)
-        return
-    req: dict[str, Any] = {}
+@_api(T_STREAM_PURGE, PURGE_ZERO)
+def stream_purge(jsa: JSAccount, T: str, tokens: list[str], reply: bytes | None, payload: bytes) -> None:
+    req: dict[str, Any] | None = {}
     if is_json_object_or_array(payload):
-        try:
-            req = decode_request(payload, PURGE_SCHEMA, "JSApiStreamPurgeRequest")
-        except ApiError as e:
-            _fail(jsa, reply, T, e, zero)
+        req = _decode(jsa, reply, T, payload, PURGE_SCHEMA, "JSApiStreamPurgeRequest", PURGE_ZERO)
+        if req is None:
             return
         if req.get("seq", 0) > 0 and req.get("keep", 0) > 0:
-            _fail(jsa, reply, T, js_error("JSBadRequestErr"), zero)
+            _fail(jsa, reply, T, js_error("JSBadRequestErr"), PURGE_ZERO)
             return
     stream = jsa.streams.get(tokens[4])
     if stream is None:
-        _fail(jsa, reply, T, js_error("JSStreamNotFoundErr"), zero)
+        _fail(jsa, reply, T, js_error("JSStreamNotFoundErr"), PURGE_ZERO)
         return
     if stream.config["sealed"]:
-        _fail(jsa, reply, T, js_error("JSStreamSealedErr"), zero)
+        _fail(jsa, reply, T, js_error("JSStreamSealedErr"), PURGE_ZERO)
         return
     if stream.config["deny_purge"]:
-        _fail(jsa, reply, T, js_error("JSStreamPurgeFailedF", err="stream purge not permitted"), zero)
+        _fail(jsa, reply, T, js_error("JSStreamPurgeFailedF", err="stream purge not permitted"), PURGE_ZERO)
         return
     try:
         purged = stream.purge(req.get("filter", ""), req.get("seq", 0), req.get("keep", 0))
@@ -383,26 +381,9 @@ def stream_purge(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: by
 # ---- messages ----------------------------------------------------------------------------------------------------
 
 
-def _msg_request(jsa: JSAccount, reply: bytes | None, hdr: bytes | None, payload: bytes, type_name: str,
-                 schema: dict[str, Any], schema_name: str) -> dict[str, Any] | None:
-    """The body of a STREAM.MSG.GET/DELETE request (an empty one is a bad request), or None when it was answered
-    with an error."""
-    if api_level_too_high(hdr):
-        _fail(jsa, reply, type_name, js_error("JSRequiredApiLevelErr"))
-        return None
-    if is_empty_request(payload):
-        _fail(jsa, reply, type_name, js_error("JSBadRequestErr"))
-        return None
-    try:
-        return decode_request(payload, schema, schema_name)
-    except ApiError as e:
-        _fail(jsa, reply, type_name, e)
-        return None
-
-
-def msg_delete(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    T = T_MSG_DELETE
-    req = _msg_request(jsa, reply, hdr, payload, T, MSG_DELETE_SCHEMA, "JSApiMsgDeleteRequest")
+@_api(T_MSG_DELETE, empty=False)
+def msg_delete(jsa: JSAccount, T: str, tokens: list[str], reply: bytes | None, payload: bytes) -> None:
+    req = _decode(jsa, reply, T, payload, MSG_DELETE_SCHEMA, "JSApiMsgDeleteRequest")
     if req is None:
         return
     stream = jsa.streams.get(tokens[5])
@@ -436,9 +417,9 @@ def _msg_get_conflict(req: dict[str, Any]) -> bool:
                 or (seq > 0 and start) or (start and last_for) or (last_for and next_for))
 
 
-def msg_get(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    T = T_MSG_GET
-    req = _msg_request(jsa, reply, hdr, payload, T, MSG_GET_SCHEMA, "JSApiMsgGetRequest")
+@_api(T_MSG_GET, empty=False)
+def msg_get(jsa: JSAccount, T: str, tokens: list[str], reply: bytes | None, payload: bytes) -> None:
+    req = _decode(jsa, reply, T, payload, MSG_GET_SCHEMA, "JSApiMsgGetRequest")
     if req is None:
         return
     _parse_times(req)
@@ -531,18 +512,15 @@ def _clustering_required(type_name: str) -> Handler:
 
 
 def _snapshot_unsupported(type_name: str, extra: dict[str, Any]) -> Handler:
-    """STREAM.SNAPSHOT / STREAM.RESTORE: an empty request is a bad request (as nats-server); a real one is refused
-    with a clear error because the hub has no snapshots."""
+    """STREAM.SNAPSHOT / STREAM.RESTORE: the checks of nats-server (an empty request is a bad request), then a real
+    request is refused with a clear error because the hub has no snapshots."""
 
-    def handler(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-        if is_empty_request(payload):
-            err = js_error("JSBadRequestErr")
-        else:
-            err = js_error("JSStreamGeneralErrorF",
-                           err="stream snapshots and restores are not supported by this server")
-        _fail(jsa, reply, type_name, err, extra)
+    @_api(type_name, extra, empty=False)
+    def refuse(jsa: JSAccount, T: str, tokens: list[str], reply: bytes | None, payload: bytes) -> None:
+        _fail(jsa, reply, T, js_error("JSStreamGeneralErrorF",
+                                      err="stream snapshots and restores are not supported by this server"), extra)
 
-    return handler
+    return refuse
 
 
 # ---- accounts without JetStream --------------------------------------------------------------------------------
@@ -553,20 +531,20 @@ _NOT_ENABLED: dict[tuple[str, str, int], tuple[str, dict[str, Any]]] = {
     ("INFO", "", 3): ("account_info_response", {}),
     ("STREAM", "CREATE", 5): ("stream_create_response", {}),
     ("STREAM", "UPDATE", 5): ("stream_update_response", {}),
-    ("STREAM", "INFO", 5): ("stream_info_response", {"total": 0, "offset": 0, "limit": 0}),
+    ("STREAM", "INFO", 5): ("stream_info_response", PAGED_ZERO),
     ("STREAM", "DELETE", 5): ("stream_delete_response", {}),
-    ("STREAM", "PURGE", 5): ("stream_purge_response", {"purged": 0}),
-    ("STREAM", "NAMES", 4): ("stream_names_response", {"total": 0, "offset": 0, "limit": 0, "streams": None}),
-    ("STREAM", "LIST", 4): ("stream_list_response", {"total": 0, "offset": 0, "limit": 0, "streams": []}),
+    ("STREAM", "PURGE", 5): ("stream_purge_response", PURGE_ZERO),
+    ("STREAM", "NAMES", 4): ("stream_names_response", NAMES_ZERO),
+    ("STREAM", "LIST", 4): ("stream_list_response", LIST_ZERO),
     ("STREAM", "SNAPSHOT", 5): ("stream_snapshot_response", {}),
     ("STREAM", "MSG", 6): ("", {}),  # GET or DELETE, below
     ("CONSUMER", "CREATE", 5): ("consumer_create_response", {}),
     ("CONSUMER", "CREATE", 6): ("consumer_create_response", {}),
     ("CONSUMER", "INFO", 6): ("consumer_info_response", {}),
-    ("CONSUMER", "NAMES", 5): ("consumer_names_response", {"total": 0, "offset": 0, "limit": 0, "consumers": []}),
-    ("CONSUMER", "LIST", 5): ("consumer_list_response", {"total": 0, "offset": 0, "limit": 0, "consumers": []}),
+    ("CONSUMER", "NAMES", 5): ("consumer_names_response", CONSUMERS_ZERO),
+    ("CONSUMER", "LIST", 5): ("consumer_list_response", CONSUMERS_ZERO),
     ("CONSUMER", "DELETE", 6): ("consumer_delete_response", {}),
-    ("CONSUMER", "PAUSE", 6): ("consumer_pause_response", {"paused": False, "pause_until": "0001-01-01T00:00:00Z"}),
+    ("CONSUMER", "PAUSE", 6): ("consumer_pause_response", PAUSE_ZERO),
 }
 
 
@@ -635,8 +613,6 @@ def _consumer(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: bytes
     return True
 
 
-Handler = Callable[["JSAccount", list[str], "bytes | None", "bytes | None", bytes], None]
-
 _HANDLERS: dict[tuple[str, str, int], Handler] = {
     ("INFO", "", 3): account_info,
     ("STREAM", "CREATE", 5): stream_create,
@@ -644,11 +620,10 @@ _HANDLERS: dict[tuple[str, str, int], Handler] = {
     ("STREAM", "INFO", 5): stream_info,
     ("STREAM", "DELETE", 5): stream_delete,
     ("STREAM", "PURGE", 5): stream_purge,
-    ("STREAM", "NAMES", 4): stream_names,
-    ("STREAM", "LIST", 4): stream_list,
-    ("STREAM", "SNAPSHOT", 5): _snapshot_unsupported("io.nats.jetstream.api.v1.stream_snapshot_response", {}),
-    ("STREAM", "RESTORE", 5): _snapshot_unsupported("io.nats.jetstream.api.v1.stream_restore_response",
-                                                    {"deliver_subject": ""}),
+    ("STREAM", "NAMES", 4): _stream_pages(full=False),
+    ("STREAM", "LIST", 4): _stream_pages(full=True),
+    ("STREAM", "SNAPSHOT", 5): _snapshot_unsupported(T_SNAPSHOT, {}),
+    ("STREAM", "RESTORE", 5): _snapshot_unsupported(T_RESTORE, {"deliver_subject": ""}),
     ("STREAM", "CANCEL_MOVE", 5): _clustering_required("io.nats.jetstream.api.v1.stream_cancel_move_response"),
 }
 _MULTI_TOKEN: dict[tuple[str, ...], Handler] = {

@@ -1698,13 +1698,8 @@ def recover(stream: Any) -> None:
     """Restore the durable consumers of a file stream from `<stream dir>/obs/*/meta.json` and their state."""
     if not stream.dir:
         return
-    obs = os.path.join(stream.dir, "obs")
-    try:
-        names = sorted(os.listdir(obs))
-    except FileNotFoundError:
-        return
-    for name in names:
-        meta_path = os.path.join(obs, name, "meta.json")
+    for name in stream.store.consumer_names():
+        meta_path = os.path.join(stream.dir, "obs", name, "meta.json")
         try:
             with open(meta_path, "rb") as f:
                 meta = json.loads(f.read())

@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from host.delivery import has_interest
-from host.gotime import time_text
+from host.gotime import ZERO_TIME, time_text
 from host.jetstream.consumer import ADV_CREATED, Consumer, ephemeral_name, lookup, watch
 from host.jetstream.consumer_config import (
     apply_defaults,
@@ -22,17 +22,13 @@ from host.jetstream.consumer_config import (
     update_error,
 )
 from host.jetstream.errors import ApiError, js_error
-from host.jetstream.gojson import (
-    decode_request,
-    is_empty_request,
-    is_json_object_or_array,
-)
+from host.jetstream.gojson import check_empty_request, decode_request, is_json_object_or_array
 from host.jetstream.store import (
     ACK_EXPLICIT,
     StoreError,
 )
 from host.jetstream.stream_config import LIST_LIMIT, MAX_NAME_LEN, NAMES_LIMIT, is_valid_asset_name
-from host.jetstream.versioning import api_level_too_high, set_static_consumer_metadata
+from host.jetstream.versioning import api_level_too_high, check_api_level, set_static_consumer_metadata
 
 if TYPE_CHECKING:
     from host.jetstream.jetstream import JSAccount
@@ -47,6 +43,10 @@ T_DELETE = "io.nats.jetstream.api.v1.consumer_delete_response"
 T_PAUSE = "io.nats.jetstream.api.v1.consumer_pause_response"
 T_RESET = "io.nats.jetstream.api.v1.consumer_reset_response"
 T_STEPDOWN = "io.nats.jetstream.api.v1.consumer_leader_stepdown_response"
+
+# The fields nats-server's response structs always write, so its error answers carry them too.
+CONSUMERS_ZERO: dict[str, Any] = {"total": 0, "offset": 0, "limit": 0, "consumers": []}
+PAUSE_ZERO: dict[str, Any] = {"paused": False, "pause_until": ZERO_TIME}
 
 
 # ---- the API -----------------------------------------------------------------------------------------------------
@@ -117,8 +117,7 @@ def _create_consumer(jsa: JSAccount, tokens: list[str], hdr: bytes | None, paylo
     """Validate and create (or update) a consumer, as nats-server jsConsumerCreateRequest + addConsumer;
     returns it and whether it is new."""
     stream_name, cfg, action, pedantic = parse_create_request(payload)
-    if api_level_too_high(hdr):
-        raise js_error("JSRequiredApiLevelErr")
+    check_api_level(hdr)
     n = len(tokens)
     filtered = ""
     if n == 5:
@@ -262,15 +261,25 @@ def _consumer_or_error(jsa: JSAccount, stream: str, name: str) -> Consumer:
     return c
 
 
-def _info(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+def _bodiless(jsa: JSAccount, type_name: str, stream: str, name: str, reply: bytes | None, hdr: bytes | None,
+              payload: bytes) -> Consumer | None:
+    """The consumer an INFO or DELETE request names (neither takes a body), or None when it was answered with an
+    error. nats-server looks at the body before the API level for INFO, after it for DELETE."""
     try:
-        if not is_empty_request(payload):
-            raise js_error("JSNotEmptyRequestErr")
-        if api_level_too_high(hdr):
-            raise js_error("JSRequiredApiLevelErr")
-        c = _consumer_or_error(jsa, stream, name)
+        if type_name == T_INFO:
+            check_empty_request(payload)
+        check_api_level(hdr)
+        if type_name == T_DELETE:
+            check_empty_request(payload)
+        return _consumer_or_error(jsa, stream, name)
     except ApiError as e:
-        jsa.respond_error(reply, T_INFO, e)
+        jsa.respond_error(reply, type_name, e)
+        return None
+
+
+def _info(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+    c = _bodiless(jsa, T_INFO, stream, name, reply, hdr, payload)
+    if c is None:
         return
     body = {"type": T_INFO}
     body.update(c.info(dynamic=True))
@@ -288,14 +297,11 @@ def _names(jsa: JSAccount, stream: str, reply: bytes | None, hdr: bytes | None, 
            full: bool) -> None:
     type_name = T_LIST if full else T_NAMES
     try:
-        if api_level_too_high(hdr):
-            raise js_error("JSRequiredApiLevelErr")
+        check_api_level(hdr)
         offset = _offset(payload)
         st = _stream_or_error(jsa, stream)
     except ApiError as e:
-        jsa.api_errors += 1
-        jsa.respond(reply, {"type": type_name, "error": e.body(), "total": 0, "offset": 0, "limit": 0,
-                            "consumers": []})
+        jsa.respond_error(reply, type_name, e, CONSUMERS_ZERO)
         return
     consumers = sorted((c for c in st.consumers.values() if isinstance(c, Consumer) and not c.cfg["direct"]),
                        key=lambda c: c.name)
@@ -309,33 +315,22 @@ def _names(jsa: JSAccount, stream: str, reply: bytes | None, hdr: bytes | None, 
 
 
 def _delete(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    try:
-        if api_level_too_high(hdr):
-            raise js_error("JSRequiredApiLevelErr")
-        if not is_empty_request(payload):
-            raise js_error("JSNotEmptyRequestErr")
-        c = _consumer_or_error(jsa, stream, name)
-    except ApiError as e:
-        jsa.respond_error(reply, T_DELETE, e)
+    c = _bodiless(jsa, T_DELETE, stream, name, reply, hdr, payload)
+    if c is None:
         return
     c.delete_consumer(advisory=True)
     jsa.respond(reply, {"type": T_DELETE, "success": True})
 
 
 def _pause(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-    zero = {"paused": False, "pause_until": time_text(None)}
     try:
         until: int | None = None
         if is_json_object_or_array(payload):
             until = decode_request(payload, {"pause_until": "time"}, "JSApiConsumerPauseRequest").get("pause_until")
-        if api_level_too_high(hdr):
-            raise js_error("JSRequiredApiLevelErr")
+        check_api_level(hdr)
         c = _consumer_or_error(jsa, stream, name)
     except ApiError as e:
-        jsa.api_errors += 1
-        body = {"type": T_PAUSE, "error": e.body()}
-        body.update(zero)
-        jsa.respond(reply, body)
+        jsa.respond_error(reply, T_PAUSE, e, PAUSE_ZERO)
         return
     try:
         c.set_pause(until)
@@ -358,8 +353,7 @@ def _reset(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: byt
     if c is None:
         return  # nats-server: the consumer's subscription answers, so a missing consumer gets no reply
     try:
-        if api_level_too_high(hdr):
-            raise js_error("JSRequiredApiLevelErr")
+        check_api_level(hdr)
         req = decode_request(payload, {"seq": "uint64"}, "JSApiConsumerResetRequest", strict=False)
         seq = c.reset(req.get("seq", 0))
     except ApiError as e:

@@ -580,6 +580,15 @@ class FileStore(StreamStore):
             return None
         return blk, slot
 
+    def _stored(self, seq: int) -> tuple[_Block, int, int] | None:
+        """The block, slot and record length (with its flag bits) of a message still stored."""
+        loc = self._locate(seq)
+        if loc is None:
+            return None
+        blk, slot = loc
+        rl = blk.lens[slot]
+        return (blk, slot, rl) if rl else None
+
     def _put(self, seq: int, ts: int, subject: str, sb: bytes, hdr: bytes, data: bytes, ttl: int) -> None:
         # The per-message write path of every file stream: kept flat (no helper calls but the write) on purpose.
         slen, hlen, dlen = len(sb), len(hdr), len(data)
@@ -770,13 +779,10 @@ class FileStore(StreamStore):
         if sm is not None:
             self._cache.move_to_end(seq)
             return sm
-        loc = self._locate(seq)
+        loc = self._stored(seq)
         if loc is None:
             return None
-        blk, slot = loc
-        rl = blk.lens[slot]
-        if not rl:
-            return None
+        blk, slot, rl = loc
         rl &= _MAX_RECORD
         buf = os.pread(self._read_fd(blk), rl, blk.offs[slot])
         h = _parse_head(buf, 0, len(buf))
@@ -800,13 +806,10 @@ class FileStore(StreamStore):
         return sm
 
     def _info(self, seq: int) -> tuple[str, int, int] | None:
-        loc = self._locate(seq)
+        loc = self._stored(seq)
         if loc is None:
             return None
-        blk, slot = loc
-        rl = blk.lens[slot]
-        if not rl:
-            return None
+        blk, slot, rl = loc
         return blk.subjs[slot], blk.tss[slot], _acct_size(rl)  # type: ignore[return-value]
 
     def _next_live(self, seq: int) -> int:
@@ -930,11 +933,11 @@ class FileStore(StreamStore):
     def erase_msg(self, seq: int) -> bool:
         """Delete seq and overwrite its record on disk (subject, headers and payload zeroed, flagged erased)."""
         self._check()
-        loc = self._locate(seq)
-        if loc is None or not loc[0].lens[loc[1]]:
+        loc = self._stored(seq)
+        if loc is None:
             return False
-        blk, slot = loc
-        rl, off = blk.lens[slot] & _MAX_RECORD, blk.offs[slot]
+        blk, slot, rl = loc
+        rl, off = rl & _MAX_RECORD, blk.offs[slot]
         own = blk is not self._wblk
         fd = os.open(self._path(blk.index, "blk"), os.O_RDWR) if own else self._wfd
         try:

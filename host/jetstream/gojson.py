@@ -293,6 +293,12 @@ def is_empty_request(payload: bytes) -> bool:
     return isinstance(v, dict) and not v
 
 
+def check_empty_request(payload: bytes) -> None:
+    """The answer of an API that takes no body to a request with one."""
+    if not is_empty_request(payload):
+        raise js_error("JSNotEmptyRequestErr")
+
+
 def is_json_object_or_array(payload: bytes) -> bool:
     """nats-server isJSONObjectOrArray: the body starts (after whitespace) with `{` or `[`."""
     text = payload.lstrip()

@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from host.headers import hdr_get
+from host.jetstream.errors import js_error
 
 # JetStream API level we claim (ADR-44): clients gate features on it. Level 1 is what 2.11 brought (per-message
 # TTL, subject delete markers, consumer pause, priority groups); later levels (counters, atomic and fast batch
@@ -32,6 +33,12 @@ def api_level_too_high(hdr: bytes | None) -> bool:
     if not v:
         return False
     return not _ATOI.fullmatch(v) or int(v) > API_LEVEL
+
+
+def check_api_level(hdr: bytes | None) -> None:
+    """The API answer to a level above ours (pull requests and direct gets answer with a status instead)."""
+    if api_level_too_high(hdr):
+        raise js_error("JSRequiredApiLevelErr")
 
 
 def _static(cfg: dict[str, Any], level: int) -> None:

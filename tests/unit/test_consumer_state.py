@@ -162,9 +162,9 @@ class JSA:
         if reply:
             self.publish(reply, None, None, dumps(body))
 
-    def respond_error(self, reply: bytes | None, type_name: str, err: ApiError) -> None:
+    def respond_error(self, reply: bytes | None, type_name: str, err: ApiError, extra: dict | None = None) -> None:
         self.api_errors += 1
-        self.respond(reply, {"type": type_name, "error": err.body()})
+        self.respond(reply, {"type": type_name, "error": err.body(), **(extra or {})})
 
     def call_later(self, delay: float, fn) -> Timer:
         t = Timer(delay, fn)
