@@ -49,6 +49,11 @@ def _subject(x, wildcards):
     return s
 
 
+def new_inbox():
+    # A reply prefix of our own, `_INBOX.<random>.`, for the request inbox and edge/leaf/jsclient.py.
+    return b"_INBOX." + binascii.hexlify(os.urandom(8)) + b"."
+
+
 def log_exc(e):
     pe = getattr(sys, "print_exception", None)
     if pe:
@@ -120,7 +125,7 @@ class _Inbox:
     # The owner of the request inbox `_INBOX.<random>.*`: resolves waiting requests inside route().
     def __init__(self, leaf):
         self.leaf = leaf
-        self.prefix = b"_INBOX." + binascii.hexlify(os.urandom(8)) + b"."
+        self.prefix = new_inbox()
         self.waiting = {}  # token -> [Event, Msg or None]
 
     def send_msg(self, sub, subject, reply, hdr, payload):
