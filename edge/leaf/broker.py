@@ -3,7 +3,9 @@
 # Owns the local subscription table, queue-group choice, delivery to in-process callbacks, the
 # table of local interest that the uplink advertises with LS+/LS-, and request/reply.
 # Rules this file keeps:
-# 1. Subjects, replies and queue names are bytes inside; the API also takes str.
+# 1. Subjects, replies and queue names are bytes inside; the API also takes str. A subject is checked
+#    once, where it comes in (the API here, a LAN client's PUB and SUB in listener.py); route(), the
+#    uplink and the forward queues take it as it is.
 # 2. route() never awaits: it hands a message to every local target and, where the hub has
 #    interest, to the uplink, then returns how many targets took it (0 = no responders).
 # 3. Callbacks run in one dispatcher task (alive while it has work), in delivery order; plain
@@ -257,9 +259,10 @@ class Leaf:
 
     # ---- routing -----------------------------------------------------------------------------
 
-    def route(self, subject, reply, hdr, payload, origin, hub_queues=None):
+    def route(self, subject, reply, hdr, payload, origin, hub_queues=None, local=False):
         # origin: the Leaf (in-process API), a LAN client, or the uplink (then hub_queues are the
-        # queue groups the hub named). Returns the number of targets that took the message.
+        # queue groups the hub named). local: to local targets only (a LAN client's subject that is
+        # not valid). Returns the number of targets that took the message.
         up = self.uplink
         from_hub = origin is up
         echo = from_hub or origin.echo
@@ -284,10 +287,12 @@ class Leaf:
             for members in groups.values():
                 self._deliver(members[self._rr % len(members)], subject, reply, hdr, payload)
                 n += 1
+        if from_hub or local:
+            return n
         fwd = self.forwarder
-        if not from_hub and fwd is not None and fwd.take(subject, reply, hdr, payload, origin):
+        if fwd is not None and fwd.take(subject, reply, hdr, payload, origin):
             n += 1  # a forward queue takes it to the hub
-        elif up is not None and not from_hub and up.forward(subject, reply, hdr, payload, groups):
+        elif up is not None and up.forward(subject, reply, hdr, payload, groups):
             n += 1
         return n
 
