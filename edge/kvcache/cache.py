@@ -16,7 +16,7 @@ import json
 import sys
 
 from edge import subjects
-from edge.compat import ticks_ms
+from edge.compat import ticks_diff, ticks_ms
 from edge.kvcache import hlc
 from edge.kvcache.store import OP_DEL, OP_PURGE, OP_PUT, KVError, Store
 
@@ -192,8 +192,6 @@ class KV:
     async def synced(self, timeout=10.0):
         # Wait until every local write is on the hub and the hub's changes are applied; False on timeout.
         t0 = ticks_ms()
-        from edge.compat import ticks_diff
-
         while self.sync is None or not self.sync.idle():
             if ticks_diff(ticks_ms(), t0) > timeout * 1000:
                 return False
@@ -259,12 +257,10 @@ class KVCache:
         # Sync tasks when the leaf has an uplink; housekeeping always. Returns the tasks started.
         up = self.leaf.uplink
         if up is not None:
-            from edge.kvcache.sync import Inbox, Sync
+            from edge.kvcache import sync  # only an edge with a hub pays for the sync code
 
-            inbox = Inbox(self.leaf)
-            for i, kv in enumerate(self.buckets.values()):
-                kv.sync = Sync(kv, inbox, i, self.log)
-                self.tasks.append(asyncio.create_task(kv.sync.run()))
+            for s in sync.start(self.leaf, self.buckets.values(), self.log):
+                self.tasks.append(asyncio.create_task(s.run()))
         self.tasks.append(asyncio.create_task(self._housekeeping()))
         return self.tasks
 

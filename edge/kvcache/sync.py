@@ -13,8 +13,9 @@
 #    against the revision the write started from) and Edge-HLC (edge/kvcache/hlc.py), a window at a time.
 #    "wrong last sequence" means the hub moved on: the hub's version is fetched and goes through the conflict
 #    policy like any hub change that meets a dirty local entry.
-# Facts about nats-server this relies on (checked against 2.15.1): the hub announces LS+ $JS.API.> only, so
-# requests and stream publishes are written to the link without waiting for interest; direct gets are served
+# Requests, direct gets and pushes go through the cache's one JsClient (edge/leaf/jsclient.py); a bucket's own
+# reply subjects are <inbox><bucket index><kind>.<token>, kind g (batch), p (PubAck), d (delivery).
+# Facts about nats-server this relies on (checked against 2.15.1): direct gets are served
 # by a queue subscription in group _sys_, which a leaf reaches only by naming the group; a push consumer
 # delivers to a leaf only for literal interest in its deliver subject, and the ack reply carries the stored
 # subject after "@".
@@ -25,16 +26,15 @@
 # bucket's resolver and pushes its answer as a new write.
 
 import asyncio
-import binascii
 import gc
 import json
-import os
 
 from edge import proto
 from edge.compat import ticks_diff, ticks_ms
 from edge.kvcache import hlc
 from edge.kvcache.store import OP_DEL, OP_PURGE, OP_PUT
 from edge.leaf.broker import Subscription, log_exc
+from edge.leaf.jsclient import JsClient, JsError
 
 SYS_QUEUE = [b"_sys_"]
 BATCH = 500  # messages per catch-up request
@@ -42,17 +42,6 @@ WINDOW = 16  # local writes in flight
 HEARTBEAT_MS = 2000
 SILENT_MS = 3 * HEARTBEAT_MS  # no delivery or heartbeat for this long: a new consumer
 REPLY_MS = 3000
-
-
-class SyncError(Exception):
-    pass
-
-
-class ApiError(SyncError):
-    def __init__(self, err):
-        SyncError.__init__(self, "%s (%s)" % (err.get("description"), err.get("err_code")))
-        self.code = err.get("err_code")
-        self.description = err.get("description") or ""
 
 
 def days_from_civil(y, m, d):
@@ -153,45 +142,40 @@ def _headers(hdr):
     return status, Headers(hdr)
 
 
-class Inbox:
-    # The cache's reply subjects, `_INBOX.<random>.<bucket>.<kind>.<token>`, taken inside the leaf's route()
-    # (no callback queue, so a 10,000-message catch-up is never dropped). Push consumers deliver to a literal
-    # subject with one more token, subscribed per session.
-    def __init__(self, leaf):
-        self.leaf = leaf
-        self.prefix = b"_INBOX." + binascii.hexlify(os.urandom(8)) + b"."
-        self.syncs = []
-        leaf.add_sub(Subscription(self.prefix + b"*.*.*", None, self, None))
+def start(leaf, kvs, log):
+    # One JsClient for every bucket and a Sync each (kv.sync) -> the Syncs, to run. Replies are taken inside
+    # the leaf's route() (no callback queue, so a 10,000-message catch-up is never dropped). Push consumers
+    # deliver to <inbox><index>d.<gen>.0, one token more than the JsClient's `*.*`: nats-server delivers to
+    # a leaf only for literal interest, so that subject is subscribed per session.
+    syncs = []
 
-    def send_msg(self, sub, subject, reply, hdr, payload):
-        parts = subject[len(self.prefix) :].split(b".")
-        if len(parts) < 3 or not parts[0].isdigit():
-            return
-        i = int(parts[0])
-        if i < len(self.syncs):
-            self.syncs[i].on_msg(parts[1], parts[2], reply, hdr, payload)
+    def on_msg(kind, token, reply, hdr, payload):
+        i = kind[:-1]
+        if i.isdigit() and int(i) < len(syncs):
+            syncs[int(i)].on_msg(kind[-1:], token, reply, hdr, payload)
 
-    def unsub(self, sub):
-        self.leaf.remove_sub(sub)
+    js = JsClient(leaf, on_msg)
+    for i, kv in enumerate(kvs):
+        kv.sync = Sync(kv, js, i, log)
+        syncs.append(kv.sync)
+    return syncs
 
 
 class Sync:
-    def __init__(self, kv, inbox, index, log):
+    def __init__(self, kv, js, index, log):
         self.kv = kv
         self.store = kv.store
-        self.leaf = inbox.leaf
-        self.inbox = inbox
-        inbox.syncs.append(self)
-        self.base = inbox.prefix + b"%d." % index
+        self.leaf = js.leaf
+        self.js = js
+        self.base = js.inbox + b"%d" % index
         self.log = log
         self.stream = "KV_" + kv.name
         self.kv_prefix = "$KV.%s." % kv.name
         self.filter = self.kv_prefix + kv.filter
         self.online = False
         self.caught_up = False
-        self.ev = asyncio.Event()
+        self.ev = asyncio.Event()  # set by wake() and every hub message: the session loop looks again
         self.n = 0
-        self.replies = {}  # token -> (hdr, payload), None while waiting
         self.acks = {}  # token -> [key, stamp, PubAck dict or None]
         self.failed = {}  # key -> why the hub refused its push (not a CAS failure); retried next session
         self.max_age_ms = 0
@@ -214,20 +198,7 @@ class Sync:
         self.batch_count = 0
         self.batch_error = None
 
-    # ---- link ---------------------------------------------------------------------------------------
-
-    def _link(self):
-        up = self.leaf.uplink
-        if up is None or not up.up or up.link is None:
-            return None
-        return up.link
-
-    def _send(self, subject, payload, reply=None, hdr=None, queues=None):
-        # Straight to the hub link: stream subjects have no interest announced (see the top of the file).
-        link = self._link()
-        if link is None:
-            raise SyncError("hub link down")
-        return link.write(proto.encode_lmsg(subject, payload, reply, queues, hdr))
+    # ---- requests --------------------------------------------------------------------------------
 
     def wake(self):
         self.ev.set()
@@ -236,49 +207,13 @@ class Sync:
         return self.online and self.caught_up and not self.store.dirty
 
     async def _wait(self, cond, ms, progress=None):
-        # Until cond() holds (True), or ms pass without progress() changing, or the link drops (False).
-        t0 = ticks_ms()
-        mark = progress() if progress else None
-        while not cond():
+        # As JsClient.wait; a hub message that could not be applied (on_msg) ends the session.
+        def done():
             if self.failure is not None:
-                raise SyncError(self.failure)
-            if self._link() is None:
-                return False
-            if progress is not None and progress() != mark:
-                mark = progress()
-                t0 = ticks_ms()
-            left = ms - ticks_diff(ticks_ms(), t0)
-            if left <= 0:
-                return False
-            self.ev.clear()
-            try:
-                await asyncio.wait_for(self.ev.wait(), min(left, 250) / 1000)
-            except asyncio.TimeoutError:
-                pass
-        return True
+                raise JsError(self.failure)
+            return cond()
 
-    async def request(self, subject, body, ms=REPLY_MS, queues=None):
-        self.n += 1
-        tok = b"%d" % self.n
-        self.replies[tok] = None
-        try:
-            if not self._send(subject, body, self.base + b"r." + tok, None, queues):
-                raise SyncError("hub link congested")
-            if not await self._wait(lambda: self.replies.get(tok) is not None, ms):
-                raise SyncError("no reply to %s" % subject)
-            return self.replies[tok]
-        finally:
-            self.replies.pop(tok, None)
-
-    async def api(self, subject, obj):
-        _, payload = await self.request(subject, json.dumps(obj) if obj is not None else b"")
-        try:
-            resp = json.loads(payload)
-        except ValueError:
-            raise SyncError("bad JSON from %s" % subject)
-        if "error" in resp:
-            raise ApiError(resp["error"])
-        return resp
+        return await self.js.wait(done, ms, progress)
 
     # ---- inbound ------------------------------------------------------------------------------------
 
@@ -290,7 +225,7 @@ class Sync:
             return
         try:
             if kind == b"d":
-                if token == b"%d" % self.gen:
+                if token == b"%d.0" % self.gen:
                     self._on_delivery(reply, hdr, payload)
             elif kind == b"g":
                 if token == self.batch_token:
@@ -302,9 +237,6 @@ class Sync:
                         a[2] = json.loads(payload)
                     except ValueError:
                         a[2] = {"error": {"description": "bad PubAck", "err_code": 0}}
-            elif kind == b"r":
-                if token in self.replies:
-                    self.replies[token] = (hdr, payload)
         except Exception as e:  # must not break the leaf's read loop
             self.failure = "cannot apply a hub message: %r" % (e,)
         self.ev.set()
@@ -330,10 +262,10 @@ class Sync:
         status, h = _headers(hdr)
         if status == 100:
             if reply:  # flow control request
-                self._send(reply, b"")
+                self.js.send(reply, b"")
             stalled = h.get("Nats-Consumer-Stalled")
             if stalled:
-                self._send(stalled, b"")
+                self.js.send(stalled, b"")
             last = h.get("Nats-Last-Consumer")
             if last is not None and int(last) != self.cseq:
                 self.cons_broken = "heartbeat says %s delivered, %d seen" % (last, self.cseq)
@@ -437,11 +369,11 @@ class Sync:
 
     async def run(self):
         while True:
-            while self._link() is None:
+            while self.js.link() is None:
                 await asyncio.sleep(0.05)
             try:
                 await self._session()
-            except SyncError as e:
+            except JsError as e:
                 self.log("kv sync bucket=%s: %s" % (self.kv.name, e))
             except Exception as e:  # keep syncing: the next session starts from what is on flash
                 self.log("kv sync bucket=%s failed: %r" % (self.kv.name, e))
@@ -456,10 +388,10 @@ class Sync:
 
     async def _session(self):
         store = self.store
-        info = await self.api("$JS.API.STREAM.INFO." + self.stream, None)
+        info = await self.js.api("$JS.API.STREAM.INFO." + self.stream, None, REPLY_MS)
         cfg = info.get("config") or {}
         if not cfg.get("allow_direct"):
-            raise SyncError("stream %s has allow_direct off; the edge needs direct gets" % self.stream)
+            raise JsError("stream %s has allow_direct off; the edge needs direct gets" % self.stream)
         self.max_age_ms = (cfg.get("max_age") or 0) // 1000000
         last = (info.get("state") or {}).get("last_seq", 0)
         if last < store.last_rev:
@@ -473,9 +405,9 @@ class Sync:
         self.log("kv synced bucket=%s rev=%d keys=%d dirty=%d msgs=%d ms=%d" % (
             self.kv.name, store.last_rev, len(store.entries), len(store.dirty), self.catchup_msgs,
             self.catchup_ms))
-        while self._link() is not None:
+        while self.js.link() is not None:
             if self.failure is not None:
-                raise SyncError(self.failure)
+                raise JsError(self.failure)
             if self.cons_broken or ticks_diff(ticks_ms(), self.heard) > SILENT_MS:
                 self.log("kv sync bucket=%s: consumer %s, new one from revision %d" % (
                     self.kv.name, "out of order (%s)" % self.cons_broken if self.cons_broken else "silent",
@@ -498,15 +430,15 @@ class Sync:
             tok = b"%d" % self.n
             self._reset_batch(tok)
             req = {"seq": self.store.last_rev + 1, "batch": BATCH, "next_by_subj": self.filter}
-            if not self._send("$JS.API.DIRECT.GET." + self.stream, json.dumps(req), self.base + b"g." + tok,
-                              None, SYS_QUEUE):
-                raise SyncError("hub link congested")
+            if not self.js.send("$JS.API.DIRECT.GET." + self.stream, json.dumps(req), self.base + b"g." + tok,
+                                None, SYS_QUEUE):
+                raise JsError("hub link congested")
             ok = await self._wait(lambda: self.batch_done, REPLY_MS, lambda: self.batch_count)
             total += self.batch_count
             if not ok:
-                raise SyncError("catch-up stalled at revision %d" % self.store.last_rev)
+                raise JsError("catch-up stalled at revision %d" % self.store.last_rev)
             if self.batch_error:
-                raise SyncError(self.batch_error)
+                raise JsError(self.batch_error)
             self.store.maybe_flush(ticks_ms())
             if self.batch_pending <= 0:
                 break
@@ -519,7 +451,7 @@ class Sync:
         self._drop_consumer()
         self.gen += 1
         subject = self.base + b"d.%d.0" % self.gen
-        self.cons_sub = Subscription(subject, None, self.inbox, None)
+        self.cons_sub = Subscription(subject, None, self.js, None)
         self.leaf.add_sub(self.cons_sub)  # literal interest first: nats-server delivers to a leaf only then
         self.cseq = 0
         self.cons_broken = None
@@ -528,7 +460,8 @@ class Sync:
                "max_deliver": 1, "filter_subject": self.filter, "flow_control": True,
                "idle_heartbeat": HEARTBEAT_MS * 1000000, "mem_storage": True, "inactive_threshold": 30000000000,
                "num_replicas": 1, "replay_policy": "instant", "deliver_subject": subject.decode()}
-        resp = await self.api("$JS.API.CONSUMER.CREATE." + self.stream, {"stream_name": self.stream, "config": cfg})
+        resp = await self.js.api("$JS.API.CONSUMER.CREATE." + self.stream, {"stream_name": self.stream, "config": cfg},
+                                 REPLY_MS)
         self.cons_name = resp.get("name")
         self.heard = ticks_ms()
 
@@ -536,10 +469,10 @@ class Sync:
         if self.cons_sub is not None:
             self.leaf.remove_sub(self.cons_sub)  # no interest left: the hub drops the consumer after 30 s
             self.cons_sub = None
-        if self.cons_name and self._link() is not None:
+        if self.cons_name and self.js.link() is not None:
             self.n += 1  # delete it now; the answer goes to a token nobody waits for
-            self._send("$JS.API.CONSUMER.DELETE.%s.%s" % (self.stream, self.cons_name), b"",
-                       self.base + b"r.%d" % self.n)
+            self.js.send("$JS.API.CONSUMER.DELETE.%s.%s" % (self.stream, self.cons_name), b"",
+                         self.base + b"r.%d" % self.n)
         self.cons_name = None
 
     # ---- pushing local writes ---------------------------------------------------------------------
@@ -579,7 +512,7 @@ class Sync:
                 hdr["Nats-TTL"] = str(max(1, (e[2] - hlc.wall_ms() + 999) // 1000))
             self.n += 1
             tok = b"%d" % self.n
-            if not self._send(self.kv_prefix + key, payload, self.base + b"p." + tok, proto.encode_headers(hdr)):
+            if not self.js.send(self.kv_prefix + key, payload, self.base + b"p." + tok, proto.encode_headers(hdr)):
                 break  # the link's output is full: the rest go in a later round
             acks[tok] = [key, d[3], None]
         if not acks:
@@ -624,8 +557,8 @@ class Sync:
 
     async def fetch(self, key, ms):
         # The hub's last message for key (direct get), applied like any hub change.
-        hdr, payload = await self.request("$JS.API.DIRECT.GET.%s.%s%s" % (self.stream, self.kv_prefix, key), b"", ms,
-                                          SYS_QUEUE)
+        hdr, payload = await self.js.request("$JS.API.DIRECT.GET.%s.%s%s" % (self.stream, self.kv_prefix, key), b"",
+                                             ms, SYS_QUEUE)
         status, h = _headers(hdr)
         if status is None:
             self._apply(h.get("Nats-Subject", ""), int(h.get("Nats-Sequence", "0")),

@@ -3,7 +3,9 @@
 # Owns the local subscription table, queue-group choice, delivery to in-process callbacks, the
 # table of local interest that the uplink advertises with LS+/LS-, and request/reply.
 # Rules this file keeps:
-# 1. Subjects, replies and queue names are bytes inside; the API also takes str.
+# 1. Subjects, replies and queue names are bytes inside; the API also takes str. A subject is checked
+#    once, where it comes in (the API here, a LAN client's PUB and SUB in listener.py); route(), the
+#    uplink and the forward queues take it as it is.
 # 2. route() never awaits: it hands a message to every local target and, where the hub has
 #    interest, to the uplink, then returns how many targets took it (0 = no responders).
 # 3. Callbacks run in one dispatcher task (alive while it has work), in delivery order; plain
@@ -47,6 +49,11 @@ def _subject(x, wildcards):
     if not subjects.valid(s, wildcards):
         raise LeafError("invalid subject %r" % s)
     return s
+
+
+def new_inbox():
+    # A reply prefix of our own, `_INBOX.<random>.`, for the request inbox and edge/leaf/jsclient.py.
+    return b"_INBOX." + binascii.hexlify(os.urandom(8)) + b"."
 
 
 def log_exc(e):
@@ -120,7 +127,7 @@ class _Inbox:
     # The owner of the request inbox `_INBOX.<random>.*`: resolves waiting requests inside route().
     def __init__(self, leaf):
         self.leaf = leaf
-        self.prefix = b"_INBOX." + binascii.hexlify(os.urandom(8)) + b"."
+        self.prefix = new_inbox()
         self.waiting = {}  # token -> [Event, Msg or None]
 
     def send_msg(self, sub, subject, reply, hdr, payload):
@@ -252,9 +259,10 @@ class Leaf:
 
     # ---- routing -----------------------------------------------------------------------------
 
-    def route(self, subject, reply, hdr, payload, origin, hub_queues=None):
+    def route(self, subject, reply, hdr, payload, origin, hub_queues=None, local=False):
         # origin: the Leaf (in-process API), a LAN client, or the uplink (then hub_queues are the
-        # queue groups the hub named). Returns the number of targets that took the message.
+        # queue groups the hub named). local: to local targets only (a LAN client's subject that is
+        # not valid). Returns the number of targets that took the message.
         up = self.uplink
         from_hub = origin is up
         echo = from_hub or origin.echo
@@ -279,10 +287,12 @@ class Leaf:
             for members in groups.values():
                 self._deliver(members[self._rr % len(members)], subject, reply, hdr, payload)
                 n += 1
+        if from_hub or local:
+            return n
         fwd = self.forwarder
-        if not from_hub and fwd is not None and fwd.take(subject, reply, hdr, payload, origin):
+        if fwd is not None and fwd.take(subject, reply, hdr, payload, origin):
             n += 1  # a forward queue takes it to the hub
-        elif up is not None and not from_hub and up.forward(subject, reply, hdr, payload, groups):
+        elif up is not None and up.forward(subject, reply, hdr, payload, groups):
             n += 1
         return n
 

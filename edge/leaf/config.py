@@ -13,6 +13,8 @@
 
 import json
 
+from edge.leaf.confcheck import ConfigError, fail, got, number, unknown_keys
+
 OTHER_LAYERS = ("wifi", "kv", "outbox", "board")
 
 # key: (default, minimum); integers, except the _SECONDS keys (seconds, int or float)
@@ -33,27 +35,12 @@ LIMITS = {
 _SECONDS = ("ping_interval", "reconnect_min", "reconnect_max")
 
 
-class ConfigError(Exception):
-    pass
-
-
-def _got(v):
-    try:
-        return json.dumps(v)
-    except (TypeError, ValueError):
-        return repr(v)
-
-
-def _fail(key, expected, value):
-    raise ConfigError('config: "%s": expected %s, got %s' % (key, expected, _got(value)))
-
-
 def _str(d, key, path, default=None, required=False):
     v = d.get(key, default)
     if v is None and not required:
         return None
     if not isinstance(v, str) or not v:
-        _fail(path, "a non-empty string" + ("" if required else " or null"), v)
+        fail(path, "a non-empty string" + ("" if required else " or null"), v)
     return v
 
 
@@ -61,25 +48,19 @@ def _host_port(value, path, default_port=None):
     # "host:port" -> (host, port)
     exp = '"host:port"' + (" or null" if default_port is None else "")
     if not isinstance(value, str):
-        _fail(path, exp, value)
+        fail(path, exp, value)
     host, sep, port = value.rpartition(":")
     if not sep:
         host, port = value, None
     if port is None or port == "":
         if default_port is None:
-            _fail(path, exp, value)
+            fail(path, exp, value)
         port = default_port
     elif not port.isdigit() or int(port) > 65535:
-        _fail(path, exp, value)
+        fail(path, exp, value)
     if not host or " " in host:
-        _fail(path, exp, value)
+        fail(path, exp, value)
     return host, int(port)
-
-
-def _check_keys(d, allowed, prefix):
-    for k in d:
-        if k not in allowed and not (prefix == "" and k in OTHER_LAYERS):
-            raise ConfigError('config: unknown key "%s%s"' % (prefix, k))
 
 
 def _tls(v, path):
@@ -89,12 +70,12 @@ def _tls(v, path):
     if v is True:
         return (None, True)
     if not isinstance(v, dict):
-        _fail(path, 'true, false, null or {"ca": path, "verify": bool}', v)
-    _check_keys(v, ("ca", "verify"), path + ".")
+        fail(path, 'true, false, null or {"ca": path, "verify": bool}', v)
+    unknown_keys(v, ("ca", "verify"), path + ".")
     ca = _str(v, "ca", path + ".ca")
     verify = v.get("verify", True)
     if not isinstance(verify, bool):
-        _fail(path + ".verify", "true or false", verify)
+        fail(path + ".verify", "true or false", verify)
     return (ca, verify)
 
 
@@ -102,13 +83,13 @@ def _hub(h):
     if h is None:
         return None
     if not isinstance(h, dict):
-        _fail("hub", "an object or null", h)
-    _check_keys(h, ("url", "user", "password", "token", "tls"), "hub.")
+        fail("hub", "an object or null", h)
+    unknown_keys(h, ("url", "user", "password", "token", "tls"), "hub.")
     url = _str(h, "url", "hub.url", required=True)
     exp = '"nats-leaf://host:port"'
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in ("nats-leaf", "nats", "tls"):
-        _fail("hub.url", exp, url)
+        fail("hub.url", exp, url)
     user = password = None
     if "@" in rest:
         cred, _, rest = rest.rpartition("@")
@@ -120,7 +101,7 @@ def _hub(h):
            "user": _str(h, "user", "hub.user", user), "password": _str(h, "password", "hub.password", password),
            "token": _str(h, "token", "hub.token")}
     if out["token"] is not None and out["user"] is not None:
-        _fail("hub.token", "null when hub.user is set", out["token"])
+        fail("hub.token", "null when hub.user is set", out["token"])
     return out
 
 
@@ -128,36 +109,35 @@ def _limits(v):
     if v is None:
         v = {}
     if not isinstance(v, dict):
-        _fail("limits", "an object", v)
-    _check_keys(v, LIMITS, "limits.")
+        fail("limits", "an object", v)
+    unknown_keys(v, LIMITS, "limits.")
     out = {}
     for key in LIMITS:
         default, low = LIMITS[key]
-        x = v.get(key, default)
         path = "limits." + key
         if key in _SECONDS:
+            x = v.get(key, default)
             if isinstance(x, bool) or not isinstance(x, (int, float)) or x < low:
-                _fail(path, "a number of seconds >= %s" % low, x)
+                fail(path, "a number of seconds >= %s" % low, x)
             out[key] = int(x * 1000)
         else:
-            if isinstance(x, bool) or not isinstance(x, int) or x < low:
-                _fail(path, "an integer >= %d" % low, x)
-            out[key] = x
+            out[key] = number(v, key, path, default, low, "int")
     if out["max_payload"] > out["max_pending"]:
-        _fail("limits.max_payload", "at most limits.max_pending (%d)" % out["max_pending"], out["max_payload"])
+        fail("limits.max_payload", "at most limits.max_pending (%d)" % out["max_pending"], out["max_payload"])
     if out["reconnect_min"] > out["reconnect_max"]:
-        _fail("limits.reconnect_min", "at most limits.reconnect_max", v.get("reconnect_min"))
+        fail("limits.reconnect_min", "at most limits.reconnect_max", v.get("reconnect_min"))
     return out
 
 
 def check(d):
     # A parsed JSON document -> the config dict with every key present.
     if not isinstance(d, dict):
-        raise ConfigError("config: expected a JSON object at the top level, got %s" % _got(d))
-    _check_keys(d, ("name", "hub", "listen", "data", "app", "limits", "stats", "forward", "forward_settings"), "")
+        raise ConfigError("config: expected a JSON object at the top level, got %s" % got(d))
+    unknown_keys(d, ("name", "hub", "listen", "data", "app", "limits", "stats", "forward", "forward_settings")
+                 + OTHER_LAYERS, "")
     name = _str(d, "name", "name", required=True)
     if " " in name or "\t" in name:
-        _fail("name", "a name without spaces", name)
+        fail("name", "a name without spaces", name)
     listen = d.get("listen")
     if listen is not None:
         listen = _host_port(listen, "listen")
@@ -165,19 +145,19 @@ def check(d):
     if app is not None:
         for part in app.split("."):
             if not part or not (part[0].isalpha() or part[0] == "_") or " " in part:
-                _fail("app", "a module name or null", app)
+                fail("app", "a module name or null", app)
     stats = d.get("stats", 0)
     if isinstance(stats, bool) or not isinstance(stats, (int, float)) or stats < 0:
-        _fail("stats", "a number of seconds >= 0 (0 = off)", stats)
+        fail("stats", "a number of seconds >= 0 (0 = off)", stats)
     kv = d.get("kv")
     if kv is not None:
-        from edge.kvcache.config import check_kv  # the KV cache checks its own section
+        from edge.kvcache.config import check_kv  # optional package: imported only when the config uses it
 
         kv = check_kv(kv)
     limits = _limits(d.get("limits"))
     forward = forward_settings = None
     if d.get("forward") is not None or d.get("forward_settings") is not None:
-        from edge.leaf.fwdconfig import check_forward  # store-and-forward checks its own keys
+        from edge.leaf.fwdconfig import check_forward  # imported only when used: start-up heap
 
         forward, forward_settings = check_forward(d.get("forward"), d.get("forward_settings"), name, limits)
     return {"name": name, "hub": _hub(d.get("hub")), "listen": listen, "data": _str(d, "data", "data", "data"),

@@ -39,7 +39,8 @@ import time
 from edge import proto, subjects
 from edge.compat import ticks_add, ticks_diff, ticks_ms
 from edge.flashlog import FlashLog, FlashLogError, FlashLogFull
-from edge.leaf.broker import LeafError, Subscription, log_exc
+from edge.leaf.broker import LeafError, log_exc
+from edge.leaf.jsclient import JsClient, JsError
 
 SEND_AHEAD = 256  # records a queue may send past the send_limit on flash before writing a new one
 MARK_MS = 1000  # least time between two mark writes for acks, drops and markers (not for send_limit)
@@ -211,16 +212,12 @@ class Forwarder:
         self.queues = [Queue(i, c, name, data, settings) for i, c in enumerate(queues)]
         self.gap_subject = ("$EDGE.%s.gap" % name).encode()
         self.status_subject = ("$EDGE.%s.forward" % name).encode()
-        self.prefix = b"_INBOX." + binascii.hexlify(os.urandom(8)) + b"."
-        self.sub = Subscription(self.prefix + b">", None, self, None)
-        leaf.add_sub(self.sub)
+        self.js = JsClient(leaf, self._on_ack_msg)  # PubAcks come to <inbox><queue index>.<seq>
         leaf.forwarder = self
         self._link = None
         self._ready_at = 0
         self._acks = []  # [queue, seq, reply]: LAN PubAcks waiting for their flush
         self._fev = None  # set (and dropped) after every flush: durable waiters
-        self._api_tok = 0
-        self._api_resp = None
         self._tokens = 0.0
         self._btokens = 0.0
         self._t_refill = ticks_ms()
@@ -442,7 +439,7 @@ class Forwarder:
         for q in self.queues:
             self._flush(q, False)
         up = self.leaf.uplink
-        link = up.link if up is not None and up.up else None
+        link = self.js.link()
         if link is not self._link:
             if self._link is not None:
                 for q in self.queues:
@@ -454,7 +451,7 @@ class Forwarder:
         if link is not None and ticks_diff(now, self._ready_at) >= 0:
             for q in self.queues:
                 if not q.ready and ticks_diff(now, q.retry_at) >= 0:
-                    await self._prepare(q, link)
+                    await self._prepare(q)
                     if up.link is not link:
                         return True
             busy = self._pump(link)
@@ -507,33 +504,8 @@ class Forwarder:
 
     # ---- JetStream API over the uplink ---------------------------------------------------------
 
-    async def _api(self, link, subject, body):
-        # One request/response; None on timeout or when the link goes.
-        self._api_tok += 1
-        self._api_resp = None
-        if not link.write(proto.encode_lmsg(subject, body, self.prefix + b"a.%d" % self._api_tok)):
-            return None
-        t0 = ticks_ms()
-        up = self.leaf.uplink
-        while self._api_resp is None:
-            if up.link is not link or ticks_diff(ticks_ms(), t0) > self.ack_timeout:
-                return None
-            await asyncio.sleep(0.002)
-        r = self._api_resp
-        self._api_resp = None
-        return r
-
-    def send_msg(self, sub, subject, reply, hdr, payload):
-        # Replies to our inbox: API responses and PubAcks.
-        rest = subject[len(self.prefix) :]
-        if rest[:2] == b"a.":
-            if rest[2:] == b"%d" % self._api_tok:
-                try:
-                    self._api_resp = json.loads(payload)
-                except ValueError:
-                    self._api_resp = {"error": {"code": 500, "description": "unreadable API response"}}
-            return
-        qi, _, s = rest.partition(b".")
+    def _on_ack_msg(self, qi, s, reply, hdr, payload):
+        # A PubAck, to <inbox><queue index>.<seq>.
         try:
             q = self.queues[int(qi)]
             seq = int(s)
@@ -542,26 +514,20 @@ class Forwarder:
             return
         self._on_ack(q, seq, d)
 
-    def unsub(self, sub):
-        self.leaf.remove_sub(sub)
-
-    async def _prepare(self, q, link):
+    async def _prepare(self, q):
         # Before a queue sends on a new link: the stream must exist; records that may be in it already
         # are looked up (rule 3).
         q.state = "checking stream"
-        info = await self._api(link, b"$JS.API.STREAM.INFO." + q.bstream, b"")
-        if info is None:
-            self._stall(q, "no answer to STREAM.INFO")
-            return
-        err = info.get("error")
-        if err:
-            self._stall(q, "stream %s: %s" % (q.stream, err.get("description", "error")))
+        try:
+            info = await self.js.api("$JS.API.STREAM.INFO." + q.stream, None, self.ack_timeout)
+        except JsError as e:
+            self._stall(q, "stream %s: %s" % (q.stream, e))
             return
         last = info.get("state", {}).get("last_seq", 0)
         if q.stream_seq > last:
             q.stream_seq = 0  # the stream was recreated: look from its start
         if q.sent_hi > q.acked:
-            if not await self._lookup(q, link):
+            if not await self._lookup(q):
                 self._stall(q, "lookup interrupted")
                 return
         elif q.stream_seq == 0:
@@ -570,7 +536,7 @@ class Forwarder:
         q.backoff = 1000
         q.state = "up"
 
-    async def _lookup(self, q, link):
+    async def _lookup(self, q):
         lo = q.acked + 1
         hi = q.sent_hi
         n = hi - lo + 1
@@ -580,13 +546,16 @@ class Forwarder:
         pos = q.stream_seq + 1
         budget = self.dedup_scan
         while remaining and budget:
-            body = json.dumps({"seq": pos, "next_by_subj": filt}).encode()
-            r = await self._api(link, b"$JS.API.STREAM.MSG.GET." + q.bstream, body)
-            if r is None:
-                return False
+            try:
+                r = await self.js.api("$JS.API.STREAM.MSG.GET." + q.stream, {"seq": pos, "next_by_subj": filt},
+                                      self.ack_timeout)
+            except JsError as e:
+                if e.err is None:
+                    return False
+                break  # no message after pos: the rest was never stored
             m = r.get("message")
             if m is None:
-                break  # no message after pos: the rest was never stored
+                break
             budget -= 1
             pos = m["seq"] + 1
             k = _msgid_seq(m.get("hdrs"), q.msgid)
@@ -710,7 +679,7 @@ class Forwarder:
                     self._stall(q, "send limit not on flash")
                     return True
             hdr = (hdr[:-2] if hdr else b"NATS/1.0\r\n") + b"Nats-Msg-Id: " + q.msgid + b"%d\r\n\r\n" % seq
-            frame = proto.encode_lmsg(subject, data, self.prefix + b"%d.%d" % (q.index, seq), None, hdr)
+            frame = proto.encode_lmsg(subject, data, self.js.inbox + b"%d.%d" % (q.index, seq), None, hdr)
             if not link.write(frame):
                 return True  # the link's output is full: the held record goes next time
             q.held = None

@@ -5,8 +5,7 @@
 # integer milliseconds after check() (max_age stays whole seconds: records carry wall-clock seconds).
 
 from edge import subjects
-from edge.leaf.config import ConfigError
-from edge.leaf.config import _fail as fail
+from edge.leaf.confcheck import fail, number, unknown_keys
 
 POLICIES = ("reject", "drop_oldest", "drop_newest")
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
@@ -29,12 +28,6 @@ SETTINGS = {
 QUEUE_KEYS = ("subjects", "stream", "name", "priority", "max_age", "max_bytes", "segment_size", "policy", "coalesce")
 
 
-def _unknown(d, allowed, prefix):
-    for k in d:
-        if k not in allowed:
-            raise ConfigError('config: unknown key "%s%s"' % (prefix, k))
-
-
 def _token(v, path, what):
     if not isinstance(v, str) or not v or len(v) > 64:
         fail(path, what, v)
@@ -44,19 +37,11 @@ def _token(v, path, what):
     return v
 
 
-def _number(d, key, path, default, low, kind):
-    v = d.get(key, default)
-    ok = not isinstance(v, bool) and isinstance(v, int if kind == "int" else (int, float)) and v >= low
-    if not ok:
-        fail(path, ("an integer >= %s" if kind == "int" else "a number >= %s") % low, v)
-    return int(v * 1000) if kind == "ms" else v
-
-
 def _queue(d, i, max_payload):
     p = "forward[%d]" % i
     if not isinstance(d, dict):
         fail(p, "an object", d)
-    _unknown(d, QUEUE_KEYS, p + ".")
+    unknown_keys(d, QUEUE_KEYS, p + ".")
     subs = d.get("subjects")
     if isinstance(subs, str):
         subs = [subs]
@@ -67,7 +52,7 @@ def _queue(d, i, max_payload):
             fail(p + ".subjects", 'subjects (wildcards allowed, not "$..." or "_INBOX...")', s)
     stream = _token(d.get("stream"), p + ".stream", "a stream name (letters, digits, _ and -)")
     name = _token(d.get("name", stream), p + ".name", "a queue name (letters, digits, _ and -)")
-    seg = _number(d, "segment_size", p + ".segment_size", 16384, 4096, "int")
+    seg = number(d, "segment_size", p + ".segment_size", 16384, 4096, "int")
     if seg % 4096:
         fail(p + ".segment_size", "a multiple of 4096", seg)
     least = 4096
@@ -75,15 +60,15 @@ def _queue(d, i, max_payload):
         least += 4096
     if seg < least:
         fail(p + ".segment_size", "at least %d (limits.max_payload + 2 KB, in 4 KB blocks)" % least, seg)
-    max_bytes = _number(d, "max_bytes", p + ".max_bytes", 262144, 2 * seg, "int")
+    max_bytes = number(d, "max_bytes", p + ".max_bytes", 262144, 2 * seg, "int")
     policy = d.get("policy", "reject")
     if policy not in POLICIES:
         fail(p + ".policy", " or ".join('"%s"' % x for x in POLICIES), policy)
     coalesce = d.get("coalesce", False)
     if not isinstance(coalesce, bool):
         fail(p + ".coalesce", "true or false", coalesce)
-    max_age = _number(d, "max_age", p + ".max_age", 0, 0, "num")
-    return {"subjects": subs, "stream": stream, "name": name, "priority": _number(d, "priority", p + ".priority",
+    max_age = number(d, "max_age", p + ".max_age", 0, 0, "num")
+    return {"subjects": subs, "stream": stream, "name": name, "priority": number(d, "priority", p + ".priority",
             0, -1000, "int"), "max_age": int(max_age + 0.999), "max_bytes": max_bytes, "segment_size": seg,
             "policy": policy, "coalesce": coalesce}
 
@@ -108,11 +93,11 @@ def check_forward(queues, settings, edge_name, limits):
         settings = {}
     if not isinstance(settings, dict):
         fail("forward_settings", "an object", settings)
-    _unknown(settings, SETTINGS, "forward_settings.")
+    unknown_keys(settings, SETTINGS, "forward_settings.")
     st = {}
     for key in SETTINGS:
         default, low, kind = SETTINGS[key]
-        st[key] = _number(settings, key, "forward_settings." + key, default, low, kind)
+        st[key] = number(settings, key, "forward_settings." + key, default, low, kind)
     return out, {"rate": st["rate"], "byte_rate": st["byte_rate"], "jitter_ms": st["jitter"],
                  "max_inflight": st["max_inflight"], "ack_timeout_ms": st["ack_timeout"], "status_ms": st["status"],
                  "flush_every": st["flush_every"], "flush_ms": st["flush_interval"],

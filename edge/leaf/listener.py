@@ -189,10 +189,12 @@ class Client(Link):
         w = self.write
         if op == proto.OP_PUB:
             subject, reply = ev[1], ev[2]
-            if self.flags & _PEDANTIC and not subjects.valid(subject, False):
+            valid = subjects.valid(subject, False)  # the only check of this subject (broker.py rule 1)
+            if not valid and self.flags & _PEDANTIC:
                 w(_ERR_PUB_SUBJECT)
             self._ok()
-            if not self.lst.leaf.route(subject, reply, ev[3], ev[4], self) and reply and self.flags & _NO_RESPONDERS:
+            n = self.lst.leaf.route(subject, reply, ev[3], ev[4], self, None, not valid)
+            if not n and reply and self.flags & _NO_RESPONDERS:
                 self._no_responders(subject, reply)
         elif op == proto.OP_SUB:
             subject, queue, sid = ev[1], ev[2], ev[3]

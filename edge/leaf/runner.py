@@ -126,7 +126,7 @@ async def serve(cfg, app=None, stop=None):
 def _drop_config():
     # The checker is needed once: drop it so its bytecode does not stay on the heap (~5 KB).
     pkg = sys.modules.get("edge.leaf")
-    for name in ("config", "fwdconfig"):
+    for name in ("config", "fwdconfig", "confcheck"):
         sys.modules.pop("edge.leaf." + name, None)
         if pkg is not None and name in dir(pkg):
             delattr(pkg, name)

@@ -93,8 +93,6 @@ class Uplink:
                         qs.append(q)
         if not plain and qs is None:
             return False
-        if not subjects.valid(subject, False):
-            return False  # a client's odd publish subject is never sent to the hub
         if link.write(proto.encode_lmsg(subject, payload, reply, qs, hdr)):
             self.forwarded += 1
             return True

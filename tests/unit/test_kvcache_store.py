@@ -13,7 +13,7 @@ from edge.kvcache import hlc
 from edge.kvcache.cache import KVCache
 from edge.kvcache.config import check_kv
 from edge.kvcache.store import OP_DEL, OP_PURGE, OP_PUT, R_LOCAL, R_SET, KVError, Store, decode, encode
-from edge.kvcache.sync import Headers, Inbox, Sync, _headers, rfc3339_ms, ttl_ms
+from edge.kvcache.sync import Headers, _headers, rfc3339_ms, start, ttl_ms
 from edge.leaf.broker import Leaf
 from edge.leaf.config import ConfigError
 from edge.proto import encode_headers
@@ -274,8 +274,7 @@ def _bucket(tag, policy, resolver=None):
     kv = leaf.kv("b")
     if resolver is not None:
         kv.on_conflict(resolver)
-    sync = Sync(kv, Inbox(leaf), 0, lambda s: None)
-    kv.sync = sync
+    sync = start(leaf, [kv], lambda s: None)[0]
     return cache, kv, sync
 
 
