@@ -485,7 +485,9 @@ def encode_ls_minus(subject, queue=None):
 
 
 def encode_lmsg(subject, payload, reply=None, queues=None, hdr=None):
-    head = [b"HMSG" if hdr is not None else b"LMSG", _token(subject, "subject")]
+    # The subject is not checked here: the edge checks a publish subject where it comes in (leaf.publish, a LAN
+    # client's PUB) and the hub forwards subjects it parsed.
+    head = [b"HMSG" if hdr is not None else b"LMSG", _b(subject)]
     return _frame(_reply_queue_words(head, reply, queues), hdr, payload)
 
 
