@@ -100,7 +100,8 @@ class HubParser(Parser):
         dropped = dropped_bytes = 0
         find = buf.find
         verbs = self._verbs_run
-        run_verb = verbs[0] + b" " if verbs is not None else None
+        run_verb = verbs[0] + b" " if verbs is not None else b""
+        verb_len = len(run_verb)
         limit = self._line_limit + (len(run_verb) + 1 if run_verb is not None else 0)
         max_size = self._max_size
         link = self._link
@@ -166,18 +167,21 @@ class HubParser(Parser):
                     i = pos + line_len
                     if i < n and buf[i] == 10:
                         line = buf[pos:i]
-                        hit = None if tails else get(line)
+                        line_seen = not tails
+                        hit = get(line) if line_seen else None
                         if hit is None and 10 in line:
                             i = find(b"\n", pos)
                             line = buf[pos:i]
                             line_len = i - pos
                             hit = get(line)
+                            line_seen = True
                     else:
                         i = find(b"\n", pos)
                         if i >= 0:
                             line = buf[pos:i]
                             line_len = i - pos
                             hit = get(line)
+                            line_seen = True
                     if i < 0:
                         self._pos = pos
                         ev = self._need_data(n - pos)
@@ -198,8 +202,27 @@ class HubParser(Parser):
                                         size <= max_size and not (link and (reply == b"+" or reply == b"|")):
                                     hit = (last_subj, False, size, len(last_head) - 1, reply)
                             tails = hit is not None  # the next line is likely one too: read it this way first
+                        if hit is None and not line_seen:
+                            hit = get(line)  # not looked up above: the line was taken for a tail one
+                        if hit is None and verbs is not None and buf[i - 1] == 13 and line.startswith(run_verb):
+                            # A plain message line not seen before (a new subject, size or reply).
+                            sp = line.find(b" ", verb_len)
+                            if sp > verb_len and 9 not in line:
+                                reply, sep, sz = line[sp + 1 : -1].rpartition(b" ")
+                                size = sizes.get(sz)
+                                if size is None:
+                                    size = size_of(sz)
+                                # (An empty reply after a separator is a second space: not canonical, so not here.)
+                                if size is not None and (reply or not sep) and 32 not in reply and \
+                                        len(line) <= limit and size <= max_size and \
+                                        not (link and (reply == b"+" or reply == b"|")):
+                                    hit = (line[verb_len:sp], False, size, sp, reply or None)
+                                    if not reply:
+                                        if len(lines) >= LINE_CACHE_MAX:
+                                            lines.clear()
+                                        lines[line] = hit
                         if hit is None:
-                            hit = get(line) or (self._message_line(line) if verbs is not None else None)
+                            hit = self._message_line(line) if verbs is not None else None
                             if hit is None:
                                 # Anything else: the general path, one event.
                                 self._pos = i + 1

@@ -289,3 +289,18 @@ def test_reply_per_frame_frames_to_a_subject_without_interest_are_counted():
     assert [(ev[1], len(ev[3])) for ev in evs] == [(b"s.2", 1)]
     assert (p.dropped, p.dropped_bytes) == (61, 121)
     assert p.error is not None and p.error.wire is None  # PUB with one argument too many: a silent close
+
+
+def test_pieces_are_canonical_whatever_the_spacing():
+    # Extra spaces are legal between arguments (Parser._control skips empty ones); a piece is copied to subscribers
+    # as it is, so a line with them must not become a piece: the event path writes the frame anew.
+    for kind, verb in ((KIND_CLIENT, b"PUB"), (KIND_LEAF, b"LMSG")):
+        for line in (verb + b" s  1", verb + b" s r  1", verb + b" s  r 1", verb + b"  s 1"):
+            p = Parser(kind)
+            p.receive_data(b"PING\r\n" + line + b"\r\nx\r\n")  # PING first: no line cache or look-back involved
+            evs = p.next_batch()
+            assert [ev[0] for ev in evs][1:] != [OP_PUB_RUN], (KIND_NAMES[kind], line)
+            p = Parser(kind)
+            p.receive_data(verb + b" s 1\r\nx\r\n" + line + b"\r\nx\r\n")  # after a plain frame to the same subject
+            evs = p.next_batch()
+            assert all(b"  " not in piece for ev in evs if ev[0] == OP_PUB_RUN for piece in ev[3]), (kind, line)
