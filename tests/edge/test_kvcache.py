@@ -370,7 +370,9 @@ def test_ttl_key_disappears_on_edge_and_hub(side, jshub, started, tmp_path):
         assert ["PUT", "hubshort", "hub-ttl"] in events and ["DEL", "hubshort", None] in events
         # the cache's status reaches the hub beside the other $EDGE.<name>.<kind> messages (every 0.3 s: wait for
         # one sent after the TTL keys went)
-        await wait_for(lambda: statuses and statuses[-1]["buckets"]["b"]["keys"] == 1, 5, "a status with one key")
+        async def one_key():
+            return statuses and statuses[-1]["buckets"]["b"]["keys"] == 1
+        await wait_for(one_key, 5, "a status with one key")
         last = statuses[-1]["buckets"]["b"]
         assert last["online"] and last["keys"] == 1 and last["dirty"] == 0 and last["last_sync_rev"] >= 3
         assert {"conflicts", "synced", "evicted", "flash_bytes", "flash_written"} <= set(last)
