@@ -149,6 +149,8 @@ NO_PLAN = Plan(None, None, [])  # a subject whose runs take `deliver`
 def learn_plan(plans: dict[bytes, Plan], src: Any, acc: Account, subject: bytes,
                queues: tuple[bytes, ...] | None) -> None:
     """After `deliver` routed a run from `src`, note how its parser may deliver the next runs to `subject`."""
+    if subject in plans:
+        return  # known (this run came after an event of its read, so the parser handed it over)
     r = acc.sublist.cache.get(subject)
     route = r.route if r is not None else None
     if route is None:

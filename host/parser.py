@@ -30,6 +30,8 @@ from edge.proto import (
     MAX_CONTROL_LINE,
     MAX_PAYLOAD,
     NEED_DATA,
+    OP_PING,
+    OP_PONG,
     Parser,
     RemoteProtocolError,
 )
@@ -106,7 +108,7 @@ class HubParser(Parser):
         max_size = self._max_size
         link = self._link
         sizes = _SIZES
-        direct = True  # runs may be delivered on the spot: no event is before them in this batch
+        direct = True  # runs may be delivered on the spot: no event but PING/PONG is before them in this batch
         settled = True  # interest is as the router left it: no operation (SUB...) is before this point
         run_subj = None  # subject of the open run (None: no run open)
         run_hdr = False
@@ -305,7 +307,10 @@ class HubParser(Parser):
                     continue
                 if ev is not None:
                     out.append(ev)
-                    direct = settled = False
+                    if ev[0] != OP_PING and ev[0] != OP_PONG:
+                        # Anything but a PING or PONG may change interest or carries a message the router must
+                        # deliver before the runs after it.
+                        direct = settled = False
                 if stop:
                     break
         finally:

@@ -12,7 +12,9 @@ from edge.proto import (
     OP_LMSG,
     OP_MSG,
     OP_PING,
+    OP_PONG,
     OP_PUB,
+    OP_SUB,
     RemoteProtocolError,
     encode_headers,
     encode_pub,
@@ -304,3 +306,17 @@ def test_pieces_are_canonical_whatever_the_spacing():
             p.receive_data(verb + b" s 1\r\nx\r\n" + line + b"\r\nx\r\n")  # after a plain frame to the same subject
             evs = p.next_batch()
             assert all(b"  " not in piece for ev in evs if ev[0] == OP_PUB_RUN for piece in ev[3]), (kind, line)
+
+
+def test_ping_and_pong_do_not_end_direct_delivery():
+    # A PING asks for a PONG after what came before it; runs after it may still be delivered on the spot. A SUB may
+    # make interest, so runs after it go to the router in order.
+    p = Parser(KIND_CLIENT)
+    out = []
+    plan = p.plans[b"foo"] = _Plan([(out, b"MSG foo 1")])
+    p.receive_data(b"PUB foo 1\r\na\r\nPING\r\nPUB foo 1\r\nb\r\nPONG\r\nPUB foo 1\r\nc\r\n"
+                   b"SUB x 1\r\nPUB foo 1\r\nd\r\n")
+    evs = p.next_batch()
+    assert out == [b"MSG foo 1", b" 1\r\na\r\n", b"MSG foo 1", b" 1\r\nb\r\n", b"MSG foo 1", b" 1\r\nc\r\n"]
+    assert plan.msgs == 3
+    assert [ev[0] for ev in evs] == [OP_PING, OP_PONG, OP_SUB, OP_PUB_RUN]
