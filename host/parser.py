@@ -116,12 +116,35 @@ class HubParser(Parser):
         last_head = None  # b"PUB <last_subj> ", made when a new line needs it
         line_len = 0  # length of the last line
         tails = False  # the last line was read from its tail (see below)
+        drop_subj = None  # subject of the frame just dropped (see below)
+        seen = False  # the drop lane stopped at a line it looked up: line and hit hold it
         first = b""  # the open run's first piece
         pieces: list[bytes] | None = None  # all of its pieces once it has a second (a run of one makes no list)
         nbytes = 0
         try:
             awaiting = self._await is not None
             while True:
+                if drop_subj is not None and not awaiting:
+                    # The drop lane: lines seen before, to the subject of the frame just dropped (nobody listens
+                    # to it), are only counted, until a line is anything else.
+                    while True:
+                        i = pos + line_len
+                        if i >= n or buf[i] != 10:
+                            break
+                        line = buf[pos:i]
+                        hit = get(line)
+                        if hit is None or hit[0] != drop_subj:
+                            seen = hit is not None  # a line seen before, to another subject: taken as it is below
+                            break
+                        end = i + 1 + hit[2]
+                        if end + 2 > n:
+                            break
+                        if buf[end] != 13 or buf[end + 1] != 10:
+                            raise RemoteProtocolError("payload not followed by CRLF", ERR_UNKNOWN_OP)
+                        dropped += 1
+                        dropped_bytes += hit[2]
+                        pos = end + 2
+                    drop_subj = None
                 if tails and not awaiting and last_head is not None:
                     # The reply-per-frame lane: lines to the subject of the frame before, each with its own reply
                     # (requests, JetStream publishes), are read from their tail and added to the open run or
@@ -167,7 +190,10 @@ class HubParser(Parser):
                     # The line: most lines are as long as the one before (same subject, size digits), so try
                     # that length first; a line whose end is there is a cached one when the lookup hits.
                     i = pos + line_len
-                    if i < n and buf[i] == 10:
+                    if seen:
+                        seen = False
+                        line_seen = True
+                    elif i < n and buf[i] == 10:
                         line = buf[pos:i]
                         line_seen = not tails
                         hit = get(line) if line_seen else None
@@ -263,6 +289,7 @@ class HubParser(Parser):
                                 if subj is not last_subj:
                                     last_subj = None if has_hdr else subj
                                     last_head = None
+                                drop_subj = subj
                                 dropped += 1
                                 dropped_bytes += size
                                 pos = end + 2

@@ -320,3 +320,17 @@ def test_ping_and_pong_do_not_end_direct_delivery():
     assert out == [b"MSG foo 1", b" 1\r\na\r\n", b"MSG foo 1", b" 1\r\nb\r\n", b"MSG foo 1", b" 1\r\nc\r\n"]
     assert plan.msgs == 3
     assert [ev[0] for ev in evs] == [OP_PING, OP_PONG, OP_SUB, OP_PUB_RUN]
+
+
+def test_drop_lane_counts_repeated_lines_and_hands_on_the_rest():
+    p = Parser(KIND_CLIENT)
+    p.receive_data(b"PUB a 1\r\nx\r\nPUB a 2\r\nxy\r\n")
+    p.next_batch()  # both lines are cached now
+    p.drop[b"a"] = True
+    frames = [b"PUB a 1\r\nx\r\n", b"PUB a 2\r\nxy\r\n"] * 30
+    p.receive_data(b"".join(frames) + b"PUB b 1\r\nz\r\nPUB a 1\r\nx\r\nPUB a 2\r\nx")
+    evs = p.next_batch()
+    assert [(ev[1], len(ev[3])) for ev in evs] == [(b"b", 1)]
+    assert (p.dropped, p.dropped_bytes) == (61, 91)
+    p.receive_data(b"y\r\n")  # the last frame's payload arrives
+    assert p.next_batch() == [] and (p.dropped, p.dropped_bytes) == (62, 93)
