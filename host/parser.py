@@ -116,7 +116,8 @@ class HubParser(Parser):
         last_head = None  # b"PUB <last_subj> ", made when a new line needs it
         line_len = 0  # length of the last line
         tails = False  # the last line was read from its tail (see below)
-        drop_subj = None  # subject of the frame just dropped (see below)
+        drop_subj = None  # subject of the frames just dropped, twice in a row (see below)
+        last_drop = None
         seen = False  # the drop lane stopped at a line it looked up: line and hit hold it
         first = b""  # the open run's first piece
         pieces: list[bytes] | None = None  # all of its pieces once it has a second (a run of one makes no list)
@@ -162,7 +163,8 @@ class HubParser(Parser):
                                 break
                             reply, _, sz = line[hl:-1].rpartition(b" ")
                             size = sizes.get(sz)
-                            if size is None or not reply or 32 in reply or size > max_size or len(line) > limit or \
+                            # (No length check: the line is as long as the one before, which passed it.)
+                            if size is None or not reply or 32 in reply or size > max_size or \
                                     (link and (reply == b"+" or reply == b"|")):
                                 break
                             end = i + 1 + size
@@ -289,7 +291,9 @@ class HubParser(Parser):
                                 if subj is not last_subj:
                                     last_subj = None if has_hdr else subj
                                     last_head = None
-                                drop_subj = subj
+                                if subj == last_drop:
+                                    drop_subj = subj  # twice in a row: try the drop lane for the next lines
+                                last_drop = subj
                                 dropped += 1
                                 dropped_bytes += size
                                 pos = end + 2
