@@ -158,10 +158,12 @@ class HubParser(Parser):
                             i = pos + line_len
                             if i >= n or buf[i] != 10:
                                 break
-                            line = buf[pos:i]
-                            if buf[i - 1] != 13 or not line.startswith(last_head) or 10 in line or 9 in line:
+                            if buf[i - 1] != 13 or not buf.startswith(last_head, pos):  # type: ignore[arg-type]
                                 break
-                            reply, _, sz = line[hl:-1].rpartition(b" ")
+                            rest = buf[pos + hl : i - 1]
+                            if 10 in rest or 9 in rest:
+                                break
+                            reply, _, sz = rest.rpartition(b" ")
                             size = sizes.get(sz)
                             # (No length check: the line is as long as the one before, which passed it.)
                             if size is None or not reply or 32 in reply or size > max_size or \
