@@ -360,6 +360,7 @@ class Client(asyncio.Protocol):
                 self.account.sublist.reset()  # delivery plans know which clients take headers
             self.headers = headers
             self.simple_pub = not self.verbose and not self.pedantic and (self.perms is None or self.perms.pub is None)
+            self.parser.plans.clear()  # they were made for the old echo and reply options
             self.set_drop()
             if self.verbose:
                 self.enqueue(OK)

@@ -182,3 +182,16 @@ def test_leaf_frames_reach_client_subscribers(leaf_server):
             assert [m.payload for m in got if m.subject == "h.q"] == [b"q"]
         finally:
             link.close()
+
+
+def test_a_second_connect_changes_echo_and_verbose_for_planned_subjects(server):
+    with server.client() as p:
+        p.send(b"SUB k 1\r\n")
+        p.sync()
+        for _ in range(3):  # the hub has a plan for `k` by now, made with echo on
+            p.send(pub("k", b"e"))
+            assert [m.payload for m in p.msgs_until_pong()] == [b"e"]
+        p.send(b'CONNECT {"verbose":true,"pedantic":false,"echo":false}\r\nPING\r\n')
+        p.expect(rb"\+OK\r\nPONG\r\n")
+        p.send(pub("k", b"x") + b"PING\r\n")  # a read of its own: the plan made before would be used
+        p.expect(rb"\+OK\r\nPONG\r\n")
