@@ -610,7 +610,12 @@ def run_compare(
     labels = ["nats-server", "hub"]
     cmds = {"nats-server": list(nats_cmd), "hub": list(hub_cmd)}
     results: list[dict[str, Any]] = []
-    servers_info: dict[str, dict[str, Any]] = {k: {"cmd": shlex.join(v)} for k, v in cmds.items()}
+    # Commands as recorded in the report: paths relative to the working directory, so a report kept in the
+    # repository names no machine's paths.
+    servers_info: dict[str, dict[str, Any]] = {
+        k: {"cmd": shlex.join(os.path.relpath(a) if os.path.isabs(a) and os.path.exists(a) else a for a in v)}
+        for k, v in cmds.items()
+    }
 
     def order(run: int) -> list[str]:  # ABBA-style alternation so drift does not favour one side
         return labels if run % 2 == 0 else labels[::-1]

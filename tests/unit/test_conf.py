@@ -27,12 +27,8 @@ from hypothesis import strategies as st
 
 from host.conf import ConfError, ConfMap, parse, parse_file
 
-# shared/ sits beside the repo (CI clones the repo next to a copy of it); the workplace path is the fallback.
-REFERENCE_CONFIGS = next(
-    (p for p in (Path(__file__).resolve().parents[2].parent / "shared/nats-reference/vectors/configs",
-                 Path("/work/shared/nats-reference/vectors/configs")) if p.is_dir()),
-    Path("/work/shared/nats-reference/vectors/configs"),
-)
+# shared/ sits beside the repo (CI clones the repo next to a copy of it).
+REFERENCE_CONFIGS = Path(__file__).resolve().parents[2].parent / "shared/nats-reference/vectors/configs"
 
 
 def conf(text: str, **env: str) -> ConfMap:

@@ -29,8 +29,7 @@ from host.jetstream.memstore import MemStore
 from host.jetstream.store import StoreConfig
 from host.sublist import Subscription
 
-REF_CANDIDATES = (str(Path(__file__).resolve().parents[2].parent / "shared/nats-reference"),
-                  "/work/shared/nats-reference")
+REF_CANDIDATES = (str(Path(__file__).resolve().parents[2].parent / "shared/nats-reference"),)
 
 
 def vectors_dir() -> Path:

@@ -108,7 +108,7 @@ def _exists(path):
 
 
 REPO = _up(_up(_up(__file__)))  # tests/unit/test_proto.py -> the repository root
-REF_CANDIDATES = (REPO + "/../shared/nats-reference", "/work/shared/nats-reference")
+REF_CANDIDATES = (REPO + "/../shared/nats-reference",)
 
 
 def _ref_dir():
