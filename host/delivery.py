@@ -174,7 +174,6 @@ def learn_plan(plans: dict[bytes, Plan], src: Any, acc: Account, subject: bytes,
 def settle(used: list[Plan], server: Any) -> tuple[int, int]:
     """Hand the counts of the plans a parser used out to their targets, queue those for writing; returns the
     messages and bytes the plans carried (what the publisher sent through them)."""
-    dirty = server.dirty
     n_in = b_in = 0
     for plan in used:
         m = plan.msgs
@@ -182,12 +181,7 @@ def settle(used: list[Plan], server: Any) -> tuple[int, int]:
         n_in += m
         b_in += b
         for conn, sub in plan.subs:
-            conn.out_msgs += m
-            conn.out_bytes += b
-            sub.delivered += m
-            if not conn.dirty:
-                conn.dirty = True
-                dirty.append(conn)
+            _count(conn, sub, m, b)
         k = len(plan.subs)
         server.out_msgs += m * k
         server.out_bytes += b * k
@@ -350,7 +344,8 @@ def deliver_reply(acc: Account, src: Any, reply: bytes, payload: bytes) -> int:
 
 
 def _count(conn: Any, sub: Subscription, n: int, nbytes: int) -> None:
-    """n frames queued to `conn` for `sub` outside deliver_route's loop: count them, write them with the batch."""
+    """n frames queued to `conn` for `sub` outside deliver_route's hot loop (which does this inline): count them,
+    write them with the batch."""
     conn.out_msgs += n
     conn.out_bytes += nbytes
     sub.delivered += n

@@ -254,7 +254,7 @@ class HubParser(Parser):
                                             lines.clear()
                                         lines[line] = hit
                         if hit is None:
-                            hit = self._message_line(line) if verbs is not None else None
+                            hit = self._header_line(line) if verbs is not None else None
                             if hit is None:
                                 # Anything else: the general path, one event.
                                 self._pos = i + 1
@@ -354,42 +354,28 @@ class HubParser(Parser):
                 out.append((OP_PUB_RUN, run_subj, run_hdr, pieces or [first], nbytes))
             self._pos = pos
 
-    def _message_line(self, line: bytes) -> tuple[bytes, bool, int, int, bytes | None] | None:
-        """A canonical message line this peer sends in runs -> (subject, has_hdr, size, tail, reply), or None: the
-        line is something else or not canonical, and Parser._control gives its event or its error."""
+    def _header_line(self, line: bytes) -> tuple[bytes, bool, int, int, bytes | None] | None:
+        """A canonical message line with headers (HPUB, or HMSG on a link) -> (subject, True, size, tail, reply), or
+        None: the line is something else or not canonical, and Parser._control gives its event or its error.
+        (Plain message lines are read in _batch itself.)"""
         if line[-1:] != b"\r" or 9 in line:  # 9: a tab, which separates like a space
             return None
         parts = line[:-1].split(b" ")
         np = len(parts)
         verb = parts[0]
-        plain, with_hdr = self._verbs_run  # type: ignore[misc]
-        if verb == plain:
-            extra = np - 3
-            hs = None
-        elif verb == with_hdr and np >= 4:
-            extra = np - 4
-            hs = parts[-2]
-            if size_of(hs) is None:
-                return None
-        else:
+        if verb != self._verbs_run[1] or (np != 4 and np != 5):  # type: ignore[index]
             return None
-        if extra == 0:
-            reply = None
-        elif extra == 1:
-            reply = parts[2]
-            if not reply or (self._link and (reply == b"+" or reply == b"|")):
-                return None  # an empty token (two spaces), or a link's queue names follow
-        else:
-            return None
+        reply = parts[2] if np == 5 else None
+        if reply is not None and (not reply or (self._link and (reply == b"+" or reply == b"|"))):
+            return None  # an empty token (two spaces), or a link's queue names follow
         subj = parts[1]
+        hlen = size_of(parts[-2])
         size = size_of(parts[-1])
-        if not subj or size is None:
-            return None
-        if size > self._max_size or (hs is not None and int(hs) > size):
+        if not subj or hlen is None or size is None or hlen > size or size > self._max_size:
             return None
         if len(line) - len(verb) - 2 > self._line_limit:
             return None  # Parser._control reports the control-line limit
-        return (subj, hs is not None, size, len(verb) + 1 + len(subj), reply)
+        return (subj, True, size, len(verb) + 1 + len(subj), reply)
 
 
 _SIZES: dict[bytes, int] = {}  # size token -> value: sizes repeat, and a lookup is cheaper than checks and int()
