@@ -23,6 +23,7 @@ from host.sublist import Sublist, Subscription, subject_matches
 if TYPE_CHECKING:
     from host.client import Client
     from host.leafnode import Leaf
+    from host.route import Router
 
 RESPONSE_TTL = 120.0
 MAX_IMPORT_DEPTH = 8  # bound on import chains, so a cycle of imports cannot loop forever
@@ -105,6 +106,10 @@ class Account:
         # Interest for leafnode links: (subject, queue) -> count (queue: summed weights).
         self.interest: dict[tuple[bytes, bytes | None], int] = {}
         self.leafs: set[Leaf] = set()
+        # The part of `interest` that routes asked for: what is local (clients, leafs, the hub's own) is the rest,
+        # and only that is advertised to routes (host/route.py).
+        self.routed: dict[tuple[bytes, bytes | None], int] = {}
+        self.routes: dict[str, Router] = {}  # the server's routes, by peer id (Server.routes, shared)
         self.lds = b"$LDS." + nuid().encode()  # loop-detection subject sent to every leaf
         # Subjects seen with no interest at all; client parsers skip reply-less PUBs to them.
         # Any new subscription may create interest, so it clears the whole set.
@@ -133,8 +138,16 @@ class Account:
             self.interest[key] = n
         else:
             self.interest.pop(key, None)
+        if sub.conn is not None and sub.conn.is_router:
+            n = self.routed.get(key, 0) + delta
+            if n > 0:
+                self.routed[key] = n
+            else:
+                self.routed.pop(key, None)
         for leaf in self.leafs:
             leaf.update_interest(key)
+        for route in self.routes.values():
+            route.update_interest(self, key)
         for watch in self.interest_watchers:
             watch(sub.subject)
 

@@ -53,6 +53,9 @@ _STALL_MAX = 0.05  # longest pause of a producer while a consumer drains (nats-s
 class Client(asyncio.Protocol):
     kind = "Client"
     is_leaf = False
+    is_router = False
+    is_link = False  # a leaf or a route: messages go out as LMSG/RMSG frames naming queue groups
+    to_routes = True  # its messages go on to routes (not a route's own, nor those of a leaf we dialled)
 
     def __init__(self, server: Server) -> None:
         self.server = server

@@ -2,7 +2,7 @@
 
 A message, whatever its origin, reaches `deliver` as a run: one subject and one or more frame tails
 (" [reply] [hlen] size\\r\\n<hdr><payload>\\r\\n", as host/parser.py cuts them from a read buffer, or as
-`encode_tail` builds one). The subject is looked up once; its delivery plan (`Route`, cached on the
+`encode_tail` builds one). The subject is looked up once; its delivery plan (`Fanout`, cached on the
 sublist's match result) holds a ready prefix per target, so a frame costs one list append per target
 and a run one join per target, whatever the rules below.
 
@@ -14,7 +14,7 @@ Origins are told apart by the source connection (`src.kind`, and what `deliver` 
 - the hub itself (`Server.internal`: JetStream replies, PubAcks, advisories; `deliver_msg`), and consumer
   deliveries, which match a deliver subject but show the stored message's subject (`deliver_as`).
 Routes and gateways plug in as leafs do: their parser cuts RMSG runs, their frames name queue groups,
-and `Route` gains their target kind (one `RMSG <account> <subject>` per connection, not sent back to a
+and `Fanout` gains their target kind (one `RMSG <account> <subject>` per connection, not sent back to a
 route when the origin is a route) next to the leaf targets.
 
 The rules, written once here:
@@ -42,17 +42,17 @@ if TYPE_CHECKING:
     from host.client import Client
 
 NO_INTEREST_MAX = 4096  # subjects remembered as having no interest (Account.no_interest), then forgotten
-SHOWN_AS_MAX = 256  # consumer-delivery plans kept per deliver subject (Route.shown_as), then made again
+SHOWN_AS_MAX = 256  # consumer-delivery plans kept per deliver subject (Fanout.shown_as), then made again
 
 # One target: (connection, subscription, prefix, header prefix); the frame is prefix + tail.
 Target = tuple[Any, Subscription, bytes, bytes]
 
 
-class Route:
+class Fanout:
     """Delivery plan for one subject, derived from a SublistResult (and dropped with it).
 
     `plain` and `hplain` list the targets that take every frame whole, with their prefixes for frames without
-    and with headers (the hot loop of deliver_route checks nothing but echo); `strip`, the clients without header
+    and with headers (the hot loop of deliver_fanout checks nothing but echo); `strip`, the clients without header
     support.
     `limited` subscriptions (UNSUB max) go through `_deliver_limited`. Queue groups list their members (a leaf's
     queue interest stands for `weight` members). Frames are looked at one by one (`_deliver_each`) when leaf links
@@ -60,31 +60,36 @@ class Route:
     (`leaf_shown`: the shown subject travels after the reply).
     """
 
-    __slots__ = ("plain", "hplain", "limited", "strip", "queues", "internal", "rr", "leaf_queues",
+    __slots__ = ("plain", "hplain", "limited", "strip", "queues", "internal", "routers", "rr", "link_queues",
                  "leaf_shown", "empty", "shown", "shown_as")
 
-    def __init__(self, r: SublistResult, subject: bytes, shown: bytes | None = None) -> None:
+    def __init__(self, r: SublistResult, acc: Account, subject: bytes, shown: bytes | None = None) -> None:
         # shown: the subject written on client frames when it is not the one matched (consumer deliveries).
         self.shown = shown
-        self.shown_as: dict[bytes, Route] | None = None  # consumer deliveries: shown subject -> plan (deliver_as)
+        self.shown_as: dict[bytes, Fanout] | None = None  # consumer deliveries: shown subject -> plan (deliver_as)
         written = subject if shown is None else shown
         plain: list[tuple[Any, Subscription, bytes]] = []  # for frames without headers
         hplain: list[tuple[Any, Subscription, bytes]] = []  # for frames with headers
         limited: list[Target] = []  # subscriptions with an UNSUB max
         strip: list[Target] = []  # clients without header support: frames with headers lose them
         internal: list[Subscription] = []
+        routers: list[Target] = []  # one per route connection, however many of its subscriptions match
         self.leaf_shown = False
-        leafs: list[Any] = []
+        links: list[Any] = []
         for s in r.psubs:
             conn = s.conn
             if s.imported is not None:
                 if shown is None:
                     internal.append(s)
-            elif conn.is_leaf:
-                if conn not in leafs:
-                    leafs.append(conn)
-                    plain.append((conn, s, b"LMSG " + subject))
-                    hplain.append((conn, s, b"HMSG " + subject))
+            elif conn.is_link:
+                if conn not in links:
+                    links.append(conn)
+                    pfx, hpfx = conn.link_prefixes(acc, subject)
+                    if conn.is_router:
+                        routers.append((conn, s, pfx, hpfx))
+                    else:
+                        plain.append((conn, s, pfx))
+                        hplain.append((conn, s, hpfx))
                     self.leaf_shown = written != subject
             elif conn.perms is None or not _denied(s, subject):
                 pfx = b"MSG " + written + b" " + s.sid
@@ -102,23 +107,27 @@ class Route:
         self.limited = limited
         self.strip = strip
         self.internal = internal
+        self.routers = routers
         self.queues: list[list[Target]] = []
-        self.leaf_queues = False
+        self.link_queues = False
         for grp in r.qsubs:
             members: list[Target] = []
             for s in grp:
                 if s.imported is not None:
                     continue
-                if s.conn.is_leaf:
-                    self.leaf_queues = True
+                conn = s.conn
+                if conn.is_link:
+                    # A link's queue interest stands for `weight` members (nats-server expands remote weights too).
+                    self.link_queues = True
                     self.leaf_shown = written != subject
-                    members.extend([(s.conn, s, b"LMSG " + subject, b"HMSG " + subject)] * min(s.weight, 64))
+                    pfx, hpfx = conn.link_prefixes(acc, subject)
+                    members.extend([(conn, s, pfx, hpfx)] * min(s.weight, 64))
                 elif not _denied(s, subject):
-                    members.append((s.conn, s, b"MSG " + written + b" " + s.sid, b"HMSG " + written + b" " + s.sid))
+                    members.append((conn, s, b"MSG " + written + b" " + s.sid, b"HMSG " + written + b" " + s.sid))
             if members:
                 self.queues.append(members)
         self.rr = random.getrandbits(16) if self.queues else 0
-        self.empty = not (plain or limited or strip or self.queues or internal)
+        self.empty = not (plain or limited or strip or self.queues or internal or routers)
 
 
 def _denied(s: Subscription, subject: bytes) -> bool:
@@ -127,7 +136,7 @@ def _denied(s: Subscription, subject: bytes) -> bool:
 
 
 class Plan:
-    """A Route as one connection's publishes see it, for the runs its parser delivers on its own (HubParser.plans):
+    """A Fanout as one connection's publishes see it, for the runs its parser delivers on its own (HubParser.plans):
     (output list, prefix) per target, for frames without and with headers (htargets None: such frames take
     `deliver`). Only plain targets qualify: a subject with queue groups in scope, limited subscriptions, imports
     or per-frame rules has no plan. Counts pile up in msgs/bytes until `settle` hands them out."""
@@ -152,23 +161,27 @@ def learn_plan(plans: dict[bytes, Plan], src: Any, acc: Account, subject: bytes,
     if subject in plans:
         return  # known (this run came after an event of its read, so the parser handed it over)
     r = acc.sublist.cache.get(subject)
-    route = r.route if r is not None else None
-    if route is None:
+    fan = r.fanout if r is not None else None
+    if fan is None:
         return
     if len(plans) >= PLANS_MAX:
         plans.clear()
-    if route.empty or route.limited or route.internal or route.leaf_shown or (route.queues and queues is None):
+    if fan.empty or fan.limited or fan.internal or fan.leaf_shown or (fan.queues and queues is None):
         plans[subject] = NO_PLAN
         return
-    targets = [(conn.out, pfx) for conn, _sub, pfx in route.plain if conn is not src or src.echo]
-    if not targets:
+    plain = [(conn, sub, pfx) for conn, sub, pfx in fan.plain if conn is not src or src.echo]
+    hplain = [(conn, sub, pfx) for conn, sub, pfx in fan.hplain if conn is not src or src.echo]
+    if fan.routers and src.to_routes:
+        plain += [(conn, sub, pfx) for conn, sub, pfx, _hpfx in fan.routers]
+        hplain += [(conn, sub, hpfx) for conn, sub, _pfx, hpfx in fan.routers]
+    if not plain:
         plans[subject] = NO_PLAN
         return
     htargets = None
-    if src.headers and not route.strip:
-        htargets = [(conn.out, pfx) for conn, _sub, pfx in route.hplain if conn is not src or src.echo]
-    subs = [(conn, sub) for conn, sub, _pfx in route.plain if conn is not src or src.echo]
-    plans[subject] = Plan(targets, htargets, subs)
+    if src.headers and not fan.strip:
+        htargets = [(conn.out, pfx) for conn, _sub, pfx in hplain]
+    plans[subject] = Plan([(conn.out, pfx) for conn, _sub, pfx in plain], htargets,
+                          [(conn, sub) for conn, sub, _pfx in plain])
 
 
 def settle(used: list[Plan], server: Any) -> tuple[int, int]:
@@ -211,16 +224,16 @@ def deliver(acc: Account, src: Any, subject: bytes, has_hdr: bool, pieces: list[
     r = sl.cache.get(subject)
     if r is None:
         r = sl.match(subject)
-    route = r.route
-    if route is None:
-        route = r.route = Route(r, subject)
-    return deliver_route(acc, src, route, subject, has_hdr, pieces, nbytes, depth, queues)
+    fan = r.fanout
+    if fan is None:
+        fan = r.fanout = Fanout(r, acc, subject)
+    return deliver_fanout(acc, src, fan, subject, has_hdr, pieces, nbytes, depth, queues)
 
 
-def deliver_route(acc: Account, src: Any, route: Route, subject: bytes, has_hdr: bool, pieces: list[bytes],
+def deliver_fanout(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr: bool, pieces: list[bytes],
                   nbytes: int, depth: int, queues: tuple[bytes, ...] | list[bytes] | None) -> int:
-    if route.empty:
-        if route.shown is None:
+    if fan.empty:
+        if fan.shown is None:
             # Client parsers skip reply-less frames to this subject until a subscription appears in the account.
             if len(acc.no_interest) >= NO_INTEREST_MAX:
                 acc.no_interest.clear()
@@ -228,8 +241,8 @@ def deliver_route(acc: Account, src: Any, route: Route, subject: bytes, has_hdr:
         if src.no_responders:
             _no_responders(src, subject, has_hdr, pieces)
         return 0
-    if route.leaf_shown or (route.leaf_queues and (queues is None or queues)):
-        return _deliver_each(acc, src, route, subject, has_hdr, pieces, queues, depth)
+    if fan.leaf_shown or (fan.link_queues and (queues is None or queues)):
+        return _deliver_each(acc, src, fan, subject, has_hdr, pieces, queues, depth)
     skip = None if src.echo else src
     n = len(pieces)
     count = 0
@@ -237,7 +250,7 @@ def deliver_route(acc: Account, src: Any, route: Route, subject: bytes, has_hdr:
     one = pieces[0] if n == 1 else None
     parts = None if n == 1 else [b"", *pieces]
     dirty = None
-    for conn, sub, pfx in (route.hplain if has_hdr else route.plain):
+    for conn, sub, pfx in (fan.hplain if has_hdr else fan.plain):
         if conn is skip:
             continue
         out = conn.out
@@ -255,30 +268,37 @@ def deliver_route(acc: Account, src: Any, route: Route, subject: bytes, has_hdr:
         conn.out_bytes += nbytes
         sub.delivered += n
         count += 1
-    if route.limited:
-        for conn, sub, pfx, hpfx in route.limited:
+    if fan.routers and src.to_routes:
+        for conn, _sub, pfx, hpfx in fan.routers:
+            if not conn.closed:
+                conn.enqueue((hpfx if has_hdr else pfx).join([b"", *pieces]))
+                conn.out_msgs += n
+                conn.out_bytes += nbytes
+                count += 1
+    if fan.limited:
+        for conn, sub, pfx, hpfx in fan.limited:
             if conn is not skip:
                 count += _deliver_limited(conn, sub, pfx, hpfx, has_hdr, pieces, nbytes)
-    if has_hdr and route.strip:
-        for conn, sub, pfx, _hpfx in route.strip:
+    if has_hdr and fan.strip:
+        for conn, sub, pfx, _hpfx in fan.strip:
             if conn is not skip and not (conn.closed or sub.closed):
                 _deliver_stripped(conn, sub, pfx, pieces)
                 count += 1
-    if route.queues and (queues is None or queues):
-        for grp in route.queues:
+    if fan.queues and (queues is None or queues):
+        for grp in fan.queues:
             if queues is not None and grp[0][1].queue not in queues:
                 continue
             size = len(grp)
-            route.rr += 1
+            fan.rr += 1
             for k in range(size):
-                conn, sub, pfx, hpfx = grp[(route.rr + k) % size]
+                conn, sub, pfx, hpfx = grp[(fan.rr + k) % size]
                 if conn is skip:
                     continue
                 if _deliver_limited(conn, sub, pfx, hpfx, has_hdr, pieces, nbytes):
                     count += 1
                     break
-    if route.internal and depth < MAX_IMPORT_DEPTH:
-        for sub in route.internal:
+    if fan.internal and depth < MAX_IMPORT_DEPTH:
+        for sub in fan.internal:
             count += _deliver_import(acc, sub, src, subject, has_hdr, pieces, nbytes, depth)
     if count:
         server = src.server
@@ -305,18 +325,18 @@ def deliver_as(acc: Account, src: Any, dest: bytes, subject: bytes, reply: bytes
     if not r:
         return 0
     size = len(payload) + (len(hdr) if hdr is not None else 0)
-    base = r.route
+    base = r.fanout
     if base is None:
-        base = r.route = Route(r, dest)
+        base = r.fanout = Fanout(r, acc, dest)
     variants = base.shown_as
     if variants is None:
         variants = base.shown_as = {}
-    route = variants.get(subject)
-    if route is None:
+    fan = variants.get(subject)
+    if fan is None:
         if len(variants) >= SHOWN_AS_MAX:
             variants.clear()
-        route = variants[subject] = Route(r, dest, subject)
-    return deliver_route(acc, src, route, dest, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0, None)
+        fan = variants[subject] = Fanout(r, acc, dest, subject)
+    return deliver_fanout(acc, src, fan, dest, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0, None)
 
 
 def deliver_reply(acc: Account, src: Any, reply: bytes, payload: bytes) -> int:
@@ -325,11 +345,11 @@ def deliver_reply(acc: Account, src: Any, reply: bytes, payload: bytes) -> int:
     if acc.responses and reply in acc.responses:
         return deliver_msg(acc, src, reply, None, None, payload)
     r = acc.sublist.match_one_off(reply)
-    if len(r.psubs) == 1 and not r.qsubs and r.route is None:
+    if len(r.psubs) == 1 and not r.qsubs and r.fanout is None:
         # The usual case, a client's wildcard inbox: one plain target, no plan to build for a subject used once.
         s = r.psubs[0]
         conn = s.conn
-        if s.imported is None and not conn.is_leaf and s.max is None and conn.perms is None and not s.closed:
+        if s.imported is None and not conn.is_link and s.max is None and conn.perms is None and not s.closed:
             n = len(payload)
             conn.out.append(b"MSG %s %s %d\r\n%s\r\n" % (reply, s.sid, n, payload))
             _count(conn, s, 1, n)
@@ -337,14 +357,14 @@ def deliver_reply(acc: Account, src: Any, reply: bytes, payload: bytes) -> int:
             server.out_msgs += 1
             server.out_bytes += n
             return 1
-    route = r.route if r.route is not None else Route(r, reply)
-    if route.empty:
+    fan = r.fanout if r.fanout is not None else Fanout(r, acc, reply)
+    if fan.empty:
         return 0
-    return deliver_route(acc, src, route, reply, False, [encode_tail(None, None, payload)], len(payload), 0, None)
+    return deliver_fanout(acc, src, fan, reply, False, [encode_tail(None, None, payload)], len(payload), 0, None)
 
 
 def _count(conn: Any, sub: Subscription, n: int, nbytes: int) -> None:
-    """n frames queued to `conn` for `sub` outside deliver_route's hot loop (which does this inline): count them,
+    """n frames queued to `conn` for `sub` outside deliver_fanout's hot loop (which does this inline): count them,
     write them with the batch."""
     conn.out_msgs += n
     conn.out_bytes += nbytes
@@ -364,57 +384,78 @@ def _size(piece: bytes, has_hdr: bool) -> int:
     return len(payload) + (len(hdr) if hdr is not None else 0)
 
 
-def _deliver_each(acc: Account, src: Any, route: Route, subject: bytes, has_hdr: bool, pieces: list[bytes],
+def _deliver_each(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr: bool, pieces: list[bytes],
                   queues: tuple[bytes, ...] | list[bytes] | None, depth: int) -> int:
-    """Frame by frame: leaf links in queue groups, consumer deliveries to leafs.
+    """Frame by frame: links (leafs, routes) in queue groups, consumer deliveries to links.
 
-    A leaf gets one LMSG per frame naming every group it was picked for, so its plain subscribers see the
-    frame once and each named group delivers it once (nats-server processMsgResults).
+    A link gets one frame per message naming every group it was picked for, so its plain subscribers see the
+    frame once and each named group delivers it once (nats-server processMsgResults). A queue group picks, from
+    a rotating start, the first local member or route; a leaf member is only the fallback when the message came
+    from a client, a leaf or a route (local members and cluster peers win over leafs). A message that came over
+    a route goes to local members only: never on to another route (one hop inside the full mesh).
     """
     count = 0
     out_bytes = 0
     skip = None if src.echo else src
+    to_routes = src.to_routes
+    leaf_fallback = src.kind != "Internal"
     for piece in pieces:
         reply, hdr, payload = decode_tail(piece, has_hdr)
         size = len(payload) + (len(hdr) if hdr is not None else 0)
-        to_leafs: dict[Any, list[bytes]] = {}
+        to_links: dict[Any, list[bytes]] = {}
         n = 0
-        for conn, sub, pfx in route.plain:
+        for conn, sub, pfx in fan.plain:
             if conn is skip:
                 continue
-            if conn.is_leaf:
-                to_leafs.setdefault(conn, [])
+            if conn.is_link:
+                to_links.setdefault(conn, [])
             else:
                 n += _deliver_limited(conn, sub, pfx, b"H" + pfx, has_hdr, [piece], size)  # "MSG ..." -> "HMSG ..."
-        for conn, sub, pfx, hpfx in route.limited:
+        if to_routes:
+            for conn, _sub, _pfx, _hpfx in fan.routers:
+                to_links.setdefault(conn, [])
+        for conn, sub, pfx, hpfx in fan.limited:
             if conn is not skip:
                 n += _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece], size)
-        for grp in route.queues:
+        for grp in fan.queues:
             qname = grp[0][1].queue
             if queues is not None and qname not in queues:
                 continue
             k_max = len(grp)
-            route.rr += 1
+            fan.rr += 1
+            fallback = None
             for k in range(k_max):
-                conn, sub, pfx, hpfx = grp[(route.rr + k) % k_max]
+                conn, sub, pfx, hpfx = grp[(fan.rr + k) % k_max]
                 if conn is skip or conn.closed:
                     continue
-                if conn.is_leaf:
-                    to_leafs.setdefault(conn, []).append(qname)  # type: ignore[arg-type]
-                elif not _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece], size):
-                    continue
+                if conn.is_router:
+                    if not to_routes:
+                        continue
+                elif conn.is_leaf:
+                    if leaf_fallback:
+                        if fallback is None:
+                            fallback = conn
+                        continue
+                elif _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece], size):
+                    n += 1
+                    fallback = None
+                    break
                 else:
-                    n += 1
+                    continue
+                to_links.setdefault(conn, []).append(qname)  # type: ignore[arg-type]
+                fallback = None
                 break
-        if to_leafs:
-            if reply and route.leaf_shown:
-                reply = reply + b"@" + route.shown  # type: ignore[operator]
-            for leaf, names in to_leafs.items():
-                if not leaf.closed:
-                    leaf.send_lmsg(subject, reply, names, hdr, payload)
+            if fallback is not None:
+                to_links.setdefault(fallback, []).append(qname)  # type: ignore[arg-type]
+        if to_links:
+            if reply and fan.leaf_shown:
+                reply = reply + b"@" + fan.shown  # type: ignore[operator]
+            for link, names in to_links.items():
+                if not link.closed:
+                    link.send_link_msg(acc, subject, reply, names, hdr, payload)
                     n += 1
-        if route.internal and depth < MAX_IMPORT_DEPTH:
-            for sub in route.internal:
+        if fan.internal and depth < MAX_IMPORT_DEPTH:
+            for sub in fan.internal:
                 n += _deliver_import(acc, sub, src, subject, has_hdr, [piece], size, depth)
         count += n
         out_bytes += n * size
@@ -429,7 +470,7 @@ def _deliver_each(acc: Account, src: Any, route: Route, subject: bytes, has_hdr:
 def _deliver_limited(conn: Client, sub: Subscription, pfx: bytes, hpfx: bytes, has_hdr: bool,
                      pieces: list[bytes], nbytes: int) -> int:
     """One target, every rule checked: closing connections, UNSUB max, header stripping (queue members,
-    limited subscriptions and the frame-by-frame path; not the plain loop of deliver_route)."""
+    limited subscriptions and the frame-by-frame path; not the plain loop of deliver_fanout)."""
     if conn.closed or sub.closed:
         return 0
     take = pieces

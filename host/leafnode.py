@@ -69,12 +69,16 @@ Key = tuple[bytes, bytes | None]
 class Leaf(Client):
     kind = "Leafnode"
     is_leaf = True
+    is_link = True
 
     def __init__(self, server: Server, remote: RemoteLeaf | None = None) -> None:
         super().__init__(server)
         opts = server.opts
         self.parser = HubParser(KIND_LEAF, opts.max_control_line, opts.max_payload)
         self.remote = remote  # set when we dialled out (we are the spoke)
+        # As nats-server: what a hub sends down to its spoke is not forwarded to our routes (the hub's cluster
+        # reaches the other spokes itself).
+        self.to_routes = remote is None
         self.echo = False  # a frame never goes back over the link it came from
         self.headers = True
         self.verbose = False
@@ -296,8 +300,12 @@ class Leaf(Client):
 
     # ---- output to the peer --------------------------------------------------------------------
 
-    def send_lmsg(self, subject: bytes, reply: bytes | None, queues: list[bytes], hdr: bytes | None,
-                  payload: bytes) -> None:
+    def link_prefixes(self, acc: Account, subject: bytes) -> tuple[bytes, bytes]:
+        """Frame prefixes for delivery plans (host/delivery.py): the frame is prefix + tail."""
+        return b"LMSG " + subject, b"HMSG " + subject
+
+    def send_link_msg(self, acc: Account, subject: bytes, reply: bytes | None, queues: list[bytes],
+                      hdr: bytes | None, payload: bytes) -> None:
         self.enqueue(encode_lmsg(subject, payload, reply, queues or None, hdr))
         self.out_msgs += 1
         self.out_bytes += len(payload) + (len(hdr) if hdr is not None else 0)
@@ -393,7 +401,7 @@ def leaf_info(server: Server, leaf: Leaf) -> dict[str, Any]:
         "client_id": leaf.cid,
         "nonce": nuid(11),
         "info_on_connect": True,
-        "leafnode_urls": [f"{host}:{server.leaf_port}"],
+        "leafnode_urls": server.leafnode_urls or [f"{host}:{server.leaf_port}"],
     }
     if server.leaf_tls is not None:
         info["tls_required"] = True

@@ -11,6 +11,7 @@ import datetime
 import json
 import os
 import resource
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -19,6 +20,7 @@ from host.sublist import Subscription
 
 if TYPE_CHECKING:
     from host.client import Client
+    from host.route import Router
     from host.server import Server
 
 _MAX_REQUEST = 8192
@@ -131,7 +133,7 @@ def varz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
         "max_control_line": o.max_control_line,
         "max_payload": o.max_payload,
         "max_pending": o.max_pending,
-        "cluster": {},
+        "cluster": _cluster_varz(server),
         "gateway": {},
         "leaf": {"host": o.leafnodes.host, "port": server.leaf_port} if o.leafnodes.port else {},
         "mqtt": {},
@@ -148,7 +150,7 @@ def varz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
         "cpu": round(100.0 * cpu_s / max(now - server.start_time, 1e-3), 2),
         "connections": len(server.clients),
         "total_connections": server.total_connections,
-        "routes": 0,
+        "routes": len(server.routes),
         "remotes": 0,
         "leafnodes": len(server.leafs),
         "in_msgs": server.in_msgs,
@@ -162,7 +164,24 @@ def varz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
         "config_load_time": rfc3339(server.config_load_time),
         "system_account": "$SYS",
         "slow_consumer_stats": {"clients": server.slow_consumers, "routes": 0, "gateways": 0, "leafs": 0},
+        **({"connect_urls": server.connect_urls} if server.connect_urls else {}),
     }
+
+
+def _cluster_varz(server: Server) -> dict[str, Any]:
+    co = server.opts.cluster
+    if not co.enabled:
+        return {}
+    out: dict[str, Any] = {
+        "name": server.cluster_name,
+        "addr": co.host,
+        "cluster_port": server.cluster_port,
+        "auth_timeout": co.auth_timeout or server.opts.auth_timeout,
+        "tls_timeout": 2,
+    }
+    if co.routes:
+        out["urls"] = [u.split("://", 1)[-1].rsplit("@", 1)[-1].rstrip("/") for u in co.routes]
+    return out
 
 
 def _int(q: dict[str, list[str]], key: str, default: int) -> int:
@@ -268,8 +287,39 @@ def accountz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
 
 
 def routez(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
-    return {"server_id": server.id, "now": rfc3339(datetime.datetime.now(datetime.UTC).timestamp()),
-            "num_routes": 0, "routes": []}
+    subs = q.get("subs", [""])[0].lower() in ("1", "true", "detail")
+    routes = [route_json(r, subs) for r in sorted(server.routes.values(), key=lambda x: x.cid)]
+    return {"server_id": server.id, "server_name": server.name,
+            "now": rfc3339(datetime.datetime.now(datetime.UTC).timestamp()),
+            "num_routes": len(routes), "routes": routes}
+
+
+def route_json(r: Router, subs: bool = False) -> dict[str, Any]:
+    now = time.time()
+    out: dict[str, Any] = {
+        "rid": r.cid,
+        "remote_id": r.remote_id,
+        "remote_name": r.remote_name,
+        "did_solicit": r.dialer is not None,
+        "is_configured": r.dialer is not None and r.dialer.explicit,
+        "ip": r.ip,
+        "port": r.port,
+        "start": rfc3339(r.start),
+        "last_activity": rfc3339(r.last_activity),
+        "rtt": go_duration(r.rtt),
+        "uptime": go_duration(now - r.start),
+        "idle": go_duration(now - r.last_activity),
+        "pending_size": r.transport.get_write_buffer_size() if r.transport is not None else 0,
+        "in_msgs": r.in_msgs,
+        "out_msgs": r.out_msgs,
+        "in_bytes": r.in_bytes,
+        "out_bytes": r.out_bytes,
+        "subscriptions": len(r.remote_subs),
+    }
+    if subs and r.remote_subs:
+        out["subscriptions_list"] = sorted({s.subject.decode(errors="replace") for s in r.remote_subs.values()})
+    out["compression"] = "off"
+    return out
 
 
 def leafz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:

@@ -98,6 +98,28 @@ class LeafnodeOptions:
     tls_key: str | None = None
     tls_ca: str | None = None
     tls_verify: bool = False
+    no_advertise: bool = False  # do not tell leafs the leafnode URLs of the other servers of the cluster
+
+
+@dataclass
+class ClusterOptions:
+    """`cluster { ... }` (nats-server ClusterOpts): the route port and the routes to dial."""
+
+    name: str = ""
+    host: str = "0.0.0.0"
+    port: int = 0  # the route port; 0 with `listen: host:0` picks a free one (enabled says whether it is on)
+    enabled: bool = False
+    routes: list[str] = field(default_factory=list)  # nats-route://[user:pass@]host:port
+    username: str | None = None
+    password: str | None = None
+    auth_timeout: float = 0.0  # 0: the top-level auth_timeout
+    no_advertise: bool = False
+    connect_retries: int = 0  # implicit routes: attempts after a failure (explicit routes retry forever)
+    advertise: str = ""
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    tls_verify: bool = False
 
 
 @dataclass
@@ -127,7 +149,7 @@ class Options:
     no_auth_user: str | None = None
     # Blocks that later parts of the hub implement; kept as parsed so they are not lost.
     leafnodes: LeafnodeOptions = field(default_factory=LeafnodeOptions)
-    cluster: ConfMap | None = None
+    cluster: ClusterOptions = field(default_factory=ClusterOptions)
     jetstream: bool = False
     store_dir: str = ""
     # jetstream { max_memory_store, max_file_store, sync_interval }: -1 means no limit; sync_interval in seconds,
@@ -191,6 +213,15 @@ class _Loader:
             return parse_duration(v.strip()) / NS
         except ValueError as e:
             raise self.err(m, key, f'field "{key}": {e}') from None
+
+    def auth_timeout(self, m: ConfMap, key: str) -> float:
+        """An authorization timeout: seconds as a number (nats-server's usual form) or a duration string."""
+        v = m[key]
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if v < 0:
+                raise self.err(m, key, f'field "{key}": must be >= 0, got {v}')
+            return float(v)
+        return self.duration(m, key)
 
     def map_(self, m: ConfMap, key: str) -> ConfMap:
         v = m[key]
@@ -274,7 +305,7 @@ class _Loader:
             elif k in ("leafnodes", "leaf"):
                 self.load_leafnodes(self.map_(top, key))
             elif k == "cluster":
-                o.cluster = self.map_(top, key)
+                self.load_cluster(self.map_(top, key))
             elif k == "jetstream":
                 self.load_jetstream(top, key)
             elif k in ("debug", "trace", "logtime", "trace_verbose", "log_file", "pid_file", "syslog"):
@@ -313,6 +344,91 @@ class _Loader:
             else:
                 self._unknown(m, k)
 
+    def load_cluster(self, m: ConfMap) -> None:
+        co = self.opts.cluster
+        co.enabled = True
+        for key in m:
+            k = key.lower()
+            if k == "name":
+                co.name = self.str_(m, key)
+                if not co.name or " " in co.name:
+                    raise self.err(m, key, f'field "cluster.name": a cluster name cannot be empty or contain '
+                                   f'spaces, got {co.name!r}')
+            elif k == "listen":
+                hp = self.str_(m, key)
+                h, _, p = hp.rpartition(":")
+                if not p.isdigit() or int(p) > 65535:
+                    raise self.err(m, key, f'field "cluster.listen": expected host:port, got {hp!r}')
+                co.host, co.port = h or co.host, int(p)
+            elif k == "port":
+                co.port = self.int_(m, key)
+                if co.port > 65535:
+                    raise self.err(m, key, f'field "cluster.port": out of range, got {co.port}')
+            elif k == "host":
+                co.host = self.str_(m, key)
+            elif k == "routes":
+                for r in self.list_(m, key):
+                    co.routes.append(self.route_url(m, key, r))
+            elif k == "authorization":
+                self.load_cluster_authorization(self.map_(m, key))
+            elif k == "no_advertise":
+                co.no_advertise = self.bool_(m, key)
+            elif k == "connect_retries":
+                co.connect_retries = self.int_(m, key)
+            elif k in ("advertise", "cluster_advertise"):
+                co.advertise = self.str_(m, key)
+            elif k == "pool_size":
+                n = m[key]
+                if isinstance(n, bool) or not isinstance(n, int):
+                    raise self.err(m, key, f'field "cluster.pool_size": expected an integer, got {n!r}')
+                # nats-server pools routes only with peers that announce a pool; we announce none, so every
+                # peer keeps one connection to us that names the account on each line (its "no pool" mode).
+                self.opts.warnings.append(f"{_where(m, key)}cluster.pool_size {n} ignored: natsedge routes use "
+                                          "one connection per peer (nats-server's no-pool mode)")
+            elif k == "tls":
+                self.load_cluster_tls(self.map_(m, key))
+            elif k in ("compression", "accounts", "permissions", "ping_interval", "ping_max"):
+                continue  # accepted: we never compress and keep one route for all accounts
+            else:
+                self._unknown(m, key)
+
+    def route_url(self, m: ConfMap, key: str, r: Any) -> str:
+        if not isinstance(r, str) or split_url(r) is None:
+            raise self.err(m, key, f'field "cluster.routes": expected a URL like nats-route://host:6222, got {r!r}')
+        return r
+
+    def load_cluster_authorization(self, m: ConfMap) -> None:
+        co = self.opts.cluster
+        for key in m:
+            k = key.lower()
+            if k in ("user", "username"):
+                co.username = self.str_(m, key)
+            elif k in ("pass", "password"):
+                co.password = self.str_(m, key)
+            elif k == "timeout":
+                co.auth_timeout = self.auth_timeout(m, key)
+            else:
+                self._unknown(m, key)
+
+    def load_cluster_tls(self, m: ConfMap) -> None:
+        co = self.opts.cluster
+        for key in m:
+            k = key.lower()
+            if k == "cert_file":
+                co.tls_cert = self.str_(m, key)
+            elif k == "key_file":
+                co.tls_key = self.str_(m, key)
+            elif k == "ca_file":
+                co.tls_ca = self.str_(m, key)
+            elif k == "verify":
+                co.tls_verify = self.bool_(m, key)
+            elif k in ("timeout", "handshake_first", "insecure"):
+                continue
+            else:
+                self._unknown(m, key)
+        if not (co.tls_cert and co.tls_key):
+            raise self.err(m, next(iter(m), "tls"), "cluster tls needs cert_file and key_file")
+
     def load_leafnodes(self, m: ConfMap) -> None:
         lo = self.opts.leafnodes
         for key in m:
@@ -334,7 +450,9 @@ class _Loader:
                     lo.remotes.append(self.load_remote(m, key, r))
             elif k == "tls":
                 self.load_leaf_tls(self.map_(m, key))
-            elif k in ("reconnect", "advertise", "no_advertise", "compression", "min_version"):
+            elif k == "no_advertise":
+                lo.no_advertise = self.bool_(m, key)
+            elif k in ("reconnect", "advertise", "compression", "min_version"):
                 continue  # accepted; this hub never compresses and uses a fixed reconnect delay
             else:
                 self._unknown(m, key)
@@ -418,9 +536,7 @@ class _Loader:
             elif k == "token":
                 o.token = self.str_(m, key)
             elif k == "timeout":
-                v = m[key]
-                o.auth_timeout = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) \
-                    else self.duration(m, key)
+                o.auth_timeout = self.auth_timeout(m, key)
             elif k == "users":
                 o.users.extend(self.load_users(m, key, GLOBAL_ACCOUNT))
             elif k in ("permissions", "default_permissions"):
@@ -556,6 +672,26 @@ class _Loader:
         )
 
 
+def split_url(url: str) -> tuple[str, int, str | None, str | None] | None:
+    """scheme://[user[:pass]@]host:port[/] -> (host, port, user, password); None when it is not one."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, host_port = rest.rstrip("/").rpartition("@")
+    host, _, port = host_port.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not scheme or not host or not port.isdigit() or int(port) > 65535 or " " in url:
+        return None
+    user, _, password = creds.partition(":")
+    return host, int(port), (user or None) if at else None, (password or None) if at else None
+
+
+def _where(m: ConfMap, key: str) -> str:
+    try:
+        fname, line = m.pos(key)
+        return f"{fname}:{line}: "
+    except (KeyError, AttributeError):
+        return ""
+
+
 def _ci(m: ConfMap, key: str) -> str | None:
     """The key as spelled in m, matched case-insensitively, or None."""
     for k in m:
@@ -585,6 +721,9 @@ def validate(opts: Options) -> None:
         )
     if not 0 <= opts.port <= 65535:
         raise OptionsError(f"port {opts.port} out of range")
+    if opts.cluster.tls_cert:
+        raise OptionsError("cluster.tls: TLS on routes is not supported by this hub yet; run routes on a private "
+                           "network or tunnel them (docs/cluster.md)")
     names = set()
     for acc in opts.accounts.values():
         for imp in acc.imports:

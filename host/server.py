@@ -19,6 +19,7 @@ import time
 from collections import deque
 from typing import Any
 
+from edge.proto import encode_info
 from host import errors
 from host.accounts import Account, nuid, wire_imports
 from host.auth import auth_required
@@ -27,6 +28,7 @@ from host.delivery import deliver_msg, deliver_reply
 from host.leafnode import Leaf, RemoteLeaf, leaf_account_for, leaf_info
 from host.monitor import conn_info, start_monitor
 from host.opts import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Options
+from host.route import RouteDialer, Router, new_cluster_name
 
 VERSION = "2.11.0"  # the nats-server protocol level we implement; clients gate features on it
 NATSEDGE_VERSION = "0.1.0"
@@ -58,6 +60,18 @@ def leaf_tls_context(opts: Options) -> ssl.SSLContext:
     return ctx
 
 
+def advertise_host() -> str:
+    """The address to tell others for a listener bound to all interfaces: this machine's first non-loopback
+    IPv4 address (nats-server lists every interface), else loopback."""
+    try:
+        for *_, addr in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            if not str(addr[0]).startswith("127."):
+                return str(addr[0])
+    except OSError:
+        pass
+    return "127.0.0.1"
+
+
 class ClosedInfo:
     __slots__ = ("conn", "stop", "reason")
 
@@ -72,6 +86,9 @@ class InternalClient:
 
     kind = "Internal"
     is_leaf = False
+    is_router = False
+    is_link = False
+    to_routes = True
     echo = True
     no_responders = False
     closed = False
@@ -91,10 +108,23 @@ class Server:
         self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop()
         self.start_time = time.time()
         self.auth_required = auth_required(opts)
+        self.exit_code = 0
+        # Cluster: registered routes by peer server id (shared with every Account), connections before their
+        # peer's INFO, and the routes we dial (host/route.py).
+        self.routes: dict[str, Router] = {}
+        self.pending_routes: dict[int, Router] = {}
+        self.dialers: set[RouteDialer] = set()
+        co = opts.cluster
+        self.cluster_name = co.name or (new_cluster_name() if co.enabled else "")
+        self.cluster_dynamic = co.enabled and not co.name
+        self.cluster_port = co.port
+        self.connect_urls: list[str] = []  # client URLs of this cluster, told to clients (INFO connect_urls)
+        self.leafnode_urls: list[str] = []  # leafnode URLs of this cluster, told to leafs
         self.accounts: dict[str, Account] = {}
         for name, cfg in opts.accounts.items():
             acc = Account(name)
             acc.config = cfg
+            acc.routes = self.routes
             self.accounts[name] = acc
         self.global_account = self.lookup_account(GLOBAL_ACCOUNT)
         self.lookup_account(SYSTEM_ACCOUNT)
@@ -141,6 +171,7 @@ class Server:
         acc = self.accounts.get(name)
         if acc is None:
             acc = self.accounts[name] = Account(name)
+            acc.routes = self.routes
         return acc
 
     def next_cid(self) -> int:
@@ -175,6 +206,151 @@ class Server:
 
     def authenticate_leaf(self, connect: dict[str, Any]) -> Account | None:
         return leaf_account_for(self, connect)
+
+    # ---- cluster ----------------------------------------------------------------------------------
+
+    def route_info(self) -> dict[str, Any]:
+        """Our INFO on routes: nothing that would make nats-server pool, compress, or count us in JetStream's
+        meta group (host/route.py); what is ours alone sits under `natsedge`, which nats-server ignores."""
+        co = self.opts.cluster
+        host = co.host if co.host not in ("0.0.0.0", "::", "") else advertise_host()
+        info: dict[str, Any] = {
+            "server_id": self.id,
+            "server_name": self.name,
+            "version": VERSION,
+            "proto": 3,
+            "go": "natsedge " + NATSEDGE_VERSION,
+            "host": host,
+            "port": self.cluster_port,
+            "headers": True,
+            "max_payload": self.opts.max_payload,
+            "cluster": self.cluster_name,
+            "ip": co.advertise if co.advertise.startswith("nats-route://") else
+            f"nats-route://{co.advertise or f'{host}:{self.cluster_port}'}/",
+            "natsedge": {"jetstream": self.js is not None, "start": self.start_time},
+        }
+        if self.cluster_dynamic:
+            info["cluster_dynamic"] = True
+        if co.username is not None:
+            info["auth_required"] = True
+        if not co.no_advertise:
+            info["connect_urls"] = [self.own_client_url()]
+        if self.leaf_port and self.opts.leafnodes.port:
+            info["leafnode_urls"] = [f"{self.leaf_host}:{self.leaf_port}"]
+        if self.lame_duck:
+            info["ldm"] = True
+        return info
+
+    def own_client_url(self) -> str:
+        host = self.opts.host
+        return f"{host if host not in ('0.0.0.0', '::', '') else advertise_host()}:{self.client_port}"
+
+    def accept_cluster_name(self, theirs: str, dynamic: bool) -> bool:
+        """Whether a peer of cluster `theirs` may join ours; a dynamic (unnamed) side adopts the other's name."""
+        if not theirs or theirs == self.cluster_name or dynamic and not self.cluster_dynamic:
+            return True
+        if self.cluster_dynamic and (not dynamic or theirs < self.cluster_name):
+            log.info("Cluster name is %s (learned from a route)", theirs)
+            self.cluster_name = theirs
+            self.cluster_dynamic = dynamic
+            self._build_info()
+            return True
+        return dynamic
+
+    def add_route(self, r: Router) -> str | None:
+        """Register a route whose peer named itself; returns why it must close instead, or None."""
+        self.pending_routes.pop(r.cid, None)
+        if r.remote_id in self.routes:
+            return errors.DUPLICATE_ROUTE
+        if r.remote_name and (r.remote_name == self.name or
+                              any(o.remote_name == r.remote_name for o in self.routes.values())):
+            log.error("Route %s has the server name %s of another server of the cluster", r.route_url, r.remote_name)
+            return errors.DUPLICATE_SERVER_NAME
+        ours = r.remote_info.get("natsedge")
+        ours = ours if isinstance(ours, dict) else {}
+        if self.js is not None and (r.remote_info.get("jetstream") or ours.get("jetstream")):
+            self.jetstream_conflict(r, ours.get("start"))
+            return errors.ROUTE_REMOVED
+        self.routes[r.remote_id] = r
+        r.registered = True
+        h = r._timers.pop("auth", None)
+        if h is not None:
+            h.cancel()
+        r.send_all_interest()
+        # Gossip: the other members dial the newcomer (implicit routes), so one known peer is enough to join.
+        gossip = {k: r.remote_info[k] for k in ("server_id", "server_name", "cluster", "host", "port", "version",
+                                                "headers", "max_payload", "proto") if k in r.remote_info}
+        gossip["ip"] = r.route_url
+        gossip["gossip_mode"] = 1  # not to be forwarded further
+        for other in self.routes.values():
+            if other is not r:
+                other.enqueue(encode_info(gossip))
+        self.urls_changed()
+        log.info("Route connection created for %s (%s)", r.remote_name or r.remote_id, r.route_url)
+        return None
+
+    def jetstream_conflict(self, r: Router, peer_start: Any) -> None:
+        log.error('JetStream is enabled on this server and on "%s" in cluster "%s": natsedge hubs do not replicate '
+                  "streams, so one server of a cluster runs JetStream. To scale JetStream out, run a nats-server "
+                  "JetStream cluster and join hubs and edges to it as leafnodes (docs/cluster.md)",
+                  r.remote_name or r.remote_id, self.cluster_name)
+        # The server that started later is the one refused (a nats-server peer always counts as the earlier).
+        if not isinstance(peer_start, (int, float)) or peer_start <= self.start_time:
+            log.error("Refusing to run a second JetStream server in the cluster: shutting down")
+            self.exit_code = 1
+            self.loop.create_task(self.shutdown())
+
+    def remove_route(self, r: Router, reason: str) -> None:
+        self.pending_routes.pop(r.cid, None)
+        if self.routes.get(r.remote_id) is r:
+            del self.routes[r.remote_id]
+            log.info("Route connection closed for %s: %s", r.remote_name or r.remote_id, reason)
+            self.urls_changed()
+
+    def gossiped_route(self, info: dict[str, Any]) -> None:
+        """INFO about another member, passed on by a route: dial it unless connected or dialling already."""
+        sid = str(info.get("server_id", "") or "")
+        url = info.get("ip")
+        if not sid or sid == self.id or sid in self.routes or not isinstance(url, str) or info.get("route_account"):
+            return
+        if info.get("cluster") and info["cluster"] != self.cluster_name:
+            return
+        if any(d.remote_id == sid or d.url == url for d in self.dialers):
+            return
+        dialer = RouteDialer(self, url, explicit=False, remote_id=sid)
+        self.dialers.add(dialer)
+        dialer.start()
+
+    def urls_changed(self) -> None:
+        """Recompute the cluster's client and leafnode URLs; tell clients (protocol >= 1) and leafs on change."""
+        co = self.opts.cluster
+        urls: list[str] = []
+        lurls: list[str] = []
+        if co.enabled:
+            if not co.no_advertise:
+                urls.append(self.own_client_url())
+            if self.opts.leafnodes.port and not self.opts.leafnodes.no_advertise:
+                lurls.append(f"{self.leaf_host}:{self.leaf_port}")
+            for r in self.routes.values():
+                if r.lame_duck:
+                    continue
+                if not co.no_advertise:
+                    urls.extend(u for u in r.connect_urls if u not in urls)
+                if not self.opts.leafnodes.no_advertise:
+                    lurls.extend(u for u in r.leafnode_urls if u not in lurls)
+        if urls != self.connect_urls:
+            self.connect_urls = urls
+            self._build_info()
+            for c in list(self.clients.values()):
+                if c.protocol >= 1 and c.connected and not c.closed:
+                    c.send(encode_info(self.client_info(c)))
+        if lurls != self.leafnode_urls:
+            self.leafnode_urls = lurls
+            for leaf in list(self.leafs.values()):
+                if leaf.remote is None and leaf.connected and not leaf.closed:
+                    info = self.leaf_info(leaf)
+                    info.pop("nonce", None)
+                    leaf.send(encode_info(info))
 
     def flush_dirty(self) -> None:
         if self.before_flush:
@@ -230,6 +406,10 @@ class Server:
             info["jetstream"] = True
         if self.lame_duck:
             info["ldm"] = True
+        if self.cluster_name:
+            info["cluster"] = self.cluster_name
+        if self.connect_urls:
+            info["connect_urls"] = self.connect_urls
         self._info_base = info
 
     # ---- running --------------------------------------------------------------------------------
@@ -256,6 +436,20 @@ class Server:
             self.leaf_port = lsock.getsockname()[1]
             self.leaf_host = lo.host if lo.host not in ("0.0.0.0", "::") else "127.0.0.1"
             log.info("Listening for leafnode connections on %s:%d", lo.host, self.leaf_port)
+        co = o.cluster
+        if co.enabled:
+            csock = socket.socket(socket.AF_INET6 if ":" in co.host else socket.AF_INET, socket.SOCK_STREAM)
+            csock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            csock.bind((co.host, co.port))
+            self._servers.append(await self.loop.create_server(lambda: Router(self), sock=csock, backlog=1024))
+            self.cluster_port = csock.getsockname()[1]
+            log.info("Cluster name is %s", self.cluster_name)
+            log.info("Listening for route connections on %s:%d", co.host, self.cluster_port)
+            self.urls_changed()
+            for url in co.routes:
+                dialer = RouteDialer(self, url, explicit=True)
+                self.dialers.add(dialer)
+                dialer.start()
         for r in lo.remotes:
             remote = RemoteLeaf(self, r.url, self.lookup_account(r.account), r.user, r.password, r.token)
             self.remotes.append(remote)
@@ -294,7 +488,10 @@ class Server:
         self._stop_accepting()
         for r in self.remotes:
             r.stopped = True
-        for c in [*self.clients.values(), *self.leafs.values()]:
+        for d in self.dialers:
+            d.stopped = True
+        for c in [*self.clients.values(), *self.leafs.values(), *self.routes.values(),
+                  *self.pending_routes.values()]:
             c.close(errors.SERVER_SHUTDOWN)
         # Give transports a moment to write out their buffers (close() flushes before closing).
         for _ in range(50):
@@ -312,8 +509,10 @@ class Server:
         self.lame_duck = True
         self._stop_accepting()
         self._build_info()
-        from edge.proto import encode_info
-
+        if self.routes:
+            ldm = encode_info(self.route_info())
+            for r in list(self.routes.values()):
+                r.send(ldm)
         for c in list(self.clients.values()):
             if c.protocol >= 1 and c.connected:
                 c.send(encode_info(self.client_info(c)))
@@ -366,4 +565,4 @@ def run_server(opts: Options, use_uvloop: bool = True) -> int:
         return 1
     finally:
         loop.close()
-    return 0
+    return server.exit_code

@@ -5,7 +5,7 @@ match cache (published literal subject -> SublistResult) and its invalidation.
 
 Rules:
 - Subjects are bytes; tokens split on b".". A result is immutable once cached; routing code may
-  hang derived data on it (`SublistResult.route`) because a change to the index drops the result.
+  hang derived data on it (`SublistResult.fanout`) because a change to the index drops the result.
 - Invalidation is targeted: a literal subscription can only match the cache entry with the same
   subject, so its insert/remove pops one key; a wildcard subscription drops the entries it matches
   (nats-server walks the cache the same way). The cache is bounded (CACHE_MAX), like slCacheMax.
@@ -80,12 +80,12 @@ class Subscription:
 class SublistResult:
     """Matches for one literal subject: plain subs, and one list per queue group."""
 
-    __slots__ = ("psubs", "qsubs", "route")
+    __slots__ = ("psubs", "qsubs", "fanout")
 
     def __init__(self, psubs: list[Subscription], qsubs: list[list[Subscription]]) -> None:
         self.psubs = psubs
         self.qsubs = qsubs
-        self.route: Any = None  # routing data derived by the account, dropped with the result
+        self.fanout: Any = None  # delivery data derived by the account, dropped with the result
 
     def __bool__(self) -> bool:
         return bool(self.psubs or self.qsubs)

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from host.opts import Options, OptionsError, load_config, validate
+from host.opts import Options, OptionsError, load_config, split_url, validate
 from host.server import run_server
 
 
@@ -23,6 +23,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--auth", help="authorization token required for connections")
     p.add_argument("-js", "--jetstream", action="store_true", help="enable JetStream")
     p.add_argument("-sd", "--store_dir", help="JetStream storage directory")
+    p.add_argument("--cluster", "--cluster_listen", dest="cluster",
+                   help="cluster (route) URL to listen on, e.g. nats://127.0.0.1:6222")
+    p.add_argument("--cluster_name", help="cluster name")
+    p.add_argument("--routes", help="routes to dial, comma separated, e.g. nats-route://127.0.0.1:6223")
+    p.add_argument("--cluster_advertise", help="cluster URL to advertise to other servers")
+    p.add_argument("--no_advertise", action="store_true", help="do not advertise known cluster URLs to clients")
+    p.add_argument("--connect_retries", type=int, help="retries for an implicit route (explicit ones retry forever)")
     p.add_argument("-l", "--log", dest="log_file", help="file to redirect log output")
     p.add_argument("-D", "--debug", action="store_true", help="enable debug logging")
     p.add_argument("-V", "--trace", action="store_true", help="accepted for nats-server compatibility")
@@ -49,8 +56,39 @@ def options_from_args(args: argparse.Namespace) -> Options:
         opts.jetstream = True
     if args.store_dir:
         opts.store_dir = args.store_dir
+    cluster_flags(opts, args)
     validate(opts)
     return opts
+
+
+def cluster_flags(opts: Options, args: argparse.Namespace) -> None:
+    """nats-server's cluster flags; they override the config file's `cluster {}` block."""
+    co = opts.cluster
+    if args.cluster:
+        parts = split_url(args.cluster)
+        if parts is None:
+            raise OptionsError(f"--cluster: expected a URL like nats://127.0.0.1:6222, got {args.cluster!r}")
+        co.enabled = True
+        co.host, co.port = parts[0], parts[1]
+        if parts[2] is not None:
+            co.username, co.password = parts[2], parts[3]
+    if args.cluster_name:
+        if " " in args.cluster_name:
+            raise OptionsError(f"--cluster_name: a cluster name cannot contain spaces, got {args.cluster_name!r}")
+        co.name = args.cluster_name
+    if args.routes:
+        co.routes = []
+        for url in args.routes.split(","):
+            url = url.strip()
+            if split_url(url) is None:
+                raise OptionsError(f"--routes: expected URLs like nats-route://127.0.0.1:6222, got {url!r}")
+            co.routes.append(url)
+    if args.cluster_advertise:
+        co.advertise = args.cluster_advertise
+    if args.no_advertise:
+        co.no_advertise = True
+    if args.connect_retries is not None:
+        co.connect_retries = args.connect_retries
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,7 +110,4 @@ def run(args: argparse.Namespace) -> int:
             print(f"natsedge hub: warning: {w}", file=sys.stderr)
         print(f"natsedge hub: configuration file {args.config} is valid", file=sys.stderr)
         return 0
-    log = logging.getLogger("natsedge.hub")
-    if opts.cluster is not None:
-        log.warning("cluster block read, but routes (clustering) are not available in this version of the hub yet")
     return run_server(opts, use_uvloop=not args.no_uvloop)

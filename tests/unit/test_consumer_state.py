@@ -66,6 +66,9 @@ class Conn:
     """A client connection as host/delivery.py sees one; take() decodes what was queued."""
 
     is_leaf = False
+    is_router = False
+    is_link = False
+    to_routes = True
     perms = None
 
     def __init__(self, acc: Account) -> None:
