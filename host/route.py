@@ -148,10 +148,12 @@ class Router(Client):
             return
         co = self.server.opts.cluster
         if co.username is not None and (c.get("user") != co.username or (c.get("pass") or "") != (co.password or "")):
+            log.error('Route authentication error - User "%s" from %s', c.get("user", ""), self.ip)
             self.auth_violation()
             return
         theirs = str(c.get("cluster", "") or "")
         if not self.server.accept_cluster_name(theirs, bool(c.get("cluster_dynamic"))):
+            log.error("Rejecting route from %s: %s", self.ip, err_cluster_name(theirs, self.server.cluster_name))
             self.close(errors.CLUSTER_NAME_CONFLICT, err_cluster_name(theirs, self.server.cluster_name))
             return
         self.got_connect = True
@@ -365,6 +367,9 @@ class RouteDialer:
         host, port, user, password = split_url(url) or ("127.0.0.1", 6222, None, None)
         self.host = host
         self.port = port
+        if user is None:
+            # As nats-server: a URL without credentials (always so for a gossiped one) uses our own cluster's.
+            user, password = server.opts.cluster.username, server.opts.cluster.password
         self.user = user
         self.password = password
         self.explicit = explicit

@@ -321,13 +321,14 @@ class Server:
         self.dialers.add(dialer)
         dialer.start()
 
-    def urls_changed(self) -> None:
+    def urls_changed(self, tell_clients: bool = True) -> None:
         """Recompute the cluster's client and leafnode URLs; tell clients (protocol >= 1) and leafs on change."""
         co = self.opts.cluster
         urls: list[str] = []
         lurls: list[str] = []
-        if co.enabled:
-            if not co.no_advertise:
+        if co.enabled and self.routes:
+            # (As nats-server: a lone node lists no URLs, and a node in lame-duck mode not its own.)
+            if not co.no_advertise and not self.lame_duck:
                 urls.append(self.own_client_url())
             if self.opts.leafnodes.port and not self.opts.leafnodes.no_advertise:
                 lurls.append(f"{self.leaf_host}:{self.leaf_port}")
@@ -341,7 +342,7 @@ class Server:
         if urls != self.connect_urls:
             self.connect_urls = urls
             self._build_info()
-            for c in list(self.clients.values()):
+            for c in list(self.clients.values()) if tell_clients else ():
                 if c.protocol >= 1 and c.connected and not c.closed:
                     c.send(encode_info(self.client_info(c)))
         if lurls != self.leafnode_urls:
@@ -508,6 +509,7 @@ class Server:
         log.info("Entering lame duck mode, stop accepting new clients")
         self.lame_duck = True
         self._stop_accepting()
+        self.urls_changed(tell_clients=False)  # the INFO with ldm below tells them
         self._build_info()
         if self.routes:
             ldm = encode_info(self.route_info())
