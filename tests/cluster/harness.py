@@ -37,7 +37,10 @@ from tests.compat.harness import (
     wait_until,
 )
 
-ALL_SIDES = ("nats", "hub")
+# "mixed-nats": our hub joins a nats-server cluster (n1 and n2 are nats-server, n3 the hub); "mixed-hub": a
+# nats-server node joins a cluster of our hubs (n1 and n2 hubs, n3 nats-server). The seed topology's seed is n1.
+MIXED = {"mixed-nats": ("nats", "nats", "hub"), "mixed-hub": ("hub", "hub", "nats")}
+ALL_SIDES = ("nats", "hub", *MIXED)
 ENV_SIDES = "NATSEDGE_CLUSTER_SIDES"
 CLUSTER_NAME = "c1"
 FORM_TIMEOUT = 15.0
@@ -56,6 +59,12 @@ def selected_sides(config=None) -> list[str]:
     if bad:
         raise pytest.UsageError(f"{ENV_SIDES}: unknown side(s) {bad}; choose from {ALL_SIDES}")
     return sides
+
+
+def node_side(side: str, i: int) -> str:
+    """The server kind of node i (0-based) of a cluster of `side`."""
+    kinds = MIXED.get(side)
+    return side if kinds is None else kinds[i % len(kinds)]
 
 
 def route_url(port: int, user: str | None = None, password: str | None = None) -> str:
@@ -157,7 +166,7 @@ class Cluster:
         self.side = side
         self.topology = topology
         self.route_user, self.route_password = route_user, route_password
-        self.nodes = [Node(side, f"n{i + 1}", workdir / f"n{i + 1}", form=form, extra_conf=extra_conf,
+        self.nodes = [Node(node_side(side, i), f"n{i + 1}", workdir / f"n{i + 1}", form=form, extra_conf=extra_conf,
                            cluster_extra=cluster_extra) for i in range(size)]
         for n in self.nodes:
             n.workdir.mkdir(parents=True, exist_ok=True)

@@ -136,7 +136,7 @@ def test_route_authorization(fresh_cluster, tmp_path):
     route authenticates with the node's own cluster credentials); a node with a wrong password is refused."""
     auth = "  authorization { user: ru, password: rp }"
     c = fresh_cluster(topology="seed", cluster_extra=auth, route_user="ru", route_password="rp")
-    bad = Node(c.side, "x1", tmp_path / "x1", cluster_extra=auth)
+    bad = Node(c[0].side, "x1", tmp_path / "x1", cluster_extra=auth)
     bad.workdir.mkdir()
     bad.assign_ports()
     bad.routes = [route_url(c[0].cluster_port, "ru", "wrong")]
@@ -164,7 +164,7 @@ def test_cluster_name_mismatch_is_refused(fresh_cluster, tmp_path):
     """A node of cluster "c2" dialling a "c1" cluster: the route never forms (both /routez stay without it), no
     interest crosses (a request on c1 for a subject only the c2 node serves bounces with 503)."""
     c = fresh_cluster(size=2)
-    x = Node(c.side, "x1", tmp_path / "x1", cluster_name="c2")
+    x = Node(c[0].side, "x1", tmp_path / "x1", cluster_name="c2")
     x.workdir.mkdir()
     x.assign_ports()
     x.routes = [route_url(c[0].cluster_port)]
