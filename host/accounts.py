@@ -106,9 +106,9 @@ class Account:
         # Interest for leafnode links: (subject, queue) -> count (queue: summed weights).
         self.interest: dict[tuple[bytes, bytes | None], int] = {}
         self.leafs: set[Leaf] = set()
-        # The part of `interest` that routes asked for: what is local (clients, leafs, the hub's own) is the rest,
-        # and only that is advertised to routes (host/route.py).
-        self.routed: dict[tuple[bytes, bytes | None], int] = {}
+        # The part of `interest` not advertised to routes (host/route.py): what routes asked for, and service
+        # imports (every server of a cluster serves its own clients' imports, as nats-server does).
+        self.unrouted: dict[tuple[bytes, bytes | None], int] = {}
         self.routes: dict[str, Router] = {}  # the server's routes, by peer id (Server.routes, shared)
         self.lds = b"$LDS." + nuid().encode()  # loop-detection subject sent to every leaf
         # Subjects seen with no interest at all; client parsers skip reply-less PUBs to them.
@@ -118,6 +118,7 @@ class Account:
         # Told the subject of every subscription added or removed: push consumers follow the interest on their
         # deliver subjects this way (host/jetstream/consumer.py).
         self.interest_watchers: list[Callable[[bytes], None]] = []
+        self.response_prefix: bytes | None = None  # of the reply subjects of service-import requests (add_response)
 
     def add_sub(self, sub: Subscription) -> None:
         self.sublist.insert(sub)
@@ -138,12 +139,12 @@ class Account:
             self.interest[key] = n
         else:
             self.interest.pop(key, None)
-        if sub.conn is not None and sub.conn.is_router:
-            n = self.routed.get(key, 0) + delta
+        if sub.conn.is_router if sub.conn is not None else isinstance(sub.imported, ServiceImport):
+            n = self.unrouted.get(key, 0) + delta
             if n > 0:
-                self.routed[key] = n
+                self.unrouted[key] = n
             else:
-                self.routed.pop(key, None)
+                self.unrouted.pop(key, None)
         for leaf in self.leafs:
             leaf.update_interest(key)
         for route in self.routes.values():
@@ -162,13 +163,22 @@ class Account:
         return f"Account({self.name})"
 
     def add_response(self, requester: Account, reply: bytes) -> bytes:
-        new_reply = b"_R_." + nuid(10).encode() + b"." + nuid(6).encode()
+        if self.response_prefix is None:
+            # One prefix per account, and a subscription on it: routes learn the interest, so a responder on another
+            # server of the cluster sends its answer here (deliver() hands it to the requester).
+            self.response_prefix = b"_R_." + nuid(6).encode() + b"."
+            self.add_internal(self.response_prefix + b">", _expired_response)
+        new_reply = self.response_prefix + nuid(10).encode()
         self.responses[new_reply] = (requester, reply, time.monotonic() + RESPONSE_TTL)
         return new_reply
 
     def expire_responses(self, now: float) -> None:
         for k in [k for k, v in self.responses.items() if v[2] < now]:
             del self.responses[k]
+
+
+def _expired_response(src: Any, subject: bytes, reply: bytes | None, hdr: bytes | None, payload: bytes) -> bool:
+    return False  # an answer after its request's response entry expired (or a second one): dropped
 
 
 def sub_weight(sub: Subscription) -> int:

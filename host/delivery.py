@@ -522,11 +522,17 @@ def _deliver_import(acc: Account, sub: Subscription, src: Any, subject: bytes, h
         # Stream import: same frames, subject mapped into the importing account.
         return deliver(imp.dest, src, map_subject(imp.subject, imp.local, subject), has_hdr, pieces, nbytes,
                        depth + 1)
+    if src.is_router:
+        return 0  # the server the request came from served its client's import already
     mapped = map_subject(imp.local, imp.subject, subject)
     delivered = 0
-    # As nats-server, a request crossing accounts carries the requesting account. We do not
-    # measure client round-trip times, so rtt is 0.
-    info = b'Nats-Request-Info: {"acc":"' + acc.name_b + b'","rtt":0}\r\n\r\n'
+    # As nats-server, a request crossing accounts carries the requesting account (and, in a cluster, the server and
+    # cluster it came in at: JetStream places a new stream in the requester's cluster). We do not measure client
+    # round-trip times, so rtt is 0.
+    server = src.server
+    where = b',"server":"%s","cluster":"%s"' % (server.name.encode(), server.cluster_name.encode()) \
+        if server.cluster_name else b""
+    info = b'Nats-Request-Info: {"acc":"' + acc.name_b + b'","rtt":0' + where + b'}\r\n\r\n'
     for piece in pieces:
         reply, hdr, payload = decode_tail(piece, has_hdr)
         if reply:

@@ -6,7 +6,7 @@ A Router is a Client of kind ROUTER that carries every account (shared/nats-refe
   a route to ourselves, a second route to a connected peer ("Duplicate Route") or a second JetStream server
   (see below) is closed there;
 - interest: `RS+ <account> <subject> [<queue> <weight>]` and `RS-` as the local interest of an account changes
-  (clients, leafs and the hub's own subscriptions; never what other routes asked for, Account.routed), with
+  (clients, leafs and the hub's own subscriptions; not what other routes asked for, Account.unrouted), with
   absolute queue weights. The peer's interest becomes subscriptions of the Router, removed together when it closes;
 - messages: `RMSG <account> <subject> [reply | + reply q.. | | q..] <size>` (HMSG with headers). host/delivery.py
   sends one frame per route however many of its subscriptions match, names the queue groups it picked the route
@@ -246,7 +246,7 @@ class Router(Client):
         if not self.registered or self.closed:
             return
         subject, queue = key
-        n = acc.interest.get(key, 0) - acc.routed.get(key, 0)
+        n = acc.interest.get(key, 0) - acc.unrouted.get(key, 0)
         rkey = (acc.name_b, subject, queue)
         prev = self.sent.get(rkey, 0)
         if n == prev or (queue is None and (n > 0) == (prev > 0)):

@@ -21,7 +21,7 @@ from typing import Any
 
 from edge.proto import encode_info
 from host import errors
-from host.accounts import Account, nuid, wire_imports
+from host.accounts import Account, ServiceImport, nuid, wire_imports
 from host.auth import auth_required
 from host.client import Client
 from host.delivery import deliver_msg, deliver_reply
@@ -29,10 +29,12 @@ from host.leafnode import Leaf, RemoteLeaf, leaf_account_for, leaf_info
 from host.monitor import conn_info, start_monitor
 from host.opts import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Options
 from host.route import RouteDialer, Router, new_cluster_name
+from host.sublist import Subscription
 
 VERSION = "2.11.0"  # the nats-server protocol level we implement; clients gate features on it
 NATSEDGE_VERSION = "0.1.0"
 MAX_CLOSED_CLIENTS = 10000  # nats-server DEFAULT_MAX_CLOSED_CLIENTS
+JS_API_ALL = b"$JS.API.>"
 
 log = logging.getLogger("natsedge.hub")
 
@@ -118,6 +120,7 @@ class Server:
         self.cluster_name = co.name or (new_cluster_name() if co.enabled else "")
         self.cluster_dynamic = co.enabled and not co.name
         self.cluster_port = co.port
+        self.js_imported = False  # the JetStream API is imported from nats-server peers (import_cluster_jetstream)
         self.connect_urls: list[str] = []  # client URLs of this cluster, told to clients (INFO connect_urls)
         self.leafnode_urls: list[str] = []  # leafnode URLs of this cluster, told to leafs
         self.accounts: dict[str, Account] = {}
@@ -172,6 +175,8 @@ class Server:
         if acc is None:
             acc = self.accounts[name] = Account(name)
             acc.routes = self.routes
+            if self.js_imported:
+                self._import_jetstream(acc)
         return acc
 
     def next_cid(self) -> int:
@@ -271,6 +276,8 @@ class Server:
         if self.js is not None and (r.remote_info.get("jetstream") or ours.get("jetstream")):
             self.jetstream_conflict(r, ours.get("start"))
             return errors.ROUTE_REMOVED
+        if r.remote_info.get("jetstream") and not self.js_imported:
+            self.import_cluster_jetstream()
         self.routes[r.remote_id] = r
         r.registered = True
         h = r._timers.pop("auth", None)
@@ -288,6 +295,21 @@ class Server:
         self.urls_changed()
         log.info("Route connection created for %s (%s)", r.remote_name or r.remote_id, r.route_url)
         return None
+
+    def import_cluster_jetstream(self) -> None:
+        """A nats-server peer runs JetStream and we do not: as nats-server's servers without JetStream do, every
+        account imports the JetStream API from the system account, where the JetStream servers serve it (the
+        request carries its account in Nats-Request-Info)."""
+        self.js_imported = True
+        for acc in list(self.accounts.values()):
+            self._import_jetstream(acc)
+
+    def _import_jetstream(self, acc: Account) -> None:
+        if acc.name == SYSTEM_ACCOUNT:
+            return
+        sub = Subscription(None, JS_API_ALL, None, b"")
+        sub.imported = ServiceImport(self.lookup_account(SYSTEM_ACCOUNT), JS_API_ALL, JS_API_ALL)
+        acc.add_sub(sub)
 
     def jetstream_conflict(self, r: Router, peer_start: Any) -> None:
         log.error('JetStream is enabled on this server and on "%s" in cluster "%s": natsedge hubs do not replicate '
