@@ -61,7 +61,8 @@ def _runners(cfg_path):
     }
 
 
-@pytest.mark.parametrize("doc,message", BAD_CONFIGS, ids=["listen", "hub.url", "hub.url-list", "hub.url-empty", "limits", "app"])
+@pytest.mark.parametrize("doc,message", BAD_CONFIGS,
+                         ids=["listen", "hub.url", "hub.url-list", "hub.url-empty", "limits", "app"])
 def test_bad_config_exits_2_with_one_line_naming_the_key(tmp_path, doc, message):
     cfg = tmp_path / "bad.json"
     cfg.write_text(json.dumps(doc))
