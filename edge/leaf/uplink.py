@@ -20,8 +20,10 @@
 # 6. Failover: the hub URLs are a rotation, the configured ones first, then those learned from the
 #    `leafnode_urls` of the hub's INFO (the first one and async ones when cluster peers join or leave).
 #    Each INFO's list replaces what was learned before, as nats-server's leafnode.go
-#    updateLeafNodeURLs does; configured URLs always stay, and the rotation holds at most MAX_URLS.
-#    A learned "host:port" dials with the TLS settings and credentials of the URL it was learned on.
+#    updateLeafNodeURLs does; configured URLs and the one in use always stay, the rotation holds at
+#    most MAX_URLS. Unlike a Go leaf, the node's own advertised URL is not learned (a standalone hub
+#    behind a proxy stays behind it). A learned "host:port" dials with the TLS settings and
+#    credentials of the URL it was learned on.
 #    next_url() (robust.py, after every drop or failed dial) moves on; `failovers` counts links that
 #    came up on another URL than the link before.
 
@@ -80,16 +82,22 @@ class Uplink:
     def url(self):
         return "%s://%s:%d" % ("tls" if self.tls else "nats-leaf", self.host, self.port)
 
-    def _learn(self, lst):
-        # The hub's leafnode_urls ("host:port" each) -> the learned part of the rotation.
+    def _learn(self, info):
+        # The hub's leafnode_urls ("host:port" each) -> the learned part of the rotation. The node's own
+        # entry (INFO "ip") is not learned: the URL we dialled stands for it (it may pass a proxy or NAT
+        # that the advertised address would bypass).
+        lst = info.get("leafnode_urls")
         if not isinstance(lst, list) or not lst:
             return
         cur = self.urls[self.i]
         out = self.urls[: self.n_conf]
+        if self.i >= self.n_conf:
+            out.append(cur)
+        me = info.get("ip")
         for u in lst:
             if len(out) >= MAX_URLS:
                 break
-            if not isinstance(u, str):
+            if not isinstance(u, str) or u == me:
                 continue
             host, _, port = u.rpartition(":")
             if host[:1] == "[":
@@ -106,16 +114,10 @@ class Uplink:
                     ip = host.replace(".", "").isdigit() or ":" in host
                     tls = (tls[0], tls[1], tls[2] if len(tls) > 2 else cur[0]) if ip else tls[:2]
                 out.append((host, port, tls, cur[3], cur[4]))
-        if out == self.urls:
-            return
-        self.urls = out
-        for i in range(len(out)):
-            if out[i][0] == self.host and out[i][1] == self.port:
-                self.i = i
-                break
-        else:
-            self.i = len(out) - 1  # we dial a URL the cluster no longer lists: next_url() starts over
-        self.log("uplink urls n=%d learned=%d" % (len(out), len(out) - self.n_conf))
+        if out != self.urls:
+            self.urls = out
+            self.i = out.index(cur)
+            self.log("uplink urls n=%d learned=%d" % (len(out), len(out) - self.n_conf))
 
     def _reset_table(self):
         self.plain = subjects.Sublist()  # hub plain interest, items are the subjects
@@ -234,7 +236,7 @@ class Uplink:
             info = await self._first_info(link, parser)
             if info is None:
                 return
-            self._learn(info.get("leafnode_urls"))
+            self._learn(info)
             if self.tls is not None or info.get("tls_required"):
                 if self.tls is None:
                     self._finish("hub requires TLS (set hub.tls)")
@@ -334,7 +336,7 @@ class Uplink:
                 self._last_up = at
                 self.log("uplink up hub=%s:%d failovers=%d" % (self.host, self.port, self.failovers))
         elif op == proto.OP_INFO:
-            self._learn(ev[1].get("leafnode_urls"))  # an async INFO: cluster peers came or went
+            self._learn(ev[1])  # an async INFO: cluster peers came or went
         elif op == proto.OP_ERR:
             if ev[1][:13] == "Loop detected":
                 self.loop_detected = True

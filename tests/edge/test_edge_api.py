@@ -386,8 +386,13 @@ def test_hub_urls_rotate_and_leafnode_urls_from_info_are_learned():
     link = FakeLink()
     up.link = link
     assert up.url() == "tls://hub.example:7422" and up.failovers == 0
-    # the first INFO: the configured URL is not repeated; a learned address verifies the name we dialled
-    _hub_says(up, link, b'INFO {"leafnode_urls":["hub.example:7422","10.0.0.2:7422","n3.example:7423"]}\r\n')
+    # a hub alone (reached through a proxy or NAT, say): its own advertised address is not learned
+    _hub_says(up, link, b'INFO {"ip":"10.0.0.1:7422","leafnode_urls":["10.0.0.1:7422"]}\r\n')
+    assert len(up.urls) == 2
+    # a cluster member: its peers are learned, a configured URL is not repeated, and a learned address
+    # verifies the name we dialled
+    _hub_says(up, link, b'INFO {"ip":"10.0.0.1:7422","leafnode_urls":["10.0.0.1:7422","hub.example:7422",'
+                        b'"10.0.0.2:7422","n3.example:7423"]}\r\n')
     assert up.urls[2:] == [("10.0.0.2", 7422, ("ca.pem", True, "hub.example"), "u", "p"),
                            ("n3.example", 7423, ("ca.pem", True), "u", "p")]
     seen = []
@@ -403,14 +408,15 @@ def test_hub_urls_rotate_and_leafnode_urls_from_info_are_learned():
     up.next_url()
     assert up.url() == "nats-leaf://10.0.0.3:7422"  # learned on a URL without TLS or credentials
     assert up.urls[2] == ("10.0.0.3", 7422, None, None, None)
-    # no list or an empty one changes nothing; a long one is capped
+    # no list or an empty one changes nothing; a long one is capped; the learned URL in use stays
     _hub_says(up, link, b'INFO {"leafnode_urls":[]}\r\nINFO {"server_id":"x"}\r\n')
     assert len(up.urls) == 3
     many = ",".join([f'"10.1.0.{i}:7422"' for i in range(20)])
-    _hub_says(up, link, b'INFO {"leafnode_urls":[' + many.encode() + b"]}\r\n")
-    assert len(up.urls) == 8 and up.urls[0][0] == "hub.example" and up.urls[7][0] == "10.1.0.5"
-    up.next_url()  # the URL we dialled left the list: the rotation starts over
-    assert up.url() == "tls://hub.example:7422"
+    _hub_says(up, link, b'INFO {"ip":"10.0.0.3:7422","leafnode_urls":["10.0.0.3:7422",' + many.encode() + b"]}\r\n")
+    assert len(up.urls) == 8 and up.urls[0][0] == "hub.example" and up.urls[2][0] == "10.0.0.3"
+    assert up.urls[7][0] == "10.1.0.4" and up.url() == "nats-leaf://10.0.0.3:7422"
+    up.next_url()
+    assert up.url() == "nats-leaf://10.1.0.0:7422"
 
 
 def test_failovers_count_links_up_on_another_url():

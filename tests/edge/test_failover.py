@@ -179,7 +179,7 @@ def _drain_across_a_node_death(c, fwd_edges, proxy):
     e.set_app(subjects=["tele.a", "tele.b"], count=N_RECORDS, batch=6, pause_ms=15, tag="f1")
     e.start()
     e.wait_line(r"uplink up hub=" + re.escape(first), timeout=10)
-    e.wait_line(r"uplink urls n=4 learned=3" if proxy else r"uplink urls n=3 learned=2", timeout=5)
+    e.wait_line(r"uplink urls n=3 learned=2", timeout=5)  # behind the proxy too: node 1 itself is not learnt
     wait_until(lambda: e.count(r'"published": [1-9][0-9][0-9]') > 0, 20, msg="a hundred records drained")
     mark = len(e.lines)
     if proxy:
