@@ -160,7 +160,9 @@ class Cluster:
                     return False
             return True
 
-        wait_until(formed, timeout, interval=0.1, msg=f"{self.side} cluster of {len(live)} nodes to form")
+        what = "a route to every other node" + (" and a JetStream meta leader (/jsz meta_cluster)" if self.jetstream
+                                                else "")
+        wait_until(formed, timeout, interval=0.1, msg=f"{self.side} cluster of {len(live)} nodes: each with {what}")
 
     def kill(self, i: int):
         """Node i dies: SIGKILL, no goodbye to its routes or leafs."""
