@@ -79,30 +79,50 @@ def _tls(v, path):
     return (ca, verify)
 
 
+def _url(v, path, h):
+    # One hub URL -> (host, port, tls, user, password), an entry of the uplink's rotation.
+    exp = '"nats-leaf://host:port"'
+    if not isinstance(v, str):
+        fail(path, exp, v)
+    scheme, sep, rest = v.partition("://")
+    if not sep or scheme not in ("nats-leaf", "nats", "tls"):
+        fail(path, exp, v)
+    user = password = None
+    if "@" in rest:
+        cred, _, rest = rest.rpartition("@")
+        user, _, password = cred.partition(":")
+    host, port = _host_port(rest.rstrip("/"), path, 7422)
+    return (host, port, _tls(h.get("tls", scheme == "tls"), "hub.tls"),
+            _str(h, "user", "hub.user", user), _str(h, "password", "hub.password", password))
+
+
 def _hub(h):
     if h is None:
         return None
     if not isinstance(h, dict):
         fail("hub", "an object or null", h)
     unknown_keys(h, ("url", "user", "password", "token", "tls"), "hub.")
-    url = _str(h, "url", "hub.url", required=True)
-    exp = '"nats-leaf://host:port"'
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in ("nats-leaf", "nats", "tls"):
-        fail("hub.url", exp, url)
-    user = password = None
-    if "@" in rest:
-        cred, _, rest = rest.rpartition("@")
-        user, _, password = cred.partition(":")
-    rest = rest.rstrip("/")
-    host, port = _host_port(rest, "hub.url", 7422)
-    tls = _tls(h.get("tls", scheme == "tls"), "hub.tls")
-    out = {"url": url, "host": host, "port": port, "tls": tls,
-           "user": _str(h, "user", "hub.user", user), "password": _str(h, "password", "hub.password", password),
-           "token": _str(h, "token", "hub.token")}
-    if out["token"] is not None and out["user"] is not None:
-        fail("hub.token", "null when hub.user is set", out["token"])
-    return out
+    url = h.get("url")
+    if isinstance(url, list) and url:
+        urls = []
+        for i, u in enumerate(url):
+            e = _url(u, "hub.url[%d]" % i, h)
+            for o in urls:
+                if o[:2] == e[:2]:
+                    fail("hub.url[%d]" % i, "a host:port not listed before", u)
+            urls.append(e)
+    elif isinstance(url, str) and url:
+        urls = [_url(url, "hub.url", h)]
+    else:
+        fail("hub.url", '"nats-leaf://host:port" or a non-empty list of them', url)
+    host, port, tls, user, password = urls[0]
+    token = _str(h, "token", "hub.token")
+    for e in urls:
+        if token is not None and e[3] is not None:
+            fail("hub.token", "null when hub.user is set", token)
+    # the first URL's fields stay at the top for whoever reads one hub; the uplink dials "urls"
+    return {"url": url, "urls": urls, "host": host, "port": port, "tls": tls, "user": user, "password": password,
+            "token": token}
 
 
 def _limits(v):

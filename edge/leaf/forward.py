@@ -771,6 +771,7 @@ class Forwarder:
         now = now_s()
         up = self.leaf.uplink
         return {"edge": self.name, "time": now, "up": bool(up is not None and up.up),
+                "hub_url": up.url() if up is not None else None, "failovers": up.failovers if up is not None else 0,
                 "queues": [q.status(now) for q in self.queues]}
 
     def close(self):

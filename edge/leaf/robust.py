@@ -9,6 +9,8 @@
 # 3. After -ERR 'Loop detected...' the wait is at least LOOP_WAIT_MS (the hub delays 30 s too).
 # 4. The heap in use is logged with every "uplink down" line, so a test can see it stays flat
 #    across reconnect cycles.
+# 5. Every drop or failed dial moves to the next hub URL (uplink.py rule 6), after the same wait:
+#    an edge whose hub node died dials another node of the cluster.
 
 import asyncio
 import gc
@@ -60,6 +62,8 @@ async def keep_up(uplink, backoff, log):
         delay = backoff.next_ms()
         if uplink.loop_detected and delay < LOOP_WAIT_MS:
             delay = LOOP_WAIT_MS + backoff._rand(backoff.min_ms)
+        uplink.next_url()
         gc.collect()
-        log("uplink down heap=%d retry_ms=%d reason=%s" % (mem_alloc(), delay, reason))
+        log("uplink down heap=%d retry_ms=%d next=%s:%d reason=%s" % (mem_alloc(), delay, uplink.host, uplink.port,
+                                                                     reason))
         await asyncio.sleep(delay / 1000)

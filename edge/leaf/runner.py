@@ -69,8 +69,7 @@ async def start(cfg, app=None):
         from edge.leaf.robust import Backoff, keep_up
         from edge.leaf.uplink import Uplink
 
-        node.uplink = Uplink(leaf, hub["host"], hub["port"], cfg["name"], hub["user"], hub["password"],
-                             hub["token"], hub["tls"], lim["max_payload"], lim["max_pending"],
+        node.uplink = Uplink(leaf, hub["urls"], cfg["name"], hub["token"], lim["max_payload"], lim["max_pending"],
                              lim["ping_max"], lim["max_hub_interest"], log=log)
         backoff = Backoff(lim["reconnect_min"], lim["reconnect_max"])
         node.tasks.append(asyncio.create_task(keep_up(node.uplink, backoff, log)))
@@ -86,7 +85,8 @@ async def start(cfg, app=None):
         node.tasks.append(asyncio.create_task(stats_loop(node, cfg["stats"], log)))
     gc.collect()
     listen = "%s:%d" % cfg["listen"] if cfg["listen"] else "-"
-    log("ready name=%s listen=%s hub=%s heap=%d" % (cfg["name"], listen, hub["url"] if hub else "-", mem_alloc()))
+    url = "-" if hub is None else hub["url"] if isinstance(hub["url"], str) else ",".join(hub["url"])
+    log("ready name=%s listen=%s hub=%s heap=%d" % (cfg["name"], listen, url, mem_alloc()))
     if app is not None:
         node.tasks.append(asyncio.create_task(_run_app(app, leaf)))
     return node

@@ -1,7 +1,8 @@
 # edge/leaf/stats.py — the periodic "edge: stats ..." line, imported only when the config sets
 # "stats" (seconds between lines). Figures: heap = gc.mem_alloc() right after gc.collect(), peak =
 # the highest such figure so far, free = gc.mem_free(); then counters of the listener, the broker
-# and the uplink. Tests and fleet tools parse the key=value pairs.
+# and the uplink, which hub URL it dials (hub_url, "-" without a hub) and how often it moved to another
+# (failovers). Tests and fleet tools parse the key=value pairs.
 
 import asyncio
 import gc
@@ -21,11 +22,11 @@ def stats_line(node):
     lst = node.listener
     up = node.uplink
     return ("stats heap=%d peak=%d free=%d clients=%d subs=%d interest=%d hub_interest=%d fwd=%d drop=%d "
-            "recv=%d cb_drop=%d refused=%d slow=%d up=%d" % (
+            "recv=%d cb_drop=%d refused=%d slow=%d up=%d failovers=%d hub_url=%s" % (
                 heap, _peak, mem_free(), len(lst.clients) if lst else 0, leaf.subs.count, len(leaf.interest),
                 up.hub_interest() if up else 0, up.forwarded if up else 0, up.dropped if up else 0,
                 up.received if up else 0, leaf.cb_dropped, lst.refused if lst else 0, lst.slow if lst else 0,
-                1 if up and up.up else 0))
+                1 if up and up.up else 0, up.failovers if up else 0, up.url() if up else "-"))
 
 
 async def stats_loop(node, ms, log):

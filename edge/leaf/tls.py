@@ -25,8 +25,11 @@ def der_certs(path):
 
 
 async def start_tls(r, w, host, tls):
-    # tls: (CA file or None, verify). Returns the (reader, writer) to use from now on.
-    ca, verify = tls
+    # tls: (CA file or None, verify[, name to verify when host is an address learned from the hub]).
+    # Returns the (reader, writer) to use from now on.
+    ca, verify = tls[0], tls[1]
+    if len(tls) > 2:
+        host = tls[2]
     cpython = hasattr(w, "start_tls")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if verify:

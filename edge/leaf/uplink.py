@@ -17,26 +17,40 @@
 #    queued, so the hub never misses interest or a PONG.
 # 5. PING is answered; tick() (every ping_interval) sends our own PING, and ping_max unanswered
 #    ones end the link as stale. -ERR 'Loop detected...' sets loop_detected (robust.py then waits 30 s).
+# 6. Failover: the hub URLs are a rotation, the configured ones first, then those learned from the
+#    `leafnode_urls` of the hub's INFO (the first one and async ones when cluster peers join or leave).
+#    Each INFO's list replaces what was learned before, as nats-server's leafnode.go
+#    updateLeafNodeURLs does; configured URLs and the one in use always stay, the rotation holds at
+#    most MAX_URLS. Unlike a Go leaf, the node's own advertised URL is not learned (a standalone hub
+#    behind a proxy stays behind it). A learned "host:port" dials with the TLS settings and
+#    credentials of the URL it was learned on.
+#    next_url() (robust.py, after every drop or failed dial) moves on; `failovers` counts links that
+#    came up on another URL than the link before.
 
 import asyncio
 
 from edge import proto, subjects
+from edge.compat import const
 from edge.leaf.broker import VERSION
 from edge.leaf.link import Link
 
+MAX_URLS = const(8)
+
 
 class Uplink:
-    def __init__(self, leaf, host, port, name, user=None, password=None, token=None, tls=None,
-                 max_payload=8192, max_pending=16384, ping_max=2, max_hub_interest=256, log=None):
+    def __init__(self, leaf, urls, name, token=None, max_payload=8192, max_pending=16384, ping_max=2,
+                 max_hub_interest=256, log=None):
+        # urls: [(host, port, tls, user, password)], tls None or (ca path or None, verify bool)
         self.leaf = leaf
         leaf.uplink = self
-        self.host = host
-        self.port = port
+        self.urls = list(urls)
+        self.n_conf = len(urls)  # urls[:n_conf] are configured, the rest learned
+        self.i = 0
+        self._use(0)
+        self.failovers = 0
+        self._last_up = None  # (host, port) of the last link that came up
         self.name = name
-        self.user = user
-        self.password = password
         self.token = token
-        self.tls = tls  # None, or (ca path or None, verify bool)
         self.max_payload = max_payload
         self.max_pending = max_pending
         self.ping_max = ping_max
@@ -55,6 +69,55 @@ class Uplink:
         self.received = 0
         self.overflows = 0
         self._reset_table()
+
+    # ---- which hub: the URL rotation --------------------------------------------------------
+
+    def _use(self, i):
+        self.i = i
+        self.host, self.port, self.tls, self.user, self.password = self.urls[i]
+
+    def next_url(self):
+        self._use((self.i + 1) % len(self.urls))
+
+    def url(self):
+        return "%s://%s:%d" % ("tls" if self.tls else "nats-leaf", self.host, self.port)
+
+    def _learn(self, info):
+        # The hub's leafnode_urls ("host:port" each) -> the learned part of the rotation. The node's own
+        # entry (INFO "ip") is not learned: the URL we dialled stands for it (it may pass a proxy or NAT
+        # that the advertised address would bypass).
+        lst = info.get("leafnode_urls")
+        if not isinstance(lst, list) or not lst:
+            return
+        cur = self.urls[self.i]
+        out = self.urls[: self.n_conf]
+        if self.i >= self.n_conf:
+            out.append(cur)
+        me = info.get("ip")
+        for u in lst:
+            if len(out) >= MAX_URLS:
+                break
+            if not isinstance(u, str) or u == me:
+                continue
+            host, _, port = u.rpartition(":")
+            if host[:1] == "[":
+                host = host[1:-1]  # an IPv6 literal
+            if not host or not port.isdigit():
+                continue
+            port = int(port)
+            for e in out:
+                if e[0] == host and e[1] == port:
+                    break
+            else:
+                tls = cur[2]
+                if tls is not None:  # an address is verified against the name we dialled, as nats-server does
+                    ip = host.replace(".", "").isdigit() or ":" in host
+                    tls = (tls[0], tls[1], tls[2] if len(tls) > 2 else cur[0]) if ip else tls[:2]
+                out.append((host, port, tls, cur[3], cur[4]))
+        if out != self.urls:
+            self.urls = out
+            self.i = out.index(cur)
+            self.log("uplink urls n=%d learned=%d" % (len(out), len(out) - self.n_conf))
 
     def _reset_table(self):
         self.plain = subjects.Sublist()  # hub plain interest, items are the subjects
@@ -173,6 +236,7 @@ class Uplink:
             info = await self._first_info(link, parser)
             if info is None:
                 return
+            self._learn(info)
             if self.tls is not None or info.get("tls_required"):
                 if self.tls is None:
                     self._finish("hub requires TLS (set hub.tls)")
@@ -266,7 +330,13 @@ class Uplink:
             self.pings = 0
             if not self.up:
                 self.up = self.was_up = True
-                self.log("uplink up hub=%s:%d" % (self.host, self.port))
+                at = (self.host, self.port)
+                if self._last_up is not None and self._last_up != at:
+                    self.failovers += 1
+                self._last_up = at
+                self.log("uplink up hub=%s:%d failovers=%d" % (self.host, self.port, self.failovers))
+        elif op == proto.OP_INFO:
+            self._learn(ev[1])  # an async INFO: cluster peers came or went
         elif op == proto.OP_ERR:
             if ev[1][:13] == "Loop detected":
                 self.loop_detected = True

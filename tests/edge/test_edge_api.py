@@ -269,7 +269,7 @@ class FakeLink:
 
 
 def _wired(leaf):
-    up = Uplink(leaf, "127.0.0.1", 7422, "t")
+    up = Uplink(leaf, [("127.0.0.1", 7422, None, None, None)], "t")
     link = FakeLink()
     up.link = link
     return up, link
@@ -379,9 +379,63 @@ def test_hub_ping_is_answered_and_loop_error_is_noted():
     assert up.loop_detected
 
 
+def test_hub_urls_rotate_and_leafnode_urls_from_info_are_learned():
+    leaf = Leaf("t")
+    tls = ("ca.pem", True)
+    up = Uplink(leaf, [("hub.example", 7422, tls, "u", "p"), ("10.0.0.9", 7000, None, None, None)], "t")
+    link = FakeLink()
+    up.link = link
+    assert up.url() == "tls://hub.example:7422" and up.failovers == 0
+    # a hub alone (reached through a proxy or NAT, say): its own advertised address is not learned
+    _hub_says(up, link, b'INFO {"ip":"10.0.0.1:7422","leafnode_urls":["10.0.0.1:7422"]}\r\n')
+    assert len(up.urls) == 2
+    # a cluster member: its peers are learned, a configured URL is not repeated, and a learned address
+    # verifies the name we dialled
+    _hub_says(up, link, b'INFO {"ip":"10.0.0.1:7422","leafnode_urls":["10.0.0.1:7422","hub.example:7422",'
+                        b'"10.0.0.2:7422","n3.example:7423"]}\r\n')
+    assert up.urls[2:] == [("10.0.0.2", 7422, ("ca.pem", True, "hub.example"), "u", "p"),
+                           ("n3.example", 7423, ("ca.pem", True), "u", "p")]
+    seen = []
+    for _ in range(5):
+        up.next_url()
+        seen.append(up.url())
+    assert seen == ["nats-leaf://10.0.0.9:7000", "tls://10.0.0.2:7422", "tls://n3.example:7423",
+                    "tls://hub.example:7422", "nats-leaf://10.0.0.9:7000"]
+    # async INFO: the cluster's list replaces what was learned; the configured URLs stay
+    _hub_says(up, link, b'INFO {"leafnode_urls":["10.0.0.3:7422"]}\r\n')
+    assert [u[:2] for u in up.urls] == [("hub.example", 7422), ("10.0.0.9", 7000), ("10.0.0.3", 7422)]
+    assert up.url() == "nats-leaf://10.0.0.9:7000"  # the current URL is kept
+    up.next_url()
+    assert up.url() == "nats-leaf://10.0.0.3:7422"  # learned on a URL without TLS or credentials
+    assert up.urls[2] == ("10.0.0.3", 7422, None, None, None)
+    # no list or an empty one changes nothing; a long one is capped; the learned URL in use stays
+    _hub_says(up, link, b'INFO {"leafnode_urls":[]}\r\nINFO {"server_id":"x"}\r\n')
+    assert len(up.urls) == 3
+    many = ",".join([f'"10.1.0.{i}:7422"' for i in range(20)])
+    _hub_says(up, link, b'INFO {"ip":"10.0.0.3:7422","leafnode_urls":["10.0.0.3:7422",' + many.encode() + b"]}\r\n")
+    assert len(up.urls) == 8 and up.urls[0][0] == "hub.example" and up.urls[2][0] == "10.0.0.3"
+    assert up.urls[7][0] == "10.1.0.4" and up.url() == "nats-leaf://10.0.0.3:7422"
+    up.next_url()
+    assert up.url() == "nats-leaf://10.1.0.0:7422"
+
+
+def test_failovers_count_links_up_on_another_url():
+    leaf = Leaf("t")
+    up = Uplink(leaf, [("a", 1, None, None, None), ("b", 2, None, None, None)], "t")
+    link = FakeLink()
+    up.link = link
+    for host in ("a", "a", "b", "b", "a"):  # up on a, again on a, then b twice, then back on a
+        if up.host != host:
+            up.next_url()
+        up.up = False
+        _hub_says(up, link, b"PONG\r\n")
+        assert up.up
+    assert up.failovers == 2
+
+
 def test_hub_interest_table_is_bounded():
     leaf = Leaf("t")
-    up = Uplink(leaf, "h", 1, "t", max_hub_interest=3)
+    up = Uplink(leaf, [("h", 1, None, None, None)], "t", max_hub_interest=3)
     link = FakeLink()
     up.link = link
     _hub_says(up, link, b"LS+ a\r\nLS+ b\r\nLS+ c q 1\r\nLS+ d\r\nLS+ e q 1\r\n")
@@ -394,14 +448,14 @@ def test_connect_carries_no_lang_and_credentials():
     import json
 
     leaf = Leaf("t")
-    up = Uplink(leaf, "h", 1, "edge-7", user="u", password="p")
+    up = Uplink(leaf, [("h", 1, None, "u", "p")], "edge-7")
     line = up._connect()
     assert line.startswith(b"CONNECT ") and line.endswith(b"\r\n")
     opts = json.loads(line[8:])
     assert "lang" not in opts
     assert opts["headers"] is True and opts["protocol"] == 1 and opts["name"] == "edge-7"
     assert opts["user"] == "u" and opts["pass"] == "p"
-    opts = json.loads(Uplink(Leaf("t"), "h", 1, "e", token="tk")._connect()[8:])
+    opts = json.loads(Uplink(Leaf("t"), [("h", 1, None, None, None)], "e", token="tk")._connect()[8:])
     assert opts["auth_token"] == "tk" and "user" not in opts
 
 
@@ -449,6 +503,36 @@ def test_config_defaults_and_normalisation():
     assert config.check({"name": "e3", "hub": None, "wifi": {"ssid": "x"}})["hub"] is None
 
 
+def test_config_hub_url_takes_a_list():
+    h = config.check({"name": "e", "hub": {"url": ["nats-leaf://a:1", "tls://b", "nats://u:p@c:3/"]}})["hub"]
+    assert h["urls"] == [("a", 1, None, None, None), ("b", 7422, (None, True), None, None), ("c", 3, None, "u", "p")]
+    assert (h["host"], h["port"], h["tls"], h["user"]) == ("a", 1, None, None)
+    # one string stays valid: a rotation of one
+    assert config.check({"name": "e", "hub": {"url": "nats-leaf://a:1"}})["hub"]["urls"] == [("a", 1, None, None, None)]
+    # hub.user, hub.password and hub.tls apply to every URL
+    h = config.check({"name": "e", "hub": {"url": ["nats-leaf://a", "nats-leaf://x:y@b"], "user": "v",
+                                           "password": "w", "tls": True}})["hub"]
+    assert h["urls"] == [("a", 7422, (None, True), "v", "w"), ("b", 7422, (None, True), "v", "w")]
+
+
+def test_config_hub_url_list_errors_name_the_entry():
+    def hub(**h):
+        return _err({"name": "e", "hub": h})
+
+    assert hub(url=[]) == 'config: "hub.url": expected "nats-leaf://host:port" or a non-empty list of them, got []'
+    assert hub(url="") == 'config: "hub.url": expected "nats-leaf://host:port" or a non-empty list of them, got ""'
+    assert hub(url=5) == 'config: "hub.url": expected "nats-leaf://host:port" or a non-empty list of them, got 5'
+    assert hub(url=["nats-leaf://a", "http://b"]) == \
+        'config: "hub.url[1]": expected "nats-leaf://host:port", got "http://b"'
+    assert hub(url=["nats-leaf://a", 5]) == 'config: "hub.url[1]": expected "nats-leaf://host:port", got 5'
+    assert hub(url=[""]) == 'config: "hub.url[0]": expected "nats-leaf://host:port", got ""'
+    assert hub(url=["nats-leaf://a:99999"]) == 'config: "hub.url[0]": expected "host:port", got "a:99999"'
+    assert hub(url=["nats-leaf://a:1", "nats://a:1"]) == \
+        'config: "hub.url[1]": expected a host:port not listed before, got "nats://a:1"'
+    assert hub(url=["nats-leaf://a", "nats-leaf://u:p@b"], token="t") == \
+        'config: "hub.token": expected null when hub.user is set, got "t"'
+
+
 def test_config_errors_name_the_key():
     assert _err({"name": "e", "listen": 42}) == 'config: "listen": expected "host:port" or null, got 42'
     assert _err({"name": "e", "listen": "nohost"}) == 'config: "listen": expected "host:port" or null, got "nohost"'
@@ -458,7 +542,8 @@ def test_config_errors_name_the_key():
     assert _err({"name": "e", "limts": {}}) == 'config: unknown key "limts"'
     assert _err({"name": "e", "hub": {"url": "http://x"}}) == \
         'config: "hub.url": expected "nats-leaf://host:port", got "http://x"'
-    assert _err({"name": "e", "hub": {}}) == 'config: "hub.url": expected a non-empty string, got null'
+    assert _err({"name": "e", "hub": {}}) == \
+        'config: "hub.url": expected "nats-leaf://host:port" or a non-empty list of them, got null'
     assert _err({"name": "e", "hub": "x"}) == 'config: "hub": expected an object or null, got "x"'
     assert _err({"name": "e", "hub": {"url": "nats-leaf://h", "tls": "yes"}}) == \
         'config: "hub.tls": expected true, false, null or {"ca": path, "verify": bool}, got "yes"'

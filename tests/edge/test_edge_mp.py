@@ -43,6 +43,10 @@ def test_api_suite_passes_on_micropython():
 BAD_CONFIGS = [
     ({"name": "e", "listen": 42}, 'config: "listen": expected "host:port" or null, got 42'),
     ({"name": "e", "hub": {"url": "http://h:1"}}, 'config: "hub.url": expected "nats-leaf://host:port", got "http://h:1"'),
+    ({"name": "e", "hub": {"url": ["nats-leaf://h:1", "http://h:2"]}},
+     'config: "hub.url[1]": expected "nats-leaf://host:port", got "http://h:2"'),
+    ({"name": "e", "hub": {"url": []}},
+     'config: "hub.url": expected "nats-leaf://host:port" or a non-empty list of them, got []'),
     ({"name": "e", "limits": {"max_connections": "4"}},
      'config: "limits.max_connections": expected an integer >= 0, got "4"'),
     ({"name": "e", "app": "no_such_module_xyz"}, 'config: "app": cannot import "no_such_module_xyz"'),
@@ -57,7 +61,8 @@ def _runners(cfg_path):
     }
 
 
-@pytest.mark.parametrize("doc,message", BAD_CONFIGS, ids=["listen", "hub.url", "limits", "app"])
+@pytest.mark.parametrize("doc,message", BAD_CONFIGS,
+                         ids=["listen", "hub.url", "hub.url-list", "hub.url-empty", "limits", "app"])
 def test_bad_config_exits_2_with_one_line_naming_the_key(tmp_path, doc, message):
     cfg = tmp_path / "bad.json"
     cfg.write_text(json.dumps(doc))

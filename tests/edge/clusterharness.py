@@ -1,0 +1,226 @@
+"""Harness for the failover tests: a cluster of hub nodes (nats-server, or our hub once it serves routes), each with a
+client port, a leafnodes port, a cluster port routed to every other node, JetStream on every node (a 3-node meta group
+keeps its quorum when one node dies), and monitoring.
+
+Both sides get the same config text, nats-server's syntax:
+
+    server_name: n1
+    cluster { name: c1, listen: 127.0.0.1:P1, routes: [nats-route://127.0.0.1:P2, nats-route://127.0.0.1:P3] }
+    leafnodes { listen: 127.0.0.1:L1 }
+    jetstream { store_dir: "...", max_memory_store: ..., max_file_store: ... }
+
+Loopback only, free ports. Every node is a process started here and stopped by PID (tests/compat/harness.py); kill(i)
+is a node dying (SIGKILL), restart(i) brings it back on the same ports and store.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.compat.harness import REPO, Server, ServerFailed, free_port, stop_process, wait_until
+
+__all__ = ["Cluster", "hub_cluster_support"]
+
+_support: dict[str, str | None] = {}
+
+
+def _node_conf(name: str, cport: int, routes: list[int], lport: int, store: Path | None) -> str:
+    lines = [f"server_name: {name}",
+             "cluster {",
+             "  name: c1",
+             f"  listen: 127.0.0.1:{cport}",
+             "  routes: [" + ", ".join(f"nats-route://127.0.0.1:{p}" for p in routes) + "]",
+             "}",
+             "leafnodes {",
+             f"  listen: 127.0.0.1:{lport}",
+             "}"]
+    if store is not None:
+        lines += ["jetstream {", f'  store_dir: "{store}"', "  max_memory_store: 64MB", "  max_file_store: 256MB",
+                  "}"]
+    return "\n".join(lines) + "\n"
+
+
+def _info_on(port: int, timeout: float) -> bytes:
+    """The first line a listener sends (b"" when nothing listens or nothing comes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.settimeout(1.0)
+                data = b""
+                while b"\r\n" not in data and len(data) < 65536:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                if data:
+                    return data.split(b"\r\n", 1)[0]
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return b""
+
+
+def hub_cluster_support(workdir: Path) -> str | None:
+    """None when our hub serves a `cluster {}` block (its cluster port answers with a route INFO), else why not.
+
+    Asked once per test session: the hub is started with one cluster block and no routes, as the tests write it.
+    """
+    if "hub" in _support:
+        return _support["hub"]
+    workdir.mkdir(parents=True, exist_ok=True)
+    cport, lport = free_port(), free_port()
+    conf = workdir / "probe.conf"
+    conf.write_text(_node_conf("probe", cport, [], lport, None))
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    log = workdir / "probe.log"
+    port = free_port()
+    with open(log, "wb") as out:
+        p = subprocess.Popen([sys.executable, "-m", "host.tools.cli", "hub", "-a", "127.0.0.1", "-p", str(port),
+                              "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             cwd=str(workdir), env=env)
+    try:
+        deadline = time.monotonic() + 10
+        while p.poll() is None and time.monotonic() < deadline and not _info_on(port, 0.2):
+            pass
+        line = _info_on(cport, 2.0) if p.poll() is None else b""
+        if p.poll() is not None:
+            why = f"our hub exits with code {p.returncode} on a `cluster` block"
+        elif not line.startswith(b"INFO "):
+            why = "our hub accepts a `cluster` block but serves no routes on its cluster port"
+        else:
+            why = None
+    finally:
+        stop_process(p)
+    if why is not None:
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        said = [ln for ln in lines if "cluster" in ln.lower() or "route" in ln.lower()] or lines[-3:]
+        why += "; its log: " + " | ".join(said)
+    _support["hub"] = why
+    return why
+
+
+class Cluster:
+    """n nodes of `side` ("nats" or "hub") as one cluster c1, node i on fixed ports across restarts."""
+
+    def __init__(self, side: str, workdir: Path, n: int = 3, jetstream: bool = True):
+        self.side = side
+        self.workdir = workdir
+        self.n = n
+        self.jetstream = jetstream
+        self.cluster_ports = [free_port() for _ in range(n)]
+        self.leaf_ports = [free_port() for _ in range(n)]
+        self.nodes: list[Server] = []
+        for i in range(n):
+            d = workdir / f"n{i + 1}"
+            d.mkdir(parents=True, exist_ok=True)
+            routes = [p for j, p in enumerate(self.cluster_ports) if j != i]
+            conf = _node_conf(f"n{i + 1}", self.cluster_ports[i], routes, self.leaf_ports[i],
+                              d / "js" if jetstream else None)
+            s = Server(side, config=conf, monitor=True, workdir=d)
+            s.port, s.http_port = free_port(), free_port()
+            self.nodes.append(s)
+
+    # ---- processes
+
+    def start(self, nodes: list[int] | None = None, timeout: float = 30.0) -> Cluster:
+        """Start every node (or those listed), then wait until each running node holds a route to every other
+        running one (and, with JetStream, until the meta group has a leader)."""
+        todo = [self.nodes[i] for i in (nodes if nodes is not None else range(self.n))]
+        for s in todo:
+            s.spawn()
+        for s in todo:
+            self._ready(s)
+        self.wait_formed(timeout)
+        return self
+
+    def _ready(self, s: Server):
+        try:
+            s.wait_ready()
+        except ServerFailed as e:
+            self.stop()
+            pytest.fail(f"{self.side} cluster node did not start:\n{e}", pytrace=False)
+
+    def wait_formed(self, timeout: float = 30.0):
+        live = self.live()
+
+        def formed():
+            for i in live:
+                if self.routes(i) < len(live) - 1:
+                    return False
+                if self.jetstream and not self.meta_leader(i):
+                    return False
+            return True
+
+        what = "a route to every other node" + (" and a JetStream meta leader (/jsz meta_cluster)" if self.jetstream
+                                                else "")
+        wait_until(formed, timeout, interval=0.1, msg=f"{self.side} cluster of {len(live)} nodes: each with {what}")
+
+    def kill(self, i: int):
+        """Node i dies: SIGKILL, no goodbye to its routes or leafs."""
+        p = self.nodes[i].proc
+        if p is not None and p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait(timeout=5)
+
+    def freeze(self, i: int):
+        """Node i hangs (SIGSTOP): what it was sent stays unanswered; kill(i) or stop() end it."""
+        p = self.nodes[i].proc
+        if p is not None and p.poll() is None:
+            os.kill(p.pid, signal.SIGSTOP)
+
+    def restart(self, i: int):
+        s = self.nodes[i]
+        s.stop()
+        s.spawn()
+        self._ready(s)
+
+    def stop(self):
+        for s in self.nodes:
+            if s.alive():
+                os.kill(s.proc.pid, signal.SIGCONT)  # a frozen node must see its SIGTERM
+            s.stop()
+
+    # ---- views
+
+    def url(self, i: int) -> str:
+        return self.nodes[i].url
+
+    def leaf_url(self, i: int) -> str:
+        return f"nats-leaf://127.0.0.1:{self.leaf_ports[i]}"
+
+    def leaf_addr(self, i: int) -> str:
+        return f"127.0.0.1:{self.leaf_ports[i]}"
+
+    def live(self) -> list[int]:
+        return [i for i, s in enumerate(self.nodes) if s.alive()]
+
+    def _get(self, i: int, path: str) -> dict:
+        try:
+            return self.nodes[i].http_get(path)
+        except (OSError, AssertionError, ValueError):
+            return {}
+
+    def routes(self, i: int) -> int:
+        return len(self._get(i, "/routez").get("routes") or [])
+
+    def meta_leader(self, i: int) -> str:
+        return ((self._get(i, "/jsz").get("meta_cluster") or {}).get("leader")) or ""
+
+    def leafs(self, i: int) -> list[dict]:
+        return self._get(i, "/leafz").get("leafs") or []
+
+    def node_of_leaf(self, name: str) -> int | None:
+        """The live node an edge named `name` is connected to, if any."""
+        for i in self.live():
+            if any(leaf.get("name") == name for leaf in self.leafs(i)):
+                return i
+        return None
