@@ -631,6 +631,12 @@ class Simulation:
                                "description": self.hub.describe() if self.hub else None,
                                "restarts": self.hub.restarts if self.hub else 0,
                                "nodes": [n.node_json() for n in self.hub.nodes] if self.hub else []}
+        if self.monitor is not None and self.hub is not None and len(self.hub.nodes) > 1:
+            # a cluster: the monitoring port of the first running node (node 1 unless it is down)
+            up = [n for n in self.hub.nodes if n.running and n.monitor_url]
+            if up and up[0].monitor_url != self.monitor.url:
+                self.monitor = HubMonitor(up[0].monitor_url or "")
+            hub["monitor_node"] = up[0].name if up else None
         if self.monitor is not None:
             hub.update(await self.monitor.view())
         edges = []
