@@ -21,6 +21,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -129,7 +130,7 @@ class Hub:
         return ""
 
     @property
-    def nodes(self) -> list[Hub]:
+    def nodes(self) -> Sequence[Hub]:
         return [self]
 
     @property
@@ -361,7 +362,7 @@ class Cluster(Hub):
         self.js_mode = jetstream
 
     @property
-    def nodes(self) -> list[ManagedHub]:  # type: ignore[override]
+    def nodes(self) -> Sequence[ManagedHub]:
         return self._nodes
 
     def describe(self) -> str:
