@@ -98,6 +98,7 @@ class Hub:
     managed = False
     kind = "external"
     name = "n1"
+    server_id = ""  # from /varz, once asked
 
     def __init__(self, client_url: str, leaf_url: str, monitor_url: str | None) -> None:
         self.client_url = client_url
@@ -301,8 +302,6 @@ class ManagedHub(Hub):
             self.starts += 1
         self.down = False
 
-    server_id = ""
-
     async def fetch_server_id(self) -> None:
         """From /varz: how other nodes' /routez name this one (besides its server_name)."""
         try:
@@ -338,6 +337,21 @@ def jetstream_nodes(kinds: list[str]) -> list[int]:
     if all(k == "nats-server" for k in kinds):
         return list(range(len(kinds)))
     return [kinds.index("hub")]
+
+
+def route_peers(routez: dict[str, Any], nodes: Sequence[Hub]) -> set[str]:
+    """Names of the nodes a /routez lists routes to. A route names its peer by server_name (`remote_name`) and/or
+    server id (`remote_id`, as the peer's /varz `server_id`); either is taken in either field. nats-server lists
+    several routes per peer (a route pool): each peer counts once."""
+    known = {n.name: n.name for n in nodes} | {n.server_id: n.name for n in nodes if n.server_id}
+    peers = set()
+    for r in routez.get("routes") or []:
+        if isinstance(r, dict):
+            for key in ("remote_name", "remote_id"):
+                v = r.get(key)
+                if isinstance(v, str) and v in known:
+                    peers.add(known[v])
+    return peers
 
 
 class Cluster(Hub):
@@ -418,17 +432,7 @@ class Cluster(Hub):
             return None
         if status != 200 or not isinstance(routez, dict):
             return None
-        by_id = {n.server_id: n.name for n in self._nodes if n.server_id}
-        names = {n.name for n in self._nodes}
-        peers = set()
-        for r in routez.get("routes") or []:
-            if not isinstance(r, dict):
-                continue
-            if r.get("remote_name") in names:
-                peers.add(r["remote_name"])
-            elif r.get("remote_id") in by_id:
-                peers.add(by_id[r["remote_id"]])
-        return peers
+        return route_peers(routez, self._nodes)
 
     async def wait_cluster(self, timeout: float = ROUTE_TIMEOUT) -> None:
         """Until every running node has a route to every other running node; HubError naming who lacks what."""

@@ -17,7 +17,7 @@ import pytest
 
 from sim import scenario as scenario_mod
 from sim.fleet import Edge
-from sim.hub import ManagedHub, jetstream_nodes
+from sim.hub import ManagedHub, jetstream_nodes, route_peers
 from sim.procs import ProcessTable
 from tests.sim.test_sim import REPO, _env, check_stopped, natsedge, pid_alive, run_sim
 
@@ -269,6 +269,18 @@ def test_jetstream_placement_rule() -> None:
     assert jetstream_nodes(["hub"] * 3) == [0]  # ours do not replicate: node 1 only
     assert jetstream_nodes(["hub", "nats-server", "hub"]) == [0]
     assert jetstream_nodes(["nats-server", "hub", "nats-server"]) == [1]  # never a lone nats-server
+
+
+def test_route_peers_by_name_or_id(tmp_path: Path) -> None:
+    nodes = [ManagedHub("hub", tmp_path / f"n{i}", ProcessTable(), name=f"n{i}") for i in (1, 2, 3)]
+    nodes[2].server_id = "NCID3"
+    # nats-server: a pool of routes per peer, named both ways
+    routez = {"routes": [{"remote_id": "NXID2", "remote_name": "n2"}] * 3 + [{"remote_id": "NCID3"}]}
+    assert route_peers(routez, nodes) == {"n2", "n3"}
+    assert route_peers({"routes": [{"remote_id": "n1"}, {"remote_name": "NCID3"}, {"remote_id": "other"}]},
+                       nodes) == {"n1", "n3"}
+    assert route_peers({"num_routes": 0, "routes": []}, nodes) == set() == route_peers({}, nodes)
+    assert route_peers({"routes": [None, 3, {"remote_name": 7}]}, nodes) == set()
 
 
 def test_node_config_is_nats_server_syntax_and_our_hub_reads_it(tmp_path: Path) -> None:
