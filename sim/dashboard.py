@@ -253,6 +253,7 @@ box-shadow:0 0 0 1px #ddd;max-height:18em;overflow:auto}
 </style></head><body>
 <h1>natsedge fleet</h1><div class="meta" id="meta">loading…</div>
 <h2>Hub</h2><div class="cards" id="hub"></div>
+<div id="nodes"></div>
 <div id="js"></div>
 <h2>Edges</h2><table id="edges"></table>
 <h2>Events</h2><div id="events"></div>
@@ -291,6 +292,12 @@ function render(s) {
   card(h, "bytes in", fmt(srv.in_bytes)); card(h, "bytes out", fmt(srv.out_bytes));
   card(h, "slow consumers", fmt(srv.slow_consumers), srv.slow_consumers ? "warn" : "");
   if (hub.restarts) card(h, "hub restarts", hub.restarts, "warn");
+  const nodes = hub.nodes || [], cluster = nodes.length > 1, nd = document.getElementById("nodes");
+  nd.replaceChildren();
+  if (cluster) { nd.appendChild(el("h2", "Hub nodes")); const t = el("table"); nd.appendChild(t);
+    table(t, ["node", "kind", "state", "pid", "JetStream", "kills", "starts", "restarts", "client", "leafnodes"],
+      nodes.map(n => [n.name, n.kind, el("span", n.state, n.state === "running" ? "ok" : "bad"), fmt(n.pid),
+        n.jetstream ? "yes" : "no", fmt(n.kills), fmt(n.starts), fmt(n.restarts), n.client_url, n.leaf_url])); }
   const js = document.getElementById("js"); js.replaceChildren();
   if (hub.jetstream) { js.appendChild(el("h2", "JetStream"));
     const t = el("table"); js.appendChild(t);
@@ -308,14 +315,17 @@ function render(s) {
     const es = e.status || null;
     const status = es ? JSON.stringify(es.last) : "-";
     const sc = el("div", status, "status"); sc.title = status;
-    const leaf = leafs[e.name] || e.leaf;
-    return [e.name, st, leaf ? "yes" : "no", fmt(e.boots), fmt(m.published), fmt(m.received), fmt(m.lost),
+    const leaf = leafs[e.name] || e.leaf, hn = e.hub || {};
+    const node = cluster ? [hn.node ? hn.node + (e.link_up ? "" : "?") : "-", fmt(hn.node_switches),
+      fmt(hn.failovers)] : [];
+    return [e.name, st, leaf ? "yes" : "no", ...node, fmt(e.boots), fmt(m.published), fmt(m.received), fmt(m.lost),
       fmt(m.not_forwarded), fmt(es ? es.backlog : null), fmt(e.reconnects),
       q.sent !== undefined ? `${q.ok}/${q.sent}` : "-",
       e.crashes !== undefined ? `${e.crashes_survived}/${e.crashes}` : "-", fmt(hp.last), fmt(hp.peak),
       es ? es.age_s + "s" : "-", sc];
   });
-  table(document.getElementById("edges"), ["edge", "state", "on hub", "boots", "published", "at hub", "lost",
+  table(document.getElementById("edges"), ["edge", "state", cluster ? "on " + nodes[0].name : "on hub",
+    ...(cluster ? ["node", "node switches", "failovers"] : []), "boots", "published", "at hub", "lost",
     "not fwd", "backlog", "reconnects", "req ok", "crashes ok", "heap", "heap peak", "status age", "status"], rows);
   document.getElementById("events").textContent =
     (s.events || []).slice().reverse().map(e => `${e.t.toFixed(2).padStart(8)}s  ${e.text}`).join("\\n");

@@ -31,6 +31,27 @@ MAX_SEQ = 1 << 24  # per publisher and boot: 2 MB of bitmap at most; later numbe
 GUARD_S = 1.0
 
 
+def edge_takes_url_list() -> bool:
+    """Whether the edge's config accepts a list for `hub.url` (the cluster's nodes, tried in order). Asked of the
+    edge's own config checker (edge/leaf/config.py, the same file the MicroPython edges run); an edge that takes a
+    string only is given the first URL of its list."""
+    from edge.leaf import config as edge_config
+    from edge.leaf.confcheck import ConfigError
+
+    try:
+        edge_config.check({"name": "probe", "hub": {"url": ["nats-leaf://127.0.0.1:1", "nats-leaf://127.0.0.1:2"]}})
+    except ConfigError:
+        return False
+    except Exception:  # noqa: BLE001 (a checker that trips over a list does not take one either)
+        return False
+    return True
+
+
+def _host_port(text: str) -> str:
+    """ "nats-leaf://user@127.0.0.1:7422/" or "127.0.0.1:7422" -> "127.0.0.1:7422"."""
+    return text.partition("://")[2].rpartition("@")[2].rstrip("/") if "://" in text else text.rstrip("/")
+
+
 def micropython_binary(given: str | None = None) -> str | None:
     if given:
         return given if (os.path.isfile(given) and os.access(given, os.X_OK)) else None
@@ -113,15 +134,16 @@ class Track:
 
 class Edge:
     def __init__(self, index: int, name: str, scenario: Scenario, workdir: Path, procs: ProcessTable,
-                 micropython: str, hub_url: str, lan_port: int | None, clock: Callable[[], float],
-                 event: Callable[[str], None]) -> None:
+                 micropython: str, hub_url: str | list[str], lan_port: int | None, clock: Callable[[], float],
+                 event: Callable[[str], None], node_of: dict[str, str] | None = None) -> None:
         self.index = index
         self.name = name
         self.scenario = scenario
         self.dir = workdir / name
         self.procs = procs
         self.micropython = micropython
-        self.hub_url = hub_url
+        self.hub_url = hub_url  # its config's hub.url: one URL, or the cluster's nodes in the order it tries them
+        self.node_of = node_of or {}  # "host:port" the edge may dial -> hub node name
         self.lan_port = lan_port
         self.clock = clock
         self.event = event
@@ -152,7 +174,11 @@ class Edge:
         self.pending: list[tuple[str, float]] = []  # (fault kind, time) waiting for the next "uplink up"
         self.hub_wait = False  # the hub is restarting: the next "uplink up" is the way back
         self.hub_up_at: float | None = None  # ... and it came before the simulator saw the hub ready
-        self.recovery: dict[str, list[float]] = {"partition": [], "crash": [], "hub_restart": []}
+        self.recovery: dict[str, list[float]] = {"partition": [], "crash": [], "hub_restart": [], "hub_kill": []}
+        self.node: str | None = None  # the hub node of its last "uplink up" (from the hub= address it names)
+        self.node_switches = 0  # links that came up on another node than the one before: failovers seen from here
+        self.node_wait = False  # its hub node went away under it: in a fault window until its link is up again
+        self.hub_url_reported: str | None = None  # hub_url=... of its stats line, if the edge reports one
         self.partitions = 0
         self.link_survived = 0
         self.down_during_cut = False
@@ -282,6 +308,15 @@ class Edge:
         self.hub_up_at = None
         self.fault_begins()
 
+    def node_lost(self, kind: str, t: float) -> None:
+        """Its hub node is being killed or stopped (kind "hub_kill" / "hub_restart"): the next "uplink up", on another
+        node or on the same one back, is the way back; until then it is in a fault window."""
+        if not self.node_wait:
+            self.node_wait = True
+            self.fault_begins()
+        if self.running:
+            self.pending = [(k, t0) for k, t0 in self.pending if k != kind] + [(kind, t)]
+
     def hub_back(self, t: float) -> None:
         """t: when the hub was back (the simulator's readiness check, or the first edge that got in, if earlier)."""
         if self.hub_wait:
@@ -318,7 +353,7 @@ class Edge:
 
     def _close_window(self) -> None:
         self._close_timer = None
-        if self.holds or not self.link_up or not self.window_open:
+        if self.holds or not self.link_up or not self.window_open or not self.observer_up():
             return
         self.window_open = False
         for (boot, _idx), t in self.tracks.items():
@@ -414,6 +449,8 @@ class Edge:
         elif body.startswith("stats "):
             kv = dict(p.split("=", 1) for p in body.split()[1:] if "=" in p)
             self.stats_line = {k: int(v) for k, v in kv.items() if v.lstrip("-").isdigit()}
+            if kv.get("hub_url"):
+                self.hub_url_reported = kv["hub_url"][:200]
             heap, peak, free = self.stats_line.get("heap"), self.stats_line.get("peak"), self.stats_line.get("free")
             if heap is not None:
                 self.heap = heap
@@ -430,6 +467,16 @@ class Edge:
             self.link_up = True
             self.state = "up"
             after = []
+            for p in body.split()[2:]:
+                if p.startswith("hub="):
+                    node = self.node_of.get(_host_port(p[4:]))
+                    if node is not None and self.node is not None and node != self.node:
+                        self.node_switches += 1
+                        after.append(f"on {node}, was on {self.node}")
+                    self.node = node
+            if self.node_wait:
+                self.node_wait = False
+                self.fault_ends()
             if self.hub_wait and self.hub_up_at is None:
                 self.hub_up_at = now
             for kind, t0 in self.pending:
@@ -487,6 +534,20 @@ class Edge:
             row["received"] += c["received"]
         return list(rows.values())
 
+    def reported_failovers(self) -> tuple[int | None, str | None]:
+        """(failovers, hub_url) as the edge reports them itself: `failovers=N hub_url=...` on its stats line, or
+        top-level "failovers" / "hub_url" in a JSON message it publishes on $EDGE.<name>.<kind>; None if it does not
+        (an edge without a list of hub URLs has nothing to fail over to)."""
+        fo = self.stats_line.get("failovers")
+        url = self.hub_url_reported
+        for v in self.status.last.values():
+            if isinstance(v, dict):
+                if isinstance(v.get("failovers"), int) and not isinstance(v["failovers"], bool):
+                    fo = v["failovers"]
+                if isinstance(v.get("hub_url"), str):
+                    url = v["hub_url"][:200]
+        return fo, url
+
     def snapshot(self, now: float) -> dict[str, Any]:
         d: dict[str, Any] = {
             "name": self.name,
@@ -513,6 +574,11 @@ class Edge:
             "last_error": self.last_error,
             "status": self.status.to_json(now),
         }
+        fo, url = self.reported_failovers()
+        d["hub"] = {"urls": self.hub_url if isinstance(self.hub_url, list) else [self.hub_url],
+                    "first_node": self.node_of.get(_host_port(self.hub_url if isinstance(self.hub_url, str)
+                                                              else self.hub_url[0])),
+                    "node": self.node, "node_switches": self.node_switches, "failovers": fo, "hub_url": url}
         if self.lan_port:
             d["lan"] = f"nats://127.0.0.1:{self.lan_port}"
         return d

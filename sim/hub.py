@@ -1,4 +1,10 @@
-"""The hub a fleet uplinks to: our hub or nats-server started (and restarted) by the simulator, or an external server.
+"""The hub a fleet uplinks to: our hub or nats-server started (and restarted) by the simulator, a cluster of them, or
+an external server.
+
+A cluster (`hubs` > 1) is N started nodes on 127.0.0.1, each with its own client, leafnode, monitoring and cluster
+ports, configured in nats-server syntax (`server_name`, `cluster { name, listen, routes }`, `leafnodes { listen,
+no_advertise }`), so our hub and nats-server take the same file. It counts as up once every running node has a route
+to every other running node (`/routez`).
 
 Also the monitoring client (`/varz`, `/leafz`, `/jsz`) the dashboard reads: a bare HTTP/1.0 GET over asyncio
 streams, so the simulator needs nothing outside the standard library.
@@ -9,21 +15,26 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from sim.client import parse_url
-from sim.procs import ProcessTable, stop
+from sim.procs import ProcessTable, kill, stop
 
 REPO = Path(__file__).resolve().parents[1]
 READY_TIMEOUT = 15.0
+ROUTE_TIMEOUT = 15.0  # a cluster: seconds for the routes between running nodes to form
+CLUSTER_NAME = "sim"
 _MAX_BODY = 8 << 20
+_LOG_LINE = re.compile(r"^\[\d+\] \S+ \S+ \[(\w+)\] (.*)$")  # "[pid] date time [LVL] text", both servers
 
 
 class HubError(Exception):
@@ -79,10 +90,15 @@ async def http_get(url: str, timeout: float = 2.0) -> tuple[int, Any]:
 
 
 class Hub:
-    """Where the fleet connects: client URL (the simulator's own connection), leafnode host:port, monitoring URL."""
+    """Where the fleet connects: client URL (the simulator's own connection), leafnode host:port, monitoring URL.
+
+    Also the interface of a cluster (`Cluster`): `nodes` are the servers edges uplink to (one here), `client_urls`
+    every client URL the simulator may use."""
 
     managed = False
     kind = "external"
+    name = "n1"
+    server_id = ""  # from /varz, once asked
 
     def __init__(self, client_url: str, leaf_url: str, monitor_url: str | None) -> None:
         self.client_url = client_url
@@ -114,6 +130,31 @@ class Hub:
     def log_tail(self) -> str:
         return ""
 
+    @property
+    def nodes(self) -> Sequence[Hub]:
+        return [self]
+
+    @property
+    def client_urls(self) -> list[str]:
+        return [n.client_url for n in self.nodes]
+
+    @property
+    def leaf_url(self) -> str:
+        return f"nats-leaf://{self.leaf_host}:{self.leaf_port}"
+
+    @property
+    def running(self) -> bool:
+        return True  # as far as the simulator knows
+
+    async def wait_cluster(self) -> None:
+        """A cluster: until the running nodes are routed to each other. One server: nothing to wait for."""
+
+    def node_json(self) -> dict[str, Any]:
+        """One node as the report and the dashboard show it."""
+        return {"name": self.name, "kind": self.kind, "state": "external", "pid": None,
+                "client_url": self.client_url, "leaf_url": self.leaf_url, "monitor_url": self.monitor_url,
+                "cluster_url": None, "jetstream": self.jetstream, "restarts": self.restarts, "kills": 0, "starts": 0}
+
 
 class ManagedHub(Hub):
     """Our hub (`natsedge hub`) or nats-server, with a leafnodes listen port, restarted on the same ports."""
@@ -121,8 +162,9 @@ class ManagedHub(Hub):
     managed = True
 
     def __init__(self, kind: str, workdir: Path, procs: ProcessTable, jetstream: str = "auto",
-                 port: int = 0, http_port: int = 0, leaf_port: int = 0) -> None:
+                 port: int = 0, http_port: int = 0, leaf_port: int = 0, name: str = "n1") -> None:
         self.kind = kind  # "hub" or "nats-server"
+        self.name = name  # server_name in a cluster
         self.workdir = workdir
         self.procs = procs
         self.js_mode = jetstream  # "auto", "on", "off"
@@ -134,6 +176,22 @@ class ManagedHub(Hub):
         self.log_path = workdir / "hub.log"
         self.conf_path = workdir / "hub.conf"
         self.store_dir = workdir / "jetstream"
+        self.cluster_port: int | None = None  # set by Cluster: this node's route listener
+        self.routes: list[int] = []  # ... and the other nodes' route ports
+        self.kills = 0  # SIGKILLs (hub_kill)
+        self.starts = 0  # starts after a kill (hub_start, or the end of the run)
+        self.down = False  # killed and not started again
+
+    def config_text(self) -> str:
+        if self.cluster_port is None:
+            return f"leafnodes {{\n  listen: 127.0.0.1:{self.leaf_port}\n}}\n"
+        routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.routes)
+        # no_advertise: edges know only the node URLs the simulator gave them, all through their proxies, so a
+        # partition cuts every path (a learned leafnode URL would bypass the proxy)
+        return (f"server_name: {self.name}\n"
+                f"cluster {{\n  name: {CLUSTER_NAME}\n  listen: 127.0.0.1:{self.cluster_port}\n"
+                f"  routes: [{routes}]\n}}\n"
+                f"leafnodes {{\n  listen: 127.0.0.1:{self.leaf_port}\n  no_advertise: true\n}}\n")
 
     def command(self, js: bool) -> list[str]:
         if self.kind == "hub":
@@ -151,7 +209,7 @@ class ManagedHub(Hub):
 
     async def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.conf_path.write_text(f"leafnodes {{\n  listen: 127.0.0.1:{self.leaf_port}\n}}\n")
+        self.conf_path.write_text(self.config_text())
         if self.js_mode == "off":
             await self._start(False)
             self.jetstream = False
@@ -227,3 +285,177 @@ class ManagedHub(Hub):
         await asyncio.sleep(down)
         await self._start(bool(self.jetstream))
         self.restarts += 1
+
+    async def kill(self) -> None:
+        """SIGKILL by PID, as a power cut: no drain, no goodbye to routes or leafnodes."""
+        if self.proc is not None:
+            await kill(self.proc)
+        self.kills += 1
+        self.down = True
+
+    async def start_again(self, restart: bool = False) -> None:
+        """After a kill (or a stop, for a restart): the same ports, configuration and JetStream store."""
+        await self._start(bool(self.jetstream))
+        if restart:
+            self.restarts += 1
+        else:
+            self.starts += 1
+        self.down = False
+
+    async def fetch_server_id(self) -> None:
+        """From /varz: how other nodes' /routez name this one (besides its server_name)."""
+        try:
+            status, varz = await http_get(f"{self.monitor_url}/varz", 2)
+        except (OSError, TimeoutError, ValueError):
+            return
+        if status == 200 and isinstance(varz, dict) and isinstance(varz.get("server_id"), str):
+            self.server_id = varz["server_id"]
+
+    def cluster_hint(self) -> str:
+        """The last warning or error of this node's log about clustering or routes, if any (why it has no routes),
+        without its pid and time stamp."""
+        for line in reversed(self.log_tail().splitlines()):
+            m = _LOG_LINE.match(line.strip())
+            if m and m.group(1) in ("WAR", "WRN", "ERR", "FTL") and ("cluster" in line.lower()
+                                                                       or "route" in line.lower()):
+                return m.group(2)[:240]
+        return ""
+
+    def node_json(self) -> dict[str, Any]:
+        state = "running" if self.running else ("killed" if self.down else "stopped")
+        return {"name": self.name, "kind": self.kind, "state": state,
+                "pid": self.proc.pid if self.proc is not None else None, "client_url": self.client_url,
+                "leaf_url": self.leaf_url, "monitor_url": self.monitor_url,
+                "cluster_url": f"nats-route://127.0.0.1:{self.cluster_port}" if self.cluster_port else None,
+                "jetstream": self.jetstream, "restarts": self.restarts, "kills": self.kills, "starts": self.starts}
+
+
+def jetstream_nodes(kinds: list[str]) -> list[int]:
+    """Which nodes of a cluster run JetStream (0-based). All of them when every node is nats-server (a JetStream
+    cluster); otherwise exactly one, the first of ours: our hub does not replicate, so a cluster holds one JetStream
+    server, and a nats-server cannot be that one (alone in a cluster it never elects a JetStream meta leader)."""
+    if all(k == "nats-server" for k in kinds):
+        return list(range(len(kinds)))
+    return [kinds.index("hub")]
+
+
+def route_peers(routez: dict[str, Any], nodes: Sequence[Hub]) -> set[str]:
+    """Names of the nodes a /routez lists routes to. A route names its peer by server_name (`remote_name`) and/or
+    server id (`remote_id`, as the peer's /varz `server_id`); either is taken in either field. nats-server lists
+    several routes per peer (a route pool): each peer counts once."""
+    known = {n.name: n.name for n in nodes} | {n.server_id: n.name for n in nodes if n.server_id}
+    peers = set()
+    for r in routez.get("routes") or []:
+        if isinstance(r, dict):
+            for key in ("remote_name", "remote_id"):
+                v = r.get(key)
+                if isinstance(v, str) and v in known:
+                    peers.add(known[v])
+    return peers
+
+
+class Cluster(Hub):
+    """N started nodes (ours, nats-server, or both) routed to each other; the simulator uses node 1's client and
+    monitoring ports first."""
+
+    managed = True
+    kind = "cluster"
+
+    def __init__(self, kinds: list[str], workdir: Path, procs: ProcessTable, jetstream: str = "auto",
+                 port: int = 0, http_port: int = 0, leaf_port: int = 0) -> None:
+        js = jetstream_nodes(kinds)
+        self._nodes = [ManagedHub(k, workdir / f"n{i + 1}", procs, jetstream if i in js else "off",
+                                  port if i == 0 else 0, http_port if i == 0 else 0, leaf_port if i == 0 else 0,
+                                  name=f"n{i + 1}") for i, k in enumerate(kinds)]
+        ports = [free_port() for _ in kinds]
+        for node, p in zip(self._nodes, ports, strict=True):
+            node.cluster_port = p
+            node.routes = [q for q in ports if q != p]
+        first = self._nodes[0]
+        super().__init__(first.client_url, first.leaf_url, first.monitor_url)
+        self.js_mode = jetstream
+
+    @property
+    def nodes(self) -> Sequence[ManagedHub]:
+        return self._nodes
+
+    def describe(self) -> str:
+        parts = []
+        for n in self._nodes:
+            js = {True: ", JetStream", False: "", None: ""}[n.jetstream]
+            parts.append(f"{n.name} {n.kind}{js} client={n.client_url} leafnodes={n.leaf_host}:{n.leaf_port}")
+        return f"cluster of {len(self._nodes)}: " + "; ".join(parts)
+
+    def _sync(self) -> None:
+        js = [n.jetstream for n in self._nodes]
+        self.jetstream = True if any(js) else (False if all(x is False for x in js) else None)
+        self.note = "; ".join(f"{n.name}: {n.note}" for n in self._nodes if n.note)
+
+    async def start(self) -> None:
+        results = await asyncio.gather(*(n.start() for n in self._nodes), return_exceptions=True)
+        self._sync()
+        for n, r in zip(self._nodes, results, strict=True):
+            if isinstance(r, BaseException):
+                if isinstance(r, HubError):
+                    raise HubError(f"hub node {n.name} ({n.kind}): {r}")
+                raise r
+        await self.wait_cluster()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(n.stop() for n in self._nodes))
+
+    async def restart(self, down: float) -> None:
+        """Every node: SIGTERM, `down` seconds, start again (a whole-cluster restart)."""
+        await self.stop()
+        await asyncio.sleep(down)
+        results = await asyncio.gather(*(n._start(bool(n.jetstream)) for n in self._nodes), return_exceptions=True)
+        for n, r in zip(self._nodes, results, strict=True):
+            if isinstance(r, BaseException):
+                raise HubError(f"hub node {n.name}: {r}") if isinstance(r, HubError) else r
+            n.restarts += 1
+            n.down = False
+        self.restarts += 1
+        await self.wait_cluster()
+
+    @property
+    def running(self) -> bool:
+        return any(n.running for n in self._nodes)
+
+    def log_tail(self) -> str:
+        return "\n".join(f"--- {n.name}\n{n.log_tail()}" for n in self._nodes)
+
+    async def _peers(self, node: ManagedHub) -> set[str] | None:
+        """Names of the nodes `node` has a route to, from its /routez (None: no answer)."""
+        try:
+            status, routez = await http_get(f"{node.monitor_url}/routez", 1)
+        except (OSError, TimeoutError, ValueError):
+            return None
+        if status != 200 or not isinstance(routez, dict):
+            return None
+        return route_peers(routez, self._nodes)
+
+    async def wait_cluster(self, timeout: float = ROUTE_TIMEOUT) -> None:
+        """Until every running node has a route to every other running node; HubError naming who lacks what."""
+        running = [n for n in self._nodes if n.running]
+        for n in running:
+            await n.fetch_server_id()
+        deadline = time.monotonic() + timeout
+        while True:
+            missing: dict[str, list[str]] = {}
+            for n in running:
+                peers = await self._peers(n)
+                want = [m.name for m in running if m is not n]
+                lack = [m for m in want if peers is None or m not in peers]
+                if lack:
+                    missing[n.name] = lack
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                detail = "; ".join(f"{k} has no route to {', '.join(v)}" for k, v in missing.items())
+                hints: dict[str, list[str]] = {}
+                for n in running:
+                    if n.name in missing and (h := n.cluster_hint()):
+                        hints.setdefault(h, []).append(n.name)
+                said = "".join(f"; {', '.join(names)} said: {h}" for h, names in hints.items())
+                raise HubError(f"the hub nodes did not form a cluster within {timeout:g} s ({detail}){said}")
+            await asyncio.sleep(0.2)

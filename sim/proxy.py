@@ -8,6 +8,9 @@ Two ways to cut:
 - reset: every connection through the proxy is aborted (RST) and new ones are aborted at once, as when the hub's
   host is reachable but refuses.
 Cuts nest (a second cut while cut keeps it cut until both healed); the latest mode applies.
+
+With a cluster of hubs an edge has one proxy per hub node (a `ProxyGroup`), and a partition cuts all of them: the
+edge loses every path at once, as when its own network dies.
 """
 
 from __future__ import annotations
@@ -80,6 +83,11 @@ class Proxy:
     def is_cut(self) -> bool:
         return self.mode is not None
 
+    @property
+    def attached(self) -> bool:
+        """Some connection through this proxy is joined to the hub right now."""
+        return any(p.hub is not None and not p.hub.transport.is_closing() for p in self._pairs)
+
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -135,3 +143,58 @@ class Proxy:
             pass
         finally:
             pair.close()  # one side gone: the other side sees it too (after what was written reaches it)
+
+
+class ProxyGroup:
+    """One edge's proxies, one per hub node (index = node index); cut and healed together."""
+
+    def __init__(self, name: str, targets: list[tuple[str, int]]) -> None:
+        self.name = name
+        self.proxies = [Proxy(name, host, port) for host, port in targets]
+
+    async def start(self, host: str = "127.0.0.1") -> None:
+        for p in self.proxies:
+            await p.start(host)
+
+    @property
+    def port(self) -> int:
+        return self.proxies[0].port
+
+    @property
+    def ports(self) -> list[int]:
+        return [p.port for p in self.proxies]
+
+    def cut(self, mode: str) -> None:
+        for p in self.proxies:
+            p.cut(mode)
+
+    def heal(self, force: bool = False) -> bool:
+        """True when the paths are open again (the last nested cut healed)."""
+        return all([p.heal(force) for p in self.proxies])
+
+    @property
+    def is_cut(self) -> bool:
+        return any(p.is_cut for p in self.proxies)
+
+    @property
+    def mode(self) -> str | None:
+        return self.proxies[0].mode
+
+    def attached(self, node: int) -> bool:
+        return self.proxies[node].attached
+
+    @property
+    def accepted(self) -> int:
+        return sum(p.accepted for p in self.proxies)
+
+    @property
+    def bytes_up(self) -> int:
+        return sum(p.bytes_up for p in self.proxies)
+
+    @property
+    def bytes_down(self) -> int:
+        return sum(p.bytes_down for p in self.proxies)
+
+    async def close(self) -> None:
+        for p in self.proxies:
+            await p.close()

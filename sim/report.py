@@ -8,6 +8,7 @@ if TYPE_CHECKING:
     from sim.runner import Simulation
 
 REPORT_VERSION = 1
+RECOVERY_KINDS = ("partition", "crash", "hub_restart", "hub_kill")
 MESSAGE_KEYS = ("published", "received", "forwarded", "not_forwarded", "lost_in_flight", "delivered_late", "lost",
                 "published_clean", "lost_clean", "duplicates", "unmatched")
 
@@ -40,8 +41,11 @@ def build(sim: Simulation) -> dict[str, Any]:
         totals[k] = sum(d[k] for d in edges)
     peaks = [d["heap"]["peak"] for d in edges if d["heap"]["peak"] is not None]
     totals["heap_peak_max"] = max(peaks) if peaks else None
-    for kind in ("partition", "crash", "hub_restart"):
+    for kind in RECOVERY_KINDS:
         totals[f"recovery_{kind}"] = _summary([x for e in sim.edges for x in e.recovery[kind]])
+    totals["node_switches"] = sum(d["hub"]["node_switches"] for d in edges)
+    reported = [d["hub"]["failovers"] for d in edges if d["hub"]["failovers"] is not None]
+    totals["failovers"] = sum(reported) if reported else None
     hub = sim.hub
     return {
         "report_version": REPORT_VERSION,
@@ -52,12 +56,15 @@ def build(sim: Simulation) -> dict[str, Any]:
         "hub": {
             "kind": hub.kind if hub else None,
             "client_url": hub.client_url if hub else None,
-            "leaf_url": f"nats-leaf://{hub.leaf_host}:{hub.leaf_port}" if hub else None,
+            "leaf_url": hub.leaf_url if hub else None,
             "monitor_url": hub.monitor_url if hub else None,
             "jetstream": hub.jetstream if hub else None,
             "restarts": hub.restarts if hub else 0,
             "note": hub.note if hub else "",
+            "edge_urls": ("all nodes" if sim.edge_url_lists else "first node only") if hub and len(hub.nodes) > 1
+            else "one",
         },
+        "hubs": [n.node_json() for n in hub.nodes] if hub else [],
         "stream": sim.stream_status,
         "faults": list(sim.fault_log),
         "totals": totals,
@@ -108,7 +115,10 @@ def text(r: dict[str, Any]) -> str:
                + ("" if not m["lost_clean"] else "  <-- losses no fault explains"))
     if m["unmatched"]:
         out.append(f"delivered but never published: {m['unmatched']}")
-    for kind in ("partition", "crash", "hub_restart"):
+    hubs = r.get("hubs") or []
+    if len(hubs) > 1:
+        out.extend(_cluster_text(r))
+    for kind in RECOVERY_KINDS:
         v = t[f"recovery_{kind}"]
         if v["count"]:
             out.append(f"uplink back after {kind.replace('_', ' ')}: {v['count']} times, mean {v['mean_s']} s, "
@@ -129,3 +139,33 @@ def text(r: dict[str, Any]) -> str:
     for err in r["errors"]:
         out.append(f"error: {err}")
     return "\n".join(out)
+
+
+def _cluster_text(r: dict[str, Any]) -> list[str]:
+    """A cluster run: the nodes, then per edge where it uplinked, its failovers and its losses."""
+    out = []
+    nodes = []
+    for n in r["hubs"]:
+        bits = [n["kind"] + (" + JetStream" if n["jetstream"] else "")]
+        for key, word in (("kills", "killed"), ("starts", "started again"), ("restarts", "restarted")):
+            if n[key]:
+                bits.append(f"{word} {n[key]}x")
+        if n["state"] == "killed":
+            bits.append("down at the end")
+        nodes.append(f"{n['name']} ({', '.join(bits)})")
+    out.append(f"hub nodes: {'; '.join(nodes)}")
+    urls = r["hub"].get("edge_urls")
+    out.append("edges were given " + ("every node's URL (node i % N first)" if urls == "all nodes" else
+                                      "the URL of node i % N only (their hub.url takes one URL)"))
+    head = ("edge", "first node", "last node", "node switches", "failovers", "lost", "in flight", "dup",
+            "back after kill max s")
+    rows = [head]
+    for e in r["edges"]:
+        h, m = e["hub"], e["messages"]
+        rows.append((e["name"], _n(h["first_node"]), _n(h["node"]), str(h["node_switches"]), _n(h["failovers"]),
+                     str(m["lost"]), str(m["lost_in_flight"]), str(m["duplicates"]),
+                     _n(e["recovery"]["hub_kill"]["max_s"])))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    for row in rows:
+        out.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    return out

@@ -6,6 +6,11 @@ At the end (duration reached, or Ctrl-C / SIGTERM): partitions heal, edges get `
 each edge is sent the stop command; its reply travels the same hub link as its telemetry, so once it arrives the
 hub has delivered everything that edge forwarded. Then edges get SIGINT, the hub SIGTERM, and the report is made.
 A second Ctrl-C skips the waiting but still stops every process by PID.
+
+With a cluster of hubs (`hubs` > 1) every edge has one proxy per node and is given the nodes' URLs (through its
+proxies) starting with node i % N, the simulator's own connection moves to another node when its node goes, and hub
+nodes are killed, started and restarted one at a time on the timeline; killed nodes are started again before the
+flush.
 """
 
 from __future__ import annotations
@@ -28,13 +33,14 @@ from sim import edgestatus
 from sim import report as report_mod
 from sim.client import Client, NoResponders, NotConnected, parse_url
 from sim.dashboard import Dashboard, HubMonitor
-from sim.fleet import Edge
-from sim.hub import Hub, HubError, ManagedHub, free_port
+from sim.fleet import Edge, edge_takes_url_list
+from sim.hub import Cluster, Hub, HubError, ManagedHub, free_port
 from sim.procs import ProcessTable
-from sim.proxy import Proxy
-from sim.scenario import Fault, Scenario
+from sim.proxy import ProxyGroup
+from sim.scenario import HUB_FAULTS, HUB_KINDS, Fault, Scenario
 
 START_BATCH = 16  # edges launched at once (each is a CPython+MicroPython process: ~25 ms of CPU to start)
+STREAM_RETRY_S = 20.0  # a cluster: how long the stream's creation is retried while JetStream is not ready
 
 
 class SimError(Exception):
@@ -45,7 +51,8 @@ class SimError(Exception):
 
 @dataclass
 class Options:
-    hub: str = "hub"  # "hub" (ours), "nats-server", or the client URL of an external server
+    hub: str = "hub"  # "hub" (ours), "nats-server", or the client URL of an external server; the scenario's
+    # hub_kinds (one per node), when set, decide the kinds of started hubs
     leaf_url: str | None = None  # external hub: its leafnode port (default: the client host, port 7422)
     monitor_url: str | None = None  # external hub: its monitoring port, for the dashboard
     jetstream: str = "auto"  # managed hub: "auto" (on if the hub starts with it), "on", "off"
@@ -69,7 +76,9 @@ class Simulation:
         self.fault_log: list[dict[str, Any]] = []
         self.errors: list[str] = []
         self.edges: list[Edge] = []
-        self.proxies: dict[str, Proxy] = {}
+        self.proxies: dict[str, ProxyGroup] = {}
+        self.edge_url_lists = False  # the edges take a list of hub URLs (a cluster: every node, in their order)
+        self._busy_nodes: set[int] = set()  # hub nodes a hub fault is working on
         self.hub: Hub | None = None
         self.observer: Client | None = None
         self.dashboard: Dashboard | None = None
@@ -172,9 +181,13 @@ class Simulation:
     async def _setup(self) -> None:
         s, o = self.scenario, self.opts
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if o.hub in ("hub", "nats-server"):
-            self.hub = ManagedHub(o.hub, self.workdir / "hub", self.procs, o.jetstream, o.hub_port, o.hub_http_port,
-                                  o.leaf_port)
+        kinds = (s.hub_kinds or [o.hub] * s.hubs) if o.hub in HUB_KINDS else None  # None: an external hub
+        if kinds is not None and len(kinds) > 1:
+            self.hub = Cluster(kinds, self.workdir / "hub", self.procs, o.jetstream, o.hub_port, o.hub_http_port,
+                               o.leaf_port)
+        elif kinds is not None:
+            self.hub = ManagedHub(kinds[0], self.workdir / "hub", self.procs, o.jetstream, o.hub_port,
+                                  o.hub_http_port, o.leaf_port)
         else:
             host = parse_url(o.hub)[0]
             self.hub = Hub(o.hub, o.leaf_url or f"nats-leaf://{host}:7422", o.monitor_url)
@@ -185,7 +198,7 @@ class Simulation:
         if self.hub.monitor_url:
             self.monitor = HubMonitor(self.hub.monitor_url)
 
-        self.observer = Client(self.hub.client_url, on_state=self._observer_state)
+        self.observer = Client(self.hub.client_urls, on_state=self._observer_state)
         subjects = sorted({p.subject.replace("{edge}", e) for e in s.edge_names() for p in s.publishers_for(e)})
         for subj in subjects:
             self.observer.subscribe(subj, self._on_telemetry)
@@ -204,12 +217,22 @@ class Simulation:
                                f"{e.strerror or e}") from None
             self.say(f"dashboard: {self.dashboard.url}")
 
+        nodes = self.hub.nodes
+        if len(nodes) > 1:
+            self.edge_url_lists = edge_takes_url_list()
+            self.say("edges are given " + ("every node's URL, node i % N first" if self.edge_url_lists else
+                                           "node i % N's URL only (their hub.url takes one URL)"))
         for i, name in enumerate(s.edge_names()):
-            proxy = Proxy(name, self.hub.leaf_host, self.hub.leaf_port)
-            await proxy.start()
-            self.proxies[name] = proxy
+            group = ProxyGroup(name, [(n.leaf_host, n.leaf_port) for n in nodes])
+            await group.start()
+            self.proxies[name] = group
+            order = [(i + k) % len(nodes) for k in range(len(nodes))]
+            urls = [f"nats-leaf://127.0.0.1:{group.ports[j]}" for j in order]
+            node_of = {f"127.0.0.1:{port}": n.name for port, n in zip(group.ports, nodes, strict=True)}
+            node_of.update({f"{n.leaf_host}:{n.leaf_port}": n.name for n in nodes})
             edge = Edge(i, name, s, self.workdir / "edges", self.procs, o.micropython,
-                        f"nats-leaf://127.0.0.1:{proxy.port}", free_port() if s.lan else None, self.clock, self.event)
+                        urls if self.edge_url_lists else urls[0], free_port() if s.lan else None, self.clock,
+                        self.event, node_of)
             edge.on_fatal = self._edge_fatal
             edge.observer_up = self._observer_connected
             self.edges.append(edge)
@@ -269,19 +292,34 @@ class Simulation:
             self.say(f"stream {st['name']}: {self.stream_status}")
             return
         body = {"name": st["name"], "subjects": st["subjects"], "storage": "file", "max_msgs": 100_000}
-        try:
-            raw = await self.observer.request(f"$JS.API.STREAM.CREATE.{st['name']}", json.dumps(body).encode(), 3)
-            reply = json.loads(raw)
-        except (NoResponders, NotConnected, TimeoutError, ValueError) as e:
-            self.stream_status = f"not created: {type(e).__name__} {e}".strip()
-        else:
-            err = reply.get("error") if isinstance(reply, dict) else None
-            if err is None:
-                self.stream_status = "created"
-            elif err.get("err_code") == 10058:  # stream name already in use (a restarted hub kept it)
-                self.stream_status = "exists"
+        # A cluster's JetStream needs a few seconds (a meta leader, the node holding JetStream routed in): retry
+        # while it says "temporarily unavailable" or nobody answers yet.
+        clustered = len(self.hub.nodes) > 1
+        deadline = time.monotonic() + (STREAM_RETRY_S if clustered else 0)
+        while True:
+            retry = False
+            try:
+                raw = await self.observer.request(f"$JS.API.STREAM.CREATE.{st['name']}", json.dumps(body).encode(),
+                                                  3)
+                reply = json.loads(raw)
+            except (NoResponders, NotConnected, TimeoutError, ValueError) as e:
+                self.stream_status = f"not created: {type(e).__name__} {e}".strip()
+                retry = not isinstance(e, ValueError)
             else:
-                self.stream_status = f"not created: {err.get('description', err)}"
+                err = reply.get("error") if isinstance(reply, dict) else None
+                if err is None:
+                    self.stream_status = "created"
+                    leader = (reply.get("cluster") or {}).get("leader") if clustered else None
+                    if leader:
+                        replicas = (reply.get("config") or {}).get("num_replicas", 1)
+                        self.stream_status += f" (R{replicas}, on {leader})"
+                elif err.get("err_code") == 10058:  # stream name already in use (a restarted hub kept it)
+                    self.stream_status = "exists"
+                else:
+                    self.stream_status = f"not created: {err.get('description', err)}"
+                    retry = err.get("err_code") == 10008  # JetStream system temporarily unavailable
+            if not retry or time.monotonic() >= deadline or not await self._wait(0.5):
+                break
         self.say(f"stream {st['name']} {st['subjects']}: {self.stream_status}")
 
     # ---- the timeline -----------------------------------------------------------------------------------------
@@ -306,11 +344,15 @@ class Simulation:
         while True:
             if not await self._wait(max(0.0, t - self.clock())):
                 return
-            if f.type == "hub_restart":
-                if self._hub_tasks:
-                    self.event(f"fault {f.index}: hub restart skipped (the previous one is still running)")
+            if f.type in HUB_FAULTS:
+                assert self.hub is not None
+                targets = [f.node - 1] if f.node is not None else list(range(len(self.hub.nodes)))
+                if self._busy_nodes & set(targets):
+                    what = "hub restart" if f.type == "hub_restart" and f.node is None else f.describe()
+                    self.event(f"fault {f.index}: {what} skipped (the previous one is still running)")
                 else:
-                    self._spawn(self._hub_restart(f), hub=True)
+                    self._busy_nodes.update(targets)
+                    self._spawn(self._hub_fault(f, targets), hub=True)
             else:
                 self._spawn(self._apply(f))
             if f.every is None:
@@ -346,6 +388,126 @@ class Simulation:
             await asyncio.sleep(f.down)
             await asyncio.gather(*(e.restart() for e in edges))
             self.event(f"restarted {', '.join(e.name for e in edges)}")
+
+    async def _hub_fault(self, f: Fault, targets: list[int]) -> None:
+        try:
+            if f.type == "hub_restart" and f.node is None:
+                await self._hub_restart(f)  # every node at once: the hub (or the whole cluster) goes and comes back
+            elif f.type == "hub_restart":
+                await self._node_restart(f, targets[0])
+            elif f.type == "hub_kill":
+                await self._node_kill(f, targets[0])
+            else:
+                await self._node_start(f, targets[0])
+        finally:
+            self._busy_nodes.difference_update(targets)
+
+    def _log_fault(self, f: Fault, **extra: Any) -> None:
+        d: dict[str, Any] = {"t": round(self.clock(), 2), "type": f.type}
+        if f.node is not None:
+            assert self.hub is not None
+            d["node"] = self.hub.nodes[f.node - 1].name
+        d.update(extra)
+        self.fault_log.append(d)
+
+    async def _nodes_down(self, idx: int, kind: str, sigkill: bool) -> None:
+        """Node `idx` goes (SIGKILL, or SIGTERM for a restart). Edges linked through it lose their link: each is in a
+        fault window until its next "uplink up" (a failover, or the node back), which is timed as `kind`. The others
+        get a short fault window, which stays open until the simulator's connection is up again (it may have been on
+        that node: windows close only while it is connected)."""
+        assert self.hub is not None
+        node = self.hub.nodes[idx]
+        t = self.clock()
+        attached = [e for e in self.edges if self.proxies[e.name].attached(idx)]
+        others = [e for e in self.edges if e not in attached]
+        for e in attached:
+            e.node_lost(kind, t)
+        for e in others:
+            e.fault_begins()
+        try:
+            if sigkill:
+                assert isinstance(node, ManagedHub)
+                await node.kill()
+            else:
+                await node.stop()
+            await asyncio.sleep(0.2)  # the simulator's connection has noticed if its node is gone
+        finally:
+            for e in others:
+                e.fault_ends()
+        if attached:
+            self.event(f"{node.name} went with the links of {', '.join(e.name for e in attached)}")
+
+    async def _nodes_up(self, nodes: list[ManagedHub], restart: bool = False) -> None:
+        """Start killed nodes again on their ports and wait for their routes; every edge is in a fault window
+        meanwhile (interest travels new routes)."""
+        assert self.hub is not None
+        for e in self.edges:
+            e.fault_begins()
+        try:
+            results = await asyncio.gather(*(n.start_again(restart) for n in nodes), return_exceptions=True)
+            for n, r in zip(nodes, results, strict=True):
+                if isinstance(r, HubError):
+                    raise SimError(f"hub node {n.name} did not come back: {r}") from None
+                if isinstance(r, BaseException):
+                    raise r
+            try:
+                await self.hub.wait_cluster()
+            except HubError as e:
+                raise SimError(str(e)) from None
+        finally:
+            for e in self.edges:
+                e.fault_ends()
+        if self.scenario.stream is not None and self.observer is not None:
+            await self.observer.wait_connected(5)
+            await self._ensure_stream()
+
+    async def _node_kill(self, f: Fault, idx: int) -> None:
+        assert self.hub is not None
+        node = self.hub.nodes[idx]
+        assert isinstance(node, ManagedHub)
+        if not node.running:
+            self.event(f"fault {f.index}: {f.describe()} skipped ({node.name} is down)")
+            return
+        self._log_fault(f, pid=node.proc.pid if node.proc else None, **({"down": f.down} if f.down is not None
+                                                                         else {}))
+        self.event(f"kill hub {node.name} (SIGKILL pid {node.proc.pid if node.proc else '?'}"
+                   + (f"; start in {f.down:g} s)" if f.down is not None else ")"))
+        await self._nodes_down(idx, "hub_kill", sigkill=True)
+        if f.down is not None:
+            await asyncio.sleep(f.down)
+            await self._start_nodes([node])
+
+    async def _node_start(self, f: Fault, idx: int) -> None:
+        assert self.hub is not None
+        node = self.hub.nodes[idx]
+        assert isinstance(node, ManagedHub)
+        if node.running:
+            self.event(f"fault {f.index}: {f.describe()} skipped ({node.name} is running)")
+            return
+        self._log_fault(f)
+        await self._start_nodes([node])
+
+    async def _start_nodes(self, nodes: list[ManagedHub]) -> None:
+        names = ", ".join(n.name for n in nodes)
+        self.event(f"start hub {names} again")
+        await self._nodes_up(nodes)
+        self.event(f"hub {names} is back")
+
+    async def _node_restart(self, f: Fault, idx: int) -> None:
+        assert self.hub is not None
+        node = self.hub.nodes[idx]
+        assert isinstance(node, ManagedHub)
+        if not node.running:
+            self.event(f"fault {f.index}: {f.describe()} skipped ({node.name} is down)")
+            return
+        self._log_fault(f, down=f.down)
+        self.event(f"restart hub {node.name} (SIGTERM; down {f.down:g} s)")
+        await self._nodes_down(idx, "hub_restart", sigkill=False)
+        await asyncio.sleep(f.down or 0.0)
+        await self._nodes_up([node], restart=True)
+        if self.hub is not node:  # a cluster counts its nodes' restarts too
+            self.hub.restarts += 1
+        self.event(f"hub {node.name} is back")
 
     async def _hub_restart(self, f: Fault) -> None:
         assert self.hub is not None
@@ -407,6 +569,10 @@ class Simulation:
                 e.partition_healed(t)
         if self._hub_tasks:  # let a hub restart in progress complete: the flush needs the hub
             await self._unless_hurried(asyncio.gather(*self._hub_tasks, return_exceptions=True), 30)
+        down = [n for n in self.hub.nodes if isinstance(n, ManagedHub) and n.down] if self.hub else []
+        if down and not self.hurry:  # killed nodes come back: edges that only know them need them for the flush
+            self.event(f"end of run: {', '.join(n.name for n in down)} killed and not started again")
+            await self._unless_hurried(asyncio.ensure_future(self._start_nodes(down)), 30)
         deadline = time.monotonic() + self.scenario.settle
         live = [e for e in self.edges if e.running]
         while not self.hurry and time.monotonic() < deadline and not all(e.link_up for e in live):
@@ -463,7 +629,14 @@ class Simulation:
         now = self.clock()
         hub: dict[str, Any] = {"kind": self.hub.kind if self.hub else None,
                                "description": self.hub.describe() if self.hub else None,
-                               "restarts": self.hub.restarts if self.hub else 0}
+                               "restarts": self.hub.restarts if self.hub else 0,
+                               "nodes": [n.node_json() for n in self.hub.nodes] if self.hub else []}
+        if self.monitor is not None and self.hub is not None and len(self.hub.nodes) > 1:
+            # a cluster: the monitoring port of the first running node (node 1 unless it is down)
+            up = [n for n in self.hub.nodes if n.running and n.monitor_url]
+            if up and up[0].monitor_url != self.monitor.url:
+                self.monitor = HubMonitor(up[0].monitor_url or "")
+            hub["monitor_node"] = up[0].name if up else None
         if self.monitor is not None:
             hub.update(await self.monitor.view())
         edges = []

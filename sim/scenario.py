@@ -18,8 +18,13 @@ MAX_RATE = 1000.0  # messages per second per publisher; every publish is also on
 SIM_OWNED_KEYS = ("name", "hub", "listen", "data", "app", "stats", "limits")
 # Quick failure detection and reconnects, so that faults show within seconds; `edge.limits` overrides.
 DEFAULT_LIMITS: dict[str, Any] = {"ping_interval": 1, "ping_max": 2, "reconnect_min": 0.1, "reconnect_max": 2}
-FAULT_TYPES = ("partition", "crash", "hub_restart")
+FAULT_TYPES = ("partition", "crash", "hub_restart", "hub_kill", "hub_start")
+HUB_FAULTS = ("hub_restart", "hub_kill", "hub_start")  # need hubs the simulator started
 PARTITION_MODES = ("blackhole", "reset")
+MAX_HUBS = 7  # hub nodes in a cluster (each is a server process on this machine)
+HUB_KINDS = ("hub", "nats-server")  # "hub" = ours (`natsedge hub`)
+KIND_ALIASES = {"natsedge": "hub"}  # accepted in scenario files and --hub, reported as "hub"
+KINDS_EXPECTED = '"natsedge" (or "hub") or "nats-server"'
 
 
 class ScenarioError(Exception):
@@ -43,14 +48,20 @@ class Fault:
     edges: Any = None
     duration: float = 0.0  # partition: how long ("for")
     mode: str = "blackhole"
-    down: float = 0.0  # crash / hub_restart: time before the restart
+    down: float | None = 0.0  # crash / hub_restart / hub_kill: time before the restart (hub_kill: None = stays down)
+    node: int | None = None  # hub faults: the hub node (1-based); None = every node (hub_restart only)
 
     def describe(self) -> str:
         if self.type == "partition":
             return f"partition ({self.mode}, {self.duration:g} s)"
         if self.type == "crash":
             return f"crash (SIGKILL, restart after {self.down:g} s)"
-        return f"hub restart (down {self.down:g} s)"
+        where = "hub" if self.node is None else f"hub node {self.node}"
+        if self.type == "hub_kill":
+            return f"{where} kill (SIGKILL" + ("" if self.down is None else f", restart after {self.down:g} s") + ")"
+        if self.type == "hub_start":
+            return f"{where} start"
+        return f"{where} restart (down {self.down:g} s)"
 
 
 @dataclass
@@ -71,6 +82,8 @@ class Scenario:
     extra_config: dict[str, Any] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     stream: dict[str, Any] | None = None
+    hubs: int = 1  # hub nodes; more than 1: a cluster the simulator starts
+    hub_kinds: list[str] | None = None  # one per node ("hub" or "nats-server"); None: --hub decides
 
     def edge_names(self) -> list[str]:
         return [f"edge-{i}" for i in range(self.edges)]
@@ -98,6 +111,8 @@ class Scenario:
                      "config": self.extra_config},
             "faults": [_fault_json(f) for f in self.faults],
             "stream": self.stream,
+            "hubs": self.hubs,
+            "hub_kinds": self.hub_kinds,
         }
 
 
@@ -105,11 +120,14 @@ def _fault_json(f: Fault) -> dict[str, Any]:
     d: dict[str, Any] = {"type": f.type, "at": f.at}
     if f.every is not None:
         d["every"] = f.every
-    if f.type != "hub_restart":
+    if f.type in HUB_FAULTS:
+        if f.node is not None:
+            d["node"] = f.node
+    else:
         d["edges"] = f.edges
     if f.type == "partition":
         d.update({"for": f.duration, "mode": f.mode})
-    else:
+    elif f.type != "hub_start" and f.down is not None:
         d["down"] = f.down
     return d
 
@@ -224,10 +242,44 @@ def _fault(i: int, d: Any) -> Fault:
             raise ScenarioError(f'fault {i}: "edges" is required for a crash')
         f.edges = _selector(c, d["edges"], random_ok=True)
         f.down = c.number(d, "down", 0.5, 0.0)
-    else:
-        c.keys(d, (*common, "down"))
+    elif kind == "hub_restart":
+        c.keys(d, (*common, "down", "node"))
         f.down = c.number(d, "down", 1.0, 0.0)
+        if "node" in d:
+            f.node = c.integer(d, "node", 1, 1, MAX_HUBS)
+    else:  # hub_kill, hub_start: one node
+        c.keys(d, (*common, "node", "down") if kind == "hub_kill" else (*common, "node"))
+        if "node" not in d:
+            raise ScenarioError(f'fault {i}: "node" is required for a {kind} (the hub node, 1..{MAX_HUBS})')
+        f.node = c.integer(d, "node", 1, 1, MAX_HUBS)
+        f.down = c.number(d, "down", None, 0.0) if d.get("down") is not None else None
     return f
+
+
+def hub_kind(v: Any) -> str | None:
+    """A hub kind as written ("natsedge", "hub" or "nats-server") -> "hub" or "nats-server"; None if it is none."""
+    k = KIND_ALIASES.get(v, v) if isinstance(v, str) else None
+    return k if k in HUB_KINDS else None
+
+
+def resolve_hubs(s: Scenario, hubs_flag: int | None, kinds_flag: list[str] | None) -> None:
+    """Apply --hubs and --hub KIND[,KIND...] (already normalized) to the scenario: s.hubs and s.hub_kinds (one per
+    node) are final afterwards. Flags override the file; a mismatch is an error naming the flag."""
+    if kinds_flag is not None and len(kinds_flag) > 1:
+        if hubs_flag is not None and hubs_flag != len(kinds_flag):
+            raise ScenarioError(f"--hub lists {len(kinds_flag)} kinds but --hubs is {hubs_flag} (one kind per node, "
+                                "or one kind for all)")
+        s.hubs, s.hub_kinds = len(kinds_flag), list(kinds_flag)
+        return
+    if hubs_flag is not None:
+        if kinds_flag is None and s.hub_kinds is not None and len(s.hub_kinds) != hubs_flag:
+            raise ScenarioError(f'--hubs {hubs_flag}: the scenario\'s "hub_kinds" lists {len(s.hub_kinds)} kinds '
+                                "(give --hub KIND for all nodes, or --hub KIND,KIND,... one per node)")
+        s.hubs = hubs_flag
+    if kinds_flag is not None:
+        s.hub_kinds = kinds_flag * s.hubs
+    elif s.hub_kinds is None:
+        s.hub_kinds = ["hub"] * s.hubs
 
 
 def parse(d: Any) -> Scenario:
@@ -235,10 +287,27 @@ def parse(d: Any) -> Scenario:
     if not isinstance(d, dict):
         raise ScenarioError(f"expected a JSON object at the top level, got {_got(d)}")
     c = _Checker("")
-    c.keys(d, ("name", "edges", "duration", "seed", "settle", "publish", "requests", "edge", "faults", "stream"))
+    c.keys(d, ("name", "edges", "duration", "seed", "settle", "publish", "requests", "edge", "faults", "stream",
+               "hubs", "hub_kinds"))
     s = Scenario()
     s.name = c.string(d, "name", s.name)
     s.edges = c.integer(d, "edges", s.edges, 1, MAX_EDGES)
+    kinds = d.get("hub_kinds")
+    if kinds is not None:
+        if not isinstance(kinds, list) or not 1 <= len(kinds) <= MAX_HUBS:
+            raise c.fail("hub_kinds", f"null or a list of 1..{MAX_HUBS} hub kinds, one per node "
+                                      f"({KINDS_EXPECTED})", kinds)
+        s.hub_kinds = []
+        for i, k in enumerate(kinds):
+            kind = hub_kind(k)
+            if kind is None:
+                raise ScenarioError(f'"hub_kinds": node {i + 1}: expected {KINDS_EXPECTED}, got {_got(k)}')
+            s.hub_kinds.append(kind)
+    s.hubs = c.integer(d, "hubs", len(s.hub_kinds) if s.hub_kinds else 1, 1, MAX_HUBS)
+    if s.hub_kinds is not None and len(s.hub_kinds) != s.hubs:
+        n = len(s.hub_kinds)
+        raise ScenarioError(f'"hub_kinds": lists {n} kind{"s" if n > 1 else ""} for {s.hubs} hubs (one per node, '
+                            'or leave "hub_kinds" out)')
     s.duration = c.number(d, "duration", s.duration, 0.0)
     s.seed = c.integer(d, "seed", s.seed, 0)
     s.settle = c.number(d, "settle", s.settle, 0.0, strict=True)
@@ -313,6 +382,9 @@ def validate(s: Scenario) -> None:
     for f in s.faults:
         if f.edges is not None:
             check_selector(f"fault {f.index}: ", f.edges)
+        if f.node is not None and f.node > s.hubs:
+            raise ScenarioError(f'fault {f.index}: "node": hub node {f.node} does not exist (the run has {s.hubs} '
+                                f"hub{'s' if s.hubs > 1 else ''}, 1..{s.hubs})")
         if s.duration and f.at >= s.duration:
             raise ScenarioError(f'fault {f.index}: "at": {f.at:g} s is not before the end of the run '
                                 f"(duration {s.duration:g} s)")
