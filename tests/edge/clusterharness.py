@@ -1,6 +1,7 @@
-"""Harness for the failover tests: a cluster of hub nodes (nats-server, or our hub once it serves routes), each with a
-client port, a leafnodes port, a cluster port routed to every other node, JetStream on every node (a 3-node meta group
-keeps its quorum when one node dies), and monitoring.
+"""Harness for the failover tests: a cluster of hub nodes (nats-server or our hub), each with a client port, a
+leafnodes port, a cluster port routed to every other node, and monitoring. JetStream: nats-server runs it on every node
+(a 3-node meta group keeps its quorum when one node dies); our hubs do not replicate, so it runs on the last node only
+and the others reach it by interest (docs/cluster.md).
 
 Both sides get the same config text, nats-server's syntax:
 
@@ -17,19 +18,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.compat.harness import REPO, Server, ServerFailed, free_port, stop_process, wait_until
+from tests.compat.harness import Server, ServerFailed, free_port, wait_until
 
-__all__ = ["Cluster", "hub_cluster_support"]
-
-_support: dict[str, str | None] = {}
+__all__ = ["Cluster"]
 
 
 def _node_conf(name: str, cport: int, routes: list[int], lport: int, store: Path | None) -> str:
@@ -48,66 +43,6 @@ def _node_conf(name: str, cport: int, routes: list[int], lport: int, store: Path
     return "\n".join(lines) + "\n"
 
 
-def _info_on(port: int, timeout: float) -> bytes:
-    """The first line a listener sends (b"" when nothing listens or nothing comes)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.settimeout(1.0)
-                data = b""
-                while b"\r\n" not in data and len(data) < 65536:
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                if data:
-                    return data.split(b"\r\n", 1)[0]
-        except OSError:
-            pass
-        time.sleep(0.05)
-    return b""
-
-
-def hub_cluster_support(workdir: Path) -> str | None:
-    """None when our hub serves a `cluster {}` block (its cluster port answers with a route INFO), else why not.
-
-    Asked once per test session: the hub is started with one cluster block and no routes, as the tests write it.
-    """
-    if "hub" in _support:
-        return _support["hub"]
-    workdir.mkdir(parents=True, exist_ok=True)
-    cport, lport = free_port(), free_port()
-    conf = workdir / "probe.conf"
-    conf.write_text(_node_conf("probe", cport, [], lport, None))
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    log = workdir / "probe.log"
-    port = free_port()
-    with open(log, "wb") as out:
-        p = subprocess.Popen([sys.executable, "-m", "host.tools.cli", "hub", "-a", "127.0.0.1", "-p", str(port),
-                              "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             cwd=str(workdir), env=env)
-    try:
-        deadline = time.monotonic() + 10
-        while p.poll() is None and time.monotonic() < deadline and not _info_on(port, 0.2):
-            pass
-        line = _info_on(cport, 2.0) if p.poll() is None else b""
-        if p.poll() is not None:
-            why = f"our hub exits with code {p.returncode} on a `cluster` block"
-        elif not line.startswith(b"INFO "):
-            why = "our hub accepts a `cluster` block but serves no routes on its cluster port"
-        else:
-            why = None
-    finally:
-        stop_process(p)
-    if why is not None:
-        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-        said = [ln for ln in lines if "cluster" in ln.lower() or "route" in ln.lower()] or lines[-3:]
-        why += "; its log: " + " | ".join(said)
-    _support["hub"] = why
-    return why
-
-
 class Cluster:
     """n nodes of `side` ("nats" or "hub") as one cluster c1, node i on fixed ports across restarts."""
 
@@ -123,8 +58,8 @@ class Cluster:
             d = workdir / f"n{i + 1}"
             d.mkdir(parents=True, exist_ok=True)
             routes = [p for j, p in enumerate(self.cluster_ports) if j != i]
-            conf = _node_conf(f"n{i + 1}", self.cluster_ports[i], routes, self.leaf_ports[i],
-                              d / "js" if jetstream else None)
+            js = jetstream and (side == "nats" or i == n - 1)
+            conf = _node_conf(f"n{i + 1}", self.cluster_ports[i], routes, self.leaf_ports[i], d / "js" if js else None)
             s = Server(side, config=conf, monitor=True, workdir=d)
             s.port, s.http_port = free_port(), free_port()
             self.nodes.append(s)
@@ -156,7 +91,7 @@ class Cluster:
             for i in live:
                 if self.routes(i) < len(live) - 1:
                     return False
-                if self.jetstream and not self.meta_leader(i):
+                if self.jetstream and self.side == "nats" and not self.meta_leader(i):
                     return False
             return True
 

@@ -16,7 +16,7 @@ import nats
 import pytest
 
 from tests.compat.harness import run
-from tests.edge.clusterharness import Cluster, hub_cluster_support
+from tests.edge.clusterharness import Cluster
 from tests.edge.edgeharness import edge_config, free_port, wait_until
 from tests.edge.fwdharness import (
     FwdEdge,
@@ -34,12 +34,8 @@ N_RECORDS = 600  # drained at 150/s: node 1 dies after about 100
 
 
 @pytest.fixture
-def clusters(side, tmp_path, tmp_path_factory):
+def clusters(side, tmp_path):
     """make(jetstream=True) -> a Cluster of 3 nodes of this side, not started; all are stopped at teardown."""
-    if side == "hub":
-        why = hub_cluster_support(tmp_path_factory.getbasetemp() / "hub-cluster-probe")
-        if why is not None:
-            pytest.skip(why)
     made: list[Cluster] = []
 
     def make(jetstream: bool = True) -> Cluster:
@@ -91,11 +87,16 @@ async def _nc(url):
     return await nats.connect(url, allow_reconnect=False, connect_timeout=2)
 
 
-async def _add_stream(url, name, subjects, window=None):
+def replicas(side: str) -> int:
+    """R3 on nats-server (JetStream on every node); our hubs run JetStream on one node, which refuses replicas."""
+    return 3 if side == "nats" else 1
+
+
+async def _add_stream(url, name, subjects, window=None, num_replicas=3):
     nc = await _nc(url)
     try:
         extra = {"duplicate_window": window} if window is not None else {}
-        await nc.jetstream(timeout=10).add_stream(name=name, subjects=subjects, num_replicas=3, **extra)
+        await nc.jetstream(timeout=10).add_stream(name=name, subjects=subjects, num_replicas=num_replicas, **extra)
     finally:
         await nc.close()
 
@@ -152,14 +153,14 @@ def test_edge_learns_every_node_and_follows_the_cluster_as_nodes_die(clusters, e
 
 
 @pytest.mark.parametrize("how", ["lost-pubacks", pytest.param("hang", marks=pytest.mark.slow)])
-def test_forward_queue_drains_every_acked_record_once_across_a_node_death(clusters, fwd_edges, how):
+def test_forward_queue_drains_every_acked_record_once_across_a_node_death(side, clusters, fwd_edges, how):
     """Node 1 dies mid-drain, with records sent and their PubAcks not back: `hang`, it stops (SIGSTOP) and is killed;
     `lost-pubacks`, it stores what the edge sends but its answers are lost (a proxy swallows them), then it is killed.
     The edge moves on and asks the stream what it holds before sending those records again (forward.py rule 3), so
     none is stored twice, even when the failover takes longer than the stream's duplicate window (0.5 s in
     `lost-pubacks`; the default 2 minutes in `hang`)."""
     c = clusters().start()
-    run(_add_stream(c.url(1), "TELE", ["tele.>"], 0.5 if how == "lost-pubacks" else None))
+    run(_add_stream(c.url(1), "TELE", ["tele.>"], 0.5 if how == "lost-pubacks" else None, replicas(side)))
     proxy = HoldProxy(c.leaf_ports[0]) if how == "lost-pubacks" else None
     try:
         _drain_across_a_node_death(c, fwd_edges, proxy)
@@ -212,12 +213,12 @@ def _drain_across_a_node_death(c, fwd_edges, proxy):
     assert st["published"] + st["duplicates"] + st["dup_skipped"] >= N_RECORDS
 
 
-def test_kv_write_while_its_node_is_down_syncs_through_another_node(clusters, started, tmp_path):
+def test_kv_write_while_its_node_is_down_syncs_through_another_node(side, clusters, started, tmp_path):
     c = clusters().start()
 
     async def make_bucket():
         nc = await _nc(c.url(1))
-        kv = await nc.jetstream(timeout=10).create_key_value(bucket="b", direct=True, replicas=3)
+        kv = await nc.jetstream(timeout=10).create_key_value(bucket="b", direct=True, replicas=replicas(side))
         await kv.put("k0", b"v0")
         await nc.close()
 

@@ -37,7 +37,6 @@ KILL_SCENARIO: dict[str, Any] = {
 }
 
 # What our hub says while it reads `cluster {}` without routing (or when it refuses the block).
-NO_ROUTES_YET = ("routes (clustering) are not available", 'unknown field "cluster"', "unknown key \"cluster\"")
 
 
 def check_cluster_edges(report: dict[str, Any]) -> None:
@@ -81,12 +80,8 @@ def check_kill_run(p: subprocess.CompletedProcess[str], report: dict[str, Any] |
         assert e["hub"]["node"] == e["hub"]["first_node"] and e["hub"]["node_switches"] == 0, e
     # edge-1 lost its node: it came back, on another node (a failover) or on n2 once started again
     assert e1["disconnects"] >= 1 and e1["recovery"]["hub_kill"]["count"] == 1, e1
-    if report["hub"]["edge_urls"] == "all nodes":
-        assert e1["hub"]["node_switches"] >= 1 and e1["hub"]["node"] in ("n1", "n3"), e1["hub"]
-    else:
-        assert report["hub"]["edge_urls"] == "first node only"
-        assert e1["hub"]["node"] == "n2" and e1["hub"]["node_switches"] == 0, e1["hub"]
-        assert e1["messages"]["lost"] > 0, e1  # nowhere to go and no store-and-forward: the outage costs messages
+    assert report["hub"]["edge_urls"] == "all nodes"
+    assert e1["hub"]["node_switches"] >= 1 and e1["hub"]["node"] in ("n1", "n3"), e1["hub"]
     for e in report["edges"]:  # failovers as the edge reports them, or null when it does not
         assert e["hub"]["failovers"] is None or isinstance(e["hub"]["failovers"], int), e["hub"]
     text = p.stdout
@@ -108,29 +103,10 @@ def test_cluster_of_nats_servers_node_killed_and_started(tmp_path: Path) -> None
     pytest.param("natsedge,nats-server,natsedge", marks=pytest.mark.slow),
 ])
 def test_cluster_with_our_hub_nodes(tmp_path: Path, kinds: str) -> None:
-    """Until our hub routes, the run stops at start (exit 1) with the hub's own reason; then it must pass as the
-    nats-server cluster does."""
+    """Clusters of our hubs, and mixed ones, pass as the nats-server cluster does."""
     p, report = run_sim(tmp_path, KILL_SCENARIO, "--hub", kinds, "--js", "off")
-    if p.returncode == 1 and "did not form a cluster" in p.stderr and any(s in p.stderr for s in NO_ROUTES_YET):
-        assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
-        assert report is None and not [pid for pid in _hub_pids(tmp_path) if pid_alive(pid)]
-        pytest.xfail("our hub reads cluster {} but does not route yet: " + p.stderr.strip()[-200:])
     normalized = [scenario_mod.hub_kind(k) or k for k in kinds.split(",")]
     check_kill_run(p, report, tmp_path, normalized)
-
-
-def _hub_pids(tmp_path: Path) -> list[int]:
-    """PIDs of hub processes whose command line names this test's work folder."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                cmd = (d / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if str(tmp_path / "work").encode() in cmd:
-                found.append(int(d.name))
-    return found
 
 
 @pytest.mark.slow
