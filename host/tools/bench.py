@@ -44,13 +44,16 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from host.tools import bench_edge, bench_forward
+from host.tools.bench_cluster import run_compare_route
 from host.tools.bench_js import run_js
 from host.tools.bench_leaf import run_compare_leaf
 from host.tools.benchlib import (
+    COMPARE_ONLY,
     JS_SCENARIOS,
     LEAF_SCENARIOS,
     LOCALHOST,
     NOISY_CPU,
+    ROUTE_SCENARIOS,
     SCENARIOS,
     SUB_SUBJECTS,
     SUBSCRIBERS,
@@ -507,6 +510,8 @@ METRICS: dict[str, list[tuple[str, str, str]]] = {
     "reqrep": [("p50_us", "p50 us", "lower"), ("p99_us", "p99 us", "lower")],
     "leaf1": [("msgs_per_s", "msg/s", "higher")],
     "leaf4": [("msgs_per_s", "msg/s", "higher")],
+    "route1": [("msgs_per_s", "msg/s", "higher")],
+    "route4": [("msgs_per_s", "msg/s", "higher")],
     "js_sync": [("msgs_per_s", "msg/s", "higher"), ("p50_us", "p50 us", "lower")],
     "js_async": [("msgs_per_s", "msg/s", "higher")],
     "kv_put": [("msgs_per_s", "put/s", "higher"), ("p50_us", "p50 us", "lower")],
@@ -574,9 +579,10 @@ def run_suite(
     if server_pid is None and "idle" in cfg.scenarios:
         log("idle: skipped (needs the server PID: use --compare or --server-pid)")
         cfg = replace(cfg, scenarios=[s for s in cfg.scenarios if s != "idle"])
-    if any(s in LEAF_SCENARIOS for s in cfg.scenarios):
-        log("leaf1, leaf4: skipped (they need a leafnode port: use --compare)")
-        cfg = replace(cfg, scenarios=[s for s in cfg.scenarios if s not in LEAF_SCENARIOS])
+    skipped = [s for s in cfg.scenarios if s in COMPARE_ONLY]
+    if skipped:
+        log(f"{', '.join(skipped)}: skipped (they need servers with a leafnode port or a cluster: use --compare)")
+        cfg = replace(cfg, scenarios=[s for s in cfg.scenarios if s not in COMPARE_ONLY])
     results: list[dict[str, Any]] = []
     for scen, size in scenario_sizes(cfg):
         if scen == "idle":
@@ -620,7 +626,7 @@ def run_compare(
     def order(run: int) -> list[str]:  # ABBA-style alternation so drift does not favour one side
         return labels if run % 2 == 0 else labels[::-1]
 
-    net = [(s, z) for s, z in scenario_sizes(cfg) if s != "idle" and s not in LEAF_SCENARIOS]
+    net = [(s, z) for s, z in scenario_sizes(cfg) if s != "idle" and s not in COMPARE_ONLY]
     if net:
         servers: dict[str, ServerProcess] = {}
         try:
@@ -648,6 +654,8 @@ def run_compare(
                 srv.stop()
     if any(s in LEAF_SCENARIOS for s in cfg.scenarios):
         results += run_compare_leaf(cfg, cmds, log)
+    if any(s in ROUTE_SCENARIOS for s in cfg.scenarios):
+        results += run_compare_route(cfg, cmds, log)
     if "idle" in cfg.scenarios:
         # a fresh server per idle run: freed memory a runtime keeps around would hide the growth otherwise
         for run in range(cfg.runs):

@@ -2,8 +2,8 @@
 load and the worker processes that publish and count it, /proc CPU accounting, servers started on free ports,
 and the command's output (run records).
 
-bench.py (the core scenarios and the command), bench_js.py, bench_edge.py, bench_forward.py and bench_leaf.py
-import this module; it imports none of them.
+bench.py (the core scenarios and the command), bench_js.py, bench_edge.py, bench_forward.py, bench_leaf.py and
+bench_cluster.py import this module; it imports none of them.
 """
 
 from __future__ import annotations
@@ -31,10 +31,13 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 SCENARIOS: tuple[str, ...] = (
-    "pub", "pubsub1", "pubsub4", "reqrep", "leaf1", "leaf4", "js_sync", "js_async", "kv_put", "kv_get", "idle"
+    "pub", "pubsub1", "pubsub4", "reqrep", "leaf1", "leaf4", "route1", "route4",
+    "js_sync", "js_async", "kv_put", "kv_get", "idle",
 )
 JS_SCENARIOS: tuple[str, ...] = ("js_sync", "js_async", "kv_put", "kv_get")  # host/tools/bench_js.py
 LEAF_SCENARIOS: tuple[str, ...] = ("leaf1", "leaf4")  # host/tools/bench_leaf.py; --compare only
+ROUTE_SCENARIOS: tuple[str, ...] = ("route1", "route4")  # host/tools/bench_cluster.py; --compare only
+COMPARE_ONLY: tuple[str, ...] = LEAF_SCENARIOS + ROUTE_SCENARIOS  # they start servers of their own
 PAYLOAD_ALPHABET = b"abcdefghijklmnopqrstuvwxyz0123456789"
 LISTENING_LINE = b"Listening for client connections on"
 LOCALHOST = "127.0.0.1"
@@ -712,11 +715,25 @@ class MsgCounter:
 
 
 def subscriber(
-    ctl: Connection, ep: Endpoint, idx: int, subject: bytes, delivered: Any, published: Any, stop: Any
+    ctl: Connection,
+    ep: Endpoint,
+    idx: int,
+    subject: bytes,
+    delivered: Any,
+    published: Any,
+    stop: Any,
+    prepare: Callable[[socket.socket, bytearray, int], None] | None = None,
 ) -> dict[str, Any]:
+    """One subscriber process: SUB `subject` on `ep`, then count MSG frames until told to stop.
+
+    `prepare(sock, buf, idx)`, if given, runs once the SUB is confirmed and before the worker reports ready (the
+    route scenarios wait there until the subscription's interest has reached the publisher's server); it must
+    leave nothing of its own traffic in the connection or in `buf`."""
     sock, buf = nats_connect(ep, f"bench-sub-{idx}")
     sock.sendall(b"SUB %s %d\r\nPING\r\n" % (subject, idx + 1))
     wait_pong(sock, buf)
+    if prepare is not None:
+        prepare(sock, buf, idx)
     if buf:
         raise BenchError(f"unexpected data before the run: {bytes(buf[:100])!r}")
     ctl.send(("ready", None))
@@ -783,15 +800,29 @@ class WorkerSpec:
     passive: bool = False  # runs until the active workers are done and `stop` is set (subscribers, responder)
 
 
+def servers_cpu_seconds(pids: Sequence[int]) -> list[float] | None:
+    """`proc_cpu_seconds` of each PID, or None if any of them is unavailable."""
+    out = []
+    for pid in pids:
+        cpu = proc_cpu_seconds(pid)
+        if cpu is None:
+            return None
+        out.append(cpu)
+    return out
+
+
 def run_workers(
-    specs: list[WorkerSpec], cfg: BenchConfig, server_pid: int | None, stop: Any = None
+    specs: list[WorkerSpec], cfg: BenchConfig, server_pid: int | Sequence[int] | None, stop: Any = None
 ) -> tuple[list[dict[str, Any]], list[Any], dict[str, float]]:
     """Start worker processes, wait until all are ready, release them together, collect results.
 
     Active workers are collected first; then `stop.value` is set so passive workers finish too.
     Returns (results in spec order, ready payloads, window) where window has the machine-wide CPU use in
     cores ("machine_cpu") and, with a server PID, the server's ("server_cpu") during the measured window.
+    `server_pid` may list several servers (the nodes of a cluster): "server_cpu" is then their sum, and
+    "node1_cpu", "node2_cpu", ... each one's share.
     """
+    pids = [] if server_pid is None else [server_pid] if isinstance(server_pid, int) else list(server_pid)
     ctx = mp_context()
     procs: list[tuple[str, Any, Connection]] = []
     try:
@@ -816,19 +847,14 @@ def run_workers(
             conn.send((t_go, t_start, t_end))
         window: dict[str, float] = {}
         sleep_until(t_start)
-        c0, m0, w0 = (
-            proc_cpu_seconds(server_pid) if server_pid else None,
-            machine_cpu_jiffies(),
-            time.monotonic(),
-        )
+        c0, m0, w0 = servers_cpu_seconds(pids) if pids else None, machine_cpu_jiffies(), time.monotonic()
         sleep_until(t_end)
-        c1, m1, w1 = (
-            proc_cpu_seconds(server_pid) if server_pid else None,
-            machine_cpu_jiffies(),
-            time.monotonic(),
-        )
+        c1, m1, w1 = servers_cpu_seconds(pids) if pids else None, machine_cpu_jiffies(), time.monotonic()
         if c0 is not None and c1 is not None:
-            window["server_cpu"] = (c1 - c0) / (w1 - w0)
+            window["server_cpu"] = (sum(c1) - sum(c0)) / (w1 - w0)
+            if len(pids) > 1:
+                for n, (a, b) in enumerate(zip(c0, c1, strict=True)):
+                    window[f"node{n + 1}_cpu"] = (b - a) / (w1 - w0)
         if m0 and m1 and m1[1] > m0[1]:
             window["machine_cpu"] = (m1[0] - m0[0]) / (m1[1] - m0[1]) * (os.cpu_count() or 1)
         results: list[dict[str, Any]] = [{} for _ in procs]
@@ -912,7 +938,7 @@ def scenario_sizes(cfg: BenchConfig) -> list[tuple[str, int | None]]:
 
 def _describe(label: str, scen: str, size: int | None, run: int, cfg: BenchConfig, m: dict[str, Any]) -> str:
     what = f"[{label}] {scen}" + (f" {size}B" if size else "") + f" run {run + 1}/{cfg.runs}: "
-    if scen in SUBSCRIBERS or scen in LEAF_SCENARIOS:
+    if scen in SUBSCRIBERS or scen in COMPARE_ONLY:
         s = f"{fmt_rate(m['msgs_per_s'])} msg/s, publisher cpu {m['publisher_cpu']:.0%}"
         if "subscriber_cpu" in m:
             s += f", max subscriber cpu {m['subscriber_cpu']:.0%}"
@@ -934,6 +960,9 @@ def _describe(label: str, scen: str, size: int | None, run: int, cfg: BenchConfi
             s += f"; stopped {m['error']}"
     if "server_cpu" in m:
         s += f", server cpu {m['server_cpu']:.0%}"
+        nodes = [f"node {n} {m[f'node{n}_cpu']:.0%}" for n in range(1, 10) if f"node{n}_cpu" in m]
+        if nodes:
+            s += f" ({' + '.join(nodes)})"
     if m.get("other_cpu", 0) >= NOISY_CPU:
         s += f" [other processes used {m['other_cpu']:.2f} cores: noisy]"
     elif "machine_cpu" in m and "other_cpu" not in m:
