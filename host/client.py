@@ -41,7 +41,7 @@ from host.accounts import Account
 from host.auth import ClientPermissions, authenticate
 from host.delivery import deliver, learn_plan, settle
 from host.parser import OP_PUB_RUN, HubParser, encode_tail
-from host.sublist import Subscription, is_valid_literal_subject, is_valid_subject
+from host.sublist import Sublist, Subscription, is_valid_literal_subject, is_valid_subject
 
 if TYPE_CHECKING:
     from host.server import Server
@@ -257,9 +257,13 @@ class Client(asyncio.Protocol):
         p = self.parser
         p.receive_data(data)
         acc = self.account
-        if acc is not None and self.plans_gen != acc.sublist.gen:
-            p.plans.clear()
-            self.plans_gen = acc.sublist.gen
+        if acc is not None:
+            if self.plans_gen != acc.sublist.gen:
+                p.plans.clear()
+                self.plans_gen = acc.sublist.gen
+        elif self.is_router and self.plans_gen != Sublist.changes:
+            p.plans.clear()  # a route's plans span accounts
+            self.plans_gen = Sublist.changes
         server = self.server
         try:
             events = p.next_batch()

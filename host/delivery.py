@@ -156,9 +156,12 @@ NO_PLAN = Plan(None, None, [])  # a subject whose runs take `deliver`
 
 
 def learn_plan(plans: dict[bytes, Plan], src: Any, acc: Account, subject: bytes,
-               queues: tuple[bytes, ...] | None) -> None:
-    """After `deliver` routed a run from `src`, note how its parser may deliver the next runs to `subject`."""
-    if subject in plans:
+               queues: tuple[bytes, ...] | None, key: bytes | None = None) -> None:
+    """After `deliver` routed a run from `src`, note how its parser may deliver the next runs to `subject` (`key`: the
+    run's subject as the parser has it, when that is not `subject`: b"<account> <subject>" on a route)."""
+    if key is None:
+        key = subject
+    if key in plans:
         return  # known (this run came after an event of its read, so the parser handed it over)
     r = acc.sublist.cache.get(subject)
     fan = r.fanout if r is not None else None
@@ -167,7 +170,7 @@ def learn_plan(plans: dict[bytes, Plan], src: Any, acc: Account, subject: bytes,
     if len(plans) >= PLANS_MAX:
         plans.clear()
     if fan.empty or fan.limited or fan.internal or fan.leaf_shown or (fan.queues and queues is None):
-        plans[subject] = NO_PLAN
+        plans[key] = NO_PLAN
         return
     plain = [(conn, sub, pfx) for conn, sub, pfx in fan.plain if conn is not src or src.echo]
     hplain = [(conn, sub, pfx) for conn, sub, pfx in fan.hplain if conn is not src or src.echo]
@@ -175,12 +178,12 @@ def learn_plan(plans: dict[bytes, Plan], src: Any, acc: Account, subject: bytes,
         plain += [(conn, sub, pfx) for conn, sub, pfx, _hpfx in fan.routers]
         hplain += [(conn, sub, hpfx) for conn, sub, _pfx, hpfx in fan.routers]
     if not plain:
-        plans[subject] = NO_PLAN
+        plans[key] = NO_PLAN
         return
     htargets = None
     if src.headers and not fan.strip:
         htargets = [(conn.out, pfx) for conn, _sub, pfx in hplain]
-    plans[subject] = Plan([(conn.out, pfx) for conn, _sub, pfx in plain], htargets,
+    plans[key] = Plan([(conn.out, pfx) for conn, _sub, pfx in plain], htargets,
                           [(conn, sub) for conn, sub, _pfx in plain])
 
 

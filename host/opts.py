@@ -387,8 +387,12 @@ class _Loader:
                                           "one connection per peer (nats-server's no-pool mode)")
             elif k == "tls":
                 self.load_cluster_tls(self.map_(m, key))
-            elif k in ("compression", "accounts", "permissions", "ping_interval", "ping_max"):
-                continue  # accepted: we never compress and keep one route for all accounts
+            elif k == "permissions":
+                # Refused rather than ignored: a permission that is not enforced is worse than none.
+                raise self.err(m, key, 'field "cluster.permissions": route import/export permissions are not '
+                               "supported by this hub yet (docs/cluster.md)")
+            elif k in ("compression", "accounts", "ping_interval", "ping_max"):
+                continue  # accepted: we never compress, keep one route for all accounts, ping links as leafs
             else:
                 self._unknown(m, key)
 

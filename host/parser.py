@@ -12,10 +12,10 @@ so b"MSG <subject> <sid>" + piece (or b"LMSG <subject>" + piece) is the frame a 
 (host/delivery.py) prepends a cached prefix and never formats a message. nbytes sums the frames' sizes.
 
 Which frames make runs depends on the peer: PUB/HPUB from a client, LMSG/HMSG without queue names from a
-leaf link (a frame naming queue groups is an OP_LMSG event, as next_event() gives it). Routes and gateways
-will add their RMSG forms here. Anything else (and any line that is not in canonical form: lower case,
-tabs, extra spaces) goes through Parser._control(), so both methods accept and refuse exactly the same
-input with the same errors (tests/unit/test_hub_parser.py holds them to that).
+leaf link, RMSG/HMSG without queue names from a route, whose run "subject" is b"<account> <subject>" (a frame
+naming queue groups is an OP_LMSG or OP_RMSG event, as next_event() gives it). Anything else (and any line
+that is not in canonical form: lower case, tabs, extra spaces) goes through Parser._control(), so both methods
+accept and refuse exactly the same input with the same errors (tests/unit/test_hub_parser.py holds them to that).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from edge.proto import (
     ERR_UNKNOWN_OP,
     KIND_CLIENT,
     KIND_LEAF,
+    KIND_ROUTE,
     MAX_CONTROL_LINE,
     MAX_PAYLOAD,
     NEED_DATA,
@@ -44,6 +45,7 @@ PLANS_MAX = 4096  # delivery plans a connection keeps (Client.plans), then they 
 _RUN_VERBS = {
     KIND_CLIENT: (b"PUB", b"HPUB"),
     KIND_LEAF: (b"LMSG", b"HMSG"),
+    KIND_ROUTE: (b"RMSG", b"HMSG"),
 }
 
 
@@ -53,6 +55,8 @@ class HubParser(Parser):
         super().__init__(kind, max_control_line, max_payload)
         self._verbs_run = _RUN_VERBS.get(kind)
         self._link = kind != KIND_CLIENT  # on a link, "+" and "|" after the subject start queue names
+        # A route's frames name the account before the subject: a run's "subject" is then b"<account> <subject>".
+        self._words = 2 if kind == KIND_ROUTE else 1
         self._max_size = max_payload if max_payload is not None else 1 << 62
         # raw reply-less line -> (subject, has_hdr, size, tail, None), tail = offset of " size" in the line
         self._lines: dict[bytes, tuple[bytes, bool, int, int, bytes | None]] = {}
@@ -107,6 +111,7 @@ class HubParser(Parser):
         limit = self._line_limit + (len(run_verb) + 1 if run_verb is not None else 0)
         max_size = self._max_size
         link = self._link
+        two_words = self._words == 2
         sizes = _SIZES
         direct = True  # runs may be delivered on the spot: no event but PING/PONG is before them in this batch
         settled = True  # interest is as the router left it: no operation (SUB...) is before this point
@@ -239,6 +244,9 @@ class HubParser(Parser):
                         if hit is None and verbs is not None and buf[i - 1] == 13 and line.startswith(run_verb):
                             # A plain message line not seen before (a new subject, size or reply).
                             sp = line.find(b" ", verb_len)
+                            if two_words and sp > verb_len:
+                                sp2 = line.find(b" ", sp + 1)
+                                sp = sp2 if sp2 > sp + 1 else -1
                             if sp > verb_len and 9 not in line:
                                 reply, sep, sz = line[sp + 1 : -1].rpartition(b" ")
                                 size = sizes.get(sz)
@@ -363,15 +371,18 @@ class HubParser(Parser):
         parts = line[:-1].split(b" ")
         np = len(parts)
         verb = parts[0]
-        if verb != self._verbs_run[1] or (np != 4 and np != 5):  # type: ignore[index]
+        w = self._words
+        if verb != self._verbs_run[1] or (np != 3 + w and np != 4 + w):  # type: ignore[index]
             return None
-        reply = parts[2] if np == 5 else None
+        reply = parts[1 + w] if np == 4 + w else None
         if reply is not None and (not reply or (self._link and (reply == b"+" or reply == b"|"))):
             return None  # an empty token (two spaces), or a link's queue names follow
-        subj = parts[1]
+        if not all(parts[1 : 1 + w]):
+            return None
+        subj = b" ".join(parts[1 : 1 + w])
         hlen = size_of(parts[-2])
         size = size_of(parts[-1])
-        if not subj or hlen is None or size is None or hlen > size or size > self._max_size:
+        if hlen is None or size is None or hlen > size or size > self._max_size:
             return None
         if len(line) - len(verb) - 2 > self._line_limit:
             return None  # Parser._control reports the control-line limit

@@ -58,7 +58,7 @@ from edge.proto import (
 from host import errors
 from host.accounts import Account, nuid
 from host.client import Client
-from host.delivery import deliver
+from host.delivery import deliver, learn_plan
 from host.opts import split_url
 from host.parser import HubParser, encode_tail
 from host.sublist import Subscription, is_valid_subject
@@ -295,6 +295,19 @@ class Router(Client):
             self.process_remote_sub(ev[1], ev[2], ev[3], ev[4])
         elif op == OP_RS_MINUS:
             self.process_remote_unsub(ev[1], ev[2], ev[3])
+
+    def process_run(self, key: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int) -> None:
+        """A run of RMSG/HMSG frames that name no queue group (key: b"<account> <subject>"), which the parser did
+        not deliver itself: plain subscribers only."""
+        if not self.registered:
+            return
+        self.count_in(len(pieces), nbytes)
+        account, _, subject = key.partition(b" ")
+        acc = self.server.accounts.get(account.decode(errors="replace"))
+        if acc is None:
+            return
+        deliver(acc, self, subject, has_hdr, pieces, nbytes, 0, ())
+        learn_plan(self.parser.plans, self, acc, subject, (), key)
 
     def process_remote_sub(self, account: bytes, subject: bytes, queue: bytes | None, weight: int | None) -> None:
         acc = self.server.accounts.get(account.decode(errors="replace"))

@@ -106,6 +106,8 @@ class _Node:
 
 
 class Sublist:
+    changes = 0  # counts the gen changes of every Sublist: plans that span accounts (a route's) check it
+
     def __init__(self) -> None:
         self._root = _Node()
         self.cache: dict[bytes, SublistResult] = {}
@@ -187,6 +189,7 @@ class Sublist:
         """Drop the cached results a subscription to `subject` takes part in (also when one of its properties that
         delivery plans depend on changes, such as an UNSUB max)."""
         self.gen += 1
+        Sublist.changes += 1
         cache = self.cache
         if not cache:
             return
@@ -199,6 +202,7 @@ class Sublist:
     def reset(self) -> None:
         """Drop every cached result (a property delivery plans depend on changed for many subscriptions)."""
         self.gen += 1
+        Sublist.changes += 1
         self.cache.clear()
 
     def match(self, subject: bytes) -> SublistResult:

@@ -14,6 +14,7 @@ from edge.proto import (
     OP_PING,
     OP_PONG,
     OP_PUB,
+    OP_RMSG,
     OP_SUB,
     RemoteProtocolError,
     encode_headers,
@@ -238,6 +239,22 @@ def test_leaf_frames_without_queue_names_make_runs():
         (OP_LMSG, b"foo", None, [b"q1", b"q2"], None, b"e"),
     ]
     assert len(evs) == 4 and p.error is not None and p.error.wire == ERR_UNKNOWN_OP  # PUB is no leaf verb
+
+
+def test_route_frames_without_queue_names_make_runs_keyed_by_account_and_subject():
+    p = Parser(KIND_ROUTE)
+    p.receive_data(b"RMSG $G foo 1\r\na\r\nRMSG $G foo r 1\r\nb\r\nRMSG acc2 foo 1\r\nc\r\n"
+                   b"HMSG $G foo 12 13\r\nNATS/1.0\r\n\r\nd\r\nHMSG $G foo r 12 13\r\nNATS/1.0\r\n\r\ne\r\n"
+                   b"RMSG $G foo + r q1 1\r\nf\r\nRMSG $G foo | q1 q2 1\r\ng\r\nRMSG $G 1\r\nh\r\n")
+    evs = p.next_batch()
+    assert evs == [
+        (OP_PUB_RUN, b"$G foo", False, [b" 1\r\na\r\n", b" r 1\r\nb\r\n"], 2),
+        (OP_PUB_RUN, b"acc2 foo", False, [b" 1\r\nc\r\n"], 1),
+        (OP_PUB_RUN, b"$G foo", True, [b" 12 13\r\nNATS/1.0\r\n\r\nd\r\n", b" r 12 13\r\nNATS/1.0\r\n\r\ne\r\n"], 26),
+        (OP_RMSG, b"$G", b"foo", b"r", [b"q1"], None, b"f"),
+        (OP_RMSG, b"$G", b"foo", None, [b"q1", b"q2"], None, b"g"),
+    ]
+    assert p.error is not None  # "RMSG $G 1": no subject
 
 
 class _Plan:

@@ -449,7 +449,8 @@ def _run(kind, chunks, batch=False, eof=True, max_control_line=MAX_CONTROL_LINE,
 
 
 def _expand(evs, kind=KIND_CLIENT):
-    # next_batch() output -> the next_event() sequence: each run piece becomes one OP_PUB (OP_LMSG from a leaf).
+    # next_batch() output -> the next_event() sequence: each run piece becomes one OP_PUB (OP_LMSG from a leaf, OP_RMSG
+    # from a route, whose run subject is b"<account> <subject>").
     out = []
     for ev in evs:
         if ev[0] != OP_PUB_RUN:
@@ -462,8 +463,13 @@ def _expand(evs, kind=KIND_CLIENT):
             reply, hdr, payload = decode_tail(piece, has_hdr)
             assert (hdr is not None) == has_hdr
             total += len(payload) + (len(hdr) if hdr is not None else 0)
-            out.append((OP_LMSG, subj, reply, None, hdr, payload) if kind == KIND_LEAF else
-                       (OP_PUB, subj, reply, hdr, payload))
+            if kind == KIND_LEAF:
+                out.append((OP_LMSG, subj, reply, None, hdr, payload))
+            elif kind == KIND_ROUTE:
+                acc, _, subject = subj.partition(b" ")
+                out.append((OP_RMSG, acc, subject, reply, None, hdr, payload))
+            else:
+                out.append((OP_PUB, subj, reply, hdr, payload))
         assert total == nbytes, f"run nbytes {nbytes}, pieces carry {total}"
     return out
 
