@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from host.server import Server
 
 FIRST_PING_INTERVAL = 2.0  # nats-server firstPingInterval
+LINK_FIRST_PING_INTERVAL = 1.0  # leafs and routes get their first PING after about 1 s
 _STALL_MAX = 0.05  # longest pause of a producer while a consumer drains (nats-server stalls briefly)
 
 
@@ -93,6 +94,7 @@ class Client(asyncio.Protocol):
         self.start = time.time()
         self.last_activity = self.start
         self.pings_out = 0
+        self.ping_sent = 0.0  # when the last PING went out (a link's round-trip time is measured with it)
         self.max_pending = opts.max_pending
         self.stall_at = opts.max_pending * 3 // 4
         self.blocked_since = 0.0
@@ -184,7 +186,7 @@ class Client(asyncio.Protocol):
 
     def _ping_timer(self) -> None:
         # As nats-server processPingTimer: too many unanswered PINGs is a stale connection; a
-        # client that sent us data within the interval needs no PING.
+        # client that sent us data within the interval needs no PING (links are pinged whatever the traffic).
         if self.closed:
             return
         opts = self.opts
@@ -192,10 +194,12 @@ class Client(asyncio.Protocol):
             self.server.stale_connections += 1
             self.close(errors.STALE_CONNECTION, errors.ERR_STALE_CONNECTION)
             return
-        if time.time() - self.last_activity < opts.ping_interval and self.pings_out == 0 and self.connected:
+        if not self.is_link and time.time() - self.last_activity < opts.ping_interval and self.pings_out == 0 \
+                and self.connected:
             pass
         else:
             self.pings_out += 1
+            self.ping_sent = time.monotonic()
             self.send(PING)
         self._timers["ping"] = self.server.loop.call_later(opts.ping_interval, self._ping_timer)
 

@@ -43,7 +43,7 @@ from edge.proto import (
 )
 from host import errors
 from host.accounts import Account, nuid
-from host.client import Client
+from host.client import LINK_FIRST_PING_INTERVAL, Client
 from host.delivery import deliver, learn_plan
 from host.parser import HubParser, encode_tail
 from host.sublist import Subscription, is_valid_subject
@@ -53,7 +53,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("natsedge.hub")
 
-FIRST_PING_INTERVAL = 1.0  # non-client connections get their first PING after about 1 s
 RECONNECT_DELAY = 1.0  # nats-server DEFAULT_LEAF_NODE_RECONNECT
 LOOP_DELAY = 30.0  # wait after a loop was detected (nats-server leafNodeReconnectAfterPermViolation)
 ERR_LEAF_PORT = "attempted to connect to leaf node port"
@@ -101,7 +100,7 @@ class Leaf(Client):
             if server.leaf_tls is not None:
                 # As nats-server: INFO in plain text, then the TLS handshake, then CONNECT.
                 self._tls_task = loop.create_task(self._start_tls(transport))
-        self._timers["ping"] = loop.call_later(FIRST_PING_INTERVAL, self._ping_timer)
+        self._timers["ping"] = loop.call_later(LINK_FIRST_PING_INTERVAL, self._ping_timer)
 
     async def _start_tls(self, transport: asyncio.Transport) -> None:
         try:
@@ -114,18 +113,6 @@ class Leaf(Client):
         if tls is None or self.closed:
             return
         self.transport = tls
-
-    def _ping_timer(self) -> None:
-        # Links are pinged whatever the traffic (nats-server: routes, gateways and leafs always).
-        if self.closed:
-            return
-        if self.pings_out + 1 > self.opts.ping_max:
-            self.server.stale_connections += 1
-            self.close(errors.STALE_CONNECTION, errors.ERR_STALE_CONNECTION)
-            return
-        self.pings_out += 1
-        self.send(PING)
-        self._timers["ping"] = self.server.loop.call_later(self.opts.ping_interval, self._ping_timer)
 
     def process_leaf_connect(self, c: dict[str, Any]) -> None:
         if self.connected:

@@ -57,7 +57,7 @@ from edge.proto import (
 )
 from host import errors
 from host.accounts import Account, nuid
-from host.client import Client
+from host.client import LINK_FIRST_PING_INTERVAL, Client
 from host.delivery import deliver, learn_plan
 from host.opts import split_url
 from host.parser import HubParser, encode_tail
@@ -69,7 +69,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("natsedge.hub")
 
 ROUTE_PROTO = 3  # nats-server RouteProtoV2 and up; 3 also gets trace-only messages forwarded (README 3.4)
-FIRST_PING_INTERVAL = 1.0
 RECONNECT_DELAY = 1.0  # nats-server DEFAULT_ROUTE_RECONNECT
 CONNECT_TIMEOUT = 2.0  # nats-server DEFAULT_ROUTE_DIAL
 ERR_ROUTE_PORT = "attempted to connect to route port"
@@ -108,7 +107,6 @@ class Router(Client):
         self.remote_subs: dict[RouteKey, Subscription] = {}  # interest the peer asked for
         self.sent: dict[RouteKey, int] = {}  # interest we advertised to the peer, as last sent
         self.rtt = 0.0
-        self._ping_sent = 0.0
 
     # ---- handshake --------------------------------------------------------------------------------
 
@@ -121,23 +119,11 @@ class Router(Client):
             transport.write(encode_info(server.route_info()))
             timeout = server.opts.cluster.auth_timeout or server.opts.auth_timeout
             self._timers["auth"] = loop.call_later(timeout, self._auth_timeout)
-        self._timers["ping"] = loop.call_later(FIRST_PING_INTERVAL, self._ping_timer)
+        self._timers["ping"] = loop.call_later(LINK_FIRST_PING_INTERVAL, self._ping_timer)
 
     def _auth_timeout(self) -> None:
         if not self.registered:
             self.close(errors.AUTH_TIMEOUT, errors.ERR_AUTH_TIMEOUT)
-
-    def _ping_timer(self) -> None:
-        if self.closed:
-            return
-        if self.pings_out + 1 > self.opts.ping_max:
-            self.server.stale_connections += 1
-            self.close(errors.STALE_CONNECTION, errors.ERR_STALE_CONNECTION)
-            return
-        self.pings_out += 1
-        self._ping_sent = time.monotonic()
-        self.send(PING)
-        self._timers["ping"] = self.server.loop.call_later(self.opts.ping_interval, self._ping_timer)
 
     def process_route_connect(self, c: dict[str, Any]) -> None:
         """CONNECT from a server that dialled us."""
@@ -273,8 +259,8 @@ class Router(Client):
             return
         if op == OP_PONG:
             self.pings_out = 0
-            if self._ping_sent:
-                self.rtt = time.monotonic() - self._ping_sent
+            if self.ping_sent:
+                self.rtt = time.monotonic() - self.ping_sent
             return
         if op == OP_ERR:
             log.warning("Route %s reported error: %s", self.remote_name or self.ip, ev[1])

@@ -442,30 +442,17 @@ class Server:
         self.loop = asyncio.get_running_loop()
         if self.js is not None:
             self.js.start()
-        sock = socket.socket(socket.AF_INET6 if ":" in o.host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((o.host, o.port))
-        srv = await self.loop.create_server(lambda: Client(self), sock=sock, backlog=4096)
-        self._servers.append(srv)
-        self.client_port = sock.getsockname()[1]
+        self.client_port = await self._listen(o.host, o.port, lambda: Client(self), 4096)
         self._build_info()
         log.info("Listening for client connections on %s:%d", o.host, self.client_port)
         lo = o.leafnodes
         if lo.port:
-            lsock = socket.socket(socket.AF_INET6 if ":" in lo.host else socket.AF_INET, socket.SOCK_STREAM)
-            lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            lsock.bind((lo.host, lo.port))
-            self._servers.append(await self.loop.create_server(lambda: Leaf(self), sock=lsock, backlog=1024))
-            self.leaf_port = lsock.getsockname()[1]
+            self.leaf_port = await self._listen(lo.host, lo.port, lambda: Leaf(self), 1024)
             self.leaf_host = lo.host if lo.host not in ("0.0.0.0", "::") else "127.0.0.1"
             log.info("Listening for leafnode connections on %s:%d", lo.host, self.leaf_port)
         co = o.cluster
         if co.enabled:
-            csock = socket.socket(socket.AF_INET6 if ":" in co.host else socket.AF_INET, socket.SOCK_STREAM)
-            csock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            csock.bind((co.host, co.port))
-            self._servers.append(await self.loop.create_server(lambda: Router(self), sock=csock, backlog=1024))
-            self.cluster_port = csock.getsockname()[1]
+            self.cluster_port = await self._listen(co.host, co.port, lambda: Router(self), 1024)
             log.info("Cluster name is %s", self.cluster_name)
             log.info("Listening for route connections on %s:%d", co.host, self.cluster_port)
             self.urls_changed()
@@ -483,6 +470,14 @@ class Server:
             log.info("Starting http monitor on %s:%d", o.http_host or o.host, self.http_port)
         self.loop.call_later(1.0, self._housekeeping)
         log.info("Server is ready")
+
+    async def _listen(self, host: str, port: int, factory: Any, backlog: int) -> int:
+        """Listen on host:port (0: a free port) for connections made by `factory`; returns the port."""
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        self._servers.append(await self.loop.create_server(factory, sock=sock, backlog=backlog))
+        return int(sock.getsockname()[1])
 
     def _housekeeping(self) -> None:
         """Once a second: write deadlines, expired service-import responses."""

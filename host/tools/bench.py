@@ -81,6 +81,7 @@ from host.tools.benchlib import (
     record_run,
     recv_more,
     run_and_report,
+    run_pubsub,
     run_workers,
     scenario_sizes,
     sleep_until,
@@ -261,32 +262,7 @@ def run_throughput(
     for i in range(cfg.publishers):
         args = (partial(nats_connect, ep, f"bench-pub-{i}"), b"PUB", i, size, cfg, published, delivered, nsubs)
         specs.append(WorkerSpec(f"publisher-{i}", publisher, args))
-    results, _ready, window = run_workers(specs, cfg, server_pid, stop)
-    subs, pubs = results[:nsubs], results[nsubs:]
-    for i, sub in enumerate(subs):
-        if verify_totals and sub["total"] != sub["expected"]:
-            what = "lost" if sub["total"] < sub["expected"] else "extra"
-            raise BenchError(
-                f"subscriber {i} received {sub['total']} messages but {sub['expected']} were published "
-                f"({what}: {abs(sub['expected'] - sub['total'])})"
-            )
-    if nsubs:
-        rate = sum(s["msgs"] / s["dt"] for s in subs)
-    else:
-        rate = sum(p["msgs"] / p["dt"] for p in pubs)
-    mean_payload = statistics.fmean(p["mean_payload"] for p in pubs)
-    metrics: dict[str, Any] = {
-        "msgs_per_s": rate,
-        "payload_mb_per_s": rate * mean_payload / 1e6,
-        "mean_payload": mean_payload,
-        "publisher_cpu": max(p["cpu"] for p in pubs),
-        "publisher_credit_wait": max(p["credit_wait"] for p in pubs),
-    }
-    if subs:
-        metrics["subscriber_cpu"] = max(s["cpu"] for s in subs)
-        metrics["per_subscriber_msgs_per_s"] = [s["msgs"] / s["dt"] for s in subs]
-    metrics.update(window_metrics(window, [r["cpu"] for r in results]))
-    return metrics
+    return run_pubsub(specs, nsubs, cfg, server_pid, stop, verify_totals=verify_totals)
 
 
 def run_reqrep(ep: Endpoint, size: int, cfg: BenchConfig, server_pid: int | None = None) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -48,11 +47,10 @@ from host.tools.benchlib import (
     publisher,
     record_run,
     recv_more,
-    run_workers,
+    run_pubsub,
     scenario_sizes,
     subscriber,
     wait_pong,
-    window_metrics,
 )
 
 ROUTE_SUBSCRIBERS: dict[str, int] = {"route1": 1, "route4": 4}
@@ -205,29 +203,7 @@ def run_route(
     for i in range(cfg.publishers):
         args = (partial(nats_connect, node1, f"bench-pub-{i}"), b"PUB", i, size, cfg, published, delivered, nsubs)
         specs.append(WorkerSpec(f"publisher-{i}", publisher, args))
-    results, _ready, window = run_workers(specs, cfg, server_pids, stop)
-    subs, pubs = results[:nsubs], results[nsubs:]
-    for i, sub in enumerate(subs):
-        if sub["total"] != sub["expected"]:
-            what = "lost" if sub["total"] < sub["expected"] else "extra"
-            raise BenchError(
-                f"subscriber {i} on node 2 received {sub['total']} messages but {sub['expected']} were "
-                f"published on node 1 ({what}: {abs(sub['expected'] - sub['total'])})"
-            )
-    rates = [s["msgs"] / s["dt"] for s in subs]
-    mean_payload = statistics.fmean(p["mean_payload"] for p in pubs)
-    metrics: dict[str, Any] = {
-        "msgs_per_s": sum(rates),
-        "payload_mb_per_s": sum(rates) * mean_payload / 1e6,
-        "mean_payload": mean_payload,
-        "offered_msgs_per_s": sum(p["msgs"] / p["dt"] for p in pubs),
-        "publisher_cpu": max(p["cpu"] for p in pubs),
-        "publisher_credit_wait": max(p["credit_wait"] for p in pubs),
-        "subscriber_cpu": max(s["cpu"] for s in subs),
-        "per_subscriber_msgs_per_s": rates,
-    }
-    metrics.update(window_metrics(window, [r["cpu"] for r in results]))
-    return metrics
+    return run_pubsub(specs, nsubs, cfg, server_pids, stop, " on node 1")
 
 
 # ------------------------------------------------------------------------------------------------- servers

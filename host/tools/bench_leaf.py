@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -45,10 +44,9 @@ from host.tools.benchlib import (
     read_info,
     record_run,
     recv_more,
-    run_workers,
+    run_pubsub,
     scenario_sizes,
     subscriber,
-    window_metrics,
 )
 
 LEAF_SUBSCRIBERS: dict[str, int] = {"leaf1": 1, "leaf4": 4}
@@ -132,29 +130,7 @@ def run_leaf(
         connect = partial(leaf_connect, leaf.host, leaf.port, f"bench-leaf-{i}", subjects)
         args = (connect, b"LMSG", i, size, cfg, published, delivered, nsubs)
         specs.append(WorkerSpec(f"leaf-publisher-{i}", publisher, args))
-    results, _ready, window = run_workers(specs, cfg, server_pid, stop)
-    subs, pubs = results[:nsubs], results[nsubs:]
-    for i, sub in enumerate(subs):
-        if sub["total"] != sub["expected"]:
-            what = "lost" if sub["total"] < sub["expected"] else "extra"
-            raise BenchError(
-                f"subscriber {i} received {sub['total']} messages but the leaf published {sub['expected']} "
-                f"({what}: {abs(sub['expected'] - sub['total'])})"
-            )
-    rates = [s["msgs"] / s["dt"] for s in subs]
-    mean_payload = statistics.fmean(p["mean_payload"] for p in pubs)
-    metrics: dict[str, Any] = {
-        "msgs_per_s": sum(rates),
-        "payload_mb_per_s": sum(rates) * mean_payload / 1e6,
-        "mean_payload": mean_payload,
-        "offered_msgs_per_s": sum(p["msgs"] / p["dt"] for p in pubs),
-        "publisher_cpu": max(p["cpu"] for p in pubs),
-        "publisher_credit_wait": max(p["credit_wait"] for p in pubs),
-        "subscriber_cpu": max(s["cpu"] for s in subs),
-        "per_subscriber_msgs_per_s": rates,
-    }
-    metrics.update(window_metrics(window, [r["cpu"] for r in results]))
-    return metrics
+    return run_pubsub(specs, nsubs, cfg, server_pid, stop, " by the leaf")
 
 
 class LeafServerProcess(ServerProcess):

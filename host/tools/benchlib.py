@@ -17,6 +17,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import sysconfig
@@ -890,6 +891,39 @@ def _receive(conn: Connection, name: str, deadline: float) -> tuple[str, Any]:
         return conn.recv()
     except EOFError:
         raise BenchError(f"{name} exited without reporting") from None
+
+
+def run_pubsub(specs: list[WorkerSpec], nsubs: int, cfg: BenchConfig, server_pid: int | Sequence[int] | None,
+               stop: Any, published_where: str = "", verify_totals: bool = True) -> dict[str, Any]:
+    """Run `nsubs` subscriber workers and the publishers after them in `specs`; the throughput metrics. With
+    `verify_totals`, every subscriber must end up with exactly as many messages as were published (a run with lost
+    or extra messages fails instead of reporting a rate)."""
+    results, _ready, window = run_workers(specs, cfg, server_pid, stop)
+    subs, pubs = results[:nsubs], results[nsubs:]
+    for i, sub in enumerate(subs):
+        if verify_totals and sub["total"] != sub["expected"]:
+            what = "lost" if sub["total"] < sub["expected"] else "extra"
+            raise BenchError(
+                f"subscriber {i} received {sub['total']} messages but {sub['expected']} were published"
+                f"{published_where} ({what}: {abs(sub['expected'] - sub['total'])})"
+            )
+    offered = sum(p["msgs"] / p["dt"] for p in pubs)
+    rates = [s["msgs"] / s["dt"] for s in subs]
+    rate = sum(rates) if subs else offered
+    mean_payload = statistics.fmean(p["mean_payload"] for p in pubs)
+    metrics: dict[str, Any] = {
+        "msgs_per_s": rate,
+        "payload_mb_per_s": rate * mean_payload / 1e6,
+        "mean_payload": mean_payload,
+        "offered_msgs_per_s": offered,
+        "publisher_cpu": max(p["cpu"] for p in pubs),
+        "publisher_credit_wait": max(p["credit_wait"] for p in pubs),
+    }
+    if subs:
+        metrics["subscriber_cpu"] = max(s["cpu"] for s in subs)
+        metrics["per_subscriber_msgs_per_s"] = rates
+    metrics.update(window_metrics(window, [r["cpu"] for r in results]))
+    return metrics
 
 
 def window_metrics(window: dict[str, float], worker_cpu: list[float]) -> dict[str, float]:
