@@ -320,10 +320,11 @@ def deliver_msg(acc: Account, src: Any, subject: bytes, reply: bytes | None, hdr
 
 
 def deliver_as(acc: Account, src: Any, dest: bytes, subject: bytes, reply: bytes | None, hdr: bytes | None,
-               payload: bytes) -> int:
+               payload: bytes, queues: tuple[bytes, ...] | list[bytes] | None = None) -> int:
     """A consumer delivery: to the subscribers of `dest`, written as `subject` (the stored message's subject, as
-    nats-server's deliver subject works). A leaf link gets `dest` with `@<subject>` after the reply, which
-    nats-server peers map back. Internal subscriptions are not delivered to."""
+    nats-server's deliver subject works). A link (leaf, route) gets `dest` with `@<subject>` after the reply, which
+    the server at its other end maps back (split_js_ack). Internal subscriptions are not delivered to. queues: as
+    for `deliver` (a link's frame: the groups it names)."""
     r = acc.sublist.match(dest)
     if not r:
         return 0
@@ -339,7 +340,21 @@ def deliver_as(acc: Account, src: Any, dest: bytes, subject: bytes, reply: bytes
         if len(variants) >= SHOWN_AS_MAX:
             variants.clear()
         fan = variants[subject] = Fanout(r, acc, dest, subject)
-    return deliver_fanout(acc, src, fan, dest, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0, None)
+    return deliver_fanout(acc, src, fan, dest, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0, queues)
+
+
+def split_js_ack(reply: bytes) -> tuple[bytes, bytes] | None:
+    """A consumer delivery's reply as it crosses a link, `$JS.ACK.<8 or more tokens>@<subject>`, -> (the ack reply,
+    the subject to show), or None for any other reply. As nats-server: the first "@" after the ack's eighth dot
+    (subjects may hold "@" themselves)."""
+    if not reply.startswith(b"$JS.ACK."):
+        return None
+    at = reply.find(b"@")
+    while at >= 0 and reply.count(b".", 0, at) < 8:
+        at = reply.find(b"@", at + 1)
+    if at < 0 or at == len(reply) - 1:
+        return None
+    return reply[:at], reply[at + 1 :]
 
 
 def deliver_reply(acc: Account, src: Any, reply: bytes, payload: bytes) -> int:

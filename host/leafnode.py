@@ -44,7 +44,7 @@ from edge.proto import (
 from host import errors
 from host.accounts import Account, nuid
 from host.client import LINK_FIRST_PING_INTERVAL, Client
-from host.delivery import deliver, learn_plan
+from host.delivery import deliver, deliver_as, learn_plan, split_js_ack
 from host.parser import HubParser, encode_tail
 from host.sublist import Subscription, is_valid_subject
 
@@ -282,8 +282,12 @@ class Leaf(Client):
         size = len(payload) + (len(hdr) if hdr is not None else 0)
         self.count_in(1, size)
         assert self.account is not None
-        deliver(self.account, self, subject, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0,
-                queues or ())
+        shown = split_js_ack(reply) if reply is not None and b"@" in reply else None
+        if shown is not None:  # a consumer delivery from the hub we dialled (deliver_as)
+            deliver_as(self.account, self, subject, shown[1], shown[0], hdr, payload, queues or ())
+        else:
+            deliver(self.account, self, subject, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0,
+                    queues or ())
 
     # ---- output to the peer --------------------------------------------------------------------
 

@@ -13,7 +13,8 @@ so b"MSG <subject> <sid>" + piece (or b"LMSG <subject>" + piece) is the frame a 
 
 Which frames make runs depends on the peer: PUB/HPUB from a client, LMSG/HMSG without queue names from a
 leaf link, RMSG/HMSG without queue names from a route, whose run "subject" is b"<account> <subject>" (a frame
-naming queue groups is an OP_LMSG or OP_RMSG event, as next_event() gives it). Anything else (and any line
+naming queue groups, or a link's frame whose reply holds an "@" (a consumer delivery, `$JS.ACK...@<subject>`), is
+an OP_LMSG or OP_RMSG event, as next_event() gives it). Anything else (and any line
 that is not in canonical form: lower case, tabs, extra spaces) goes through Parser._control(), so both methods
 accept and refuse exactly the same input with the same errors (tests/unit/test_hub_parser.py holds them to that).
 """
@@ -172,7 +173,7 @@ class HubParser(Parser):
                             size = sizes.get(sz)
                             # (No length check: the line is as long as the one before, which passed it.)
                             if size is None or not reply or 32 in reply or size > max_size or \
-                                    (link and (reply == b"+" or reply == b"|")):
+                                    (link and (reply == b"+" or reply == b"|" or 64 in reply)):
                                 break
                             end = i + 1 + size
                             if end + 2 > n:
@@ -236,7 +237,8 @@ class HubParser(Parser):
                                 if size is None:
                                     size = size_of(sz)
                                 if reply and size is not None and 32 not in reply and len(line) <= limit and \
-                                        size <= max_size and not (link and (reply == b"+" or reply == b"|")):
+                                        size <= max_size and \
+                                        not (link and (reply == b"+" or reply == b"|" or 64 in reply)):
                                     hit = (last_subj, False, size, len(last_head) - 1, reply)
                             tails = hit is not None  # the next line is likely one too: read it this way first
                         if hit is None and not line_seen:
@@ -255,7 +257,7 @@ class HubParser(Parser):
                                 # (An empty reply after a separator is a second space: not canonical, so not here.)
                                 if size is not None and (reply or not sep) and 32 not in reply and \
                                         len(line) <= limit and size <= max_size and \
-                                        not (link and (reply == b"+" or reply == b"|")):
+                                        not (link and (reply == b"+" or reply == b"|" or 64 in reply)):
                                     hit = (line[verb_len:sp], False, size, sp, reply or None)
                                     if not reply:
                                         if len(lines) >= LINE_CACHE_MAX:
@@ -375,8 +377,8 @@ class HubParser(Parser):
         if verb != self._verbs_run[1] or (np != 3 + w and np != 4 + w):  # type: ignore[index]
             return None
         reply = parts[1 + w] if np == 4 + w else None
-        if reply is not None and (not reply or (self._link and (reply == b"+" or reply == b"|"))):
-            return None  # an empty token (two spaces), or a link's queue names follow
+        if reply is not None and (not reply or (self._link and (reply == b"+" or reply == b"|" or 64 in reply))):
+            return None  # an empty token (two spaces), a link's queue names follow, or a consumer's ack@subject
         if not all(parts[1 : 1 + w]):
             return None
         subj = b" ".join(parts[1 : 1 + w])

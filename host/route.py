@@ -58,7 +58,7 @@ from edge.proto import (
 from host import errors
 from host.accounts import Account, nuid
 from host.client import LINK_FIRST_PING_INTERVAL, Client
-from host.delivery import deliver, learn_plan
+from host.delivery import deliver, deliver_as, learn_plan, split_js_ack
 from host.opts import split_url
 from host.parser import HubParser, encode_tail
 from host.sublist import Subscription, is_valid_subject
@@ -327,7 +327,11 @@ class Router(Client):
         if acc is None:
             return
         # Plain subscribers, and only the queue groups the frame names (none named: none; README A1).
-        deliver(acc, self, subject, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0, queues or ())
+        shown = split_js_ack(reply) if reply is not None and b"@" in reply else None
+        if shown is not None:
+            deliver_as(acc, self, subject, shown[1], shown[0], hdr, payload, queues or ())
+        else:
+            deliver(acc, self, subject, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0, queues or ())
 
     # ---- output to the peer --------------------------------------------------------------------
 

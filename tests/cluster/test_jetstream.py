@@ -119,3 +119,41 @@ def test_our_jetstream_hub_does_not_join_a_nats_server_jetstream_cluster(nodes):
     assert ours.proc.wait(timeout=15) == 1
     assert CONFLICT in ours.output()
     assert s1.alive()
+
+
+def test_push_consumer_delivers_across_a_route_with_the_stream_subject(nodes):
+    """A push consumer on the JetStream node delivers to a subscriber on another node: the frame crosses the route as
+    `RMSG $G <deliver subject> $JS.ACK...@<stream subject>` (nats-server's encoding), and the subscriber gets the
+    stream subject and the ack reply, as if it were on the JetStream node."""
+    n1 = nodes("hub", "n1", jetstream=True)
+    n2 = nodes("hub", "n2", peers=(n1,))
+    meshed(n1, n2)
+
+    async def body():
+        nc = await nats.connect(n2.url, connect_timeout=2, allow_reconnect=False)
+        try:
+            js = nc.jetstream(timeout=5)
+            await js.add_stream(name="P", subjects=["p.>"])
+            got = []
+            sub = await js.subscribe("p.>", durable="pd", manual_ack=True)
+            for i in range(3):
+                await js.publish(f"p.{i}", b"x%d" % i)
+            for _ in range(3):
+                m = await sub.next_msg(timeout=5)
+                got.append((m.subject, m.data, m.metadata.sequence.stream))
+                await m.ack_sync()
+            assert got == [("p.0", b"x0", 1), ("p.1", b"x1", 2), ("p.2", b"x2", 3)]
+            info = await js.consumer_info("P", "pd")
+            assert info.num_ack_pending == 0 and info.delivered.stream_seq == 3
+            kv = await js.create_key_value(bucket="w")
+            watcher = await kv.watchall()
+            await kv.put("a", b"1")
+            e = await watcher.updates(timeout=5)
+            while e is None:  # the initial "no more values" marker
+                e = await watcher.updates(timeout=5)
+            assert (e.key, e.value) == ("a", b"1")
+            await watcher.stop()
+        finally:
+            await nc.close()
+
+    run(body(), timeout=30)

@@ -351,3 +351,15 @@ def test_drop_lane_counts_repeated_lines_and_hands_on_the_rest():
     assert (p.dropped, p.dropped_bytes) == (61, 91)
     p.receive_data(b"y\r\n")  # the last frame's payload arrives
     assert p.next_batch() == [] and (p.dropped, p.dropped_bytes) == (62, 93)
+
+
+def test_link_frames_with_a_consumer_ack_reply_are_events():
+    # `$JS.ACK...@<subject>` is mapped back by the receiving server (host/delivery.py split_js_ack), so such frames
+    # are not runs the parser may deliver raw.
+    ack = b"$JS.ACK.S.c.1.1.1.1700000000000000000.0"
+    cases = ((KIND_ROUTE, b"RMSG $G ", (OP_RMSG, b"$G", b"d.in")), (KIND_LEAF, b"LMSG ", (OP_LMSG, b"d.in")))
+    for kind, verb, head in cases:
+        p = Parser(kind)
+        p.receive_data(verb + b"d.in " + ack + b"@s.x 1\r\na\r\n" + verb + b"d.in " + ack + b"@s.x 1\r\nb\r\n")
+        evs = p.next_batch()
+        assert evs == [head + (ack + b"@s.x", None, None, b"a"), head + (ack + b"@s.x", None, None, b"b")], evs
