@@ -70,6 +70,10 @@ async def use_jetstream(url: str, replicas: int) -> None:
         assert [m.data for m in msgs] == [b"m%d" % i for i in range(10)]
         for m in msgs:
             await m.ack()
+        push = await js.subscribe("s.>", durable="push", manual_ack=True)  # deliveries cross a route to this client
+        m = await push.next_msg(timeout=5)
+        assert (m.subject, m.data, m.metadata.sequence.stream) == ("s.0", b"m0", 1)
+        await m.ack_sync()
         kv = await js.create_key_value(bucket="kv", replicas=replicas)
         await kv.put("k", b"v1")
         assert (await kv.get("k")).value == b"v1"
