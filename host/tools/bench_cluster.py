@@ -40,15 +40,14 @@ from host.tools.benchlib import (
     Endpoint,
     ServerProcess,
     WorkerSpec,
+    compare_abba,
     free_port,
     mp_context,
     nats_connect,
     parse_url,
     publisher,
-    record_run,
     recv_more,
     run_pubsub,
-    scenario_sizes,
     subscriber,
     wait_pong,
 )
@@ -306,35 +305,15 @@ def run_compare_route(
 ) -> list[dict[str, Any]]:
     """The route scenarios of `run_compare`: a 2-node cluster of each server started once, runs alternating
     ABBA between them. Returns result entries in `run_compare`'s shape."""
-    labels = list(cmds)
-    cases = [(s, z) for s, z in scenario_sizes(cfg) if s in ROUTE_SUBSCRIBERS]
-    results: list[dict[str, Any]] = []
-    clusters: dict[str, BenchCluster] = {}
-    try:
-        for label in labels:
-            clusters[label] = BenchCluster(label, cmds[label])
-            clusters[label].start()
-            n1, n2 = clusters[label].nodes
-            log(
-                f"started {label} cluster: node 1 pid {n1.pid} on {n1.url} (routes on {n1.cluster_port}), "
-                f"node 2 pid {n2.pid} on {n2.url} (routes on {n2.cluster_port}, dials node 1)"
-            )
-        for scen, size in cases:
-            assert size is not None
-            for run in range(cfg.runs):
-                for label in labels if run % 2 == 0 else labels[::-1]:
-                    cluster = clusters[label]
-                    if not cluster.alive():
-                        log(f"{label} cluster lost a node; restarting both\n{cluster.log_tail()}")
-                        cluster.stop()
-                        cluster.start()
-                    ep1, ep2 = (n.endpoint for n in cluster.nodes)
-                    pids = cluster.pids
-                    job = lambda ep1=ep1, ep2=ep2, pids=pids, scen=scen, size=size: run_route(
-                        ep1, ep2, scen, size, cfg, pids
-                    )
-                    record_run(results, label, scen, size, run, cfg, job, log)
-    finally:
-        for cluster in clusters.values():
-            cluster.close()
-    return results
+
+    def describe(cluster: BenchCluster) -> str:
+        n1, n2 = cluster.nodes
+        return (f"cluster: node 1 pid {n1.pid} on {n1.url} (routes on {n1.cluster_port}), "
+                f"node 2 pid {n2.pid} on {n2.url} (routes on {n2.cluster_port}, dials node 1)")
+
+    def run_one(cluster: BenchCluster, scen: str, size: int) -> dict[str, Any]:
+        ep1, ep2 = (n.endpoint for n in cluster.nodes)
+        return run_route(ep1, ep2, scen, size, cfg, cluster.pids)
+
+    return compare_abba(cfg, list(cmds), ROUTE_SUBSCRIBERS, lambda label: BenchCluster(label, cmds[label]),
+                        describe, run_one, log)

@@ -37,15 +37,14 @@ from host.tools.benchlib import (
     ServerProcess,
     WorkerSpec,
     check_err,
+    compare_abba,
     free_port,
     mp_context,
     parse_url,
     publisher,
     read_info,
-    record_run,
     recv_more,
     run_pubsub,
-    scenario_sizes,
     subscriber,
 )
 
@@ -167,33 +166,12 @@ def run_compare_leaf(
 ) -> list[dict[str, Any]]:
     """The leaf scenarios of `run_compare`: both servers started once with a leafnode port, runs alternating
     ABBA between them. Returns result entries in `run_compare`'s shape."""
-    labels = list(cmds)
-    cases = [(s, z) for s, z in scenario_sizes(cfg) if s in LEAF_SUBSCRIBERS]
-    results: list[dict[str, Any]] = []
-    servers: dict[str, LeafServerProcess] = {}
-    try:
-        for label in labels:
-            servers[label] = LeafServerProcess(label, cmds[label])
-            servers[label].start()
-            log(
-                f"started {label} pid {servers[label].pid} on {servers[label].url}, leafnodes on port "
-                f"{servers[label].leaf_port}"
-            )
-        for scen, size in cases:
-            assert size is not None
-            for run in range(cfg.runs):
-                for label in labels if run % 2 == 0 else labels[::-1]:
-                    srv = servers[label]
-                    if not srv.alive():
-                        log(f"{label} died; restarting\n{srv.log_tail()}")
-                        srv.stop()
-                        srv.start()
-                    ep, leaf, pid = parse_url(srv.url), srv.leaf, srv.pid
-                    job = lambda ep=ep, leaf=leaf, pid=pid, scen=scen, size=size: run_leaf(
-                        ep, leaf, scen, size, cfg, pid
-                    )
-                    record_run(results, label, scen, size, run, cfg, job, log)
-    finally:
-        for srv in servers.values():
-            srv.close()
-    return results
+
+    def describe(srv: LeafServerProcess) -> str:
+        return f"pid {srv.pid} on {srv.url}, leafnodes on port {srv.leaf_port}"
+
+    def run_one(srv: LeafServerProcess, scen: str, size: int) -> dict[str, Any]:
+        return run_leaf(parse_url(srv.url), srv.leaf, scen, size, cfg, srv.pid)
+
+    return compare_abba(cfg, list(cmds), LEAF_SUBSCRIBERS, lambda label: LeafServerProcess(label, cmds[label]),
+                        describe, run_one, log)

@@ -1004,6 +1004,39 @@ def _describe(label: str, scen: str, size: int | None, run: int, cfg: BenchConfi
     return what + s
 
 
+def compare_abba(
+    cfg: BenchConfig, labels: list[str], scenarios: Any, make: Callable[[str], Any], describe: Callable[[Any], str],
+    run_one: Callable[[Any, str, int], dict[str, Any]], log: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """The scenarios in `scenarios` that `cfg` asks for, on one server set-up per label (`make(label)`, with
+    start/alive/stop/close/log_tail; `describe` says what was started), runs alternating ABBA between the labels;
+    a set-up that died is restarted. Returns result entries in `run_compare`'s shape; every set-up is closed at
+    the end, also one whose start failed."""
+    cases = [(s, z) for s, z in scenario_sizes(cfg) if s in scenarios]
+    results: list[dict[str, Any]] = []
+    targets: dict[str, Any] = {}
+    try:
+        for label in labels:
+            target = targets[label] = make(label)
+            target.start()
+            log(f"started {label} {describe(target)}")
+        for scen, size in cases:
+            assert size is not None
+            for run in range(cfg.runs):
+                for label in labels if run % 2 == 0 else labels[::-1]:
+                    target = targets[label]
+                    if not target.alive():
+                        log(f"{label} died; restarting\n{target.log_tail()}")
+                        target.stop()
+                        target.start()
+                    job = lambda t=target, scen=scen, size=size: run_one(t, scen, size)  # noqa: E731
+                    record_run(results, label, scen, size, run, cfg, job, log)
+    finally:
+        for target in targets.values():
+            target.close()
+    return results
+
+
 def record_run(
     results: list[dict[str, Any]],
     label: str,
