@@ -40,6 +40,8 @@ from tests.compat.harness import (
 # "mixed-nats": our hub joins a nats-server cluster (n1 and n2 are nats-server, n3 the hub); "mixed-hub": a
 # nats-server node joins a cluster of our hubs (n1 and n2 hubs, n3 nats-server). The seed topology's seed is n1.
 MIXED = {"mixed-nats": ("nats", "nats", "hub"), "mixed-hub": ("hub", "hub", "nats")}
+# Two-node clusters of a mixed side (`pair_kinds`): one nats-server and one hub, n1 being the side's majority kind.
+PAIRS = {"mixed-nats": ("nats", "hub"), "mixed-hub": ("hub", "nats")}
 ALL_SIDES = ("nats", "hub", *MIXED)
 ENV_SIDES = "NATSEDGE_CLUSTER_SIDES"
 CLUSTER_NAME = "c1"
@@ -65,6 +67,12 @@ def node_side(side: str, i: int) -> str:
     """The server kind of node i (0-based) of a cluster of `side`."""
     kinds = MIXED.get(side)
     return side if kinds is None else kinds[i % len(kinds)]
+
+
+def pair_kinds(side: str) -> tuple[str, str]:
+    """The server kinds of a 2-node cluster of `side`: (nats, hub) for mixed-nats, (hub, nats) for mixed-hub, so the
+    two mixed sides between them put each kind in each role."""
+    return PAIRS.get(side, (side, side))
 
 
 def route_url(port: int, user: str | None = None, password: str | None = None) -> str:
@@ -161,12 +169,15 @@ class Node(Server):
 class Cluster:
     def __init__(self, side: str, size: int, workdir: Path, topology: str = "mesh", form: str = "conf",
                  extra_conf: str = "", cluster_extra: str = "", route_user: str | None = None,
-                 route_password: str | None = None):
+                 route_password: str | None = None, kinds: tuple[str, ...] | None = None):
+        """`kinds`: each node's server kind (default: `node_side`), e.g. `pair_kinds(side)` for 2 nodes."""
         assert topology in ("mesh", "seed"), topology
+        assert kinds is None or len(kinds) == size, kinds
         self.side = side
         self.topology = topology
         self.route_user, self.route_password = route_user, route_password
-        self.nodes = [Node(node_side(side, i), f"n{i + 1}", workdir / f"n{i + 1}", form=form, extra_conf=extra_conf,
+        kinds = kinds or tuple(node_side(side, i) for i in range(size))
+        self.nodes = [Node(kinds[i], f"n{i + 1}", workdir / f"n{i + 1}", form=form, extra_conf=extra_conf,
                            cluster_extra=cluster_extra) for i in range(size)]
         for n in self.nodes:
             n.workdir.mkdir(parents=True, exist_ok=True)
