@@ -118,7 +118,7 @@ def _size(tok, what):
     return int(tok)
 
 
-def _reply_queues(mid):
+def reply_queues(mid):
     # The part between subject and size on LMSG/RMSG: "", "reply", "+ reply q..", "| q..".
     if not mid:
         return None, None
@@ -303,7 +303,7 @@ class Parser:
             hlen = _size(args[-2], "header") if hdr else -1
             if hlen > size:
                 raise RemoteProtocolError("header size larger than total")
-            reply, queues = _reply_queues(args[first + 1 : last])
+            reply, queues = reply_queues(args[first + 1 : last])
             if acc:
                 head = (OP_RMSG, args[1], args[2], reply, queues)
             else:

@@ -110,6 +110,9 @@ class Account:
         # imports (every server of a cluster serves its own clients' imports, as nats-server does).
         self.unrouted: dict[tuple[bytes, bytes | None], int] = {}
         self.routes: dict[str, Router] = {}  # the server's routes, by peer id (Server.routes, shared)
+        # The part of `interest` that leafs asked for, by the leaf's origin (its cluster name, "_" for none): routes
+        # that take nats-server's leaf-origin forms are told it as `LS+ <origin> ...` (host/route.py).
+        self.leaf_interest: dict[tuple[bytes, bytes | None], dict[bytes, int]] = {}
         self.lds = b"$LDS." + nuid().encode()  # loop-detection subject sent to every leaf
         # Subjects seen with no interest at all; client parsers skip reply-less PUBs to them.
         # Any new subscription may create interest, so it clears the whole set.
@@ -139,16 +142,25 @@ class Account:
             self.interest[key] = n
         else:
             self.interest.pop(key, None)
-        if sub.conn.is_router if sub.conn is not None else isinstance(sub.imported, ServiceImport):
+        conn = sub.conn
+        if conn.is_router if conn is not None else isinstance(sub.imported, ServiceImport):
             n = self.unrouted.get(key, 0) + delta
             if n > 0:
                 self.unrouted[key] = n
             else:
                 self.unrouted.pop(key, None)
+        origins = None
+        if conn is not None and conn.is_leaf:
+            origins = self.leaf_interest.setdefault(key, {})
+            origins[conn.origin] = origins.get(conn.origin, 0) + delta
         for leaf in self.leafs:
             leaf.update_interest(key)
         for route in self.routes.values():
             route.update_interest(self, key)
+        if origins is not None and origins[conn.origin] <= 0:  # kept until the routes were told it is gone
+            del origins[conn.origin]
+            if not origins:
+                del self.leaf_interest[key]
         for watch in self.interest_watchers:
             watch(sub.subject)
 

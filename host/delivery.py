@@ -446,10 +446,12 @@ def _deliver_each(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr: 
                 conn, sub, pfx, hpfx = grp[(fan.rr + k) % k_max]
                 if conn is skip or conn.closed:
                     continue
-                if conn.is_router:
+                if conn.is_router and sub.origin is None:
                     if not to_routes:
                         continue
-                elif conn.is_leaf:
+                elif conn.is_leaf or conn.is_router:  # a leaf, or a leaf behind a route (LS+ <origin>)
+                    if conn.is_router and not to_routes:
+                        continue
                     if leaf_fallback:
                         if fallback is None:
                             fallback = conn

@@ -84,6 +84,7 @@ class Leaf(Client):
         self.pedantic = False
         self.remote_name = ""
         self.remote_id = ""
+        self.origin = b"_"  # the leaf's cluster, as routes are told its interest ("_": none named in its CONNECT)
         self.leaf_subs: dict[Key, Subscription] = {}  # interest the peer asked for
         self.sent: dict[Key, int] = {}  # interest we advertised to the peer, as last sent
 
@@ -129,6 +130,9 @@ class Leaf(Client):
             h.cancel()
         self.remote_name = str(c.get("name", "") or "")
         self.remote_id = str(c.get("server_id", "") or "")
+        cluster = c.get("cluster")
+        if isinstance(cluster, str) and cluster and " " not in cluster:
+            self.origin = cluster.encode()
         self.name = self.remote_name
         self.version = str(c.get("version", "") or "")
         self.bind(account)

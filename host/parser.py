@@ -25,6 +25,7 @@ from typing import Any
 
 from edge.proto import (
     CRLF,
+    ERR_MAX_CONTROL_LINE,
     ERR_UNKNOWN_OP,
     KIND_CLIENT,
     KIND_LEAF,
@@ -34,8 +35,12 @@ from edge.proto import (
     NEED_DATA,
     OP_PING,
     OP_PONG,
+    OP_RMSG,
+    OP_RS_MINUS,
+    OP_RS_PLUS,
     Parser,
     RemoteProtocolError,
+    reply_queues,
 )
 
 OP_PUB_RUN = 17  # after edge.proto's op numbers
@@ -363,6 +368,45 @@ class HubParser(Parser):
             if run_subj is not None:
                 out.append((OP_PUB_RUN, run_subj, run_hdr, pieces or [first], nbytes))
             self._pos = pos
+
+    def _control(self, line: bytes) -> tuple | None:
+        if self._words == 2 and line[:2] in (b"LS", b"ls", b"LM", b"lm"):
+            return self._origin_control(line)
+        return super()._control(line)  # type: ignore[no-any-return]
+
+    def _origin_control(self, line: bytes) -> tuple | None:
+        """A route's leaf-origin forms, sent by peers that announced `lnoc`/`lnocu` (shared/nats-reference README
+        3.3): `LS+ <origin> <account> <subject> [<queue> <weight>]` and `LS- <origin> <account> <subject> [<queue>]`
+        -> OP_RS_PLUS/OP_RS_MINUS events with the origin last; `LMSG <origin> <account> <subject> [reply forms]
+        <#hdr> <#total>` (the header size always there, 0 for none) -> an OP_RMSG event. Anything malformed is
+        refused as Parser._control refuses a bad route line."""
+        text = line[:-1] if line[-1:] == b"\r" else line
+        args = [a for a in text.replace(b"\t", b" ").split(b" ") if a]
+        verb = args[0].upper()
+        if verb not in (b"LS+", b"LS-", b"LMSG") or line[:1] in (b" ", b"\t"):
+            return super()._control(line)  # type: ignore[no-any-return]
+        if len(line) - len(args[0]) - 1 > self._line_limit:
+            raise RemoteProtocolError("control line too long", ERR_MAX_CONTROL_LINE)
+        n = len(args)
+        if verb == b"LS+":
+            if n == 4:
+                return (OP_RS_PLUS, args[2], args[3], None, None, args[1])
+            if n == 6 and size_of(args[5]) is not None:
+                return (OP_RS_PLUS, args[2], args[3], args[4], size_of(args[5]), args[1])
+            raise RemoteProtocolError("interest arguments")
+        if verb == b"LS-":
+            if n in (4, 5):
+                return (OP_RS_MINUS, args[2], args[3], args[4] if n == 5 else None, args[1])
+            raise RemoteProtocolError("interest arguments")
+        if n < 6:
+            raise RemoteProtocolError("message arguments")
+        size = self._payload_size(args[-1])
+        hlen = size_of(args[-2])
+        if hlen is None or hlen > size:
+            raise RemoteProtocolError("bad header size")
+        reply, queues = reply_queues(args[4:-2])
+        self._await = ((OP_RMSG, args[2], args[3], reply, queues), hlen if hlen else -1, size)
+        return None
 
     def _header_line(self, line: bytes) -> tuple[bytes, bool, int, int, bytes | None] | None:
         """A canonical message line with headers (HPUB, or HMSG on a link) -> (subject, True, size, tail, reply), or

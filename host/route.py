@@ -73,7 +73,7 @@ RECONNECT_DELAY = 1.0  # nats-server DEFAULT_ROUTE_RECONNECT
 CONNECT_TIMEOUT = 2.0  # nats-server DEFAULT_ROUTE_DIAL
 ERR_ROUTE_PORT = "attempted to connect to route port"
 
-RouteKey = tuple[bytes, bytes, bytes | None]  # (account, subject, queue)
+RouteKey = tuple[bytes | None, bytes, bytes, bytes | None]  # (leaf origin or None, account, subject, queue)
 
 
 def err_cluster_name(theirs: str, ours: str) -> str:
@@ -104,6 +104,7 @@ class Router(Client):
         self.connect_urls: list[str] = []  # the peer's client URLs
         self.leafnode_urls: list[str] = []
         self.lame_duck = False
+        self.origin_forms = False  # the peer takes leaf-origin interest as `LS+ <origin> ...` (lnoc and lnocu)
         self.remote_subs: dict[RouteKey, Subscription] = {}  # interest the peer asked for
         self.sent: dict[RouteKey, int] = {}  # interest we advertised to the peer, as last sent
         self.rtt = 0.0
@@ -187,6 +188,7 @@ class Router(Client):
         self.name = self.remote_name
         self.version = str(info.get("version", "") or "")
         self.remote_info = info
+        self.origin_forms = bool(info.get("lnoc")) and bool(info.get("lnocu"))
         ip = info.get("ip")
         host = str(info.get("host", "") or "")
         if isinstance(ip, str) and ip.startswith("nats-route://"):
@@ -228,21 +230,40 @@ class Router(Client):
                 self.update_interest(acc, key)
 
     def update_interest(self, acc: Account, key: tuple[bytes, bytes | None]) -> None:
-        """Advertise the account's local interest in `key` (not what routes asked for), if it changed."""
+        """Advertise the account's local interest in `key` (not what routes asked for), if it changed. To a peer
+        that takes the leaf-origin forms, what leafs asked for goes as `LS+ <origin> ...`, apart from the rest, so
+        the peer keeps leaf members as the queue fallback they are (nats-server does the same)."""
         if not self.registered or self.closed:
             return
         subject, queue = key
         n = acc.interest.get(key, 0) - acc.unrouted.get(key, 0)
-        rkey = (acc.name_b, subject, queue)
+        if self.origin_forms:
+            origins = acc.leaf_interest.get(key)
+            if origins:
+                for origin, k in origins.items():
+                    self._advertise(origin, acc.name_b, subject, queue, k)
+                    n -= k
+        self._advertise(None, acc.name_b, subject, queue, n)
+
+    def _advertise(self, origin: bytes | None, account: bytes, subject: bytes, queue: bytes | None, n: int) -> None:
+        rkey = (origin, account, subject, queue)
         prev = self.sent.get(rkey, 0)
         if n == prev or (queue is None and (n > 0) == (prev > 0)):
             return
         if n > 0:
             self.sent[rkey] = n
-            self.enqueue(encode_rs_plus(acc.name_b, subject, queue, n))
+            if origin is None:
+                self.enqueue(encode_rs_plus(account, subject, queue, n))
+            else:
+                tail = b" %s %d" % (queue, n) if queue else b""
+                self.enqueue(b"LS+ %s %s %s%s\r\n" % (origin, account, subject, tail))
         else:
             self.sent.pop(rkey, None)
-            self.enqueue(encode_rs_minus(acc.name_b, subject, queue))
+            if origin is None:
+                self.enqueue(encode_rs_minus(account, subject, queue))
+            else:
+                tail = b" " + queue if queue else b""
+                self.enqueue(b"LS- %s %s %s%s\r\n" % (origin, account, subject, tail))
 
     # ---- input from the peer --------------------------------------------------------------------
 
@@ -278,9 +299,9 @@ class Router(Client):
         if op == OP_RMSG:
             self.process_routed_msg(ev[1], ev[2], ev[3], ev[4], ev[5], ev[6])
         elif op == OP_RS_PLUS:
-            self.process_remote_sub(ev[1], ev[2], ev[3], ev[4])
+            self.process_remote_sub(ev[1], ev[2], ev[3], ev[4], ev[5] if len(ev) > 5 else None)
         elif op == OP_RS_MINUS:
-            self.process_remote_unsub(ev[1], ev[2], ev[3])
+            self.process_remote_unsub(ev[1], ev[2], ev[3], ev[4] if len(ev) > 4 else None)
 
     def process_run(self, key: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int) -> None:
         """A run of RMSG/HMSG frames that name no queue group (key: b"<account> <subject>"), which the parser did
@@ -295,11 +316,13 @@ class Router(Client):
         deliver(acc, self, subject, has_hdr, pieces, nbytes, 0, ())
         learn_plan(self.parser.plans, self, acc, subject, (), key)
 
-    def process_remote_sub(self, account: bytes, subject: bytes, queue: bytes | None, weight: int | None) -> None:
+    def process_remote_sub(self, account: bytes, subject: bytes, queue: bytes | None, weight: int | None,
+                           origin: bytes | None = None) -> None:
+        """RS+, or LS+ (origin: the leaf cluster behind the peer that asked, "_" for a leaf without one)."""
         acc = self.server.accounts.get(account.decode(errors="replace"))
         if acc is None or not is_valid_subject(subject):
             return  # an account this server does not have: nothing here can receive its messages
-        key = (account, subject, queue)
+        key = (origin, account, subject, queue)
         old = self.remote_subs.get(key)
         if old is not None:
             if queue is None or old.weight == (weight or 1):
@@ -307,11 +330,13 @@ class Router(Client):
             acc.remove_sub(old)  # a new absolute weight: replace the subscription so fanouts are rebuilt with it
         sub = Subscription(self, subject, queue, b"")
         sub.weight = max(weight or 1, 1) if queue is not None else 1
+        sub.origin = origin
         self.remote_subs[key] = sub
         acc.add_sub(sub)
 
-    def process_remote_unsub(self, account: bytes, subject: bytes, queue: bytes | None) -> None:
-        sub = self.remote_subs.pop((account, subject, queue), None)
+    def process_remote_unsub(self, account: bytes, subject: bytes, queue: bytes | None,
+                             origin: bytes | None = None) -> None:
+        sub = self.remote_subs.pop((origin, account, subject, queue), None)
         if sub is None:
             return
         sub.closed = True
@@ -348,7 +373,7 @@ class Router(Client):
     def _teardown(self, reason: str) -> None:
         # The peer's interest goes with the route (nats-server removeRemoteSubs); no RS- is needed.
         server = self.server
-        for (account, _subject, _queue), sub in self.remote_subs.items():
+        for (_origin, account, _subject, _queue), sub in self.remote_subs.items():
             sub.closed = True
             acc = server.accounts.get(account.decode(errors="replace"))
             if acc is not None:
@@ -392,6 +417,9 @@ class RouteDialer:
             "headers": True,
             "name": server.id,
             "cluster": server.cluster_name,
+            "lnoc": True,
+            "lnocu": True,
+            "ln": True,
         }
         if server.cluster_dynamic:
             opts["cluster_dynamic"] = True

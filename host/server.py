@@ -27,7 +27,7 @@ from host.client import Client
 from host.delivery import deliver_msg, deliver_reply
 from host.leafnode import Leaf, RemoteLeaf, leaf_account_for, leaf_info
 from host.monitor import conn_info, start_monitor
-from host.opts import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Options
+from host.opts import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Options, split_url
 from host.route import RouteDialer, Router, new_cluster_name
 from host.sublist import Subscription
 
@@ -219,6 +219,13 @@ class Server:
         meta group (host/route.py); what is ours alone sits under `natsedge`, which nats-server ignores."""
         co = self.opts.cluster
         host = co.host if co.host not in ("0.0.0.0", "::", "") else advertise_host()
+        port = self.cluster_port
+        if co.advertise:
+            # As nats-server: the advertised address is the route's host and port too (a peer that accepted our
+            # route redials us there).
+            parts = split_url(co.advertise if "://" in co.advertise else "nats-route://" + co.advertise)
+            if parts is not None:
+                host, port = parts[0], parts[1]
         info: dict[str, Any] = {
             "server_id": self.id,
             "server_name": self.name,
@@ -226,13 +233,17 @@ class Server:
             "proto": 3,
             "go": "natsedge " + NATSEDGE_VERSION,
             "host": host,
-            "port": self.cluster_port,
+            "port": port,
             "headers": True,
             "max_payload": self.opts.max_payload,
             "cluster": self.cluster_name,
-            "ip": co.advertise if co.advertise.startswith("nats-route://") else
-            f"nats-route://{co.advertise or f'{host}:{self.cluster_port}'}/",
+            "ip": f"nats-route://{host}:{port}/",
             "natsedge": {"jetstream": self.js is not None, "start": self.start_time},
+            # nats-server's leaf-origin forms (LS+/LS- with an origin): leaf members stay a queue fallback across
+            # the cluster, and interest of leafs and clients on one subject and group is kept apart.
+            "lnoc": True,
+            "lnocu": True,
+            "ln": True,
         }
         if self.cluster_dynamic:
             info["cluster_dynamic"] = True

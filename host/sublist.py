@@ -63,7 +63,7 @@ def subject_matches(pattern: bytes, subject: bytes) -> bool:
 class Subscription:
     """One SUB of a connection (or an internal subscription when `conn` is an internal handler)."""
 
-    __slots__ = ("conn", "subject", "queue", "sid", "max", "delivered", "closed", "imported", "weight")
+    __slots__ = ("conn", "subject", "queue", "sid", "max", "delivered", "closed", "imported", "weight", "origin")
 
     def __init__(self, conn: Any, subject: bytes, queue: bytes | None, sid: bytes) -> None:
         self.conn = conn
@@ -75,6 +75,7 @@ class Subscription:
         self.closed = False
         self.imported: Any = None  # set for internal subs that forward into another account
         self.weight = 1  # queue members behind a leaf link (LS+ subject queue weight)
+        self.origin: bytes | None = None  # a route's interest on behalf of a leaf (LS+ <origin> ...): see delivery
 
 
 class SublistResult:

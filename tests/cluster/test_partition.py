@@ -39,6 +39,7 @@ class RouteProxy:
         self.listener.settimeout(0.05)
         self.port = self.listener.getsockname()[1]
         self.accepted = 0  # connections forwarded to the target
+        self.accepted_at_cut = 0
         self.refused = 0  # connections reset while cut
         self._cut = False
         self._closed = False
@@ -56,6 +57,7 @@ class RouteProxy:
     def cut(self):
         with self._lock:
             self._cut = True
+            self.accepted_at_cut = self.accepted  # (read under the lock: a dial may be in flight at the cut)
             socks = list(self._socks)
         for s in socks:
             self._kill(s)
@@ -139,6 +141,10 @@ class Proxies:
     def cut(self):
         for p in self.proxies:
             p.cut()
+
+    @property
+    def accepted_at_cut(self) -> int:
+        return sum(p.accepted_at_cut for p in self.proxies)
 
     def heal(self):
         for p in self.proxies:
@@ -243,8 +249,8 @@ def _partition_and_heal(c, proxy: Proxies, ids: tuple[str, str]):
     req.until(inbox, b"a1")
 
     # ---- cut
-    accepted_before = proxy.accepted
     proxy.cut()
+    accepted_before = proxy.accepted_at_cut
 
     def dropped() -> bool:
         left = {n.name: [(r["remote_name"], r["ip"], r["port"], r["did_solicit"]) for r in n.routez()["routes"] or []]

@@ -66,9 +66,11 @@ def test_route_info(node):
         assert info["port"] == node.cluster_port
         assert info["connect_urls"] == [f"127.0.0.1:{node.port}"]
         if node.side == "hub":
-            # README 3.4: no pooling, no compression, no leaf-origin forms, no JetStream meta-group flag.
-            for key in ("route_pool_size", "compression", "lnoc", "lnocu", "jetstream"):
+            # README 3.4: no pooling, no compression, no JetStream meta-group flag; the leaf-origin forms, as
+            # nats-server (so leaf queue members stay a fallback across the cluster).
+            for key in ("route_pool_size", "compression", "jetstream"):
                 assert key not in info
+        assert info["lnoc"] is True and info["lnocu"] is True
     finally:
         r.close()
 
