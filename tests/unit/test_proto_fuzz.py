@@ -58,8 +58,8 @@ from edge.proto import (
     encode_sub,
     encode_unsub,
 )
-from host.parser import OP_PUB_RUN, decode_tail
 from host.parser import HubParser as Parser
+from tests.unit.test_proto import _expand
 
 KINDS = (KIND_CLIENT, KIND_SERVER, KIND_LEAF, KIND_ROUTE)
 LIMITS = ((MAX_CONTROL_LINE, MAX_PAYLOAD), (24, 16), (4, 0), (MAX_CONTROL_LINE, None))
@@ -171,20 +171,6 @@ def _chunks(data, cuts):
         out.append(data[prev:c])
         prev = c
     out.append(data[prev:])
-    return out
-
-
-def _expand(evs, kind):
-    out = []
-    for ev in evs:
-        if ev[0] == OP_PUB_RUN:
-            assert ev[3], "empty run"
-            for piece in ev[3]:
-                reply, hdr, payload = decode_tail(piece, ev[2])
-                out.append((OP_LMSG, ev[1], reply, None, hdr, payload) if kind == KIND_LEAF else
-                           (OP_PUB, ev[1], reply, hdr, payload))
-        else:
-            out.append(ev)
     return out
 
 
