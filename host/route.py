@@ -11,6 +11,8 @@ A Router is a Client of kind ROUTER that carries every account (shared/nats-refe
 - messages: `RMSG <account> <subject> [reply | + reply q.. | | q..] <size>` (HMSG with headers). host/delivery.py
   sends one frame per route however many of its subscriptions match, names the queue groups it picked the route
   for, and never sends a route's message on to another route (the mesh is full: one hop);
+- TLS (`cluster { tls {...} }`, host/tls.py): both sides handshake before anything else, mutual, as nats-server; a
+  Router sees its connection only once the handshake succeeded, and its INFO and CONNECT say tls_required;
 - gossip: a newly registered peer's INFO is passed on to the other routes, whose servers dial it (implicit
   routes), so a server that knows one member joins the whole mesh. Each peer's client URLs (`connect_urls`)
   and leafnode URLs (`leafnode_urls`) are added to what our clients and leafs are told, in async INFOs.
