@@ -85,6 +85,7 @@ class Leaf(Client):
         self.remote_name = ""
         self.remote_id = ""
         self.origin = b"_"  # the leaf's cluster, as routes are told its interest ("_": none named in its CONNECT)
+        self.info_sent = False
         self.leaf_subs: dict[Key, Subscription] = {}  # interest the peer asked for
         self.sent: dict[Key, int] = {}  # interest we advertised to the peer, as last sent
 
@@ -96,24 +97,16 @@ class Leaf(Client):
         server.register_leaf(self)
         loop = server.loop
         if self.remote is None:
-            transport.write(encode_info(server.leaf_info(self)))
+            if not self.info_sent:
+                transport.write(encode_info(server.leaf_info(self)))
             self._timers["auth"] = loop.call_later(server.opts.auth_timeout, self._auth_timeout)
-            if server.leaf_tls is not None:
-                # As nats-server: INFO in plain text, then the TLS handshake, then CONNECT.
-                self._tls_task = loop.create_task(self._start_tls(transport))
         self._timers["ping"] = loop.call_later(LINK_FIRST_PING_INTERVAL, self._ping_timer)
 
-    async def _start_tls(self, transport: asyncio.Transport) -> None:
-        try:
-            tls = await self.server.loop.start_tls(transport, self, self.server.leaf_tls, server_side=True,
-                                                   ssl_handshake_timeout=self.opts.auth_timeout)
-        except (TimeoutError, OSError, ConnectionError) as e:
-            log.info("Leafnode TLS handshake error from %s: %s", self.ip, e)
-            self.close(errors.TLS_HANDSHAKE_ERROR, abort=True)
-            return
-        if tls is None or self.closed:
-            return
-        self.transport = tls
+    def plain_info(self) -> bytes:
+        """The INFO a TLS leafnode port writes in plain text before the handshake (host/tls.py TLSListener):
+        as nats-server, INFO first, then TLS, then CONNECT."""
+        self.info_sent = True
+        return encode_info(self.server.leaf_info(self))
 
     def process_leaf_connect(self, c: dict[str, Any]) -> None:
         if self.connected:

@@ -177,8 +177,10 @@ def _cluster_varz(server: Server) -> dict[str, Any]:
         "addr": co.host,
         "cluster_port": server.cluster_port,
         "auth_timeout": co.auth_timeout or server.opts.auth_timeout,
-        "tls_timeout": 2,
+        "tls_timeout": co.tls_timeout,
     }
+    if server.route_tls is not None:
+        out["tls_required"] = out["tls_verify"] = True
     if co.routes:
         out["urls"] = [u.split("://", 1)[-1].rsplit("@", 1)[-1].rstrip("/") for u in co.routes]
     return out

@@ -22,6 +22,7 @@ MAX_CONNECTIONS = 64 * 1024
 PING_INTERVAL = 120.0
 PING_MAX = 2
 AUTH_TIMEOUT = 2.0
+TLS_TIMEOUT = 2.0  # nats-server TLS_TIMEOUT: how long a TLS handshake may take
 WRITE_DEADLINE = 10.0
 LAME_DUCK_DURATION = 120.0
 LAME_DUCK_GRACE = 10.0
@@ -116,10 +117,13 @@ class ClusterOptions:
     no_advertise: bool = False
     connect_retries: int = 0  # implicit routes: attempts after a failure (explicit routes retry forever)
     advertise: str = ""
+    # `tls { ... }` (host/tls.py): on routes TLS is always mutual, so `verify` changes nothing (as nats-server)
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_ca: str | None = None
     tls_verify: bool = False
+    tls_timeout: float = TLS_TIMEOUT
+    tls_insecure: bool = False  # the dialling side does not check the peer's certificate
 
 
 @dataclass
@@ -386,7 +390,7 @@ class _Loader:
                 self.opts.warnings.append(f"{_where(m, key)}cluster.pool_size {n} ignored: natsedge routes use "
                                           "one connection per peer (nats-server's no-pool mode)")
             elif k == "tls":
-                self.load_cluster_tls(self.map_(m, key))
+                self.load_cluster_tls(m, key)
             elif k == "permissions":
                 # Refused rather than ignored: a permission that is not enforced is worse than none.
                 raise self.err(m, key, 'field "cluster.permissions": route import/export permissions are not '
@@ -414,8 +418,9 @@ class _Loader:
             else:
                 self._unknown(m, key)
 
-    def load_cluster_tls(self, m: ConfMap) -> None:
+    def load_cluster_tls(self, parent: ConfMap, tls_key: str) -> None:
         co = self.opts.cluster
+        m = self.map_(parent, tls_key)
         for key in m:
             k = key.lower()
             if k == "cert_file":
@@ -426,12 +431,18 @@ class _Loader:
                 co.tls_ca = self.str_(m, key)
             elif k == "verify":
                 co.tls_verify = self.bool_(m, key)
-            elif k in ("timeout", "handshake_first", "insecure"):
-                continue
+            elif k == "insecure":
+                co.tls_insecure = self.bool_(m, key)
+            elif k == "timeout":
+                co.tls_timeout = self.auth_timeout(m, key) or TLS_TIMEOUT
+            elif k == "handshake_first":
+                continue  # nats-server reads it but routes handshake first anyway
             else:
                 self._unknown(m, key)
-        if not (co.tls_cert and co.tls_key):
-            raise self.err(m, next(iter(m), "tls"), "cluster tls needs cert_file and key_file")
+        missing = "cert_file" if not co.tls_cert else "key_file" if not co.tls_key else ""
+        if missing:
+            raise self.err(parent, tls_key, f'field "cluster.tls": missing "{missing}" (TLS on routes needs '
+                           "cert_file and key_file)")
 
     def load_leafnodes(self, m: ConfMap) -> None:
         lo = self.opts.leafnodes
@@ -725,9 +736,9 @@ def validate(opts: Options) -> None:
         )
     if not 0 <= opts.port <= 65535:
         raise OptionsError(f"port {opts.port} out of range")
-    if opts.cluster.tls_cert:
-        raise OptionsError("cluster.tls: TLS on routes is not supported by this hub yet; run routes on a private "
-                           "network or tunnel them (docs/cluster.md)")
+    co = opts.cluster
+    if co.tls_cert and not co.auth_timeout:
+        co.auth_timeout = co.tls_timeout + 1.0  # nats-server getDefaultAuthTimeout: the handshake comes first
     names = set()
     for acc in opts.accounts.values():
         for imp in acc.imports:

@@ -11,6 +11,8 @@ A Router is a Client of kind ROUTER that carries every account (shared/nats-refe
 - messages: `RMSG <account> <subject> [reply | + reply q.. | | q..] <size>` (HMSG with headers). host/delivery.py
   sends one frame per route however many of its subscriptions match, names the queue groups it picked the route
   for, and never sends a route's message on to another route (the mesh is full: one hop);
+- TLS (`cluster { tls {...} }`, host/tls.py): both sides handshake before anything else, mutual, as nats-server; a
+  Router sees its connection only once the handshake succeeded, and its INFO and CONNECT say tls_required;
 - gossip: a newly registered peer's INFO is passed on to the other routes, whose servers dial it (implicit
   routes), so a server that knows one member joins the whole mesh. Each peer's client URLs (`connect_urls`)
   and leafnode URLs (`leafnode_urls`) are added to what our clients and leafs are told, in async INFOs.
@@ -30,8 +32,10 @@ an error pointing at the scale-out path (a nats-server JetStream cluster, joined
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
+import ssl
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -62,6 +66,7 @@ from host.delivery import deliver, deliver_as, learn_plan, split_js_ack
 from host.opts import split_url
 from host.parser import HubParser, encode_tail
 from host.sublist import Subscription, is_valid_subject
+from host.tls import dial
 
 if TYPE_CHECKING:
     from host.server import Server
@@ -72,6 +77,8 @@ ROUTE_PROTO = 3  # nats-server RouteProtoV2 and up; 3 also gets trace-only messa
 RECONNECT_DELAY = 1.0  # nats-server DEFAULT_ROUTE_RECONNECT
 CONNECT_TIMEOUT = 2.0  # nats-server DEFAULT_ROUTE_DIAL
 ERR_ROUTE_PORT = "attempted to connect to route port"
+X509_HOSTNAME_MISMATCH = 62  # OpenSSL X509_V_ERR_HOSTNAME_MISMATCH
+X509_IP_MISMATCH = 64  # X509_V_ERR_IP_ADDRESS_MISMATCH
 
 RouteKey = tuple[bytes | None, bytes, bytes, bytes | None]  # (leaf origin or None, account, subject, queue)
 
@@ -112,6 +119,7 @@ class Router(Client):
     # ---- handshake --------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # With TLS on routes this comes after the handshake (host/tls.py): the INFO only ever travels inside it.
         self.attach(transport)
         server = self.server
         server.pending_routes[self.cid] = self
@@ -413,7 +421,7 @@ class RouteDialer:
             "echo": True,
             "verbose": False,
             "pedantic": False,
-            "tls_required": False,
+            "tls_required": server.route_tls is not None,
             "headers": True,
             "name": server.id,
             "cluster": server.cluster_name,
@@ -427,6 +435,26 @@ class RouteDialer:
             opts["user"] = self.user
             opts["pass"] = self.password or ""
         return opts
+
+    def tls_host(self) -> str:
+        """The name the peer's certificate is checked for: the URL's host, or for an IP address the first host
+        name among the configured routes, when there is one (nats-server routeTLSName)."""
+        name = self.server.route_tls_name
+        if name:
+            try:
+                ipaddress.ip_address(self.host)
+                return name
+            except ValueError:
+                pass
+        return self.host
+
+    def tls_failed(self, e: Exception, tls_host: str) -> None:
+        """As nats-server: when a certificate does not match the shared TLS name, routes whose URL names an IP
+        address check that address again."""
+        server = self.server
+        if isinstance(e, ssl.SSLCertVerificationError) and e.verify_code in (X509_HOSTNAME_MISMATCH, X509_IP_MISMATCH) \
+                and tls_host == server.route_tls_name != self.host:
+            server.route_tls_name = ""
 
     def start(self) -> None:
         self.server.loop.create_task(self._run())
@@ -448,11 +476,12 @@ class RouteDialer:
             if not self.explicit and self.remote_id and self.remote_id in server.routes:
                 break  # the peer dialled us meanwhile
             try:
-                await asyncio.wait_for(loop.create_connection(lambda: Router(server, self), self.host, self.port),
-                                       CONNECT_TIMEOUT)
+                failed = await self._connect()
             except (OSError, TimeoutError) as e:
-                failures += 1
                 log.debug("Error trying to connect to route %s: %s", self.url, e)
+                failed = True
+            if failed:
+                failures += 1
                 if not self.explicit and failures > server.opts.cluster.connect_retries:
                     break
                 continue
@@ -461,11 +490,41 @@ class RouteDialer:
             await self._done
         server.dialers.discard(self)
 
+    async def _connect(self) -> bool:
+        """One attempt; True when its TLS handshake failed (logged by host/tls.py). A connection that fails raises
+        OSError or TimeoutError."""
+        server = self.server
+        loop = server.loop
+        if server.route_tls_client is None:
+            await asyncio.wait_for(loop.create_connection(lambda: Router(server, self), self.host, self.port),
+                                   CONNECT_TIMEOUT)
+            return False
+        tls_host = self.tls_host()
+        e = await dial(loop, lambda: Router(server, self), self.host, self.port, CONNECT_TIMEOUT,
+                       server.route_tls_client, tls_host, "route", server.opts.cluster.tls_timeout)
+        if e is not None:
+            self.tls_failed(e, tls_host)
+        return e is not None
+
     def disconnected(self, route: Router) -> None:
         self.route = None
         done = self._done
         if done is not None and not done.done():
             done.set_result(None)
+
+
+def first_host_name(urls: list[str]) -> str:
+    """The first host name (not an IP address) among route URLs: a dialler checks the certificate of a route
+    whose URL names an IP address for it (nats-server saveRouteTLSName), so gossiped routes verify too."""
+    for url in urls:
+        parts = split_url(url)
+        if parts is None or not parts[0]:
+            continue
+        try:
+            ipaddress.ip_address(parts[0])
+        except ValueError:
+            return parts[0]
+    return ""
 
 
 def new_cluster_name() -> str:

@@ -28,8 +28,9 @@ from host.delivery import deliver_msg, deliver_reply
 from host.leafnode import Leaf, RemoteLeaf, leaf_account_for, leaf_info
 from host.monitor import conn_info, start_monitor
 from host.opts import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Options, split_url
-from host.route import RouteDialer, Router, new_cluster_name
+from host.route import RouteDialer, Router, first_host_name, new_cluster_name
 from host.sublist import Subscription
+from host.tls import INSECURE_WARNING, TLSConfigError, TLSListener, leaf_server_context, route_contexts
 
 VERSION = "2.11.0"  # the nats-server protocol level we implement; clients gate features on it
 NATSEDGE_VERSION = "0.1.0"
@@ -49,17 +50,6 @@ def tune_malloc() -> None:
         libc.mallopt(-1, 256 << 20)  # M_TRIM_THRESHOLD
     except (OSError, AttributeError):
         pass
-
-
-def leaf_tls_context(opts: Options) -> ssl.SSLContext:
-    lo = opts.leafnodes
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(lo.tls_cert or "", lo.tls_key)
-    if lo.tls_ca:
-        ctx.load_verify_locations(lo.tls_ca)
-    if lo.tls_verify:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
 
 
 def advertise_host() -> str:
@@ -150,7 +140,7 @@ class Server:
         self.config_load_time = self.start_time
         self.lame_duck = False
         self.shutting_down = False
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: list[asyncio.AbstractServer | TLSListener] = []
         self._done = asyncio.Event()
         self._info_base: dict[str, Any] = {}
         self.client_port = opts.port
@@ -160,7 +150,17 @@ class Server:
         self.leaf_host = opts.leafnodes.host
         self.leaf_port = opts.leafnodes.port
         self.remotes: list[RemoteLeaf] = []
-        self.leaf_tls = leaf_tls_context(opts) if opts.leafnodes.tls_cert else None
+        self.leaf_tls = leaf_server_context(opts.leafnodes) if opts.leafnodes.tls_cert else None
+        # TLS on routes (host/tls.py): the accepting and the dialling side's contexts, and the name a dialler
+        # checks certificates for when a route URL names an IP address (nats-server routeTLSName).
+        self.route_tls: ssl.SSLContext | None = None
+        self.route_tls_client: ssl.SSLContext | None = None
+        self.route_tls_name = ""
+        if co.enabled and co.tls_cert:
+            self.route_tls, self.route_tls_client = route_contexts(co)
+            self.route_tls_name = first_host_name(co.routes)
+            if co.tls_insecure:
+                opts.warnings.append(INSECURE_WARNING)
         self.internal = InternalClient(self)
         self.js: Any = None  # host.jetstream.jetstream.JetStream when enabled
         if opts.jetstream:
@@ -249,6 +249,9 @@ class Server:
             info["cluster_dynamic"] = True
         if co.username is not None:
             info["auth_required"] = True
+        if self.route_tls is not None:
+            info["tls_required"] = True
+            info["tls_verify"] = True  # as nats-server: TLS on routes is always mutual
         if not co.no_advertise:
             info["connect_urls"] = [self.own_client_url()]
         if self.leaf_port and self.opts.leafnodes.port:
@@ -458,12 +461,16 @@ class Server:
         log.info("Listening for client connections on %s:%d", o.host, self.client_port)
         lo = o.leafnodes
         if lo.port:
-            self.leaf_port = await self._listen(lo.host, lo.port, lambda: Leaf(self), 1024)
+            # As nats-server: the leafnode port's INFO goes out in plain text, then the TLS handshake.
+            self.leaf_port = await self._listen(lo.host, lo.port, lambda: Leaf(self), 1024, self.leaf_tls, "leafnode",
+                                                o.auth_timeout, Leaf.plain_info)
             self.leaf_host = lo.host if lo.host not in ("0.0.0.0", "::") else "127.0.0.1"
             log.info("Listening for leafnode connections on %s:%d", lo.host, self.leaf_port)
         co = o.cluster
         if co.enabled:
-            self.cluster_port = await self._listen(co.host, co.port, lambda: Router(self), 1024)
+            # As nats-server: on routes the TLS handshake comes first, the INFO only inside TLS.
+            self.cluster_port = await self._listen(co.host, co.port, lambda: Router(self), 1024, self.route_tls,
+                                                   "route", co.tls_timeout)
             log.info("Cluster name is %s", self.cluster_name)
             log.info("Listening for route connections on %s:%d", co.host, self.cluster_port)
             self.urls_changed()
@@ -482,12 +489,18 @@ class Server:
         self.loop.call_later(1.0, self._housekeeping)
         log.info("Server is ready")
 
-    async def _listen(self, host: str, port: int, factory: Any, backlog: int) -> int:
-        """Listen on host:port (0: a free port) for connections made by `factory`; returns the port."""
+    async def _listen(self, host: str, port: int, factory: Any, backlog: int, tls: ssl.SSLContext | None = None,
+                      what: str = "", tls_timeout: float = 0.0, preamble: Any = None) -> int:
+        """Listen on host:port (0: a free port) for connections made by `factory`; returns the port. With `tls`,
+        each connection is handed to its protocol after its TLS handshake (host/tls.py TLSListener)."""
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        self._servers.append(await self.loop.create_server(factory, sock=sock, backlog=backlog))
+        if tls is None:
+            self._servers.append(await self.loop.create_server(factory, sock=sock, backlog=backlog))
+        else:
+            sock.listen(backlog)
+            self._servers.append(TLSListener(self.loop, sock, factory, tls, what, tls_timeout, preamble))
         return int(sock.getsockname()[1])
 
     def _housekeeping(self) -> None:
@@ -582,8 +595,8 @@ def run_server(opts: Options, use_uvloop: bool = True) -> int:
     asyncio.set_event_loop(loop)
     try:
         server = Server(opts)
-    except (OSError, ssl.SSLError) as e:
-        log.error("Error loading TLS certificates for the leafnode port: %s", e)
+    except TLSConfigError as e:
+        log.error("%s", e)
         loop.close()
         return 1
     for w in opts.warnings:

@@ -4,10 +4,13 @@ anything it cannot honour (docs/cluster.md)."""
 from __future__ import annotations
 
 import argparse
+import ssl
 
 import pytest
 
 from host.opts import OptionsError, load_config
+from host.route import first_host_name
+from host.tls import TLSConfigError, route_contexts
 from host.tools.hub_cmd import add_arguments, options_from_args
 
 
@@ -62,7 +65,11 @@ def test_pool_size_is_read_with_a_warning(tmp_path):
     ("cluster { authorization { user: a, token: t } }", 'unknown field "token"'),
     ("cluster { permissions { import: foo } }", 'field "cluster.permissions": route import/export permissions are '
                                                  "not supported"),
-    ("cluster { tls { cert_file: a.pem, key_file: b.pem } }", "cluster.tls: TLS on routes is not supported"),
+    ("cluster { tls { key_file: b.pem } }", 'field "cluster.tls": missing "cert_file"'),
+    ("cluster { tls { cert_file: a.pem, ca_file: c.pem } }", 'field "cluster.tls": missing "key_file"'),
+    ("cluster { tls { cert_file: a.pem, key_file: b.pem, verify: 'maybe' } }", 'field "verify": expected true'),
+    ("cluster { tls { cert_file: a.pem, key_file: b.pem, timeout: soon } }", 'field "timeout"'),
+    ("cluster { tls { cert_file: a.pem, key_file: b.pem, pinned_certs: [x] } }", 'unknown field "pinned_certs"'),
     ("cluster { port: 99999 }", 'field "cluster.port": out of range'),
 ])
 def test_cluster_errors_name_the_key(tmp_path, text, message):
@@ -70,6 +77,71 @@ def test_cluster_errors_name_the_key(tmp_path, text, message):
         load(tmp_path, text + "\n")
     assert message in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_cluster_tls_block(tmp_path):
+    o = load(tmp_path, """
+cluster {
+  listen: 127.0.0.1:6222
+  tls { cert_file: "n.pem", key_file: "n-key.pem", ca_file: "ca.pem", verify: true }
+}
+""")
+    co = o.cluster
+    assert (co.tls_cert, co.tls_key, co.tls_ca, co.tls_verify) == ("n.pem", "n-key.pem", "ca.pem", True)
+    # nats-server's defaults: a 2 s handshake, and routes get the TLS timeout + 1 s to authenticate
+    assert (co.tls_timeout, co.auth_timeout, co.tls_insecure) == (2.0, 3.0, False)
+    o = load(tmp_path, 'cluster { listen: 127.0.0.1:6222\n tls { cert_file: a, key_file: b, timeout: "5s", '
+                       "insecure: true } }\n")
+    assert (o.cluster.tls_timeout, o.cluster.auth_timeout, o.cluster.tls_insecure) == (5.0, 6.0, True)
+    o = load(tmp_path, "cluster { listen: 127.0.0.1:6222, authorization { timeout: 1 }\n"
+                       " tls { cert_file: a, key_file: b, timeout: 0.5 } }\n")
+    assert (o.cluster.tls_timeout, o.cluster.auth_timeout) == (0.5, 1.0)
+
+
+def test_cluster_tls_error_names_the_line(tmp_path):
+    with pytest.raises(OptionsError) as e:
+        load(tmp_path, "cluster {\n  listen: 127.0.0.1:6222\n  tls { key_file: b.pem }\n}\n")
+    assert str(e.value).endswith('hub.conf:3: field "cluster.tls": missing "cert_file" (TLS on routes needs '
+                                 "cert_file and key_file)")
+
+
+def test_cluster_tls_files_that_do_not_load(tmp_path, certs):
+    """Certificates are loaded when the hub starts: a file that does not load is one line naming its key."""
+    co = load(tmp_path, "cluster { tls { cert_file: nope.pem, key_file: nope-key.pem } }\n").cluster
+    with pytest.raises(TLSConfigError, match=r'^cluster.tls: cannot load cert_file "nope.pem" with key_file '
+                                             r'"nope-key.pem": No such file or directory$'):
+        route_contexts(co)
+    co.tls_cert, co.tls_key, co.tls_ca = str(certs / "n.pem"), str(certs / "n-key.pem"), str(tmp_path / "ca.pem")
+    with pytest.raises(TLSConfigError, match=r'^cluster.tls: cannot load ca_file ".*ca.pem": No such file'):
+        route_contexts(co)
+    co.tls_ca = str(certs / "ca.pem")
+    accept, dial = route_contexts(co)
+    # routes are always mutual TLS (nats-server's getTLSConfig), whatever `verify` says
+    assert not co.tls_verify and accept.verify_mode == ssl.CERT_REQUIRED
+    assert dial.verify_mode == ssl.CERT_REQUIRED and dial.check_hostname
+
+
+def test_route_tls_name():
+    """A dialled route whose URL names an IP address is checked for the first host name among the configured
+    routes (nats-server routeTLSName), else for the address itself."""
+    assert first_host_name(["nats-route://127.0.0.1:6222", "nats-route://u:p@n2.example:6222",
+                            "nats-route://n3.example:6222"]) == "n2.example"
+    assert first_host_name(["nats-route://127.0.0.1:6222", "nats-route://[::1]:6222"]) == ""
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    import shutil
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.fail("openssl not installed (make test installs it)")
+    d = tmp_path_factory.mktemp("certs")
+    for name in ("ca", "n"):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", str(d / f"{name}-key.pem"), "-out", str(d / f"{name}.pem"), "-days", "2",
+                        "-subj", f"/CN={name}"], check=True, capture_output=True)
+    return d
 
 
 def test_cluster_flags():
