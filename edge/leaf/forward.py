@@ -638,8 +638,9 @@ class Forwarder:
         if self.rate:
             self._tokens = min(max(1.0, self.rate * 0.2), self._tokens + self.rate * dt / 1000)
         if self.byte_rate:
-            cap = max(float(self.leaf.max_payload + 512), self.byte_rate * 0.2)
-            self._btokens = min(cap, self._btokens + self.byte_rate * dt / 1000)
+            # Bursts of 200 ms, as for messages: a frame bigger than that still goes (the bucket may go below zero,
+            # and the next frames wait for the debt), so the cap needs no room for the largest payload.
+            self._btokens = min(self.byte_rate * 0.2, self._btokens + self.byte_rate * dt / 1000)
 
     def _pump(self, link):
         self._refill()
