@@ -370,7 +370,7 @@ def test_pull_empty_body_waits_for_a_message(jsrv):
     with jsrv.client() as c, jsrv.client() as p:
         c.send(b"SUB r.pull 7\r\n" + pub(f"{API}.CONSUMER.MSG.NEXT.CP5.C", b"", reply="r.pull"))
         c.sync()
-        time.sleep(0.3)
+        time.sleep(0.3)  # proves a negative: no status and no message comes back while the request waits
         assert c.msgs_until_pong() == []
         p.send(pub("cp5.late", b"here"))
         m = read_msg(c, timeout=3)
@@ -510,6 +510,7 @@ def test_wpi_extends_ack_wait(jsrv):
             p = await pulled(nc, "CK5", 1, ack_wait=1_000_000_000)
             [m] = await p.fetch(1)
             t0 = time.monotonic()
+            # timed on purpose: +WPI at 0.6 s, then a look past the first deadline (1 s) proves a negative
             await asyncio.sleep(0.6)
             await nc.request(m.reply, b"+WPI", timeout=2)
             await asyncio.sleep(max(0.0, 1.25 - (time.monotonic() - t0)))
@@ -529,7 +530,7 @@ def test_term_stops_redelivery(jsrv):
             [m1, m2] = await p.fetch(2)
             await nc.request(m1.reply, b"+TERM no longer needed", timeout=2)
             await nc.request(m2.reply, b"+ACK", timeout=2)
-            await asyncio.sleep(0.8)
+            await asyncio.sleep(0.8)  # proves a negative: past ack_wait (0.5 s), neither message comes back
             assert await p.fetch(1) == []
             info = await cinfo(nc, "CK6", "C")
             assert (info["ack_floor"]["stream_seq"], info["num_ack_pending"], info["num_redelivered"]) == (2, 0, 0)
@@ -565,8 +566,8 @@ def test_ack_wait_redelivery(jsrv):
             sub = await js.pull_subscribe("ck8.a", durable="C", stream="CK8", config=ConsumerConfig(ack_wait=0.5))
             [m] = await sub.fetch(1, timeout=2)
             assert m.metadata.num_delivered == 1
-            await asyncio.sleep(0.7)
-            [again] = await sub.fetch(1, timeout=2)
+            # a lingering pull (batch 1, expires = timeout) gets the redelivery once ack_wait (0.5 s) passes
+            [again] = await sub.fetch(1, timeout=3)
             assert (again.data, again.metadata.num_delivered, again.metadata.sequence.stream) == (b"1", 2, 1)
             info = await js.consumer_info("CK8", "C")
             assert (info.num_redelivered, info.num_ack_pending, info.delivered.consumer_seq) == (1, 1, 2)
@@ -583,9 +584,9 @@ def test_max_deliver(jsrv):
         async with js_client(jsrv) as (nc, _js):
             p = await pulled(nc, "CK9", 3, ack_wait=400_000_000, max_deliver=2)
             assert seqs(await p.fetch(10)) == [1, 2, 3]
-            await asyncio.sleep(0.6)
-            await p.request(batch=10, expires=500_000_000)
-            msgs, status = await p.take()
+            # a waiting pull gets the three redeliveries once ack_wait (0.4 s) passes, then its 408
+            await p.request(batch=10, expires=1_500_000_000)
+            msgs, status = await p.take(timeout=3)
             assert [(ack_info(m.reply)["sseq"], ack_info(m.reply)["delivered"]) for m in msgs] == \
                 [(1, 2), (2, 2), (3, 2)]
             assert status == ("408", "Request Timeout")
@@ -721,8 +722,11 @@ def test_pending_counts(jsrv):
             await eventually(counts, (0, 4, 6, 2))
             # a pull request left waiting in the consumer shows in num_waiting
             await p.request(batch=1, expires=2_000_000_000)
-            await asyncio.sleep(0.2)
-            assert (await cinfo(nc, "CN1", "C"))["num_waiting"] == 1
+
+            async def waiting():
+                return (await cinfo(nc, "CN1", "C"))["num_waiting"]
+
+            await eventually(waiting, 1)
 
     run(body())
 
@@ -903,9 +907,12 @@ def test_pause_blocks_delivery_until_resumed(jsrv):
         async with js_client(jsrv) as (nc, js):
             p = await pulled(nc, "CZ2", 2)
             await js.pause_consumer("CZ2", "C", "2099-01-01T00:00:00Z")
-            await p.request(batch=2, expires=600_000_000)
-            await asyncio.sleep(0.2)
-            assert (await cinfo(nc, "CZ2", "C"))["num_waiting"] == 1
+            await p.request(batch=2, expires=1_000_000_000)
+
+            async def waiting():
+                return (await cinfo(nc, "CZ2", "C"))["num_waiting"]
+
+            await eventually(waiting, 1)
             msgs, status = await p.take(timeout=2)
             assert msgs == [] and status == ("408", "Request Timeout")
             resp = await js.resume_consumer("CZ2", "C")

@@ -81,7 +81,7 @@ def test_publish_without_reply_is_stored_but_not_acked(jsrv):
         msgs = c.msgs_until_pong()
         # only our own publish comes back through the plain subscription; no PubAck arrives
         assert [(m.subject, m.reply, m.payload) for m in msgs] == [("pa2.a", None, b"quiet")]
-        time.sleep(0.2)
+        time.sleep(0.2)  # proves a negative: no late PubAck
         assert c.msgs_until_pong() == []
 
     async def stored():

@@ -126,7 +126,7 @@ def test_unsubscribe_stops_delivery_and_interest():
         s2.unsubscribe()
         assert leaf.interest == {} and leaf.subs.count == 0
         assert leaf.publish("u") == 0
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # proves a negative: nothing more is delivered
         assert len(got) == 1
         leaf.close()
 
@@ -358,7 +358,7 @@ def test_hub_messages_reach_plain_subscribers_and_named_groups_once():
         _hub_says(up, link, b"LMSG j | workers 1\r\nb\r\nLMSG j + r workers 1\r\nc\r\n")
         _hub_says(up, link, b"HMSG j | workers others 18 19\r\nNATS/1.0\r\nA: b\r\n\r\nd\r\n")
         await until(lambda: sum(got.values()) == 8)
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # proves a negative: no ninth delivery
         assert got["plain"] == 4 and got["w1"] + got["w2"] == 3 and got["o"] == 1
         assert link.take() == b""  # hub messages are never sent back
         assert up.received == 4

@@ -1,7 +1,7 @@
 """The edge's LAN listener: nats-py and raw sockets against a real MicroPython edge process (no hub).
 
-Error texts and the order of +OK/-ERR follow nats-server's captured vectors (shared/nats-reference
-vectors/client/*), which the raw-socket cases quote.
+Error texts and the order of +OK/-ERR follow nats-server's captured vectors (tests/vectors/client/*),
+which the raw-socket cases quote.
 """
 
 from __future__ import annotations

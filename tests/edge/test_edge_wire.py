@@ -140,7 +140,7 @@ def test_only_publishes_with_hub_interest_leave_the_leaf():
         leaf.publish("wanted.a", b"yes1")
         leaf.publish("svc", b"yes2", reply="r.1")
         await until(lambda: len(c.ops(proto.OP_LMSG)) == 2)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # proves a negative: no third LMSG
         msgs = c.ops(proto.OP_LMSG)
         assert [(m[1], m[2], m[3], bytes(m[5])) for m in msgs] == [
             (b"wanted.a", None, None, b"yes1"), (b"svc", b"r.1", [b"q"], b"yes2")]
@@ -191,8 +191,9 @@ def test_uplink_output_is_bounded_drop_and_count_and_apublish_waits():
         c = hub.conns[0]
         c.send(b"PONG\r\nLS+ bulk\r\n")
         await until(lambda: node.uplink.hub_interest() == 1 and node.uplink.up)
-        c.reading.clear()  # the hub stops reading: kernel buffers, then our 16 KB, fill up
-        await asyncio.sleep(0.05)
+        # The hub stops reading (its read already under way takes at most one 64 KB chunk): kernel buffers,
+        # then our 16 KB, fill up.
+        c.reading.clear()
         chunk = b"z" * 8000
         for _ in range(2000):
             node.leaf.publish("bulk", chunk)
@@ -200,7 +201,7 @@ def test_uplink_output_is_bounded_drop_and_count_and_apublish_waits():
         assert up.dropped > 0 and up.forwarded > 0 and up.forwarded + up.dropped == 2000
         assert up.link.pending() <= 16384 + 8100
         waiter = asyncio.ensure_future(node.leaf.apublish("bulk", b"after"))
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # proves a negative: the waiter stays blocked
         assert not waiter.done()  # flow control: waits while the link is over half full
         c.reading.set()  # the hub reads again
         await asyncio.wait_for(waiter, 10)

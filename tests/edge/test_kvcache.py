@@ -96,10 +96,14 @@ def test_offline_reads_after_reboot_with_hub_down(side, jshub, started, tmp_path
         st = (await ctl(e, "status"))["buckets"]["b"]
         assert not st["online"] and st["last_sync_rev"] >= 21
         assert (await ctl(e, "get", key="cfg.k3"))["value"] is None
-        # Durable on return with an explicit flush; else within the group commit window (flush_ms, 50 ms).
+        # Durable on return with an explicit flush; else once the group commit (flush_ms, 50 ms) wrote it to flash.
+        written = st["flash_written"]
         await ctl(e, "put", key=f"offline.{round_no}", value=f"written-offline-{round_no}", flush=round_no == 1)
         if round_no != 1:
-            await asyncio.sleep(0.2)
+            async def on_flash():
+                return (await ctl(e, "status"))["buckets"]["b"]["flash_written"] > written
+
+            await wait_for(on_flash, 5, "the group commit to write the offline put to flash")
         expected[f"offline.{round_no}"] = f"written-offline-{round_no}"
         e.stop()  # SIGTERM ends MicroPython at once: only what is on flash survives
 
@@ -168,10 +172,10 @@ async def partition_scenario(side, jshub, started, gates, tmp_path, policy, n):
     await ctl(edges[0], "put", key="k1", value="seed,e0")
     await ctl(edges[1], "delete", key="k2")
     await each(lambda i, e: ctl(e, "put", key="k3", value=f"seed,e{i}"))
-    await asyncio.sleep(0.03)
+    await asyncio.sleep(0.03)  # the hub's writes come later in wall time than the edges' k3 ...
     await kv.put("k3", b"seed,hub")
     await kv.put("k4", b"seed,hub")
-    await asyncio.sleep(0.03)
+    await asyncio.sleep(0.03)  # ... and earlier than their k4
     await each(lambda i, e: ctl(e, "put", key="k4", value=f"seed,e{i}"))
     await each(lambda i, e: ctl(e, "put", key=f"own{i}", value=f"e{i}"))
     for e in edges:  # still partitioned: reads are local writes
@@ -313,7 +317,7 @@ def test_two_buckets_each_with_its_policy(side, jshub, started, gates, tmp_path)
         await wait_for(lambda: ctl_offline(e), 10, "the edge to notice the partition")
         await cfg_kv.put("mode", b"hub-early")
         await st_kv.put("mode", b"hub-early")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # not a wait for an event: the edge's writes get a later wall time (lww)
         await ctl(e, "put", bucket="cfg", key="mode", value="edge-late")
         await ctl(e, "put", bucket="st", key="mode", value="edge-late")
         g.heal()
@@ -354,14 +358,13 @@ def test_ttl_key_disappears_on_edge_and_hub(side, jshub, started, tmp_path):
         assert entry.value == b"edge-ttl"
         await _put_ttl(nc, "hubshort", b"hub-ttl", 2)
         await wait_for(lambda: _edge_value(e, "hubshort", "hub-ttl"), 5, "the hub's TTL key on the edge")
-        await asyncio.sleep(2.2)
 
         async def gone():
             edge_short = (await ctl(e, "get", key="short"))["value"]
             edge_hub = (await ctl(e, "get", key="hubshort"))["value"]
             hub = await hub_dump(kv)
             return edge_short is None and edge_hub is None and "short" not in hub and "hubshort" not in hub
-        await wait_for(gone, 8, "both TTL keys to disappear on the edge and on the hub")
+        await wait_for(gone, 10, "both TTL keys (2 s) to disappear on the edge and on the hub", interval=0.2)
         assert await hub_value(kv, "short") is None and await hub_value(kv, "hubshort") is None
         assert (await ctl(e, "get", key="long"))["value"] == "stays"
         assert (await kv.get("long")).value == b"stays"
@@ -409,7 +412,7 @@ def test_sigkill_during_sync_leaves_a_consistent_cache(side, jshub, started, tmp
         for delay in (0.05, 0.15, 0.3):
             e = start_edge(online, work, started)
             e.wait_line(r"uplink up", timeout=10)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay)  # timed on purpose: kills at three points of the catch-up
             e.proc.kill()
             e.proc.wait()
             e = start_edge(offline, work, started)
@@ -421,7 +424,7 @@ def test_sigkill_during_sync_leaves_a_consistent_cache(side, jshub, started, tmp
         e.stop()
         e = start_edge(online, work, started)
         e.wait_line(r"kv synced bucket=b", timeout=20)
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # timed on purpose: the kill lands while the 300 offline writes are pushed
         e.proc.kill()
         e.proc.wait()
         e = start_edge(offline, work, started)

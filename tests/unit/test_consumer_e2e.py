@@ -193,7 +193,7 @@ def test_pause_advisory_and_replay_original(jserver):
             await make_stream(js, "RP")
             for i in range(3):
                 await js.publish("rp.x", b"%d" % i)
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(0.3)  # timed on purpose: the gaps replay "original" must keep
             adv = await nc.subscribe("$JS.EVENT.ADVISORY.CONSUMER.PAUSE.RP.>")
             await js.add_consumer("RP", ConsumerConfig(durable_name="C", ack_policy=AckPolicy.EXPLICIT))
             resp = await js_api(nc, f"{API}.CONSUMER.PAUSE.RP.C", {"pause_until": "2099-01-01T00:00:00Z"})
@@ -237,6 +237,8 @@ def test_unacked_messages_come_back_after_a_restart(own_server):
             info = await js.consumer_info("RS", "D")
             assert (info.num_ack_pending, info.delivered.stream_seq, info.ack_floor.stream_seq) == (2, 3, 1)
             assert info.config.ack_wait == 1.0
+            # The server's own ack_wait clock, with nothing to poll: a pull before 2 and 3 are due again would get 4
+            # first, and this test checks that redeliveries come ahead of it.
             await asyncio.sleep(1.2)
             sub = await js.pull_subscribe_bind("D", "RS")
             msgs = await sub.fetch(3, timeout=3)

@@ -29,14 +29,13 @@ from host.jetstream.memstore import MemStore
 from host.jetstream.store import StoreConfig
 from host.sublist import Subscription
 
-REF_CANDIDATES = (str(Path(__file__).resolve().parents[2].parent / "shared/nats-reference"),)
+VECTORS = Path(__file__).resolve().parents[1] / "vectors"  # nats-server 2.15.1 captures (tests/vectors/README.md)
 
 
 def vectors_dir() -> Path:
-    for c in REF_CANDIDATES:
-        if os.path.exists(c + "/vectors/js/api_pairs.json"):
-            return Path(c) / "vectors" / "js"
-    raise AssertionError("nats-reference not found; tried " + ", ".join(REF_CANDIDATES))
+    js = VECTORS / "js"
+    assert (js / "api_pairs.json").is_file(), f"vectors missing: {js / 'api_pairs.json'}"
+    return js
 
 
 # ---- stand-ins for the hub around the consumer --------------------------------------------------------------------

@@ -108,22 +108,13 @@ def _exists(path):
 
 
 REPO = _up(_up(_up(__file__)))  # tests/unit/test_proto.py -> the repository root
-REF_CANDIDATES = (REPO + "/../shared/nats-reference",)
-
-
-def _ref_dir():
-    for c in REF_CANDIDATES:
-        if _exists(c + "/vectors/client") and _exists(c + "/vectors/leaf") and _exists(c + "/vectors/route"):
-            return c
-    return None
-
-
-REF = _ref_dir()
+REF = REPO + "/tests/vectors"  # nats-server 2.15.1 captures kept in the repo (tests/vectors/README.md)
 
 
 def _need_ref():
     # The vectors are the point of this file: a missing copy is a failure, never a skip.
-    assert REF is not None, "nats-reference not found; tried " + ", ".join(REF_CANDIDATES)
+    for folder in ("client", "leaf", "route", "js", "trace", "configs"):
+        assert _exists(REF + "/" + folder), "vectors missing: " + REF + "/" + folder
     return REF
 
 
@@ -280,15 +271,11 @@ def _vectors():
     ref = _need_ref()
     out = []
     for folder in ("client", "leaf", "route", "js", "trace"):
-        try:
-            names = sorted(os.listdir(ref + "/vectors/" + folder))
-        except OSError:
-            assert folder in ("js", "trace"), "missing vectors/" + folder
-            continue
+        names = sorted(os.listdir(ref + "/" + folder))
         for fn in names:
             if fn[-4:] != ".txt":
                 continue
-            with open(ref + "/vectors/" + folder + "/" + fn, "rb") as f:
+            with open(ref + "/" + folder + "/" + fn, "rb") as f:
                 raw = f.read()
             out.append(_parse_transcript(folder + "/" + fn, raw))
     _CACHE.append(out)
@@ -641,7 +628,7 @@ def test_error_vector_max_payload_matches_server_config():
     ref = _need_ref()
     t = _transcript("client/24_max_payload_small.txt")
     assert b"configs/client_auth.conf" in t.header
-    with open(ref + "/vectors/configs/client_auth.conf", "rb") as f:
+    with open(ref + "/configs/client_auth.conf", "rb") as f:
         conf = f.read()
     limit = None
     for line in conf.split(b"\n"):
