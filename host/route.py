@@ -187,7 +187,8 @@ class Router(Client):
                 log.error("Rejecting route to %s: %s", self.dialer.url, err_cluster_name(theirs, server.cluster_name))
                 self.close(errors.CLUSTER_NAME_CONFLICT, err_cluster_name(theirs, server.cluster_name))
                 return
-            # As nats-server: our CONNECT and INFO only after reading the peer's INFO.
+            # Our CONNECT and INFO once the peer's INFO is read (nats-server sends its CONNECT at once and holds back
+            # only its INFO; peers take either order), so a peer of another cluster is refused before we say anything.
             self.enqueue(encode_connect(self.dialer.connect_options()))
             self.enqueue(encode_info(server.route_info()))
             self.enqueue(PING)
