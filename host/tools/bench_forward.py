@@ -333,7 +333,8 @@ def drain_row(kind: str, mp: str, code_path: str, count: int, size: int, heapsiz
     try:
         row["ready_heap_with_forward"] = int(p.wait(r"^edge: ready .* heap=(\d+)", 20).group(1))
         m = p.wait(r"^edge: app done (\d+) (\d+)$", 600)
-        row["fill_records_per_s"] = int(m.group(1)) / (int(m.group(2)) / 1000)
+        count = row["count"] = int(m.group(1))  # the app publishes in groups of 16: --drain-count rounded down
+        row["fill_records_per_s"] = count / (int(m.group(2)) / 1000)
         hub_conf = wd / "hub.conf"
         hub_conf.write_text(f"leafnodes {{\n  listen: {benchlib.LOCALHOST}:{leaf_port}\n}}\n")
         cmd = (benchlib.default_nats_cmd(nats_binary or benchlib.find_nats_server(), True) if kind == "nats"
