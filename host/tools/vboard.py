@@ -388,7 +388,8 @@ class VirtualBoard:
                 n = os.write(self._user, self._out)
                 del self._out[:n]
         if self._board in w and self._in:
-            with contextlib.suppress(BlockingIOError):
+            # OSError: MicroPython is exiting (EIO); the next read of `board` sees it and reboots
+            with contextlib.suppress(OSError):
                 n = os.write(self._board, self._in)
                 del self._in[:n]
 
@@ -432,6 +433,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"vboard: port {board.port} (-> {os.ttyname(board._user_slave)}), flash {board.flash}, "
           f"{board.micropython} -X heapsize={board.heapsize}", flush=True)
     print(f"vboard: try `mpremote connect {board.port} resume repl`; Ctrl-C stops the board", flush=True)
-    board.serve()
+    try:
+        board.serve()
+    except VBoardError as e:  # a restart failed
+        print(f"natsedge vboard: error: {e}", file=sys.stderr)
+        return 1
     log("stopped")
     return 0
