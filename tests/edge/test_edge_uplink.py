@@ -14,6 +14,7 @@ import time
 import nats
 import pytest
 
+from tests.certs import cert
 from tests.compat.harness import Raw, collect, run
 from tests.edge.edgeharness import edge_config, free_port, wait_until
 
@@ -243,37 +244,10 @@ def _reconnect_cycles(hub, edges, proxies, cycles):
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
-    """A self-signed server certificate for 127.0.0.1/localhost, and an unrelated one (a wrong CA). Made with the
-    `cryptography` package (a dev dependency, and esptool's) as `openssl req -x509 -newkey ec` would make them, so
-    the tests need no openssl command."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
+    """A self-signed server certificate for 127.0.0.1/localhost, and an unrelated one (a wrong CA)."""
     d = tmp_path_factory.mktemp("certs")
-    now = datetime.datetime.now(datetime.UTC)
     for name in ("server", "other"):
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-        ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
-                .add_extension(ski, critical=False)
-                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
-                                                            x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                               critical=False)
-                .sign(key, hashes.SHA256()))
-        (d / f"{name}-key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                              serialization.PrivateFormat.PKCS8,
-                                                              serialization.NoEncryption()))
-        (d / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        cert(d, name, cn="localhost", sans=["localhost", "127.0.0.1"])
     return d
 
 
