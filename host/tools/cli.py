@@ -2,12 +2,15 @@
 
 Each subcommand lives in its own module and exposes `add_arguments(parser)` and `run(args) -> int`.
 Only the chosen subcommand's module is imported, so `natsedge hub` does not load the firmware
-tooling (and a problem in one tool cannot break the others).
+tooling (and a problem in one tool cannot break the others). A subcommand that needs a package of an extra says
+so in one line (host/tools/needs.py) instead of a traceback.
 """
 
 import argparse
 import importlib
 import sys
+
+from host.tools import needs
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -20,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "console": ("host.tools.deploy_cmd", "a board's REPL, or its log with --log"),
     "sim": ("sim.cli", "run a fleet of MicroPython edges against a hub with partitions and crashes, then report"),
     "dashboard": ("sim.dashboard", "serve a fleet dashboard for a hub (its monitoring port, $EDGE.*.status)"),
+    "vboard": ("host.tools.vboard", "a virtual board: the MicroPython unix port behind a PTY, for mpremote and deploy"),
 }
 
 
@@ -35,10 +39,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name, rest = argv[0], argv[1:]
     modname, helptext = SUBCOMMANDS[name]
-    mod = importlib.import_module(modname)
-    parser = argparse.ArgumentParser(prog=f"natsedge {name}", description=helptext)
-    mod.add_arguments(parser)
-    return int(mod.run(parser.parse_args(rest)) or 0)
+    try:
+        mod = importlib.import_module(modname)
+        parser = argparse.ArgumentParser(prog=f"natsedge {name}", description=helptext)
+        mod.add_arguments(parser)
+        return int(mod.run(parser.parse_args(rest)) or 0)
+    except (needs.MissingExtra, needs.ToolNotFound) as e:
+        print(e, file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as e:
+        missing = needs.for_missing_module(e, f"natsedge {name}")
+        if missing is None:
+            raise
+        print(missing, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@
 4. optionally ``--reset`` (``machine.reset()`` on ESP32; the unix port has none, so it is skipped with a note) or
    ``--run`` (start ``main.py`` in the background session with ``exec --no-follow``).
 
-``resume`` is the default because the unix port (the virtual board of the tests) has no soft reset: mpremote's usual
-Ctrl-D ends that process. On an ESP32 ``resume`` is harmless; ``--no-resume`` asks for the soft reset.
+``resume`` is the default: the board keeps running what it runs between sessions (mpremote's Ctrl-C still stops a
+program, so the session can start). ``--no-resume`` asks for mpremote's soft reset first: fine on an ESP32 and on
+``natsedge vboard`` (host/tools/vboard.py restarts its unix port, as a board reboots), but a bare unix port behind
+a PTY exits on it.
 
 ``natsedge console --port PORT`` is ``mpremote connect PORT resume repl``; ``--log`` instead only reads the port and
 copies it to stdout (no Ctrl-C is sent, so a running edge keeps running), optionally ``--until TEXT`` / ``--seconds``.
@@ -142,8 +144,8 @@ class Board:
             except ImportError:
                 exe = shutil.which("mpremote")
                 if not exe:
-                    raise DeployError("mpremote not found: pip install mpremote (it is in natsedge's dev extra)") \
-                        from None
+                    raise DeployError("mpremote not found: it comes with natsedge (pip install --force-reinstall "
+                                      "natsedge), or pass --mpremote PATH") from None
                 self.base = [exe]
             else:
                 self.base = [sys.executable, "-m", "mpremote"]
@@ -522,7 +524,7 @@ def add_deploy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", action="store_true", help="start main.py at the end without a reset (exec --no-follow)")
     p.add_argument("--force", action="store_true", help="copy every file even when its hash already matches")
     p.add_argument("--no-resume", action="store_true",
-                   help="let mpremote soft-reset the board first (real boards only: it ends a unix-port board)")
+                   help="let mpremote soft-reset the board first (it ends a bare unix port; natsedge vboard restarts)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds allowed per mpremote session (default 30)")
     p.add_argument("--mpremote", help="mpremote executable (default: python -m mpremote)")
     p.add_argument("--mpy-cross", help="mpy-cross executable, when the bundle is built here")

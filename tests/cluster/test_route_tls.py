@@ -9,23 +9,22 @@ What nats-server does, and these tests check on both servers (docs/cluster.md, "
 - a node without TLS never joins a TLS cluster, in either direction; a refused route is logged as
   "TLS route handshake error" and never appears in /routez.
 
-Certificates are made with openssl for the module: a CA, a node certificate it signs (IP SAN 127.0.0.1, for
-server and client use, shared by every node), one it signs for another host name only, and a certificate from
-another CA.
+Certificates are made for the module (tests/certs.py, no openssl command): a CA, a node certificate it signs
+(IP SAN 127.0.0.1, for server and client use, shared by every node), one it signs for another host name only, and
+a certificate from another CA.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 
 import pytest
 
+from tests import certs as certlib
 from tests.compat.harness import wait_until
 
 from .harness import Node, node_side, route_url
@@ -34,31 +33,15 @@ from .test_routing import _expect_once_each, _queue_run, sub, uniq
 REFUSED = re.compile(r"TLS route handshake error")
 
 
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
-    if not shutil.which("openssl"):
-        pytest.fail("openssl not installed (make test installs it)")
     d = tmp_path_factory.mktemp("route-certs")
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     for ca in ("ca", "otherca"):
-        _openssl("req", "-x509", *ec, "-keyout", str(d / f"{ca}-key.pem"), "-out", str(d / f"{ca}.pem"),
-                 "-days", "2", "-subj", f"/CN=natsedge test {ca}", "-addext", "basicConstraints=critical,CA:TRUE",
-                 "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    ext = d / "leaf.ext"
-    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
-                   "basicConstraints=CA:FALSE\n")
-    nameless = d / "nameless.ext"  # signed by the CA, but for another host only
-    nameless.write_text("subjectAltName=DNS:elsewhere.example\nextendedKeyUsage=serverAuth,clientAuth\n")
-    for name, ca in (("node", "ca"), ("rogue", "otherca"), ("nameless", "ca")):
-        _openssl("req", *ec, "-keyout", str(d / f"{name}-key.pem"), "-out", str(d / f"{name}.csr"),
-                 "-subj", f"/CN={name}")
-        _openssl("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / f"{ca}.pem"), "-CAkey",
-                 str(d / f"{ca}-key.pem"), "-CAcreateserial", "-out", str(d / f"{name}.pem"), "-days", "2",
-                 "-extfile", str(nameless if name == "nameless" else ext))
+        certlib.cert(d, ca, cn=f"natsedge test {ca}", ca=True, ca_key_usage=True)
+    for name, ca in (("node", "ca"), ("rogue", "otherca")):
+        certlib.cert(d, name, issuer=ca, sans=["localhost", "127.0.0.1"], server_client=True, ca=False)
+    # signed by the CA, but for another host only
+    certlib.cert(d, "nameless", issuer="ca", sans=["elsewhere.example"], server_client=True, ca=None)
     return d
 
 

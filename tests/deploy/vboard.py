@@ -1,10 +1,10 @@
 """Real processes for the deploy tests: a MicroPython "virtual board" on a PTY, and nats-server as the hub.
 
-The board is the recipe of shared/micropython/probes/vboard.sh: socat runs the unix port behind a PTY, started in a
-folder that acts as the board's flash, with MICROPYPATH ":.frozen:lib" (ESP32's sys.path is ['', '.frozen', '/lib']).
-mpremote must use `resume` with it: its soft reset (Ctrl-D at the raw REPL) would end the process.
+The board is `natsedge vboard` (host/tools/vboard.py), run as a user runs it: the unix port behind a PTY, started in
+a folder that acts as the board's flash, with MICROPYPATH ":.frozen:lib" (ESP32's sys.path is ['', '.frozen', '/lib']).
+No socat: the PTYs are Python's os.openpty.
 
-Every process is stopped by PID in `stop()`, children first.
+Every process is stopped by PID in `stop()`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import tty
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,49 +78,64 @@ def stop_pid(proc: subprocess.Popen | None, timeout: float = 5.0) -> None:
 
 
 class VirtualBoard:
-    """The MicroPython unix port behind a PTY; `flash` is its working folder (its "flash")."""
+    """`natsedge vboard` in a process of its own; `flash` is its working folder (its "flash"), `port` the PTY link."""
 
-    def __init__(self, flash: Path, heapsize: int = 200_000):
+    def __init__(self, flash: Path, heapsize: int = 200_000, *extra: str):
         self.flash = flash
         self.heapsize = heapsize
+        self.extra = extra
         self.port = str(flash.parent / f"{flash.name}.pty")
-        self.log = flash.parent / f"{flash.name}.socat.log"
+        self.log = flash.parent / f"{flash.name}.vboard.log"
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> VirtualBoard:
-        self.flash.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, MICROPYPATH=":.frozen:lib")
-        mp = tool("micropython")
-        with open(self.log, "wb") as log:
-            # socat 1.7.4 has no chdir= option: the child inherits cwd from socat.
+        tool("micropython")  # a dev dependency: missing means a broken environment, not a skipped test
+        with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                ["socat", f"PTY,link={self.port},raw,echo=0",
-                 f"EXEC:{mp} -X heapsize={self.heapsize},pty,raw,echo=0,stderr,setsid,ctty"],
-                cwd=self.flash, env=env, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(lambda: os.path.exists(self.port) and _children(self.proc.pid), 10, msg="the virtual board's PTY")
+                [sys.executable, "-m", "host.tools.cli", "vboard", "--flash", str(self.flash), "--port", self.port,
+                 "--heapsize", str(self.heapsize), *self.extra],
+                cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+
+        def up():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"natsedge vboard exited: {self.log.read_text()}")
+            return os.path.exists(self.port) and b"vboard: port " in self.log.read_bytes()
+
+        wait_until(up, 15, msg="the virtual board's PTY")
         return self
 
     def stop(self) -> None:
+        # SIGTERM to natsedge vboard alone: it stops its MicroPython itself (killed first, it would be restarted)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
         stop_pid(self.proc)
         self.proc = None
 
 
 class SilentPort:
-    """A PTY nobody answers on: socat links it to `sleep`, which never reads or writes."""
+    """A PTY nobody answers on: this process holds both ends and never reads or writes."""
 
     def __init__(self, path: Path):
         self.port = str(path)
-        self.proc: subprocess.Popen | None = None
+        self.fds: tuple[int, int] | None = None
 
     def start(self) -> SilentPort:
-        self.proc = subprocess.Popen(["socat", f"PTY,link={self.port},raw,echo=0", "SYSTEM:sleep 120"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: os.path.exists(self.port), 10, msg="the silent PTY")
+        self.fds = os.openpty()
+        tty.setraw(self.fds[1])
+        os.symlink(os.ttyname(self.fds[1]), self.port)
         return self
 
     def stop(self) -> None:
-        stop_pid(self.proc)
-        self.proc = None
+        if self.fds is not None:
+            for fd in self.fds:
+                os.close(fd)
+            self.fds = None
+        if os.path.islink(self.port):
+            os.unlink(self.port)
 
 
 class Hub:

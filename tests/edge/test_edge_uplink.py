@@ -14,6 +14,7 @@ import time
 import nats
 import pytest
 
+from tests.certs import cert
 from tests.compat.harness import Raw, collect, run
 from tests.edge.edgeharness import edge_config, free_port, wait_until
 
@@ -244,17 +245,9 @@ def _reconnect_cycles(hub, edges, proxies, cycles):
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
     """A self-signed server certificate for 127.0.0.1/localhost, and an unrelated one (a wrong CA)."""
-    import shutil
-    import subprocess
-
-    if not shutil.which("openssl"):
-        pytest.fail("openssl not installed (.ci/run installs it)")
     d = tmp_path_factory.mktemp("certs")
     for name in ("server", "other"):
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                        "-nodes", "-keyout", str(d / f"{name}-key.pem"), "-out", str(d / f"{name}.pem"),
-                        "-days", "2", "-subj", "/CN=localhost",
-                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+        cert(d, name, cn="localhost", sans=["localhost", "127.0.0.1"])
     return d
 
 
