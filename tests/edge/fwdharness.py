@@ -18,7 +18,7 @@ from pathlib import Path
 import nats
 
 from tests.compat.harness import free_port, stop_process, wait_until
-from tests.edge.edgeharness import REPO, Edge, micropython
+from tests.edge.edgeharness import REPO, Edge
 
 APP_DIR = str(Path(__file__).resolve().parent)  # fwdapp.py, the device code of these tests
 
@@ -56,9 +56,9 @@ class FwdEdge(Edge):
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg_path = self.workdir / f"{self.cfg['name']}.json"
         cfg_path.write_text(json.dumps(self.cfg))
-        cmd = [micropython(), str(REPO / "tests" / "mp" / "flashboot.py"), self.image[0], str(self.image[1]),
+        cmd = [*self.mp_command(), str(REPO / "tests" / "mp" / "flashboot.py"), self.image[0], str(self.image[1]),
                str(cfg_path)]
-        env = dict(os.environ, MICROPYPATH=f"{self.path}:{self.extra_path}:.frozen")
+        env = dict(os.environ, MICROPYPATH=self.runtime.mp_path(self.path, self.extra_path))
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      cwd=str(self.workdir), env=env, text=True, bufsize=1)
         self._thread = threading.Thread(target=self._pump, daemon=True)
