@@ -27,6 +27,7 @@ async def _nc(edge, **kw):
     return await nats.connect(edge.url, allow_reconnect=False, connect_timeout=2, **kw)
 
 
+@pytest.mark.device
 def test_nats_py_pub_sub_wildcards_and_headers_through_the_edge(edge):
     async def body():
         a, b = await _nc(edge), await _nc(edge)
@@ -44,6 +45,7 @@ def test_nats_py_pub_sub_wildcards_and_headers_through_the_edge(edge):
     run(body())
 
 
+@pytest.mark.device
 def test_queue_group_across_lan_clients_delivers_each_message_once(edge):
     async def body():
         ncs = [await _nc(edge) for _ in range(3)]
@@ -68,6 +70,7 @@ def test_queue_group_across_lan_clients_delivers_each_message_once(edge):
     run(body())
 
 
+@pytest.mark.device
 def test_request_reply_and_no_responders_between_lan_clients(edge):
     async def body():
         svc, cli = await _nc(edge), await _nc(edge)
@@ -87,6 +90,7 @@ def test_request_reply_and_no_responders_between_lan_clients(edge):
     run(body())
 
 
+@pytest.mark.device
 def test_connection_cap_refuses_with_nats_server_error(edge):
     raws = [Raw(edge.port) for _ in range(4)]
     for r in raws:
@@ -166,6 +170,7 @@ def test_stale_lan_client_is_closed(edges):
     r.expect_closed()
 
 
+@pytest.mark.device
 def test_slow_lan_consumer_is_closed_and_others_are_not(edges):
     e = edges(edge_config("slow", listen=free_port(), max_pending=4096, max_payload=1024))
     slow = socket.create_connection(("127.0.0.1", e.port))

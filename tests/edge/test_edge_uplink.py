@@ -16,7 +16,7 @@ import pytest
 
 from tests.certs import cert
 from tests.compat.harness import Raw, collect, run
-from tests.edge.edgeharness import edge_config, free_port, wait_until
+from tests.edge.edgeharness import edge_config, free_port, runtime, wait_until
 
 
 async def _nc(url, **kw):
@@ -47,6 +47,7 @@ def edge(edges, hub):
     return e
 
 
+@pytest.mark.device
 def test_pubsub_both_directions_with_headers(hub, edge):
     async def body():
         h, e = await _nc(hub.url), await _nc(edge.url)
@@ -67,6 +68,7 @@ def test_pubsub_both_directions_with_headers(hub, edge):
     run(body())
 
 
+@pytest.mark.device
 def test_request_reply_both_directions(hub, edge):
     async def body():
         h, e = await _nc(hub.url), await _nc(edge.url)
@@ -92,6 +94,7 @@ def test_request_reply_both_directions(hub, edge):
     run(body())
 
 
+@pytest.mark.device
 def test_queue_group_spanning_hub_and_edge_delivers_each_message_once(hub, edge):
     n = 200
 
@@ -131,6 +134,7 @@ def test_queue_group_spanning_hub_and_edge_delivers_each_message_once(hub, edge)
     run(body(), timeout=40)
 
 
+@pytest.mark.device
 def test_local_publish_without_hub_interest_is_not_sent(hub, edge):
     async def body():
         h, e = await _nc(hub.url), await _nc(edge.url)
@@ -151,6 +155,7 @@ def test_local_publish_without_hub_interest_is_not_sent(hub, edge):
     run(body())
 
 
+@pytest.mark.device
 def test_interest_restored_after_hub_restart_and_local_traffic_meanwhile(hub, edge):
     async def body():
         e = await _nc(edge.url)
@@ -192,6 +197,7 @@ def test_credentials_accepted_and_bad_ones_retried_with_backoff(edges, hubs):
     assert bad.count("uplink up") == 0
 
 
+@pytest.mark.device
 def test_reconnect_cycles_keep_heap_flat(side, hub, edges, proxies):
     _reconnect_cycles(hub, edges, proxies, 20)
 
@@ -206,7 +212,7 @@ def _reconnect_cycles(hub, edges, proxies, cycles):
     # interest, and hold no more heap after the last cycle than after the first few.
     proxy = proxies(hub.leaf_port)
     e = edges(edge_config("cycler", listen=free_port(), hub_port=proxy.port, reconnect_min=0.01,
-                          reconnect_max=0.05, ping_interval=1), heapsize="200000")
+                          reconnect_max=0.05, ping_interval=1), heapsize=runtime().heapsize or "200000")
     e.wait_line(r"uplink up", timeout=10)
 
     async def body():

@@ -74,6 +74,7 @@ def _gap_collector(url, subject="$EDGE.e1.gap"):
     return start, markers
 
 
+@pytest.mark.device
 def test_lan_js_publish_gets_puback_on_flash_and_drains_in_order(jshub, fwd_edges):
     jshub.start()
     run(add_stream(jshub.url, "TELE", ["tele.>"]))
@@ -106,6 +107,7 @@ def test_lan_js_publish_gets_puback_on_flash_and_drains_in_order(jshub, fwd_edge
     assert st["published"] == 50 and st["duplicates"] == 0 and st["dup_skipped"] == 0
 
 
+@pytest.mark.device
 def test_outage_and_hub_restarts_drain_everything_once_in_order(jshub, fwd_edges):
     jshub.start()
     run(add_stream(jshub.url, "TELE", ["tele.>"]))
@@ -127,6 +129,7 @@ def test_outage_and_hub_restarts_drain_everything_once_in_order(jshub, fwd_edges
     assert st["published"] + st["duplicates"] + st["dup_skipped"] >= 600
 
 
+@pytest.mark.device(slow=True)
 @pytest.mark.parametrize("dedup_scan", [1000, 0], ids=["lookup", "no-lookup"])
 def test_lost_pubacks_after_the_duplicate_window_are_not_stored_twice(jshub, fwd_edges, dedup_scan):
     # The hub stores what the edge sends, but its PubAcks are lost; the edge sends again long after the stream's
@@ -363,6 +366,7 @@ def test_status_reaches_the_hub(jshub, fwd_edges):
     assert {"dropped", "dup_skipped", "duplicates", "expired", "rejected", "last_seq"} <= set(q)
 
 
+@pytest.mark.device(slow=True)
 def test_full_flash_refuses_publishes_and_recovers(jshub, fwd_edges, tmp_path, mpy_tree):
     # The queue's budget is far larger than the littlefs volume: the flash fills first (ENOSPC). Durable publishes
     # are refused, never acknowledged; the edge keeps running; once the hub took the backlog the space is back.

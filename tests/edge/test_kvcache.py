@@ -66,6 +66,7 @@ async def bucket(hub: JsHub, name: str = "b"):
     return nc, kv
 
 
+@pytest.mark.device
 def test_offline_reads_after_reboot_with_hub_down(side, jshub, started, tmp_path):
     work = tmp_path / "e1"
     cfg = kv_edge_config("e1", free_port(), jshub.leaf_port, {"b": {"policy": "lww"}})
@@ -231,6 +232,7 @@ def _stamp(text: str):
     return int(ms), int(c), node
 
 
+@pytest.mark.device(slow=True)
 @pytest.mark.parametrize("policy, n", [("lww", 3), ("hub_wins", 2), ("callback", 2)])
 def test_partitioned_edges_converge_per_policy(side, jshub, started, gates, tmp_path, policy, n):
     run(partition_scenario(side, jshub, started, gates, tmp_path, policy, n), 100)
@@ -242,6 +244,7 @@ def test_partitioned_edges_converge_per_policy_more(side, jshub, started, gates,
     run(partition_scenario(side, jshub, started, gates, tmp_path, policy, n), 110)
 
 
+@pytest.mark.device
 def test_small_cache_evicts_clean_keys_and_fetches_them_from_the_hub(side, jshub, started, tmp_path):
     async def body():
         nc, kv = await bucket(jshub)
@@ -302,6 +305,7 @@ def test_live_burst_of_hub_writes_reaches_the_edge(side, jshub, started, tmp_pat
     run(body(), 60)
 
 
+@pytest.mark.device
 def test_two_buckets_each_with_its_policy(side, jshub, started, gates, tmp_path):
     async def body():
         nc, cfg_kv = await bucket(jshub, "cfg")
@@ -338,6 +342,7 @@ def test_two_buckets_each_with_its_policy(side, jshub, started, gates, tmp_path)
 
 # ---- TTL -----------------------------------------------------------------------------------------
 
+@pytest.mark.device
 def test_ttl_key_disappears_on_edge_and_hub(side, jshub, started, tmp_path):
     async def body():
         nc, kv = await bucket(jshub)
