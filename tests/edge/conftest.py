@@ -6,8 +6,9 @@ NATSEDGE_COMPAT_SERVERS=nats (or hub, or nats,hub), as for tests/compat.
 A test marked `@pytest.mark.device` runs once more with its edges on the 32-bit MicroPython build that has the
 edge frozen in, inside `-X heapsize=60000` (tests/edge/frozen.py): id suffix `frozen32`, marked `frozen32`
 (`pytest -m frozen32` runs them all), against nats-server only (the first selected side when nats is not
-selected). `device(slow=True)` marks that variant slow as well. Without ../shared/micropython/build-unix32.sh these
-variants skip with one line saying why.
+selected). `device(slow=True)` marks that variant slow as well; `device(xfail="why")` expects it may fail there
+(non-strict: a heap shortfall that fragmentation makes intermittent). Without
+../shared/micropython/build-unix32.sh these variants skip with one line saying why.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def pytest_generate_tests(metafunc):
             metafunc.parametrize("side", sides, ids=sides)
         return
     marks = [pytest.mark.frozen32] + ([pytest.mark.slow] if mark.kwargs.get("slow") else [])
+    if mark.kwargs.get("xfail"):  # a known shortfall at 60 KB, measured and described in docs/benchmarks.md
+        marks.append(pytest.mark.xfail(reason=mark.kwargs["xfail"], strict=False))
     if sides:
         side = FROZEN_SIDE if FROZEN_SIDE in sides else sides[0]
         params = [pytest.param(s, "unix64", id=s) for s in sides]

