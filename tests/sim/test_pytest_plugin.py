@@ -84,6 +84,11 @@ def test_a_fleet_answers_through_the_hub_and_follows_faults(request, natsedge_hu
     cfg = json.loads((fleet[0].dir / "config.json").read_text())
     assert cfg["app"] == "echoapp" and cfg["hub"]["url"] == fleet[0].hub_url and cfg["limits"]["ping_interval"] == 1
     assert fleet[1].lan_url is not None and fleet[1].lan_url.startswith("nats://127.0.0.1:")
+    natsedge_hub.add_stream("TICKS", "tick.edge-0")
+    wait_until(lambda: len(natsedge_hub.stream_messages("TICKS")) >= 3, what="3 ticks in the stream")
+    stored = natsedge_hub.stream_messages("TICKS")
+    assert [m.seq for m in stored[:3]] == [1, 2, 3] and {m.subject for m in stored} == {"tick.edge-0"}
+    assert int(stored[1].text) == int(stored[0].text) + 1
 
     # a reset partition: the link drops at once and the hub loses the edge's interest
     fleet.partition(0, "reset")
@@ -105,8 +110,8 @@ def test_a_fleet_answers_through_the_hub_and_follows_faults(request, natsedge_hu
     assert natsedge_hub.request("svc.edge-1", "y") == b"edge-1 hello-1 y"
     assert fleet[1].wait_for_line(r"^echo: served (\w+)$", since=since)[1] == "y"
 
-    # the hub restarts; the edges and the test's connection come back
-    natsedge_hub.restart(down=0.2)
+    # the hub restarts (nats-server: killed, as a power cut); the edges and the test's connection come back
+    natsedge_hub.restart(down=0.2, kill=natsedge_hub.kind == "nats-server")
     fleet.wait_up()
     assert natsedge_hub.request("svc.edge-1", "z") == b"edge-1 hello-1 z"
     n = len(ticks)
