@@ -39,8 +39,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(ours, the default) or nats-server")
 
 
-def _fail_missing(e: Exception) -> NoReturn:
-    pytest.fail(str(e), pytrace=False)
+def _fail(e: Exception) -> NoReturn:
+    """Fail the test with the exception's one line (no traceback, no "during handling of" chain)."""
+    __tracebackhide__ = True
+    raise pytest.fail.Exception(str(e), pytrace=False) from None
 
 
 def _report_on_failure(request: pytest.FixtureRequest, thing: Any) -> None:
@@ -92,13 +94,13 @@ def natsedge_hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hub
     try:
         hub = Hub(tmp_path / "natsedge-hub", kind=kind, jetstream=js, what="the natsedge_hub fixture")
     except MissingExtra as e:
-        _fail_missing(e)
+        _fail(e)
     _report_on_failure(request, hub)
     try:
         try:
             hub.start()
         except HarnessError as e:
-            pytest.fail(str(e), pytrace=False)
+            _fail(e)
         yield hub
     finally:
         hub.close()
@@ -118,7 +120,7 @@ def natsedge_fleet(request: pytest.FixtureRequest, natsedge_hub: Hub, tmp_path: 
     try:
         micropython("the natsedge_fleet fixture", "sim")
     except MissingExtra as e:
-        _fail_missing(e)
+        _fail(e)
     fleets: list[Fleet] = []
     here = request.path.parent
 
@@ -163,7 +165,7 @@ def natsedge_vboard(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
         board = VBoard(tmp_path / "natsedge-vboard", heapsize=param.get("heapsize"), boot=param.get("boot", True),
                        what="the natsedge_vboard fixture")
     except MissingExtra as e:
-        _fail_missing(e)
+        _fail(e)
     _report_on_failure(request, board)
     try:
         board.start()

