@@ -38,7 +38,8 @@ RATE_KEYS = ("in_msgs", "out_msgs", "in_bytes", "out_bytes")
 
 # The heap an edge needs frozen into a 32-bit MicroPython (code in flash, 4-byte pointers, as on an ESP32), per
 # configuration: `edge: ready heap=` of the MicroPython v1.28 unix port built -m32 with firmware/manifest.py frozen in
-# (docs/benchmarks.md, "Edge frozen into a 32-bit MicroPython", heap per configuration, 2026-12-07). Reference
+# (docs/benchmarks.md, "Edge frozen into a 32-bit MicroPython", heap per configuration, 2026-12-07; 22,688 with the
+# forward queue's data in a folder, as the simulated edges keep it, is given in the text below the table). Reference
 # figures measured there, not by the simulator: shown beside the simulated edges' heap, which is that of the
 # 64-bit unix port with the edge's code loaded into the heap.
 FROZEN32_READY: list[tuple[str, str, int]] = [  # (the edge's most demanding part, what was measured, bytes)
@@ -47,7 +48,7 @@ FROZEN32_READY: list[tuple[str, str, int]] = [  # (the edge's most demanding par
     ("uplink", "LAN + uplink", 16128),
     ("lan", "LAN only", 14032),
 ]
-FROZEN32_SOURCE = 'docs/benchmarks.md ("Edge frozen into a 32-bit MicroPython", 2026-12-07)'
+FROZEN32_SOURCE = 'docs/benchmarks.md, "Edge frozen into a 32-bit MicroPython", heap per configuration (2026-12-07)'
 
 
 def frozen32_reference(parts: dict[str, bool] | None) -> dict[str, Any] | None:
