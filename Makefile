@@ -1,6 +1,7 @@
 # Two set-up commands on a fresh machine: `make run` and `make test`. Each bootstraps .venv, and needs nothing else
 # from the system but python3 (with venv) and make: the virtual boards of the deploy tests are Python PTYs (no socat),
-# the TLS test certificates come from the `cryptography` package (no openssl).
+# the TLS test certificates come from the `cryptography` package (no openssl). The one system package `make test`
+# needs is a Chromium for the dashboard's browser test: installed here when missing (see `chromium` below).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,7 +10,7 @@ HUB_HTTP_PORT ?= 8222
 LEAF_PORT ?= 7422
 DASHBOARD_PORT ?= 8080
 
-.PHONY: run test test-fast lint bench clean
+.PHONY: run test test-fast lint bench clean chromium
 
 $(BIN)/natsedge: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,7 +29,26 @@ run: $(BIN)/natsedge
 	$(BIN)/natsedge sim --scenario sim/scenarios/demo.json --hub hub --js auto --hub-port $(HUB_PORT) \
 		--hub-http-port $(HUB_HTTP_PORT) --leaf-port $(LEAF_PORT) --dashboard 127.0.0.1:$(DASHBOARD_PORT)
 
-test: $(VENV)/.dev
+# The dashboard's browser test (tests/sim/test_dashboard_browser.py) drives a headless Chromium over the DevTools
+# protocol (no chromedriver, no browser download). $CHROMIUM names another Chromium or Chrome binary. When none is on
+# PATH: as root with apt-get, install Debian's `chromium`; otherwise stop at once with the command to run.
+chromium:
+	@if [ -n "$$CHROMIUM" ]; then command -v "$$CHROMIUM" >/dev/null 2>&1 && exit 0; \
+	  echo "make: CHROMIUM=$$CHROMIUM is not an executable" >&2; exit 1; fi; \
+	command -v chromium >/dev/null 2>&1 && exit 0; \
+	if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "make: installing Debian's chromium (the dashboard's browser test): apt-get install -y chromium"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null && \
+	    command -v chromium >/dev/null 2>&1 && exit 0; \
+	  echo "make: installing chromium failed; run: apt-get install -y chromium" >&2; exit 1; fi; \
+	if command -v apt-get >/dev/null 2>&1; then \
+	  echo "make test needs Chromium for the dashboard's browser test. Run:  sudo apt-get install -y chromium" >&2; \
+	else echo "make test needs Chromium for the dashboard's browser test: install it (the package is" \
+	  "chromium on most systems)" >&2; fi; \
+	echo "(or set CHROMIUM=/path/to/chromium-or-chrome)" >&2; exit 1
+
+test: chromium $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q -m "not slow"
 

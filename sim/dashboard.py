@@ -3,16 +3,24 @@
 Served by `natsedge sim --dashboard HOST:PORT` (hub + the simulator's own figures per edge), or on its own by
 `natsedge dashboard --monitor URL [--nats URL]` for any hub: then edges come from the hub's `/leafz` and from what
 edges publish about themselves on `$EDGE.<name>.<kind>` (sim/edgestatus.py). The page polls `/state.json` every 1.5 s.
+
+Rates are computed here, not in the page: HubMonitor divides the change of the hub's `/varz` and `/leafz` counters
+between two of its own fetches by the time between them. (The page used to divide two polls' counters by its own
+clock; two polls inside one cache period then got the same counters and read 0 msgs/s while telemetry flowed.)
+While the dashboard runs it samples the state every second into a bounded history (hub rates, each edge's backlog
+and its leaf connection's rate) that the page draws as charts, so they show the last minutes however late it opens.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,17 +31,57 @@ from sim.hub import http_get
 
 _MAX_REQUEST = 8192
 MAX_STATUS_EDGES = 1000  # standalone: edge names kept from $EDGE.*.* (a bound against a noisy hub)
+SAMPLE_S = 1.0  # history: one sample a second ...
+HISTORY = 300  # ... for the last 5 minutes
+CHART_EDGES = 12  # edges with a line in the per-edge charts (the first ones by order)
+RATE_KEYS = ("in_msgs", "out_msgs", "in_bytes", "out_bytes")
+
+# The heap an edge needs frozen into a 32-bit MicroPython (code in flash, 4-byte pointers, as on an ESP32), per
+# configuration: `edge: ready heap=` of the MicroPython v1.28 unix port built -m32 with firmware/manifest.py frozen in
+# (docs/benchmarks.md, "Edge frozen into a 32-bit MicroPython", heap per configuration, 2026-12-07; 22,688 with the
+# forward queue's data in a folder, as the simulated edges keep it, is given in the text below the table). Reference
+# figures measured there, not by the simulator: shown beside the simulated edges' heap, which is that of the
+# 64-bit unix port with the edge's code loaded into the heap.
+FROZEN32_READY: list[tuple[str, str, int]] = [  # (the edge's most demanding part, what was measured, bytes)
+    ("kv", "LAN + uplink + forward queue + KV cache, data on littlefs", 34656),
+    ("forward", "LAN + uplink + forward queue, data in a folder", 22688),
+    ("uplink", "LAN + uplink", 16128),
+    ("lan", "LAN only", 14032),
+]
+FROZEN32_SOURCE = 'docs/benchmarks.md, "Edge frozen into a 32-bit MicroPython", heap per configuration (2026-12-07)'
+
+
+def frozen32_reference(parts: dict[str, bool] | None) -> dict[str, Any] | None:
+    """The reference row for an edge running `parts` ({"lan": .., "uplink": .., "forward": .., "kv": ..})."""
+    for key, what, ready in FROZEN32_READY:
+        if parts and parts.get(key):
+            return {"ready": ready, "config": what, "source": FROZEN32_SOURCE}
+    return None
+
+
+def _rates(now: dict[str, Any], before: dict[str, Any] | None, dt: float) -> dict[str, float | None] | None:
+    """Per-second change of each counter in RATE_KEYS; None for a counter that went down (a restarted hub or a new
+    leaf connection) or is missing."""
+    if before is None or dt <= 0:
+        return None
+    out: dict[str, float | None] = {}
+    for k in RATE_KEYS:
+        a, b = now.get(k), before.get(k)
+        ok = isinstance(a, int | float) and isinstance(b, int | float) and a >= b
+        out[k] = round((a - b) / dt, 2) if ok else None  # type: ignore[operator]
+    return out
 
 
 class HubMonitor:
-    """The hub's monitoring endpoints, fetched at most once a second however many pages poll."""
+    """The hub's monitoring endpoints, fetched at most twice a second however many pages poll."""
 
-    def __init__(self, url: str, ttl: float = 1.0) -> None:
+    def __init__(self, url: str, ttl: float = 0.5) -> None:
         self.url = url.rstrip("/")
         self.ttl = ttl
         self._at = 0.0
         self._view: dict[str, Any] = {}
         self._inflight: asyncio.Future[dict[str, Any]] | None = None
+        self._last_counts: tuple[float, dict[str, Any], dict[str, dict[str, Any]]] | None = None
 
     async def view(self) -> dict[str, Any]:
         if time.monotonic() - self._at < self.ttl:
@@ -63,14 +111,27 @@ class HubMonitor:
             jsz = await self._get("/jsz?streams=true")
         except ConnectionError as e:
             return {"monitor": self.url, "reachable": False, "error": str(e)}
+        at = time.monotonic()  # the counters' time: after /varz and /leafz came back
         out: dict[str, Any] = {"monitor": self.url, "reachable": varz is not None}
+        before = self._last_counts
+        dt = at - before[0] if before is not None else 0.0
         if isinstance(varz, dict):
             out["server"] = {k: varz.get(k) for k in (
                 "server_name", "version", "uptime", "connections", "total_connections", "leafnodes", "in_msgs",
                 "out_msgs", "in_bytes", "out_bytes", "slow_consumers", "subscriptions", "mem", "cpu")}
+            out["rates"] = _rates(out["server"], before[1] if before else None, dt)
+            out["rates_interval_s"] = round(dt, 2) if out["rates"] is not None else None
+        leaf_counts: dict[str, dict[str, Any]] = {}
         if isinstance(leafz, dict):
-            out["leafs"] = [{k: leaf.get(k) for k in ("name", "ip", "port", "rtt", "in_msgs", "out_msgs",
-                                                     "subscriptions")} for leaf in leafz.get("leafs") or []]
+            out["leafs"] = []
+            for leaf in leafz.get("leafs") or []:
+                row = {k: leaf.get(k) for k in ("name", "ip", "port", "rtt", "in_msgs", "out_msgs", "subscriptions")}
+                key = f"{row['name']}@{row['ip']}:{row['port']}"  # a new connection starts its counters again
+                row["rates"] = _rates(row, (before[2] if before else {}).get(key), dt)
+                leaf_counts[key] = row
+                out["leafs"].append(row)
+        if isinstance(varz, dict):
+            self._last_counts = (at, out["server"], leaf_counts)
         out["jetstream"] = _jetstream(jsz)
         return out
 
@@ -90,13 +151,68 @@ def _jetstream(jsz: Any) -> dict[str, Any] | None:
         "stream_list": streams}
 
 
+def _num(v: Any) -> float | None:
+    return v if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+class History:
+    """The last HISTORY samples of what the charts show: t (the simulation's clock, else seconds since the
+    dashboard started), the hub's in/out msgs/s, and per edge (the first CHART_EDGES) its backlog and the msgs/s
+    the hub got from its leaf connection. Columns of numbers (None where unknown), as the page draws them."""
+
+    def __init__(self, size: int = HISTORY) -> None:
+        self.t: deque[float] = deque(maxlen=size)
+        self.hub_in: deque[float | None] = deque(maxlen=size)
+        self.hub_out: deque[float | None] = deque(maxlen=size)
+        self.edges: dict[str, dict[str, deque[float | None]]] = {}
+        self.size = size
+
+    def add(self, t: float, state: dict[str, Any]) -> None:
+        hub = state.get("hub") or {}
+        rates = hub.get("rates") or {}
+        self.t.append(round(t, 2))
+        self.hub_in.append(_num(rates.get("in_msgs")))
+        self.hub_out.append(_num(rates.get("out_msgs")))
+        leaf_rate = {leaf.get("name"): (leaf.get("rates") or {}).get("in_msgs") for leaf in hub.get("leafs") or []}
+        seen = set()
+        for e in state.get("edges") or []:
+            name = e.get("name")
+            if not isinstance(name, str) or (name not in self.edges and len(self.edges) >= CHART_EDGES):
+                continue
+            seen.add(name)
+            cols = self.edges.get(name)
+            if cols is None:  # an edge first seen now: nothing known before
+                n = len(self.t) - 1
+                cols = self.edges[name] = {"backlog": deque([None] * n, maxlen=self.size),
+                                           "leaf_in": deque([None] * n, maxlen=self.size)}
+            backlog = e.get("backlog")
+            if backlog is None:
+                backlog = (e.get("status") or {}).get("backlog")
+            cols["backlog"].append(_num(backlog))
+            cols["leaf_in"].append(_num(leaf_rate.get(name)))
+        for name, cols in self.edges.items():
+            if name not in seen:
+                cols["backlog"].append(None)
+                cols["leaf_in"].append(None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"t": list(self.t), "hub_in": list(self.hub_in), "hub_out": list(self.hub_out),
+                "edges": {n: {k: list(v) for k, v in cols.items()} for n, cols in self.edges.items()},
+                "sample_s": SAMPLE_S}
+
+
 class Dashboard:
-    def __init__(self, state: Callable[[], Awaitable[dict[str, Any]]], host: str, port: int) -> None:
+    def __init__(self, state: Callable[[], Awaitable[dict[str, Any]]], host: str, port: int,
+                 sample_s: float = SAMPLE_S) -> None:
         self.state = state
         self.host = host
         self.port = port
         self.requests = 0
+        self.sample_s = sample_s
+        self.history = History()
+        self._started = time.monotonic()
         self._server: asyncio.AbstractServer | None = None
+        self._sampler: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
@@ -106,8 +222,35 @@ class Dashboard:
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, self.host, self.port, limit=_MAX_REQUEST)
         self.port = self._server.sockets[0].getsockname()[1]
+        self._started = time.monotonic()
+        self._sampler = asyncio.create_task(self._sample())
+
+    async def _sample(self) -> None:
+        while True:
+            try:
+                self.sample(await self.state())
+            except Exception:  # noqa: BLE001 - a failed sample is a gap in the charts, not the end of the page
+                pass
+            await asyncio.sleep(self.sample_s)
+
+    def sample(self, state: dict[str, Any]) -> None:
+        t = (state.get("sim") or {}).get("t")
+        self.history.add(t if isinstance(t, int | float) else time.monotonic() - self._started, state)
+
+    async def page_state(self) -> dict[str, Any]:
+        state = await self.state()
+        state["history"] = self.history.to_json()
+        for e in state.get("edges") or []:
+            if isinstance(e, dict) and isinstance(e.get("parts"), dict):
+                e["frozen32"] = frozen32_reference(e["parts"])
+        return state
 
     async def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+            self._sampler = None
         if self._server is not None:
             self._server.close()
             try:
@@ -128,7 +271,7 @@ class Dashboard:
                     status, ctype, body = 200, "text/html; charset=utf-8", PAGE.encode()
                 elif path == "/state.json":
                     status, ctype = 200, "application/json"
-                    body = json.dumps(await self.state()).encode()
+                    body = json.dumps(await self.page_state()).encode()
                 else:
                     status, ctype, body = 404, "text/plain", b"not found\n"
             reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}[status]
@@ -235,19 +378,34 @@ def run(args: argparse.Namespace) -> int:
 
 # ---- the page ----------------------------------------------------------------------------------------------------
 
-PAGE = """<!doctype html>
+PAGE = r"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>natsedge fleet</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
 body{font:14px/1.4 system-ui,sans-serif;margin:1.2em;color:#222;background:#fafafa}
 h1{font-size:1.3em;margin:0 0 .3em} h2{font-size:1.05em;margin:1.2em 0 .4em}
 .meta{color:#666} .bad{color:#b00020} .ok{color:#1b7f3b} .warn{color:#a36200}
+.wrap{max-width:100%;overflow-x:auto}
 table{border-collapse:collapse;background:#fff;box-shadow:0 0 0 1px #ddd}
-th,td{padding:.25em .6em;text-align:right;border-bottom:1px solid #eee;white-space:nowrap}
+th,td{padding:.25em .5em;text-align:right;border-bottom:1px solid #eee;white-space:nowrap;vertical-align:top}
+th{white-space:normal;max-width:9em;vertical-align:bottom}
 th{background:#f0f0f0;font-weight:600} td:first-child,th:first-child{text-align:left}
+th[title]{text-decoration:underline dotted #aaa;cursor:help}
 .cards{display:flex;flex-wrap:wrap;gap:.6em} .card{background:#fff;box-shadow:0 0 0 1px #ddd;padding:.5em .8em}
 .card b{display:block;font-size:1.3em} code{font-size:.9em;color:#444}
-.status{max-width:28em;overflow:hidden;text-overflow:ellipsis;text-align:left}
+tr.edge td{border-bottom:none} tr.sub td{padding-top:0}
+td.reports{white-space:normal;text-align:left;font-size:12px;color:#333}
+td.reports div{display:inline;margin-right:1.2em}
+.kv{display:inline-block;margin:0 .7em 0 0;white-space:nowrap} .kv i{font-style:normal;color:#777}
+.kind{font-weight:600;margin-right:.4em} .ago{color:#888}
+.ref{color:#555;font-style:italic}
+.note{color:#555;font-size:12px;max-width:72em;margin:.4em 0 0}
+.charts{display:flex;flex-wrap:wrap;gap:.8em}
+.chart{background:#fff;box-shadow:0 0 0 1px #ddd;padding:.4em .6em;flex:1 1 26em;max-width:40em;min-width:18em}
+.chart .title{font-weight:600;font-size:13px} .chart .what{font-size:11px;color:#777}
+.chart .legend{font-size:12px;color:#555;min-height:1.2em}
+.chart .legend span{margin-right:.8em;white-space:nowrap} .chart svg{display:block;width:100%;height:auto}
+.chart svg text{font:10px system-ui,sans-serif;fill:#777} .chart .empty{fill:#aaa;font-size:12px}
 #events{font-family:ui-monospace,monospace;font-size:12px;white-space:pre;background:#fff;padding:.5em;
 box-shadow:0 0 0 1px #ddd;max-height:18em;overflow:auto}
 </style></head><body>
@@ -255,26 +413,130 @@ box-shadow:0 0 0 1px #ddd;max-height:18em;overflow:auto}
 <h2>Hub</h2><div class="cards" id="hub"></div>
 <div id="nodes"></div>
 <div id="js"></div>
-<h2>Edges</h2><table id="edges"></table>
+<h2>Over time</h2><div class="charts" id="charts"></div>
+<h2>Edges</h2><div class="wrap"><table id="edges"></table></div>
+<p class="note" id="heapnote"></p>
 <h2>Events</h2><div id="events"></div>
 <script>
 "use strict";
-let last = null;
+const SVG = (() => { const d = document.createElement("div"); d.innerHTML = "<svg></svg>";
+  return d.firstChild.namespaceURI; })();  // the SVG namespace, as the HTML parser gives it (no URL in the page)
+const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
+  "#7f7f7f", "#bcbd22", "#393b79", "#637939"];
 function el(tag, text, cls) { const e = document.createElement(tag); if (text !== undefined && text !== null)
   e.textContent = String(text); if (cls) e.className = cls; return e; }
+function sv(tag, attrs, text) { const e = document.createElementNS(SVG, tag);
+  for (const k in attrs) e.setAttribute(k, attrs[k]); if (text !== undefined) e.textContent = text; return e; }
 function fmt(n) { if (n === null || n === undefined) return "-"; if (typeof n !== "number") return String(n);
   if (Math.abs(n) >= 1e9) return (n / 1e9).toFixed(2) + "G"; if (Math.abs(n) >= 1e6) return (n / 1e6).toFixed(2) + "M";
   if (Math.abs(n) >= 1e4) return (n / 1e3).toFixed(1) + "k"; return String(Math.round(n * 100) / 100); }
-function card(parent, label, value, cls) { const c = el("div", null, "card"); c.appendChild(el("b", value, cls));
-  c.appendChild(el("span", label)); parent.appendChild(c); }
+function kb(n) { return typeof n === "number" ? (n / 1000).toFixed(1) + " KB" : "-"; }
+function card(parent, label, value, cls, title) { const c = el("div", null, "card"); c.appendChild(el("b", value, cls));
+  c.appendChild(el("span", label)); if (title) c.title = title; parent.appendChild(c); return c; }
+// head: [label, tooltip] pairs or labels; a cell is text, a Node, or {node, cls}
 function table(t, head, rows) { t.replaceChildren(); const tr = el("tr");
-  head.forEach(h => tr.appendChild(el("th", h))); t.appendChild(tr); rows.forEach(r => { const row = el("tr");
-  r.forEach(c => { if (c instanceof Node) { const td = el("td"); td.appendChild(c); row.appendChild(td); }
-  else row.appendChild(el("td", c)); }); t.appendChild(row); }); }
-function rate(now, prev, key, dt) { if (!prev || !dt) return null; const a = now[key], b = prev[key];
-  return (typeof a === "number" && typeof b === "number") ? (a - b) / dt : null; }
+  head.forEach(h => { const th = el("th", Array.isArray(h) ? h[0] : h); if (Array.isArray(h)) th.title = h[1];
+    tr.appendChild(th); }); t.appendChild(tr);
+  rows.forEach(r => { const row = el("tr"), sub = r.sub; if (sub) { r = r.cells; row.className = "edge"; }
+    r.forEach(c => { const td = el("td");
+    if (c && c.node) { td.appendChild(c.node); if (c.cls) td.className = c.cls; }
+    else if (c instanceof Node) td.appendChild(c); else td.textContent = c; row.appendChild(td); });
+    t.appendChild(row);
+    if (sub) { const tr = el("tr", null, "sub"); tr.appendChild(el("td"));  // under the row: spans the table
+      const td = el("td", null, sub.cls); td.colSpan = head.length - 1;
+      if (sub.node) td.appendChild(sub.node); else td.textContent = sub; tr.appendChild(td); t.appendChild(tr); } }); }
+function kv(parent, k, v, cls) { const s = el("span", null, "kv" + (cls ? " " + cls : ""));
+  s.appendChild(el("i", k + " ")); s.appendChild(document.createTextNode(v)); parent.appendChild(s);
+  parent.appendChild(document.createTextNode(" ")); }
+// a value as words, never as JSON: scalars as they are, lists and objects by their size
+function word(v) { if (v === null || v === undefined) return "-"; if (typeof v === "boolean") return v ? "yes" : "no";
+  if (typeof v === "number") return fmt(v);
+  if (Array.isArray(v)) return v.length + (v.length === 1 ? " item" : " items");
+  if (typeof v === "object") return Object.keys(v).length + " fields"; const t = String(v);
+  return t.length > 40 ? t.slice(0, 39) + "…" : t; }
+// "key: value" lines of everything in an object, nested keys joined by dots (for tooltips)
+function lines(v, prefix, out) { out = out || [];
+  if (v !== null && typeof v === "object") { for (const k of Object.keys(v)) {
+    const name = Array.isArray(v) ? (v[k] && v[k].name ? v[k].name : k) : k;
+    lines(v[k], prefix ? prefix + "." + name : name, out); } }
+  else out.push(prefix + ": " + (v === null ? "-" : String(v)));
+  return out; }
+const FWD_FIELDS = [["backlog", "backlog"], ["inflight", "in flight"], ["oldest_age", "oldest s"],
+  ["dropped", "dropped"], ["expired", "expired"], ["rejected", "rejected"], ["errors", "errors"]];
+function reports(e) {  // what the edge says about itself: its forward queues and any other $EDGE.<name>.<kind>
+  const box = el("div"), es = e.status || null, last = Object.assign({}, es ? es.last : {});
+  if (e.forward) last.forward = e.forward;  // the sim's copy from the edge's own output: fresh during partitions
+  const kinds = Object.keys(last).sort((a, b) => (a !== "forward") - (b !== "forward"));
+  if (!kinds.length) return {node: el("span", "reports nothing about itself yet", "ago"), cls: "reports"};
+  for (const kind of kinds) { const v = last[kind], line = el("div"); line.appendChild(el("span", kind, "kind"));
+    line.appendChild(document.createTextNode(" "));
+    if (kind === "forward" && v && Array.isArray(v.queues)) {
+      if ("up" in v) kv(line, "hub", v.up ? "up" : "down", v.up ? "ok" : "warn");
+      v.queues.forEach(q => {
+        kv(line, "queue", (q.name || "?") + (q.state && q.state !== "up" ? " (" + q.state + ")" : ""));
+        FWD_FIELDS.forEach(([k, label]) => { if (typeof q[k] === "number" && (q[k] || k === "backlog"))
+          kv(line, label, fmt(q[k]), k === "backlog" || k === "inflight" || k === "oldest_age" ? "" : "warn"); }); });
+    } else if (v !== null && typeof v === "object") { const keys = Object.keys(v);
+      keys.slice(0, 6).forEach(k => kv(line, k, word(v[k])));
+      if (keys.length > 6) kv(line, "+", (keys.length - 6) + " more");
+    } else line.appendChild(document.createTextNode(word(v)));
+    line.title = lines(v, kind).join("\n"); box.appendChild(line); box.appendChild(document.createTextNode(" ")); }
+  const age = e.backlog_age_s !== undefined && e.backlog_age_s !== null ? e.backlog_age_s : es ? es.age_s : null;
+  if (age !== null && age !== undefined) box.appendChild(el("span", age + " s ago", "ago"));
+  return {node: box, cls: "reports"};
+}
+function tlabel(t) { t = Math.round(t);
+  return t >= 60 ? Math.floor(t / 60) + "m" + String(t % 60).padStart(2, "0") + "s" : t + "s"; }
+// One line chart as inline SVG: x = the history's t (s), series [{name, values}], marks [{t, text}] as dashed lines.
+function chart(box, title, unit, t, series, marks) {
+  const W = 460, H = 150, L = 44, R = 8, T = 8, B = 18, div = el("div", null, "chart");
+  div.appendChild(el("div", title, "title")); div.appendChild(el("div", unit, "what"));
+  const legend = el("div", null, "legend"); div.appendChild(legend);
+  const svg = sv("svg", {viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": title}); div.appendChild(svg);
+  box.appendChild(div);
+  const n = t.length, t0 = n ? t[0] : 0, t1 = n ? Math.max(t[n - 1], t0 + 1) : 1;
+  let ymax = 0; series.forEach(s => s.values.forEach(v => { if (typeof v === "number" && v > ymax) ymax = v; }));
+  ymax = ymax <= 0 ? 1 : ymax * 1.1; if (ymax > 4) ymax = Math.ceil(ymax);
+  const x = v => L + (v - t0) / (t1 - t0) * (W - L - R), y = v => H - B - v / ymax * (H - T - B);
+  [0, 0.5, 1].forEach(f => { const yy = y(f * ymax);
+    svg.appendChild(sv("line", {x1: L, x2: W - R, y1: yy, y2: yy, stroke: f ? "#eee" : "#bbb"}));
+    svg.appendChild(sv("text", {x: L - 4, y: yy + 3, "text-anchor": "end"}, fmt(Math.round(f * ymax * 10) / 10))); });
+  svg.appendChild(sv("text", {x: L, y: H - 4}, "t=" + tlabel(t0)));
+  svg.appendChild(sv("text", {x: W - R, y: H - 4, "text-anchor": "end"}, "t=" + tlabel(t1)));
+  (marks || []).forEach(m => { if (m.t < t0 || m.t > t1) return; const g = sv("g", {class: "mark"});
+    g.appendChild(sv("line", {x1: x(m.t), x2: x(m.t), y1: T, y2: H - B, stroke: "#c99", "stroke-dasharray": "3,3"}));
+    g.appendChild(sv("text", {x: x(m.t) + 2, y: T + 8}, m.text[0].toUpperCase()));
+    g.appendChild(sv("title", {}, `${m.t.toFixed(1)} s: ${m.text}`)); svg.appendChild(g); });
+  let any = false;
+  series.forEach((s, i) => { const color = COLORS[i % COLORS.length]; let d = "", pts = 0, pen = false;
+    s.values.forEach((v, j) => { if (typeof v !== "number") { pen = false; return; }
+      d += (pen ? "L" : "M") + x(t[j]).toFixed(1) + " " + y(v).toFixed(1) + " "; pen = true; pts++; });
+    const lastv = [...s.values].reverse().find(v => typeof v === "number");
+    const item = el("span", `● ${s.name} ${lastv === undefined ? "-" : fmt(lastv)}`); item.style.color = color;
+    legend.appendChild(item);
+    if (!pts) return; any = true;
+    const path = sv("path", {d: d.trim(), fill: "none", stroke: color, "stroke-width": 1.6, "data-series": s.name,
+      "data-points": pts, "data-max": Math.max(...s.values.filter(v => typeof v === "number"))});
+    path.appendChild(sv("title", {}, s.name)); svg.appendChild(path);
+    const j = s.values.lastIndexOf(lastv);
+    svg.appendChild(sv("circle", {cx: x(t[j]).toFixed(1), cy: y(lastv).toFixed(1), r: 2.2, fill: color})); });
+  if (!any) svg.appendChild(sv("text", {x: (L + W) / 2, y: H / 2, "text-anchor": "middle", class: "empty"},
+    "no data yet"));
+}
+function charts(s) {
+  const h = s.history, box = document.getElementById("charts"); box.replaceChildren();
+  if (!h || !h.t) return;
+  const marks = (s.events || []).filter(e => /^(partition|crash|hub |node )/.test(e.text));
+  const names = Object.keys(h.edges || {});
+  chart(box, "Hub messages/s", "from the hub's /varz counters; dashed: faults (P partition, C crash, H hub)", h.t,
+    [{name: "in", values: h.hub_in}, {name: "out", values: h.hub_out}], marks);
+  chart(box, "Backlog per edge", "messages waiting on the edge to go to the hub", h.t,
+    names.map(n => ({name: n, values: h.edges[n].backlog})), marks);
+  chart(box, "Messages/s from each edge", "what the hub got on its leaf connection (hub /leafz)", h.t,
+    names.map(n => ({name: n, values: h.edges[n].leaf_in})), marks);
+}
 function render(s) {
-  const sim = s.sim || {}, hub = s.hub || {}, srv = hub.server || {};
+  const sim = s.sim || {}, hub = s.hub || {}, srv = hub.server || {}, rates = hub.rates || {};
   let meta = s.source === "sim" ? `scenario ${sim.scenario} · ${sim.phase} · t=${sim.t}s` +
     (sim.duration ? ` of ${sim.duration}s` : " (until Ctrl-C)") : "hub view";
   meta += ` · ${hub.description || hub.monitor || ""}`;
@@ -282,13 +544,13 @@ function render(s) {
   document.getElementById("meta").textContent = meta;
   const h = document.getElementById("hub"); h.replaceChildren();
   if (hub.reachable === false) card(h, "monitoring", "unreachable", "bad");
-  const dt = last ? (s._at - last._at) / 1000 : 0, prev = last && last.hub && last.hub.server;
+  const per = hub.rates_interval_s ? `change of the hub's /varz counter over ${hub.rates_interval_s} s` : "";
   card(h, "server", srv.server_name ? srv.server_name.slice(0, 12) : "-");
   card(h, "version", srv.version || "-"); card(h, "uptime", srv.uptime || "-");
   card(h, "connections", fmt(srv.connections)); card(h, "leafnodes", fmt(srv.leafnodes));
   card(h, "msgs in", fmt(srv.in_msgs)); card(h, "msgs out", fmt(srv.out_msgs));
-  card(h, "in msgs/s", fmt(rate(srv, prev, "in_msgs", dt)));
-  card(h, "out msgs/s", fmt(rate(srv, prev, "out_msgs", dt)));
+  card(h, "in msgs/s", fmt(rates.in_msgs), "", per).id = "rate-in";
+  card(h, "out msgs/s", fmt(rates.out_msgs), "", per).id = "rate-out";
   card(h, "bytes in", fmt(srv.in_bytes)); card(h, "bytes out", fmt(srv.out_bytes));
   card(h, "slow consumers", fmt(srv.slow_consumers), srv.slow_consumers ? "warn" : "");
   if (hub.restarts) card(h, "hub restarts", hub.restarts, "warn");
@@ -305,35 +567,61 @@ function render(s) {
       (hub.jetstream.stream_list || []).map(x => [x.name, x.account, fmt(x.messages), fmt(x.bytes), fmt(x.first_seq),
         fmt(x.last_seq), fmt(x.consumers)]));
     if (!(hub.jetstream.stream_list || []).length) js.appendChild(el("div", "no streams", "meta")); }
+  charts(s);
   const leafs = {}; (hub.leafs || []).forEach(l => { leafs[l.name] = l; });
-  const rows = (s.edges || []).map(e => {
-    const m = e.messages || {}, q = e.requests || {}, hp = e.heap || {};
-    let state = e.state || "-"; if (e.partitioned) state = "partitioned (" + e.partitioned + ")";
-    const cls = e.partitioned || state === "crashed" || state === "exited" || state === "failed" ? "bad"
-      : (e.link_up ? "ok" : "warn");
-    const st = el("span", state, cls);
-    const es = e.status || null;
-    const status = es ? JSON.stringify(es.last) : "-";
-    const sc = el("div", status, "status"); sc.title = status;
-    const leaf = leafs[e.name] || e.leaf, hn = e.hub || {};
-    const node = cluster ? [hn.node ? hn.node + (e.link_up ? "" : "?") : "-", fmt(hn.node_switches),
-      fmt(hn.failovers)] : [];
-    return [e.name, st, leaf ? "yes" : "no", ...node, fmt(e.boots), fmt(m.published), fmt(m.received), fmt(m.lost),
-      fmt(m.not_forwarded), fmt(es ? es.backlog : null), fmt(e.reconnects),
-      q.sent !== undefined ? `${q.ok}/${q.sent}` : "-",
-      e.crashes !== undefined ? `${e.crashes_survived}/${e.crashes}` : "-", fmt(hp.last), fmt(hp.peak),
-      es ? es.age_s + "s" : "-", sc];
-  });
-  table(document.getElementById("edges"), ["edge", "state", cluster ? "on " + nodes[0].name : "on hub",
-    ...(cluster ? ["node", "node switches", "failovers"] : []), "boots", "published", "at hub", "lost",
-    "not fwd", "backlog", "reconnects", "req ok", "crashes ok", "heap", "heap peak", "status age", "status"], rows);
+  const eh = sim.edge_heap || null, bits = eh && eh.bits ? eh.bits + "-bit" : "";
+  const where = bits ? ` (${bits} unix port, code in the heap)` : "", isSim = s.source === "sim";
+  const ref = (s.edges || []).map(e => e.frozen32).find(x => x) || null;
+  // [header, tooltip, cell of an edge, shown when]: the simulator's own figures only in a simulation
+  const cols = [
+    ["edge", null, e => e.name, true],
+    ["state", null, e => { let state = e.state || "-"; if (e.partitioned) state = "partitioned (" + e.partitioned + ")";
+      return el("span", state, e.partitioned || ["crashed", "exited", "failed"].includes(state) ? "bad"
+        : (e.link_up ? "ok" : "warn")); }, true],
+    [cluster ? "on " + nodes[0].name : "on hub", "its leaf connection is in the hub's /leafz",
+      e => (leafs[e.name] || e.leaf) ? "yes" : "no", true],
+    ["node", "the hub node of its link", e => { const hn = e.hub || {};
+      return hn.node ? hn.node + (e.link_up ? "" : "?") : "-"; }, cluster],
+    ["node switches", null, e => fmt((e.hub || {}).node_switches), cluster],
+    ["failovers", "as the edge reports them", e => fmt((e.hub || {}).failovers), cluster],
+    ["boots", null, e => fmt(e.boots), isSim],
+    ["published", null, e => fmt((e.messages || {}).published), isSim],
+    ["at hub", "its telemetry the hub delivered", e => fmt((e.messages || {}).received), isSim],
+    ["lost", "published but not (yet) at the hub", e => fmt((e.messages || {}).lost), isSim],
+    ["not fwd", "published while the uplink did not take it at once (queued, or no link)",
+      e => fmt((e.messages || {}).not_forwarded), isSim],
+    ["backlog", "messages in its forward queues, not yet acknowledged by the hub stream",
+      e => fmt(e.backlog !== undefined ? e.backlog : e.status ? e.status.backlog : null), true],
+    ["reconnects", null, e => fmt(e.reconnects), isSim],
+    ["req ok", "requests answered / sent", e => { const q = e.requests || {};
+      return q.sent !== undefined ? `${q.ok}/${q.sent}` : "-"; }, isSim],
+    ["crashes ok", "back on the hub after / injected crashes",
+      e => e.crashes !== undefined ? `${e.crashes_survived}/${e.crashes}` : "-", isSim],
+    ["heap", "gc.mem_alloc() after gc.collect(), now" + where, e => kb((e.heap || {}).last), isSim],
+    ["heap peak", "highest heap figure so far" + where, e => kb((e.heap || {}).peak), isSim],
+    ["heap at ready", "heap once started, before its app" + where, e => kb((e.heap || {}).ready), isSim],
+    ["frozen 32-bit at ready †", "the same edge frozen into a 32-bit MicroPython (as on an ESP32): ready heap, a " +
+      "reference figure from docs/benchmarks.md, not measured here", e => { if (!e.frozen32) return "-";
+      const x = el("span", kb(e.frozen32.ready) + " †", "ref");
+      x.title = `reference, not measured here: ${e.frozen32.config}, ready heap; ${e.frozen32.source}`; return x; },
+      isSim],
+  ].filter(c => c[3]);
+  table(document.getElementById("edges"), cols.map(c => c[1] ? [c[0], c[1]] : c[0]),
+    (s.edges || []).map(e => ({cells: cols.map(c => c[2](e)), sub: reports(e)})));
+  const note = document.getElementById("heapnote"); note.replaceChildren();
+  if (s.edges && s.edges.length && eh) {
+    note.textContent = `Heap columns: gc.mem_alloc() after gc.collect(), as each simulated edge reports it, on the ` +
+      `${bits || "?"} MicroPython unix port with the edge's code ${eh.code}` +
+      (eh.bits === 64 ? " and 8-byte pointers" : "") + ". " + (ref ? `† The same edge frozen into a 32-bit ` +
+      `MicroPython (code in flash, 4-byte pointers, as on an ESP32) is ready at ${kb(ref.ready)} in the closest ` +
+      `configuration measured there (${ref.config}): a reference figure from ${ref.source}, not measured in ` +
+      `this run.` : ""); }
   document.getElementById("events").textContent =
-    (s.events || []).slice().reverse().map(e => `${e.t.toFixed(2).padStart(8)}s  ${e.text}`).join("\\n");
-  last = s;
+    (s.events || []).slice().reverse().map(e => `${e.t.toFixed(2).padStart(8)}s  ${e.text}`).join("\n");
+  window.renders = (window.renders || 0) + 1;
 }
 async function tick() {
-  try { const r = await fetch("/state.json", {cache: "no-store"}); const s = await r.json(); s._at = Date.now();
-    render(s); }
+  try { const r = await fetch("/state.json", {cache: "no-store"}); render(await r.json()); }
   catch (err) { document.getElementById("meta").textContent = "dashboard unreachable: " + err; }
   setTimeout(tick, 1500);
 }

@@ -23,6 +23,15 @@ def split_subject(subject: bytes) -> tuple[str, str] | None:
     return tokens[1].decode(errors="replace"), tokens[2].decode(errors="replace")
 
 
+def forward_backlog(fwd: Any) -> int | None:
+    """The messages waiting to go to the hub in a forward status (edge/leaf/forward.py): its queues' backlogs summed."""
+    if isinstance(fwd, dict) and isinstance(fwd.get("queues"), list):
+        values = [q.get("backlog") for q in fwd["queues"] if isinstance(q, dict)]
+        if values and all(isinstance(v, int) for v in values):
+            return sum(values)
+    return None
+
+
 class EdgeStatus:
     def __init__(self) -> None:
         self.last: dict[str, Any] = {}
@@ -41,11 +50,9 @@ class EdgeStatus:
 
     def backlog(self) -> int | None:
         """Messages waiting to go to the hub: the forward queues' backlogs, or a `backlog` in the status message."""
-        fwd = self.last.get("forward")
-        if isinstance(fwd, dict) and isinstance(fwd.get("queues"), list):
-            values = [q.get("backlog") for q in fwd["queues"] if isinstance(q, dict)]
-            if values and all(isinstance(v, int) for v in values):
-                return sum(values)
+        backlog = forward_backlog(self.last.get("forward"))
+        if backlog is not None:
+            return backlog
         st = self.last.get("status")
         if isinstance(st, dict) and isinstance(st.get("backlog"), int):
             return st["backlog"]

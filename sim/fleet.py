@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sim import procs as procs_mod
-from sim.edgestatus import EdgeStatus
+from sim.edgestatus import EdgeStatus, forward_backlog
 from sim.procs import ProcessTable
 from sim.scenario import DEFAULT_LIMITS, Scenario
 
@@ -83,6 +83,25 @@ class SeqSet:
 
     def as_int(self) -> int:
         return int.from_bytes(self.bits, "little")
+
+
+async def word_bits(micropython: str, timeout: float = 10) -> int | None:
+    """64 or 32: the pointer size of the MicroPython binary the edges run (from its sys.maxsize), which doubles or
+    halves their heap figures; None when it cannot say."""
+    try:
+        proc = await asyncio.create_subprocess_exec(micropython, "-c", "import sys; print(sys.maxsize)",
+                                                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.DEVNULL)
+    except OSError:
+        return None
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return None
+    text = out.decode(errors="replace").strip()
+    return (64 if int(text) > 2**31 else 32) if text.isdigit() else None
 
 
 class Track:
@@ -168,6 +187,7 @@ class Edge:
         self.last_error = ""
         self.heap: int | None = None
         self.heap_peak: int | None = None
+        self.heap_ready: int | None = None  # `edge: ready ... heap=N`: its heap once started, before the app
         self.free_min: int | None = None
         self.stats_line: dict[str, int] = {}
         self.tracks: dict[tuple[int, int], Track] = {}
@@ -185,6 +205,9 @@ class Edge:
         self.requests = {"sent": 0, "ok": 0, "timeout": 0, "no_responders": 0}
         self.stop_acked = False
         self.status = EdgeStatus()  # what it publishes on $EDGE.<name>.<kind>, if anything
+        # its forward queue's status as it prints it (`edge: fwdstatus {...}`): seen during partitions too
+        self.fwd_local: dict[str, Any] | None = None
+        self.fwd_local_at: float | None = None
         self.tail: deque[str] = deque(maxlen=40)
         self.fatal: str | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -511,11 +534,18 @@ class Edge:
         elif body.startswith("uplink -ERR"):
             self.hub_errors += 1
             self.last_error = body[7:][:200]
+        elif body.startswith("fwdstatus "):
+            try:
+                fwd = json.loads(body[10:])
+            except ValueError:
+                return
+            if isinstance(fwd, dict):
+                self.fwd_local, self.fwd_local_at = fwd, self.clock()
         elif body.startswith("ready "):
             self.state = "connecting"
             for p in body.split():
                 if p.startswith("heap=") and p[5:].isdigit():
-                    self.heap = int(p[5:])
+                    self.heap = self.heap_ready = int(p[5:])
         elif body.startswith("app stopped"):
             self.stop_acked = True
         elif body.startswith("app failed"):
@@ -556,7 +586,25 @@ class Edge:
                     url = v["hub_url"][:200]
         return fo, url
 
+    def parts(self) -> dict[str, bool]:
+        """What this edge runs, as the heap reference table counts it: a LAN listener, the uplink, a forward queue,
+        a KV cache."""
+        cfg = self.config()
+        return {"lan": bool(cfg.get("listen")), "uplink": bool(cfg.get("hub")), "forward": bool(cfg.get("forward")),
+                "kv": bool(cfg.get("kv"))}
+
+    def backlog(self, now: float) -> tuple[int | None, float | None]:
+        """(messages waiting to go to the hub, age of that figure in s): from the forward status it printed, which
+        is never older than the copy that reached the hub (it prints it, then sends it) and goes on during a
+        partition; else from its $EDGE.<name>.forward or .status message."""
+        local = forward_backlog(self.fwd_local)
+        if local is not None and self.fwd_local_at is not None:
+            return local, round(now - self.fwd_local_at, 1)
+        remote = self.status.backlog()
+        return remote, (round(now - self.status.at, 1) if remote is not None and self.status.at is not None else None)
+
     def snapshot(self, now: float) -> dict[str, Any]:
+        backlog, backlog_age = self.backlog(now)
         d: dict[str, Any] = {
             "name": self.name,
             "state": self.state,
@@ -577,7 +625,11 @@ class Edge:
             "partitions": self.partitions,
             "partitions_link_survived": self.link_survived,
             "recovery_s": {k: list(v) for k, v in self.recovery.items()},
-            "heap": {"last": self.heap, "peak": self.heap_peak, "min_free": self.free_min},
+            "heap": {"last": self.heap, "peak": self.heap_peak, "min_free": self.free_min, "ready": self.heap_ready},
+            "parts": self.parts(),
+            "backlog": backlog,
+            "backlog_age_s": backlog_age,
+            "forward": self.fwd_local,
             "stats": dict(self.stats_line),
             "last_error": self.last_error,
             "status": self.status.to_json(now),

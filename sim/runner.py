@@ -33,7 +33,7 @@ from sim import edgestatus
 from sim import report as report_mod
 from sim.client import Client, NoResponders, NotConnected, parse_url
 from sim.dashboard import Dashboard, HubMonitor
-from sim.fleet import Edge, edge_takes_url_list
+from sim.fleet import Edge, edge_takes_url_list, word_bits
 from sim.hub import Cluster, Hub, HubError, ManagedHub, free_port
 from sim.procs import ProcessTable
 from sim.proxy import ProxyGroup
@@ -84,6 +84,7 @@ class Simulation:
         self.dashboard: Dashboard | None = None
         self.monitor: HubMonitor | None = None
         self.stream_status = "not configured"
+        self.edge_bits: int | None = None  # the edges' MicroPython: 64- or 32-bit (their heap figures depend on it)
         self.phase = "starting"
         self.interrupted = False
         self.hurry = False
@@ -181,6 +182,7 @@ class Simulation:
     async def _setup(self) -> None:
         s, o = self.scenario, self.opts
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.edge_bits = await word_bits(o.micropython)  # ~40 ms
         kinds = (s.hub_kinds or [o.hub] * s.hubs) if o.hub in HUB_KINDS else None  # None: an external hub
         if kinds is not None and len(kinds) > 1:
             self.hub = Cluster(kinds, self.workdir / "hub", self.procs, o.jetstream, o.hub_port, o.hub_http_port,
@@ -653,7 +655,11 @@ class Simulation:
             "sim": {"scenario": self.scenario.name, "phase": self.phase, "t": round(now, 2),
                     "duration": self.scenario.duration, "observer_connected": bool(self.observer
                                                                                    and self.observer.connected),
-                    "stream": self.stream_status, "workdir": str(self.workdir)},
+                    "stream": self.stream_status, "workdir": str(self.workdir),
+                    # what the edges' heap figures are: the unix port, the edge's code compiled into the heap from
+                    # the .py files on MICROPYPATH (the repo comes before .frozen there)
+                    "edge_heap": {"port": "unix", "bits": self.edge_bits,
+                                  "code": "compiled into the heap from .py files"}},
             "hub": hub,
             "edges": edges,
             "events": [{"t": t, "text": x} for t, x in list(self.events)[-40:]],

@@ -460,7 +460,9 @@ def test_dashboard_command(tmp_path: Path) -> None:
         deadline = time.monotonic() + 20
         while True:
             state = get_json(url + "state.json")
-            if state["hub"].get("reachable") and state["sim"]["observer_connected"]:
+            # the hub's view is fetched (and cached) apart from the observer: it may predate its connection
+            if state["hub"].get("reachable") and state["sim"]["observer_connected"] \
+                    and (state["hub"].get("server") or {}).get("connections", 0) >= 1:
                 break
             assert time.monotonic() < deadline, state
             time.sleep(0.2)
