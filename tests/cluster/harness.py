@@ -36,6 +36,9 @@ from tests.compat.harness import (
     pub,
     wait_until,
 )
+from tests.compat.harness import (
+    selected_sides as compat_selected_sides,
+)
 
 # "mixed-nats": our hub joins a nats-server cluster (n1 and n2 are nats-server, n3 the hub); "mixed-hub": a
 # nats-server node joins a cluster of our hubs (n1 and n2 hubs, n3 nats-server). The seed topology's seed is n1.
@@ -49,18 +52,7 @@ FORM_TIMEOUT = 15.0
 
 
 def selected_sides(config=None) -> list[str]:
-    raw = None
-    if config is not None:
-        raw = config.getoption("--cluster-sides", default=None)
-    if not raw:
-        raw = os.environ.get(ENV_SIDES, "")
-    if not raw.strip():
-        return list(ALL_SIDES)
-    sides = [s.strip() for s in raw.split(",") if s.strip()]
-    bad = [s for s in sides if s not in ALL_SIDES]
-    if bad:
-        raise pytest.UsageError(f"{ENV_SIDES}: unknown side(s) {bad}; choose from {ALL_SIDES}")
-    return sides
+    return compat_selected_sides(config, "--cluster-sides", ENV_SIDES, ALL_SIDES)
 
 
 def node_side(side: str, i: int) -> str:

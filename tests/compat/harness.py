@@ -72,18 +72,20 @@ def run(coro, timeout: float = 20.0):
 # server processes
 
 
-def selected_sides(config=None) -> list[str]:
+def selected_sides(config=None, option: str = "--compat-servers", env: str = ENV_SIDES,
+                   choices: tuple[str, ...] = ALL_SIDES) -> list[str]:
+    """The sides a run asks for: the pytest option, else the environment variable, else all of `choices`."""
     raw = None
     if config is not None:
-        raw = config.getoption("--compat-servers", default=None)
+        raw = config.getoption(option, default=None)
     if not raw:
-        raw = os.environ.get(ENV_SIDES, "")
+        raw = os.environ.get(env, "")
     if not raw.strip():
-        return list(ALL_SIDES)
+        return list(choices)
     sides = [s.strip() for s in raw.split(",") if s.strip()]
-    bad = [s for s in sides if s not in ALL_SIDES]
+    bad = [s for s in sides if s not in choices]
     if bad:
-        raise pytest.UsageError(f"{ENV_SIDES}: unknown server(s) {bad}; choose from {ALL_SIDES}")
+        raise pytest.UsageError(f"{env}: unknown side(s) {bad}; choose from {choices}")
     return sides
 
 
