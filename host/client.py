@@ -203,6 +203,23 @@ class Client(asyncio.Protocol):
             self.send(PING)
         self._timers["ping"] = self.server.loop.call_later(opts.ping_interval, self._ping_timer)
 
+    # ---- links (leafs, routes) ------------------------------------------------------------------
+
+    def link_sub(self, acc: Account, store: dict[Any, Subscription], key: Any, subject: bytes, queue: bytes | None,
+                 weight: int | None) -> Subscription | None:
+        """The peer's interest (LS+, RS+) as a subscription of this link, kept in `store` under `key`, for the caller
+        to add to `acc`; None when nothing changed. A queue's new absolute weight replaces the old subscription, so
+        fanouts are rebuilt with it."""
+        old = store.get(key)
+        if old is not None:
+            if queue is None or old.weight == (weight or 1):
+                return None
+            acc.remove_sub(old)
+        sub = Subscription(self, subject, queue, b"")
+        sub.weight = max(weight or 1, 1) if queue is not None else 1
+        store[key] = sub
+        return sub
+
     # ---- output ---------------------------------------------------------------------------------
 
     def enqueue(self, data: bytes) -> None:
@@ -491,3 +508,16 @@ class Client(asyncio.Protocol):
 
 def _valid_queue(q: bytes) -> bool:
     return bool(q) and b" " not in q and b"\t" not in q
+
+
+def interest_change(sent: dict[Any, int], key: Any, queue: bytes | None, n: int) -> int:
+    """What a link tells its peer about interest `key`, now `n` (a queue's members; else any count), given what it
+    told it last (`sent`, updated here): 1 a `+` (new interest, or a queue's new weight), -1 a `-`, 0 nothing."""
+    prev = sent.get(key, 0)
+    if n > 0:
+        sent[key] = n
+    else:
+        sent.pop(key, None)
+    if n == prev or (queue is None and (n > 0) == (prev > 0)):
+        return 0
+    return 1 if n > 0 else -1

@@ -274,7 +274,8 @@ def deliver_fanout(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr:
     if fan.routers and src.to_routes:
         for conn, _sub, pfx, hpfx in fan.routers:
             if not conn.closed:
-                conn.enqueue((hpfx if has_hdr else pfx).join([b"", *pieces]))
+                head = hpfx if has_hdr else pfx
+                conn.enqueue(head + one if one is not None else head.join(parts))  # type: ignore[arg-type]
                 conn.out_msgs += n
                 conn.out_bytes += nbytes
                 count += 1
@@ -323,7 +324,7 @@ def deliver_as(acc: Account, src: Any, dest: bytes, subject: bytes, reply: bytes
                payload: bytes, queues: tuple[bytes, ...] | list[bytes] | None = None) -> int:
     """A consumer delivery: to the subscribers of `dest`, written as `subject` (the stored message's subject, as
     nats-server's deliver subject works). A link (leaf, route) gets `dest` with `@<subject>` after the reply, which
-    the server at its other end maps back (split_js_ack). Internal subscriptions are not delivered to. queues: as
+    the server at its other end maps back (deliver_link_msg). Internal subscriptions are not delivered to. queues: as
     for `deliver` (a link's frame: the groups it names)."""
     r = acc.sublist.match(dest)
     if not r:
@@ -343,7 +344,20 @@ def deliver_as(acc: Account, src: Any, dest: bytes, subject: bytes, reply: bytes
     return deliver_fanout(acc, src, fan, dest, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0, queues)
 
 
-def split_js_ack(reply: bytes) -> tuple[bytes, bytes] | None:
+def deliver_link_msg(acc: Account, src: Any, subject: bytes, reply: bytes | None, queues: list[bytes] | None,
+                     hdr: bytes | None, payload: bytes) -> None:
+    """A message frame from a link (leaf, route): plain subscribers, and only the queue groups the frame names
+    (none named: none). A consumer delivery (reply `$JS.ACK...@<subject>`) is shown with its stream subject, as the
+    server that sent it encoded it (deliver_as)."""
+    shown = _split_js_ack(reply) if reply is not None and b"@" in reply else None
+    if shown is not None:
+        deliver_as(acc, src, subject, shown[1], shown[0], hdr, payload, queues or ())
+    else:
+        size = len(payload) + (len(hdr) if hdr is not None else 0)
+        deliver(acc, src, subject, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0, queues or ())
+
+
+def _split_js_ack(reply: bytes) -> tuple[bytes, bytes] | None:
     """A consumer delivery's reply as it crosses a link, `$JS.ACK.<8 or more tokens>@<subject>`, -> (the ack reply,
     the subject to show), or None for any other reply. As nats-server: the first "@" after the ack's eighth dot
     (subjects may hold "@" themselves)."""
@@ -446,21 +460,17 @@ def _deliver_each(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr: 
                 conn, sub, pfx, hpfx = grp[(fan.rr + k) % k_max]
                 if conn is skip or conn.closed:
                     continue
-                if conn.is_router and sub.origin is None:
-                    if not to_routes:
-                        continue
-                elif conn.is_leaf or conn.is_router:  # a leaf, or a leaf behind a route (LS+ <origin>)
-                    if conn.is_router and not to_routes:
-                        continue
-                    if leaf_fallback:
-                        if fallback is None:
-                            fallback = conn
-                        continue
-                elif _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece], size):
-                    n += 1
-                    fallback = None
-                    break
-                else:
+                if not conn.is_link:
+                    if _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece], size):
+                        n += 1
+                        fallback = None
+                        break
+                    continue
+                if conn.is_router and not to_routes:
+                    continue
+                if leaf_fallback and (conn.is_leaf or sub.origin is not None):  # a leaf, or one behind a route
+                    if fallback is None:
+                        fallback = conn
                     continue
                 to_links.setdefault(conn, []).append(qname)  # type: ignore[arg-type]
                 fallback = None

@@ -43,9 +43,9 @@ from edge.proto import (
 )
 from host import errors
 from host.accounts import Account, nuid
-from host.client import LINK_FIRST_PING_INTERVAL, Client
-from host.delivery import deliver, deliver_as, learn_plan, split_js_ack
-from host.parser import HubParser, encode_tail
+from host.client import LINK_FIRST_PING_INTERVAL, Client, interest_change
+from host.delivery import deliver, deliver_link_msg, learn_plan
+from host.parser import HubParser
 from host.sublist import Subscription, is_valid_subject
 
 if TYPE_CHECKING:
@@ -176,18 +176,10 @@ class Leaf(Client):
         subject, queue = key
         if subject.startswith(b"$LDS.") and own is not None:
             n = 0  # never hand a peer's loop-detection subject back to it
-        prev = self.sent.get(key, 0)
-        if n == prev or (queue is None and (n > 0) == (prev > 0)):
-            if n <= 0:
-                self.sent.pop(key, None)
-            else:
-                self.sent[key] = n
-            return
-        if n > 0:
-            self.sent[key] = n
+        change = interest_change(self.sent, key, queue, n)
+        if change > 0:
             self.enqueue(encode_ls_plus(subject, queue, n) if queue else encode_ls_plus(subject))
-        else:
-            self.sent.pop(key, None)
+        elif change < 0:
             self.enqueue(encode_ls_minus(subject, queue))
 
     # ---- input from the peer --------------------------------------------------------------------
@@ -251,18 +243,10 @@ class Leaf(Client):
             return
         if not is_valid_subject(subject):
             return
-        key = (subject, queue)
-        old = self.leaf_subs.get(key)
-        if old is not None:
-            if queue is None or old.weight == (weight or 1):
-                return
-            # A new absolute weight: replace the subscription so routes are rebuilt with it.
-            acc.remove_sub(old)
-        sub = Subscription(self, subject, queue, b"")
-        sub.weight = max(weight or 1, 1) if queue is not None else 1
-        self.leaf_subs[key] = sub
-        self.subs[subject + b" " + (queue or b"")] = sub
-        acc.add_sub(sub)
+        sub = self.link_sub(acc, self.leaf_subs, (subject, queue), subject, queue, weight)
+        if sub is not None:
+            self.subs[subject + b" " + (queue or b"")] = sub
+            acc.add_sub(sub)
 
     def process_leaf_unsub(self, subject: bytes, queue: bytes | None) -> None:
         key = (subject, queue)
@@ -279,12 +263,7 @@ class Leaf(Client):
         size = len(payload) + (len(hdr) if hdr is not None else 0)
         self.count_in(1, size)
         assert self.account is not None
-        shown = split_js_ack(reply) if reply is not None and b"@" in reply else None
-        if shown is not None:  # a consumer delivery from the hub we dialled (deliver_as)
-            deliver_as(self.account, self, subject, shown[1], shown[0], hdr, payload, queues or ())
-        else:
-            deliver(self.account, self, subject, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0,
-                    queues or ())
+        deliver_link_msg(self.account, self, subject, reply, queues, hdr, payload)
 
     # ---- output to the peer --------------------------------------------------------------------
 

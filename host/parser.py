@@ -114,7 +114,7 @@ class HubParser(Parser):
         verbs = self._verbs_run
         run_verb = verbs[0] + b" " if verbs is not None else b""
         verb_len = len(run_verb)
-        limit = self._line_limit + (len(run_verb) + 1 if run_verb is not None else 0)
+        limit = self._line_limit + verb_len + 1
         max_size = self._max_size
         link = self._link
         two_words = self._words == 2
@@ -370,7 +370,7 @@ class HubParser(Parser):
             self._pos = pos
 
     def _control(self, line: bytes) -> tuple | None:
-        if self._words == 2 and line[:2] in (b"LS", b"ls", b"LM", b"lm"):
+        if self._words == 2 and line[:2].upper() in (b"LS", b"LM"):
             return self._origin_control(line)
         return super()._control(line)  # type: ignore[no-any-return]
 

@@ -61,10 +61,10 @@ from edge.proto import (
 )
 from host import errors
 from host.accounts import Account, nuid
-from host.client import LINK_FIRST_PING_INTERVAL, Client
-from host.delivery import deliver, deliver_as, learn_plan, split_js_ack
+from host.client import LINK_FIRST_PING_INTERVAL, Client, interest_change
+from host.delivery import deliver, deliver_link_msg, learn_plan
 from host.opts import split_url
-from host.parser import HubParser, encode_tail
+from host.parser import HubParser
 from host.sublist import Subscription, is_valid_subject
 from host.tls import dial
 
@@ -255,19 +255,14 @@ class Router(Client):
         self._advertise(None, acc.name_b, subject, queue, n)
 
     def _advertise(self, origin: bytes | None, account: bytes, subject: bytes, queue: bytes | None, n: int) -> None:
-        rkey = (origin, account, subject, queue)
-        prev = self.sent.get(rkey, 0)
-        if n == prev or (queue is None and (n > 0) == (prev > 0)):
-            return
-        if n > 0:
-            self.sent[rkey] = n
+        change = interest_change(self.sent, (origin, account, subject, queue), queue, n)
+        if change > 0:
             if origin is None:
                 self.enqueue(encode_rs_plus(account, subject, queue, n))
             else:
                 tail = b" %s %d" % (queue, n) if queue else b""
                 self.enqueue(b"LS+ %s %s %s%s\r\n" % (origin, account, subject, tail))
-        else:
-            self.sent.pop(rkey, None)
+        elif change < 0:
             if origin is None:
                 self.enqueue(encode_rs_minus(account, subject, queue))
             else:
@@ -331,17 +326,10 @@ class Router(Client):
         acc = self.server.accounts.get(account.decode(errors="replace"))
         if acc is None or not is_valid_subject(subject):
             return  # an account this server does not have: nothing here can receive its messages
-        key = (origin, account, subject, queue)
-        old = self.remote_subs.get(key)
-        if old is not None:
-            if queue is None or old.weight == (weight or 1):
-                return
-            acc.remove_sub(old)  # a new absolute weight: replace the subscription so fanouts are rebuilt with it
-        sub = Subscription(self, subject, queue, b"")
-        sub.weight = max(weight or 1, 1) if queue is not None else 1
-        sub.origin = origin
-        self.remote_subs[key] = sub
-        acc.add_sub(sub)
+        sub = self.link_sub(acc, self.remote_subs, (origin, account, subject, queue), subject, queue, weight)
+        if sub is not None:
+            sub.origin = origin
+            acc.add_sub(sub)
 
     def process_remote_unsub(self, account: bytes, subject: bytes, queue: bytes | None,
                              origin: bytes | None = None) -> None:
@@ -358,14 +346,8 @@ class Router(Client):
         size = len(payload) + (len(hdr) if hdr is not None else 0)
         self.count_in(1, size)
         acc = self.server.accounts.get(account.decode(errors="replace"))
-        if acc is None:
-            return
-        # Plain subscribers, and only the queue groups the frame names (none named: none; README A1).
-        shown = split_js_ack(reply) if reply is not None and b"@" in reply else None
-        if shown is not None:
-            deliver_as(acc, self, subject, shown[1], shown[0], hdr, payload, queues or ())
-        else:
-            deliver(acc, self, subject, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0, queues or ())
+        if acc is not None:
+            deliver_link_msg(acc, self, subject, reply, queues, hdr, payload)  # named groups only (README A1)
 
     # ---- output to the peer --------------------------------------------------------------------
 

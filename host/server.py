@@ -52,9 +52,11 @@ def tune_malloc() -> None:
         pass
 
 
-def advertise_host() -> str:
-    """The address to tell others for a listener bound to all interfaces: this machine's first non-loopback
-    IPv4 address (nats-server lists every interface), else loopback."""
+def advertise_host(bound: str) -> str:
+    """The address to tell others for a listener bound to `bound`: itself, or for all interfaces this machine's
+    first non-loopback IPv4 address (nats-server lists every interface), else loopback."""
+    if bound not in ("0.0.0.0", "::", ""):
+        return bound
     try:
         for *_, addr in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
             if not str(addr[0]).startswith("127."):
@@ -218,7 +220,7 @@ class Server:
         """Our INFO on routes: nothing that would make nats-server pool, compress, or count us in JetStream's
         meta group (host/route.py); what is ours alone sits under `natsedge`, which nats-server ignores."""
         co = self.opts.cluster
-        host = co.host if co.host not in ("0.0.0.0", "::", "") else advertise_host()
+        host = advertise_host(co.host)
         port = self.cluster_port
         if co.advertise:
             # As nats-server: the advertised address is the route's host and port too (a peer that accepted our
@@ -261,8 +263,7 @@ class Server:
         return info
 
     def own_client_url(self) -> str:
-        host = self.opts.host
-        return f"{host if host not in ('0.0.0.0', '::', '') else advertise_host()}:{self.client_port}"
+        return f"{advertise_host(self.opts.host)}:{self.client_port}"
 
     def accept_cluster_name(self, theirs: str, dynamic: bool) -> bool:
         """Whether a peer of cluster `theirs` may join ours; a dynamic (unnamed) side adopts the other's name."""
@@ -294,9 +295,6 @@ class Server:
             self.import_cluster_jetstream()
         self.routes[r.remote_id] = r
         r.registered = True
-        h = r._timers.pop("auth", None)
-        if h is not None:
-            h.cancel()
         r.send_all_interest()
         # Gossip: the other members dial the newcomer (implicit routes), so one known peer is enough to join.
         gossip = {k: r.remote_info[k] for k in ("server_id", "server_name", "cluster", "host", "port", "version",

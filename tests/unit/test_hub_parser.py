@@ -354,7 +354,7 @@ def test_drop_lane_counts_repeated_lines_and_hands_on_the_rest():
 
 
 def test_link_frames_with_a_consumer_ack_reply_are_events():
-    # `$JS.ACK...@<subject>` is mapped back by the receiving server (host/delivery.py split_js_ack), so such frames
+    # `$JS.ACK...@<subject>` is mapped back by the receiving server (host/delivery.py deliver_link_msg), so such frames
     # are not runs the parser may deliver raw.
     ack = b"$JS.ACK.S.c.1.1.1.1700000000000000000.0"
     cases = ((KIND_ROUTE, b"RMSG $G ", (OP_RMSG, b"$G", b"d.in")), (KIND_LEAF, b"LMSG ", (OP_LMSG, b"d.in")))
