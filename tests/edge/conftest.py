@@ -18,6 +18,7 @@ import pytest
 from tests.compat.harness import selected_sides
 from tests.edge import frozen
 from tests.edge.edgeharness import UNIX64, Edge, Hub, Proxy, Runtime, build_mpy_tree, set_runtime
+from tests.edge.fwdharness import FwdEdge
 
 FROZEN_SIDE = "nats"
 _skipped: dict[str, int] = {}  # why the frozen32 tests skipped -> how many
@@ -142,3 +143,18 @@ def mpy_tree(tmp_path_factory):
     d = tmp_path_factory.mktemp("mpy")
     sizes = build_mpy_tree(d)
     return str(d), sizes
+
+
+@pytest.fixture
+def fwd_edges(tmp_path):
+    """make(cfg, **kw) -> a FwdEdge (tests/edge/fwdharness.py) in its own folder; every one is stopped at the end."""
+    made: list[FwdEdge] = []
+
+    def make(cfg, **kw):
+        e = FwdEdge(cfg, tmp_path / f"edge-{len(made)}", **kw)
+        made.append(e)
+        return e
+
+    yield make
+    for e in made:
+        e.stop()

@@ -33,13 +33,11 @@ from tests.compat.harness import Raw, run
 from tests.edge import frozen
 from tests.edge.edgeharness import JsHub, Runtime, free_port, set_runtime, wait_until
 from tests.edge.fwdharness import FwdEdge, add_stream, stream_last_seq
+from tests.edge.test_edge_heap import MSGS, N_CLIENTS, SUBS_PER_CLIENT, _stats, exchange, lan_clients
 
 pytestmark = pytest.mark.frozen32
 
 CONFIGS = ["lan", "uplink", "forward", "kv"]
-N_CLIENTS = 4
-SUBS_PER_CLIENT = 5
-MSGS = 50
 KV_KEYS = 20
 IMAGE_BLOCKS = 96  # 384 KB of emulated flash
 HEADROOM = 0.8  # the peak may take at most this share of the heap
@@ -58,11 +56,6 @@ def hub(tmp_path):
     h = JsHub("nats", tmp_path / "hub", monitor=True)
     yield h.start()
     h.stop()
-
-
-def _stats(edge):
-    return [dict((k, int(v)) for k, v in re.findall(r"(\w+)=(-?\d+)", ln))
-            for ln in list(edge.lines) if ln.startswith("edge: stats ")]
 
 
 def _config(kind: str, hub_port: int | None) -> dict:
@@ -136,13 +129,7 @@ def scenario(kind: str, tmp_path, hub: JsHub | None, heapsize: int) -> tuple[Fwd
 def _traffic(kind, e, hub):
     wait_until(lambda: _stats(e), 5, msg="a stats line")
     ready = int(re.search(r"heap=(\d+)", next(ln for ln in e.lines if ln.startswith("edge: ready "))).group(1))
-    clients = []
-    for i in range(N_CLIENTS):
-        c = Raw(e.port, timeout=5)
-        c.handshake()
-        c.send(b"".join(b"SUB dev.%d.s%d %d\r\n" % (i, j, j) for j in range(SUBS_PER_CLIENT)))
-        c.sync()
-        clients.append(c)
+    clients = lan_clients(e)
     h = None
     if hub:
         h = Raw(hub.srv.port)
@@ -157,27 +144,7 @@ def _traffic(kind, e, hub):
         req = json.dumps({"op": "bulk", "n": KV_KEYS, "prefix": "edge.", "value": "x" * 32}).encode()
         clients[-1].send(b"PUB kvctl.heap kvr %d\r\n%s\r\n" % (len(req), req))
         run(_put(hub.url, [f"live.{i}" for i in range(KV_KEYS)]))
-    for n in range(MSGS):
-        for i, c in enumerate(clients):  # LAN -> LAN (the next client); LAN -> hub; LAN -> forward queue
-            c.send(b"PUB dev.%d.s%d 64\r\n%s\r\n" % ((i + 1) % N_CLIENTS, n % SUBS_PER_CLIENT, b"x" * 64))
-            if h:
-                c.send(b"PUB up.%d 64\r\n%s\r\n" % (i, b"y" * 64))
-            if kind in ("forward", "kv"):
-                c.send(b"PUB fwd.%d 64\r\n%s\r\n" % (i, b"f" * 64))
-        if h:
-            h.send(b"PUB dev.%d.s0 64\r\n%s\r\n" % (n % N_CLIENTS, b"z" * 64))  # hub -> LAN
-    want = {"hub": MSGS * N_CLIENTS if h else 0, "lan": MSGS * N_CLIENTS + (MSGS if h else 0)}
-    got = {"hub": 0, "lan": 0}
-
-    def drained():
-        if h:
-            got["hub"] += len(h.msgs_until_pong())
-        for c in clients:
-            got["lan"] += len(c.msgs_until_pong())
-        return got["hub"] >= want["hub"] and got["lan"] >= want["lan"]
-
-    wait_until(drained, 15, msg="all messages delivered")
-    assert got == want
+    exchange(clients, h, forward=kind in ("forward", "kv"), timeout=15)
     if kind in ("forward", "kv"):
         wait_until(lambda: stream_last_seq(hub.url, "FWD") >= MSGS * N_CLIENTS, 20,
                    msg=f"{MSGS * N_CLIENTS} forwarded records in the hub stream")

@@ -60,6 +60,44 @@ def _stats(edge):
             for ln in list(edge.lines) if ln.startswith("edge: stats ")]
 
 
+def lan_clients(e) -> list[Raw]:
+    """N_CLIENTS raw LAN clients of edge `e`, client i subscribed to dev.i.s0 .. dev.i.s<SUBS_PER_CLIENT - 1>."""
+    clients = []
+    for i in range(N_CLIENTS):
+        c = Raw(e.port, timeout=5)
+        c.handshake()
+        c.send(b"".join(b"SUB dev.%d.s%d %d\r\n" % (i, j, j) for j in range(SUBS_PER_CLIENT)))
+        c.sync()
+        clients.append(c)
+    return clients
+
+
+def exchange(clients: list[Raw], h: Raw | None, forward: bool = False, timeout: float = 10.0) -> None:
+    """MSGS rounds: each LAN client publishes to the next one, to the hub (with a hub client `h`) and into the forward
+    queue (`forward`, subjects fwd.*), and the hub to the clients; every message must arrive, once."""
+    for n in range(MSGS):
+        for i, c in enumerate(clients):
+            c.send(b"PUB dev.%d.s%d 64\r\n%s\r\n" % ((i + 1) % N_CLIENTS, n % SUBS_PER_CLIENT, b"x" * 64))
+            if h:
+                c.send(b"PUB up.%d 64\r\n%s\r\n" % (i, b"y" * 64))
+            if forward:
+                c.send(b"PUB fwd.%d 64\r\n%s\r\n" % (i, b"f" * 64))
+        if h:
+            h.send(b"PUB dev.%d.s0 64\r\n%s\r\n" % (n % N_CLIENTS, b"z" * 64))  # hub -> LAN
+    want = {"hub": MSGS * N_CLIENTS if h else 0, "lan": MSGS * N_CLIENTS + (MSGS if h else 0)}
+    got = {"hub": 0, "lan": 0}
+
+    def drained():
+        if h:
+            got["hub"] += len(h.msgs_until_pong())
+        for c in clients:
+            got["lan"] += len(c.msgs_until_pong())
+        return got["hub"] >= want["hub"] and got["lan"] >= want["lan"]
+
+    wait_until(drained, timeout, msg="all messages delivered")
+    assert got == want
+
+
 def _scenario(edges, mpy_path, heapsize, hub=None):
     """4 clients, 20 subscriptions, traffic; returns (edge, figures). Fails (pytest) if the edge does not cope."""
     e = edges(edge_config("heap", listen=free_port(), hub_port=hub.leaf_port if hub else None, stats=0.05,
@@ -77,13 +115,7 @@ def _scenario(edges, mpy_path, heapsize, hub=None):
 def _traffic(e, hub):
     wait_until(lambda: _stats(e), 5, msg="a stats line")
     ready = _stats(e)[0]["heap"]
-    clients = []
-    for i in range(N_CLIENTS):
-        c = Raw(e.port, timeout=5)
-        c.handshake()
-        c.send(b"".join(b"SUB dev.%d.s%d %d\r\n" % (i, j, j) for j in range(SUBS_PER_CLIENT)))
-        c.sync()
-        clients.append(c)
+    clients = lan_clients(e)
     h = None
     if hub:
         hub.wait_leaf_subs(*(f"dev.{i}.s{j}" for i in range(N_CLIENTS) for j in range(SUBS_PER_CLIENT)))
@@ -93,25 +125,7 @@ def _traffic(e, hub):
         h.send(b"SUB up.> 1\r\n")
         h.sync()
         wait_until(lambda: _stats(e)[-1]["hub_interest"] > before, 5, msg="hub interest in up.>")
-    for n in range(MSGS):
-        for i, c in enumerate(clients):  # LAN -> LAN (the next client); LAN -> hub
-            c.send(b"PUB dev.%d.s%d 64\r\n%s\r\n" % ((i + 1) % N_CLIENTS, n % SUBS_PER_CLIENT, b"x" * 64))
-            if h:
-                c.send(b"PUB up.%d 64\r\n%s\r\n" % (i, b"y" * 64))
-        if h:
-            h.send(b"PUB dev.%d.s0 64\r\n%s\r\n" % (n % N_CLIENTS, b"z" * 64))  # hub -> LAN
-    want = {"hub": MSGS * N_CLIENTS if h else 0, "lan": MSGS * N_CLIENTS + (MSGS if h else 0)}
-    got = {"hub": 0, "lan": 0}
-
-    def drained():
-        if h:
-            got["hub"] += len(h.msgs_until_pong())
-        for c in clients:
-            got["lan"] += len(c.msgs_until_pong())
-        return got["hub"] >= want["hub"] and got["lan"] >= want["lan"]
-
-    wait_until(drained, 10, msg="all messages delivered")
-    assert got == want
+    exchange(clients, h)
     mark = len(e.lines)
     e.wait_line(r"^edge: stats .*clients=4 subs=20 ", start=mark, timeout=5)
     e.wait_line(r"^edge: stats ", start=e.last_index + 1, timeout=5)

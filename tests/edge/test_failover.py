@@ -19,7 +19,6 @@ from tests.compat.harness import run
 from tests.edge.clusterharness import Cluster
 from tests.edge.edgeharness import edge_config, free_port, wait_until
 from tests.edge.fwdharness import (
-    FwdEdge,
     HoldProxy,
     forward_config,
     msg_ids,
@@ -46,20 +45,6 @@ def clusters(side, tmp_path):
     yield make
     for c in made:
         c.stop()
-
-
-@pytest.fixture
-def fwd_edges(tmp_path):
-    made: list[FwdEdge] = []
-
-    def make(cfg, **kw):
-        e = FwdEdge(cfg, tmp_path / f"edge-{len(made)}", **kw)
-        made.append(e)
-        return e
-
-    yield make
-    for e in made:
-        e.stop()
 
 
 @pytest.fixture

@@ -40,20 +40,6 @@ def jshub(side, tmp_path):
     h.stop()
 
 
-@pytest.fixture
-def fwd_edges(tmp_path):
-    made: list[FwdEdge] = []
-
-    def make(cfg, **kw):
-        e = FwdEdge(cfg, tmp_path / f"edge-{len(made)}", **kw)
-        made.append(e)
-        return e
-
-    yield make
-    for e in made:
-        e.stop()
-
-
 async def _nc(url):
     return await nats.connect(url, allow_reconnect=False, connect_timeout=2)
 
