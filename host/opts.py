@@ -68,12 +68,32 @@ class Import:
 
 
 @dataclass
+class AccountLimits:
+    """An account's quotas (nats-reference more/README.md §E): from `limits {...}` and `jetstream {...}` in its
+    config block, or from a JWT account's claims. -1 means no limit."""
+
+    max_connections: int = -1  # per account, newest connection cut first
+    max_subscriptions: int = -1  # per connection: min(user, account, server)
+    max_payload: int = -1  # per connection: min(user, account, server)
+    max_leafnodes: int = -1
+    js_max_memory: int = -1
+    js_max_storage: int = -1
+    js_max_streams: int = -1
+    js_max_consumers: int = -1  # enforced per stream, as nats-server
+    js_max_ack_pending: int = -1
+    js_memory_max_stream_bytes: int = -1
+    js_storage_max_stream_bytes: int = -1
+    js_max_bytes_required: bool = False
+
+
+@dataclass
 class AccountConfig:
     name: str
     users: list[User] = field(default_factory=list)
     exports: list[Export] = field(default_factory=list)
     imports: list[Import] = field(default_factory=list)
     jetstream: bool | None = None  # `jetstream: enabled` in the account block
+    limits: AccountLimits = field(default_factory=AccountLimits)
 
 
 @dataclass
