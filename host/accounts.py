@@ -103,6 +103,7 @@ class Account:
         # reply subject in this account -> (requesting account, original reply, expiry time)
         self.responses: dict[bytes, tuple[Account, bytes, float]] = {}
         self.config: AccountConfig | None = None
+        self.jwt = ""  # operator mode: the account JWT its config was taken from (host/jwt.py)
         # Interest for leafnode links: (subject, queue) -> count (queue: summed weights).
         self.interest: dict[tuple[bytes, bytes | None], int] = {}
         self.leafs: set[Leaf] = set()

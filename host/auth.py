@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
+from host.jwt import Trust, authenticate_nkey
 from host.opts import GLOBAL_ACCOUNT, Options, Permissions, User
 from host.sublist import subject_matches
 
@@ -95,11 +96,19 @@ def _eq(a: str | None, b: Any) -> bool:
     return a is not None and isinstance(b, str) and hmac.compare_digest(a.encode(), b.encode())
 
 
-def authenticate(opts: Options, connect: dict[str, Any]) -> User | None:
-    """The user this CONNECT authenticates as; None means 'Authorization Violation'."""
+def authenticate(opts: Options, connect: dict[str, Any], nonce: str = "", trust: Trust | None = None) -> User | None:
+    """The user this CONNECT authenticates as; None means 'Authorization Violation'. `nonce` is the one this
+    connection's INFO carried, for nkey and JWT signatures; `trust` is operator mode's (host/jwt.py)."""
+    if trust is not None:
+        return trust.authenticate(connect, nonce)
     users = list(opts.users)
     for acc in opts.accounts.values():
         users.extend(acc.users)
+    if connect.get("nkey") is not None and any(u.nkey for u in users):
+        u = authenticate_nkey(users, connect, nonce)
+        if u is not None and u.permissions is None and opts.default_permissions is not None:
+            return User(account=u.account, permissions=opts.default_permissions, nkey=u.nkey)
+        return u
     if not (opts.token or opts.username or users):
         return User(account=GLOBAL_ACCOUNT, permissions=opts.default_permissions)
     if opts.token:
@@ -126,6 +135,14 @@ def authenticate(opts: Options, connect: dict[str, Any]) -> User | None:
 
 
 def auth_required(opts: Options) -> bool:
+    if opts.operator_jwts:
+        return True
     if opts.no_auth_user:
         return False
     return bool(opts.token or opts.username or opts.users or any(a.users for a in opts.accounts.values()))
+
+
+def nonce_required(opts: Options) -> bool:
+    """INFO carries a nonce when nkey users or operators are configured (nats-server nkey.go nonceRequired)."""
+    return bool(opts.operator_jwts) or any(u.nkey for u in opts.users) or any(
+        u.nkey for a in opts.accounts.values() for u in a.users)

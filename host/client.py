@@ -68,6 +68,7 @@ class Client(asyncio.Protocol):
         self.account: Account | None = None
         self.user: str | None = None
         self.perms: ClientPermissions | None = None
+        self.nonce = ""  # the challenge in our INFO, when nkey or JWT users sign one (Server.client_info)
         self.subs: dict[bytes, Subscription] = {}
         self.out: list[bytes] = []
         self.dirty = False
@@ -408,11 +409,11 @@ class Client(asyncio.Protocol):
         self.version = str(c.get("version", "") or "")
         server = self.server
         if server.auth_required:
-            user = authenticate(self.opts, c)
+            user = authenticate(self.opts, c, self.nonce, server.trust)
             if user is None:
                 self.auth_violation()
                 return
-            self.user = user.username
+            self.user = user.username or user.nkey
             self.account = server.lookup_account(user.account)
             self.account.clients.add(self)
             if user.permissions is not None:

@@ -45,6 +45,7 @@ from host import errors
 from host.accounts import Account, nuid
 from host.client import LINK_FIRST_PING_INTERVAL, Client, interest_change
 from host.delivery import deliver, deliver_link_msg, learn_plan
+from host.jwt import JwtError, read_creds, sign_nonce
 from host.parser import HubParser
 from host.sublist import Subscription, is_valid_subject
 
@@ -114,7 +115,7 @@ class Leaf(Client):
         if "lang" in c:
             self.close(errors.PROTOCOL_VIOLATION, ERR_LEAF_PORT)
             return
-        account = self.server.authenticate_leaf(c)
+        account = self.server.authenticate_leaf(c, self.nonce)
         if account is None:
             self.auth_violation()
             return
@@ -149,7 +150,13 @@ class Leaf(Client):
             return
         self.remote_name = str(info.get("server_name", "") or "")
         self.remote_id = str(info.get("server_id", "") or "")
-        self.enqueue(encode_connect(self.remote.connect_options(self.server)))
+        try:
+            connect = self.remote.connect_options(self.server, str(info.get("nonce") or ""))
+        except JwtError as e:
+            log.error("Error trying to connect as leafnode to remote server %s: %s", self.remote.url, e)
+            self.close(errors.CLIENT_CLOSED)
+            return
+        self.enqueue(encode_connect(connect))
         self.bind(self.remote.account)
         self.send_all_interest()
         self.enqueue(PING)
@@ -292,7 +299,7 @@ class RemoteLeaf:
     """A configured `leafnodes { remotes [...] }` entry: dial, and redial after a delay."""
 
     def __init__(self, server: Server, url: str, account: Account, user: str | None, password: str | None,
-                 token: str | None) -> None:
+                 token: str | None, credentials: str | None = None) -> None:
         self.server = server
         self.url = url
         parts = urlsplit(url)
@@ -301,12 +308,15 @@ class RemoteLeaf:
         self.user = user if user is not None else parts.username
         self.password = password if password is not None else parts.password
         self.token = token
+        self.credentials = credentials
         self.account = account
         self.delay = 0.0
         self.leaf: Leaf | None = None
         self.stopped = False
 
-    def connect_options(self, server: Server) -> dict[str, Any]:
+    def connect_options(self, server: Server, nonce: str) -> dict[str, Any]:
+        """Our CONNECT to the hub; with `credentials`, the user JWT and the signature of the hub's `nonce` (the file is
+        read at each connect, so rotated credentials take effect at the next one). JwtError for a bad file."""
         opts: dict[str, Any] = {
             "version": server.version,
             "server_id": server.id,
@@ -322,6 +332,10 @@ class RemoteLeaf:
             opts["pass"] = self.password or ""
         if self.token:
             opts["auth_token"] = self.token
+        if self.credentials:
+            jwt, seed = read_creds(self.credentials)
+            opts["jwt"] = jwt
+            opts["sig"] = sign_nonce(seed, nonce)
         return opts
 
     def start(self) -> None:
@@ -353,6 +367,7 @@ class RemoteLeaf:
 
 def leaf_info(server: Server, leaf: Leaf) -> dict[str, Any]:
     o = server.opts
+    leaf.nonce = leaf.nonce or nuid(11)  # always sent on the leaf port; kept for a JWT leaf's signature
     host = server.leaf_host
     info: dict[str, Any] = {
         "server_id": server.id,
@@ -366,7 +381,7 @@ def leaf_info(server: Server, leaf: Leaf) -> dict[str, Any]:
         "max_payload": o.max_payload,
         "ip": f"{host}:{server.leaf_port}",
         "client_id": leaf.cid,
-        "nonce": nuid(11),
+        "nonce": leaf.nonce,
         "info_on_connect": True,
         "leafnode_urls": server.leafnode_urls or [f"{host}:{server.leaf_port}"],
     }
@@ -377,8 +392,17 @@ def leaf_info(server: Server, leaf: Leaf) -> dict[str, Any]:
     return info
 
 
-def leaf_account_for(server: Server, c: dict[str, Any]) -> Account | None:
-    """Authenticate a leaf CONNECT against `leafnodes { authorization {...} }`; None = refuse."""
+def leaf_account_for(server: Server, c: dict[str, Any], nonce: str) -> Account | None:
+    """Authenticate a leaf CONNECT against `leafnodes { authorization {...} }`, or in operator mode by its user JWT
+    signing `nonce`; None = refuse."""
+    if server.trust is not None:
+        user = server.trust.authenticate(c, nonce, "LEAFNODE")
+        if user is not None and user.permissions is not None:
+            # Fail closed (host/jwt.py rule 2): the hub does not apply a leaf user's permissions to the leaf link.
+            log.warning("Leafnode user %s has JWT permissions, which this hub does not apply to leafnodes: refused",
+                        user.username)
+            return None
+        return server.lookup_account(user.account) if user is not None else None
     lo = server.opts.leafnodes
     if lo.token:
         return server.lookup_account(lo.account) if c.get("auth_token") == lo.token else None

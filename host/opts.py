@@ -50,6 +50,7 @@ class User:
     token: str | None = None
     account: str = GLOBAL_ACCOUNT
     permissions: Permissions | None = None
+    nkey: str | None = None  # an nkey user (U...): authenticated by its signature of the INFO nonce (host/jwt.py)
 
 
 @dataclass
@@ -103,6 +104,7 @@ class RemoteLeafOptions:
     user: str | None = None
     password: str | None = None
     token: str | None = None
+    credentials: str | None = None  # a .creds file: user JWT + seed signing the hub's nonce (host/jwt.py)
 
 
 @dataclass
@@ -171,6 +173,13 @@ class Options:
     default_permissions: Permissions | None = None
     accounts: dict[str, AccountConfig] = field(default_factory=dict)
     no_auth_user: str | None = None
+    # Operator mode (host/jwt.py): operator JWTs (inline or file paths), the system account's public key, the account
+    # resolver ("" none, "MEMORY", "full" or "cache" for the directory resolver) and its preloaded account JWTs.
+    operator_jwts: list[str] = field(default_factory=list)
+    system_account: str = ""
+    resolver: str = ""
+    resolver_dir: str = ""
+    resolver_preload: dict[str, str] = field(default_factory=dict)
     # Blocks that later parts of the hub implement; kept as parsed so they are not lost.
     leafnodes: LeafnodeOptions = field(default_factory=LeafnodeOptions)
     cluster: ClusterOptions = field(default_factory=ClusterOptions)
@@ -326,6 +335,15 @@ class _Loader:
                 self.load_accounts(self.map_(top, key))
             elif k == "no_auth_user":
                 o.no_auth_user = self.str_(top, key)
+            elif k in ("operator", "operators", "trusted_operators"):
+                o.operator_jwts.extend(self.str_list(top, key))
+            elif k == "system_account":
+                o.system_account = self.str_(top, key)
+            elif k == "resolver":
+                self.load_resolver(top, key)
+            elif k == "resolver_preload":
+                pre = self.map_(top, key)
+                o.resolver_preload.update({a: self.str_(pre, a) for a in pre})
             elif k in ("leafnodes", "leaf"):
                 self.load_leafnodes(self.map_(top, key))
             elif k == "cluster":
@@ -336,6 +354,41 @@ class _Loader:
                 continue  # logging switches: accepted, our logging is fixed
             else:
                 self._unknown(top, key)
+
+    def str_list(self, m: ConfMap, key: str) -> list[str]:
+        v = self.list_(m, key)
+        if not all(isinstance(x, str) for x in v):
+            raise self.err(m, key, f'field "{key}": expected strings, got {v!r}')
+        return v
+
+    def load_resolver(self, top: ConfMap, key: str) -> None:
+        """`resolver: MEMORY`, or the directory resolver `resolver { type: full|cache, dir: ... }` (nats-server
+        parseAccountResolver); URL resolvers are refused, since this hub fetches nothing over HTTP."""
+        o = self.opts
+        v = top[key]
+        if isinstance(v, str):
+            if v.upper() != "MEMORY":
+                raise self.err(top, key, f'field "resolver": only MEMORY or a {{ type: full|cache, dir }} block is '
+                               f"supported by this hub, got {v!r}")
+            o.resolver = "MEMORY"
+            return
+        m = self.map_(top, key)
+        o.resolver = "full"
+        for k in m:
+            lk = k.lower()
+            if lk == "type":
+                t = self.str_(m, k).lower()
+                if t not in ("full", "cache"):
+                    raise self.err(m, k, f'field "resolver.type": expected full or cache, got {t!r}')
+                o.resolver = t
+            elif lk == "dir":
+                o.resolver_dir = self.str_(m, k)
+            elif lk in ("allow_delete", "interval", "limit", "ttl", "timeout", "hard_delete"):
+                continue  # tuning of nats-server's resolver synchronisation between servers; there is none here
+            else:
+                self._unknown(m, k)
+        if not o.resolver_dir:
+            raise self.err(top, key, 'field "resolver": a directory resolver needs "dir"')
 
     def load_jetstream(self, top: ConfMap, key: str) -> None:
         v = top[key]
@@ -550,7 +603,16 @@ class _Loader:
                 ro.password = self.str_(r, k)
             elif lk == "token":
                 ro.token = self.str_(r, k)
-            elif lk in ("credentials", "tls", "ws_compression", "compression", "hub", "deny_imports",
+            elif lk == "credentials":
+                ro.credentials = self.str_(r, k)
+                from host.jwt import JwtError, read_creds, require_nkeys  # the nkeys package (the `hub` extra)
+
+                require_nkeys()
+                try:
+                    read_creds(ro.credentials)
+                except JwtError as e:
+                    raise self.err(r, k, str(e)) from None
+            elif lk in ("tls", "ws_compression", "compression", "hub", "deny_imports",
                         "deny_exports", "no_randomize"):
                 continue
             else:
@@ -597,12 +659,24 @@ class _Loader:
                     u.permissions = self.load_permissions(self.map_(entry, k))
                 elif lk == "account":
                     u.account = self.str_(entry, k)
-                elif lk in ("nkey", "allowed_connection_types"):
+                elif lk == "nkey":
+                    u.nkey = self.str_(entry, k)
+                elif lk == "allowed_connection_types":
                     raise self.err(entry, k, f'field "{k}" is not supported by this hub')
                 else:
                     self._unknown(entry, k)
-            if not u.username:
-                raise self.err(m, key, "each user needs a user name")
+            # nats-server parseUsers' checks and texts
+            if not u.username and not u.nkey:
+                raise self.err(m, key, "User entry requires a user")
+            if u.nkey is not None:
+                from host.jwt import JwtError, decode_public_key  # needs the nkeys package (the `hub` extra)
+
+                try:
+                    decode_public_key(u.nkey, "U")
+                except JwtError:
+                    raise self.err(m, key, "Not a valid public nkey for a user") from None
+                if u.username or u.password:
+                    raise self.err(m, key, "Nkey users do not take usernames or passwords")
             users.append(u)
         return users
 
@@ -765,9 +839,15 @@ def validate(opts: Options) -> None:
             if imp.account not in opts.accounts:
                 raise OptionsError(f'account "{acc.name}" imports from unknown account "{imp.account}"')
         for u in acc.users:
+            if u.username is None:
+                continue
             if u.username in names:
                 raise OptionsError(f'duplicate user "{u.username}"')
             names.add(u.username)
     for u in opts.users:
         if u.account != GLOBAL_ACCOUNT and u.account not in opts.accounts:
             raise OptionsError(f'user "{u.username}" references unknown account "{u.account}"')
+    if opts.operator_jwts:
+        from host.jwt import trust_from_options  # needs the nkeys package (the `hub` extra)
+
+        trust_from_options(opts)

@@ -22,9 +22,10 @@ from typing import Any
 from edge.proto import encode_info
 from host import errors
 from host.accounts import Account, ServiceImport, nuid, wire_imports
-from host.auth import auth_required
+from host.auth import auth_required, nonce_required
 from host.client import Client
 from host.delivery import deliver_msg, deliver_reply
+from host.jwt import PREFIX_ACCOUNT, AccountClaims, Trust, trust_from_options
 from host.leafnode import Leaf, RemoteLeaf, leaf_account_for, leaf_info
 from host.monitor import conn_info, start_monitor
 from host.opts import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Options, split_url
@@ -102,6 +103,7 @@ class Server:
         self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop()
         self.start_time = time.time()
         self.auth_required = auth_required(opts)
+        self.nonce_required = nonce_required(opts)
         self.exit_code = 0
         # Cluster: registered routes by peer server id (shared with every Account), connections before their
         # peer's INFO, and the routes we dial (host/route.py).
@@ -121,6 +123,9 @@ class Server:
             acc.config = cfg
             acc.routes = self.routes
             self.accounts[name] = acc
+        self.trust = trust_from_options(opts)  # operator mode (host/jwt.py)
+        if self.trust is not None:
+            self.load_jwt_accounts(self.trust)
         self.global_account = self.lookup_account(GLOBAL_ACCOUNT)
         self.lookup_account(SYSTEM_ACCOUNT)
         for w in wire_imports(self.accounts):
@@ -174,11 +179,39 @@ class Server:
 
     def lookup_account(self, name: str) -> Account:
         acc = self.accounts.get(name)
+        if self.trust is not None and name.startswith(PREFIX_ACCOUNT):
+            claims = self.trust.account(name)
+            if claims is not None and (acc is None or acc.config is None or acc.jwt != claims.jwt):
+                acc = self.jwt_account(claims)  # new, or its JWT changed in the directory resolver
         if acc is None:
             acc = self.accounts[name] = Account(name)
             acc.routes = self.routes
             if self.js_imported:
                 self._import_jetstream(acc)
+        return acc
+
+    def load_jwt_accounts(self, trust: Trust) -> None:
+        """Operator mode: every account the resolver holds at start becomes a hub account named by its public key; an
+        import of an account the resolver does not hold is dropped with a warning (nats-server logs and skips it)."""
+        for claims in trust.known_accounts():
+            self.jwt_account(claims)
+        for acc in self.accounts.values():
+            if acc.config is None:
+                continue
+            for imp in list(acc.config.imports):
+                if imp.account not in self.accounts:
+                    log.warning("Account %s: import of %s from unknown account %s ignored", acc.name,
+                                imp.subject.decode(), imp.account)
+                    acc.config.imports.remove(imp)
+
+    def jwt_account(self, claims: AccountClaims) -> Account:
+        """The hub account of a JWT account, its config (limits, exports, imports) taken from the claims."""
+        acc = self.accounts.get(claims.public)
+        if acc is None:
+            acc = self.accounts[claims.public] = Account(claims.public)
+            acc.routes = self.routes
+        acc.config = claims.config()
+        acc.jwt = claims.jwt
         return acc
 
     def next_cid(self) -> int:
@@ -211,8 +244,8 @@ class Server:
     def leaf_info(self, leaf: Leaf) -> dict[str, Any]:
         return leaf_info(self, leaf)
 
-    def authenticate_leaf(self, connect: dict[str, Any]) -> Account | None:
-        return leaf_account_for(self, connect)
+    def authenticate_leaf(self, connect: dict[str, Any], nonce: str) -> Account | None:
+        return leaf_account_for(self, connect, nonce)
 
     # ---- cluster ----------------------------------------------------------------------------------
 
@@ -420,6 +453,10 @@ class Server:
         info = dict(self._info_base)
         info["client_id"] = c.cid
         info["client_ip"] = c.ip
+        if self.nonce_required and not c.connected:
+            # the challenge an nkey or JWT user signs in CONNECT (nats-server nkey.go); not repeated after CONNECT
+            c.nonce = c.nonce or nuid(11)
+            info["nonce"] = c.nonce
         return info
 
     def _build_info(self) -> None:
@@ -477,7 +514,8 @@ class Server:
                 self.dialers.add(dialer)
                 dialer.start()
         for r in lo.remotes:
-            remote = RemoteLeaf(self, r.url, self.lookup_account(r.account), r.user, r.password, r.token)
+            remote = RemoteLeaf(self, r.url, self.lookup_account(r.account), r.user, r.password, r.token,
+                                r.credentials)
             self.remotes.append(remote)
             remote.start()
         if o.http_port:
