@@ -314,7 +314,8 @@ class Trust:
     def __init__(self, opts: Options) -> None:
         # nats-server validateTrustedOperators: its checks and texts
         if not opts.resolver:
-            raise JwtError("operators require an account resolver to be configured")
+            raise JwtError("operators require an account resolver to be configured (this hub has no URL resolver: "
+                           "resolver: MEMORY with resolver_preload, or resolver { type: full, dir: ... })")
         if opts.accounts:
             raise JwtError("operators do not allow Accounts to be configured directly")
         if opts.users or opts.username or opts.token:
