@@ -437,6 +437,27 @@ class Trust:
         return User(username=user, account=acc.public, permissions=perms)
 
 
+def check_options(opts: Options) -> None:
+    """What opts.validate cannot check without the nkeys package: nkey users' keys, leaf remotes' credentials files,
+    the operator-mode trust chain. OptionsError with nats-server's text; ModuleNotFoundError without the package."""
+    users = [*opts.users, *(u for a in opts.accounts.values() for u in a.users)]
+    creds = [r.credentials for r in opts.leafnodes.remotes if r.credentials]
+    if any(u.nkey for u in users) or creds:
+        require_nkeys()
+    for u in users:
+        if u.nkey is not None:
+            try:
+                decode_public_key(u.nkey, PREFIX_USER)
+            except JwtError:
+                raise OptionsError(f"Not a valid public nkey for a user: {u.nkey[:60]!r}") from None
+    for path in creds:
+        try:
+            read_creds(path)
+        except JwtError as e:
+            raise OptionsError(str(e)) from None
+    trust_from_options(opts)
+
+
 def trust_from_options(opts: Options) -> Trust | None:
     """The operator-mode trust of these options (None without `operator`); OptionsError for a bad one."""
     if not opts.operator_jwts:

