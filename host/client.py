@@ -69,6 +69,7 @@ class Client(asyncio.Protocol):
         self.user: str | None = None
         self.perms: ClientPermissions | None = None
         self.nonce = ""  # the challenge in our INFO, when nkey or JWT users sign one (Server.client_info)
+        self.jwt_issued_at = 0  # a JWT user's `iat`, for revocations in a later account update (Server.jwt_account)
         self.subs: dict[bytes, Subscription] = {}
         self.out: list[bytes] = []
         self.dirty = False
@@ -180,6 +181,13 @@ class Client(asyncio.Protocol):
         self.server.unregister(self, reason)
 
     # ---- timers ---------------------------------------------------------------------------------
+
+    def expire_at(self, when: float) -> None:
+        """A JWT user's connection ends when its JWT expires (nats-server setExpiration)."""
+        self._timers["expiry"] = self.server.loop.call_later(max(0.0, when - time.time()), self._auth_expired)
+
+    def _auth_expired(self) -> None:
+        self.close(errors.AUTH_EXPIRED, errors.ERR_AUTH_EXPIRED)
 
     def _auth_timeout(self) -> None:
         if not self.connected:
@@ -414,6 +422,9 @@ class Client(asyncio.Protocol):
                 self.auth_violation()
                 return
             self.user = user.username or user.nkey
+            self.jwt_issued_at = user.issued_at
+            if user.expires:
+                self.expire_at(user.expires)
             self.account = server.lookup_account(user.account)
             self.account.clients.add(self)
             if user.permissions is not None:

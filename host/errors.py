@@ -13,6 +13,8 @@ __all__ = ["ERR_MAX_CONTROL_LINE", "ERR_MAX_PAYLOAD", "ERR_UNKNOWN_OP"]
 # -ERR texts
 ERR_AUTH_VIOLATION = "Authorization Violation"
 ERR_AUTH_TIMEOUT = "Authentication Timeout"
+ERR_AUTH_EXPIRED = "User Authentication Expired"  # a JWT user's `exp` passed while connected
+ERR_AUTH_REVOKED = "User Authentication Revoked"  # an account update revoked a connected JWT user
 ERR_STALE_CONNECTION = "Stale Connection"
 ERR_BAD_CLIENT_PROTOCOL = "invalid client protocol"
 ERR_NO_RESPONDERS_NEEDS_HEADERS = "no responders requires headers support"
@@ -37,6 +39,8 @@ def err_sub_violation(subject: bytes, queue: bytes | None) -> str:
 CLIENT_CLOSED = "Client Closed"
 AUTH_TIMEOUT = "Authentication Timeout"
 AUTH_VIOLATION = "Authentication Failure"
+AUTH_EXPIRED = "Authentication Expired"
+REVOCATION = "Credentials Revoked"
 TLS_HANDSHAKE_ERROR = "TLS Handshake Failure"
 SLOW_CONSUMER_PENDING_BYTES = "Slow Consumer (Pending Bytes)"
 SLOW_CONSUMER_WRITE_DEADLINE = "Slow Consumer (Write Deadline)"

@@ -26,14 +26,23 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from host.opts import AccountConfig, AccountLimits, Export, Import, Options, OptionsError, Permissions, User
+
+if TYPE_CHECKING:
+    from host.accounts import Account
+    from host.server import Server
 
 log = logging.getLogger("natsedge.hub")
 
 JWT_HEADER_TYPES = ("JWT", "jwt")
 JWT_ALGS = ("ed25519-nkey", "ed25519")  # v2 and v1 signatures; both are ed25519 over the first two parts
+# account JWT pushes to the directory resolver, from the system account (nats-server events.go accUpdateEventSubjNew,
+# accClaimsReqSubj)
+CLAIMS_UPDATE_ACCOUNT = b"$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE"
+CLAIMS_UPDATE = b"$SYS.REQ.CLAIMS.UPDATE"
 JWT_FILE_EXT = ".jwt"  # nats-server dirstore.go fileExtension: the directory resolver's files are <account>.jwt
 
 # nkey prefixes (nats-io/nkeys): the first base32 character of a public key says what it is.
@@ -387,6 +396,15 @@ class Trust:
         log.warning("Account fetch failed: account missing")
         return None
 
+    def save(self, ac: AccountClaims) -> None:
+        """Store a pushed account JWT in the directory resolver (written whole, then renamed into place)."""
+        path = os.path.join(self.dir, ac.public + JWT_FILE_EXT)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(ac.jwt)
+        os.replace(tmp, path)
+        self._cache[ac.public] = (os.stat(path).st_mtime, ac)
+
     def authenticate(self, connect: dict[str, Any], nonce: str, kind: str = "STANDARD") -> User | None:
         """The user a CONNECT with `jwt` (+ `sig`) authenticates as, in the JWT account it names; None refuses it
         (nats-server processClientOrLeafAuthentication, JWT branch, in its order of checks). `kind` is the connection
@@ -434,7 +452,10 @@ class Trust:
         perms = claim_permissions(nats)
         if perms is None:
             perms = acc.default_permissions
-        return User(username=user, account=acc.public, permissions=perms)
+        exp = uc.get("exp")
+        return User(username=user, account=acc.public, permissions=perms,
+                    issued_at=uc["iat"] if isinstance(uc.get("iat"), int) else 0,
+                    expires=exp if isinstance(exp, int) and exp > 0 else 0)
 
 
 def check_options(opts: Options) -> None:
@@ -466,6 +487,39 @@ def trust_from_options(opts: Options) -> Trust | None:
         return Trust(opts)
     except JwtError as e:
         raise OptionsError(str(e)) from None
+
+
+def install_claims_update(server: Server, trust: Trust, system: Account) -> None:
+    """Serve `$SYS.REQ.ACCOUNT.<account>.CLAIMS.UPDATE` and `$SYS.REQ.CLAIMS.UPDATE` in the system account: store the
+    pushed account JWT and apply it at once (nats-server DirAccResolver.Start; the answer is its
+    ServerAPIClaimUpdateResponse)."""
+
+    def update(src: Any, subject: bytes, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+        tokens = subject.split(b".")
+        expected = tokens[3].decode() if len(tokens) == 6 else None
+        account, error = "n/a", ""
+        try:
+            claims = account_claims(bytes(payload).decode("utf-8", "replace").strip(), trust.trusted, expected)
+            account = claims.public
+            trust.save(claims)
+            server.jwt_account(claims)
+            log.debug("jwt updated - %s", account)
+        except (JwtError, OSError) as e:
+            error = f"jwt update resulted in error - {e}"
+            log.error("jwt update resulted in error - %s - %s", account, e)
+        if not reply:
+            return
+        resp: dict[str, Any] = {"server": {"name": server.name, "host": server.opts.host, "id": server.id,
+                                           "ver": server.version, "jetstream": server.js is not None, "flags": 0,
+                                           "time": datetime.now(UTC).isoformat()}}
+        if error:
+            resp["error"] = {"account": account, "code": 500, "description": error}
+        else:
+            resp["data"] = {"account": account, "code": 200, "message": "jwt updated"}
+        server.internal_publish(system, reply, None, None, json.dumps(resp).encode())
+
+    for subject in (CLAIMS_UPDATE_ACCOUNT, CLAIMS_UPDATE):
+        system.add_internal(subject, update)
 
 
 def authenticate_nkey(users: list[User], connect: dict[str, Any], nonce: str) -> User | None:

@@ -51,6 +51,9 @@ class User:
     account: str = GLOBAL_ACCOUNT
     permissions: Permissions | None = None
     nkey: str | None = None  # an nkey user (U...): authenticated by its signature of the INFO nonce (host/jwt.py)
+    # a JWT user (host/jwt.py): its JWT's `iat` (revocations pushed later compare with it) and `exp` (0: never)
+    issued_at: int = 0
+    expires: int = 0
 
 
 @dataclass

@@ -25,7 +25,7 @@ from host.accounts import Account, ServiceImport, nuid, wire_imports
 from host.auth import auth_required, nonce_required
 from host.client import Client
 from host.delivery import deliver_msg, deliver_reply
-from host.jwt import PREFIX_ACCOUNT, AccountClaims, Trust, trust_from_options
+from host.jwt import PREFIX_ACCOUNT, AccountClaims, Trust, install_claims_update, trust_from_options
 from host.leafnode import Leaf, RemoteLeaf, leaf_account_for, leaf_info
 from host.monitor import conn_info, start_monitor
 from host.opts import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Options, split_url
@@ -195,6 +195,8 @@ class Server:
         import of an account the resolver does not hold is dropped with a warning (nats-server logs and skips it)."""
         for claims in trust.known_accounts():
             self.jwt_account(claims)
+        if trust.dir and trust.system_account:
+            install_claims_update(self, trust, self.lookup_account(trust.system_account))
         for acc in self.accounts.values():
             if acc.config is None:
                 continue
@@ -205,13 +207,17 @@ class Server:
                     acc.config.imports.remove(imp)
 
     def jwt_account(self, claims: AccountClaims) -> Account:
-        """The hub account of a JWT account, its config (limits, exports, imports) taken from the claims."""
+        """The hub account of a JWT account, its config (limits, exports, imports) taken from the claims. On an
+        update, connected users its revocations now cover are cut (nats-server updateAccountClaimsWithRefresh)."""
         acc = self.accounts.get(claims.public)
         if acc is None:
             acc = self.accounts[claims.public] = Account(claims.public)
             acc.routes = self.routes
         acc.config = claims.config()
         acc.jwt = claims.jwt
+        for c in list(acc.clients):
+            if c.user and c.jwt_issued_at and claims.revoked(c.user, c.jwt_issued_at):
+                c.close(errors.REVOCATION, errors.ERR_AUTH_REVOKED)
         return acc
 
     def next_cid(self) -> int:

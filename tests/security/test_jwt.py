@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 
 import nats
@@ -228,6 +229,54 @@ def test_operator_config_errors_have_nats_server_texts(side, fresh, tenants, ext
     wait_until(lambda: not s.alive(), msg="the server to refuse its config")
     assert s.proc.returncode != 0
     assert (text[side] if isinstance(text, dict) else text) in s.output()
+
+
+def test_connection_ends_when_the_user_jwt_expires(opsrv, tenants):
+    user = tenants.A.user("short", expires=int(time.time()) + 2)
+    with Raw(opsrv.port) as r:
+        r.handshake(jwt=user.jwt, sig=sig(user.key, r.info["nonce"]))
+        r.expect_err("User Authentication Expired", timeout=10)
+        r.expect_closed()
+
+
+def test_pushed_account_update_is_stored_and_cuts_revoked_users(fresh, tmp_path):
+    op = Operator()
+    acc = op.account("A")
+    victim, keeper, admin = acc.user("victim"), acc.user("keeper"), op.system.user("admin")
+    jwt_dir = tmp_path / "jwt"
+    jwt_dir.mkdir()
+    for a in (acc, op.system):
+        (jwt_dir / f"{a.public}.jwt").write_text(a.jwt)
+    s = fresh(config=f"operator: {op.jwt}\nsystem_account: {op.system.public}\n"
+                     f"resolver {{ type: full, dir: \"{jwt_dir}\" }}\n", monitor=True)
+    v = jwt_connect(s, victim.jwt, victim.key)
+    k = jwt_connect(s, keeper.jwt, keeper.key)
+    for r in (v, k):
+        r.expect(rb"PONG\r\nINFO [^\r]*\r\n")  # and the connect_info INFO
+    acc.revocations = {victim.public: int(time.time()) + 5}
+    acc.sign()
+
+    async def push():
+        nc = await s.nc(user_credentials=creds_file(tmp_path, admin))
+        good = await nc.request(f"$SYS.REQ.ACCOUNT.{acc.public}.CLAIMS.UPDATE", acc.jwt.encode(), timeout=5)
+        bad = await nc.request(f"$SYS.REQ.ACCOUNT.{acc.public}.CLAIMS.UPDATE", b"garbage", timeout=5)
+        await nc.close()
+        return json.loads(good.data), json.loads(bad.data)
+
+    good, bad = run(push())
+    assert good["data"] == {"account": acc.public, "code": 200, "message": "jwt updated"}
+    assert bad["error"]["account"] == "n/a" and bad["error"]["code"] == 500
+    assert bad["error"]["description"].startswith("jwt update resulted in error - ")
+    v.expect_err("User Authentication Revoked")
+    v.expect_closed()
+    k.sync()  # the keeper's connection is untouched
+    k.close()
+    assert (jwt_dir / f"{acc.public}.jwt").read_text().strip() == acc.jwt
+    wait_until(lambda: "Credentials Revoked" in [c.get("reason") for c in
+                                                 s.http_get("/connz?state=closed")["connections"]],
+               msg="the revoked connection in /connz?state=closed")
+    with jwt_connect(s, victim.jwt, victim.key) as r:
+        r.expect_err("Authorization Violation")
 
 
 # ---- leafnodes ----------------------------------------------------------------------------------------------------
