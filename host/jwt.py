@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("natsedge.hub")
 
 JWT_HEADER_TYPES = ("JWT", "jwt")
-JWT_ALGS = ("ed25519-nkey", "ed25519")  # v2 and v1 signatures; both are ed25519 over the first two parts
+JWT_ALG_V2 = "ed25519-nkey"  # nats-io/jwt v2: ed25519 over `header.claims`
+JWT_ALG_V1 = "ed25519"  # v1 (nsc before 2.0, still in the field): ed25519 over the claims part alone
 # account JWT pushes to the directory resolver, from the system account (nats-server events.go accUpdateEventSubjNew,
 # accClaimsReqSubj)
 CLAIMS_UPDATE_ACCOUNT = b"$SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE"
@@ -145,15 +146,22 @@ def decode_jwt(token: Any) -> dict[str, Any]:
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise JwtError("not a JWT (a part is not base64url JSON)") from None
     if not isinstance(header, dict) or header.get("typ") not in JWT_HEADER_TYPES \
-            or header.get("alg") not in JWT_ALGS:
+            or header.get("alg") not in (JWT_ALG_V2, JWT_ALG_V1):
         raise JwtError(f"unsupported JWT header {header!r}")
     if not isinstance(claims, dict) or not isinstance(claims.get("iss"), str) or not isinstance(claims.get("sub"), str):
         raise JwtError("JWT claims need iss and sub")
-    if not verify(claims["iss"], (head_b64 + "." + claims_b64).encode(), sig):
+    signed = claims_b64 if header["alg"] == JWT_ALG_V1 else head_b64 + "." + claims_b64
+    if not verify(claims["iss"], signed.encode(), sig):
         raise JwtError("JWT signature does not verify")
     if not isinstance(claims.get("nats", {}), dict):
         raise JwtError("JWT nats claims must be an object")
     return claims
+
+
+def claim_type(claims: dict[str, Any]) -> str:
+    """`operator`, `account` or `user`: in `nats.type` (v2) or at the top level (v1)."""
+    t = (claims.get("nats") or {}).get("type") or claims.get("type")
+    return t if isinstance(t, str) else ""
 
 
 def expired(claims: dict[str, Any], now: float | None = None) -> bool:
@@ -293,7 +301,7 @@ def account_claims(token: str, trusted: set[str], public: str | None = None) -> 
     nats = c.get("nats") or {}
     if c["iss"] not in trusted:
         raise JwtError(f"account JWT {c['sub'][:12]}... is not signed by a trusted operator")
-    if not c["sub"].startswith(PREFIX_ACCOUNT) or nats.get("type", "account") != "account":
+    if not c["sub"].startswith(PREFIX_ACCOUNT) or claim_type(c) not in ("account", ""):
         raise JwtError(f"not an account JWT: {c['sub'][:12]}...")
     if public is not None and c["sub"] != public:
         raise JwtError(f"account JWT subject {c['sub']} does not match {public}")
@@ -334,7 +342,7 @@ class Trust:
         self.trusted: set[str] = set()
         for src in opts.operator_jwts:
             c = decode_jwt(read_jwt_source(src))
-            if not c["sub"].startswith(PREFIX_OPERATOR) or (c.get("nats") or {}).get("type", "operator") != "operator":
+            if not c["sub"].startswith(PREFIX_OPERATOR) or claim_type(c) not in ("operator", ""):
                 raise JwtError(f"operator: not an operator JWT ({c['sub'][:12]}...)")
             if c["iss"] != c["sub"] and c["iss"] not in self.trusted:
                 raise JwtError("operator: an operator JWT must be self-signed")
@@ -416,7 +424,7 @@ class Trust:
             return None
         nats = uc.get("nats") or {}
         user = uc["sub"]
-        if not user.startswith(PREFIX_USER) or nats.get("type", "user") != "user":
+        if not user.startswith(PREFIX_USER) or claim_type(uc) not in ("user", ""):
             log.debug("JWT is not a user JWT")
             return None
         if expired(uc):

@@ -279,6 +279,30 @@ def test_pushed_account_update_is_stored_and_cuts_revoked_users(fresh, tmp_path)
         r.expect_err("Authorization Violation")
 
 
+def encode_v1(signer: Key, subject: str, name: str, kind: str, nats: dict | None = None) -> str:
+    """A nats-io/jwt v1 token (nsc before 2.0): `type` at the top level, the signature over the claims part alone."""
+    claims = {"jti": "V1" + subject[:20], "iat": int(time.time()), "iss": signer.public, "name": name,
+              "sub": subject, "type": kind}
+    if nats is not None:
+        claims["nats"] = nats
+    part = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    head = base64.urlsafe_b64encode(b'{"typ":"jwt","alg":"ed25519"}').rstrip(b"=").decode()
+    return head + "." + part + "." + base64.urlsafe_b64encode(signer.sign(part.encode())).rstrip(b"=").decode()
+
+
+def test_v1_jwts_are_accepted(fresh):
+    op_key, acc_key, user_key = Key("operator"), Key("account"), Key("user")
+    op = encode_v1(op_key, op_key.public, "old-op", "operator")
+    acc = encode_v1(op_key, acc_key.public, "old-acc", "account", {"limits": {"subs": -1, "conn": -1}})
+    user = encode_v1(acc_key, user_key.public, "old-user", "user", {"pub": {"allow": ["v1.>"]}, "sub": {}})
+    s = fresh(config=f"operator: {op}\nresolver: MEMORY\nresolver_preload: {{ {acc_key.public}: {acc} }}\n")
+    with Raw(s.port) as r:
+        r.handshake(jwt=user, sig=sig(user_key, r.info["nonce"]))
+        assert r.connect_info["remote_account"] == acc_key.public
+        r.send(b"PUB other 0\r\n\r\n")
+        assert r.frames_until_pong() == [("-ERR", "'Permissions Violation for Publish to \"other\"'")]
+
+
 # ---- leafnodes ----------------------------------------------------------------------------------------------------
 
 
