@@ -471,8 +471,13 @@ def check_options(opts: Options) -> None:
     the operator-mode trust chain. OptionsError with nats-server's text; ModuleNotFoundError without the package."""
     users = [*opts.users, *(u for a in opts.accounts.values() for u in a.users)]
     creds = [r.credentials for r in opts.leafnodes.remotes if r.credentials]
-    if any(u.nkey for u in users) or creds:
+    if any(u.nkey for u in users) or creds or opts.leafnodes.nkey:
         require_nkeys()
+    if opts.leafnodes.nkey:
+        try:
+            decode_public_key(opts.leafnodes.nkey, PREFIX_USER)
+        except JwtError:
+            raise OptionsError("Not a valid public nkey for leafnode authorization") from None
     for u in users:
         if u.nkey is not None:
             try:

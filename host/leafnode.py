@@ -45,7 +45,7 @@ from host import errors
 from host.accounts import Account, nuid
 from host.client import LINK_FIRST_PING_INTERVAL, Client, interest_change
 from host.delivery import deliver, deliver_link_msg, learn_plan
-from host.jwt import JwtError, read_creds, sign_nonce
+from host.jwt import JwtError, read_creds, sign_nonce, verify_nonce
 from host.parser import HubParser
 from host.sublist import Subscription, is_valid_subject
 
@@ -404,6 +404,9 @@ def leaf_account_for(server: Server, c: dict[str, Any], nonce: str) -> Account |
             return None
         return server.lookup_account(user.account) if user is not None else None
     lo = server.opts.leafnodes
+    if lo.nkey:
+        ok = c.get("nkey") == lo.nkey and verify_nonce(lo.nkey, nonce, c.get("sig"))
+        return server.lookup_account(lo.account) if ok else None
     if lo.token:
         return server.lookup_account(lo.account) if c.get("auth_token") == lo.token else None
     if lo.username:

@@ -117,7 +117,8 @@ class LeafnodeOptions:
     username: str | None = None
     password: str | None = None
     token: str | None = None
-    account: str = GLOBAL_ACCOUNT  # account bound by the single user or token
+    nkey: str | None = None  # a single nkey (U...) a leaf signs the nonce with (host/jwt.py)
+    account: str = GLOBAL_ACCOUNT  # account bound by the single user, token or nkey
     users: list[User] = field(default_factory=list)
     remotes: list[RemoteLeafOptions] = field(default_factory=list)
     tls_cert: str | None = None
@@ -579,8 +580,14 @@ class _Loader:
                 lo.token = self.str_(m, key)
             elif k == "account":
                 lo.account = self.str_(m, key)
+            elif k == "nkey":
+                lo.nkey = self.str_(m, key)
             elif k == "users":
                 lo.users = self.load_users(m, key, GLOBAL_ACCOUNT)
+                for u in lo.users:
+                    if u.nkey is not None:  # nats-server parseLeafUsers takes users and passwords only
+                        raise self.err(m, key, 'unknown field "nkey" (a leafnode user has a user and password; a '
+                                       'single nkey is leafnodes { authorization { nkey } })')
             elif k == "timeout":
                 continue
             else:

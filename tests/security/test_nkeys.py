@@ -5,11 +5,12 @@ wrong signature is an 'Authorization Violation'. Config errors for nkeys carry n
 from __future__ import annotations
 
 import base64
+import json
 import sys
 
 import pytest
 
-from tests.compat.harness import Raw, run, wait_until
+from tests.compat.harness import Raw, Server, free_port, run, wait_until
 from tests.jwtmint import Key
 
 
@@ -128,3 +129,32 @@ def test_hub_without_nkeys_package_names_the_extra(monkeypatch, capsys, tmp_path
         monkeypatch.setitem(sys.modules, name, None)  # `import nkeys` now fails as when it is not installed
     assert cli.main(["hub", "-c", str(tmp_path / "hub.conf"), "-t"]) == 1
     assert capsys.readouterr().err == "natsedge hub needs nkeys: pip install 'natsedge[hub]'\n"
+
+
+def test_leaf_authenticates_with_the_leafnode_nkey(side, tmp_path, keys):
+    leaf_port = free_port()
+    s = Server(side, config=f"leafnodes {{ listen: 127.0.0.1:{leaf_port}\n  authorization {{ nkey: {keys[0].public} }}"
+                            "\n}\n", workdir=tmp_path).start()
+    try:
+        for key, ok in ((keys[0], True), (keys[2], False), (None, False)):
+            with Raw(leaf_port) as r:
+                connect = {"name": "rawleaf", "headers": True, "protocol": 1}
+                if key is not None:
+                    connect.update(nkey=keys[0].public, sig=sig(key, r.info["nonce"]))
+                r.send(b"CONNECT " + json.dumps(connect).encode() + b"\r\nPING\r\n")
+                if ok:
+                    assert json.loads(r.expect(rb"INFO (\{.*?\}) ?\r\n").group(1))["remote_account"] == "$G"
+                else:
+                    r.expect_err("Authorization Violation")
+    finally:
+        s.stop()
+
+
+def test_leafnode_users_take_no_nkey(fresh, keys):
+    # nats-server's leafnode users have a user and password only; an nkey there would otherwise match any leaf
+    s = fresh(config=f"leafnodes {{ listen: 127.0.0.1:{free_port()}\n  authorization {{ users = [ {{ nkey: "
+                     f"{keys[0].public} }} ] }}\n}}\n", wait=False)
+    s.spawn()
+    wait_until(lambda: not s.alive(), msg="the server to refuse its config")
+    assert s.proc.returncode != 0
+    assert 'unknown field "nkey"' in s.output()
