@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from host.opts import AccountConfig, Import
+from host.opts import AccountConfig, AccountLimits, Import
 from host.sublist import Sublist, Subscription, subject_matches
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 RESPONSE_TTL = 120.0
 MAX_IMPORT_DEPTH = 8  # bound on import chains, so a cycle of imports cannot loop forever
 _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_NO_LIMITS = AccountLimits()
 
 
 def nuid(n: int = 22) -> str:
@@ -123,6 +124,11 @@ class Account:
         # deliver subjects this way (host/jetstream/consumer.py).
         self.interest_watchers: list[Callable[[bytes], None]] = []
         self.response_prefix: bytes | None = None  # of the reply subjects of service-import requests (add_response)
+
+    @property
+    def limits(self) -> AccountLimits:
+        """The account's quotas, whatever they came from (config block or JWT claims): enforcement reads only these."""
+        return self.config.limits if self.config is not None else _NO_LIMITS
 
     def add_sub(self, sub: Subscription) -> None:
         self.sublist.insert(sub)

@@ -98,6 +98,9 @@ class Client(asyncio.Protocol):
         self.pings_out = 0
         self.ping_sent = 0.0  # when the last PING went out (a link's round-trip time is measured with it)
         self.max_pending = opts.max_pending
+        # Per-connection limits, set from the account's by apply_account_limits (-1: none).
+        self.max_payload = opts.max_payload
+        self.max_subs = opts.max_subscriptions or -1
         self.stall_at = opts.max_pending * 3 // 4
         self.blocked_since = 0.0
         self.stalled: list[Client] = []
@@ -126,9 +129,9 @@ class Client(asyncio.Protocol):
         loop = server.loop
         if server.auth_required:
             self._timers["auth"] = loop.call_later(self.opts.auth_timeout, self._auth_timeout)
-        else:
-            self.account = server.global_account
-            self.account.clients.add(self)
+        elif not self.register_with_account(server.global_account):
+            self.max_account_connections_exceeded()
+            return
         first = min(FIRST_PING_INTERVAL, self.opts.ping_interval)
         self._timers["ping"] = loop.call_later(first * (1 + random.random() * 0.2), self._ping_timer)
 
@@ -188,6 +191,38 @@ class Client(asyncio.Protocol):
 
     def _auth_expired(self) -> None:
         self.close(errors.AUTH_EXPIRED, errors.ERR_AUTH_EXPIRED)
+
+    # ---- accounts -------------------------------------------------------------------------------------
+
+    def register_with_account(self, acc: Account) -> bool:
+        """Join `acc` as nats-server registerWithAccount: take its limits; False for a connection that would pass its
+        max_connections (a leaf: its max_leafnodes), for the caller to refuse. Every connection of the account counts
+        towards max_connections, leafs included, as nats-server's MaxTotalConnectionsReached."""
+        self.account = acc
+        self.apply_account_limits()
+        lim = acc.limits
+        if self.is_leaf:
+            over = 0 <= lim.max_leafnodes <= len(acc.leafs)
+        else:
+            over = 0 <= lim.max_connections <= len(acc.clients)
+        if over:
+            return False
+        acc.clients.add(self)
+        return True
+
+    def max_account_connections_exceeded(self) -> None:
+        self.close(errors.MAX_ACCOUNT_CONNECTIONS_EXCEEDED, errors.ERR_MAX_ACCOUNT_CONNECTIONS)
+
+    def apply_account_limits(self) -> None:
+        """nats-server applyAccountLimits: max_subscriptions and max_payload are per connection, the lowest of the
+        account's and the server's (only clients and leafs have them)."""
+        assert self.account is not None
+        lim = self.account.limits
+        self.max_subs = min_limit(lim.max_subscriptions, self.opts.max_subscriptions or -1)
+        max_payload = min_limit(lim.max_payload, self.opts.max_payload)
+        if max_payload != self.max_payload:
+            self.max_payload = max_payload
+            self.parser.set_max_payload(max_payload)
 
     def _auth_timeout(self) -> None:
         if not self.connected:
@@ -423,10 +458,11 @@ class Client(asyncio.Protocol):
                 return
             self.user = user.username or user.nkey
             self.jwt_issued_at = user.issued_at
+            if not self.register_with_account(server.lookup_account(user.account)):
+                self.max_account_connections_exceeded()
+                return
             if user.expires:
                 self.expire_at(user.expires)
-            self.account = server.lookup_account(user.account)
-            self.account.clients.add(self)
             if user.permissions is not None:
                 self.perms = ClientPermissions(user.permissions)
             h = self._timers.pop("auth", None)
@@ -466,8 +502,7 @@ class Client(asyncio.Protocol):
             if self.verbose:
                 self.enqueue(OK)
             return
-        limit = self.opts.max_subscriptions
-        if limit and len(self.subs) >= limit:
+        if 0 <= self.max_subs <= len(self.subs):
             self.enqueue(encode_err(errors.ERR_MAX_SUBSCRIPTIONS))
             return
         sub = Subscription(self, subject, queue, sid)
@@ -500,6 +535,11 @@ class Client(asyncio.Protocol):
             self.close(errors.PROTOCOL_VIOLATION)
             return
         n = len(pieces)
+        if nbytes > self.max_payload and self.max_payload < self.opts.max_payload and any(
+                len(p) - p.find(b"\r\n") - 4 > self.max_payload for p in pieces):
+            # Parsed in the read that carried CONNECT, before the account's lower limit reached the parser.
+            self.close(errors.MAX_PAYLOAD_EXCEEDED, errors.ERR_MAX_PAYLOAD)
+            return
         self.count_in(n, nbytes)
         perms = self.perms
         if perms is not None and perms.pub is not None and not perms.pub.check(subject):
@@ -516,6 +556,13 @@ class Client(asyncio.Protocol):
                 self.enqueue(OK)
         assert self.account is not None
         deliver(self.account, self, subject, has_hdr, pieces, nbytes)
+
+
+def min_limit(a: int, b: int) -> int:
+    """The lower of two limits where a negative one means none (nats-server minLimit)."""
+    if a < 0:
+        return b
+    return a if b < 0 else min(a, b)
 
 
 def _valid_queue(q: bytes) -> bool:

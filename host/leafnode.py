@@ -36,6 +36,7 @@ from edge.proto import (
     PING,
     PONG,
     encode_connect,
+    encode_err,
     encode_info,
     encode_lmsg,
     encode_ls_minus,
@@ -129,7 +130,11 @@ class Leaf(Client):
             self.origin = cluster.encode()
         self.name = self.remote_name
         self.version = str(c.get("version", "") or "")
-        self.bind(account)
+        if not self.bind(account):
+            # nats-server registers an accepted leaf with its account while authenticating it
+            # (auth.go registerLeafWithAccount): over the account's limit it is an authorization failure.
+            self.auth_violation()
+            return
         info = self.server.leaf_info(self)
         info["connect_info"] = True
         info["remote_account"] = account.name
@@ -138,11 +143,13 @@ class Leaf(Client):
         self.send_all_interest()
         log.info("Leafnode connection created for account: %s (%s)", account.name, self.remote_name or self.ip)
 
-    def bind(self, account: Account) -> None:
-        self.account = account
+    def bind(self, account: Account) -> bool:
+        """Join the account (False: over its max_leafnodes, not joined)."""
+        if not self.register_with_account(account):
+            return False
         self.connected = True
-        account.clients.add(self)
         account.leafs.add(self)
+        return True
 
     def process_leaf_info(self, info: dict[str, Any]) -> None:
         """INFO from the hub we dialled: answer the first with CONNECT and our interest."""
@@ -157,7 +164,9 @@ class Leaf(Client):
             self.close(errors.CLIENT_CLOSED)
             return
         self.enqueue(encode_connect(connect))
-        self.bind(self.remote.account)
+        if not self.bind(self.remote.account):
+            self.max_account_connections_exceeded()
+            return
         self.send_all_interest()
         self.enqueue(PING)
         self.remote.connected(self)
@@ -249,6 +258,9 @@ class Leaf(Client):
                 self.remote.delay = LOOP_DELAY
             return
         if not is_valid_subject(subject):
+            return
+        if 0 <= self.max_subs <= len(self.subs) and (subject, queue) not in self.leaf_subs:
+            self.enqueue(encode_err(errors.ERR_MAX_SUBSCRIPTIONS))
             return
         sub = self.link_sub(acc, self.leaf_subs, (subject, queue), subject, queue, weight)
         if sub is not None:

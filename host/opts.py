@@ -724,19 +724,63 @@ class _Loader:
                 elif k == "imports":
                     pending_imports.extend((body, key, i) for i in self.list_(body, key))
                 elif k == "jetstream":
-                    v = body[key]
-                    if isinstance(v, str):
-                        acc.jetstream = v.lower().startswith("enable")
-                    elif isinstance(v, bool):
-                        acc.jetstream = v
-                    else:
-                        acc.jetstream = True  # a limits map enables it, as nats-server
-                elif k in ("limits", "mappings", "default_permissions"):
+                    self.load_account_jetstream(body, key, acc)
+                elif k == "limits":
+                    self.load_account_limits(self.map_(body, key), acc.limits)
+                elif k in ("mappings", "default_permissions"):
                     continue
                 else:
                     self._unknown(body, key)
             acc.imports = [self.load_import(b, k, i) for b, k, i in pending_imports]
             self.opts.accounts[name] = acc
+
+    def load_account_limits(self, m: ConfMap, lim: AccountLimits) -> None:
+        """`limits { ... }` of an account, as nats-server parseAccountLimits."""
+        for key in m:
+            k = key.lower()
+            if k in ("max_connections", "max_conn"):
+                lim.max_connections = self.int_(m, key, -1)
+            elif k in ("max_subscriptions", "max_subs"):
+                lim.max_subscriptions = self.int_(m, key, -1)
+            elif k in ("max_payload", "max_pay"):
+                lim.max_payload = self.int_(m, key, -1)
+            elif k in ("max_leafnodes", "max_leafs"):
+                lim.max_leafnodes = self.int_(m, key, -1)
+            elif not m.used_as_variable(key):
+                raise self.err(m, key, f'Unknown field "{key}" parsing account limits')
+
+    def load_account_jetstream(self, body: ConfMap, key: str, acc: AccountConfig) -> None:
+        """`jetstream: enabled|disabled|true|false|{ limits }` of an account, as nats-server
+        parseJetStreamForAccount: a map enables JetStream with those limits, unset ones are -1."""
+        v = body[key]
+        if isinstance(v, bool):
+            acc.jetstream = v
+            return
+        if isinstance(v, str):
+            if v.lower() not in ("enabled", "enable", "disabled", "disable"):
+                raise self.err(body, key, f"Expected 'enabled' or 'disabled' for string value, got '{v}'")
+            acc.jetstream = v.lower().startswith("enable")
+            return
+        if not isinstance(v, ConfMap):
+            raise self.err(body, key, f"Expected map, bool or string to define JetStream, got {v!r}")
+        acc.jetstream = True
+        lim = acc.limits
+        for k in v:
+            lk = k.lower()
+            if lk in ("max_bytes_required", "max_stream_bytes", "max_bytes"):
+                if not isinstance(v[k], bool):
+                    raise self.err(v, k, f'Expected a parseable bool for "{k}", got {v[k]!r}')
+                lim.js_max_bytes_required = v[k]
+            elif lk == "cluster_traffic":
+                if v[k] not in ("system", "owner", ""):
+                    raise self.err(v, k, f'Expected \'system\' or \'owner\' string value for "{k}", got {v[k]!r}')
+            elif (attr := _JS_ACCOUNT_LIMITS.get(lk)) is not None:
+                n = v[k]
+                if isinstance(n, bool) or not isinstance(n, int):
+                    raise self.err(v, k, f'Expected a parseable size for "{k}", got {n!r}')
+                setattr(lim, attr, n)
+            else:
+                self._unknown(v, k)
 
     def load_export(self, m: ConfMap, key: str, e: Any) -> Export:
         if not isinstance(e, ConfMap):
@@ -775,6 +819,18 @@ class _Loader:
             service=bool(service),
             local=local.encode(),
         )
+
+
+# The size limits of an account's `jetstream { ... }` map (nats-server parseJetStreamForAccount): key -> field.
+_JS_ACCOUNT_LIMITS = {
+    **dict.fromkeys(("max_memory", "max_mem", "mem", "memory"), "js_max_memory"),
+    **dict.fromkeys(("max_store", "max_file", "max_disk", "store", "disk"), "js_max_storage"),
+    **dict.fromkeys(("max_streams", "streams"), "js_max_streams"),
+    **dict.fromkeys(("max_consumers", "consumers"), "js_max_consumers"),
+    **dict.fromkeys(("mem_max_stream_bytes", "memory_max_stream_bytes"), "js_memory_max_stream_bytes"),
+    **dict.fromkeys(("disk_max_stream_bytes", "store_max_stream_bytes"), "js_storage_max_stream_bytes"),
+    "max_ack_pending": "js_max_ack_pending",
+}
 
 
 def split_url(url: str) -> tuple[str, int, str | None, str | None] | None:

@@ -95,6 +95,12 @@ class HubParser(Parser):
                 raise
         return out
 
+    def set_max_payload(self, max_payload: int) -> None:
+        """Lower the payload limit once the connection's account is known (its limit may be below the server's).
+        Lines seen before were checked against the old limit, so they are forgotten."""
+        self.max_payload = self._max_size = max_payload
+        self._lines.clear()
+
     def _batch(self, out: list[tuple]) -> None:
         # The hot loop of the hub: every statement here runs once per message, so it makes no Python calls on
         # the common paths. A frame costs one find, one slice, one dict lookup (or, for a new line inside a run,

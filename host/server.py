@@ -459,6 +459,7 @@ class Server:
         info = dict(self._info_base)
         info["client_id"] = c.cid
         info["client_ip"] = c.ip
+        info["max_payload"] = c.max_payload  # the account's may be lower (nats-server generateClientInfoJSON)
         if self.nonce_required and not c.connected:
             # the challenge an nkey or JWT user signs in CONNECT (nats-server nkey.go); not repeated after CONNECT
             c.nonce = c.nonce or nuid(11)
