@@ -279,13 +279,33 @@ def healthz(server: Server, q: dict[str, list[str]]) -> tuple[int, dict[str, Any
     return 200, {"status": "ok"}
 
 
-def accountz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
-    return {
+def accountz(server: Server, q: dict[str, list[str]]) -> dict[str, Any] | tuple[int, dict[str, Any]]:
+    """The account list, or with `?acc=NAME` that account's usage (nats-server Accountz / AccountInfo)."""
+    out: dict[str, Any] = {
         "server_id": server.id,
         "now": rfc3339(datetime.datetime.now(datetime.UTC).timestamp()),
         "system_account": "$SYS",
-        "accounts": sorted(server.accounts),
     }
+    name = q.get("acc", [""])[0]
+    if not name:
+        out["accounts"] = sorted(server.accounts)
+        return out
+    acc = server.accounts.get(name)
+    if acc is None:
+        return 400, {"error": f"Account {name} does not exist"}
+    leafs = len(acc.leafs)
+    out["account_detail"] = {
+        "account_name": acc.name,
+        "update_time": rfc3339(server.config_load_time),
+        "expired": False,
+        "complete": True,
+        "jetstream_enabled": acc.js is not None,
+        "leafnode_connections": leafs,
+        "client_connections": len(acc.clients) - leafs,
+        "subscriptions": acc.sublist.count,
+        "name_tag": acc.name,
+    }
+    return out
 
 
 def routez(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
@@ -380,7 +400,8 @@ def handle(server: Server, target: str) -> tuple[int, Any]:
     fn = ENDPOINTS.get(path)
     if fn is None:
         return 404, {"error": f"unknown endpoint {path}"}
-    return 200, fn(server, q)
+    body = fn(server, q)
+    return body if isinstance(body, tuple) else (200, body)
 
 
 async def _serve_http(server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -392,7 +413,8 @@ async def _serve_http(server: Server, reader: asyncio.StreamReader, writer: asyn
         else:
             status, body = handle(server, line[1])
         data = json.dumps(body, indent=2).encode()
-        reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}[status]
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+                  503: "Service Unavailable"}[status]
         writer.write(
             f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()

@@ -215,17 +215,20 @@ def stream_create(jsa: JSAccount, T: str, tokens: list[str], reply: bytes | None
         _fail(jsa, reply, T, js_error("JSStreamInvalidConfigF", err="stream has no mirror but does have mirror direct"))
         return
     try:
+        jsa.check_stream_count(name)
         cfg = check_config(req, jsa, pedantic)
         set_static_stream_metadata(cfg)
         if cfg["num_replicas"] > 1:
             raise js_error("JSStreamReplicasNotSupportedErr")
+        # nats-server checks the account's limits before the stream's config, for a stream that exists as well
+        jsa.check_limits(cfg, replacing=name)
+        jsa.check_max_bytes(cfg)
         existing = jsa.streams.get(name)
         if existing is not None:
             if not _same_config(cfg, existing.config):
                 raise js_error("JSStreamNameExistErr")
             stream = existing
         else:
-            jsa.check_reservation(cfg)
             if _overlaps(jsa, cfg["subjects"], None):
                 raise js_error("JSStreamSubjectOverlapErr")
             try:
@@ -253,8 +256,10 @@ def stream_update(jsa: JSAccount, T: str, tokens: list[str], reply: bytes | None
             raise js_error("JSStreamNotFoundErr")
         set_static_stream_metadata(cfg)
         cfg = update_check(stream.config, cfg)
-        if cfg["max_bytes"] > max(stream.config["max_bytes"], 0):
-            jsa.check_reservation(cfg, replacing=stream.name)
+        jsa.check_max_bytes(cfg)
+        if cfg["max_bytes"] > max(stream.config["max_bytes"], 0) or cfg["max_consumers"] != \
+                stream.config["max_consumers"]:
+            jsa.check_limits(cfg, replacing=stream.name)
         if _overlaps(jsa, cfg["subjects"], stream):
             raise js_error("JSStreamSubjectOverlapErr")
         stream.update(cfg)

@@ -157,8 +157,9 @@ def _create_consumer(jsa: JSAccount, tokens: list[str], hdr: bytes | None, paylo
     if isinstance(existing, Consumer):
         cfg["pause_until"] = existing.cfg["pause_until"]
     set_static_consumer_metadata(cfg)
-    apply_defaults(cfg, st.config, pedantic)
-    check_config(cfg, st.config)
+    lim = jsa.limits
+    apply_defaults(cfg, st.config, pedantic, lim.js_max_ack_pending)
+    check_config(cfg, st.config, lim.js_max_ack_pending)
     if isinstance(existing, Consumer):
         if action == "create" and cfg != existing.cfg:
             raise js_error("JSConsumerAlreadyExists")
@@ -173,7 +174,11 @@ def _create_consumer(jsa: JSAccount, tokens: list[str], hdr: bytes | None, paylo
         return existing, False
     if action == "update":
         raise js_error("JSConsumerDoesNotExist")
+    # nats-server addConsumer: the stream's max_consumers, or the account's when lower or the stream has none; so
+    # the account's limit counts per stream, not for the account
     maxc = int(st.config.get("max_consumers") or 0)
+    if maxc <= 0 or 0 < lim.js_max_consumers < maxc:
+        maxc = lim.js_max_consumers
     if maxc > 0 and len(st.consumers) >= maxc:
         raise js_error("JSMaximumConsumersLimitErr")
     if st.retention == "workqueue" and not cfg["direct"]:

@@ -154,7 +154,8 @@ def config_json(cfg: dict[str, Any], metadata: dict[str, str] | None = None) -> 
     return out
 
 
-def apply_defaults(cfg: dict[str, Any], stream_cfg: dict[str, Any], pedantic: bool) -> None:
+def apply_defaults(cfg: dict[str, Any], stream_cfg: dict[str, Any], pedantic: bool,
+                   acc_max_ack_pending: int = -1) -> None:
     """nats-server setConsumerConfigDefaults. In pedantic mode a value that would be changed is an error."""
 
     def pedantic_err(text: str) -> ApiError:
@@ -195,7 +196,8 @@ def apply_defaults(cfg: dict[str, Any], stream_cfg: dict[str, Any], pedantic: bo
             raise pedantic_err("inactive_threshold must be set if it's configured in stream limits")
         cfg["inactive_threshold"] = lim_inactive
     if cfg["max_ack_pending"] == 0 and cfg["ack_policy"] != ACK_NONE:
-        cfg["max_ack_pending"] = MAX_ACK_PENDING_DEFAULT
+        # nats-server setConsumerConfigDefaults: the default, or the account's limit when that is lower
+        cfg["max_ack_pending"] = min_positive(MAX_ACK_PENDING_DEFAULT, acc_max_ack_pending)
     if cfg["priority_policy"] == "pinned_client" and cfg["priority_timeout"] == 0:
         cfg["priority_timeout"] = 120 * NS
 
@@ -206,7 +208,12 @@ def filters_of(cfg: dict[str, Any]) -> list[str]:
     return list(cfg["filter_subjects"])
 
 
-def check_config(cfg: dict[str, Any], stream_cfg: dict[str, Any]) -> None:
+def min_positive(a: int, b: int) -> int:
+    """The lower of a limit and another that counts only when positive."""
+    return b if 0 < b < a else a
+
+
+def check_config(cfg: dict[str, Any], stream_cfg: dict[str, Any], acc_max_ack_pending: int = -1) -> None:
     """nats-server checkConsumerCfg: reject what cannot work, with its error codes and texts."""
     if cfg["name"] and not is_valid_asset_name(cfg["name"]):
         raise js_error("JSStreamInvalidConfigF", err="consumer name can not contain '.', '*', '>', '\\', '/'")
@@ -258,6 +265,8 @@ def check_config(cfg: dict[str, Any], stream_cfg: dict[str, Any]) -> None:
             raise js_error("JSConsumerMaxRequestBatchNegativeErr")
         if cfg["max_expires"] != 0 and cfg["max_expires"] < MS:
             raise js_error("JSConsumerMaxRequestExpiresTooSmall")
+    if acc_max_ack_pending > 0 and cfg["max_ack_pending"] > acc_max_ack_pending:
+        raise js_error("JSConsumerMaxPendingAckExcessErrF", limit=acc_max_ack_pending)
     limits = stream_cfg.get("consumer_limits") or {}
     lim_pending = int(limits.get("max_ack_pending") or 0)
     if lim_pending > 0 and cfg["max_ack_pending"] > lim_pending:

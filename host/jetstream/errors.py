@@ -27,6 +27,7 @@ class ApiError(Exception):
 # nats-server errors.json: constant -> (code, error_code, description), in error_code order.
 JS_API_ERRORS: dict[str, tuple[int, int, str]] = {
     "JSBadRequestErr": (400, 10003, "bad request"),
+    "JSAccountResourcesExceededErr": (400, 10002, "resource limits exceeded for account"),
     "JSClusterRequiredErr": (503, 10010, "JetStream clustering support required"),
     "JSConsumerCreateErrF": (500, 10012, "{err}"),
     "JSConsumerNameExistErr": (400, 10013, "consumer name already in use"),
@@ -92,10 +93,12 @@ JS_API_ERRORS: dict[str, tuple[int, int, str]] = {
     "JSStreamPurgeFailedF": (500, 10110, "{err}"),
     "JSStreamRollupFailedF": (500, 10111, "{err}"),
     "JSConsumerInvalidDeliverSubject": (400, 10112, "invalid push consumer deliver subject"),
+    "JSStreamMaxBytesRequired": (400, 10113, "account requires a stream config to have max bytes set"),
     "JSConsumerMaxRequestBatchNegativeErr": (400, 10114, "consumer max request batch needs to be > 0"),
     "JSConsumerMaxRequestExpiresTooSmall": (400, 10115, "consumer max request expires needs to be >= 1ms"),
     "JSConsumerMaxDeliverBackoffErr": (400, 10116, "max deliver is required to be > length of backoff values"),
     "JSConsumerMaxPendingAckExcessErrF": (400, 10121, "consumer max ack pending exceeds system limit of {limit}"),
+    "JSStreamMaxStreamBytesExceeded": (400, 10122, "stream max bytes exceeds account limit max stream bytes"),
     "JSConsumerReplicasExceedsStream": (400, 10126, "consumer config replica count exceeds parent stream"),
     "JSConsumerNameContainsPathSeparatorsErr": (400, 10127, "Consumer name can not contain path separators"),
     "JSStreamNameContainsPathSeparatorsErr": (400, 10128, "Stream name can not contain path separators"),

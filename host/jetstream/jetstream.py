@@ -26,7 +26,7 @@ from host.jetstream.gojson import dumps
 from host.jetstream.store import SYNC_ALWAYS
 from host.jetstream.stream import Stream
 from host.jetstream.versioning import API_LEVEL
-from host.opts import SYSTEM_ACCOUNT
+from host.opts import SYSTEM_ACCOUNT, AccountLimits
 
 if TYPE_CHECKING:
     import asyncio
@@ -111,6 +111,24 @@ class JSAccount:
     def consumer_count(self) -> int:
         return sum(len(s.consumers) for s in self.streams.values())
 
+    @property
+    def limits(self) -> AccountLimits:
+        return self.account.limits
+
+    def limits_json(self) -> dict[str, Any]:
+        """The account's JetStream limits as nats-server's JetStreamAccountLimits JSON."""
+        lim = self.limits
+        return {
+            "max_memory": lim.js_max_memory,
+            "max_storage": lim.js_max_storage,
+            "max_streams": lim.js_max_streams,
+            "max_consumers": lim.js_max_consumers,
+            "max_ack_pending": lim.js_max_ack_pending,
+            "memory_max_stream_bytes": lim.js_memory_max_stream_bytes,
+            "storage_max_stream_bytes": lim.js_storage_max_stream_bytes,
+            "max_bytes_required": lim.js_max_bytes_required,
+        }
+
     def account_info(self) -> dict[str, Any]:
         """The body of `$JS.API.INFO` (JetStreamAccountStats) without its `type`."""
         mem, store = self.usage()
@@ -122,26 +140,35 @@ class JSAccount:
             "reserved_storage": rstore,
             "streams": len(self.streams),
             "consumers": self.consumer_count(),
-            "limits": {
-                "max_memory": -1,
-                "max_storage": -1,
-                "max_streams": -1,
-                "max_consumers": -1,
-                "max_ack_pending": -1,
-                "memory_max_stream_bytes": -1,
-                "storage_max_stream_bytes": -1,
-                "max_bytes_required": False,
-            },
+            "limits": self.limits_json(),
             "api": {"level": API_LEVEL, "total": self.api_total, "errors": self.api_errors},
         }
 
-    def check_reservation(self, cfg: dict[str, Any], replacing: str | None = None) -> None:
-        """Would a stream with this config fit the server's storage limits? nats-server checkBytesLimits: a stream
-        reserves its max_bytes (1 byte when unlimited) on top of what other streams reserved; 10028/10047 if not."""
-        js = self.js
-        add = cfg["max_bytes"] if cfg["max_bytes"] > 0 else 1
-        reserved = 0
+    def check_stream_count(self, name: str) -> None:
+        """nats-server jsNonClusteredStreamLimitsCheck, first: the account's max_streams, the stream itself not
+        counted (re-creating it with the same config is allowed); 10027 when full."""
+        limit = self.limits.js_max_streams
+        if limit > 0 and sum(1 for n in self.streams if n != name) >= limit:
+            raise js_error("JSMaximumStreamsLimitErr")
+
+    def check_limits(self, cfg: dict[str, Any], replacing: str | None = None) -> None:
+        """Would a stream with this config fit the account's and the server's limits? nats-server checkLimits: its
+        max_consumers may not pass the account's (10026), and checkBytesLimits: it reserves its max_bytes (1 byte when
+        unlimited) on top of what the account's (the server's) other streams reserved; 10028/10047 if not."""
+        lim = self.limits
+        if 0 < lim.js_max_consumers < cfg["max_consumers"]:
+            raise js_error("JSMaximumConsumersLimitErr")
         memory = cfg["storage"] == "memory"
+        add = cfg["max_bytes"] if cfg["max_bytes"] > 0 else 1
+        full = js_error("JSMemoryResourcesExceededErr") if memory else js_error("JSStorageResourcesExceededErr")
+        limit = lim.js_max_memory if memory else lim.js_max_storage
+        if limit >= 0:
+            reserved = sum(s.config["max_bytes"] for s in self.streams.values()
+                           if s.name != replacing and s.is_memory == memory and s.config["max_bytes"] > 0)
+            if reserved > limit or add > limit - reserved:
+                raise full
+        js = self.js
+        reserved = 0
         for a in js.accounts.values():
             for s in a.streams.values():
                 if s.name == replacing and a is self:
@@ -150,7 +177,26 @@ class JSAccount:
                     reserved += s.config["max_bytes"]
         limit = js.max_memory if memory else js.max_store
         if reserved > limit or add > limit - reserved:
-            raise js_error("JSMemoryResourcesExceededErr") if memory else js_error("JSStorageResourcesExceededErr")
+            raise full
+
+    def check_max_bytes(self, cfg: dict[str, Any]) -> None:
+        """nats-server checkStreamCfg with the account's maxBytesLimits: 10113 when the account requires max_bytes and
+        the stream has none, 10122 when it passes the account's max stream bytes for its storage."""
+        lim = self.limits
+        if lim.js_max_bytes_required and cfg["max_bytes"] <= 0:
+            raise js_error("JSStreamMaxBytesRequired")
+        limit = lim.js_memory_max_stream_bytes if cfg["storage"] == "memory" else lim.js_storage_max_stream_bytes
+        if 0 < limit < cfg["max_bytes"]:
+            raise js_error("JSStreamMaxStreamBytesExceeded")
+
+    def would_exceed(self, memory: bool, size: int) -> bool:
+        """nats-server wouldExceedLimits: would storing `size` more bytes pass the account's memory (file) limit?"""
+        lim = self.limits
+        limit = lim.js_max_memory if memory else lim.js_max_storage
+        if limit < 0:
+            return False
+        mem, store = self.usage()
+        return (mem if memory else store) + size > limit
 
 
 # ---- the server-wide part -----------------------------------------------------------------------------------
@@ -370,10 +416,13 @@ class JetStream:
 
     def _account_detail(self, jsa: JSAccount, streams: bool, consumers: bool, config: bool) -> dict[str, Any]:
         mem, store = jsa.usage()
+        lim = jsa.limits
         d: dict[str, Any] = {
             "name": jsa.account.name, "id": jsa.account.name, "memory": mem, "storage": store,
-            # The account has no limits of its own: nats-server writes its -1 as an unsigned number.
-            "reserved_memory": _UINT64_MAX, "reserved_storage": _UINT64_MAX, "accounts": 0, "ha_assets": 0,
+            # nats-server fills these with the account's max_memory and max_storage, writing "no limit" (-1) as an
+            # unsigned number.
+            "reserved_memory": lim.js_max_memory & _UINT64_MAX, "reserved_storage": lim.js_max_storage & _UINT64_MAX,
+            "accounts": 0, "ha_assets": 0,
             "api": {"level": 0, "total": jsa.api_total, "errors": jsa.api_errors},
         }
         if streams:

@@ -198,10 +198,13 @@ class Stream:
         self._interest = self.retention == "interest"
         js = self.jsa.js
         self._limit_checked = js.limits_set[0 if self.is_memory else 1]
+        lim = self.jsa.limits
+        self._account_limited = (lim.js_max_memory if self.is_memory else lim.js_max_storage) >= 0
         # sync "always": the messages of one read batch share an fsync, done before their PubAcks leave
         self._group_sync = not self.is_memory and js.sync == SYNC_ALWAYS
         # Conditions the header-less fast path must not see.
-        self._slow = self._sealed or self._interest or self._limit_checked or self._no_ack or self._group_sync
+        self._slow = self._sealed or self._interest or self._limit_checked or self._account_limited or \
+            self._no_ack or self._group_sync
         self._ack_prefix = ('{"stream":' + _pubkey(self.name) + ',"seq":').encode()
         self._ack_dup_suffix = b',"duplicate": true}'
 
@@ -367,6 +370,13 @@ class Stream:
             log.warning("JetStream resource limits exceeded for server")
             if reply:
                 self._ack_error(reply, js_error("JSInsufficientResourcesErr"))
+            return
+        if self._account_limited and self.jsa.would_exceed(self.is_memory, self.store.msg_size(
+                len(subject.encode()), hlen, len(payload))):
+            log.warning("JetStream %s resource limits exceeded for account: \"%s\"",
+                        "memory" if self.is_memory else "file", self.jsa.account.name)
+            if reply:
+                self._ack_error(reply, js_error("JSAccountResourcesExceededErr"))
             return
         store = self.store
         if self._interest and not self._has_interest(store.last_seq + 1, subject):

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from tests.compat import conftest as compat
-from tests.compat.harness import Raw, free_port, wait_until
+from tests.compat.harness import Raw, api_error, free_port, js_api, nats_connect, run, wait_until
 
 # The parity suite's two sides and its private-server fixture (tests/compat/conftest.py).
 pytest_generate_tests = compat.pytest_generate_tests
@@ -160,3 +160,141 @@ def test_bad_account_limits_are_config_errors(fresh, body, error):
     out = s.output()
     assert error in out, out
     assert len([ln for ln in out.splitlines() if error in ln]) == 1
+
+
+# ---- JetStream per-account limits (§E2) ------------------------------------------------------------------------
+
+JS_CONF = """
+jetstream { max_memory_store: 64MB, max_file_store: 64MB }
+accounts {
+  A: { users: [{user: a, password: a}],
+       jetstream: {max_memory: 2KB, max_file: 4KB, max_streams: 2, max_consumers: 1} }
+  B: { users: [{user: b, password: b}],
+       jetstream: {max_mem: 1MB, store: 1MB, max_bytes_required: true, mem_max_stream_bytes: 1000,
+                   disk_max_stream_bytes: 2000, max_ack_pending: 5} }
+  C: { users: [{user: c, password: c}] }
+}
+"""
+API = "$JS.API"
+ERR_STREAMS = (400, 10027, "maximum number of streams reached")
+ERR_CONSUMERS = (400, 10026, "maximum consumers limit reached")
+ERR_MEMORY = (500, 10028, "insufficient memory resources available")
+ERR_STORAGE = (500, 10047, "insufficient storage resources available")
+
+
+@pytest.fixture
+def jsq(fresh):
+    return fresh(JS_CONF, monitor=True, jetstream=True)
+
+
+def stream(name: str, storage: str = "file", **cfg) -> dict:
+    return {"name": name, "subjects": [name.lower()], "storage": storage, **cfg}
+
+
+async def connect(srv, user: str):
+    return await nats_connect(srv, user=user, password=user)
+
+
+def test_js_account_limits_and_usage(jsq):
+    async def body():
+        nc = await connect(jsq, "a")
+        try:
+            info = await js_api(nc, f"{API}.INFO")
+            assert info["limits"] == {"max_memory": 2048, "max_storage": 4096, "max_streams": 2, "max_consumers": 1,
+                                      "max_ack_pending": -1, "memory_max_stream_bytes": -1,
+                                      "storage_max_stream_bytes": -1, "max_bytes_required": False}
+            assert (info["memory"], info["storage"], info["reserved_memory"], info["reserved_storage"]) == (0, 0, 0, 0)
+            # a reservation over the account's limit, and a stream that allows more consumers than the account
+            r = await js_api(nc, f"{API}.STREAM.CREATE.M1", stream("M1", "memory", max_bytes=4096))
+            assert api_error(r) == ERR_MEMORY
+            r = await js_api(nc, f"{API}.STREAM.CREATE.F1", stream("F1", max_bytes=4097))
+            assert api_error(r) == ERR_STORAGE
+            r = await js_api(nc, f"{API}.STREAM.CREATE.M1", stream("M1", "memory", max_consumers=5))
+            assert api_error(r) == ERR_CONSUMERS
+            assert "error" not in await js_api(nc, f"{API}.STREAM.CREATE.M1", stream("M1", "memory"))
+            # 17 messages of 2 + 100 + 16 bytes fit in 2 KB, the 18th does not
+            acks = [json.loads((await nc.request("m1", b"y" * 100, timeout=2)).data) for _ in range(18)]
+            assert [a.get("seq") for a in acks[:17]] == list(range(1, 18))
+            assert acks[17] == {"error": {"code": 400, "err_code": 10002,
+                                          "description": "resource limits exceeded for account"},
+                                "stream": "M1", "seq": 0}
+            r = await js_api(nc, f"{API}.STREAM.CREATE.F1", stream("F1", max_bytes=1000))
+            assert "error" not in r
+            assert api_error(await js_api(nc, f"{API}.STREAM.CREATE.F2", stream("F2"))) == ERR_STREAMS
+            # re-creating an existing stream is not a new one
+            assert "error" not in await js_api(nc, f"{API}.STREAM.CREATE.F1", stream("F1", max_bytes=1000))
+            # max_consumers counts per stream
+            c1 = {"stream_name": "M1", "config": {"durable_name": "C1", "ack_policy": "explicit"}}
+            assert "error" not in await js_api(nc, f"{API}.CONSUMER.CREATE.M1.C1", c1)
+            c2 = {"stream_name": "M1", "config": {"durable_name": "C2", "ack_policy": "explicit"}}
+            assert api_error(await js_api(nc, f"{API}.CONSUMER.CREATE.M1.C2", c2)) == ERR_CONSUMERS
+            c3 = {"stream_name": "F1", "config": {"durable_name": "C3", "ack_policy": "explicit"}}
+            assert "error" not in await js_api(nc, f"{API}.CONSUMER.CREATE.F1.C3", c3)
+            await nc.request("f1", b"z" * 10, timeout=2)
+            info = await js_api(nc, f"{API}.INFO")
+            assert (info["memory"], info["storage"]) == (17 * 118, 22 + 2 + 10 + 8)
+            assert (info["reserved_memory"], info["reserved_storage"], info["streams"], info["consumers"]) == \
+                (0, 1000, 2, 2)
+            return info
+        finally:
+            await nc.close()
+
+    run(body())
+    detail = jsq.http_get("/jsz?accounts=true")["account_details"]
+    a = next(d for d in detail if d["name"] == "A")
+    assert (a["memory"], a["storage"], a["reserved_memory"], a["reserved_storage"]) == (17 * 118, 42, 2048, 4096)
+
+
+def test_js_max_bytes_required_and_max_stream_bytes(jsq):
+    async def body():
+        nc = await connect(jsq, "b")
+        try:
+            r = await js_api(nc, f"{API}.STREAM.CREATE.X", stream("X"))
+            assert api_error(r) == (400, 10113, "account requires a stream config to have max bytes set")
+            r = await js_api(nc, f"{API}.STREAM.CREATE.X", stream("X", "memory", max_bytes=1001))
+            assert api_error(r) == (400, 10122, "stream max bytes exceeds account limit max stream bytes")
+            r = await js_api(nc, f"{API}.STREAM.CREATE.X", stream("X", max_bytes=2001))
+            assert api_error(r) == (400, 10122, "stream max bytes exceeds account limit max stream bytes")
+            assert "error" not in await js_api(nc, f"{API}.STREAM.CREATE.X", stream("X", max_bytes=2000))
+            # the account's max_ack_pending: the default for a new consumer and its upper bound
+            r = await js_api(nc, f"{API}.CONSUMER.CREATE.X.D1",
+                             {"stream_name": "X", "config": {"durable_name": "D1", "ack_policy": "explicit"}})
+            assert r["config"]["max_ack_pending"] == 5
+            r = await js_api(nc, f"{API}.CONSUMER.CREATE.X.D2", {"stream_name": "X", "config": {
+                "durable_name": "D2", "ack_policy": "explicit", "max_ack_pending": 6}})
+            assert api_error(r) == (400, 10121, "consumer max ack pending exceeds system limit of 5")
+            info = await js_api(nc, f"{API}.INFO")
+            assert info["limits"] == {"max_memory": 1 << 20, "max_storage": 1 << 20, "max_streams": -1,
+                                      "max_consumers": -1, "max_ack_pending": 5, "memory_max_stream_bytes": 1000,
+                                      "storage_max_stream_bytes": 2000, "max_bytes_required": True}
+        finally:
+            await nc.close()
+
+    run(body())
+
+
+def test_js_account_without_jetstream(jsq):
+    async def body():
+        nc = await connect(jsq, "c")
+        try:
+            assert api_error(await js_api(nc, f"{API}.INFO")) == (503, 10039, "JetStream not enabled for account")
+        finally:
+            await nc.close()
+
+    run(body())
+    assert [d["name"] for d in jsq.http_get("/jsz?accounts=true")["account_details"]] == ["A", "B"]
+
+
+def test_accountz_shows_connections_and_subscriptions(core):
+    before = core.http_get("/accountz?acc=A")["account_detail"]
+    assert (before["client_connections"], before["leafnode_connections"]) == (0, 0)
+    with login(core, "a") as c, leaf_login(core) as leaf:
+        leaf.expect(rb"INFO [^\r]*\r\n(?:LS\+ [^\r]*\r\n)*PONG\r\n")
+        c.send(b"SUB x 1\r\nSUB y 2\r\n")
+        c.sync()
+        d = core.http_get("/accountz?acc=A")["account_detail"]
+        assert (d["account_name"], d["jetstream_enabled"]) == ("A", False)
+        assert (d["client_connections"], d["leafnode_connections"]) == (1, 1)
+        assert d["subscriptions"] == before["subscriptions"] + 2
+    status, body = core.http_get("/accountz?acc=NOPE", raw=True)
+    assert status == 400 and b"Account NOPE does not exist" in body
