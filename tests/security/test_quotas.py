@@ -1,8 +1,8 @@
 """Account quotas (nats-reference more/README.md §E) against nats-server and our hub: the config keys, the exact -ERR
 texts, which connection is cut, and JetStream's per-account limits with their 100xx errors and usage figures.
 
-Each scenario runs once per side (`nats`, `hub`; NATSEDGE_COMPAT_SERVERS picks), on servers the test starts on free
-127.0.0.1 ports and stops by PID.
+Each scenario runs once per side (`nats`, `hub`; NATSEDGE_COMPAT_SERVERS picks; the fixtures come from
+tests/security/conftest.py), on servers the test starts on free 127.0.0.1 ports and stops by PID.
 """
 
 from __future__ import annotations
@@ -11,12 +11,7 @@ import json
 
 import pytest
 
-from tests.compat import conftest as compat
 from tests.compat.harness import Raw, api_error, free_port, js_api, nats_connect, run, wait_until
-
-# The parity suite's two sides and its private-server fixture (tests/compat/conftest.py).
-pytest_generate_tests = compat.pytest_generate_tests
-fresh = compat.fresh
 
 CORE_CONF = """
 accounts {
