@@ -193,6 +193,7 @@ class Options:
     # or "always" (sync every write).
     js_max_memory: int = -1
     js_max_file: int = -1
+    js_domain: str = ""  # jetstream { domain }: its API is also reachable as $JS.<domain>.API.>
     js_sync_interval: float | str = 120.0
     config_file: str = ""
     warnings: list[str] = field(default_factory=list)
@@ -419,7 +420,11 @@ class _Loader:
                 else:
                     self.opts.js_sync_interval = self.duration(m, k)
             elif lk == "domain":
-                self.opts.warnings.append("jetstream domain is not supported by this hub; ignored")
+                domain = self.str_(m, k)
+                if not domain or any(c in domain for c in ".*> \t"):
+                    # nats-server validateOptions
+                    raise self.err(m, k, "invalid domain name: may not contain ., * or >")
+                self.opts.js_domain = domain
             elif lk == "enabled":
                 self.opts.jetstream = self.bool_(m, k)
             else:

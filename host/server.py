@@ -483,6 +483,8 @@ class Server:
             info["auth_required"] = True
         if self.js is not None:
             info["jetstream"] = True
+            if self.js.domain:
+                info["domain"] = self.js.domain
         if self.lame_duck:
             info["ldm"] = True
         if self.cluster_name:

@@ -239,7 +239,7 @@ def stream_create(jsa: JSAccount, T: str, tokens: list[str], reply: bytes | None
     except ApiError as e:
         _fail(jsa, reply, T, e)
         return
-    body = {"type": T, **stream.info(dynamic=True), "did_create": True}
+    body = {"type": T, **stream.info(dynamic=True, domain=False), "did_create": True}
     _ok(jsa, reply, body)
 
 

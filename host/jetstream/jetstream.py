@@ -56,6 +56,7 @@ class JSAccount:
         self.api_errors = 0
         self.dir = os.path.join(js.store_dir, account.name)
         self.api_sub: Any = None
+        self.domain_sub: Any = None  # $JS.<domain>.API.> when the server has a JetStream domain
 
     def publish(self, subject: bytes, reply: bytes | None, hdr: bytes | None, payload: bytes) -> int:
         """Publish from JetStream into this account (deliveries, replies, advisories)."""
@@ -141,6 +142,7 @@ class JSAccount:
             "streams": len(self.streams),
             "consumers": self.consumer_count(),
             "limits": self.limits_json(),
+            **({"domain": self.js.domain} if self.js.domain else {}),
             "api": {"level": API_LEVEL, "total": self.api_total, "errors": self.api_errors},
         }
 
@@ -236,6 +238,7 @@ class JetStream:
         self.max_memory = opts.js_max_memory if opts.js_max_memory >= 0 else (mem // 4 * 3 if mem else 256 << 20)
         os.makedirs(self.store_dir, exist_ok=True)
         self.max_store = opts.js_max_file if opts.js_max_file >= 0 else _disk_available(self.store_dir)
+        self.domain = opts.js_domain
         self.accounts: dict[str, JSAccount] = {}
         self._not_enabled_subs: list[tuple[Account, Any]] = []
         self._sync_timer: asyncio.TimerHandle | None = None
@@ -281,7 +284,22 @@ class JetStream:
         self.accounts[acc.name] = jsa
         jsa.api_sub = acc.add_internal(b"$JS.API.>", lambda src, subj, reply, hdr, msg: api.dispatch(
             jsa, src, subj, reply, hdr, msg))
+        if self.domain:
+            jsa.domain_sub = acc.add_internal(b"$JS.%s.API.>" % self.domain.encode(), self._domain_mapping(acc))
         return jsa
+
+    def _domain_mapping(self, acc: Account) -> Callable[..., bool]:
+        """nats-server generateJSMappingTable, as a forwarding subscription: `$JS.<domain>.API.X` reaches the API as
+        `$JS.API.X`, and `$JS.<domain>.API.$KV.>` / `.$OBJ.>` become `$KV.>` / `$OBJ.>`."""
+        prefix = b"$JS.%s.API." % self.domain.encode()
+        server = self.server
+
+        def forward(src: Any, subject: bytes, reply: bytes | None, hdr: bytes | None, payload: bytes) -> bool:
+            rest = subject[len(prefix):]
+            target = rest if rest.startswith((b"$KV.", b"$OBJ.")) else API_PREFIX + rest
+            return server.internal_publish(acc, target, reply, hdr, payload) > 0
+
+        return forward
 
     def recover_account(self, jsa: JSAccount) -> None:
         """Open every stream found under `<store_dir>/<account>/streams/`. A stream that cannot be opened is
@@ -317,10 +335,11 @@ class JetStream:
         for jsa in self.accounts.values():
             for stream in list(jsa.streams.values()):
                 stream.stop()
-            if jsa.api_sub is not None:
-                jsa.api_sub.closed = True
-                jsa.account.remove_sub(jsa.api_sub)
-                jsa.api_sub = None
+            for sub in (jsa.api_sub, jsa.domain_sub):
+                if sub is not None:
+                    sub.closed = True
+                    jsa.account.remove_sub(sub)
+            jsa.api_sub = jsa.domain_sub = None
         for acc, sub in self._not_enabled_subs:
             sub.closed = True
             acc.remove_sub(sub)
@@ -361,6 +380,8 @@ class JetStream:
             cfg["sync_always"] = True
         else:
             cfg["sync_interval"] = int(float(self.sync) * NS)
+        if self.domain:
+            cfg["domain"] = self.domain
         cfg["strict"] = True
         return cfg
 

@@ -205,7 +205,9 @@ class Stream:
         # Conditions the header-less fast path must not see.
         self._slow = self._sealed or self._interest or self._limit_checked or self._account_limited or \
             self._no_ack or self._group_sync
-        self._ack_prefix = ('{"stream":' + _pubkey(self.name) + ',"seq":').encode()
+        # nats-server's PubAck template (addStreamWithAssignmentAndMode) names the server's JetStream domain
+        domain = ',"domain":' + _pubkey(js.domain) if js.domain else ""
+        self._ack_prefix = ('{"stream":' + _pubkey(self.name) + domain + ',"seq":').encode()
         self._ack_dup_suffix = b',"duplicate": true}'
 
     def update(self, cfg: dict[str, Any]) -> None:
@@ -672,13 +674,17 @@ class Stream:
         d["consumer_count"] = len(self.consumers)
         return d
 
-    def info(self, dynamic: bool = True, cluster: bool = False, deleted: bool = False) -> dict[str, Any]:
-        """StreamInfo: config (with the response-only metadata when dynamic), created, state, [cluster], ts."""
+    def info(self, dynamic: bool = True, cluster: bool = False, deleted: bool = False,
+             domain: bool = True) -> dict[str, Any]:
+        """StreamInfo: config (with the response-only metadata when dynamic), created, state, [domain], [cluster],
+        ts. nats-server names the JetStream domain in every StreamInfo but the one answering a create."""
         d: dict[str, Any] = {
             "config": self._config_out(dynamic),
             "created": rfc3339(self.created),
             "state": self.state_json(deleted),
         }
+        if domain and self.jsa.js.domain:
+            d["domain"] = self.jsa.js.domain
         if cluster:
             d["cluster"] = {"leader": self.jsa.server.name}
         d["ts"] = rfc3339(time.time_ns())

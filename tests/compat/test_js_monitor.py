@@ -114,3 +114,30 @@ def test_account_info_exact_on_a_fresh_server(fresh):
             assert (after["api"]["total"], after["api"]["errors"]) == (4, 1)
 
     run(body())
+
+
+def test_domain_prefixed_api_and_domain_in_info(fresh):
+    # nats.py's AccountLimitsTest talks to a server with `jetstream { domain }` through $JS.<domain>.API
+    srv = fresh('jetstream { domain: "dom1" }\n', monitor=True, jetstream=True)
+    assert srv.info["domain"] == "dom1"
+
+    async def body():
+        async with js_client(srv) as (nc, _js):
+            info = await js_api(nc, "$JS.dom1.API.INFO")
+            assert info["domain"] == "dom1" and "error" not in info
+            resp = await js_api(nc, "$JS.dom1.API.STREAM.CREATE.DOM", {"name": "DOM", "subjects": ["dom.>"]})
+            assert resp["config"]["name"] == "DOM" and "domain" not in resp
+            ack = json.loads((await nc.request("dom.x", b"1", timeout=2)).data)
+            assert ack == {"stream": "DOM", "domain": "dom1", "seq": 1}
+            info = await js_api(nc, f"{API}.STREAM.INFO.DOM")
+            assert (info["state"]["messages"], info["domain"]) == (1, "dom1")
+
+    run(body())
+    assert srv.http_get("/jsz")["config"]["domain"] == "dom1"
+
+
+def test_invalid_domain_is_a_config_error(fresh):
+    srv = fresh('jetstream { domain: "a.b" }\n', jetstream=True, wait=False)
+    srv.spawn()
+    assert srv.proc.wait(timeout=10) != 0
+    assert "invalid domain name: may not contain ., * or >" in srv.output()
