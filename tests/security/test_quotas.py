@@ -218,6 +218,10 @@ def test_js_account_limits_and_usage(jsq):
             assert api_error(await js_api(nc, f"{API}.STREAM.CREATE.F2", stream("F2"))) == ERR_STREAMS
             # re-creating an existing stream is not a new one
             assert "error" not in await js_api(nc, f"{API}.STREAM.CREATE.F1", stream("F1", max_bytes=1000))
+            # an update re-checks the reservation, without the stream's own old one
+            assert api_error(await js_api(nc, f"{API}.STREAM.UPDATE.F1", stream("F1", max_bytes=4097))) == ERR_STORAGE
+            assert "error" not in await js_api(nc, f"{API}.STREAM.UPDATE.F1", stream("F1", max_bytes=4096))
+            assert "error" not in await js_api(nc, f"{API}.STREAM.UPDATE.F1", stream("F1", max_bytes=1000))
             # max_consumers counts per stream
             c1 = {"stream_name": "M1", "config": {"durable_name": "C1", "ack_policy": "explicit"}}
             assert "error" not in await js_api(nc, f"{API}.CONSUMER.CREATE.M1.C1", c1)
