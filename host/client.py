@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 FIRST_PING_INTERVAL = 2.0  # nats-server firstPingInterval
 LINK_FIRST_PING_INTERVAL = 1.0  # leafs and routes get their first PING after about 1 s
 _STALL_MAX = 0.05  # longest pause of a producer while a consumer drains (nats-server stalls briefly)
+_MAX_SUBS_CLOSE_DELAY = 0.02  # nats-server applyAccountLimits: -ERR, then the close 20 ms later
 
 
 class Client(asyncio.Protocol):
@@ -199,7 +200,6 @@ class Client(asyncio.Protocol):
         max_connections (a leaf: its max_leafnodes), for the caller to refuse. Every connection of the account counts
         towards max_connections, leafs included, as nats-server's MaxTotalConnectionsReached."""
         self.account = acc
-        self.apply_account_limits()
         lim = acc.limits
         if self.is_leaf:
             over = 0 <= lim.max_leafnodes <= len(acc.leafs)
@@ -208,6 +208,7 @@ class Client(asyncio.Protocol):
         if over:
             return False
         acc.clients.add(self)
+        self.apply_account_limits()
         return True
 
     def max_account_connections_exceeded(self) -> None:
@@ -215,7 +216,8 @@ class Client(asyncio.Protocol):
 
     def apply_account_limits(self) -> None:
         """nats-server applyAccountLimits: max_subscriptions and max_payload are per connection, the lowest of the
-        account's and the server's (only clients and leafs have them)."""
+        account's and the server's (only clients and leafs have them). A connection already at its subscription limit
+        (an account `max_subscriptions: 0`) gets -ERR at once and is closed 20 ms later, as nats-server does."""
         assert self.account is not None
         lim = self.account.limits
         self.max_subs = min_limit(lim.max_subscriptions, self.opts.max_subscriptions or -1)
@@ -223,6 +225,12 @@ class Client(asyncio.Protocol):
         if max_payload != self.max_payload:
             self.max_payload = max_payload
             self.parser.set_max_payload(max_payload)
+        if 0 <= self.max_subs <= len(self.subs):
+            self.enqueue(encode_err(errors.ERR_MAX_SUBSCRIPTIONS))
+            if self.server.reading is None:
+                self.flush()
+            self._timers["max_subs"] = self.server.loop.call_later(
+                _MAX_SUBS_CLOSE_DELAY, self.close, errors.MAX_SUBSCRIPTIONS_EXCEEDED)
 
     def _auth_timeout(self) -> None:
         if not self.connected:

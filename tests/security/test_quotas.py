@@ -98,6 +98,22 @@ def test_server_max_subscriptions_below_the_account_wins(fresh):
         c.expect(rb"-ERR 'maximum subscriptions exceeded'\r\nPONG\r\n")
 
 
+def test_account_max_subscriptions_zero_cuts_the_connection(fresh):
+    s = fresh("accounts { Z: { users: [{user: z, password: z}], limits: { max_subs: 0 } } }\n", monitor=True)
+    with Raw(s.port) as r:
+        r.connect(user="z", **{"pass": "z"})
+        r.send(b"PING\r\n")
+        # the -ERR, and the close a moment later: the PING is still answered (nats-server sends the -ERR from another
+        # goroutine, so it may come before or after the PONG)
+        lines = r.expect_closed().split(b"\r\n")
+        err = b"-ERR 'maximum subscriptions exceeded'"
+        assert err in lines
+        lines.remove(err)
+        assert len(lines) == 3 and lines[0] == b"PONG" and lines[1].startswith(b"INFO ") and lines[2] == b""
+    wait_until(lambda: s.http_get("/connz?state=closed")["connections"], msg="the closed connection listed")
+    assert s.http_get("/connz?state=closed")["connections"][-1]["reason"] == "Maximum Subscriptions Exceeded"
+
+
 def test_max_payload_is_advertised_and_cut(core):
     with login(core, "a") as c, login(core, "b") as b:
         assert c.info["max_payload"] == 1048576  # the first INFO comes before the account is known
