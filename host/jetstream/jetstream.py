@@ -191,6 +191,11 @@ class JSAccount:
         if 0 < limit < cfg["max_bytes"]:
             raise js_error("JSStreamMaxStreamBytesExceeded")
 
+    def storage_limited(self, memory: bool) -> bool:
+        """Does the account limit its memory (file) storage?"""
+        lim = self.account.limits
+        return (lim.js_max_memory if memory else lim.js_max_storage) >= 0
+
     def would_exceed(self, memory: bool, size: int) -> bool:
         """nats-server wouldExceedLimits: would storing `size` more bytes pass the account's memory (file) limit?"""
         lim = self.limits

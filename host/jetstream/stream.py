@@ -198,13 +198,10 @@ class Stream:
         self._interest = self.retention == "interest"
         js = self.jsa.js
         self._limit_checked = js.limits_set[0 if self.is_memory else 1]
-        lim = self.jsa.limits
-        self._account_limited = (lim.js_max_memory if self.is_memory else lim.js_max_storage) >= 0
         # sync "always": the messages of one read batch share an fsync, done before their PubAcks leave
         self._group_sync = not self.is_memory and js.sync == SYNC_ALWAYS
         # Conditions the header-less fast path must not see.
-        self._slow = self._sealed or self._interest or self._limit_checked or self._account_limited or \
-            self._no_ack or self._group_sync
+        self._slow = self._sealed or self._interest or self._limit_checked or self._no_ack or self._group_sync
         # nats-server's PubAck template (addStreamWithAssignmentAndMode) names the server's JetStream domain
         domain = ',"domain":' + _pubkey(js.domain) if js.domain else ""
         self._ack_prefix = ('{"stream":' + _pubkey(self.name) + domain + ',"seq":').encode()
@@ -291,7 +288,8 @@ class Stream:
                 self._ack_error(reply, js_error("JSStreamStoreFailedF", err="subject is not valid UTF-8"))
             return
         try:
-            if hdr is not None or self._slow:
+            # The account's limit is read per message, not cached: a pushed account JWT may change it.
+            if hdr is not None or self._slow or self.jsa.storage_limited(self.is_memory):
                 self._process(subj, reply, hdr, payload)
                 return
             # Fast path: no headers, nothing that needs the checks of _process.
@@ -373,7 +371,7 @@ class Stream:
             if reply:
                 self._ack_error(reply, js_error("JSInsufficientResourcesErr"))
             return
-        if self._account_limited and self.jsa.would_exceed(self.is_memory, self.store.msg_size(
+        if self.jsa.storage_limited(self.is_memory) and self.jsa.would_exceed(self.is_memory, self.store.msg_size(
                 len(subject.encode()), hlen, len(payload))):
             log.warning("JetStream %s resource limits exceeded for account: \"%s\"",
                         "memory" if self.is_memory else "file", self.jsa.account.name)
