@@ -130,6 +130,19 @@ class Account:
         """The account's quotas, whatever they came from (config block or JWT claims): enforcement reads only these."""
         return self.config.limits if self.config is not None else _NO_LIMITS
 
+    def enforce_limits(self) -> None:
+        """Apply changed limits to the connections already in, as nats-server updateAccountClaimsWithRefresh: the oldest
+        are kept up to max_connections (leafs count) and the newer cut; the kept ones take the new per-connection
+        limits (a connection at or over a lowered max_subscriptions is cut 20 ms after its -ERR)."""
+        limit = self.limits.max_connections
+        kept = 0
+        for c in sorted(self.clients, key=lambda c: c.cid):
+            if 0 <= limit <= kept:
+                c.max_account_connections_exceeded()
+                continue
+            kept += 1
+            c.apply_account_limits()
+
     def add_sub(self, sub: Subscription) -> None:
         self.sublist.insert(sub)
         if self.no_interest:

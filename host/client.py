@@ -225,7 +225,7 @@ class Client(asyncio.Protocol):
         if max_payload != self.max_payload:
             self.max_payload = max_payload
             self.parser.set_max_payload(max_payload)
-        if 0 <= self.max_subs <= len(self.subs):
+        if 0 <= self.max_subs <= len(self.subs) and "max_subs" not in self._timers:
             self.enqueue(encode_err(errors.ERR_MAX_SUBSCRIPTIONS))
             if self.server.reading is None:
                 self.flush()

@@ -208,7 +208,8 @@ class Server:
 
     def jwt_account(self, claims: AccountClaims) -> Account:
         """The hub account of a JWT account, its config (limits, exports, imports) taken from the claims. On an
-        update, connected users its revocations now cover are cut (nats-server updateAccountClaimsWithRefresh)."""
+        update, connected users its revocations now cover are cut, and its limits applied to the connections
+        (nats-server updateAccountClaimsWithRefresh)."""
         acc = self.accounts.get(claims.public)
         if acc is None:
             acc = self.accounts[claims.public] = Account(claims.public)
@@ -218,6 +219,7 @@ class Server:
         for c in list(acc.clients):
             if c.user and c.jwt_issued_at and claims.revoked(c.user, c.jwt_issued_at):
                 c.close(errors.REVOCATION, errors.ERR_AUTH_REVOKED)
+        acc.enforce_limits()
         return acc
 
     def next_cid(self) -> int:

@@ -7,11 +7,13 @@ tests/security/conftest.py), on servers the test starts on free 127.0.0.1 ports 
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
 
 from tests.compat.harness import Raw, api_error, free_port, js_api, nats_connect, run, wait_until
+from tests.jwtmint import Operator
 
 CORE_CONF = """
 accounts {
@@ -171,6 +173,77 @@ def test_bad_account_limits_are_config_errors(fresh, body, error):
     out = s.output()
     assert error in out, out
     assert len([ln for ln in out.splitlines() if error in ln]) == 1
+
+
+# ---- limits lowered under live connections: a pushed account JWT ------------------------------------------------
+
+
+@pytest.fixture
+def pushed(fresh, tmp_path):
+    """An operator-mode server with the directory resolver, and `push(account)`: the account's JWT as it is now, sent
+    to $SYS.REQ.ACCOUNT.<acc>.CLAIMS.UPDATE by a system user."""
+    op = Operator()
+    acc = op.account("Q", limits={"conn": 3, "subs": 5})
+    jwt_dir = tmp_path / "jwt"
+    jwt_dir.mkdir()
+    for a in (acc, op.system):
+        (jwt_dir / f"{a.public}.jwt").write_text(a.jwt)
+    srv = fresh(config=f"operator: {op.jwt}\nsystem_account: {op.system.public}\n"
+                       f"resolver {{ type: full, dir: \"{jwt_dir}\" }}\n", monitor=True)
+    admin = tmp_path / "admin.creds"
+    admin.write_text(op.system.user("admin").creds())
+
+    def push() -> None:
+        acc.sign()
+
+        async def send():
+            nc = await srv.nc(user_credentials=str(admin))
+            try:
+                r = await nc.request(f"$SYS.REQ.ACCOUNT.{acc.public}.CLAIMS.UPDATE", acc.jwt.encode(), timeout=5)
+            finally:
+                await nc.close()
+            assert json.loads(r.data)["data"]["message"] == "jwt updated"
+
+        run(send())
+
+    def connect(name: str) -> Raw:
+        user = acc.user(name)
+        r = Raw(srv.port)
+        nonce_sig = base64.urlsafe_b64encode(user.key.sign(r.info["nonce"].encode())).rstrip(b"=").decode()
+        r.handshake(jwt=user.jwt, sig=nonce_sig)
+        return r
+
+    srv.acc, srv.push, srv.connect = acc, push, connect
+    return srv
+
+
+def test_lowered_max_connections_cuts_the_newest(pushed):
+    c1, c2, c3 = pushed.connect("one"), pushed.connect("two"), pushed.connect("three")
+    try:
+        pushed.acc.limits["conn"] = 1
+        pushed.push()
+        for newer in (c2, c3):
+            newer.expect_err("maximum account active connections exceeded")
+            newer.expect_closed()
+        c1.sync()  # the oldest stays
+    finally:
+        for c in (c1, c2, c3):
+            c.close()
+
+
+def test_lowered_max_subscriptions_cuts_a_connection_over_it(pushed):
+    with pushed.connect("many") as many, pushed.connect("few") as few:
+        many.send(b"SUB a 1\r\nSUB b 2\r\nSUB c 3\r\n")
+        many.sync()
+        few.send(b"SUB a 1\r\n")
+        few.sync()
+        pushed.acc.limits["subs"] = 2
+        pushed.push()
+        many.expect_err("maximum subscriptions exceeded")
+        many.expect_closed()
+        # under the new limit: the connection stays, and its next SUB past the limit is refused
+        few.send(b"SUB b 2\r\nSUB c 3\r\nPING\r\n")
+        few.expect(rb"-ERR 'maximum subscriptions exceeded'\r\nPONG\r\n")
 
 
 # ---- JetStream per-account limits (§E2) ------------------------------------------------------------------------
