@@ -101,7 +101,7 @@ def _hub(h):
         return None
     if not isinstance(h, dict):
         fail("hub", "an object or null", h)
-    unknown_keys(h, ("url", "user", "password", "token", "tls"), "hub.")
+    unknown_keys(h, ("url", "user", "password", "token", "tls", "creds", "nkey"), "hub.")
     url = h.get("url")
     if isinstance(url, list) and url:
         urls = []
@@ -117,12 +117,21 @@ def _hub(h):
         fail("hub.url", '"nats-leaf://host:port" or a non-empty list of them', url)
     host, port, tls, user, password = urls[0]
     token = _str(h, "token", "hub.token")
+    creds = _str(h, "creds", "hub.creds")
+    nkey = _str(h, "nkey", "hub.nkey")
     for e in urls:
         if token is not None and e[3] is not None:
             fail("hub.token", "null when hub.user is set", token)
+        for key, v in (("creds", creds), ("nkey", nkey)):
+            if v is not None and (e[3] is not None or token is not None):
+                fail("hub." + key, "null when hub.user or hub.token is set", v)
+    if creds is not None and nkey is not None:
+        fail("hub.nkey", "null when hub.creds is set (the .creds file holds the seed)", nkey)
+    # ("creds", path) or ("nkey", seed file or seed): edge/leaf/creds.py reads it at each connect
+    signer = ("creds", creds) if creds is not None else ("nkey", nkey) if nkey is not None else None
     # the first URL's fields stay at the top for whoever reads one hub; the uplink dials "urls"
     return {"url": url, "urls": urls, "host": host, "port": port, "tls": tls, "user": user, "password": password,
-            "token": token}
+            "token": token, "signer": signer}
 
 
 def _limits(v):

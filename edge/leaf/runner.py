@@ -69,8 +69,13 @@ async def start(cfg, app=None):
         from edge.leaf.robust import Backoff, keep_up
         from edge.leaf.uplink import Uplink
 
+        signer = None
+        if hub["signer"] is not None:
+            from edge.leaf.creds import Signer  # only edges with nkey/JWT credentials pay for it
+
+            signer = Signer(*hub["signer"])
         node.uplink = Uplink(leaf, hub["urls"], cfg["name"], hub["token"], lim["max_payload"], lim["max_pending"],
-                             lim["ping_max"], lim["max_hub_interest"], log=log)
+                             lim["ping_max"], lim["max_hub_interest"], log=log, signer=signer)
         backoff = Backoff(lim["reconnect_min"], lim["reconnect_max"])
         node.tasks.append(asyncio.create_task(keep_up(node.uplink, backoff, log)))
     if cfg["kv"] is not None:

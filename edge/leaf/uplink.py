@@ -39,8 +39,9 @@ MAX_URLS = const(8)
 
 class Uplink:
     def __init__(self, leaf, urls, name, token=None, max_payload=8192, max_pending=16384, ping_max=2,
-                 max_hub_interest=256, log=None):
+                 max_hub_interest=256, log=None, signer=None):
         # urls: [(host, port, tls, user, password)], tls None or (ca path or None, verify bool)
+        # signer: edge/leaf/creds.py Signer for hub.creds / hub.nkey, or None
         self.leaf = leaf
         leaf.uplink = self
         self.urls = list(urls)
@@ -51,6 +52,7 @@ class Uplink:
         self._last_up = None  # (host, port) of the last link that came up
         self.name = name
         self.token = token
+        self.signer = signer
         self.max_payload = max_payload
         self.max_pending = max_pending
         self.ping_max = ping_max
@@ -245,9 +247,12 @@ class Uplink:
 
                 r, w = await start_tls(r, w, self.host, self.tls)
                 link = Link(r, w, self.max_pending)
+            connect = self._connect(info)
             info = None
+            if connect is None:
+                return
             self.link = link
-            link.write(self._connect() + proto.PING, True)
+            link.write(connect + proto.PING, True)
             for key, n in self.leaf.interest.items():
                 subject, _, queue = key.partition(b" ")
                 self.interest_changed(subject, queue or None, 0, n)
@@ -287,13 +292,23 @@ class Uplink:
             self._finish("-ERR '%s'" % ev[1] if ev[0] == proto.OP_ERR else "no INFO from hub")
             return None
 
-    def _connect(self):
+    def _connect(self, info):
+        # The CONNECT for this hub's INFO; None (the reason set) when the credentials cannot sign its nonce.
         opts = {"name": self.name, "headers": True, "protocol": 1, "version": VERSION}
         if self.user is not None:
             opts["user"] = self.user
             opts["pass"] = self.password or ""
         if self.token is not None:
             opts["auth_token"] = self.token
+        if self.signer is not None:
+            from edge.leaf.creds import CredsError
+
+            nonce = info.get("nonce")
+            try:
+                opts.update(self.signer.fields(nonce.encode() if isinstance(nonce, str) else b""))
+            except CredsError as e:
+                self._finish("creds: %s" % e)
+                return None
         return proto.encode_connect(opts)
 
     def _finish(self, reason):
@@ -341,6 +356,11 @@ class Uplink:
             if ev[1][:13] == "Loop detected":
                 self.loop_detected = True
             self.log("uplink -ERR '%s'" % ev[1])
+            if not self.up:  # refused during the handshake: the hub's words are the reason for the retry
+                hint = ""
+                if ev[1] == "Authorization Violation" and self.signer is not None:
+                    hint = " (hub.%s %s: wrong, expired or revoked?)" % (self.signer.kind, self.signer.where())
+                self._finish("-ERR '%s'%s" % (ev[1], hint))
         elif op == proto.OP_CLOSED:
             self._finish("closed by hub")
             return True

@@ -38,13 +38,16 @@ def micropython() -> str:
 class Runtime:
     """Which MicroPython runs the edge processes. `unix64`: the PyPI unix port (64-bit), the edge from the source
     tree or .mpy files on MICROPYPATH. `frozen32`: the 32-bit build with the edge frozen in (tests/edge/frozen.py),
-    inside a fixed heap, with `.frozen` first on MICROPYPATH so that nothing on disk shadows the frozen edge."""
+    inside a fixed heap, with `.frozen` first on MICROPYPATH so that nothing on disk shadows the frozen edge.
+    `cpython`: the same edge under CPython (`python -m edge`)."""
 
-    def __init__(self, name: str, binary: str | None = None, heapsize: str | None = None, frozen: bool = False):
+    def __init__(self, name: str, binary: str | None = None, heapsize: str | None = None, frozen: bool = False,
+                 cpython: bool = False):
         self.name = name
         self._binary = binary
         self.heapsize = heapsize
         self.frozen = frozen
+        self.cpython = cpython  # binary is a CPython interpreter (`python -m edge`), not MicroPython
 
     @property
     def binary(self) -> str:
@@ -131,6 +134,8 @@ class Edge:
         cfg_path.write_text(json.dumps(self.cfg))
         cmd = [*self.mp_command(), "-m", "edge", str(cfg_path)]
         env = dict(os.environ, MICROPYPATH=self.runtime.mp_path(self.path, self.extra_path))
+        if self.runtime.cpython:  # `python -m edge`: the edge from this checkout, whatever the test's PYTHONPATH
+            env["PYTHONPATH"] = self.path
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      cwd=str(self.workdir), env=env, text=True, bufsize=1)
         self._thread = threading.Thread(target=self._pump, daemon=True)
@@ -224,17 +229,20 @@ class JsHub:
 class Hub:
     """nats-server or our hub (`side`) with a leafnodes port that stays the same across restarts."""
 
-    def __init__(self, side: str, workdir: Path, extra: str = "", files: dict[str, str] | None = None):
+    def __init__(self, side: str, workdir: Path, extra: str = "", files: dict[str, str] | None = None,
+                 top: str = ""):
+        # extra: settings inside the leafnodes block; top: settings before it (accounts, operator, ...)
         self.side = side
         self.workdir = workdir
         self.leaf_port = free_port()
         self.extra = extra
+        self.top = top
         self.files = files
         self.srv: Server | None = None
 
     def start(self) -> Hub:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.srv = Server(self.side, config=leaf_conf(self.leaf_port, self.extra), monitor=True,
+        self.srv = Server(self.side, config=self.top + leaf_conf(self.leaf_port, self.extra), monitor=True,
                           files=self.files, workdir=self.workdir)
         self.srv.start()
         deadline = time.monotonic() + 5

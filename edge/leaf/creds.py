@@ -1,0 +1,177 @@
+# edge/leaf/creds.py — the uplink's nkey and JWT credentials: read a .creds or seed file, sign the hub's nonce.
+#
+# The leafnode CONNECT carries `jwt` + `sig` (a .creds file, hub.creds) or `nkey` + `sig` (a seed, hub.nkey);
+# `sig` is the Ed25519 signature of the INFO `nonce`, base64url without padding (nats-reference README 1.4,
+# nats-server leafnode.go sendLeafConnect).
+# Rules this file keeps:
+# 1. The seed is read from its file at each connect and dropped once the nonce is signed: at rest the edge
+#    holds the file's path, the public key it derived and a SHA-256 of the seed that key belongs to.
+# 2. The public key is always derived from the seed, never taken from the JWT: signing one nonce under two
+#    public keys would give the private key away. A JWT whose subject is another key is refused here.
+# 3. Every problem is a CredsError with one line that names the file, which the uplink logs before it
+#    retries (the file may be fixed or rotated meanwhile).
+# 4. On CPython the signature comes from PyNaCl when it is installed (the library under nkeys, as on the
+#    hub), else, and always on MicroPython, from edge/leaf/ed25519.py, imported only here.
+
+import binascii
+import hashlib
+import json
+import sys
+
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_PREFIX_SEED = 18 << 3  # "S..."
+_PREFIX_USER = 20 << 3  # "U..."
+
+
+class CredsError(Exception):
+    pass
+
+
+def crc16(data):
+    # CRC-16/XMODEM (poly 0x1021, init 0), as nkeys' crc16.go
+    crc = 0
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1) & 0xFFFF
+    return crc
+
+
+def _b32decode(text):
+    # RFC 4648 base32 without padding -> bytes; None on a character outside the alphabet.
+    out = bytearray()
+    acc = bits = 0
+    for ch in text:
+        v = _B32.find(ch)
+        if v < 0:
+            return None
+        acc = (acc << 5) | v
+        bits += 5
+        if bits >= 8:
+            bits -= 8
+            out.append((acc >> bits) & 0xFF)
+    return bytes(out)
+
+
+def _b32encode(data):
+    out = []
+    acc = bits = 0
+    for b in data:
+        acc = (acc << 8) | b
+        bits += 8
+        while bits >= 5:
+            bits -= 5
+            out.append(_B32[(acc >> bits) & 31])
+    if bits:
+        out.append(_B32[(acc << (5 - bits)) & 31])
+    return "".join(out)
+
+
+def decode_seed(text, where):
+    # An nkey user seed ("SU...", 58 characters) -> its 32 raw bytes.
+    raw = _b32decode(text)
+    if raw is None or len(raw) != 36 or crc16(raw[:34]) != raw[34] | raw[35] << 8:
+        raise CredsError("%s: not an nkey seed (bad base32, length or checksum)" % where)
+    if raw[0] & 0xF8 != _PREFIX_SEED or ((raw[0] & 7) << 5 | raw[1] >> 3) != _PREFIX_USER:
+        raise CredsError("%s: not a user seed (SU...)" % where)
+    return raw[2:34]
+
+
+def encode_public(pub):
+    # 32 raw bytes -> the user public key "U..." (56 characters)
+    raw = bytes([_PREFIX_USER]) + pub
+    c = crc16(raw)
+    return _b32encode(raw + bytes([c & 0xFF, c >> 8]))
+
+
+def _blocks(text):
+    # The values of a decorated file ("-----BEGIN ...-----" / value / "------END ...------"), in order.
+    out = []
+    lines = text.split("\n")
+    for i in range(len(lines) - 1):
+        line = lines[i].strip()
+        if line[:3] == "---" and "BEGIN" in line:
+            out.append(lines[i + 1].strip())
+    return out
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError as e:
+        raise CredsError("%s: cannot read (errno %s)" % (path, e.args[0]))
+    except ValueError:  # UnicodeError: not a text file
+        raise CredsError("%s: not a text file" % path)
+
+
+def _jwt_subject(jwt, where):
+    parts = jwt.split(".")
+    if len(parts) != 3:
+        raise CredsError("%s: the JWT is malformed" % where)
+    body = parts[1].replace("-", "+").replace("_", "/")
+    try:
+        claims = json.loads(binascii.a2b_base64(body + "=" * (-len(body) % 4)))
+        return claims["sub"]
+    except (ValueError, KeyError, TypeError):
+        raise CredsError("%s: the JWT is malformed" % where)
+
+
+def _sign_raw(seed, msg, pub):
+    try:
+        from nacl.signing import SigningKey  # CPython with PyNaCl: the hub's library, in C
+    except ImportError:
+        from edge.leaf import ed25519  # pure Python: MicroPython, or CPython without PyNaCl
+
+        try:
+            if pub is None:
+                pub = ed25519.public(seed)
+            return ed25519.sign(seed, msg, pub), pub
+        finally:
+            sys.modules.pop("edge.leaf.ed25519", None)  # its constants do not stay between connects
+    k = SigningKey(seed)
+    return k.sign(msg).signature, bytes(k.verify_key)
+
+
+class Signer:
+    # hub.creds (kind "creds") or hub.nkey (kind "nkey": a seed file, or the seed itself) -> CONNECT fields.
+    def __init__(self, kind, source):
+        self.kind = kind
+        self.source = source
+        self._seed_hash = None  # SHA-256 of the seed that _pub belongs to
+        self._pub = None
+
+    def where(self):
+        # What to name in a log line: the file, never a seed given inline.
+        return "(inline seed)" if self.kind == "nkey" and self.source[:2] == "SU" and "/" not in self.source \
+            else self.source
+
+    def fields(self, nonce):
+        # {"jwt": ..., "sig": ...} or {"nkey": ..., "sig": ...}; raises CredsError.
+        jwt = None
+        if self.kind == "creds":
+            where = self.source
+            items = _blocks(_read(where))
+            if len(items) < 2:
+                raise CredsError("%s: not a .creds file (needs a user JWT and a seed block)" % where)
+            jwt, seed = items[0], items[1]
+        elif self.source[:2] == "SU" and "/" not in self.source:
+            where, seed = "hub.nkey", self.source
+        else:
+            where = self.source
+            text = _read(where)
+            items = _blocks(text)
+            seed = items[-1] if items else text.strip()
+        seed = decode_seed(seed, where)
+        h = hashlib.sha256(seed).digest()
+        pub = self._pub if h == self._seed_hash else None
+        sig, pub = _sign_raw(seed, nonce, pub)
+        seed = None
+        self._seed_hash, self._pub = h, pub
+        upub = encode_public(pub)
+        sig = binascii.b2a_base64(sig, newline=False).decode().rstrip("=").replace("+", "-").replace("/", "_")
+        if jwt is None:
+            return {"nkey": upub, "sig": sig}
+        if _jwt_subject(jwt, where) != upub:
+            raise CredsError("%s: the JWT is for another key than the seed (%s)" % (where, upub))
+        return {"jwt": jwt, "sig": sig}
