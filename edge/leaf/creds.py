@@ -95,14 +95,14 @@ def _blocks(text):
     return out
 
 
-def _read(path):
+def _read(path, where):
     try:
         with open(path) as f:
             return f.read()
     except OSError as e:
-        raise CredsError("%s: cannot read (errno %s)" % (path, e.args[0]))
+        raise CredsError("%s: cannot read (errno %s)" % (where, e.args[0]))
     except ValueError:  # UnicodeError: not a text file
-        raise CredsError("%s: not a text file" % path)
+        raise CredsError("%s: not a text file" % where)
 
 
 def _jwt_subject(jwt, where):
@@ -141,27 +141,29 @@ class Signer:
         self._seed_hash = None  # SHA-256 of the seed that _pub belongs to
         self._pub = None
 
+    def _inline(self):
+        return self.kind == "nkey" and self.source[:2] == "SU" and "/" not in self.source
+
     def where(self):
-        # What to name in a log line: the file, never a seed given inline.
-        return "(inline seed)" if self.kind == "nkey" and self.source[:2] == "SU" and "/" not in self.source \
-            else self.source
+        # What errors name: the key and its file, never a seed given inline.
+        return "hub.%s %s" % (self.kind, "(inline seed)" if self._inline() else self.source)
 
     def fields(self, nonce):
         # {"jwt": ..., "sig": ...} or {"nkey": ..., "sig": ...}; raises CredsError.
         jwt = None
-        if self.kind == "creds":
-            where = self.source
-            items = _blocks(_read(where))
-            if len(items) < 2:
-                raise CredsError("%s: not a .creds file (needs a user JWT and a seed block)" % where)
-            jwt, seed = items[0], items[1]
-        elif self.source[:2] == "SU" and "/" not in self.source:
-            where, seed = "hub.nkey", self.source
+        where = self.where()
+        if self._inline():
+            seed = self.source
         else:
-            where = self.source
-            text = _read(where)
+            text = _read(self.source, where)
             items = _blocks(text)
-            seed = items[-1] if items else text.strip()
+            if self.kind == "nkey":  # a seed file: the seed alone, or decorated as in a .creds file
+                seed = items[-1] if items else text.strip()
+            elif len(items) < 2:
+                raise CredsError("%s: not a .creds file (needs a user JWT and a seed block)" % where)
+            else:
+                jwt, seed = items[0], items[1]
+            text = items = None
         seed = decode_seed(seed, where)
         h = hashlib.sha256(seed).digest()
         pub = self._pub if h == self._seed_hash else None

@@ -359,7 +359,7 @@ class Uplink:
             if not self.up:  # refused during the handshake: the hub's words are the reason for the retry
                 hint = ""
                 if ev[1] == "Authorization Violation" and self.signer is not None:
-                    hint = " (hub.%s %s: wrong, expired or revoked?)" % (self.signer.kind, self.signer.where())
+                    hint = " (%s: wrong, expired or revoked?)" % self.signer.where()
                 self._finish("-ERR '%s'%s" % (ev[1], hint))
         elif op == proto.OP_CLOSED:
             self._finish("closed by hub")

@@ -124,11 +124,11 @@ def test_wrong_expired_and_malformed_creds_are_one_line_and_retried(hubs, edges,
         ("expired", acc.user("edge", expires=int(time.time()) - 60).creds(),
          r"reason=-ERR 'Authorization Violation' \(hub\.creds .*edge\.creds: wrong, expired or revoked\?\)$"),
         ("no seed", acc.user("edge").jwt + "\n",
-         r"reason=creds: .*edge\.creds: not a \.creds file \(needs a user JWT and a seed block\)$"),
+         r"reason=creds: hub\.creds .*edge\.creds: not a \.creds file \(needs a user JWT and a seed block\)$"),
         ("bad checksum", creds_text(acc.user("edge").jwt, "SUA" + "A" * 55),
-         r"reason=creds: .*edge\.creds: not an nkey seed \(bad base32, length or checksum\)$"),
+         r"reason=creds: hub\.creds .*edge\.creds: not an nkey seed \(bad base32, length or checksum\)$"),
         ("JWT of another key", creds_text(acc.user("edge").jwt, acc.user("other").key.seed),
-         r"reason=creds: .*edge\.creds: the JWT is for another key than the seed \(U[A-Z2-7]{55}\)$"),
+         r"reason=creds: hub\.creds .*edge\.creds: the JWT is for another key than the seed \(U[A-Z2-7]{55}\)$"),
     ]
     creds.write_text(cases[0][1])
     edge = edges(_edge_cfg(hub, creds=str(creds)))

@@ -110,7 +110,7 @@ def test_nkey_fields_from_inline_seed_and_seed_file():
         s = creds.Signer("nkey", path)
         assert s.fields(b"nonce") == want
         assert s.fields(b"nonce") == want  # the second time with the cached public key: the same
-        assert s.where() == path and creds.Signer("nkey", SEED).where() == "(inline seed)"
+        assert s.where() == "hub.nkey " + path and creds.Signer("nkey", SEED).where() == "hub.nkey (inline seed)"
     finally:
         os.remove(path)
 
@@ -124,17 +124,17 @@ def test_creds_file_fields_and_errors():
         with open(path, "w") as f:
             f.write(text.replace(SEED, "SUAM" + SEED[4:]))
         _raises(lambda: creds.Signer("creds", path).fields(b"n"),
-                path + ": not an nkey seed (bad base32, length or checksum)")
+                "hub.creds " + path + ": not an nkey seed (bad base32, length or checksum)")
         with open(path, "w") as f:
             f.write(JWT + "\n")
         _raises(lambda: creds.Signer("creds", path).fields(b"n"),
-                path + ": not a .creds file (needs a user JWT and a seed block)")
+                "hub.creds " + path + ": not a .creds file (needs a user JWT and a seed block)")
         with open(path, "w") as f:
             f.write(text.replace(JWT, "abc.def"))
-        _raises(lambda: creds.Signer("creds", path).fields(b"n"), path + ": the JWT is malformed")
+        _raises(lambda: creds.Signer("creds", path).fields(b"n"), "hub.creds " + path + ": the JWT is malformed")
     finally:
         os.remove(path)
-    _raises(lambda: creds.Signer("creds", path).fields(b"n"), path + ": cannot read (errno 2)")
+    _raises(lambda: creds.Signer("creds", path).fields(b"n"), "hub.creds " + path + ": cannot read (errno 2)")
 
 
 def test_creds_whose_jwt_names_another_key_are_refused():
@@ -143,6 +143,6 @@ def test_creds_whose_jwt_names_another_key_are_refused():
     path = _tmpfile(f"-----BEGIN NATS USER JWT-----\n{jwt}\n------END------\n-----BEGIN USER NKEY SEED-----\n{SEED}\n")
     try:
         _raises(lambda: creds.Signer("creds", path).fields(b"n"),
-                f"{path}: the JWT is for another key than the seed ({PUBLIC})")
+                f"hub.creds {path}: the JWT is for another key than the seed ({PUBLIC})")
     finally:
         os.remove(path)
