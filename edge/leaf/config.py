@@ -162,14 +162,19 @@ def check(d):
     # A parsed JSON document -> the config dict with every key present.
     if not isinstance(d, dict):
         raise ConfigError("config: expected a JSON object at the top level, got %s" % got(d))
-    unknown_keys(d, ("name", "hub", "listen", "data", "app", "limits", "stats", "forward", "forward_settings")
-                 + OTHER_LAYERS, "")
+    unknown_keys(d, ("name", "hub", "listen", "authorization", "data", "app", "limits", "stats", "forward",
+                     "forward_settings") + OTHER_LAYERS, "")
     name = _str(d, "name", "name", required=True)
     if " " in name or "\t" in name:
         fail("name", "a name without spaces", name)
     listen = d.get("listen")
     if listen is not None:
         listen = _host_port(listen, "listen")
+    authorization = d.get("authorization")
+    if authorization is not None:
+        from edge.leaf.authconfig import check_authorization  # imported only when used: start-up heap
+
+        authorization = check_authorization(authorization, listen)
     app = _str(d, "app", "app")
     if app is not None:
         for part in app.split("."):
@@ -189,7 +194,8 @@ def check(d):
         from edge.leaf.fwdconfig import check_forward  # imported only when used: start-up heap
 
         forward, forward_settings = check_forward(d.get("forward"), d.get("forward_settings"), name, limits)
-    return {"name": name, "hub": _hub(d.get("hub")), "listen": listen, "data": _str(d, "data", "data", "data"),
+    return {"name": name, "hub": _hub(d.get("hub")), "listen": listen, "authorization": authorization,
+            "data": _str(d, "data", "data", "data"),
             "app": app, "limits": limits, "stats": int(stats * 1000), "kv": kv, "forward": forward,
             "forward_settings": forward_settings}
 

@@ -15,6 +15,11 @@
 # 5. tick(), called every ping_interval by the runner's one housekeeping task, pings every client
 #    and closes one that left ping_max PINGs unanswered with -ERR 'Stale Connection'. A client that
 #    sent data since the last tick is not pinged.
+# 6. With "authorization" (edge/leaf/lanauth.py): INFO says auth_required; the first op must be a CONNECT
+#    whose credentials pass, else -ERR 'Authorization Violation' and a close; a client still without
+#    CONNECT at its second tick gets -ERR 'Authentication Timeout'. A user's permissions refuse a PUB
+#    or SUB with nats-server's -ERR 'Permissions Violation for ...' (the connection stays) and keep denied
+#    subjects from its wildcard subscriptions.
 
 import asyncio
 import gc
@@ -30,6 +35,8 @@ _ERR_MAX_SUBS = b"-ERR 'maximum subscriptions exceeded'\r\n"
 _ERR_SUBJECT = b"-ERR 'Invalid Subject'\r\n"
 _ERR_PUB_SUBJECT = b"-ERR 'Invalid Publish Subject'\r\n"
 _ERR_STALE = b"-ERR 'Stale Connection'\r\n"
+_ERR_AUTH = b"-ERR 'Authorization Violation'\r\n"
+_ERR_AUTH_TIMEOUT = b"-ERR 'Authentication Timeout'\r\n"
 
 # Client.flags: options that are not on the per-message path share one attribute (each attribute
 # costs ~16 bytes per client on MicroPython).
@@ -38,11 +45,12 @@ _PEDANTIC = const(2)
 _NO_RESPONDERS = const(4)
 _INFO_PENDING = const(8)  # protocol 1: an INFO follows the first PONG
 _ABORT = const(16)  # slow consumer: close without flushing
+_AUTH_PENDING = const(32)  # authorization configured, no CONNECT yet
 
 
 class Listener:
     def __init__(self, leaf, host, port, max_connections=4, max_payload=8192, max_pending=16384,
-                 max_control_line=1024, ping_max=2, min_free_heap=8192, backlog=8, log=None):
+                 max_control_line=1024, ping_max=2, min_free_heap=8192, backlog=8, log=None, auth=None):
         self.leaf = leaf
         self.host = host
         self.port = port
@@ -54,6 +62,7 @@ class Listener:
         self.min_free_heap = min_free_heap
         self.backlog = backlog
         self.log = log or (lambda s: None)
+        self.auth = auth  # edge/leaf/lanauth.py LanAuth, or None: no credentials asked
         self.clients = []
         self.refused = 0
         self.slow = 0
@@ -75,6 +84,8 @@ class Listener:
                 "client_id": cid}
         if connect_info:
             info["connect_info"] = True
+        if self.auth is not None:
+            info["auth_required"] = True
         return proto.encode_info(info)
 
     def _heap_ok(self):
@@ -103,7 +114,12 @@ class Listener:
     def tick(self):
         # Every ping_interval (edge/leaf/runner.py): ping idle clients, close stale ones.
         for c in self.clients:
-            if c.active:
+            if c.flags & _AUTH_PENDING:  # no CONNECT since the tick before (rule 6)
+                if c.pings:
+                    c.write(_ERR_AUTH_TIMEOUT)
+                    c.kill()
+                c.pings = 1
+            elif c.active:
                 c.active = False
                 c.pings = 0
             elif c.pings >= self.ping_max:
@@ -124,7 +140,8 @@ class Client(Link):
         self.subs = {}
         self.limits = None  # sid -> UNSUB max, for the few subscriptions that have one
         # nats-server's defaults until CONNECT says otherwise (a telnet client gets +OK).
-        self.flags = _VERBOSE | _PEDANTIC
+        self.flags = _VERBOSE | _PEDANTIC | (_AUTH_PENDING if listener.auth is not None else 0)
+        self.perms = None  # this user's permissions (edge/leaf/lanauth.py), None: all allowed
         self.echo = True
         self.headers = False
         self.pings = 0
@@ -187,11 +204,17 @@ class Client(Link):
         # One client operation; False closes the connection.
         op = ev[0]
         w = self.write
+        if self.flags & _AUTH_PENDING and op != proto.OP_CONNECT:
+            w(_ERR_AUTH)
+            return False
         if op == proto.OP_PUB:
             subject, reply = ev[1], ev[2]
             valid = subjects.valid(subject, False)  # the only check of this subject (broker.py rule 1)
             if not valid and self.flags & _PEDANTIC:
                 w(_ERR_PUB_SUBJECT)
+            if self.perms is not None and not self.lst.auth.can_publish(self.perms, subject):
+                w(proto.encode_err('Permissions Violation for Publish to "%s"' % subject.decode()))
+                return True
             self._ok()
             n = self.lst.leaf.route(subject, reply, ev[3], ev[4], self, None, not valid)
             if not n and reply and self.flags & _NO_RESPONDERS:
@@ -200,6 +223,12 @@ class Client(Link):
             subject, queue, sid = ev[1], ev[2], ev[3]
             if not subjects.valid(subject) or (queue is not None and not subjects.valid_queue(queue)):
                 w(_ERR_SUBJECT)
+                return True
+            if self.perms is not None and not self.lst.auth.can_subscribe(self.perms, subject):
+                err = 'Permissions Violation for Subscription to "%s"' % subject.decode()
+                if queue is not None:
+                    err += ' using queue "%s"' % queue.decode()
+                w(proto.encode_err(err))
                 return True
             if sid in self.subs:
                 return True  # a duplicate sid is ignored, as nats-server does
@@ -230,6 +259,12 @@ class Client(Link):
             self.pings = 0
         elif op == proto.OP_CONNECT:
             o = ev[1]
+            if self.flags & _AUTH_PENDING:
+                ok, self.perms = self.lst.auth.login(o)
+                if not ok:
+                    self.lst.log("client %d closed: authorization violation" % self.cid)
+                    w(_ERR_AUTH)
+                    return False
             p = o.get("protocol", 0)
             self.flags = ((_VERBOSE if o.get("verbose", True) else 0) | (_PEDANTIC if o.get("pedantic", True) else 0)
                           | (_NO_RESPONDERS if o.get("no_responders") else 0) | (_INFO_PENDING if p == 1 else 0))
@@ -245,6 +280,9 @@ class Client(Link):
         return True
 
     def send_msg(self, sub, subject, reply, hdr, payload):
+        if self.perms is not None and self.lst.auth.delivery_denied(self.perms, subject):
+            sub.n -= 1  # not delivered: does not count towards an UNSUB max
+            return
         if hdr is not None and not self.headers:
             hdr = None
         if not self.write(proto.encode_msg(subject, sub.key, payload, reply, hdr)) and not self.closed:

@@ -60,9 +60,14 @@ async def start(cfg, app=None):
     if cfg["listen"] is not None:
         from edge.leaf.listener import Listener
 
+        auth = cfg["authorization"]
+        if auth is not None:
+            from edge.leaf.lanauth import LanAuth  # only edges with LAN credentials pay for it
+
+            auth = LanAuth(auth["token"], auth["users"])
         host, port = cfg["listen"]
         node.listener = Listener(leaf, host, port, lim["max_connections"], lim["max_payload"], lim["max_pending"],
-                                 lim["max_control_line"], lim["ping_max"], lim["min_free_heap"], log=log)
+                                 lim["max_control_line"], lim["ping_max"], lim["min_free_heap"], log=log, auth=auth)
         await node.listener.start()
     hub = cfg["hub"]
     if hub is not None:
@@ -131,7 +136,7 @@ async def serve(cfg, app=None, stop=None):
 def _drop_config():
     # The checker is needed once: drop it so its bytecode does not stay on the heap (~5 KB).
     pkg = sys.modules.get("edge.leaf")
-    for name in ("config", "fwdconfig", "confcheck"):
+    for name in ("config", "fwdconfig", "authconfig", "confcheck"):
         sys.modules.pop("edge.leaf." + name, None)
         if pkg is not None and name in dir(pkg):
             delattr(pkg, name)
