@@ -4,18 +4,20 @@
 # `sig` is the Ed25519 signature of the INFO `nonce`, base64url without padding (nats-reference README 1.4,
 # nats-server leafnode.go sendLeafConnect).
 # Rules this file keeps:
-# 1. The seed is read from its file at each connect and dropped once the nonce is signed: at rest the edge
-#    holds the file's path, the public key it derived and a SHA-256 of the seed that key belongs to.
+# 1. The seed is read from its file before each dial and at each connect, and dropped at once: at rest the
+#    edge holds the file's path, the public key it derived, a SHA-256 of the seed that key belongs to and,
+#    between prepare() and the CONNECT, one signature commitment (as secret as the seed; used once).
 # 2. The public key is always derived from the seed, never taken from the JWT: signing one nonce under two
 #    public keys would give the private key away. A JWT whose subject is another key is refused here.
 # 3. Every problem is a CredsError with one line that names the file, which the uplink logs before it
 #    retries (the file may be fixed or rotated meanwhile).
 # 4. On CPython the signature comes from PyNaCl when it is installed (the library under nkeys, as on the
-#    hub), else, and always on MicroPython, from edge/leaf/ed25519.py, imported only here.
+#    hub), else, and always on MicroPython, from edge/leaf/ed25519.py, imported only for each call.
 
 import binascii
 import hashlib
 import json
+import os
 import sys
 
 _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -117,20 +119,22 @@ def _jwt_subject(jwt, where):
         raise CredsError("%s: the JWT is malformed" % where)
 
 
-def _sign_raw(seed, msg, pub):
+def _nacl():
     try:
         from nacl.signing import SigningKey  # CPython with PyNaCl: the hub's library, in C
     except ImportError:
-        from edge.leaf import ed25519  # pure Python: MicroPython, or CPython without PyNaCl
+        return None  # MicroPython, or CPython without PyNaCl: edge/leaf/ed25519.py
+    return SigningKey
 
-        try:
-            if pub is None:
-                pub = ed25519.public(seed)
-            return ed25519.sign(seed, msg, pub), pub
-        finally:
-            sys.modules.pop("edge.leaf.ed25519", None)  # its constants do not stay between connects
-    k = SigningKey(seed)
-    return k.sign(msg).signature, bytes(k.verify_key)
+
+def _pure(fn, *args):
+    # One call into edge/leaf/ed25519.py, which leaves memory again afterwards (rule 4).
+    from edge.leaf import ed25519
+
+    try:
+        return getattr(ed25519, fn)(*args)
+    finally:
+        sys.modules.pop("edge.leaf.ed25519", None)
 
 
 class Signer:
@@ -138,8 +142,9 @@ class Signer:
     def __init__(self, kind, source):
         self.kind = kind
         self.source = source
-        self._seed_hash = None  # SHA-256 of the seed that _pub belongs to
+        self._seed_hash = None  # SHA-256 of the seed that _pub and _pre belong to
         self._pub = None
+        self._pre = None  # ed25519.commit() for one signature, made before dialling
 
     def _inline(self):
         return self.kind == "nkey" and self.source[:2] == "SU" and "/" not in self.source
@@ -148,10 +153,10 @@ class Signer:
         # What errors name: the key and its file, never a seed given inline.
         return "hub.%s %s" % (self.kind, "(inline seed)" if self._inline() else self.source)
 
-    def fields(self, nonce):
-        # {"jwt": ..., "sig": ...} or {"nkey": ..., "sig": ...}; raises CredsError.
-        jwt = None
+    def _load(self):
+        # -> (user JWT or None, raw seed); raises CredsError.
         where = self.where()
+        jwt = None
         if self._inline():
             seed = self.source
         else:
@@ -164,16 +169,44 @@ class Signer:
             else:
                 jwt, seed = items[0], items[1]
             text = items = None
-        seed = decode_seed(seed, where)
+        return jwt, decode_seed(seed, where)
+
+    def _same_seed(self, seed):
         h = hashlib.sha256(seed).digest()
-        pub = self._pub if h == self._seed_hash else None
-        sig, pub = _sign_raw(seed, nonce, pub)
-        seed = None
-        self._seed_hash, self._pub = h, pub
-        upub = encode_public(pub)
+        if h != self._seed_hash:  # first use, or the file changed: nothing derived before applies
+            self._seed_hash, self._pub, self._pre = h, None, None
+
+    def prepare(self):
+        # Before dialling: check the file, and on MicroPython do both scalar multiplications (public key,
+        # commitment) now, so that the CONNECT follows the hub's INFO at once (an ESP32 needs seconds for
+        # them, nats-server gives a leaf 2 s to send its CONNECT). Raises CredsError.
+        jwt, seed = self._load()
+        if _nacl() is not None:
+            return
+        self._same_seed(seed)
+        if self._pub is None:
+            self._pub = _pure("public", seed)
+        if self._pre is None:
+            self._pre = _pure("commit", seed, os.urandom(32))
+
+    def fields(self, nonce):
+        # {"jwt": ..., "sig": ...} or {"nkey": ..., "sig": ...}; raises CredsError.
+        jwt, seed = self._load()
+        self._same_seed(seed)
+        key = _nacl()
+        if key is not None:
+            key = key(seed)
+            sig, self._pub = key.sign(nonce).signature, bytes(key.verify_key)
+        else:
+            pre, self._pre = self._pre, None  # a commitment signs one nonce, never two
+            if self._pub is None:
+                self._pub = _pure("public", seed)
+            sig = _pure("sign", seed, nonce, self._pub, pre)
+        seed = key = None
+        upub = encode_public(self._pub)
         sig = binascii.b2a_base64(sig, newline=False).decode().rstrip("=").replace("+", "-").replace("/", "_")
         if jwt is None:
             return {"nkey": upub, "sig": sig}
-        if _jwt_subject(jwt, where) != upub:
-            raise CredsError("%s: the JWT is for another key than the seed (%s)" % (where, upub))
+        if _jwt_subject(jwt, self.where()) != upub:
+            raise CredsError("%s: the JWT is for another key than the seed (%s)" % (self.where(), upub))
         return {"jwt": jwt, "sig": sig}

@@ -4,6 +4,11 @@
 # edge signs one hub nonce per connect (edge/leaf/creds.py), so this is about small, not fast.
 # Rules this file keeps:
 # 1. Sign only: no verification, no key generation. Public keys are computed from the seed (public()).
+#    sign() is RFC 8032's deterministic signature. commit() + sign(pre=...) split it so that both scalar
+#    multiplications happen before the message is known (the hub's nonce): the nonce r is then
+#    SHA-512(prefix || fresh noise) instead of SHA-512(prefix || message), which verifies the same way
+#    (a verifier cannot tell how r was chosen) and stays safe with a weak random source as long as a
+#    commitment is used for one message only.
 # 2. Nothing big at rest: the SHA-512 round constants are one bytes literal (in flash when frozen); the
 #    working state of a signature (a few dozen 256-bit ints) is freed when sign() returns. Import this
 #    module only when credentials are configured; creds.py drops it again after use.
@@ -130,13 +135,24 @@ def public(seed):
     return _base_times(_secret(seed)[0])
 
 
-def sign(seed, msg, pub=None):
+def commit(seed, noise):
+    # (r, R) for one later sign(..., pre=): the costly half of a signature, before the message exists.
+    # noise: fresh random bytes; never pass the result to sign() twice (rule 1).
+    r = int.from_bytes(sha512(_secret(seed)[1] + noise), "little") % _L
+    return r, _base_times(r)
+
+
+def sign(seed, msg, pub=None, pre=None):
     # The 64-byte signature of msg (RFC 8032 §5.1.6). pub: the seed's public key when the caller has it
     # (saves one of the two scalar multiplications); it must be public(seed), never taken from elsewhere.
+    # pre: commit(seed, noise), used once; then no scalar multiplication is left to do here.
     a, prefix = _secret(seed)
     if pub is None:
         pub = _base_times(a)
-    r = int.from_bytes(sha512(prefix + msg), "little") % _L
-    big_r = _base_times(r)
+    if pre is None:
+        r = int.from_bytes(sha512(prefix + msg), "little") % _L
+        big_r = _base_times(r)
+    else:
+        r, big_r = pre
     k = int.from_bytes(sha512(big_r + pub + msg), "little") % _L
     return big_r + ((r + k * a) % _L).to_bytes(32, "little")

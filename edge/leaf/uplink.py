@@ -232,6 +232,8 @@ class Uplink:
     async def _session(self):
         link = None
         try:
+            if self.signer is not None and self._creds() is None:
+                return
             r, w = await asyncio.open_connection(self.host, self.port)
             link = Link(r, w, self.max_pending)
             parser = proto.Parser(proto.KIND_LEAF, max_payload=self.max_payload)
@@ -301,15 +303,26 @@ class Uplink:
         if self.token is not None:
             opts["auth_token"] = self.token
         if self.signer is not None:
-            from edge.leaf.creds import CredsError
-
             nonce = info.get("nonce")
-            try:
-                opts.update(self.signer.fields(nonce.encode() if isinstance(nonce, str) else b""))
-            except CredsError as e:
-                self._finish("creds: %s" % e)
+            fields = self._creds(nonce.encode() if isinstance(nonce, str) else b"")
+            if fields is None:
                 return None
+            opts.update(fields)
         return proto.encode_connect(opts)
+
+    def _creds(self, nonce=None):
+        # The signer's prepare() before dialling (nonce None: -> {}), or its CONNECT fields for the hub's
+        # nonce; None (the reason set) when the credentials cannot be used.
+        from edge.leaf.creds import CredsError
+
+        try:
+            if nonce is None:
+                self.signer.prepare()
+                return {}
+            return self.signer.fields(nonce)
+        except CredsError as e:
+            self._finish("creds: %s" % e)
+            return None
 
     def _finish(self, reason):
         if self._reason is None:

@@ -146,3 +146,19 @@ def test_creds_whose_jwt_names_another_key_are_refused():
                 f"hub.creds {path}: the JWT is for another key than the seed ({PUBLIC})")
     finally:
         os.remove(path)
+
+
+def test_prepared_signer_spends_its_commitment_on_one_nonce():
+    s = creds.Signer("nkey", SEED)
+    s.prepare()
+    pre = s._pre
+    if pre is None:  # CPython with PyNaCl: nothing to prepare, the library signs fast
+        assert s.fields(b"nonce") == {"nkey": PUBLIC, "sig": _b64url(_h(SIG_NONCE))}
+        return
+    sig = s.fields(b"nonce")["sig"]
+    assert sig != _b64url(_h(SIG_NONCE)) and s._pre is None  # the commitment was used, and only once
+    assert sig[:42] == _b64url(pre[1])[:42]  # R of the signature is the commitment's
+    assert s.fields(b"nonce")["sig"] == _b64url(_h(SIG_NONCE))  # nothing prepared: the deterministic signature
+    s.prepare()
+    s._same_seed(bytes(32))  # the file now holds another seed: what was derived from the old one is dropped
+    assert s._pre is None and s._pub is None

@@ -2,7 +2,8 @@
 
 1. tests/unit/test_ed25519.py through tests/mp/run_unit.py: every test function must run and pass there too.
 2. Random seeds and messages (0 to 300 bytes, so 1 to 4 SHA-512 blocks): the pure signer's public keys and
-   signatures equal PyNaCl's, under MicroPython and under CPython.
+   signatures equal PyNaCl's, under MicroPython and under CPython; a signature made from a commitment (commit(),
+   the edge's path before dialling) differs from the deterministic one and PyNaCl verifies it.
 """
 
 import ast
@@ -21,9 +22,11 @@ REPO = Path(__file__).resolve().parents[2]
 _SIGN_ALL = """
 import binascii, json, sys
 from edge.leaf import ed25519
-for seed, msg in json.loads(open(sys.argv[1]).read()):
+for seed, msg, noise in json.loads(open(sys.argv[1]).read()):
     seed, msg = binascii.unhexlify(seed), binascii.unhexlify(msg)
-    print(binascii.hexlify(ed25519.public(seed)).decode(), binascii.hexlify(ed25519.sign(seed, msg)).decode())
+    pre = ed25519.commit(seed, binascii.unhexlify(noise))
+    print(binascii.hexlify(ed25519.public(seed)).decode(), binascii.hexlify(ed25519.sign(seed, msg)).decode(),
+          binascii.hexlify(ed25519.sign(seed, msg, None, pre)).decode())
 """
 
 
@@ -52,14 +55,26 @@ def test_ed25519_unit_tests_pass_on_micropython():
 def test_random_keys_and_messages_match_pynacl(tmp_path):
     cases = [(os.urandom(32), os.urandom(n)) for n in (0, 1, 15, 16, 47, 48, 63, 64, 111, 112, 175, 176, 300)]
     cases += [(os.urandom(32), os.urandom(22)) for _ in range(12)]  # nonce-sized, as the hubs send
+    noises = [os.urandom(32) for _ in cases]
     want = []
     for seed, msg in cases:
         key = nacl.signing.SigningKey(seed)
-        want.append(f"{bytes(key.verify_key).hex()} {key.sign(msg).signature.hex()}")
-    for seed, msg in cases:  # CPython, the pure module (the edge's fallback without PyNaCl)
-        assert f"{ed25519.public(seed).hex()} {ed25519.sign(seed, msg).hex()}" == want[cases.index((seed, msg))]
+        want.append((bytes(key.verify_key).hex(), key.sign(msg).signature.hex()))
+
+    def check(i, pub, sig, committed):
+        seed, msg = cases[i]
+        assert (pub, sig) == want[i]
+        assert committed != sig  # r from the noise, not from the message
+        nacl.signing.VerifyKey(bytes.fromhex(pub)).verify(msg, bytes.fromhex(committed))  # raises if invalid
+
+    for i, (seed, msg) in enumerate(cases):  # CPython, the pure module (the edge's fallback without PyNaCl)
+        pre = ed25519.commit(seed, noises[i])
+        check(i, ed25519.public(seed).hex(), ed25519.sign(seed, msg).hex(), ed25519.sign(seed, msg, None, pre).hex())
     path = tmp_path / "cases.json"
-    path.write_text(json.dumps([[s.hex(), m.hex()] for s, m in cases]))
+    path.write_text(json.dumps([[s.hex(), m.hex(), n.hex()] for (s, m), n in zip(cases, noises, strict=True)]))
     proc = _mp(["-c", _SIGN_ALL.replace("sys.argv[1]", repr(str(path)))])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.splitlines() == want
+    lines = proc.stdout.splitlines()
+    assert len(lines) == len(cases)
+    for i, line in enumerate(lines):
+        check(i, *line.split())
