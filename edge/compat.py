@@ -45,3 +45,13 @@ def mem_alloc():
 
     f = getattr(gc, "mem_alloc", None)
     return f() if f else -1
+
+
+def drop_module(name):
+    # Forget an imported module ("edge.leaf.config"), so that its bytecode and globals can be collected: out of
+    # sys.modules and off its package's attributes (an import sets both).
+    sys.modules.pop(name, None)
+    pkg_name, _, attr = name.rpartition(".")
+    pkg = sys.modules.get(pkg_name)
+    if pkg is not None and attr in dir(pkg):
+        delattr(pkg, attr)

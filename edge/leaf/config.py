@@ -127,11 +127,22 @@ def _hub(h):
                 fail("hub." + key, "null when hub.user or hub.token is set", v)
     if creds is not None and nkey is not None:
         fail("hub.nkey", "null when hub.creds is set (the .creds file holds the seed)", nkey)
-    # ("creds", path) or ("nkey", seed file or seed): edge/leaf/creds.py reads it at each connect
+    # ("creds", path) or ("nkey", seed file or seed): edge/auth/creds.py reads it at each connect
     signer = ("creds", creds) if creds is not None else ("nkey", nkey) if nkey is not None else None
+    if signer is not None:
+        try:
+            import edge.auth.creds  # noqa: F401 (the runner's import, made here so that its absence is a config error)
+        except ImportError:
+            _no_auth_package("hub." + signer[0])
     # the first URL's fields stay at the top for whoever reads one hub; the uplink dials "urls"
     return {"url": url, "urls": urls, "host": host, "port": port, "tls": tls, "user": user, "password": password,
             "token": token, "signer": signer}
+
+
+def _no_auth_package(key):
+    # edge/auth is an optional package of a device bundle (natsedge firmware bundle --with auth).
+    raise ConfigError('config: "%s" needs the edge.auth package, which this device lacks (natsedge firmware bundle '
+                      '--with auth)' % key)
 
 
 def _limits(v):
@@ -172,8 +183,10 @@ def check(d):
         listen = _host_port(listen, "listen")
     authorization = d.get("authorization")
     if authorization is not None:
-        from edge.leaf.authconfig import check_authorization  # imported only when used: start-up heap
-
+        try:
+            from edge.auth.config import check_authorization  # imported only when used: start-up heap
+        except ImportError:
+            _no_auth_package("authorization")
         authorization = check_authorization(authorization, listen)
     app = _str(d, "app", "app")
     if app is not None:

@@ -15,7 +15,7 @@
 # 5. tick(), called every ping_interval by the runner's one housekeeping task, pings every client
 #    and closes one that left ping_max PINGs unanswered with -ERR 'Stale Connection'. A client that
 #    sent data since the last tick is not pinged.
-# 6. With "authorization" (edge/leaf/lanauth.py): INFO says auth_required; the first op must be a CONNECT
+# 6. With "authorization" (edge/auth/lanauth.py): INFO says auth_required; the first op must be a CONNECT
 #    whose credentials pass, else -ERR 'Authorization Violation' and a close; a client still without
 #    CONNECT at its second tick gets -ERR 'Authentication Timeout'. A user's permissions refuse a PUB
 #    or SUB with nats-server's -ERR 'Permissions Violation for ...' (the connection stays) and keep denied
@@ -62,7 +62,7 @@ class Listener:
         self.min_free_heap = min_free_heap
         self.backlog = backlog
         self.log = log or (lambda s: None)
-        self.auth = auth  # edge/leaf/lanauth.py LanAuth, or None: no credentials asked
+        self.auth = auth  # edge/auth/lanauth.py LanAuth, or None: no credentials asked
         self.clients = []
         self.refused = 0
         self.slow = 0
@@ -141,7 +141,7 @@ class Client(Link):
         self.limits = None  # sid -> UNSUB max, for the few subscriptions that have one
         # nats-server's defaults until CONNECT says otherwise (a telnet client gets +OK).
         self.flags = _VERBOSE | _PEDANTIC | (_AUTH_PENDING if listener.auth is not None else 0)
-        self.perms = None  # this user's permissions (edge/leaf/lanauth.py), None: all allowed
+        self.perms = None  # this user's permissions (edge/auth/lanauth.py), None: all allowed
         self.echo = True
         self.headers = False
         self.pings = 0

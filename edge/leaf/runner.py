@@ -12,7 +12,7 @@ import asyncio
 import gc
 import sys
 
-from edge.compat import mem_alloc
+from edge.compat import drop_module, mem_alloc
 from edge.leaf import link
 from edge.leaf.broker import Leaf, log_exc
 
@@ -62,7 +62,7 @@ async def start(cfg, app=None):
 
         auth = cfg["authorization"]
         if auth is not None:
-            from edge.leaf.lanauth import LanAuth  # only edges with LAN credentials pay for it
+            from edge.auth.lanauth import LanAuth  # only edges with LAN credentials pay for it
 
             auth = LanAuth(auth["token"], auth["users"])
         host, port = cfg["listen"]
@@ -76,7 +76,7 @@ async def start(cfg, app=None):
 
         signer = None
         if hub["signer"] is not None:
-            from edge.leaf.creds import Signer  # only edges with nkey/JWT credentials pay for it
+            from edge.auth.creds import Signer  # only edges with nkey/JWT credentials pay for it
 
             signer = Signer(*hub["signer"])
         node.uplink = Uplink(leaf, hub["urls"], cfg["name"], hub["token"], lim["max_payload"], lim["max_pending"],
@@ -135,11 +135,8 @@ async def serve(cfg, app=None, stop=None):
 
 def _drop_config():
     # The checker is needed once: drop it so its bytecode does not stay on the heap (~5 KB).
-    pkg = sys.modules.get("edge.leaf")
-    for name in ("config", "fwdconfig", "authconfig", "confcheck"):
-        sys.modules.pop("edge.leaf." + name, None)
-        if pkg is not None and name in dir(pkg):
-            delattr(pkg, name)
+    for name in ("edge.leaf.config", "edge.leaf.fwdconfig", "edge.auth.config", "edge.leaf.confcheck"):
+        drop_module(name)
 
 
 def _serve_once(box):

@@ -41,7 +41,7 @@ class Uplink:
     def __init__(self, leaf, urls, name, token=None, max_payload=8192, max_pending=16384, ping_max=2,
                  max_hub_interest=256, log=None, signer=None):
         # urls: [(host, port, tls, user, password)], tls None or (ca path or None, verify bool)
-        # signer: edge/leaf/creds.py Signer for hub.creds / hub.nkey, or None
+        # signer: edge/auth/creds.py Signer for hub.creds / hub.nkey, or None
         self.leaf = leaf
         leaf.uplink = self
         self.urls = list(urls)
@@ -313,7 +313,7 @@ class Uplink:
     def _creds(self, nonce=None):
         # The signer's prepare() before dialling (nonce None: -> {}), or its CONNECT fields for the hub's
         # nonce; None (the reason set) when the credentials cannot be used.
-        from edge.leaf.creds import CredsError
+        from edge.auth.creds import CredsError
 
         try:
             if nonce is None:

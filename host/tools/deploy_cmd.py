@@ -359,8 +359,14 @@ def deploy(args: argparse.Namespace) -> int:
 
 
 def packages_for(cfg: dict) -> tuple[str, ...]:
-    """The optional edge packages a site config needs (a "kv" section needs kvcache)."""
-    return tuple(pkg for pkg, section in OPTIONAL_PACKAGES.items() if cfg.get(section))
+    """The optional edge packages a site config needs (a "kv" section needs kvcache, "hub.creds" needs auth)."""
+    def has(key: str) -> bool:
+        v: object = cfg
+        for part in key.split("."):
+            v = v.get(part) if isinstance(v, dict) else None
+        return bool(v)
+
+    return tuple(pkg for pkg, keys in OPTIONAL_PACKAGES.items() if any(has(k) for k in keys))
 
 
 def _deploy_files(board: Board, args: argparse.Namespace, name: str, manifest: dict | None,
@@ -530,7 +536,8 @@ def add_deploy_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mpy-cross", help="mpy-cross executable, when the bundle is built here")
     p.add_argument("--target-mpy", default=DEFAULT_TARGET_MPY, help="bundle .mpy version, when built here")
     p.add_argument("--budget", type=float, default=None,
-                   help=f"bundle size budget in KB, when built here (default {DEFAULT_BUDGET_KB}, more with kvcache)")
+                   help=f"bundle size budget in KB, when built here (default {DEFAULT_BUDGET_KB}, more with kvcache "
+                        "or auth)")
 
 
 def add_console_arguments(p: argparse.ArgumentParser) -> None:

@@ -32,11 +32,11 @@ BOARDS_DIR = EDGE_DIR.parent / "boards"
 # Run by the firmware from the filesystem by name, so copied as source by deploy; every other board .py is bundled.
 BOARD_SCRIPTS = ("boot.py", "main.py")
 DEFAULT_BUDGET_KB = 64
-# Edge packages a board only needs when its config uses them (package -> site.json section). Each is bundled with
-# `--with NAME`; the default budget is DEFAULT_BUDGET_KB for the core plus each bundled package's allowance (the
-# offline KV cache is ~27 KB of .mpy).
-OPTIONAL_PACKAGES = {"kvcache": "kv"}
-PACKAGE_BUDGET_KB = {"kvcache": 32}
+# Edge packages a board only needs when its config uses them (package -> the site.json keys that need it, a dot
+# for a key inside a section). Each is bundled with `--with NAME`; the default budget is DEFAULT_BUDGET_KB for the
+# core plus each bundled package's allowance (the offline KV cache is ~27 KB of .mpy, the credentials ~8 KB).
+OPTIONAL_PACKAGES = {"kvcache": ("kv",), "auth": ("authorization", "hub.creds", "hub.nkey")}
+PACKAGE_BUDGET_KB = {"kvcache": 32, "auth": 10}
 
 
 def default_budget_kb(with_packages: tuple[str, ...] = ()) -> float:
@@ -424,7 +424,8 @@ def add_bundle_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--with", dest="with_packages", action="append", default=[], metavar="PACKAGE",
                    choices=sorted(OPTIONAL_PACKAGES),
                    help="also bundle this optional edge package (kvcache: the offline KV cache, needed when the "
-                        "config has a \"kv\" section); repeatable")
+                        "config has a \"kv\" section; auth: credentials, needed for \"authorization\", "
+                        "\"hub.creds\" or \"hub.nkey\"); repeatable")
 
 
 def add_flash_arguments(p: argparse.ArgumentParser) -> None:

@@ -167,6 +167,25 @@ def test_frozen_manifest_includes_the_port_defaults_and_freezes_what_the_bundle_
     assert sorted(frozen) == sorted(bundled)
 
 
+def test_optional_auth_is_bundled_on_request_and_when_the_config_needs_it(bundle, tmp_path):
+    from host.tools.deploy_cmd import packages_for
+
+    _, core, _ = bundle
+    assert not any(f["path"].startswith("edge/auth/") for f in core["files"])
+    out = tmp_path / "auth"
+    r = run_cli("host.tools.cli", "firmware", "bundle", "--out", str(out), "--with", "auth")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["with"] == ["auth"] and m["budget"] == (64 + 10) * 1024 and not m["over_budget"]
+    auth = {f["path"] for f in m["files"]} - {f["path"] for f in core["files"]}
+    assert auth == {f"edge/auth/{p.stem}.mpy" for p in (REPO / "edge" / "auth").glob("*.py")}
+    assert packages_for({"hub": {"url": "nats-leaf://h", "creds": "e.creds"}}) == ("auth",)
+    assert packages_for({"hub": {"url": "nats-leaf://h", "nkey": "SU..."}, "kv": {"buckets": {}}}) == ("kvcache",
+                                                                                                         "auth")
+    assert packages_for({"listen": "0.0.0.0:4222", "authorization": {"token": "t"}}) == ("auth",)
+    assert packages_for({"hub": {"url": "nats-leaf://h", "user": "u"}, "authorization": None}) == ()
+
+
 def test_optional_kvcache_is_bundled_on_request_with_its_budget_allowance(bundle, tmp_path):
     _, core, _ = bundle
     assert core["with"] == [] and not any(f["path"].startswith("edge/kvcache/") for f in core["files"])

@@ -1,4 +1,4 @@
-"""What signing the hub's nonce costs the edge (edge/leaf/creds.py with edge/leaf/ed25519.py): time and heap, on the
+"""What signing the hub's nonce costs the edge (edge/auth/creds.py with edge/auth/ed25519.py): time and heap, on the
 64-bit unix port and on the 32-bit build with the edge frozen in (tests/edge/frozen.py), the nearest this machine gets
 to an ESP32.
 
@@ -8,7 +8,7 @@ Times (the median of 5): before the first dial the signer derives the public key
 multiplications), before a redial a commitment only (one), and once the hub's INFO brings the nonce the signature
 needs no scalar multiplication at all. frozen32 runs inside the frozen edge's 60,000-byte heap, so that the
 collections a small heap needs are in its times. Heap: the smallest `-X heapsize` (to 256 bytes) in which importing
-edge.leaf.creds and signing once (deterministically, both multiplications) still works, minus the smallest in which
+edge.auth.creds and signing once (deterministically, both multiplications) still works, minus the smallest in which
 the import alone works: what a signature needs on top of the module at rest, fragmentation included. `alloc` is
 every byte allocated during that signature with the GC off (the churn, not the peak).
 """
@@ -23,7 +23,7 @@ from tests.edge.edgeharness import REPO, micropython
 
 _SCRIPT = """
 import gc, sys, time
-from edge.leaf import creds, ed25519
+from edge.auth import creds, ed25519
 seed = bytes(range(32))
 nonce = b"k3vNK5ZNhbTwQx8"
 if sys.argv[1] == "time":
@@ -48,7 +48,7 @@ print("ok")
 
 
 # The heap bisection's program: as small as can be, so that compiling it needs less heap than what it measures.
-_ONCE = "from edge.leaf import creds, ed25519\nif SIGN: ed25519.sign(bytes(32), b'k3vNK5ZNhbTwQx8')\nprint('ok')"
+_ONCE = "from edge.auth import creds, ed25519\nif SIGN: ed25519.sign(bytes(32), b'k3vNK5ZNhbTwQx8')\nprint('ok')"
 
 
 def _run(binary: str, heap: int | None, mode: str, path: str) -> subprocess.CompletedProcess:

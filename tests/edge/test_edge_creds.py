@@ -8,6 +8,9 @@ port, frozen into the 32-bit build (`device`), and under CPython (PyNaCl signs t
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 import time
 
@@ -15,7 +18,7 @@ import nats
 import pytest
 
 from tests.compat.harness import run
-from tests.edge.edgeharness import Runtime, edge_config, free_port, set_runtime
+from tests.edge.edgeharness import Runtime, edge_config, free_port, micropython, set_runtime
 from tests.jwtmint import Key, Operator, creds_text
 
 pytestmark = pytest.mark.sides("nats")  # see the module doc
@@ -161,3 +164,16 @@ def test_creds_config_errors_are_one_line():
             check({**base, "hub": {**base["hub"], **hub}})
         assert str(e.value) == msg
     assert check({**base, "hub": {**base["hub"], "creds": "a.creds"}})["hub"]["signer"] == ("creds", "a.creds")
+
+
+def test_device_without_the_auth_package_says_so_in_one_line(tmp_path, mpy_tree):
+    # mpy_tree: the core edge as a bundle without --with auth ships it (tests/edge/conftest.py)
+    for key, extra in (("hub.creds", {"hub": {"url": "nats-leaf://127.0.0.1:7422", "creds": "e.creds"}}),
+                       ("authorization", {"listen": "127.0.0.1:4222", "authorization": {"token": "t"}})):
+        cfg = tmp_path / "e.json"
+        cfg.write_text(json.dumps({"name": "e1", **extra}))
+        proc = subprocess.run([micropython(), "-m", "edge", str(cfg)], cwd=str(tmp_path), capture_output=True,
+                              text=True, timeout=30, env=dict(os.environ, MICROPYPATH=mpy_tree[0]))
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert proc.stderr == (f'config: "{key}" needs the edge.auth package, which this device lacks (natsedge '
+                               "firmware bundle --with auth)\n")

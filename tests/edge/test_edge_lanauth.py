@@ -93,9 +93,18 @@ def test_user_and_password(lan):
     run(body())
 
 
-@pytest.mark.parametrize("lan", TARGETS, indirect=True)
-def test_permission_violations_have_nats_server_texts_and_keep_the_connection(lan):
-    port = lan(USERS)
+@pytest.mark.parametrize("lan", ["nats-server"], indirect=True)
+def test_permission_violations_on_nats_server(lan):
+    _permission_violations_have_nats_server_texts_and_keep_the_connection(lan(USERS))
+
+
+@pytest.mark.device  # also inside the frozen 32-bit edge's 60 KB heap
+@pytest.mark.parametrize("lan", ["edge"], indirect=True)
+def test_permission_violations_on_the_edge(lan):
+    _permission_violations_have_nats_server_texts_and_keep_the_connection(lan(USERS))
+
+
+def _permission_violations_have_nats_server_texts_and_keep_the_connection(port):
     s = Raw(port).handshake(user="sensor", **{"pass": "pw1"})
     s.send(b"SUB foo 1\r\n")
     s.expect_err('Permissions Violation for Subscription to "foo"')

@@ -1,4 +1,4 @@
-"""edge/leaf/ed25519.py and edge/leaf/creds.py: SHA-512, Ed25519 signatures (RFC 8032 §7.1), nkey seeds and public
+"""edge/auth/ed25519.py and edge/auth/creds.py: SHA-512, Ed25519 signatures (RFC 8032 §7.1), nkey seeds and public
 keys, .creds files and the CONNECT fields signed from them.
 
 Plain test functions: pytest runs them on CPython, tests/unit/test_ed25519_mp.py runs the same functions on
@@ -10,7 +10,7 @@ test_ed25519_mp.py also compares random keys and messages against PyNaCl.
 import binascii
 import os
 
-from edge.leaf import creds, ed25519
+from edge.auth import creds, ed25519
 
 # RFC 8032 §7.1, TEST 1-3: (secret key, public key, message, signature)
 RFC8032 = [

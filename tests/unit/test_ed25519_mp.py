@@ -1,4 +1,4 @@
-"""edge/leaf/ed25519.py and edge/leaf/creds.py on the real MicroPython unix port, and against PyNaCl.
+"""edge/auth/ed25519.py and edge/auth/creds.py on the real MicroPython unix port, and against PyNaCl.
 
 1. tests/unit/test_ed25519.py through tests/mp/run_unit.py: every test function must run and pass there too.
 2. Random seeds and messages (0 to 300 bytes, so 1 to 4 SHA-512 blocks): the pure signer's public keys and
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import nacl.signing
 
-from edge.leaf import ed25519
+from edge.auth import ed25519
 
 REPO = Path(__file__).resolve().parents[2]
 _SIGN_ALL = """
 import binascii, json, sys
-from edge.leaf import ed25519
+from edge.auth import ed25519
 for seed, msg, noise in json.loads(open(sys.argv[1]).read()):
     seed, msg = binascii.unhexlify(seed), binascii.unhexlify(msg)
     pre = ed25519.commit(seed, binascii.unhexlify(noise))

@@ -1,7 +1,7 @@
-# edge/leaf/ed25519.py — an Ed25519 signer (RFC 8032) and the SHA-512 it needs, in plain Python ints.
+# edge/auth/ed25519.py — an Ed25519 signer (RFC 8032) and the SHA-512 it needs, in plain Python ints.
 #
 # MicroPython has neither: its hashlib stops at sha256 (FACTS.md §1) and there is no Ed25519 library. The
-# edge signs one hub nonce per connect (edge/leaf/creds.py), so this is about small, not fast.
+# edge signs one hub nonce per connect (edge/auth/creds.py), so this is about small, not fast.
 # Rules this file keeps:
 # 1. Sign only: no verification, no key generation. Public keys are computed from the seed (public()).
 #    sign() is RFC 8032's deterministic signature. commit() + sign(pre=...) split it so that both scalar

@@ -1,4 +1,4 @@
-# edge/leaf/lanauth.py — LAN clients' credentials and permissions (the "authorization" config key).
+# edge/auth/lanauth.py — LAN clients' credentials and permissions (the "authorization" config key).
 #
 # Imported by the runner only when the config has "authorization". Rules this file keeps, as nats-server's
 # auth.go and client.go do for a client port:

@@ -1,4 +1,4 @@
-# edge/leaf/authconfig.py — the "authorization" config key: who may use the LAN port, and on which subjects.
+# edge/auth/config.py — the "authorization" config key: who may use the LAN port, and on which subjects.
 #
 # Called by edge/leaf/config.py only when the config has the key (startup-only, as config.py). The shape is
 # nats-server's `authorization` block in JSON: a token, or one user and password, or a list of users, each with

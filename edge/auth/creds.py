@@ -1,4 +1,4 @@
-# edge/leaf/creds.py — the uplink's nkey and JWT credentials: read a .creds or seed file, sign the hub's nonce.
+# edge/auth/creds.py — the uplink's nkey and JWT credentials: read a .creds or seed file, sign the hub's nonce.
 #
 # The leafnode CONNECT carries `jwt` + `sig` (a .creds file, hub.creds) or `nkey` + `sig` (a seed, hub.nkey);
 # `sig` is the Ed25519 signature of the INFO `nonce`, base64url without padding (nats-reference README 1.4,
@@ -12,13 +12,14 @@
 # 3. Every problem is a CredsError with one line that names the file, which the uplink logs before it
 #    retries (the file may be fixed or rotated meanwhile).
 # 4. On CPython the signature comes from PyNaCl when it is installed (the library under nkeys, as on the
-#    hub), else, and always on MicroPython, from edge/leaf/ed25519.py, imported only for each call.
+#    hub), else, and always on MicroPython, from edge/auth/ed25519.py, imported only for each call.
 
 import binascii
 import hashlib
 import json
 import os
-import sys
+
+from edge.compat import drop_module
 
 _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _PREFIX_SEED = 18 << 3  # "S..."
@@ -123,18 +124,18 @@ def _nacl():
     try:
         from nacl.signing import SigningKey  # CPython with PyNaCl: the hub's library, in C
     except ImportError:
-        return None  # MicroPython, or CPython without PyNaCl: edge/leaf/ed25519.py
+        return None  # MicroPython, or CPython without PyNaCl: edge/auth/ed25519.py
     return SigningKey
 
 
 def _pure(fn, *args):
-    # One call into edge/leaf/ed25519.py, which leaves memory again afterwards (rule 4).
-    from edge.leaf import ed25519
+    # One call into edge/auth/ed25519.py, which leaves memory again afterwards (rule 4).
+    from edge.auth import ed25519
 
     try:
         return getattr(ed25519, fn)(*args)
     finally:
-        sys.modules.pop("edge.leaf.ed25519", None)
+        drop_module("edge.auth.ed25519")
 
 
 class Signer:
