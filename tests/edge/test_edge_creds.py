@@ -116,12 +116,17 @@ def test_edge_joins_hub_with_nkey_seed_file_and_inline_seed(hubs, edges, tmp_pat
     assert key.seed not in "\n".join(inline.lines), "the seed must never be logged"
 
 
-def test_wrong_expired_and_malformed_creds_are_one_line_and_retried(hubs, edges, tmp_path):
+def test_wrong_expired_revoked_and_malformed_creds_are_one_line_and_retried(hubs, edges, tmp_path):
     op = Operator()
     acc, stranger = op.account("A"), op.account("B")
+    revoked = acc.user("edge", issued_at=int(time.time()) - 60)
+    acc.revocations[revoked.public] = int(time.time())  # JWTs of this key issued until now are revoked
+    acc.sign()
     hub = _operator_hub(hubs, op, acc)
     creds = tmp_path / "edge.creds"
     cases = [
+        ("revoked", revoked.creds(),
+         r"reason=-ERR 'Authorization Violation' \(hub\.creds .*edge\.creds: wrong, expired or revoked\?\)$"),
         ("unknown account", stranger.user("edge").creds(),
          r"reason=-ERR 'Authorization Violation' \(hub\.creds .*edge\.creds: wrong, expired or revoked\?\)$"),
         ("expired", acc.user("edge", expires=int(time.time()) - 60).creds(),
