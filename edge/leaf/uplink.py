@@ -4,6 +4,9 @@
 # umqtt.simple). Follows shared/nats-reference README 2.11, the minimal leaf checklist:
 # 1. Read the hub's INFO (upgrade to TLS if configured), send CONNECT without "lang", with
 #    "headers":true,"protocol":1, then PING; our interest follows at once (as a Go leaf does).
+#    With hub.creds / hub.nkey the signer (edge/auth/creds.py) is prepared before dialling and signs
+#    the INFO's nonce for the CONNECT; a -ERR before the link is up (Authorization Violation) is the
+#    session's reason, logged with the "uplink down" line.
 # 2. Local interest goes out as one LS+ per distinct subject or subject+queue; a queue's LS+ carries
 #    the absolute member count, LS- ends it. Nothing under $LDS. is ever sent: we relay no hub
 #    interest, so the hub's own loop-detection subject never goes back.
