@@ -250,10 +250,10 @@ def load():
     with open(CONFIG) as f:
         raw = json.load(f)  # the leaf has just parsed it: it is readable JSON
     # The checker is needed once: drop it so its bytecode does not stay on the heap (as `micropython -m edge`).
-    sys.modules.pop("edge.leaf.config", None)
-    pkg = sys.modules.get("edge.leaf")
-    if pkg is not None and "config" in dir(pkg):
-        delattr(pkg, "config")
+    from edge.compat import drop_module
+
+    for name in config.CHECKER_MODULES:
+        drop_module(name)
     return r[0], r[1], raw
 
 

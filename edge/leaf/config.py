@@ -16,6 +16,9 @@ import json
 from edge.leaf.confcheck import ConfigError, fail, got, number, unknown_keys
 
 OTHER_LAYERS = ("wifi", "kv", "outbox", "board")
+# The checker's modules, needed once: whoever ran prepare() drops them (edge.compat.drop_module), so that their
+# bytecode does not stay on the heap (~5 KB).
+CHECKER_MODULES = ("edge.leaf.config", "edge.leaf.fwdconfig", "edge.auth.config", "edge.leaf.confcheck")
 
 # key: (default, minimum); integers, except the _SECONDS keys (seconds, int or float)
 LIMITS = {

@@ -133,12 +133,6 @@ async def serve(cfg, app=None, stop=None):
         await node.close()
 
 
-def _drop_config():
-    # The checker is needed once: drop it so its bytecode does not stay on the heap (~5 KB).
-    for name in ("edge.leaf.config", "edge.leaf.fwdconfig", "edge.auth.config", "edge.leaf.confcheck"):
-        drop_module(name)
-
-
 def _serve_once(box):
     # main()'s frame must not keep the config alive for the life of the leaf: it hands it over in
     # a list, emptied here, so that only serve() holds it (and lets go of it once started).
@@ -147,11 +141,12 @@ def _serve_once(box):
 
 
 def main(argv):
-    from edge.leaf.config import prepare
+    from edge.leaf.config import CHECKER_MODULES, prepare
 
     r = prepare(argv)
     prepare = None
-    _drop_config()
+    for name in CHECKER_MODULES:
+        drop_module(name)
     if isinstance(r, str):
         sys.stderr.write(r + "\n")
         return 2
