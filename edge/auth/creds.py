@@ -9,8 +9,8 @@
 #    between prepare() and the CONNECT, one signature commitment (as secret as the seed; used once).
 # 2. The public key is always derived from the seed, never taken from the JWT: signing one nonce under two
 #    public keys would give the private key away. A JWT whose subject is another key is refused here.
-# 3. Every problem is a CredsError with one line that names the file, which the uplink logs before it
-#    retries (the file may be fixed or rotated meanwhile).
+# 3. Every problem is one line that names the key and its file ("creds: hub.creds PATH: ..."), returned by
+#    prepare() and fields() for the uplink to log before it retries (the file may be fixed or rotated).
 # 4. On CPython the signature comes from PyNaCl when it is installed (the library under nkeys, as on the
 #    hub), else, and always on MicroPython, from edge/auth/ed25519.py, imported only for each call.
 
@@ -177,10 +177,27 @@ class Signer:
         if h != self._seed_hash:  # first use, or the file changed: nothing derived before applies
             self._seed_hash, self._pub, self._pre = h, None, None
 
+    def refused(self):
+        # What the uplink adds to the hub's -ERR 'Authorization Violation'.
+        return " (%s: wrong, expired or revoked?)" % self.where()
+
     def prepare(self):
         # Before dialling: check the file, and on MicroPython do both scalar multiplications (public key,
         # commitment) now, so that the CONNECT follows the hub's INFO at once (an ESP32 needs seconds for
-        # them, nats-server gives a leaf 2 s to send its CONNECT). Raises CredsError.
+        # them, nats-server gives a leaf 2 s to send its CONNECT). -> None, or the one-line error.
+        try:
+            self._prepare()
+        except CredsError as e:
+            return "creds: %s" % e
+
+    def fields(self, nonce):
+        # -> {"jwt": ..., "sig": ...} or {"nkey": ..., "sig": ...}, or the one-line error (a str).
+        try:
+            return self._fields(nonce)
+        except CredsError as e:
+            return "creds: %s" % e
+
+    def _prepare(self):
         jwt, seed = self._load()
         if _nacl() is not None:
             return
@@ -190,8 +207,7 @@ class Signer:
         if self._pre is None:
             self._pre = _pure("commit", seed, os.urandom(32))
 
-    def fields(self, nonce):
-        # {"jwt": ..., "sig": ...} or {"nkey": ..., "sig": ...}; raises CredsError.
+    def _fields(self, nonce):
         jwt, seed = self._load()
         self._same_seed(seed)
         key = _nacl()

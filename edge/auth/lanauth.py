@@ -48,16 +48,22 @@ class LanAuth:
             return False, None
         return True, entry[1]
 
-    # Permission checks, methods so that the listener reaches them through the one LanAuth it holds.
+    # Permission checks: None when allowed, else the -ERR to send (nats-server's texts), so that the listener
+    # holds none of this code.
 
-    def can_publish(self, perms, subject):
-        return _allowed(perms[0], perms[1], subject)
+    def pub_denied(self, perms, subject):
+        if _allowed(perms[0], perms[1], subject):
+            return None
+        return b"-ERR 'Permissions Violation for Publish to \"" + subject + b"\"'\r\n"
 
-    def can_subscribe(self, perms, subject):
-        return _allowed(perms[2], perms[3], subject)
+    def sub_denied(self, perms, subject, queue):
+        if _allowed(perms[2], perms[3], subject):
+            return None
+        q = b"" if queue is None else b' using queue "' + queue + b'"'
+        return b"-ERR 'Permissions Violation for Subscription to \"" + subject + b'"' + q + b"'\r\n"
 
     def delivery_denied(self, perms, subject):
-        # A message on `subject` for a subscription that passed can_subscribe (rule 3).
+        # A message on `subject` for a subscription that passed sub_denied (rule 3).
         return perms[3] is not None and _any(perms[3], subject)
 
 

@@ -212,9 +212,11 @@ class Client(Link):
             valid = subjects.valid(subject, False)  # the only check of this subject (broker.py rule 1)
             if not valid and self.flags & _PEDANTIC:
                 w(_ERR_PUB_SUBJECT)
-            if self.perms is not None and not self.lst.auth.can_publish(self.perms, subject):
-                w(proto.encode_err('Permissions Violation for Publish to "%s"' % subject.decode()))
-                return True
+            if self.perms is not None:
+                err = self.lst.auth.pub_denied(self.perms, subject)
+                if err:
+                    w(err)
+                    return True
             self._ok()
             n = self.lst.leaf.route(subject, reply, ev[3], ev[4], self, None, not valid)
             if not n and reply and self.flags & _NO_RESPONDERS:
@@ -224,12 +226,11 @@ class Client(Link):
             if not subjects.valid(subject) or (queue is not None and not subjects.valid_queue(queue)):
                 w(_ERR_SUBJECT)
                 return True
-            if self.perms is not None and not self.lst.auth.can_subscribe(self.perms, subject):
-                err = 'Permissions Violation for Subscription to "%s"' % subject.decode()
-                if queue is not None:
-                    err += ' using queue "%s"' % queue.decode()
-                w(proto.encode_err(err))
-                return True
+            if self.perms is not None:
+                err = self.lst.auth.sub_denied(self.perms, subject, queue)
+                if err:
+                    w(err)
+                    return True
             if sid in self.subs:
                 return True  # a duplicate sid is ignored, as nats-server does
             sub = Subscription(subject, queue, self, sid)
@@ -262,7 +263,6 @@ class Client(Link):
             if self.flags & _AUTH_PENDING:
                 ok, self.perms = self.lst.auth.login(o)
                 if not ok:
-                    self.lst.log("client %d closed: authorization violation" % self.cid)
                     w(_ERR_AUTH)
                     return False
             p = o.get("protocol", 0)

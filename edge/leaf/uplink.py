@@ -235,8 +235,11 @@ class Uplink:
     async def _session(self):
         link = None
         try:
-            if self.signer is not None and self._creds() is None:
-                return
+            if self.signer is not None:
+                err = self.signer.prepare()
+                if err is not None:
+                    self._finish(err)
+                    return
             r, w = await asyncio.open_connection(self.host, self.port)
             link = Link(r, w, self.max_pending)
             parser = proto.Parser(proto.KIND_LEAF, max_payload=self.max_payload)
@@ -307,25 +310,12 @@ class Uplink:
             opts["auth_token"] = self.token
         if self.signer is not None:
             nonce = info.get("nonce")
-            fields = self._creds(nonce.encode() if isinstance(nonce, str) else b"")
-            if fields is None:
+            fields = self.signer.fields(nonce.encode() if isinstance(nonce, str) else b"")
+            if isinstance(fields, str):
+                self._finish(fields)
                 return None
             opts.update(fields)
         return proto.encode_connect(opts)
-
-    def _creds(self, nonce=None):
-        # The signer's prepare() before dialling (nonce None: -> {}), or its CONNECT fields for the hub's
-        # nonce; None (the reason set) when the credentials cannot be used.
-        from edge.auth.creds import CredsError
-
-        try:
-            if nonce is None:
-                self.signer.prepare()
-                return {}
-            return self.signer.fields(nonce)
-        except CredsError as e:
-            self._finish("creds: %s" % e)
-            return None
 
     def _finish(self, reason):
         if self._reason is None:
@@ -373,9 +363,7 @@ class Uplink:
                 self.loop_detected = True
             self.log("uplink -ERR '%s'" % ev[1])
             if not self.up:  # refused during the handshake: the hub's words are the reason for the retry
-                hint = ""
-                if ev[1] == "Authorization Violation" and self.signer is not None:
-                    hint = " (%s: wrong, expired or revoked?)" % self.signer.where()
+                hint = self.signer.refused() if self.signer and ev[1] == "Authorization Violation" else ""
                 self._finish("-ERR '%s'%s" % (ev[1], hint))
         elif op == proto.OP_CLOSED:
             self._finish("closed by hub")

@@ -55,6 +55,11 @@ def _raises(fn, text):
     raise AssertionError("no CredsError: " + text)
 
 
+def _fails(signer, text):
+    # fields() returns the one-line error the uplink logs
+    assert signer.fields(b"n") == "creds: " + text
+
+
 def _tmpfile(text):
     path = "/tmp/creds-" + binascii.hexlify(os.urandom(4)).decode()
     with open(path, "w") as f:
@@ -123,18 +128,19 @@ def test_creds_file_fields_and_errors():
         assert creds.Signer("creds", path).fields(b"nonce") == {"jwt": JWT, "sig": _b64url(_h(SIG_NONCE))}
         with open(path, "w") as f:
             f.write(text.replace(SEED, "SUAM" + SEED[4:]))
-        _raises(lambda: creds.Signer("creds", path).fields(b"n"),
-                "hub.creds " + path + ": not an nkey seed (bad base32, length or checksum)")
+        _fails(creds.Signer("creds", path), "hub.creds " + path + ": not an nkey seed (bad base32, length or checksum)")
         with open(path, "w") as f:
             f.write(JWT + "\n")
-        _raises(lambda: creds.Signer("creds", path).fields(b"n"),
-                "hub.creds " + path + ": not a .creds file (needs a user JWT and a seed block)")
+        _fails(creds.Signer("creds", path),
+               "hub.creds " + path + ": not a .creds file (needs a user JWT and a seed block)")
         with open(path, "w") as f:
             f.write(text.replace(JWT, "abc.def"))
-        _raises(lambda: creds.Signer("creds", path).fields(b"n"), "hub.creds " + path + ": the JWT is malformed")
+        _fails(creds.Signer("creds", path), "hub.creds " + path + ": the JWT is malformed")
     finally:
         os.remove(path)
-    _raises(lambda: creds.Signer("creds", path).fields(b"n"), "hub.creds " + path + ": cannot read (errno 2)")
+    _fails(creds.Signer("creds", path), "hub.creds " + path + ": cannot read (errno 2)")
+    # prepare(), before dialling, reads the file too: a broken one is reported before any connection is made
+    assert creds.Signer("creds", path).prepare() == "creds: hub.creds " + path + ": cannot read (errno 2)"
 
 
 def test_creds_whose_jwt_names_another_key_are_refused():
@@ -142,8 +148,8 @@ def test_creds_whose_jwt_names_another_key_are_refused():
     jwt = JWT.split(".")[0] + "." + _b64url(_CLAIMS.replace(PUBLIC.encode(), other.encode())) + ".c2ln"
     path = _tmpfile(f"-----BEGIN NATS USER JWT-----\n{jwt}\n------END------\n-----BEGIN USER NKEY SEED-----\n{SEED}\n")
     try:
-        _raises(lambda: creds.Signer("creds", path).fields(b"n"),
-                f"hub.creds {path}: the JWT is for another key than the seed ({PUBLIC})")
+        _fails(creds.Signer("creds", path),
+               f"hub.creds {path}: the JWT is for another key than the seed ({PUBLIC})")
     finally:
         os.remove(path)
 
