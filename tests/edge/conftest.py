@@ -1,8 +1,7 @@
 """Fixtures for the edge tests.
 
 Hub-facing tests take a `side` parameter: `nats` (the Go nats-server) and `hub` (our hub). Choose with
-NATSEDGE_COMPAT_SERVERS=nats (or hub, or nats,hub), as for tests/compat. `@pytest.mark.sides("nats")` keeps a test
-to the sides it names.
+NATSEDGE_COMPAT_SERVERS=nats (or hub, or nats,hub), as for tests/compat.
 
 A test marked `@pytest.mark.device` runs once more with its edges on the 32-bit MicroPython build that has the
 edge frozen in, inside `-X heapsize=60000` (tests/edge/frozen.py): id suffix `frozen32`, marked `frozen32`
@@ -27,12 +26,6 @@ _skipped: dict[str, int] = {}  # why the frozen32 tests skipped -> how many
 
 def pytest_generate_tests(metafunc):
     sides = selected_sides(metafunc.config) if "side" in metafunc.fixturenames else None
-    only = metafunc.definition.get_closest_marker("sides")
-    if sides and only is not None:  # a scenario one side cannot serve yet (the module says why)
-        sides = [s for s in sides if s in only.args]
-        if not sides:
-            metafunc.parametrize("side", [])  # pytest reports it as skipped: none of its sides selected
-            return
     mark = metafunc.definition.get_closest_marker("device")
     if mark is None:
         if sides:

@@ -1,9 +1,8 @@
-"""An edge joins a hub that requires nkey or JWT credentials (hub.creds, hub.nkey): nats-server in operator mode
-with a memory resolver (tests/jwtmint.py), and nats-server with an nkey on its leafnode port.
+"""An edge joins a hub that requires nkey or JWT credentials (hub.creds, hub.nkey): nats-server and our hub in operator
+mode with a memory resolver (tests/jwtmint.py), and with an nkey on their leafnode port.
 
-Our hub verifies JWTs and nkeys once the decentralized-auth work (issue 14, wt-jwt) is on main; until then these
-scenarios run against nats-server only, which is the side they have to match. The edge runs as the MicroPython unix
-port, frozen into the 32-bit build (`device`), and under CPython (PyNaCl signs there).
+The edge runs as the MicroPython unix port, frozen into the 32-bit build (`device`), and under CPython (PyNaCl
+signs there).
 """
 
 from __future__ import annotations
@@ -20,8 +19,6 @@ import pytest
 from tests.compat.harness import run
 from tests.edge.edgeharness import Runtime, edge_config, free_port, micropython, set_runtime
 from tests.jwtmint import Key, Operator, creds_text
-
-pytestmark = pytest.mark.sides("nats")  # see the module doc
 
 
 @pytest.fixture
