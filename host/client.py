@@ -102,6 +102,7 @@ class Client(asyncio.Protocol):
         # Per-connection limits, set from the account's by apply_account_limits (-1: none).
         self.max_payload = opts.max_payload
         self.max_subs = opts.max_subscriptions or -1
+        self.user_limits = (-1, -1)  # a JWT user's own (max_subs, max_payload), kept for account updates
         self.stall_at = opts.max_pending * 3 // 4
         self.blocked_since = 0.0
         self.stalled: list[Client] = []
@@ -216,12 +217,13 @@ class Client(asyncio.Protocol):
 
     def apply_account_limits(self) -> None:
         """nats-server applyAccountLimits: max_subscriptions and max_payload are per connection, the lowest of the
-        account's and the server's (only clients and leafs have them). A connection already at its subscription limit
-        (an account `max_subscriptions: 0`) gets -ERR at once and is closed 20 ms later, as nats-server does."""
+        JWT user's, the account's and the server's (only clients and leafs have them). A connection already at its
+        subscription limit (a limit of 0) gets -ERR at once and is closed 20 ms later, as nats-server does."""
         assert self.account is not None
         lim = self.account.limits
-        self.max_subs = min_limit(lim.max_subscriptions, self.opts.max_subscriptions or -1)
-        max_payload = min_limit(lim.max_payload, self.opts.max_payload)
+        user_subs, user_payload = self.user_limits
+        self.max_subs = min_limit(min_limit(user_subs, lim.max_subscriptions), self.opts.max_subscriptions or -1)
+        max_payload = min_limit(min_limit(user_payload, lim.max_payload), self.opts.max_payload)
         if max_payload != self.max_payload:
             self.max_payload = max_payload
             self.parser.set_max_payload(max_payload)
@@ -466,6 +468,7 @@ class Client(asyncio.Protocol):
                 return
             self.user = user.username or user.nkey
             self.jwt_issued_at = user.issued_at
+            self.user_limits = (user.max_subscriptions, user.max_payload)
             if not self.register_with_account(server.lookup_account(user.account)):
                 self.max_account_connections_exceeded()
                 return

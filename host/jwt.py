@@ -53,20 +53,32 @@ PREFIX_USER = "U"
 
 # JWT account claim `limits` key -> AccountLimits field (nats-io/jwt OperatorLimits: NatsLimits, AccountLimits,
 # JetStreamLimits). `data`, `imports`, `exports`, `wildcards` are not quotas nats-server enforces per connection
-# (nats-reference more/README.md §E) and have no field.
-_CLAIM_LIMITS = {
+# (nats-reference more/README.md §E) and have no field. nats-io/jwt decodes a missing key as 0 (its fields are
+# `omitempty` integers with no defaults when an account JWT is read), and nats-server applies that 0.
+_CLAIM_CORE_LIMITS = {
     "conn": "max_connections",
     "subs": "max_subscriptions",
     "payload": "max_payload",
     "leaf": "max_leafnodes",
+}
+# nats-server updateAccountClaimsWithRefresh: memory/disk/streams/consumers as written (0 stays 0); the max stream
+# bytes and max_ack_pending of 0 (or below) mean no limit (its toUnlimited).
+_CLAIM_JS_LIMITS = {
     "mem_storage": "js_max_memory",
     "disk_storage": "js_max_storage",
     "streams": "js_max_streams",
     "consumer": "js_max_consumers",
+}
+_CLAIM_JS_UNLIMITED_AT_ZERO = {
     "max_ack_pending": "js_max_ack_pending",
     "mem_max_stream_bytes": "js_memory_max_stream_bytes",
     "disk_max_stream_bytes": "js_storage_max_stream_bytes",
 }
+# The JetStream tier of a stream on this hub: it runs no JetStream cluster, so every stream has one replica
+# (nats-server tierName(1)).
+JS_TIER = "R1"
+_INT32_MAX = (1 << 31) - 1
+_INT32_MIN = -(1 << 31)
 
 
 class JwtError(ValueError):
@@ -155,6 +167,9 @@ def decode_jwt(token: Any) -> dict[str, Any]:
         raise JwtError("JWT signature does not verify")
     if not isinstance(claims.get("nats", {}), dict):
         raise JwtError("JWT nats claims must be an object")
+    if claim_version(claims) not in (1, 2):
+        # nats-io/jwt loadClaims reads v1 (a top-level `type`) and v2 (`nats.version`) claims only
+        raise JwtError(f"unsupported JWT claims version {claim_version(claims)}")
     return claims
 
 
@@ -235,19 +250,73 @@ def claim_permissions(nats: dict[str, Any]) -> Permissions | None:
     return p
 
 
-def _claim_int(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) else -1
+def claim_version(claims: dict[str, Any]) -> int:
+    """nats-io/jwt identifier.Version: 1 when `type` is at the top level, else `nats.version` (0 when missing)."""
+    if claims.get("type"):
+        return 1
+    v = (claims.get("nats") or {}).get("version", 0)
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
 
-def claim_limits(nats: dict[str, Any]) -> AccountLimits:
-    """An account JWT's `limits` as AccountLimits (-1: none). JetStream limits of 0 mean JetStream is off."""
+def _claim_int(v: Any, missing: int = 0) -> int:
+    """An integer limit claim; `missing` for an absent or non-integer one."""
+    return v if isinstance(v, int) and not isinstance(v, bool) else missing
+
+
+def _clamp32(v: int) -> int:
+    """nats-server clampInt64ToInt32: per-connection and account core limits are int32 there."""
+    return max(_INT32_MIN, min(_INT32_MAX, v))
+
+
+def js_limits_of(lim: dict[str, Any]) -> dict[str, Any] | None:
+    """The JetStream limits an account JWT's `limits` give this hub: the flat ones, or when `tiered_limits` is set
+    (which then replaces the flat ones, as nats-io/jwt loadAccount does) its R1 tier; None without either."""
+    tiers = lim.get("tiered_limits")
+    if isinstance(tiers, dict) and tiers:
+        tier = tiers.get(JS_TIER)
+        return tier if isinstance(tier, dict) else None
+    return lim
+
+
+def js_enabled_by(lim: dict[str, Any]) -> bool:
+    """nats-io/jwt OperatorLimits.IsJSEnabled: memory or disk storage not 0, in the flat limits or in any tier."""
+    tiers = lim.get("tiered_limits")
+    scopes = [t for t in tiers.values() if isinstance(t, dict)] if isinstance(tiers, dict) and tiers else [lim]
+    return any(_claim_int(t.get("mem_storage")) != 0 or _claim_int(t.get("disk_storage")) != 0 for t in scopes)
+
+
+def claim_limits(nats: dict[str, Any], version: int = 2) -> AccountLimits:
+    """An account JWT's `limits` as nats-server applies them (AccountLimits, -1: none). A key the JWT lacks is 0, as
+    nats-io/jwt decodes it: `conn` missing admits no connection. A v1 account JWT has no JetStream limits (nats-io/jwt
+    migrates it with none). A JWT with `tiered_limits` but no R1 tier leaves `js_no_tier` set: this hub's streams are
+    all R1, so nats-server's error 10120 answers them."""
     lim = nats.get("limits") if isinstance(nats.get("limits"), dict) else {}
     out = AccountLimits()
-    for key, attr in _CLAIM_LIMITS.items():
-        if key in lim:
-            setattr(out, attr, _claim_int(lim[key]))
-    out.js_max_bytes_required = lim.get("max_bytes_required") is True
+    for key, attr in _CLAIM_CORE_LIMITS.items():
+        setattr(out, attr, _clamp32(_claim_int(lim.get(key))))
+    if version < 2 or not js_enabled_by(lim):
+        return out
+    js = js_limits_of(lim)
+    if js is None:
+        out.js_no_tier = True
+        return out
+    for key, attr in _CLAIM_JS_LIMITS.items():
+        setattr(out, attr, _claim_int(js.get(key)))
+    for key, attr in _CLAIM_JS_UNLIMITED_AT_ZERO.items():
+        v = _claim_int(js.get(key))
+        setattr(out, attr, v if v > 0 else -1)
+    out.js_max_bytes_required = js.get("max_bytes_required") is True
     return out
+
+
+def user_limits(claims: dict[str, Any]) -> tuple[int, int]:
+    """(max subscriptions, max payload) of a user JWT, as nats-server applyAccountLimits starts from them: a v2 JWT
+    without `subs` / `payload` has 0 (nats-io/jwt decodes the missing field as 0, and nats-server applies it: no
+    subscription, no payload byte); a v1 JWT without them has -1 (its decoder defaults them to NoLimit). `data` is
+    not read, as nats-server reads none."""
+    nats = claims.get("nats") or {}
+    missing = -1 if claim_version(claims) == 1 else 0
+    return _clamp32(_claim_int(nats.get("subs"), missing)), _clamp32(_claim_int(nats.get("payload"), missing))
 
 
 @dataclass
@@ -266,10 +335,12 @@ class AccountClaims:
 
     def config(self) -> AccountConfig:
         nats = self.claims.get("nats", {})
-        cfg = AccountConfig(name=self.public, limits=claim_limits(nats))
+        version = claim_version(self.claims)
+        cfg = AccountConfig(name=self.public, limits=claim_limits(nats, version))
         lim = nats.get("limits") if isinstance(nats.get("limits"), dict) else {}
-        # nats-io/jwt: JetStream is on for an account when its memory or disk limit is not 0 (0 is the default)
-        cfg.jetstream = lim.get("mem_storage", 0) != 0 or lim.get("disk_storage", 0) != 0
+        # nats-io/jwt: JetStream is on for an account when its memory or disk limit is not 0 (0 is the default),
+        # flat or in a tier; a v1 account JWT has no JetStream
+        cfg.jetstream = version >= 2 and js_enabled_by(lim)
         cfg.exports = [e for e in (_export(x) for x in nats.get("exports") or []) if e is not None]
         cfg.imports = [i for i in (_import(x) for x in nats.get("imports") or []) if i is not None]
         return cfg
@@ -461,9 +532,11 @@ class Trust:
         if perms is None:
             perms = acc.default_permissions
         exp = uc.get("exp")
+        max_subs, max_payload = user_limits(uc)
         return User(username=user, account=acc.public, permissions=perms,
                     issued_at=uc["iat"] if isinstance(uc.get("iat"), int) else 0,
-                    expires=exp if isinstance(exp, int) and exp > 0 else 0)
+                    expires=exp if isinstance(exp, int) and exp > 0 else 0,
+                    max_subscriptions=max_subs, max_payload=max_payload)
 
 
 def check_options(opts: Options) -> None:

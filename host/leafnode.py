@@ -131,9 +131,13 @@ class Leaf(Client):
         self.name = self.remote_name
         self.version = str(c.get("version", "") or "")
         if not self.bind(account):
-            # nats-server registers an accepted leaf with its account while authenticating it
-            # (auth.go registerLeafWithAccount): over the account's limit it is an authorization failure.
-            self.auth_violation()
+            if self.server.trust is not None:
+                # a JWT leaf joins its account after authentication (nats-server processLeafnodeConnect)
+                self.max_account_connections_exceeded()
+            else:
+                # nats-server registers a leaf of a configured user with its account while authenticating it
+                # (auth.go registerLeafWithAccount): over the account's limit it is an authorization failure.
+                self.auth_violation()
             return
         info = self.server.leaf_info(self)
         info["connect_info"] = True

@@ -54,6 +54,10 @@ class User:
     # a JWT user (host/jwt.py): its JWT's `iat` (revocations pushed later compare with it) and `exp` (0: never)
     issued_at: int = 0
     expires: int = 0
+    # a JWT user's own `subs` / `payload` (-1: none), the first terms of the per-connection minimum (nats-server
+    # applyAccountLimits)
+    max_subscriptions: int = -1
+    max_payload: int = -1
 
 
 @dataclass
@@ -88,6 +92,9 @@ class AccountLimits:
     js_memory_max_stream_bytes: int = -1
     js_storage_max_stream_bytes: int = -1
     js_max_bytes_required: bool = False
+    # a JWT account with tiered JetStream limits but none for R1, the only tier of this hub's streams: its stream and
+    # consumer creates get nats-server's 10120
+    js_no_tier: bool = False
 
 
 @dataclass

@@ -70,6 +70,16 @@ def creds_text(jwt: str, seed: str) -> str:
             "*************************************************************\n")
 
 
+def encode_v1(signer: Key, subject: str, name: str, kind: str, nats: dict[str, Any] | None = None) -> str:
+    """A nats-io/jwt v1 token (nsc before 2.0): `type` at the top level, the signature over the claims part alone."""
+    claims: dict[str, Any] = {"jti": "V1" + subject[:20], "iat": int(time.time()), "iss": signer.public,
+                              "name": name, "sub": subject, "type": kind}
+    if nats is not None:
+        claims["nats"] = nats
+    part = _b64(json.dumps(claims).encode())
+    return _b64(b'{"typ":"jwt","alg":"ed25519"}') + "." + part + "." + _b64(signer.sign(part.encode()))
+
+
 def _perms(allow: list[str] | None, deny: list[str] | None) -> dict[str, list[str]]:
     p: dict[str, list[str]] = {}
     if allow is not None:
@@ -82,14 +92,18 @@ def _perms(allow: list[str] | None, deny: list[str] | None) -> dict[str, list[st
 class User:
     def __init__(self, account: Account, name: str, *, pub_allow: list[str] | None = None,
                  pub_deny: list[str] | None = None, sub_allow: list[str] | None = None,
-                 sub_deny: list[str] | None = None, subs: int = -1, payload: int = -1,
+                 sub_deny: list[str] | None = None, subs: int | None = -1, payload: int | None = -1,
                  expires: int | None = None, bearer: bool = False, issued_at: int | None = None,
                  signer: Key | None = None) -> None:
+        """`subs` / `payload` None leaves the claim out (what a hand-written or third-party JWT may do)."""
         self.account = account
         self.name = name
         self.key = Key("user")
         nats: dict[str, Any] = {"pub": _perms(pub_allow, pub_deny), "sub": _perms(sub_allow, sub_deny),
-                                "subs": subs, "data": -1, "payload": payload, "type": "user"}
+                                "data": -1, "type": "user"}
+        for claim, value in (("subs", subs), ("payload", payload)):
+            if value is not None:
+                nats[claim] = value
         if bearer:
             nats["bearer_token"] = True
         signer = signer or account.key
@@ -108,12 +122,16 @@ class User:
 class Account:
     def __init__(self, operator: Operator, name: str, *, limits: dict[str, Any] | None = None,
                  exports: list[dict[str, Any]] | None = None, imports: list[dict[str, Any]] | None = None,
-                 revocations: dict[str, int] | None = None, signing_keys: list[Key] | None = None) -> None:
+                 revocations: dict[str, int] | None = None, signing_keys: list[Key] | None = None,
+                 nsc_defaults: bool = True) -> None:
+        """`limits` go over the ones nsc writes for an account without limits (all -1); `nsc_defaults=False` makes
+        them the whole `limits` claim."""
         self.operator = operator
         self.name = name
         self.key = Key("account")
-        self.limits = {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": True,
-                       "conn": -1, "leaf": -1, **(limits or {})}
+        defaults = {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": True,
+                    "conn": -1, "leaf": -1} if nsc_defaults else {}
+        self.limits = {**defaults, **(limits or {})}
         self.exports = exports or []
         self.imports = imports or []
         self.revocations = dict(revocations or {})

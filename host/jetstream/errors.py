@@ -97,6 +97,7 @@ JS_API_ERRORS: dict[str, tuple[int, int, str]] = {
     "JSConsumerMaxRequestBatchNegativeErr": (400, 10114, "consumer max request batch needs to be > 0"),
     "JSConsumerMaxRequestExpiresTooSmall": (400, 10115, "consumer max request expires needs to be >= 1ms"),
     "JSConsumerMaxDeliverBackoffErr": (400, 10116, "max deliver is required to be > length of backoff values"),
+    "JSNoLimitsErr": (400, 10120, "no JetStream default or applicable tiered limit present"),
     "JSConsumerMaxPendingAckExcessErrF": (400, 10121, "consumer max ack pending exceeds system limit of {limit}"),
     "JSStreamMaxStreamBytesExceeded": (400, 10122, "stream max bytes exceeds account limit max stream bytes"),
     "JSConsumerReplicasExceedsStream": (400, 10126, "consumer config replica count exceeds parent stream"),

@@ -147,8 +147,11 @@ class JSAccount:
         }
 
     def check_stream_count(self, name: str) -> None:
-        """nats-server jsNonClusteredStreamLimitsCheck, first: the account's max_streams, the stream itself not
-        counted (re-creating it with the same config is allowed); 10027 when full."""
+        """nats-server jsNonClusteredStreamLimitsCheck, first: the account's limits for the stream's tier (10120 when a
+        JWT gives tiered limits without R1), then its max_streams, the stream itself not counted (re-creating it with
+        the same config is allowed); 10027 when full."""
+        if self.limits.js_no_tier:
+            raise js_error("JSNoLimitsErr")
         limit = self.limits.js_max_streams
         if limit > 0 and sum(1 for n in self.streams if n != name) >= limit:
             raise js_error("JSMaximumStreamsLimitErr")

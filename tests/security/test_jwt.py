@@ -20,7 +20,7 @@ import pytest
 from host import jwt as hubjwt
 from host.opts import Options
 from tests.compat.harness import Raw, Server, async_wait_until, free_port, run, wait_until
-from tests.jwtmint import Key, Operator, encode_jwt
+from tests.jwtmint import Key, Operator, encode_jwt, encode_v1
 
 
 def sig(key: Key, nonce: str) -> str:
@@ -277,17 +277,6 @@ def test_pushed_account_update_is_stored_and_cuts_revoked_users(fresh, tmp_path)
                msg="the revoked connection in /connz?state=closed")
     with jwt_connect(s, victim.jwt, victim.key) as r:
         r.expect_err("Authorization Violation")
-
-
-def encode_v1(signer: Key, subject: str, name: str, kind: str, nats: dict | None = None) -> str:
-    """A nats-io/jwt v1 token (nsc before 2.0): `type` at the top level, the signature over the claims part alone."""
-    claims = {"jti": "V1" + subject[:20], "iat": int(time.time()), "iss": signer.public, "name": name,
-              "sub": subject, "type": kind}
-    if nats is not None:
-        claims["nats"] = nats
-    part = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
-    head = base64.urlsafe_b64encode(b'{"typ":"jwt","alg":"ed25519"}').rstrip(b"=").decode()
-    return head + "." + part + "." + base64.urlsafe_b64encode(signer.sign(part.encode())).rstrip(b"=").decode()
 
 
 def test_v1_jwts_are_accepted(fresh):
