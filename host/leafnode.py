@@ -46,7 +46,7 @@ from host import errors
 from host.accounts import Account, nuid
 from host.client import LINK_FIRST_PING_INTERVAL, Client, interest_change
 from host.delivery import deliver, deliver_link_msg, learn_plan
-from host.jwt import JwtError, read_creds, sign_nonce, verify_nonce
+from host.jwt import JwtError, decode_jwt, read_creds, sign_nonce, user_limits, verify_nonce
 from host.parser import HubParser
 from host.sublist import Subscription, is_valid_subject
 
@@ -130,6 +130,10 @@ class Leaf(Client):
             self.origin = cluster.encode()
         self.name = self.remote_name
         self.version = str(c.get("version", "") or "")
+        if self.server.trust is not None:
+            # a leaf's user JWT limits its subscriptions and payload as a client's (nats-server applyAccountLimits
+            # decodes the JWT of the CONNECT again, as here: it has just been verified)
+            self.user_limits = user_limits(decode_jwt(c.get("jwt")))
         if not self.bind(account):
             if self.server.trust is not None:
                 # a JWT leaf joins its account after authentication (nats-server processLeafnodeConnect)

@@ -150,6 +150,20 @@ def test_account_leaf_limit(core, core_accounts):
         first.expect(rb"(?:LS\+ [^\r]*\r\n)*PONG\r\n")
 
 
+def test_leaf_user_limits(core, core_accounts):
+    # a leaf's user JWT limits its interest (LS+) and its messages as a client's; the leaf's INFO still advertises
+    # the server's max_payload
+    user = core_accounts.open.user("leafy", subs=1, payload=4)
+    with leaf_connect(core.leaf_port, user) as leaf:
+        info = leaf.expect(rb"(?:LS\+ [^\r]*\r\n)*INFO (\{[^\r]*\}) ?\r\n(?:LS\+ [^\r]*\r\n)*PONG\r\n").group(1)
+        assert b'"max_payload":1048576' in info
+        leaf.send(b"LS+ a\r\nLS+ b\r\nPING\r\n")
+        leaf.expect(rb"-ERR 'maximum subscriptions exceeded'\r\nPONG\r\n")
+        leaf.send(b"LMSG a 5\r\n12345\r\nPING\r\n")
+        leaf.expect_err("Maximum Payload Violation")
+        leaf.expect_closed()
+
+
 # ---- user JWT limits ------------------------------------------------------------------------------------------
 
 
