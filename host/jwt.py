@@ -268,16 +268,6 @@ def _clamp32(v: int) -> int:
     return max(_INT32_MIN, min(_INT32_MAX, v))
 
 
-def js_limits_of(lim: dict[str, Any]) -> dict[str, Any] | None:
-    """The JetStream limits an account JWT's `limits` give this hub: the flat ones, or when `tiered_limits` is set
-    (which then replaces the flat ones, as nats-io/jwt loadAccount does) its R1 tier; None without either."""
-    tiers = lim.get("tiered_limits")
-    if isinstance(tiers, dict) and tiers:
-        tier = tiers.get(JS_TIER)
-        return tier if isinstance(tier, dict) else None
-    return lim
-
-
 def js_enabled_by(lim: dict[str, Any]) -> bool:
     """nats-io/jwt OperatorLimits.IsJSEnabled: memory or disk storage not 0, in the flat limits or in any tier."""
     tiers = lim.get("tiered_limits")
@@ -296,10 +286,21 @@ def claim_limits(nats: dict[str, Any], version: int = 2) -> AccountLimits:
         setattr(out, attr, _clamp32(_claim_int(lim.get(key))))
     if version < 2 or not js_enabled_by(lim):
         return out
-    js = js_limits_of(lim)
-    if js is None:
-        out.js_no_tier = True
-        return out
+    tiers = lim.get("tiered_limits")
+    if isinstance(tiers, dict) and tiers:
+        # nats-io/jwt loadAccount: tiered limits replace the flat ones
+        for name, tier in tiers.items():
+            if isinstance(tier, dict):
+                out.js_tiers[name] = _set_js_limits(AccountLimits(), tier)
+        if JS_TIER not in out.js_tiers:
+            out.js_no_tier = True
+            return out
+        return _set_js_limits(out, tiers[JS_TIER])
+    return _set_js_limits(out, lim)
+
+
+def _set_js_limits(out: AccountLimits, js: dict[str, Any]) -> AccountLimits:
+    """Fill the js_ fields of `out` from JetStream limit claims (flat, or one tier's)."""
     for key, attr in _CLAIM_JS_LIMITS.items():
         setattr(out, attr, _claim_int(js.get(key)))
     for key, attr in _CLAIM_JS_UNLIMITED_AT_ZERO.items():

@@ -92,8 +92,10 @@ class AccountLimits:
     js_memory_max_stream_bytes: int = -1
     js_storage_max_stream_bytes: int = -1
     js_max_bytes_required: bool = False
-    # a JWT account with tiered JetStream limits but none for R1, the only tier of this hub's streams: its stream and
-    # consumer creates get nats-server's 10120
+    # a JWT account's tiered JetStream limits (`tiered_limits`): tier name ("R1", "R3") -> that tier's limits in the
+    # js_ fields; the R1 tier's are also the ones above, since every stream of this hub is R1. Empty for flat limits.
+    js_tiers: dict[str, AccountLimits] = field(default_factory=dict)
+    # tiered limits without R1: stream creates get nats-server's 10120
     js_no_tier: bool = False
 
 

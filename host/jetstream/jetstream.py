@@ -26,6 +26,7 @@ from host.jetstream.gojson import dumps
 from host.jetstream.store import SYNC_ALWAYS
 from host.jetstream.stream import Stream
 from host.jetstream.versioning import API_LEVEL
+from host.jwt import JS_TIER
 from host.opts import SYSTEM_ACCOUNT, AccountLimits
 
 if TYPE_CHECKING:
@@ -39,6 +40,9 @@ log = logging.getLogger("natsedge.hub")
 STORE_SUBDIR = "jetstream"  # nats-server JetStreamStoreDir: appended to -sd / store_dir
 API_PREFIX = b"$JS.API."
 _UINT64_MAX = (1 << 64) - 1
+# nats-server JetStreamUsage with tiered limits: there is no default tier, so the top-level limits are Go zero values
+NO_TIER_LIMITS = AccountLimits(js_max_memory=0, js_max_storage=0, js_max_streams=0, js_max_consumers=0,
+                               js_max_ack_pending=0, js_memory_max_stream_bytes=0, js_storage_max_stream_bytes=0)
 
 
 # ---- accounts ------------------------------------------------------------------------------------------------
@@ -116,9 +120,10 @@ class JSAccount:
     def limits(self) -> AccountLimits:
         return self.account.limits
 
-    def limits_json(self) -> dict[str, Any]:
-        """The account's JetStream limits as nats-server's JetStreamAccountLimits JSON."""
-        lim = self.limits
+    def limits_json(self, lim: AccountLimits | None = None) -> dict[str, Any]:
+        """The account's JetStream limits (or a tier's, `lim`) as nats-server's JetStreamAccountLimits JSON."""
+        if lim is None:
+            lim = self.limits
         return {
             "max_memory": lim.js_max_memory,
             "max_storage": lim.js_max_storage,
@@ -131,20 +136,24 @@ class JSAccount:
         }
 
     def account_info(self) -> dict[str, Any]:
-        """The body of `$JS.API.INFO` (JetStreamAccountStats) without its `type`."""
+        """The body of `$JS.API.INFO` (JetStreamAccountStats) without its `type`. With tiered limits (a JWT's), as
+        nats-server JetStreamUsage: the totals at the top with limits all 0, and per tier its usage and limits; every
+        stream here is in the R1 tier."""
         mem, store = self.usage()
         rmem, rstore = self.reserved()
-        return {
-            "memory": mem,
-            "storage": store,
-            "reserved_memory": rmem,
-            "reserved_storage": rstore,
-            "streams": len(self.streams),
-            "consumers": self.consumer_count(),
-            "limits": self.limits_json(),
+        usage = {"memory": mem, "storage": store, "reserved_memory": rmem, "reserved_storage": rstore,
+                 "streams": len(self.streams), "consumers": self.consumer_count()}
+        tiers = self.limits.js_tiers
+        info: dict[str, Any] = {
+            **usage,
+            "limits": self.limits_json(NO_TIER_LIMITS) if tiers else self.limits_json(),
             **({"domain": self.js.domain} if self.js.domain else {}),
             "api": {"level": API_LEVEL, "total": self.api_total, "errors": self.api_errors},
         }
+        if tiers:
+            info["tiers"] = {name: {**(usage if name == JS_TIER else dict.fromkeys(usage, 0)),
+                                    "limits": self.limits_json(lim)} for name, lim in tiers.items()}
+        return info
 
     def check_stream_count(self, name: str) -> None:
         """nats-server jsNonClusteredStreamLimitsCheck, first: the account's limits for the stream's tier (10120 when a

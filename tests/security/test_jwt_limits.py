@@ -351,12 +351,31 @@ def test_memory_storage_limit_from_claims(jwt_js, js_accounts, tmp_path):
     assert api_error(file_stream) == (500, 10047, "insufficient storage resources available")
 
 
+ZERO_LIMITS = {"max_memory": 0, "max_storage": 0, "max_streams": 0, "max_consumers": 0, "max_ack_pending": 0,
+               "memory_max_stream_bytes": 0, "storage_max_stream_bytes": 0, "max_bytes_required": False}
+
+
+def tier_limits(streams: int) -> dict:
+    return {"max_memory": 1 << 20, "max_storage": 1 << 20, "max_streams": streams, "max_consumers": -1,
+            "max_ack_pending": -1, "memory_max_stream_bytes": -1, "storage_max_stream_bytes": -1,
+            "max_bytes_required": False}
+
+
 def test_tiered_r1_limits_apply(jwt_js, js_accounts, tmp_path):
-    t1, t2 = js_calls(jwt_js, tmp_path, js_accounts.tier.user("u"), [stream("T1"), stream("T2")])
+    t1, t2, info = js_calls(jwt_js, tmp_path, js_accounts.tier.user("u"), [
+        stream("T1", max_bytes=1000), stream("T2"), ("$JS.API.INFO", None)])
     assert "error" not in t1
     assert api_error(t2) == (400, 10027, "maximum number of streams reached")
+    # the totals at the top with limits all 0; per tier its usage and limits
+    assert info["limits"] == ZERO_LIMITS
+    assert (info["streams"], info["reserved_memory"]) == (1, 1000)
+    assert info["tiers"] == {"R1": {"memory": 0, "storage": 0, "reserved_memory": 1000, "reserved_storage": 0,
+                                    "streams": 1, "consumers": 0, "limits": tier_limits(1)}}
 
 
 def test_tiered_limits_without_r1_refuse_streams(jwt_js, js_accounts, tmp_path):
-    (r1,) = js_calls(jwt_js, tmp_path, js_accounts.r3.user("u"), [stream("X1")])
+    info, r1 = js_calls(jwt_js, tmp_path, js_accounts.r3.user("u"), [("$JS.API.INFO", None), stream("X1")])
+    assert info["limits"] == ZERO_LIMITS
+    assert info["tiers"] == {"R3": {"memory": 0, "storage": 0, "reserved_memory": 0, "reserved_storage": 0,
+                                    "streams": 0, "consumers": 0, "limits": tier_limits(-1)}}
     assert api_error(r1) == (400, 10120, "no JetStream default or applicable tiered limit present")
