@@ -11,6 +11,7 @@ may not subscribe, an account without `conn` admits no one), in a v1 user JWT it
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
@@ -232,6 +233,39 @@ def test_v1_user_without_subs_and_payload_claims_is_unlimited(fresh):
         r.handshake(jwt=user, sig=sig(user_key, r.info["nonce"]))
         assert r.connect_info["max_payload"] == 1048576
         assert subs_until_error(r, 20) == []
+
+
+def test_user_jwt_without_a_claims_version_is_refused(core, core_accounts):
+    user = core_accounts.open.user("versionless")
+    head, _, _ = user.jwt.split(".")
+    claims = {"jti": "X", "iat": 1, "iss": core_accounts.open.public, "name": "versionless", "sub": user.public,
+              "nats": {"type": "user", "pub": {}, "sub": {}, "subs": -1, "payload": -1}}
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    signature = core_accounts.open.key.sign(f"{head}.{body}".encode())
+    user.jwt = f"{head}.{body}." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
+    with Raw(core.port) as r:
+        r.connect(jwt=user.jwt, sig=sig(user.key, r.info["nonce"]))
+        r.send(b"PING\r\n")
+        r.expect_err("Authorization Violation")
+
+
+def test_v1_account_has_no_jetstream(fresh):
+    op_key, acc_key, sys_key, user_key = Key("operator"), Key("account"), Key("account"), Key("user")
+    op = encode_v1(op_key, op_key.public, "old-op", "operator")
+    acc = encode_v1(op_key, acc_key.public, "old-acc", "account", {"limits": {
+        "subs": -1, "conn": -1, "payload": -1, "leaf": -1, "mem_storage": -1, "disk_storage": -1}})
+    system = encode_v1(op_key, sys_key.public, "SYS", "account", {"limits": {"conn": -1}})
+    user = encode_v1(acc_key, user_key.public, "old-user", "user", {"pub": {}, "sub": {}})
+    # JetStream in operator mode needs a system account
+    s = fresh(config=f"operator: {op}\nsystem_account: {sys_key.public}\nresolver: MEMORY\n"
+                     f"resolver_preload: {{ {acc_key.public}: {acc}\n {sys_key.public}: {system} }}\n",
+              jetstream=True)
+    with Raw(s.port) as r:
+        r.handshake(jwt=user, sig=sig(user_key, r.info["nonce"]))
+        r.send(b"SUB _INBOX.info 1\r\nPUB $JS.API.INFO _INBOX.info 0\r\n\r\n")
+        m = r.expect(rb"MSG _INBOX.info 1 (\d+)\r\n")
+        answer = json.loads(r.expect(rb"(.{%d})\r\n" % int(m.group(1))).group(1))
+        assert api_error(answer) == (503, 10039, "JetStream not enabled for account")
 
 
 # ---- JetStream limits from account claims ---------------------------------------------------------------------
