@@ -103,6 +103,7 @@ class Client(asyncio.Protocol):
         self.max_payload = opts.max_payload
         self.max_subs = opts.max_subscriptions or -1
         self.user_limits = (-1, -1)  # a JWT user's own (max_subs, max_payload), kept for account updates
+        self.jwt_bearer = False  # a JWT user's is a bearer token: cut when an account update disallows those
         self.stall_at = opts.max_pending * 3 // 4
         self.blocked_since = 0.0
         self.stalled: list[Client] = []
@@ -469,6 +470,7 @@ class Client(asyncio.Protocol):
             self.user = user.username or user.nkey
             self.jwt_issued_at = user.issued_at
             self.user_limits = (user.max_subscriptions, user.max_payload)
+            self.jwt_bearer = user.bearer
             if not self.register_with_account(server.lookup_account(user.account)):
                 self.max_account_connections_exceeded()
                 return

@@ -346,6 +346,11 @@ class AccountClaims:
         cfg.imports = [i for i in (_import(x) for x in nats.get("imports") or []) if i is not None]
         return cfg
 
+    def disallows_bearer(self) -> bool:
+        """The account's `limits.disallow_bearer`: bearer user JWTs (no nonce signature) are refused."""
+        lim = (self.claims.get("nats") or {}).get("limits")
+        return isinstance(lim, dict) and lim.get("disallow_bearer") is True
+
     def revoked(self, user: str, issued_at: Any) -> bool:
         """nats-server checkUserRevoked: revoked when the revocation time is at or after the JWT's `iat`; `*` revokes
         every user issued until then."""
@@ -515,6 +520,9 @@ class Trust:
         if uc["iss"] in acc.scoped_keys:
             log.warning("User %s signed by a scoped signing key: scope templates are not supported, refused", user)
             return None
+        if nats.get("bearer_token") and acc.disallows_bearer():
+            log.debug("Account does not allow bearer tokens")
+            return None
         types = nats.get("allowed_connection_types")
         if isinstance(types, list) and types and kind not in types:
             log.debug("Connection type not allowed")
@@ -537,7 +545,7 @@ class Trust:
         return User(username=user, account=acc.public, permissions=perms,
                     issued_at=uc["iat"] if isinstance(uc.get("iat"), int) else 0,
                     expires=exp if isinstance(exp, int) and exp > 0 else 0,
-                    max_subscriptions=max_subs, max_payload=max_payload)
+                    max_subscriptions=max_subs, max_payload=max_payload, bearer=nats.get("bearer_token") is True)
 
 
 def check_options(opts: Options) -> None:

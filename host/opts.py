@@ -58,6 +58,7 @@ class User:
     # applyAccountLimits)
     max_subscriptions: int = -1
     max_payload: int = -1
+    bearer: bool = False  # a JWT user whose JWT is a bearer token (an account update may disallow those)
 
 
 @dataclass

@@ -208,16 +208,19 @@ class Server:
 
     def jwt_account(self, claims: AccountClaims) -> Account:
         """The hub account of a JWT account, its config (limits, exports, imports) taken from the claims. On an
-        update, connected users its revocations now cover are cut, and its limits applied to the connections
-        (nats-server updateAccountClaimsWithRefresh)."""
+        update, connected bearer users are cut if it now disallows them, and users its revocations now cover, and its
+        limits applied to the connections (nats-server updateAccountClaimsWithRefresh)."""
         acc = self.accounts.get(claims.public)
         if acc is None:
             acc = self.accounts[claims.public] = Account(claims.public)
             acc.routes = self.routes
         acc.config = claims.config()
         acc.jwt = claims.jwt
+        disallow_bearer = claims.disallows_bearer()
         for c in list(acc.clients):
-            if c.user and c.jwt_issued_at and claims.revoked(c.user, c.jwt_issued_at):
+            if c.jwt_bearer and disallow_bearer:
+                c.auth_violation()
+            elif c.user and c.jwt_issued_at and claims.revoked(c.user, c.jwt_issued_at):
                 c.close(errors.REVOCATION, errors.ERR_AUTH_REVOKED)
         acc.enforce_limits()
         return acc

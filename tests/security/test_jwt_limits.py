@@ -44,8 +44,8 @@ MAX_SUBS_ERR = "'maximum subscriptions exceeded'"
 
 
 class Core:
-    """One operator: account SUBS (subs 3), PAY (payload 8), CONN (conn 2), LEAF (leaf 1), OPEN (no limits), and
-    EMPTY, whose `limits` claim is `{}` as a hand-written JWT may have it."""
+    """One operator: account SUBS (subs 3), PAY (payload 8), CONN (conn 2), LEAF (leaf 1), OPEN (no limits),
+    EMPTY, whose `limits` claim is `{}` as a hand-written JWT may have it, and NOBEARER (disallow_bearer)."""
 
     def __init__(self) -> None:
         self.op = Operator()
@@ -55,10 +55,12 @@ class Core:
         self.leaf = self.op.account("LEAF", limits={"leaf": 1})
         self.open = self.op.account("OPEN")
         self.empty = self.op.account("EMPTY", nsc_defaults=False)
+        self.no_bearer = self.op.account("NOBEARER", limits={"disallow_bearer": True})
         self.leaf_ports: dict[str, int] = {}  # per side: both sides' shared servers run at once
 
     def conf(self, extra: str = "") -> str:
-        return self.op.server_conf([self.subs, self.pay, self.conn, self.leaf, self.open, self.empty]) + extra
+        return self.op.server_conf([self.subs, self.pay, self.conn, self.leaf, self.open, self.empty,
+                                     self.no_bearer]) + extra
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +131,18 @@ def test_account_without_conn_claim_admits_no_one(core, core_accounts):
         r.send(b"PING\r\n")
         r.expect_err("maximum account active connections exceeded")
         r.expect_closed()
+
+
+def test_account_disallow_bearer_refuses_bearer_users(core, core_accounts):
+    bearer = core_accounts.no_bearer.user("bearer", bearer=True)
+    with Raw(core.port) as r:
+        r.connect(jwt=bearer.jwt)
+        r.send(b"PING\r\n")
+        r.expect_err("Authorization Violation")
+        r.expect_closed()
+    # a user that signs the nonce is let in
+    with login(core, core_accounts.no_bearer.user("signer")) as c:
+        c.sync()
 
 
 def leaf_connect(port: int, user) -> Raw:
@@ -413,3 +427,12 @@ def test_tiered_limits_without_r1_refuse_streams(jwt_js, js_accounts, tmp_path):
     assert info["tiers"] == {"R3": {"memory": 0, "storage": 0, "reserved_memory": 0, "reserved_storage": 0,
                                     "streams": 0, "consumers": 0, "limits": tier_limits(-1)}}
     assert api_error(r1) == (400, 10120, "no JetStream default or applicable tiered limit present")
+
+
+def test_pushed_disallow_bearer_cuts_bearer_users(pushed):
+    with pushed.connect("bearer", bearer=True) as bearer, pushed.connect("signer") as signer:
+        pushed.acc.limits["disallow_bearer"] = True
+        pushed.push()
+        bearer.expect_err("Authorization Violation")
+        bearer.expect_closed()
+        signer.sync()
