@@ -129,6 +129,19 @@ class ServerFailed(Exception):
     pass
 
 
+def refuses_to_start(fresh, config: str, files: dict[str, str] | None = None, timeout: float = READY_TIMEOUT) -> str:
+    """Start a server of the test's side with a bad config; it must exit non-zero. Its output, for the error text."""
+    s = fresh(config, files=files, wait=False)
+    s.port = free_port()
+    s.spawn()
+    try:
+        rc = s.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{s.side} server started with a bad config:\n{config}\n{s.output()}")
+    assert rc != 0
+    return s.output()
+
+
 class Server:
     """One running server process (nats-server or the hub)."""
 

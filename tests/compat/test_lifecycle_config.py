@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from .harness import Raw, free_port, pub, run, settle, wait_until
+from .harness import Raw, pub, refuses_to_start, run, settle, wait_until
 
 # ---------------------------------------------------------------------------------------------- signals
 
@@ -110,41 +110,29 @@ def test_lame_duck_nats_py_callback(fresh):
 # ---------------------------------------------------------------------------------------------- config
 
 
-def _refuses_to_start(fresh, config, files=None, timeout=10.0):
-    s = fresh(config, files=files, wait=False)
-    s.port = free_port()
-    s.spawn()
-    try:
-        rc = s.proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{s.side} server started with a bad config:\n{config}\n{s.output()}")
-    assert rc != 0
-    return s.output()
-
-
 def test_config_bad_value_names_line(fresh):
-    out = _refuses_to_start(fresh, 'server_name: x\n\nport: "abc"\n')
+    out = refuses_to_start(fresh, 'server_name: x\n\nport: "abc"\n')
     assert re.search(r"(\.conf:3:|line 3\b)", out), out
 
 
 def test_config_unknown_key_names_line(fresh):
-    out = _refuses_to_start(fresh, "max_payload: 1024\nbogus_key: 5\n")
+    out = refuses_to_start(fresh, "max_payload: 1024\nbogus_key: 5\n")
     assert re.search(r"(\.conf:2:|line 2\b)", out), out
     assert "bogus_key" in out
 
 
 def test_config_parse_error(fresh):
-    out = _refuses_to_start(fresh, "authorization {\n  user: a\n")
+    out = refuses_to_start(fresh, "authorization {\n  user: a\n")
     assert re.search(r"(line \d+|\.conf:\d+:)", out), out
 
 
 def test_config_max_payload_above_max_pending(fresh):
-    out = _refuses_to_start(fresh, "max_payload: 1024\nmax_pending: 512\n")
+    out = refuses_to_start(fresh, "max_payload: 1024\nmax_pending: 512\n")
     assert "max_payload" in out and "max_pending" in out
 
 
 def test_config_missing_include(fresh):
-    out = _refuses_to_start(fresh, 'include "./does-not-exist.conf"\n')
+    out = refuses_to_start(fresh, 'include "./does-not-exist.conf"\n')
     assert "does-not-exist.conf" in out
 
 
@@ -164,7 +152,7 @@ def test_config_include_and_variables(fresh):
 
 
 def test_config_undefined_variable(fresh):
-    out = _refuses_to_start(fresh, "max_payload: $NOT_DEFINED_ANYWHERE\n")
+    out = refuses_to_start(fresh, "max_payload: $NOT_DEFINED_ANYWHERE\n")
     assert "NOT_DEFINED_ANYWHERE" in out
 
 

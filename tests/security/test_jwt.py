@@ -19,7 +19,7 @@ import pytest
 
 from host import jwt as hubjwt
 from host.opts import Options
-from tests.compat.harness import Raw, Server, async_wait_until, free_port, run, wait_until
+from tests.compat.harness import Raw, Server, async_wait_until, free_port, refuses_to_start, run, wait_until
 from tests.jwtmint import Key, Operator, encode_jwt, encode_v1
 
 
@@ -224,11 +224,8 @@ def test_operator_config_errors_have_nats_server_texts(side, fresh, tenants, ext
         conf = conf.replace(f"system_account: {tenants.op.system.public}", f"system_account: {tenants.A.public}")
     else:
         conf += extra
-    s = fresh(config=conf, wait=False)
-    s.spawn()
-    wait_until(lambda: not s.alive(), msg="the server to refuse its config")
-    assert s.proc.returncode != 0
-    assert (text[side] if isinstance(text, dict) else text) in s.output()
+    out = refuses_to_start(fresh, conf)
+    assert (text[side] if isinstance(text, dict) else text) in out
 
 
 def test_connection_ends_when_the_user_jwt_expires(opsrv, tenants):

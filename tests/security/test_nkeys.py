@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.compat.harness import Raw, Server, free_port, run, wait_until
+from tests.compat.harness import Raw, Server, free_port, refuses_to_start, run
 from tests.jwtmint import Key
 
 
@@ -110,11 +110,8 @@ def test_nats_py_connects_with_nkeys_seed(nksrv, keys, tmp_path):
 ])
 def test_bad_nkey_config_is_refused_with_nats_server_text(fresh, entry, text):
     entry = entry % {"acc": Key("account").public, "user": Key("user").public}
-    s = fresh(config=f"authorization {{ users = [ {entry} ] }}\n", wait=False)
-    s.spawn()
-    wait_until(lambda: not s.alive(), msg="the server to refuse its config")
-    assert s.proc.returncode != 0
-    assert text in s.output()
+    out = refuses_to_start(fresh, f"authorization {{ users = [ {entry} ] }}\n")
+    assert text in out
 
 
 @pytest.mark.parametrize("conf", ["authorization { users = [ { nkey: %(user)s } ] }\n", "operator"])
@@ -152,9 +149,6 @@ def test_leaf_authenticates_with_the_leafnode_nkey(side, tmp_path, keys):
 
 def test_leafnode_users_take_no_nkey(fresh, keys):
     # nats-server's leafnode users have a user and password only; an nkey there would otherwise match any leaf
-    s = fresh(config=f"leafnodes {{ listen: 127.0.0.1:{free_port()}\n  authorization {{ users = [ {{ nkey: "
-                     f"{keys[0].public} }} ] }}\n}}\n", wait=False)
-    s.spawn()
-    wait_until(lambda: not s.alive(), msg="the server to refuse its config")
-    assert s.proc.returncode != 0
-    assert 'unknown field "nkey"' in s.output()
+    out = refuses_to_start(fresh, f"leafnodes {{ listen: 127.0.0.1:{free_port()}\n  authorization {{ users = [ "
+                                  f"{{ nkey: {keys[0].public} }} ] }}\n}}\n")
+    assert 'unknown field "nkey"' in out

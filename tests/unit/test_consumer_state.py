@@ -152,6 +152,7 @@ class JSA:
     def __init__(self) -> None:
         self.server = Server()
         self.account = Account("$G")
+        self.limits = self.account.limits  # the account's quotas (JSAccount.limits); none here
         self.streams: dict = {}
         self.api_total = self.api_errors = 0
         self.timers: list[Timer] = []
