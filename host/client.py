@@ -40,7 +40,7 @@ from host import errors
 from host.accounts import Account
 from host.auth import ClientPermissions, authenticate
 from host.delivery import deliver, learn_plan, settle
-from host.parser import OP_PUB_RUN, HubParser, encode_tail
+from host.parser import OP_PUB_RUN, HubParser, decode_tail, encode_tail
 from host.sublist import Sublist, Subscription, is_valid_literal_subject, is_valid_subject
 
 if TYPE_CHECKING:
@@ -383,10 +383,8 @@ class Client(asyncio.Protocol):
             self.count_in(len(pieces), nbytes)
             deliver(self.account, self, subject, has_hdr, pieces, nbytes)  # type: ignore[arg-type]
             learn_plan(self.parser.plans, self, self.account, subject, None)  # type: ignore[arg-type]
-        elif self.connected or not self.server.auth_required:
+        elif self.connected or self.connect_without_credentials():
             self.process_pub_run(subject, has_hdr, pieces, nbytes)
-        else:
-            self.auth_violation()
 
     def protocol_error(self, e: RemoteProtocolError) -> None:
         if e.wire == errors.ERR_MAX_PAYLOAD:
@@ -400,13 +398,50 @@ class Client(asyncio.Protocol):
     def auth_violation(self) -> None:
         self.close(errors.AUTH_VIOLATION, errors.ERR_AUTH_VIOLATION)
 
+    def connect_without_credentials(self) -> bool:
+        """A first operation other than CONNECT: fine without authentication; with no_auth_user, the client becomes
+        that user, with its account and permissions (nats-server parser.go, "allow non CONNECT protos as our
+        first"); otherwise an Authorization Violation. False: the connection was closed."""
+        if not self.server.auth_required:
+            return True
+        if not self.opts.no_auth_user:
+            self.auth_violation()
+            return False
+        if not self.login({}):
+            return False
+        self.connected = True
+        return True
+
+    def login(self, connect: dict[str, Any]) -> bool:
+        """Authenticate, join the user's account, take its permissions and JWT expiry, stop the auth timer. False:
+        refused, and the connection closed (Authorization Violation, or the account is at its max_connections)."""
+        server = self.server
+        user = authenticate(self.opts, connect, self.nonce, server.trust)
+        if user is None:
+            self.auth_violation()
+            return False
+        self.user = user.username or user.nkey
+        self.jwt_issued_at = user.issued_at
+        self.user_limits = (user.max_subscriptions, user.max_payload)
+        self.jwt_bearer = user.bearer
+        if not self.register_with_account(server.lookup_account(user.account)):
+            self.max_account_connections_exceeded()
+            return False
+        if user.expires:
+            self.expire_at(user.expires)
+        if user.permissions is not None:
+            self.perms = ClientPermissions(user.permissions)
+        h = self._timers.pop("auth", None)
+        if h is not None:
+            h.cancel()
+        return True
+
     def process_op(self, ev: tuple) -> None:
         op = ev[0]
         if op == OP_CONNECT:
             self.process_connect(ev[1])
             return
-        if not self.connected and self.server.auth_required:
-            self.auth_violation()
+        if not self.connected and not self.connect_without_credentials():
             return
         if op == OP_PUB:
             self.process_pub_run(ev[1], ev[3] is not None, [encode_tail(ev[2], ev[3], ev[4])],
@@ -461,28 +496,8 @@ class Client(asyncio.Protocol):
         self.name = str(c.get("name", "") or "")
         self.lang = str(c.get("lang", "") or "")
         self.version = str(c.get("version", "") or "")
-        server = self.server
-        if server.auth_required:
-            user = authenticate(self.opts, c, self.nonce, server.trust)
-            if user is None:
-                self.auth_violation()
-                return
-            self.user = user.username or user.nkey
-            self.jwt_issued_at = user.issued_at
-            self.user_limits = (user.max_subscriptions, user.max_payload)
-            self.jwt_bearer = user.bearer
-            if not self.register_with_account(server.lookup_account(user.account)):
-                self.max_account_connections_exceeded()
-                return
-            if user.expires:
-                self.expire_at(user.expires)
-            if user.permissions is not None:
-                self.perms = ClientPermissions(user.permissions)
-            h = self._timers.pop("auth", None)
-            if h is not None:
-                h.cancel()
-        elif self.opts.default_permissions is not None:
-            self.perms = ClientPermissions(self.opts.default_permissions)
+        if self.server.auth_required and not self.login(c):
+            return
         if self.no_responders and not self.headers:
             self.close(errors.NO_RESPONDERS_REQUIRES_HEADERS, errors.ERR_NO_RESPONDERS_NEEDS_HEADERS)
             return
@@ -508,7 +523,7 @@ class Client(asyncio.Protocol):
             self.enqueue(encode_err(errors.ERR_INVALID_SUBJECT))
             return
         perms = self.perms
-        if perms is not None and perms.sub is not None and not perms.sub.check(subject):
+        if perms is not None and perms.sub is not None and not perms.sub.check(subject, queue):
             self.enqueue(encode_err(errors.err_sub_violation(subject, queue)))
             return
         if sid in self.subs:
@@ -556,10 +571,26 @@ class Client(asyncio.Protocol):
         self.count_in(n, nbytes)
         perms = self.perms
         if perms is not None and perms.pub is not None and not perms.pub.check(subject):
-            err = encode_err(errors.err_pub_violation(subject))
-            for _ in range(n):
-                self.enqueue(err)
-            return
+            if perms.replies is None:
+                err = encode_err(errors.err_pub_violation(subject))
+                for _ in range(n):
+                    self.enqueue(err)
+                return
+            # allow_responses: each frame uses up the reply permission, one by one as nats-server counts them.
+            now = time.monotonic()
+            allowed = []
+            for piece in pieces:
+                if perms.can_publish(subject, now):
+                    allowed.append(piece)
+                else:
+                    self.enqueue(encode_err(errors.err_pub_violation(subject)))
+            if not allowed:
+                return
+            if len(allowed) < n:
+                pieces = allowed
+                n = len(pieces)
+                nbytes = sum(len(payload) + (len(hdr) if hdr is not None else 0)
+                             for _reply, hdr, payload in (decode_tail(p, has_hdr) for p in pieces))
         if self.pedantic and not is_valid_literal_subject(subject):
             err = encode_err(errors.ERR_INVALID_PUB_SUBJECT)
             for _ in range(n):

@@ -23,6 +23,7 @@ The rules, written once here:
   origin has in scope;
 - headers: stripped for a client that did not say headers:true;
 - UNSUB max: a subscription gets at most its max, then it is removed;
+- allow_responses: a subscriber with it may answer the reply subjects it was given (frame by frame, as `limited`);
 - permissions: a subscriber whose subscribe permissions deny the subject gets nothing;
 - leaf links: one frame per link however many of its subscriptions match; the queue groups it was picked
   for are named on that frame;
@@ -32,6 +33,7 @@ The rules, written once here:
 from __future__ import annotations
 
 import random
+import time
 from typing import TYPE_CHECKING, Any
 
 from host.accounts import MAX_IMPORT_DEPTH, Account, InternalHandler, ServiceImport, map_subject
@@ -54,10 +56,10 @@ class Fanout:
     `plain` and `hplain` list the targets that take every frame whole, with their prefixes for frames without
     and with headers (the hot loop of deliver_fanout checks nothing but echo); `strip`, the clients without header
     support.
-    `limited` subscriptions (UNSUB max) go through `_deliver_limited`. Queue groups list their members (a leaf's
-    queue interest stands for `weight` members). Frames are looked at one by one (`_deliver_each`) when leaf links
-    are queue members (a frame names the groups a leaf was picked for) or a consumer delivers to a leaf
-    (`leaf_shown`: the shown subject travels after the reply).
+    `limited` subscriptions (UNSUB max, or of a subscriber with allow_responses) go through `_deliver_limited`.
+    Queue groups list their members (a leaf's queue interest stands for `weight` members). Frames are looked at one
+    by one (`_deliver_each`) when leaf links are queue members (a frame names the groups a leaf was picked for) or a
+    consumer delivers to a leaf (`leaf_shown`: the shown subject travels after the reply).
     """
 
     __slots__ = ("plain", "hplain", "limited", "strip", "queues", "internal", "routers", "rr", "link_queues",
@@ -94,7 +96,7 @@ class Fanout:
             elif conn.perms is None or not _denied(s, subject):
                 pfx = b"MSG " + written + b" " + s.sid
                 hpfx = b"HMSG " + written + b" " + s.sid
-                if s.max is not None:
+                if s.max is not None or (conn.perms is not None and conn.perms.replies is not None):
                     limited.append((conn, s, pfx, hpfx))
                     continue
                 plain.append((conn, s, pfx))
@@ -132,7 +134,7 @@ class Fanout:
 
 def _denied(s: Subscription, subject: bytes) -> bool:
     perms = s.conn.perms
-    return perms is not None and perms.sub is not None and bool(perms.sub.deny) and perms.sub.denies(subject)
+    return perms is not None and perms.sub is not None and perms.sub.has_deny() and perms.sub.denies(subject, s.queue)
 
 
 class Plan:
@@ -512,6 +514,14 @@ def _deliver_limited(conn: Client, sub: Subscription, pfx: bytes, hpfx: bytes, h
         if left < len(pieces):
             take = pieces[:left]
             nbytes = sum(_size(x, has_hdr) for x in take)
+    perms = conn.perms
+    if perms is not None and perms.replies is not None:
+        # allow_responses: the subscriber may answer what it is given (client.go deliverMsg tracks replies).
+        now = time.monotonic()
+        for piece in take:
+            reply = decode_tail(piece, has_hdr)[0]
+            if reply:
+                perms.track_reply(reply, now)
     if has_hdr and not conn.headers:
         _deliver_stripped(conn, sub, pfx, take)
     else:

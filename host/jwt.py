@@ -29,7 +29,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from host.opts import AccountConfig, AccountLimits, Export, Import, Options, OptionsError, Permissions, User
+from host.opts import (
+    AccountConfig,
+    AccountLimits,
+    Export,
+    Import,
+    Options,
+    OptionsError,
+    Permissions,
+    ResponsePermission,
+    User,
+)
 
 if TYPE_CHECKING:
     from host.accounts import Account
@@ -243,10 +253,12 @@ def claim_permissions(nats: dict[str, Any]) -> Permissions | None:
     sub = nats.get("sub") if isinstance(nats.get("sub"), dict) else {}
     p = Permissions(pub_allow=_subjects(pub.get("allow")), pub_deny=_subjects(pub.get("deny")),
                     sub_allow=_subjects(sub.get("allow")), sub_deny=_subjects(sub.get("deny")),
-                    allow_responses=isinstance(nats.get("resp"), dict))
+                    allow_responses=_claim_responses(nats.get("resp")))
     if p.pub_allow is None and p.pub_deny is None and p.sub_allow is None and p.sub_deny is None \
-            and not p.allow_responses:
+            and p.allow_responses is None:
         return None
+    if p.allow_responses is not None and p.pub_allow is None:
+        p.pub_allow = []  # nats-server validateResponsePermissions: no blanket publish allow
     return p
 
 
@@ -256,6 +268,19 @@ def claim_version(claims: dict[str, Any]) -> int:
         return 1
     v = (claims.get("nats") or {}).get("version", 0)
     return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
+def _claim_responses(resp: Any) -> ResponsePermission | None:
+    """`resp: {max, ttl}` (ttl in ns); 0 or missing takes nats-server's defaults (validateResponsePermissions)."""
+    if not isinstance(resp, dict):
+        return None
+    rp = ResponsePermission()
+    n, ttl = resp.get("max"), resp.get("ttl")
+    if isinstance(n, int) and not isinstance(n, bool) and n:
+        rp.max_msgs = n
+    if isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and ttl:
+        rp.expires = ttl / 1e9
+    return rp
 
 
 def _claim_int(v: Any, missing: int = 0) -> int:

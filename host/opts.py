@@ -13,6 +13,7 @@ from typing import Any
 from host import conf
 from host.conf import ConfError, ConfMap
 from host.gotime import NS, parse_duration
+from host.sublist import is_valid_subject
 
 DEFAULT_PORT = 4222
 MAX_PAYLOAD = 1024 * 1024
@@ -35,12 +36,21 @@ class OptionsError(ValueError):
 
 
 @dataclass
+class ResponsePermission:
+    """allow_responses (nats-server ResponsePermission): a client may publish to the reply subject of each message
+    it received, max_msgs times within expires seconds (<= 0: no limit)."""
+
+    max_msgs: int = 1  # nats-server DEFAULT_ALLOW_RESPONSE_MAX_MSGS
+    expires: float = 120.0  # DEFAULT_ALLOW_RESPONSE_EXPIRATION
+
+
+@dataclass
 class Permissions:
     pub_allow: list[bytes] | None = None
     pub_deny: list[bytes] | None = None
-    sub_allow: list[bytes] | None = None
+    sub_allow: list[bytes] | None = None  # entries may name a queue group: b"subject queue"
     sub_deny: list[bytes] | None = None
-    allow_responses: bool = False
+    allow_responses: ResponsePermission | None = None
 
 
 @dataclass
@@ -106,6 +116,7 @@ class AccountConfig:
     users: list[User] = field(default_factory=list)
     exports: list[Export] = field(default_factory=list)
     imports: list[Import] = field(default_factory=list)
+    default_permissions: Permissions | None = None  # given to its users without permissions of their own
     jetstream: bool | None = None  # `jetstream: enabled` in the account block
     limits: AccountLimits = field(default_factory=AccountLimits)
 
@@ -184,7 +195,7 @@ class Options:
     username: str | None = None
     password: str | None = None
     users: list[User] = field(default_factory=list)
-    default_permissions: Permissions | None = None
+    default_permissions: Permissions | None = None  # authorization's, given to its users without permissions
     accounts: dict[str, AccountConfig] = field(default_factory=dict)
     no_auth_user: str | None = None
     # Operator mode (host/jwt.py): operator JWTs (inline or file paths), the system account's public key, the account
@@ -207,9 +218,6 @@ class Options:
     js_sync_interval: float | str = 120.0
     config_file: str = ""
     warnings: list[str] = field(default_factory=list)
-
-    def auth_required(self) -> bool:
-        return bool(self.token or self.username or self.users)
 
 
 class _Loader:
@@ -654,10 +662,13 @@ class _Loader:
                 o.auth_timeout = self.auth_timeout(m, key)
             elif k == "users":
                 o.users.extend(self.load_users(m, key, GLOBAL_ACCOUNT))
-            elif k in ("permissions", "default_permissions"):
+            elif k in ("permissions", "default_permissions", "default_permission"):
                 o.default_permissions = self.load_permissions(self.map_(m, key))
             else:
                 self._unknown(m, key)
+        # As nats-server parseAuthorization: the block's permissions are the default of its own users only (not of
+        # a token, a single user, or users of accounts).
+        _apply_default_permissions(o.users, o.default_permissions)
         if o.users and (o.username or o.token):
             raise OptionsError("authorization: can not have a single user/pass or token and a users array")
 
@@ -696,31 +707,75 @@ class _Loader:
         for key in m:
             k = key.lower()
             if k in ("publish", "pub", "subscribe", "sub"):
+                sub = k.startswith("sub")
                 v = m[key]
                 if isinstance(v, ConfMap):
-                    allow = [self._subj(v, a) for a in self.list_(v, a_k)] if (a_k := _ci(v, "allow")) else None
-                    deny = [self._subj(v, d) for d in self.list_(v, d_k)] if (d_k := _ci(v, "deny")) else None
+                    allow = [self._subj(v, a_k, s, sub) for s in self.list_(v, a_k)] if (a_k := _ci(v, "allow")) \
+                        else None
+                    deny = [self._subj(v, d_k, s, sub) for s in self.list_(v, d_k)] if (d_k := _ci(v, "deny")) \
+                        else None
                     for extra in v:
                         if extra.lower() not in ("allow", "deny"):
                             self._unknown(v, extra)
                 else:
-                    allow = [self._subj(m, s, key) for s in self.list_(m, key)]
+                    allow = [self._subj(m, key, s, sub) for s in self.list_(m, key)]
                     deny = None
-                if k.startswith("pub"):
-                    p.pub_allow, p.pub_deny = allow, deny
-                else:
+                if sub:
                     p.sub_allow, p.sub_deny = allow, deny
-            elif k == "allow_responses":
-                v = m[key]
-                p.allow_responses = bool(v)
+                else:
+                    p.pub_allow, p.pub_deny = allow, deny
+            elif k in ("allow_responses", "publish_allow_responses"):
+                p.allow_responses = self.load_allow_responses(m, key)
             else:
                 self._unknown(m, key)
+        if p.allow_responses is not None and p.pub_allow is None:
+            # As nats-server: allow_responses turns off the blanket publish allow (nats-server does this only when
+            # it reads allow_responses after publish, and Go visits a map's keys in random order; we always do).
+            p.pub_allow = []
         return p
 
-    def _subj(self, m: ConfMap, s: Any, key: str = "") -> bytes:
-        if not isinstance(s, str) or not s or any(c.isspace() for c in s):
-            raise self.err(m, key or next(iter(m), ""), f"invalid subject {s!r} in permissions")
-        return s.encode()
+    def load_allow_responses(self, m: ConfMap, key: str) -> ResponsePermission | None:
+        """`allow_responses: true`, or a map of max (responses per request) and expires (a duration); 0 or
+        missing keeps nats-server's default, a negative value means no limit."""
+        v = m[key]
+        if isinstance(v, bool):
+            return ResponsePermission() if v else None
+        if not isinstance(v, ConfMap):
+            raise self.err(m, key, f'field "{key}": expected true, false or a map {{ max, expires }}, got {v!r}')
+        rp = ResponsePermission()
+        for k in v:
+            lk = k.lower()
+            if lk in ("max", "max_msgs", "max_messages", "max_responses"):
+                n = v[k]
+                if isinstance(n, bool) or not isinstance(n, int):
+                    raise self.err(v, k, f'field "{k}": expected an integer, got {n!r}')
+                if n:
+                    rp.max_msgs = n
+            elif lk in ("expires", "expiration", "ttl"):
+                if not isinstance(v[k], str):
+                    raise self.err(v, k, f'field "{k}": expected a duration string like "1m", got {v[k]!r}')
+                d = self.duration(v, k)
+                if d:
+                    rp.expires = d
+            else:
+                self._unknown(v, k)
+        return rp
+
+    def _subj(self, m: ConfMap, key: str, s: Any, queue_ok: bool) -> bytes:
+        """A permission subject; subscribe entries may add a queue group ("subject queue"), as nats-server's
+        checkPermSubjectArray."""
+        text = s if isinstance(s, str) else ""
+        parts = text.split()
+        if is_valid_subject(text.encode()):
+            return text.encode()
+        if queue_ok and len(parts) == 2:
+            if not is_valid_subject(parts[0].encode()):
+                raise self.err(m, key, f'subject "{parts[0]}" is not a valid subject')
+            if not is_valid_subject(parts[1].encode()):
+                raise self.err(m, key, f'queue "{parts[1]}" is not a valid queue')
+            return f"{parts[0]} {parts[1]}".encode()
+        raise self.err(m, key, f"subject {s!r} is not a valid subject" if not isinstance(s, str)
+                       else f'subject "{s}" is not a valid subject')
 
     def load_accounts(self, m: ConfMap) -> None:
         for name in m:
@@ -742,11 +797,14 @@ class _Loader:
                     self.load_account_jetstream(body, key, acc)
                 elif k == "limits":
                     self.load_account_limits(self.map_(body, key), acc.limits)
-                elif k in ("mappings", "default_permissions"):
+                elif k == "default_permissions":
+                    acc.default_permissions = self.load_permissions(self.map_(body, key))
+                elif k == "mappings":
                     continue
                 else:
                     self._unknown(body, key)
             acc.imports = [self.load_import(b, k, i) for b, k, i in pending_imports]
+            _apply_default_permissions(acc.users, acc.default_permissions)
             self.opts.accounts[name] = acc
 
     def load_account_limits(self, m: ConfMap, lim: AccountLimits) -> None:
@@ -860,6 +918,14 @@ def split_url(url: str) -> tuple[str, int, str | None, str | None] | None:
     return host, int(port), (user or None) if at else None, (password or None) if at else None
 
 
+def _apply_default_permissions(users: list[User], default: Permissions | None) -> None:
+    """nats-server applyDefaultPermissions: users without permissions of their own get the default."""
+    if default is not None:
+        for u in users:
+            if u.permissions is None:
+                u.permissions = default
+
+
 def _where(m: ConfMap, key: str) -> str:
     try:
         fname, line = m.pos(key)
@@ -914,3 +980,16 @@ def validate(opts: Options) -> None:
     for u in opts.users:
         if u.account != GLOBAL_ACCOUNT and u.account not in opts.accounts:
             raise OptionsError(f'user "{u.username}" references unknown account "{u.account}"')
+        if u.username in names:
+            raise OptionsError(f'Duplicate user "{u.username}" detected')
+    if names and opts.username:
+        raise OptionsError("Can not have a single user/pass and accounts")
+    if names and opts.token:
+        raise OptionsError("Can not have a token and accounts")
+    # nats-server validateNoAuthUser, with its texts
+    if opts.no_auth_user:
+        if not (names or opts.users):
+            raise OptionsError(f'no_auth_user: "{opts.no_auth_user}" present, but users/nkeys are not defined')
+        if opts.no_auth_user not in names and all(u.username != opts.no_auth_user for u in opts.users):
+            raise OptionsError(f'no_auth_user: "{opts.no_auth_user}" not present as user or nkey in authorization '
+                               "block or account configuration")

@@ -22,7 +22,7 @@ from typing import Any
 from edge.proto import encode_info
 from host import errors
 from host.accounts import Account, ServiceImport, nuid, wire_imports
-from host.auth import auth_required, nonce_required
+from host.auth import auth_configured, info_auth_required, nonce_required
 from host.client import Client
 from host.delivery import deliver_msg, deliver_reply
 from host.jwt import PREFIX_ACCOUNT, AccountClaims, Trust, install_claims_update, trust_from_options
@@ -102,7 +102,7 @@ class Server:
         self.name = opts.server_name or self.id
         self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop()
         self.start_time = time.time()
-        self.auth_required = auth_required(opts)
+        self.auth_required = auth_configured(opts)  # enforced; INFO may hide it (info_auth_required)
         self.nonce_required = nonce_required(opts)
         self.exit_code = 0
         # Cluster: registered routes by peer server id (shared with every Account), connections before their
@@ -484,7 +484,7 @@ class Server:
             "headers": True,
             "max_payload": o.max_payload,
         }
-        if self.auth_required:
+        if info_auth_required(o):
             info["auth_required"] = True
         if self.js is not None:
             info["jetstream"] = True
