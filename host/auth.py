@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from host.jwt import Trust, authenticate_nkey
+from host.jwt import Trust, authenticate_nkey, verify_nonce
 from host.opts import GLOBAL_ACCOUNT, Options, Permissions, User
 from host.sublist import subject_matches
 
@@ -191,6 +191,41 @@ class ClientPermissions:
                 del replies[k]
 
 
+class LeafPermissions:
+    """A leaf user's permissions on the hub's side of the link (nats-server leafnode.go, which swaps publish and
+    subscribe on the hub's copy): `publish` is what the leaf may send into the hub, and which of the account's
+    interest the hub tells it; `subscribe` is what the hub may send to it, and which literal interest it may
+    declare. A leaf that sends or declares outside them is cut off."""
+
+    __slots__ = ("send", "receive", "advertise_allow", "advertise_deny")
+
+    def __init__(self, p: Permissions) -> None:
+        self.send = PermissionCache(p.pub_allow, p.pub_deny) if (p.pub_allow is not None or p.pub_deny) else None
+        # Queue-qualified subscribe entries say nothing about what a leaf receives (nats-server counts plain
+        # matches only), and an empty subscribe allow list restricts nothing.
+        allow = _split_queues(p.sub_allow)[0] if p.sub_allow else None
+        deny = _split_queues(p.sub_deny)[0] if p.sub_deny else None
+        self.receive = PermissionCache(allow, deny) if (allow is not None or deny) else None
+        self.advertise_allow = p.pub_allow
+        self.advertise_deny = p.pub_deny or []
+
+    def may_send(self, subject: bytes) -> bool:
+        return self.send is None or self.send.check(subject)
+
+    def may_receive(self, subject: bytes) -> bool:
+        return self.receive is None or self.receive.check(subject)
+
+    def may_advertise(self, subject: bytes) -> bool:
+        """Interest the leaf may hear of: subjects it may publish to; a wildcard interest also when it covers one of
+        them (nats-server canSubscribeInternal's ReverseMatch for leafs)."""
+        allow = self.advertise_allow
+        if allow is not None:
+            wild = b"*" in subject or b">" in subject
+            if not any(_perm_matches(a, subject) or (wild and _subset(a, subject)) for a in allow):
+                return False
+        return not any(_perm_matches(d, subject) for d in self.advertise_deny)
+
+
 def _eq(a: str | None, b: Any) -> bool:
     return a is not None and isinstance(b, str) and hmac.compare_digest(a.encode(), b.encode())
 
@@ -209,6 +244,39 @@ def auth_configured(opts: Options) -> bool:
     if opts.operator_jwts:
         return True
     return bool(opts.token or opts.username or opts.users or any(a.users for a in opts.accounts.values()))
+
+
+def authenticate_leaf(opts: Options, connect: dict[str, Any], nonce: str = "",
+                      trust: Trust | None = None) -> User | None:
+    """The user a leaf's CONNECT authenticates as (its account; permissions for client and JWT users), None to
+    refuse.
+
+    As nats-server isLeafNodeAuthorized: in operator mode the leaf's user JWT signs `nonce`; else
+    `leafnodes { authorization }` takes precedence (its single user, nkey or token binds its `account`, its users
+    their own); without it, the leaf is checked as a client is (authenticate), and with no authentication at all it
+    lands in the leafnodes' account.
+    """
+    if trust is not None:
+        return trust.authenticate(connect, nonce, "LEAFNODE")
+    lo = opts.leafnodes
+    name = connect.get("user")
+    password = connect.get("pass") or ""
+    if lo.nkey:
+        ok = connect.get("nkey") == lo.nkey and verify_nonce(lo.nkey, nonce, connect.get("sig"))
+        return User(nkey=lo.nkey, account=lo.account) if ok else None
+    if lo.token:
+        return User(token=lo.token, account=lo.account) if _eq(lo.token, connect.get("auth_token")) else None
+    if lo.username:
+        ok = _eq(lo.username, name) and _eq(lo.password or "", password)
+        return User(username=lo.username, account=lo.account) if ok else None
+    if lo.users:
+        for u in lo.users:
+            if _eq(u.username, name):
+                return User(username=u.username, account=u.account) if _eq(u.password or "", password) else None
+        return None
+    if auth_configured(opts):
+        return authenticate(opts, connect, nonce)
+    return User(account=lo.account)
 
 
 def info_auth_required(opts: Options) -> bool:

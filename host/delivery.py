@@ -24,7 +24,8 @@ The rules, written once here:
 - headers: stripped for a client that did not say headers:true;
 - UNSUB max: a subscription gets at most its max, then it is removed;
 - allow_responses: a subscriber with it may answer the reply subjects it was given (frame by frame, as `limited`);
-- permissions: a subscriber whose subscribe permissions deny the subject gets nothing;
+- permissions: a subscriber whose subscribe permissions deny the subject gets nothing, nor does a leaf whose
+  user may not receive it;
 - leaf links: one frame per link however many of its subscriptions match; the queue groups it was picked
   for are named on that frame;
 - imports: stream and service imports carry the message into other accounts, up to MAX_IMPORT_DEPTH.
@@ -84,6 +85,8 @@ class Fanout:
                 if shown is None:
                     internal.append(s)
             elif conn.is_link:
+                if conn.is_leaf and conn.leaf_perms is not None and not conn.leaf_perms.may_receive(subject):
+                    continue
                 if conn not in links:
                     links.append(conn)
                     pfx, hpfx = conn.link_prefixes(acc, subject)
@@ -119,6 +122,8 @@ class Fanout:
                     continue
                 conn = s.conn
                 if conn.is_link:
+                    if conn.is_leaf and conn.leaf_perms is not None and not conn.leaf_perms.may_receive(subject):
+                        continue
                     # A link's queue interest stands for `weight` members (nats-server expands remote weights too).
                     self.link_queues = True
                     self.leaf_shown = written != subject

@@ -44,11 +44,12 @@ from edge.proto import (
 )
 from host import errors
 from host.accounts import Account, nuid
+from host.auth import LeafPermissions, authenticate_leaf
 from host.client import LINK_FIRST_PING_INTERVAL, Client, interest_change
 from host.delivery import deliver, deliver_link_msg, learn_plan
-from host.jwt import JwtError, decode_jwt, read_creds, sign_nonce, user_limits, verify_nonce
+from host.jwt import JwtError, decode_jwt, read_creds, sign_nonce, user_limits
 from host.parser import HubParser
-from host.sublist import Subscription, is_valid_subject
+from host.sublist import Subscription, is_literal, is_valid_subject
 
 if TYPE_CHECKING:
     from host.server import Server
@@ -90,6 +91,7 @@ class Leaf(Client):
         self.info_sent = False
         self.leaf_subs: dict[Key, Subscription] = {}  # interest the peer asked for
         self.sent: dict[Key, int] = {}  # interest we advertised to the peer, as last sent
+        self.leaf_perms: LeafPermissions | None = None  # the permissions of the user it authenticated as
 
     # ---- handshake --------------------------------------------------------------------------------
 
@@ -116,10 +118,13 @@ class Leaf(Client):
         if "lang" in c:
             self.close(errors.PROTOCOL_VIOLATION, ERR_LEAF_PORT)
             return
-        account = self.server.authenticate_leaf(c, self.nonce)
-        if account is None:
+        user = authenticate_leaf(self.opts, c, self.nonce, self.server.trust)
+        if user is None:
             self.auth_violation()
             return
+        account = self.server.lookup_account(user.account)
+        if user.permissions is not None:
+            self.leaf_perms = LeafPermissions(user.permissions)
         h = self._timers.pop("auth", None)
         if h is not None:
             h.cancel()
@@ -200,6 +205,9 @@ class Leaf(Client):
         subject, queue = key
         if subject.startswith(b"$LDS.") and own is not None:
             n = 0  # never hand a peer's loop-detection subject back to it
+        elif self.leaf_perms is not None and n > 0 and not subject.startswith(b"$LDS.") \
+                and not self.leaf_perms.may_advertise(subject):
+            n = 0
         change = interest_change(self.sent, key, queue, n)
         if change > 0:
             self.enqueue(encode_ls_plus(subject, queue, n) if queue else encode_ls_plus(subject))
@@ -215,8 +223,13 @@ class Leaf(Client):
             if self.remote is None:
                 self.auth_violation()  # a message before CONNECT
             return
+        if self.leaf_perms is not None and not self.leaf_perms.may_send(subject):
+            self.leaf_perm_violation(errors.err_pub_violation(subject))
+            return
         self.count_in(len(pieces), nbytes)
         deliver(self.account, self, subject, has_hdr, pieces, nbytes, 0, ())  # type: ignore[arg-type]
+        # (a plan is learned for a subject the leaf may publish to only, so the parser's own deliveries stay inside
+        # its permissions)
         learn_plan(self.parser.plans, self, self.account, subject, ())  # type: ignore[arg-type]
 
     def process_op(self, ev: tuple) -> None:
@@ -257,6 +270,11 @@ class Leaf(Client):
             self.remote.delay = LOOP_DELAY
         self.close(errors.CLIENT_CLOSED)
 
+    def leaf_perm_violation(self, err: str) -> None:
+        """As nats-server leafPermViolation: tell the leaf, log, and cut it off."""
+        log.error("%s - Check other side configuration", err)
+        self.close(errors.PROTOCOL_VIOLATION, err)
+
     def process_leaf_sub(self, subject: bytes, queue: bytes | None, weight: int | None) -> None:
         acc = self.account
         assert acc is not None
@@ -266,6 +284,12 @@ class Leaf(Client):
                 self.remote.delay = LOOP_DELAY
             return
         if not is_valid_subject(subject):
+            return
+        perms = self.leaf_perms
+        if perms is not None and is_literal(subject) and not subject.startswith(b"$LDS.") \
+                and not perms.may_receive(subject):
+            # (a wildcard interest is taken; what it may receive is filtered per subject on delivery)
+            self.leaf_perm_violation(errors.err_sub_violation(subject, None))
             return
         if 0 <= self.max_subs <= len(self.subs) and (subject, queue) not in self.leaf_subs:
             self.enqueue(encode_err(errors.ERR_MAX_SUBSCRIPTIONS))
@@ -287,6 +311,9 @@ class Leaf(Client):
 
     def process_inbound_leaf_msg(self, subject: bytes, reply: bytes | None, queues: list[bytes] | None,
                                  hdr: bytes | None, payload: bytes) -> None:
+        if self.leaf_perms is not None and not self.leaf_perms.may_send(subject):
+            self.leaf_perm_violation(errors.err_pub_violation(subject))
+            return
         size = len(payload) + (len(hdr) if hdr is not None else 0)
         self.count_in(1, size)
         assert self.account is not None
@@ -410,34 +437,6 @@ def leaf_info(server: Server, leaf: Leaf) -> dict[str, Any]:
         if o.leafnodes.tls_verify:
             info["tls_verify"] = True
     return info
-
-
-def leaf_account_for(server: Server, c: dict[str, Any], nonce: str) -> Account | None:
-    """Authenticate a leaf CONNECT against `leafnodes { authorization {...} }`, or in operator mode by its user JWT
-    signing `nonce`; None = refuse."""
-    if server.trust is not None:
-        user = server.trust.authenticate(c, nonce, "LEAFNODE")
-        if user is not None and user.permissions is not None:
-            # Fail closed (host/jwt.py rule 2): the hub does not apply a leaf user's permissions to the leaf link.
-            log.warning("Leafnode user %s has JWT permissions, which this hub does not apply to leafnodes: refused",
-                        user.username)
-            return None
-        return server.lookup_account(user.account) if user is not None else None
-    lo = server.opts.leafnodes
-    if lo.nkey:
-        ok = c.get("nkey") == lo.nkey and verify_nonce(lo.nkey, nonce, c.get("sig"))
-        return server.lookup_account(lo.account) if ok else None
-    if lo.token:
-        return server.lookup_account(lo.account) if c.get("auth_token") == lo.token else None
-    if lo.username:
-        ok = c.get("user") == lo.username and (c.get("pass") or "") == (lo.password or "")
-        return server.lookup_account(lo.account) if ok else None
-    if lo.users:
-        for u in lo.users:
-            if c.get("user") == u.username and (c.get("pass") or "") == (u.password or ""):
-                return server.lookup_account(u.account)
-        return None
-    return server.global_account
 
 
 def leaf_json(leaf: Leaf) -> dict[str, Any]:

@@ -611,6 +611,10 @@ class _Loader:
                     if u.nkey is not None:  # nats-server parseLeafUsers takes users and passwords only
                         raise self.err(m, key, 'unknown field "nkey" (a leafnode user has a user and password; a '
                                        'single nkey is leafnodes { authorization { nkey } })')
+                if any(u.permissions is not None for u in lo.users):
+                    # nats-server parseLeafUsers knows no permissions there: refused, not silently ignored
+                    raise self.err(m, key, 'unknown field "permissions" (leafnode users have no permissions; give '
+                                   "the leaf a user of the authorization block or of an account instead)")
             elif k == "timeout":
                 continue
             else:

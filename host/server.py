@@ -26,7 +26,7 @@ from host.auth import auth_configured, info_auth_required, nonce_required
 from host.client import Client
 from host.delivery import deliver_msg, deliver_reply
 from host.jwt import PREFIX_ACCOUNT, AccountClaims, Trust, install_claims_update, trust_from_options
-from host.leafnode import Leaf, RemoteLeaf, leaf_account_for, leaf_info
+from host.leafnode import Leaf, RemoteLeaf, leaf_info
 from host.monitor import conn_info, start_monitor
 from host.opts import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Options, split_url
 from host.route import RouteDialer, Router, first_host_name, new_cluster_name
@@ -254,9 +254,6 @@ class Server:
 
     def leaf_info(self, leaf: Leaf) -> dict[str, Any]:
         return leaf_info(self, leaf)
-
-    def authenticate_leaf(self, connect: dict[str, Any], nonce: str) -> Account | None:
-        return leaf_account_for(self, connect, nonce)
 
     # ---- cluster ----------------------------------------------------------------------------------
 
