@@ -78,6 +78,7 @@ class Client(asyncio.Protocol):
         self.connected = False  # CONNECT accepted
         self.simple_pub = False  # publishes need no per-message replies or permission checks
         self.info_pending = False  # send the connect_info INFO after the first PONG
+        self.info_sent = False  # the INFO went out in plain text before a TLS handshake
         # Defaults before/without CONNECT: nats-server treats such a client as verbose + pedantic.
         self.verbose = True
         self.pedantic = True
@@ -118,10 +119,16 @@ class Client(asyncio.Protocol):
         self.ip, self.port = peer[0], peer[1]
         transport.set_write_buffer_limits(high=min(self.max_pending // 2, 4 << 20))
 
+    def plain_info(self, addr: Any) -> bytes:
+        """The INFO a TLS client port writes in plain text before the handshake (host/tls.py TLSListener)."""
+        self.ip, self.port = addr[0], addr[1]
+        self.info_sent = True
+        return encode_info(self.server.client_info(self))
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.attach(transport)
         server = self.server
-        info = encode_info(server.client_info(self))
+        info = b"" if self.info_sent else encode_info(server.client_info(self))
         if not server.register(self):
             transport.write(info + encode_err(errors.ERR_MAX_CONNECTIONS))
             self.closed = True

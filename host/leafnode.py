@@ -106,7 +106,7 @@ class Leaf(Client):
             self._timers["auth"] = loop.call_later(server.opts.auth_timeout, self._auth_timeout)
         self._timers["ping"] = loop.call_later(LINK_FIRST_PING_INTERVAL, self._ping_timer)
 
-    def plain_info(self) -> bytes:
+    def plain_info(self, _addr: Any = None) -> bytes:
         """The INFO a TLS leafnode port writes in plain text before the handshake (host/tls.py TLSListener):
         as nats-server, INFO first, then TLS, then CONNECT."""
         self.info_sent = True

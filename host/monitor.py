@@ -139,7 +139,7 @@ def varz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
         "mqtt": {},
         "websocket": {},
         "jetstream": server.js.varz() if server.js is not None else {},
-        "tls_timeout": 2,
+        "tls_timeout": o.tls_timeout,
         "write_deadline": int(o.write_deadline * 1e9),
         "start": rfc3339(server.start_time),
         "now": rfc3339(now),
@@ -165,6 +165,7 @@ def varz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
         "system_account": "$SYS",
         "slow_consumer_stats": {"clients": server.slow_consumers, "routes": 0, "gateways": 0, "leafs": 0},
         **({"connect_urls": server.connect_urls} if server.connect_urls else {}),
+        **({"tls_required": True, "tls_verify": o.tls_verify} if server.client_tls is not None else {}),
     }
 
 

@@ -191,6 +191,7 @@ class Options:
     lame_duck_duration: float = LAME_DUCK_DURATION
     lame_duck_grace_period: float = LAME_DUCK_GRACE
     auth_timeout: float = AUTH_TIMEOUT
+    auth_timeout_set: bool = False  # given in the config: else, with TLS, tls_timeout + 1 s (validate)
     token: str | None = None
     username: str | None = None
     password: str | None = None
@@ -205,6 +206,14 @@ class Options:
     resolver: str = ""
     resolver_dir: str = ""
     resolver_preload: dict[str, str] = field(default_factory=dict)
+    # `tls { ... }` on the client port (host/tls.py client_tls_context), or the --tls* flags
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    tls_verify: bool = False
+    tls_map: bool = False  # verify_and_map: the client certificate names the user
+    tls_timeout: float = TLS_TIMEOUT
+    tls_handshake_first: bool = False  # TLS before the INFO (nats-server handshake_first)
     # Blocks that later parts of the hub implement; kept as parsed so they are not lost.
     leafnodes: LeafnodeOptions = field(default_factory=LeafnodeOptions)
     cluster: ClusterOptions = field(default_factory=ClusterOptions)
@@ -373,6 +382,8 @@ class _Loader:
                 self.load_cluster(self.map_(top, key))
             elif k == "jetstream":
                 self.load_jetstream(top, key)
+            elif k == "tls":
+                self.load_tls(top, key)
             elif k in ("debug", "trace", "logtime", "trace_verbose", "log_file", "pid_file", "syslog"):
                 continue  # logging switches: accepted, our logging is fixed
             else:
@@ -412,6 +423,47 @@ class _Loader:
                 self._unknown(m, k)
         if not o.resolver_dir:
             raise self.err(top, key, 'field "resolver": a directory resolver needs "dir"')
+
+    def load_tls(self, top: ConfMap, tls_key: str) -> None:
+        """The client port's `tls { ... }` (nats-server parseTLS, with its error texts)."""
+        o = self.opts
+        m = self.map_(top, tls_key)
+        for key in m:
+            k = key.lower()
+            if k == "cert_file":
+                o.tls_cert = self.str_(m, key)
+            elif k == "key_file":
+                o.tls_key = self.str_(m, key)
+            elif k == "ca_file":
+                o.tls_ca = self.str_(m, key)
+            elif k == "verify":
+                o.tls_verify = self.bool_(m, key)
+            elif k == "verify_and_map":
+                if self.bool_(m, key):
+                    o.tls_verify = o.tls_map = True
+            elif k == "timeout":
+                o.tls_timeout = self.auth_timeout(m, key) or TLS_TIMEOUT
+            elif k in ("handshake_first", "first", "immediate"):
+                o.tls_handshake_first = self.handshake_first(m, key)
+            elif k in ("cipher_suites", "curve_preferences"):
+                o.warnings.append(f"{_where(m, key)}tls.{key} ignored: this hub uses Python's ssl defaults")
+            else:
+                self._unknown(m, key)
+        if not o.tls_cert:
+            raise self.err(top, tls_key, "missing 'cert_file' in TLS configuration")
+        if not o.tls_key:
+            raise self.err(top, tls_key, "missing 'key_file' in TLS configuration")
+
+    def handshake_first(self, m: ConfMap, key: str) -> bool:
+        v = m[key]
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.lower() in ("true", "on", "false", "off"):
+            return v.lower() in ("true", "on")
+        if isinstance(v, str):
+            # "auto" or a duration: nats-server then falls back to INFO first for clients that wait; not here
+            raise self.err(m, key, f'field "{key}"\'s value "{v}" is not supported by this hub (true or false)')
+        raise self.err(m, key, f'field "{key}" should be a boolean or a string, got {v!r}')
 
     def load_jetstream(self, top: ConfMap, key: str) -> None:
         v = top[key]
@@ -664,6 +716,7 @@ class _Loader:
                 o.token = self.str_(m, key)
             elif k == "timeout":
                 o.auth_timeout = self.auth_timeout(m, key)
+                o.auth_timeout_set = True
             elif k == "users":
                 o.users.extend(self.load_users(m, key, GLOBAL_ACCOUNT))
             elif k in ("permissions", "default_permissions", "default_permission"):
@@ -967,6 +1020,8 @@ def validate(opts: Options) -> None:
         )
     if not 0 <= opts.port <= 65535:
         raise OptionsError(f"port {opts.port} out of range")
+    if opts.tls_cert and not opts.auth_timeout_set:
+        opts.auth_timeout = opts.tls_timeout + 1.0  # nats-server getDefaultAuthTimeout: the handshake comes first
     co = opts.cluster
     if co.tls_cert and not co.auth_timeout:
         co.auth_timeout = co.tls_timeout + 1.0  # nats-server getDefaultAuthTimeout: the handshake comes first

@@ -31,7 +31,14 @@ from host.monitor import conn_info, start_monitor
 from host.opts import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Options, split_url
 from host.route import RouteDialer, Router, first_host_name, new_cluster_name
 from host.sublist import Subscription
-from host.tls import INSECURE_WARNING, TLSConfigError, TLSListener, leaf_server_context, route_contexts
+from host.tls import (
+    INSECURE_WARNING,
+    TLSConfigError,
+    TLSListener,
+    client_port_context,
+    leaf_server_context,
+    route_contexts,
+)
 
 VERSION = "2.11.0"  # the nats-server protocol level we implement; clients gate features on it
 NATSEDGE_VERSION = "0.1.0"
@@ -157,6 +164,7 @@ class Server:
         self.leaf_host = opts.leafnodes.host
         self.leaf_port = opts.leafnodes.port
         self.remotes: list[RemoteLeaf] = []
+        self.client_tls = client_port_context(opts) if opts.tls_cert else None
         self.leaf_tls = leaf_server_context(opts.leafnodes) if opts.leafnodes.tls_cert else None
         # TLS on routes (host/tls.py): the accepting and the dialling side's contexts, and the name a dialler
         # checks certificates for when a route URL names an IP address (nats-server routeTLSName).
@@ -483,6 +491,10 @@ class Server:
         }
         if info_auth_required(o):
             info["auth_required"] = True
+        if self.client_tls is not None:
+            info["tls_required"] = True
+            if o.tls_verify:
+                info["tls_verify"] = True
         if self.js is not None:
             info["jetstream"] = True
             if self.js.domain:
@@ -502,7 +514,9 @@ class Server:
         self.loop = asyncio.get_running_loop()
         if self.js is not None:
             self.js.start()
-        self.client_port = await self._listen(o.host, o.port, lambda: Client(self), 4096)
+        # As nats-server: INFO in plain text, then the TLS handshake; with handshake_first, TLS from the first byte.
+        self.client_port = await self._listen(o.host, o.port, lambda: Client(self), 4096, self.client_tls, "client",
+                                              o.tls_timeout, None if o.tls_handshake_first else Client.plain_info)
         self._build_info()
         log.info("Listening for client connections on %s:%d", o.host, self.client_port)
         lo = o.leafnodes

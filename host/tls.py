@@ -1,9 +1,14 @@
-"""TLS on the hub's leafnode and route ports (nats-server `GenTLSConfig`, `getTLSConfig`, `doTLSHandshake`).
+"""TLS on the hub's client, leafnode and route ports (nats-server `GenTLSConfig`, `getTLSConfig`, `doTLSHandshake`).
 
 One accept path serves both ports (TLSListener): a connection is handed to its protocol (Leaf, Router) only once
 its TLS handshake has succeeded, so no byte of the handshake can reach the protocol parser. The leafnode port
 first writes its INFO in plain text (the preamble), as nats-server; the route port writes nothing before TLS.
 A failed handshake is logged as nats-server does ("TLS route handshake error: ...") and the socket closed.
+
+The client port, as nats-server 2.15.1 (docs/security.md, "TLS on the client port"): INFO in plain text with
+`tls_required` (and `tls_verify`), then the TLS handshake, then CONNECT inside TLS; with `handshake_first` the
+handshake comes first and the INFO inside TLS. A client that speaks plain text after the INFO fails the handshake
+and is closed without a reply, as nats-server does. The authentication timer starts after the handshake.
 
 Routes, as nats-server 2.15.1 does them (docs/cluster.md, "TLS on routes"):
 - both sides handshake as soon as the TCP connection is up, before any protocol (no INFO in plain text); the
@@ -27,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from host.errors import TLS_HANDSHAKE_ERROR
 
 if TYPE_CHECKING:
-    from host.opts import ClusterOptions, LeafnodeOptions
+    from host.opts import ClusterOptions, LeafnodeOptions, Options
 
 log = logging.getLogger("natsedge.hub")
 
@@ -48,11 +53,15 @@ def _reason(e: Exception) -> str:
     return str(e)
 
 
+def _prefix(section: str) -> str:
+    return section + "." if section else ""  # "" is the client port's top-level `tls {}`
+
+
 def _load_cert(ctx: ssl.SSLContext, section: str, cert: str, key: str | None) -> None:
     try:
         ctx.load_cert_chain(cert, key or None)
     except (OSError, ssl.SSLError) as e:
-        raise TLSConfigError(f'{section}.tls: cannot load cert_file "{cert}" with key_file "{key}": '
+        raise TLSConfigError(f'{_prefix(section)}tls: cannot load cert_file "{cert}" with key_file "{key}": '
                              f"{_reason(e)}") from None
 
 
@@ -64,7 +73,7 @@ def _load_ca(ctx: ssl.SSLContext, section: str, ca: str | None, purpose: ssl.Pur
         else:
             ctx.load_default_certs(purpose)
     except (OSError, ssl.SSLError) as e:
-        raise TLSConfigError(f'{section}.tls: cannot load ca_file "{ca}": {_reason(e)}') from None
+        raise TLSConfigError(f'{_prefix(section)}tls: cannot load ca_file "{ca}": {_reason(e)}') from None
 
 
 def server_context(section: str, cert: str, key: str | None, ca: str | None, verify: bool) -> ssl.SSLContext:
@@ -95,6 +104,12 @@ def client_context(section: str, cert: str | None, key: str | None, ca: str | No
     return ctx
 
 
+def client_port_context(o: Options) -> ssl.SSLContext:
+    """The client port's `tls {}` (or --tls* flags): with verify (or verify_and_map), a client certificate that
+    ca_file trusts is required."""
+    return server_context("", o.tls_cert or "", o.tls_key, o.tls_ca, o.tls_verify)
+
+
 def leaf_server_context(lo: LeafnodeOptions) -> ssl.SSLContext:
     return server_context("leafnodes", lo.tls_cert or "", lo.tls_key, lo.tls_ca, lo.tls_verify)
 
@@ -109,20 +124,28 @@ def route_contexts(co: ClusterOptions) -> tuple[ssl.SSLContext, ssl.SSLContext]:
 
 def log_handshake_error(what: str, ip: str, port: int, e: BaseException) -> None:
     """As nats-server: on routes an error (their port is not probed by load balancers), on the leafnode port at
-    info level; then the close with its reason, at info level."""
+    info level; then the close with its reason, at info level. On the client port an error, but a peer that left
+    during the handshake (a port probe) only at debug level (isClientProbeTLSHandshakeError)."""
+    reason = str(e) or type(e).__name__
+    if what == "client":
+        probe = isinstance(e, (ConnectionError, EOFError)) or "EOF" in reason
+        log.log(logging.DEBUG if probe else logging.ERROR, "%s:%s - TLS handshake error: %s", ip, port, reason)
+        log.debug("%s:%s - Client connection closed: %s", ip, port, TLS_HANDSHAKE_ERROR)
+        return
     level = logging.ERROR if what == "route" else logging.INFO
-    log.log(level, "%s:%s - TLS %s handshake error: %s", ip, port, what, str(e) or type(e).__name__)
+    log.log(level, "%s:%s - TLS %s handshake error: %s", ip, port, what, reason)
     log.info("%s:%s - %s connection closed: %s", ip, port, "Router" if what == "route" else "Leafnode",
              TLS_HANDSHAKE_ERROR)
 
 
 class TLSListener:
-    """A listening socket whose connections are TLS from the start, or after a plain-text preamble (the leafnode
-    port's INFO, made by `preamble(protocol)`). The protocol sees connection_made only after the handshake."""
+    """A listening socket whose connections are TLS from the start, or after a plain-text preamble (the INFO of the
+    leafnode port and of the client port without handshake_first, made by `preamble(protocol, peer address)`). The
+    protocol sees connection_made only after the handshake."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, factory: Callable[[], Any],
                  ctx: ssl.SSLContext, what: str, timeout: float,
-                 preamble: Callable[[Any], bytes] | None = None) -> None:
+                 preamble: Callable[[Any, Any], bytes] | None = None) -> None:
         self.loop = loop
         self.sock = sock
         self.factory = factory
@@ -157,7 +180,7 @@ class TLSListener:
         protocol = self.factory()
         try:
             if self.preamble is not None:
-                await self.loop.sock_sendall(conn, self.preamble(protocol))
+                await self.loop.sock_sendall(conn, self.preamble(protocol, addr))
             await self.loop.connect_accepted_socket(lambda: protocol, conn, ssl=self.ctx,
                                                     ssl_handshake_timeout=self.timeout)
         except (OSError, TimeoutError) as e:  # ssl.SSLError and ConnectionError are OSErrors

@@ -22,6 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--user", help="user required for connections")
     p.add_argument("--pass", dest="password", help="password required for connections")
     p.add_argument("--auth", help="authorization token required for connections")
+    p.add_argument("--tls", action="store_true", help="enable TLS on the client port (needs --tlscert, --tlskey)")
+    p.add_argument("--tlscert", help="server certificate file")
+    p.add_argument("--tlskey", help="server private key file")
+    p.add_argument("--tlscacert", help="client certificate CA for verification")
+    p.add_argument("--tlsverify", action="store_true", help="enable TLS with client verification")
     p.add_argument("-js", "--jetstream", action="store_true", help="enable JetStream")
     p.add_argument("-sd", "--store_dir", help="JetStream storage directory")
     p.add_argument("--cluster", "--cluster_listen", dest="cluster",
@@ -58,9 +63,24 @@ def options_from_args(args: argparse.Namespace) -> Options:
     if args.store_dir:
         opts.store_dir = args.store_dir
     cluster_flags(opts, args)
+    tls_flags(opts, args)
     validate(opts)
     check_options(opts)  # nkeys, credentials and operator JWTs (host/jwt.py; needs the `hub` extra's nkeys)
     return opts
+
+
+def tls_flags(opts: Options, args: argparse.Namespace) -> None:
+    """nats-server's TLS flags (overrideTLS): any of them replaces the config file's `tls {}` block, and then a
+    certificate and key are required."""
+    if not (args.tls or args.tlsverify or args.tlscert or args.tlskey or args.tlscacert):
+        return
+    if not args.tlscert:
+        raise OptionsError("TLS Server certificate must be present and valid")
+    if not args.tlskey:
+        raise OptionsError("TLS Server private key must be present and valid")
+    opts.tls_cert, opts.tls_key, opts.tls_ca = args.tlscert, args.tlskey, args.tlscacert
+    opts.tls_verify = bool(args.tlsverify)
+    opts.tls_map = False
 
 
 def cluster_flags(opts: Options, args: argparse.Namespace) -> None:
