@@ -279,6 +279,56 @@ def authenticate_leaf(opts: Options, connect: dict[str, Any], nonce: str = "",
     return User(account=lo.account)
 
 
+# Attribute names of a certificate subject as nats-server writes a distinguished name (Go pkix).
+_DN_NAMES = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU", "countryName": "C",
+             "localityName": "L", "stateOrProvinceName": "ST", "streetAddress": "STREET", "postalCode": "POSTALCODE",
+             "serialNumber": "SERIALNUMBER", "domainComponent": "DC", "userId": "UID"}
+
+
+def user_from_cert(users: list[User], peercert: dict[str, Any]) -> User | None:
+    """verify_and_map (nats-server checkClientTLSCertSubject): the user named by the certificate's e-mail SANs,
+    then its DNS SANs, then its URI SANs, then whose name is the certificate's subject as a distinguished name
+    ("CN=app,O=acme": the same attributes in any order)."""
+    sans = peercert.get("subjectAltName", ())
+    by_name = {u.username: u for u in users if u.username}
+    for kind in ("email", "DNS", "URI"):
+        for k, v in sans:
+            if k == kind and v in by_name:
+                return by_name[v]
+    subject = {(_DN_NAMES.get(k, k), v) for rdn in peercert.get("subject", ()) for k, v in rdn}
+    for u in users:
+        if u.username and _parse_dn(u.username) == subject:
+            return u
+    return None
+
+
+def _parse_dn(text: str) -> set[tuple[str, str]] | None:
+    """"CN=app, O=acme" -> {("CN", "app"), ("O", "acme")}; None when it is not a distinguished name. Escaped
+    commas ("\\,") stay in their value."""
+    parts: list[str] = []
+    cur = ""
+    escaped = False
+    for ch in text:
+        if escaped:
+            cur += ch
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch in ",+":
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    parts.append(cur)
+    out = set()
+    for part in parts:
+        k, eq, v = part.partition("=")
+        if not eq or not k.strip():
+            return None
+        out.add((k.strip().upper(), v.strip()))
+    return out
+
+
 def info_auth_required(opts: Options) -> bool:
     """What INFO tells clients: nothing about authentication when no_auth_user lets them in without credentials."""
     return auth_configured(opts) and not opts.no_auth_user
@@ -290,14 +340,16 @@ def nonce_required(opts: Options) -> bool:
         u.nkey for a in opts.accounts.values() for u in a.users)
 
 
-def authenticate(opts: Options, connect: dict[str, Any], nonce: str = "", trust: Trust | None = None) -> User | None:
+def authenticate(opts: Options, connect: dict[str, Any], nonce: str = "", trust: Trust | None = None,
+                 peercert: dict[str, Any] | None = None) -> User | None:
     """The user this CONNECT authenticates as; None means 'Authorization Violation'. `nonce` is the one this
     connection's INFO carried, for nkey and JWT signatures; `trust` is operator mode's (host/jwt.py).
 
-    As nats-server processClientOrLeafAuthentication: no_auth_user stands in only for a CONNECT that carries no
-    user, password, token or nkey at all (an nkey no_auth_user needs no signature); a user name or nkey that is
-    given must exist and its password or signature match (never a fall back to no_auth_user); without users, the
-    token or the single user/password of the authorization block.
+    As nats-server processClientOrLeafAuthentication: an nkey is checked first; then with verify_and_map the
+    client certificate names the user (peercert: ssl's getpeercert()); no_auth_user stands in only for a CONNECT
+    that carries no user, password, token or nkey at all (an nkey no_auth_user needs no signature); a user name or
+    nkey that is given must exist and its password or signature match (never a fall back to no_auth_user); without
+    users, the token or the single user/password of the authorization block.
     """
     if trust is not None:
         return trust.authenticate(connect, nonce)
@@ -316,6 +368,8 @@ def authenticate(opts: Options, connect: dict[str, Any], nonce: str = "", trust:
                     return u
         if nkey:
             return authenticate_nkey(users, connect, nonce)
+    if users and opts.tls_map:
+        return user_from_cert(users, peercert) if peercert else None
     if users:
         if anonymous:
             name = opts.no_auth_user

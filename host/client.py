@@ -423,7 +423,10 @@ class Client(asyncio.Protocol):
         """Authenticate, join the user's account, take its permissions and JWT expiry, stop the auth timer. False:
         refused, and the connection closed (Authorization Violation, or the account is at its max_connections)."""
         server = self.server
-        user = authenticate(self.opts, connect, self.nonce, server.trust)
+        peercert = None
+        if self.opts.tls_map and self.transport is not None:
+            peercert = self.transport.get_extra_info("peercert")
+        user = authenticate(self.opts, connect, self.nonce, server.trust, peercert)
         if user is None:
             self.auth_violation()
             return False

@@ -22,6 +22,8 @@ def pki(tmp_path_factory):
     cert(d, "ca", ca_key_usage=True)
     cert(d, "server", cn="localhost", sans=["localhost", "127.0.0.1"], issuer="ca", ca=False, server_client=True)
     cert(d, "client", cn="app", sans=["app@example.net"], issuer="ca", ca=False, server_client=True)
+    cert(d, "device", cn="device-7", issuer="ca", ca=False, server_client=True)
+    cert(d, "stranger", cn="stranger", issuer="ca", ca=False, server_client=True)
     cert(d, "rogue-ca", ca_key_usage=True)
     cert(d, "rogue", cn="app", issuer="rogue-ca", ca=False, server_client=True)
     return d
@@ -159,6 +161,34 @@ def test_nats_py_over_tls(shared, fresh, pki, handshake_first):
             await nc.close()
 
     run(body())
+
+
+MAP_USERS = """\
+authorization { users = [
+  { user: "app@example.net", permissions: { publish: "app.>" } }
+  { user: "CN=device-7", permissions: { publish: "device.>" } }
+] }
+"""
+
+
+@pytest.mark.parametrize(("client", "allowed", "denied"), [
+    ("client", "app.x", "device.x"),  # by its e-mail SAN
+    ("device", "device.x", "app.x"),  # by its subject
+])
+def test_verify_and_map(shared, pki, client, allowed, denied):
+    s = shared(tls_conf(pki, "  verify_and_map: true\n") + MAP_USERS)
+    with upgrade(s.raw(), client_ctx(pki, client)) as c:
+        assert c.info["tls_verify"] is True
+        c.handshake(user="ignored-when-mapping")
+        c.send(pub(allowed, b"x") + pub(denied, b"x") + b"PING\r\n")
+        c.expect(rb"-ERR 'Permissions Violation for Publish to \"%s\"'\r\nPONG\r\n" % denied.encode())
+
+
+def test_verify_and_map_refuses_an_unmapped_certificate(shared, pki):
+    s = shared(tls_conf(pki, "  verify_and_map: true\n") + MAP_USERS)
+    with upgrade(s.raw(), client_ctx(pki, "stranger")) as c:
+        c.connect(user="app@example.net")
+        c.expect_err("Authorization Violation")
 
 
 class _FlagServer(Server):
