@@ -140,3 +140,8 @@ def test_nats_py_with_and_without_credentials(shared):
             await s.nc(user="bar", password="nope")
 
     run(body())
+
+
+def test_varz_still_says_auth_required(shared):
+    s = shared(NO_AUTH_CONF, monitor=True)
+    assert s.http_get("/varz")["auth_required"] is True

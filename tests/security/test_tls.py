@@ -53,6 +53,12 @@ def test_info_flags(shared, pki):
         assert c.info["tls_required"] is True and c.info["tls_verify"] is True
 
 
+def test_varz(shared, pki):
+    varz = shared(tls_conf(pki, "  verify: true\n  timeout: 3\n"), monitor=True).http_get("/varz")
+    assert (varz["tls_required"], varz["tls_verify"], varz["tls_timeout"]) == (True, True, 3)
+    assert varz["auth_timeout"] == 4  # the TLS timeout + 1 s, unless authorization sets one
+
+
 def test_info_then_upgrade(shared, pki):
     s = shared(tls_conf(pki))
     with upgrade(s.raw(), client_ctx(pki)) as c:
