@@ -180,13 +180,9 @@ class Client(asyncio.Protocol):
         for h in self._timers.values():
             h.cancel()
         self._timers.clear()
+        self.drop_subs()
         if self.account is not None:
-            acc = self.account
-            for sub in self.subs.values():
-                sub.closed = True
-                acc.remove_sub(sub)
             self.account.clients.discard(self)
-        self.subs.clear()
         self.out = []
         for c in self.stalled:
             c.unstall()
@@ -463,6 +459,8 @@ class Client(asyncio.Protocol):
                 info = self.server.client_info(self)
                 info["connect_info"] = True
                 info["remote_account"] = self.account.name if self.account else ""
+                if self.server.auth_required:
+                    info["auth_required"] = True  # also where no_auth_user leaves it out of the first INFO
                 self.enqueue(encode_info(info))
         elif op == OP_PONG:
             self.pings_out = 0
@@ -479,7 +477,16 @@ class Client(asyncio.Protocol):
 
     def process_connect(self, c: dict[str, Any]) -> None:
         if self.connected:
-            # A later CONNECT updates the options (nats-server does not re-authenticate).
+            # As nats-server processConnect: a later CONNECT drops the connection's subscriptions and authenticates
+            # again (it may move the client to another account, or fail), then updates the options.
+            self.drop_subs()
+            if self.server.auth_required:
+                if self.account is not None:
+                    self.account.clients.discard(self)
+                self.perms = None
+                if not self.login(c):
+                    self.auth_violation()
+                    return
             self.verbose = bool(c.get("verbose", self.verbose))
             self.pedantic = bool(c.get("pedantic", self.pedantic))
             self.echo = bool(c.get("echo", self.echo))
@@ -490,6 +497,10 @@ class Client(asyncio.Protocol):
             self.simple_pub = not self.verbose and not self.pedantic and (self.perms is None or self.perms.pub is None)
             self.parser.plans.clear()  # they were made for the old echo and reply options
             self.set_drop()
+            proto = c.get("protocol", self.protocol)
+            if isinstance(proto, int) and not isinstance(proto, bool) and 0 <= proto <= 1:
+                self.protocol = proto
+            self.info_pending = self.protocol >= 1  # the connect_info INFO again, naming the account
             if self.verbose:
                 self.enqueue(OK)
             return
@@ -561,6 +572,15 @@ class Client(asyncio.Protocol):
                 self.remove_sub(sub)
         if self.verbose:
             self.enqueue(OK)
+
+    def drop_subs(self) -> None:
+        """Remove every subscription of this connection from its account."""
+        acc = self.account
+        if acc is not None:
+            for sub in self.subs.values():
+                sub.closed = True
+                acc.remove_sub(sub)
+        self.subs.clear()
 
     def remove_sub(self, sub: Subscription) -> None:
         if self.subs.pop(sub.sid, None) is not None and self.account is not None:

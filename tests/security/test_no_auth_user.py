@@ -9,6 +9,8 @@ and the authentication timer runs. A first operation other than CONNECT authenti
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.compat.harness import pub, run, settle
@@ -56,6 +58,7 @@ def test_no_credentials_become_no_auth_user(shared):
     s = shared(NO_AUTH_CONF)
     with _login(s, None) as c:
         assert c.connect_info["remote_account"] == "a"
+        assert c.connect_info["auth_required"] is True  # the INFO after CONNECT says it
         c.send(b"SUB bar 1\r\nSUB elsewhere 2\r\n" + pub("bar", b"x") + b"SUB foo 3\r\n" + pub("foo", b"y")
                + b"PING\r\n")
         c.expect(rb"-ERR 'Permissions Violation for Subscription to \"bar\"'\r\n"
@@ -145,3 +148,29 @@ def test_nats_py_with_and_without_credentials(shared):
 def test_varz_still_says_auth_required(shared):
     s = shared(NO_AUTH_CONF, monitor=True)
     assert s.http_get("/varz")["auth_required"] is True
+
+
+def test_later_connect_authenticates_again(shared):
+    """As nats-server processConnect: every CONNECT authenticates, also after the first operation made the client
+    no_auth_user, and the connection's subscriptions are dropped (it may change accounts)."""
+    s = shared(NO_AUTH_CONF)
+    with s.raw() as c:
+        c.send(b"SUB foo 1\r\n")
+        c.expect(rb"\+OK\r\n")
+        c.connect(user="bar", **{"pass": "bar"})
+        c.send(b"SUB foo 2\r\nPING\r\n")
+        c.expect(rb"-ERR 'Permissions Violation for Subscription to \"foo\"'\r\nPONG\r\n")
+        info = json.loads(c.expect(rb"INFO (\{.*?\}) ?\r\n").group(1))
+        assert (info["connect_info"], info["remote_account"], info["auth_required"]) == (True, "b", True)
+        c.connect(user="carl", **{"pass": "wrong"})
+        c.expect_err("Authorization Violation")
+        assert c.expect_closed() == b""
+
+
+def test_later_connect_drops_subscriptions(shared):
+    s = shared(NO_AUTH_CONF)
+    with _login(s, "foo", "foo") as c:
+        c.send(b"SUB foo 1\r\n")
+        c.connect(user="foo", **{"pass": "foo"})
+        c.send(pub("foo", b"x"))
+        assert c.msgs_until_pong() == []
