@@ -77,7 +77,7 @@ class Client(asyncio.Protocol):
         self.closed = False
         self.connected = False  # CONNECT accepted
         self.simple_pub = False  # publishes need no per-message replies or permission checks
-        self.info_pending = False  # send the connect_info INFO after the first PONG
+        self.first_pong_sent = False  # the connect_info INFO follows the first PONG after CONNECT
         self.info_sent = False  # the INFO went out in plain text before a TLS handshake
         # Defaults before/without CONNECT: nats-server treats such a client as verbose + pedantic.
         self.verbose = True
@@ -454,14 +454,12 @@ class Client(asyncio.Protocol):
                                  len(ev[4]) + (len(ev[3]) if ev[3] is not None else 0))
         elif op == OP_PING:
             self.enqueue(PONG)
-            if self.info_pending:
-                self.info_pending = False
-                info = self.server.client_info(self)
-                info["connect_info"] = True
-                info["remote_account"] = self.account.name if self.account else ""
-                if self.server.auth_required:
-                    info["auth_required"] = True  # also where no_auth_user leaves it out of the first INFO
-                self.enqueue(encode_info(info))
+            if self.connected and not self.first_pong_sent:
+                # As nats-server processPing: once, at the first PING after CONNECT (or after the first operation
+                # made the client no_auth_user), and only to a client that takes async INFO (protocol 1).
+                self.first_pong_sent = True
+                if self.protocol >= 1:
+                    self.send_connect_info()
         elif op == OP_PONG:
             self.pings_out = 0
         elif op == OP_SUB:
@@ -474,6 +472,14 @@ class Client(asyncio.Protocol):
             self.close(errors.CLIENT_CLOSED)
         elif op == OP_INFO or op == OP_OK:
             pass
+
+    def send_connect_info(self) -> None:
+        info = self.server.client_info(self)
+        info["connect_info"] = True
+        info["remote_account"] = self.account.name if self.account else ""
+        if self.server.auth_required:
+            info["auth_required"] = True  # also where no_auth_user leaves it out of the first INFO
+        self.enqueue(encode_info(info))
 
     def process_connect(self, c: dict[str, Any]) -> None:
         if self.connected:
@@ -500,7 +506,6 @@ class Client(asyncio.Protocol):
             proto = c.get("protocol", self.protocol)
             if isinstance(proto, int) and not isinstance(proto, bool) and 0 <= proto <= 1:
                 self.protocol = proto
-            self.info_pending = self.protocol >= 1  # the connect_info INFO again, naming the account
             if self.verbose:
                 self.enqueue(OK)
             return
@@ -523,7 +528,6 @@ class Client(asyncio.Protocol):
             self.close(errors.NO_RESPONDERS_REQUIRES_HEADERS, errors.ERR_NO_RESPONDERS_NEEDS_HEADERS)
             return
         self.connected = True
-        self.info_pending = proto >= 1
         self.simple_pub = not self.verbose and not self.pedantic and (self.perms is None or self.perms.pub is None)
         self.set_drop()
         if self.verbose:
