@@ -490,8 +490,10 @@ class Client(asyncio.Protocol):
                 if self.account is not None:
                     self.account.clients.discard(self)
                 self.perms = None
+                expiry = self._timers.pop("expiry", None)  # the previous user's JWT expiry
+                if expiry is not None:
+                    expiry.cancel()
                 if not self.login(c):
-                    self.auth_violation()
                     return
             self.verbose = bool(c.get("verbose", self.verbose))
             self.pedantic = bool(c.get("pedantic", self.pedantic))
