@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.compat.harness import pub, wait_until
+from tests.compat.harness import pub, refuses_to_start
 
 QUEUE_CONF = """\
 authorization { users = [
@@ -55,11 +55,9 @@ def test_queue_entry_beside_plain_entry_restricts_queues(shared):
 
 
 def test_queue_in_publish_permission_is_a_config_error(fresh):
-    s = fresh('authorization { users = [ { user: a, password: a, permissions: { publish: ["x q"] } } ] }\n',
-              wait=False)
-    s.spawn()
-    wait_until(lambda: not s.alive(), timeout=10, msg="the server to refuse the config")
-    assert 'subject "x q" is not a valid subject' in s.output()
+    out = refuses_to_start(fresh, 'authorization { users = [ { user: a, password: a,\n'
+                                  '  permissions: { publish: ["x q"] } } ] }\n')
+    assert 'subject "x q" is not a valid subject' in out
 
 
 RESPONSES_CONF = """\

@@ -11,7 +11,7 @@ import nats
 import pytest
 
 from tests.certs import cert
-from tests.compat.harness import Raw, Server, collect, free_port, pub, run, settle, wait_until
+from tests.compat.harness import Raw, Server, collect, free_port, pub, refuses_to_start, run, settle, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +229,7 @@ def test_tls_flags_without_certificate(side, tmp_path, request, flags, error):
     request.addfinalizer(s.stop)
     s.spawn()
     wait_until(lambda: not s.alive(), timeout=10, msg="the server to refuse the flags")
-    assert error in s.output()
+    assert s.proc.returncode != 0 and error in s.output()
 
 
 @pytest.mark.parametrize(("block", "error"), [
@@ -239,7 +239,4 @@ def test_tls_flags_without_certificate(side, tmp_path, request, flags, error):
     ('tls { cert_file: "/nonexistent/c.pem", key_file: "/nonexistent/k.pem" }', "/nonexistent/c.pem"),
 ], ids=["no-cert", "no-key", "bad-handshake-first", "missing-file"])
 def test_tls_config_errors(fresh, block, error):
-    s = fresh(block + "\n", wait=False)
-    s.spawn()
-    wait_until(lambda: not s.alive(), timeout=10, msg="the server to refuse the config")
-    assert error in s.output()
+    assert error in refuses_to_start(fresh, block + "\n")
