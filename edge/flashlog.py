@@ -169,6 +169,10 @@ class FlashLog:
             n, good = self._scan(base)
             if good < size:
                 self._fresh = True  # torn or corrupt tail: never append after it
+                # A new segment is named by its first sequence: after a file without a single intact record
+                # that would be this file again, and appends would land behind its garbage, unreadable. Its
+                # first sequence is burned instead (found by tests/fuzz, test_fuzz_regressions.py).
+                n = max(n, 1)
             if base + n - 1 < last:
                 self._fresh = True  # sequences after its records were burned: numbering goes on elsewhere
             last = max(last, base + n - 1)
@@ -450,7 +454,11 @@ class Reader:
         while s < self.seq:
             p = _read_record(f)
             if p is None:
-                break  # the wanted record is not intact: next() moves on to the next segment
+                # A record on the way is not intact: back to its start (the failed read moved the handle past
+                # it, and the next record read there would pass for this sequence), where next() finds it so
+                # and moves on to the next segment.
+                f.seek(self._off)
+                break
             self._off += len(p) + _OVERHEAD
             s += 1
         self.seq = s

@@ -3,8 +3,9 @@
 #
 # Rules this file keeps:
 # 1. Types: int (within 64 bits), bytes/bytearray, str, list/tuple, dict, bool, None, float. Floats are
-#    written as float64 (as CPython cbor2 does by default); half, single and double are read. Tags are read by
-#    returning the tagged item (its meaning is left to the caller); undefined and other simple values are read as None.
+#    written as float64, NaN and the infinities as half floats (as CPython cbor2 does by default); half, single
+#    and double are read. Tags are read by returning the tagged item (its meaning is left to the caller);
+#    undefined and other simple values are read as None.
 # 2. Bad input raises CBORError (a ValueError), never anything else: every length is checked against the
 #    bytes that are left before anything is allocated, and nesting is bounded (MAX_DEPTH), so a short hostile
 #    value can neither exhaust the heap nor the stack.
@@ -13,6 +14,7 @@
 import struct
 
 MAX_DEPTH = 16
+_INF = float("inf")
 
 
 class CBORError(ValueError):
@@ -54,8 +56,13 @@ def _enc(out, v, depth):
         else:
             _head(out, 1, -1 - v)
     elif isinstance(v, float):
-        out.append(0xFB)
-        out.extend(struct.pack(">d", v))
+        if v != v:
+            out.extend(b"\xf9\x7e\x00")  # NaN and the infinities as half floats, as cbor2 writes them
+        elif v in (_INF, -_INF):
+            out.extend(b"\xf9\x7c\x00" if v > 0 else b"\xf9\xfc\x00")
+        else:
+            out.append(0xFB)
+            out.extend(struct.pack(">d", v))
     elif isinstance(v, (bytes, bytearray, memoryview)):
         _head(out, 2, len(v))
         out.extend(v)
@@ -144,8 +151,9 @@ class _Reader:
         return self.item(depth + 1)  # major 6: a tag; the tagged item stands for itself
 
     def _key(self, k):
+        # An array key becomes a tuple, arrays inside it too (a list cannot be a dict key).
         if isinstance(k, list):
-            return tuple(k)
+            return tuple([self._key(x) for x in k])
         if isinstance(k, dict):
             raise CBORError("a map cannot be a map key here")
         return k

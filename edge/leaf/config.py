@@ -222,6 +222,8 @@ def load(path):
             text = f.read()
     except OSError as e:
         raise ConfigError("config: cannot read %s: %s" % (path, e))
+    except ValueError:  # UnicodeError (MicroPython's has no message)
+        raise ConfigError("config: %s is not UTF-8 text" % path)
     try:
         d = json.loads(text)
     except ValueError as e:
