@@ -32,7 +32,11 @@ SYSTEM_ACCOUNT = "$SYS"
 
 
 class OptionsError(ValueError):
-    """A configuration problem; str() names the file and line when it came from a config file."""
+    """A configuration problem, in one line; str() names the file and line when it came from a config file."""
+
+    def __init__(self, msg: str) -> None:
+        # A quoted key or name can hold a line break: shown escaped, so the error stays one line (found by fuzzing).
+        super().__init__(msg.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 @dataclass
