@@ -176,12 +176,16 @@ def build_logs(rng, work, count):
     return logs
 
 
-def make_flashlog(work, seed_logs):
+SEED_LOGS = 12
+
+
+def make_flashlog(work):
     # A log written by FlashLog, then damaged as flash gets damaged (a cut file, flipped or overwritten bytes, a
     # garbage tail, a lost file, torn marks), opened again. Properties: opening and replaying never raise; every
     # record replayed is the record written with that sequence, in order; every live record whose bytes all lie
     # before the first damage of its segment file comes back; after recovery, appends work and survive a reopen.
     # The input: (index of the seed log, [(file name, damage, offset, bytes)], whether to append after recovery).
+    seed_logs = build_logs(Rng(1), work, SEED_LOGS)
 
     def gen(rng):
         index = rng.below(len(seed_logs))
@@ -276,8 +280,8 @@ _KEYS = ("name", "hub", "url", "urls", "listen", "data", "app", "limits", "forwa
 def _nodes(v, out):
     out.append(v)
     if isinstance(v, dict):
-        for x in v.values():
-            _nodes(x, out)
+        for k in sorted(v):  # not dict order: MicroPython's differs, and the inputs must not (fuzzcore rule 1)
+            _nodes(v[k], out)
     elif isinstance(v, list):
         for x in v:
             _nodes(x, out)
@@ -287,7 +291,7 @@ def _nodes(v, out):
 def mutate_tree(rng, tree):
     # 1 to 3 edits of a copy of a parsed config: a value replaced by another type or an edge value, a key
     # removed, renamed or added, a list item dropped or doubled.
-    tree = json.loads(json.dumps(tree))
+    tree = _copy(tree)
     for _ in range(1 + rng.below(3)):
         node = rng.choice(_nodes(tree, []))
         if isinstance(node, dict):
@@ -299,18 +303,23 @@ def mutate_tree(rng, tree):
                 k = rng.choice(keys)
                 node[rng.choice(_KEYS)] = node.pop(k)
             elif keys and op == 2:
-                node[rng.choice(keys)] = rng.choice(_JSON_VALUES)
+                node[rng.choice(keys)] = _copy(rng.choice(_JSON_VALUES))
             else:
-                node[rng.choice(_KEYS)] = json.loads(json.dumps(rng.choice(_JSON_VALUES)))
+                node[rng.choice(_KEYS)] = _copy(rng.choice(_JSON_VALUES))
         elif isinstance(node, list) and node:
             i = rng.below(len(node))
             if rng.chance(2):
                 node.pop(i)
             else:
-                node.append(json.loads(json.dumps(node[i])))
+                node.append(_copy(node[i]))
     if not rng.chance(8):
         return tree
-    return rng.choice(_JSON_VALUES)
+    return _copy(rng.choice(_JSON_VALUES))
+
+
+def _copy(v):
+    # A private copy: a list or map shared between inputs would carry one input's edits into the next.
+    return json.loads(json.dumps(v))
 
 
 def make_edge_config_tree(seed_trees):

@@ -13,12 +13,13 @@ import pytest
 
 from edge.kvcache import cborcodec
 from tests.fuzz import edge_targets
-from tests.fuzz.fuzzcore import Rng, byte_inputs
+from tests.fuzz.fuzzcore import FuzzFailure, Rng, byte_inputs, run
+from tests.fuzz.harness import CpuWatchdog
 from tests.fuzz.seeds import all_cbor_seeds, edge_config_seeds
 
 # inputs per run: (CI, slow)
-BUDGET = {"cbor_decode": (20000, 200_000), "cbor_roundtrip": (5000, 100_000), "flashlog": (1500, 60_000),
-          "edge_config": (5000, 100_000), "edge_config_file": (3000, 60_000)}
+BUDGET = {"cbor_decode": (50_000, 500_000), "cbor_roundtrip": (10_000, 200_000), "flashlog": (2000, 50_000),
+          "edge_config": (10_000, 200_000), "edge_config_file": (5000, 100_000)}
 SIDES = [pytest.param(0, id="ci"), pytest.param(1, id="slow", marks=pytest.mark.slow)]
 
 
@@ -45,8 +46,7 @@ def test_fuzz_cbor_roundtrip_and_cbor2_agree(fuzz, budget):
 
 @pytest.mark.parametrize("budget", SIDES)
 def test_fuzz_flashlog_damage_and_recovery(fuzz, budget, tmp_path):
-    seed_logs = edge_targets.build_logs(Rng(1), str(tmp_path), 12)
-    gen, target, allowed = edge_targets.make_flashlog(str(tmp_path), seed_logs)
+    gen, target, allowed = edge_targets.make_flashlog(str(tmp_path))
     counts = fuzz("flashlog", gen, target, allowed, BUDGET["flashlog"][budget])
     assert counts["ok"] == BUDGET["flashlog"][budget], counts  # damage is recovered from, never an error
 
@@ -64,6 +64,27 @@ def test_fuzz_edge_config_file(fuzz, budget, tmp_path):
     gen, target, allowed = edge_targets.make_edge_config_file(str(tmp_path), seeds)
     counts = fuzz("edge_config_file", gen, target, allowed, BUDGET["edge_config_file"][budget])
     assert counts["ok"] and counts.get("ConfigError"), counts
+
+
+def test_watchdog_fails_a_hanging_input_and_names_it():
+    def target(data):
+        while data == b"3":  # input 3 never returns
+            pass
+
+    with CpuWatchdog(0.2) as dog:
+        with pytest.raises(FuzzFailure, match=r"^spin input 3: no result within the per-input time bound \(hang\); "
+                                              r"input hex:33$"):
+            run("spin", target, counter(), (), 10, 1, dog)
+
+
+def counter():
+    state = [0]
+
+    def gen(rng):
+        state[0] += 1
+        return b"%d" % (state[0] - 1)
+
+    return gen
 
 
 def test_byte_inputs_are_the_same_for_the_same_seed():

@@ -21,7 +21,7 @@ from tests.unit.test_proto_fuzz import LIMITS, TOKENS, _chunks, _feed
 
 KINDS = (KIND_CLIENT, KIND_SERVER, KIND_LEAF, KIND_ROUTE)
 # inputs per run: CI (all hub targets together a few seconds of CPU), slow (the long run)
-BUDGET = {"parser": (3000, 400_000), "conf": (3000, 300_000)}
+BUDGET = {"parser": (20_000, 500_000), "conf": (10_000, 300_000)}
 CONF_TOKENS = (b"{", b"}", b"[", b"]", b"=", b":", b",", b";", b"\n", b"#", b"//", b'"', b"'", b"$", b"$X",
                b"include ", b"(\n", b"\n)\n", b"\\x", b"\\u", b"64MB", b"1kbb", b"-", b"2s", b"true", b"\x00", b"\xff",
                b"accounts", b"users", b"authorization", b"permissions", b"leafnodes", b"cluster", b"jetstream",
