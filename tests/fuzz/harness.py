@@ -9,10 +9,15 @@ not wall time, so a loaded machine cannot make it fire; SIGPROF, so it leaves py
 import os
 import signal
 
+import pytest
+
 from tests.fuzz.fuzzcore import Hang
 
 PER_INPUT_CPU_S = 2.0
 SEED = int(os.environ.get("FUZZ_SEED", "1"))  # CI is seeded: a failure reproduces with the same seed and index
+# The two runs of every fuzz test, as the index into its budget: bounded in CI, long under -m slow (minutes, past
+# the suite's 120 s per test).
+RUNS = [pytest.param(0, id="ci"), pytest.param(1, id="slow", marks=[pytest.mark.slow, pytest.mark.timeout(7200)])]
 
 
 class CpuWatchdog:

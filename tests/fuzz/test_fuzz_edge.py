@@ -14,23 +14,22 @@ import pytest
 from edge.kvcache import cborcodec
 from tests.fuzz import edge_targets
 from tests.fuzz.fuzzcore import FuzzFailure, Rng, byte_inputs, run
-from tests.fuzz.harness import CpuWatchdog
+from tests.fuzz.harness import RUNS, CpuWatchdog
 from tests.fuzz.seeds import all_cbor_seeds, edge_config_seeds
 
 # inputs per run: (CI, slow)
 BUDGET = {"cbor_decode": (50_000, 500_000), "cbor_roundtrip": (10_000, 200_000), "flashlog": (2000, 50_000),
           "edge_config": (10_000, 200_000), "edge_config_file": (5000, 100_000)}
-SIDES = [pytest.param(0, id="ci"), pytest.param(1, id="slow", marks=pytest.mark.slow)]
 
 
-@pytest.mark.parametrize("budget", SIDES)
+@pytest.mark.parametrize("budget", RUNS)
 def test_fuzz_cbor_decode(fuzz, budget):
     gen, target, allowed = edge_targets.make_cbor_decode(all_cbor_seeds())
     counts = fuzz("cbor_decode", gen, target, allowed, BUDGET["cbor_decode"][budget])
     assert counts["ok"] and counts.get("CBORError"), counts
 
 
-@pytest.mark.parametrize("budget", SIDES)
+@pytest.mark.parametrize("budget", RUNS)
 def test_fuzz_cbor_roundtrip_and_cbor2_agree(fuzz, budget):
     gen, roundtrip, allowed = edge_targets.make_cbor_roundtrip()
 
@@ -44,21 +43,21 @@ def test_fuzz_cbor_roundtrip_and_cbor2_agree(fuzz, budget):
     assert counts["ok"] and counts.get("CBORError"), counts  # values too deep were generated and refused
 
 
-@pytest.mark.parametrize("budget", SIDES)
+@pytest.mark.parametrize("budget", RUNS)
 def test_fuzz_flashlog_damage_and_recovery(fuzz, budget, tmp_path):
     gen, target, allowed = edge_targets.make_flashlog(str(tmp_path))
     counts = fuzz("flashlog", gen, target, allowed, BUDGET["flashlog"][budget])
     assert counts["ok"] == BUDGET["flashlog"][budget], counts  # damage is recovered from, never an error
 
 
-@pytest.mark.parametrize("budget", SIDES)
+@pytest.mark.parametrize("budget", RUNS)
 def test_fuzz_edge_config(fuzz, budget):
     gen, target, allowed = edge_targets.make_edge_config_tree(edge_config_seeds())
     counts = fuzz("edge_config", gen, target, allowed, BUDGET["edge_config"][budget])
     assert counts["ok"] and counts.get("ConfigError"), counts
 
 
-@pytest.mark.parametrize("budget", SIDES)
+@pytest.mark.parametrize("budget", RUNS)
 def test_fuzz_edge_config_file(fuzz, budget, tmp_path):
     seeds = [json.dumps(t, indent=1).encode() for t in edge_config_seeds()]
     gen, target, allowed = edge_targets.make_edge_config_file(str(tmp_path), seeds)

@@ -15,6 +15,7 @@ import pytest
 from edge.proto import KIND_CLIENT, KIND_LEAF, KIND_ROUTE, KIND_SERVER, RemoteProtocolError
 from host.opts import OptionsError, load_config
 from tests.fuzz.fuzzcore import mutate
+from tests.fuzz.harness import RUNS
 from tests.fuzz.seeds import conf_seeds, parser_seeds
 from tests.unit.test_proto import _expand
 from tests.unit.test_proto_fuzz import LIMITS, TOKENS, _chunks, _feed
@@ -58,7 +59,7 @@ def parse_at_split_points(case):
         raise err
 
 
-@pytest.mark.parametrize("budget", [pytest.param(0, id="ci"), pytest.param(1, id="slow", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("budget", RUNS)
 def test_fuzz_parser(fuzz, budget):
     counts = fuzz("parser", parser_inputs(), parse_at_split_points, (RemoteProtocolError,), BUDGET["parser"][budget])
     assert counts["ok"] and counts.get("RemoteProtocolError"), counts  # both paths were reached
@@ -74,7 +75,7 @@ def conf_target(folder):
     return target
 
 
-@pytest.mark.parametrize("budget", [pytest.param(0, id="ci"), pytest.param(1, id="slow", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("budget", RUNS)
 def test_fuzz_config_loader(fuzz, budget, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative paths a mutated config names (includes, store_dir) stay in here
     seeds = conf_seeds()

@@ -18,7 +18,7 @@ import pytest
 
 from tests.fuzz import mp_fuzz, test_fuzz_regressions
 from tests.fuzz.fuzzcore import NoGuard, nth_input, run, show
-from tests.fuzz.harness import SEED
+from tests.fuzz.harness import RUNS, SEED
 from tests.fuzz.seeds import all_cbor_seeds, edge_config_seeds
 from tests.test_mp_unit import _micropython
 
@@ -96,8 +96,7 @@ def _cpython_counts(name, n, seed, folder):
 
 
 @pytest.mark.parametrize("name", sorted(BUDGET))
-@pytest.mark.parametrize("budget", [pytest.param(0, id="ci"),
-                                    pytest.param(1, id="slow", marks=[pytest.mark.slow, pytest.mark.timeout(7200)])])
+@pytest.mark.parametrize("budget", RUNS)
 def test_fuzz_on_micropython(name, budget, tmp_path):
     n = BUDGET[name][budget]
     counts = run_on_micropython(name, n, SEED, tmp_path)
