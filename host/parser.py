@@ -60,6 +60,14 @@ class HubParser(Parser):
                  max_payload: int | None = MAX_PAYLOAD) -> None:
         super().__init__(kind, max_control_line, max_payload)
         self._verbs_run = _RUN_VERBS.get(kind)
+        if kind == KIND_ROUTE:
+            # The leaf-origin forms (_origin_control) are route verbs too: a partial line of one runs into the
+            # control-line limit as a whole one does (found by fuzzing: it was an unknown operation, which
+            # nats-server says only of verbs it does not know). The values are never read: _control takes these
+            # lines before Parser._control sees them.
+            self._verbs = dict(self._verbs)
+            self._verbs[b"LS-"] = self._verbs[b"RS-"]
+            self._verbs[b"LMSG"] = self._verbs[b"RMSG"]
         self._link = kind != KIND_CLIENT  # on a link, "+" and "|" after the subject start queue names
         # A route's frames name the account before the subject: a run's "subject" is then b"<account> <subject>".
         self._words = 2 if kind == KIND_ROUTE else 1

@@ -159,10 +159,14 @@ class _Reader:
         return k
 
     def _text(self, b):
+        b = bytes(b)
         try:
-            return bytes(b).decode()
+            s = b.decode()
         except UnicodeError:
+            s = None
+        if s is None or (len(s) != len(b) and not _strict_utf8(b)):
             raise CBORError("text string is not UTF-8")
+        return s
 
     def _simple(self, info):
         if info == 20:
@@ -212,6 +216,25 @@ class _Reader:
                     return d
                 d[self._key(k)] = self.item(depth + 1)
         raise CBORError("indefinite length not allowed for major type %d" % major)
+
+
+# (lead byte, range of second bytes that make it invalid): surrogates, overlong forms, past U+10FFFF (RFC 3629)
+_LEAD_SECOND = ((0xE0, 0x80, 0xA0), (0xED, 0xA0, 0xC0), (0xF0, 0x80, 0x90), (0xF4, 0x90, 0xC0))
+
+
+def _strict_utf8(b):
+    # MicroPython's decode() takes overlong forms, surrogates and code points past U+10FFFF (found by fuzzing: the
+    # same bytes were a CBORError on CPython); all start with one of these bytes. CPython's decode() refuses them.
+    for c in b"\xc0\xc1\xf5\xf6\xf7\xf8\xf9\xfa\xfb\xfc\xfd\xfe\xff":
+        if c in b:
+            return False
+    for lead, lo, hi in _LEAD_SECOND:
+        i = b.find(bytes((lead,)))
+        while i >= 0:
+            if i + 1 < len(b) and lo <= b[i + 1] < hi:
+                return False
+            i = b.find(bytes((lead,)), i + 1)
+    return True
 
 
 def _half(h):

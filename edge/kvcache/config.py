@@ -7,7 +7,7 @@
 # "buckets" may also be a list of names (every setting at its default). Errors are ConfigError lines that name
 # the key, as the rest of the config: config: "kv.buckets.state.policy": expected one of ..., got "first".
 
-from edge.leaf.confcheck import ConfigError, fail, got, number, unknown_keys
+from edge.leaf.confcheck import ConfigError, fail, got, is_number, number, unknown_keys
 
 POLICIES = ("hub_wins", "lww", "callback")
 # key: (default, minimum)
@@ -88,7 +88,7 @@ def check_kv(v):
     if d is not None and (not isinstance(d, str) or not d):
         fail("kv.dir", "a folder path or null (the config's data folder + /kv)", d)
     status = v.get("status", 10)
-    if isinstance(status, bool) or not isinstance(status, (int, float)) or status < 0:
+    if not is_number(status, 0):
         fail("kv.status", "a number of seconds >= 0 (0 = off)", status)
     return {"buckets": buckets, "dir": d, "flush_ms": number(v, "flush_ms", "kv.flush_ms", 50, 1, "int"),
             "flush_every": number(v, "flush_every", "kv.flush_every", 16, 1, "int"), "status_ms": int(status * 1000)}

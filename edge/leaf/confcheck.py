@@ -28,10 +28,16 @@ def unknown_keys(d, allowed, prefix):
             raise ConfigError('config: unknown key "%s%s"' % (prefix, k))
 
 
+def is_number(v, low, kind="num"):
+    # An int (kind "int") or an int or float (else), >= low and finite: JSON's 1e999 reads as infinity, which no
+    # time or size can be (found by fuzzing: int(inf * 1000) was an OverflowError traceback).
+    return (not isinstance(v, bool) and isinstance(v, int if kind == "int" else (int, float)) and v >= low
+            and v - v == 0)
+
+
 def number(d, key, path, default, low, kind):
     # kind "int", "num" (int or float), "ms" (seconds in, integer ms out)
     v = d.get(key, default)
-    ok = not isinstance(v, bool) and isinstance(v, int if kind == "int" else (int, float)) and v >= low
-    if not ok:
+    if not is_number(v, low, kind):
         fail(path, ("an integer >= %s" if kind == "int" else "a number >= %s") % low, v)
     return int(v * 1000) if kind == "ms" else v

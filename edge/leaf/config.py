@@ -13,7 +13,7 @@
 
 import json
 
-from edge.leaf.confcheck import ConfigError, fail, got, number, unknown_keys
+from edge.leaf.confcheck import ConfigError, fail, got, is_number, number, unknown_keys
 
 OTHER_LAYERS = ("wifi", "kv", "outbox", "board")
 # The checker's modules, needed once: whoever ran prepare() drops them (edge.compat.drop_module), so that their
@@ -160,7 +160,7 @@ def _limits(v):
         path = "limits." + key
         if key in _SECONDS:
             x = v.get(key, default)
-            if isinstance(x, bool) or not isinstance(x, (int, float)) or x < low:
+            if not is_number(x, low):
                 fail(path, "a number of seconds >= %s" % low, x)
             out[key] = int(x * 1000)
         else:
@@ -197,7 +197,7 @@ def check(d):
             if not part or not (part[0].isalpha() or part[0] == "_") or " " in part:
                 fail("app", "a module name or null", app)
     stats = d.get("stats", 0)
-    if isinstance(stats, bool) or not isinstance(stats, (int, float)) or stats < 0:
+    if not is_number(stats, 0):
         fail("stats", "a number of seconds >= 0 (0 = off)", stats)
     kv = d.get("kv")
     if kv is not None:

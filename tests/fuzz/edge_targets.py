@@ -69,10 +69,12 @@ def same(a, b):
         if a != a:
             return b != b
         return a == b and str(a) == str(b)
-    if isinstance(a, list) and isinstance(b, list):
+    if type(a) is type(b) and isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(same(a[i], b[i]) for i in range(len(a)))
     if isinstance(a, dict) and isinstance(b, dict):
-        return len(a) == len(b) and all(k in b and same(a[k], b[k]) for k in a)
+        # a NaN key (or a tuple key holding one) is found by same(), not by lookup: NaN is not equal to itself
+        return len(a) == len(b) and all(same(a[k], b[k]) if k in b else
+                                        any(same(k, kb) and same(a[k], b[kb]) for kb in b) for k in a)
     return type(a) is type(b) and a == b
 
 

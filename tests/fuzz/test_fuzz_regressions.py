@@ -99,3 +99,34 @@ def test_flashlog_reader_past_a_corrupt_reclaimed_record_does_not_renumber():
     # 3 and 4 lie behind the damage in their segment: the reader cannot find them, and moves on to the next one
     assert list(log.replay()) == [(5, _payload(5, 1000)), (6, _payload(6, 1000))]
     log.close()
+
+
+def test_cbor_text_that_is_not_utf8_is_refused_on_micropython_too():
+    # cbor_decode input 8194 (seed 1) on MicroPython: an overlong form (e0 82 ac) in a text string was taken
+    # there and refused on CPython. Also surrogates and code points past U+10FFFF.
+    for bad in ("69e082ac75726fe19a9b", "63eda080", "63edbfbf", "64f4908080", "62c0af", "65f880808080"):
+        try:
+            cborcodec.loads(binascii.unhexlify(bad))
+        except CBORError as e:
+            assert "UTF-8" in str(e), str(e)
+        else:
+            raise AssertionError(f"text {bad} taken")
+    assert cborcodec.loads(binascii.unhexlify("6be282ac75726fe19a9bc3a9")) == "\u20acuro\u169b\u00e9"
+    assert cborcodec.loads(binascii.unhexlify("64f09f9880")) == "\U0001f600"
+
+
+def test_edge_config_number_that_is_infinite_is_a_config_error():
+    # edge_config_file input 6046 (seed 1): "reconnect_min": 11e999 reads as infinity, and int(inf * 1000) was an
+    # OverflowError traceback. The same for every time and size taken as a float.
+    inf = float("inf")
+    for extra, key in (({"limits": {"reconnect_min": inf}}, "limits.reconnect_min"), ({"stats": inf}, "stats"),
+                       ({"kv": {"buckets": ["b"], "status": inf}}, "kv.status"),
+                       ({"forward": [{"subjects": ["a.>"], "stream": "S", "max_age": inf}]}, "forward[0].max_age")):
+        d = {"name": "e1"}
+        d.update(extra)
+        try:
+            config.check(d)
+        except ConfigError as e:
+            assert str(e).startswith(f'config: "{key}": expected a number'), str(e)
+        else:
+            raise AssertionError(f"infinite {key} taken")

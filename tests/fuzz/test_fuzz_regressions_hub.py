@@ -3,7 +3,7 @@ tests/fuzz/test_fuzz_regressions.py, which also runs on MicroPython)."""
 
 import pytest
 
-from edge.proto import KIND_CLIENT, MAX_CONTROL_LINE, OP_PUB
+from edge.proto import ERR_MAX_CONTROL_LINE, KIND_CLIENT, KIND_ROUTE, MAX_CONTROL_LINE, OP_PUB, RemoteProtocolError
 from host.opts import OptionsError, load_config
 from host.parser import HubParser, decode_tail, encode_tail
 from tests.unit.test_proto import _expand
@@ -35,3 +35,17 @@ def test_config_error_naming_a_key_with_a_line_break_is_one_line(tmp_path):
     with pytest.raises(OptionsError) as e:
         load_config(str(path))
     assert str(e.value) == f'{path}:1: unknown field "{{\\n 1e999 "'
+
+
+def test_route_origin_line_too_long_is_the_same_error_whole_or_split():
+    # parser input 330262 (seed 1): a route's LMSG line past the control-line limit was "maximum control line
+    # exceeded" when it came whole and "Unknown Protocol Operation" when its start came alone (the partial-line
+    # check did not know the leaf-origin verbs). nats-server knows LMSG from a route, so the limit it is.
+    line = b"LMSG origin $G subject " + b"r" * 100 + b" 0 1\r\n"
+    for chunks in ([line], [line[:90], line[90:]]):
+        p = HubParser(KIND_ROUTE, 4, None)  # links get 16 x 4 = 64 bytes of arguments
+        with pytest.raises(RemoteProtocolError) as e:
+            for c in chunks:
+                p.receive_data(c)
+                p.next_event()
+        assert e.value.wire == ERR_MAX_CONTROL_LINE, chunks
