@@ -1,6 +1,7 @@
-"""Fuzz targets for the edge code, under MicroPython and CPython: the CBOR codec, the flash-log reader and the
-JSON config. No pytest, no typing: tests/fuzz/mp_fuzz.py runs them on the MicroPython unix port and
-tests/fuzz/test_fuzz_edge.py on CPython, with the same seeds and the same inputs (tests/fuzz/fuzzcore.py rule 1).
+"""Fuzz targets for the edge code, under MicroPython and CPython: the CBOR codec, the flash-log reader, the KV
+store's recovery from its log and snapshot, and the JSON config. No pytest, no typing: tests/fuzz/mp_fuzz.py runs
+them on the MicroPython unix port and tests/fuzz/test_fuzz_edge.py on CPython, with the same seeds and the same
+inputs (tests/fuzz/fuzzcore.py rule 1).
 
 Each make_* returns (gen, target, allowed): gen(rng) draws an input, target(input) runs it and asserts the
 target's properties, allowed is the tuple of error types bad input may raise.
@@ -14,6 +15,7 @@ import struct
 from edge.flashlog import FlashLog, FlashLogError
 from edge.kvcache import cborcodec
 from edge.kvcache.cborcodec import CBORError
+from edge.kvcache.store import OP_PUT, Store
 from edge.leaf import config
 from edge.leaf.confcheck import ConfigError
 from tests.fuzz.fuzzcore import Rng, byte_inputs
@@ -128,11 +130,16 @@ def make_cbor_decode(seeds):
 # ---- the flash log --------------------------------------------------------------------------------------------
 
 
-def _read_files(path):
+def read_tree(path, prefix=""):
+    # {name: bytes} of every file under a folder, names relative to it ("log/mark0")
     files = {}
     for name in os.listdir(path):
-        with open(path + "/" + name, "rb") as f:
-            files[name] = f.read()
+        p = path + "/" + name
+        if os.stat(p)[0] & 0x4000:
+            files.update(read_tree(p, prefix + name + "/"))
+        else:
+            with open(p, "rb") as f:
+                files[prefix + name] = f.read()
     return files
 
 
@@ -160,25 +167,96 @@ def build_logs(rng, work, count):
                 log.reclaim(log.first_seq + rng.below(8), rng.raw(rng.below(20)))
         first = log.first_seq
         log.close()
-        files = _read_files(path)
+        files = read_tree(path)
         _rmtree(path)
-        spans = {}
-        for name in files:
-            if name[-4:] != ".log":
-                continue
-            seq = int(name[:12], 16)
-            at = 0
-            spans[name] = []
-            while seq in records and at < len(files[name]):
-                end = at + len(records[seq]) + 6
-                spans[name].append((seq, at, end))
-                seq += 1
-                at = end
-        logs.append((files, records, first, spans))
+        logs.append((files, records, first, segment_spans(files)))
     return logs
 
 
-SEED_LOGS = 12
+SEED_LOGS = 12  # logs (and KV buckets) written per run, each damaged again and again
+
+
+def draw_damages(rng, files):
+    # 1 to 3 damages to a folder's files, as flash gets damaged: [(file name, damage, offset, bytes)]
+    names = sorted(files)
+    damages = []
+    for _ in range(1 + rng.below(3)):
+        name = rng.choice(names)
+        kind = rng.choice(("cut", "flip", "over", "add", "del", "cut", "flip"))
+        damages.append((name, kind, rng.below(len(files[name]) + 1), rng.raw(1 + rng.below(12))))
+    return damages
+
+
+def damage(files, damages):
+    # -> (the files after the damages, {name: offset of its first damaged byte}). Every damage changes the bytes
+    # it touches (a flip or an overwrite never writes a byte back as it was), so a record overlapping one is corrupt.
+    data = dict(files)
+    damaged_at = {}
+    for name, kind, at, raw in damages:
+        if name not in data:
+            continue
+        b = data[name]
+        at = min(at, len(b))
+        if kind == "cut":
+            data[name] = b[:at]
+        elif kind in ("flip", "over") and at < len(b):
+            n = 1 if kind == "flip" else min(len(raw), len(b) - at)
+            data[name] = b[:at] + bytes(b[at + i] ^ (raw[i] | 1) for i in range(n)) + b[at + n:]
+        elif kind == "add":
+            at = len(b)
+            data[name] = b + raw
+        elif kind == "del":
+            del data[name]
+            at = 0
+        damaged_at[name] = min(at, damaged_at.get(name, at))
+    return data, damaged_at
+
+
+def write_files(path, data):
+    # The folder holds exactly these files afterwards (names may hold one "/": a subfolder). Folders are kept from
+    # one input to the next: making and removing them costs more than the rest of an input.
+    _remove_files(path)
+    for name in sorted(data):
+        parts = [path] + name.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            try:
+                os.mkdir("/".join(parts[:i]))
+            except OSError:
+                pass  # there already
+        with open(path + "/" + name, "wb") as f:
+            f.write(data[name])
+
+
+def _remove_files(path):
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for n in names:
+        p = path + "/" + n
+        if os.stat(p)[0] & 0x4000:
+            _remove_files(p)
+        else:
+            os.remove(p)
+
+
+def segment_spans(files):
+    # {segment file: [(seq, start, end)]} of intact log files (their names hold the first sequence, rule 1 of
+    # edge/flashlog.py; each record is 2 bytes of length, the payload, 4 bytes of CRC).
+    spans = {}
+    for name in files:
+        if name[-4:] != ".log":
+            continue
+        b = files[name]
+        seq = int(name[-16:-4], 16)
+        at = 0
+        spans[name] = []
+        while at + 2 <= len(b):
+            end = at + 6 + (b[at] | b[at + 1] << 8)
+            spans[name].append((seq, at, end))
+            seq += 1
+            at = end
+    return spans
 
 
 def make_flashlog(work):
@@ -191,45 +269,14 @@ def make_flashlog(work):
 
     def gen(rng):
         index = rng.below(len(seed_logs))
-        files = seed_logs[index][0]
-        names = sorted(files)
-        damages = []
-        for _ in range(1 + rng.below(3)):
-            name = rng.choice(names)
-            size = len(files[name])
-            kind = rng.choice(("cut", "flip", "over", "add", "del", "cut", "flip"))
-            damages.append((name, kind, rng.below(size + 1), rng.raw(1 + rng.below(12))))
-        return index, damages, rng.chance(4)
+        return index, draw_damages(rng, seed_logs[index][0]), rng.chance(4)
 
     def target(case):
         index, damages, append_after = case
         files, records, first, spans = seed_logs[index]
         path = work + "/case"
-        _rmtree(path)
-        os.mkdir(path)
-        data = dict(files)
-        damaged_at = {}
-        for name, kind, at, raw in damages:
-            if name not in data:
-                continue
-            b = data[name]
-            at = min(at, len(b))
-            if kind == "cut":
-                data[name] = b[:at]
-            elif kind == "flip" and at < len(b):
-                data[name] = b[:at] + bytes((b[at] ^ (raw[0] | 1),)) + b[at + 1:]
-            elif kind == "over":
-                data[name] = b[:at] + raw + b[at + len(raw):]
-            elif kind == "add":
-                at = len(b)
-                data[name] = b + raw
-            elif kind == "del":
-                del data[name]
-                at = 0
-            damaged_at[name] = min(at, damaged_at.get(name, at))
-        for name in data:
-            with open(path + "/" + name, "wb") as f:
-                f.write(data[name])
+        data, damaged_at = damage(files, damages)
+        write_files(path, data)
         must = set()
         for name in spans:
             for seq, _start, end in spans[name]:
@@ -249,7 +296,7 @@ def make_flashlog(work):
                 written[seqs[i]] = new[i]
             again = _replayed(FlashLog(path, segment_size=4096, max_bytes=8 * 4096), written)
             assert again[:len(got)] == got and [s for s, _p in again[len(got):]] == seqs, \
-                "after recovery and 3 appends a reopen replays %s" % [s for s, _p in again]
+                f"after recovery and 3 appends a reopen replays {[s for s, _p in again]}"
         else:
             log.close()
 
@@ -344,3 +391,88 @@ def make_edge_config_file(work, seeds):
     return byte_inputs(seeds, (b"{", b"}", b"[", b"]", b'"', b":", b",", b"null", b'"name": "e"', b"\xff",
                                b"\\u0000", b"1e999")), target, (ConfigError,)
 
+
+# ---- the KV store's recovery ----------------------------------------------------------------------------------
+
+_KV = {"max_keys": 64, "max_bytes": 1 << 20, "log_bytes": 8 * 4096, "segment_size": 4096, "flush_every": 1}
+
+
+def _wall():
+    return 1000  # no TTLs here, and the same stamps on every run
+
+
+def _kv_state(st):
+    return {k: st.entries[k][0] for k in st.entries}
+
+
+def build_kv_stores(rng, work, count):
+    # Buckets written by edge/kvcache/store.py itself: hub values and deletes, local writes, compactions.
+    # -> [(files, states {log sequence: entries once that record was written}, values {key: [values written]},
+    #      snap_seq, spans {log segment file: [(seq, start, end)]})]
+    out = []
+    for k in range(count):
+        path = f"{work}/kvseed{k}"
+        _rmtree(path)
+        st = Store(path, wall=_wall, **_KV)
+        states = {0: {}}
+        values = {}
+        rev = 0
+        for i in range(10 + rng.below(60)):
+            key = f"k{rng.below(8)}"
+            op = rng.below(8)
+            value = rng.raw(rng.below(200))
+            rev += 1
+            if op < 3:
+                st.hub_set(key, value, rev, 0)
+            elif op < 4:
+                st.hub_del(key, rev)
+            elif op < 7:
+                st.local_write(key, OP_PUT, value, 0, f"1000-{i}-e")
+            else:
+                st.compact()
+                continue
+            values.setdefault(key, []).append(value)
+            st.flush()
+            states[st.log.last_seq] = _kv_state(st)
+        snap_seq = st.snap_seq
+        st.close()
+        files = read_tree(path)
+        _rmtree(path)
+        out.append((files, states, values, snap_seq, segment_spans(files)))
+    return out
+
+
+def make_kv_recovery(work):
+    # A bucket written by edge/kvcache/store.py (log segments, marks, a snapshot), damaged as make_flashlog damages
+    # a log, opened again. Properties: opening never raises; every value recovered is one written to its key; when
+    # only the newest log segment (or a mark) was damaged, the state is the one the bucket had right after the last
+    # record before the damage (or after the snapshot, if that is newer).
+    # The input: (index of the seed bucket, [(file name, damage, offset, bytes)]).
+    seeds = build_kv_stores(Rng(2), work, SEED_LOGS)
+
+    def gen(rng):
+        index = rng.below(len(seeds))
+        return index, draw_damages(rng, seeds[index][0])
+
+    def target(case):
+        index, damages = case
+        files, states, values, snap_seq, spans = seeds[index]
+        data, damaged_at = damage(files, damages)
+        path = work + "/kvcase"
+        write_files(path, data)
+        st = Store(path, wall=_wall, **_KV)
+        got = _kv_state(st)
+        st.close()
+        for key in got:
+            assert got[key] in values.get(key, []), f"{key} recovered with a value never written to it"
+        segs = sorted(spans)
+        newest = segs[-1] if segs else None
+        if all(n == newest or n.startswith("log/mark") for n in damaged_at):
+            last = int(newest[-16:-4], 16) - 1 if newest else 0
+            for seq, _start, end in spans.get(newest, ()):
+                if end <= damaged_at.get(newest, end):
+                    last = seq
+            want = states[max(last, snap_seq)]
+            assert got == want, f"recovered {sorted(got)}; after record {max(last, snap_seq)}: {sorted(want)}"
+
+    return gen, target, ()

@@ -2,10 +2,10 @@
 
     MICROPYPATH=<repo> micropython -X heapsize=8M tests/fuzz/mp_fuzz.py TARGET SEED N SEEDS.json WORKDIR
 
-TARGET: cbor_decode, cbor_roundtrip, flashlog or edge_config (tests/fuzz/edge_targets.py). SEEDS.json holds the
-seeds the parent gathered ({"cbor": [hex, ...], "edge_config": [config, ...]}); the flash-log seeds are written here,
-by the log itself. Prints `@I` before input I (the parent's watchdog: an input with no line after it hung), then
-`DONE N {counts}`, or `FAIL <target> input I: <why>; input <input>` and exits 1.
+TARGET: cbor_decode, cbor_roundtrip, flashlog, kv_recovery or edge_config (tests/fuzz/edge_targets.py). SEEDS.json
+holds the seeds the parent gathered ({"cbor": [hex, ...], "edge_config": [config, ...]}); the flash-log and KV seeds
+are written here, by the log and the store themselves. Prints `@I` before input I (the parent's watchdog: an input
+with no line after it hung), then `DONE N {counts}`, or `FAIL <target> input I: <why>; input <input>` and exits 1.
 """
 
 import binascii
@@ -21,6 +21,8 @@ def _target(name, seeds, work):
         return edge_targets.make_cbor_roundtrip()
     if name == "flashlog":
         return edge_targets.make_flashlog(work)
+    if name == "kv_recovery":
+        return edge_targets.make_kv_recovery(work)
     if name == "edge_config":
         return edge_targets.make_edge_config_tree(seeds["edge_config"])
     raise ValueError("unknown target " + name)

@@ -1,7 +1,7 @@
 """Fuzzing the edge code on CPython: the CBOR codec (edge/kvcache/cborcodec.py), the flash-log reader and recovery
-(edge/flashlog.py), the JSON config (edge/leaf/config.py with its sections, edge/leaf/fwdconfig.py and
-edge/kvcache/config.py). The targets and their properties are in tests/fuzz/edge_targets.py; the same targets run
-on the MicroPython unix port in tests/fuzz/test_fuzz_mp.py.
+(edge/flashlog.py), the KV store's recovery (edge/kvcache/store.py), the JSON config (edge/leaf/config.py with its
+sections, edge/leaf/fwdconfig.py and edge/kvcache/config.py). The targets and their properties are in
+tests/fuzz/edge_targets.py; the same targets run on the MicroPython unix port in tests/fuzz/test_fuzz_mp.py.
 
 Here also: the codec writes the bytes cbor2 writes and reads cbor2's bytes back to the same value.
 """
@@ -19,7 +19,7 @@ from tests.fuzz.seeds import all_cbor_seeds, edge_config_seeds
 
 # inputs per run: (CI, slow)
 BUDGET = {"cbor_decode": (50_000, 500_000), "cbor_roundtrip": (10_000, 200_000), "flashlog": (2000, 50_000),
-          "edge_config": (10_000, 200_000), "edge_config_file": (5000, 100_000)}
+          "kv_recovery": (1500, 40_000), "edge_config": (10_000, 200_000), "edge_config_file": (5000, 100_000)}
 
 
 @pytest.mark.parametrize("budget", RUNS)
@@ -48,6 +48,13 @@ def test_fuzz_flashlog_damage_and_recovery(fuzz, budget, tmp_path):
     gen, target, allowed = edge_targets.make_flashlog(str(tmp_path))
     counts = fuzz("flashlog", gen, target, allowed, BUDGET["flashlog"][budget])
     assert counts["ok"] == BUDGET["flashlog"][budget], counts  # damage is recovered from, never an error
+
+
+@pytest.mark.parametrize("budget", RUNS)
+def test_fuzz_kv_store_recovery(fuzz, budget, tmp_path):
+    gen, target, allowed = edge_targets.make_kv_recovery(str(tmp_path))
+    counts = fuzz("kv_recovery", gen, target, allowed, BUDGET["kv_recovery"][budget])
+    assert counts["ok"] == BUDGET["kv_recovery"][budget], counts
 
 
 @pytest.mark.parametrize("budget", RUNS)

@@ -1,5 +1,6 @@
 """The edge fuzz targets on the real MicroPython unix port: the CBOR codec (decoder and round trip), the flash-log
-reader and recovery, the JSON config; and the fuzz regressions (tests/fuzz/test_fuzz_regressions.py).
+reader and recovery, the KV store's recovery, the JSON config; and the fuzz regressions
+(tests/fuzz/test_fuzz_regressions.py).
 
 tests/fuzz/mp_fuzz.py runs a target in a micropython process and prints `@I` before input I. The watchdog is here:
 an input after which the process says nothing for PER_INPUT_S has hung; the process is stopped (by its PID) and the
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 PER_INPUT_S = 60.0  # wall time: the process is not ours to measure in CPU time, and an input takes milliseconds
 # inputs per target: (CI, slow)
 BUDGET = {"cbor_decode": (3000, 100_000), "cbor_roundtrip": (1000, 50_000), "flashlog": (200, 10_000),
-          "edge_config": (1000, 50_000)}
+          "kv_recovery": (150, 5000), "edge_config": (1000, 50_000)}
 
 
 def _output_lines(proc):
