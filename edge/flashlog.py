@@ -15,10 +15,13 @@
 # 4. Recovery on open scans the newest segment only (the older ones were flushed and closed before
 #    rotation) and keeps its intact prefix; littlefs has no truncate, so after a torn or corrupt
 #    tail, or after a failed write, the next append starts a new segment and the bad bytes stay
-#    unread. replay() stops a segment at its first bad record.
+#    unread. replay() stops a segment at its first bad record. `damaged` says recovery cut records off
+#    (a torn write on POSIX, or flash damage: records that were durable, maybe already used by the caller).
 # 5. A failed flush loses the buffered records (never reported durable): their sequences are
 #    burned (the next segment starts after them, and the mark records the floor) and returned in
 #    the exception (lost_first, lost_last), so a sequence is never used for two different records.
+#    burn(upto) does the same on request: a caller that may have used sequences the log lost to damage
+#    (the forward queue: sent, maybe stored at the hub) moves numbering past them.
 # 6. Reclaim state lives in two small mark files written alternately ("mark0"/"mark1": generation,
 #    first_seq, floor, bytes_written, caller's meta, CRC); the newer intact one wins at open, so a
 #    torn mark write falls back to the previous one. On littlefs a mark under ~100 bytes is inlined
@@ -143,6 +146,7 @@ class FlashLog:
         self.meta = b""
         self._mark_gen = 0
         self._floor = 1  # no sequence below it may be handed out again
+        self.damaged = False  # recovery cut records off the newest segment
         self._open()
 
     # ---- open and recovery ---------------------------------------------------------------------
@@ -169,6 +173,7 @@ class FlashLog:
             n, good = self._scan(base)
             if good < size:
                 self._fresh = True  # torn or corrupt tail: never append after it
+                self.damaged = True
                 # A new segment is named by its first sequence: after a file without a single intact record
                 # that would be this file again, and appends would land behind its garbage, unreadable. Its
                 # first sequence is burned instead (found by tests/fuzz, test_fuzz_regressions.py).
@@ -337,6 +342,23 @@ class FlashLog:
                 f.close()
             except OSError:
                 pass
+
+    def burn(self, upto_seq):
+        # No sequence <= upto_seq is handed out: the next append starts a new segment above it (rule 1), and the
+        # floor goes into the mark. A failed mark write is counted, not raised: until the next append the log
+        # still holds what made the caller burn, and after it the new segment's name carries the floor.
+        if upto_seq <= self.last_seq:
+            return
+        self.flush()
+        if self.first_seq > self.last_seq:
+            self.first_seq = upto_seq + 1  # nothing kept: nothing below the floor either
+        self.last_seq = self.durable_seq = upto_seq
+        self._floor = upto_seq + 1
+        self._fresh = True
+        try:
+            self._write_mark()
+        except FlashLogError:
+            pass
 
     # ---- reading -------------------------------------------------------------------------------
 

@@ -353,6 +353,45 @@ def test_burned_sequences_stay_burned_after_reopen():
     _rmtree(d)
 
 
+def test_damage_is_reported_and_burn_moves_numbering_past_the_lost_records():
+    # Records 8..10 were durable (the caller may have used their sequences), then flash damage hit record 8:
+    # recovery keeps 1..7 and says so; burn() makes sure 8..20 are never handed out again, across reboots.
+    d = _tmpdir("burn")
+    log = FlashLog(d)
+    for i in range(10):
+        log.append(_payload(i))
+    log.close()
+    log = FlashLog(d)
+    assert not log.damaged and log.last_seq == 10
+    log.close()
+    with open(d + "/" + _segments(d)[0], "r+b") as f:
+        f.seek(7 * 46 + 3)  # record 8: 2 bytes of length, 40 of payload, 4 of CRC per record
+        f.write(b"\xee")
+    log = FlashLog(d)
+    assert log.damaged and (log.last_seq, log.durable_seq) == (7, 7)
+    log.burn(5)  # nothing above what the log holds: nothing to do
+    assert log.last_seq == 7
+    log.burn(20)
+    assert (log.first_seq, log.last_seq, log.durable_seq) == (1, 20, 20)
+    log.close()
+    log = FlashLog(d)  # a reboot before anything was appended: the floor is in the mark
+    assert log.damaged and log.last_seq == 20
+    assert [s for s, _ in log.replay()] == list(range(1, 8))
+    assert log.append(b"after") == 21
+    log.close()
+    log = FlashLog(d)
+    assert not log.damaged  # the newest segment is the new one, intact
+    assert [s for s, _ in log.replay()] == list(range(1, 8)) + [21]
+    log.reclaim(21)
+    log.burn(30)  # nothing kept: the first kept sequence moves past the burned ones too
+    assert (log.first_seq, log.last_seq) == (31, 30) and log.append(b"z") == 31
+    log.close()
+    log = FlashLog(d)
+    assert [s for s, _ in log.replay()] == [31] and log.first_seq == 31
+    log.close()
+    _rmtree(d)
+
+
 def test_torn_newest_mark_falls_back_to_the_older_one():
     d = _tmpdir("mark")
     log = FlashLog(d, segment_size=BLOCK_SIZE, max_bytes=16 * BLOCK_SIZE)
