@@ -13,7 +13,12 @@
 #    PubAck never came, bounded by `send_limit`, which is on flash before any record past it is sent), the
 #    queue scans the stream from the stream sequence of its last confirmed record (STREAM.MSG.GET,
 #    next_by_subj) for its own message ids and skips what is there: no duplicates however long the
-#    outage, where Nats-Msg-Id alone covers the stream's duplicate window only.
+#    outage, where Nats-Msg-Id alone covers the stream's duplicate window only. So a sequence is never
+#    reused: when the log's recovery cut records off (flash damage, a torn write), the queue burns every
+#    sequence up to its send_limit, since records past the damage may have been sent (and their ids would
+#    make new records look stored). Only then: burning at every boot would start a new segment per boot
+#    (a device that sleeps between publishes would leave one file each time) and skip up to SEND_AHEAD
+#    sequences each time. Sequence gaps are no loss signal anywhere (gap markers name their drops).
 # 4. Replay: in sequence order per queue; the highest priority queue with work goes first; a shared
 #    pacing budget (messages/s, bytes/s); a random wait of up to `jitter` after each link comes up;
 #    records older than max_age are dropped unsent; with coalesce only a subject's newest record is sent.
@@ -120,8 +125,10 @@ class Queue:
         self.send_limit = 0  # no record past it is sent before a new limit is on flash
         self.gaps = []  # [reason, first, last, count]: drops the hub has not heard of yet
         self._load_meta(self.log.meta)
-        self.acked = self.log.first_seq - 1  # every record <= acked is stored in the stream or dropped
         self.sent_hi = min(self.send_limit, self.log.last_seq)  # records up to here may be in the stream
+        if self.log.damaged:
+            self.log.burn(self.send_limit)  # rule 3: records past the damage may have been sent
+        self.acked = self.log.first_seq - 1  # every record <= acked is stored in the stream or dropped
         self.sent = []  # in sequence order: seq in flight, -seq settled (acked or skipped) behind one in flight
         self.sseq = {}  # seq -> stream seq, for settled entries not yet at the head
         self.n_infl = 0

@@ -155,6 +155,57 @@ def proxy_hold_after_up(e: FwdEdge, proxy: HoldProxy):
     (e.workdir / "go").write_text("")
 
 
+def _damage_newest_segment(folder, record):
+    """Flip a byte inside record number `record` (0-based) of the newest segment file of a log folder, as flash gets
+    damaged (tests/fuzz/edge_targets.py): recovery keeps the records before it. -> the records the file held."""
+    seg = sorted(p for p in folder.iterdir() if p.suffix == ".log")[-1]
+    b = bytearray(seg.read_bytes())
+    starts = []
+    at = 0
+    while at + 2 <= len(b):
+        starts.append(at)
+        at += 6 + (b[at] | b[at + 1] << 8)
+    b[starts[record] + 3] ^= 0x5A
+    seg.write_bytes(bytes(b))
+    return len(starts)
+
+
+@pytest.mark.device
+def test_a_damaged_log_never_reuses_the_sequence_of_a_record_sent_before(jshub, fwd_edges):
+    # Records go out (the hub stores them, their PubAcks are lost), then the tail of the log's newest segment is
+    # damaged on flash: recovery keeps the records before the damage. A record published after the reboot must not
+    # get the sequence of a lost one: its Nats-Msg-Id would be in the stream already (the duplicate window, and
+    # the lookup after a later reboot, take it for stored) and it would be lost without a word.
+    jshub.start()
+    run(add_stream(jshub.url, "TELE", ["tele.>"]))  # the default duplicate window, 2 minutes
+    proxy = HoldProxy(jshub.leaf_port)
+    try:
+        e = fwd_edges(forward_config("e1", proxy.port, [{"subjects": ["tele.>"], "stream": "TELE"}],
+                                     {"ack_timeout": 1}, app="fwdapp"))
+        e.set_app(subjects=["tele.a"], count=10, batch=10, tag="old", wait_file="go")
+        proxy_hold_after_up(e, proxy)
+        e.wait_line(r"^edge: app done 10$", timeout=15)
+        wait_until(lambda: len(run(stream_messages(jshub.url, "TELE"))) == 10, 10, msg="10 records in TELE")
+        e.kill()  # none of them confirmed: the log still holds 1..10, its mark the send_limit past them
+        assert _damage_newest_segment(e.workdir / "data" / "fwd" / "TELE", 7) == 10  # records 8..10 lost
+        proxy.cut()  # the hub's answers get through again
+        e.set_app(subjects=["tele.a"], count=1, tag="new")
+        start = len(e.lines)
+        e.start()
+        e.wait_line(r"^edge: app done 1$", timeout=15, start=start)
+        st = wait_drained(e, timeout=30, start=start)
+    finally:
+        proxy.close()
+    msgs = run(stream_messages(jshub.url, "TELE"))
+    keys = [payload_index(m) for m in msgs]
+    ids = msg_ids(msgs)
+    assert ("new", 0) in keys, f"the record published after the damage never reached the stream: {ids}, status {st}"
+    assert len(ids) == len(set(ids)) == 11 and keys[:10] == [("old", i) for i in range(10)]
+    seq = int(ids[keys.index(("new", 0))].rsplit("-", 1)[1])
+    assert seq > 10, f"the new record took sequence {seq}, the id of a record sent before the damage"
+    assert st["duplicates"] == 0 and st["published"] == 1 and st["dup_skipped"] == 7
+
+
 @pytest.mark.parametrize("policy", ["reject", "drop_oldest", "drop_newest"])
 def test_overflow_policies_count_drops_and_send_gap_markers(jshub, fwd_edges, policy):
     q = {"subjects": ["tele.>"], "stream": "TELE", "policy": policy, "segment_size": 4096, "max_bytes": 8192}
