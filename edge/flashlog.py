@@ -15,8 +15,9 @@
 # 4. Recovery on open scans the newest segment only (the older ones were flushed and closed before
 #    rotation) and keeps its intact prefix; littlefs has no truncate, so after a torn or corrupt
 #    tail, or after a failed write, the next append starts a new segment and the bad bytes stay
-#    unread. replay() stops a segment at its first bad record. `damaged` says recovery cut records off
-#    (a torn write on POSIX, or flash damage: records that were durable, maybe already used by the caller).
+#    unread. replay() stops a segment at its first bad record. `damaged` is the first sequence recovery
+#    cut off (0: none): a torn write on POSIX, or flash damage (records that were durable, maybe already
+#    used by the caller).
 # 5. A failed flush loses the buffered records (never reported durable): their sequences are
 #    burned (the next segment starts after them, and the mark records the floor) and returned in
 #    the exception (lost_first, lost_last), so a sequence is never used for two different records.
@@ -146,7 +147,7 @@ class FlashLog:
         self.meta = b""
         self._mark_gen = 0
         self._floor = 1  # no sequence below it may be handed out again
-        self.damaged = False  # recovery cut records off the newest segment
+        self.damaged = 0  # the first sequence recovery cut off the newest segment (0: none)
         self._open()
 
     # ---- open and recovery ---------------------------------------------------------------------
@@ -173,7 +174,7 @@ class FlashLog:
             n, good = self._scan(base)
             if good < size:
                 self._fresh = True  # torn or corrupt tail: never append after it
-                self.damaged = True
+                self.damaged = base + n
                 # A new segment is named by its first sequence: after a file without a single intact record
                 # that would be this file again, and appends would land behind its garbage, unreadable. Its
                 # first sequence is burned instead (found by tests/fuzz, test_fuzz_regressions.py).

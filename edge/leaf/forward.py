@@ -18,7 +18,8 @@
 #    sequence up to its send_limit, since records past the damage may have been sent (and their ids would
 #    make new records look stored). Only then: burning at every boot would start a new segment per boot
 #    (a device that sleeps between publishes would leave one file each time) and skip up to SEND_AHEAD
-#    sequences each time. Sequence gaps are no loss signal anywhere (gap markers name their drops).
+#    sequences each time. Nothing reads sequence gaps as losses (drops have gap markers), and the status
+#    leaves the burned range out of the backlog.
 # 4. Replay: in sequence order per queue; the highest priority queue with work goes first; a shared
 #    pacing budget (messages/s, bytes/s); a random wait of up to `jitter` after each link comes up;
 #    records older than max_age are dropped unsent; with coalesce only a subject's newest record is sent.
@@ -126,8 +127,10 @@ class Queue:
         self.gaps = []  # [reason, first, last, count]: drops the hub has not heard of yet
         self._load_meta(self.log.meta)
         self.sent_hi = min(self.send_limit, self.log.last_seq)  # records up to here may be in the stream
+        self.hole = None  # (first, last): sequences without a record, not backlog (recovery cut them or burned them)
         if self.log.damaged:
             self.log.burn(self.send_limit)  # rule 3: records past the damage may have been sent
+            self.hole = (self.log.damaged, self.log.last_seq)
         self.acked = self.log.first_seq - 1  # every record <= acked is stored in the stream or dropped
         self.sent = []  # in sequence order: seq in flight, -seq settled (acked or skipped) behind one in flight
         self.sseq = {}  # seq -> stream seq, for settled entries not yet at the head
@@ -183,7 +186,11 @@ class Queue:
         self.dirty = True
 
     def backlog(self):
-        return max(0, self.log.durable_seq - self.acked)
+        n = self.log.durable_seq - self.acked
+        h = self.hole
+        if h is not None:
+            n -= max(0, h[1] - max(h[0] - 1, self.acked))
+        return max(0, n)
 
     def oldest_age(self, now):
         for _, p in self.log.replay(self.acked + 1):

@@ -188,11 +188,12 @@ def test_a_damaged_log_never_reuses_the_sequence_of_a_record_sent_before(jshub, 
         wait_until(lambda: len(run(stream_messages(jshub.url, "TELE"))) == 10, 10, msg="10 records in TELE")
         e.kill()  # none of them confirmed: the log still holds 1..10, its mark the send_limit past them
         assert _damage_newest_segment(e.workdir / "data" / "fwd" / "TELE", 7) == 10  # records 8..10 lost
-        proxy.cut()  # the hub's answers get through again
         e.set_app(subjects=["tele.a"], count=1, tag="new")
         start = len(e.lines)
-        e.start()
+        e.start()  # the proxy still swallows the hub's answers: the queue waits, offline
         e.wait_line(r"^edge: app done 1$", timeout=15, start=start)
+        e.wait_line(r'"backlog": 8\b', timeout=5, start=start)  # the 7 records left and the new one, no burned ones
+        proxy.cut()  # the hub's answers get through again
         st = wait_drained(e, timeout=30, start=start)
     finally:
         proxy.close()
@@ -204,6 +205,9 @@ def test_a_damaged_log_never_reuses_the_sequence_of_a_record_sent_before(jshub, 
     seq = int(ids[keys.index(("new", 0))].rsplit("-", 1)[1])
     assert seq > 10, f"the new record took sequence {seq}, the id of a record sent before the damage"
     assert st["duplicates"] == 0 and st["published"] == 1 and st["dup_skipped"] == 7
+    backlogs = {json.loads(ln[len("edge: fwdstatus "):])["queues"][0]["backlog"] for ln in e.lines[start:]
+                if ln.startswith("edge: fwdstatus ")}
+    assert max(backlogs) == 8, f"burned sequences counted as backlog: {sorted(backlogs)}"
 
 
 @pytest.mark.parametrize("policy", ["reject", "drop_oldest", "drop_newest"])

@@ -368,14 +368,14 @@ def test_damage_is_reported_and_burn_moves_numbering_past_the_lost_records():
         f.seek(7 * 46 + 3)  # record 8: 2 bytes of length, 40 of payload, 4 of CRC per record
         f.write(b"\xee")
     log = FlashLog(d)
-    assert log.damaged and (log.last_seq, log.durable_seq) == (7, 7)
+    assert (log.damaged, log.last_seq, log.durable_seq) == (8, 7, 7)
     log.burn(5)  # nothing above what the log holds: nothing to do
     assert log.last_seq == 7
     log.burn(20)
     assert (log.first_seq, log.last_seq, log.durable_seq) == (1, 20, 20)
     log.close()
     log = FlashLog(d)  # a reboot before anything was appended: the floor is in the mark
-    assert log.damaged and log.last_seq == 20
+    assert (log.damaged, log.last_seq) == (8, 20)
     assert [s for s, _ in log.replay()] == list(range(1, 8))
     assert log.append(b"after") == 21
     log.close()
