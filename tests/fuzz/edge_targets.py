@@ -263,7 +263,8 @@ def make_flashlog(work):
     # A log written by FlashLog, then damaged as flash gets damaged (a cut file, flipped or overwritten bytes, a
     # garbage tail, a lost file, torn marks), opened again. Properties: opening and replaying never raise; every
     # record replayed is the record written with that sequence, in order; every live record whose bytes all lie
-    # before the first damage of its segment file comes back; after recovery, appends work and survive a reopen.
+    # before the first damage of its segment file comes back; damage is reported after every replayed record; after
+    # recovery (and a burn past the damage), appends work and survive a reopen.
     # The input: (index of the seed log, [(file name, damage, offset, bytes)], whether to append after recovery).
     seed_logs = build_logs(Rng(1), work, SEED_LOGS)
 
@@ -286,11 +287,16 @@ def make_flashlog(work):
         got = _replayed(log, records)
         missing = must - {s for s, _p in got}
         assert not missing, f"records lost before the damage: {sorted(missing)}"
+        top = max([s for s, _p in got] or [0])
+        assert not log.damaged or log.damaged > top, f"damage reported at {log.damaged}, {top} replayed"
         if append_after:
+            if log.damaged:  # as the forward queue does: sequences it may have used past the damage are burned
+                log.burn(log.last_seq + 7)
+                top = log.last_seq
             new = [f"after-{i}".encode() for i in range(3)]
             seqs = [log.append(p) for p in new]
             log.close()
-            assert seqs[0] > max([s for s, _p in got] or [0]), "a new record took the sequence of a replayed one"
+            assert seqs[0] > top, "a new record took the sequence of a replayed (or burned) one"
             written = dict(records)
             for i in range(len(new)):
                 written[seqs[i]] = new[i]
