@@ -419,8 +419,10 @@ def _check_sticky(p, e):
     assert p.error is e
 
 
-def _run(kind, chunks, batch=False, eof=True, max_control_line=MAX_CONTROL_LINE, max_payload=MAX_PAYLOAD):
+def _run(kind, chunks, batch=False, eof=True, max_control_line=MAX_CONTROL_LINE, max_payload=MAX_PAYLOAD,
+         piecewise_from=None):
     p = Parser(kind, max_control_line, max_payload)
+    p.piecewise_from = piecewise_from  # the hub's parser does not take it in its constructor
     r = Run()
     try:
         for c in chunks:
@@ -509,12 +511,13 @@ def _splittings(data, full=None):
     yield "uneven", _uneven(data)
 
 
-def _check_stream(where, kind, data, expected, wire="no error", max_payload=MAX_PAYLOAD):
+def _check_stream(where, kind, data, expected, wire="no error", max_payload=MAX_PAYLOAD, piecewise_from=None):
     # Every splitting, with next_event() and with next_batch() (expanded), gives `expected`; then EOF gives
-    # (OP_CLOSED,) or, when `wire` is given, the RemoteProtocolError with that wire text.
-    for batch in BATCH_MODES:
+    # (OP_CLOSED,) or, when `wire` is given, the RemoteProtocolError with that wire text. piecewise_from: the
+    # edge's assembly of large payloads (next_event() only: the hub's next_batch() never assembles piecewise).
+    for batch in BATCH_MODES if piecewise_from is None else (False,):
         for label, chunks in _splittings(data):
-            r = _run(kind, chunks, batch, max_payload=max_payload)
+            r = _run(kind, chunks, batch, max_payload=max_payload, piecewise_from=piecewise_from)
             evs = _expand(r.events, kind) if batch else r.events
             mode = "next_batch" if batch else "next_event"
             ctx = f"{where} {mode} {label}"
@@ -601,6 +604,35 @@ def test_vector_streams_parse_whole_bytewise_and_split_at_every_offset():
         expected = _ref_events(s.data, s.kind)
         assert expected, where + ": no events"
         _check_stream(where, s.kind, s.data, expected)
+
+
+def test_piecewise_payloads_parse_as_the_buffered_ones():
+    # The edge's parser keeps a payload that spans reads as its pieces and joins them once (Parser
+    # piecewise_from): every vector stream, split every way, gives the same events as the plain parser, for
+    # every payload (1), for the edge's setting (256) and with a header block cut across pieces (16).
+    n = 0
+    for t, s in _parsable_streams():
+        expected = _ref_events(s.data, s.kind)
+        for piecewise_from in (1, 16, 256):
+            where = f"{t.name} [{s.tag.decode()}] ({KIND_NAMES[s.kind]}) piecewise_from={piecewise_from}"
+            _check_stream(where, s.kind, s.data, expected, piecewise_from=piecewise_from)
+        n += 1
+    assert n
+
+
+def test_piecewise_payload_errors_and_eof_match_the_buffered_parser():
+    # A payload not followed by CRLF, and EOF in the middle of a payload, fail as they do without pieces.
+    for data, wire in ((b"PUB a 300\r\n" + b"x" * 300 + b"ab", ERR_UNKNOWN_OP),
+                       (b"HPUB a 12 300\r\nNATS/1.0\r\n\r\n" + b"x" * 288 + b"\r\n", "no error")):
+        plain = _run(KIND_CLIENT, [data])
+        assert (plain.error.wire if plain.error else "no error") == wire
+        for piecewise_from in (1, 256):
+            for label, chunks in _splittings(data):
+                r = _run(KIND_CLIENT, chunks, piecewise_from=piecewise_from)
+                assert r.events == plain.events, (label, piecewise_from)
+                assert (r.error and r.error.wire) == (plain.error and plain.error.wire), (label, piecewise_from)
+    cut = _run(KIND_CLIENT, [b"PUB a 300\r\n" + b"x" * 200], piecewise_from=1)
+    assert cut.events == [] and cut.error is not None and cut.error.wire is None  # closed mid-frame
 
 
 def test_error_vectors_yield_the_valid_events_then_the_exact_wire_text():
