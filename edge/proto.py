@@ -137,16 +137,14 @@ def reply_queues(mid):
 
 class Parser:
     # piecewise_from: a payload of at least this many bytes that has not fully arrived is kept as the pieces
-    # receive_data() was given and joined once when complete, into exactly its own size (its header block
-    # apart), instead of growing the buffer by concatenation (None: never). Growing a 1 KB frame by 256-byte
-    # reads takes contiguous blocks of 512, 768 and 1024 bytes, each while the one before is still held, and the
-    # payload slice copies it once more: on a small fragmented MicroPython heap that is the allocation that
-    # fails while many smaller blocks are free. The edge sets it; the hub does not.
+    # receive_data() was given (_buf is then their list) and joined once when complete, into exactly its own
+    # size (its header block apart), instead of growing the buffer by concatenation (None: never). Growing a
+    # 1 KB frame by 256-byte reads takes contiguous blocks of 512, 768 and 1024 bytes, each while the one before
+    # is still held, and the payload slice copies it once more. The edge sets it; the hub does not. One
+    # attribute only: each one more costs every parser on a device (MicroPython instance tables).
     def __init__(self, kind, max_control_line=MAX_CONTROL_LINE, max_payload=MAX_PAYLOAD, piecewise_from=None):
         self.kind = kind
         self.piecewise_from = piecewise_from
-        self._pieces = None  # the payload's pieces so far (piecewise), else None
-        self._got = 0  # bytes in _pieces
         self.max_control_line = max_control_line
         self.max_payload = max_payload
         self._verbs = _VERBS[kind]
@@ -163,9 +161,8 @@ class Parser:
         if not data:
             self._eof = True
             return
-        if self._pieces is not None:
-            self._pieces.append(data)
-            self._got += len(data)
+        if type(self._buf) is list:
+            self._buf.append(data)
             return
         if self._pos:
             self._buf = self._buf[self._pos :] + data
@@ -177,7 +174,13 @@ class Parser:
 
     def pending(self):
         # Bytes received but not yet parsed into an operation.
-        return len(self._buf) - self._pos + self._got
+        buf = self._buf
+        if type(buf) is list:
+            n = 0
+            for p in buf:
+                n += len(p)
+            return n
+        return len(buf) - self._pos
 
     def _fail(self, e):
         self.error = e
@@ -192,7 +195,7 @@ class Parser:
             self._fail(e)
 
     def _next(self):
-        if self._pieces is not None:
+        if type(self._buf) is list:
             return self._joined()
         buf = self._buf
         pos = self._pos
@@ -209,9 +212,7 @@ class Parser:
         end = pos + size
         if len(buf) < end + 2:
             if self.piecewise_from is not None and size >= self.piecewise_from:
-                self._pieces = [buf[pos:]] if pos < len(buf) else []
-                self._got = len(buf) - pos
-                self._buf = b""
+                self._buf = [buf[pos:]] if pos < len(buf) else []
                 self._pos = 0
             return self._need_data(0)
         if buf[end] != 13 or buf[end + 1] != 10:
@@ -226,26 +227,21 @@ class Parser:
         # The awaited payload once all its pieces are here: header block, payload and CRLF cut off the pieces,
         # the rest stays buffered for the next operation.
         head, hlen, size = self._await
-        if self._got < size + 2:
+        if self.pending() < size + 2:
             return self._need_data(0)
         hdr = self._cut(hlen) if hlen >= 0 else None
         payload = self._cut(size - hlen if hlen >= 0 else size)
         if self._cut(2) != CRLF:
             raise RemoteProtocolError("payload not followed by CRLF", ERR_UNKNOWN_OP)
-        rest = self._pieces
-        self._pieces = None
-        self._got = 0
+        rest = self._buf
         self._buf = rest[0] if len(rest) == 1 else b"".join(rest)
         self._pos = 0
         self._await = None
-        if hdr is None:
-            return head + (None, payload)
         return head + (hdr, payload)
 
     def _cut(self, n):
         # The next n bytes of the pieces as one bytes object: one allocation of n bytes (none for a whole piece).
-        pieces = self._pieces
-        self._got -= n
+        pieces = self._buf
         if pieces and len(pieces[0]) == n:
             return pieces.pop(0)
         out = []
