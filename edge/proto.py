@@ -481,12 +481,13 @@ def encode_err(text):
 
 
 def _frame(head, hdr, payload):
-    # head: control-line words ending before the size fields.
+    # head: control-line words ending before the size fields. One join: the frame is allocated once, at its
+    # size; chained + would allocate (and copy) a frame-sized block per step, which a small heap may not have.
     payload = _b(payload)
     if hdr is None:
-        return b" ".join(head) + b" %d\r\n" % len(payload) + payload + CRLF
+        return b"".join((b" ".join(head), b" %d\r\n" % len(payload), payload, CRLF))
     hdr = _b(hdr)
-    return b" ".join(head) + b" %d %d\r\n" % (len(hdr), len(hdr) + len(payload)) + hdr + payload + CRLF
+    return b"".join((b" ".join(head), b" %d %d\r\n" % (len(hdr), len(hdr) + len(payload)), hdr, payload, CRLF))
 
 
 def encode_pub(subject, payload, reply=None, hdr=None):
