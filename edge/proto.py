@@ -136,15 +136,17 @@ def reply_queues(mid):
 
 
 class Parser:
-    # piecewise_from: a payload of at least this many bytes that has not fully arrived is kept as the pieces
+    # A payload of at least piecewise_from bytes that has not fully arrived is kept as the pieces
     # receive_data() was given (_buf is then their list) and joined once when complete, into exactly its own
-    # size (its header block apart), instead of growing the buffer by concatenation (None: never). Growing a
-    # 1 KB frame by 256-byte reads takes contiguous blocks of 512, 768 and 1024 bytes, each while the one before
-    # is still held, and the payload slice copies it once more. The edge sets it; the hub does not. One
-    # attribute only: each one more costs every parser on a device (MicroPython instance tables).
-    def __init__(self, kind, max_control_line=MAX_CONTROL_LINE, max_payload=MAX_PAYLOAD, piecewise_from=None):
+    # size (its header block apart), instead of growing the buffer by concatenation. Growing a 1 KB frame by
+    # 256-byte reads (edge/leaf/link.py) takes contiguous blocks of 512, 768 and 1024 bytes, each while the one
+    # before is still held, and the payload slice copies it once more: on a small, fragmented MicroPython heap
+    # that is the allocation that fails. A class attribute, not an instance one (each costs every parser on a
+    # device); the hub's parser (host/parser.py) sets None: its runs of frames are slices of one buffer.
+    piecewise_from = 256
+
+    def __init__(self, kind, max_control_line=MAX_CONTROL_LINE, max_payload=MAX_PAYLOAD):
         self.kind = kind
-        self.piecewise_from = piecewise_from
         self.max_control_line = max_control_line
         self.max_payload = max_payload
         self._verbs = _VERBS[kind]

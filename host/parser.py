@@ -56,6 +56,8 @@ _RUN_VERBS = {
 
 
 class HubParser(Parser):
+    piecewise_from = None  # next_batch() slices runs of frames out of one buffer (edge/proto.py Parser)
+
     def __init__(self, kind: int, max_control_line: int = MAX_CONTROL_LINE,
                  max_payload: int | None = MAX_PAYLOAD) -> None:
         super().__init__(kind, max_control_line, max_payload)

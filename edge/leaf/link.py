@@ -16,7 +16,7 @@
 
 import asyncio
 
-READ_SIZE = 256  # bytes per read; proto.Parser(piecewise_from=READ_SIZE) on every link
+_READ_SIZE = 256
 _rbuf = None
 _rmv = None
 _backlog = []  # MicroPython links whose Stream.out_buf is not empty
@@ -64,7 +64,7 @@ def init():
     # Allocate the shared read buffer early, before the heap fragments.
     global _rbuf, _rmv
     if _rbuf is None:
-        _rbuf = bytearray(READ_SIZE)
+        _rbuf = bytearray(_READ_SIZE)
         _rmv = memoryview(_rbuf)
 
 
@@ -112,7 +112,7 @@ class Link:
                 n = await r.readinto(_rbuf)
                 if n is not None:  # None: a TLS record not complete yet
                     return bytes(_rmv[:n])
-        return await r.read(READ_SIZE)
+        return await r.read(_READ_SIZE)
 
     async def close(self, graceful=False):
         # graceful: give what is queued up to 1 s to leave first (for a final -ERR).

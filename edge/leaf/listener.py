@@ -27,7 +27,7 @@ import gc
 from edge import proto, subjects
 from edge.compat import const, mem_free
 from edge.leaf.broker import VERSION, LeafError, Subscription, log_exc
-from edge.leaf.link import READ_SIZE, Link
+from edge.leaf.link import Link
 
 # nats-server's texts (shared/nats-reference README 1.7), as proto.encode_err() would frame them.
 _ERR_MAX_CONN = b"-ERR 'maximum connections exceeded'\r\n"
@@ -136,7 +136,7 @@ class Client(Link):
         Link.__init__(self, reader, writer, listener.max_pending)
         self.lst = listener
         self.cid = cid
-        self.parser = proto.Parser(proto.KIND_CLIENT, listener.max_control_line, listener.max_payload, READ_SIZE)
+        self.parser = proto.Parser(proto.KIND_CLIENT, listener.max_control_line, listener.max_payload)
         self.subs = {}
         self.limits = None  # sid -> UNSUB max, for the few subscriptions that have one
         # nats-server's defaults until CONNECT says otherwise (a telnet client gets +OK).

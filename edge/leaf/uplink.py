@@ -35,7 +35,7 @@ import asyncio
 from edge import proto, subjects
 from edge.compat import const
 from edge.leaf.broker import VERSION
-from edge.leaf.link import READ_SIZE, Link
+from edge.leaf.link import Link
 
 MAX_URLS = const(8)
 
@@ -242,7 +242,7 @@ class Uplink:
                     return
             r, w = await asyncio.open_connection(self.host, self.port)
             link = Link(r, w, self.max_pending)
-            parser = proto.Parser(proto.KIND_LEAF, max_payload=self.max_payload, piecewise_from=READ_SIZE)
+            parser = proto.Parser(proto.KIND_LEAF, max_payload=self.max_payload)
             info = await self._first_info(link, parser)
             if info is None:
                 return

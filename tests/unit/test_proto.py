@@ -422,7 +422,7 @@ def _check_sticky(p, e):
 def _run(kind, chunks, batch=False, eof=True, max_control_line=MAX_CONTROL_LINE, max_payload=MAX_PAYLOAD,
          piecewise_from=None):
     p = Parser(kind, max_control_line, max_payload)
-    p.piecewise_from = piecewise_from  # the hub's parser does not take it in its constructor
+    p.piecewise_from = piecewise_from  # None: the plain buffered parser, the reference the piecewise one must match
     r = Run()
     try:
         for c in chunks:
@@ -618,6 +618,24 @@ def test_piecewise_payloads_parse_as_the_buffered_ones():
             _check_stream(where, s.kind, s.data, expected, piecewise_from=piecewise_from)
         n += 1
     assert n
+
+
+def test_edge_parser_takes_a_1k_reply_in_pieces_by_default():
+    # What the edge's uplink meets: a ~1 KB JetStream API reply arriving in 256-byte reads. While it is incomplete
+    # the parser holds the reads as they came (no buffer grown by concatenation); complete, it is one event.
+    import edge.proto
+
+    p = edge.proto.Parser(KIND_LEAF)
+    body = b'{"type":"io.nats.jetstream.api.v1.stream_info_response",' + b'"x":0,' * 150 + b'"y":1}'
+    frame = encode_lmsg(b"_INBOX.abc.r.1", body) + PING
+    events = []
+    for i in range(0, len(frame), 256):
+        p.receive_data(frame[i : i + 256])
+        _drain(p, events, False)
+        if i + 256 < len(body):
+            assert type(p._buf) is list and events == [], i
+    assert events == [(OP_LMSG, b"_INBOX.abc.r.1", None, None, None, body), (OP_PING,)]
+    assert p.pending() == 0
 
 
 def test_piecewise_payload_errors_and_eof_match_the_buffered_parser():
