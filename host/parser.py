@@ -143,6 +143,8 @@ class HubParser(Parser):
         last_head = None  # b"PUB <last_subj> ", made when a new line needs it
         line_len = 0  # length of the last line
         tails = False  # the last line was read from its tail (see below)
+        tail_sz = b""  # its size token and \r, and that size
+        tail_size = 0
         drop_subj = None  # subject of the frames just dropped, twice in a row (see below)
         last_drop = None
         seen = False  # the drop lane stopped at a line it looked up: line and hit hold it
@@ -176,41 +178,45 @@ class HubParser(Parser):
                 if tails and not awaiting and last_head is not None:
                     # The reply-per-frame lane: lines to the subject of the frame before, each with its own reply
                     # (requests, JetStream publishes), are read from their tail and added to the open run or
-                    # dropped, until a line is anything else; that line then takes the way below.
+                    # dropped, until a line is anything else; that line then takes the way below. A line is taken
+                    # as long as the one before (its \n there), so the size token (with the \r) is compared with
+                    # the last one before it is looked up; a buffer too short for the line or the frame ends the
+                    # lane (IndexError) as a line that is not there yet.
                     tails = False
                     into_run = run_subj is last_subj and run_hdr is False
                     if into_run or (drop and settled and drop_replies and last_subj in drop):
                         hl = len(last_head)  # type: ignore[arg-type]
-                        while True:
-                            i = pos + line_len
-                            if i >= n or buf[i] != 10:
-                                break
-                            if buf[i - 1] != 13 or not buf.startswith(last_head, pos):  # type: ignore[arg-type]
-                                break
-                            rest = buf[pos + hl : i - 1]
-                            if 10 in rest or 9 in rest:
-                                break
-                            reply, _, sz = rest.rpartition(b" ")
-                            size = sizes.get(sz)
-                            # (No length check: the line is as long as the one before, which passed it.)
-                            if size is None or not reply or 32 in reply or size > max_size or \
-                                    (link and (reply == b"+" or reply == b"|" or 64 in reply)):
-                                break
-                            end = i + 1 + size
-                            if end + 2 > n:
-                                break
-                            if buf[end] != 13 or buf[end + 1] != 10:
-                                raise RemoteProtocolError("payload not followed by CRLF", ERR_UNKNOWN_OP)
-                            if into_run:
-                                if pieces is None:
-                                    pieces = [first, buf[pos + hl - 1 : end + 2]]
+                        try:
+                            while True:
+                                i = pos + line_len
+                                if buf[i] != 10 or not buf.startswith(last_head, pos):  # type: ignore[arg-type]
+                                    break
+                                reply, _, sz = buf[pos + hl : i].rpartition(b" ")
+                                if sz != tail_sz:
+                                    # (No length check: the line is as long as the one before, which passed it.)
+                                    size = sizes.get(sz[:-1]) if sz[-1:] == b"\r" else None
+                                    if size is None or size > max_size:
+                                        break
+                                    tail_sz = sz
+                                    tail_size = size
+                                if not reply or 32 in reply or 9 in reply or 10 in reply or \
+                                        (link and (reply == b"+" or reply == b"|" or 64 in reply)):
+                                    break
+                                end = i + 1 + tail_size
+                                if buf[end + 1] != 10 or buf[end] != 13:
+                                    raise RemoteProtocolError("payload not followed by CRLF", ERR_UNKNOWN_OP)
+                                if into_run:
+                                    if pieces is None:
+                                        pieces = [first, buf[pos + hl - 1 : end + 2]]
+                                    else:
+                                        pieces.append(buf[pos + hl - 1 : end + 2])
+                                    nbytes += tail_size
                                 else:
-                                    pieces.append(buf[pos + hl - 1 : end + 2])
-                                nbytes += size
-                            else:
-                                dropped += 1
-                                dropped_bytes += size
-                            pos = end + 2
+                                    dropped += 1
+                                    dropped_bytes += tail_size
+                                pos = end + 2
+                        except IndexError:
+                            pass
                 if awaiting:
                     awaiting = False
                     ev = self._next()
@@ -262,6 +268,9 @@ class HubParser(Parser):
                                         not (link and (reply == b"+" or reply == b"|" or 64 in reply)):
                                     hit = (last_subj, False, size, len(last_head) - 1, reply)
                             tails = hit is not None  # the next line is likely one too: read it this way first
+                            if tails:
+                                tail_sz = sz + b"\r"
+                                tail_size = size
                         if hit is None and not line_seen:
                             hit = get(line)  # not looked up above: the line was taken for a tail one
                         if hit is None and verbs is not None and buf[i - 1] == 13 and line.startswith(run_verb):

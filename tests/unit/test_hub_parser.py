@@ -363,3 +363,54 @@ def test_link_frames_with_a_consumer_ack_reply_are_events():
         p.receive_data(verb + b"d.in " + ack + b"@s.x 1\r\na\r\n" + verb + b"d.in " + ack + b"@s.x 1\r\nb\r\n")
         evs = p.next_batch()
         assert evs == [head + (ack + b"@s.x", None, None, b"a"), head + (ack + b"@s.x", None, None, b"b")], evs
+
+
+def _reply_lane_streams(verb):
+    # Frames to one subject, each with its own reply, all lines as long as the one before (the lane reads them so),
+    # sizes 7/8/9 (same digits, another size token), and one oddity each: lines as long whose reply holds a tab, a
+    # second space or a \n, another subject, a size that is no number, a payload not followed by CRLF.
+    def f(reply, size=8, subj=b"s.1"):
+        return verb + b" " + subj + b" " + reply + b" %d\r\n" % size + b"y" * size + b"\r\n"
+
+    base = [f(b"_I.%03d" % k, 7 + k % 3) for k in range(12)]
+    odd = [f(b"_I.\t01"), f(b"_I. 01"), verb + b" s.1 _I\n001 8\r\nyyyyyyyy\r\n", f(b"_I.001", subj=b"s.2"),
+           verb + b" s.1 _I.001 8x\r\nyyyyyyyy\r\n", verb + b" s.1 _I.001 8\r\nyyyyyyyyy\r\n",
+           verb + b" s.1 _I.001 8\r\nyyyyyyyyy\n"]
+    for o in odd:
+        yield b"".join(base[:6]) + o + b"".join(base[6:])
+
+
+def test_reply_lane_matches_next_event_split_at_every_offset():
+    for kind, verb in ((KIND_CLIENT, b"PUB"), (KIND_LEAF, b"LMSG")):
+        for data in _reply_lane_streams(verb):
+            want = _run(kind, [data])
+            for cut in range(len(data) + 1):
+                got = _run(kind, [c for c in (data[:cut], data[cut:]) if c], batch=True)  # (b"": the peer closed)
+                assert _expand(got.events, kind) == want.events, (KIND_NAMES[kind], data, cut)
+                assert (got.error is None) == (want.error is None), (KIND_NAMES[kind], data, cut)
+                if want.error is not None:
+                    assert got.error.wire == want.error.wire, (KIND_NAMES[kind], data, cut)
+
+
+def test_reply_lane_drops_and_counts_what_next_event_gives_split_at_every_offset():
+    # With no interest in s.1, the frames to it are only counted; everything else comes out as next_event() gives it.
+    for data in _reply_lane_streams(b"PUB"):
+        want = _run(KIND_CLIENT, [data], eof=False)
+        kept = [ev for ev in want.events if ev[0] != OP_PUB or ev[1] != b"s.1"]
+        n_drop = len(want.events) - len(kept)
+        b_drop = sum(len(ev[4]) for ev in want.events if ev[0] == OP_PUB and ev[1] == b"s.1")
+        for cut in range(len(data) + 1):
+            p = Parser(KIND_CLIENT)
+            p.drop[b"s.1"] = True
+            p.drop_replies = True
+            evs: list = []
+            error = None
+            try:
+                for chunk in [c for c in (data[:cut], data[cut:]) if c]:
+                    p.receive_data(chunk)
+                    evs += p.next_batch()
+            except RemoteProtocolError as e:
+                error = e
+            assert _expand(evs) == kept, (data, cut)
+            assert (p.dropped, p.dropped_bytes) == (n_drop, b_drop), (data, cut)
+            assert (error is None) == (want.error is None), (data, cut)
