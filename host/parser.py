@@ -21,6 +21,7 @@ accept and refuse exactly the same input with the same errors (tests/unit/test_h
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from edge.proto import (
@@ -186,8 +187,25 @@ class HubParser(Parser):
                     into_run = run_subj is last_subj and run_hdr is False
                     if into_run or (drop and settled and drop_replies and last_subj in drop):
                         hl = len(last_head)  # type: ignore[arg-type]
+                        bulk = 2  # frames to take one by one before the rest of the stretch is matched at once
                         try:
                             while True:
+                                if not bulk:
+                                    # A stretch of the same frame shape: the frames that the loop below would take
+                                    # while the size stays the same, matched in one call (see _lane_pattern).
+                                    bulk = -1
+                                    flen = line_len + tail_size + 3
+                                    m = _lane_pattern(last_head, line_len, tail_sz, tail_size, link).match(buf, pos)  # type: ignore[arg-type]
+                                    if m is not None:
+                                        e = m.end()
+                                        k = (e - pos) // flen
+                                        if into_run:
+                                            pieces += [buf[f + hl - 1 : f + flen] for f in range(pos, e, flen)]  # type: ignore[operator]
+                                            nbytes += k * tail_size
+                                        else:
+                                            dropped += k
+                                            dropped_bytes += k * tail_size
+                                        pos = e
                                 i = pos + line_len
                                 if buf[i] != 10 or not buf.startswith(last_head, pos):  # type: ignore[arg-type]
                                     break
@@ -215,6 +233,7 @@ class HubParser(Parser):
                                     dropped += 1
                                     dropped_bytes += tail_size
                                 pos = end + 2
+                                bulk -= 1
                         except IndexError:
                             pass
                 if awaiting:
@@ -458,6 +477,26 @@ class HubParser(Parser):
         if len(line) - len(verb) - 2 > self._line_limit:
             return None  # Parser._control reports the control-line limit
         return (subj, True, size, len(verb) + 1 + len(subj), reply)
+
+
+_LANES: dict[tuple, re.Pattern[bytes]] = {}  # frame shape -> its pattern (_lane_pattern)
+
+
+def _lane_pattern(head: bytes, line_len: int, size_tok: bytes, size: int, link: bool) -> re.Pattern[bytes]:
+    """A stretch of frames the reply-per-frame lane takes one by one: `head` (verb, subject, space), a reply that
+    makes the line `line_len` bytes long, holds no space, tab or \\n (on a link no "@", and not "+" or "|"), a
+    space, `size_tok` (the size and \\r), \\n, `size` bytes and CRLF; every frame is as long. Possessive: a
+    frame that does not match ends the stretch there, and the lane reads it as it reads any."""
+    key = (head, line_len, size_tok, link)
+    pat = _LANES.get(key)
+    if pat is None:
+        r = line_len - len(head) - len(size_tok) - 1
+        reply = rb"[^ \t\n@+|]" if link and r == 1 else rb"[^ \t\n@]" if link else rb"[^ \t\n]"
+        if len(_LANES) >= 256:
+            _LANES.clear()
+        pat = _LANES[key] = re.compile(rb"(?:%s%s{%d} %s\n.{%d}\r\n)++" % (
+            re.escape(head), reply, r, re.escape(size_tok), size), re.DOTALL)
+    return pat
 
 
 _SIZES: dict[bytes, int] = {}  # size token -> value: sizes repeat, and a lookup is cheaper than checks and int()

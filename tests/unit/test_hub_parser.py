@@ -367,17 +367,21 @@ def test_link_frames_with_a_consumer_ack_reply_are_events():
 
 def _reply_lane_streams(verb):
     # Frames to one subject, each with its own reply, all lines as long as the one before (the lane reads them so),
-    # sizes 7/8/9 (same digits, another size token), and one oddity each: lines as long whose reply holds a tab, a
-    # second space or a \n, another subject, a size that is no number, a payload not followed by CRLF.
+    # first of one size (a stretch the lane matches at once), then 7/8/9 (same digits, another size token), and at
+    # the end of the stretch one oddity each: lines as long whose reply holds a tab, a second space, a \n or an "@";
+    # another subject; a size that is no number; a payload not followed by CRLF.
     def f(reply, size=8, subj=b"s.1"):
         return verb + b" " + subj + b" " + reply + b" %d\r\n" % size + b"y" * size + b"\r\n"
 
-    base = [f(b"_I.%03d" % k, 7 + k % 3) for k in range(12)]
+    base = [f(b"_I.%03d" % k, 8 if k < 8 else 7 + k % 3) for k in range(14)]  # the same size, then others
     odd = [f(b"_I.\t01"), f(b"_I. 01"), verb + b" s.1 _I\n001 8\r\nyyyyyyyy\r\n", f(b"_I.001", subj=b"s.2"),
            verb + b" s.1 _I.001 8x\r\nyyyyyyyy\r\n", verb + b" s.1 _I.001 8\r\nyyyyyyyyy\r\n",
-           verb + b" s.1 _I.001 8\r\nyyyyyyyyy\n"]
+           verb + b" s.1 _I.001 8\r\nyyyyyyyyy\n", f(b"_I.@01")]
     for o in odd:
         yield b"".join(base[:6]) + o + b"".join(base[6:])
+    short = [f(b"%c" % (97 + k)) for k in range(8)]  # one-byte replies: "+" and "|" name queues on a link
+    for o in (b"+", b"|", b"@"):
+        yield b"".join(short[:6]) + f(o) + b"".join(short[6:])
 
 
 def test_reply_lane_matches_next_event_split_at_every_offset():
@@ -387,6 +391,9 @@ def test_reply_lane_matches_next_event_split_at_every_offset():
             for cut in range(len(data) + 1):
                 got = _run(kind, [c for c in (data[:cut], data[cut:]) if c], batch=True)  # (b"": the peer closed)
                 assert _expand(got.events, kind) == want.events, (KIND_NAMES[kind], data, cut)
+                if kind == KIND_LEAF:  # a consumer's ack reply (an "@") is an event of its own, never a run's piece
+                    replies = [decode_tail(x, False)[0] for ev in got.events if ev[0] == OP_PUB_RUN for x in ev[3]]
+                    assert not any(b"@" in r for r in replies if r), (data, cut)
                 assert (got.error is None) == (want.error is None), (KIND_NAMES[kind], data, cut)
                 if want.error is not None:
                     assert got.error.wire == want.error.wire, (KIND_NAMES[kind], data, cut)
