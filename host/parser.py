@@ -141,9 +141,9 @@ class HubParser(Parser):
         run_subj = None  # subject of the open run (None: no run open)
         run_hdr = False
         last_subj = None  # subject of the last frame without headers (None: the last had headers)
-        last_head = None  # b"PUB <last_subj> ", made when a new line needs it
+        last_head = None  # b"PUB <last_subj> ", made when the reply-per-frame lane needs it
         line_len = 0  # length of the last line
-        tails = False  # the last line was read from its tail (see below)
+        tails = False  # the last line had a reply and the subject of the frame before: try the lane (below) next
         tail_sz = b""  # its size token and \r, and that size
         tail_size = 0
         drop_subj = None  # subject of the frames just dropped, twice in a row (see below)
@@ -176,7 +176,7 @@ class HubParser(Parser):
                         dropped_bytes += hit[2]
                         pos = end + 2
                     drop_subj = None
-                if tails and not awaiting and last_head is not None:
+                if tails and not awaiting:
                     # The reply-per-frame lane: lines to the subject of the frame before, each with its own reply
                     # (requests, JetStream publishes), are read from their tail and added to the open run or
                     # dropped, until a line is anything else; that line then takes the way below. A line is taken
@@ -184,6 +184,8 @@ class HubParser(Parser):
                     # the last one before it is looked up; a buffer too short for the line or the frame ends the
                     # lane (IndexError) as a line that is not there yet.
                     tails = False
+                    if last_head is None:
+                        last_head = run_verb + last_subj + b" "  # type: ignore[operator]
                     into_run = run_subj is last_subj and run_hdr is False
                     if into_run or (drop and settled and drop_replies and last_subj in drop):
                         hl = len(last_head)  # type: ignore[arg-type]
@@ -248,86 +250,74 @@ class HubParser(Parser):
                     i = pos + line_len
                     if seen:
                         seen = False
-                        line_seen = True
                     elif i < n and buf[i] == 10:
                         line = buf[pos:i]
-                        line_seen = not tails
-                        hit = get(line) if line_seen else None
+                        hit = get(line)
                         if hit is None and 10 in line:
                             i = find(b"\n", pos)
                             line = buf[pos:i]
                             line_len = i - pos
                             hit = get(line)
-                            line_seen = True
                     else:
                         i = find(b"\n", pos)
                         if i >= 0:
                             line = buf[pos:i]
                             line_len = i - pos
                             hit = get(line)
-                            line_seen = True
                     if i < 0:
                         self._pos = pos
                         ev = self._need_data(n - pos)
                         subj = None
                         stop = True
                     else:
-                        if hit is None and last_subj is not None and buf[i - 1] == 13:
-                            # A new line after a plain frame (a reply per frame): is it to the same subject? Then
-                            # only " reply size" is left to read. (`9 in`: a tab, which separates like a space.)
-                            if last_head is None:
-                                last_head = run_verb + last_subj + b" "  # type: ignore[operator]
-                            if line.startswith(last_head) and 9 not in line:
-                                reply, _, sz = line[len(last_head) : -1].rpartition(b" ")
-                                size = sizes.get(sz)
-                                if size is None:
-                                    size = size_of(sz)
-                                if reply and size is not None and 32 not in reply and len(line) <= limit and \
-                                        size <= max_size and \
-                                        not (link and (reply == b"+" or reply == b"|" or 64 in reply)):
-                                    hit = (last_subj, False, size, len(last_head) - 1, reply)
-                            tails = hit is not None  # the next line is likely one too: read it this way first
-                            if tails:
-                                tail_sz = sz + b"\r"
-                                tail_size = size
-                        if hit is None and not line_seen:
-                            hit = get(line)  # not looked up above: the line was taken for a tail one
-                        if hit is None and verbs is not None and buf[i - 1] == 13 and line.startswith(run_verb):
-                            # A plain message line not seen before (a new subject, size or reply).
-                            sp = line.find(b" ", verb_len)
-                            if two_words and sp > verb_len:
-                                sp2 = line.find(b" ", sp + 1)
-                                sp = sp2 if sp2 > sp + 1 else -1
-                            if sp > verb_len and 9 not in line:
-                                reply, sep, sz = line[sp + 1 : -1].rpartition(b" ")
-                                size = sizes.get(sz)
-                                if size is None:
-                                    size = size_of(sz)
-                                # (An empty reply after a separator is a second space: not canonical, so not here.)
-                                if size is not None and (reply or not sep) and 32 not in reply and \
-                                        len(line) <= limit and size <= max_size and \
-                                        not (link and (reply == b"+" or reply == b"|" or 64 in reply)):
-                                    hit = (line[verb_len:sp], False, size, sp, reply or None)
-                                    if not reply:
-                                        if len(lines) >= LINE_CACHE_MAX:
-                                            lines.clear()
-                                        lines[line] = hit
                         if hit is None:
-                            hit = self._header_line(line) if verbs is not None else None
+                            if verbs is not None and buf[i - 1] == 13 and line.startswith(run_verb):
+                                # A plain message line not seen before (a new subject, size or reply).
+                                sp = line.find(b" ", verb_len)
+                                if two_words and sp > verb_len:
+                                    sp2 = line.find(b" ", sp + 1)
+                                    sp = sp2 if sp2 > sp + 1 else -1
+                                if sp > verb_len and 9 not in line:  # 9: a tab, which separates like a space
+                                    reply, sep, sz = line[sp + 1 : -1].rpartition(b" ")
+                                    size = sizes.get(sz)
+                                    if size is None:
+                                        size = size_of(sz)
+                                    # (An empty reply after a separator is a second space: not canonical, so not
+                                    # here.)
+                                    if size is not None and (reply or not sep) and 32 not in reply and \
+                                            len(line) <= limit and size <= max_size and \
+                                            not (link and (reply == b"+" or reply == b"|" or 64 in reply)):
+                                        subj = line[verb_len:sp]
+                                        if not reply:
+                                            hit = (subj, False, size, sp, None)
+                                            if len(lines) >= LINE_CACHE_MAX:
+                                                lines.clear()
+                                            lines[line] = hit
+                                        elif subj == last_subj:
+                                            # A reply per frame after a plain frame to the same subject: the next
+                                            # lines are likely ones too, read by the lane above from their tail.
+                                            hit = (last_subj, False, size, sp, reply)
+                                            tails = True
+                                            tail_sz = sz + b"\r"
+                                            tail_size = size
+                                        else:
+                                            hit = (subj, False, size, sp, reply)
                             if hit is None:
-                                # Anything else: the general path, one event.
-                                self._pos = i + 1
-                                ev = self._control(line)
-                                pos = self._pos
-                                if ev is None:
-                                    awaiting = True  # a payload follows; read at the top of the loop
-                                    continue
-                                subj = None
-                                stop = False
-                            elif hit[4] is None:
-                                if len(lines) >= LINE_CACHE_MAX:
-                                    lines.clear()
-                                lines[line] = hit
+                                hit = self._header_line(line) if verbs is not None else None
+                                if hit is None:
+                                    # Anything else: the general path, one event.
+                                    self._pos = i + 1
+                                    ev = self._control(line)
+                                    pos = self._pos
+                                    if ev is None:
+                                        awaiting = True  # a payload follows; read at the top of the loop
+                                        continue
+                                    subj = None
+                                    stop = False
+                                elif hit[4] is None:
+                                    if len(lines) >= LINE_CACHE_MAX:
+                                        lines.clear()
+                                    lines[line] = hit
                         if hit is not None:
                             subj, has_hdr, size, tail, reply = hit
                             end = i + 1 + size
