@@ -368,15 +368,15 @@ def test_link_frames_with_a_consumer_ack_reply_are_events():
 def _reply_lane_streams(verb):
     # Frames to one subject, each with its own reply, all lines as long as the one before (the lane reads them so),
     # first of one size (a stretch the lane matches at once), then 7/8/9 (same digits, another size token), and at
-    # the end of the stretch one oddity each: lines as long whose reply holds a tab, a second space, a \n or an "@";
-    # another subject; a size that is no number; a payload not followed by CRLF.
+    # the end of the stretch one oddity each: lines as long whose reply holds a tab, a second space, a \n, an "@" or
+    # a \r (part of the reply); another subject; a size that is no number; a payload not followed by CRLF.
     def f(reply, size=8, subj=b"s.1"):
         return verb + b" " + subj + b" " + reply + b" %d\r\n" % size + b"y" * size + b"\r\n"
 
     base = [f(b"_I.%03d" % k, 8 if k < 8 else 7 + k % 3) for k in range(14)]  # the same size, then others
     odd = [f(b"_I.\t01"), f(b"_I. 01"), verb + b" s.1 _I\n001 8\r\nyyyyyyyy\r\n", f(b"_I.001", subj=b"s.2"),
            verb + b" s.1 _I.001 8x\r\nyyyyyyyy\r\n", verb + b" s.1 _I.001 8\r\nyyyyyyyyy\r\n",
-           verb + b" s.1 _I.001 8\r\nyyyyyyyyy\n", f(b"_I.@01")]
+           verb + b" s.1 _I.001 8\r\nyyyyyyyyy\n", f(b"_I.@01"), f(b"_I.\r01")]
     for o in odd:
         yield b"".join(base[:6]) + o + b"".join(base[6:])
     short = [f(b"%c" % (97 + k)) for k in range(8)]  # one-byte replies: "+" and "|" name queues on a link
