@@ -197,7 +197,8 @@ class HubParser(Parser):
                                     # while the size stays the same, matched in one call (see _lane_pattern).
                                     bulk = -1
                                     flen = line_len + tail_size + 3
-                                    m = _lane_pattern(last_head, line_len, tail_sz, tail_size, link).match(buf, pos)  # type: ignore[arg-type]
+                                    pat = _lane_pattern(last_head, line_len, tail_sz, tail_size, link)  # type: ignore[arg-type]
+                                    m = pat.match(buf, pos) if pat is not None else None
                                     if m is not None:
                                         e = m.end()
                                         k = (e - pos) // flen
@@ -219,6 +220,7 @@ class HubParser(Parser):
                                         break
                                     tail_sz = sz
                                     tail_size = size
+                                    bulk = 2  # another size: two frames of it one by one again before a match
                                 if not reply or 32 in reply or 9 in reply or 10 in reply or \
                                         (link and (reply == b"+" or reply == b"|" or 64 in reply)):
                                     break
@@ -469,23 +471,27 @@ class HubParser(Parser):
         return (subj, True, size, len(verb) + 1 + len(subj), reply)
 
 
-_LANES: dict[tuple, re.Pattern[bytes]] = {}  # frame shape -> its pattern (_lane_pattern)
+_LANES: dict[tuple, re.Pattern[bytes] | None] = {}  # frame shape -> its pattern, None: seen once (_lane_pattern)
 
 
-def _lane_pattern(head: bytes, line_len: int, size_tok: bytes, size: int, link: bool) -> re.Pattern[bytes]:
+def _lane_pattern(head: bytes, line_len: int, size_tok: bytes, size: int, link: bool) -> re.Pattern[bytes] | None:
     """A stretch of frames the reply-per-frame lane takes one by one: `head` (verb, subject, space), a reply that
     makes the line `line_len` bytes long, holds no space, tab or \\n (on a link no "@", and not "+" or "|"), a
     space, `size_tok` (the size and \\r), \\n, `size` bytes and CRLF; every frame is as long. Possessive: a
-    frame that does not match ends the stretch there, and the lane reads it as it reads any."""
+    frame that does not match ends the stretch there, and the lane reads it as it reads any.
+    None the first time a shape is asked for: a pattern is compiled (~0.1 ms) only for shapes that come again, so a
+    stream of ever new sizes or subjects does not compile one per read."""
     key = (head, line_len, size_tok, link)
-    pat = _LANES.get(key)
+    pat = _LANES.get(key, False)
     if pat is None:
         r = line_len - len(head) - len(size_tok) - 1
         reply = rb"[^ \t\n@+|]" if link and r == 1 else rb"[^ \t\n@]" if link else rb"[^ \t\n]"
-        if len(_LANES) >= 256:
-            _LANES.clear()
         pat = _LANES[key] = re.compile(rb"(?:%s%s{%d} %s\n.{%d}\r\n)++" % (
             re.escape(head), reply, r, re.escape(size_tok), size), re.DOTALL)
+    elif pat is False:
+        if len(_LANES) >= 1024:
+            _LANES.clear()
+        pat = _LANES[key] = None
     return pat
 
 

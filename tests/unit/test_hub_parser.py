@@ -421,3 +421,14 @@ def test_reply_lane_drops_and_counts_what_next_event_gives_split_at_every_offset
             assert _expand(evs) == kept, (data, cut)
             assert (p.dropped, p.dropped_bytes) == (n_drop, b_drop), (data, cut)
             assert (error is None) == (want.error is None), (data, cut)
+
+
+def test_lane_pattern_is_compiled_only_for_a_shape_that_comes_again():
+    # A stream of ever new sizes or subjects must not compile a pattern per read: the first sighting only notes it.
+    from host.parser import _lane_pattern
+
+    shape = (b"PUB t.once ", 19, b"5\r", 5, False)  # lines of 19 bytes before the \n: a 5-byte reply
+    assert _lane_pattern(*shape) is None
+    pat = _lane_pattern(*shape)
+    assert pat is not None and _lane_pattern(*shape) is pat
+    assert pat.match(b"PUB t.once _I.01 5\r\nhello\r\n" * 2).end() == 2 * 27
