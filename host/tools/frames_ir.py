@@ -6,7 +6,8 @@ stream of one benchmark load in fixed-size reads, through Client.data_received a
 - ``reply``: benchvar's "pub reply~" (shared/perf/loadgen/loadgen_var.c, -v 3, 128 B): ``PUB bench.s
   _INBOX.k3Jd8s.<6 digits> 128``, the reply cycling over the 448 frames of the generator's 64 KiB buffer, from a
   client that CONNECTs as the loadgen does; no subscriber (so every frame is dropped). ``reply-k1``: the same with
-  one subscriber on ``bench.s`` (benchvar's v3k1).
+  one subscriber on ``bench.s`` (benchvar's v3k1). ``reply-sizes``: as ``reply`` with another size on every frame
+  (a guard, not a benchvar load).
 - ``leaf1``: ``natsedge bench --compare --scenarios leaf1 --sizes 128`` (host/tools/bench_leaf.py): the core mix
   (host/tools/benchlib.py build_batches: subjects bench.s.0..7, jittered sizes, 25% unique replies, a PING per
   batch) as LMSG from a leaf connection, one client subscriber on ``bench.s.*``.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import random
 import sys
 from typing import Any
 
@@ -89,6 +91,17 @@ def reply_stream(frames: int) -> tuple[bytes, int]:
     return buf * reps, reps * fpc
 
 
+def reply_sizes_stream(frames: int) -> tuple[bytes, int]:
+    """As reply_stream, but every frame with another size (100-999, so the line keeps its length): a guard for
+    the lane's per-size work, e.g. JetStream publishes of varied sizes with their own reply (not a benchvar load)."""
+    rng = random.Random(1)
+    fpc = 448
+    buf = b"".join(b"PUB bench.s _INBOX.k3Jd8s.%06d %d\r\n" % (i, z) + b"x" * z + b"\r\n"
+                   for i, z in ((i, rng.randrange(100, 1000)) for i in range(fpc)))
+    reps = -(-frames // fpc)
+    return buf * reps, reps * fpc
+
+
 def leaf_stream(frames: int) -> tuple[bytes, int]:
     """The leaf1 publisher's batches (benchlib.publisher, worker 0, 128 B), the epoch bumped on every pass."""
     epoch = bytearray(b"%08x" % 0)
@@ -116,18 +129,18 @@ async def run(load: str, frames: int, check: bool) -> None:
     server = Server(Options())
     server.loop = asyncio.get_running_loop()
     sinks = []
-    if load in ("reply", "reply-k1"):
+    if load in ("reply", "reply-k1", "reply-sizes"):
         if load == "reply-k1":
             sinks.append(connect(server, Client, LOADGEN_CONNECT + b"SUB bench.s 1\r\nPING\r\n")[1])
         pub, psink = connect(server, Client, LOADGEN_CONNECT + b"PING\r\n")
-        data, frames = reply_stream(frames)
+        data, frames = (reply_sizes_stream if load == "reply-sizes" else reply_stream)(frames)
     elif load == "leaf1":
         sinks.append(connect(server, Client, LOADGEN_CONNECT + b"SUB bench.s.* 1\r\nPING\r\n")[1])
         hello = {"version": "2.15.1", "name": "bench-leaf-0", "headers": True, "protocol": 1, "compress_mode": "off"}
         pub, psink = connect(server, Leaf, b"CONNECT " + json.dumps(hello).encode() + b"\r\nPING\r\n")
         data, frames = leaf_stream(frames)
     else:
-        raise SystemExit(f"load: reply, reply-k1 or leaf1, not {load!r}")
+        raise SystemExit(f"load: reply, reply-k1, reply-sizes or leaf1, not {load!r}")
     for s in (psink, *sinks):
         s.recording = True
     recv = pub.data_received
