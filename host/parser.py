@@ -144,7 +144,7 @@ class HubParser(Parser):
         last_head = None  # b"PUB <last_subj> ", made when the reply-per-frame lane needs it
         line_len = 0  # length of the last line
         tails = False  # the last line had a reply and the subject of the frame before: try the lane (below) next
-        tail_sz = b""  # its size token and \r, and that size
+        tail_sz = b""  # its size token, and that size
         tail_size = 0
         drop_subj = None  # subject of the frames just dropped, twice in a row (see below)
         last_drop = None
@@ -180,9 +180,9 @@ class HubParser(Parser):
                     # The reply-per-frame lane: lines to the subject of the frame before, each with its own reply
                     # (requests, JetStream publishes), are read from their tail and added to the open run or
                     # dropped, until a line is anything else; that line then takes the way below. A line is taken
-                    # as long as the one before (its \n there), so the size token (with the \r) is compared with
-                    # the last one before it is looked up; a buffer too short for the line or the frame ends the
-                    # lane (IndexError) as a line that is not there yet.
+                    # as long as the one before (its \n there), so the size token is compared with the last one
+                    # before it is looked up; a buffer too short for the line or the frame ends the lane
+                    # (IndexError) as a line that is not there yet.
                     tails = False
                     if last_head is None:
                         last_head = run_verb + last_subj + b" "  # type: ignore[operator]
@@ -210,12 +210,13 @@ class HubParser(Parser):
                                             dropped_bytes += k * tail_size
                                         pos = e
                                 i = pos + line_len
-                                if buf[i] != 10 or not buf.startswith(last_head, pos):  # type: ignore[arg-type]
+                                if buf[i] != 10 or buf[i - 1] != 13 or \
+                                        not buf.startswith(last_head, pos):  # type: ignore[arg-type]
                                     break
-                                reply, _, sz = buf[pos + hl : i].rpartition(b" ")
+                                reply, _, sz = buf[pos + hl : i - 1].rpartition(b" ")
                                 if sz != tail_sz:
                                     # (No length check: the line is as long as the one before, which passed it.)
-                                    size = sizes.get(sz[:-1]) if sz[-1:] == b"\r" else None
+                                    size = sizes.get(sz)
                                     if size is None or size > max_size:
                                         break
                                     tail_sz = sz
@@ -300,7 +301,7 @@ class HubParser(Parser):
                                             # lines are likely ones too, read by the lane above from their tail.
                                             hit = (last_subj, False, size, sp, reply)
                                             tails = True
-                                            tail_sz = sz + b"\r"
+                                            tail_sz = sz
                                             tail_size = size
                                         else:
                                             hit = (subj, False, size, sp, reply)
@@ -477,16 +478,16 @@ _LANES: dict[tuple, re.Pattern[bytes] | None] = {}  # frame shape -> its pattern
 def _lane_pattern(head: bytes, line_len: int, size_tok: bytes, size: int, link: bool) -> re.Pattern[bytes] | None:
     """A stretch of frames the reply-per-frame lane takes one by one: `head` (verb, subject, space), a reply that
     makes the line `line_len` bytes long, holds no space, tab or \\n (on a link no "@", and not "+" or "|"), a
-    space, `size_tok` (the size and \\r), \\n, `size` bytes and CRLF; every frame is as long. Possessive: a
+    space, `size_tok` (the size), CRLF, `size` bytes and CRLF; every frame is as long. Possessive: a
     frame that does not match ends the stretch there, and the lane reads it as it reads any.
     None the first time a shape is asked for: a pattern is compiled (~0.1 ms) only for shapes that come again, so a
     stream of ever new sizes or subjects does not compile one per read."""
     key = (head, line_len, size_tok, link)
     pat = _LANES.get(key, False)
     if pat is None:
-        r = line_len - len(head) - len(size_tok) - 1
+        r = line_len - len(head) - len(size_tok) - 2
         reply = rb"[^ \t\n@+|]" if link and r == 1 else rb"[^ \t\n@]" if link else rb"[^ \t\n]"
-        pat = _LANES[key] = re.compile(rb"(?:%s%s{%d} %s\n.{%d}\r\n)++" % (
+        pat = _LANES[key] = re.compile(rb"(?:%s%s{%d} %s\r\n.{%d}\r\n)++" % (
             re.escape(head), reply, r, re.escape(size_tok), size), re.DOTALL)
     elif pat is False:
         if len(_LANES) >= 1024:

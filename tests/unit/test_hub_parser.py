@@ -427,7 +427,7 @@ def test_lane_pattern_is_compiled_only_for_a_shape_that_comes_again():
     # A stream of ever new sizes or subjects must not compile a pattern per read: the first sighting only notes it.
     from host.parser import _lane_pattern
 
-    shape = (b"PUB t.once ", 19, b"5\r", 5, False)  # lines of 19 bytes before the \n: a 5-byte reply
+    shape = (b"PUB t.once ", 19, b"5", 5, False)  # lines of 19 bytes before the \n: a 5-byte reply
     assert _lane_pattern(*shape) is None
     pat = _lane_pattern(*shape)
     assert pat is not None and _lane_pattern(*shape) is pat
