@@ -189,26 +189,9 @@ class HubParser(Parser):
                     into_run = run_subj is last_subj and run_hdr is False
                     if into_run or (drop and settled and drop_replies and last_subj in drop):
                         hl = len(last_head)  # type: ignore[arg-type]
-                        bulk = 2  # frames to take one by one before the rest of the stretch is matched at once
+                        bulk = True  # the rest of the stretch is still to be matched at once (after one frame)
                         try:
                             while True:
-                                if not bulk:
-                                    # A stretch of the same frame shape: the frames that the loop below would take
-                                    # while the size stays the same, matched in one call (see _lane_pattern).
-                                    bulk = -1
-                                    flen = line_len + tail_size + 3
-                                    pat = _lane_pattern(last_head, line_len, tail_sz, tail_size, link)  # type: ignore[arg-type]
-                                    m = pat.match(buf, pos) if pat is not None else None
-                                    if m is not None:
-                                        e = m.end()
-                                        k = (e - pos) // flen
-                                        if into_run:
-                                            pieces += [buf[f + hl - 1 : f + flen] for f in range(pos, e, flen)]  # type: ignore[operator]
-                                            nbytes += k * tail_size
-                                        else:
-                                            dropped += k
-                                            dropped_bytes += k * tail_size
-                                        pos = e
                                 i = pos + line_len
                                 if buf[i] != 10 or buf[i - 1] != 13 or \
                                         not buf.startswith(last_head, pos):  # type: ignore[arg-type]
@@ -221,7 +204,6 @@ class HubParser(Parser):
                                         break
                                     tail_sz = sz
                                     tail_size = size
-                                    bulk = 2  # another size: two frames of it one by one again before a match
                                 if not reply or 32 in reply or 9 in reply or 10 in reply or \
                                         (link and (reply == b"+" or reply == b"|" or 64 in reply)):
                                     break
@@ -238,7 +220,23 @@ class HubParser(Parser):
                                     dropped += 1
                                     dropped_bytes += tail_size
                                 pos = end + 2
-                                bulk -= 1
+                                if bulk:
+                                    # The frames of this shape that follow, which this loop would take one by one,
+                                    # matched in one call (see _lane_pattern).
+                                    bulk = False
+                                    pat = _lane_pattern(last_head, line_len, tail_sz, tail_size, link)  # type: ignore[arg-type]
+                                    m = pat.match(buf, pos) if pat is not None else None
+                                    if m is not None:
+                                        flen = line_len + tail_size + 3
+                                        e = m.end()
+                                        k = (e - pos) // flen
+                                        if into_run:
+                                            pieces += [buf[f + hl - 1 : f + flen] for f in range(pos, e, flen)]  # type: ignore[operator]
+                                            nbytes += k * tail_size
+                                        else:
+                                            dropped += k
+                                            dropped_bytes += k * tail_size
+                                        pos = e
                         except IndexError:
                             pass
                 if awaiting:
