@@ -189,7 +189,7 @@ class HubParser(Parser):
                     into_run = run_subj is last_subj and run_hdr is False
                     if into_run or (drop and settled and drop_replies and last_subj in drop):
                         hl = len(last_head)  # type: ignore[arg-type]
-                        bulk = True  # the rest of the stretch is still to be matched at once (after one frame)
+                        bulk = True  # match the rest of the stretch at once after one frame of the same size
                         try:
                             while True:
                                 i = pos + line_len
@@ -204,6 +204,7 @@ class HubParser(Parser):
                                         break
                                     tail_sz = sz
                                     tail_size = size
+                                    bulk = False  # sizes that change: not a stretch of one shape
                                 if not reply or 32 in reply or 9 in reply or 10 in reply or \
                                         (link and (reply == b"+" or reply == b"|" or 64 in reply)):
                                     break
