@@ -63,6 +63,10 @@ async def cinfo(nc, stream_name: str, name: str) -> dict:
     return await js_api(nc, f"{API}.CONSUMER.INFO.{stream_name}.{name}")
 
 
+async def _num_pending(nc, stream_name: str) -> int:
+    return (await cinfo(nc, stream_name, "C"))["num_pending"]
+
+
 class Puller:
     """Pull requests from nats-py with an inbox of our own, so status messages are visible as such."""
 
@@ -669,6 +673,9 @@ def test_deliver_policies(jsrv, policy):
             if policy == "new":
                 assert resp["num_pending"] == 0
                 await nc.request(f"{name.lower()}.d", b"d1", timeout=2)
+                # nats-server tells its consumers of a stored message off the publisher's path: a no_wait pull
+                # right after the PubAck may come first
+                await eventually(lambda: _num_pending(nc, name), 1)
             else:
                 assert resp["num_pending"] == len(expected)
             p = Puller(nc, name, "C")

@@ -74,7 +74,7 @@ def start_edge(cfg: dict, workdir: Path, started: list, heapsize: str | None = N
 
 async def ctl(edge: Edge, op: str, timeout: float = 5.0, **kw) -> dict:
     """One request to the edge app over the edge's LAN port."""
-    nc = await nats.connect(edge.url, allow_reconnect=False, connect_timeout=2)
+    nc = await nats.connect(edge.url, allow_reconnect=False, connect_timeout=timeout)  # a busy edge answers late
     try:
         msg = await nc.request(f"kvctl.{edge.cfg['name']}", json.dumps({"op": op, **kw}).encode(), timeout=timeout)
     except nats.errors.TimeoutError:
