@@ -47,6 +47,17 @@ def mem_alloc():
     return f() if f else -1
 
 
+# A heap under SMALL_HEAP bytes (an ESP32 without PSRAM: ~100 KB; the frozen 32-bit test edge: 60 KB) gets smaller
+# in-flight buffers by default (docs/forward.md "Group commit", docs/kvcache.md "Push window"); config values win.
+SMALL_HEAP = 131072
+
+
+def small_heap():
+    # True on MicroPython when the GC heap (free + allocated, read once at boot by the caller) is under SMALL_HEAP.
+    f, a = mem_free(), mem_alloc()
+    return f >= 0 and a >= 0 and f + a < SMALL_HEAP
+
+
 def drop_module(name):
     # Forget an imported module ("edge.leaf.config"), so that its bytecode and globals can be collected: out of
     # sys.modules and off its package's attributes (an import sets both).

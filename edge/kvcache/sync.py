@@ -30,7 +30,7 @@ import gc
 import json
 
 from edge import proto
-from edge.compat import ticks_diff, ticks_ms
+from edge.compat import small_heap, ticks_diff, ticks_ms
 from edge.kvcache import hlc
 from edge.kvcache.store import OP_DEL, OP_PURGE, OP_PUT
 from edge.leaf.broker import Subscription, log_exc
@@ -38,7 +38,9 @@ from edge.leaf.jsclient import JsClient, JsError
 
 SYS_QUEUE = [b"_sys_"]
 BATCH = 500  # messages per catch-up request
-WINDOW = 16  # local writes in flight
+# Local writes in flight (each holds its frame in the link's output, then its PubAck): 16, or 4 on a small heap
+# (edge.compat.small_heap, read once at import, which is at boot).
+WINDOW = 4 if small_heap() else 16
 HEARTBEAT_MS = 2000
 SILENT_MS = 3 * HEARTBEAT_MS  # no delivery or heartbeat for this long: a new consumer
 REPLY_MS = 3000

@@ -5,6 +5,7 @@
 # integer milliseconds after check() (max_age stays whole seconds: records carry wall-clock seconds).
 
 from edge import subjects
+from edge.compat import small_heap
 from edge.leaf.confcheck import fail, number, unknown_keys
 
 POLICIES = ("reject", "drop_oldest", "drop_newest")
@@ -25,6 +26,9 @@ SETTINGS = {
     "flush_bytes": (8192, 64, "int"),  # ... or this many bytes are buffered
     "dedup_scan": (1000, 0, "int"),  # most stream messages a lookup reads
 }
+# Defaults on a small heap (edge.compat.small_heap): the group-commit buffer holds its records in RAM until the
+# flush, up to flush_bytes (~1.3x that in heap); 8 KB of it is too much of a 60 KB heap. Explicit values win.
+SMALL_HEAP_SETTINGS = {"flush_every": 16, "flush_bytes": 2048}
 QUEUE_KEYS = ("subjects", "stream", "name", "priority", "max_age", "max_bytes", "segment_size", "policy", "coalesce")
 
 
@@ -95,8 +99,11 @@ def check_forward(queues, settings, edge_name, limits):
         fail("forward_settings", "an object", settings)
     unknown_keys(settings, SETTINGS, "forward_settings.")
     st = {}
+    small = small_heap()
     for key in SETTINGS:
         default, low, kind = SETTINGS[key]
+        if small and key in SMALL_HEAP_SETTINGS:
+            default = SMALL_HEAP_SETTINGS[key]
         st[key] = number(settings, key, "forward_settings." + key, default, low, kind)
     return out, {"rate": st["rate"], "byte_rate": st["byte_rate"], "jitter_ms": st["jitter"],
                  "max_inflight": st["max_inflight"], "ack_timeout_ms": st["ack_timeout"], "status_ms": st["status"],
