@@ -482,14 +482,26 @@ def encode_err(text):
     return b"-ERR '" + _b(text) + b"'\r\n"
 
 
-def _frame(head, hdr, payload):
+# A payload of at least this many bytes is framed as parts when the caller asks (parts=True): the tuple
+# (control line + headers, payload, CRLF), which Link.write hands to the stream one by one, so the payload is never
+# copied into a frame-sized block (a 60 KB heap may have no free 0.6 KB run when it is fragmented).
+PARTS_FROM = 256
+
+
+def _frame(head, hdr, payload, parts=False):
     # head: control-line words ending before the size fields. One join: the frame is allocated once, at its
     # size; chained + would allocate (and copy) a frame-sized block per step, which a small heap may not have.
     payload = _b(payload)
     if hdr is None:
-        return b"".join((b" ".join(head), b" %d\r\n" % len(payload), payload, CRLF))
+        line = b" %d\r\n" % len(payload)
+        if parts and len(payload) >= PARTS_FROM:
+            return (b" ".join(head) + line, payload, CRLF)
+        return b"".join((b" ".join(head), line, payload, CRLF))
     hdr = _b(hdr)
-    return b"".join((b" ".join(head), b" %d %d\r\n" % (len(hdr), len(hdr) + len(payload)), hdr, payload, CRLF))
+    line = b" %d %d\r\n" % (len(hdr), len(hdr) + len(payload))
+    if parts and len(payload) >= PARTS_FROM:
+        return (b"".join((b" ".join(head), line, hdr)), payload, CRLF)
+    return b"".join((b" ".join(head), line, hdr, payload, CRLF))
 
 
 def encode_pub(subject, payload, reply=None, hdr=None):
@@ -513,11 +525,12 @@ def encode_unsub(sid, max_msgs=None):
     return b"UNSUB %s %d\r\n" % (_token(sid, "sid"), max_msgs)
 
 
-def encode_msg(subject, sid, payload, reply=None, hdr=None):
+def encode_msg(subject, sid, payload, reply=None, hdr=None, parts=False):
+    # parts: a big payload comes back as a tuple of parts (see PARTS_FROM) for Link.write.
     head = [b"HMSG" if hdr is not None else b"MSG", _token(subject, "subject"), _token(sid, "sid")]
     if reply:
         head.append(_token(reply, "reply"))
-    return _frame(head, hdr, payload)
+    return _frame(head, hdr, payload, parts)
 
 
 def _reply_queue_words(head, reply, queues):
@@ -541,11 +554,11 @@ def encode_ls_minus(subject, queue=None):
     return b"LS- " + _token(subject, "subject") + CRLF
 
 
-def encode_lmsg(subject, payload, reply=None, queues=None, hdr=None):
+def encode_lmsg(subject, payload, reply=None, queues=None, hdr=None, parts=False):
     # The subject is not checked here: the edge checks a publish subject where it comes in (leaf.publish, a LAN
-    # client's PUB) and the hub forwards subjects it parsed.
+    # client's PUB) and the hub forwards subjects it parsed. parts: as encode_msg.
     head = [b"HMSG" if hdr is not None else b"LMSG", _b(subject)]
-    return _frame(_reply_queue_words(head, reply, queues), hdr, payload)
+    return _frame(_reply_queue_words(head, reply, queues), hdr, payload, parts)
 
 
 def encode_rs_plus(account, subject, queue=None, weight=1):

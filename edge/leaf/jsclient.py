@@ -46,7 +46,7 @@ class JsClient:
         link = self.link()
         if link is None:
             raise JsError("hub link down")
-        return link.write(proto.encode_lmsg(subject, payload, reply, queues, hdr))
+        return link.write(proto.encode_lmsg(subject, payload, reply, queues, hdr, True))
 
     async def wait(self, cond, ms, progress=None):
         # Until cond() holds (True), or ms pass without progress() changing, or the link goes (False).

@@ -80,13 +80,20 @@ class Link:
 
     def write(self, data, force=False):
         # Queue bytes for the peer; False if the link is closed or `limit` would be exceeded.
+        # data: bytes, or a tuple of parts (proto's parts=True framing of a big payload), written one by one.
         # force: small protocol ops (PONG, LS+) that must not be lost go out past the limit.
         global _task
-        if self.closed or (not force and _pending(self.w) + len(data) > self.limit):
+        parts = type(data) is tuple
+        n = len(data[0]) + len(data[1]) + len(data[2]) if parts else len(data)
+        if self.closed or (not force and _pending(self.w) + n > self.limit):
             return False
         w = self.w
         try:
-            w.write(data)  # MicroPython sends at once what the socket takes
+            if parts:
+                for p in data:
+                    w.write(p)
+            else:
+                w.write(data)  # MicroPython sends at once what the socket takes
         except OSError:
             self.closed = True
             return False

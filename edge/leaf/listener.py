@@ -285,7 +285,7 @@ class Client(Link):
             return
         if hdr is not None and not self.headers:
             hdr = None
-        if not self.write(proto.encode_msg(subject, sub.key, payload, reply, hdr)) and not self.closed:
+        if not self.write(proto.encode_msg(subject, sub.key, payload, reply, hdr, True)) and not self.closed:
             self.lst.slow += 1
             self.lst.log("client %d closed: slow consumer" % self.cid)
             self.flags |= _ABORT

@@ -161,7 +161,7 @@ class Uplink:
                         qs.append(q)
         if not plain and qs is None:
             return False
-        if link.write(proto.encode_lmsg(subject, payload, reply, qs, hdr)):
+        if link.write(proto.encode_lmsg(subject, payload, reply, qs, hdr, True)):
             self.forwarded += 1
             return True
         self.dropped += 1

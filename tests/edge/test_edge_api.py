@@ -259,7 +259,7 @@ class FakeLink:
         self.closed = False
 
     def write(self, data, force=False):
-        self.sent.append(bytes(data))
+        self.sent.append(b"".join(data) if type(data) is tuple else bytes(data))  # a tuple: parts (proto PARTS_FROM)
         return True
 
     def take(self):

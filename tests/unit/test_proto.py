@@ -1403,3 +1403,23 @@ def test_header_status_lines():
         [("Nats-Pending-Messages", "1")],
     )
     assert decode_headers(b"NATS/1.0 100 Idle Heartbeat\r\n\r\n")[:2] == (100, "Idle Heartbeat")
+
+
+def test_parts_framing_is_the_joined_frame_in_parts():
+    # parts=True: a payload of at least PARTS_FROM bytes comes back as (line + headers, payload, CRLF), which
+    # Link.write writes one by one (no frame-sized copy); smaller payloads, and parts=False, give the joined frame.
+    from edge import proto as ep
+
+    for size in (0, 1, ep.PARTS_FROM - 1, ep.PARTS_FROM, 954):
+        payload = b"x" * size
+        for hdr in (None, b"NATS/1.0\r\nA: b\r\n\r\n"):
+            for enc, args in ((ep.encode_msg, (b"s.1", b"7", payload, b"r", hdr)),
+                              (ep.encode_lmsg, (b"s.1", payload, b"r", [b"q"], hdr))):
+                joined = enc(*args)
+                parts = enc(*args, parts=True)
+                assert type(joined) is bytes
+                if size >= ep.PARTS_FROM:
+                    assert type(parts) is tuple and len(parts) == 3 and parts[1] is payload
+                    assert b"".join(parts) == joined
+                else:
+                    assert parts == joined
