@@ -29,6 +29,17 @@ def test_defaults():
     assert _check()["forward"] is None
 
 
+def test_small_heap_defaults_and_explicit_values_win(monkeypatch):
+    # On MicroPython with a GC heap under edge.compat.SMALL_HEAP, the group commit defaults to 16 records / 2 KB.
+    from edge.leaf import fwdconfig
+
+    monkeypatch.setattr(fwdconfig, "small_heap", lambda: True)
+    st = _check(forward=[Q])["forward_settings"]
+    assert (st["flush_every"], st["flush_bytes"], st["flush_ms"]) == (16, 2048, 50)
+    st = _check(forward=[Q], forward_settings={"flush_every": 64, "flush_bytes": 8192})["forward_settings"]
+    assert (st["flush_every"], st["flush_bytes"]) == (64, 8192)
+
+
 def test_values_are_converted():
     cfg = _check(forward=[{**Q, "subjects": "a.*", "name": "q1", "priority": 5, "max_age": 2.5, "policy": "drop_oldest",
                            "coalesce": True, "segment_size": 8192, "max_bytes": 16384}],
