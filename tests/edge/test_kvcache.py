@@ -29,12 +29,15 @@ from tests.edge.kvharness import (
     wait_for,
 )
 
-# The frozen32 variants of the partition tests run at 60 KB, where after the heal a fragmented heap sometimes has no
-# free block of 0.6-1 KB: for a JetStream API reply, or for the test app's answer to its LAN client (measured over 10
-# rounds of the four: 14 failures in 40 on main 9e3e241; 4 in 40 once the KV session dropped its STREAM.INFO reply
-# and the parser took payloads piecewise, all of them the app's answer; docs/benchmarks.md).
-KV_RESYNC_60K = ("at 60 KB, after a partition, a fragmented heap sometimes has no free 0.6-1 KB block for a "
-                 "JetStream reply or the test app's answer (MemoryError); docs/benchmarks.md")
+# The frozen32 variants of the partition tests run at 60 KB, where after the heal a fragmented heap used to have no
+# free block of 0.6-1 KB for the test app's answer to its LAN client (14 failures in 40 runs of the four on main
+# 9e3e241, 4 in 40 after the KV session and parser changes). Since a big payload is written to the link in parts
+# (edge/proto.py PARTS_FROM), test_partitioned_edges_converge_per_policy passed 20 of 20 rounds in each of its
+# three variants and runs without xfail. test_two_buckets_each_with_its_policy passed 18 of 20: twice its wait for
+# the settled values timed out after the heal, with no MemoryError in the test's output (it does not print the
+# edge's), cause not found; it stays a non-strict xfail (docs/benchmarks.md).
+KV_RESYNC_60K = ("at 60 KB, 2 of 20 runs timed out waiting for the settled values after the heal (cause not "
+                 "found; docs/benchmarks.md)")
 
 
 @pytest.fixture
@@ -239,7 +242,7 @@ def _stamp(text: str):
     return int(ms), int(c), node
 
 
-@pytest.mark.device(slow=True, xfail=KV_RESYNC_60K)
+@pytest.mark.device(slow=True)
 @pytest.mark.parametrize("policy, n", [("lww", 3), ("hub_wins", 2), ("callback", 2)])
 def test_partitioned_edges_converge_per_policy(side, jshub, started, gates, tmp_path, policy, n):
     run(partition_scenario(side, jshub, started, gates, tmp_path, policy, n), 100)
