@@ -3,12 +3,10 @@ is refused; our hub without JetStream routes for a nats-server JetStream cluster
 
 from __future__ import annotations
 
-import asyncio
-
 import nats
 import pytest
 
-from tests.compat.harness import run, wait_until
+from tests.compat.harness import run, until_created, wait_until
 
 from .harness import Node, route_url
 
@@ -56,13 +54,7 @@ async def use_jetstream(url: str, replicas: int) -> None:
     nc = await nats.connect(url, connect_timeout=2, allow_reconnect=False)
     try:
         js = nc.jetstream(timeout=5)
-        for _ in range(100):  # a fresh nats-server JetStream cluster answers 503 until it has a meta leader
-            try:
-                await js.add_stream(name="S", subjects=["s.>"], num_replicas=replicas)
-                break
-            except (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError,
-                    nats.errors.TimeoutError):
-                await asyncio.sleep(0.2)
+        await until_created(lambda: js.add_stream(name="S", subjects=["s.>"], num_replicas=replicas))
         acks = [await js.publish(f"s.{i}", b"m%d" % i) for i in range(10)]
         assert [a.seq for a in acks] == list(range(1, 11)) and {a.stream for a in acks} == {"S"}
         psub = await js.pull_subscribe("s.>", "dur")

@@ -63,6 +63,22 @@ async def async_wait_until(cond, timeout: float = DEFAULT_TIMEOUT, interval: flo
         await asyncio.sleep(interval)
 
 
+async def until_created(create, timeout: float = 30.0):
+    """Await `create()` (a stream or bucket create, which may be repeated with the same config) until it succeeds. A
+    fresh nats-server JetStream cluster answers 503, or nothing, until it has a meta leader and the stream's peers."""
+    import nats.errors  # nats-py: the harness itself runs without it (raw sockets)
+    import nats.js.errors
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await create()
+        except (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
 def run(coro, timeout: float = 20.0):
     """Run an async scenario body with a hard bound."""
     return asyncio.run(asyncio.wait_for(coro, timeout))

@@ -15,7 +15,7 @@ import re
 import nats
 import pytest
 
-from tests.compat.harness import run
+from tests.compat.harness import run, until_created
 from tests.edge.clusterharness import Cluster
 from tests.edge.edgeharness import edge_config, free_port, wait_until
 from tests.edge.fwdharness import (
@@ -81,7 +81,8 @@ async def _add_stream(url, name, subjects, window=None, num_replicas=3):
     nc = await _nc(url)
     try:
         extra = {"duplicate_window": window} if window is not None else {}
-        await nc.jetstream(timeout=10).add_stream(name=name, subjects=subjects, num_replicas=num_replicas, **extra)
+        js = nc.jetstream(timeout=10)
+        await until_created(lambda: js.add_stream(name=name, subjects=subjects, num_replicas=num_replicas, **extra))
     finally:
         await nc.close()
 
@@ -203,7 +204,8 @@ def test_kv_write_while_its_node_is_down_syncs_through_another_node(side, cluste
 
     async def make_bucket():
         nc = await _nc(c.url(1))
-        kv = await nc.jetstream(timeout=10).create_key_value(bucket="b", direct=True, replicas=replicas(side))
+        js = nc.jetstream(timeout=10)
+        kv = await until_created(lambda: js.create_key_value(bucket="b", direct=True, replicas=replicas(side)))
         await kv.put("k0", b"v0")
         await nc.close()
 
