@@ -353,3 +353,20 @@ class Proxy:
         except OSError:
             pass
         self.cut()
+
+
+async def probe_until_received(pub, sub, subject: str, timeout: float = 5.0) -> None:
+    """Publish probes on `pub` until `sub` (already subscribed) receives one: the interest has crossed the link.
+    Probes that cross late still arrive afterwards: readers skip them."""
+    import nats.errors  # nats-py, as the tests that call this
+
+    deadline = time.monotonic() + timeout
+    while True:
+        await pub.publish(subject, b"probe")
+        await pub.flush()
+        try:
+            await sub.next_msg(timeout=0.05)
+            return
+        except nats.errors.TimeoutError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"no probe on {subject} crossed the link in {timeout}s")

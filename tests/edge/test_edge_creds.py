@@ -17,7 +17,7 @@ import nats
 import pytest
 
 from tests.compat.harness import run
-from tests.edge.edgeharness import Runtime, edge_config, free_port, micropython, set_runtime
+from tests.edge.edgeharness import Runtime, edge_config, free_port, micropython, probe_until_received, set_runtime
 from tests.jwtmint import Key, Operator, creds_text
 
 
@@ -26,20 +26,6 @@ def cpython_edge():
     set_runtime(Runtime("cpython", sys.executable, cpython=True))
     yield
     set_runtime(None)
-
-
-async def _probe(pub, sub, subject, timeout=5.0):
-    """Publish probes on `pub` until `sub` (already subscribed) receives one: the interest has crossed the link."""
-    deadline = time.monotonic() + timeout
-    while True:
-        await pub.publish(subject, b"probe")
-        await pub.flush()
-        try:
-            await sub.next_msg(timeout=0.05)
-            return
-        except nats.errors.TimeoutError:
-            if time.monotonic() > deadline:
-                pytest.fail(f"no probe on {subject} crossed the link in {timeout}s")
 
 
 async def _next_real(sub):
@@ -57,8 +43,8 @@ def _both_ways(hub_url, edge_url, **hub_opts):
         e = await nats.connect(edge_url, allow_reconnect=False)
         up = await h.subscribe("up.>")
         down = await e.subscribe("down.>")
-        await _probe(e, up, "up.probe")
-        await _probe(h, down, "down.probe")
+        await probe_until_received(e, up, "up.probe")
+        await probe_until_received(h, down, "down.probe")
         await e.publish("up.t", b"21.5")
         await h.publish("down.cmd", b"reboot")
         got_up, got_down = await _next_real(up), await _next_real(down)

@@ -16,7 +16,7 @@ import pytest
 
 from tests.certs import cert
 from tests.compat.harness import Raw, collect, run
-from tests.edge.edgeharness import edge_config, free_port, runtime, wait_until
+from tests.edge.edgeharness import edge_config, free_port, probe_until_received, runtime, wait_until
 
 
 async def _nc(url, **kw):
@@ -24,19 +24,10 @@ async def _nc(url, **kw):
 
 
 async def _until_crosses(pub, sub_nc, subject, timeout=5.0):
-    """Publish probes on `pub` until a subscriber on `sub_nc` sees one: interest has crossed the link."""
+    """Probe on `pub` until a new subscriber on `sub_nc` sees one: interest has crossed the link."""
     sub = await sub_nc.subscribe(subject)
     await sub_nc.flush()
-    deadline = time.monotonic() + timeout
-    while True:
-        await pub.publish(subject, b"probe")
-        await pub.flush()
-        try:
-            await sub.next_msg(timeout=0.05)
-            break
-        except nats.errors.TimeoutError:
-            if time.monotonic() > deadline:
-                pytest.fail(f"no probe on {subject} crossed the link in {timeout}s")
+    await probe_until_received(pub, sub, subject, timeout)
     await sub.unsubscribe()
 
 
