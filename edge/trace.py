@@ -1,0 +1,49 @@
+# Message tracing (NATS 2.11, ADR-41): the names and numbers every server on a traced path shares.
+# The hub (host/) and the edge broker both import these, so an event from either reads the same; the
+# event itself is built where the path is (host/msgtrace.py, edge/leaf/).
+# Runs on MicroPython and CPython.
+
+DEST = "Nats-Trace-Dest"  # header: the subject the events go to
+ONLY = "Nats-Trace-Only"  # header: trace, do not deliver to clients
+HOP = "Nats-Trace-Hop"  # header: which hop of the trace a forwarded copy is ("1", "2", "1.1")
+ORIGIN_ACCOUNT = "Nats-Trace-Origin-Account"  # header of pre-release servers: tracing is switched off
+TRACEPARENT = "traceparent"  # W3C header: traced when sampled and the account has msg_trace
+DISABLED = "trace disabled"  # the DEST value that switches tracing off downstream
+
+# Connection kinds in events (nats-server client.go).
+CLIENT = 0
+ROUTER = 1
+GATEWAY = 2
+SYSTEM = 3
+LEAF = 4
+JETSTREAM = 5
+ACCOUNT = 6
+
+# Event types.
+INGRESS = "in"
+SUBJECT_MAPPING = "sm"
+STREAM_EXPORT = "se"
+SERVICE_IMPORT = "si"
+JETSTREAM_EVENT = "js"
+EGRESS = "eg"
+
+# Egress errors, as nats-server words them.
+NOT_DELIVERED = "Not delivered because "
+NO_SUPPORT = NOT_DELIVERED + "remote does not support message tracing"
+NO_ECHO = NOT_DELIVERED + "of no echo"
+PUB_DENIED = NOT_DELIVERED + "publish denied for this subject"
+SUB_DENIED = NOT_DELIVERED + "subscription denies this subject"
+SUB_CLOSED = NOT_DELIVERED + "subscription is closed"
+CLIENT_CLOSED = NOT_DELIVERED + "client is closed"
+AUTO_UNSUB = NOT_DELIVERED + "auto-unsubscribe exceeded"
+
+
+def is_only(value):
+    # Nats-Trace-Only's value: "true", "1" or "on" (any case) means trace without delivering.
+    return value is not None and value.lower() in ("true", "1", "on")
+
+
+def next_hop(incoming, n):
+    # The Nats-Trace-Hop of this server's n-th forwarded copy (n from 1): "<n>" at the origin, else
+    # "<incoming>.<n>".
+    return str(n) if not incoming else incoming + "." + str(n)
