@@ -1,7 +1,7 @@
 # edge/compat.py — the only edge module that asks which interpreter runs it.
 #
 # The edge runs on MicroPython (ESP32, unix port) and on CPython. Everything that differs
-# between the two (const, ticks, sleep_ms, wall-clock ms, heap figures, socket constants)
+# between the two (const, ticks in ms and us, sleep_ms, wall-clock ms, heap figures, socket constants)
 # is shimmed here once, as recorded in shared/micropython/FACTS.md section 4.2.
 
 import sys
@@ -19,12 +19,16 @@ except ImportError:
 
 if hasattr(time, "ticks_ms"):
     ticks_ms = time.ticks_ms
+    ticks_us = time.ticks_us
     ticks_diff = time.ticks_diff
     ticks_add = time.ticks_add
 else:
     # Same 2**30 wrap-around as MicroPython, so code tested on CPython meets the wrap too.
     def ticks_ms():
         return (time.monotonic_ns() // 1000000) & 0x3FFFFFFF
+
+    def ticks_us():
+        return (time.monotonic_ns() // 1000) & 0x3FFFFFFF
 
     def ticks_diff(a, b):
         return ((a - b + 0x20000000) & 0x3FFFFFFF) - 0x20000000

@@ -222,6 +222,15 @@ class Leaf:
             raise LeafError("no KV cache: the config has no \"kv\" section")
         return cache.bucket(bucket)
 
+    def service(self, name, version, description=None, metadata=None):
+        # A NATS Micro service on this leaf (edge/micro, an optional package; docs/micro.md).
+        try:
+            from edge.micro.service import Service
+        except ImportError:
+            raise LeafError("leaf.service() needs the edge.micro package, which this device lacks (natsedge "
+                            "firmware bundle --with micro)")
+        return Service(self, name, version, description, metadata)
+
     def close(self):
         t = self._cbtask
         self._cbtask = None

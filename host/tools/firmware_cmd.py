@@ -34,9 +34,11 @@ BOARD_SCRIPTS = ("boot.py", "main.py")
 DEFAULT_BUDGET_KB = 64
 # Edge packages a board only needs when its config uses them (package -> the site.json keys that need it, a dot
 # for a key inside a section). Each is bundled with `--with NAME`; the default budget is DEFAULT_BUDGET_KB for the
-# core plus each bundled package's allowance (the offline KV cache is ~27 KB of .mpy, the credentials ~8 KB).
-OPTIONAL_PACKAGES = {"kvcache": ("kv",), "auth": ("authorization", "hub.creds", "hub.nkey")}
-PACKAGE_BUDGET_KB = {"kvcache": 32, "auth": 10}
+# core plus each bundled package's allowance (the offline KV cache is ~27 KB of .mpy, the credentials ~8 KB, the
+# NATS Micro services ~5 KB). edge/micro is used by the app's code (leaf.service()), not by a config key, so deploy
+# cannot tell that a board needs it: bundle it with --with micro.
+OPTIONAL_PACKAGES = {"kvcache": ("kv",), "auth": ("authorization", "hub.creds", "hub.nkey"), "micro": ()}
+PACKAGE_BUDGET_KB = {"kvcache": 32, "auth": 10, "micro": 6}
 
 
 def default_budget_kb(with_packages: tuple[str, ...] = ()) -> float:
@@ -425,7 +427,8 @@ def add_bundle_arguments(p: argparse.ArgumentParser) -> None:
                    choices=sorted(OPTIONAL_PACKAGES),
                    help="also bundle this optional edge package (kvcache: the offline KV cache, needed when the "
                         "config has a \"kv\" section; auth: credentials, needed for \"authorization\", "
-                        "\"hub.creds\" or \"hub.nkey\"); repeatable")
+                        "\"hub.creds\" or \"hub.nkey\"; micro: NATS Micro services, for an app that calls "
+                        "leaf.service()); repeatable")
 
 
 def add_flash_arguments(p: argparse.ArgumentParser) -> None:

@@ -186,6 +186,22 @@ def test_optional_auth_is_bundled_on_request_and_when_the_config_needs_it(bundle
     assert packages_for({"hub": {"url": "nats-leaf://h", "user": "u"}, "authorization": None}) == ()
 
 
+def test_optional_micro_is_bundled_on_request_only(bundle, tmp_path):
+    from host.tools.deploy_cmd import packages_for
+
+    _, core, _ = bundle
+    assert not any(f["path"].startswith("edge/micro/") for f in core["files"])
+    out = tmp_path / "micro"
+    r = run_cli("host.tools.cli", "firmware", "bundle", "--out", str(out), "--with", "micro")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["with"] == ["micro"] and m["budget"] == (64 + 6) * 1024 and not m["over_budget"]
+    micro = {f["path"] for f in m["files"]} - {f["path"] for f in core["files"]}
+    assert micro == {f"edge/micro/{p.stem}.mpy" for p in (REPO / "edge" / "micro").glob("*.py")}
+    # The app calls leaf.service(), no config key asks for it: deploy adds it only when told.
+    assert packages_for({"hub": {"url": "nats-leaf://h"}, "app": "app"}) == ()
+
+
 def test_optional_kvcache_is_bundled_on_request_with_its_budget_allowance(bundle, tmp_path):
     _, core, _ = bundle
     assert core["with"] == [] and not any(f["path"].startswith("edge/kvcache/") for f in core["files"])
