@@ -135,7 +135,7 @@ class Edge:
         cmd = [*self.mp_command(), "-m", "edge", str(cfg_path)]
         env = dict(os.environ, MICROPYPATH=self.runtime.mp_path(self.path, self.extra_path))
         if self.runtime.cpython:  # `python -m edge`: the edge from this checkout, whatever the test's PYTHONPATH
-            env["PYTHONPATH"] = self.path
+            env["PYTHONPATH"] = self.path + (":" + self.extra_path if self.extra_path else "")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      cwd=str(self.workdir), env=env, text=True, bufsize=1)
         self._thread = threading.Thread(target=self._pump, daemon=True)

@@ -38,6 +38,7 @@ TEST_MODULES = [
     ("sim/flashdev.py", REPO),
     ("fwdapp.py", REPO / "tests" / "edge"),
     ("kvcache_app.py", REPO / "tests" / "edge"),
+    ("microapp.py", REPO / "tests" / "edge"),
 ]
 
 
