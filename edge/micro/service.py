@@ -44,24 +44,25 @@ class ServiceError(Exception):
         self.text = text
 
 
-def _name_ok(s):
-    # nats.go / nats-py: ^[A-Za-z0-9\-_]+$ (MicroPython's re has no bounded repeats, so by hand)
+def _chars_ok(s, extra):
+    # Only ASCII letters, digits and the `extra` characters, at least one. By hand: MicroPython's re lacks the
+    # SemVer regex's constructs, and str.isdigit() alone would take other scripts' digits.
     if not isinstance(s, str) or not s:
         return False
     for c in s:
-        if not (c.isalpha() and c < "\x7f" or c.isdigit() or c in "-_"):
+        if not (c < "\x7f" and (c.isalpha() or c.isdigit() or c in extra)):
             return False
     return True
 
 
+def _name_ok(s):
+    # nats.go / nats-py: ^[A-Za-z0-9\-_]+$
+    return _chars_ok(s, "-_")
+
+
 def _ident_ok(s, numeric_rule):
-    # A SemVer identifier: [0-9A-Za-z-]+; a pre-release one that is all digits has no leading zero.
-    if not s:
-        return False
-    for c in s:
-        if not (c.isalpha() and c < "\x7f" or c.isdigit() or c == "-"):
-            return False
-    return not (numeric_rule and s.isdigit() and len(s) > 1 and s[0] == "0")
+    # A SemVer identifier: [0-9A-Za-z-]+; with numeric_rule, one that is all digits has no leading zero.
+    return _chars_ok(s, "-") and not (numeric_rule and s.isdigit() and len(s) > 1 and s[0] == "0")
 
 
 def semver_ok(v):

@@ -141,10 +141,10 @@ def test_requests_error_headers_and_stats_through_the_hub(hub, edges):
     assert e.count(r"Traceback") == 1  # the unhandled ValueError is logged on the device, once
 
 
-def test_queue_group_across_two_edges_serves_each_request_once(hub, edges):
+def test_queue_group_across_two_edges_and_a_nats_py_service_serves_each_request_once(hub, edges):
     a = _edge(edges, "ea", hub)
     b = _edge(edges, "eb", hub)
-    n = 40
+    n = 60
 
     def both_routed():
         leafs = hub.leafz()
@@ -155,24 +155,28 @@ def test_queue_group_across_two_edges_serves_each_request_once(hub, edges):
 
     async def body():
         nc = await nats.connect(hub.url, allow_reconnect=False)
+        # nats-py's instance of the same service, in the same queue group "q"
+        py = await nats.micro.add_service(nc, name="calc", version="1.2.3", metadata={"edge": "py"})
+        await py.add_endpoint(name="who", handler=lambda req: req.respond(b"py"))
+        await nc.flush()
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox)
         for i in range(n):
             await nc.publish("who", b"%d" % i, reply=inbox)
         answers = await collect(sub, n, timeout=10)
         # STATS goes out after every request, on the same connections: a request served twice is counted by now.
-        stats = await discover(nc, "$SRV.STATS.calc", 2)
+        stats = await discover(nc, "$SRV.STATS.calc", 3)
         served = {s["metadata"]["edge"]: next(ep for ep in s["endpoints"] if ep["name"] == "who")["num_requests"]
                   for s in stats}
-        pings = await discover(nc, "$SRV.PING.calc", 2)
+        pings = await discover(nc, "$SRV.PING.calc", 3)
+        await py.stop()
         await nc.close()
-        return answers, served, pings
+        return answers, served, pings, py.id
 
-    answers, served, pings = run(body())
-    assert sum(served.values()) == n, served
-    assert sorted(served) == ["ea", "eb"]
-    assert sorted(m.data.decode() for m in answers) == sorted(["ea"] * served["ea"] + ["eb"] * served["eb"])
-    assert {p["id"] for p in pings} == {a.svc_id, b.svc_id}  # discovery is never a queue group
+    answers, served, pings, py_id = run(body())
+    assert sorted(served) == ["ea", "eb", "py"] and sum(served.values()) == n, served
+    assert sorted(m.data.decode() for m in answers) == sorted(k for k, v in served.items() for _ in range(v))
+    assert {p["id"] for p in pings} == {a.svc_id, b.svc_id, py_id}  # discovery is never a queue group
 
 
 def test_lan_client_discovers_and_calls_locally(edges):
