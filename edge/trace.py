@@ -36,6 +36,9 @@ SUB_DENIED = NOT_DELIVERED + "subscription denies this subject"
 SUB_CLOSED = NOT_DELIVERED + "subscription is closed"
 CLIENT_CLOSED = NOT_DELIVERED + "client is closed"
 AUTO_UNSUB = NOT_DELIVERED + "auto-unsubscribe exceeded"
+# Delivered to a link whose peer does not trace (proto < 3): no event will come from its server.
+DELIVERED_NO_SUPPORT = ("Message delivered but remote does not support message tracing so no trace event "
+                        "generated from there")
 
 
 def is_only(value):

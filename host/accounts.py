@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from host.opts import AccountConfig, AccountLimits, Import
+from host.opts import AccountConfig, AccountLimits, Export, Import
 from host.sublist import Sublist, Subscription, subject_matches
 
 if TYPE_CHECKING:
@@ -62,23 +62,25 @@ def map_subject(src_pattern: bytes, dst_pattern: bytes, subject: bytes) -> bytes
 class StreamImport:
     """Forwarding data of an internal subscription in the exporting account."""
 
-    __slots__ = ("dest", "subject", "local")
+    __slots__ = ("dest", "subject", "local", "allow_trace")
 
-    def __init__(self, dest: Account, subject: bytes, local: bytes) -> None:
+    def __init__(self, dest: Account, subject: bytes, local: bytes, allow_trace: bool = False) -> None:
         self.dest = dest
         self.subject = subject
         self.local = local
+        self.allow_trace = allow_trace  # message traces go on into the importing account (the import's `allow_trace`)
 
 
 class ServiceImport:
     """Forwarding data of an internal subscription in the importing account."""
 
-    __slots__ = ("dest", "subject", "local")
+    __slots__ = ("dest", "subject", "local", "allow_trace")
 
-    def __init__(self, dest: Account, subject: bytes, local: bytes) -> None:
+    def __init__(self, dest: Account, subject: bytes, local: bytes, allow_trace: bool = False) -> None:
         self.dest = dest
         self.subject = subject
         self.local = local
+        self.allow_trace = allow_trace  # message traces go on into the exporting account (the export's `allow_trace`)
 
 
 class InternalHandler:
@@ -89,10 +91,14 @@ class InternalHandler:
     message (it does not count as a receiver, so a requester may get a no-responders status).
     """
 
-    __slots__ = ("callback",)
+    __slots__ = ("callback", "traced")
 
-    def __init__(self, callback: Callable[[Any, bytes, bytes | None, bytes | None, bytes], None]) -> None:
+    def __init__(self, callback: Callable[[Any, bytes, bytes | None, bytes | None, bytes], None],
+                 traced: bool = False) -> None:
         self.callback = callback
+        # The callback takes part in message traces (a stream): it reads the trace from host/msgtrace.py `active`,
+        # and runs for trace-only messages too (other handlers do not).
+        self.traced = traced
 
 
 class Account:
@@ -124,6 +130,10 @@ class Account:
         # deliver subjects this way (host/jetstream/consumer.py).
         self.interest_watchers: list[Callable[[bytes], None]] = []
         self.response_prefix: bytes | None = None  # of the reply subjects of service-import requests (add_response)
+        # `msg_trace` (host/msgtrace.py): where traceparent-triggered traces go (None: they are not traced), and the
+        # percentage sampled
+        self.trace_dest: str | None = None
+        self.trace_sampling = 0
 
     @property
     def limits(self) -> AccountLimits:
@@ -184,10 +194,10 @@ class Account:
         for watch in self.interest_watchers:
             watch(sub.subject)
 
-    def add_internal(self, subject: bytes, callback: Callable[..., None]) -> Subscription:
+    def add_internal(self, subject: bytes, callback: Callable[..., None], traced: bool = False) -> Subscription:
         """Subscribe a hub callback to `subject` in this account (see InternalHandler)."""
         sub = Subscription(None, subject, None, b"")
-        sub.imported = InternalHandler(callback)
+        sub.imported = InternalHandler(callback, traced)
         self.add_sub(sub)
         return sub
 
@@ -218,15 +228,16 @@ def sub_weight(sub: Subscription) -> int:
     return sub.weight
 
 
-def can_import(exporter: AccountConfig, importer: str, imp: Import) -> bool:
+def matching_export(exporter: AccountConfig, importer: str, imp: Import) -> Export | None:
+    """The export of `exporter` that lets `importer` make the import `imp`, or None."""
     for e in exporter.exports:
         if e.service != imp.service:
             continue
         if e.accounts is not None and importer not in e.accounts:
             continue
         if subject_matches(e.subject, imp.subject) or e.subject == imp.subject:
-            return True
-    return False
+            return e
+    return None
 
 
 def wire_imports(accounts: dict[str, Account]) -> list[str]:
@@ -237,7 +248,8 @@ def wire_imports(accounts: dict[str, Account]) -> list[str]:
             continue
         for imp in acc.config.imports:
             src = accounts[imp.account]
-            if src.config is None or not can_import(src.config, acc.name, imp):
+            export = matching_export(src.config, acc.name, imp) if src.config is not None else None
+            if export is None:
                 warnings.append(
                     f'account "{acc.name}": import of "{imp.subject.decode()}" from "{imp.account}" '
                     "has no matching export; ignored"
@@ -245,10 +257,10 @@ def wire_imports(accounts: dict[str, Account]) -> list[str]:
                 continue
             if imp.service:
                 sub = Subscription(None, imp.local, None, b"")
-                sub.imported = ServiceImport(src, imp.subject, imp.local)
+                sub.imported = ServiceImport(src, imp.subject, imp.local, export.allow_trace)
                 acc.add_sub(sub)
             else:
                 sub = Subscription(None, imp.subject, None, b"")
-                sub.imported = StreamImport(acc, imp.subject, imp.local)
+                sub.imported = StreamImport(acc, imp.subject, imp.local, imp.allow_trace)
                 src.add_sub(sub)
     return warnings

@@ -58,6 +58,7 @@ class Client(asyncio.Protocol):
     is_router = False
     is_link = False  # a leaf or a route: messages go out as LMSG/RMSG frames naming queue groups
     to_routes = True  # its messages go on to routes (not a route's own, nor those of a leaf we dialled)
+    traces = True  # its messages may start a message trace (host/msgtrace.py); the hub's own never do
 
     def __init__(self, server: Server) -> None:
         self.server = server
@@ -647,6 +648,12 @@ def min_limit(a: int, b: int) -> int:
 
 def _valid_queue(q: bytes) -> bool:
     return bool(q) and b" " not in q and b"\t" not in q
+
+
+def peer_proto(v: Any) -> int:
+    """A link peer's protocol level from its CONNECT or INFO (0 when missing or not a number): at
+    host/msgtrace.py MSG_TRACE_PROTO and up it traces the messages it is forwarded."""
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
 
 
 def interest_change(sent: dict[Any, int], key: Any, queue: bytes | None, n: int) -> int:

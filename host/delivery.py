@@ -37,7 +37,11 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
+from edge.trace import AUTO_UNSUB, CLIENT_CLOSED, DELIVERED_NO_SUPPORT, NO_ECHO, NO_SUPPORT, SUB_CLOSED
+from host import msgtrace
 from host.accounts import MAX_IMPORT_DEPTH, Account, InternalHandler, ServiceImport, map_subject
+from host.headers import hdr_set
+from host.msgtrace import MSG_TRACE_PROTO, TRACE_DEST, TRACE_DISABLED, MsgTrace, init_msg_trace, traced
 from host.parser import PLANS_MAX, decode_tail, encode_tail
 from host.sublist import SublistResult, Subscription
 
@@ -188,7 +192,7 @@ def learn_plan(plans: dict[bytes, Plan], src: Any, acc: Account, subject: bytes,
         plans[key] = NO_PLAN
         return
     htargets = None
-    if src.headers and not fan.strip:
+    if src.headers and not fan.strip and acc.trace_dest is None:  # (msg_trace: `traced` looks at each, in deliver)
         htargets = [(conn.out, pfx) for conn, _sub, pfx in hplain]
     plans[key] = Plan([(conn.out, pfx) for conn, _sub, pfx in plain], htargets,
                           [(conn, sub) for conn, sub, _pfx in plain])
@@ -220,6 +224,14 @@ def deliver(acc: Account, src: Any, subject: bytes, has_hdr: bool, pieces: list[
     queues: the queue groups in scope, None for all of them (a client's or the hub's publish), a sequence of
     names for a link's frame (empty: none).
     """
+    if has_hdr and not depth and src.traces and traced(acc, pieces):
+        return _deliver_traced_run(acc, src, subject, pieces, queues)
+    return deliver_run(acc, src, subject, has_hdr, pieces, nbytes, depth, queues)
+
+
+def deliver_run(acc: Account, src: Any, subject: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int,
+                depth: int = 0, queues: tuple[bytes, ...] | list[bytes] | None = None) -> int:
+    """`deliver` for a run known to hold no traced frame."""
     if acc.responses:
         resp = acc.responses.pop(subject, None)
         if resp is not None:
@@ -318,6 +330,46 @@ def deliver_fanout(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr:
     elif src.no_responders:
         _no_responders(src, subject, has_hdr, pieces)
     return count
+
+
+def _deliver_traced_run(acc: Account, src: Any, subject: bytes, pieces: list[bytes],
+                        queues: tuple[bytes, ...] | list[bytes] | None) -> int:
+    """A run of header frames that may hold traced ones, frame by frame: a traced frame with its MsgTrace
+    (host/msgtrace.py), whose event goes out once the frame was delivered; the others as usual."""
+    count = 0
+    for piece in pieces:
+        reply, hdr, payload = decode_tail(piece, True)
+        assert hdr is not None
+        size = len(hdr) + len(payload)
+        skip, trace, new_hdr = init_msg_trace(src, acc, subject, hdr, size)
+        if skip:
+            continue
+        if new_hdr is not hdr:
+            piece = encode_tail(reply, new_hdr, payload)
+            size = len(new_hdr) + len(payload)
+        if trace is None:
+            count += deliver_run(acc, src, subject, True, [piece], size, 0, queues)
+        else:
+            count += deliver_traced(acc, src, subject, piece, size, queues, 0, trace)
+            trace.send()
+    return count
+
+
+def deliver_traced(acc: Account, src: Any, subject: bytes, piece: bytes, size: int,
+                   queues: tuple[bytes, ...] | list[bytes] | None, depth: int, trace: MsgTrace) -> int:
+    """One traced frame (with headers) to the subscribers of `subject` in `acc`: the frame-by-frame path, which
+    records each target in `trace`."""
+    if acc.responses and subject in acc.responses:
+        return deliver_run(acc, src, subject, True, [piece], size, depth, queues)  # a service reply: as any
+    r = acc.sublist.cache.get(subject)
+    if r is None:
+        r = acc.sublist.match(subject)
+    fan = r.fanout
+    if fan is None:
+        fan = r.fanout = Fanout(r, acc, subject)
+    if fan.empty:
+        return deliver_fanout(acc, src, fan, subject, True, [piece], size, depth, queues)
+    return _deliver_each(acc, src, fan, subject, True, [piece], queues, depth, trace)
 
 
 def deliver_msg(acc: Account, src: Any, subject: bytes, reply: bytes | None, hdr: bytes | None,
@@ -424,7 +476,7 @@ def _size(piece: bytes, has_hdr: bool) -> int:
 
 
 def _deliver_each(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr: bool, pieces: list[bytes],
-                  queues: tuple[bytes, ...] | list[bytes] | None, depth: int) -> int:
+                  queues: tuple[bytes, ...] | list[bytes] | None, depth: int, trace: MsgTrace | None = None) -> int:
     """Frame by frame: links (leafs, routes) in queue groups, consumer deliveries to links.
 
     A link gets one frame per message naming every group it was picked for, so its plain subscribers see the
@@ -432,6 +484,7 @@ def _deliver_each(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr: 
     a rotating start, the first local member or route; a leaf member is only the fallback when the message came
     from a client, a leaf or a route (local members and cluster peers win over leafs). A message that came over
     a route goes to local members only: never on to another route (one hop inside the full mesh).
+    With a trace (one traced frame), every target is recorded in it, and links get the frame with its hop header.
     """
     count = 0
     out_bytes = 0
@@ -445,17 +498,26 @@ def _deliver_each(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr: 
         n = 0
         for conn, sub, pfx in fan.plain:
             if conn is skip:
+                if trace is not None and not conn.is_link:
+                    trace.egress(conn, sub, NO_ECHO)
                 continue
             if conn.is_link:
                 to_links.setdefault(conn, [])
-            else:
+            elif trace is None:
                 n += _deliver_limited(conn, sub, pfx, b"H" + pfx, has_hdr, [piece], size)  # "MSG ..." -> "HMSG ..."
+            else:
+                n += _deliver_traced_to(trace, conn, sub, pfx, b"H" + pfx, piece, size)
         if to_routes:
             for conn, _sub, _pfx, _hpfx in fan.routers:
                 to_links.setdefault(conn, [])
         for conn, sub, pfx, hpfx in fan.limited:
-            if conn is not skip:
+            if conn is skip:
+                if trace is not None:
+                    trace.egress(conn, sub, NO_ECHO)
+            elif trace is None:
                 n += _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece], size)
+            else:
+                n += _deliver_traced_to(trace, conn, sub, pfx, hpfx, piece, size)
         for grp in fan.queues:
             qname = grp[0][1].queue
             if queues is not None and qname not in queues:
@@ -468,7 +530,8 @@ def _deliver_each(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr: 
                 if conn is skip or conn.closed:
                     continue
                 if not conn.is_link:
-                    if _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece], size):
+                    if _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece], size) if trace is None else \
+                            _deliver_traced_to(trace, conn, sub, pfx, hpfx, piece, size):
                         n += 1
                         fallback = None
                         break
@@ -488,15 +551,19 @@ def _deliver_each(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr: 
             if reply and fan.leaf_shown:
                 reply = reply + b"@" + fan.shown  # type: ignore[operator]
             for link, names in to_links.items():
-                if not link.closed:
+                if link.closed:
+                    continue
+                if trace is None:
                     link.send_link_msg(acc, subject, reply, names, hdr, payload)
                     n += 1
+                else:
+                    n += _forward_traced(trace, link, acc, subject, reply, names, hdr, payload)  # type: ignore[arg-type]
         if fan.internal and depth < MAX_IMPORT_DEPTH:
             for sub in fan.internal:
-                n += _deliver_import(acc, sub, src, subject, has_hdr, [piece], size, depth)
+                n += _deliver_import(acc, sub, src, subject, has_hdr, [piece], size, depth, trace)
         count += n
         out_bytes += n * size
-    if count:
+    if count and (trace is None or not trace.only):
         src.server.out_msgs += count
         src.server.out_bytes += out_bytes
     elif src.no_responders:
@@ -539,6 +606,41 @@ def _deliver_limited(conn: Client, sub: Subscription, pfx: bytes, hpfx: bytes, h
     return 1
 
 
+def _deliver_traced_to(trace: MsgTrace, conn: Client, sub: Subscription, pfx: bytes, hpfx: bytes, piece: bytes,
+                       size: int) -> int:
+    """One client target of a traced frame, recorded as an `eg` event with nats-server's reason when it gets nothing
+    (deliverMsg); with trace-only it is listed and gets nothing. 1 when it got the frame (or is listed)."""
+    if sub.closed:
+        trace.egress(conn, sub, SUB_CLOSED)
+        return 0
+    if sub.max is not None and sub.delivered >= sub.max:
+        trace.egress(conn, sub, AUTO_UNSUB)
+        return 0
+    if conn.closed:
+        trace.egress(conn, sub, CLIENT_CLOSED)
+        return 0
+    if not trace.only:
+        _deliver_limited(conn, sub, pfx, hpfx, True, [piece], size)
+    trace.egress(conn, sub)
+    return 1
+
+
+def _forward_traced(trace: MsgTrace, link: Any, acc: Account, subject: bytes, reply: bytes | None,
+                    queues: list[bytes], hdr: bytes, payload: bytes) -> int:
+    """A traced frame to a leaf or route: with its Nats-Trace-Hop, counted in the event's hops. A peer below the
+    tracing protocol still gets it (but sends no event), unless it is trace-only (client.go deliverMsg)."""
+    hdr = trace.hop_header(hdr)
+    error = ""
+    if link.protocol < MSG_TRACE_PROTO:
+        if trace.only:
+            trace.egress(link, None, NO_SUPPORT)
+            return 0
+        error = DELIVERED_NO_SUPPORT
+    link.send_link_msg(acc, subject, reply, queues, hdr, payload)
+    trace.egress(link, None, error)
+    return 1
+
+
 def _deliver_stripped(conn: Client, sub: Subscription, pfx: bytes, pieces: list[bytes]) -> None:
     # nats-server strips the header block for clients that did not say headers:true.
     for piece in pieces:
@@ -550,26 +652,53 @@ def _deliver_stripped(conn: Client, sub: Subscription, pfx: bytes, pieces: list[
 
 
 def _deliver_import(acc: Account, sub: Subscription, src: Any, subject: bytes, has_hdr: bool,
-                    pieces: list[bytes], nbytes: int, depth: int) -> int:
+                    pieces: list[bytes], nbytes: int, depth: int, trace: MsgTrace | None = None) -> int:
+    """A message to an internal subscription: a hub handler, a stream import or a service import. With a trace (one
+    traced frame): handlers that take part in traces (streams) see it in msgtrace.active, others do not run for a
+    trace-only frame; an import is an `se`/`si` event, and the trace goes on past it only where `allow_trace` says
+    so, else the message goes on untraced (`trace disabled`) or, trace-only, stops there."""
     imp = sub.imported
     if isinstance(imp, InternalHandler):
         if sub.closed:
             return 0
+        if trace is not None:
+            if not imp.traced:
+                if trace.only:
+                    return 0
+            else:
+                msgtrace.active = trace
         taken = 0
-        for piece in pieces:
-            reply, hdr, payload = decode_tail(piece, has_hdr)
-            # False: the handler does not serve this message (a direct get of a stream without allow_direct),
-            # so it must not count as a responder.
-            if imp.callback(src, subject, reply, hdr, payload) is not False:
-                taken = 1
+        try:
+            for piece in pieces:
+                reply, hdr, payload = decode_tail(piece, has_hdr)
+                # False: the handler does not serve this message (a direct get of a stream without allow_direct),
+                # so it must not count as a responder.
+                if imp.callback(src, subject, reply, hdr, payload) is not False:
+                    taken = 1
+        finally:
+            msgtrace.active = None
         return taken
     if not isinstance(imp, ServiceImport):
         # Stream import: same frames, subject mapped into the importing account.
-        return deliver(imp.dest, src, map_subject(imp.subject, imp.local, subject), has_hdr, pieces, nbytes,
-                       depth + 1)
+        to = map_subject(imp.subject, imp.local, subject)
+        if trace is not None:
+            trace.stream_export(imp.dest.name, to)
+            if imp.allow_trace:
+                return deliver_traced(imp.dest, src, to, pieces[0], nbytes, None, depth + 1, trace)
+            if trace.only:
+                return 0
+            pieces = [_trace_disabled(pieces[0])]
+        return deliver(imp.dest, src, to, has_hdr, pieces, nbytes, depth + 1)
     if src.is_router:
         return 0  # the server the request came from served its client's import already
     mapped = map_subject(imp.local, imp.subject, subject)
+    if trace is not None:
+        trace.service_import(imp.dest.name, subject, mapped)
+        if not imp.allow_trace:
+            if trace.only:
+                return 0
+            pieces = [_trace_disabled(pieces[0])]
+            trace = None
     delivered = 0
     # As nats-server, a request crossing accounts carries the requesting account (and, in a cluster, the server and
     # cluster it came in at: JetStream places a new stream in the requester's cluster). We do not measure client
@@ -584,8 +713,19 @@ def _deliver_import(acc: Account, sub: Subscription, src: Any, subject: bytes, h
             reply = imp.dest.add_response(acc, reply)
         hdr = hdr[:-2] + info if hdr is not None else b"NATS/1.0\r\n" + info
         size = len(payload) + len(hdr)
-        delivered += deliver(imp.dest, src, mapped, True, [encode_tail(reply, hdr, payload)], size, depth + 1)
+        if trace is not None:
+            delivered += deliver_traced(imp.dest, src, mapped, encode_tail(reply, hdr, payload), size, None,
+                                        depth + 1, trace)
+        else:
+            delivered += deliver(imp.dest, src, mapped, True, [encode_tail(reply, hdr, payload)], size, depth + 1)
     return 1 if delivered else 0
+
+
+def _trace_disabled(piece: bytes) -> bytes:
+    """A traced frame that goes on untraced past an import: its Nats-Trace-Dest says `trace disabled`, so no server
+    after this one traces it either."""
+    reply, hdr, payload = decode_tail(piece, True)
+    return encode_tail(reply, hdr_set(hdr, TRACE_DEST, TRACE_DISABLED), payload)  # type: ignore[arg-type]
 
 
 def _no_responders(src: Client, subject: bytes, has_hdr: bool, pieces: list[bytes]) -> None:

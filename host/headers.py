@@ -49,3 +49,15 @@ def hdr_append(hdr: bytes | None, lines: bytes) -> bytes:
     if hdr and len(hdr) > 2:
         return hdr[:-2] + lines + b"\r\n"
     return HDR_LINE + lines + b"\r\n"
+
+
+def hdr_set(hdr: bytes, name: bytes, value: bytes) -> bytes:
+    """hdr with the header `name` set to `value` (nats-server setHeader): its first line replaced where it is, else
+    the line added at the end."""
+    key = b"\r\n" + name + b":"
+    i = hdr.find(key)
+    if i < 0:
+        return hdr_append(hdr, name + b": " + value + b"\r\n")
+    i += 2
+    j = hdr.find(b"\r\n", i)
+    return hdr[:i] + name + b": " + value + hdr[j:]

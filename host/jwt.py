@@ -26,7 +26,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from host.opts import (
@@ -629,9 +628,7 @@ def install_claims_update(server: Server, trust: Trust, system: Account) -> None
             log.error("jwt update resulted in error - %s - %s", account, e)
         if not reply:
             return
-        resp: dict[str, Any] = {"server": {"name": server.name, "host": server.opts.host, "id": server.id,
-                                           "ver": server.version, "jetstream": server.js is not None, "flags": 0,
-                                           "time": datetime.now(UTC).isoformat()}}
+        resp: dict[str, Any] = {"server": server.event_server_info()}
         if error:
             resp["error"] = {"account": account, "code": 500, "description": error}
         else:

@@ -45,9 +45,10 @@ from edge.proto import (
 from host import errors
 from host.accounts import Account, nuid
 from host.auth import LeafPermissions, authenticate_leaf
-from host.client import LINK_FIRST_PING_INTERVAL, Client, interest_change
+from host.client import LINK_FIRST_PING_INTERVAL, Client, interest_change, peer_proto
 from host.delivery import deliver, deliver_link_msg, learn_plan
 from host.jwt import JwtError, decode_jwt, read_creds, sign_nonce, user_limits
+from host.msgtrace import MSG_TRACE_PROTO
 from host.parser import HubParser
 from host.sublist import Subscription, is_literal, is_valid_subject
 
@@ -135,6 +136,7 @@ class Leaf(Client):
             self.origin = cluster.encode()
         self.name = self.remote_name
         self.version = str(c.get("version", "") or "")
+        self.protocol = peer_proto(c.get("protocol"))  # MSG_TRACE_PROTO and up: it traces what we forward it
         if self.server.trust is not None:
             # a leaf's user JWT limits its subscriptions and payload as a client's (nats-server applyAccountLimits
             # decodes the JWT of the CONNECT again, as here: it has just been verified)
@@ -170,6 +172,7 @@ class Leaf(Client):
             return
         self.remote_name = str(info.get("server_name", "") or "")
         self.remote_id = str(info.get("server_id", "") or "")
+        self.protocol = peer_proto(info.get("proto"))
         try:
             connect = self.remote.connect_options(self.server, str(info.get("nonce") or ""))
         except JwtError as e:
@@ -372,7 +375,7 @@ class RemoteLeaf:
             "headers": True,
             "compress_mode": "off",
             "remote_account": self.account.name,
-            "protocol": 1,
+            "protocol": MSG_TRACE_PROTO,
         }
         if self.user:
             opts["user"] = self.user
@@ -420,7 +423,7 @@ def leaf_info(server: Server, leaf: Leaf) -> dict[str, Any]:
         "server_id": server.id,
         "server_name": server.name,
         "version": server.version,
-        "proto": 1,
+        "proto": MSG_TRACE_PROTO,  # as nats-server: the leaf forwards us trace-only messages (host/msgtrace.py)
         "host": host,
         "port": server.leaf_port,
         "headers": True,

@@ -13,7 +13,7 @@ from typing import Any
 from host import conf
 from host.conf import ConfError, ConfMap
 from host.gotime import NS, parse_duration
-from host.sublist import is_valid_subject
+from host.sublist import is_valid_literal_subject, is_valid_subject
 
 DEFAULT_PORT = 4222
 MAX_PAYLOAD = 1024 * 1024
@@ -80,6 +80,7 @@ class Export:
     subject: bytes
     service: bool
     accounts: list[str] | None = None  # None: public
+    allow_trace: bool = False  # a service export: message traces go on into this account (host/msgtrace.py)
 
 
 @dataclass
@@ -88,6 +89,7 @@ class Import:
     subject: bytes  # subject in the exporting account
     service: bool
     local: bytes  # subject in the importing account (`to`, or prefix + subject)
+    allow_trace: bool = False  # a stream import: message traces go on into the importing account
 
 
 @dataclass
@@ -123,6 +125,10 @@ class AccountConfig:
     default_permissions: Permissions | None = None  # given to its users without permissions of their own
     jetstream: bool | None = None  # `jetstream: enabled` in the account block
     limits: AccountLimits = field(default_factory=AccountLimits)
+    # `msg_trace { dest, sampling }` (alias `trace_dest`): where the events of messages traced by a sampled W3C
+    # `traceparent` go, and the percentage sampled (host/msgtrace.py)
+    trace_dest: str | None = None
+    trace_sampling: int = 0
 
 
 @dataclass
@@ -862,11 +868,59 @@ class _Loader:
                     acc.default_permissions = self.load_permissions(self.map_(body, key))
                 elif k == "mappings":
                     continue
+                elif k in ("msg_trace", "trace_dest"):
+                    self.load_account_msg_trace(body, key, acc)
                 else:
                     self._unknown(body, key)
             acc.imports = [self.load_import(b, k, i) for b, k, i in pending_imports]
             _apply_default_permissions(acc.users, acc.default_permissions)
             self.opts.accounts[name] = acc
+
+    def load_account_msg_trace(self, body: ConfMap, key: str, acc: AccountConfig) -> None:
+        """`msg_trace: "dest"` or `msg_trace { dest: "subj", sampling: 1-100 or "NN%" }`, as nats-server
+        parseAccountMsgTrace (its texts); a destination without sampling samples everything."""
+        v = body[key]
+
+        def dest(m: ConfMap, k: str) -> None:
+            d = m[k]
+            if not isinstance(d, str):
+                raise self.err(m, k, f'Field "{k}" should be a string, got {_go_type(d)}')
+            if not is_valid_literal_subject(d.encode()):
+                raise self.err(m, k, f'Trace destination "{d}" is not valid')
+            acc.trace_dest = d
+
+        if isinstance(v, str):
+            dest(body, key)
+        elif isinstance(v, ConfMap):
+            for k in v:
+                lk = k.lower()
+                if lk == "dest":
+                    dest(v, k)
+                elif lk == "sampling":
+                    n = v[k]
+                    if isinstance(n, str):
+                        text = n[:-1] if n.endswith("%") else n
+                        if not text.lstrip("+-").isdigit():
+                            raise self.err(v, k, f'Invalid trace destination sampling value "{n}"')
+                        n = int(text)
+                    elif isinstance(n, bool) or not isinstance(n, int):
+                        raise self.err(v, k, f'Trace destination sampling field "{k}" should be an integer or a '
+                                             f"percentage, got {_go_type(n)}")
+                    if not 0 < n <= 100:
+                        raise self.err(v, k, f"Ttrace destination sampling value {n} is invalid, needs to be "
+                                             "[1..100]")
+                    acc.trace_sampling = n
+                elif not v.used_as_variable(k):
+                    raise self.err(v, k, f'Unknown field "{k}" parsing account message trace map/struct "{key}"')
+        else:
+            raise self.err(body, key, f'Expected account message trace "{key}" to be a string or a map/struct, got '
+                                      f"{_go_type(v)}")
+        if acc.trace_dest is not None and acc.trace_sampling == 0:
+            acc.trace_sampling = 100
+        elif acc.trace_dest is None and acc.trace_sampling:
+            self.opts.warnings.append(f"{_where(body, key)}Trace destination sampling ignored since no destination "
+                                      "was set")
+            acc.trace_sampling = 0
 
     def load_account_limits(self, m: ConfMap, lim: AccountLimits) -> None:
         """`limits { ... }` of an account, as nats-server parseAccountLimits."""
@@ -927,7 +981,12 @@ class _Loader:
         accounts = None
         if (ak := _ci(e, "accounts")) is not None:
             accounts = [str(a) for a in self.list_(e, ak)]
-        return Export(subject=subj.encode(), service=bool(service), accounts=accounts)
+        allow_trace = False
+        if (tk := _ci(e, "allow_trace")) is not None:
+            if not service:
+                raise self.err(e, tk, "Detected allow_trace directive on non-service")
+            allow_trace = self.bool_(e, tk)
+        return Export(subject=subj.encode(), service=bool(service), accounts=accounts, allow_trace=allow_trace)
 
     def load_import(self, m: ConfMap, key: str, i: Any) -> Import:
         if not isinstance(i, ConfMap):
@@ -947,11 +1006,17 @@ class _Loader:
             local = self.str_(i, to_k)
         if (pre_k := _ci(i, "prefix")) is not None:
             local = self.str_(i, pre_k) + "." + subject
+        allow_trace = False
+        if (tk := _ci(i, "allow_trace")) is not None:
+            if service:
+                raise self.err(i, tk, "Detected allow_trace directive on a non-stream")
+            allow_trace = self.bool_(i, tk)
         return Import(
             account=self.str_(src, acc_k),
             subject=subject.encode(),
             service=bool(service),
             local=local.encode(),
+            allow_trace=allow_trace,
         )
 
 
@@ -985,6 +1050,21 @@ def _apply_default_permissions(users: list[User], default: Permissions | None) -
         for u in users:
             if u.permissions is None:
                 u.permissions = default
+
+
+def _go_type(v: Any) -> str:
+    """The Go type nats-server's config parser gives a value, as its `%T` errors name it."""
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int):
+        return "int64"
+    if isinstance(v, float):
+        return "float64"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, ConfMap):
+        return "map[string]interface {}"
+    return "[]interface {}"
 
 
 def _where(m: ConfMap, key: str) -> str:

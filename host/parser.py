@@ -43,6 +43,7 @@ from edge.proto import (
     RemoteProtocolError,
     reply_queues,
 )
+from host.msgtrace import TRACE_DEST
 
 OP_PUB_RUN = 17  # after edge.proto's op numbers
 LINE_CACHE_MAX = 4096  # parsed reply-less lines kept (a repeated line costs one dict lookup)
@@ -164,7 +165,8 @@ class HubParser(Parser):
                             break
                         line = buf[pos:i]
                         hit = get(line)
-                        if hit is None or hit[0] != drop_subj:
+                        if hit is None or hit[0] != drop_subj or hit[1]:
+                            # (a line with headers is never dropped here: it may be traced, host/msgtrace.py)
                             seen = hit is not None  # a line seen before, to another subject: taken as it is below
                             break
                         end = i + 1 + hit[2]
@@ -339,8 +341,11 @@ class HubParser(Parser):
                                 nbytes += size
                                 pos = end + 2
                                 continue
-                            elif drop and settled and subj in drop and (reply is None or drop_replies):
-                                # (Only before any operation: a SUB earlier in this batch may have made interest.)
+                            elif drop and settled and subj in drop and (reply is None or drop_replies) and \
+                                    not has_hdr:
+                                # (Only before any operation: a SUB earlier in this batch may have made interest.
+                                # A frame with headers is delivered, not dropped: it may be traced, and a traced
+                                # message's event lists its ingress whoever listens, host/msgtrace.py.)
                                 if subj is not last_subj:
                                     last_subj = None if has_hdr else subj
                                     last_head = None
@@ -357,7 +362,17 @@ class HubParser(Parser):
                 # The open run ends here: deliver it by its plan, or hand it on as an event.
                 if run_subj is not None:
                     plan = plans.get(run_subj) if direct else None
-                    targets = None if plan is None else plan.htargets if run_hdr else plan.targets
+                    if plan is None:
+                        targets = None
+                    elif run_hdr:
+                        targets = plan.htargets
+                        if targets is not None and (TRACE_DEST in first if pieces is None else
+                                                    any(TRACE_DEST in p for p in pieces)):
+                            # A traced frame (one substring test per frame with headers) leaves for the event path
+                            # (host/msgtrace.py): the router delivers the run frame by frame.
+                            targets = None
+                    else:
+                        targets = plan.targets
                     if targets is not None:
                         if pieces is None:
                             for o, pfx in targets:

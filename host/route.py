@@ -61,7 +61,7 @@ from edge.proto import (
 )
 from host import errors
 from host.accounts import Account, nuid
-from host.client import LINK_FIRST_PING_INTERVAL, Client, interest_change
+from host.client import LINK_FIRST_PING_INTERVAL, Client, interest_change, peer_proto
 from host.delivery import deliver, deliver_link_msg, learn_plan
 from host.opts import split_url
 from host.parser import HubParser
@@ -73,7 +73,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("natsedge.hub")
 
-ROUTE_PROTO = 3  # nats-server RouteProtoV2 and up; 3 also gets trace-only messages forwarded (README 3.4)
 RECONNECT_DELAY = 1.0  # nats-server DEFAULT_ROUTE_RECONNECT
 CONNECT_TIMEOUT = 2.0  # nats-server DEFAULT_ROUTE_DIAL
 ERR_ROUTE_PORT = "attempted to connect to route port"
@@ -196,6 +195,7 @@ class Router(Client):
         self.remote_name = str(info.get("server_name", "") or "")
         self.name = self.remote_name
         self.version = str(info.get("version", "") or "")
+        self.protocol = peer_proto(info.get("proto"))  # MSG_TRACE_PROTO and up: it traces what we forward it
         self.remote_info = info
         self.origin_forms = bool(info.get("lnoc")) and bool(info.get("lnocu"))
         ip = info.get("ip")

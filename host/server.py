@@ -25,9 +25,11 @@ from host.accounts import Account, ServiceImport, nuid, wire_imports
 from host.auth import auth_configured, info_auth_required, nonce_required
 from host.client import Client
 from host.delivery import deliver_msg, deliver_reply
+from host.gotime import time_text
 from host.jwt import PREFIX_ACCOUNT, AccountClaims, Trust, install_claims_update, trust_from_options
 from host.leafnode import Leaf, RemoteLeaf, leaf_info
 from host.monitor import conn_info, start_monitor
+from host.msgtrace import MSG_TRACE_PROTO
 from host.opts import GLOBAL_ACCOUNT, SYSTEM_ACCOUNT, Options, split_url
 from host.route import RouteDialer, Router, first_host_name, new_cluster_name
 from host.sublist import Subscription
@@ -91,6 +93,7 @@ class InternalClient:
     is_router = False
     is_link = False
     to_routes = True
+    traces = False
     echo = True
     no_responders = False
     closed = False
@@ -128,6 +131,7 @@ class Server:
         for name, cfg in opts.accounts.items():
             acc = Account(name)
             acc.config = cfg
+            acc.trace_dest, acc.trace_sampling = cfg.trace_dest, cfg.trace_sampling
             acc.routes = self.routes
             self.accounts[name] = acc
         self.trust = trust_from_options(opts)  # operator mode (host/jwt.py)
@@ -143,6 +147,7 @@ class Server:
         self.before_flush: list[Any] = []  # callables run by flush_dirty before it writes
         self.reading: Client | None = None  # the client whose read batch is being processed
         self._cid = 0
+        self.event_seq = 0  # of the server blocks of events (event_server_info)
         self.total_connections = 0
         self.in_msgs = 0
         self.in_bytes = 0
@@ -233,6 +238,21 @@ class Server:
         acc.enforce_limits()
         return acc
 
+    def is_system_account(self, acc: Account) -> bool:
+        return acc.name == (self.trust.system_account if self.trust is not None and self.trust.system_account
+                            else SYSTEM_ACCOUNT)
+
+    def event_server_info(self) -> dict[str, Any]:
+        """The `server` block of the events and system answers the hub sends (nats-server ServerInfo), numbered by
+        `seq` as nats-server numbers its system messages."""
+        self.event_seq += 1
+        info: dict[str, Any] = {"name": self.name, "host": self.opts.host, "id": self.id}
+        if self.cluster_name:
+            info["cluster"] = self.cluster_name
+        info.update(ver=self.version, jetstream=self.js is not None, flags=0, seq=self.event_seq,
+                    time=time_text(time.time_ns()))
+        return info
+
     def next_cid(self) -> int:
         self._cid += 1
         return self._cid
@@ -281,7 +301,7 @@ class Server:
             "server_id": self.id,
             "server_name": self.name,
             "version": VERSION,
-            "proto": 3,
+            "proto": MSG_TRACE_PROTO,  # nats-server MsgTraceProto: peers forward us trace-only messages
             "go": "natsedge " + NATSEDGE_VERSION,
             "host": host,
             "port": port,

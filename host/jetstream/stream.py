@@ -21,8 +21,9 @@ import shutil
 import time
 from typing import TYPE_CHECKING, Any
 
+from host import msgtrace
 from host.gotime import NS, parse_duration, rfc3339
-from host.headers import HDR_LINE, hdr_append, hdr_get, hdr_remove, status_header
+from host.headers import HDR_LINE, hdr_append, hdr_get, hdr_remove, hdr_set, status_header
 from host.jetstream.errors import ApiError, js_error
 from host.jetstream.filestore import FileStore, atomic_write
 from host.jetstream.gojson import dumps
@@ -40,6 +41,7 @@ from host.jetstream.store import (
 )
 from host.jetstream.stream_config import sorted_metadata, store_config
 from host.jetstream.versioning import dynamic_metadata
+from host.msgtrace import TRACE_DEST, TRACE_DISABLED, MsgTrace
 
 if TYPE_CHECKING:
     import asyncio
@@ -179,7 +181,7 @@ class Stream:
             acc.remove_sub(sub)
         for s in subjects:
             if s not in self._subs:
-                self._subs[s] = acc.add_internal(s.encode(), self._on_publish)
+                self._subs[s] = acc.add_internal(s.encode(), self._on_publish, traced=True)
 
     def _apply_config(self, cfg: dict[str, Any]) -> None:
         """Cache what the per-message path reads, so it does not look into the config dict."""
@@ -287,7 +289,13 @@ class Stream:
             if reply and not self._no_ack:
                 self._ack_error(reply, js_error("JSStreamStoreFailedF", err="subject is not valid UTF-8"))
             return
+        trace = msgtrace.active
         try:
+            if trace is not None:
+                # A traced message (host/msgtrace.py): its event lists the stream, and is sent once this is done.
+                trace.jetstream(self.name)
+                self._process(subj, reply, hdr, payload, trace)
+                return
             # The account's limit is read per message, not cached: a pushed account JWT may change it.
             if hdr is not None or self._slow or self.jsa.storage_limited(self.is_memory):
                 self._process(subj, reply, hdr, payload)
@@ -320,6 +328,8 @@ class Stream:
                 log.exception("JetStream: consumer of '%s' failed on message %d", self.name, seq)
 
     def _ack_error(self, reply: bytes, err: ApiError) -> None:
+        if msgtrace.active is not None:
+            msgtrace.active.stored("", error=f"{err.description} ({err.err_code})")  # as Go prints an ApiError
         self.jsa.publish(reply, None, None, dumps({"error": err.body(), "stream": self.name, "seq": 0}))
 
     def _store_failed(self, reply: bytes | None, e: Exception) -> None:
@@ -327,10 +337,15 @@ class Stream:
         if reply:
             self._ack_error(reply, js_error("JSStreamStoreFailedF", err=str(e)))
 
-    def _process(self, subject: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
-        """The full publish path: header checks in nats-server's order, limits, store, ack, consumers."""
+    def _process(self, subject: str, reply: bytes | None, hdr: bytes | None, payload: bytes,
+                 trace: MsgTrace | None = None) -> None:
+        """The full publish path: header checks in nats-server's order, limits, store, ack, consumers. A traced
+        message (host/msgtrace.py) is checked as any; trace-only, it stops before the store; else it is stored with
+        tracing switched off, so a consumer delivering it starts no trace."""
         if self.closed:
             return
+        if trace is not None and not trace.only and hdr is not None:
+            hdr = hdr_set(hdr, TRACE_DEST, TRACE_DISABLED)
         if self._no_ack:
             reply = None
         if self._sealed:
@@ -379,7 +394,12 @@ class Stream:
                 self._ack_error(reply, js_error("JSAccountResourcesExceededErr"))
             return
         store = self.store
-        if self._interest and not self._has_interest(store.last_seq + 1, subject):
+        no_interest = self._interest and not self._has_interest(store.last_seq + 1, subject)
+        if trace is not None:
+            trace.stored(subject, no_interest)
+            if trace.only:
+                return
+        if no_interest:
             # Nobody would ever read it: the sequence is used, nothing is stored (SkipMsgNoInterest).
             seq = store.last_seq + 1
             ts = time.time_ns()
