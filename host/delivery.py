@@ -656,7 +656,9 @@ def _deliver_import(acc: Account, sub: Subscription, src: Any, subject: bytes, h
     """A message to an internal subscription: a hub handler, a stream import or a service import. With a trace (one
     traced frame): handlers that take part in traces (streams) see it in msgtrace.active, others do not run for a
     trace-only frame; an import is an `se`/`si` event, and the trace goes on past it only where `allow_trace` says
-    so, else the message goes on untraced (`trace disabled`) or, trace-only, stops there."""
+    so, else the message goes on untraced or, trace-only, stops there. Past a service import with allow_trace the
+    message's Nats-Trace-Dest names a response subject of the exporting account that leads back to the destination,
+    so the events of the servers after this one reach it (setupResponseServiceImport)."""
     imp = sub.imported
     if isinstance(imp, InternalHandler):
         if sub.closed:
@@ -687,7 +689,7 @@ def _deliver_import(acc: Account, sub: Subscription, src: Any, subject: bytes, h
                 return deliver_traced(imp.dest, src, to, pieces[0], nbytes, None, depth + 1, trace)
             if trace.only:
                 return 0
-            pieces = [_trace_disabled(pieces[0])]
+            # (delivered untraced, its headers as they are: nats-server only stops tracing here)
         return deliver(imp.dest, src, to, has_hdr, pieces, nbytes, depth + 1)
     if src.is_router:
         return 0  # the server the request came from served its client's import already
@@ -712,6 +714,8 @@ def _deliver_import(acc: Account, sub: Subscription, src: Any, subject: bytes, h
         if reply:
             reply = imp.dest.add_response(acc, reply)
         hdr = hdr[:-2] + info if hdr is not None else b"NATS/1.0\r\n" + info
+        if trace is not None:
+            hdr = hdr_set(hdr, TRACE_DEST, imp.dest.add_response(trace.acc, trace.dest))
         size = len(payload) + len(hdr)
         if trace is not None:
             delivered += deliver_traced(imp.dest, src, mapped, encode_tail(reply, hdr, payload), size, None,

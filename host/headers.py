@@ -52,12 +52,7 @@ def hdr_append(hdr: bytes | None, lines: bytes) -> bytes:
 
 
 def hdr_set(hdr: bytes, name: bytes, value: bytes) -> bytes:
-    """hdr with the header `name` set to `value` (nats-server setHeader): its first line replaced where it is, else
-    the line added at the end."""
-    key = b"\r\n" + name + b":"
-    i = hdr.find(key)
-    if i < 0:
-        return hdr_append(hdr, name + b": " + value + b"\r\n")
-    i += 2
-    j = hdr.find(b"\r\n", i)
-    return hdr[:i] + name + b": " + value + hdr[j:]
+    """hdr with the header `name` set to `value`, as nats-server's client setHeader: every `name` line removed, the
+    new line added at the end."""
+    rest = hdr_remove(hdr, b"\r\n" + name + b":")
+    return hdr_append(rest, name + b": " + value + b"\r\n")
