@@ -247,8 +247,10 @@ class Server:
         `seq` as nats-server numbers its system messages."""
         self.event_seq += 1
         info: dict[str, Any] = {"name": self.name, "host": self.opts.host, "id": self.id}
-        if self.cluster_name:
-            info["cluster"] = self.cluster_name
+        # (a leaf spoke without a cluster names itself as one, as its leaf CONNECT does: host/leafnode.py)
+        cluster = self.cluster_name or (self.name if self.opts.leafnodes.remotes else "")
+        if cluster:
+            info["cluster"] = cluster
         info.update(ver=self.version, jetstream=self.js is not None, flags=0, seq=self.event_seq,
                     time=time_text(time.time_ns()))
         return info

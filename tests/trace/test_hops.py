@@ -1,0 +1,191 @@
+"""Message tracing across links: a leaf hop (both ends nats-server or hub, in all four pairings) and a route hop
+(2-node clusters: nats-server, hub, and one of each in both orders: tests/cluster pair_kinds). Every server the
+message crosses sends its own event; the copy forwarded over the link carries Nats-Trace-Hop, so the events of a
+path mixing nats-server and the hub make one trace. Compared field by field with nats-server's captured events
+(vectors/trace/trace_events_leaf_hop.json, trace_events_route_hop.json; their capture's raw clients sent no name)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge import trace as names
+from tests.cluster.harness import CLUSTER_NAME, Cluster, pair_kinds
+from tests.cluster.harness import selected_sides as cluster_sides
+from tests.compat.harness import Raw, Server, free_port, pub, selected_sides, wait_until
+
+from .harness import by_server, event_of, traced_pub, vector_events
+
+SIDES = selected_sides()
+PAIRS = [(hub, leaf) for hub in SIDES for leaf in SIDES]
+
+
+def _rename(event: dict, servers: dict[str, str]) -> dict:
+    """A normal-form event with the server names of the capture replaced by this test's."""
+    text = json.dumps(event)
+    for old, new in servers.items():
+        text = text.replace(f'"{old}"', f'"{new}"')
+    return json.loads(text)
+
+
+def _reaches(sender: Raw, subject: str, receiver: Raw) -> None:
+    """Publish probes on `subject` from `sender` until `receiver` got one: the interest crossed the link."""
+
+    def arrived():
+        sender.send(pub(subject, b"probe"))
+        sender.sync()
+        return any(m.subject == subject for m in receiver.msgs_until_pong())
+
+    wait_until(arrived, timeout=15, interval=0.05, msg=f"interest in {subject} across the link")
+
+
+def _drain(raw: Raw) -> None:
+    """Read until a PING round brings nothing: probes still in flight are gone."""
+    while raw.msgs_until_pong():
+        pass
+
+
+def _events(raw: Raw, n: int, timeout: float = 5.0) -> list[dict]:
+    """The next n trace events (probes on other subjects skipped)."""
+    from tests.compat.harness import read_msg
+
+    out = []
+    while len(out) < n:
+        m = read_msg(raw, timeout)
+        if m.subject.startswith("trace."):
+            out.append(event_of(m))
+    return out
+
+
+@pytest.fixture(params=PAIRS, ids=[f"hub_{h}-leaf_{lf}" for h, lf in PAIRS])
+def leaf_pair(request, tmp_path):
+    """A hub named thub and a leaf named tleaf that dials it (the capture's topology), of the given kinds."""
+    hub_kind, leaf_kind = request.param
+    port = free_port()
+    (tmp_path / "hub").mkdir()
+    (tmp_path / "leaf").mkdir()
+    hub = Server(hub_kind, config=f"server_name: thub\nleafnodes {{ listen: 127.0.0.1:{port} }}\n",
+                 workdir=tmp_path / "hub")
+    request.addfinalizer(hub.stop)
+    hub.start()
+    leaf = Server(leaf_kind, config="server_name: tleaf\nleafnodes { remotes: [ { url: "
+                  f'"nats-leaf://127.0.0.1:{port}" }} ] }}\n', workdir=tmp_path / "leaf")
+    request.addfinalizer(leaf.stop)
+    leaf.start()
+    return hub, leaf
+
+
+def _leaf_scene(hub: Server, leaf: Server) -> tuple[Raw, Raw, Raw]:
+    """The capture's clients: a subscriber to app.x on the hub, a trace listener and a publisher on the leaf, with
+    interest across the link both ways."""
+    sub = hub.client(name=None)
+    sub.send(b"SUB app.x 1\r\n")
+    sub.sync()
+    tracer = leaf.client(name=None)
+    tracer.send(b"SUB trace.> 1\r\n")
+    tracer.sync()
+    publisher = leaf.client(name=None)
+    _reaches(publisher, "app.x", sub)
+    _reaches(sub, "trace.probe", tracer)
+    _drain(sub)
+    _drain(tracer)
+    return sub, tracer, publisher
+
+
+def test_leaf_hop_matches_the_capture(leaf_pair):
+    hub, leaf = leaf_pair
+    sub, tracer, publisher = _leaf_scene(hub, leaf)
+    with sub, tracer, publisher:
+        publisher.send(traced_pub("app.x", "trace.leafhub"))
+        publisher.sync()
+        got = by_server(_events(tracer, 2))
+        want = by_server(vector_events("trace_events_leaf_hop.json"))
+        assert got == want
+        m = [m for m in sub.msgs_until_pong() if m.subject == "app.x"] or [_next_app(sub)]
+        # delivered on the hub with the hop the leaf gave it
+        assert m[0].hdr == b"NATS/1.0\r\nNats-Trace-Dest: trace.leafhub\r\nNats-Trace-Hop: 1\r\n\r\n"
+
+
+def _next_app(raw: Raw):
+    from tests.compat.harness import read_msg
+
+    return read_msg(raw)
+
+
+def test_trace_only_crosses_the_leaf_and_delivers_nothing(leaf_pair):
+    hub, leaf = leaf_pair
+    sub, tracer, publisher = _leaf_scene(hub, leaf)
+    with sub, tracer, publisher:
+        publisher.send(traced_pub("app.x", "trace.only", b"hello", (names.ONLY, "true")))
+        publisher.sync()
+        got = by_server(_events(tracer, 2))
+        assert got["tleaf"]["events"] == [
+            {"type": "in", "kind": names.CLIENT, "acc": "$G", "subj": "app.x"},
+            {"type": "eg", "kind": names.LEAF, "name": "thub", "hop": "1"},
+        ]
+        assert got["thub"]["request"]["header"] == {names.DEST: ["trace.only"], names.ONLY: ["true"],
+                                                     names.HOP: ["1"]}
+        assert got["thub"]["events"] == [
+            {"type": "in", "kind": names.LEAF, "name": "tleaf", "acc": "$G", "subj": "app.x"},
+            {"type": "eg", "kind": names.CLIENT, "sub": "app.x"},
+        ]
+        assert sub.msgs_until_pong() == []
+
+
+ROUTE_SIDES = [s for s in cluster_sides() if s in ("nats", "hub", "mixed-nats", "mixed-hub")]
+
+
+@pytest.fixture(params=ROUTE_SIDES)
+def route_pair(request, tmp_path) -> Cluster:
+    c = Cluster(request.param, 2, tmp_path, kinds=pair_kinds(request.param))
+    request.addfinalizer(c.stop)
+    return c.start()
+
+
+def _route_scene(c: Cluster) -> tuple[Raw, Raw]:
+    """The capture's clients: on n2 a plain and a queue subscriber to app.y (one connection); on n1 one connection
+    that listens to trace.> and publishes."""
+    sub = c[1].client(name=None)
+    sub.send(b"SUB app.y 1\r\nSUB app.y qg 2\r\n")
+    sub.sync()
+    tracer = c[0].client(name=None)
+    tracer.send(b"SUB trace.> 1\r\n")
+    tracer.sync()
+    _reaches(tracer, "app.y", sub)
+    _reaches(sub, "trace.probe", tracer)
+    _drain(sub)
+    _drain(tracer)
+    return sub, tracer
+
+
+def test_route_hop_matches_the_capture(route_pair):
+    sub, tracer = _route_scene(route_pair)
+    with sub, tracer:
+        tracer.send(traced_pub("app.y", "trace.route", b"hi"))
+        got = by_server(_events(tracer, 2))
+        want = {new: _rename(e, {"tr1": "n1", "tr2": "n2", "tc": CLUSTER_NAME}) for new, e in
+                zip(("n1", "n2"), (by_server(vector_events("trace_events_route_hop.json"))[k] for k in ("tr1", "tr2")),
+                    strict=True)}
+        assert got == want
+        msgs = []
+        wait_until(lambda: msgs.extend(m for m in sub.msgs_until_pong() if m.subject == "app.y") or len(msgs) >= 2,
+                   timeout=5, msg="both subscriptions on n2")
+        assert sorted(m.sid for m in msgs) == ["1", "2"]
+        assert all(m.hdr == b"NATS/1.0\r\nNats-Trace-Dest: trace.route\r\nNats-Trace-Hop: 1\r\n\r\n" for m in msgs)
+
+
+def test_trace_only_crosses_the_route_and_delivers_nothing(route_pair):
+    sub, tracer = _route_scene(route_pair)
+    with sub, tracer:
+        tracer.send(traced_pub("app.y", "trace.route", b"hi", (names.ONLY, "true")))
+        got = by_server(_events(tracer, 2))
+        assert got["n1"]["hops"] == 1
+        assert got["n1"]["events"][1:] == [{"type": "eg", "kind": names.ROUTER, "name": "n2", "hop": "1"}]
+        assert got["n2"]["events"] == [
+            {"type": "in", "kind": names.ROUTER, "name": "n1", "acc": "$G", "subj": "app.y"},
+            {"type": "eg", "kind": names.CLIENT, "sub": "app.y", "queue": "qg"},
+            {"type": "eg", "kind": names.CLIENT, "sub": "app.y"},
+        ]
+        assert sub.msgs_until_pong() == []
+
