@@ -40,6 +40,7 @@ from host import errors
 from host.accounts import Account
 from host.auth import ClientPermissions, authenticate
 from host.delivery import deliver, learn_plan, settle
+from host.msgtrace import trace_max_payload, trace_refused
 from host.parser import OP_PUB_RUN, HubParser, decode_tail, encode_tail
 from host.sublist import Sublist, Subscription, is_valid_literal_subject, is_valid_subject
 
@@ -393,6 +394,8 @@ class Client(asyncio.Protocol):
     def protocol_error(self, e: RemoteProtocolError) -> None:
         if e.wire == errors.ERR_MAX_PAYLOAD:
             reason = errors.MAX_PAYLOAD_EXCEEDED
+            if not self.is_link:
+                trace_max_payload(self)
         elif e.wire == errors.ERR_MAX_CONTROL_LINE:
             reason = errors.MAX_CONTROL_LINE_EXCEEDED
         else:
@@ -612,6 +615,9 @@ class Client(asyncio.Protocol):
                 err = encode_err(errors.err_pub_violation(subject))
                 for _ in range(n):
                     self.enqueue(err)
+                if has_hdr:
+                    trace_refused(self, self.account, subject, [_hdr_size(p) for p in pieces],
+                                  errors.err_pub_violation(subject))
                 return
             # allow_responses: each frame uses up the reply permission, one by one as nats-server counts them.
             now = time.monotonic()
@@ -637,6 +643,13 @@ class Client(asyncio.Protocol):
                 self.enqueue(OK)
         assert self.account is not None
         deliver(self.account, self, subject, has_hdr, pieces, nbytes)
+
+
+def _hdr_size(piece: bytes) -> tuple[bytes, int]:
+    """A frame with headers as (header block, message size)."""
+    _reply, hdr, payload = decode_tail(piece, True)
+    assert hdr is not None
+    return hdr, len(hdr) + len(payload)
 
 
 def min_limit(a: int, b: int) -> int:

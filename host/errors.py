@@ -23,6 +23,8 @@ ERR_MAX_SUBSCRIPTIONS = "maximum subscriptions exceeded"
 ERR_MAX_ACCOUNT_CONNECTIONS = "maximum account active connections exceeded"  # ErrTooManyAccountConnections
 ERR_INVALID_SUBJECT = "Invalid Subject"
 ERR_INVALID_PUB_SUBJECT = "Invalid Publish Subject"
+# not on the wire: the `in` error of a traced message over the payload limit (nats-server ErrMaxPayload)
+ERR_MAX_PAYLOAD_EXCEEDED = "maximum payload exceeded"
 
 
 def err_pub_violation(subject: bytes) -> str:

@@ -301,6 +301,29 @@ def init_msg_trace(src: Any, acc: Any, subject: bytes, hdr: bytes, msgsize: int,
                            compression_of(header)), hdr
 
 
+def trace_refused(src: Any, acc: Any, subject: bytes, hdrs: list[tuple[bytes, int]], error: str) -> None:
+    """Messages with headers refused at ingress (publish permissions, the payload limit): each traced one still gets
+    its event, with only the `in` entry and its error (pubPermissionViolation, sendMsgTraceIngressErrEvent).
+    hdrs: (header block, message size) per message."""
+    for hdr, size in hdrs:
+        if TRACE_DEST in hdr or acc.trace_dest is not None:
+            trace = init_msg_trace(src, acc, subject, hdr, size, error)[1]
+            if trace is not None:
+                trace.send()
+
+
+def trace_max_payload(client: Any) -> None:
+    """A client's HPUB over the payload limit: its header block, as far as it was received, may ask for a trace
+    (client.go processHeaderPub)."""
+    line, rest = client.parser.failed_line()
+    parts = line.split()
+    if len(parts) not in (4, 5) or parts[0].upper() != b"HPUB" or not parts[-2].isdigit() or \
+            not parts[-1].isdigit() or client.account is None:
+        return
+    trace_refused(client, client.account, parts[1], [(rest[: int(parts[-2])], int(parts[-1]))],
+                  errors.ERR_MAX_PAYLOAD_EXCEEDED)
+
+
 def allowed_dest(src: Any, acc: Any, dest: bytes) -> bool:
     """Whether `src` may have events published to `dest` (allowedToPublishOnMsgTraceDest): never a gateway reply
     subject, `$NRG.` only from the system account, and within the connection's publish permissions."""

@@ -420,6 +420,15 @@ class HubParser(Parser):
                 out.append((OP_PUB_RUN, run_subj, run_hdr, pieces or [first], nbytes))
             self._pos = pos
 
+    def failed_line(self) -> tuple[bytes, bytes]:
+        """After an error: the control line it was raised on (without its CRLF) and the bytes after it that were
+        received, as far as they are here (the header block of a frame over the payload limit, for its trace)."""
+        buf = self._buf if isinstance(self._buf, bytes) else b"".join(self._buf)
+        i = buf.find(b"\n", self._pos)
+        if i < 0:
+            return b"", b""
+        return buf[self._pos : i].rstrip(b"\r"), buf[i + 1 :]
+
     def _control(self, line: bytes) -> tuple | None:
         if self._words == 2 and line[:2].upper() in (b"LS", b"LM"):
             return self._origin_control(line)

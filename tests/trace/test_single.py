@@ -318,3 +318,33 @@ def test_stream_export_event_and_allow_trace(start, allow, only):
     else:
         assert len(got) == 1
         assert b"Nats-Trace-Dest: trace.b\r\n" in got[0].hdr  # untraced past the export, its headers untouched
+
+
+def test_payload_over_the_limit_is_an_ingress_error(start):
+    srv = start("server_name: small\nmax_payload: 64\n")
+    with srv.client(name="tracer") as t, srv.client(name="big") as c:
+        t.send(b"SUB trace.x 1\r\nSUB app.x 2\r\n")
+        t.sync()
+        c.send(traced_pub("app.x", "trace.x", b"x" * 100))
+        c.expect_err("Maximum Payload Violation")
+        events = wait_events(t, 1)
+        assert normal(events[0])["events"] == [
+            {"type": "in", "kind": 0, "name": "big", "acc": "$G", "subj": "app.x", "error": "maximum payload exceeded"},
+        ]
+        assert normal(events[0])["request"] == {"header": {names.DEST: ["trace.x"]}, "msgsize": 138}
+
+
+def test_subject_outside_publish_permissions_is_an_ingress_error(start):
+    conf = 'authorization { users: [ { user: u, password: p, permissions: { publish: "trace.>" } } ] }\n'
+    srv = start(conf)
+    with srv.client(user="u", name="limited", **{"pass": "p"}) as c:
+        c.send(b"SUB > 1\r\n")
+        c.sync()
+        c.send(traced_pub("app.x", "trace.x"))
+        c.expect_err('Permissions Violation for Publish to "app.x"')
+        msgs = c.msgs_until_pong() or [read_msg(c)]
+        assert [m.subject for m in msgs] == ["trace.x"]
+        assert normal(events_of(msgs)[0])["events"] == [
+            {"type": "in", "kind": 0, "name": "limited", "acc": "$G", "subj": "app.x",
+             "error": 'Permissions Violation for Publish to "app.x"'},
+        ]
