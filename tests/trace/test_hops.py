@@ -189,3 +189,94 @@ def test_trace_only_crosses_the_route_and_delivers_nothing(route_pair):
         ]
         assert sub.msgs_until_pong() == []
 
+
+
+@pytest.fixture(params=SIDES)
+def leaf_port_server(request, tmp_path):
+    port = free_port()
+    srv = Server(request.param, config=f"server_name: hubside\nleafnodes {{ listen: 127.0.0.1:{port} }}\n",
+                 workdir=tmp_path)
+    request.addfinalizer(srv.stop)
+    srv.start()
+    srv.leaf_port = port  # type: ignore[attr-defined]
+    return srv
+
+
+def _raw_leaf(srv: Server, protocol: int) -> Raw:
+    """A raw leaf (as tests/compat/test_leafnode.py's) that says `protocol` in its CONNECT and wants app.x."""
+    r = Raw(srv.leaf_port, auto_pong=True)
+    opts = {"name": "rawleaf", "headers": True, "protocol": protocol, "version": "2.15.1"}
+    r.send(b"CONNECT " + json.dumps(opts).encode() + b"\r\nLS+ app.x\r\nPING\r\n")
+    r.expect(rb".*?PONG\r\n")
+    return r
+
+
+@pytest.mark.parametrize("protocol", [1, 3])
+@pytest.mark.parametrize("only", [False, True])
+def test_leaf_below_the_tracing_protocol(leaf_port_server, protocol, only):
+    # A leaf that did not announce protocol 3 gets a traced message (with an `eg` error: it will send no event of
+    # its own), but never a trace-only one; a leaf at 3 gets both, with the hop header.
+    srv = leaf_port_server
+    leaf = _raw_leaf(srv, protocol)
+    with leaf, srv.client(name="pub") as c:
+        c.send(b"SUB trace.x 1\r\n")
+        extra = ((names.ONLY, "true"),) if only else ()
+        c.send(traced_pub("app.x", "trace.x", b"v", *extra))
+        events = _events(c, 1)
+        eg = by_server(events)["hubside"]["events"][1:]
+        refused = only and protocol < 3
+        error = names.NO_SUPPORT if refused else names.DELIVERED_NO_SUPPORT if protocol < 3 else None
+        want = {"type": "eg", "kind": names.LEAF, "name": "rawleaf", "hop": "1"}
+        if error:
+            want["error"] = error
+        assert eg == [want]
+        leaf.send(b"PING\r\n")
+        frames = leaf.expect(rb"(.*?)PONG\r\n").group(1)  # (LS+ for the trace destination comes first)
+        if refused:
+            assert b"app.x" not in frames
+        else:
+            assert b"HMSG app.x " in frames and b"Nats-Trace-Hop: 1\r\n" in frames
+
+
+CHAINS = [k for k in (("nats", "nats", "nats"), ("hub", "hub", "hub"), ("hub", "nats", "hub"), ("nats", "hub", "nats"))
+          if set(k) <= set(SIDES)]
+
+
+@pytest.mark.parametrize("kinds", CHAINS, ids=["-".join(k) for k in CHAINS])
+def test_daisy_chain_numbers_nested_hops(kinds, tmp_path, request):
+    # tA is a leaf of tB, which is a leaf of tC (TestMsgTraceWithLeafNodeDaisyChain): tB forwards the copy it got as
+    # hop 1 as hop 1.1.
+    ports = {"tB": free_port(), "tC": free_port()}
+    confs = {
+        "tC": f"leafnodes {{ listen: 127.0.0.1:{ports['tC']} }}",
+        "tB": f"leafnodes {{ listen: 127.0.0.1:{ports['tB']}, "
+              f"remotes: [ {{ url: \"nats-leaf://127.0.0.1:{ports['tC']}\" }} ] }}",
+        "tA": f"leafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{ports['tB']}\" }} ] }}",
+    }
+    servers = {}
+    for name, kind in zip(("tA", "tB", "tC"), kinds, strict=True):
+        (tmp_path / name).mkdir()
+        srv = Server(kind, config=f"server_name: {name}\n{confs[name]}\n", workdir=tmp_path / name)
+        request.addfinalizer(srv.stop)
+        servers[name] = srv
+    for name in ("tC", "tB", "tA"):
+        servers[name].start()
+    with servers["tC"].client(name=None) as sub, servers["tA"].client(name=None) as tracer:
+        sub.send(b"SUB app.z 1\r\n")
+        sub.sync()
+        tracer.send(b"SUB trace.> 1\r\n")
+        tracer.sync()
+        _reaches(tracer, "app.z", sub)
+        _reaches(sub, "trace.probe", tracer)
+        _drain(sub)
+        _drain(tracer)
+        tracer.send(traced_pub("app.z", "trace.chain"))
+        got = by_server(_events(tracer, 3))
+    assert {name: (e.get("hops"), e["request"]["header"].get(names.HOP), e["events"]) for name, e in got.items()} == {
+        "tA": (1, None, [{"type": "in", "kind": names.CLIENT, "acc": "$G", "subj": "app.z"},
+                         {"type": "eg", "kind": names.LEAF, "name": "tB", "hop": "1"}]),
+        "tB": (1, ["1"], [{"type": "in", "kind": names.LEAF, "name": "tA", "acc": "$G", "subj": "app.z"},
+                          {"type": "eg", "kind": names.LEAF, "name": "tC", "hop": "1.1"}]),
+        "tC": (None, ["1.1"], [{"type": "in", "kind": names.LEAF, "name": "tB", "acc": "$G", "subj": "app.z"},
+                               {"type": "eg", "kind": names.CLIENT, "sub": "app.z"}]),
+    }
