@@ -348,22 +348,19 @@ _SNAPPY_STREAM_ID = b"\xff\x06\x00\x00sNaPpY"
 _SNAPPY_CHUNK = 65536  # the framing format's largest uncompressed chunk
 
 
-def _crc32c_table() -> list[int]:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC32C = _crc32c_table()
+_CRC32C: list[int] = []  # CRC-32C (Castagnoli) by byte, made at the first snappy event
 
 
 def crc32c(data: bytes) -> int:
-    c = 0xFFFFFFFF
+    """CRC-32C, which the snappy framing format checks each chunk with."""
     table = _CRC32C
+    if not table:
+        for i in range(256):
+            c = i
+            for _ in range(8):
+                c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+            table.append(c)
+    c = 0xFFFFFFFF
     for b in data:
         c = table[(c ^ b) & 0xFF] ^ (c >> 8)
     return c ^ 0xFFFFFFFF

@@ -216,7 +216,8 @@ def test_no_echo_is_an_egress_error(start):
         ]
 
 
-@pytest.mark.parametrize("accept,encoding", [("gzip", "gzip"), ("br", "identity")])
+@pytest.mark.parametrize("accept,encoding", [("gzip", "gzip"), ("br", "identity"), ("snappy", "snappy"),
+                                             ("S2, gzip", "snappy")])
 def test_event_compression_follows_accept_encoding(start, accept, encoding):
     with start().client() as c:
         c.send(b"SUB trace.x 1\r\n")
@@ -227,6 +228,12 @@ def test_event_compression_follows_accept_encoding(start, accept, encoding):
         event = normal(events_of(msgs)[0])
         assert event["request"]["header"]["Accept-Encoding"] == [accept]
         assert [e["type"] for e in event["events"]] == ["in"]
+
+
+def test_snappy_checksum_is_crc32c():
+    from .harness import _crc32c
+
+    assert _crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
 
 
 def events_of(msgs) -> list[dict]:
