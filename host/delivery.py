@@ -28,7 +28,10 @@ The rules, written once here:
   user may not receive it;
 - leaf links: one frame per link however many of its subscriptions match; the queue groups it was picked
   for are named on that frame;
-- imports: stream and service imports carry the message into other accounts, up to MAX_IMPORT_DEPTH.
+- imports: stream and service imports carry the message into other accounts, up to MAX_IMPORT_DEPTH;
+- tracing: a traced frame from a connection (host/msgtrace.py `traced`, one substring test per frame with headers)
+  takes the frame-by-frame path with its MsgTrace, which records every target there and gives links the copy with
+  its hop header.
 """
 
 from __future__ import annotations
