@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from host import msgtrace
 from host.gotime import NS, parse_duration, rfc3339
 from host.headers import HDR_LINE, hdr_append, hdr_get, hdr_remove, hdr_set, status_header
-from host.jetstream.errors import ApiError, js_error
+from host.jetstream.errors import JS_API_ERRORS, ApiError, js_error
 from host.jetstream.filestore import FileStore, atomic_write
 from host.jetstream.gojson import dumps
 from host.jetstream.memstore import MemStore
@@ -95,6 +95,15 @@ def _pubkey(value: Any) -> str:
 
 # ---- the stream --------------------------------------------------------------------------------------------------
 
+
+# The errors nats-server's processJetStreamMsg returns where its PubAck has these API errors (a traced message's `js`
+# error); the others are the API error as Go prints an ApiError, "description (err_code)".
+_STORE_ERRORS = {JS_API_ERRORS[name][1]: text for name, text in (
+    ("JSStreamMessageExceedsMaximumErr", "maximum payload exceeded"),  # ErrMaxPayload
+    ("JSStreamHeaderExceedsMaximumErr", "maximum payload exceeded"),
+    ("JSStreamNotMatchErr", "expected stream does not match"),  # errStreamMismatch
+    ("JSMessageTTLDisabledErr", "message TTL disabled"),  # errMsgTTLDisabled
+)}
 
 class Stream:
     """One stream: config, store, subscriptions, dedupe window, consumers (see js-contract for the interface)."""
@@ -327,9 +336,15 @@ class Stream:
             except Exception:  # noqa: BLE001 - one consumer's failure must not reach the publisher or the others
                 log.exception("JetStream: consumer of '%s' failed on message %d", self.name, seq)
 
-    def _ack_error(self, reply: bytes, err: ApiError) -> None:
+    def _refuse(self, reply: bytes | None, err: ApiError) -> None:
+        """A message the stream does not take: the error in the PubAck the publisher asked for, and in the `js`
+        event of a traced message, worded as nats-server's processJetStreamMsg returns it."""
         if msgtrace.active is not None:
-            msgtrace.active.stored("", error=f"{err.description} ({err.err_code})")  # as Go prints an ApiError
+            msgtrace.active.stored("", error=_STORE_ERRORS.get(err.err_code) or f"{err.description} ({err.err_code})")
+        if reply:
+            self._ack_error(reply, err)
+
+    def _ack_error(self, reply: bytes, err: ApiError) -> None:
         self.jsa.publish(reply, None, None, dumps({"error": err.body(), "stream": self.name, "seq": 0}))
 
     def _store_failed(self, reply: bytes | None, e: Exception) -> None:
@@ -349,8 +364,7 @@ class Stream:
         if self._no_ack:
             reply = None
         if self._sealed:
-            if reply:
-                self._ack_error(reply, js_error("JSStreamSealedErr"))
+            self._refuse(reply, js_error("JSStreamSealedErr"))
             return
         msg_id = b""
         rollup = b""
@@ -365,8 +379,8 @@ class Stream:
         if hdr is not None and _NATS_PREFIX in hdr:
             err = self._check_headers(subject, reply, hdr)
             if err is not None:
-                if err is not True and reply:
-                    self._ack_error(reply, err)
+                if err is not True:
+                    self._refuse(reply, err)
                 return
             msg_id = hdr_get(hdr, H_MSG_ID) or b""
             rollup = (hdr_get(hdr, H_ROLLUP) or b"").lower()
@@ -374,24 +388,20 @@ class Stream:
         hlen = len(hdr) if hdr is not None else 0
         mms = self._max_msg_size
         if mms >= 0 and (hlen > mms or len(payload) > mms - hlen):
-            if reply:
-                self._ack_error(reply, js_error("JSStreamMessageExceedsMaximumErr"))
+            self._refuse(reply, js_error("JSStreamMessageExceedsMaximumErr"))
             return
         if hlen > MAX_HEADER_LEN:
-            if reply:
-                self._ack_error(reply, js_error("JSStreamHeaderExceedsMaximumErr"))
+            self._refuse(reply, js_error("JSStreamHeaderExceedsMaximumErr"))
             return
         if self._limit_checked and self.jsa.js.over_limit(self.is_memory):
             log.warning("JetStream resource limits exceeded for server")
-            if reply:
-                self._ack_error(reply, js_error("JSInsufficientResourcesErr"))
+            self._refuse(reply, js_error("JSInsufficientResourcesErr"))
             return
         if self.jsa.storage_limited(self.is_memory) and self.jsa.would_exceed(self.is_memory, self.store.msg_size(
                 len(subject.encode()), hlen, len(payload))):
             log.warning("JetStream %s resource limits exceeded for account: \"%s\"",
                         "memory" if self.is_memory else "file", self.jsa.account.name)
-            if reply:
-                self._ack_error(reply, js_error("JSAccountResourcesExceededErr"))
+            self._refuse(reply, js_error("JSAccountResourcesExceededErr"))
             return
         store = self.store
         no_interest = self._interest and not self._has_interest(store.last_seq + 1, subject)

@@ -355,3 +355,28 @@ def test_subject_outside_publish_permissions_is_an_ingress_error(start):
             {"type": "in", "kind": 0, "name": "limited", "acc": "$G", "subj": "app.x",
              "error": 'Permissions Violation for Publish to "app.x"'},
         ]
+
+
+def test_jetstream_refusal_and_no_interest_in_the_js_event(start):
+    srv = start("server_name: jsx\n", jetstream=True)
+    with srv.client(name="c") as c:
+        c.send(b"SUB trace.x 1\r\n")
+        small = _js_request(c, "$JS.API.STREAM.CREATE.SMALL",
+                            {"name": "SMALL", "subjects": ["small.>"], "max_msg_size": 10})
+        interest = _js_request(c, "$JS.API.STREAM.CREATE.INT",
+                               {"name": "INT", "subjects": ["int.>"], "retention": "interest"})
+        assert "error" not in small and "error" not in interest
+        # too big, with and without a PubAck asked for; an interest stream nobody consumes
+        c.send(hpub("small.x", trace_headers("trace.x"), b"x" * 50, "_INBOX.none"))
+        c.send(hpub("small.x", trace_headers("trace.x"), b"x" * 50))
+        c.send(hpub("int.x", trace_headers("trace.x"), b"y"))
+        js = []
+        while len(js) < 3:
+            m = read_msg(c)
+            js += [e for e in normal(events_of([m])[0])["events"] if e["type"] == "js"]
+        # (nats-server stores off the publisher's path: the events may come in another order)
+        assert sorted(js, key=lambda e: e["stream"]) == [
+            {"type": "js", "stream": "INT", "subject": "int.x", "nointerest": True},
+            {"type": "js", "stream": "SMALL", "error": "maximum payload exceeded"},
+            {"type": "js", "stream": "SMALL", "error": "maximum payload exceeded"},
+        ]
