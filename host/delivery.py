@@ -221,20 +221,15 @@ def settle(used: list[Plan], server: Any) -> tuple[int, int]:
 
 
 def deliver(acc: Account, src: Any, subject: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int,
-            depth: int = 0, queues: tuple[bytes, ...] | list[bytes] | None = None) -> int:
+            depth: int = 0, queues: tuple[bytes, ...] | list[bytes] | None = None, untraced: bool = False) -> int:
     """Deliver a run of frames published to `subject` in `acc` by `src`; returns how many targets got it.
 
     queues: the queue groups in scope, None for all of them (a client's or the hub's publish), a sequence of
-    names for a link's frame (empty: none).
+    names for a link's frame (empty: none). untraced: the run is known to hold no traced frame (host/msgtrace.py);
+    a connection's run with headers is looked at here otherwise, where it enters (depth 0).
     """
-    if has_hdr and not depth and src.traces and traced(acc, pieces):
+    if has_hdr and not (depth or untraced) and src.traces and traced(acc, pieces):
         return _deliver_traced_run(acc, src, subject, pieces, queues)
-    return deliver_run(acc, src, subject, has_hdr, pieces, nbytes, depth, queues)
-
-
-def deliver_run(acc: Account, src: Any, subject: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int,
-                depth: int = 0, queues: tuple[bytes, ...] | list[bytes] | None = None) -> int:
-    """`deliver` for a run known to hold no traced frame."""
     if acc.responses:
         resp = acc.responses.pop(subject, None)
         if resp is not None:
@@ -351,7 +346,7 @@ def _deliver_traced_run(acc: Account, src: Any, subject: bytes, pieces: list[byt
             piece = encode_tail(reply, new_hdr, payload)
             size = len(new_hdr) + len(payload)
         if trace is None:
-            count += deliver_run(acc, src, subject, True, [piece], size, 0, queues)
+            count += deliver(acc, src, subject, True, [piece], size, 0, queues, untraced=True)
         else:
             count += deliver_traced(acc, src, subject, piece, size, queues, 0, trace)
             trace.send()
@@ -363,7 +358,7 @@ def deliver_traced(acc: Account, src: Any, subject: bytes, piece: bytes, size: i
     """One traced frame (with headers) to the subscribers of `subject` in `acc`: the frame-by-frame path, which
     records each target in `trace`."""
     if acc.responses and subject in acc.responses:
-        return deliver_run(acc, src, subject, True, [piece], size, depth, queues)  # a service reply: as any
+        return deliver(acc, src, subject, True, [piece], size, depth, queues, untraced=True)  # a service reply: as any
     r = acc.sublist.cache.get(subject)
     if r is None:
         r = acc.sublist.match(subject)
