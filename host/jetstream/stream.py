@@ -299,6 +299,7 @@ class Stream:
                 self._ack_error(reply, js_error("JSStreamStoreFailedF", err="subject is not valid UTF-8"))
             return
         trace = msgtrace.active
+        msgtrace.active = None  # taken: what this store step sends on (consumer deliveries, acks) is not traced
         try:
             if trace is not None:
                 # A traced message (host/msgtrace.py): its event lists the stream, and is sent once this is done.
