@@ -337,11 +337,11 @@ class Stream:
             except Exception:  # noqa: BLE001 - one consumer's failure must not reach the publisher or the others
                 log.exception("JetStream: consumer of '%s' failed on message %d", self.name, seq)
 
-    def _refuse(self, reply: bytes | None, err: ApiError) -> None:
+    def _refuse(self, trace: MsgTrace | None, reply: bytes | None, err: ApiError) -> None:
         """A message the stream does not take: the error in the PubAck the publisher asked for, and in the `js`
         event of a traced message, worded as nats-server's processJetStreamMsg returns it."""
-        if msgtrace.active is not None:
-            msgtrace.active.stored("", error=_STORE_ERRORS.get(err.err_code) or f"{err.description} ({err.err_code})")
+        if trace is not None:
+            trace.stored("", error=_STORE_ERRORS.get(err.err_code) or f"{err.description} ({err.err_code})")
         if reply:
             self._ack_error(reply, err)
 
@@ -365,7 +365,7 @@ class Stream:
         if self._no_ack:
             reply = None
         if self._sealed:
-            self._refuse(reply, js_error("JSStreamSealedErr"))
+            self._refuse(trace, reply, js_error("JSStreamSealedErr"))
             return
         msg_id = b""
         rollup = b""
@@ -381,7 +381,7 @@ class Stream:
             err = self._check_headers(subject, reply, hdr)
             if err is not None:
                 if err is not True:
-                    self._refuse(reply, err)
+                    self._refuse(trace, reply, err)
                 return
             msg_id = hdr_get(hdr, H_MSG_ID) or b""
             rollup = (hdr_get(hdr, H_ROLLUP) or b"").lower()
@@ -389,20 +389,20 @@ class Stream:
         hlen = len(hdr) if hdr is not None else 0
         mms = self._max_msg_size
         if mms >= 0 and (hlen > mms or len(payload) > mms - hlen):
-            self._refuse(reply, js_error("JSStreamMessageExceedsMaximumErr"))
+            self._refuse(trace, reply, js_error("JSStreamMessageExceedsMaximumErr"))
             return
         if hlen > MAX_HEADER_LEN:
-            self._refuse(reply, js_error("JSStreamHeaderExceedsMaximumErr"))
+            self._refuse(trace, reply, js_error("JSStreamHeaderExceedsMaximumErr"))
             return
         if self._limit_checked and self.jsa.js.over_limit(self.is_memory):
             log.warning("JetStream resource limits exceeded for server")
-            self._refuse(reply, js_error("JSInsufficientResourcesErr"))
+            self._refuse(trace, reply, js_error("JSInsufficientResourcesErr"))
             return
         if self.jsa.storage_limited(self.is_memory) and self.jsa.would_exceed(self.is_memory, self.store.msg_size(
                 len(subject.encode()), hlen, len(payload))):
             log.warning("JetStream %s resource limits exceeded for account: \"%s\"",
                         "memory" if self.is_memory else "file", self.jsa.account.name)
-            self._refuse(reply, js_error("JSAccountResourcesExceededErr"))
+            self._refuse(trace, reply, js_error("JSAccountResourcesExceededErr"))
             return
         store = self.store
         no_interest = self._interest and not self._has_interest(store.last_seq + 1, subject)
