@@ -338,8 +338,9 @@ def allowed_dest(src: Any, acc: Any, dest: bytes) -> bool:
 
 
 def sample(sampling: int) -> bool:
-    """Whether a traceparent-triggered message is traced at this sampling percentage (1-100)."""
-    return sampling <= 0 or sampling >= 100 or random.randrange(100) < sampling
+    """Whether a traceparent-triggered message is traced at this sampling percentage (1-100), drawn as nats-server
+    draws it (a random 0-99 up to and including `sampling`)."""
+    return sampling <= 0 or sampling >= 100 or random.randrange(100) <= sampling
 
 
 # ---- snappy framing (the event's body when Accept-Encoding names snappy or s2) -----------------------------------
