@@ -19,7 +19,6 @@ Rules kept here:
 
 from __future__ import annotations
 
-import gzip
 import logging
 import random
 import time
@@ -159,6 +158,8 @@ class MsgTrace:
         hdr = None
         if self.compression:
             if self.compression == "gzip":
+                import gzip  # (only for events that ask for it: the hub does not load it otherwise)
+
                 body = gzip.compress(body)
             elif self.compression == "snappy":
                 body = snappy_frames(body)
