@@ -13,7 +13,7 @@ import gzip
 import json
 from pathlib import Path
 
-from tests.compat.harness import Raw, hpub
+from tests.compat.harness import Raw, hpub, read_msg
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 _DROPPED = ("ts", "cid")
@@ -108,11 +108,15 @@ def events_until_pong(raw: Raw) -> list[dict]:
     return [event_of(m) for m in raw.msgs_until_pong()]
 
 
-def wait_events(raw: Raw, n: int, timeout: float = 5.0) -> list[dict]:
-    """The next `n` events on a raw connection subscribed to a trace destination (fails after `timeout`)."""
-    from tests.compat.harness import read_msg
-
-    return [event_of(read_msg(raw, timeout)) for _ in range(n)]
+def wait_events(raw: Raw, n: int, dest: str | None = None, timeout: float = 5.0) -> list[dict]:
+    """The next `n` events on a raw connection subscribed to a trace destination: every message, or only those on
+    `dest` (others, such as late interest probes, skipped); fails after `timeout`."""
+    out: list[dict] = []
+    while len(out) < n:
+        m = read_msg(raw, timeout)
+        if dest is None or m.subject == dest:
+            out.append(event_of(m))
+    return out
 
 
 def normal(event: dict) -> dict:

@@ -15,7 +15,7 @@ from tests.cluster.harness import CLUSTER_NAME, Cluster, pair_kinds
 from tests.cluster.harness import selected_sides as cluster_sides
 from tests.compat.harness import Raw, Server, free_port, pub, selected_sides, wait_until
 
-from .harness import by_server, event_of, traced_pub, vector_events
+from .harness import by_server, traced_pub, vector_events, wait_events
 
 SIDES = selected_sides()
 PAIRS = [(hub, leaf) for hub in SIDES for leaf in SIDES]
@@ -44,18 +44,6 @@ def _drain(raw: Raw) -> None:
     """Read until a PING round brings nothing: probes still in flight are gone."""
     while raw.msgs_until_pong():
         pass
-
-
-def _events(raw: Raw, n: int, timeout: float = 5.0) -> list[dict]:
-    """The next n trace events (probes on other subjects skipped)."""
-    from tests.compat.harness import read_msg
-
-    out = []
-    while len(out) < n:
-        m = read_msg(raw, timeout)
-        if m.subject.startswith("trace."):
-            out.append(event_of(m))
-    return out
 
 
 @pytest.fixture(params=PAIRS, ids=[f"hub_{h}-leaf_{lf}" for h, lf in PAIRS])
@@ -99,7 +87,7 @@ def test_leaf_hop_matches_the_capture(leaf_pair):
     with sub, tracer, publisher:
         publisher.send(traced_pub("app.x", "trace.leafhub"))
         publisher.sync()
-        got = by_server(_events(tracer, 2))
+        got = by_server(wait_events(tracer, 2, "trace.leafhub"))
         want = by_server(vector_events("trace_events_leaf_hop.json"))
         assert got == want
         m = [m for m in sub.msgs_until_pong() if m.subject == "app.x"] or [_next_app(sub)]
@@ -119,7 +107,7 @@ def test_trace_only_crosses_the_leaf_and_delivers_nothing(leaf_pair):
     with sub, tracer, publisher:
         publisher.send(traced_pub("app.x", "trace.only", b"hello", (names.ONLY, "true")))
         publisher.sync()
-        got = by_server(_events(tracer, 2))
+        got = by_server(wait_events(tracer, 2, "trace.only"))
         assert got["tleaf"]["events"] == [
             {"type": "in", "kind": names.CLIENT, "acc": "$G", "subj": "app.x"},
             {"type": "eg", "kind": names.LEAF, "name": "thub", "hop": "1"},
@@ -163,7 +151,7 @@ def test_route_hop_matches_the_capture(route_pair):
     sub, tracer = _route_scene(route_pair)
     with sub, tracer:
         tracer.send(traced_pub("app.y", "trace.route", b"hi"))
-        got = by_server(_events(tracer, 2))
+        got = by_server(wait_events(tracer, 2, "trace.route"))
         want = {new: _rename(e, {"tr1": "n1", "tr2": "n2", "tc": CLUSTER_NAME}) for new, e in
                 zip(("n1", "n2"), (by_server(vector_events("trace_events_route_hop.json"))[k] for k in ("tr1", "tr2")),
                     strict=True)}
@@ -179,7 +167,7 @@ def test_trace_only_crosses_the_route_and_delivers_nothing(route_pair):
     sub, tracer = _route_scene(route_pair)
     with sub, tracer:
         tracer.send(traced_pub("app.y", "trace.route", b"hi", (names.ONLY, "true")))
-        got = by_server(_events(tracer, 2))
+        got = by_server(wait_events(tracer, 2, "trace.route"))
         assert got["n1"]["hops"] == 1
         assert got["n1"]["events"][1:] == [{"type": "eg", "kind": names.ROUTER, "name": "n2", "hop": "1"}]
         assert got["n2"]["events"] == [
@@ -222,7 +210,7 @@ def test_leaf_below_the_tracing_protocol(leaf_port_server, protocol, only):
         c.send(b"SUB trace.x 1\r\n")
         extra = ((names.ONLY, "true"),) if only else ()
         c.send(traced_pub("app.x", "trace.x", b"v", *extra))
-        events = _events(c, 1)
+        events = wait_events(c, 1, "trace.x")
         eg = by_server(events)["hubside"]["events"][1:]
         refused = only and protocol < 3
         error = names.NO_SUPPORT if refused else names.DELIVERED_NO_SUPPORT if protocol < 3 else None
@@ -271,7 +259,7 @@ def test_daisy_chain_numbers_nested_hops(kinds, tmp_path, request):
         _drain(sub)
         _drain(tracer)
         tracer.send(traced_pub("app.z", "trace.chain"))
-        got = by_server(_events(tracer, 3))
+        got = by_server(wait_events(tracer, 3, "trace.chain"))
     assert {name: (e.get("hops"), e["request"]["header"].get(names.HOP), e["events"]) for name, e in got.items()} == {
         "tA": (1, None, [{"type": "in", "kind": names.CLIENT, "acc": "$G", "subj": "app.z"},
                          {"type": "eg", "kind": names.LEAF, "name": "tB", "hop": "1"}]),

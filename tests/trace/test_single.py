@@ -13,7 +13,7 @@ import pytest
 from edge import trace as names
 from tests.compat.harness import Server, hpub, pub, read_msg, selected_sides
 
-from .harness import events_until_pong, normal, trace_headers, traced_pub, vector_events, wait_events
+from .harness import event_of, events_until_pong, normal, trace_headers, traced_pub, vector_events, wait_events
 
 SIDES = selected_sides()
 
@@ -79,8 +79,6 @@ def _capture_client(srv: Server):
 
 def _split(msgs) -> tuple[list[dict], list]:
     """Messages of the capture client: events (on the trace destinations) and the rest."""
-    from .harness import event_of
-
     events = [event_of(m) for m in msgs if m.subject.startswith("trace.")]
     return events, [m for m in msgs if not m.subject.startswith("trace.")]
 
@@ -225,7 +223,7 @@ def test_event_compression_follows_accept_encoding(start, accept, encoding):
         c.send(traced_pub("app.x", "trace.x", b"z", ("Accept-Encoding", accept)))
         msgs = c.msgs_until_pong() or [read_msg(c)]
         assert msgs[0].hdr == f"NATS/1.0\r\nContent-Encoding: {encoding}\r\n\r\n".encode()
-        event = normal(events_of(msgs)[0])
+        event = normal(event_of(msgs[0]))
         assert event["request"]["header"]["Accept-Encoding"] == [accept]
         assert [e["type"] for e in event["events"]] == ["in"]
 
@@ -234,12 +232,6 @@ def test_snappy_checksum_is_crc32c():
     from .harness import _crc32c
 
     assert _crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
-
-
-def events_of(msgs) -> list[dict]:
-    from .harness import event_of
-
-    return [event_of(m) for m in msgs]
 
 
 def _import_events(srv: Server, subject: str, only: bool) -> tuple[list[dict], list]:
@@ -257,8 +249,6 @@ def _import_events(srv: Server, subject: str, only: bool) -> tuple[list[dict], l
         a_msgs = a.msgs_until_pong()
         events = [m for m in a_msgs if m.subject == "trace.a"]
         got = [m for m in a_msgs if m.subject != "trace.a"] + b.msgs_until_pong()
-        from .harness import event_of
-
         evs = [event_of(m) for m in events] or wait_events(a, 1)
         return evs, got
     finally:
@@ -351,7 +341,7 @@ def test_subject_outside_publish_permissions_is_an_ingress_error(start):
         c.expect_err('Permissions Violation for Publish to "app.x"')
         msgs = c.msgs_until_pong() or [read_msg(c)]
         assert [m.subject for m in msgs] == ["trace.x"]
-        assert normal(events_of(msgs)[0])["events"] == [
+        assert normal(event_of(msgs[0]))["events"] == [
             {"type": "in", "kind": 0, "name": "limited", "acc": "$G", "subj": "app.x",
              "error": 'Permissions Violation for Publish to "app.x"'},
         ]
@@ -373,7 +363,7 @@ def test_jetstream_refusal_and_no_interest_in_the_js_event(start):
         js = []
         while len(js) < 3:
             m = read_msg(c)
-            js += [e for e in normal(events_of([m])[0])["events"] if e["type"] == "js"]
+            js += [e for e in normal(event_of(m))["events"] if e["type"] == "js"]
         # (nats-server stores off the publisher's path: the events may come in another order)
         assert sorted(js, key=lambda e: e["stream"]) == [
             {"type": "js", "stream": "INT", "subject": "int.x", "nointerest": True},
