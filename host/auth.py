@@ -37,6 +37,10 @@ class PermissionCache:
             self._cache[subject] = v
         return v
 
+    def denies(self, subject: bytes) -> bool:
+        """Whether the deny list itself matches (not only a missing allow)."""
+        return any(_perm_matches(d, subject) for d in self.deny or ())
+
     def _decide(self, subject: bytes) -> bool:
         ok = True
         if self.allow is not None:

@@ -40,7 +40,16 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from edge.trace import AUTO_UNSUB, CLIENT_CLOSED, DELIVERED_NO_SUPPORT, NO_ECHO, NO_SUPPORT, SUB_CLOSED
+from edge.trace import (
+    AUTO_UNSUB,
+    CLIENT_CLOSED,
+    DELIVERED_NO_SUPPORT,
+    NO_ECHO,
+    NO_SUPPORT,
+    PUB_DENIED,
+    SUB_CLOSED,
+    SUB_DENIED,
+)
 from host import msgtrace
 from host.accounts import MAX_IMPORT_DEPTH, Account, InternalHandler, ServiceImport, map_subject
 from host.headers import hdr_set
@@ -365,6 +374,20 @@ def deliver_traced(acc: Account, src: Any, subject: bytes, piece: bytes, size: i
     fan = r.fanout
     if fan is None:
         fan = r.fanout = Fanout(r, acc, subject)
+    for s in r.psubs:
+        # Subscribers the plan leaves out by their permissions are listed with nats-server's reason.
+        conn = s.conn
+        if s.imported is not None:
+            continue
+        if conn.is_leaf:
+            perms = conn.leaf_perms
+            if perms is not None and not perms.may_receive(subject):
+                # (as nats-server: its copy was numbered before the leaf's permissions refused it)
+                trace.next_hop()
+                denies = perms.receive is not None and perms.receive.denies(subject)
+                trace.egress(conn, s, SUB_DENIED if denies else PUB_DENIED)
+        elif not conn.is_link and conn.perms is not None and _denied(s, subject):
+            trace.egress(conn, s, SUB_DENIED)
     if fan.empty:
         return deliver_fanout(acc, src, fan, subject, True, [piece], size, depth, queues)
     return _deliver_each(acc, src, fan, subject, True, [piece], queues, depth, trace)

@@ -91,12 +91,16 @@ class MsgTrace:
 
     # ---- events ---------------------------------------------------------------------------------------------------
 
-    def hop_header(self, hdr: bytes) -> bytes:
-        """The header block of the copy forwarded to the next link, with its Nats-Trace-Hop (setHopHeader)."""
+    def next_hop(self) -> str:
+        """A copy for the next link: counted in `hops`, its Nats-Trace-Hop for the `eg` event that follows."""
         hops = self.event.get("hops", 0) + 1
         self.event["hops"] = hops
         self.nhop = names.next_hop(self.hop, hops)
-        return hdr_set(hdr, names.HOP.encode(), self.nhop.encode())
+        return self.nhop
+
+    def hop_header(self, hdr: bytes) -> bytes:
+        """The header block of the copy forwarded to the next link, with its Nats-Trace-Hop (setHopHeader)."""
+        return hdr_set(hdr, names.HOP.encode(), self.next_hop().encode())
 
     def egress(self, conn: Any, sub: Any, error: str = "") -> None:
         """An `eg` event for one delivery target (nats-server addEgressEvent)."""

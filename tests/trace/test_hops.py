@@ -268,3 +268,27 @@ def test_daisy_chain_numbers_nested_hops(kinds, tmp_path, request):
         "tC": (None, ["1.1"], [{"type": "in", "kind": names.LEAF, "name": "tB", "acc": "$G", "subj": "app.z"},
                                {"type": "eg", "kind": names.CLIENT, "sub": "app.z"}]),
     }
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("perms,error", [('{ allow: ">", deny: "app.secret" }', names.SUB_DENIED),
+                                         ('{ allow: ["app.open", "_LDS.>", "$LDS.>"] }', names.PUB_DENIED)],
+                         ids=["deny", "not-allowed"])
+def test_leaf_whose_user_may_not_receive_the_subject_is_listed(side, perms, error, tmp_path, request):
+    port = free_port()
+    # a leaf authenticated as a client user: its `subscribe` permissions are what the hub may send it
+    conf = (f"server_name: hubside\nleafnodes {{ listen: 127.0.0.1:{port} }}\nauthorization {{ users: [ "
+            f"{{ user: l, password: l, permissions: {{ subscribe: {perms} }} }}, "
+            "{ user: c, password: c } ] }\n")
+    srv = Server(side, config=conf, workdir=tmp_path)
+    request.addfinalizer(srv.stop)
+    srv.start()
+    leaf = Raw(port, auto_pong=True)
+    opts = {"name": "rawleaf", "headers": True, "protocol": 3, "version": "2.15.1", "user": "l", "pass": "l"}
+    leaf.send(b"CONNECT " + json.dumps(opts).encode() + b"\r\nLS+ app.>\r\nPING\r\n")
+    leaf.expect(rb".*?PONG\r\n")
+    with leaf, srv.client(name="pub", user="c", **{"pass": "c"}) as c:
+        c.send(b"SUB trace.x 1\r\n")
+        c.send(traced_pub("app.secret", "trace.x"))
+        eg = by_server(wait_events(c, 1, "trace.x"))["hubside"]["events"][1:]
+        assert eg == [{"type": "eg", "kind": names.LEAF, "name": "rawleaf", "hop": "1", "error": error}]

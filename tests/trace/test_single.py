@@ -370,3 +370,23 @@ def test_jetstream_refusal_and_no_interest_in_the_js_event(start):
             {"type": "js", "stream": "SMALL", "error": "maximum payload exceeded"},
             {"type": "js", "stream": "SMALL", "error": "maximum payload exceeded"},
         ]
+
+
+def test_subscriber_whose_permissions_deny_the_subject_is_listed(start):
+    conf = ('authorization { users: [ { user: u, password: p, permissions: { subscribe: { allow: "app.>", '
+            'deny: "app.secret" } } }, { user: t, password: t } ] }\n')
+    srv = start(conf)
+    c = srv.client(user="u", name="denied", **{"pass": "p"})
+    t = srv.client(user="t", name="t", **{"pass": "t"})
+    with c, t:
+        c.send(b"SUB app.> 1\r\n")
+        c.sync()
+        t.send(b"SUB trace.x 1\r\n")
+        t.sync()
+        t.send(traced_pub("app.secret", "trace.x"))
+        events = wait_events(t, 1, "trace.x")
+        assert normal(events[0])["events"] == [
+            {"type": "in", "kind": 0, "name": "t", "acc": "$G", "subj": "app.secret"},
+            {"type": "eg", "kind": 0, "name": "denied", "sub": "app.>", "error": names.SUB_DENIED},
+        ]
+        assert c.msgs_until_pong() == []
