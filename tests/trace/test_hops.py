@@ -292,3 +292,43 @@ def test_leaf_whose_user_may_not_receive_the_subject_is_listed(side, perms, erro
         c.send(traced_pub("app.secret", "trace.x"))
         eg = by_server(wait_events(c, 1, "trace.x"))["hubside"]["events"][1:]
         assert eg == [{"type": "eg", "kind": names.LEAF, "name": "rawleaf", "hop": "1", "error": error}]
+
+
+@pytest.fixture(params=SIDES)
+def route_node(request, tmp_path):
+    cport = free_port()
+    srv = Server(request.param, config=f"server_name: n1\ncluster {{ name: c1, listen: 127.0.0.1:{cport} }}\n",
+                 workdir=tmp_path)
+    request.addfinalizer(srv.stop)
+    srv.start()
+    srv.cluster_port = cport  # type: ignore[attr-defined]
+    return srv
+
+
+@pytest.mark.parametrize("proto", [2, 3])
+@pytest.mark.parametrize("only", [False, True])
+def test_route_peer_below_the_tracing_protocol(route_node, proto, only):
+    # TestMsgTraceWithRouteToOldServer: a route peer whose INFO says proto 2 gets a traced message with an `eg` note,
+    # a trace-only one never; at proto 3 it gets both.
+    from tests.cluster.test_route_wire import PEER_ID, peer_info, seen
+
+    info = json.loads(peer_info()[5:])
+    info["proto"] = proto
+    peer = Raw(route_node.cluster_port)
+    peer.send(b'CONNECT {"echo":true,"verbose":false,"pedantic":false,"tls_required":false,"headers":true,'
+              b'"name":"' + PEER_ID.encode() + b'","cluster":"c1"}\r\n')
+    peer.send(b"INFO " + json.dumps(info).encode() + b"\r\nRS+ $G app.x\r\nPING\r\n")
+    seen(peer, rb"PONG\r\n")
+    with peer, route_node.client(name="pub") as c:
+        c.send(b"SUB trace.x 1\r\n")
+        extra = ((names.ONLY, "true"),) if only else ()
+        c.send(traced_pub("app.x", "trace.x", b"r", *extra))
+        eg = by_server(wait_events(c, 1, "trace.x"))["n1"]["events"][1:]
+        want = {"type": "eg", "kind": names.ROUTER, "name": "rawpeer", "hop": "1"}
+        refused = only and proto < 3
+        if proto < 3:
+            want["error"] = names.NO_SUPPORT if only else names.DELIVERED_NO_SUPPORT
+        assert eg == [want]
+        peer.send(b"PING\r\n")
+        frames = peer.expect(rb"(.*?)PONG\r\n").group(1)
+        assert (b"HMSG $G app.x " in frames) is not refused
