@@ -390,3 +390,43 @@ def test_subscriber_whose_permissions_deny_the_subject_is_listed(start):
             {"type": "eg", "kind": 0, "name": "denied", "sub": "app.>", "error": names.SUB_DENIED},
         ]
         assert c.msgs_until_pong() == []
+
+
+ODD_HEADERS = [
+    b"NATS/1.0\r\nNats-Trace-Dest: a b\r\n\r\n",  # not a subject: logged, delivered untraced
+    b"NATS/1.0\r\nNats-Trace-Dest: trace.*\r\n\r\n",  # a wildcard: the same
+    b"NATS/1.0\r\nNats-Trace-Dest:\r\n\r\n",  # empty: not a trace header
+    b"NATS/1.0\r\nNats-Trace-Dest:trace.odd\r\n\r\n",  # no space: traced
+    b"NATS/1.0\r\nNats-Trace-Dest: trace.odd\r\nNats-Trace-Dest: trace.other\r\n\r\n",  # the first wins
+    b"NATS/1.0 503\r\nNats-Trace-Dest: trace.odd\r\n\r\n",  # a status line: not traced
+    b"NATS/1.0\r\nNats-Trace-Dest: trace.odd\r\nX: \xff\xfe\r\n\r\n",  # not UTF-8 elsewhere
+    b"NATS/1.0\r\nno colon here\r\nNats-Trace-Dest: trace.odd\r\n\r\n",  # a line without a colon ends the parse
+]
+
+
+def test_odd_trace_headers_are_delivered_and_traced_as_nats_server_does(start):
+    with start("server_name: odd\n").client(name="c") as c:
+        c.send(b"SUB app.x 1\r\nSUB trace.> 2\r\n")
+        c.sync()
+        # message i has a payload of 100 * (i + 1) bytes, so its event names it by msgsize; a last traced message
+        # to trace.end closes the run (nats-server sends events off the publisher's path, in order)
+        for i, hdr in enumerate(ODD_HEADERS):
+            c.send(hpub("app.x", hdr, b"p" * 100 * (i + 1)))
+        c.send(traced_pub("app.end", "trace.end"))
+        delivered, traced = [], {}
+        while True:
+            m = read_msg(c)
+            if m.subject == "trace.end":
+                break
+            if m.subject == "app.x":
+                delivered.append(len(m.payload) // 100 - 1)
+                continue
+            e = normal(event_of(m))
+            k = next(k for k, h in enumerate(ODD_HEADERS) if len(h) + 100 * (k + 1) == e["request"]["msgsize"])
+            traced[k] = (e["request"]["header"], [x["type"] for x in e["events"]])
+        assert delivered == list(range(len(ODD_HEADERS)))
+        assert traced == {
+            3: ({names.DEST: ["trace.odd"]}, ["in", "eg"]),
+            4: ({names.DEST: ["trace.odd", "trace.other"]}, ["in", "eg"]),
+            6: ({names.DEST: ["trace.odd"], "X": ["\ufffd\ufffd"]}, ["in", "eg"]),
+        }
