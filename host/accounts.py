@@ -107,8 +107,9 @@ class Account:
         self.name_b = name.encode()
         self.sublist = Sublist()
         self.clients: set[Client] = set()
-        # reply subject in this account -> (requesting account, original reply, expiry time)
-        self.responses: dict[bytes, tuple[Account, bytes, float]] = {}
+        # reply subject in this account -> (requesting account, original reply, expiry time, kept: not used up by a
+        # response, for a message trace's destination past a service import, which every server after it answers)
+        self.responses: dict[bytes, tuple[Account, bytes, float, bool]] = {}
         self.config: AccountConfig | None = None
         self.jwt = ""  # operator mode: the account JWT its config was taken from (host/jwt.py)
         # Interest for leafnode links: (subject, queue) -> count (queue: summed weights).
@@ -204,14 +205,14 @@ class Account:
     def __repr__(self) -> str:
         return f"Account({self.name})"
 
-    def add_response(self, requester: Account, reply: bytes) -> bytes:
+    def add_response(self, requester: Account, reply: bytes, kept: bool = False) -> bytes:
         if self.response_prefix is None:
             # One prefix per account, and a subscription on it: routes learn the interest, so a responder on another
             # server of the cluster sends its answer here (deliver() hands it to the requester).
             self.response_prefix = b"_R_." + nuid(6).encode() + b"."
             self.add_internal(self.response_prefix + b">", _expired_response)
         new_reply = self.response_prefix + nuid(10).encode()
-        self.responses[new_reply] = (requester, reply, time.monotonic() + RESPONSE_TTL)
+        self.responses[new_reply] = (requester, reply, time.monotonic() + RESPONSE_TTL, kept)
         return new_reply
 
     def expire_responses(self, now: float) -> None:

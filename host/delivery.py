@@ -242,6 +242,9 @@ def deliver(acc: Account, src: Any, subject: bytes, has_hdr: bool, pieces: list[
     if acc.responses:
         resp = acc.responses.pop(subject, None)
         if resp is not None:
+            if resp[3]:
+                acc.responses[subject] = resp  # a trace destination: the events of every server go back
+                return deliver(resp[0], src, resp[1], has_hdr, pieces, nbytes, depth + 1)
             # A mapped service reply takes one response; later frames of the run route as usual.
             first = pieces[0]
             size = nbytes if len(pieces) == 1 else _size(first, has_hdr)
@@ -736,7 +739,7 @@ def _deliver_import(acc: Account, sub: Subscription, src: Any, subject: bytes, h
             reply = imp.dest.add_response(acc, reply)
         hdr = hdr[:-2] + info if hdr is not None else b"NATS/1.0\r\n" + info
         if trace is not None:
-            hdr = hdr_set(hdr, TRACE_DEST, imp.dest.add_response(trace.acc, trace.dest))
+            hdr = hdr_set(hdr, TRACE_DEST, imp.dest.add_response(trace.acc, trace.dest, kept=True))
         size = len(payload) + len(hdr)
         if trace is not None:
             delivered += deliver_traced(imp.dest, src, mapped, encode_tail(reply, hdr, payload), size, None,

@@ -332,3 +332,50 @@ def test_route_peer_below_the_tracing_protocol(route_node, proto, only):
         peer.send(b"PING\r\n")
         frames = peer.expect(rb"(.*?)PONG\r\n").group(1)
         assert (b"HMSG $G app.x " in frames) is not refused
+
+
+ACCOUNTS = """accounts {
+  A: { users: [ { user: a, password: a } ], imports: [ { service: { account: B, subject: "svc.>" } } ] }
+  B: { users: [ { user: b, password: b } ], exports: [ { service: "svc.>", allow_trace: true } ] }
+}
+no_auth_user: a"""  # (the cluster harness checks traffic with clients that give no credentials)
+
+
+@pytest.mark.parametrize("side", ROUTE_SIDES)
+def test_service_import_across_a_route_brings_every_event_back(side, request, tmp_path):
+    # A's user on n1 calls B's service, answered on n2; the export allows tracing, so n2's event (published in B
+    # to the response subject n1 put in Nats-Trace-Dest) comes back to A's destination through n1.
+    c = Cluster(side, 2, tmp_path, kinds=pair_kinds(side), extra_conf=ACCOUNTS)
+    request.addfinalizer(c.stop)
+    c.start()
+    a = c[0].client(name="a-user", user="a", **{"pass": "a"})
+    b = c[1].client(name="b-user", user="b", **{"pass": "b"})
+    with a, b:
+        b.send(b"SUB svc.> 1\r\n")
+        b.sync()
+        a.send(b"SUB trace.a 1\r\nSUB _INBOX.a 2\r\n")
+        a.sync()
+
+        def answered():
+            # an untraced request first: B's interest has crossed and the response path works
+            a.send(pub("svc.warm", b"w", reply="_INBOX.a"))
+            a.sync()
+            for m in b.msgs_until_pong():
+                b.send(pub(m.reply, b"ok"))
+            b.sync()
+            return any(m.subject == "_INBOX.a" for m in a.msgs_until_pong())
+
+        wait_until(answered, timeout=15, interval=0.1, msg="the service across the route")
+        a.send(traced_pub("svc.x", "trace.a", b"q"))
+        got = by_server(wait_events(a, 2, "trace.a"))
+    assert got["n1"]["events"] == [
+        {"type": "in", "kind": names.CLIENT, "name": "a-user", "acc": "A", "subj": "svc.x"},
+        {"type": "si", "acc": "B", "from": "svc.x", "to": "svc.x"},
+        {"type": "eg", "kind": names.ROUTER, "name": "n2", "hop": "1"},
+    ]
+    assert got["n2"]["events"] == [
+        {"type": "in", "kind": names.ROUTER, "name": "n1", "acc": "B", "subj": "svc.x"},
+        {"type": "eg", "kind": names.CLIENT, "name": "b-user", "sub": "svc.>"},
+    ]
+    assert got["n2"]["request"]["header"][names.HOP] == ["1"]
+    assert got["n2"]["request"]["header"][names.DEST][0].startswith("_R_.")
