@@ -11,7 +11,7 @@ import json
 import pytest
 
 from edge import trace as names
-from tests.cluster.harness import CLUSTER_NAME, Cluster, pair_kinds
+from tests.cluster.harness import CLUSTER_NAME, Cluster, flush, pair_kinds
 from tests.cluster.harness import selected_sides as cluster_sides
 from tests.compat.harness import Raw, Server, free_port, pub, selected_sides, wait_until
 
@@ -359,10 +359,10 @@ def test_service_import_across_a_route_brings_every_event_back(side, request, tm
         def answered():
             # an untraced request first: B's interest has crossed and the response path works
             a.send(pub("svc.warm", b"w", reply="_INBOX.a"))
-            a.sync()
+            flush(a)
             for m in b.msgs_until_pong():
                 b.send(pub(m.reply, b"ok"))
-            b.sync()
+            flush(b)
             return any(m.subject == "_INBOX.a" for m in a.msgs_until_pong())
 
         wait_until(answered, timeout=15, interval=0.1, msg="the service across the route")
