@@ -28,7 +28,7 @@ from edge import trace as names
 from edge.proto import encode_err
 from host import errors
 from host.gotime import time_text
-from host.headers import hdr_set
+from host.headers import HDR_LINE, hdr_set
 from host.jetstream.gojson import dumps
 from host.sublist import is_valid_literal_subject
 
@@ -37,7 +37,6 @@ log = logging.getLogger("natsedge.hub")
 TRACE_DEST = names.DEST.encode()  # what `traced` looks for in a header frame
 TRACEPARENT = names.TRACEPARENT.encode()
 MSG_TRACE_PROTO = 3  # nats-server MsgTraceProto: a link peer at this level traces what it is forwarded
-_HDR_LINE = b"NATS/1.0\r\n"
 TRACE_DISABLED = names.DISABLED.encode()
 _ACCEPT_ENCODING = "accept-encoding"
 _GW_REPLY_PREFIX = b"_GR_."  # nats-server gwReplyPrefix: reserved, never a trace destination
@@ -150,9 +149,6 @@ class MsgTrace:
         if error:
             js["error"] = error
 
-    def ingress_error(self, error: str) -> None:
-        self.events[0]["error"] = error
-
     def send(self) -> None:
         """Publish the event to the destination, in the publisher's account, as a plain message (compressed, with
         Content-Encoding, when the traced message asked for it in Accept-Encoding)."""
@@ -167,7 +163,7 @@ class MsgTrace:
                 body = gzip.compress(body)
             elif self.compression == "snappy":
                 body = snappy_frames(body)
-            hdr = _HDR_LINE + b"Content-Encoding: " + self.compression.encode() + b"\r\n\r\n"
+            hdr = HDR_LINE + b"Content-Encoding: " + self.compression.encode() + b"\r\n\r\n"
         server.internal_publish(self.acc, self.dest, None, hdr, body)
 
 
@@ -186,11 +182,11 @@ def trace_headers(hdr: bytes) -> tuple[dict[str, list[str]], bool] | None:
     """The header block as a dict (names as written, every value a list) when it triggers tracing: a
     `Nats-Trace-Dest` (not `trace disabled`) or a sampled `traceparent` (any case); with it, True when only the
     traceparent did, so the account's destination applies. None otherwise (genHeaderMapIfTraceHeadersPresent)."""
-    if not hdr.startswith(_HDR_LINE):
+    if not hdr.startswith(HDR_LINE):
         return None
     keys: list[tuple[str, str]] = []
     dest_found = parent_found = False
-    i = len(_HDR_LINE)
+    i = len(HDR_LINE)
     n = len(hdr)
     while i < n:
         colon = hdr.find(b":", i)
