@@ -10,6 +10,10 @@ ORIGIN_ACCOUNT = "Nats-Trace-Origin-Account"  # header of pre-release servers: t
 TRACEPARENT = "traceparent"  # W3C header: traced when sampled and the account has msg_trace
 DISABLED = "trace disabled"  # the DEST value that switches tracing off downstream
 
+# The server-to-server protocol level that understands tracing (nats-server server.go MsgTraceProto): a hub's leaf
+# INFO "proto", a leaf's CONNECT "protocol".
+PROTO = 3
+
 # Connection kinds in events (nats-server client.go).
 CLIENT = 0
 ROUTER = 1
@@ -30,6 +34,8 @@ EGRESS = "eg"
 # Egress errors, as nats-server words them.
 NOT_DELIVERED = "Not delivered because "
 NO_SUPPORT = NOT_DELIVERED + "remote does not support message tracing"
+DELIVERED_NO_SUPPORT = ("Message delivered but remote does not support message tracing so no trace event generated "
+                        "from there")
 NO_ECHO = NOT_DELIVERED + "of no echo"
 PUB_DENIED = NOT_DELIVERED + "publish denied for this subject"
 SUB_DENIED = NOT_DELIVERED + "subscription denies this subject"

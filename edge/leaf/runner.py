@@ -51,6 +51,7 @@ async def start(cfg, app=None):
     lim = cfg["limits"]
     link.init()  # the shared read buffer, allocated before the heap fragments
     leaf = Leaf(cfg["name"], lim["max_subscriptions"], lim["max_payload"], lim["max_callbacks"])
+    leaf.trace_limits = (lim["max_trace_events"], lim["max_trace_bytes"], cfg["listen"][0] if cfg["listen"] else "")
     node = Node(leaf)
     if cfg.get("forward"):
         from edge.leaf.forward import Forwarder  # its reply subscription exists before the uplink dials

@@ -1,7 +1,7 @@
 """The edge under the real MicroPython unix port: the API suite, start-up errors, the user's app.
 
-tests/edge/test_edge_api.py runs here through tests/mp/run_unit.py; every one of its test functions must
-pass and none may silently disappear. The same config errors must come out of `micropython -m edge`,
+tests/edge/test_edge_api.py and test_edge_trace_api.py run here through tests/mp/run_unit.py; every one of their
+test functions must pass and none may silently disappear. The same config errors must come out of `micropython -m edge`,
 `python -m edge` and `natsedge edge` (host/tools/edge_cmd.py): one line naming the key, exit code 2.
 """
 
@@ -26,10 +26,11 @@ def _test_functions(path):
     return sorted(n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_"))
 
 
-def test_api_suite_passes_on_micropython():
-    expected = _test_functions(REPO / "tests" / "edge" / "test_edge_api.py")
+@pytest.mark.parametrize("module", ["test_edge_api", "test_edge_trace_api"])
+def test_api_suite_passes_on_micropython(module):
+    expected = _test_functions(REPO / "tests" / "edge" / f"{module}.py")
     env = dict(os.environ, MICROPYPATH=f"{REPO}:.frozen")
-    proc = subprocess.run([micropython(), "-X", "heapsize=2M", "tests/mp/run_unit.py", "tests.edge.test_edge_api"],
+    proc = subprocess.run([micropython(), "-X", "heapsize=2M", "tests/mp/run_unit.py", f"tests.edge.{module}"],
                           cwd=str(REPO), env=env, capture_output=True, text=True, timeout=100)
     out = proc.stdout
     passed = re.findall(r"^PASS (\w+)", out, re.M)
