@@ -287,11 +287,12 @@ class Hub:
 
 
 class Proxy:
-    """A TCP proxy on its own port; cut() drops every connection through it (both sides see EOF/RST)."""
+    """A TCP proxy on its own port; cut() drops every connection through it (both sides see EOF/RST). `port`: listen
+    on this one (a proxy closed earlier comes back where its clients dial)."""
 
-    def __init__(self, target_port: int):
+    def __init__(self, target_port: int, port: int | None = None):
         self.target_port = target_port
-        self.port = free_port()
+        self.port = port or free_port()
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind(("127.0.0.1", self.port))
@@ -348,6 +349,11 @@ class Proxy:
 
     def close(self):
         self.closed = True
+        try:
+            # shutdown first: close() alone leaves a thread blocked in accept() listening for one more connection
+            self.lsock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         try:
             self.lsock.close()
         except OSError:

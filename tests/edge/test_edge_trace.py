@@ -1,0 +1,293 @@
+"""Message tracing through a MicroPython edge and a real hub: the edge's own events (edge/leaf/msgtrace.py) and how
+they link with the hub's.
+
+Real processes: `micropython -m edge` edges, nats-server (`nats`) or our hub (`hub`) with a leafnodes port, nats-py
+clients on the hub and on the edge's LAN port. The trace destination's subscriber sits on the hub, as `nats trace`
+would. nats-server traces too (its leaf INFO says proto 3): its event must name the edge as a LEAF ingress with the
+hop the edge's egress carries.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nats
+import pytest
+
+from tests.compat.harness import run
+from tests.edge.edgeharness import JsHub, edge_config, free_port, probe_until_received, wait_until
+from tests.edge.fwdharness import FwdEdge, add_stream, forward_config, wait_drained
+
+APP_DIR = str(Path(__file__).resolve().parent)  # traceapp.py
+
+
+async def _nc(url, **kw):
+    return await nats.connect(url, allow_reconnect=False, connect_timeout=2, **kw)
+
+
+class Events:
+    """The trace events arriving on a subscription of the destination (on the hub)."""
+
+    def __init__(self):
+        self.got: list[dict] = []
+
+    async def cb(self, m):
+        self.got.append(json.loads(m.data))
+
+    async def wait(self, n, timeout=5.0):
+        import asyncio
+
+        for _ in range(int(timeout / 0.02)):
+            if len(self.got) >= n:
+                return self.got
+            await asyncio.sleep(0.02)
+        pytest.fail(f"{len(self.got)} trace events of {n}: {self.got}")
+
+    def of(self, server):
+        return [e for e in self.got if e["server"]["name"] == server]
+
+
+def _kinds(ev):
+    return [(x["type"], x.get("kind")) for x in ev["events"]]
+
+
+def _hub_traces(side):
+    # nats-server traces (leaf INFO proto 3); our hub does once host/ tracing is in (issue 15, trace-hub).
+    return side == "nats"
+
+
+@pytest.fixture
+def edge(edges, hub):
+    e = edges(edge_config("edge1", listen=free_port(), hub_port=hub.leaf_port, ping_interval=1, stats=0.1))
+    e.wait_line(r"uplink up", timeout=10)
+    return e
+
+
+async def _crossed(pub, hub_nc, subject):
+    """Until the hub's interest in `subject` has reached the edge: a probe from `pub` crosses."""
+    sub = await hub_nc.subscribe(subject)
+    await probe_until_received(pub, sub, subject)
+    await sub.unsubscribe()
+
+
+async def _next(sub):
+    """The next message that is not a probe of _crossed()."""
+    m = await sub.next_msg(timeout=3)
+    while m.data == b"probe":
+        m = await sub.next_msg(timeout=3)
+    return m
+
+
+def _check_edge_egress_links_hub_event(edge_ev, hub_ev, hub_name, edge_name="edge1"):
+    up = [x for x in edge_ev["events"] if x["type"] == "eg" and x["kind"] == 4]
+    assert len(up) == 1 and up[0]["name"] == hub_name and edge_ev["hops"] == 1
+    assert hub_ev["request"]["header"]["Nats-Trace-Hop"] == [up[0]["hop"]]
+    ingress = hub_ev["events"][0]
+    assert (ingress["type"], ingress["kind"], ingress["name"]) == ("in", 4, edge_name)
+
+
+@pytest.mark.device
+def test_lan_publish_is_traced_on_the_edge_and_the_hub(hub, edge, side):
+    async def body():
+        h = await _nc(hub.url)
+        events = Events()
+        await h.subscribe("tr.lan", cb=events.cb)
+        at_hub = await h.subscribe("app.x")
+        pub = await _nc(edge.url, name="pubber")
+        lsub = await _nc(edge.url, name="lsub")
+        local = await lsub.subscribe("app.x")
+        await lsub.flush()
+        await _crossed(pub, h, "app.x")
+        await pub.publish("app.x", b"hello", headers={"Nats-Trace-Dest": "tr.lan"})
+        await pub.flush()
+        m = await _next(at_hub)
+        assert (m.data, m.headers) == (b"hello", {"Nats-Trace-Dest": "tr.lan", "Nats-Trace-Hop": "1"})
+        assert (await _next(local)).data == b"hello"
+        got = await events.wait(2 if _hub_traces(side) else 1)
+        e = events.of("edge1")[0]
+        hdr = b"NATS/1.0\r\nNats-Trace-Dest: tr.lan\r\n\r\n"  # nats-py's header block
+        assert e["request"] == {"header": {"Nats-Trace-Dest": ["tr.lan"]}, "msgsize": len(hdr) + len(b"hello")}
+        assert _kinds(e) == [("in", 0), ("eg", 0), ("eg", 4)]
+        ingress, local_eg, up_eg = e["events"]
+        assert (ingress["name"], ingress["acc"], ingress["subj"]) == ("pubber", "$G", "app.x") and ingress["cid"] > 0
+        assert (local_eg["name"], local_eg["sub"]) == ("lsub", "app.x") and local_eg["cid"] not in (0, ingress["cid"])
+        hub_name = hub.srv.http_get("/varz")["server_name"]
+        assert up_eg["hop"] == "1" and up_eg["name"] == hub_name
+        if _hub_traces(side):
+            hub_ev = events.of(hub_name)[0]
+            _check_edge_egress_links_hub_event(e, hub_ev, hub_name)
+            assert [(x["type"], x["kind"], x.get("sub")) for x in hub_ev["events"][1:]] == [("eg", 0, "app.x")]
+        assert len(got) == (2 if _hub_traces(side) else 1)
+        for c in (h, pub, lsub):
+            await c.close()
+
+    run(body())
+    wait_until(lambda: "trace_sent=1 " in edge.lines[-1], 5, msg="trace_sent=1 in the stats line")
+
+
+def test_app_publish_is_traced_as_the_app(hubs, edges, side):
+    hub = hubs()
+    e = edges(edge_config("edge1", hub_port=hub.leaf_port, ping_interval=1) | {"app": "traceapp"}, extra_path=APP_DIR)
+    e.wait_line(r"uplink up", timeout=10)
+    hub.wait_leaf_subs("app.x", "ctl.trace")
+
+    async def body():
+        h = await _nc(hub.url)
+        events = Events()
+        await h.subscribe("tr.app", cb=events.cb)
+        at_hub = await h.subscribe("app.x")
+        await h.flush()
+        await h.publish("ctl.trace", b"tr.app")
+        m = await at_hub.next_msg(timeout=5)
+        assert m.headers == {"Nats-Trace-Dest": "tr.app", "Nats-Trace-Hop": "1"}
+        await events.wait(2 if _hub_traces(side) else 1)
+        ev = events.of("edge1")[0]
+        assert _kinds(ev) == [("in", 0), ("eg", 0), ("eg", 4)]
+        assert (ev["events"][0]["cid"], ev["events"][0]["name"]) == (0, "app")
+        assert (ev["events"][1]["cid"], ev["events"][1]["name"], ev["events"][1]["sub"]) == (0, "app", "app.x")
+        hub_name = hub.srv.http_get("/varz")["server_name"]
+        if _hub_traces(side):
+            _check_edge_egress_links_hub_event(ev, events.of(hub_name)[0], hub_name)
+        await h.close()
+
+    run(body())
+    e.wait_line(r"^edge: app got 1$")
+
+
+def test_trace_only_delivers_nothing_on_the_edge_or_the_hub(hub, edge, side):
+    async def body():
+        h = await _nc(hub.url)
+        events = Events()
+        await h.subscribe("tr.only", cb=events.cb)
+        at_hub = await h.subscribe("only.x")
+        pub = await _nc(edge.url, name="pubber")
+        local = await pub.subscribe("only.x")
+        await _crossed(pub, h, "only.x")
+        await pub.publish("only.x", b"traced", headers={"Nats-Trace-Dest": "tr.only", "Nats-Trace-Only": "true"})
+        await pub.publish("only.x", b"after")
+        await pub.flush()
+        # the plain message that follows is the first each subscriber gets (probes aside): the traced one never came
+        for sub in (local, at_hub):
+            assert (await _next(sub)).data == b"after"
+        await events.wait(2 if _hub_traces(side) else 1)
+        ev = events.of("edge1")[0]
+        assert ev["request"]["header"]["Nats-Trace-Only"] == ["true"]
+        assert _kinds(ev) == [("in", 0), ("eg", 0), ("eg", 4)]  # listed, though not delivered
+        assert all("error" not in x for x in ev["events"]) == _hub_traces(side)
+        if _hub_traces(side):
+            hub_name = hub.srv.http_get("/varz")["server_name"]
+            _check_edge_egress_links_hub_event(ev, events.of(hub_name)[0], hub_name)
+        for c in (h, pub):
+            await c.close()
+
+    run(body())
+
+
+def test_message_from_the_hub_is_traced_on_the_edge(hub, edge, side):
+    async def body():
+        h = await _nc(hub.url)
+        events = Events()
+        await h.subscribe("tr.down", cb=events.cb)
+        lsub = await _nc(edge.url, name="lsub")
+        local = await lsub.subscribe("down.x")
+        await lsub.flush()
+        hub.wait_leaf_subs("down.x")
+        await h.publish("down.x", b"hi", headers={"Nats-Trace-Dest": "tr.down"})
+        m = await local.next_msg(timeout=3)
+        assert m.data == b"hi"
+        await events.wait(2 if _hub_traces(side) else 1)
+        ev = events.of("edge1")[0]
+        hub_name = hub.srv.http_get("/varz")["server_name"]
+        assert _kinds(ev) == [("in", 4), ("eg", 0)] and "hops" not in ev
+        assert (ev["events"][0]["name"], ev["events"][0]["subj"]) == (hub_name, "down.x")
+        assert (ev["events"][1]["name"], ev["events"][1]["sub"]) == ("lsub", "down.x")
+        if _hub_traces(side):
+            hub_ev = events.of(hub_name)[0]
+            up = [x for x in hub_ev["events"] if x["type"] == "eg" and x["kind"] == 4]
+            assert len(up) == 1 and up[0]["name"] == "edge1"
+            assert ev["request"]["header"]["Nats-Trace-Hop"] == [up[0]["hop"]]
+        for c in (h, lsub):
+            await c.close()
+
+    run(body())
+
+
+def test_events_wait_while_the_link_is_down_and_overflow_is_counted(hubs, edges, proxies, side):
+    hub = hubs()
+    proxy = proxies(hub.leaf_port)
+    e = edges(edge_config("edge1", listen=free_port(), hub_port=proxy.port, ping_interval=1, stats=0.1,
+                          max_trace_events=2))
+    e.wait_line(r"uplink up", timeout=10)
+
+    async def body():
+        h = await _nc(hub.url)
+        events = Events()
+        await h.subscribe("tr.buf", cb=events.cb)
+        await h.flush()
+        mark = len(e.lines)
+        proxy.close()  # the edge cannot dial the hub any more
+        e.wait_line(r"uplink down", start=mark)
+        pub = await _nc(e.url, name="pubber")
+        for i in range(3):
+            await pub.publish(f"buf.{i}", b"x", headers={"Nats-Trace-Dest": "tr.buf"})
+        await pub.flush()
+        wait_until(lambda: "trace_drop=1 " in e.lines[-1], 5, msg="trace_drop=1 in the stats line")
+        assert "trace_sent=0 " in e.lines[-1]
+        proxies(hub.leaf_port, proxy.port)
+        e.wait_line(r"uplink up", start=mark, timeout=10)
+        got = await events.wait(2)
+        # the oldest event went; the two newest came, in order, with nothing but their ingress
+        assert [ev["events"][0]["subj"] for ev in got] == ["buf.1", "buf.2"]
+        assert [_kinds(ev) for ev in got] == [[("in", 0)], [("in", 0)]]
+        for c in (h, pub):
+            await c.close()
+
+    run(body(), timeout=30)
+    wait_until(lambda: "trace_sent=2 trace_drop=1 " in e.lines[-1], 5, msg="trace_sent=2 in the stats line")
+
+
+@pytest.fixture
+def jshub(side, tmp_path):
+    h = JsHub(side, tmp_path / f"hub-{side}")
+    yield h
+    h.stop()
+
+
+def test_forward_queue_traces_the_flash_store_and_the_hub_ack(jshub, fwd_edges, side):
+    jshub.start()
+    run(add_stream(jshub.url, "TELE", ["tele.>"]))
+    e: FwdEdge = fwd_edges(forward_config("e1", jshub.leaf_port, [{"subjects": ["tele.>"], "stream": "TELE"}],
+                                          listen=free_port()))
+    e.start()
+    e.wait_line(r"uplink up", timeout=10)
+
+    async def body():
+        h = await _nc(jshub.url)
+        events = Events()
+        await h.subscribe("tr.fwd", cb=events.cb)
+        await h.flush()
+        nc = await _nc(e.url, name="sensor")
+        ack = await nc.jetstream(timeout=3).publish("tele.t", b"21.5", headers={"Nats-Trace-Dest": "tr.fwd"})
+        assert (ack.stream, ack.seq) == ("TELE", 1)  # the edge's PubAck: on flash
+        got = await events.wait(3 if _hub_traces(side) else 2)
+        stored, acked = events.of("e1")
+        assert _kinds(stored) == [("in", 0), ("js", None)] and "hops" not in stored
+        assert stored["events"][0]["name"] == "sensor"
+        assert {k: v for k, v in stored["events"][1].items() if k != "ts"} == {
+            "type": "js", "stream": "forward:TELE", "subject": "tele.t"}
+        assert _kinds(acked) == [("in", 0), ("eg", 4), ("js", None)] and acked["hops"] == 1
+        assert acked["events"][0] == stored["events"][0]  # the same ingress
+        assert {k: v for k, v in acked["events"][2].items() if k != "ts"} == {
+            "type": "js", "stream": "TELE", "subject": "tele.t", "seq": 1}
+        if _hub_traces(side):
+            hub_name = acked["events"][1]["name"]
+            hub_ev = events.of(hub_name)[0]
+            _check_edge_egress_links_hub_event(acked, hub_ev, hub_name, "e1")
+            assert [(x["type"], x.get("stream")) for x in hub_ev["events"][1:]] == [("js", "TELE")]
+        assert len(got) == (3 if _hub_traces(side) else 2)
+        for c in (h, nc):
+            await c.close()
+
+    run(body())
+    wait_drained(e)
