@@ -13,8 +13,10 @@
 #    cid 0, name "app"; a LAN client is kind CLIENT with its cid and CONNECT name; the hub link is kind LEAF with
 #    the uplink's cid and the hub's server_name. The account is "$G": the edge has one.
 # 3. As nats-server initMsgTrace: a Nats-Trace-Dest of "trace disabled", or a message with
-#    Nats-Trace-Origin-Account, is not traced; a dest that is not a valid literal subject, or one no connection may
-#    publish to (_GR_., $NRG.), is not traced either, and then a trace-only message is not processed at all.
+#    Nats-Trace-Origin-Account, is not traced; a dest that is not a valid literal subject is not traced either, and
+#    then a trace-only message is not processed at all. A dest the publisher may not publish to (_GR_., $NRG., a
+#    LAN user's publish permissions) is refused: the message is not processed, a LAN client gets nats-server's
+#    -ERR 'Permissions Violation for Publish to "<dest>"', the app a LeafError.
 #    Trace-only (Nats-Trace-Only true/1/on): local subscribers get nothing but are listed; the hub still gets the
 #    message when its INFO says proto >= 3 (nats-server server.go MsgTraceProto), else the `eg` carries
 #    trace.NO_SUPPORT and nothing is sent. traceparent alone does not trace here (it needs an account's
@@ -35,6 +37,7 @@ import time
 
 from edge import proto, subjects, trace
 from edge.compat import const
+from edge.leaf.broker import LeafError
 
 APP_NAME = "app"  # how the in-process API shows in events (rule 2)
 ACCOUNT = "$G"
@@ -179,8 +182,19 @@ class Tracer:
             return False if tonly and dest is None else None
         dest = dest[0]
         bdest = dest.encode()
-        if not subjects.valid(bdest, False) or bdest[:5] == b"_GR_." or bdest[:5] == b"$NRG.":
+        if not subjects.valid(bdest, False):
             return False if tonly else None
+        denied = bdest[:5] == b"_GR_." or bdest[:5] == b"$NRG."
+        perms = getattr(origin, "perms", None)  # a LAN user's permissions (listener.py, edge/auth/lanauth.py)
+        if perms is not None and not denied:
+            denied = origin.lst.auth.pub_denied(perms, bdest) is not None
+        if denied:
+            # as nats-server allowedToPublishOnMsgTraceDest: the publisher is told, the message is not processed
+            if origin is self.leaf:
+                raise LeafError("trace destination %s: publish not allowed" % dest)
+            if origin is not self.leaf.uplink:
+                origin.write(b"-ERR 'Permissions Violation for Publish to \"" + bdest + b"\"'\r\n")
+            return False
         up = self.leaf.uplink
         hop = ""
         if origin is up:

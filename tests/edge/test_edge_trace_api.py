@@ -9,7 +9,7 @@ Uplink._event(); what the edge sends is read from a fake link.
 import json
 
 from edge import proto, trace
-from edge.leaf.broker import Leaf
+from edge.leaf.broker import Leaf, LeafError
 from tests.edge.test_edge_api import _hub_says, _wired, run, until
 
 DEST_HDR = {"Nats-Trace-Dest": "tr.x"}
@@ -197,14 +197,21 @@ def test_destinations_that_cannot_be_traced():
     leaf.subscribe("a.b", got.append)
     up, link = _linked(leaf)
     link.take()
-    # invalid or reserved destination: not traced; trace-only is then not processed at all (nats-server)
-    for dest in ("bad dest", "tr.*", "_GR_.x.y", "$NRG.x"):
+    # invalid destination: not traced; trace-only is then not processed at all (nats-server)
+    for dest in ("bad dest", "tr.*"):
         assert leaf.publish("a.b", b"x", headers={"Nats-Trace-Dest": dest}) == 2
         assert leaf.publish("a.b", b"x", headers={"Nats-Trace-Dest": dest, "Nats-Trace-Only": "true"}) == 0
+    # a reserved destination is publish-denied: refused, whether trace-only or not
+    for dest in ("_GR_.x.y", "$NRG.x"):
+        try:
+            leaf.publish("a.b", b"x", headers={"Nats-Trace-Dest": dest})
+            raise AssertionError("published with trace destination " + dest)
+        except LeafError as e:
+            assert str(e) == f"trace destination {dest}: publish not allowed"
     # "trace disabled" and the pre-release origin account header: delivered, not traced
     leaf.publish("a.b", b"x", headers={"Nats-Trace-Dest": trace.DISABLED})
     leaf.publish("a.b", b"x", headers={"Nats-Trace-Dest": "tr.x", "Nats-Trace-Origin-Account": "A"})
-    assert len(leaf._cbq) == 6
+    assert len(leaf._cbq) == 4
     assert not _events(_frames(link.take()))
     assert leaf.tracer.traced == 0
     leaf.close()
