@@ -141,6 +141,10 @@ class _Inbox:
 
 
 class Leaf:
+    # Class attributes until tracing is used: an instance attribute costs heap on every edge (MicroPython).
+    tracer = None  # edge/leaf/msgtrace.py Tracer, made on the first traced message
+    trace_limits = (4, 2048, "")  # the tracer's (max_trace_events, max_trace_bytes, host); runner.py sets them
+
     def __init__(self, name="edge", max_subscriptions=64, max_payload=8192, max_callbacks=32, max_requests=8):
         self.name = name
         self.max_subscriptions = max_subscriptions
@@ -152,8 +156,6 @@ class Leaf:
         self.uplink = None  # set by edge.leaf.uplink.Uplink
         self.forwarder = None  # set by edge.leaf.forward.Forwarder
         self.echo = True  # as an origin in route(): the API sees its own messages
-        self.tracer = None  # edge/leaf/msgtrace.py Tracer, made on the first traced message
-        self.trace_limits = (4, 2048, "")  # the tracer's (max_trace_events, max_trace_bytes, host); runner.py sets them
         self.cids = 0  # connection ids, shared by LAN clients and hub links (as nats-server's one counter)
         self.cb_dropped = 0
         self.cb_errors = 0

@@ -26,7 +26,8 @@
 #    the edge yet). While the link is down or its output is full, they wait in a buffer of at most
 #    max_trace_events events and max_trace_bytes bytes (limits in the config); when it is full the OLDEST
 #    event is dropped and counted in `dropped` (a user re-running a trace wants the newest). Buffered events
-#    go out when the link is up again (uplink.py calls flush()).
+#    go out when the link is up again, or at the uplink's next tick when its output was full (uplink.py calls
+#    flush()).
 # 5. Store-and-forward (forward.py): a traced record gets one event when it is on flash (`js` with stream
 #    "forward:<queue>") and one when the hub acknowledged it (`eg` LEAF hop, `js` with the hub's stream and an
 #    extra "seq"; Go's decoder ignores the extra field). At most MAX_AWAITING such traces wait per edge; past
@@ -43,6 +44,8 @@ APP_NAME = "app"  # how the in-process API shows in events (rule 2)
 ACCOUNT = "$G"
 FORWARD_PREFIX = "forward:"  # the `js` stream name of a forward queue's flash store (rule 5)
 MAX_AWAITING = const(4)
+
+
 def only(hdr):
     # True when a header block asks for trace-only (forward.py asks before it stores a record).
     for k, v in _pairs(hdr):

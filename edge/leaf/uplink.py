@@ -351,6 +351,9 @@ class Uplink:
         self.pings += 1
         if self.link is not None:
             self.link.write(proto.PING, True)
+            tr = self.leaf.tracer
+            if tr is not None and tr.pending and self.up:
+                tr.flush()  # trace events that found the link's output full
 
     def _event(self, link, ev):
         # Handle one operation from the hub; True when the link is finished.

@@ -18,6 +18,7 @@ import pytest
 from tests.compat.harness import run
 from tests.edge.edgeharness import JsHub, edge_config, free_port, probe_until_received, wait_until
 from tests.edge.fwdharness import FwdEdge, add_stream, forward_config, wait_drained
+from tests.edge.test_edge_heap import _stats
 
 APP_DIR = str(Path(__file__).resolve().parent)  # traceapp.py
 
@@ -89,7 +90,9 @@ def _check_edge_egress_links_hub_event(edge_ev, hub_ev, hub_name, edge_name="edg
 
 
 @pytest.mark.device
-def test_lan_publish_is_traced_on_the_edge_and_the_hub(hub, edge, side):
+def test_lan_publish_is_traced_on_the_edge_and_the_hub(hub, edge, side, edge_runtime):
+    heap = []  # the stats line before the traced message, and the first one after its event went
+
     async def body():
         h = await _nc(hub.url)
         events = Events()
@@ -100,6 +103,7 @@ def test_lan_publish_is_traced_on_the_edge_and_the_hub(hub, edge, side):
         local = await lsub.subscribe("app.x")
         await lsub.flush()
         await _crossed(pub, h, "app.x")
+        heap.append(_stats(edge)[-1])
         await pub.publish("app.x", b"hello", headers={"Nats-Trace-Dest": "tr.lan"})
         await pub.flush()
         m = await _next(at_hub)
@@ -125,6 +129,10 @@ def test_lan_publish_is_traced_on_the_edge_and_the_hub(hub, edge, side):
 
     run(body())
     wait_until(lambda: "trace_sent=1 " in edge.lines[-1], 5, msg="trace_sent=1 in the stats line")
+    heap.append(_stats(edge)[-1])
+    # what the first traced message costs (msgtrace.py loaded, the tracer made): printed with pytest -s
+    print(f"{edge_runtime.name} heap before the first traced message {heap[0]['heap']}, after {heap[1]['heap']} "
+          f"(peak {heap[1]['peak']}, free {heap[1]['free']})")
 
 
 def test_app_publish_is_traced_as_the_app(hubs, edges, side):
