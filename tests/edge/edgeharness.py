@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 EDGE_SOURCES = sorted([*REPO.glob("edge/*.py"), *REPO.glob("edge/leaf/*.py")])
 
 __all__ = ["REPO", "Edge", "Hub", "Proxy", "Runtime", "free_port", "wait_until", "micropython", "runtime",
-           "build_mpy_tree", "edge_config"]
+           "build_mpy_tree", "edge_config", "probe_until_received", "next_real"]
 
 
 def micropython() -> str:
@@ -376,3 +376,11 @@ async def probe_until_received(pub, sub, subject: str, timeout: float = 5.0) -> 
         except nats.errors.TimeoutError:
             if time.monotonic() > deadline:
                 pytest.fail(f"no probe on {subject} crossed the link in {timeout}s")
+
+
+async def next_real(sub, timeout: float = 5.0):
+    """The next message on `sub` that is not a probe of probe_until_received() (late ones still arrive)."""
+    while True:
+        msg = await sub.next_msg(timeout=timeout)
+        if msg.data != b"probe":
+            return msg

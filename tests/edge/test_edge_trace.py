@@ -10,14 +10,24 @@ hop the edge's egress carries.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import nats
 import pytest
 
 from tests.compat.harness import run
-from tests.edge.edgeharness import JsHub, edge_config, free_port, probe_until_received, wait_until
-from tests.edge.fwdharness import FwdEdge, add_stream, forward_config, wait_drained
+from tests.edge.edgeharness import (
+    JsHub,
+    Runtime,
+    edge_config,
+    free_port,
+    next_real,
+    probe_until_received,
+    set_runtime,
+    wait_until,
+)
+from tests.edge.fwdharness import FwdEdge, add_stream, forward_config, stream_last_seq, wait_drained
 from tests.edge.test_edge_heap import _stats
 
 APP_DIR = str(Path(__file__).resolve().parent)  # traceapp.py
@@ -73,14 +83,6 @@ async def _crossed(pub, hub_nc, subject):
     await hub_nc.flush()  # gone at the hub before the test's own message: not one of its egresses
 
 
-async def _next(sub):
-    """The next message that is not a probe of _crossed()."""
-    m = await sub.next_msg(timeout=3)
-    while m.data == b"probe":
-        m = await sub.next_msg(timeout=3)
-    return m
-
-
 def _check_edge_egress_links_hub_event(edge_ev, hub_ev, hub_name, edge_name="edge1"):
     up = [x for x in edge_ev["events"] if x["type"] == "eg" and x["kind"] == 4]
     assert len(up) == 1 and up[0]["name"] == hub_name and edge_ev["hops"] == 1
@@ -106,9 +108,9 @@ def test_lan_publish_is_traced_on_the_edge_and_the_hub(hub, edge, side, edge_run
         heap.append(_stats(edge)[-1])
         await pub.publish("app.x", b"hello", headers={"Nats-Trace-Dest": "tr.lan"})
         await pub.flush()
-        m = await _next(at_hub)
+        m = await next_real(at_hub)
         assert (m.data, m.headers) == (b"hello", {"Nats-Trace-Dest": "tr.lan", "Nats-Trace-Hop": "1"})
-        assert (await _next(local)).data == b"hello"
+        assert (await next_real(local)).data == b"hello"
         got = await events.wait(2 if _hub_traces(side) else 1)
         e = events.of("edge1")[0]
         hdr = b"NATS/1.0\r\nNats-Trace-Dest: tr.lan\r\n\r\n"  # nats-py's header block
@@ -178,7 +180,7 @@ def test_trace_only_delivers_nothing_on_the_edge_or_the_hub(hub, edge, side):
         await pub.flush()
         # the plain message that follows is the first each subscriber gets (probes aside): the traced one never came
         for sub in (local, at_hub):
-            assert (await _next(sub)).data == b"after"
+            assert (await next_real(sub)).data == b"after"
         await events.wait(2 if _hub_traces(side) else 1)
         ev = events.of("edge1")[0]
         assert ev["request"]["header"]["Nats-Trace-Only"] == ["true"]
@@ -267,40 +269,59 @@ def test_forward_queue_traces_the_flash_store_and_the_hub_ack(jshub, fwd_edges, 
     jshub.start()
     run(add_stream(jshub.url, "TELE", ["tele.>"]))
     e: FwdEdge = fwd_edges(forward_config("e1", jshub.leaf_port, [{"subjects": ["tele.>"], "stream": "TELE"}],
-                                          listen=free_port()))
+                                          listen=free_port(), app="traceapp"))
     e.start()
     e.wait_line(r"uplink up", timeout=10)
+    n_hub = 1 if _hub_traces(side) else 0  # the hub's own event per stored record
+
+    def check(stored, acked, name, cid, subject, seq):
+        assert _kinds(stored) == [("in", 0), ("js", None)] and "hops" not in stored
+        assert (stored["events"][0]["name"], stored["events"][0]["cid"] > 0) == (name, cid)
+        assert {k: v for k, v in stored["events"][1].items() if k != "ts"} == {
+            "type": "js", "stream": "forward:TELE", "subject": subject}
+        assert _kinds(acked) == [("in", 0), ("eg", 4), ("js", None)] and acked["hops"] == 1
+        assert acked["events"][0] == stored["events"][0]  # the same ingress
+        assert {k: v for k, v in acked["events"][2].items() if k != "ts"} == {
+            "type": "js", "stream": "TELE", "subject": subject, "seq": seq}
 
     async def body():
         h = await _nc(jshub.url)
         events = Events()
         await h.subscribe("tr.fwd", cb=events.cb)
         await h.flush()
+        # a LAN client's JetStream publish
         nc = await _nc(e.url, name="sensor")
         ack = await nc.jetstream(timeout=3).publish("tele.t", b"21.5", headers={"Nats-Trace-Dest": "tr.fwd"})
         assert (ack.stream, ack.seq) == ("TELE", 1)  # the edge's PubAck: on flash
-        got = await events.wait(3 if _hub_traces(side) else 2)
+        await events.wait(2 + n_hub)
         stored, acked = events.of("e1")
-        assert _kinds(stored) == [("in", 0), ("js", None)] and "hops" not in stored
-        assert stored["events"][0]["name"] == "sensor"
-        assert {k: v for k, v in stored["events"][1].items() if k != "ts"} == {
-            "type": "js", "stream": "forward:TELE", "subject": "tele.t"}
-        assert _kinds(acked) == [("in", 0), ("eg", 4), ("js", None)] and acked["hops"] == 1
-        assert acked["events"][0] == stored["events"][0]  # the same ingress
-        assert {k: v for k, v in acked["events"][2].items() if k != "ts"} == {
-            "type": "js", "stream": "TELE", "subject": "tele.t", "seq": 1}
+        check(stored, acked, "sensor", True, "tele.t", 1)
+        hub_name = acked["events"][1]["name"]
         if _hub_traces(side):
-            hub_name = acked["events"][1]["name"]
             hub_ev = events.of(hub_name)[0]
             _check_edge_egress_links_hub_event(acked, hub_ev, hub_name, "e1")
             assert [(x["type"], x.get("stream")) for x in hub_ev["events"][1:]] == [("js", "TELE")]
-        assert len(got) == (3 if _hub_traces(side) else 2)
+        # the app's durable publish (traceapp.py)
+        events.got.clear()
+        e.wait_line(r"^edge: app finished")
+        await h.publish("ctl.fwd", b"tr.fwd")
+        await events.wait(2 + n_hub)
+        e.wait_line(r"^edge: app stored 2$")
+        stored, acked = events.of("e1")
+        check(stored, acked, "app", False, "tele.app", 2)
+        assert len(events.of(hub_name)) == n_hub
+        # trace-only: traced where it would go, not stored
+        events.got.clear()
+        await nc.publish("tele.t", b"only", headers={"Nats-Trace-Dest": "tr.fwd", "Nats-Trace-Only": "true"})
+        await nc.flush()
+        (only,) = await events.wait(1)
+        assert _kinds(only) == [("in", 0), ("js", None)] and only["events"][1]["stream"] == "forward:TELE"
         for c in (h, nc):
             await c.close()
 
     run(body())
     wait_drained(e)
-
+    assert stream_last_seq(jshub.url, "TELE") == 2  # the trace-only record was not stored
 
 def _normalized(ev, names):
     """An event without what differs between runs and servers: timestamps, the server block, ids; connection
@@ -331,8 +352,8 @@ def _leaf_scenario(leaf_url, hub_url, leaf_name, hub_name):
         await _crossed(pub, h, "app.x")
         await pub.publish("app.x", b"hello", headers={"Nats-Trace-Dest": "tr.p"})
         await pub.flush()
-        assert (await _next(at_hub)).headers["Nats-Trace-Hop"] == "1"
-        assert (await _next(local)).data == b"hello"
+        assert (await next_real(at_hub)).headers["Nats-Trace-Hop"] == "1"
+        assert (await next_real(local)).data == b"hello"
         got = await events.wait(1)
         hub_ev = None
         if len(got) < 2:
@@ -351,8 +372,10 @@ def _leaf_scenario(leaf_url, hub_url, leaf_name, hub_name):
     return run(body())
 
 
-def test_edge_event_matches_a_nats_server_leaf_field_by_field(hubs, edges, side, tmp_path):
-    # The same scenario with nats-server as the leaf and with the edge; only ids, timings and names may differ.
+@pytest.mark.parametrize("edge_impl", ["micropython", "cpython"])
+def test_edge_event_matches_a_nats_server_leaf_field_by_field(hubs, edges, side, tmp_path, edge_impl):
+    # The same scenario with nats-server as the leaf and with the edge (MicroPython, or CPython: `python -m edge`);
+    # only ids, timings and names may differ.
     from tests.compat.harness import Server
 
     hub = hubs()
@@ -367,7 +390,12 @@ def test_edge_event_matches_a_nats_server_leaf_field_by_field(hubs, edges, side,
     finally:
         leaf.stop()
     wait_until(lambda: not hub.leafz(), 5, msg="nats-server leaf gone")
-    e = edges(edge_config("edge1", listen=free_port(), hub_port=hub.leaf_port, ping_interval=1))
+    if edge_impl == "cpython":
+        set_runtime(Runtime("cpython", sys.executable, cpython=True))
+    try:
+        e = edges(edge_config("edge1", listen=free_port(), hub_port=hub.leaf_port, ping_interval=1))
+    finally:
+        set_runtime(None)
     e.wait_line(r"uplink up", timeout=10)
     got = _leaf_scenario(e.url, hub.url, "edge1", hub_name)
     assert got[0] == want[0]
