@@ -152,3 +152,26 @@ def test_cpython_runs_the_same_config_with_natsedge_edge(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_untraced_message_header_check_allocates_nothing():
+    # broker.route()'s one test for tracing on a message with headers, under micropython.heap_lock(): an allocation
+    # would raise MemoryError. A traced message is the only one that loads edge/leaf/msgtrace.py.
+    script = (
+        "import micropython, sys\n"
+        "from edge.leaf.broker import TRACE_DEST_KEY, Leaf\n"
+        "hdr = b'NATS/1.0\\r\\nUnit: C\\r\\nNats-Trace-Only: true\\r\\n\\r\\n'\n"
+        "n = hits = 0\n"
+        "micropython.heap_lock()\n"
+        "while n < 100:\n"  # not range(): that allocates
+        "    if TRACE_DEST_KEY in hdr:\n"
+        "        hits += 1\n"
+        "    n += 1\n"
+        "micropython.heap_unlock()\n"
+        "Leaf('e').publish('a.b', b'x', headers={'Unit': 'C'})\n"
+        "print(hits, 'edge.leaf.msgtrace' in sys.modules)\n"
+    )
+    env = dict(os.environ, MICROPYPATH=f"{REPO}:.frozen")
+    p = subprocess.run([micropython(), "-c", script], cwd=str(REPO), env=env, capture_output=True, text=True,
+                       timeout=20)
+    assert (p.returncode, p.stdout.split()) == (0, ["0", "False"]), p.stderr
