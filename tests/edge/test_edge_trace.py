@@ -218,6 +218,14 @@ def test_message_from_the_hub_is_traced_on_the_edge(hub, edge, side):
             up = [x for x in hub_ev["events"] if x["type"] == "eg" and x["kind"] == 4]
             assert len(up) == 1 and up[0]["name"] == "edge1"
             assert ev["request"]["header"]["Nats-Trace-Hop"] == [up[0]["hop"]]
+        # trace-only from the hub: the edge (CONNECT protocol 3) gets it to trace, its subscriber does not
+        events.got.clear()
+        await h.publish("down.x", b"only", headers={"Nats-Trace-Dest": "tr.down", "Nats-Trace-Only": "true"})
+        await h.publish("down.x", b"after")
+        assert (await local.next_msg(timeout=3)).data == b"after"
+        await events.wait(2 if _hub_traces(side) else 1)
+        ev = events.of("edge1")[0]
+        assert _kinds(ev) == [("in", 4), ("eg", 0)] and ev["request"]["header"]["Nats-Trace-Only"] == ["true"]
         for c in (h, lsub):
             await c.close()
 
