@@ -332,7 +332,7 @@ class Leaf:
         if t is None:
             from edge.leaf.msgtrace import Tracer
 
-            t = self.tracer = Tracer(self, *self.trace_limits, version=VERSION)
+            t = self.tracer = Tracer(self, *self.trace_limits)
         return t.begin(subject, hdr, payload, origin)
 
     def _deliver(self, sub, subject, reply, hdr, payload, mt=None):

@@ -38,7 +38,7 @@ import time
 
 from edge import proto, subjects, trace
 from edge.compat import const
-from edge.leaf.broker import LeafError
+from edge.leaf.broker import VERSION, LeafError
 
 APP_NAME = "app"  # how the in-process API shows in events (rule 2)
 ACCOUNT = "$G"
@@ -131,17 +131,11 @@ class MsgTrace:
             return None
         return set_hop(hdr, hop)
 
-    def stream(self, name, subject, err=None):
-        ev = {"type": trace.JETSTREAM_EVENT, "stream": name, "subject": subject}
-        if err:
-            ev["error"] = err
-        return self._add(ev)
-
     def body(self, events=None, hops=None):
         t = self.tracer
         t.seq += 1
         ev = {"server": {"name": t.leaf.name, "host": t.host, "id": t.leaf.name, "cluster": t.leaf.name,
-                         "ver": t.version, "jetstream": False, "flags": 0, "seq": t.seq, "time": now()},
+                         "ver": VERSION, "jetstream": False, "flags": 0, "seq": t.seq, "time": now()},
               "request": {"header": self.header, "msgsize": self.size}}
         hops = self.hops if hops is None else hops
         if hops:
@@ -155,18 +149,16 @@ class MsgTrace:
 
 class Tracer:
     # The leaf's tracing: starts a MsgTrace per traced message, sends events, buffers them while the link is down.
-    def __init__(self, leaf, max_events=4, max_bytes=2048, host="", version=""):
+    def __init__(self, leaf, max_events=4, max_bytes=2048, host=""):
         self.leaf = leaf
         self.max_events = max_events
         self.max_bytes = max_bytes
         self.host = host
-        self.version = version
         self.echo = True  # as an origin in leaf.route(): an app subscribed to a destination gets the events
         self.pending = []  # (dest, body), oldest first
         self.pending_bytes = 0
         self.awaiting = []  # [queue, record seq, MsgTrace]: forward records traced until the hub acks them
         self.seq = 0
-        self.traced = 0
         self.sent = 0
         self.dropped = 0
 
@@ -211,7 +203,6 @@ class Tracer:
         ingress["acc"] = ACCOUNT
         ingress["subj"] = subject.decode()
         ingress["ts"] = now()
-        self.traced += 1
         return MsgTrace(self, dest, header, len(hdr) + len(payload), tonly, hop, ingress)
 
     # ---- sending -------------------------------------------------------------------------------
@@ -221,10 +212,11 @@ class Tracer:
         self.leaf.route(bdest, None, None, body, self, None, True)
         self.pending.append((bdest, body))
         self.pending_bytes += len(body)
+        self.flush()
+        # what the link did not take waits, within the bounds (rule 4)
         while self.pending and (len(self.pending) > self.max_events or self.pending_bytes > self.max_bytes):
             self.pending_bytes -= len(self.pending.pop(0)[1])
             self.dropped += 1
-        self.flush()
 
     def flush(self):
         # Buffered events to the hub link, oldest first, while it is up and takes them.
@@ -243,7 +235,10 @@ class Tracer:
     def stored(self, q, seq, mt, err=None):
         # A forward queue took a traced message: seq 0 = not stored (trace-only, or refused: err says why). The
         # event waits for the flush unless the record is on flash already.
-        mt.stream(FORWARD_PREFIX + q.name, mt.events[0]["subj"], err)
+        subject = mt.events[0]["subj"]
+        js = mt._add({"type": trace.JETSTREAM_EVENT, "stream": FORWARD_PREFIX + q.name, "subject": subject})
+        if err:
+            js["error"] = err
         if not seq or err:
             return
         mt.held = seq > q.log.durable_seq
@@ -262,7 +257,7 @@ class Tracer:
             if a[0] is q and mt.held and a[1] <= durable_seq:
                 mt.held = False
                 if lost(a[1]):
-                    mt.events[-1]["error"] = "flash write failed"
+                    mt.events[-1]["error"] = "flash write failed"  # the queue's `js` entry: stored() added it last
                     a[0] = None  # no ack will come
                 mt.send()
         self.awaiting = [a for a in self.awaiting if a[0] is not None]

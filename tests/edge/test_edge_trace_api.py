@@ -213,7 +213,7 @@ def test_destinations_that_cannot_be_traced():
     leaf.publish("a.b", b"x", headers={"Nats-Trace-Dest": "tr.x", "Nats-Trace-Origin-Account": "A"})
     assert len(leaf._cbq) == 4
     assert not _events(_frames(link.take()))
-    assert leaf.tracer.traced == 0
+    assert leaf.tracer.seq == 0  # no event was made
     leaf.close()
 
 
@@ -238,3 +238,15 @@ def test_local_subscriber_of_the_destination_gets_the_event():
         leaf.close()
 
     run(body())
+
+
+def test_no_buffer_still_sends_while_the_link_is_up():
+    leaf = Leaf("edge1")
+    leaf.trace_limits = (0, 0, "")
+    up, link = _linked(leaf)
+    link.take()
+    leaf.publish("a.b", b"x", headers=DEST_HDR)
+    assert len(_events(_frames(link.take()))) == 1 and leaf.tracer.dropped == 0
+    up.up = False
+    leaf.publish("a.b", b"x", headers=DEST_HDR)
+    assert leaf.tracer.dropped == 1 and not leaf.tracer.pending
