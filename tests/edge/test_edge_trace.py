@@ -175,6 +175,7 @@ def test_app_publish_is_traced_as_the_app(hubs, edges, side):
     e.wait_line(r"^edge: app got 1$")
 
 
+@pytest.mark.device
 def test_trace_only_delivers_nothing_on_the_edge_or_the_hub(hub, edge, side):
     traces = _hub_traces(hub.leaf_port)
     async def body():
@@ -284,6 +285,7 @@ def jshub(side, tmp_path):
     h.stop()
 
 
+@pytest.mark.device
 def test_forward_queue_traces_the_flash_store_and_the_hub_ack(jshub, fwd_edges, side):
     jshub.start()
     traces = _hub_traces(jshub.leaf_port)
