@@ -173,7 +173,7 @@ class Uplink:
         if mt is not None:
             hdr = mt.to_hub(self, hdr)
             if hdr is None:
-                return False  # trace-only, and this hub would deliver it
+                return False  # trace-only, and this hub does not trace: it would deliver the message
         if link.write(proto.encode_lmsg(subject, payload, reply, qs, hdr, True)):
             self.forwarded += 1
             return True
