@@ -10,6 +10,10 @@ ORIGIN_ACCOUNT = "Nats-Trace-Origin-Account"  # header of pre-release servers: t
 TRACEPARENT = "traceparent"  # W3C header: traced when sampled and the account has msg_trace
 DISABLED = "trace disabled"  # the DEST value that switches tracing off downstream
 
+# The server-to-server protocol level that understands tracing (nats-server server.go MsgTraceProto): a hub's leaf
+# INFO "proto", a leaf's CONNECT "protocol".
+PROTO = 3
+
 # Connection kinds in events (nats-server client.go).
 CLIENT = 0
 ROUTER = 1

@@ -36,7 +36,7 @@ log = logging.getLogger("natsedge.hub")
 
 TRACE_DEST = names.DEST.encode()  # what `traced` looks for in a header frame
 TRACEPARENT = names.TRACEPARENT.encode()
-MSG_TRACE_PROTO = 3  # nats-server MsgTraceProto: a link peer at this level traces what it is forwarded
+MSG_TRACE_PROTO = names.PROTO  # a link peer at this level traces what it is forwarded
 TRACE_DISABLED = names.DISABLED.encode()
 _ACCEPT_ENCODING = "accept-encoding"
 _GW_REPLY_PREFIX = b"_GR_."  # nats-server gwReplyPrefix: reserved, never a trace destination

@@ -19,6 +19,8 @@
 # 5. Interest is reference-counted per (subject, queue); the uplink hears only of changes.
 # 6. Subjects of a store-and-forward queue (edge/leaf/forward.py, when configured) reach the hub only
 #    through that queue; local targets get them as any other message.
+# 7. Message tracing (edge/leaf/msgtrace.py, loaded on the first traced message): route() looks for the
+#    Nats-Trace-Dest header line in messages that have headers, and does nothing more for the others.
 
 import asyncio
 import binascii
@@ -28,6 +30,7 @@ import sys
 from edge import proto, subjects
 
 VERSION = "0.1.0"
+TRACE_DEST_KEY = b"\r\nNats-Trace-Dest:"  # edge/trace.py DEST as a header line: the one check on untraced messages
 
 
 class LeafError(Exception):
@@ -138,6 +141,10 @@ class _Inbox:
 
 
 class Leaf:
+    # Class attributes until tracing is used: an instance attribute costs heap on every edge (MicroPython).
+    tracer = None  # edge/leaf/msgtrace.py Tracer, made on the first traced message
+    trace_limits = (4, 2048, "")  # the tracer's (max_trace_events, max_trace_bytes, host); runner.py sets them
+
     def __init__(self, name="edge", max_subscriptions=64, max_payload=8192, max_callbacks=32, max_requests=8):
         self.name = name
         self.max_subscriptions = max_subscriptions
@@ -149,6 +156,7 @@ class Leaf:
         self.uplink = None  # set by edge.leaf.uplink.Uplink
         self.forwarder = None  # set by edge.leaf.forward.Forwarder
         self.echo = True  # as an origin in route(): the API sees its own messages
+        self.cids = 0  # connection ids, shared by LAN clients and hub links (as nats-server's one counter)
         self.cb_dropped = 0
         self.cb_errors = 0
         self._max_cb = max_callbacks
@@ -237,6 +245,10 @@ class Leaf:
         if t is not None:
             t.cancel()
 
+    def new_cid(self):
+        self.cids += 1
+        return self.cids
+
     # ---- subscriptions and interest ---------------------------------------------------------
 
     def add_sub(self, sub):
@@ -272,16 +284,25 @@ class Leaf:
         # origin: the Leaf (in-process API), a LAN client, or the uplink (then hub_queues are the
         # queue groups the hub named). local: to local targets only (a LAN client's subject that is
         # not valid). Returns the number of targets that took the message.
+        mt = None
+        if hdr is not None and TRACE_DEST_KEY in hdr:
+            mt = self._trace(subject, hdr, payload, origin)
+            if mt is False:
+                return 0  # trace-only with a destination that cannot be traced: not processed (msgtrace.py rule 3)
         up = self.uplink
         from_hub = origin is up
         echo = from_hub or origin.echo
         n = 0
         groups = None
         for s in self.subs.match(subject, []):
-            if s.owner is None or (not echo and s.owner is origin):
+            if s.owner is None:
+                continue
+            if not echo and s.owner is origin:
+                if mt is not None:
+                    mt.no_echo(s)
                 continue
             if s.queue is None:
-                self._deliver(s, subject, reply, hdr, payload)
+                self._deliver(s, subject, reply, hdr, payload, mt)
                 n += 1
             elif not from_hub or (hub_queues and s.queue in hub_queues):
                 if groups is None:
@@ -294,18 +315,31 @@ class Leaf:
         if groups:
             self._rr += 1  # once per message, so every group rotates through all its members
             for members in groups.values():
-                self._deliver(members[self._rr % len(members)], subject, reply, hdr, payload)
+                self._deliver(members[self._rr % len(members)], subject, reply, hdr, payload, mt)
                 n += 1
-        if from_hub or local:
-            return n
-        fwd = self.forwarder
-        if fwd is not None and fwd.take(subject, reply, hdr, payload, origin):
-            n += 1  # a forward queue takes it to the hub
-        elif up is not None and up.forward(subject, reply, hdr, payload, groups):
-            n += 1
+        if not from_hub and not local:
+            fwd = self.forwarder
+            if fwd is not None and fwd.take(subject, reply, hdr, payload, origin, mt):
+                n += 1  # a forward queue takes it to the hub
+            elif up is not None and up.forward(subject, reply, hdr, payload, groups, mt):
+                n += 1
+        if mt is not None and not mt.held:
+            mt.send()
         return n
 
-    def _deliver(self, sub, subject, reply, hdr, payload):
+    def _trace(self, subject, hdr, payload, origin):
+        t = self.tracer
+        if t is None:
+            from edge.leaf.msgtrace import Tracer
+
+            t = self.tracer = Tracer(self, *self.trace_limits)
+        return t.begin(subject, hdr, payload, origin)
+
+    def _deliver(self, sub, subject, reply, hdr, payload, mt=None):
+        if mt is not None:
+            mt.egress(sub)
+            if mt.only:
+                return  # trace-only: listed, not delivered
         sub.n += 1
         sub.owner.send_msg(sub, subject, reply, hdr, payload)
 

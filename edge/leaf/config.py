@@ -29,6 +29,8 @@ LIMITS = {
     "max_control_line": (1024, 32),
     "max_hub_interest": (256, 1),
     "max_callbacks": (32, 1),
+    "max_trace_events": (4, 0),  # trace events waiting for the hub link (edge/leaf/msgtrace.py rule 4)
+    "max_trace_bytes": (2048, 0),
     "min_free_heap": (8192, 0),
     "ping_max": (2, 1),
     "ping_interval": (30, 0.05),

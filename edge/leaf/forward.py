@@ -34,6 +34,9 @@
 #    `edge: fwdstatus {...}` line on stdout.
 # 8. One task runs the queues (flush timer, link sessions, lookups, sending, acks, timers); no Event
 #    per record: durable waiters share one Event per flush.
+# 9. A traced record (Nats-Trace-Dest, edge/leaf/msgtrace.py rule 5) gets one trace event once on flash and one
+#    when its PubAck comes; it goes to the hub with Nats-Trace-Hop, so the hub's own event (the stream store)
+#    follows the edge's. A trace-only publish is traced where it would go and not stored.
 
 import asyncio
 import binascii
@@ -45,7 +48,7 @@ import time
 from edge import proto, subjects
 from edge.compat import ticks_add, ticks_diff, ticks_ms
 from edge.flashlog import FlashLog, FlashLogError, FlashLogFull
-from edge.leaf.broker import LeafError, log_exc
+from edge.leaf.broker import TRACE_DEST_KEY, LeafError, log_exc
 from edge.leaf.jsclient import JsClient, JsError
 
 SEND_AHEAD = 256  # records a queue may send past the send_limit on flash before writing a new one
@@ -231,6 +234,7 @@ class Forwarder:
         self._link = None
         self._ready_at = 0
         self._acks = []  # [queue, seq, reply]: LAN PubAcks waiting for their flush
+        self._pub_seq = 0  # the record publish() stored, while it routes the message
         self._fev = None  # set (and dropped) after every flush: durable waiters
         self._tokens = 0.0
         self._btokens = 0.0
@@ -252,7 +256,13 @@ class Forwarder:
     def publish(self, q, subject, reply, hdr, data, durable):
         # leaf.publish() to a forwarded subject: store, deliver locally, then either return an
         # awaitable (durable) or flush now (a plain call returns once the record is on flash).
-        seq = self._store(q, subject, hdr, data, True)
+        trace_only = False
+        if hdr is not None and TRACE_DEST_KEY in hdr:
+            from edge.leaf.msgtrace import only
+
+            trace_only = only(hdr)
+        seq = 0 if trace_only else self._store(q, subject, hdr, data, True)
+        self._pub_seq = seq  # for take(), which route() calls with the message's trace
         n = self.leaf.route(subject, reply, hdr, data, self.leaf)
         if durable:
             return self._until_durable(q, seq)
@@ -260,21 +270,31 @@ class Forwarder:
         self._check_lost(q, seq)
         return n
 
-    def take(self, subject, reply, hdr, payload, origin):
+    def take(self, subject, reply, hdr, payload, origin, mt=None):
         # leaf.route()'s hook: True when a forward queue took the message (then it is not forwarded live).
+        # mt: the message's MsgTrace when it is traced (rule 9).
         if origin is self:
             return False
         q = self.queue_for(subject)
         if q is None:
             return False
-        if origin is self.leaf:
-            return True  # publish() stored it already
+        if origin is self.leaf:  # publish() stored it already (or not: trace-only)
+            if mt is not None:
+                self.leaf.tracer.stored(q, self._pub_seq, mt)
+            return True
+        if mt is not None and mt.only:
+            self.leaf.tracer.stored(q, 0, mt)
+            return True
         try:
             seq = self._store(q, subject, hdr, payload, reply is not None)
         except LeafError as e:
+            if mt is not None:
+                self.leaf.tracer.stored(q, 0, mt, str(e))
             if reply:
                 self._ack_error(reply, q, e)
             return True
+        if mt is not None:
+            self.leaf.tracer.stored(q, seq, mt, None if seq else "dropped: forward queue full (drop_newest)")
         if reply:
             if seq <= q.log.durable_seq:
                 self._ack(reply, q, seq)
@@ -399,6 +419,9 @@ class Forwarder:
             raise Refused("flash write failed: record %d of queue %s lost" % (seq, q.name))
 
     def _flushed(self, q):
+        tr = self.leaf.tracer
+        if tr is not None and tr.awaiting:
+            tr.on_flash(q, q.log.durable_seq, lambda seq: self._lost(q, seq))
         ev = self._fev
         if ev is not None:
             self._fev = None
@@ -693,6 +716,10 @@ class Forwarder:
                     q.send_limit = old
                     self._stall(q, "send limit not on flash")
                     return True
+            if hdr and TRACE_DEST_KEY in hdr:
+                from edge.leaf.msgtrace import set_hop
+
+                hdr = set_hop(hdr, "1")  # the edge's first hop (rule 9): the hub's event names it
             hdr = (hdr[:-2] if hdr else b"NATS/1.0\r\n") + b"Nats-Msg-Id: " + q.msgid + b"%d\r\n\r\n" % seq
             frame = proto.encode_lmsg(subject, data, self.js.inbox + b"%d.%d" % (q.index, seq), None, hdr)
             if not link.write(frame):
@@ -720,6 +747,9 @@ class Forwarder:
                 j = seq - q.found_lo
                 q.found[j >> 3] |= 1 << (j & 7)
             return
+        tr = self.leaf.tracer
+        if tr is not None and tr.awaiting:
+            tr.on_ack(q, seq, d.get("stream", q.stream), d.get("seq", 0), err and err.get("description", "error"))
         if err:
             code = err.get("code", 0)
             if code == 503 or code >= 500 or err.get("err_code") in (10077, 10023, 10158):

@@ -66,7 +66,6 @@ class Listener:
         self.clients = []
         self.refused = 0
         self.slow = 0
-        self._cid = 0
         self._server = None
 
     async def start(self):
@@ -98,17 +97,17 @@ class Listener:
     def _accept(self, reader, writer):
         # start_server's callback: returns the coroutine that serves this connection (one task and
         # one frame per client, not two).
-        self._cid += 1
+        cid = self.leaf.new_cid()
         if len(self.clients) >= self.max_connections or not self._heap_ok():
             self.refused += 1
-            return self._refuse(reader, writer)
-        c = Client(self, self._cid, reader, writer)
+            return self._refuse(reader, writer, cid)
+        c = Client(self, cid, reader, writer)
         self.clients.append(c)
         return c.serve()
 
-    async def _refuse(self, reader, writer):
+    async def _refuse(self, reader, writer, cid):
         link = Link(reader, writer, 1024)
-        link.write(self._info(self._cid) + _ERR_MAX_CONN)
+        link.write(self._info(cid) + _ERR_MAX_CONN)
         await link.close(True)
 
     def tick(self):
@@ -144,6 +143,7 @@ class Client(Link):
         self.perms = None  # this user's permissions (edge/auth/lanauth.py), None: all allowed
         self.echo = True
         self.headers = False
+        self.name = None  # CONNECT's "name", for trace events (edge/leaf/msgtrace.py)
         self.pings = 0
         self.active = True
         self.rtask = None
@@ -270,6 +270,8 @@ class Client(Link):
                           | (_NO_RESPONDERS if o.get("no_responders") else 0) | (_INFO_PENDING if p == 1 else 0))
             self.echo = bool(o.get("echo", True))
             self.headers = bool(o.get("headers", False))
+            name = o.get("name")
+            self.name = name if isinstance(name, str) and name else None
             if p != 0 and p != 1:
                 w(proto.encode_err("invalid client protocol"))
                 return False

@@ -51,6 +51,9 @@ async def start(cfg, app=None):
     lim = cfg["limits"]
     link.init()  # the shared read buffer, allocated before the heap fragments
     leaf = Leaf(cfg["name"], lim["max_subscriptions"], lim["max_payload"], lim["max_callbacks"])
+    trace_limits = (lim["max_trace_events"], lim["max_trace_bytes"], cfg["listen"][0] if cfg["listen"] else "")
+    if trace_limits != Leaf.trace_limits:
+        leaf.trace_limits = trace_limits
     node = Node(leaf)
     if cfg.get("forward"):
         from edge.leaf.forward import Forwarder  # its reply subscription exists before the uplink dials

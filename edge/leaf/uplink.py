@@ -3,7 +3,7 @@
 # Protocol only; when to dial again is edge/leaf/robust.py's business (as umqtt.robust sits on
 # umqtt.simple). Follows shared/nats-reference README 2.11, the minimal leaf checklist:
 # 1. Read the hub's INFO (upgrade to TLS if configured), send CONNECT without "lang", with
-#    "headers":true,"protocol":1, then PING; our interest follows at once (as a Go leaf does).
+#    "headers":true,"protocol":3 (rule 7), then PING; our interest follows at once (as a Go leaf does).
 #    With hub.creds / hub.nkey the signer (edge/auth/creds.py) is prepared before dialling and signs
 #    the INFO's nonce for the CONNECT; a -ERR before the link is up (Authorization Violation) is the
 #    session's reason, logged with the "uplink down" line.
@@ -29,6 +29,10 @@
 #    credentials of the URL it was learned on.
 #    next_url() (robust.py, after every drop or failed dial) moves on; `failovers` counts links that
 #    came up on another URL than the link before.
+# 7. Message tracing (edge/leaf/msgtrace.py): CONNECT says "protocol": 3 (nats-server's MsgTraceProto), so a
+#    hub sends trace-only messages on to the edge for it to trace; the hub's INFO "proto" and server_name say
+#    whether the hub traces and name it in the edge's events. A traced message's copy to the hub carries
+#    Nats-Trace-Hop; events buffered while the link was down go out once it is up.
 
 import asyncio
 
@@ -38,6 +42,7 @@ from edge.leaf.broker import VERSION
 from edge.leaf.link import Link
 
 MAX_URLS = const(8)
+_PROTO_TRACE = const(3)  # edge/trace.py PROTO, without loading that module on every edge (rule 7)
 
 
 class Uplink:
@@ -73,6 +78,9 @@ class Uplink:
         self.dropped = 0
         self.received = 0
         self.overflows = 0
+        self.cid = 0  # this link's connection id (leaf.new_cid()), in trace events
+        self.hub_name = ""  # the hub's server_name (or server_id), in trace events
+        self.hub_proto = 0  # the hub's INFO "proto": 3 and up traces messages (edge/trace.py PROTO)
         self._reset_table()
 
     # ---- which hub: the URL rotation --------------------------------------------------------
@@ -146,7 +154,8 @@ class Uplink:
         else:
             self.link.write(proto.encode_ls_minus(subject, queue), True)
 
-    def forward(self, subject, reply, hdr, payload, skip):
+    def forward(self, subject, reply, hdr, payload, skip, mt=None):
+        # mt: the message's MsgTrace (edge/leaf/msgtrace.py) when it is traced.
         link = self.link
         if link is None:
             return False
@@ -161,6 +170,10 @@ class Uplink:
                         qs.append(q)
         if not plain and qs is None:
             return False
+        if mt is not None:
+            hdr = mt.to_hub(self, hdr)
+            if hdr is None:
+                return False  # trace-only, and this hub does not trace: it would deliver the message
         if link.write(proto.encode_lmsg(subject, payload, reply, qs, hdr, True)):
             self.forwarded += 1
             return True
@@ -247,6 +260,10 @@ class Uplink:
             if info is None:
                 return
             self._learn(info)
+            self.hub_name = info.get("server_name") or info.get("server_id") or ""
+            p = info.get("proto")
+            self.hub_proto = p if isinstance(p, int) else 0
+            self.cid = self.leaf.new_cid()
             if self.tls is not None or info.get("tls_required"):
                 if self.tls is None:
                     self._finish("hub requires TLS (set hub.tls)")
@@ -302,7 +319,7 @@ class Uplink:
 
     def _connect(self, info):
         # The CONNECT for this hub's INFO; None (the reason set) when the credentials cannot sign its nonce.
-        opts = {"name": self.name, "headers": True, "protocol": 1, "version": VERSION}
+        opts = {"name": self.name, "headers": True, "protocol": _PROTO_TRACE, "version": VERSION}
         if self.user is not None:
             opts["user"] = self.user
             opts["pass"] = self.password or ""
@@ -334,6 +351,9 @@ class Uplink:
         self.pings += 1
         if self.link is not None:
             self.link.write(proto.PING, True)
+            tr = self.leaf.tracer
+            if tr is not None and tr.pending and self.up:
+                tr.flush()  # trace events that found the link's output full
 
     def _event(self, link, ev):
         # Handle one operation from the hub; True when the link is finished.
@@ -356,6 +376,8 @@ class Uplink:
                     self.failovers += 1
                 self._last_up = at
                 self.log("uplink up hub=%s:%d failovers=%d" % (self.host, self.port, self.failovers))
+                if self.leaf.tracer is not None:
+                    self.leaf.tracer.flush()  # events that waited for the link
         elif op == proto.OP_INFO:
             self._learn(ev[1])  # an async INFO: cluster peers came or went
         elif op == proto.OP_ERR:

@@ -128,8 +128,8 @@ def hubs(side, tmp_path):
 def proxies():
     made: list[Proxy] = []
 
-    def make(target_port):
-        p = Proxy(target_port)
+    def make(target_port, port=None):
+        p = Proxy(target_port, port)
         made.append(p)
         return p
 

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 EDGE_SOURCES = sorted([*REPO.glob("edge/*.py"), *REPO.glob("edge/leaf/*.py")])
 
 __all__ = ["REPO", "Edge", "Hub", "Proxy", "Runtime", "free_port", "wait_until", "micropython", "runtime",
-           "build_mpy_tree", "edge_config"]
+           "build_mpy_tree", "edge_config", "probe_until_received", "next_real"]
 
 
 def micropython() -> str:
@@ -287,11 +287,12 @@ class Hub:
 
 
 class Proxy:
-    """A TCP proxy on its own port; cut() drops every connection through it (both sides see EOF/RST)."""
+    """A TCP proxy on its own port; cut() drops every connection through it (both sides see EOF/RST). `port`: listen
+    on this one (a proxy closed earlier comes back where its clients dial)."""
 
-    def __init__(self, target_port: int):
+    def __init__(self, target_port: int, port: int | None = None):
         self.target_port = target_port
-        self.port = free_port()
+        self.port = port or free_port()
         self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind(("127.0.0.1", self.port))
@@ -349,6 +350,11 @@ class Proxy:
     def close(self):
         self.closed = True
         try:
+            # shutdown first: close() alone leaves a thread blocked in accept() listening for one more connection
+            self.lsock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
             self.lsock.close()
         except OSError:
             pass
@@ -370,3 +376,11 @@ async def probe_until_received(pub, sub, subject: str, timeout: float = 5.0) -> 
         except nats.errors.TimeoutError:
             if time.monotonic() > deadline:
                 pytest.fail(f"no probe on {subject} crossed the link in {timeout}s")
+
+
+async def next_real(sub, timeout: float = 5.0):
+    """The next message on `sub` that is not a probe of probe_until_received() (late ones still arrive)."""
+    while True:
+        msg = await sub.next_msg(timeout=timeout)
+        if msg.data != b"probe":
+            return msg

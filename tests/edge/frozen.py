@@ -39,6 +39,7 @@ TEST_MODULES = [
     ("fwdapp.py", REPO / "tests" / "edge"),
     ("kvcache_app.py", REPO / "tests" / "edge"),
     ("microapp.py", REPO / "tests" / "edge"),
+    ("traceapp.py", REPO / "tests" / "edge"),
 ]
 
 

@@ -453,7 +453,7 @@ def test_connect_carries_no_lang_and_credentials():
     assert line.startswith(b"CONNECT ") and line.endswith(b"\r\n")
     opts = json.loads(line[8:])
     assert "lang" not in opts
-    assert opts["headers"] is True and opts["protocol"] == 1 and opts["name"] == "edge-7"
+    assert opts["headers"] is True and opts["protocol"] == 3 and opts["name"] == "edge-7"
     assert opts["user"] == "u" and opts["pass"] == "p"
     opts = json.loads(Uplink(Leaf("t"), [("h", 1, None, None, None)], "e", token="tk")._connect({})[8:])
     assert opts["auth_token"] == "tk" and "user" not in opts

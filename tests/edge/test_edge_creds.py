@@ -17,7 +17,15 @@ import nats
 import pytest
 
 from tests.compat.harness import run
-from tests.edge.edgeharness import Runtime, edge_config, free_port, micropython, probe_until_received, set_runtime
+from tests.edge.edgeharness import (
+    Runtime,
+    edge_config,
+    free_port,
+    micropython,
+    next_real,
+    probe_until_received,
+    set_runtime,
+)
 from tests.jwtmint import Key, Operator, creds_text
 
 
@@ -26,14 +34,6 @@ def cpython_edge():
     set_runtime(Runtime("cpython", sys.executable, cpython=True))
     yield
     set_runtime(None)
-
-
-async def _next_real(sub):
-    """The next message on `sub` that is not a late probe."""
-    while True:
-        msg = await sub.next_msg(timeout=5)
-        if msg.data != b"probe":
-            return msg
 
 
 def _both_ways(hub_url, edge_url, **hub_opts):
@@ -47,7 +47,7 @@ def _both_ways(hub_url, edge_url, **hub_opts):
         await probe_until_received(h, down, "down.probe")
         await e.publish("up.t", b"21.5")
         await h.publish("down.cmd", b"reboot")
-        got_up, got_down = await _next_real(up), await _next_real(down)
+        got_up, got_down = await next_real(up), await next_real(down)
         assert (got_up.subject, got_up.data) == ("up.t", b"21.5")
         assert (got_down.subject, got_down.data) == ("down.cmd", b"reboot")
         await h.close()

@@ -12,7 +12,7 @@ import json
 import nats
 import pytest
 
-from tests.compat.harness import Raw, Server, run
+from tests.compat.harness import Raw, Server, hpub, run
 from tests.edge.edgeharness import edge_config, free_port
 
 TARGETS = ["nats-server", "edge"]
@@ -222,3 +222,24 @@ def test_authorization_config_errors_are_one_line():
     assert c["token"] is None and c["users"][b"admin"] == (b"pw2", None)
     assert c["users"][b"sensor"] == (b"pw1", ([b"site.>"], [b"site.secret"], [b"cmd.>", b"_INBOX.>"], [b"cmd.secret"]))
     assert c["users"][b"lister"] == (b"pw3", ([b"a.b", b"a.c"], None, None, None))
+
+
+@pytest.mark.parametrize("lan", TARGETS, indirect=True)
+def test_trace_destination_must_be_publishable(lan):
+    # nats-server allowedToPublishOnMsgTraceDest: a traced publish whose Nats-Trace-Dest the user may not publish to
+    # is refused with the publish -ERR for the destination, and not delivered; an allowed destination traces.
+    port = lan(USERS)
+    a = Raw(port).handshake(user="admin", **{"pass": "pw2"})
+    a.send(b"SUB site.t 1\r\nSUB tr.> 2\r\nSUB site.trace 3\r\n")
+    a.sync()
+    s = Raw(port).handshake(user="sensor", **{"pass": "pw1"})
+    s.send(hpub("site.t", b"NATS/1.0\r\nNats-Trace-Dest: tr.x\r\n\r\n", b"no"))
+    s.expect_err('Permissions Violation for Publish to "tr.x"')
+    s.send(hpub("site.t", b"NATS/1.0\r\nNats-Trace-Dest: site.trace\r\n\r\n", b"ok"))
+    s.sync()
+    frames = a.frames_until_pong()
+    assert [f[1].subject for f in frames] == ["site.t", "site.trace"]
+    assert frames[0][1].payload == b"ok"
+    event = json.loads(frames[1][1].payload)
+    assert [(x["type"], x.get("subj"), x.get("sub")) for x in event["events"]] == [
+        ("in", "site.t", None), ("eg", None, "site.t")]

@@ -1,7 +1,7 @@
 """The edge under the real MicroPython unix port: the API suite, start-up errors, the user's app.
 
-tests/edge/test_edge_api.py runs here through tests/mp/run_unit.py; every one of its test functions must
-pass and none may silently disappear. The same config errors must come out of `micropython -m edge`,
+tests/edge/test_edge_api.py and test_edge_trace_api.py run here through tests/mp/run_unit.py; every one of their
+test functions must pass and none may silently disappear. The same config errors must come out of `micropython -m edge`,
 `python -m edge` and `natsedge edge` (host/tools/edge_cmd.py): one line naming the key, exit code 2.
 """
 
@@ -26,10 +26,11 @@ def _test_functions(path):
     return sorted(n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_"))
 
 
-def test_api_suite_passes_on_micropython():
-    expected = _test_functions(REPO / "tests" / "edge" / "test_edge_api.py")
+@pytest.mark.parametrize("module", ["test_edge_api", "test_edge_trace_api"])
+def test_api_suite_passes_on_micropython(module):
+    expected = _test_functions(REPO / "tests" / "edge" / f"{module}.py")
     env = dict(os.environ, MICROPYPATH=f"{REPO}:.frozen")
-    proc = subprocess.run([micropython(), "-X", "heapsize=2M", "tests/mp/run_unit.py", "tests.edge.test_edge_api"],
+    proc = subprocess.run([micropython(), "-X", "heapsize=2M", "tests/mp/run_unit.py", f"tests.edge.{module}"],
                           cwd=str(REPO), env=env, capture_output=True, text=True, timeout=100)
     out = proc.stdout
     passed = re.findall(r"^PASS (\w+)", out, re.M)
@@ -151,3 +152,26 @@ def test_cpython_runs_the_same_config_with_natsedge_edge(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_untraced_message_header_check_allocates_nothing():
+    # broker.route()'s one test for tracing on a message with headers, under micropython.heap_lock(): an allocation
+    # would raise MemoryError. A traced message is the only one that loads edge/leaf/msgtrace.py.
+    script = (
+        "import micropython, sys\n"
+        "from edge.leaf.broker import TRACE_DEST_KEY, Leaf\n"
+        "hdr = b'NATS/1.0\\r\\nUnit: C\\r\\nNats-Trace-Only: true\\r\\n\\r\\n'\n"
+        "n = hits = 0\n"
+        "micropython.heap_lock()\n"
+        "while n < 100:\n"  # not range(): that allocates
+        "    if TRACE_DEST_KEY in hdr:\n"
+        "        hits += 1\n"
+        "    n += 1\n"
+        "micropython.heap_unlock()\n"
+        "Leaf('e').publish('a.b', b'x', headers={'Unit': 'C'})\n"
+        "print(hits, 'edge.leaf.msgtrace' in sys.modules)\n"
+    )
+    env = dict(os.environ, MICROPYPATH=f"{REPO}:.frozen")
+    p = subprocess.run([micropython(), "-c", script], cwd=str(REPO), env=env, capture_output=True, text=True,
+                       timeout=20)
+    assert (p.returncode, p.stdout.split()) == (0, ["0", "False"]), p.stderr

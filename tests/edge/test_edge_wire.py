@@ -108,7 +108,7 @@ def test_handshake_connect_ping_then_interest_and_again_after_reconnect():
         ev = c.events
         assert ev[0][0] == proto.OP_CONNECT and ev[1] == (proto.OP_PING,)
         opts = ev[0][1]
-        assert "lang" not in opts and opts["headers"] is True and opts["protocol"] == 1 and opts["name"] == "wire"
+        assert "lang" not in opts and opts["headers"] is True and opts["protocol"] == 3 and opts["name"] == "wire"
         assert sorted(e[1:] for e in ev[2:4]) == [(b"a.b", None, None), (b"work", b"grp", 2)]
         c.send(b"PONG\r\nLS+ $LDS.fakehub\r\nLS+ hub.x\r\n")
         await until(lambda: node.uplink.up and node.uplink.hub_interest() == 1, msg="link up")
