@@ -26,6 +26,7 @@ from typing import Any
 from edge import proto, trace
 
 MAX_EVENT_BYTES = 8 << 20  # a decompressed event larger than this is refused (a compression bomb, not a trace)
+MAX_HOPS = 1000  # hops one event may announce; a larger `hops` is not a server's count and is not waited for
 
 KIND_NAMES = {trace.CLIENT: "client", trace.ROUTER: "route", trace.GATEWAY: "gateway", trace.SYSTEM: "system",
               trace.LEAF: "leafnode", trace.JETSTREAM: "JetStream", trace.ACCOUNT: "account"}
@@ -98,12 +99,16 @@ def _crc32c_table() -> list[int]:
 _CRC32C = _crc32c_table()
 
 
-def masked_crc32c(data: bytes) -> int:
-    """The checksum of a snappy framing chunk: CRC-32C, rotated and offset (framing_format.txt, "Checksum")."""
+def crc32c(data: bytes) -> int:
     c = 0xFFFFFFFF
     for b in data:
         c = _CRC32C[(c ^ b) & 0xFF] ^ (c >> 8)
-    c ^= 0xFFFFFFFF
+    return c ^ 0xFFFFFFFF
+
+
+def masked_crc32c(data: bytes) -> int:
+    """The checksum of a snappy framing chunk: CRC-32C, rotated and offset (framing_format.txt, "Checksum")."""
+    c = crc32c(data)
     return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
@@ -213,8 +218,13 @@ def snappy_block(src: bytes) -> bytes:
 # ---- linking -----------------------------------------------------------------------------------------------------
 
 
+def _obj(v: Any) -> dict[str, Any]:
+    """A field that should be a JSON object; {} when an event has something else there."""
+    return v if isinstance(v, dict) else {}
+
+
 def _header(event: dict[str, Any], name: str) -> list[Any] | None:
-    hdr = (event.get("request") or {}).get("header")
+    hdr = _obj(event.get("request")).get("header")
     if not isinstance(hdr, dict):
         return None
     for k, v in hdr.items():
@@ -230,14 +240,16 @@ def hop_of(event: dict[str, Any]) -> str:
 
 
 def steps(event: dict[str, Any]) -> list[dict[str, Any]]:
-    return [s for s in event.get("events") or [] if isinstance(s, dict)]
+    got = event.get("events")
+    return [s for s in got if isinstance(s, dict)] if isinstance(got, list) else []
 
 
 def expected_hops(event: dict[str, Any]) -> list[str]:
     """The hops this event forwarded to: numbered from its `hops`, and any `hop` of its egresses."""
     n = event.get("hops")
     own = hop_of(event)
-    out = [trace.next_hop(own, i) for i in range(1, n + 1)] if isinstance(n, int) and n > 0 else []
+    counted = isinstance(n, int) and not isinstance(n, bool) and 0 < n <= MAX_HOPS
+    out = [trace.next_hop(own, i) for i in range(1, n + 1)] if counted else []
     for s in steps(event):
         h = s.get("hop")
         if s.get("type") == trace.EGRESS and isinstance(h, str) and h and h not in out:
@@ -289,10 +301,15 @@ def _q(v: Any) -> str:
     return json.dumps(v) if isinstance(v, str) else str(v)
 
 
+def _kind(step: dict[str, Any]) -> int | None:
+    kind = step.get("kind")
+    return kind if isinstance(kind, int) and not isinstance(kind, bool) else None
+
+
 def _conn(step: dict[str, Any]) -> str:
     """`route "tr2" rid:10` from a step's kind, name and connection id."""
-    kind = step.get("kind")
-    words = [KIND_NAMES.get(kind, f"kind {kind}")]
+    kind = _kind(step)
+    words = [KIND_NAMES.get(kind, f"kind {step.get('kind')}")]
     if step.get("name"):
         words.append(_q(step["name"]))
     if step.get("cid") is not None:
@@ -301,7 +318,7 @@ def _conn(step: dict[str, Any]) -> str:
 
 
 def _server(event: dict[str, Any]) -> str:
-    srv = event.get("server") or {}
+    srv = _obj(event.get("server"))
     words = [f"Server {_q(srv.get('name') or srv.get('id') or '?')}"]
     if srv.get("cluster"):
         words.append(f"cluster:{_q(srv['cluster'])}")
@@ -329,7 +346,7 @@ def _step(step: dict[str, Any], since: int | None) -> tuple[str, str | None]:
         line = (f"{ARROWS[trace.JETSTREAM]} JetStream stream {_q(step.get('stream', '?'))} "
                 f"subject:{_q(step.get('subject', '?'))} {what}")
     elif kind == trace.EGRESS:
-        line = f"{ARROWS.get(step.get('kind'), '-->')} {_conn(step)}"
+        line = f"{ARROWS.get(_kind(step), '-->')} {_conn(step)}"
         if step.get("acc"):
             line += f" account:{step['acc']}"
         if step.get("sub"):
@@ -378,7 +395,7 @@ class _Renderer:
             line, hop = _step(s, since)
             self.lines.append(pad + "  " + line)
             if s.get("type") == trace.EGRESS and not s.get("error"):
-                name = KIND_NAMES.get(s.get("kind"), "other")
+                name = KIND_NAMES.get(_kind(s), "other")
                 self.egress_counts[name] = self.egress_counts.get(name, 0) + 1
             if s.get("type") == trace.JETSTREAM_EVENT and not s.get("error") and not s.get("nointerest"):
                 self.stored += 1
@@ -412,7 +429,7 @@ def tree_lines(events: list[dict[str, Any]]) -> list[str]:
         for e in sorted(rest, key=hop_of):
             r.lines.append(f"hop {hop_of(e) or '(origin)'}:")
             r.server(e, 1, None)
-    servers = len({json.dumps((e.get("server") or {}).get("id") or (e.get("server") or {}).get("name"))
+    servers = len({json.dumps(_obj(e.get("server")).get("id") or _obj(e.get("server")).get("name"))
                    for e in events})
     counts = ", ".join(f"{k} {n}" for k, n in sorted(r.egress_counts.items())) or "none"
     r.lines += ["", LEGEND, "", f"Servers: {servers}   Egresses: {counts}" +
