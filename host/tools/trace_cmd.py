@@ -45,6 +45,18 @@ class TraceResult:
         return complete(self.events)
 
 
+def subject_error(subject: str) -> str | None:
+    """Why `subject` cannot be traced, or None."""
+    if subjects.valid(subject.encode(), wildcards=False):
+        return None
+    return f"invalid subject {subject!r}: a traced message needs a literal subject (no spaces, no wildcards)"
+
+
+def no_events(subject: str, timeout: float) -> str:
+    return (f"no trace event came back within {timeout:g} s (tracing needs NATS 2.11 or later on the server, and "
+            f"permission to publish to {subject!r} and to the inbox)")
+
+
 def trace_headers(inbox: str, only: bool) -> bytes:
     pairs = [(trace.DEST, inbox), ("Accept-Encoding", ACCEPT_ENCODING)]
     if only:
@@ -131,9 +143,9 @@ def check_server_url(url: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not subjects.valid(args.subject.encode(), wildcards=False):
-        return _fail(f"invalid subject {args.subject!r}: a traced message needs a literal subject (no spaces, no "
-                     "wildcards)")
+    bad = subject_error(args.subject)
+    if bad:
+        return _fail(bad)
     try:
         check_server_url(args.server)
     except ValueError as e:
@@ -164,8 +176,7 @@ async def _trace(args: argparse.Namespace) -> int:
     for text in result.bad:
         print(f"{PROG}: not a trace event on {result.inbox}: {_line(text)}", file=sys.stderr)
     if not result.events:
-        return _fail(f"no trace event came back within {args.timeout:g} s (tracing needs NATS 2.11 or later on "
-                     f"the server, and permission to publish to {args.subject!r} and to the inbox)")
+        return _fail(no_events(args.subject, args.timeout))
     if args.json:
         print(json.dumps(result.events, indent=2))
     else:
