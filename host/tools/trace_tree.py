@@ -329,8 +329,15 @@ def _server(event: dict[str, Any]) -> str:
     return " ".join(words)
 
 
-def _step(step: dict[str, Any], since: int | None) -> tuple[str, str | None]:
-    """(line, hop) for one step of a server's event; `since` is the server's ingress time, for the +offset."""
+def trace_only(event: dict[str, Any]) -> bool:
+    """The traced message had `Nats-Trace-Only` (every server gets the header with the message)."""
+    values = _header(event, trace.ONLY) or [None]
+    return isinstance(values[0], str) and trace.is_only(values[0])
+
+
+def _step(step: dict[str, Any], since: int | None, only: bool) -> tuple[str, str | None]:
+    """(line, hop) for one step of a server's event; `since` is the server's ingress time, for the +offset; `only`:
+    a trace-only message, which a stream does not store (its js step says where it would have been stored)."""
     kind, err = step.get("type"), step.get("error")
     if kind == trace.INGRESS:
         line = f"<-- from {_conn(step)} account:{step.get('acc', '?')} subject:{_q(step.get('subj', '?'))}"
@@ -342,7 +349,8 @@ def _step(step: dict[str, Any], since: int | None) -> tuple[str, str | None]:
         line = (f"--- service import to account {step.get('acc', '?')} {_q(step.get('from', '?'))} -> "
                 f"{_q(step.get('to', '?'))}")
     elif kind == trace.JETSTREAM_EVENT:
-        what = "not stored: no interest" if step.get("nointerest") else "not stored" if err else "stored"
+        what = ("not stored: no interest" if step.get("nointerest") else "not stored" if err
+                else "would be stored (trace only)" if only else "stored")
         line = (f"{ARROWS[trace.JETSTREAM]} JetStream stream {_q(step.get('stream', '?'))} "
                 f"subject:{_q(step.get('subject', '?'))} {what}")
     elif kind == trace.EGRESS:
@@ -387,23 +395,25 @@ class _Renderer:
         self.shown.add(id(event))
         pad = INDENT * depth
         since = _ingress_ns(event)
+        only = trace_only(event)
         head = pad + _server(event)
         if left_at is not None and since is not None:
             head += f" ({duration(since - left_at)} after the hop)"
         self.lines.append(head)
         for s in steps(event):
-            line, hop = _step(s, since)
+            line, hop = _step(s, since, only)
             self.lines.append(pad + "  " + line)
             if s.get("type") == trace.EGRESS and not s.get("error"):
                 name = KIND_NAMES.get(_kind(s), "other")
                 self.egress_counts[name] = self.egress_counts.get(name, 0) + 1
-            if s.get("type") == trace.JETSTREAM_EVENT and not s.get("error") and not s.get("nointerest"):
+            if s.get("type") == trace.JETSTREAM_EVENT and not (s.get("error") or s.get("nointerest") or only):
                 self.stored += 1
             if hop is None:
                 continue
             nexts = self.by_hop.get(hop) or []
             for n in nexts:
-                self.server(n, depth + 1, ts_ns(s.get("ts")))
+                if id(n) not in self.shown:  # an event naming its own hop as an egress is shown once, not forever
+                    self.server(n, depth + 1, ts_ns(s.get("ts")))
             if not nexts:
                 self.lines.append(pad + INDENT + "  (no event from this hop: it never answered)")
 
@@ -417,8 +427,7 @@ def tree_lines(events: list[dict[str, Any]]) -> list[str]:
     origins = r.by_hop.get("") or []
     first = origins[0] if origins else events[0]
     ingress = next((s for s in steps(first) if s.get("type") == trace.INGRESS), {})
-    only_values = _header(first, trace.ONLY) or [None]
-    only = trace.is_only(only_values[0]) if isinstance(only_values[0], str) else False
+    only = bool(origins) and trace_only(first)
     title = f"Trace of a message to subject {_q(ingress.get('subj', '?'))}"
     r.lines += [title + (" (trace only: not delivered to clients)" if only else ""), ""]
     for e in origins:

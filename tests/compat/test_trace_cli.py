@@ -112,16 +112,19 @@ def test_jetstream_stream_stores_it(solo):
             resp = await js_api(nc, "$JS.API.STREAM.CREATE.ORDERS", {"name": "ORDERS", "subjects": ["orders.>"]})
             assert "error" not in resp, resp
             lines = await _in_thread(traced, "orders.new", "order-1", "--server", solo.url)
+            only = await _in_thread(traced, "orders.new", "order-2", "--server", solo.url, "--only")
             info = await js_api(nc, "$JS.API.STREAM.INFO.ORDERS")
-            return lines, info["state"]["messages"]
+            return lines, only, info["state"]["messages"]
         finally:
             await nc.close()
 
-    lines, stored = run(body(), timeout=60)
+    lines, only, stored = run(body(), timeout=60)
     at = index(lines, '--J JetStream stream "ORDERS" subject:"orders.new" stored')
     assert lines[at - 1].startswith('<-- from client "natsedge trace"')
     assert "JetStream stores: 1" in lines[-1]
-    assert stored == 1
+    index(only, '--J JetStream stream "ORDERS" subject:"orders.new" would be stored (trace only)')
+    assert "JetStream stores" not in only[-1]
+    assert stored == 1  # the trace-only message was not stored
 
 
 async def _in_thread(fn, *args):

@@ -130,6 +130,22 @@ def test_single_server_events() -> None:
     assert all(complete([e]) for e in (dest, only, js, traceparent, nobody))
 
 
+def test_a_trace_only_message_is_not_stored() -> None:
+    js = vector("trace_events_single_server.json")[2]
+    js["request"]["header"]["Nats-Trace-Only"] = ["true"]
+    lines = tree_lines([js])
+    assert lines[0].endswith("(trace only: not delivered to clients)")
+    line_with(lines, '--J JetStream stream "ORDERS" subject:"orders.traced" would be stored (trace only) (+')
+    assert "Servers: 1   Egresses: none" in lines
+
+
+def test_an_event_that_names_its_own_hop_is_shown_once() -> None:
+    hub = vector("trace_events_leaf_hop.json")[1]
+    hub["events"].append({"type": "eg", "kind": 4, "cid": 1, "name": "loop", "hop": "1"})
+    lines = tree_lines([hub])
+    assert sum('Server "thub"' in ln for ln in lines) == 1
+
+
 def test_order_of_arrival_does_not_change_the_tree() -> None:
     for events in (vector("trace_events_leaf_hop.json"), vector("trace_events_route_hop.json"), gateway_events()):
         assert tree_lines(list(reversed(events))) == tree_lines(events)
