@@ -26,6 +26,7 @@ from typing import Any
 from edge import proto, trace
 
 MAX_EVENT_BYTES = 8 << 20  # a decompressed event larger than this is refused (a compression bomb, not a trace)
+FORWARD_STREAM_PREFIX = "forward:"  # an edge's forward queue as the `js` step's stream (edge/leaf/msgtrace.py)
 MAX_HOPS = 1000  # hops one event may announce; a larger `hops` is not a server's count and is not waited for
 
 KIND_NAMES = {trace.CLIENT: "client", trace.ROUTER: "route", trace.GATEWAY: "gateway", trace.SYSTEM: "system",
@@ -245,16 +246,32 @@ def steps(event: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def expected_hops(event: dict[str, Any]) -> list[str]:
-    """The hops this event forwarded to: numbered from its `hops`, and any `hop` of its egresses."""
+    """The hops this event forwarded to and whose server will send an event: numbered from its `hops`, and any `hop`
+    of its egresses, less the egresses with an error (a peer that does not trace got the copy, or got nothing:
+    nats-server numbers the hop all the same, client.go deliverMsg)."""
     n = event.get("hops")
     own = hop_of(event)
     counted = isinstance(n, int) and not isinstance(n, bool) and 0 < n <= MAX_HOPS
     out = [trace.next_hop(own, i) for i in range(1, n + 1)] if counted else []
+    silent = []
     for s in steps(event):
         h = s.get("hop")
-        if s.get("type") == trace.EGRESS and isinstance(h, str) and h and h not in out:
+        if s.get("type") != trace.EGRESS or not isinstance(h, str) or not h:
+            continue
+        if s.get("error"):
+            silent.append(h)
+        elif h not in out:
             out.append(h)
-    return out
+    return [h for h in out if h not in silent]
+
+
+def awaits_ack(event: dict[str, Any]) -> bool:
+    """An edge's event for a traced message it stored in a forward queue (a `js` step for the stream
+    `forward:<queue>`, without error, not trace-only): the edge sends a second event, with the same hop, once the
+    hub acknowledged the record (docs/tracing.md, "Store-and-forward")."""
+    return not trace_only(event) and any(
+        s.get("type") == trace.JETSTREAM_EVENT and isinstance(s.get("stream"), str)
+        and s["stream"].startswith(FORWARD_STREAM_PREFIX) and not s.get("error") for s in steps(event))
 
 
 def missing_hops(events: list[dict[str, Any]]) -> list[str]:
@@ -266,9 +283,19 @@ def missing_hops(events: list[dict[str, Any]]) -> list[str]:
     return missing
 
 
+def unacknowledged(events: list[dict[str, Any]]) -> list[str]:
+    """Hops ("(origin)" for "") where an edge stored the message in a forward queue and its event for the hub's
+    acknowledgement is not among `events` (awaits_ack)."""
+    by_hop: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        by_hop.setdefault(hop_of(e), []).append(e)
+    return [hop or "(origin)" for hop, group in by_hop.items() if all(awaits_ack(e) for e in group)]
+
+
 def complete(events: list[dict[str, Any]]) -> bool:
-    """Every server the message reached has answered: the origin's event is here and each hop announced too."""
-    return bool(events) and not missing_hops(events)
+    """Every server the message reached has answered: the origin's event is here, each hop announced too, and an
+    edge that stored it in a forward queue has sent its event for the hub's acknowledgement."""
+    return bool(events) and not missing_hops(events) and not unacknowledged(events)
 
 
 # ---- rendering ---------------------------------------------------------------------------------------------------
@@ -353,6 +380,8 @@ def _step(step: dict[str, Any], since: int | None, only: bool) -> tuple[str, str
                 else "would be stored (trace only)" if only else "stored")
         line = (f"{ARROWS[trace.JETSTREAM]} JetStream stream {_q(step.get('stream', '?'))} "
                 f"subject:{_q(step.get('subject', '?'))} {what}")
+        if step.get("seq") is not None:  # an edge's event for the hub's PubAck: the stream sequence it gave
+            line += f" seq:{step['seq']}"
     elif kind == trace.EGRESS:
         line = f"{ARROWS.get(_kind(step), '-->')} {_conn(step)}"
         if step.get("acc"):
@@ -389,7 +418,7 @@ class _Renderer:
         self.shown: set[int] = set()
         self.lines: list[str] = []
         self.egress_counts: dict[str, int] = {}
-        self.stored = 0
+        self.streams: list[str] = []  # streams that stored it, in order of appearance
 
     def server(self, event: dict[str, Any], depth: int, left_at: int | None) -> None:
         self.shown.add(id(event))
@@ -407,20 +436,23 @@ class _Renderer:
                 name = KIND_NAMES.get(_kind(s), "other")
                 self.egress_counts[name] = self.egress_counts.get(name, 0) + 1
             if s.get("type") == trace.JETSTREAM_EVENT and not (s.get("error") or s.get("nointerest") or only):
-                self.stored += 1
+                stream = str(s.get("stream", "?"))
+                if stream not in self.streams:  # an edge's ack event repeats the hub's stream
+                    self.streams.append(stream)
             if hop is None:
                 continue
             nexts = self.by_hop.get(hop) or []
             for n in nexts:
                 if id(n) not in self.shown:  # an event naming its own hop as an egress is shown once, not forever
                     self.server(n, depth + 1, ts_ns(s.get("ts")))
-            if not nexts:
+            if not nexts and not s.get("error"):  # with an error no event is expected from there
                 self.lines.append(pad + INDENT + "  (no event from this hop: it never answered)")
 
 
 def tree_lines(events: list[dict[str, Any]]) -> list[str]:
     """The path of a traced message as indented lines: each server with its steps, the next server's event nested
-    under the egress that reached it, then a summary (egress counts, JetStream stores, hops that never answered)."""
+    under the egress that reached it, then a summary (egress counts, the streams that stored it, hops that never
+    answered)."""
     if not events:
         return ["No trace events."]
     r = _Renderer(events)
@@ -442,8 +474,12 @@ def tree_lines(events: list[dict[str, Any]]) -> list[str]:
                    for e in events})
     counts = ", ".join(f"{k} {n}" for k, n in sorted(r.egress_counts.items())) or "none"
     r.lines += ["", LEGEND, "", f"Servers: {servers}   Egresses: {counts}" +
-                (f"   JetStream stores: {r.stored}" if r.stored else "")]
+                (f"   Stored in: {', '.join(r.streams)}" if r.streams else "")]
     missing = missing_hops(events)
     if missing:
         r.lines.append("Hops that never answered: " + ", ".join(missing))
+    waiting = unacknowledged(events)
+    if waiting:
+        r.lines.append("Stored in an edge's forward queue, no event for the hub's acknowledgement: hop "
+                       + ", ".join(waiting))
     return r.lines

@@ -121,9 +121,9 @@ def test_jetstream_stream_stores_it(solo):
     lines, only, stored = run(body(), timeout=60)
     at = index(lines, '--J JetStream stream "ORDERS" subject:"orders.new" stored')
     assert lines[at - 1].startswith('<-- from client "natsedge trace"')
-    assert "JetStream stores: 1" in lines[-1]
+    assert lines[-1].endswith("Stored in: ORDERS")
     index(only, '--J JetStream stream "ORDERS" subject:"orders.new" would be stored (trace only)')
-    assert "JetStream stores" not in only[-1]
+    assert "Stored in" not in only[-1]
     assert stored == 1  # the trace-only message was not stored
 
 

@@ -123,7 +123,7 @@ def test_single_server_events() -> None:
     js_lines = tree_lines([js])
     stored = line_with(js_lines, '--J JetStream stream "ORDERS" subject:"orders.traced" stored (+')
     assert js_lines[stored - 1].strip().startswith("<-- from client")
-    assert "Servers: 1   Egresses: none   JetStream stores: 1" in js_lines
+    assert "Servers: 1   Egresses: none   Stored in: ORDERS" in js_lines
     # traced by the account's msg_trace and a sampled traceparent: no Nats-Trace-Dest, the same tree
     assert untimed(tree_lines([traceparent])[2:6]) == untimed(lines[2:6])
     assert "Servers: 1   Egresses: none" in tree_lines([nobody])
@@ -158,6 +158,58 @@ def test_a_hop_that_never_answered() -> None:
     egress = line_with(lines, '~~> leafnode "thub" lid:5 hop:1')
     assert "(no event from this hop: it never answered)" in lines[egress + 1]
     assert lines[-1] == "Hops that never answered: 1"
+
+
+def test_a_hop_to_a_peer_that_does_not_trace_is_not_waited_for() -> None:
+    # nats-server numbers the hop of a copy to a peer below proto 3 and says in the egress that no event will come
+    # from there (client.go deliverMsg); a trace-only message is not sent to it at all
+    origin, _hub = vector("trace_events_leaf_hop.json")
+    for error in ("Message delivered but remote does not support message tracing so no trace event generated from "
+                  "there", "Not delivered because remote does not support message tracing"):
+        old = json.loads(json.dumps(origin))
+        old["events"][1]["error"] = error
+        assert complete([old]) and missing_hops([old]) == []
+        lines = tree_lines([old])
+        assert any(ln.strip().startswith('--X leafnode "thub" lid:5 hop:1') and ln.endswith(error) for ln in lines)
+        assert not any("never answered" in ln for ln in lines)
+
+
+def edge_events() -> list[dict[str, Any]]:
+    """A traced durable publish on an edge with a forward queue, in the shape docs/tracing.md ("Store-and-forward")
+    gives: the edge's event when the record is on flash, the hub's event, the edge's event for the hub's PubAck."""
+    server = {"name": "edge1", "id": "edge1", "cluster": "edge1", "ver": "0.1.0"}
+    ingress = {"type": "in", "ts": "2026-12-07T17:51:40.010751Z", "kind": 0, "cid": 2, "name": "sensor", "acc": "$G",
+               "subj": "tele.temp"}
+    stored = {"server": server, "request": {"header": {"Nats-Trace-Dest": ["tr.doc"]}, "msgsize": 41},
+              "events": [ingress, {"type": "js", "ts": "2026-12-07T17:51:40.010829Z", "stream": "forward:TELE",
+                                   "subject": "tele.temp"}]}
+    hub = vector("trace_events_single_server.json")[2]
+    hub["request"]["header"]["Nats-Trace-Hop"] = ["1"]
+    hub["events"][0].update(kind=4, name="edge1")
+    acked = {"server": server, "request": stored["request"], "hops": 1,
+             "events": [ingress, {"type": "eg", "ts": "2026-12-07T17:51:40.122976Z", "kind": 4, "cid": 1,
+                                  "name": "js1", "hop": "1"},
+                        {"type": "js", "ts": "2026-12-07T17:51:40.122987Z", "stream": "ORDERS",
+                         "subject": "tele.temp", "seq": 1}]}
+    return [stored, hub, acked]
+
+
+def test_an_edge_forward_store_waits_for_its_ack_event() -> None:
+    stored, hub, acked = edge_events()
+    assert not complete([stored]) and not complete([stored, hub])
+    lines = tree_lines([stored, hub])
+    assert lines[-1] == "Stored in an edge's forward queue, no event for the hub's acknowledgement: hop (origin)"
+    assert complete([stored, hub, acked]) and complete([acked, hub, stored])
+    lines = tree_lines([stored, hub, acked])
+    assert sum(ln.startswith('Server "edge1"') for ln in lines) == 2  # two events of one server, both at the top
+    line_with(lines, '--J JetStream stream "forward:TELE" subject:"tele.temp" stored (+78.0 us)')
+    egress = line_with(lines, '~~> leafnode "js1" lid:1 hop:1')
+    assert lines[egress + 1].strip().startswith('Server "js1"')
+    line_with(lines, '--J JetStream stream "ORDERS" subject:"tele.temp" stored seq:1')
+    assert "Servers: 2   Egresses: leafnode 1   Stored in: forward:TELE, ORDERS" in lines
+    only = json.loads(json.dumps(stored))
+    only["request"]["header"]["Nats-Trace-Only"] = ["true"]  # not stored, so no ack event comes
+    assert complete([only])
 
 
 def test_an_event_whose_parent_never_answered() -> None:
