@@ -48,6 +48,10 @@ def index(lines: list[str], start: str) -> int:
     return found[0]
 
 
+def other_kind(side: str) -> str:
+    return {"nats": "hub", "hub": "nats"}[side]
+
+
 @pytest.fixture
 def solo(side, tmp_path) -> Server:
     srv = Server(side, config="server_name: solo\n", workdir=tmp_path, jetstream=True).start()
@@ -133,8 +137,10 @@ async def _in_thread(fn, *args):
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
-def test_route_hop(side, tmp_path):
-    cluster = Cluster(side, 2, tmp_path, kinds=(side, side))
+@pytest.mark.parametrize("mix", ["same", "mixed"])
+def test_route_hop(side, mix, tmp_path):
+    """`mixed`: n2 is the other kind of server, so one trace crosses nats-server and our hub over the route."""
+    cluster = Cluster(side, 2, tmp_path, kinds=(side, side if mix == "same" else other_kind(side)))
     try:
         cluster.start()
         n1, n2 = cluster
@@ -155,13 +161,17 @@ def test_route_hop(side, tmp_path):
     assert not any("never answered" in ln for ln in lines)
 
 
-def test_leaf_hop(side, tmp_path):
+@pytest.mark.parametrize("mix", ["same", "mixed"])
+def test_leaf_hop(side, mix, tmp_path):
+    """`mixed`: the leaf is the other kind of server (a nats-server leaf under our hub, or our hub as a leaf of
+    nats-server), so one trace crosses both."""
+    leaf_kind = side if mix == "same" else other_kind(side)
     leaf_port = free_port()
     (tmp_path / "hub").mkdir()
     (tmp_path / "leaf").mkdir()
     hub = Server(side, config=f"server_name: hub1\nleafnodes {{ listen: 127.0.0.1:{leaf_port} }}\n", monitor=True,
                  workdir=tmp_path / "hub")
-    leaf = Server(side, config=f'server_name: leaf1\nleafnodes {{ remotes [ {{ url: "nats-leaf://127.0.0.1:'
+    leaf = Server(leaf_kind, config=f'server_name: leaf1\nleafnodes {{ remotes [ {{ url: "nats-leaf://127.0.0.1:'
                   f'{leaf_port}" }} ] }}\n', workdir=tmp_path / "leaf")
     try:
         hub.start()
