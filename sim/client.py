@@ -1,4 +1,5 @@
-"""A small asyncio NATS client for the simulator's own hub connection, on the sans-IO `edge/proto.py`.
+"""A small asyncio NATS client for the simulator's own hub connection (also the dashboard's and `natsedge trace`'s),
+on the sans-IO `edge/proto.py`.
 
 The simulator must not need nats-py (`make run` installs the hub extra only), and it wants plain behaviour it can
 account for: one connection, re-dialled after it drops (a hub restart), subscriptions re-sent on every connection,
