@@ -248,3 +248,35 @@ def test_a_server_that_does_not_trace_is_a_one_line_error(tmp_path):
 def test_bad_arguments_are_one_line_errors(args, says):
     line = one_line_error(natsedge_trace(*args))
     assert says in line, line
+
+
+ACCOUNTS = """server_name: accs
+accounts {
+  A { users: [{user: a, password: a}], exports: [{service: "svc.>", allow_trace: true}] }
+  B {
+    users: [{user: b, password: b}]
+    imports: [{service: {account: A, subject: "svc.>"}}]
+    mappings: {"old.x": "svc.x"}
+  }
+}
+no_auth_user: b
+"""
+
+
+def test_subject_mapping_and_service_import(side, tmp_path):
+    """Published in account B (no_auth_user) on a subject B maps to a service A exports with allow_trace: the mapping,
+    the import and the subscriber in A show."""
+    srv = Server(side, config=ACCOUNTS, workdir=tmp_path).start()
+    try:
+        with srv.client(user="a", name="svc-a", **{"pass": "a"}) as c:
+            c.send(b"SUB svc.x 1\r\n")
+            c.sync()
+            lines = traced("old.x", "req", "--server", srv.url)
+            assert [m.payload for m in c.msgs_until_pong()] == [b"req"]
+    finally:
+        srv.stop()
+    at = index(lines, '<-- from client "natsedge trace"')
+    assert "account:B" in lines[at] and 'subject:"old.x"' in lines[at]
+    assert lines[at + 1].startswith('--- subject mapped to "svc.x" (+')
+    assert lines[at + 2].startswith('--- service import to account A "svc.x" -> "svc.x" (+')
+    assert lines[at + 3].startswith('--C client "svc-a" cid:') and 'account:A sub:"svc.x"' in lines[at + 3]
