@@ -1,4 +1,5 @@
-"""A small asyncio NATS client for the simulator's own hub connection, on the sans-IO `edge/proto.py`.
+"""A small asyncio NATS client for the simulator's own hub connection (also the dashboard's and `natsedge trace`'s),
+on the sans-IO `edge/proto.py`.
 
 The simulator must not need nats-py (`make run` installs the hub extra only), and it wants plain behaviour it can
 account for: one connection, re-dialled after it drops (a hub restart), subscriptions re-sent on every connection,
@@ -62,6 +63,7 @@ class Client:
         self._token = 0
         self._pongs: list[asyncio.Future[None]] = []  # flush() calls waiting for the PONG of their PING
         self._up = asyncio.Event()
+        self._dialled = asyncio.Event()  # set once a dial has ended: connected, or failed with last_error
 
     # ---- lifecycle ---------------------------------------------------------------------------------
 
@@ -74,6 +76,15 @@ class Client:
             return True
         except TimeoutError:
             return False
+
+    async def wait_first_dial(self, timeout: float) -> bool:
+        """True once connected; False as soon as the first dial fails (the reason in last_error) or after `timeout`:
+        for a one-shot command, which should say at once that nothing answers instead of dialling again."""
+        try:
+            await asyncio.wait_for(self._dialled.wait(), timeout)
+        except TimeoutError:
+            self.last_error = self.last_error or f"no answer within {timeout:g} s"
+        return self.connected
 
     async def close(self) -> None:
         self._closing = True
@@ -96,6 +107,7 @@ class Client:
             if self.connected:  # it was up: dial again soon
                 delay = 0.05
             self._set_connected(False)
+            self._dialled.set()
             if len(self.urls) > 1:  # that server failed or went away: the next one
                 self.at = (self.at + 1) % len(self.urls)
                 self.host, self.port = self.urls[self.at]
@@ -169,6 +181,7 @@ class Client:
         self.connected = up
         if up:
             self._up.set()
+            self._dialled.set()
         else:
             self._up.clear()
         if self.on_state is not None:
@@ -176,13 +189,18 @@ class Client:
 
     # ---- messages ----------------------------------------------------------------------------------
 
-    def subscribe(self, subject: str, handler: Handler) -> None:
-        """Kept for the life of the client and re-sent on every connection."""
+    def subscribe(self, subject: str, handler: Handler) -> bytes:
+        """Kept until unsubscribe(sid), re-sent on every connection. Returns the sid."""
         self._sid += 1
         sid = b"%d" % self._sid
         self._subs[sid] = (subject.encode(), handler)
         if self._writer is not None:
             self._writer.write(proto.encode_sub(subject.encode(), sid))
+        return sid
+
+    def unsubscribe(self, sid: bytes) -> None:
+        if self._subs.pop(sid, None) is not None and self._writer is not None:
+            self._writer.write(proto.encode_unsub(sid))
 
     async def flush(self, timeout: float = 5.0) -> None:
         """A PING and its PONG: everything written before (SUBs, PUBs) has been processed by the server."""
@@ -193,17 +211,17 @@ class Client:
         self._writer.write(proto.PING)
         await asyncio.wait_for(fut, timeout)
 
-    def publish(self, subject: str | bytes, data: bytes, reply: bytes | None = None) -> None:
+    def publish(self, subject: str | bytes, data: bytes, reply: bytes | None = None, hdr: bytes | None = None) -> None:
+        """hdr: a header block (proto.encode_headers) makes it an HPUB."""
         if self._writer is None or not self.connected:
             raise NotConnected("not connected to the hub")
         subj = subject.encode() if isinstance(subject, str) else subject
-        self._writer.write(proto.encode_pub(subj, data, reply))
+        self._writer.write(proto.encode_pub(subj, data, reply, hdr))
 
     async def request(self, subject: str, data: bytes, timeout: float) -> bytes:
         """The reply's payload; NoResponders on a 503 status, TimeoutError, or NotConnected."""
         if self._inbox_sid is None:
-            self.subscribe((self._inbox + b"*").decode(), self._on_reply)
-            self._inbox_sid = b"%d" % self._sid
+            self._inbox_sid = self.subscribe((self._inbox + b"*").decode(), self._on_reply)
         self._token += 1
         token = b"%d" % self._token
         fut: asyncio.Future[tuple[bytes | None, bytes]] = asyncio.get_running_loop().create_future()

@@ -9,6 +9,9 @@ between two of its own fetches by the time between them. (The page used to divid
 clock; two polls inside one cache period then got the same counters and read 0 msgs/s while telemetry flowed.)
 While the dashboard runs it samples the state every second into a bounded history (hub rates, each edge's backlog
 and its leaf connection's rate) that the page draws as charts, so they show the last minutes however late it opens.
+
+The trace view (`/trace.json?subject=S&payload=P&only=1`) sends one traced message through the dashboard's own
+connection to the hub, as `natsedge trace` does (host/tools/trace_cmd.py), and answers the tree's lines.
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qs
 
-from sim.client import Client, parse_url
+from host.tools.trace_cmd import no_events, subject_error, trace_message
+from host.tools.trace_tree import tree_lines
+from sim.client import Client, NotConnected, parse_url
 from sim.edgestatus import SUBJECT as STATUS_SUBJECT
 from sim.edgestatus import EdgeStatus, split_subject
 from sim.hub import http_get
@@ -35,6 +41,8 @@ SAMPLE_S = 1.0  # history: one sample a second ...
 HISTORY = 300  # ... for the last 5 minutes
 CHART_EDGES = 12  # edges with a line in the per-edge charts (the first ones by order)
 RATE_KEYS = ("in_msgs", "out_msgs", "in_bytes", "out_bytes")
+TRACE_TIMEOUT = 2.0  # s the trace view waits for the servers' events, as `natsedge trace` by default
+MAX_TRACES = 2  # traces running at once; a page clicking faster gets "busy" rather than more inboxes
 
 # The heap an edge needs frozen into a 32-bit MicroPython (code in flash, 4-byte pointers, as on an ESP32), per
 # configuration: `edge: ready heap=` of the MicroPython v1.28 unix port built -m32 with firmware/manifest.py frozen in
@@ -201,9 +209,39 @@ class History:
                 "sample_s": SAMPLE_S}
 
 
+async def trace_view(client: Client | None, query: dict[str, list[str]]) -> dict[str, Any]:
+    """What the page's trace view shows for `subject`, `payload` and `only` from the query: the tree's lines and the
+    raw events, or an error in one line."""
+    subject = (query.get("subject") or [""])[0].strip()
+    payload = (query.get("payload") or [""])[0]
+    only = (query.get("only") or [""])[0] in ("1", "true", "on")
+    out: dict[str, Any] = {"subject": subject, "only": only, "lines": [], "events": [], "error": None}
+    if client is None:
+        out["error"] = "the dashboard has no connection to the hub: start it with --nats URL"
+        return out
+    out["error"] = subject_error(subject)
+    if out["error"]:
+        return out
+    if not client.connected:
+        out["error"] = f"not connected to the hub: {client.last_error or 'connecting'}"
+        return out
+    try:
+        result = await trace_message(client, subject, payload.encode(), only, TRACE_TIMEOUT)
+    except (NotConnected, TimeoutError):
+        out["error"] = f"lost the connection to the hub: {client.last_error or 'no answer'}"
+        return out
+    out["events"] = result.events
+    if result.events:
+        out["lines"] = tree_lines(result.events)
+    else:
+        out["error"] = no_events(subject, TRACE_TIMEOUT)
+    return out
+
+
 class Dashboard:
     def __init__(self, state: Callable[[], Awaitable[dict[str, Any]]], host: str, port: int,
-                 sample_s: float = SAMPLE_S) -> None:
+                 sample_s: float = SAMPLE_S, hub_client: Client | None = None) -> None:
+        """hub_client: the connection the trace view publishes on (None: the view says it has none)."""
         self.state = state
         self.host = host
         self.port = port
@@ -213,6 +251,8 @@ class Dashboard:
         self._started = time.monotonic()
         self._server: asyncio.AbstractServer | None = None
         self._sampler: asyncio.Task[None] | None = None
+        self.hub_client = hub_client
+        self._traces = 0  # running now (MAX_TRACES)
 
     @property
     def url(self) -> str:
@@ -245,6 +285,15 @@ class Dashboard:
                 e["frozen32"] = frozen32_reference(e["parts"])
         return state
 
+    async def trace(self, query: dict[str, list[str]]) -> dict[str, Any]:
+        if self._traces >= MAX_TRACES:
+            return {"lines": [], "events": [], "error": "busy: another trace is running, try again"}
+        self._traces += 1
+        try:
+            return await trace_view(self.hub_client, query)
+        finally:
+            self._traces -= 1
+
     async def close(self) -> None:
         if self._sampler is not None:
             self._sampler.cancel()
@@ -266,12 +315,15 @@ class Dashboard:
             if len(words) != 3 or words[0] not in ("GET", "HEAD"):
                 status, ctype, body = 405, "text/plain", b"only GET\n"
             else:
-                path = words[1].split("?", 1)[0]
+                path, _, query = words[1].partition("?")
                 if path in ("/", "/index.html"):
                     status, ctype, body = 200, "text/html; charset=utf-8", PAGE.encode()
                 elif path == "/state.json":
                     status, ctype = 200, "application/json"
                     body = json.dumps(await self.page_state()).encode()
+                elif path == "/trace.json":
+                    status, ctype = 200, "application/json"
+                    body = json.dumps(await self.trace(parse_qs(query))).encode()
                 else:
                     status, ctype, body = 404, "text/plain", b"not found\n"
             reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}[status]
@@ -344,7 +396,7 @@ async def _standalone(args: argparse.Namespace, listen: tuple[str, int]) -> int:
         return {"source": "hub", "hub": hub, "edges": edges, "events": [],
                 "sim": {"observer_connected": bool(client and client.connected)}}
 
-    dash = Dashboard(state, *listen)
+    dash = Dashboard(state, *listen, hub_client=client)
     try:
         await dash.start()
     except OSError as e:
@@ -408,6 +460,9 @@ td.reports div{display:inline;margin-right:1.2em}
 .chart svg text{font:10px system-ui,sans-serif;fill:#777} .chart .empty{fill:#aaa;font-size:12px}
 #events{font-family:ui-monospace,monospace;font-size:12px;white-space:pre;background:#fff;padding:.5em;
 box-shadow:0 0 0 1px #ddd;max-height:18em;overflow:auto}
+#trace-form label{margin-right:.8em;white-space:nowrap} #trace-form input[type=text]{font:inherit}
+#trace-tree{font-family:ui-monospace,monospace;font-size:12px;white-space:pre;background:#fff;padding:.5em;
+box-shadow:0 0 0 1px #ddd;overflow:auto;max-height:30em;margin:.5em 0 0} #trace-tree:empty{display:none}
 </style></head><body>
 <h1>natsedge fleet</h1><div class="meta" id="meta">loading…</div>
 <h2>Hub</h2><div class="cards" id="hub"></div>
@@ -416,6 +471,12 @@ box-shadow:0 0 0 1px #ddd;max-height:18em;overflow:auto}
 <h2>Over time</h2><div class="charts" id="charts"></div>
 <h2>Edges</h2><div class="wrap"><table id="edges"></table></div>
 <p class="note" id="heapnote"></p>
+<h2>Trace a message</h2>
+<form id="trace-form"><label>subject <input type="text" id="trace-subject" size="28" required></label>
+<label>payload <input type="text" id="trace-payload" size="20"></label>
+<label><input type="checkbox" id="trace-only"> trace only (no client gets it)</label>
+<button type="submit" id="trace-go">Trace</button> <span id="trace-status" class="meta"></span></form>
+<pre id="trace-tree"></pre>
 <h2>Events</h2><div id="events"></div>
 <script>
 "use strict";
@@ -620,6 +681,21 @@ function render(s) {
     (s.events || []).slice().reverse().map(e => `${e.t.toFixed(2).padStart(8)}s  ${e.text}`).join("\n");
   window.renders = (window.renders || 0) + 1;
 }
+// the trace view: one traced message through the dashboard's connection to the hub, the path as natsedge trace
+// prints it
+document.getElementById("trace-form").addEventListener("submit", async ev => { ev.preventDefault();
+  const go = document.getElementById("trace-go"), status = document.getElementById("trace-status");
+  const tree = document.getElementById("trace-tree");
+  const q = new URLSearchParams({subject: document.getElementById("trace-subject").value,
+    payload: document.getElementById("trace-payload").value,
+    only: document.getElementById("trace-only").checked ? "1" : ""});
+  go.disabled = true; status.className = "meta"; status.textContent = "tracing…";
+  try { const r = await fetch("/trace.json?" + q, {cache: "no-store"}), t = await r.json();
+    tree.textContent = (t.lines || []).join("\n");
+    status.className = t.error ? "bad" : "meta";
+    status.textContent = t.error || `${t.events.length} event${t.events.length === 1 ? "" : "s"}`; }
+  catch (err) { status.className = "bad"; status.textContent = "dashboard unreachable: " + err; }
+  finally { go.disabled = false; window.traces = (window.traces || 0) + 1; } });
 async function tick() {
   try { const r = await fetch("/state.json", {cache: "no-store"}); render(await r.json()); }
   catch (err) { document.getElementById("meta").textContent = "dashboard unreachable: " + err; }

@@ -211,7 +211,7 @@ class Simulation:
         await self._ensure_stream()
 
         if o.dashboard is not None:
-            self.dashboard = Dashboard(self.state, o.dashboard[0], o.dashboard[1])
+            self.dashboard = Dashboard(self.state, o.dashboard[0], o.dashboard[1], hub_client=self.observer)
             try:
                 await self.dashboard.start()
             except OSError as e:

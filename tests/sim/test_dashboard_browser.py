@@ -279,3 +279,66 @@ def test_standalone_dashboard_renders_edge_reports(tmp_path: Path, browser: Chro
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+
+
+def test_standalone_dashboard_traces_a_message(tmp_path: Path, browser: Chromium) -> None:
+    """The trace view: a subject typed into the form, the path of the traced message shown as natsedge trace prints
+    it (server, the dashboard's own ingress, the subscribers), trace-only, and a bad subject's one-line error; the
+    tree stays inside the window."""
+    port, http_port, dash_port = free_port(), free_port(), free_port()
+    ns = subprocess.Popen([nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-m", str(http_port),
+                           "-n", "traced-hub"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    dash = subprocess.Popen(_natsedge("dashboard", "--monitor", f"http://127.0.0.1:{http_port}", "--nats",
+                                      f"nats://127.0.0.1:{port}", "--listen", f"127.0.0.1:{dash_port}"),
+                            cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                browser.navigate(f"http://127.0.0.1:{dash_port}/")
+                break
+            except CDPError:
+                assert dash.poll() is None and time.monotonic() < deadline, "the dashboard did not serve its page"
+                time.sleep(0.3)
+        browser.wait_for("window.renders >= 1 && !document.getElementById('meta').textContent.includes('unreach')")
+        with Raw(port) as c:
+            c.handshake(name="sub-app")
+            c.send(b"SUB plant.pump 1\r\nSUB plant.pump workers 2\r\n")
+            c.sync()
+
+            def trace(subject: str, only: bool) -> dict[str, Any]:
+                done = browser.evaluate("window.traces || 0")
+                browser.evaluate(f"""(() => {{ document.getElementById("trace-subject").value = {json.dumps(subject)};
+                    document.getElementById("trace-payload").value = "on";
+                    document.getElementById("trace-only").checked = {json.dumps(only)};
+                    document.getElementById("trace-go").click(); }})()""")
+                browser.wait_for(f"(window.traces || 0) > {done}", 15)
+                return browser.evaluate("""({tree: document.getElementById("trace-tree").textContent,
+                    status: document.getElementById("trace-status").textContent,
+                    bad: document.getElementById("trace-status").className === "bad"})""")
+
+            shown = trace("plant.pump", False)
+            lines = [ln.strip() for ln in shown["tree"].splitlines()]
+            assert lines[0] == 'Trace of a message to subject "plant.pump"', lines
+            assert lines[2] == 'Server "traced-hub" version:2.15.1', lines
+            assert lines[3].startswith('<-- from client "natsedge-dashboard"'), lines
+            assert lines[4].startswith('--C client "sub-app"') and 'queue:"workers"' in lines[5], lines
+            assert shown["status"] == "1 event" and not shown["bad"], shown
+            browser.screenshot(tmp_path / "trace-view.png")
+            assert browser.evaluate(FITS_JS), browser.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+
+            only = trace("plant.pump", True)
+            assert only["tree"].startswith('Trace of a message to subject "plant.pump" (trace only'), only
+            assert [m.payload for m in c.msgs_until_pong()] == [b"on", b"on"]  # the first trace only
+
+            bad = trace("plant.*", False)
+            assert bad["bad"] and bad["status"].startswith("invalid subject 'plant.*'") and bad["tree"] == "", bad
+    finally:
+        for p in (dash, ns):
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
