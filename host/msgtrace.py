@@ -26,7 +26,7 @@ from typing import Any
 
 from edge import trace as names
 from edge.proto import encode_err
-from host import errors
+from host import errors, snappy
 from host.gotime import time_text
 from host.headers import HDR_LINE, hdr_set
 from host.jetstream.gojson import dumps
@@ -162,7 +162,7 @@ class MsgTrace:
 
                 body = gzip.compress(body)
             elif self.compression == "snappy":
-                body = snappy_frames(body)
+                body = snappy.frame(body)
             hdr = HDR_LINE + b"Content-Encoding: " + self.compression.encode() + b"\r\n\r\n"
         server.internal_publish(self.acc, self.dest, None, hdr, body)
 
@@ -342,40 +342,3 @@ def sample(sampling: int) -> bool:
     """Whether a traceparent-triggered message is traced at this sampling percentage (1-100), drawn as nats-server
     draws it (a random 0-99 up to and including `sampling`)."""
     return sampling <= 0 or sampling >= 100 or random.randrange(100) <= sampling
-
-
-# ---- snappy framing (the event's body when Accept-Encoding names snappy or s2) -----------------------------------
-
-_SNAPPY_STREAM_ID = b"\xff\x06\x00\x00sNaPpY"
-_SNAPPY_CHUNK = 65536  # the framing format's largest uncompressed chunk
-
-
-_CRC32C: list[int] = []  # CRC-32C (Castagnoli) by byte, made at the first snappy event
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C, which the snappy framing format checks each chunk with."""
-    table = _CRC32C
-    if not table:
-        for i in range(256):
-            c = i
-            for _ in range(8):
-                c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-            table.append(c)
-    c = 0xFFFFFFFF
-    for b in data:
-        c = table[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
-
-
-def snappy_frames(data: bytes) -> bytes:
-    """`data` in the snappy framing format with uncompressed chunks, which every snappy/S2 reader takes (there is no
-    snappy compressor in the standard library; the events are small)."""
-    out = [_SNAPPY_STREAM_ID]
-    for i in range(0, len(data), _SNAPPY_CHUNK):
-        chunk = data[i : i + _SNAPPY_CHUNK]
-        crc = crc32c(chunk)
-        masked = (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-        n = len(chunk) + 4
-        out.append(bytes((0x01, n & 0xFF, (n >> 8) & 0xFF, n >> 16)) + masked.to_bytes(4, "little") + chunk)
-    return b"".join(out)

@@ -24,9 +24,10 @@ from datetime import datetime
 from typing import Any
 
 from edge import proto, trace
+from edge.leaf.msgtrace import FORWARD_PREFIX  # an edge's forward queue as the `js` step's stream
+from host import snappy
 
 MAX_EVENT_BYTES = 8 << 20  # a decompressed event larger than this is refused (a compression bomb, not a trace)
-FORWARD_STREAM_PREFIX = "forward:"  # an edge's forward queue as the `js` step's stream (edge/leaf/msgtrace.py)
 MAX_HOPS = 1000  # hops one event may announce; a larger `hops` is not a server's count and is not waited for
 
 KIND_NAMES = {trace.CLIENT: "client", trace.ROUTER: "route", trace.GATEWAY: "gateway", trace.SYSTEM: "system",
@@ -60,7 +61,7 @@ def decode_event(hdr: bytes | None, payload: bytes) -> dict[str, Any]:
     if encoding == "gzip":
         data = _gunzip(payload)
     elif encoding == "snappy":
-        data = snappy_unframe(payload)
+        data = _unsnappy(payload)
     elif encoding in ("", "identity"):
         data = bytes(payload)
     else:
@@ -72,6 +73,13 @@ def decode_event(hdr: bytes | None, payload: bytes) -> dict[str, Any]:
     if not isinstance(event, dict):
         raise TraceDecodeError("not a trace event (a JSON object)")
     return event
+
+
+def _unsnappy(data: bytes) -> bytes:
+    try:
+        return snappy.unframe(data, MAX_EVENT_BYTES)
+    except snappy.SnappyError as e:
+        raise TraceDecodeError(str(e)) from None
 
 
 def _gunzip(data: bytes) -> bytes:
@@ -87,133 +95,6 @@ def _gunzip(data: bytes) -> bytes:
     return out
 
 
-def _crc32c_table() -> list[int]:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC32C = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    c = 0xFFFFFFFF
-    for b in data:
-        c = _CRC32C[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
-
-
-def masked_crc32c(data: bytes) -> int:
-    """The checksum of a snappy framing chunk: CRC-32C, rotated and offset (framing_format.txt, "Checksum")."""
-    c = crc32c(data)
-    return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-_SNAPPY_ID = b"sNaPpY"
-_SNAPPY_CHUNK = 65536  # the largest uncompressed chunk the framing format allows
-
-
-def snappy_unframe(data: bytes) -> bytes:
-    """The snappy framing format (what S2 writes in its snappy-compatible mode): a stream identifier, then compressed
-    (0x00) or uncompressed (0x01) chunks with masked CRC-32C checksums; 0x80-0xfe are skipped, 0x02-0x7f refused."""
-    out: list[bytes] = []
-    total = 0
-    pos = 0
-    seen_id = False
-    while pos < len(data):
-        if pos + 4 > len(data):
-            raise TraceDecodeError("snappy: truncated chunk header")
-        ctype = data[pos]
-        size = int.from_bytes(data[pos + 1:pos + 4], "little")
-        body = data[pos + 4:pos + 4 + size]
-        if len(body) != size:
-            raise TraceDecodeError("snappy: truncated chunk")
-        pos += 4 + size
-        if ctype == 0xFF:
-            if body != _SNAPPY_ID:
-                raise TraceDecodeError("snappy: bad stream identifier")
-            seen_id = True
-            continue
-        if not seen_id:
-            raise TraceDecodeError("snappy: no stream identifier")
-        if ctype in (0x00, 0x01):
-            if size < 4:
-                raise TraceDecodeError("snappy: chunk without checksum")
-            chunk = snappy_block(body[4:]) if ctype == 0x00 else bytes(body[4:])
-            if len(chunk) > _SNAPPY_CHUNK:
-                raise TraceDecodeError("snappy: chunk larger than 64 KiB")
-            if masked_crc32c(chunk) != int.from_bytes(body[:4], "little"):
-                raise TraceDecodeError("snappy: checksum mismatch")
-            total += len(chunk)
-            if total > MAX_EVENT_BYTES:
-                raise TraceDecodeError(f"snappy event larger than {MAX_EVENT_BYTES} bytes")
-            out.append(chunk)
-        elif ctype < 0x80:
-            raise TraceDecodeError(f"snappy: unknown chunk type {ctype:#04x}")
-    if not seen_id:
-        raise TraceDecodeError("snappy: empty stream")
-    return b"".join(out)
-
-
-def snappy_block(src: bytes) -> bytes:
-    """One snappy block (format_description.txt): the uncompressed length as a varint, then literals and copies."""
-    try:
-        want, pos, shift = 0, 0, 0
-        while True:
-            b = src[pos]
-            pos += 1
-            want |= (b & 0x7F) << shift
-            if not b & 0x80:
-                break
-            shift += 7
-            if shift > 28:
-                raise TraceDecodeError("snappy: bad length")
-        if want > _SNAPPY_CHUNK:
-            raise TraceDecodeError("snappy: block larger than 64 KiB")
-        out = bytearray()
-        while pos < len(src):
-            tag = src[pos]
-            pos += 1
-            kind = tag & 3
-            if kind == 0:  # literal; lengths of 60 and more are in the next 1-4 bytes
-                n = tag >> 2
-                if n >= 60:
-                    width = n - 59
-                    n = int.from_bytes(src[pos:pos + width], "little")
-                    pos += width
-                n += 1
-                if pos + n > len(src):
-                    raise TraceDecodeError("snappy: literal past the end")
-                out += src[pos:pos + n]
-                pos += n
-                continue
-            if kind == 1:
-                n = 4 + ((tag >> 2) & 7)
-                offset = ((tag >> 5) << 8) | src[pos]
-                pos += 1
-            else:
-                n = 1 + (tag >> 2)
-                width = 2 if kind == 2 else 4
-                if pos + width > len(src):
-                    raise TraceDecodeError("snappy: copy past the end")
-                offset = int.from_bytes(src[pos:pos + width], "little")
-                pos += width
-            if not 0 < offset <= len(out):
-                raise TraceDecodeError("snappy: copy offset out of range")
-            start = len(out) - offset
-            for i in range(n):  # byte by byte: a copy may overlap what it writes (a run)
-                out.append(out[start + i])
-            if len(out) > want:
-                raise TraceDecodeError("snappy: block longer than its length")
-    except IndexError:
-        raise TraceDecodeError("snappy: truncated block") from None
-    if len(out) != want:
-        raise TraceDecodeError("snappy: block shorter than its length")
-    return bytes(out)
 
 
 # ---- linking -----------------------------------------------------------------------------------------------------
@@ -271,7 +152,7 @@ def awaits_ack(event: dict[str, Any]) -> bool:
     hub acknowledged the record (docs/tracing.md, "Store-and-forward")."""
     return not trace_only(event) and any(
         s.get("type") == trace.JETSTREAM_EVENT and isinstance(s.get("stream"), str)
-        and s["stream"].startswith(FORWARD_STREAM_PREFIX) and not s.get("error") for s in steps(event))
+        and s["stream"].startswith(FORWARD_PREFIX) and not s.get("error") for s in steps(event))
 
 
 def missing_hops(events: list[dict[str, Any]]) -> list[str]:

@@ -13,6 +13,7 @@ import gzip
 import json
 from pathlib import Path
 
+from host import snappy
 from tests.compat.harness import Raw, hpub, read_msg
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
@@ -36,72 +37,8 @@ def event_of(msg) -> dict:
     if msg.hdr and b"Content-Encoding: gzip" in msg.hdr:
         body = gzip.decompress(body)
     elif msg.hdr and b"Content-Encoding: snappy" in msg.hdr:
-        body = unsnappy(body)
+        body = snappy.unframe(body, 1 << 20)
     return json.loads(body)
-
-
-def unsnappy(data: bytes) -> bytes:
-    """The snappy framing format (what nats-server's S2 writer in snappy mode and the hub write), read as any reader
-    does: stream identifier, then compressed (0x00) or uncompressed (0x01) chunks, each after a masked CRC-32C."""
-    assert data.startswith(b"\xff\x06\x00\x00sNaPpY"), data[:16]
-    out = b""
-    i = 10
-    while i < len(data):
-        kind, n = data[i], int.from_bytes(data[i + 1 : i + 4], "little")
-        chunk = data[i + 8 : i + 4 + n]
-        if kind == 0x00:
-            chunk = _snappy_block(chunk)
-        if kind in (0x00, 0x01):
-            crc = _crc32c(chunk)
-            masked = (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-            assert int.from_bytes(data[i + 4 : i + 8], "little") == masked
-            out += chunk
-        i += 4 + n
-    return out
-
-
-def _snappy_block(b: bytes) -> bytes:
-    """One snappy block: a varint length, then literals and back-references."""
-    i = shift = size = 0
-    while True:
-        size |= (b[i] & 0x7F) << shift
-        i += 1
-        if b[i - 1] < 0x80:
-            break
-        shift += 7
-    out = bytearray()
-    while i < len(b):
-        tag = b[i]
-        i += 1
-        if tag & 3 == 0:
-            n = tag >> 2
-            if n >= 60:
-                k = n - 59
-                n = int.from_bytes(b[i : i + k], "little")
-                i += k
-            out += b[i : i + n + 1]
-            i += n + 1
-            continue
-        if tag & 3 == 1:
-            length, offset = 4 + ((tag >> 2) & 7), ((tag >> 5) << 8) | b[i]
-            i += 1
-        else:
-            k = 2 if tag & 3 == 2 else 4
-            length, offset = 1 + (tag >> 2), int.from_bytes(b[i : i + k], "little")
-            i += k
-        for _ in range(length):
-            out.append(out[-offset])
-    assert len(out) == size
-    return bytes(out)
-
-
-def _crc32c(data: bytes) -> int:
-    c = 0xFFFFFFFF
-    for byte in data:
-        c ^= byte
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-    return c ^ 0xFFFFFFFF
 
 
 def events_until_pong(raw: Raw) -> list[dict]:

@@ -228,12 +228,6 @@ def test_event_compression_follows_accept_encoding(start, accept, encoding):
         assert [e["type"] for e in event["events"]] == ["in"]
 
 
-def test_snappy_checksum_is_crc32c():
-    from .harness import _crc32c
-
-    assert _crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
-
-
 def _import_events(srv: Server, subject: str, only: bool) -> tuple[list[dict], list]:
     """Publish a traced message as account A's user to `subject`; B's user listens on svc.> and feed.>, A's on
     feed.> and the trace destination. The events, and what both subscribers got."""

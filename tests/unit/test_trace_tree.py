@@ -16,19 +16,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge import proto
+from host.snappy import SnappyError, block, crc32c, frame, masked_crc32c, unframe
 from host.tools.trace_tree import (
     INDENT,
     MAX_EVENT_BYTES,
     TraceDecodeError,
     complete,
-    crc32c,
     decode_event,
     duration,
     hop_of,
-    masked_crc32c,
     missing_hops,
-    snappy_block,
-    snappy_unframe,
     tree_lines,
     ts_ns,
 )
@@ -311,8 +308,8 @@ def test_plain_and_gzip_events_decode() -> None:
     assert decode_event(proto.encode_headers([("Content-Encoding", "gzip")]), gzip.compress(body)) == event
 
 
-def frame(chunks: list[tuple[int, bytes]]) -> bytes:
-    return b"".join(bytes([t]) + len(b).to_bytes(3, "little") + b for t, b in chunks)
+def chunks(parts: list[tuple[int, bytes]]) -> bytes:
+    return b"".join(bytes([t]) + len(b).to_bytes(3, "little") + b for t, b in parts)
 
 
 def test_crc32c_check_value() -> None:
@@ -322,19 +319,19 @@ def test_crc32c_check_value() -> None:
 
 def test_snappy_blocks() -> None:
     # length 13 (varint), literal "abc" (tag (3-1)<<2), copy-1 of 10 bytes at offset 3 (an overlapping run)
-    assert snappy_block(bytes([13, 2 << 2, *b"abc", 1 | ((10 - 4) << 2), 3])) == b"abcabcabcabca"
+    assert block(bytes([13, 2 << 2, *b"abc", 1 | ((10 - 4) << 2), 3])) == b"abcabcabcabca"
     # a copy-2: 5 bytes at offset 4; a literal with a 1-byte length (60 + 1 bytes... here 61)
     lit = bytes(range(61))
-    assert snappy_block(bytes([66, 60 << 2, 60]) + lit + bytes([2 | (4 << 2), 4, 0])) == lit + lit[-4:] + lit[-4:-3]
+    assert block(bytes([66, 60 << 2, 60]) + lit + bytes([2 | (4 << 2), 4, 0])) == lit + lit[-4:] + lit[-4:-3]
     # a copy-4
-    assert snappy_block(bytes([6, 1 << 2, *b"xy", 3 | (3 << 2), 2, 0, 0, 0])) == b"xyxyxy"
+    assert block(bytes([6, 1 << 2, *b"xy", 3 | (3 << 2), 2, 0, 0, 0])) == b"xyxyxy"
     for bad in (b"", bytes([5, 2 << 2, *b"ab"]),  # truncated literal
                 bytes([4, 0, *b"a", 1 | (0 << 2), 9]),  # offset past the start
                 bytes([3, 2 << 2, *b"abc", 1, 3]),  # longer than its length
                 bytes([9, 2 << 2, *b"abc"]),  # shorter than its length
                 bytes([0xFF, 0xFF, 0xFF, 0xFF, 0xFF])):  # a length that never ends
-        with pytest.raises(TraceDecodeError):
-            snappy_block(bad)
+        with pytest.raises(SnappyError):
+            block(bad)
 
 
 def test_snappy_framing() -> None:
@@ -343,18 +340,19 @@ def test_snappy_framing() -> None:
     half = len(body) // 2
     block = bytes([half]) if half < 128 else bytes([half & 0x7F | 0x80, half >> 7])
     block += bytes([61 << 2]) + (half - 1).to_bytes(2, "little") + body[:half]  # one literal, 2-byte length
-    stream = frame([(0xFF, b"sNaPpY"),
+    stream = chunks([(0xFF, b"sNaPpY"),
                     (0x00, masked_crc32c(body[:half]).to_bytes(4, "little") + block),
                     (0xFE, b"\0\0\0"),  # padding: skipped
                     (0x01, masked_crc32c(body[half:]).to_bytes(4, "little") + body[half:])])
-    assert snappy_unframe(stream) == body
+    assert unframe(stream, MAX_EVENT_BYTES) == body
     assert decode_event(proto.encode_headers([("Content-Encoding", "snappy")]), stream) == event
+    assert unframe(frame(body), MAX_EVENT_BYTES) == body  # what the hub writes
     bad_crc = bytearray(stream)
     bad_crc[-1] ^= 1
-    for bad in (bytes(bad_crc), stream[:-3], stream[10:], frame([(0xFF, b"S2sTwO")]), b"",
-                frame([(0xFF, b"sNaPpY"), (0x02, b"x")])):
-        with pytest.raises(TraceDecodeError):
-            snappy_unframe(bad)
+    for bad in (bytes(bad_crc), stream[:-3], stream[10:], chunks([(0xFF, b"S2sTwO")]), b"",
+                chunks([(0xFF, b"sNaPpY"), (0x02, b"x")])):
+        with pytest.raises(SnappyError):
+            unframe(bad, MAX_EVENT_BYTES)
 
 
 def test_bad_events_are_one_line_errors() -> None:
