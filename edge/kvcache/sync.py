@@ -44,6 +44,8 @@ WINDOW = 4 if small_heap() else 16
 HEARTBEAT_MS = 2000
 SILENT_MS = 3 * HEARTBEAT_MS  # no delivery or heartbeat for this long: a new consumer
 REPLY_MS = 3000
+IDLE_MS = 500  # the session loop looks again at least this often (consumer health, pushes held back)
+NAP_POLL_MS = 20  # how often a nap checks for wake(): a local write reaches the hub within this
 
 
 def days_from_civil(y, m, d):
@@ -176,7 +178,7 @@ class Sync:
         self.filter = self.kv_prefix + kv.filter
         self.online = False
         self.caught_up = False
-        self.ev = asyncio.Event()  # set by wake() and every hub message: the session loop looks again
+        self.woken = False  # set by wake() and every hub message: the session loop looks again (_nap)
         self.n = 0
         self.acks = {}  # token -> [key, stamp, PubAck dict or None]
         self.failed = {}  # key -> why the hub refused its push (not a CAS failure); retried next session
@@ -203,7 +205,7 @@ class Sync:
     # ---- requests --------------------------------------------------------------------------------
 
     def wake(self):
-        self.ev.set()
+        self.woken = True
 
     def idle(self):
         return self.online and self.caught_up and not self.store.dirty
@@ -241,7 +243,7 @@ class Sync:
                         a[2] = {"error": {"description": "bad PubAck", "err_code": 0}}
         except Exception as e:  # must not break the leaf's read loop
             self.failure = "cannot apply a hub message: %r" % (e,)
-        self.ev.set()
+        self.woken = True
 
     def _on_batch(self, hdr, payload):
         status, h = _headers(hdr)
@@ -424,11 +426,15 @@ class Sync:
             pushed = await self._push_round()
             store.mark_synced()
             if not pushed:
-                self.ev.clear()
-                try:
-                    await asyncio.wait_for(self.ev.wait(), 0.5)
-                except asyncio.TimeoutError:
-                    pass
+                await self._nap(IDLE_MS)
+
+    async def _nap(self, ms):
+        # Until wake() or a hub message, at most ms. Polled every NAP_POLL_MS rather than an asyncio Event with
+        # wait_for: those two asyncio modules cost ~1 KB of a 32-bit board's heap, and each wait_for a task.
+        self.woken = False
+        t0 = ticks_ms()
+        while not self.woken and ticks_diff(ticks_ms(), t0) < ms:
+            await asyncio.sleep(NAP_POLL_MS / 1000)
 
     async def _catch_up(self):
         t0 = ticks_ms()
