@@ -303,12 +303,12 @@ class Store:
     # ---- reads ------------------------------------------------------------------------------------
 
     def get(self, key):
-        # -> the live entry list, or None (absent, a dirty delete, or its TTL ran out)
+        # -> the live entry list, or None (absent, a dirty delete, or its TTL ran out). An expired entry stays for
+        # sweep() to remove, so that its watchers always hear of the expiry (cache.py), whichever comes first.
         e = self.entries.get(key)
         if e is None:
             return None
         if e[2] and e[2] <= self.wall():
-            self._expire(key)
             return None
         self.tick += 1
         e[3] = self.tick

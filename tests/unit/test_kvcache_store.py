@@ -134,8 +134,9 @@ def test_local_writes_survive_reopen():
     assert _state(s) == before
     assert s.get("a")[0] == b"1" and s.get("b")[0] == b"2" and s.get("c") is None and s.get("d") is None
     assert s.dirty["c"][0] == OP_DEL and s.dirty["d"][0] == OP_PURGE and s.max_stamp == (1, 4, "e")
-    wall.ms += 11000  # b's TTL runs out: gone for get() at once, and dropped (not pushed) on flash
-    assert s.get("b") is None and "b" not in s.dirty
+    wall.ms += 11000  # b's TTL runs out: gone for get() at once, dropped (not pushed) on flash by sweep()
+    assert s.get("b") is None and "b" in s.dirty
+    assert s.sweep() == ["b"] and "b" not in s.dirty
     s.close()
     s = Store(p, wall=wall)
     assert "b" not in s.entries and s.get("a")[0] == b"1"
