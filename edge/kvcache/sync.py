@@ -146,6 +146,17 @@ def _headers(hdr):
     return status, Headers(hdr)
 
 
+def _puback(payload):
+    # A PubAck -> (seq, None), or (0, its error object): the window's answers wait for the round to end, so only
+    # what _push_round reads is kept, not the parsed reply.
+    try:
+        res = json.loads(payload)
+    except ValueError:
+        return 0, {"description": "bad PubAck", "err_code": 0}
+    err = res.get("error")
+    return (res.get("seq", 0), None) if err is None else (0, err)
+
+
 def start(leaf, kvs, log):
     # One JsClient for every bucket and a Sync each (kv.sync) -> the Syncs, to run. Replies are taken inside
     # the leaf's route() (no callback queue, so a 10,000-message catch-up is never dropped). Push consumers
@@ -237,10 +248,7 @@ class Sync:
             elif kind == b"p":
                 a = self.acks.get(token)
                 if a is not None:
-                    try:
-                        a[2] = json.loads(payload)
-                    except ValueError:
-                        a[2] = {"error": {"description": "bad PubAck", "err_code": 0}}
+                    a[2] = _puback(payload)
         except Exception as e:  # must not break the leaf's read loop
             self.failure = "cannot apply a hub message: %r" % (e,)
         self.woken = True
@@ -538,9 +546,9 @@ class Sync:
             if res is None:
                 continue
             done += 1
-            err = res.get("error")
+            seq, err = res
             if err is None:
-                store.pushed(key, res.get("seq", 0), stamp)
+                store.pushed(key, seq, stamp)
             elif err.get("err_code") == 10071:
                 await self._cas_failed(key, stamp, err.get("description", ""))
             else:

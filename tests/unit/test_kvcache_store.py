@@ -183,11 +183,11 @@ def test_pushes_clean_or_rebase_by_stamp():
     s = Store(p)
     s.hub_set("k", b"hub", 4, 0)
     s.local_write("k", OP_PUT, b"v1", 0, "10-0-e")
-    assert s.dirty["k"][1:3] == [4, 4]  # base and expect: the hub revision the write started from
+    assert s.dirty["k"][1:3] == (4, 4)  # base and expect: the hub revision the write started from
     s.local_write("k", OP_PUT, b"v2", 0, "11-0-e")  # a second write before the push: same base
-    assert s.dirty["k"][1:3] == [4, 4]
+    assert s.dirty["k"][1:3] == (4, 4)
     s.pushed("k", 6, "10-0-e")  # the first write reached the hub: the second follows it without a conflict
-    assert s.dirty["k"][1:] == [6, 6, "11-0-e", 0] and s.get("k")[0] == b"v2"
+    assert s.dirty["k"][1:] == (6, 6, "11-0-e", 0) and s.get("k")[0] == b"v2"
     s.pushed("k", 5, "10-0-e")  # a stale answer changes nothing
     assert s.dirty["k"][2] == 6
     s.pushed("k", 7, "11-0-e")
@@ -348,7 +348,7 @@ def test_own_writes_coming_back_are_not_conflicts():
         s1 = kv.store.dirty["k"][3]
         kv.put("k", b"v2")
         _hub_msg(sync, "k", b"v1", 2, 2000, s1)  # our first write, echoed by the consumer
-        assert kv.get("k") == b"v2" and kv.store.dirty["k"][1:3] == [2, 2]
+        assert kv.get("k") == b"v2" and kv.store.dirty["k"][1:3] == (2, 2)
         _hub_msg(sync, "k", b"v2", 3, 3000, kv.store.dirty["k"][3])
         assert "k" not in kv.store.dirty and kv.entry("k").revision == 3 and cache.conflicts == 0
         _hub_msg(sync, "k", b"", 4, 4000, None, "DEL")
