@@ -46,6 +46,7 @@ SILENT_MS = 3 * HEARTBEAT_MS  # no delivery or heartbeat for this long: a new co
 REPLY_MS = 3000
 IDLE_MS = 500  # the session loop looks again at least this often (consumer health, pushes held back)
 NAP_POLL_MS = 20  # how often a nap checks for wake(): a local write reaches the hub within this
+_api_turn = [None]  # the Sync whose big API request is out (Sync._api)
 
 
 def days_from_civil(y, m, d):
@@ -398,11 +399,24 @@ class Sync:
             gc.collect()
             await asyncio.sleep(0.5)
 
+    async def _api(self, subject, obj):
+        # A JetStream API call whose reply is big (STREAM.INFO, CONSUMER.CREATE: ~1 KB, parsed from one contiguous
+        # block), made by one bucket's session at a time: at link-up every session asks at once, and on a
+        # fragmented 60 KB heap the second reply found no free block for itself (MemoryError in the uplink's read:
+        # the link went down, and the same happened at every reconnect).
+        while _api_turn[0] is not None:
+            await asyncio.sleep(NAP_POLL_MS / 1000)
+        _api_turn[0] = self
+        try:
+            return await self.js.api(subject, obj, REPLY_MS)
+        finally:
+            _api_turn[0] = None
+
     async def _stream_last_seq(self):
         # STREAM.INFO of the bucket's stream: checks it and sets max_age_ms; -> its last sequence. A method of
         # its own so that the parsed reply (~1.9 KB of heap on a 32-bit board) is gone when it returns, not held
         # by the session's frame for as long as the link lasts.
-        info = await self.js.api("$JS.API.STREAM.INFO." + self.stream, None, REPLY_MS)
+        info = await self._api("$JS.API.STREAM.INFO." + self.stream, None)
         cfg = info.get("config") or {}
         if not cfg.get("allow_direct"):
             raise JsError("stream %s has allow_direct off; the edge needs direct gets" % self.stream)
@@ -482,8 +496,7 @@ class Sync:
                "max_deliver": 1, "filter_subject": self.filter, "flow_control": True,
                "idle_heartbeat": HEARTBEAT_MS * 1000000, "mem_storage": True, "inactive_threshold": 30000000000,
                "num_replicas": 1, "replay_policy": "instant", "deliver_subject": subject.decode()}
-        resp = await self.js.api("$JS.API.CONSUMER.CREATE." + self.stream, {"stream_name": self.stream, "config": cfg},
-                                 REPLY_MS)
+        resp = await self._api("$JS.API.CONSUMER.CREATE." + self.stream, {"stream_name": self.stream, "config": cfg})
         self.cons_name = resp.get("name")
         self.heard = ticks_ms()
 
