@@ -46,7 +46,6 @@ SILENT_MS = 3 * HEARTBEAT_MS  # no delivery or heartbeat for this long: a new co
 REPLY_MS = 3000
 IDLE_MS = 500  # the session loop looks again at least this often (consumer health, pushes held back)
 NAP_POLL_MS = 20  # how often a nap checks for wake(): a local write reaches the hub within this
-_api_turn = [None]  # the Sync whose big API request is out (Sync._api)
 
 
 def days_from_civil(y, m, d):
@@ -171,20 +170,22 @@ def start(leaf, kvs, log):
             syncs[int(i)].on_msg(kind[-1:], token, reply, hdr, payload)
 
     js = JsClient(leaf, on_msg)
+    turn = [None]  # the Sync whose big API request is out (Sync._api)
     for i, kv in enumerate(kvs):
-        kv.sync = Sync(kv, js, i, log)
+        kv.sync = Sync(kv, js, i, log, turn)
         syncs.append(kv.sync)
     return syncs
 
 
 class Sync:
-    def __init__(self, kv, js, index, log):
+    def __init__(self, kv, js, index, log, turn):
         self.kv = kv
         self.store = kv.store
         self.leaf = js.leaf
         self.js = js
         self.base = js.inbox + b"%d" % index
         self.log = log
+        self.turn = turn
         self.stream = "KV_" + kv.name
         self.kv_prefix = "$KV.%s." % kv.name
         self.filter = self.kv_prefix + kv.filter
@@ -404,13 +405,14 @@ class Sync:
         # block), made by one bucket's session at a time: at link-up every session asks at once, and on a
         # fragmented 60 KB heap the second reply found no free block for itself (MemoryError in the uplink's read:
         # the link went down, and the same happened at every reconnect).
-        while _api_turn[0] is not None:
+        turn = self.turn
+        while turn[0] is not None:
             await asyncio.sleep(NAP_POLL_MS / 1000)
-        _api_turn[0] = self
+        turn[0] = self
         try:
             return await self.js.api(subject, obj, REPLY_MS)
         finally:
-            _api_turn[0] = None
+            turn[0] = None
 
     async def _stream_last_seq(self):
         # STREAM.INFO of the bucket's stream: checks it and sets max_age_ms; -> its last sequence. A method of
