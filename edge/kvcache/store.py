@@ -96,7 +96,7 @@ def _fsync(f):
 
 class Store:
     # entries: key -> [value (None: a dirty delete), rev, exp_ms (0: none), last use]
-    # dirty: key -> [op, base, expect, hlc text, ttl_s]
+    # dirty: key -> (op, base, expect, hlc text, ttl_s): a tuple, one 16-byte block less than a list on MicroPython
     #   base: the newest hub revision this write knew of (a hub version above it is a conflict);
     #   expect: the revision the compare-and-set names (the key's last revision on the hub, 0 = none).
     def __init__(self, path, max_keys=256, max_bytes=16384, log_bytes=65536, segment_size=8192, flush_every=16,
@@ -243,7 +243,7 @@ class Store:
 
     def _set_dirty(self, key, op, value, base, expect, exp, stamp, ttl):
         self._put_entry(key, None if op != OP_PUT else value, expect, exp)
-        self.dirty[key] = [op, base, expect, stamp, ttl]
+        self.dirty[key] = (op, base, expect, stamp, ttl)
 
     def _clean(self, key, rev):
         d = self.dirty.pop(key, None)
@@ -303,12 +303,12 @@ class Store:
     # ---- reads ------------------------------------------------------------------------------------
 
     def get(self, key):
-        # -> the live entry list, or None (absent, a dirty delete, or its TTL ran out)
+        # -> the live entry list, or None (absent, a dirty delete, or its TTL ran out). An expired entry stays for
+        # sweep() to remove, so that its watchers always hear of the expiry (cache.py), whichever comes first.
         e = self.entries.get(key)
         if e is None:
             return None
         if e[2] and e[2] <= self.wall():
-            self._expire(key)
             return None
         self.tick += 1
         e[3] = self.tick
@@ -359,8 +359,7 @@ class Store:
         e = self.entries[key]
         self._append(encode(R_LOCAL, key.encode(), base, e[2], e[0] if d[0] == OP_PUT else b"", d[0], expect, d[4],
                             d[3].encode()))
-        d[1] = base
-        d[2] = expect
+        self.dirty[key] = (d[0], base, expect, d[3], d[4])
         e[1] = expect
 
     def pushed(self, key, rev, stamp):
@@ -405,7 +404,7 @@ class Store:
         for key in [k for k in self.entries if k not in self.dirty]:
             self._remove(key)
         for key, d in self.dirty.items():
-            d[1] = d[2] = 0
+            self.dirty[key] = (d[0], 0, 0, d[3], d[4])
             self.entries[key][1] = 0
         self.last_rev = 0
         self._synced_rev = 0

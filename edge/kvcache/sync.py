@@ -44,6 +44,8 @@ WINDOW = 4 if small_heap() else 16
 HEARTBEAT_MS = 2000
 SILENT_MS = 3 * HEARTBEAT_MS  # no delivery or heartbeat for this long: a new consumer
 REPLY_MS = 3000
+IDLE_MS = 500  # the session loop looks again at least this often (consumer health, pushes held back)
+NAP_POLL_MS = 20  # how often a nap checks for wake(): a local write reaches the hub within this
 
 
 def days_from_civil(y, m, d):
@@ -144,6 +146,17 @@ def _headers(hdr):
     return status, Headers(hdr)
 
 
+def _puback(payload):
+    # A PubAck -> (seq, None), or (0, its error object): the window's answers wait for the round to end, so only
+    # what _push_round reads is kept, not the parsed reply.
+    try:
+        res = json.loads(payload)
+    except ValueError:
+        return 0, {"description": "bad PubAck", "err_code": 0}
+    err = res.get("error")
+    return (res.get("seq", 0), None) if err is None else (0, err)
+
+
 def start(leaf, kvs, log):
     # One JsClient for every bucket and a Sync each (kv.sync) -> the Syncs, to run. Replies are taken inside
     # the leaf's route() (no callback queue, so a 10,000-message catch-up is never dropped). Push consumers
@@ -157,26 +170,28 @@ def start(leaf, kvs, log):
             syncs[int(i)].on_msg(kind[-1:], token, reply, hdr, payload)
 
     js = JsClient(leaf, on_msg)
+    turn = [None]  # the Sync whose big API request is out (Sync._api)
     for i, kv in enumerate(kvs):
-        kv.sync = Sync(kv, js, i, log)
+        kv.sync = Sync(kv, js, i, log, turn)
         syncs.append(kv.sync)
     return syncs
 
 
 class Sync:
-    def __init__(self, kv, js, index, log):
+    def __init__(self, kv, js, index, log, turn):
         self.kv = kv
         self.store = kv.store
         self.leaf = js.leaf
         self.js = js
         self.base = js.inbox + b"%d" % index
         self.log = log
+        self.turn = turn
         self.stream = "KV_" + kv.name
         self.kv_prefix = "$KV.%s." % kv.name
         self.filter = self.kv_prefix + kv.filter
         self.online = False
         self.caught_up = False
-        self.ev = asyncio.Event()  # set by wake() and every hub message: the session loop looks again
+        self.woken = False  # set by wake() and every hub message: the session loop looks again (_nap)
         self.n = 0
         self.acks = {}  # token -> [key, stamp, PubAck dict or None]
         self.failed = {}  # key -> why the hub refused its push (not a CAS failure); retried next session
@@ -203,7 +218,7 @@ class Sync:
     # ---- requests --------------------------------------------------------------------------------
 
     def wake(self):
-        self.ev.set()
+        self.woken = True
 
     def idle(self):
         return self.online and self.caught_up and not self.store.dirty
@@ -235,13 +250,10 @@ class Sync:
             elif kind == b"p":
                 a = self.acks.get(token)
                 if a is not None:
-                    try:
-                        a[2] = json.loads(payload)
-                    except ValueError:
-                        a[2] = {"error": {"description": "bad PubAck", "err_code": 0}}
+                    a[2] = _puback(payload)
         except Exception as e:  # must not break the leaf's read loop
             self.failure = "cannot apply a hub message: %r" % (e,)
-        self.ev.set()
+        self.woken = True
 
     def _on_batch(self, hdr, payload):
         status, h = _headers(hdr)
@@ -388,11 +400,25 @@ class Sync:
             gc.collect()
             await asyncio.sleep(0.5)
 
+    async def _api(self, subject, obj):
+        # A JetStream API call whose reply is big (STREAM.INFO, CONSUMER.CREATE: ~1 KB, parsed from one contiguous
+        # block), made by one bucket's session at a time: at link-up every session asks at once, and on a
+        # fragmented 60 KB heap the second reply found no free block for itself (MemoryError in the uplink's read:
+        # the link went down, and the same happened at every reconnect).
+        turn = self.turn
+        while turn[0] is not None:
+            await asyncio.sleep(NAP_POLL_MS / 1000)
+        turn[0] = self
+        try:
+            return await self.js.api(subject, obj, REPLY_MS)
+        finally:
+            turn[0] = None
+
     async def _stream_last_seq(self):
         # STREAM.INFO of the bucket's stream: checks it and sets max_age_ms; -> its last sequence. A method of
         # its own so that the parsed reply (~1.9 KB of heap on a 32-bit board) is gone when it returns, not held
         # by the session's frame for as long as the link lasts.
-        info = await self.js.api("$JS.API.STREAM.INFO." + self.stream, None, REPLY_MS)
+        info = await self._api("$JS.API.STREAM.INFO." + self.stream, None)
         cfg = info.get("config") or {}
         if not cfg.get("allow_direct"):
             raise JsError("stream %s has allow_direct off; the edge needs direct gets" % self.stream)
@@ -424,11 +450,15 @@ class Sync:
             pushed = await self._push_round()
             store.mark_synced()
             if not pushed:
-                self.ev.clear()
-                try:
-                    await asyncio.wait_for(self.ev.wait(), 0.5)
-                except asyncio.TimeoutError:
-                    pass
+                await self._nap(IDLE_MS)
+
+    async def _nap(self, ms):
+        # Until wake() or a hub message, at most ms. Polled every NAP_POLL_MS rather than an asyncio Event with
+        # wait_for: those two asyncio modules cost ~1 KB of a 32-bit board's heap, and each wait_for a task.
+        self.woken = False
+        t0 = ticks_ms()
+        while not self.woken and ticks_diff(ticks_ms(), t0) < ms:
+            await asyncio.sleep(NAP_POLL_MS / 1000)
 
     async def _catch_up(self):
         t0 = ticks_ms()
@@ -468,8 +498,7 @@ class Sync:
                "max_deliver": 1, "filter_subject": self.filter, "flow_control": True,
                "idle_heartbeat": HEARTBEAT_MS * 1000000, "mem_storage": True, "inactive_threshold": 30000000000,
                "num_replicas": 1, "replay_policy": "instant", "deliver_subject": subject.decode()}
-        resp = await self.js.api("$JS.API.CONSUMER.CREATE." + self.stream, {"stream_name": self.stream, "config": cfg},
-                                 REPLY_MS)
+        resp = await self._api("$JS.API.CONSUMER.CREATE." + self.stream, {"stream_name": self.stream, "config": cfg})
         self.cons_name = resp.get("name")
         self.heard = ticks_ms()
 
@@ -532,9 +561,9 @@ class Sync:
             if res is None:
                 continue
             done += 1
-            err = res.get("error")
+            seq, err = res
             if err is None:
-                store.pushed(key, res.get("seq", 0), stamp)
+                store.pushed(key, seq, stamp)
             elif err.get("err_code") == 10071:
                 await self._cas_failed(key, stamp, err.get("description", ""))
             else:

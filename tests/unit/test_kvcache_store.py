@@ -134,8 +134,9 @@ def test_local_writes_survive_reopen():
     assert _state(s) == before
     assert s.get("a")[0] == b"1" and s.get("b")[0] == b"2" and s.get("c") is None and s.get("d") is None
     assert s.dirty["c"][0] == OP_DEL and s.dirty["d"][0] == OP_PURGE and s.max_stamp == (1, 4, "e")
-    wall.ms += 11000  # b's TTL runs out: gone for get() at once, and dropped (not pushed) on flash
-    assert s.get("b") is None and "b" not in s.dirty
+    wall.ms += 11000  # b's TTL runs out: gone for get() at once, dropped (not pushed) on flash by sweep()
+    assert s.get("b") is None and "b" in s.dirty
+    assert s.sweep() == ["b"] and "b" not in s.dirty
     s.close()
     s = Store(p, wall=wall)
     assert "b" not in s.entries and s.get("a")[0] == b"1"
@@ -182,11 +183,11 @@ def test_pushes_clean_or_rebase_by_stamp():
     s = Store(p)
     s.hub_set("k", b"hub", 4, 0)
     s.local_write("k", OP_PUT, b"v1", 0, "10-0-e")
-    assert s.dirty["k"][1:3] == [4, 4]  # base and expect: the hub revision the write started from
+    assert s.dirty["k"][1:3] == (4, 4)  # base and expect: the hub revision the write started from
     s.local_write("k", OP_PUT, b"v2", 0, "11-0-e")  # a second write before the push: same base
-    assert s.dirty["k"][1:3] == [4, 4]
+    assert s.dirty["k"][1:3] == (4, 4)
     s.pushed("k", 6, "10-0-e")  # the first write reached the hub: the second follows it without a conflict
-    assert s.dirty["k"][1:] == [6, 6, "11-0-e", 0] and s.get("k")[0] == b"v2"
+    assert s.dirty["k"][1:] == (6, 6, "11-0-e", 0) and s.get("k")[0] == b"v2"
     s.pushed("k", 5, "10-0-e")  # a stale answer changes nothing
     assert s.dirty["k"][2] == 6
     s.pushed("k", 7, "11-0-e")
@@ -347,7 +348,7 @@ def test_own_writes_coming_back_are_not_conflicts():
         s1 = kv.store.dirty["k"][3]
         kv.put("k", b"v2")
         _hub_msg(sync, "k", b"v1", 2, 2000, s1)  # our first write, echoed by the consumer
-        assert kv.get("k") == b"v2" and kv.store.dirty["k"][1:3] == [2, 2]
+        assert kv.get("k") == b"v2" and kv.store.dirty["k"][1:3] == (2, 2)
         _hub_msg(sync, "k", b"v2", 3, 3000, kv.store.dirty["k"][3])
         assert "k" not in kv.store.dirty and kv.entry("k").revision == 3 and cache.conflicts == 0
         _hub_msg(sync, "k", b"", 4, 4000, None, "DEL")
