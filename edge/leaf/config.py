@@ -18,7 +18,8 @@ from edge.leaf.confcheck import ConfigError, fail, got, is_number, number, unkno
 OTHER_LAYERS = ("wifi", "kv", "outbox", "board")
 # The checker's modules, needed once: whoever ran prepare() drops them (edge.compat.drop_module), so that their
 # bytecode does not stay on the heap (~5 KB).
-CHECKER_MODULES = ("edge.leaf.config", "edge.leaf.fwdconfig", "edge.auth.config", "edge.leaf.confcheck")
+CHECKER_MODULES = ("edge.leaf.config", "edge.leaf.fwdconfig", "edge.auth.config", "edge.workloads.config",
+                   "edge.leaf.confcheck")
 
 # key: (default, minimum); integers, except the _SECONDS keys (seconds, int or float)
 LIMITS = {
@@ -179,7 +180,7 @@ def check(d):
     if not isinstance(d, dict):
         raise ConfigError("config: expected a JSON object at the top level, got %s" % got(d))
     unknown_keys(d, ("name", "hub", "listen", "authorization", "data", "app", "limits", "stats", "forward",
-                     "forward_settings") + OTHER_LAYERS, "")
+                     "forward_settings", "tags", "workloads") + OTHER_LAYERS, "")
     name = _str(d, "name", "name", required=True)
     if " " in name or "\t" in name:
         fail("name", "a name without spaces", name)
@@ -202,6 +203,16 @@ def check(d):
     if not is_number(stats, 0):
         fail("stats", "a number of seconds >= 0 (0 = off)", stats)
     kv = d.get("kv")
+    tags = workloads = None
+    if d.get("tags") is not None or d.get("workloads") is not None:
+        try:
+            from edge.workloads.config import check_tags, check_workloads  # imported only when used
+        except ImportError:
+            raise ConfigError('config: "workloads" needs the edge.workloads package, which this device lacks '
+                              '(natsedge firmware bundle --with kvcache --with workloads)')
+        tags = check_tags(d.get("tags"))
+        if d.get("workloads") is not None:
+            workloads, kv = check_workloads(d["workloads"], kv)
     if kv is not None:
         from edge.kvcache.config import check_kv  # optional package: imported only when the config uses it
 
@@ -215,7 +226,7 @@ def check(d):
     return {"name": name, "hub": _hub(d.get("hub")), "listen": listen, "authorization": authorization,
             "data": _str(d, "data", "data", "data"),
             "app": app, "limits": limits, "stats": int(stats * 1000), "kv": kv, "forward": forward,
-            "forward_settings": forward_settings}
+            "forward_settings": forward_settings, "tags": tags or [], "workloads": workloads}
 
 
 def load(path):

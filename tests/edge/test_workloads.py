@@ -1,0 +1,202 @@
+"""Workloads on MicroPython edges against nats-server and our hub (docs/workloads.md): `natsedge workload deploy`
+stores the code and the desired state, the edges the target names fetch it, run it on subjects, update, roll a bad
+version back, run the last good version after a reboot with the hub down; code over a flash budget is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import nats
+import pytest
+
+from host.tools import workload_cmd
+from tests.compat.harness import free_port, run
+from tests.edge.edgeharness import Edge, JsHub
+
+LIMITS = {"max_heap": 16384, "max_ms": 1000, "max_errors": 2}
+
+ECHO = '''
+def setup(ctx):
+    ctx.subscribe("wl.%s.echo" % ctx.leaf.name, lambda msg: "{tag}:" + msg.data.decode())
+'''
+BROKEN_SETUP = '''
+def setup(ctx):
+    raise ValueError("v3 is broken")
+'''
+RAISES = '''
+def setup(ctx):
+    ctx.subscribe("wl.%s.echo" % ctx.leaf.name, handler)
+
+def handler(msg):
+    raise RuntimeError("kaput")
+'''
+
+
+@pytest.fixture
+def jshub(side, tmp_path):
+    h = JsHub(side, tmp_path / f"hub-{side}")
+    yield h.start()
+    h.stop()
+
+
+@pytest.fixture
+def started():
+    edges: list[Edge] = []
+    yield edges
+    for e in edges:
+        e.stop()
+
+
+def wl_config(name: str, hub_port: int | None, **workloads) -> dict:
+    return {"name": name, "listen": f"127.0.0.1:{free_port()}", "data": "data", "tags": ["demo"],
+            "hub": {"url": f"nats-leaf://127.0.0.1:{hub_port}"} if hub_port else None,
+            "limits": {"reconnect_min": 0.05, "reconnect_max": 0.3},
+            "workloads": {"status": 0.5, **workloads}}
+
+
+def start_edge(cfg: dict, workdir: Path, started: list) -> Edge:
+    e = Edge(cfg, workdir)
+    started.append(e)
+    return e.start()
+
+
+async def deploy(nc, tmp_path: Path, source: str, version: str, target: str = "kitchen-*", **kw) -> dict:
+    path = tmp_path / f"app_{version}.py"
+    path.write_text(source)
+    js = nc.jetstream(timeout=5)
+    return await workload_cmd.deploy(nc, js, path, "echo", workload_cmd.parse_target(target), version,
+                                     kw.pop("limits", LIMITS), kw.pop("max_flash", 32768), None, "6.3")
+
+
+async def answer(url: str, subject: str, timeout: float = 10.0) -> bytes:
+    """The first answer to a request on `subject` (retried while the edge's interest travels or it reloads)."""
+    nc = await nats.connect(url)
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                return (await nc.request(subject, b"x", timeout=0.5)).data
+            except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+                if asyncio.get_running_loop().time() > deadline:
+                    raise AssertionError(f"no answer on {subject} in {timeout}s") from None
+                await asyncio.sleep(0.05)
+    finally:
+        await nc.close()
+
+
+async def report(nc, edge: str, cond, timeout: float = 10.0) -> dict:
+    """The first report of `edge` on $EDGE.<edge>.workloads for which cond(workloads by name) holds."""
+    got: asyncio.Queue = asyncio.Queue()
+
+    async def on_msg(m):
+        got.put_nowait(json.loads(m.data))
+
+    sub = await nc.subscribe(f"$EDGE.{edge}.workloads", cb=on_msg)
+    last = None
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise AssertionError(f"{edge}: no report as expected in {timeout}s; last: {last}")
+            try:
+                last = await asyncio.wait_for(got.get(), left)
+            except TimeoutError:
+                continue
+            by_name = {w["name"]: w for w in last["workloads"]}
+            if cond(by_name):
+                return by_name
+    finally:
+        await sub.unsubscribe()
+
+
+def state_is(version: str, state: str):
+    return lambda ws: "echo" in ws and (ws["echo"]["version"], ws["echo"]["state"]) == (version, state)
+
+
+def test_deploy_update_and_bad_versions_rolled_back(side, jshub, started, tmp_path):
+    async def body():
+        nc = await nats.connect(jshub.url)
+        try:
+            st = await deploy(nc, tmp_path, ECHO.format(tag="v1"), "1")
+            assert (st["version"], st["target"], st["previous"]) == ("1", ["kitchen-*"], None)
+            k1 = start_edge(wl_config("kitchen-1", jshub.leaf_port), tmp_path / "k1", started)
+            hall = start_edge(wl_config("hall-1", jshub.leaf_port), tmp_path / "hall", started)
+            await report(nc, "kitchen-1", state_is("1", "running"))
+            assert await answer(jshub.url, "wl.kitchen-1.echo") == b"v1:x"
+            assert await report(nc, "hall-1", lambda ws: True) == {}  # not a target: reports no workload
+            assert hall.count("workload echo") == 0
+
+            await deploy(nc, tmp_path, ECHO.format(tag="v2"), "2")
+            await report(nc, "kitchen-1", state_is("2", "running"))
+            assert await answer(jshub.url, "wl.kitchen-1.echo") == b"v2:x"
+
+            await deploy(nc, tmp_path, BROKEN_SETUP, "3")
+            ws = await report(nc, "kitchen-1", state_is("2", "rolled back"))
+            assert "v3 is broken" in ws["echo"]["error"]
+            assert await answer(jshub.url, "wl.kitchen-1.echo") == b"v2:x"
+
+            await deploy(nc, tmp_path, RAISES, "4")
+            await report(nc, "kitchen-1", lambda ws: ws.get("echo", {}).get("sha") is None and
+                         k1.count(r"workload echo 4 running") == 1)
+            for _ in range(LIMITS["max_errors"]):  # the handler raises: no answer comes
+                with pytest.raises(nats.errors.TimeoutError):
+                    await nc.request("wl.kitchen-1.echo", b"x", timeout=0.5)
+            ws = await report(nc, "kitchen-1", state_is("2", "rolled back"))
+            assert "2 handler calls in a row raised" in ws["echo"]["error"]
+            assert await answer(jshub.url, "wl.kitchen-1.echo") == b"v2:x"
+
+            # the hub's own rollback: back to the version before the current desired one (3)
+            back = await workload_cmd.rollback(nc.jetstream(), "echo")
+            assert back["version"] == "3"
+            assert [s["version"] for s in await workload_cmd.list_states(nc.jetstream())] == ["3"]
+            await workload_cmd.remove(nc.jetstream(), "echo")
+            await report(nc, "kitchen-1", lambda ws: ws == {})
+            with pytest.raises(nats.errors.NoRespondersError):
+                await nc.request("wl.kitchen-1.echo", b"x", timeout=1)
+            assert k1.alive()
+        finally:
+            await nc.close()
+
+    run(body(), timeout=120)
+
+
+def test_reboot_with_the_hub_down_runs_the_last_good_version(side, jshub, started, tmp_path):
+    async def body():
+        nc = await nats.connect(jshub.url)
+        try:
+            await deploy(nc, tmp_path, ECHO.format(tag="v1"), "1")
+            await deploy(nc, tmp_path, ECHO.format(tag="v2"), "2")
+            cfg = wl_config("kitchen-2", jshub.leaf_port)
+            e = start_edge(cfg, tmp_path / "k2", started)
+            await report(nc, "kitchen-2", state_is("2", "running"))
+        finally:
+            await nc.close()
+        e.stop()
+        jshub.stop()
+        e = start_edge(cfg, tmp_path / "k2", started)
+        e.wait_line(r"workload echo 2 running", timeout=10)
+        assert await answer(e.url, "wl.kitchen-2.echo") == b"v2:x", e.output()  # a LAN client, no hub
+
+    run(body(), timeout=60)
+
+
+def test_code_over_the_flash_budget_is_refused(side, jshub, started, tmp_path):
+    async def body():
+        nc = await nats.connect(jshub.url)
+        try:
+            big = ECHO.format(tag="v1") + "BLOB = %r\n" % ("x" * 3000)
+            with pytest.raises(workload_cmd.WorkloadError, match=r"the source is 3,\d{3} B, over the flash budget "
+                                                                 r"of 2,048 B \(--max-flash\)"):
+                await deploy(nc, tmp_path, big, "1", max_flash=2048)
+            await deploy(nc, tmp_path, big, "1")  # the hub's budget allows it, this edge's does not
+            e = start_edge(wl_config("kitchen-3", jshub.leaf_port, max_flash=2048), tmp_path / "k3", started)
+            ws = await report(nc, "kitchen-3", lambda ws: ws.get("echo", {}).get("state") == "failed")
+            assert "over workloads.max_flash 2048" in ws["echo"]["error"]
+            assert e.count("workload echo 1 running") == 0
+        finally:
+            await nc.close()
+
+    run(body(), timeout=60)
