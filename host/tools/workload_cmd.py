@@ -99,10 +99,17 @@ def new_state(name: str, version: str, target: list[str], limits: dict, py: dict
 async def connect(url: str):
     import nats
 
+    errors: list[BaseException] = []
+
+    async def on_error(e: BaseException) -> None:
+        errors.append(e)
+
+    # nats-py 2.x keeps retrying a refused first connect even with allow_reconnect=False: bounded here
     try:
-        nc = await nats.connect(url, allow_reconnect=False, connect_timeout=5)
+        nc = await asyncio.wait_for(nats.connect(url, allow_reconnect=False, connect_timeout=5, error_cb=on_error), 6)
     except Exception as e:  # noqa: BLE001 (nats-py raises several kinds; each is one line for the user)
-        raise WorkloadError(f"cannot connect to {url}: {e or type(e).__name__}") from None
+        why = errors[-1] if errors else e
+        raise WorkloadError(f"cannot connect to {url}: {why or type(why).__name__}") from None
     return nc, nc.jetstream(timeout=5)
 
 
@@ -285,17 +292,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    if args.action == "deploy":  # every argument is checked before the hub is asked anything
+        from host.tools.firmware_cmd import DEFAULT_TARGET_MPY
+
+        check_name(args.name)
+        target = parse_target(args.target)
+        limits = {k: getattr(args, k) for k in LIMITS}
+        for k, v in list(limits.items()) + [("max_flash", args.max_flash)]:
+            if v <= 0:
+                raise WorkloadError(f"--{k.replace('_', '-')}: expected a number > 0, got {v}")
     nc, js = await connect(args.server)
     try:
         if args.action == "deploy":
-            from host.tools.firmware_cmd import DEFAULT_TARGET_MPY
-
-            limits = {k: getattr(args, k) for k in LIMITS}
-            for k, v in limits.items():
-                if v <= 0:
-                    raise WorkloadError(f"--{k.replace('_', '-')}: expected a number > 0, got {v}")
-            st = await deploy(nc, js, args.module, args.name, parse_target(args.target), args.version, limits,
-                              args.max_flash, args.mpy_cross, args.target_mpy or DEFAULT_TARGET_MPY)
+            st = await deploy(nc, js, args.module, args.name, target, args.version, limits, args.max_flash,
+                              args.mpy_cross, args.target_mpy or DEFAULT_TARGET_MPY)
             print(f"deployed {st['name']} {st['version']} to {','.join(st['target'])}: {st['py']['size']:,} B "
                   f"source, {st['mpy']['size']:,} B .mpy v{st['mpy']['mpy']}, sha256 {st['py']['sha256'][:12]}")
         elif args.action == "ls":
