@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 
 import nats
@@ -24,6 +25,27 @@ def setup(ctx):
 BROKEN_SETUP = '''
 def setup(ctx):
     raise ValueError("v3 is broken")
+'''
+SERVICE = '''
+def setup(ctx):
+    svc = ctx.service("calc", "1.0.0")
+    svc.endpoint("add", lambda msg: str(sum(int(x) for x in msg.data.split())))
+'''
+SLOW = '''
+import time
+
+def setup(ctx):
+    ctx.subscribe("wl.%s.echo" % ctx.leaf.name, slow)
+
+def slow(msg):
+    time.sleep(0.3)
+    return "slow"
+'''
+HEAVY = '''
+BUF = bytearray(20000)
+
+def setup(ctx):
+    pass
 '''
 RAISES = '''
 def setup(ctx):
@@ -70,14 +92,14 @@ async def deploy(nc, tmp_path: Path, source: str, version: str, target: str = "k
                                      kw.pop("limits", LIMITS), kw.pop("max_flash", 32768), None, "6.3")
 
 
-async def answer(url: str, subject: str, timeout: float = 10.0) -> bytes:
+async def answer(url: str, subject: str, timeout: float = 10.0, data: bytes = b"x") -> bytes:
     """The first answer to a request on `subject` (retried while the edge's interest travels or it reloads)."""
     nc = await nats.connect(url)
     try:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             try:
-                return (await nc.request(subject, b"x", timeout=0.5)).data
+                return (await nc.request(subject, data, timeout=0.5)).data
             except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
                 if asyncio.get_running_loop().time() > deadline:
                     raise AssertionError(f"no answer on {subject} in {timeout}s") from None
@@ -139,8 +161,7 @@ def test_deploy_update_and_bad_versions_rolled_back(side, jshub, started, tmp_pa
             assert await answer(jshub.url, "wl.kitchen-1.echo") == b"v2:x"
 
             await deploy(nc, tmp_path, RAISES, "4")
-            await report(nc, "kitchen-1", lambda ws: ws.get("echo", {}).get("sha") is None and
-                         k1.count(r"workload echo 4 running") == 1)
+            await report(nc, "kitchen-1", state_is("4", "running"))
             for _ in range(LIMITS["max_errors"]):  # the handler raises: no answer comes
                 with pytest.raises(nats.errors.TimeoutError):
                     await nc.request("wl.kitchen-1.echo", b"x", timeout=0.5)
@@ -196,6 +217,38 @@ def test_code_over_the_flash_budget_is_refused(side, jshub, started, tmp_path):
             ws = await report(nc, "kitchen-3", lambda ws: ws.get("echo", {}).get("state") == "failed")
             assert "over workloads.max_flash 2048" in ws["echo"]["error"]
             assert e.count("workload echo 1 running") == 0
+        finally:
+            await nc.close()
+
+    run(body(), timeout=60)
+
+
+def test_limits_heap_and_handler_time_and_a_service_endpoint(side, jshub, started, tmp_path):
+    async def body():
+        nc = await nats.connect(jshub.url)
+        try:
+            lim = dict(LIMITS, max_ms=100)
+            await deploy(nc, tmp_path, SERVICE, "1", limits=lim)
+            e = start_edge(wl_config("kitchen-4", jshub.leaf_port), tmp_path / "k4", started)
+            await report(nc, "kitchen-4", state_is("1", "running"))
+            assert await answer(jshub.url, "add", data=b"1 2") == b"3"
+            stats = json.loads((await nc.request("$SRV.STATS.calc", b"", timeout=2)).data)
+            assert [(ep["name"], ep["num_requests"]) for ep in stats["endpoints"]] == [("add", 1)]
+            ws = await report(nc, "kitchen-4", lambda ws: ws["echo"]["requests"] == 1)
+            assert ws["echo"]["errors"] == 0 and ws["echo"]["heap"] > 0
+
+            await deploy(nc, tmp_path, HEAVY, "2", limits=lim)  # 20,000 B of heap, over max_heap 16,384
+            ws = await report(nc, "kitchen-4", state_is("1", "rolled back"))
+            assert "over limits.max_heap 16384" in ws["echo"]["error"]
+            assert await answer(jshub.url, "add", data=b"2 2") == b"4"
+
+            await deploy(nc, tmp_path, SLOW, "3", limits=lim)  # a call takes 300 ms, over max_ms 100
+            await report(nc, "kitchen-4", state_is("3", "running"))
+            assert await answer(jshub.url, "wl.kitchen-4.echo") == b"slow"  # answered, then stopped
+            ws = await report(nc, "kitchen-4", state_is("1", "rolled back"))
+            assert re.search(r"a handler call took \d+ ms, over limits.max_ms 100", ws["echo"]["error"])
+            assert await answer(jshub.url, "add", data=b"3 2") == b"5"
+            assert e.count(r"workload echo 3 stopped: a handler call took") == 1
         finally:
             await nc.close()
 
