@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
+import threading
 from pathlib import Path
 
 import nats
@@ -14,7 +16,7 @@ import pytest
 
 from host.tools import workload_cmd
 from tests.compat.harness import free_port, run
-from tests.edge.edgeharness import Edge, JsHub
+from tests.edge.edgeharness import Edge, JsHub, Proxy
 
 LIMITS = {"max_heap": 16384, "max_ms": 1000, "max_errors": 2}
 
@@ -54,6 +56,67 @@ def setup(ctx):
 def handler(msg):
     raise RuntimeError("kaput")
 '''
+
+
+class Valve(Proxy):
+    """A proxy to the hub's leaf port whose hub-to-edge direction can be held to a byte budget: what is over it
+    waits in the proxy until open() (the edge sees a link that has gone quiet, not one that broke)."""
+
+    def __init__(self, target_port: int):
+        self.budget: int | None = None
+        self.cond = threading.Condition()
+        super().__init__(target_port)
+
+    def _pump(self, src: socket.socket, dst: socket.socket):
+        down = src.getpeername()[1] == self.target_port
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                while down and data:
+                    with self.cond:
+                        self.cond.wait_for(lambda: self.budget is None or self.budget > 0 or self.closed)
+                        n = len(data) if self.budget is None else min(self.budget, len(data))
+                        if self.budget is not None:
+                            self.budget -= n
+                    dst.sendall(data[:n])
+                    data = data[n:]
+                if data:
+                    dst.sendall(data)
+        except OSError:
+            pass
+        for sock in (src, dst):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def hold(self, nbytes: int):
+        with self.cond:
+            self.budget = nbytes
+
+    def open(self):
+        with self.cond:
+            self.budget = None
+            self.cond.notify_all()
+
+    def close(self):
+        self.open()
+        super().close()
+
+
+@pytest.fixture
+def valves():
+    made: list[Valve] = []
+
+    def make(port: int) -> Valve:
+        made.append(Valve(port))
+        return made[-1]
+
+    yield make
+    for v in made:
+        v.close()
 
 
 @pytest.fixture
@@ -253,3 +316,40 @@ def test_limits_heap_and_handler_time_and_a_service_endpoint(side, jshub, starte
             await nc.close()
 
     run(body(), timeout=60)
+
+
+def test_power_cut_in_the_middle_of_a_code_download(side, jshub, started, valves, tmp_path):
+    # The download of v2 is held after a few chunks (the valve lets 6,000 B through), the edge is killed (SIGKILL)
+    # with a partial temp file on flash: it boots v1 from flash, then fetches v2 again from the start.
+    big = ECHO.format(tag="v2") + "BLOB = %r\n" % ("0123456789" * 2000)  # ~20 KB: about 20 chunks
+    async def body():
+        nc = await nats.connect(jshub.url)
+        try:
+            await deploy(nc, tmp_path, ECHO.format(tag="v1"), "1")
+            valve = valves(jshub.leaf_port)
+            cfg = wl_config("kitchen-5", valve.port)
+            e = start_edge(cfg, tmp_path / "k5", started)
+            await report(nc, "kitchen-5", state_is("1", "running"))
+            valve.hold(6000)
+            st = await deploy(nc, tmp_path, big, "2", limits=dict(LIMITS, max_heap=65536))  # the blob is on the heap
+            wl_dir = tmp_path / "k5" / "data" / "wl"
+            deadline = asyncio.get_running_loop().time() + 10
+            while not [p for p in wl_dir.glob("*.tmp") if p.stat().st_size > 0]:
+                assert asyncio.get_running_loop().time() < deadline, f"no partial download:\n{e.output()}"
+                await asyncio.sleep(0.01)
+            assert await answer(e.url, "wl.kitchen-5.echo") == b"v1:x"  # the old version runs meanwhile
+            e.proc.kill()
+            e.stop()
+            partial = list(wl_dir.glob("*.tmp"))
+            assert len(partial) == 1 and 0 < partial[0].stat().st_size < st["mpy"]["size"]
+            valve.open()
+            e = start_edge(cfg, tmp_path / "k5", started)
+            e.wait_line(r"workload echo 1 running", timeout=10)
+            await report(nc, "kitchen-5", state_is("2", "running"), timeout=20)
+            assert await answer(e.url, "wl.kitchen-5.echo") == b"v2:x"
+            assert not list(wl_dir.glob("*.tmp"))
+            assert e.count(r"workload echo 2 running") == 1
+        finally:
+            await nc.close()
+
+    run(body(), timeout=90)
