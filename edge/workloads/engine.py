@@ -154,6 +154,7 @@ class Workload:
         self.engine = engine
         self.name = name
         self.version = None  # the version loaded, or None
+        self.wanted = None  # the version the desired state names for this edge
         self.sha = None
         self.limits = None
         self.mod = None
@@ -186,7 +187,8 @@ class Workload:
             self.engine.wake = True
 
     def report(self):
-        return {"name": self.name, "version": self.version, "state": self.state, "requests": self.requests,
+        return {"name": self.name, "version": self.version, "wanted": self.wanted, "state": self.state,
+                "requests": self.requests,
                 "errors": self.errors, "heap": self.heap, "error": self.error}
 
 
@@ -297,12 +299,16 @@ class Engine:
         sha = code["sha256"]
         wl = self.wls.get(name)
         saved = self.saved.get(name)
-        if wl is not None and wl.sha == sha:
-            return
+        if wl is not None:
+            self.changed = self.changed or wl.wanted != st["version"]
+            wl.wanted = st["version"]
+            if wl.sha == sha:
+                return
         if saved is not None and sha in saved["bad"]:
             return  # failed here before (rule 2): stays on the version it rolled back to
         if wl is None:
             wl = self.wls[name] = Workload(self, name)
+            wl.wanted = st["version"]
         if code["size"] > self.max_flash:
             self._mark_bad(wl, sha, st["version"], "the code is %d B, over workloads.max_flash %d" % (
                 code["size"], self.max_flash))

@@ -254,15 +254,15 @@ def format_states(states: list[dict]) -> str:
 
 
 def format_reports(reports: dict[str, dict], only: str | None) -> str:
-    rows = [f"{'edge':<16} {'workload':<16} {'version':<10} {'state':<12} {'requests':>8} {'errors':>6} "
-            f"{'heap':>7}  error"]
+    rows = [f"{'edge':<16} {'workload':<16} {'version':<10} {'state':<12} {'wanted':<10} {'requests':>8} "
+            f"{'errors':>6} {'heap':>7}  error"]
     for edge in sorted(reports):
         for w in reports[edge].get("workloads", []):
             if only and w.get("name") != only:
                 continue
-            rows.append(f"{edge:<16} {w.get('name', '?'):<16} {str(w.get('version')):<10} {w.get('state', '?'):<12} "
-                        f"{w.get('requests', 0):>8} {w.get('errors', 0):>6} {w.get('heap', 0):>7}  "
-                        f"{w.get('error') or ''}")
+            rows.append(f"{edge:<16} {w.get('name', '?'):<16} {str(w.get('version')):<10} "
+                        f"{str(w.get('state')):<12} {str(w.get('wanted')):<10} {w.get('requests', 0):>8} "
+                        f"{w.get('errors', 0):>6} {w.get('heap', 0):>7}  {w.get('error') or ''}")
     return "\n".join(rows)
 
 

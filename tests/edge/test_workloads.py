@@ -8,6 +8,8 @@ import asyncio
 import json
 import re
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import pytest
 
 from host.tools import workload_cmd
 from tests.compat.harness import free_port, run
-from tests.edge.edgeharness import Edge, JsHub, Proxy
+from tests.edge.edgeharness import REPO, Edge, JsHub, Proxy, Runtime, set_runtime
 
 LIMITS = {"max_heap": 16384, "max_ms": 1000, "max_errors": 2}
 
@@ -201,6 +203,7 @@ def state_is(version: str, state: str):
     return lambda ws: "echo" in ws and (ws["echo"]["version"], ws["echo"]["state"]) == (version, state)
 
 
+@pytest.mark.device
 def test_deploy_update_and_bad_versions_rolled_back(side, jshub, started, tmp_path):
     async def body():
         nc = await nats.connect(jshub.url)
@@ -209,8 +212,10 @@ def test_deploy_update_and_bad_versions_rolled_back(side, jshub, started, tmp_pa
             assert (st["version"], st["target"], st["previous"]) == ("1", ["kitchen-*"], None)
             k1 = start_edge(wl_config("kitchen-1", jshub.leaf_port), tmp_path / "k1", started)
             hall = start_edge(wl_config("hall-1", jshub.leaf_port), tmp_path / "hall", started)
-            await report(nc, "kitchen-1", state_is("1", "running"))
+            ws = await report(nc, "kitchen-1", state_is("1", "running"))
             assert await answer(jshub.url, "wl.kitchen-1.echo") == b"v1:x"
+            ready = int(k1.wait_line(r"^edge: ready .* heap=(\d+)").group(1))
+            print(f"{k1.runtime.name}: edge ready {ready} B, workload echo 1 takes {ws['echo']['heap']} B of heap")
             assert await report(nc, "hall-1", lambda ws: True) == {}  # not a target: reports no workload
             assert hall.count("workload echo") == 0
 
@@ -220,7 +225,7 @@ def test_deploy_update_and_bad_versions_rolled_back(side, jshub, started, tmp_pa
 
             await deploy(nc, tmp_path, BROKEN_SETUP, "3")
             ws = await report(nc, "kitchen-1", state_is("2", "rolled back"))
-            assert "v3 is broken" in ws["echo"]["error"]
+            assert "v3 is broken" in ws["echo"]["error"] and ws["echo"]["wanted"] == "3"
             assert await answer(jshub.url, "wl.kitchen-1.echo") == b"v2:x"
 
             await deploy(nc, tmp_path, RAISES, "4")
@@ -247,6 +252,7 @@ def test_deploy_update_and_bad_versions_rolled_back(side, jshub, started, tmp_pa
     run(body(), timeout=120)
 
 
+@pytest.mark.device
 def test_reboot_with_the_hub_down_runs_the_last_good_version(side, jshub, started, tmp_path):
     async def body():
         nc = await nats.connect(jshub.url)
@@ -353,3 +359,54 @@ def test_power_cut_in_the_middle_of_a_code_download(side, jshub, started, valves
             await nc.close()
 
     run(body(), timeout=90)
+
+
+@pytest.fixture
+def cpython_edge():
+    set_runtime(Runtime("cpython", sys.executable, cpython=True))
+    yield
+    set_runtime(None)
+
+
+def test_a_cpython_edge_runs_the_source(side, jshub, started, tmp_path, cpython_edge):
+    async def body():
+        nc = await nats.connect(jshub.url)
+        try:
+            await deploy(nc, tmp_path, ECHO.format(tag="v1"), "1", target="tag:demo")
+            e = start_edge(wl_config("phone-1", jshub.leaf_port), tmp_path / "p1", started)
+            await report(nc, "phone-1", state_is("1", "running"))
+            assert await answer(jshub.url, "wl.phone-1.echo") == b"v1:x"
+            await deploy(nc, tmp_path, BROKEN_SETUP, "2", target="tag:demo")
+            await report(nc, "phone-1", state_is("1", "rolled back"))
+            await deploy(nc, tmp_path, ECHO.format(tag="v3"), "3", target="tag:demo")
+            await report(nc, "phone-1", state_is("3", "running"))
+            assert await answer(jshub.url, "wl.phone-1.echo") == b"v3:x"
+            assert sorted(p.suffix for p in (tmp_path / "p1" / "data" / "wl").glob("wl_*")) == [".py", ".py"]
+            assert e.alive()
+
+            # the same through the command line: ls, status (the edges' reports), rollback, remove
+            def cli(*args: str) -> str:
+                r = subprocess.run([sys.executable, "-m", "host.tools.cli", "workload", "-s", jshub.url, *args],
+                                   capture_output=True, text=True, timeout=60, cwd=REPO)
+                assert r.returncode == 0, r.stderr
+                return r.stdout
+
+            app = tmp_path / "cli_app.py"
+            app.write_text(ECHO.format(tag="v4"))
+            out = cli("deploy", str(app), "--name", "echo", "--target", "tag:demo,phone-*", "--version", "4")
+            assert re.match(r"deployed echo 4 to tag:demo,phone-\*: \d+ B source, \d+ B \.mpy v6\.3, sha256 "
+                            r"[0-9a-f]{12}$", out.strip()), out
+            assert re.search(r"^echo +4 +tag:demo,phone-\* +3 ", cli("ls"), re.M)
+            await report(nc, "phone-1", state_is("4", "running"))
+            reports = json.loads(cli("status", "--wait", "1.5", "--json"))
+            assert reports["phone-1"]["workloads"][0]["version"] == "4"
+            assert re.search(r"^phone-1 +echo +4 +running ", cli("status", "echo", "--wait", "1.5"), re.M)
+            assert cli("rollback", "echo").strip() == "echo: rolled back to 3"
+            await report(nc, "phone-1", state_is("3", "running"))
+            assert cli("remove", "echo").strip() == "echo: removed"
+            await report(nc, "phone-1", lambda ws: ws == {})
+            assert not list((tmp_path / "p1" / "data" / "wl").glob("wl_*"))
+        finally:
+            await nc.close()
+
+    run(body(), timeout=60)
