@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="JSON config file (keys: name, hub, listen, data, app, limits, stats)")
 
 
-async def _serve(cfg: dict, app) -> None:
+async def serve_until_signal(cfg: dict, app) -> None:
     from edge.leaf.runner import serve
 
     stop = asyncio.Event()
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"natsedge edge: {r}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve(*r))
+        asyncio.run(serve_until_signal(*r))
     except OSError as e:
         print(f"natsedge edge: {e}", file=sys.stderr)
         return 1

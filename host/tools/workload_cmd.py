@@ -286,6 +286,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("name", nargs="?", help="only this workload")
     s.add_argument("--wait", type=float, default=12.0, help="seconds to listen for reports (default 12)")
     s.add_argument("--json", action="store_true", help="print the reports as JSON")
+    h = sub.add_parser("host", help="run host-side workloads: a CPython leaf named hub on the hub's leafnode port")
+    h.add_argument("--hub", default="nats-leaf://127.0.0.1:7422", help="the hub's leafnode URL")
+    h.add_argument("--name", default="hub", help="the leaf's name, which targets name (default hub)")
+    h.add_argument("--data", default="natsedge-workloads", help="folder for the code and the state cache")
+    h.add_argument("--tags", default="", help="tags of this leaf, comma-separated")
     for action, helptext in (("rollback", "go back to the previous version"),
                              ("remove", "stop the workload on every edge and delete its code")):
         sub.add_parser(action, help=helptext).add_argument("name")
@@ -324,7 +329,28 @@ async def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def host_config(args: argparse.Namespace) -> dict:
+    """The edge config of `natsedge workload host` (edge/leaf/config.py checks it)."""
+    from edge.leaf.config import ConfigError, check
+
+    try:
+        return check({"name": args.name, "hub": {"url": args.hub}, "data": args.data,
+                      "tags": [t for t in args.tags.split(",") if t], "workloads": {}})
+    except ConfigError as e:
+        raise WorkloadError(str(e)) from None
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.action == "host":
+        from host.tools.edge_cmd import serve_until_signal
+
+        try:
+            cfg = host_config(args)
+        except WorkloadError as e:
+            print(f"natsedge workload host: error: {e}", file=sys.stderr)
+            return 2
+        asyncio.run(serve_until_signal(cfg, None))
+        return 0
     needs.module("nats", "natsedge workload")
     try:
         return asyncio.run(_run(args))

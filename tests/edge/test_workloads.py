@@ -17,7 +17,7 @@ import nats
 import pytest
 
 from host.tools import workload_cmd
-from tests.compat.harness import free_port, run
+from tests.compat.harness import free_port, run, stop_process
 from tests.edge.edgeharness import REPO, Edge, JsHub, Proxy, Runtime, set_runtime
 
 LIMITS = {"max_heap": 16384, "max_ms": 1000, "max_errors": 2}
@@ -410,3 +410,24 @@ def test_a_cpython_edge_runs_the_source(side, jshub, started, tmp_path, cpython_
             await nc.close()
 
     run(body(), timeout=60)
+
+
+def test_the_hub_as_a_target_runs_host_side_functions(side, jshub, tmp_path, request):
+    # `natsedge workload host`: the engine on CPython as a leaf named hub on the hub's leafnode port
+    log = (tmp_path / "host.log").open("w")
+    p = subprocess.Popen([sys.executable, "-m", "host.tools.cli", "workload", "host", "--hub",
+                          f"nats-leaf://127.0.0.1:{jshub.leaf_port}", "--data", str(tmp_path / "host")],
+                         stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    request.addfinalizer(lambda: (stop_process(p), log.close()))
+
+    async def body():
+        nc = await nats.connect(jshub.url)
+        try:
+            await deploy(nc, tmp_path, ECHO.format(tag="host"), "1", target="hub")
+            await report(nc, "hub", state_is("1", "running"), timeout=15)
+            assert await answer(jshub.url, "wl.hub.echo") == b"host:x"
+        finally:
+            await nc.close()
+
+    run(body(), timeout=60)
+    assert p.poll() is None, (tmp_path / "host.log").read_text()

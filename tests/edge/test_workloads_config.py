@@ -110,6 +110,9 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
         2, "natsedge workload deploy: error: --name 'bad name': use 1-32 of A-Z, a-z, 0-9, '-' and '_'\n")
     assert cli("deploy", str(app), "--name", "n", "--target", "k1", "--max-ms", "0") == (
         2, "natsedge workload deploy: error: --max-ms: expected a number > 0, got 0\n")
+    assert cli("host", "--tags", "ok,two words") == (
+        2, 'natsedge workload host: error: config: "tags[1]": expected a tag (1-32 of A-Z, a-z, 0-9, - and _), got '
+           '"two words"\n')
     code, err = cli("ls")
     assert code == 2 and err.startswith("natsedge workload ls: error: cannot connect to nats://127.0.0.1:1: ")
     assert err.count("\n") == 1
