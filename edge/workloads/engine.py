@@ -205,6 +205,7 @@ class Engine:
         self.wls = {}  # name -> Workload
         self.saved = {}  # name -> {"good": [version, sha, limits], "prev": [...] or None, "bad": [sha, ...]}
         self.wake = True
+        self.pending = False  # a wanted version is not fetched yet (link down, transfer broken): retried every 2 s
         self.changed = True
         self.js = None
         self.fetch = None  # [token, file, hash, bytes written, last stream seq, done, error]
@@ -225,8 +226,8 @@ class Engine:
         last_report = ticks_ms()
         retry = ticks_ms()
         while True:
-            if self.wake or ticks_diff(ticks_ms(), retry) > 2000:
-                self.wake = False
+            if self.wake or (self.pending and ticks_diff(ticks_ms(), retry) > 2000):
+                self.wake = self.pending = False
                 retry = ticks_ms()
                 for wl in list(self.wls.values()):
                     if wl.trouble is not None:
@@ -304,18 +305,22 @@ class Engine:
             wl.wanted = st["version"]
             if wl.sha == sha:
                 return
-        if saved is not None and sha in saved["bad"]:
-            return  # failed here before (rule 2): stays on the version it rolled back to
         if wl is None:
             wl = self.wls[name] = Workload(self, name)
             wl.wanted = st["version"]
+        if saved is not None and sha in saved["bad"]:
+            if wl.mod is None and wl.state is None:  # after a reboot, with no good version to run
+                wl.state = FAILED
+                wl.error = "%s %s failed here before" % (name, st["version"])
+            return  # failed here before (rule 2): stays on the version it rolled back to
         if code["size"] > self.max_flash:
             self._mark_bad(wl, sha, st["version"], "the code is %d B, over workloads.max_flash %d" % (
                 code["size"], self.max_flash))
             return
         path = self._file(name, sha)
         if not _exists(path) and not await self._download(code, path):
-            return  # link down or a broken transfer: tried again later
+            self.pending = True  # link down or a broken transfer: tried again later
+            return
         rec = [st["version"], sha, st["limits"]]
         old = self.saved.get(name)
         self._unload(wl)
@@ -335,24 +340,27 @@ class Engine:
     def _modname(name, sha):
         return "wl_%s_%s" % (name.replace("-", "_"), sha[:12])
 
-    def _tidy(self, name):
-        # Only the good and the previous version stay on flash.
-        s = self.saved[name]
-        keep = [self._modname(name, r[1]) + "." + _CODE for r in (s["good"], s["prev"]) if r]
+    def _tidy(self, name, keep_versions=True):
+        # Only the good and the previous version stay on flash; a temp file a power cut left goes too.
+        s = self.saved.get(name)
+        keep = [self._modname(name, r[1]) + "." + _CODE for r in (s["good"], s["prev"]) if r] if keep_versions and s \
+            else []
         prefix = "wl_%s_" % name.replace("-", "_")
         for f in os.listdir(self.dir):
-            if f[: len(prefix)] == prefix and len(f) == len(prefix) + 13 + len(_CODE) and f not in keep:
+            rest = f[len(prefix):]
+            if f[: len(prefix)] == prefix and len(rest) > 13 and rest[12] == "." and f not in keep:
+                try:
+                    int(rest[:12], 16)  # wl_<name>_<12 hex of the sha256>.<ext>[.tmp], never another workload's
+                except ValueError:
+                    continue
                 _remove(self.dir + "/" + f)
 
     def _drop(self, name):
         wl = self.wls.pop(name)
         self._unload(wl)
-        s = self.saved.pop(name, None)
-        if s is not None:
+        if self.saved.pop(name, None) is not None:
             self._save()
-            for r in (s["good"], s["prev"]):
-                if r:
-                    _remove(self._file(name, r[1]))
+        self._tidy(name, False)
         self.log("workload %s removed" % name)
         self.changed = True
 
