@@ -303,7 +303,13 @@ class Engine:
         if wl is not None:
             self.changed = self.changed or wl.wanted != st["version"]
             wl.wanted = st["version"]
-            if wl.sha == sha:
+            if wl.sha == sha:  # the same code: a new version name or new limits take effect without a reload
+                if wl.version != st["version"] or wl.limits != st["limits"]:
+                    wl.version, wl.limits = st["version"], st["limits"]
+                    if saved is not None and saved["good"] and saved["good"][1] == sha:
+                        saved["good"] = [wl.version, sha, wl.limits]
+                        self._save()
+                    self.changed = True
                 return
         if wl is None:
             wl = self.wls[name] = Workload(self, name)

@@ -470,3 +470,54 @@ def test_heap_of_the_engine_and_of_a_workload(side, jshub, started, tmp_path):
             await nc.close()
 
     run(body(), timeout=60)
+
+
+def test_the_docs_example_on_three_edges(side, jshub, started, tmp_path):
+    # docs/workloads.md "A complete example": examples/workloads/ as it is, but for the hub's port
+    example = REPO / "examples" / "workloads"
+
+    def cli(*args: str) -> str:
+        r = subprocess.run([sys.executable, "-m", "host.tools.cli", "workload", "-s", jshub.url, *args],
+                           capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    async def pings(nc, n: int) -> list[dict]:
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        await nc.publish("$SRV.PING.thermo", b"", reply=inbox)
+        out = [json.loads((await sub.next_msg(timeout=5)).data) for _ in range(n)]
+        await sub.unsubscribe()
+        return out
+
+    async def body():
+        edges = {}
+        for name in ("kitchen-1", "kitchen-2", "hall-1"):
+            cfg = json.loads((example / f"{name}.json").read_text())
+            cfg["hub"]["url"] = f"nats-leaf://127.0.0.1:{jshub.leaf_port}"
+            cfg["listen"] = f"127.0.0.1:{free_port()}"  # only for the test's look at each edge
+            edges[name] = start_edge(cfg, tmp_path / "fleet", started)
+        cli("deploy", str(example / "thermo.py"), "--name", "thermo", "--target", "kitchen-*")
+        nc = await nats.connect(jshub.url)
+        try:
+            for name in ("kitchen-1", "kitchen-2"):
+                await report(nc, name, lambda ws: ws.get("thermo", {}).get("state") == "running")
+                assert await answer(jshub.url, f"thermo.{name}.c_to_f", data=b"21.5") == b"70.7"
+                assert await answer(jshub.url, f"site.{name}.hello") == f"thermo 1 on {name}".encode()
+            assert sorted(p["name"] for p in await pings(nc, 2)) == ["thermo", "thermo"]
+            assert await report(nc, "hall-1", lambda ws: True) == {}
+            v2 = tmp_path / "thermo.py"  # as the docs' second step: the service's version raised
+            v2.write_text((example / "thermo.py").read_text().replace('"1.0.0"', '"1.1.0"'))
+            cli("deploy", str(v2), "--name", "thermo", "--target", "kitchen-*,tag:lab")
+            for name in edges:
+                await report(nc, name, lambda ws: (ws.get("thermo", {}).get("version"),
+                                                   ws.get("thermo", {}).get("state")) == ("2", "running"))
+            assert await answer(jshub.url, "site.hall-1.hello") == b"thermo 2 on hall-1"
+            assert sorted(p["version"] for p in await pings(nc, 3)) == ["1.1.0"] * 3
+            table = cli("status", "thermo", "--wait", "6")
+            assert len(re.findall(r"^\S+ +thermo +2 +running ", table, re.M)) == 3, table
+            assert edges["kitchen-1"].count("workload thermo: stopping") == 1  # v1's teardown
+        finally:
+            await nc.close()
+
+    run(body(), timeout=90)
