@@ -304,8 +304,9 @@ class Engine:
             self.changed = self.changed or wl.wanted != st["version"]
             wl.wanted = st["version"]
             if wl.sha == sha:  # the same code: a new version name or new limits take effect without a reload
-                if wl.version != st["version"] or wl.limits != st["limits"]:
-                    wl.version, wl.limits = st["version"], st["limits"]
+                if wl.version != st["version"] or wl.limits != st["limits"] or wl.state != RUNNING:
+                    # (or the hub now wants the version this edge rolled back to: it runs as wanted)
+                    wl.version, wl.limits, wl.state = st["version"], st["limits"], RUNNING
                     if saved is not None and saved["good"] and saved["good"][1] == sha:
                         saved["good"] = [wl.version, sha, wl.limits]
                         self._save()
@@ -447,6 +448,8 @@ class Engine:
         s["good"], s["prev"] = back, None
         self.saved[wl.name] = s
         self._save()
+        if back is None or back[1] != sha:
+            _remove(self._file(wl.name, sha))  # never loaded again here
         error = wl.error
         if back is not None and _exists(self._file(wl.name, back[1])) and self._load(wl, back):
             wl.state = ROLLED_BACK

@@ -257,6 +257,8 @@ def format_reports(reports: dict[str, dict], only: str | None) -> str:
     rows = [f"{'edge':<16} {'workload':<16} {'version':<10} {'state':<12} {'wanted':<10} {'requests':>8} "
             f"{'errors':>6} {'heap':>7}  error"]
     for edge in sorted(reports):
+        if not reports[edge].get("workloads") and not only:
+            rows.append(f"{edge:<16} -")  # an edge that runs no workload: heard from, not a target
         for w in reports[edge].get("workloads", []):
             if only and w.get("name") != only:
                 continue

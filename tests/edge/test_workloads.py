@@ -228,7 +228,7 @@ def test_deploy_update_and_bad_versions_rolled_back(side, jshub, started, tmp_pa
             assert "v3 is broken" in ws["echo"]["error"] and ws["echo"]["wanted"] == "3"
             assert await answer(jshub.url, "wl.kitchen-1.echo") == b"v2:x"
 
-            await deploy(nc, tmp_path, RAISES, "4")
+            st4 = await deploy(nc, tmp_path, RAISES, "4")
             await report(nc, "kitchen-1", state_is("4", "running"))
             for _ in range(LIMITS["max_errors"]):  # the handler raises: no answer comes
                 with pytest.raises(nats.errors.TimeoutError):
@@ -238,9 +238,15 @@ def test_deploy_update_and_bad_versions_rolled_back(side, jshub, started, tmp_pa
             assert await answer(jshub.url, "wl.kitchen-1.echo") == b"v2:x"
 
             # the hub's own rollback: back to the version before the current desired one (3)
-            back = await workload_cmd.rollback(nc.jetstream(), "echo")
+            assert not list((tmp_path / "k1" / "data" / "wl").glob(f"wl_echo_{st4['mpy']['sha256'][:12]}*"))
+            back = await workload_cmd.rollback(nc.jetstream(), "echo")  # the hub wants 3 (broken): kept on 2
             assert back["version"] == "3"
-            assert [s["version"] for s in await workload_cmd.list_states(nc.jetstream())] == ["3"]
+            await report(nc, "kitchen-1", lambda ws: ws["echo"]["wanted"] == "3" and ws["echo"]["version"] == "2")
+            await workload_cmd.rollback(nc.jetstream(), "echo")  # the hub wants 4 (broken)
+            await report(nc, "kitchen-1", lambda ws: ws["echo"]["wanted"] == "4" and ws["echo"]["version"] == "2")
+            await deploy(nc, tmp_path, ECHO.format(tag="v2"), "2b")  # v2's code again: wanted as it runs
+            await report(nc, "kitchen-1", state_is("2b", "running"))
+            assert [s["version"] for s in await workload_cmd.list_states(nc.jetstream())] == ["2b"]
             await workload_cmd.remove(nc.jetstream(), "echo")
             await report(nc, "kitchen-1", lambda ws: ws == {})
             with pytest.raises(nats.errors.NoRespondersError):
