@@ -524,7 +524,7 @@ function lines(v, prefix, out) { out = out || [];
   return out; }
 const FWD_FIELDS = [["backlog", "backlog"], ["inflight", "in flight"], ["oldest_age", "oldest s"],
   ["dropped", "dropped"], ["expired", "expired"], ["rejected", "rejected"], ["errors", "errors"]];
-function reports(e) {  // what the edge says about itself: its forward queues and any other $EDGE.<name>.<kind>
+function reports(e) {  // what the edge says about itself: forward queues, workloads, any other $EDGE.<name>.<kind>
   const box = el("div"), es = e.status || null, last = Object.assign({}, es ? es.last : {});
   if (e.forward) last.forward = e.forward;  // the sim's copy from the edge's own output: fresh during partitions
   const kinds = Object.keys(last).sort((a, b) => (a !== "forward") - (b !== "forward"));
@@ -537,6 +537,13 @@ function reports(e) {  // what the edge says about itself: its forward queues an
         kv(line, "queue", (q.name || "?") + (q.state && q.state !== "up" ? " (" + q.state + ")" : ""));
         FWD_FIELDS.forEach(([k, label]) => { if (typeof q[k] === "number" && (q[k] || k === "backlog"))
           kv(line, label, fmt(q[k]), k === "backlog" || k === "inflight" || k === "oldest_age" ? "" : "warn"); }); });
+    } else if (kind === "workloads" && v && Array.isArray(v.workloads)) {  // docs/workloads.md: one entry each
+      if (!v.workloads.length) kv(line, "none", "-");
+      v.workloads.forEach(w => {
+        kv(line, word(w.name), word(w.version) + " " + word(w.state), w.state === "running" ? "" : "warn");
+        if (w.wanted !== w.version) kv(line, "wants", word(w.wanted), "warn");
+        kv(line, "requests", fmt(w.requests)); if (w.errors) kv(line, "errors", fmt(w.errors), "warn");
+        kv(line, "heap", fmt(w.heap)); });
     } else if (v !== null && typeof v === "object") { const keys = Object.keys(v);
       keys.slice(0, 6).forEach(k => kv(line, k, word(v[k])));
       if (keys.length > 6) kv(line, "+", (keys.length - 6) + " more");

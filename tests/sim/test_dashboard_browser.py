@@ -255,15 +255,22 @@ def test_standalone_dashboard_renders_edge_reports(tmp_path: Path, browser: Chro
             c.send(pub("$EDGE.kitchen-1.forward", json.dumps(forward).encode()))
             c.send(pub("$EDGE.kitchen-1.gap", b'{"reason": "drop_oldest", "count": 2, "first": 10, "last": 11}'))
             c.send(pub("$EDGE.kitchen-1.board", json.dumps(custom).encode()))
+            c.send(pub("$EDGE.kitchen-1.workloads", json.dumps({"edge": "kitchen-1", "workloads": [
+                {"name": "thermo", "version": "2", "wanted": "3", "state": "rolled back", "requests": 12, "errors": 4,
+                 "heap": 4448, "error": "thermo 3: setup failed: ValueError: not today"},
+                {"name": "echo", "version": "1", "wanted": "1", "state": "running", "requests": 0, "errors": 0,
+                 "heap": 480, "error": None}]}).encode()))
             c.sync()
         rows = browser.wait_for(f"(() => {{ const r = {ROWS_JS}; return r.length && r[0].reports && "
-                                "r[0].reports.includes('board') && r[0].reports.includes('gap') ? r : null; })()", 15)
+                                "r[0].reports.includes('board') && r[0].reports.includes('gap') && "
+                                "r[0].reports.includes('workloads') ? r : null; })()", 15)
         (row,) = rows
         assert row["edge"] == "kitchen-1" and row["state"] == "not connected" and row["backlog"] == "10", row
         text = row["reports"]
         for words in ("forward", "hub down", "queue tele (down)", "backlog 7", "oldest s 42", "dropped 2",
                       "queue alarms", "backlog 3", "gap", "reason drop_oldest", "count 2", "board", "uptime_s 3600",
-                      "wifi 2 fields", "sensors 2 items"):
+                      "wifi 2 fields", "sensors 2 items", "workloads", "thermo 2 rolled back", "wants 3",
+                      "requests 12", "errors 4", "heap 4448", "echo 1 running", "heap 480"):
             assert words in text, (words, text)
         assert "x" * 41 not in text  # long strings are cut
         browser.screenshot(tmp_path / "standalone.png")
