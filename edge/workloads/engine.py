@@ -1,8 +1,9 @@
 # edge/workloads/engine.py — workloads pushed to this edge over NATS (`natsedge workload deploy`, docs/workloads.md).
 #
 # The desired state is one JSON value per workload in a KV bucket, read through the offline KV cache; the code is
-# in the object store bucket of the same name. For every workload whose target names this edge the engine fetches
-# the code of the wanted version, checks its sha256, keeps it on flash, imports it and calls its setup(ctx).
+# in the object store bucket of the same name. For every workload whose target names this edge (else whose previous
+# version's target does: a staged rollout) the engine fetches the code of that version, checks its sha256, keeps it
+# on flash, imports it and calls its setup(ctx).
 # Rules this file keeps:
 # 1. A download streams: each object store chunk (1 KB, one direct-get message) is written to `<file>.tmp` as it
 #    arrives, inside the leaf's route(), and hashed on the way; only a complete file with the right size and sha256
@@ -283,8 +284,11 @@ class Engine:
                 continue
             try:
                 st = json.loads(raw)
+                prev = st["previous"]
                 if targets(st["target"], self.leaf.name, self.tags):
                     wanted[key] = st
+                elif prev is not None and targets(prev["target"], self.leaf.name, self.tags):
+                    wanted[key] = prev  # a staged rollout: the edges the new target leaves out stay where they were
             except (ValueError, KeyError, TypeError):
                 self.log("workloads: the state of %s is not a workload state, ignored" % key)
         for name in list(self.wls):

@@ -4,7 +4,8 @@
   the edges' ``.mpy`` version), refuses it when the source or the ``.mpy`` is over the flash budget, stores both in
   the object store bucket ``workloads`` (1 KB chunks: an edge streams them to flash one message at a time), then
   writes the desired state, one JSON value per workload, to the KV bucket ``workloads``. The state it replaces is
-  kept in it as ``previous``, for ``rollback``.
+  kept in it as ``previous``, for ``rollback`` and for a staged rollout: an edge the new target leaves out runs the
+  previous version when the previous target names it. The code of the version before that is deleted.
 * ``ls`` prints the desired state; ``status`` listens to the edges' reports on ``$EDGE.<name>.workloads`` for a
   while and prints them; ``rollback N`` swaps the current and the previous version; ``remove N`` deletes the state
   (edges stop the workload and delete its files) and the code.
@@ -177,7 +178,20 @@ async def deploy(nc, js, source: Path, name: str, target: list[str], version: st
     mpy_rec = code_record(await put_code(obs, f"{name}/{version}.mpy", mpy), mpy)
     state = new_state(name, version, target, limits, py_rec, mpy_rec, old, target_mpy)
     await kv.put(name, json.dumps(state, separators=(",", ":")).encode())
+    gone = old["previous"]["version"] if old and old.get("previous") else None
+    if gone is not None and gone not in (version, old["version"]):
+        await delete_code(obs, name, gone)  # no longer named by the state: no edge fetches it any more
     return state
+
+
+async def delete_code(obs, name: str, version: str) -> None:
+    import nats.js.errors
+
+    for ext in ("py", "mpy"):
+        try:
+            await obs.delete(f"{name}/{version}.{ext}")
+        except nats.js.errors.NotFoundError:
+            pass
 
 
 async def rollback(js, name: str) -> dict:
@@ -196,8 +210,6 @@ async def rollback(js, name: str) -> dict:
 
 
 async def remove(js, name: str) -> None:
-    import nats.js.errors
-
     kv, obs = await buckets(js, create=False)
     cur = await read_state(kv, name) if kv else None
     if cur is None:
@@ -205,11 +217,7 @@ async def remove(js, name: str) -> None:
     await kv.delete(name)
     versions = {cur["version"]} | ({cur["previous"]["version"]} if cur.get("previous") else set())
     for v in versions:
-        for ext in ("py", "mpy"):
-            try:
-                await obs.delete(f"{name}/{v}.{ext}")
-            except nats.js.errors.NotFoundError:
-                pass
+        await delete_code(obs, name, v)
 
 
 async def list_states(js) -> list[dict]:

@@ -529,3 +529,33 @@ def test_the_docs_example_on_three_edges(side, jshub, started, tmp_path):
             await nc.close()
 
     run(body(), timeout=90)
+
+
+def test_staged_rollout_and_each_edge_back_to_its_own_last_good_version(side, jshub, started, tmp_path):
+    # v1 to both kitchens, v2 to one of them (the other stays on v1: the previous target still names it), a broken
+    # v3 to both: each rolls back to the version it ran. The code of v1 leaves the object store with v3's deploy.
+    async def body():
+        nc = await nats.connect(jshub.url)
+        try:
+            await deploy(nc, tmp_path, ECHO.format(tag="v1"), "1")
+            for name in ("kitchen-6", "kitchen-7"):
+                start_edge(wl_config(name, jshub.leaf_port), tmp_path / name, started)
+                await report(nc, name, state_is("1", "running"))
+            await deploy(nc, tmp_path, ECHO.format(tag="v2"), "2", target="kitchen-6")
+            await report(nc, "kitchen-6", state_is("2", "running"))
+            assert await answer(jshub.url, "wl.kitchen-6.echo") == b"v2:x"
+            ws = await report(nc, "kitchen-7", state_is("1", "running"))
+            assert ws["echo"]["wanted"] == "1"
+            assert await answer(jshub.url, "wl.kitchen-7.echo") == b"v1:x"
+            await deploy(nc, tmp_path, BROKEN_SETUP, "3", target="kitchen-*")
+            await report(nc, "kitchen-6", state_is("2", "rolled back"))
+            ws = await report(nc, "kitchen-7", state_is("1", "rolled back"))
+            assert ws["echo"]["wanted"] == "3"
+            assert await answer(jshub.url, "wl.kitchen-7.echo") == b"v1:x"
+            obs = await nc.jetstream().object_store("workloads")
+            names = sorted(i.name for i in await obs.list(ignore_deletes=True))
+            assert names == ["echo/2.mpy", "echo/2.py", "echo/3.mpy", "echo/3.py"]
+        finally:
+            await nc.close()
+
+    run(body(), timeout=60)
