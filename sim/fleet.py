@@ -231,6 +231,8 @@ class Edge:
             "stats": self.scenario.stats,
             "limits": limits,
         }
+        if self.scenario.workloads:  # the scenario deploys workloads: every edge runs the engine (docs/workloads.md)
+            cfg["workloads"] = {"status": 2}
         cfg.update(self.scenario.extra_config)
         return cfg
 

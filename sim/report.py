@@ -67,6 +67,7 @@ def build(sim: Simulation) -> dict[str, Any]:
         "hubs": [n.node_json() for n in hub.nodes] if hub else [],
         "stream": sim.stream_status,
         "faults": list(sim.fault_log),
+        "workload_steps": list(sim.workload_log),
         "totals": totals,
         "edges": edges,
         "processes": {"started": len(sim.procs.started), "pids": sim.procs.pids(),
@@ -133,12 +134,32 @@ def text(r: dict[str, Any]) -> str:
         out.append(f"edges that did not exit cleanly at the end: {', '.join(unclean)}")
     if t["unexpected_exits"]:
         out.append(f"unexpected edge exits: {t['unexpected_exits']}")
+    for w in r.get("workload_steps", []):
+        out.append(f"workload step {w['step']} at {w['t']:g} s: " + (f"{w['name']} {w['version']} to "
+                   f"{','.join(w['target'])}" if "error" not in w else f"{w['name']}: {w['error']}"))
+    if r.get("workload_steps"):
+        for e in r["edges"]:
+            out.append(f"workloads on {e['name']}: {_workloads_text(e)}")
     p = r["processes"]
     out.append(f"processes: {p['started']} started, {len(p['left_running'])} left running"
                + (f" ({p['left_running']})" if p["left_running"] else ""))
     for err in r["errors"]:
         out.append(f"error: {err}")
     return "\n".join(out)
+
+
+def _workloads_text(e: dict[str, Any]) -> str:
+    """An edge's last $EDGE.<name>.workloads report (edge/workloads/engine.py) in words."""
+    rep = ((e.get("status") or {}).get("last") or {}).get("workloads")
+    if not isinstance(rep, dict) or not isinstance(rep.get("workloads"), list):
+        return "no report"
+    parts = []
+    for w in rep["workloads"]:
+        text = f"{w.get('name')} {w.get('version')} {w.get('state')}"
+        if w.get("wanted") != w.get("version"):
+            text += f" (wants {w.get('wanted')})"
+        parts.append(text)
+    return ", ".join(parts) or "none"
 
 
 def _cluster_text(r: dict[str, Any]) -> list[str]:

@@ -37,7 +37,7 @@ from sim.fleet import Edge, edge_takes_url_list, word_bits
 from sim.hub import Cluster, Hub, HubError, ManagedHub, free_port
 from sim.procs import ProcessTable
 from sim.proxy import ProxyGroup
-from sim.scenario import HUB_FAULTS, HUB_KINDS, Fault, Scenario
+from sim.scenario import HUB_FAULTS, HUB_KINDS, Fault, Scenario, WorkloadStep
 
 START_BATCH = 16  # edges launched at once (each is a CPython+MicroPython process: ~25 ms of CPU to start)
 STREAM_RETRY_S = 20.0  # a cluster: how long the stream's creation is retried while JetStream is not ready
@@ -98,6 +98,8 @@ class Simulation:
         self._hub_tasks: set[asyncio.Task[Any]] = set()
         self.workdir = opts.workdir or Path(tempfile.mkdtemp(prefix="natsedge-sim-"))
         self._made_workdir = opts.workdir is None
+        self._workload_nc: Any = None  # nats-py connection of the workload steps, made at the first one
+        self.workload_log: list[dict[str, Any]] = []
 
     # ---- helpers ----------------------------------------------------------------------------------------
 
@@ -330,6 +332,8 @@ class Simulation:
         s = self.scenario
         for f in s.faults:
             self._spawn(self._schedule(f))
+        for w in s.workloads:
+            self._spawn(self._workload_step(w))
         if s.request_rate > 0:
             for e in self.edges:
                 self._spawn(self._requests(e))
@@ -360,6 +364,36 @@ class Simulation:
             if f.every is None:
                 return
             t += f.every
+
+    async def _workload_step(self, w: WorkloadStep) -> None:
+        """A `natsedge workload deploy` or `rollback` (host/tools/workload_cmd.py) at its time; a failure is an event
+        of the run, as the command would print it."""
+        from host.tools import workload_cmd
+        from host.tools.firmware_cmd import DEFAULT_TARGET_MPY
+
+        if not await self._wait(max(0.0, w.at - self.clock())):
+            return
+        assert self.hub is not None
+        entry: dict[str, Any] = {"t": round(self.clock(), 2), "step": w.index, "name": w.name}
+        try:
+            if self._workload_nc is None:
+                self._workload_nc = (await workload_cmd.connect(self.hub.client_url))[0]
+            js = self._workload_nc.jetstream(timeout=5)
+            if w.module is None:
+                st = await workload_cmd.rollback(js, w.name)
+                text = f"workload {w.name}: rolled back to {st['version']}"
+            else:
+                limits = {k: default for k, (default, _) in workload_cmd.LIMITS.items()}
+                st = await workload_cmd.deploy(self._workload_nc, js, Path(w.module), w.name,
+                                               workload_cmd.parse_target(w.target), w.version, limits,
+                                               workload_cmd.DEFAULT_MAX_FLASH, None, DEFAULT_TARGET_MPY)
+                text = f"workload {w.name}: {st['version']} deployed to {w.target}"
+            entry.update(version=st["version"], target=st["target"])
+        except workload_cmd.WorkloadError as e:
+            text = f"workload step {w.index}: {w.describe()} failed: {e}"
+            entry["error"] = str(e)
+        self.workload_log.append(entry)
+        self.event(text)
 
     async def _apply(self, f: Fault) -> None:
         names = self.scenario.select(f.edges, self.rng)
@@ -614,6 +648,8 @@ class Simulation:
         await asyncio.gather(*(e.stop() for e in self.edges), return_exceptions=True)
         if self.observer is not None:
             await self.observer.close()
+        if self._workload_nc is not None:
+            await self._workload_nc.close()
         if self.hub is not None:
             await self.hub.stop()
         for p in self.proxies.values():

@@ -1,4 +1,4 @@
-"""The scenario file (JSON): fleet size, run length, what each edge publishes, requests, faults.
+"""The scenario file (JSON): fleet size, run length, what each edge publishes, requests, faults, workload deploys.
 
 Every key is checked and every error names the key (`fault 2: "for": expected ...`); unknown keys are errors, so a
 typo never silently falls back to a default. docs/sim.md documents the format.
@@ -65,6 +65,22 @@ class Fault:
 
 
 @dataclass
+class WorkloadStep:
+    """`natsedge workload deploy` or `rollback` at a time of the run (docs/workloads.md)."""
+    index: int  # position in the file, for messages
+    at: float
+    name: str  # the workload
+    module: str | None = None  # deploy: the module's file (relative paths: from the scenario file's folder)
+    target: str = "*"
+    version: str | None = None  # deploy: None = the state's next number; None for a rollback
+
+    def describe(self) -> str:
+        if self.module is None:
+            return f"rollback of {self.name}"
+        return f"deploy of {Path(self.module).name} as {self.name} to {self.target}"
+
+
+@dataclass
 class Scenario:
     name: str = "default"
     edges: int = 3
@@ -84,6 +100,7 @@ class Scenario:
     stream: dict[str, Any] | None = None
     hubs: int = 1  # hub nodes; more than 1: a cluster the simulator starts
     hub_kinds: list[str] | None = None  # one per node ("hub" or "nats-server"); None: --hub decides
+    workloads: list[WorkloadStep] = field(default_factory=list)
 
     def edge_names(self) -> list[str]:
         return [f"edge-{i}" for i in range(self.edges)]
@@ -113,7 +130,14 @@ class Scenario:
             "stream": self.stream,
             "hubs": self.hubs,
             "hub_kinds": self.hub_kinds,
+            "workloads": [_step_json(w) for w in self.workloads],
         }
+
+
+def _step_json(w: WorkloadStep) -> dict[str, Any]:
+    if w.module is None:
+        return {"at": w.at, "rollback": w.name}
+    return {"at": w.at, "deploy": w.module, "name": w.name, "target": w.target, "version": w.version}
 
 
 def _fault_json(f: Fault) -> dict[str, Any]:
@@ -256,6 +280,23 @@ def _fault(i: int, d: Any) -> Fault:
     return f
 
 
+def _workload_step(i: int, d: Any) -> WorkloadStep:
+    c = _Checker(f"workload step {i}: ")
+    if not isinstance(d, dict):
+        raise ScenarioError(f"workload step {i}: expected an object, got {_got(d)}")
+    at = c.number(d, "at", None, 0.0)
+    if "rollback" in d:
+        c.keys(d, ("at", "rollback"))
+        return WorkloadStep(i, at, c.string(d, "rollback", ""))
+    c.keys(d, ("at", "deploy", "name", "target", "version"))
+    if "deploy" not in d:
+        raise ScenarioError(f'workload step {i}: expected "deploy": "module.py" or "rollback": "name"')
+    step = WorkloadStep(i, at, c.string(d, "name", ""), c.string(d, "deploy", ""), c.string(d, "target", "*"))
+    if d.get("version") is not None:
+        step.version = c.string(d, "version", "")
+    return step
+
+
 def hub_kind(v: Any) -> str | None:
     """A hub kind as written ("natsedge", "hub" or "nats-server") -> "hub" or "nats-server"; None if it is none."""
     k = KIND_ALIASES.get(v, v) if isinstance(v, str) else None
@@ -288,7 +329,7 @@ def parse(d: Any) -> Scenario:
         raise ScenarioError(f"expected a JSON object at the top level, got {_got(d)}")
     c = _Checker("")
     c.keys(d, ("name", "edges", "duration", "seed", "settle", "publish", "requests", "edge", "faults", "stream",
-               "hubs", "hub_kinds"))
+               "hubs", "hub_kinds", "workloads"))
     s = Scenario()
     s.name = c.string(d, "name", s.name)
     s.edges = c.integer(d, "edges", s.edges, 1, MAX_EDGES)
@@ -345,6 +386,10 @@ def parse(d: Any) -> Scenario:
     if not isinstance(faults, list):
         raise c.fail("faults", "a list of faults", faults)
     s.faults = [_fault(i, f) for i, f in enumerate(faults)]
+    steps = d.get("workloads", [])
+    if not isinstance(steps, list):
+        raise c.fail("workloads", "a list of workload steps", steps)
+    s.workloads = [_workload_step(i, w) for i, w in enumerate(steps)]
     stream = d.get("stream")
     if stream is not None:
         sc = _Checker("stream: ")
@@ -391,6 +436,10 @@ def validate(s: Scenario) -> None:
         if f.type == "partition" and f.every is not None and f.every <= f.duration:
             raise ScenarioError(f'fault {f.index}: "every" ({f.every:g} s) must be longer than "for" '
                                 f"({f.duration:g} s)")
+    for w in s.workloads:
+        if s.duration and w.at >= s.duration:
+            raise ScenarioError(f'workload step {w.index}: "at": {w.at:g} s is not before the end of the run '
+                                f"(duration {s.duration:g} s)")
     limits = dict(DEFAULT_LIMITS)
     limits.update(s.limits)
     max_payload = limits.get("max_payload", 8192)
@@ -412,4 +461,11 @@ def load(path: str | None) -> Scenario:
         d = json.loads(text)
     except ValueError as e:
         raise ScenarioError(f"scenario {path} is not valid JSON: {e}") from None
-    return parse(d)
+    s = parse(d)
+    for w in s.workloads:  # a deploy's module: from the scenario file's folder, and readable now, not at its time
+        if w.module is not None:
+            module = Path(path).parent / w.module
+            if not module.is_file():
+                raise ScenarioError(f'workload step {w.index}: "deploy": cannot read {module}')
+            w.module = str(module)
+    return s

@@ -154,6 +154,29 @@ def test_ci_fleet_run(side: str, tmp_path: Path) -> None:
     assert f"outside fault windows: 0 of {totals['published_clean']} messages lost" in text
 
 
+def test_workloads_scenario_v1_to_all_v2_to_half_broken_v3_rolled_back(tmp_path: Path) -> None:
+    """sim/scenarios/workloads.json on a shorter timeline: every edge ends on the version it ran before the broken
+    one (v2 on edge-0 and edge-1, v1 on the others), reported as rolled back, and says so in the report."""
+    scenario = json.loads((REPO / "sim" / "scenarios" / "workloads.json").read_text())
+    folder = REPO / "sim" / "scenarios"
+    for step, at in zip(scenario["workloads"], (1.5, 5, 8.5), strict=True):
+        step["at"] = at
+        step["deploy"] = str(folder / step["deploy"])
+    scenario["duration"] = 14
+    p, report = run_sim(tmp_path, scenario, "--hub", "hub")
+    assert p.returncode == 0, p.stderr + p.stdout
+    assert report is not None
+    check_stopped(report, tmp_path / "work")
+    assert [(w["step"], w["version"], w["target"]) for w in report["workload_steps"]] == [
+        (0, "1", ["edge-*"]), (1, "2", ["edge-0", "edge-1"]), (2, "3", ["edge-*"])]
+    finals = {e["name"]: e["status"]["last"]["workloads"]["workloads"] for e in report["edges"]}
+    for name, version in (("edge-0", "2"), ("edge-1", "2"), ("edge-2", "1"), ("edge-3", "1")):
+        (w,) = finals[name]
+        assert (w["name"], w["version"], w["state"], w["wanted"]) == ("greet", version, "rolled back", "3"), w
+        assert "greet v3 is broken on purpose" in w["error"]
+        assert f"workloads on {name}: greet {version} rolled back (wants 3)" in p.stdout
+
+
 def test_second_boot_is_accounted_separately(tmp_path: Path) -> None:
     """A crash restarts sequence numbers at 1: the report still matches hub deliveries to the right boot."""
     scenario = {"name": "boots", "edges": 1, "duration": 5, "settle": 5, "edge": {"lan": True, "heapsize": "250K"},
@@ -236,6 +259,10 @@ BAD_SCENARIOS = [
     ({"edge": {"heapsize": "lots"}}, '"heapsize": expected null, a number of bytes'),
     ({"publish": [{"size": 9000}]}, "exceeds the edge's max_payload (8192)"),
     ([1, 2], "expected a JSON object at the top level"),
+    ({"workloads": [{"at": 1, "name": "g"}]}, 'workload step 0: expected "deploy": "module.py" or "rollback"'),
+    ({"workloads": [{"at": 1, "deploy": "nope.py", "name": "g"}]}, 'workload step 0: "deploy": cannot read'),
+    ({"workloads": [{"at": 1, "deploy": "a.py"}]}, 'workload step 0: "name": expected a non-empty string'),
+    ({"duration": 5, "workloads": [{"at": 7, "rollback": "g"}]}, 'workload step 0: "at": 7 s is not before the end'),
 ]
 
 
