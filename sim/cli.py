@@ -163,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"MicroPython unix binary not found ({args.micropython}): pass the path of one, or leave "
                      "--micropython out to use the one natsedge[sim] installs")
     mp = needs.micropython("natsedge sim", "sim", args.micropython)  # else MissingExtra: one line, exit 1
+    if sc.workloads:  # the steps run `natsedge workload` (nats-py) against the hub
+        needs.module("nats", "natsedge sim (a scenario with workload steps)")
     if external:
         assert args.hub is not None
         try:
