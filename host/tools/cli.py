@@ -24,7 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sim": ("sim.cli", "run a fleet of MicroPython edges against a hub with partitions and crashes, then report"),
     "dashboard": ("sim.dashboard", "serve a fleet dashboard for a hub (its monitoring port, $EDGE.*.status)"),
     "trace": ("host.tools.trace_cmd", "send a traced message and print the path it took (servers, hops, subscribers)"),
-    "workload": ("host.tools.workload_cmd", "deploy code to edges over NATS; ls, status, rollback, remove"),
+    "workload": ("host.tools.workload_cmd", "deploy code to edges over NATS; ls, status, rollback, remove, host"),
     "vboard": ("host.tools.vboard", "a virtual board: the MicroPython unix port behind a PTY, for mpremote and deploy"),
 }
 
