@@ -139,16 +139,16 @@ def _hub(h):
         try:
             import edge.auth.creds  # noqa: F401 (the runner's import, made here so that its absence is a config error)
         except ImportError:
-            _no_auth_package("hub." + signer[0])
+            _no_package("hub." + signer[0], "auth")
     # the first URL's fields stay at the top for whoever reads one hub; the uplink dials "urls"
     return {"url": url, "urls": urls, "host": host, "port": port, "tls": tls, "user": user, "password": password,
             "token": token, "signer": signer}
 
 
-def _no_auth_package(key):
-    # edge/auth is an optional package of a device bundle (natsedge firmware bundle --with auth).
-    raise ConfigError('config: "%s" needs the edge.auth package, which this device lacks (natsedge firmware bundle '
-                      '--with auth)' % key)
+def _no_package(key, pkg):
+    # edge/auth, edge/workloads: optional packages of a device bundle (natsedge firmware bundle --with PKG).
+    raise ConfigError('config: "%s" needs the edge.%s package, which this device lacks (natsedge firmware bundle '
+                      '--with %s)' % (key, pkg, pkg))
 
 
 def _limits(v):
@@ -192,7 +192,7 @@ def check(d):
         try:
             from edge.auth.config import check_authorization  # imported only when used: start-up heap
         except ImportError:
-            _no_auth_package("authorization")
+            _no_package("authorization", "auth")
         authorization = check_authorization(authorization, listen)
     app = _str(d, "app", "app")
     if app is not None:
@@ -203,16 +203,13 @@ def check(d):
     if not is_number(stats, 0):
         fail("stats", "a number of seconds >= 0 (0 = off)", stats)
     kv = d.get("kv")
-    tags = workloads = None
-    if d.get("tags") is not None or d.get("workloads") is not None:
+    workloads = None
+    if "workloads" in d or "tags" in d:
         try:
-            from edge.workloads.config import check_tags, check_workloads  # imported only when used
+            from edge.workloads.config import check_workloads  # optional package: imported only when used
         except ImportError:
-            raise ConfigError('config: "workloads" needs the edge.workloads package, which this device lacks '
-                              '(natsedge firmware bundle --with kvcache --with workloads)')
-        tags = check_tags(d.get("tags"))
-        if d.get("workloads") is not None:
-            workloads, kv = check_workloads(d["workloads"], kv)
+            _no_package("workloads", "workloads")
+        workloads, kv = check_workloads(d, kv)  # may add the desired state's bucket to the KV cache's
     if kv is not None:
         from edge.kvcache.config import check_kv  # optional package: imported only when the config uses it
 
@@ -226,7 +223,7 @@ def check(d):
     return {"name": name, "hub": _hub(d.get("hub")), "listen": listen, "authorization": authorization,
             "data": _str(d, "data", "data", "data"),
             "app": app, "limits": limits, "stats": int(stats * 1000), "kv": kv, "forward": forward,
-            "forward_settings": forward_settings, "tags": tags or [], "workloads": workloads}
+            "forward_settings": forward_settings, "workloads": workloads}
 
 
 def load(path):

@@ -29,7 +29,6 @@ class Node:
         self.uplink = None
         self.kv = None  # edge/kvcache, when the config has a "kv" section
         self.forwarder = None  # edge/leaf/forward.py, when the config has "forward"
-        self.workloads = None  # edge/workloads, when the config has "workloads"
         self.tasks = []
 
     async def close(self):
@@ -38,8 +37,6 @@ class Node:
         for t in self.tasks:
             t.cancel()
         self.tasks = []
-        if self.workloads is not None:
-            self.workloads.close()
         if self.kv is not None:
             self.kv.close()
         if self.listener is not None:
@@ -97,8 +94,7 @@ async def start(cfg, app=None):
     if cfg["workloads"] is not None:
         from edge.workloads.engine import Engine  # after the KV cache: the desired state is read through it
 
-        node.workloads = Engine(leaf, cfg["workloads"], cfg["tags"], cfg["data"], log)
-        node.tasks.append(asyncio.create_task(node.workloads.run()))
+        node.tasks.append(asyncio.create_task(Engine(leaf, cfg["workloads"], cfg["data"], log).run()))
     node.tasks.append(asyncio.create_task(_housekeeping(node, lim["ping_interval"])))
     if cfg["stats"]:
         from edge.leaf.stats import stats_loop

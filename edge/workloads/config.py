@@ -23,32 +23,32 @@ def _name(v, path, what):
     return v
 
 
-def check_tags(v):
-    if v is None:
-        return []
-    if not isinstance(v, list):
-        fail("tags", "a list of tags", v)
-    for i, t in enumerate(v):
+def check_workloads(d, kv):
+    # The whole config's "tags" and "workloads" -> (settings or None, the raw "kv" value with the state bucket in it)
+    tags = d.get("tags")
+    if tags is None:
+        tags = []
+    if not isinstance(tags, list):
+        fail("tags", "a list of tags", tags)
+    for i, t in enumerate(tags):
         _name(t, "tags[%d]" % i, "a tag")
-    return v
-
-
-def check_workloads(v, kv):
-    # -> (settings, the raw "kv" value with the state bucket in it)
+    v = d.get("workloads")
+    if v is None:
+        return None, kv
     if v is True:
         v = {}
     if not isinstance(v, dict):
         fail("workloads", "an object, true or null", v)
     unknown_keys(v, ("bucket", "dir", "max_flash", "status"), "workloads.")
     bucket = _name(v.get("bucket", "workloads"), "workloads.bucket", "a bucket name")
-    d = v.get("dir")
-    if d is not None and (not isinstance(d, str) or not d):
-        fail("workloads.dir", "a folder path or null (the config's data folder + /wl)", d)
+    path = v.get("dir")
+    if path is not None and (not isinstance(path, str) or not path):
+        fail("workloads.dir", "a folder path or null (the config's data folder + /wl)", path)
     status = v.get("status", 10)
     if not is_number(status, 0):
         fail("workloads.status", "a number of seconds >= 0 (0 = only on change)", status)
-    out = {"bucket": bucket, "dir": d, "max_flash": number(v, "max_flash", "workloads.max_flash", 32768, 1, "int"),
-           "status_ms": int(status * 1000)}
+    out = {"bucket": bucket, "dir": path, "max_flash": number(v, "max_flash", "workloads.max_flash", 32768, 1, "int"),
+           "status_ms": int(status * 1000), "tags": tags}
     if kv is None:
         kv = {"buckets": {}}
     elif isinstance(kv, dict):

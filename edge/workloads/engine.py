@@ -194,9 +194,9 @@ class Workload:
 
 
 class Engine:
-    def __init__(self, leaf, cfg, tags, data_dir, log):
+    def __init__(self, leaf, cfg, data_dir, log):
         self.leaf = leaf
-        self.tags = tags
+        self.tags = cfg["tags"]
         self.log = log
         self.bucket = cfg["bucket"]
         self.max_flash = cfg["max_flash"]
@@ -214,6 +214,13 @@ class Engine:
     # ---- start, stop -------------------------------------------------------------------------
 
     async def run(self):
+        # The runner cancels this task when the leaf stops: the workloads' teardown runs then (the finally below).
+        try:
+            await self._run()
+        finally:
+            self.close()
+
+    async def _run(self):
         self._prepare_dir()
         for name in self.saved:
             rec = self.saved[name]["good"]

@@ -18,19 +18,20 @@ from tests.edge.edgeharness import REPO
 
 def test_defaults_and_the_state_bucket_added_to_the_kv_cache():
     cfg = check({"name": "k1", "workloads": {}})
-    assert cfg["workloads"] == {"bucket": "workloads", "dir": None, "max_flash": 32768, "status_ms": 10000}
-    assert cfg["tags"] == []
+    assert cfg["workloads"] == {"bucket": "workloads", "dir": None, "max_flash": 32768, "status_ms": 10000,
+                                "tags": []}
     b = cfg["kv"]["buckets"]["workloads"]
     assert (b["policy"], b["max_value"]) == ("hub_wins", 2048)
     # a kv section of the user's keeps its buckets and settings, the state bucket is added beside them
     cfg = check({"name": "k1", "tags": ["oven", "floor-2"], "workloads": {"bucket": "wl", "status": 0},
                  "kv": {"buckets": ["config"], "flush_ms": 20}})
     assert sorted(cfg["kv"]["buckets"]) == ["config", "wl"] and cfg["kv"]["flush_ms"] == 20
-    assert cfg["tags"] == ["oven", "floor-2"] and cfg["workloads"]["status_ms"] == 0
+    assert cfg["workloads"]["tags"] == ["oven", "floor-2"] and cfg["workloads"]["status_ms"] == 0
     # a bucket the user configured is left as configured
     cfg = check({"name": "k1", "workloads": {}, "kv": {"buckets": {"workloads": {"policy": "lww"}}}})
     assert cfg["kv"]["buckets"]["workloads"]["policy"] == "lww"
     assert check({"name": "k1"})["workloads"] is None
+    assert check({"name": "k1", "tags": ["oven"]})["workloads"] is None  # tags alone: checked, nothing runs
 
 
 @pytest.mark.parametrize("doc, message", [
@@ -116,3 +117,14 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path):
     code, err = cli("ls")
     assert code == 2 and err.startswith("natsedge workload ls: error: cannot connect to nats://127.0.0.1:1: ")
     assert err.count("\n") == 1
+
+
+def test_a_device_without_the_package_says_which_bundle_it_needs(tmp_path):
+    # as on a board whose bundle was built without --with workloads: the package cannot be imported
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"name": "k1", "workloads": {}}')
+    code = ("import sys; sys.modules['edge.workloads.config'] = None; from edge.leaf.config import prepare; "
+            f"print(prepare([{str(cfg)!r}]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=30)
+    assert r.stdout.strip() == ('config: "workloads" needs the edge.workloads package, which this device lacks '
+                                '(natsedge firmware bundle --with workloads)'), r.stderr
