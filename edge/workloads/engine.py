@@ -291,6 +291,8 @@ class Engine:
                 continue
             try:
                 st = json.loads(raw)
+                if not isinstance(st["target"], list):
+                    raise TypeError
                 prev = st["previous"]
                 if targets(st["target"], self.leaf.name, self.tags):
                     wanted[key] = st

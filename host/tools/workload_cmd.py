@@ -136,7 +136,11 @@ async def read_state(kv, name: str) -> dict | None:
         e = await kv.get(name)
     except nats.js.errors.KeyNotFoundError:
         return None
-    return json.loads(e.value) if e.value else None
+    try:
+        st = json.loads(e.value) if e.value else None
+    except ValueError:
+        return None  # not written by this command: not a workload (edges ignore it too)
+    return st if isinstance(st, dict) and all(k in st for k in STATE_FIELDS) else None
 
 
 async def put_code(obs, name: str, data: bytes) -> str:

@@ -288,10 +288,19 @@ def test_code_over_the_flash_budget_is_refused(side, jshub, started, tmp_path):
                                                                  r"of 2,048 B \(--max-flash\)"):
                 await deploy(nc, tmp_path, big, "1", max_flash=2048)
             await deploy(nc, tmp_path, big, "1")  # the hub's budget allows it, this edge's does not
+            # states not written by `natsedge workload`: logged and left alone, never a crash
+            kv = await nc.jetstream().key_value("workloads")
+            await kv.put("junk", b"not json")
+            await kv.put("weird", json.dumps({"target": "kitchen-*", "version": "1"}).encode())
             e = start_edge(wl_config("kitchen-3", jshub.leaf_port, max_flash=2048), tmp_path / "k3", started)
             ws = await report(nc, "kitchen-3", lambda ws: ws.get("echo", {}).get("state") == "failed")
             assert "over workloads.max_flash 2048" in ws["echo"]["error"]
             assert e.count("workload echo 1 running") == 0
+            assert sorted(ws) == ["echo"]
+            assert [st["name"] for st in await workload_cmd.list_states(nc.jetstream())] == ["echo"]
+            e.wait_line(r"^edge: workloads: the state of junk is not a workload state, ignored$")
+            e.wait_line(r"^edge: workloads: the state of weird is not a workload state, ignored$")
+            assert e.alive()
         finally:
             await nc.close()
 
