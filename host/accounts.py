@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from host.opts import AccountConfig, AccountLimits, Export, Import
+from host.subject_transform import Mapping, SubjectTransform
 from host.sublist import Sublist, Subscription, subject_matches
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from host.route import Router
 
 RESPONSE_TTL = 120.0
+MAPPED_MAX = 4096  # literal subjects whose mapping is remembered (Mappings.cache), then forgotten
 MAX_IMPORT_DEPTH = 8  # bound on import chains, so a cycle of imports cannot loop forever
 _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _NO_LIMITS = AccountLimits()
@@ -57,6 +59,68 @@ def map_subject(src_pattern: bytes, dst_pattern: bytes, subject: bytes) -> bytes
         else:
             out.append(t)
     return b".".join(out)
+
+
+class Mappings:
+    """An account's subject mappings (nats-server Account.mappings, selectMappedSubject). An account without any has
+    `mappings` None and pays nothing; with some, what a literal subject maps to is remembered (`cache`, bounded):
+    None (not mapped), the subject it always maps to, or the Mapping's destinations to pick from per message
+    (weighted ones, random()). Sources are tried in config order; nats-server tries them in its map order."""
+
+    __slots__ = ("mappings", "server", "cache")
+
+    def __init__(self, mappings: list[Mapping], server: Any) -> None:
+        self.mappings = mappings
+        self.server = server  # its cluster name picks cluster-scoped destinations
+        self.cache: dict[bytes, bytes | list[tuple[int, SubjectTransform]] | None] = {}
+
+    def lookup(self, subject: bytes) -> bytes | list[tuple[int, SubjectTransform]] | None:
+        """What `subject` maps to: None when no mapping matches it, the mapped subject when that is always the same,
+        else the destinations to `select` from."""
+        try:
+            return self.cache[subject]
+        except KeyError:
+            pass
+        found: bytes | list[tuple[int, SubjectTransform]] | None = None
+        text = subject.decode(errors="replace")
+        for m in self.mappings:
+            if m.src == text if m.literal else subject_matches(m.src.encode(), subject):
+                dests = m.destinations(self.server.cluster_name)
+                if len(dests) == 1 and dests[0][0] == 100 and dests[0][1].fixed:
+                    found = dests[0][1].transform(subject.split(b"."))
+                else:
+                    found = dests
+                break
+        if len(self.cache) >= MAPPED_MAX:
+            self.cache.clear()
+        self.cache[subject] = found
+        return found
+
+    def select(self, subject: bytes, found: bytes | list[tuple[int, SubjectTransform]]) -> bytes:
+        """The subject one message to `subject` goes to, given its `lookup`: b"" for the share of the weights that
+        nothing takes (the message is dropped)."""
+        if found.__class__ is bytes:
+            return found  # type: ignore[return-value]
+        tr = Mapping.pick(found)  # type: ignore[arg-type]
+        return tr.transform(subject.split(b".")) if tr is not None else b""
+
+
+def set_mappings(acc: Account, mappings: list[Mapping], server: Any) -> None:
+    """Give `acc` its mappings (replacing any it had). Their sources count as interest towards leafs, not routes, so
+    a leaf sends what its clients publish to a source here to be mapped (as nats-server adds them to a leaf's
+    subscriptions); a route carries mapped subjects, mapped by the server the message came in at."""
+    old = acc.mappings.mappings if acc.mappings is not None else []
+    acc.mappings = Mappings(mappings, server) if mappings else None
+    for m, delta in [(m, -1) for m in old] + [(m, 1) for m in mappings]:
+        key = (m.src.encode(), None)
+        for counts in (acc.interest, acc.unrouted):
+            n = counts.get(key, 0) + delta
+            if n > 0:
+                counts[key] = n
+            else:
+                counts.pop(key, None)
+        for leaf in acc.leafs:
+            leaf.update_interest(key)
 
 
 class StreamImport:
@@ -135,6 +199,8 @@ class Account:
         # percentage sampled
         self.trace_dest: str | None = None
         self.trace_sampling = 0
+        # `mappings`: None for an account without any (nothing is looked up per message then)
+        self.mappings: Mappings | None = None
 
     @property
     def limits(self) -> AccountLimits:

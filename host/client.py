@@ -39,7 +39,7 @@ from edge.proto import (
 from host import errors
 from host.accounts import Account
 from host.auth import ClientPermissions, authenticate
-from host.delivery import deliver, learn_plan, settle
+from host.delivery import deliver, learn_plan, mapped_runs, settle
 from host.msgtrace import trace_max_payload, trace_refused
 from host.parser import OP_PUB_RUN, HubParser, decode_tail, encode_tail
 from host.sublist import Sublist, Subscription, is_valid_literal_subject, is_valid_subject
@@ -382,14 +382,36 @@ class Client(asyncio.Protocol):
 
     def process_run(self, subject: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int) -> None:
         """A run of PUB/HPUB frames the parser did not deliver itself."""
+        acc = self.account
+        if acc is not None and acc.mappings is not None:
+            found = acc.mappings.lookup(subject)
+            if found is not None:
+                # As nats-server's parser: mapped before anything else looks at the subject (permissions too).
+                learn = found.__class__ is bytes  # one subject for every frame: the parser may deliver them itself
+                for to, part, size in mapped_runs(acc.mappings, found, subject, has_hdr, pieces, nbytes):
+                    if to:
+                        self.process_mapped_run(to, has_hdr, part, size, subject if learn else None, subject)
+                    else:
+                        self.count_in(len(part), size)  # the share of the weights nothing takes: dropped
+                        if self.verbose:
+                            self.enqueue(OK * len(part))
+                return
+        self.process_mapped_run(subject, has_hdr, pieces, nbytes, subject, None)
+
+    def process_mapped_run(self, subject: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int,
+                           plan_key: bytes | None, mapped_from: bytes | None) -> None:
+        """A run to `subject` (mapped from `mapped_from`, when a mapping applied); plan_key: the subject the parser
+        may deliver the next runs of on its own (None: it may not, the mapping picks per frame)."""
         if self.simple_pub and (self.headers or not has_hdr):
             # No verbose/pedantic replies, no publish permissions to check: the parser may deliver the next runs
             # to this subject on its own.
             self.count_in(len(pieces), nbytes)
-            deliver(self.account, self, subject, has_hdr, pieces, nbytes)  # type: ignore[arg-type]
-            learn_plan(self.parser.plans, self, self.account, subject, None)  # type: ignore[arg-type]
+            deliver(self.account, self, subject, has_hdr, pieces, nbytes,  # type: ignore[arg-type]
+                    mapped_from=mapped_from)
+            if plan_key is not None:
+                learn_plan(self.parser.plans, self, self.account, subject, None, plan_key)  # type: ignore[arg-type]
         elif self.connected or self.connect_without_credentials():
-            self.process_pub_run(subject, has_hdr, pieces, nbytes)
+            self.process_pub_run(subject, has_hdr, pieces, nbytes, mapped_from)
 
     def protocol_error(self, e: RemoteProtocolError) -> None:
         if e.wire == errors.ERR_MAX_PAYLOAD:
@@ -454,8 +476,8 @@ class Client(asyncio.Protocol):
         if not self.connected and not self.connect_without_credentials():
             return
         if op == OP_PUB:
-            self.process_pub_run(ev[1], ev[3] is not None, [encode_tail(ev[2], ev[3], ev[4])],
-                                 len(ev[4]) + (len(ev[3]) if ev[3] is not None else 0))
+            self.process_run(ev[1], ev[3] is not None, [encode_tail(ev[2], ev[3], ev[4])],
+                             len(ev[4]) + (len(ev[3]) if ev[3] is not None else 0))
         elif op == OP_PING:
             self.enqueue(PONG)
             if self.connected and not self.first_pong_sent:
@@ -597,7 +619,8 @@ class Client(asyncio.Protocol):
             sub.closed = True
             self.account.remove_sub(sub)
 
-    def process_pub_run(self, subject: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int) -> None:
+    def process_pub_run(self, subject: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int,
+                        mapped_from: bytes | None = None) -> None:
         if has_hdr and not self.headers:
             # nats-server processHeaderPub: HPUB from a client that did not announce headers.
             self.close(errors.PROTOCOL_VIOLATION)
@@ -616,8 +639,8 @@ class Client(asyncio.Protocol):
                 for _ in range(n):
                     self.enqueue(err)
                 if has_hdr:
-                    trace_refused(self, self.account, subject, [_hdr_size(p) for p in pieces],
-                                  errors.err_pub_violation(subject))
+                    trace_refused(self, self.account, subject if mapped_from is None else mapped_from,
+                                  [_hdr_size(p) for p in pieces], errors.err_pub_violation(subject))
                 return
             # allow_responses: each frame uses up the reply permission, one by one as nats-server counts them.
             now = time.monotonic()
@@ -634,7 +657,7 @@ class Client(asyncio.Protocol):
                 n = len(pieces)
                 nbytes = sum(len(payload) + (len(hdr) if hdr is not None else 0)
                              for _reply, hdr, payload in (decode_tail(p, has_hdr) for p in pieces))
-        if self.pedantic and not is_valid_literal_subject(subject):
+        if self.pedantic and not is_valid_literal_subject(subject if mapped_from is None else mapped_from):
             err = encode_err(errors.ERR_INVALID_PUB_SUBJECT)
             for _ in range(n):
                 self.enqueue(err)
@@ -642,7 +665,7 @@ class Client(asyncio.Protocol):
             for _ in range(n):
                 self.enqueue(OK)
         assert self.account is not None
-        deliver(self.account, self, subject, has_hdr, pieces, nbytes)
+        deliver(self.account, self, subject, has_hdr, pieces, nbytes, mapped_from=mapped_from)
 
 
 def _hdr_size(piece: bytes) -> tuple[bytes, int]:

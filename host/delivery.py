@@ -51,10 +51,11 @@ from edge.trace import (
     SUB_DENIED,
 )
 from host import msgtrace
-from host.accounts import MAX_IMPORT_DEPTH, Account, InternalHandler, ServiceImport, map_subject
+from host.accounts import MAX_IMPORT_DEPTH, Account, InternalHandler, Mappings, ServiceImport, map_subject
 from host.headers import hdr_set
 from host.msgtrace import MSG_TRACE_PROTO, TRACE_DEST, TRACE_DISABLED, MsgTrace, init_msg_trace, traced
 from host.parser import PLANS_MAX, decode_tail, encode_tail
+from host.subject_transform import SubjectTransform
 from host.sublist import SublistResult, Subscription
 
 if TYPE_CHECKING:
@@ -230,15 +231,17 @@ def settle(used: list[Plan], server: Any) -> tuple[int, int]:
 
 
 def deliver(acc: Account, src: Any, subject: bytes, has_hdr: bool, pieces: list[bytes], nbytes: int,
-            depth: int = 0, queues: tuple[bytes, ...] | list[bytes] | None = None, untraced: bool = False) -> int:
+            depth: int = 0, queues: tuple[bytes, ...] | list[bytes] | None = None, untraced: bool = False,
+            mapped_from: bytes | None = None) -> int:
     """Deliver a run of frames published to `subject` in `acc` by `src`; returns how many targets got it.
 
     queues: the queue groups in scope, None for all of them (a client's or the hub's publish), a sequence of
     names for a link's frame (empty: none). untraced: the run is known to hold no traced frame (host/msgtrace.py);
-    a connection's run with headers is looked at here otherwise, where it enters (depth 0).
+    a connection's run with headers is looked at here otherwise, where it enters (depth 0). mapped_from: the subject
+    the frames were published to, when a subject mapping made it `subject` (mapped_runs).
     """
     if has_hdr and not (depth or untraced) and src.traces and traced(acc, pieces):
-        return _deliver_traced_run(acc, src, subject, pieces, queues)
+        return _deliver_traced_run(acc, src, subject, pieces, queues, mapped_from)
     if acc.responses:
         resp = acc.responses.pop(subject, None)
         if resp is not None:
@@ -265,8 +268,9 @@ def deliver(acc: Account, src: Any, subject: bytes, has_hdr: bool, pieces: list[
 def deliver_fanout(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr: bool, pieces: list[bytes],
                   nbytes: int, depth: int, queues: tuple[bytes, ...] | list[bytes] | None) -> int:
     if fan.empty:
-        if fan.shown is None:
-            # Client parsers skip reply-less frames to this subject until a subscription appears in the account.
+        if fan.shown is None and (acc.mappings is None or acc.mappings.lookup(subject) is None):
+            # Client parsers skip reply-less frames to this subject until a subscription appears in the account
+            # (not to a mapping's source: those frames go where the mapping says).
             if len(acc.no_interest) >= NO_INTEREST_MAX:
                 acc.no_interest.clear()
             acc.no_interest[subject] = True
@@ -343,17 +347,20 @@ def deliver_fanout(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr:
 
 
 def _deliver_traced_run(acc: Account, src: Any, subject: bytes, pieces: list[bytes],
-                        queues: tuple[bytes, ...] | list[bytes] | None) -> int:
+                        queues: tuple[bytes, ...] | list[bytes] | None, mapped_from: bytes | None) -> int:
     """A run of header frames that may hold traced ones, frame by frame: a traced frame with its MsgTrace
-    (host/msgtrace.py), whose event goes out once the frame was delivered; the others as usual."""
+    (host/msgtrace.py), whose event goes out once the frame was delivered; the others as usual. A mapped frame's
+    event names the subject it was published to, then the mapping (`sm`), as nats-server's parser adds it."""
     count = 0
     for piece in pieces:
         reply, hdr, payload = decode_tail(piece, True)
         assert hdr is not None
         size = len(hdr) + len(payload)
-        skip, trace, new_hdr = init_msg_trace(src, acc, subject, hdr, size)
+        skip, trace, new_hdr = init_msg_trace(src, acc, subject if mapped_from is None else mapped_from, hdr, size)
         if skip:
             continue
+        if trace is not None and mapped_from is not None:
+            trace.subject_mapping(subject)
         if new_hdr is not hdr:
             piece = encode_tail(reply, new_hdr, payload)
             size = len(new_hdr) + len(payload)
@@ -394,6 +401,38 @@ def deliver_traced(acc: Account, src: Any, subject: bytes, piece: bytes, size: i
     if fan.empty:
         return deliver_fanout(acc, src, fan, subject, True, [piece], size, depth, queues)
     return _deliver_each(acc, src, fan, subject, True, [piece], queues, depth, trace)
+
+
+def mapped_runs(mappings: Mappings, found: bytes | list[tuple[int, SubjectTransform]], subject: bytes,
+                has_hdr: bool, pieces: list[bytes], nbytes: int) -> list[tuple[bytes, list[bytes], int]]:
+    """A run published to `subject`, whose mapping is `found` (Mappings.lookup), as (mapped subject, frames, bytes)
+    runs in publish order: one run when the mapping always gives one subject, else each frame to the subject the
+    weights pick for it (b"": the share nothing takes, to be dropped)."""
+    if found.__class__ is bytes:
+        return [(found, pieces, nbytes)]  # type: ignore[list-item]
+    runs: list[tuple[bytes, list[bytes], int]] = []
+    for piece in pieces:
+        to = mappings.select(subject, found)
+        size = _size(piece, has_hdr)
+        if runs and runs[-1][0] == to:
+            last = runs[-1]
+            last[1].append(piece)
+            runs[-1] = (to, last[1], last[2] + size)
+        else:
+            runs.append((to, [piece], size))
+    return runs
+
+
+def deliver_mapped(acc: Account, src: Any, subject: bytes, found: bytes | list[tuple[int, SubjectTransform]],
+                   has_hdr: bool, pieces: list[bytes], nbytes: int,
+                   queues: tuple[bytes, ...] | list[bytes] | None) -> int:
+    """A leaf's run to a mapping's source (a client's goes through its publish checks first: host/client.py)."""
+    count = 0
+    assert acc.mappings is not None
+    for to, part, size in mapped_runs(acc.mappings, found, subject, has_hdr, pieces, nbytes):
+        if to:
+            count += deliver(acc, src, to, has_hdr, part, size, 0, queues, mapped_from=subject)
+    return count
 
 
 def deliver_msg(acc: Account, src: Any, subject: bytes, reply: bytes | None, hdr: bytes | None,
@@ -437,7 +476,13 @@ def deliver_link_msg(acc: Account, src: Any, subject: bytes, reply: bytes | None
         deliver_as(acc, src, subject, shown[1], shown[0], hdr, payload, queues or ())
     else:
         size = len(payload) + (len(hdr) if hdr is not None else 0)
-        deliver(acc, src, subject, hdr is not None, [encode_tail(reply, hdr, payload)], size, 0, queues or ())
+        piece = encode_tail(reply, hdr, payload)
+        if src.is_leaf and acc.mappings is not None:
+            found = acc.mappings.lookup(subject)
+            if found is not None:
+                deliver_mapped(acc, src, subject, found, hdr is not None, [piece], size, queues or ())
+                return
+        deliver(acc, src, subject, hdr is not None, [piece], size, 0, queues or ())
 
 
 def _split_js_ack(reply: bytes) -> tuple[bytes, bytes] | None:
@@ -718,6 +763,14 @@ def _deliver_import(acc: Account, sub: Subscription, src: Any, subject: bytes, h
     if src.is_router:
         return 0  # the server the request came from served its client's import already
     mapped = map_subject(imp.local, imp.subject, subject)
+    dest_mappings = imp.dest.mappings
+    if dest_mappings is not None:
+        # The exporting account's own mappings apply to what it is asked (processServiceImport).
+        found = dest_mappings.lookup(mapped)
+        if found is not None:
+            mapped = dest_mappings.select(mapped, found)
+            if not mapped:
+                return 0
     if trace is not None:
         trace.service_import(imp.dest.name, subject, mapped)
         if not imp.allow_trace:

@@ -46,7 +46,7 @@ from host import errors
 from host.accounts import Account, nuid
 from host.auth import LeafPermissions, authenticate_leaf
 from host.client import LINK_FIRST_PING_INTERVAL, Client, interest_change, peer_proto
-from host.delivery import deliver, deliver_link_msg, learn_plan
+from host.delivery import deliver, deliver_link_msg, deliver_mapped, learn_plan
 from host.jwt import JwtError, decode_jwt, read_creds, sign_nonce, user_limits
 from host.msgtrace import MSG_TRACE_PROTO
 from host.parser import HubParser
@@ -230,10 +230,20 @@ class Leaf(Client):
             self.leaf_perm_violation(errors.err_pub_violation(subject))
             return
         self.count_in(len(pieces), nbytes)
-        deliver(self.account, self, subject, has_hdr, pieces, nbytes, 0, ())  # type: ignore[arg-type]
+        acc = self.account
+        assert acc is not None
+        if acc.mappings is not None:
+            # As nats-server: a leaf's publish is mapped (its permissions were checked on the subject it sent).
+            found = acc.mappings.lookup(subject)
+            if found is not None:
+                deliver_mapped(acc, self, subject, found, has_hdr, pieces, nbytes, ())
+                if found.__class__ is bytes:
+                    learn_plan(self.parser.plans, self, acc, found, (), subject)  # type: ignore[arg-type]
+                return
+        deliver(acc, self, subject, has_hdr, pieces, nbytes, 0, ())
         # (a plan is learned for a subject the leaf may publish to only, so the parser's own deliveries stay inside
         # its permissions)
-        learn_plan(self.parser.plans, self, self.account, subject, ())  # type: ignore[arg-type]
+        learn_plan(self.parser.plans, self, acc, subject, ())
 
     def process_op(self, ev: tuple) -> None:
         op = ev[0]

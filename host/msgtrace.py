@@ -123,6 +123,10 @@ class MsgTrace:
             e["error"] = error
         self.events.append(e)
 
+    def subject_mapping(self, to: bytes) -> None:
+        """The subject the message was mapped to (addSubjectMappingEvent)."""
+        self.events.append({"type": names.SUBJECT_MAPPING, "ts": _now(), "to": to.decode(errors="replace")})
+
     def stream_export(self, acc_name: str, to: bytes) -> None:
         self.events.append({"type": names.STREAM_EXPORT, "ts": _now(), "acc": acc_name,
                             "to": to.decode(errors="replace")})

@@ -7,12 +7,14 @@ the cases where nats-server only warns (an integer ping_interval) log a warning.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from host import conf
 from host.conf import ConfError, ConfMap
 from host.gotime import NS, parse_duration
+from host.subject_transform import Mapping, MappingError
 from host.sublist import is_valid_literal_subject, is_valid_subject
 
 DEFAULT_PORT = 4222
@@ -129,6 +131,7 @@ class AccountConfig:
     # `traceparent` go, and the percentage sampled (host/msgtrace.py)
     trace_dest: str | None = None
     trace_sampling: int = 0
+    mappings: list[Mapping] = field(default_factory=list)  # `mappings` (alias `maps`): subject mappings
 
 
 @dataclass
@@ -208,6 +211,7 @@ class Options:
     users: list[User] = field(default_factory=list)
     default_permissions: Permissions | None = None  # authorization's, given to its users without permissions
     accounts: dict[str, AccountConfig] = field(default_factory=dict)
+    mappings: list[Mapping] = field(default_factory=list)  # top-level `mappings`: the global account's
     no_auth_user: str | None = None
     # Operator mode (host/jwt.py): operator JWTs (inline or file paths), the system account's public key, the account
     # resolver ("" none, "MEMORY", "full" or "cache" for the directory resolver) and its preloaded account JWTs.
@@ -375,6 +379,8 @@ class _Loader:
                 self.load_authorization(self.map_(top, key))
             elif k == "accounts":
                 self.load_accounts(self.map_(top, key))
+            elif k in ("mappings", "maps"):
+                o.mappings = self.load_mappings(top, key)
             elif k == "no_auth_user":
                 o.no_auth_user = self.str_(top, key)
             elif k in ("operator", "operators", "trusted_operators"):
@@ -866,8 +872,8 @@ class _Loader:
                     self.load_account_limits(self.map_(body, key), acc.limits)
                 elif k == "default_permissions":
                     acc.default_permissions = self.load_permissions(self.map_(body, key))
-                elif k == "mappings":
-                    continue
+                elif k in ("mappings", "maps"):
+                    acc.mappings = self.load_mappings(body, key)
                 elif k in ("msg_trace", "trace_dest"):
                     self.load_account_msg_trace(body, key, acc)
                 else:
@@ -875,6 +881,68 @@ class _Loader:
             acc.imports = [self.load_import(b, k, i) for b, k, i in pending_imports]
             _apply_default_permissions(acc.users, acc.default_permissions)
             self.opts.accounts[name] = acc
+
+    def load_mappings(self, m: ConfMap, key: str) -> list[Mapping]:
+        """`mappings { src: dest, src: [ { destination, weight, cluster }, ... ], src: { ... } }`, as nats-server
+        parseAccountMappings and AddWeightedMappings (their texts). A later entry for the same source replaces it."""
+        v = m[key]
+        if not isinstance(v, ConfMap):
+            raise self.err(m, key, f"interface conversion: interface {{}} is {_go_type(v)}, "
+                                   "not map[string]interface {}")
+        out: dict[str, Mapping] = {}
+        for src in v:
+            if not is_valid_subject(src.encode()):
+                raise self.err(v, src, f'Subject "{src}" is not a valid subject')
+            d = v[src]
+            try:
+                if isinstance(d, str):
+                    try:
+                        out[src] = Mapping(src, [(d, 100, "")])
+                    except MappingError as e:
+                        raise self.err(v, src, f'Error adding mapping for "{src}" to "{d}" : {e}') from None
+                    continue
+                dests = [self._map_dest(v, src, x) for x in (d if isinstance(d, list) else [d])]
+                out[src] = Mapping(src, dests)
+            except MappingError as e:
+                raise self.err(v, src, f'Error adding mapping for "{src}" : {e}') from None
+        return list(out.values())
+
+    def _map_dest(self, m: ConfMap, src: str, d: Any) -> tuple[str, int, str]:
+        """One weighted destination (parseAccountMapDest): (destination, weight, cluster)."""
+        if not isinstance(d, ConfMap):
+            raise self.err(m, src, "Expected an entry for the mapping destination")
+        subject = None
+        weight = None
+        cluster = ""
+        for k in d:
+            lk = k.lower()
+            val = d[k]
+            if lk in ("dest", "destination", "cluster"):
+                if not isinstance(val, str):
+                    raise self.err(d, k, f"interface conversion: interface {{}} is {_go_type(val)}, not string")
+                if lk == "cluster":
+                    cluster = val
+                else:
+                    subject = val
+            elif lk == "weight":
+                if isinstance(val, str):
+                    text = val[:-1] if val.endswith("%") else val
+                    if not re.fullmatch(r"[+-]?[0-9]+", text):
+                        raise self.err(d, k, f'Invalid weight "{text}" for mapping destination')
+                    val = int(text)
+                elif isinstance(val, bool) or not isinstance(val, int):
+                    raise self.err(d, k, f"Unknown entry type for weight of {val}")
+                if not 0 <= val <= 100:
+                    raise self.err(d, k, f"Invalid weight {val} for mapping destination")
+                weight = val
+            else:
+                raise self.err(d, k, f'Unknown field "{k}" for mapping destination')
+        if weight is None:
+            raise self.err(m, src, f'Missing weight for mapping destination "{subject or ""}"')
+        if not subject:
+            # nats-server takes it and then crashes on the first message to the source
+            raise self.err(m, src, f'Missing destination for the mapping of "{src}"')
+        return subject, weight, cluster
 
     def load_account_msg_trace(self, body: ConfMap, key: str, acc: AccountConfig) -> None:
         """`msg_trace: "dest"` or `msg_trace { dest: "subj", sampling: 1-100 or "NN%" }`, as nats-server

@@ -21,7 +21,7 @@ from typing import Any
 
 from edge.proto import encode_info
 from host import errors
-from host.accounts import Account, ServiceImport, nuid, wire_imports
+from host.accounts import Account, ServiceImport, nuid, set_mappings, wire_imports
 from host.auth import auth_configured, info_auth_required, nonce_required
 from host.client import Client
 from host.delivery import deliver_msg, deliver_reply
@@ -133,11 +133,14 @@ class Server:
             acc.config = cfg
             acc.trace_dest, acc.trace_sampling = cfg.trace_dest, cfg.trace_sampling
             acc.routes = self.routes
+            set_mappings(acc, cfg.mappings, self)
             self.accounts[name] = acc
         self.trust = trust_from_options(opts)  # operator mode (host/jwt.py)
         if self.trust is not None:
             self.load_jwt_accounts(self.trust)
         self.global_account = self.lookup_account(GLOBAL_ACCOUNT)
+        if opts.mappings:
+            set_mappings(self.global_account, opts.mappings, self)
         self.lookup_account(SYSTEM_ACCOUNT)
         for w in wire_imports(self.accounts):
             log.warning(w)
@@ -343,6 +346,9 @@ class Server:
         if self.cluster_dynamic and (not dynamic or theirs < self.cluster_name):
             log.info("Cluster name is %s (learned from a route)", theirs)
             self.cluster_name = theirs
+            for acc in self.accounts.values():
+                if acc.mappings is not None:
+                    acc.mappings.cache.clear()  # cluster-scoped destinations may differ now
             self.cluster_dynamic = dynamic
             self._build_info()
             return True
