@@ -61,48 +61,57 @@ def map_subject(src_pattern: bytes, dst_pattern: bytes, subject: bytes) -> bytes
     return b".".join(out)
 
 
+# What a literal subject maps to (Mappings.lookup): the one subject it always maps to, or the weighted destinations
+# to pick from per message with the subject's tokens.
+Mapped = bytes | tuple[list[tuple[int, SubjectTransform]], list[bytes]]
+
+
 class Mappings:
     """An account's subject mappings (nats-server Account.mappings, selectMappedSubject). An account without any has
-    `mappings` None and pays nothing; with some, what a literal subject maps to is remembered (`cache`, bounded):
-    None (not mapped), the subject it always maps to, or the Mapping's destinations to pick from per message
-    (weighted ones, random()). Sources are tried in config order; nats-server tries them in its map order."""
+    `mappings` None and pays nothing; with some, what a literal subject maps to is remembered (`cache`, bounded).
+    Sources are tried in config order (nats-server tries them in its map's order, which varies by run)."""
 
     __slots__ = ("mappings", "server", "cache")
 
     def __init__(self, mappings: list[Mapping], server: Any) -> None:
         self.mappings = mappings
         self.server = server  # its cluster name picks cluster-scoped destinations
-        self.cache: dict[bytes, bytes | list[tuple[int, SubjectTransform]] | None] = {}
+        self.cache: dict[bytes, Mapped | None] = {}
 
-    def lookup(self, subject: bytes) -> bytes | list[tuple[int, SubjectTransform]] | None:
-        """What `subject` maps to: None when no mapping matches it, the mapped subject when that is always the same,
-        else the destinations to `select` from."""
+    def lookup(self, subject: bytes) -> Mapped | None:
+        """What `subject` maps to; None when no mapping matches it."""
         try:
             return self.cache[subject]
         except KeyError:
             pass
-        found: bytes | list[tuple[int, SubjectTransform]] | None = None
+        found: Mapped | None = None
         text = subject.decode(errors="replace")
-        for m in self.mappings:
+        for i, m in enumerate(self.mappings):
             if m.src == text if m.literal else subject_matches(m.src.encode(), subject):
+                # nats-server splits the subject into tokens only once a mapping needs it: a literal source matched
+                # first has none, so its partition() hashes nothing (the only function a literal source may use
+                # that reads tokens)
+                tokens = [] if m.literal and i == 0 else subject.split(b".")
                 dests = m.destinations(self.server.cluster_name)
                 if len(dests) == 1 and dests[0][0] == 100 and dests[0][1].fixed:
-                    found = dests[0][1].transform(subject.split(b"."))
+                    found = dests[0][1].transform(tokens)
                 else:
-                    found = dests
+                    found = (dests, tokens)
                 break
         if len(self.cache) >= MAPPED_MAX:
             self.cache.clear()
         self.cache[subject] = found
         return found
 
-    def select(self, subject: bytes, found: bytes | list[tuple[int, SubjectTransform]]) -> bytes:
-        """The subject one message to `subject` goes to, given its `lookup`: b"" for the share of the weights that
+    @staticmethod
+    def select(found: Mapped) -> bytes:
+        """The subject one message goes to, given its subject's `lookup`: b"" for the share of the weights that
         nothing takes (the message is dropped)."""
         if found.__class__ is bytes:
             return found  # type: ignore[return-value]
-        tr = Mapping.pick(found)  # type: ignore[arg-type]
-        return tr.transform(subject.split(b".")) if tr is not None else b""
+        dests, tokens = found  # type: ignore[misc]
+        tr = Mapping.pick(dests)
+        return tr.transform(tokens) if tr is not None else b""
 
 
 def set_mappings(acc: Account, mappings: list[Mapping], server: Any) -> None:

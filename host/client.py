@@ -388,7 +388,7 @@ class Client(asyncio.Protocol):
             if found is not None:
                 # As nats-server's parser: mapped before anything else looks at the subject (permissions too).
                 learn = found.__class__ is bytes  # one subject for every frame: the parser may deliver them itself
-                for to, part, size in mapped_runs(acc.mappings, found, subject, has_hdr, pieces, nbytes):
+                for to, part, size in mapped_runs(found, has_hdr, pieces, nbytes):
                     if to:
                         self.process_mapped_run(to, has_hdr, part, size, subject if learn else None, subject)
                     else:

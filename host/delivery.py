@@ -51,11 +51,10 @@ from edge.trace import (
     SUB_DENIED,
 )
 from host import msgtrace
-from host.accounts import MAX_IMPORT_DEPTH, Account, InternalHandler, Mappings, ServiceImport, map_subject
+from host.accounts import MAX_IMPORT_DEPTH, Account, InternalHandler, Mapped, Mappings, ServiceImport, map_subject
 from host.headers import hdr_set
 from host.msgtrace import MSG_TRACE_PROTO, TRACE_DEST, TRACE_DISABLED, MsgTrace, init_msg_trace, traced
 from host.parser import PLANS_MAX, decode_tail, encode_tail
-from host.subject_transform import SubjectTransform
 from host.sublist import SublistResult, Subscription
 
 if TYPE_CHECKING:
@@ -403,8 +402,7 @@ def deliver_traced(acc: Account, src: Any, subject: bytes, piece: bytes, size: i
     return _deliver_each(acc, src, fan, subject, True, [piece], queues, depth, trace)
 
 
-def mapped_runs(mappings: Mappings, found: bytes | list[tuple[int, SubjectTransform]], subject: bytes,
-                has_hdr: bool, pieces: list[bytes], nbytes: int) -> list[tuple[bytes, list[bytes], int]]:
+def mapped_runs(found: Mapped, has_hdr: bool, pieces: list[bytes], nbytes: int) -> list[tuple[bytes, list[bytes], int]]:
     """A run published to `subject`, whose mapping is `found` (Mappings.lookup), as (mapped subject, frames, bytes)
     runs in publish order: one run when the mapping always gives one subject, else each frame to the subject the
     weights pick for it (b"": the share nothing takes, to be dropped)."""
@@ -412,7 +410,7 @@ def mapped_runs(mappings: Mappings, found: bytes | list[tuple[int, SubjectTransf
         return [(found, pieces, nbytes)]  # type: ignore[list-item]
     runs: list[tuple[bytes, list[bytes], int]] = []
     for piece in pieces:
-        to = mappings.select(subject, found)
+        to = Mappings.select(found)
         size = _size(piece, has_hdr)
         if runs and runs[-1][0] == to:
             last = runs[-1]
@@ -423,13 +421,11 @@ def mapped_runs(mappings: Mappings, found: bytes | list[tuple[int, SubjectTransf
     return runs
 
 
-def deliver_mapped(acc: Account, src: Any, subject: bytes, found: bytes | list[tuple[int, SubjectTransform]],
-                   has_hdr: bool, pieces: list[bytes], nbytes: int,
-                   queues: tuple[bytes, ...] | list[bytes] | None) -> int:
+def deliver_mapped(acc: Account, src: Any, subject: bytes, found: Mapped, has_hdr: bool, pieces: list[bytes],
+                   nbytes: int, queues: tuple[bytes, ...] | list[bytes] | None) -> int:
     """A leaf's run to a mapping's source (a client's goes through its publish checks first: host/client.py)."""
     count = 0
-    assert acc.mappings is not None
-    for to, part, size in mapped_runs(acc.mappings, found, subject, has_hdr, pieces, nbytes):
+    for to, part, size in mapped_runs(found, has_hdr, pieces, nbytes):
         if to:
             count += deliver(acc, src, to, has_hdr, part, size, 0, queues, mapped_from=subject)
     return count
@@ -768,7 +764,7 @@ def _deliver_import(acc: Account, sub: Subscription, src: Any, subject: bytes, h
         # The exporting account's own mappings apply to what it is asked (processServiceImport).
         found = dest_mappings.lookup(mapped)
         if found is not None:
-            mapped = dest_mappings.select(mapped, found)
+            mapped = Mappings.select(found)
             if not mapped:
                 return 0
     if trace is not None:
