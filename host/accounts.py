@@ -120,6 +120,10 @@ def set_mappings(acc: Account, mappings: list[Mapping], server: Any) -> None:
     subscriptions); a route carries mapped subjects, mapped by the server the message came in at."""
     old = acc.mappings.mappings if acc.mappings is not None else []
     acc.mappings = Mappings(mappings, server) if mappings else None
+    if old:
+        # what the parsers learned for the old sources (plans, subjects without interest) no longer holds
+        acc.sublist.reset()
+        acc.no_interest.clear()
     for m, delta in [(m, -1) for m in old] + [(m, 1) for m in mappings]:
         key = (m.src.encode(), None)
         for counts in (acc.interest, acc.unrouted):

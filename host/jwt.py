@@ -39,6 +39,8 @@ from host.opts import (
     ResponsePermission,
     User,
 )
+from host.subject_transform import Mapping, MappingError
+from host.sublist import is_valid_subject
 
 if TYPE_CHECKING:
     from host.accounts import Account
@@ -368,6 +370,7 @@ class AccountClaims:
         cfg.jetstream = version >= 2 and js_enabled_by(lim)
         cfg.exports = [e for e in (_export(x) for x in nats.get("exports") or []) if e is not None]
         cfg.imports = [i for i in (_import(x) for x in nats.get("imports") or []) if i is not None]
+        cfg.mappings = _mappings(nats.get("mappings"), self.public)
         return cfg
 
     def disallows_bearer(self) -> bool:
@@ -380,6 +383,31 @@ class AccountClaims:
         every user issued until then."""
         iat = issued_at if isinstance(issued_at, int) else 0
         return any(k in self.revocations and self.revocations[k] >= iat for k in (user, "*"))
+
+
+def _mappings(claim: Any, account: str) -> list[Mapping]:
+    """An account's `mappings` claim (nats-io/jwt Mapping: source -> [{subject, weight, cluster}], a weight of 0 or
+    none meaning 100), as nats-server applies them: one it cannot add is left out (logged here)."""
+    out: list[Mapping] = []
+    if not isinstance(claim, dict):
+        return out
+    for src, dests in claim.items():
+        try:
+            if not isinstance(dests, list) or not all(
+                    isinstance(d, dict) and isinstance(d.get("subject"), str) for d in dests):
+                raise MappingError("expected a list of {subject, weight, cluster}")
+            weighted = []
+            for d in dests:
+                w = d.get("weight") or 100
+                if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w <= 255:
+                    raise MappingError(f"weight {w!r} is not a number of 0-255")
+                weighted.append((d["subject"], w, str(d.get("cluster") or "")))
+            if not is_valid_subject(str(src).encode()):
+                raise MappingError("invalid subject")
+            out.append(Mapping(str(src), weighted))
+        except MappingError as e:
+            log.warning("Account %s: mapping of %r left out: %s", account, src, e)
+    return out
 
 
 def _export(x: Any) -> Export | None:
@@ -419,7 +447,34 @@ def account_claims(token: str, trusted: set[str], public: str | None = None) -> 
     dp = nats.get("default_permissions")
     if isinstance(dp, dict):
         ac.default_permissions = claim_permissions(dp)
+    _validate_mapping_weights(nats.get("mappings"))
     return ac
+
+
+def _validate_mapping_weights(claim: Any) -> None:
+    """nats-io/jwt Mapping.Validate's weight rules (its texts): an account JWT that breaks them is invalid as a whole
+    (nats-server then refuses its users)."""
+    if not isinstance(claim, dict):
+        return
+    for src, dests in claim.items():
+        total = 0
+        per_cluster: dict[str, int] = {}
+        for d in dests if isinstance(dests, list) else []:
+            w = (d.get("weight") if isinstance(d, dict) else 0) or 100
+            if not isinstance(w, int):
+                continue  # (a weight that is no number is left to _mappings, which leaves the mapping out)
+            if w > 100:
+                raise JwtError(f'Mapping "{src}" has a weight {w} that exceeds 100')
+            cluster = d.get("cluster") or ""
+            if cluster:
+                per_cluster[cluster] = per_cluster.get(cluster, 0) + w
+                if per_cluster[cluster] > 100:
+                    raise JwtError(f'Mapping "{src}" in cluster "{cluster}" exceeds 100% among all of it\'s weighted '
+                                   "to mappings")
+            else:
+                total += w
+        if total > 100:
+            raise JwtError(f'Mapping "{src}" exceeds 100% among all of it\'s weighted to mappings')
 
 
 class Trust:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from host.leafnode import leaf_json
+from host.subject_transform import Mapping
 from host.sublist import Subscription
 
 if TYPE_CHECKING:
@@ -304,8 +305,20 @@ def accountz(server: Server, q: dict[str, list[str]]) -> dict[str, Any] | tuple[
         "leafnode_connections": leafs,
         "client_connections": len(acc.clients) - leafs,
         "subscriptions": acc.sublist.count,
-        "name_tag": acc.name,
     }
+    if acc.mappings is not None:
+        # as nats-server's ExtMap: per source its destinations with their cumulative weights (the share mapped onto
+        # the source itself included), keys sorted as Go writes a map
+        out["account_detail"]["mappings"] = {m.src: mapping_json(m)
+                                             for m in sorted(acc.mappings.mappings, key=lambda m: m.src)}
+    out["account_detail"]["name_tag"] = acc.name
+    return out
+
+
+def mapping_json(m: Mapping) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [{"subject": tr.dest, "weight": w} for w, tr in m.dests]
+    for cluster, dests in m.cluster_dests.items():
+        out += [{"subject": tr.dest, "weight": w, "cluster": cluster} for w, tr in dests]
     return out
 
 

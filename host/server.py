@@ -232,6 +232,8 @@ class Server:
             acc.routes = self.routes
         acc.config = claims.config()
         acc.jwt = claims.jwt
+        if acc.config.mappings or acc.mappings is not None:
+            set_mappings(acc, acc.config.mappings, self)
         disallow_bearer = claims.disallows_bearer()
         for c in list(acc.clients):
             if c.jwt_bearer and disallow_bearer:

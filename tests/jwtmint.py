@@ -123,7 +123,7 @@ class Account:
     def __init__(self, operator: Operator, name: str, *, limits: dict[str, Any] | None = None,
                  exports: list[dict[str, Any]] | None = None, imports: list[dict[str, Any]] | None = None,
                  revocations: dict[str, int] | None = None, signing_keys: list[Key] | None = None,
-                 nsc_defaults: bool = True) -> None:
+                 nsc_defaults: bool = True, mappings: dict[str, list[dict[str, Any]]] | None = None) -> None:
         """`limits` go over the ones nsc writes for an account without limits (all -1); `nsc_defaults=False` makes
         them the whole `limits` claim."""
         self.operator = operator
@@ -136,6 +136,7 @@ class Account:
         self.imports = imports or []
         self.revocations = dict(revocations or {})
         self.signing_keys = list(signing_keys or [])
+        self.mappings = mappings or {}  # nats-io/jwt Mapping: source -> [{subject, weight, cluster}]
         self.jwt = ""
         self.sign()
 
@@ -155,6 +156,8 @@ class Account:
             nats["revocations"] = self.revocations
         if self.signing_keys:
             nats["signing_keys"] = [k.public for k in self.signing_keys]
+        if self.mappings:
+            nats["mappings"] = self.mappings
         self.jwt = encode_jwt(self.operator.key, self.public, self.name, nats)
         return self.jwt
 

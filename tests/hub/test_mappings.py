@@ -10,9 +10,12 @@ from collections import Counter
 
 import pytest
 
+from host import jwt as hubjwt
 from host.opts import OptionsError, load_config
 from tests.compat.harness import Server, free_port, hpub, nats_server_binary, pub, read_msg, selected_sides
 from tests.hub.test_delivery import _leaf_link
+from tests.jwtmint import Operator
+from tests.security.test_jwt import sig
 from tests.trace.harness import event_of, normal, trace_headers
 
 SIDES = selected_sides()
@@ -297,3 +300,66 @@ def test_good_mappings_are_taken_by_both(tmp_path, body):
     load_config(str(path))
     p = subprocess.run([nats_server_binary(), "-t", "-c", str(path)], capture_output=True, text=True, timeout=10)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+@pytest.fixture(params=SIDES)
+def monitored(request, tmp_path):
+    srv = Server(request.param, monitor=True, workdir=tmp_path, config="""mappings {
+  "a": "b"
+  "w": [ { destination: x, weight: 30 } ]
+  "c.*": [ { destination: "d.$1", weight: 40, cluster: c1 } ]
+}
+""")
+    request.addfinalizer(srv.stop)
+    return srv.start()
+
+
+def test_accountz_lists_the_mappings_with_cumulative_weights(monitored):
+    detail = monitored.http_get("/accountz?acc=$G")["account_detail"]
+    assert detail["mappings"] == {
+        "a": [{"subject": "b", "weight": 100}],
+        "c.*": [{"subject": "c.$1", "weight": 100}, {"subject": "d.$1", "weight": 40, "cluster": "c1"},
+                {"subject": "c.$1", "weight": 100, "cluster": "c1"}],
+        "w": [{"subject": "x", "weight": 30}, {"subject": "w", "weight": 100}],
+    }
+    assert list(detail).index("mappings") == list(detail).index("subscriptions") + 1
+
+
+def test_account_jwt_mappings(start):
+    op = Operator()
+    acc = op.account("M", mappings={
+        "jm.*": [{"subject": "JM.$1"}],  # no weight: 100
+        "half": [{"subject": "half.a", "weight": 50}, {"subject": "half.b", "weight": 50}],
+        "bad.*": [{"subject": "x.{{foo(1)}}"}],  # nats-server cannot add it: left out
+    })
+    user = acc.user("u")
+    srv = start(op.server_conf([acc]))
+    with srv.raw() as s, srv.raw() as p:
+        for r in (s, p):
+            r.handshake(jwt=user.jwt, sig=sig(user.key, r.info["nonce"]))
+        s.send(b"SUB > 1\r\n")
+        s.sync()
+        p.send(pub("jm.a", b"1") + b"".join(pub("half", b"h") for _ in range(200)) + pub("bad.q", b"2"))
+        p.sync()
+        got: list[str] = []
+        while len(got) < 202:
+            got += [m.subject for m in s.msgs_until_pong()]
+    kinds = Counter(got)
+    assert got[0] == "JM.a" and got[-1] == "bad.q"
+    assert kinds["half.a"] + kinds["half.b"] == 200 and 50 < kinds["half.a"] < 150, kinds
+
+
+@pytest.mark.parametrize("mappings,error", [
+    ({"a": [{"subject": "b", "weight": 150}]}, 'Mapping "a" has a weight 150 that exceeds 100'),
+    ({"a": [{"subject": "b", "weight": 60}, {"subject": "c"}]},
+     'Mapping "a" exceeds 100% among all of it\'s weighted to mappings'),
+    ({"a": [{"subject": "b", "weight": 60, "cluster": "c1"}, {"subject": "c", "weight": 60, "cluster": "c1"}]},
+     'Mapping "a" in cluster "c1" exceeds 100% among all of it\'s weighted to mappings'),
+])
+def test_account_jwt_with_bad_mapping_weights_is_invalid(mappings, error):
+    # nats-io/jwt's validation: nats-server takes no user of such an account (Authorization Violation)
+    op = Operator()
+    acc = op.account("M", mappings=mappings)
+    with pytest.raises(hubjwt.JwtError) as e:
+        hubjwt.account_claims(acc.jwt, {op.key.public}, acc.public)
+    assert str(e.value) == error
