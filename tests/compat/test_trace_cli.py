@@ -288,9 +288,8 @@ def test_service_import(side, tmp_path):
     assert lines[at + 2].startswith('--C client "svc-a" cid:') and 'account:A sub:"svc.x"' in lines[at + 2]
 
 
-def test_subject_mapping_then_service_import(tmp_path):
-    # nats-server only: our hub does not apply an account's `mappings` yet (host/opts.py reads past the key)
-    lines = traced_into_account_a("nats", tmp_path, accounts_conf('mappings: {"old.x": "svc.x"}'), "old.x")
+def test_subject_mapping_then_service_import(side, tmp_path):
+    lines = traced_into_account_a(side, tmp_path, accounts_conf('mappings: {"old.x": "svc.x"}'), "old.x")
     at = index(lines, '<-- from client "natsedge trace"')
     assert "account:B" in lines[at] and 'subject:"old.x"' in lines[at]
     assert lines[at + 1].startswith('--- subject mapped to "svc.x" (+')
