@@ -39,7 +39,7 @@ from edge.proto import (
 from host import errors
 from host.accounts import Account
 from host.auth import ClientPermissions, authenticate
-from host.delivery import deliver, learn_plan, mapped_runs, settle
+from host.delivery import deliver, learn_plan, mapped_runs, settle, trace_mapped_away
 from host.msgtrace import trace_max_payload, trace_refused
 from host.parser import OP_PUB_RUN, HubParser, decode_tail, encode_tail
 from host.sublist import Sublist, Subscription, is_valid_literal_subject, is_valid_subject
@@ -395,6 +395,8 @@ class Client(asyncio.Protocol):
                         self.count_in(len(part), size)  # the share of the weights nothing takes: dropped
                         if self.verbose:
                             self.enqueue(OK * len(part))
+                        if has_hdr:
+                            trace_mapped_away(acc, self, subject, part)
                 return
         self.process_mapped_run(subject, has_hdr, pieces, nbytes, subject, None)
 

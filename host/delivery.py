@@ -428,7 +428,23 @@ def deliver_mapped(acc: Account, src: Any, subject: bytes, found: Mapped, has_hd
     for to, part, size in mapped_runs(found, has_hdr, pieces, nbytes):
         if to:
             count += deliver(acc, src, to, has_hdr, part, size, 0, queues, mapped_from=subject)
+        elif has_hdr:
+            trace_mapped_away(acc, src, subject, part)
     return count
+
+
+def trace_mapped_away(acc: Account, src: Any, subject: bytes, pieces: list[bytes]) -> None:
+    """Frames with headers that a mapping's weights dropped: a traced one still gets its event, `in` and an `sm` to
+    "" (nats-server maps it to the empty subject, which reaches nobody)."""
+    if not src.traces or not traced(acc, pieces):
+        return
+    for piece in pieces:
+        _reply, hdr, payload = decode_tail(piece, True)
+        assert hdr is not None
+        trace = init_msg_trace(src, acc, subject, hdr, len(hdr) + len(payload))[1]
+        if trace is not None:
+            trace.subject_mapping(b"")
+            trace.send()
 
 
 def deliver_msg(acc: Account, src: Any, subject: bytes, reply: bytes | None, hdr: bytes | None,

@@ -234,6 +234,18 @@ def test_a_traced_message_gets_the_same_sm_event_on_both_servers(tmp_path, reque
     assert len({repr(e) for e in events.values()}) == 1, events
 
 
+def test_a_traced_message_the_weights_drop_still_gets_its_event(start):
+    srv = start('mappings { "loss": [ { destination: "loss", weight: 0 } ] }\n')
+    with srv.client() as c:
+        c.send(b"SUB trace.x 1\r\nSUB loss 2\r\n")
+        c.sync()
+        c.send(hpub("loss", trace_headers("trace.x"), b"t"))
+        event = normal(event_of(read_msg(c)))
+        assert [(e["type"], e.get("subj"), e.get("to")) for e in event["events"]] == [
+            ("in", "loss", None), ("sm", None, "")]
+        assert c.msgs_until_pong() == []
+
+
 # -- config errors: the texts nats-server -t prints
 
 @pytest.mark.parametrize("body,error", [
