@@ -642,7 +642,8 @@ class Client(asyncio.Protocol):
                     self.enqueue(err)
                 if has_hdr:
                     trace_refused(self, self.account, subject if mapped_from is None else mapped_from,
-                                  [_hdr_size(p) for p in pieces], errors.err_pub_violation(subject))
+                                  [_hdr_size(p) for p in pieces], errors.err_pub_violation(subject),
+                                  None if mapped_from is None else subject)
                 return
             # allow_responses: each frame uses up the reply permission, one by one as nats-server counts them.
             now = time.monotonic()

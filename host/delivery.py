@@ -403,8 +403,8 @@ def deliver_traced(acc: Account, src: Any, subject: bytes, piece: bytes, size: i
 
 
 def mapped_runs(found: Mapped, has_hdr: bool, pieces: list[bytes], nbytes: int) -> list[tuple[bytes, list[bytes], int]]:
-    """A run published to `subject`, whose mapping is `found` (Mappings.lookup), as (mapped subject, frames, bytes)
-    runs in publish order: one run when the mapping always gives one subject, else each frame to the subject the
+    """A run published to a mapping's source, `found` its Mappings.lookup, as (mapped subject, frames, bytes) runs in
+    publish order: one run when the mapping always gives one subject, else each frame to the subject the
     weights pick for it (b"": the share nothing takes, to be dropped)."""
     if found.__class__ is bytes:
         return [(found, pieces, nbytes)]  # type: ignore[list-item]

@@ -306,14 +306,18 @@ def init_msg_trace(src: Any, acc: Any, subject: bytes, hdr: bytes, msgsize: int,
                            compression_of(header)), hdr
 
 
-def trace_refused(src: Any, acc: Any, subject: bytes, hdrs: list[tuple[bytes, int]], error: str) -> None:
+def trace_refused(src: Any, acc: Any, subject: bytes, hdrs: list[tuple[bytes, int]], error: str,
+                  mapped_to: bytes | None = None) -> None:
     """Messages with headers refused at ingress (publish permissions, the payload limit): each traced one still gets
-    its event, with only the `in` entry and its error (pubPermissionViolation, sendMsgTraceIngressErrEvent).
+    its event, with only the `in` entry and its error (pubPermissionViolation, sendMsgTraceIngressErrEvent), and the
+    `sm` entry of a mapping that made `subject` `mapped_to` before the permissions refused it.
     hdrs: (header block, message size) per message."""
     for hdr, size in hdrs:
         if TRACE_DEST in hdr or acc.trace_dest is not None:
             trace = init_msg_trace(src, acc, subject, hdr, size, error)[1]
             if trace is not None:
+                if mapped_to is not None:
+                    trace.subject_mapping(mapped_to)
                 trace.send()
 
 

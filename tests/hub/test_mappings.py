@@ -164,7 +164,8 @@ accounts {
 
 def test_permissions_apply_to_the_mapped_subject(start):
     srv = start("""mappings { "in.*": "out.$1" }
-authorization { users: [ { user: u, password: p, permissions: { publish: "in.>" } }, { user: s, password: s } ] }
+authorization { users: [
+  { user: u, password: p, permissions: { publish: ["in.>", "trace.>"] } }, { user: s, password: s } ] }
 """)
     with srv.client(user="s", **{"pass": "s"}) as s, srv.client(user="u", **{"pass": "p"}) as p:
         s.send(b"SUB > 1\r\n")
@@ -172,6 +173,12 @@ authorization { users: [ { user: u, password: p, permissions: { publish: "in.>" 
         p.send(pub("in.x", b"x"))
         p.expect_err('Permissions Violation for Publish to "out.x"')
         assert s.msgs_until_pong() == []
+        # traced, the refused message's event has the ingress with its error, then the mapping
+        p.send(hpub("in.y", trace_headers("trace.p"), b"y"))
+        p.expect_err('Permissions Violation for Publish to "out.y"')
+        event = normal(event_of(read_msg(s)))
+        assert [(e["type"], e.get("subj"), e.get("to"), e.get("error")) for e in event["events"]] == [
+            ("in", "in.y", None, 'Permissions Violation for Publish to "out.y"'), ("sm", None, "out.y", None)]
 
 
 def test_request_reply_through_a_mapping(start):
