@@ -8,6 +8,8 @@ Sublist. Imports are internal subscriptions:
   into A, replacing the reply with a fresh `_R_.` subject that A's responder answers; the response
   map sends that answer back to B under the requester's original reply (one response, like
   nats-server's default "Singleton" response type), and entries expire after RESPONSE_TTL.
+An account's subject mappings (`Mappings`, built from host/subject_transform.py's) say what a literal subject that
+clients and leafs publish to becomes before delivery (host/client.py, host/leafnode.py, host/delivery.py).
 """
 
 from __future__ import annotations

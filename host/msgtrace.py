@@ -2,9 +2,9 @@
 
 A message whose headers hold `Nats-Trace-Dest` (or a sampled W3C `traceparent`, when its account has `msg_trace`)
 is traced: the server it passes through sends one JSON event to the trace destination, in the publisher's account,
-listing what happened to it here: `in` (where it came from), `se`/`si` (stream exports, service imports it crossed),
-`js` (stored in a stream), one `eg` per delivery target. The names, kinds and error texts are edge/trace.py's, shared
-with the edge broker.
+listing what happened to it here: `in` (where it came from), `sm` (the subject a subject mapping gave it),
+`se`/`si` (stream exports, service imports it crossed), `js` (stored in a stream), one `eg` per delivery target.
+The names, kinds and error texts are edge/trace.py's, shared with the edge broker.
 
 Rules kept here:
 1. Tracing starts only at the ingress of a connection (client PUB/HPUB, leaf LMSG, route RMSG), never for the hub's
