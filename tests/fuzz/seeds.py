@@ -15,7 +15,8 @@ from tests.unit.test_proto import _vectors
 
 REPO = Path(__file__).resolve().parents[2]
 # Python files whose string constants include hub configs (the ones that parse are kept).
-CONF_TEST_FILES = ("tests/unit/test_conf.py", "tests/unit/test_cluster_opts.py", "tests/unit/test_jetstream_config.py")
+CONF_TEST_FILES = ("tests/unit/test_conf.py", "tests/unit/test_cluster_opts.py", "tests/unit/test_jetstream_config.py",
+                   "tests/hub/test_mappings.py")
 _HEREDOC = re.compile(r"<<'?(\w+)'?\n(.*?)\n\1\n", re.S)
 _JSON_BLOCK = re.compile(r"```json\n(.*?)\n```", re.S)
 
