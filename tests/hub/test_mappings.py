@@ -76,6 +76,12 @@ def test_every_mapping_function(start):
     assert _published(srv, [p for _s, _d, p, _e in FUNCTIONS]) == [e for _s, _d, _p, e in FUNCTIONS]
 
 
+def test_random_picks_a_number_below_its_argument_per_message(start):
+    srv = start('mappings { "rnd.*": "R.{{random(3)}}.$1" }\n')
+    got = Counter(_published(srv, ["rnd.x"] * 60))
+    assert set(got) <= {"R.0.x", "R.1.x", "R.2.x"} and len(got) > 1, got
+
+
 def test_partition_of_a_literal_source_matched_first_hashes_nothing(start):
     # nats-server's quirk, kept: it splits the subject into tokens only for a wildcard source or after a mapping that
     # did not match, so the first mapping, literal and matching, partitions an empty key (fnv32a("") % 5 == 1)
