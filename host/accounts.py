@@ -25,6 +25,7 @@ from host.sublist import Sublist, Subscription, subject_matches
 
 if TYPE_CHECKING:
     from host.client import Client
+    from host.gateway import Gateway
     from host.leafnode import Leaf
     from host.route import Router
 
@@ -198,6 +199,9 @@ class Account:
         # imports (every server of a cluster serves its own clients' imports, as nats-server does).
         self.unrouted: dict[tuple[bytes, bytes | None], int] = {}
         self.routes: dict[str, Router] = {}  # the server's routes, by peer id (Server.routes, shared)
+        # The server's inbound gateways, by connection id (Server.gateways_in, shared): they advertise this cluster's
+        # interest to the other clusters (host/gateway.py).
+        self.gateways: dict[int, Gateway] = {}
         # The part of `interest` that leafs asked for, by the leaf's origin (its cluster name, "_" for none): routes
         # that take nats-server's leaf-origin forms are told it as `LS+ <origin> ...` (host/route.py).
         self.leaf_interest: dict[tuple[bytes, bytes | None], dict[bytes, int]] = {}
@@ -239,12 +243,14 @@ class Account:
         self.sublist.insert(sub)
         if self.no_interest:
             self.no_interest.clear()
-        self._interest(sub, sub_weight(sub))
+        if sub.conn is None or not sub.conn.is_gateway:  # another cluster's interest is not this cluster's
+            self._interest(sub, sub_weight(sub))
 
     def remove_sub(self, sub: Subscription) -> bool:
         if not self.sublist.remove(sub):
             return False
-        self._interest(sub, -sub_weight(sub))
+        if sub.conn is None or not sub.conn.is_gateway:
+            self._interest(sub, -sub_weight(sub))
         return True
 
     def _interest(self, sub: Subscription, delta: int) -> None:
@@ -269,6 +275,8 @@ class Account:
             leaf.update_interest(key)
         for route in self.routes.values():
             route.update_interest(self, key)
+        for gw in self.gateways.values():
+            gw.update_interest(self, key)
         if origins is not None and origins[conn.origin] <= 0:  # kept until the routes were told it is gone
             del origins[conn.origin]
             if not origins:

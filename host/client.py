@@ -57,8 +57,10 @@ class Client(asyncio.Protocol):
     kind = "Client"
     is_leaf = False
     is_router = False
-    is_link = False  # a leaf or a route: messages go out as LMSG/RMSG frames naming queue groups
+    is_gateway = False
+    is_link = False  # a leaf, route or gateway: messages go out as LMSG/RMSG frames naming queue groups
     to_routes = True  # its messages go on to routes (not a route's own, nor those of a leaf we dialled)
+    to_gateways = True  # its messages go on to other clusters (not those of a route or gateway: host/gateway.py)
     traces = True  # its messages may start a message trace (host/msgtrace.py); the hub's own never do
 
     def __init__(self, server: Server) -> None:

@@ -60,6 +60,8 @@ from host.sublist import SublistResult, Subscription
 if TYPE_CHECKING:
     from host.client import Client
 
+GW_REPLY_PREFIX = b"_GR_."  # nats-server gwReplyPrefix: _GR_.<cluster hash>.<server hash>.<reply>
+GW_HASH_LEN = 6  # nats-server gwHashLen (host/gateway.py gw_hash)
 NO_INTEREST_MAX = 4096  # subjects remembered as having no interest (Account.no_interest), then forgotten
 SHOWN_AS_MAX = 256  # consumer-delivery plans kept per deliver subject (Fanout.shown_as), then made again
 
@@ -79,8 +81,8 @@ class Fanout:
     consumer delivers to a leaf (`leaf_shown`: the shown subject travels after the reply).
     """
 
-    __slots__ = ("plain", "hplain", "limited", "strip", "queues", "internal", "routers", "rr", "link_queues",
-                 "leaf_shown", "empty", "shown", "shown_as")
+    __slots__ = ("plain", "hplain", "limited", "strip", "queues", "internal", "routers", "gateways", "rr",
+                 "link_queues", "leaf_shown", "empty", "shown", "shown_as")
 
     def __init__(self, r: SublistResult, acc: Account, subject: bytes, shown: bytes | None = None) -> None:
         # shown: the subject written on client frames when it is not the one matched (consumer deliveries).
@@ -93,6 +95,7 @@ class Fanout:
         strip: list[Target] = []  # clients without header support: frames with headers lose them
         internal: list[Subscription] = []
         routers: list[Target] = []  # one per route connection, however many of its subscriptions match
+        gateways: list[Target] = []  # one per outbound gateway (remote cluster) with interest
         self.leaf_shown = False
         links: list[Any] = []
         for s in r.psubs:
@@ -108,6 +111,8 @@ class Fanout:
                     pfx, hpfx = conn.link_prefixes(acc, subject)
                     if conn.is_router:
                         routers.append((conn, s, pfx, hpfx))
+                    elif conn.is_gateway:
+                        gateways.append((conn, s, pfx, hpfx))
                     else:
                         plain.append((conn, s, pfx))
                         hplain.append((conn, s, hpfx))
@@ -129,6 +134,7 @@ class Fanout:
         self.strip = strip
         self.internal = internal
         self.routers = routers
+        self.gateways = gateways
         self.queues: list[list[Target]] = []
         self.link_queues = False
         for grp in r.qsubs:
@@ -150,7 +156,7 @@ class Fanout:
             if members:
                 self.queues.append(members)
         self.rr = random.getrandbits(16) if self.queues else 0
-        self.empty = not (plain or limited or strip or self.queues or internal or routers)
+        self.empty = not (plain or limited or strip or self.queues or internal or routers or gateways)
 
 
 def _denied(s: Subscription, subject: bytes) -> bool:
@@ -200,6 +206,12 @@ def learn_plan(plans: dict[bytes, Plan], src: Any, acc: Account, subject: bytes,
     if fan.routers and src.to_routes:
         plain += [(conn, sub, pfx) for conn, sub, pfx, _hpfx in fan.routers]
         hplain += [(conn, sub, hpfx) for conn, sub, _pfx, hpfx in fan.routers]
+    if fan.gateways and src.to_gateways:
+        if any(conn.optimistic for conn, _sub, _pfx, _hpfx in fan.gateways):
+            plans[key] = NO_PLAN  # (what an optimistic gateway refuses changes without the sublist changing)
+            return
+        plain += [(conn, sub, pfx) for conn, sub, pfx, _hpfx in fan.gateways]
+        hplain += [(conn, sub, hpfx) for conn, sub, _pfx, hpfx in fan.gateways]
     if not plain:
         plans[key] = NO_PLAN
         return
@@ -241,6 +253,8 @@ def deliver(acc: Account, src: Any, subject: bytes, has_hdr: bool, pieces: list[
     """
     if has_hdr and not (depth or untraced) and src.traces and traced(acc, pieces):
         return _deliver_traced_run(acc, src, subject, pieces, queues, mapped_from)
+    if subject[:5] == GW_REPLY_PREFIX and src.server.gateway_name:
+        return deliver_gateway_reply(acc, src, subject, has_hdr, pieces, nbytes, depth)
     if acc.responses:
         resp = acc.responses.pop(subject, None)
         if resp is not None:
@@ -306,6 +320,14 @@ def deliver_fanout(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr:
     if fan.routers and src.to_routes:
         for conn, _sub, pfx, hpfx in fan.routers:
             if not conn.closed:
+                head = hpfx if has_hdr else pfx
+                conn.enqueue(head + one if one is not None else head.join(parts))  # type: ignore[arg-type]
+                conn.out_msgs += n
+                conn.out_bytes += nbytes
+                count += 1
+    if fan.gateways and src.to_gateways:
+        for conn, _sub, pfx, hpfx in fan.gateways:
+            if not (conn.closed or conn.optimistic and conn.refuses(acc.name_b, subject)):
                 head = hpfx if has_hdr else pfx
                 conn.enqueue(head + one if one is not None else head.join(parts))  # type: ignore[arg-type]
                 conn.out_msgs += n
@@ -571,6 +593,7 @@ def _deliver_each(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr: 
     out_bytes = 0
     skip = None if src.echo else src
     to_routes = src.to_routes
+    to_gateways = src.to_gateways
     leaf_fallback = src.kind != "Internal"
     for piece in pieces:
         reply, hdr, payload = decode_tail(piece, has_hdr)
@@ -591,6 +614,10 @@ def _deliver_each(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr: 
         if to_routes:
             for conn, _sub, _pfx, _hpfx in fan.routers:
                 to_links.setdefault(conn, [])
+        if to_gateways:
+            for conn, _sub, _pfx, _hpfx in fan.gateways:
+                if not (conn.optimistic and conn.refuses(acc.name_b, subject)):
+                    to_links.setdefault(conn, [])
         for conn, sub, pfx, hpfx in fan.limited:
             if conn is skip:
                 if trace is not None:
@@ -606,15 +633,20 @@ def _deliver_each(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr: 
             k_max = len(grp)
             fan.rr += 1
             fallback = None
+            remote = None  # the nearest other cluster with a member: only when this cluster has none
             for k in range(k_max):
                 conn, sub, pfx, hpfx = grp[(fan.rr + k) % k_max]
                 if conn is skip or conn.closed:
+                    continue
+                if conn.is_gateway:
+                    if to_gateways and (remote is None or conn.rtt < remote.rtt):
+                        remote = conn
                     continue
                 if not conn.is_link:
                     if _deliver_limited(conn, sub, pfx, hpfx, has_hdr, [piece], size) if trace is None else \
                             _deliver_traced_to(trace, conn, sub, pfx, hpfx, piece, size):
                         n += 1
-                        fallback = None
+                        fallback = remote = None
                         break
                     continue
                 if conn.is_router and not to_routes:
@@ -624,10 +656,12 @@ def _deliver_each(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr: 
                         fallback = conn
                     continue
                 to_links.setdefault(conn, []).append(qname)  # type: ignore[arg-type]
-                fallback = None
+                fallback = remote = None
                 break
             if fallback is not None:
                 to_links.setdefault(fallback, []).append(qname)  # type: ignore[arg-type]
+            elif remote is not None:
+                to_links.setdefault(remote, []).append(qname)  # type: ignore[arg-type]
         if to_links:
             if reply and fan.leaf_shown:
                 reply = reply + b"@" + fan.shown  # type: ignore[operator]
@@ -650,6 +684,35 @@ def _deliver_each(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr: 
     elif src.no_responders:
         _no_responders(src, subject, has_hdr, pieces)
     return count
+
+
+def deliver_gateway_reply(acc: Account, src: Any, subject: bytes, has_hdr: bool, pieces: list[bytes],
+                          nbytes: int, depth: int) -> int:
+    """A message to `_GR_.<cluster hash>.<server hash>.<reply>` in a super-cluster: to the gateway of the cluster
+    with that hash, or, when the hash is this cluster's, to `<reply>` here (handleGatewayReply; we do
+    not pass it on to the server of that hash by route: any server of the cluster delivers it)."""
+    server = src.server
+    if not server.gateway_name or len(subject) <= len(GW_REPLY_PREFIX) + 2 * (GW_HASH_LEN + 1):
+        return 0
+    start = len(GW_REPLY_PREFIX)
+    cluster = subject[start:start + GW_HASH_LEN]
+    reply_subject = subject[start + 2 * (GW_HASH_LEN + 1):]
+    if cluster == server.gateway_hash:
+        if depth:
+            return 0
+        return deliver(acc, src, reply_subject, has_hdr, pieces, nbytes, depth + 1)
+    if not src.to_gateways:
+        return 0
+    gw = server.gateway_by_hash(cluster)
+    if gw is None or gw.closed:
+        return 0
+    pfx, hpfx = gw.link_prefixes(acc, subject)
+    head = hpfx if has_hdr else pfx
+    for piece in pieces:
+        gw.enqueue(head + piece)
+    gw.out_msgs += len(pieces)
+    gw.out_bytes += nbytes
+    return 1
 
 
 def _deliver_limited(conn: Client, sub: Subscription, pfx: bytes, hpfx: bytes, has_hdr: bool,

@@ -65,3 +65,6 @@ DUPLICATE_ROUTE = "Duplicate Route"
 DUPLICATE_SERVER_NAME = "Duplicate Server Name"
 CLUSTER_NAME_CONFLICT = "Cluster Name Conflict"
 ROUTE_REMOVED = "Route Removed"
+WRONG_PORT = "Wrong Port"
+WRONG_GATEWAY = "Wrong Gateway"
+ERR_GATEWAY_PORT = "attempted to connect to gateway port"  # ErrClientOrRouteConnectedToGatewayPort

@@ -82,6 +82,7 @@ class Leaf(Client):
         # As nats-server: what a hub sends down to its spoke is not forwarded to our routes (the hub's cluster
         # reaches the other spokes itself).
         self.to_routes = remote is None
+        self.to_gateways = remote is None  # (a hub we dialled as a leaf sent it everywhere it goes already)
         self.echo = False  # a frame never goes back over the link it came from
         self.headers = True
         self.verbose = False

@@ -1,6 +1,6 @@
 """Monitoring HTTP endpoints with nats-server's JSON field names (nats-server `monitor.go`).
 
-/varz, /connz, /subsz, /healthz, /accountz, /routez, /leafz; GET only, JSON bodies. A tiny
+/varz, /connz, /subsz, /healthz, /accountz, /routez, /gatewayz, /leafz; GET only, JSON bodies. A tiny
 HTTP/1.1 server on asyncio streams: monitoring is low-rate and must never block the router.
 """
 
@@ -21,6 +21,7 @@ from host.sublist import Subscription
 
 if TYPE_CHECKING:
     from host.client import Client
+    from host.gateway import Gateway
     from host.route import Router
     from host.server import Server
 
@@ -135,7 +136,7 @@ def varz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
         "max_payload": o.max_payload,
         "max_pending": o.max_pending,
         "cluster": _cluster_varz(server),
-        "gateway": {},
+        "gateway": _gateway_varz(server),
         "leaf": {"host": o.leafnodes.host, "port": server.leaf_port} if o.leafnodes.port else {},
         "mqtt": {},
         "websocket": {},
@@ -186,6 +187,76 @@ def _cluster_varz(server: Server) -> dict[str, Any]:
     if co.routes:
         out["urls"] = [u.split("://", 1)[-1].rsplit("@", 1)[-1].rstrip("/") for u in co.routes]
     return out
+
+
+def _gateway_varz(server: Server) -> dict[str, Any]:
+    """nats-server's varz `gateway`: this cluster's gateway port and every remote cluster we dial (configured or
+    implicit) with its URLs."""
+    go = server.opts.gateway
+    if not go.enabled:
+        return {}
+    out: dict[str, Any] = {
+        "name": server.gateway_name,
+        "host": go.host,
+        "port": server.gateway_port,
+        "auth_timeout": go.auth_timeout or server.opts.auth_timeout,
+        "tls_timeout": go.tls_timeout,
+    }
+    if server.gateway_tls is not None:
+        out["tls_required"] = out["tls_verify"] = True
+    if go.advertise:
+        out["advertise"] = go.advertise
+    if go.connect_retries:
+        out["connect_retries"] = go.connect_retries
+    if go.reject_unknown_cluster:
+        out["reject_unknown"] = True
+    remotes = [{"name": name, "urls": [u.split("://", 1)[-1].rsplit("@", 1)[-1].rstrip("/") for u in d.urls]}
+               for name, d in sorted(server.gateway_dialers.items())]
+    if remotes:
+        out["gateways"] = remotes
+    return out
+
+
+def gatewayz(server: Server, q: dict[str, list[str]]) -> dict[str, Any]:
+    """/gatewayz (nats-server Gatewayz): the outbound connection to each remote cluster, the inbound ones from each."""
+    configured = {g.name for g in server.opts.gateway.gateways}
+    out: dict[str, Any] = {"server_id": server.id,
+                           "now": rfc3339(datetime.datetime.now(datetime.UTC).timestamp())}
+    if not server.gateway_name:
+        return out
+    out["name"] = server.gateway_name
+    out["host"] = server.opts.gateway.host
+    out["port"] = server.gateway_port
+    out["outbound_gateways"] = {
+        name: {"configured": name in configured, "connection": gateway_json(gw)}
+        for name, gw in sorted(server.gateways_out.items())}
+    inbound: dict[str, list[dict[str, Any]]] = {}
+    for gw in sorted(server.gateways_in.values(), key=lambda x: x.cid):
+        inbound.setdefault(gw.gateway_name, []).append({"configured": False, "connection": gateway_json(gw)})
+    out["inbound_gateways"] = inbound
+    return out
+
+
+def gateway_json(gw: Gateway) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "cid": gw.cid,
+        "kind": "Gateway",
+        "ip": gw.ip,
+        "port": gw.port,
+        "start": rfc3339(gw.start),
+        "last_activity": rfc3339(gw.last_activity),
+        "rtt": go_duration(gw.rtt),
+        "uptime": go_duration(now - gw.start),
+        "idle": go_duration(now - gw.last_activity),
+        "pending_bytes": gw.transport.get_write_buffer_size() if gw.transport is not None else 0,
+        "in_msgs": gw.in_msgs,
+        "out_msgs": gw.out_msgs,
+        "in_bytes": gw.in_bytes,
+        "out_bytes": gw.out_bytes,
+        "subscriptions": len(gw.remote_subs),
+        "name": gw.remote_id,
+    }
 
 
 def _int(q: dict[str, list[str]], key: str, default: int) -> int:
@@ -398,6 +469,7 @@ ENDPOINTS = {
     "/subscriptionsz": subsz,
     "/accountz": accountz,
     "/routez": routez,
+    "/gatewayz": gatewayz,
     "/leafz": leafz,
 }
 

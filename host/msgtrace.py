@@ -43,7 +43,7 @@ _GW_REPLY_PREFIX = b"_GR_."  # nats-server gwReplyPrefix: reserved, never a trac
 _NRG_PREFIX = b"$NRG."  # nats-server clientNRGPrefix: the system account's only
 
 # Connection kinds as events number them (host classes -> edge/trace.py kinds).
-KINDS = {"Client": names.CLIENT, "Router": names.ROUTER, "Leafnode": names.LEAF}
+KINDS = {"Client": names.CLIENT, "Router": names.ROUTER, "Gateway": names.GATEWAY, "Leafnode": names.LEAF}
 
 # The hub's InternalHandler callbacks that take part in a trace (JetStream streams) read the trace of the message
 # they are given here: set around their call by host/delivery.py, None otherwise (delivery never awaits, so one
@@ -289,7 +289,7 @@ def init_msg_trace(src: Any, acc: Any, subject: bytes, hdr: bytes, msgsize: int,
         log.error("Destination %r is not valid, won't be able to trace events", dest)
         return only, None, hdr
     if not allowed_dest(src, acc, dest_b):
-        if kind == names.ROUTER:
+        if kind == names.ROUTER or kind == names.GATEWAY:
             log.error('Publish Violation - Subject "%s"', dest)
         else:
             src.enqueue(encode_err(errors.err_pub_violation(dest_b)))

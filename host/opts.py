@@ -187,6 +187,39 @@ class ClusterOptions:
 
 
 @dataclass
+class RemoteGatewayOptions:
+    """One entry of `gateway.gateways`: a remote cluster and the URLs of its gateway ports."""
+
+    name: str = ""
+    urls: list[str] = field(default_factory=list)  # nats://[user:pass@]host:port
+
+
+@dataclass
+class GatewayOptions:
+    """`gateway { ... }` (nats-server GatewayOpts): this cluster's gateway port and the remote clusters it dials
+    (host/gateway.py, docs/supercluster.md)."""
+
+    name: str = ""  # this cluster's name in the super-cluster (equal to cluster.name when both are given)
+    host: str = "0.0.0.0"
+    port: int = 0  # 0: no gateway; -1 (or `listen: host:0`): a free port
+    enabled: bool = False
+    gateways: list[RemoteGatewayOptions] = field(default_factory=list)
+    username: str | None = None
+    password: str | None = None
+    auth_timeout: float = 0.0  # 0: the top-level auth_timeout
+    reject_unknown_cluster: bool = False  # refuse inbound gateways of clusters not in `gateways`
+    advertise: str = ""
+    connect_retries: int = 0  # implicit gateways: attempts after a failure (explicit ones retry forever)
+    # `tls { ... }` (host/tls.py), as on routes: always mutual
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    tls_verify: bool = False
+    tls_timeout: float = TLS_TIMEOUT
+    tls_insecure: bool = False
+
+
+@dataclass
 class Options:
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
@@ -231,6 +264,7 @@ class Options:
     # Blocks that later parts of the hub implement; kept as parsed so they are not lost.
     leafnodes: LeafnodeOptions = field(default_factory=LeafnodeOptions)
     cluster: ClusterOptions = field(default_factory=ClusterOptions)
+    gateway: GatewayOptions = field(default_factory=GatewayOptions)
     jetstream: bool = False
     store_dir: str = ""
     # jetstream { max_memory_store, max_file_store, sync_interval }: -1 means no limit; sync_interval in seconds,
@@ -396,6 +430,8 @@ class _Loader:
                 self.load_leafnodes(self.map_(top, key))
             elif k == "cluster":
                 self.load_cluster(self.map_(top, key))
+            elif k == "gateway":
+                self.load_gateway(self.map_(top, key))
             elif k == "jetstream":
                 self.load_jetstream(top, key)
             elif k == "tls":
@@ -558,7 +594,7 @@ class _Loader:
                 self.opts.warnings.append(f"{_where(m, key)}cluster.pool_size {n} ignored: natsedge routes use "
                                           "one connection per peer (nats-server's no-pool mode)")
             elif k == "tls":
-                self.load_cluster_tls(m, key)
+                self.load_link_tls(m, key, co, "cluster")
             elif k == "permissions":
                 # Refused rather than ignored: a permission that is not enforced is worse than none.
                 raise self.err(m, key, 'field "cluster.permissions": route import/export permissions are not '
@@ -586,8 +622,8 @@ class _Loader:
             else:
                 self._unknown(m, key)
 
-    def load_cluster_tls(self, parent: ConfMap, tls_key: str) -> None:
-        co = self.opts.cluster
+    def load_link_tls(self, parent: ConfMap, tls_key: str, co: ClusterOptions | GatewayOptions, section: str) -> None:
+        """`tls { ... }` of `cluster` or `gateway`: the same keys on both, as nats-server."""
         m = self.map_(parent, tls_key)
         for key in m:
             k = key.lower()
@@ -604,13 +640,95 @@ class _Loader:
             elif k == "timeout":
                 co.tls_timeout = self.auth_timeout(m, key) or TLS_TIMEOUT
             elif k == "handshake_first":
-                continue  # nats-server reads it but routes handshake first anyway
+                continue  # nats-server reads it but routes and gateways handshake first anyway
             else:
                 self._unknown(m, key)
         missing = "cert_file" if not co.tls_cert else "key_file" if not co.tls_key else ""
         if missing:
-            raise self.err(parent, tls_key, f'field "cluster.tls": missing "{missing}" (TLS on routes needs '
+            what = "routes" if section == "cluster" else "gateways"
+            raise self.err(parent, tls_key, f'field "{section}.tls": missing "{missing}" (TLS on {what} needs '
                            "cert_file and key_file)")
+
+    def load_gateway(self, m: ConfMap) -> None:
+        """`gateway { ... }` as nats-server parseGateway reads it; one-line errors naming the key."""
+        go = self.opts.gateway
+        go.enabled = True
+        for key in m:
+            k = key.lower()
+            if k == "name":
+                go.name = self.str_(m, key)
+                if not go.name or " " in go.name:
+                    raise self.err(m, key, f'field "gateway.name": a gateway name cannot be empty or contain '
+                                   f"spaces, got {go.name!r}")
+            elif k == "listen":
+                hp = self.str_(m, key)
+                h, _, p = hp.rpartition(":")
+                if not p.isdigit() or int(p) > 65535:
+                    raise self.err(m, key, f'field "gateway.listen": expected host:port, got {hp!r}')
+                go.host, go.port = h or go.host, int(p) or -1
+            elif k == "port":
+                v = m[key]
+                if isinstance(v, bool) or not isinstance(v, int) or not -1 <= v <= 65535:
+                    raise self.err(m, key, f'field "gateway.port": expected -1 (a free port) to 65535, got {v!r}')
+                go.port = v
+            elif k in ("host", "net"):
+                go.host = self.str_(m, key)
+            elif k == "gateways":
+                for i, g in enumerate(self.list_(m, key)):
+                    go.gateways.append(self.remote_gateway(m, key, i, g))
+            elif k == "authorization":
+                self.load_gateway_authorization(self.map_(m, key))
+            elif k in ("reject_unknown", "reject_unknown_cluster"):
+                go.reject_unknown_cluster = self.bool_(m, key)
+            elif k in ("advertise", "gateway_advertise"):
+                go.advertise = self.str_(m, key)
+            elif k == "connect_retries":
+                go.connect_retries = self.int_(m, key)
+            elif k == "tls":
+                self.load_link_tls(m, key, go, "gateway")
+            elif k in ("connect_backoff", "write_deadline", "write_timeout"):
+                continue  # accepted: we retry at a fixed pace and use the top-level write_deadline
+            else:
+                self._unknown(m, key)
+        if not go.name:
+            raise OptionsError("gateway has no name")  # (nats-server validateGatewayOptions, as the next one)
+        if go.port == 0:
+            raise OptionsError(f'gateway "{go.name}" has no port specified (select -1 for random port)')
+
+    def remote_gateway(self, m: ConfMap, key: str, i: int, g: Any) -> RemoteGatewayOptions:
+        if not isinstance(g, ConfMap):
+            raise self.err(m, key, f'field "gateway.gateways": expected {{name, url}} maps, got {g!r}')
+        r = RemoteGatewayOptions()
+        for gk in g:
+            lk = gk.lower()
+            if lk == "name":
+                r.name = self.str_(g, gk)
+            elif lk in ("url", "urls"):
+                for u in self.list_(g, gk):
+                    if not isinstance(u, str) or split_url(u) is None:
+                        raise self.err(g, gk, f'field "gateway.gateways.{lk}": expected a URL like '
+                                       f"nats://host:7222, got {u!r}")
+                    r.urls.append(u)
+            else:
+                self._unknown(g, gk)
+        if not r.name:
+            raise self.err(m, key, f"gateway in the list {i} has no name")
+        if not r.urls:
+            raise self.err(m, key, f'gateway "{r.name}" has no URL')
+        return r
+
+    def load_gateway_authorization(self, m: ConfMap) -> None:
+        go = self.opts.gateway
+        for key in m:
+            k = key.lower()
+            if k in ("user", "username"):
+                go.username = self.str_(m, key)
+            elif k in ("pass", "password"):
+                go.password = self.str_(m, key)
+            elif k == "timeout":
+                go.auth_timeout = self.auth_timeout(m, key)
+            else:
+                self._unknown(m, key)
 
     def load_leafnodes(self, m: ConfMap) -> None:
         lo = self.opts.leafnodes
@@ -1177,6 +1295,13 @@ def validate(opts: Options) -> None:
     co = opts.cluster
     if co.tls_cert and not co.auth_timeout:
         co.auth_timeout = co.tls_timeout + 1.0  # nats-server getDefaultAuthTimeout: the handshake comes first
+    go = opts.gateway
+    if go.enabled:
+        if go.tls_cert and not go.auth_timeout:
+            go.auth_timeout = go.tls_timeout + 1.0
+        if co.enabled and co.name and co.name != go.name:
+            # nats-server server.go: the gateway name is the cluster's name in the super-cluster
+            raise OptionsError("cluster name conflicts between cluster and gateway definitions")
     names = set()
     for acc in opts.accounts.values():
         for imp in acc.imports:

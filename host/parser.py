@@ -46,6 +46,7 @@ from edge.proto import (
 from host.msgtrace import TRACE_DEST
 
 OP_PUB_RUN = 17  # after edge.proto's op numbers
+OP_ACCOUNT_INTEREST = 19  # a gateway's `A+ <account>` / `A- <account>`: (op, plus, account)
 LINE_CACHE_MAX = 4096  # parsed reply-less lines kept (a repeated line costs one dict lookup)
 PLANS_MAX = 4096  # delivery plans a connection keeps (Client.plans), then they are rebuilt as needed
 
@@ -61,9 +62,11 @@ class HubParser(Parser):
     piecewise_from = None  # next_batch() slices runs of frames out of one buffer (edge/proto.py Parser)
 
     def __init__(self, kind: int, max_control_line: int = MAX_CONTROL_LINE,
-                 max_payload: int | None = MAX_PAYLOAD) -> None:
+                 max_payload: int | None = MAX_PAYLOAD, gateway: bool = False) -> None:
         super().__init__(kind, max_control_line, max_payload)
         self._verbs_run = _RUN_VERBS.get(kind)
+        # A gateway speaks the route protocol plus the optimistic mode's account verbs A+/A- (gateway.go).
+        self._gateway = gateway
         if kind == KIND_ROUTE:
             # The leaf-origin forms (_origin_control) are route verbs too: a partial line of one runs into the
             # control-line limit as a whole one does (found by fuzzing: it was an unknown operation, which
@@ -72,6 +75,8 @@ class HubParser(Parser):
             self._verbs = dict(self._verbs)
             self._verbs[b"LS-"] = self._verbs[b"RS-"]
             self._verbs[b"LMSG"] = self._verbs[b"RMSG"]
+            if gateway:
+                self._verbs[b"A+"] = self._verbs[b"A-"] = self._verbs[b"RS-"]
         self._link = kind != KIND_CLIENT  # on a link, "+" and "|" after the subject start queue names
         # A route's frames name the account before the subject: a run's "subject" is then b"<account> <subject>".
         self._words = 2 if kind == KIND_ROUTE else 1
@@ -432,6 +437,11 @@ class HubParser(Parser):
     def _control(self, line: bytes) -> tuple | None:
         if self._words == 2 and line[:2].upper() in (b"LS", b"LM"):
             return self._origin_control(line)
+        if self._gateway and line[:2].upper() in (b"A+", b"A-"):
+            args = line.rstrip(b"\r").replace(b"\t", b" ").split()
+            if len(args) != 2 or line[:1] in (b" ", b"\t"):
+                raise RemoteProtocolError("account interest arguments")
+            return (OP_ACCOUNT_INTEREST, args[0][1:2] == b"+", args[1])
         return super()._control(line)  # type: ignore[no-any-return]
 
     def _origin_control(self, line: bytes) -> tuple | None:

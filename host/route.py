@@ -91,6 +91,7 @@ class Router(Client):
     is_router = True
     is_link = True
     to_routes = False  # one hop: a route's messages never go on to another route
+    to_gateways = False  # the server the message came in at sent it to the other clusters
 
     def __init__(self, server: Server, dialer: RouteDialer | None = None) -> None:
         super().__init__(server)

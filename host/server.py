@@ -25,6 +25,7 @@ from host.accounts import Account, ServiceImport, nuid, set_mappings, wire_impor
 from host.auth import auth_configured, info_auth_required, nonce_required
 from host.client import Client
 from host.delivery import deliver_msg, deliver_reply
+from host.gateway import GATEWAY_CMD_GOSSIP, Gateway, GatewayDialer, gw_hash
 from host.gotime import time_text
 from host.jwt import PREFIX_ACCOUNT, AccountClaims, Trust, install_claims_update, trust_from_options
 from host.leafnode import Leaf, RemoteLeaf, leaf_info
@@ -91,8 +92,10 @@ class InternalClient:
     kind = "Internal"
     is_leaf = False
     is_router = False
+    is_gateway = False
     is_link = False
     to_routes = True
+    to_gateways = True
     traces = False
     echo = True
     no_responders = False
@@ -121,8 +124,23 @@ class Server:
         self.pending_routes: dict[int, Router] = {}
         self.dialers: set[RouteDialer] = set()
         co = opts.cluster
-        self.cluster_name = co.name or (new_cluster_name() if co.enabled else "")
-        self.cluster_dynamic = co.enabled and not co.name
+        go = opts.gateway
+        # As nats-server: the gateway name is the cluster's name; without a cluster{} block it names the cluster.
+        self.cluster_name = co.name or go.name or (new_cluster_name() if co.enabled else "")
+        self.cluster_dynamic = co.enabled and not (co.name or go.name)
+        # Super-cluster (host/gateway.py): outbound gateways by remote cluster name, inbound ones by connection id
+        # (shared with every Account), connections before their peer's INFO, and the dialers of the outbound ones.
+        self.gateway_name = go.name if go.enabled else ""
+        self.gateway_hash = gw_hash(self.gateway_name) if self.gateway_name else b""
+        self.gateway_port = go.port
+        self.gateways_out: dict[str, Gateway] = {}
+        self.gateways_in: dict[int, Gateway] = {}
+        self.pending_gateways: dict[int, Gateway] = {}
+        self.gateway_dialers: dict[str, GatewayDialer] = {}
+        self.gateway_tls: ssl.SSLContext | None = None
+        self.gateway_tls_client: ssl.SSLContext | None = None
+        if go.enabled and go.tls_cert:
+            self.gateway_tls, self.gateway_tls_client = route_contexts(go, "gateway")
         self.cluster_port = co.port
         self.js_imported = False  # the JetStream API is imported from nats-server peers (import_cluster_jetstream)
         self.connect_urls: list[str] = []  # client URLs of this cluster, told to clients (INFO connect_urls)
@@ -133,6 +151,7 @@ class Server:
             acc.config = cfg
             acc.trace_dest, acc.trace_sampling = cfg.trace_dest, cfg.trace_sampling
             acc.routes = self.routes
+            acc.gateways = self.gateways_in
             set_mappings(acc, cfg.mappings, self)
             self.accounts[name] = acc
         self.trust = trust_from_options(opts)  # operator mode (host/jwt.py)
@@ -202,6 +221,7 @@ class Server:
         if acc is None:
             acc = self.accounts[name] = Account(name)
             acc.routes = self.routes
+            acc.gateways = self.gateways_in
             if self.js_imported:
                 self._import_jetstream(acc)
         return acc
@@ -230,6 +250,7 @@ class Server:
         if acc is None:
             acc = self.accounts[claims.public] = Account(claims.public)
             acc.routes = self.routes
+            acc.gateways = self.gateways_in
         acc.config = claims.config()
         acc.jwt = claims.jwt
         if acc.config.mappings or acc.mappings is not None:
@@ -537,6 +558,101 @@ class Server:
             info["connect_urls"] = self.connect_urls
         self._info_base = info
 
+    # ---- super-cluster (host/gateway.py) --------------------------------------------------------
+
+    def gateway_url(self) -> str:
+        go = self.opts.gateway
+        if go.advertise:
+            return go.advertise.split("://", 1)[-1]
+        host = go.host if go.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        return f"{host}:{self.gateway_port}"
+
+    def gateway_info(self) -> dict[str, Any]:
+        """Our INFO on gateways, with nats-server's keys (gateway_nrp: we read `_GR_.` replies; gateway_iom: every
+        account is interest-only from the start)."""
+        url = self.gateway_url()
+        info: dict[str, Any] = {
+            "server_id": self.id,
+            "server_name": self.name,
+            "version": VERSION,
+            "proto": MSG_TRACE_PROTO,
+            "host": url.rpartition(":")[0],
+            "port": self.gateway_port,
+            "headers": True,
+            "max_payload": self.opts.max_payload,
+            "gateway": self.gateway_name,
+            "gateway_urls": [url],
+            "gateway_url": url,
+            "gateway_nrp": True,
+            "gateway_iom": True,
+        }
+        if self.gateway_tls is not None:
+            info["tls_required"] = True
+            info["tls_verify"] = True
+        return info
+
+    def gateway_cmd_info(self, cmd: int, payload: str) -> dict[str, Any]:
+        # As nats-server's command INFOs: its other keys with zero values.
+        return {"server_id": "", "server_name": "", "version": "", "proto": 0, "go": "", "host": "", "port": 0,
+                "headers": False, "max_payload": 0, "gateway": self.gateway_name, "gateway_cmd": cmd,
+                "gateway_cmd_payload": payload}
+
+    def add_gateway(self, gw: Gateway) -> str | None:
+        """Register a gateway whose peer named itself; returns why it must close instead, or None."""
+        self.pending_gateways.pop(gw.cid, None)
+        if gw.remote_id == self.id:
+            return errors.WRONG_GATEWAY  # our own gateway port listed as a remote
+        if gw.outbound:
+            if gw.gateway_name in self.gateways_out:
+                return errors.DUPLICATE_ROUTE
+            self.gateways_out[gw.gateway_name] = gw
+            log.info('Outbound gateway connection to "%s" (%s) registered', gw.gateway_name, gw.name)
+            return None
+        self.gateways_in[gw.cid] = gw
+        log.info('Inbound gateway connection from "%s" (%s) registered', gw.gateway_name, gw.name)
+        urls = gw.remote_info.get("gateway_urls")
+        if isinstance(urls, list):
+            self.implicit_gateway(gw.gateway_name, [u for u in urls if isinstance(u, str)][:16])
+        return None
+
+    def remove_gateway(self, gw: Gateway, reason: str) -> None:
+        self.pending_gateways.pop(gw.cid, None)
+        if self.gateways_out.get(gw.gateway_name) is gw:
+            del self.gateways_out[gw.gateway_name]
+            log.info('Outbound gateway connection to "%s" closed: %s', gw.gateway_name, reason)
+        elif self.gateways_in.pop(gw.cid, None) is not None:
+            log.info('Inbound gateway connection from "%s" closed: %s', gw.gateway_name, reason)
+
+    def implicit_gateway(self, name: str, urls: list[str]) -> None:
+        """Dial a cluster we learned of (it dialled us, or a gateway told us about it), unless we do already."""
+        go = self.opts.gateway
+        if not name or name == self.gateway_name or not urls or self.shutting_down:
+            return
+        known = self.gateway_dialers.get(name)
+        if known is not None:
+            known.add_urls(urls)
+            return
+        if go.reject_unknown_cluster and all(g.name != name for g in go.gateways):
+            return
+        dialer = GatewayDialer(self, name, urls, explicit=False)
+        self.gateway_dialers[name] = dialer
+        dialer.start()
+
+    def gossip_gateways(self, gw: Gateway) -> None:
+        """Tell a cluster that dialled us the other clusters we reach (INFO gateway_cmd 1), so it dials them too."""
+        for name, out in self.gateways_out.items():
+            if name == gw.gateway_name:
+                continue
+            dialer = out.dialer
+            urls = dialer.urls if dialer is not None else []
+            gw.enqueue(encode_info({"gateway": name, "gateway_urls": urls, "gateway_cmd": GATEWAY_CMD_GOSSIP}))
+
+    def gateway_by_hash(self, cluster_hash: bytes) -> Gateway | None:
+        for name, gw in self.gateways_out.items():
+            if gw_hash(name) == cluster_hash:
+                return gw
+        return None
+
     # ---- running --------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -568,6 +684,19 @@ class Server:
                 dialer = RouteDialer(self, url, explicit=True)
                 self.dialers.add(dialer)
                 dialer.start()
+        go = o.gateway
+        if go.enabled:
+            # As on routes, TLS first and the INFO inside it.
+            self.gateway_port = await self._listen(go.host, max(go.port, 0), lambda: Gateway(self), 1024,
+                                                   self.gateway_tls, "gateway", go.tls_timeout)
+            log.info('Gateway name is "%s"', self.gateway_name)
+            log.info("Listening for gateway connections on %s:%d", go.host, self.gateway_port)
+            for remote in go.gateways:
+                if remote.name == self.gateway_name:
+                    continue  # our own cluster in the list (nats-server skips it too)
+                gdialer = GatewayDialer(self, remote.name, remote.urls, explicit=True)
+                self.gateway_dialers[remote.name] = gdialer
+                gdialer.start()
         for r in lo.remotes:
             remote = RemoteLeaf(self, r.url, self.lookup_account(r.account), r.user, r.password, r.token,
                                 r.credentials)
@@ -623,8 +752,11 @@ class Server:
             r.stopped = True
         for d in self.dialers:
             d.stopped = True
+        for gd in self.gateway_dialers.values():
+            gd.stopped = True
         for c in [*self.clients.values(), *self.leafs.values(), *self.routes.values(),
-                  *self.pending_routes.values()]:
+                  *self.pending_routes.values(), *self.gateways_out.values(), *self.gateways_in.values(),
+                  *self.pending_gateways.values()]:
             c.close(errors.SERVER_SHUTDOWN)
         # Give transports a moment to write out their buffers (close() flushes before closing).
         for _ in range(50):

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from host.errors import TLS_HANDSHAKE_ERROR
 
 if TYPE_CHECKING:
-    from host.opts import ClusterOptions, LeafnodeOptions, Options
+    from host.opts import ClusterOptions, GatewayOptions, LeafnodeOptions, Options
 
 log = logging.getLogger("natsedge.hub")
 
@@ -114,12 +114,14 @@ def leaf_server_context(lo: LeafnodeOptions) -> ssl.SSLContext:
     return server_context("leafnodes", lo.tls_cert or "", lo.tls_key, lo.tls_ca, lo.tls_verify)
 
 
-def route_contexts(co: ClusterOptions) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """(accepting, dialling) contexts of the route port. As nats-server's getTLSConfig: verification is always
-    mutual on routes (`verify` changes nothing), and one CA file serves both directions."""
+def route_contexts(co: ClusterOptions | GatewayOptions,
+                   section: str = "cluster") -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """(accepting, dialling) contexts of the route port (or, section "gateway", the gateway port). As nats-server's
+    getTLSConfig: verification is always mutual on routes and gateways (`verify` changes nothing), and one CA file
+    serves both directions."""
     cert = co.tls_cert or ""
-    return (server_context("cluster", cert, co.tls_key, co.tls_ca, verify=True),
-            client_context("cluster", cert, co.tls_key, co.tls_ca, co.tls_insecure))
+    return (server_context(section, cert, co.tls_key, co.tls_ca, verify=True),
+            client_context(section, cert, co.tls_key, co.tls_ca, co.tls_insecure))
 
 
 def log_handshake_error(what: str, ip: str, port: int, e: BaseException) -> None:
