@@ -8,8 +8,8 @@ A Gateway is a Client of kind GATEWAY. Facts from shared/nats-reference/more/REA
 - the handshake: the accepting side sends INFO (with `gateway`); the dialling side checks the name, then sends
   CONNECT (with `gateway`, its server id as `name`), its own INFO and PING;
 - messages (RMSG/HMSG, always with the account) travel only on outbound connections; interest (RS+/RS-, and INFO
-  with gateway_cmd) only on inbound ones, back to the dialler. RS+ received on an outbound... is nats-server's
-  "Received RS+ from gateway on inbound connection": the link is closed silently;
+  with gateway_cmd) only on inbound ones, back to the dialler. Either sent the wrong way is logged as nats-server
+  does ("Received RS+ from gateway on inbound connection") and the link closed with no -ERR;
 - interest-only mode from the start, as nats-server 2.9+ (gateway_iom): on an inbound connection we send every
   account's queue interest (weight always 1), then per account INFO gateway_cmd 2 (AllSubsStart, the account in
   base64), its plain interest, INFO gateway_cmd 3 (AllSubsComplete); afterwards each first/last subscriber of a
@@ -19,6 +19,9 @@ A Gateway is a Client of kind GATEWAY. Facts from shared/nats-reference/more/REA
   sublists (left out of Account.interest, so routes, leafs and other gateways never hear of it). Queue interest
   counts at once; plain interest of an account only once its gateway_cmd 2 came (nats-server ignores a plain RS+
   for an account it has no entry for, processGatewayRSub);
+- optimistic mode, only towards a peer whose INFO lacks gateway_iom (older servers): every message of an account
+  goes to it but for the subjects it refused with RS- (or all, after `A- <account>`), until its gateway_cmd 2 for
+  that account;
 - delivery (host/delivery.py): a gateway is a target of messages from clients, leafs and the hub only (never of one
   that came from a route or another gateway: one hop between clusters); a queue group goes to a member of this
   cluster first (clients, routes, leafs) and only when it has none to the remote cluster with the lowest RTT that
@@ -211,8 +214,11 @@ class Gateway(Client):
             return
         self.registered = True
         if self.outbound:
-            for acc in list(server.accounts.values()):
-                self.optimistic[acc.name_b] = (self._catch_all(acc), set())
+            if not info.get("gateway_iom"):
+                # A peer that does not switch every account to interest-only at once (before nats-server 2.9):
+                # optimistic mode until it does, account by account (gatewayInterest).
+                for acc in list(server.accounts.values()):
+                    self.optimistic[acc.name_b] = (self._catch_all(acc), set())
         else:
             self.send_all_interest()
             server.gossip_gateways(self)

@@ -86,9 +86,16 @@ class Node(Server):
         self.cluster_port = 0
         self.routes: list[str] = []
         self.server_id = ""
+        # In a super-cluster (tests/gateway/harness.py): the gateway port, and the remote clusters this node dials
+        # as (name, URLs); None: no gateway{} block.
+        self.gateway_port = 0
+        self.gateways: list[tuple[str, list[str]]] | None = None
+        self.gateway_extra = ""
 
     def assign_ports(self):
         self.port, self.http_port, self.cluster_port = free_port(), free_port(), free_port()
+        if self.gateways is not None:
+            self.gateway_port = free_port()
 
     def cluster_conf(self) -> str:
         routes = ", ".join(self.routes)
@@ -99,6 +106,10 @@ class Node(Server):
         if self.cluster_extra:
             lines.append(self.cluster_extra)
         lines.append("}")
+        if self.gateways is not None:
+            remotes = ", ".join(f'{{name: {name}, urls: [{", ".join(urls)}]}}' for name, urls in self.gateways)
+            lines += ["gateway {", f"  name: {self.cluster_name}", f"  listen: 127.0.0.1:{self.gateway_port}",
+                      f"  gateways: [{remotes}]", self.gateway_extra, "}"]
         return "\n".join(line for line in lines if line) + "\n"
 
     def command(self) -> list[str]:
@@ -161,7 +172,8 @@ class Node(Server):
 class Cluster:
     def __init__(self, side: str, size: int, workdir: Path, topology: str = "mesh", form: str = "conf",
                  extra_conf: str = "", cluster_extra: str = "", route_user: str | None = None,
-                 route_password: str | None = None, kinds: tuple[str, ...] | None = None):
+                 route_password: str | None = None, kinds: tuple[str, ...] | None = None,
+                 cluster_name: str = CLUSTER_NAME):
         """`kinds`: each node's server kind (default: `node_side`), e.g. `pair_kinds(side)` for 2 nodes."""
         assert topology in ("mesh", "seed"), topology
         assert kinds is None or len(kinds) == size, kinds
@@ -169,8 +181,10 @@ class Cluster:
         self.topology = topology
         self.route_user, self.route_password = route_user, route_password
         kinds = kinds or tuple(node_side(side, i) for i in range(size))
-        self.nodes = [Node(kinds[i], f"n{i + 1}", workdir / f"n{i + 1}", form=form, extra_conf=extra_conf,
-                           cluster_extra=cluster_extra) for i in range(size)]
+        prefix = "n" if cluster_name == CLUSTER_NAME else cluster_name.lower()  # server names unique in a super-cluster
+        self.nodes = [Node(kinds[i], f"{prefix}{i + 1}", workdir / f"{prefix}{i + 1}", form=form,
+                           extra_conf=extra_conf, cluster_extra=cluster_extra, cluster_name=cluster_name)
+                      for i in range(size)]
         for n in self.nodes:
             n.workdir.mkdir(parents=True, exist_ok=True)
 

@@ -345,8 +345,10 @@ class Raw:
     """
 
     def __init__(self, port: int, auto_pong: bool = True, timeout: float = DEFAULT_TIMEOUT,
-                 read_info: bool = True):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+                 read_info: bool = True, sock: socket.socket | None = None):
+        """`sock`: a connection accepted by the test (a server that dialled it), instead of dialling `port`."""
+        self.sock = sock if sock is not None else socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.settimeout(timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.timeout = timeout
         self.auto_pong = auto_pong

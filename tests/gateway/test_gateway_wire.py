@@ -1,0 +1,179 @@
+"""The gateway port on the wire: a fake gateway "FA" (this test) against nats-server 2.15.1 and against our hub,
+the scenario of shared/nats-reference/more/live/gw_raw_transcript.txt.
+
+The server under test is cluster "B". FA dials B's gateway port (B's inbound: B sends interest there, FA sends
+messages) and B dials FA back at the URL FA names (B's outbound: B sends messages there, FA sends interest). Checked:
+the INFO flags, interest-only mode from the start (queue interest, then the account's plain interest between the
+gateway_cmd 2 and 3 INFOs), optimistic mode on B's outbound (FA's INFO there lacks gateway_iom) until FA switches the
+account (RS- honoured), then interest only, queue overflow to FA for the group with no local member, replies coming back as `_GR_.` subjects,
+the queue names on an inbound RMSG, and that RS+ sent the wrong way closes the link with no -ERR.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import socket
+
+import pytest
+
+from host.gateway import gw_hash
+from tests.compat.harness import ALL_SIDES, Raw, Server, free_port
+
+FA_ID = "NFAKEGATEWAY00000000000000000000000000000000000000000001"
+G = base64.b64encode(b"$G").decode()  # "JEc=": the account named by the gateway_cmd INFOs
+
+
+@pytest.fixture(params=ALL_SIDES)
+def node(request):
+    gport = free_port()
+    srv = Server(request.param, config=f"server_name: gB\ngateway {{ name: B, listen: 127.0.0.1:{gport} }}\n")
+    request.addfinalizer(srv.stop)
+    srv.start()
+    srv.gateway_port = gport
+    return srv
+
+
+def fa_info(port: int, iom: bool = True) -> bytes:
+    """FA's INFO; iom False: FA does not switch its accounts to interest-only at once (a server before 2.9), so B
+    starts in optimistic mode towards it."""
+    info = {"server_id": FA_ID, "server_name": "fa", "version": "2.15.1", "proto": 3, "host": "127.0.0.1",
+            "port": port, "headers": True, "max_payload": 1048576, "gateway": "FA",
+            "gateway_urls": [f"127.0.0.1:{port}"], "gateway_nrp": True}
+    if iom:
+        info["gateway_iom"] = True
+    return b"INFO " + json.dumps(info).encode() + b"\r\n"
+
+
+def cmd_info(cmd: int) -> bytes:
+    return b'INFO {"gateway":"FA","gateway_cmd":%d,"gateway_cmd_payload":"%s"}\r\n' % (cmd, G.encode())
+
+
+def line(r: Raw) -> bytes:
+    return r.expect(rb"[^\n]*\n").group(0)
+
+
+def seen(r: Raw, pattern: bytes) -> bytes:
+    """Skip lines (nats-server announces its $SYS interest too) up to one matching `pattern`; return it."""
+    while True:
+        got = line(r)
+        if re.fullmatch(pattern, got):
+            return got
+
+
+def is_cmd(got: bytes, cmd: int, payload: str) -> bool:
+    if not got.startswith(b"INFO "):
+        return False
+    info = json.loads(got[5:])
+    return info.get("gateway_cmd") == cmd and info.get("gateway_cmd_payload") == payload
+
+
+def pong(r: Raw) -> None:
+    r.send(b"PING\r\n")
+    seen(r, rb"PONG\r\n")
+
+
+def test_gateway_wire(node):
+    fa_listen = socket.create_server(("127.0.0.1", 0))
+    fa_port = fa_listen.getsockname()[1]
+    fa_listen.settimeout(10)
+    c = node.client(headers=True)
+    conns = [c]
+    try:
+        c.send(b"SUB plain.x 1\r\nSUB work wq 2\r\n")
+        c.sync()
+
+        # FA dials B: B's INFO, then FA's CONNECT, INFO and PING.
+        gw_in = Raw(node.gateway_port)
+        conns.append(gw_in)
+        info = gw_in.info
+        assert info["gateway"] == "B" and info["server_name"] == "gB"
+        assert info["gateway_nrp"] is True and info["gateway_iom"] is True and info["headers"] is True
+        assert info["gateway_url"] == f"127.0.0.1:{node.gateway_port}"
+        gw_in.send(b'CONNECT {"echo":false,"verbose":false,"pedantic":false,"tls_required":false,"headers":true,'
+                   b'"name":"' + FA_ID.encode() + b'","gateway":"FA"}\r\n')
+        gw_in.send(fa_info(fa_port))
+        gw_in.send(b"PING\r\n")
+
+        # Interest-only from the start: queue interest (weight 1), then $G's plain interest between the markers.
+        order = []
+        while True:
+            got = line(gw_in)
+            if got == b"RS+ $G work wq 1\r\n":
+                order.append("queue")
+            elif is_cmd(got, 2, G):
+                order.append("start")
+            elif got == b"RS+ $G plain.x\r\n":
+                order.append("plain")
+            elif is_cmd(got, 3, G):
+                order.append("complete")
+                break
+        assert order == ["queue", "start", "plain", "complete"]  # (the PONG comes somewhere among them)
+
+        # Later interest changes: RS+ on the first subscriber, RS- on the last.
+        c.send(b"SUB new.plain 3\r\nSUB work other 4\r\n")
+        c.sync()
+        seen(gw_in, rb"RS\+ \$G new\.plain\r\n")
+        seen(gw_in, rb"RS\+ \$G work other 1\r\n")
+        c.send(b"UNSUB 4\r\n")
+        c.sync()
+        seen(gw_in, rb"RS- \$G work other\r\n")
+
+        # B dials FA back (implicit gateway): FA's INFO first, then B's CONNECT naming its gateway.
+        sock, _ = fa_listen.accept()
+        gw_out = Raw(0, sock=sock, read_info=False)
+        conns.append(gw_out)
+        gw_out.send(fa_info(fa_port, iom=False))
+        connect = json.loads(seen(gw_out, rb"CONNECT \{.*\}\r\n")[8:])
+        assert connect["gateway"] == "B" and connect["echo"] is False
+        pong(gw_out)
+
+        # Optimistic mode: what B publishes goes to FA, but for what FA said no to (RS-).
+        c.send(b"PUB foo.x 2\r\nhi\r\n")
+        c.sync()
+        seen(gw_out, rb"RMSG \$G foo\.x 2\r\n")
+        assert line(gw_out) == b"hi\r\n"
+        gw_out.send(b"RS- $G foo.x\r\n")
+        pong(gw_out)
+        c.send(b"PUB foo.x 2\r\nh2\r\nPUB foo.y 2\r\nh3\r\n")
+        c.sync()
+        assert line(gw_out) == b"RMSG $G foo.y 2\r\n"
+        assert line(gw_out) == b"h3\r\n"
+
+        # FA switches $G to interest-only: only subjects it named go to it.
+        gw_out.send(cmd_info(2) + b"RS+ $G bar.>\r\n" + cmd_info(3) + b"RS+ $G work remoteonly 1\r\n")
+        pong(gw_out)
+        c.send(b"PUB foo.z 2\r\nh4\r\nPUB bar.1 2\r\nh5\r\n")
+        c.sync()
+        assert line(gw_out) == b"RMSG $G bar.1 2\r\n"
+        assert line(gw_out) == b"h5\r\n"
+
+        # Queue overflow: wq has a local member; remoteonly has none here, so FA gets the message for it.
+        c.send(b"PUB work 2\r\nq1\r\n")
+        c.expect(rb"MSG work 2 2\r\nq1\r\n")
+        assert line(gw_out) == b"RMSG $G work | remoteonly 2\r\n"
+        assert line(gw_out) == b"q1\r\n"
+
+        # A request to FA; its answer comes back to B's gateway reply subject and reaches the requester.
+        c.send(b"SUB _INBOX.r1 9\r\nPUB bar.2 _INBOX.r1 2\r\nhi\r\n")
+        c.sync()
+        m = re.fullmatch(rb"RMSG \$G bar\.2 (\S+) 2\r\n", line(gw_out))
+        assert m is not None and m.group(1).endswith(b"_INBOX.r1")
+        routed = b"_GR_." + gw_hash("B") + b"." + gw_hash(info["server_id"]) + b"._INBOX.r1"
+        gw_in.send(b"RMSG $G " + routed + b" 3\r\nyes\r\n")
+        c.expect(rb"MSG _INBOX\.r1 9 3\r\nyes\r\n")
+
+        # An inbound RMSG reaches plain subscribers and only the queue groups it names.
+        gw_in.send(b"RMSG $G work | wq 2\r\ng1\r\nRMSG $G work 2\r\ng2\r\nRMSG $G plain.x 2\r\ng4\r\n")
+        c.expect(rb"MSG work 2 2\r\ng1\r\n")
+        c.expect(rb"MSG plain\.x 1 2\r\ng4\r\n")
+
+        # RS+ on B's inbound connection (it carries messages from FA, interest goes the other way): closed, no -ERR.
+        gw_in.send(b"RS+ $G bad.sub\r\nPING\r\n")
+        rest = gw_in.expect_closed()
+        assert b"-ERR" not in rest
+    finally:
+        for r in conns:
+            r.close()
+        fa_listen.close()
