@@ -3,10 +3,14 @@ the scenario of shared/nats-reference/more/live/gw_raw_transcript.txt.
 
 The server under test is cluster "B". FA dials B's gateway port (B's inbound: B sends interest there, FA sends
 messages) and B dials FA back at the URL FA names (B's outbound: B sends messages there, FA sends interest). Checked:
-the INFO flags, interest-only mode from the start (queue interest, then the account's plain interest between the
-gateway_cmd 2 and 3 INFOs), optimistic mode on B's outbound (FA's INFO there lacks gateway_iom) until FA switches the
-account (RS- honoured), then interest only, queue overflow to FA for the group with no local member, replies coming back as `_GR_.` subjects,
-the queue names on an inbound RMSG, and that RS+ sent the wrong way closes the link with no -ERR.
+- the INFO flags;
+- interest-only mode from the start: queue interest, then the account's plain interest between the gateway_cmd 2
+  and 3 INFOs;
+- optimistic mode on B's outbound (FA's INFO there lacks gateway_iom), RS- honoured, until FA switches the account;
+  then interest only;
+- queue overflow to FA for the group with no local member;
+- replies coming back as `_GR_.` subjects; the queue names on an inbound RMSG;
+- RS+ sent the wrong way closes the link with no -ERR.
 """
 
 from __future__ import annotations
