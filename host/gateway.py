@@ -94,6 +94,11 @@ def gw_hash(name: str) -> bytes:
     return bytes(_HASH_DIGITS[b % 62] for b in digest[:GW_HASH_LEN])
 
 
+def url_hostport(url: str) -> str:
+    """host:port of a gateway URL, with or without scheme and credentials."""
+    return url.split("://", 1)[-1].rsplit("@", 1)[-1].rstrip("/")
+
+
 class Gateway(Client):
     kind = "Gateway"
     is_gateway = True
@@ -459,9 +464,12 @@ class GatewayDialer:
         self._done: asyncio.Future[None] | None = None
 
     def add_urls(self, urls: list[str]) -> None:
+        """URLs the remote cluster told us (host:port), besides the ones we have in whatever form."""
+        known = {url_hostport(u) for u in self.urls}
         for u in urls:
-            if u not in self.urls and len(self.urls) < 16:
+            if url_hostport(u) not in known and len(self.urls) < 16:
                 self.urls.append(u)
+                known.add(url_hostport(u))
 
     def connect_options(self) -> dict[str, Any]:
         server = self.server

@@ -15,13 +15,13 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
+from host.gateway import Gateway, url_hostport
 from host.leafnode import leaf_json
 from host.subject_transform import Mapping
 from host.sublist import Subscription
 
 if TYPE_CHECKING:
     from host.client import Client
-    from host.gateway import Gateway
     from host.route import Router
     from host.server import Server
 
@@ -210,7 +210,7 @@ def _gateway_varz(server: Server) -> dict[str, Any]:
         out["connect_retries"] = go.connect_retries
     if go.reject_unknown_cluster:
         out["reject_unknown"] = True
-    remotes = [{"name": name, "urls": [u.split("://", 1)[-1].rsplit("@", 1)[-1].rstrip("/") for u in d.urls]}
+    remotes = [{"name": name, "urls": [url_hostport(u) for u in d.urls]}
                for name, d in sorted(server.gateway_dialers.items())]
     if remotes:
         out["gateways"] = remotes

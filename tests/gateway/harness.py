@@ -96,23 +96,22 @@ class SuperCluster:
     def log_tails(self) -> str:
         return self.a.log_tails() + "\n" + self.b.log_tails()
 
-    def wait_gateways(self, nodes: list[Node] | None = None, timeout: float = FORM_TIMEOUT):
-        """Every given node (default: all) has its outbound gateway to the other cluster, and an inbound one from
-        each running node of the other cluster."""
-        nodes = nodes if nodes is not None else self.nodes
+    def wait_gateways(self, timeout: float = FORM_TIMEOUT):
+        """Every running node has its outbound gateway to the other cluster, and the other cluster's nodes have one
+        inbound gateway from each running node of this cluster between them (a node dials one server of a remote
+        cluster, any of them)."""
 
         def linked():
             for c in (self.a, self.b):
                 other = self.other(c)
-                want_in = sum(1 for m in other if m.alive())
-                for n in c:
-                    if n not in nodes:
-                        continue
+                name, remote = ("A", "B") if c is self.a else ("B", "A")
+                up = [n for n in c if n.alive()]
+                for n in up:
                     gz = n.http_get("/gatewayz")
-                    remote = "B" if c is self.a else "A"
                     assert remote in (gz.get("outbound_gateways") or {}), f"{n.name}: no outbound to {remote}: {gz}"
-                    got_in = len((gz.get("inbound_gateways") or {}).get(remote) or [])
-                    assert got_in == want_in, f"{n.name}: {got_in} inbound from {remote}, want {want_in}"
+                got_in = sum(len((m.http_get("/gatewayz").get("inbound_gateways") or {}).get(name) or [])
+                             for m in other if m.alive())
+                assert got_in == len(up), f"{remote} has {got_in} inbound gateways from {name}, want {len(up)}"
             return True
 
         wait_until(linked, timeout=timeout, interval=0.05, msg=f"{self.side} gateways")
