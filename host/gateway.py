@@ -119,6 +119,7 @@ class Gateway(Client):
         self.registered = False
         self.gateway_name = dialer.name if dialer is not None else ""  # the remote cluster
         self.remote_id = ""
+        self.remote_name = ""  # the remote server's name (trace events name it, as for routes)
         self.remote_info: dict[str, Any] = {}
         self.remote_subs: dict[GatewayKey, Subscription] = {}  # outbound: the remote cluster's interest
         self.interest_only: set[bytes] = set()  # outbound: accounts whose gateway_cmd 2 came
@@ -209,7 +210,7 @@ class Gateway(Client):
             self.close(errors.PROTOCOL_VIOLATION)
             return
         self.remote_id = sid
-        self.name = str(info.get("server_name", "") or "")
+        self.name = self.remote_name = str(info.get("server_name", "") or "")
         self.version = str(info.get("version", "") or "")
         self.protocol = peer_proto(info.get("proto"))
         self.remote_info = info
