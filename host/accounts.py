@@ -202,6 +202,9 @@ class Account:
         # The server's inbound gateways, by connection id (Server.gateways_in, shared): they advertise this cluster's
         # interest to the other clusters (host/gateway.py).
         self.gateways: dict[int, Gateway] = {}
+        # Other clusters' interest (what the outbound gateways were asked for), told to leafs only, as nats-server's
+        # updateInterestForAccountOnGateway: (subject, queue) -> count.
+        self.gateway_interest: dict[tuple[bytes, bytes | None], int] = {}
         # The part of `interest` that leafs asked for, by the leaf's origin (its cluster name, "_" for none): routes
         # that take nats-server's leaf-origin forms are told it as `LS+ <origin> ...` (host/route.py).
         self.leaf_interest: dict[tuple[bytes, bytes | None], dict[bytes, int]] = {}
@@ -243,15 +246,29 @@ class Account:
         self.sublist.insert(sub)
         if self.no_interest:
             self.no_interest.clear()
-        if sub.conn is None or not sub.conn.is_gateway:  # another cluster's interest is not this cluster's
+        if sub.conn is None or not sub.conn.is_gateway:
             self._interest(sub, sub_weight(sub))
+        else:
+            self._gateway_interest(sub, 1)  # another cluster's interest is not this cluster's: for leafs only
 
     def remove_sub(self, sub: Subscription) -> bool:
         if not self.sublist.remove(sub):
             return False
         if sub.conn is None or not sub.conn.is_gateway:
             self._interest(sub, -sub_weight(sub))
+        else:
+            self._gateway_interest(sub, -1)
         return True
+
+    def _gateway_interest(self, sub: Subscription, delta: int) -> None:
+        key = (sub.subject, sub.queue)
+        n = self.gateway_interest.get(key, 0) + delta
+        if n > 0:
+            self.gateway_interest[key] = n
+        else:
+            self.gateway_interest.pop(key, None)
+        for leaf in self.leafs:
+            leaf.update_interest(key)
 
     def _interest(self, sub: Subscription, delta: int) -> None:
         key = (sub.subject, sub.queue)

@@ -195,7 +195,7 @@ class Leaf(Client):
         acc = self.account
         assert acc is not None
         self.enqueue(encode_ls_plus(acc.lds))
-        for key in list(acc.interest):
+        for key in [*acc.interest, *acc.gateway_interest]:
             self.update_interest(key)
 
     def update_interest(self, key: Key) -> None:
@@ -205,7 +205,8 @@ class Leaf(Client):
         acc = self.account
         assert acc is not None
         own = self.leaf_subs.get(key)
-        n = acc.interest.get(key, 0) - (own.weight if own is not None else 0)
+        # (other clusters' interest too, as nats-server: a leaf's message reaches them through this hub)
+        n = acc.interest.get(key, 0) + acc.gateway_interest.get(key, 0) - (own.weight if own is not None else 0)
         subject, queue = key
         if subject.startswith(b"$LDS.") and own is not None:
             n = 0  # never hand a peer's loop-detection subject back to it

@@ -24,7 +24,7 @@ from host import errors
 from host.accounts import Account, ServiceImport, nuid, set_mappings, wire_imports
 from host.auth import auth_configured, info_auth_required, nonce_required
 from host.client import Client
-from host.delivery import deliver_msg, deliver_reply
+from host.delivery import GW_REPLY_PREFIX, deliver_msg, deliver_reply
 from host.gateway import GATEWAY_CMD_GOSSIP, Gateway, GatewayDialer, gw_hash
 from host.gotime import time_text
 from host.jwt import PREFIX_ACCOUNT, AccountClaims, Trust, install_claims_update, trust_from_options
@@ -150,8 +150,7 @@ class Server:
             acc = Account(name)
             acc.config = cfg
             acc.trace_dest, acc.trace_sampling = cfg.trace_dest, cfg.trace_sampling
-            acc.routes = self.routes
-            acc.gateways = self.gateways_in
+            self.join_links(acc)
             set_mappings(acc, cfg.mappings, self)
             self.accounts[name] = acc
         self.trust = trust_from_options(opts)  # operator mode (host/jwt.py)
@@ -220,11 +219,18 @@ class Server:
                 acc = self.jwt_account(claims)  # new, or its JWT changed in the directory resolver
         if acc is None:
             acc = self.accounts[name] = Account(name)
-            acc.routes = self.routes
-            acc.gateways = self.gateways_in
+            self.join_links(acc)
             if self.js_imported:
                 self._import_jetstream(acc)
         return acc
+
+    def join_links(self, acc: Account) -> None:
+        """A new account shares the server's routes and inbound gateways (they advertise its interest). In a
+        super-cluster its leafs are told `_GR_.>` too, so their answers to mapped replies come back (as nats-server)."""
+        acc.routes = self.routes
+        acc.gateways = self.gateways_in
+        if self.gateway_name:
+            acc.gateway_interest[(GW_REPLY_PREFIX + b">", None)] = 1
 
     def load_jwt_accounts(self, trust: Trust) -> None:
         """Operator mode: every account the resolver holds at start becomes a hub account named by its public key; an
@@ -249,8 +255,7 @@ class Server:
         acc = self.accounts.get(claims.public)
         if acc is None:
             acc = self.accounts[claims.public] = Account(claims.public)
-            acc.routes = self.routes
-            acc.gateways = self.gateways_in
+            self.join_links(acc)
         acc.config = claims.config()
         acc.jwt = claims.jwt
         if acc.config.mappings or acc.mappings is not None:

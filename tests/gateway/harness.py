@@ -6,7 +6,7 @@ peers find it again at the same gateway URL.
 
 Sides: "nats" and "hub" (both clusters of that server), "mixed-nats" (A is nats-server, B our hub), "mixed-hub" (A
 our hub, B nats-server). With `implicit`, only A lists B in `gateways`; B dials A back when A dials it (implicit
-gateway).
+gateway). With `leafnodes`, A's nodes have a leafnode port too.
 
 A super-cluster is "formed" when every node's /gatewayz has an outbound gateway to the other cluster and as many
 inbound ones from it as it has nodes, and a message published on each node reaches a subscriber on each node of the
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.harness import FORM_TIMEOUT, Cluster, Node, wait_traffic
-from tests.compat.harness import ServerFailed, wait_until
+from tests.compat.harness import ServerFailed, free_port, wait_until
 from tests.compat.harness import selected_sides as compat_selected_sides
 
 # The server kind of cluster A and of cluster B, per side.
@@ -38,10 +38,13 @@ def gateway_url(n: Node) -> str:
 
 
 class SuperCluster:
-    def __init__(self, side: str, workdir: Path, size: int = 1, implicit: bool = False, gateway_extra: str = ""):
+    def __init__(self, side: str, workdir: Path, size: int = 1, implicit: bool = False, gateway_extra: str = "",
+                 leafnodes: bool = False):
+        """leafnodes: cluster A's nodes get a leafnode port (`Node.leaf_port`)."""
         kind_a, kind_b = SIDES[side]
         self.side = side
         self.implicit = implicit
+        self.leafnodes = leafnodes
         self.a = Cluster(kind_a, size, workdir / "A", kinds=(kind_a,) * size, cluster_name="A")
         self.b = Cluster(kind_b, size, workdir / "B", kinds=(kind_b,) * size, cluster_name="B")
         for n in self.nodes:
@@ -60,6 +63,11 @@ class SuperCluster:
         self.b.plan()
         for n in self.a:
             n.gateways = [("B", [gateway_url(m) for m in self.b])]
+            if self.leafnodes:
+                n.leaf_port = free_port()
+                # (nats-server: "leaf nodes and gateways (both being defined) require a system account")
+                n.extra_conf = ("accounts { SYS: {} }\nsystem_account: SYS\n"
+                                f"leafnodes {{ listen: 127.0.0.1:{n.leaf_port} }}")
         for n in self.b:
             n.gateways = [] if self.implicit else [("A", [gateway_url(m) for m in self.a])]
 
