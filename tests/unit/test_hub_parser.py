@@ -20,7 +20,7 @@ from edge.proto import (
     encode_headers,
     encode_pub,
 )
-from host.parser import OP_PUB_RUN, decode_tail, encode_tail
+from host.parser import OP_ACCOUNT_INTEREST, OP_PUB_RUN, decode_tail, encode_tail
 from host.parser import HubParser as Parser
 from tests.unit.test_proto import (
     KIND_NAMES,
@@ -432,3 +432,32 @@ def test_lane_pattern_is_compiled_only_for_a_shape_that_comes_again():
     pat = _lane_pattern(*shape)
     assert pat is not None and _lane_pattern(*shape) is pat
     assert pat.match(b"PUB t.once _I.01 5\r\nhello\r\n" * 2).end() == 2 * 27
+
+
+def test_gateway_account_verbs_whole_and_split_at_every_offset():
+    # A gateway's optimistic mode (gateway.go): `A- <account>` / `A+ <account>`, only on a gateway's parser.
+    data = b"A- $G\r\na+ ACC\r\nRS- $G foo\r\n"
+    for cut in range(len(data) + 1):
+        p = Parser(KIND_ROUTE, gateway=True)
+        events = []
+        for chunk in (data[:cut], data[cut:]):
+            if chunk:  # (b"" is the peer's EOF)
+                p.receive_data(chunk)
+                events.extend(p.next_batch())
+        assert events[:2] == [(OP_ACCOUNT_INTEREST, False, b"$G"), (OP_ACCOUNT_INTEREST, True, b"ACC")], cut
+    for bad in (b"A- \r\n", b"A+ a b\r\n"):
+        p = Parser(KIND_ROUTE, gateway=True)
+        p.receive_data(bad)
+        try:
+            p.next_batch()
+        except RemoteProtocolError:
+            continue
+        assert p.error is not None, bad
+    p = Parser(KIND_ROUTE)  # a route does not speak them
+    p.receive_data(b"A- $G\r\n")
+    try:
+        p.next_batch()
+    except RemoteProtocolError as e:
+        assert e.wire == ERR_UNKNOWN_OP
+    else:
+        assert p.error is not None and p.error.wire == ERR_UNKNOWN_OP
