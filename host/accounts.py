@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 RESPONSE_TTL = 120.0
 MAPPED_MAX = 4096  # literal subjects whose mapping is remembered (Mappings.cache), then forgotten
+GW_RECENT_SUB = 2.0  # nats-server defaultGatewayRecentSubExpiration (and how long a mapped reply is remembered)
+GW_TRACKED_MAX = 4096  # recent subscriptions and mapped replies kept per account
 MAX_IMPORT_DEPTH = 8  # bound on import chains, so a cycle of imports cannot loop forever
 _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _NO_LIMITS = AccountLimits()
@@ -205,6 +207,13 @@ class Account:
         # Other clusters' interest (what the outbound gateways were asked for), told to leafs only, as nats-server's
         # updateInterestForAccountOnGateway: (subject, queue) -> count.
         self.gateway_interest: dict[tuple[bytes, bytes | None], int] = {}
+        # In a super-cluster (host/gateway.py): subjects subscribed here in the last GW_RECENT_SUB seconds -> when
+        # that ends (a reply matching one goes to other clusters as `_GR_.<cluster>.<server>.<reply>`, so their
+        # answer needs no interest to cross first), and replies that came in mapped so -> (the mapped form, expiry):
+        # an answer to them goes straight back to the cluster that asked (nats-server gwReplyMapping).
+        self.gw_tracking = False
+        self.gw_recent: dict[bytes, float] = {}
+        self.gw_replies: dict[bytes, tuple[bytes, float]] = {}
         # The part of `interest` that leafs asked for, by the leaf's origin (its cluster name, "_" for none): routes
         # that take nats-server's leaf-origin forms are told it as `LS+ <origin> ...` (host/route.py).
         self.leaf_interest: dict[tuple[bytes, bytes | None], dict[bytes, int]] = {}
@@ -260,6 +269,40 @@ class Account:
             self._gateway_interest(sub, -1)
         return True
 
+    def note_recent_sub(self, subject: bytes) -> None:
+        now = time.monotonic()
+        recent = self.gw_recent
+        if len(recent) >= GW_TRACKED_MAX:
+            for k in [k for k, exp in recent.items() if exp <= now]:
+                del recent[k]
+            if len(recent) >= GW_TRACKED_MAX:
+                return  # (mapping only saves a race: without it the answer comes back by interest)
+        recent[subject] = now + GW_RECENT_SUB
+
+    def map_gateway_reply(self, reply: bytes, prefix: bytes) -> bytes:
+        """`reply` as it goes to another cluster: mapped with `prefix` (`_GR_.<cluster>.<server>.`) when it matches a
+        subscription made here in the last GW_RECENT_SUB seconds (shouldMapReplyForGatewaySend)."""
+        now = time.monotonic()
+        for subject, exp in list(self.gw_recent.items()):
+            if exp <= now:
+                del self.gw_recent[subject]
+            elif subject_matches(subject, reply):
+                return prefix + reply
+        return reply
+
+    def track_gateway_reply(self, reply: bytes, routed: bytes) -> None:
+        replies = self.gw_replies
+        if len(replies) >= GW_TRACKED_MAX:
+            self.expire_gateway_replies(time.monotonic())
+            if len(replies) >= GW_TRACKED_MAX:
+                del replies[next(iter(replies))]  # the oldest
+        replies[reply] = (routed, time.monotonic() + GW_RECENT_SUB)
+        self.no_interest.pop(reply, None)
+
+    def expire_gateway_replies(self, now: float) -> None:
+        for k in [k for k, v in self.gw_replies.items() if v[1] <= now]:
+            del self.gw_replies[k]
+
     def _gateway_interest(self, sub: Subscription, delta: int) -> None:
         key = (sub.subject, sub.queue)
         n = self.gateway_interest.get(key, 0) + delta
@@ -272,6 +315,8 @@ class Account:
 
     def _interest(self, sub: Subscription, delta: int) -> None:
         key = (sub.subject, sub.queue)
+        if delta > 0 and self.gw_tracking and sub.conn is not None:
+            self.note_recent_sub(sub.subject)
         n = self.interest.get(key, 0) + delta
         if n > 0:
             self.interest[key] = n

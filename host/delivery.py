@@ -207,8 +207,9 @@ def learn_plan(plans: dict[bytes, Plan], src: Any, acc: Account, subject: bytes,
         plain += [(conn, sub, pfx) for conn, sub, pfx, _hpfx in fan.routers]
         hplain += [(conn, sub, hpfx) for conn, sub, _pfx, hpfx in fan.routers]
     if fan.gateways and src.to_gateways:
-        if any(conn.optimistic for conn, _sub, _pfx, _hpfx in fan.gateways):
-            plans[key] = NO_PLAN  # (what an optimistic gateway refuses changes without the sublist changing)
+        if acc.gw_recent or any(conn.optimistic for conn, _sub, _pfx, _hpfx in fan.gateways):
+            # (replies may need mapping; what an optimistic gateway refuses changes without the sublist changing)
+            plans[key] = NO_PLAN
             return
         plain += [(conn, sub, pfx) for conn, sub, pfx, _hpfx in fan.gateways]
         hplain += [(conn, sub, hpfx) for conn, sub, _pfx, hpfx in fan.gateways]
@@ -255,6 +256,11 @@ def deliver(acc: Account, src: Any, subject: bytes, has_hdr: bool, pieces: list[
         return _deliver_traced_run(acc, src, subject, pieces, queues, mapped_from)
     if subject[:5] == GW_REPLY_PREFIX and src.server.gateway_name:
         return deliver_gateway_reply(acc, src, subject, has_hdr, pieces, nbytes, depth)
+    if acc.gw_replies:
+        routed = acc.gw_replies.pop(subject, None)
+        if routed is not None and routed[1] > time.monotonic():
+            # An answer to a reply that came in mapped from another cluster: straight back there (handleGWReplyMap).
+            return deliver_gateway_reply(acc, src, routed[0], has_hdr, pieces, nbytes, depth)
     if acc.responses:
         resp = acc.responses.pop(subject, None)
         if resp is not None:
@@ -326,10 +332,11 @@ def deliver_fanout(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr:
                 conn.out_bytes += nbytes
                 count += 1
     if fan.gateways and src.to_gateways:
+        gw_pieces = pieces if not acc.gw_recent else [_gateway_piece(acc, src, p, has_hdr) for p in pieces]
         for conn, _sub, pfx, hpfx in fan.gateways:
             if not (conn.closed or conn.optimistic and conn.refuses(acc.name_b, subject)):
                 head = hpfx if has_hdr else pfx
-                conn.enqueue(head + one if one is not None else head.join(parts))  # type: ignore[arg-type]
+                conn.enqueue(head.join([b"", *gw_pieces]))
                 conn.out_msgs += n
                 conn.out_bytes += nbytes
                 count += 1
@@ -665,14 +672,19 @@ def _deliver_each(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr: 
         if to_links:
             if reply and fan.leaf_shown:
                 reply = reply + b"@" + fan.shown  # type: ignore[operator]
+            gw_reply = reply
+            if reply and acc.gw_recent:
+                gw_reply = acc.map_gateway_reply(reply, src.server.gateway_reply_prefix)
             for link, names in to_links.items():
                 if link.closed:
                     continue
+                link_reply = gw_reply if link.is_gateway else reply
                 if trace is None:
-                    link.send_link_msg(acc, subject, reply, names, hdr, payload)
+                    link.send_link_msg(acc, subject, link_reply, names, hdr, payload)
                     n += 1
                 else:
-                    n += _forward_traced(trace, link, acc, subject, reply, names, hdr, payload)  # type: ignore[arg-type]
+                    n += _forward_traced(trace, link, acc, subject, link_reply, names, hdr,  # type: ignore[arg-type]
+                                         payload)
         if fan.internal and depth < MAX_IMPORT_DEPTH:
             for sub in fan.internal:
                 n += _deliver_import(acc, sub, src, subject, has_hdr, [piece], size, depth, trace)
@@ -713,6 +725,16 @@ def deliver_gateway_reply(acc: Account, src: Any, subject: bytes, has_hdr: bool,
     gw.out_msgs += len(pieces)
     gw.out_bytes += nbytes
     return 1
+
+
+def _gateway_piece(acc: Account, src: Any, piece: bytes, has_hdr: bool) -> bytes:
+    """A frame's tail as it goes to another cluster: its reply mapped if a subscription made here in the last 2 s
+    matches it (Account.map_gateway_reply)."""
+    reply, hdr, payload = decode_tail(piece, has_hdr)
+    if not reply:
+        return piece
+    mapped = acc.map_gateway_reply(reply, src.server.gateway_reply_prefix)
+    return piece if mapped is reply else encode_tail(mapped, hdr, payload)
 
 
 def _deliver_limited(conn: Client, sub: Subscription, pfx: bytes, hpfx: bytes, has_hdr: bool,

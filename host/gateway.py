@@ -27,9 +27,12 @@ A Gateway is a Client of kind GATEWAY. Facts from shared/nats-reference/more/REA
   cluster first (clients, routes, leafs) and only when it has none to the remote cluster with the lowest RTT that
   has one, named on that cluster's RMSG; a message from a gateway goes to plain subscribers and the groups it names,
   also behind routes of this cluster;
-- replies: a message whose subject is `_GR_.<cluster hash>.<server hash>.<reply>` (nats-server maps the replies of
-  its recent subscribers so) is sent to the cluster with that hash, or delivered here as `<reply>` when the hash is
-  ours (deliver_gateway_reply).
+- replies: a reply matching a subscription made on this server in the last 2 s goes to other clusters as
+  `_GR_.<cluster hash>.<server hash>.<reply>` (Account.map_gateway_reply), so the answer needs no interest to
+  cross first. A mapped reply that comes in is delivered as `<reply>` and remembered for 2 s: an answer to it goes
+  straight back to that cluster (strip_gateway_reply). A message whose subject is such a mapped reply goes to the
+  cluster with that hash, or is delivered here as `<reply>` when the hash is ours (host/delivery.py
+  deliver_gateway_reply).
 """
 
 from __future__ import annotations
@@ -65,9 +68,9 @@ from edge.proto import (
 from host import errors
 from host.accounts import Account
 from host.client import LINK_FIRST_PING_INTERVAL, Client, interest_change, peer_proto
-from host.delivery import GW_HASH_LEN, deliver, deliver_link_msg
+from host.delivery import GW_HASH_LEN, GW_REPLY_PREFIX, deliver, deliver_link_msg
 from host.opts import split_url
-from host.parser import OP_ACCOUNT_INTEREST, HubParser
+from host.parser import OP_ACCOUNT_INTEREST, HubParser, decode_tail, encode_tail
 from host.sublist import Subscription, is_valid_subject
 from host.tls import dial
 
@@ -360,15 +363,21 @@ class Gateway(Client):
         self.count_in(len(pieces), nbytes)
         account, _, subject = key.partition(b" ")
         acc = self.server.accounts.get(account.decode(errors="replace"))
-        if acc is not None:
-            deliver(acc, self, subject, has_hdr, pieces, nbytes, 0, ())
+        if acc is None:
+            return
+        if any(p.startswith(b" " + GW_REPLY_PREFIX) for p in pieces):
+            pieces = [_stripped_piece(acc, p, has_hdr) for p in pieces]  # (sizes unchanged: replies are not counted)
+        deliver(acc, self, subject, has_hdr, pieces, nbytes, 0, ())
 
     def process_gateway_msg(self, account: bytes, subject: bytes, reply: bytes | None, queues: list[bytes] | None,
                             hdr: bytes | None, payload: bytes) -> None:
         self.count_in(1, len(payload) + (len(hdr) if hdr is not None else 0))
         acc = self.server.accounts.get(account.decode(errors="replace"))
-        if acc is not None:
-            deliver_link_msg(acc, self, subject, reply, queues, hdr, payload)  # named groups only
+        if acc is None:
+            return
+        if reply is not None and reply.startswith(GW_REPLY_PREFIX):
+            reply = strip_gateway_reply(acc, reply)
+        deliver_link_msg(acc, self, subject, reply, queues, hdr, payload)  # named groups only
 
     def process_gateway_account(self, plus: bool, account: bytes) -> None:
         """Optimistic mode: `A- <account>`, no interest in the whole account; `A+`, interest again."""
@@ -437,6 +446,24 @@ class Gateway(Client):
         server.remove_gateway(self, reason)
         if self.dialer is not None:
             self.dialer.disconnected()
+
+
+def strip_gateway_reply(acc: Account, reply: bytes) -> bytes:
+    """A reply another cluster mapped (`_GR_.<cluster>.<server>.<reply>`) as this cluster delivers it: `<reply>`,
+    remembered for 2 s so that the answer goes straight back (nats-server strips it for clients the same way)."""
+    start = len(GW_REPLY_PREFIX) + 2 * (GW_HASH_LEN + 1)
+    if len(reply) <= start or reply[start - 1] != 0x2E:  # "."
+        return reply
+    stripped = reply[start:]
+    acc.track_gateway_reply(stripped, reply)
+    return stripped
+
+
+def _stripped_piece(acc: Account, piece: bytes, has_hdr: bool) -> bytes:
+    reply, hdr, payload = decode_tail(piece, has_hdr)
+    if reply is None or not reply.startswith(GW_REPLY_PREFIX):
+        return piece
+    return encode_tail(strip_gateway_reply(acc, reply), hdr, payload)
 
 
 def _cmd_account(info: dict[str, Any]) -> bytes | None:

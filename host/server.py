@@ -132,6 +132,9 @@ class Server:
         # (shared with every Account), connections before their peer's INFO, and the dialers of the outbound ones.
         self.gateway_name = go.name if go.enabled else ""
         self.gateway_hash = gw_hash(self.gateway_name) if self.gateway_name else b""
+        # what our replies are mapped with for other clusters: _GR_.<cluster hash>.<server hash>.
+        self.gateway_reply_prefix = b"_GR_.%s.%s." % (self.gateway_hash, gw_hash(self.id)) if self.gateway_name \
+            else b""
         self.gateway_port = go.port
         self.gateways_out: dict[str, Gateway] = {}
         self.gateways_in: dict[int, Gateway] = {}
@@ -231,6 +234,7 @@ class Server:
         acc.gateways = self.gateways_in
         if self.gateway_name:
             acc.gateway_interest[(GW_REPLY_PREFIX + b">", None)] = 1
+            acc.gw_tracking = True
 
     def load_jwt_accounts(self, trust: Trust) -> None:
         """Operator mode: every account the resolver holds at start becomes a hub account named by its public key; an
@@ -741,6 +745,8 @@ class Server:
         for acc in self.accounts.values():
             if acc.responses:
                 acc.expire_responses(now)
+            if acc.gw_replies:
+                acc.expire_gateway_replies(now)
         self.loop.call_later(1.0, self._housekeeping)
 
     def _stop_accepting(self) -> None:

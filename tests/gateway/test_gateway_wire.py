@@ -9,7 +9,9 @@ messages) and B dials FA back at the URL FA names (B's outbound: B sends message
 - optimistic mode on B's outbound (FA's INFO there lacks gateway_iom), RS- honoured, until FA switches the account;
   then interest only;
 - queue overflow to FA for the group with no local member;
-- replies coming back as `_GR_.` subjects; the queue names on an inbound RMSG;
+- reply mapping both ways: B's recent requester's reply goes out as `_GR_.<B>.<server>.<reply>` and its answer
+  comes back under it; FA's mapped reply reaches B's client stripped and the answer goes back mapped;
+- the queue names on an inbound RMSG;
 - RS+ sent the wrong way closes the link with no -ERR.
 """
 
@@ -162,11 +164,21 @@ def test_gateway_wire(node):
         # A request to FA; its answer comes back to B's gateway reply subject and reaches the requester.
         c.send(b"SUB _INBOX.r1 9\r\nPUB bar.2 _INBOX.r1 2\r\nhi\r\n")
         c.sync()
-        m = re.fullmatch(rb"RMSG \$G bar\.2 (\S+) 2\r\n", line(gw_out))
-        assert m is not None and m.group(1).endswith(b"_INBOX.r1")
+        # Its reply is mapped, the requester's subscription being recent: _GR_.<hash of B>.<hash of the server id>.
         routed = b"_GR_." + gw_hash("B") + b"." + gw_hash(info["server_id"]) + b"._INBOX.r1"
+        assert line(gw_out) == b"RMSG $G bar.2 " + routed + b" 2\r\n"
+        assert line(gw_out) == b"hi\r\n"
         gw_in.send(b"RMSG $G " + routed + b" 3\r\nyes\r\n")
         c.expect(rb"MSG _INBOX\.r1 9 3\r\nyes\r\n")
+
+        # FA's request with its mapped reply: the client sees the reply stripped, and its answer goes back to FA
+        # under the mapped one.
+        fa_routed = b"_GR_." + gw_hash("FA") + b"." + gw_hash(FA_ID) + b".fa.reply.1"
+        gw_in.send(b"RMSG $G plain.x " + fa_routed + b" 2\r\nrq\r\n")
+        c.expect(rb"MSG plain\.x 1 fa\.reply\.1 2\r\nrq\r\n")
+        c.send(b"PUB fa.reply.1 3\r\nans\r\n")
+        assert line(gw_out) == b"RMSG $G " + fa_routed + b" 3\r\n"
+        assert line(gw_out) == b"ans\r\n"
 
         # An inbound RMSG reaches plain subscribers and only the queue groups it names.
         gw_in.send(b"RMSG $G work | wq 2\r\ng1\r\nRMSG $G work 2\r\ng2\r\nRMSG $G plain.x 2\r\ng4\r\n")
