@@ -63,6 +63,7 @@ from host import errors
 from host.accounts import Account, nuid
 from host.client import LINK_FIRST_PING_INTERVAL, Client, interest_change, peer_proto
 from host.delivery import deliver, deliver_link_msg, learn_plan
+from host.gateway import GATEWAY_CMD_GOSSIP
 from host.opts import split_url
 from host.parser import HubParser
 from host.sublist import Subscription, is_valid_subject
@@ -158,6 +159,10 @@ class Router(Client):
 
     def process_route_info(self, info: dict[str, Any]) -> None:
         sid = str(info.get("server_id", "") or "")
+        if self.registered and info.get("gateway"):
+            # A remote cluster a peer dials (processGatewayInfoFromRoute): we dial it too.
+            self.gateway_info(info)
+            return
         if not self.registered:
             self.first_info(info, sid)
         elif sid == self.remote_id:
@@ -215,6 +220,15 @@ class Router(Client):
             if self.dialer is not None:
                 self.dialer.wait_for = sid  # the surviving route carries on; dial again only when it goes
             self.close(reason)
+
+    def gateway_info(self, info: dict[str, Any]) -> None:
+        server = self.server
+        name, urls = info.get("gateway"), info.get("gateway_urls")
+        if not server.gateway_name:
+            log.error('Received information about gateway "%s" from %s, but gateway is not configured', name,
+                      self.remote_name or self.remote_id)
+        elif info.get("gateway_cmd") == GATEWAY_CMD_GOSSIP and isinstance(name, str) and isinstance(urls, list):
+            server.implicit_gateway(name, [u for u in urls if isinstance(u, str)][:16])
 
     def update_info(self, info: dict[str, Any]) -> None:
         """A later INFO from the peer itself: its URLs changed, or it entered lame-duck mode."""

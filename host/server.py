@@ -25,7 +25,7 @@ from host.accounts import Account, ServiceImport, nuid, set_mappings, wire_impor
 from host.auth import auth_configured, info_auth_required, nonce_required
 from host.client import Client
 from host.delivery import GW_REPLY_PREFIX, deliver_msg, deliver_reply
-from host.gateway import GATEWAY_CMD_GOSSIP, Gateway, GatewayDialer, gw_hash
+from host.gateway import GATEWAY_CMD_GOSSIP, Gateway, GatewayDialer, gw_hash, url_hostport
 from host.gotime import time_text
 from host.jwt import PREFIX_ACCOUNT, AccountClaims, Trust, install_claims_update, trust_from_options
 from host.leafnode import Leaf, RemoteLeaf, leaf_info
@@ -414,6 +414,9 @@ class Server:
             if other is not r:
                 other.enqueue(encode_info(gossip))
         self.urls_changed()
+        for name, gw in self.gateways_out.items():
+            if gw.dialer is not None:
+                r.enqueue(encode_info(self.gateway_gossip(name, gw.dialer.urls)))
         log.info("Route connection created for %s (%s)", r.remote_name or r.remote_id, r.route_url)
         return None
 
@@ -646,6 +649,16 @@ class Server:
         dialer = GatewayDialer(self, name, urls, explicit=False)
         self.gateway_dialers[name] = dialer
         dialer.start()
+        # The other servers of the cluster dial it too (nats-server forwardNewGatewayToLocalCluster).
+        gossip = encode_info(self.gateway_gossip(name, urls))
+        for r in self.routes.values():
+            r.enqueue(gossip)
+
+    def gateway_gossip(self, name: str, urls: list[str]) -> dict[str, Any]:
+        """INFO gateway_cmd 1 naming a remote cluster, to a gateway or to a route of this cluster. Its server id is
+        not ours ("GW" + ours, as nats-server), so a route peer never takes it for news about a route."""
+        return {"server_id": "GW" + self.id, "server_name": self.name, "gateway": name,
+                "gateway_urls": [url_hostport(u) for u in urls], "gateway_cmd": GATEWAY_CMD_GOSSIP}
 
     def gossip_gateways(self, gw: Gateway) -> None:
         """Tell a cluster that dialled us the other clusters we reach (INFO gateway_cmd 1), so it dials them too."""
@@ -653,8 +666,7 @@ class Server:
             if name == gw.gateway_name:
                 continue
             dialer = out.dialer
-            urls = dialer.urls if dialer is not None else []
-            gw.enqueue(encode_info({"gateway": name, "gateway_urls": urls, "gateway_cmd": GATEWAY_CMD_GOSSIP}))
+            gw.enqueue(encode_info(self.gateway_gossip(name, dialer.urls if dialer is not None else [])))
 
     def gateway_by_hash(self, cluster_hash: bytes) -> Gateway | None:
         for name, gw in self.gateways_out.items():

@@ -5,8 +5,9 @@ every process started by the harness and stopped by PID. A node keeps its ports 
 peers find it again at the same gateway URL.
 
 Sides: "nats" and "hub" (both clusters of that server), "mixed-nats" (A is nats-server, B our hub), "mixed-hub" (A
-our hub, B nats-server). With `implicit`, only A lists B in `gateways`; B dials A back when A dials it (implicit
-gateway). With `leafnodes`, A's nodes have a leafnode port too.
+our hub, B nats-server). With `implicit`, only A lists B in `gateways` (B's first server only); B dials A back when
+A dials it (implicit gateway), and B's other servers learn of A from their route peers. With `leafnodes`, A's nodes
+have a leafnode port too.
 
 A super-cluster is "formed" when every node's /gatewayz has an outbound gateway to the other cluster and as many
 inbound ones from it as it has nodes, and a message published on each node reaches a subscriber on each node of the
@@ -62,7 +63,8 @@ class SuperCluster:
         self.a.plan()
         self.b.plan()
         for n in self.a:
-            n.gateways = [("B", [gateway_url(m) for m in self.b])]
+            # implicit: A's servers know B's first server only, so B's others learn of A from their route peers
+            n.gateways = [("B", [gateway_url(m) for m in (self.b[:1] if self.implicit else self.b)])]
             if self.leafnodes:
                 n.leaf_port = free_port()
                 # (nats-server: "leaf nodes and gateways (both being defined) require a system account")

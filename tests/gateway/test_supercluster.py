@@ -153,14 +153,17 @@ def test_gateway_loss_and_reconnection(super_cluster):
         sub_a.close()
 
 
-def test_implicit_gateway(super_cluster):
-    """Only A lists B: B dials A back when A's gateway connects (implicit, not configured)."""
-    sc = super_cluster(implicit=True)
-    gz_a = sc.a[0].http_get("/gatewayz")
-    gz_b = sc.b[0].http_get("/gatewayz")
-    assert gz_a["outbound_gateways"]["B"]["configured"] is True
-    assert gz_b["outbound_gateways"]["A"]["configured"] is False
-    across(sc.b[0], sc.a[0], "implicit")
+@pytest.mark.parametrize("size", [1, 2])
+def test_implicit_gateway(super_cluster, size):
+    """Only A's servers list B: a server of B dials A back when a server of A connects to it (implicit, not
+    configured); with 2 servers per cluster, the one no server of A happened to dial learns of A from its route
+    peer (INFO gateway_cmd 1 on the route). Formation checks every server's outbound gateway."""
+    sc = super_cluster(size=size, implicit=True)
+    for a in sc.a:
+        assert a.http_get("/gatewayz")["outbound_gateways"]["B"]["configured"] is True
+    for b in sc.b:
+        assert b.http_get("/gatewayz")["outbound_gateways"]["A"]["configured"] is False
+        across(b, sc.a[0], f"implicit{b.name}")
 
 
 def test_monitoring(super_cluster):
