@@ -193,3 +193,57 @@ def test_gateway_wire(node):
         for r in conns:
             r.close()
         fa_listen.close()
+
+
+def fa_connect() -> bytes:
+    return (b'CONNECT {"echo":false,"verbose":false,"pedantic":false,"tls_required":false,"headers":true,'
+            b'"name":"' + FA_ID.encode() + b'","gateway":"FA"}\r\n')
+
+
+def test_client_connect_on_gateway_port(node):
+    r = Raw(node.gateway_port)
+    try:
+        r.send(b'CONNECT {"verbose":false,"pedantic":false,"lang":"python"}\r\nPING\r\n')
+        r.expect_err("attempted to connect to gateway port")
+        r.expect_closed()
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize("kind", ALL_SIDES)
+def test_unknown_cluster_rejected(kind, request):
+    gport = free_port()
+    srv = Server(kind, config=f"server_name: gB\ngateway {{ name: B, listen: 127.0.0.1:{gport}, "
+                              f"reject_unknown_cluster: true }}\n")
+    request.addfinalizer(srv.stop)
+    srv.start()
+    r = Raw(gport)
+    try:
+        r.send(fa_connect() + fa_info(1) + b"PING\r\n")
+        r.expect_err('Connection to gateway "B" rejected')
+        r.expect_closed()
+    finally:
+        r.close()
+
+
+@pytest.mark.parametrize("kind", ALL_SIDES)
+def test_dialled_gateway_with_another_name_is_refused(kind, request):
+    """B dials "FA" and finds a gateway that calls itself "C": -ERR naming all three, and the link closes."""
+    fa_listen = socket.create_server(("127.0.0.1", 0))
+    fa_listen.settimeout(10)
+    fa_port = fa_listen.getsockname()[1]
+    srv = Server(kind, config=f"server_name: gB\ngateway {{ name: B, listen: 127.0.0.1:{free_port()}, "
+                              f'gateways: [{{name: FA, url: "nats://127.0.0.1:{fa_port}"}}] }}\n')
+    request.addfinalizer(srv.stop)
+    srv.start()
+    try:
+        sock, _ = fa_listen.accept()
+        r = Raw(0, sock=sock, read_info=False)
+        try:
+            r.send(fa_info(fa_port).replace(b'"gateway": "FA"', b'"gateway": "C"'))
+            r.expect_err('Connection from "B" rejected, wanted to connect to "FA", this is "C"')
+            r.expect_closed()
+        finally:
+            r.close()
+    finally:
+        fa_listen.close()
