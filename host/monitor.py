@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from host.gateway import Gateway, url_hostport
+from host.gotime import format_duration
 from host.leafnode import leaf_json
 from host.subject_transform import Mapping
 from host.sublist import Subscription
@@ -246,7 +247,7 @@ def gateway_json(gw: Gateway) -> dict[str, Any]:
         "port": gw.port,
         "start": rfc3339(gw.start),
         "last_activity": rfc3339(gw.last_activity),
-        "rtt": go_duration(gw.rtt),
+        "rtt": format_duration(int(gw.rtt * 1e6) * 1000),  # Go's Duration, to the µs as nats-server measures it
         "uptime": go_duration(now - gw.start),
         "idle": go_duration(now - gw.last_activity),
         "pending_bytes": gw.transport.get_write_buffer_size() if gw.transport is not None else 0,

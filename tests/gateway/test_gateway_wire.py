@@ -21,11 +21,13 @@ import base64
 import json
 import re
 import socket
+import time
 
 import pytest
 
 from host.gateway import gw_hash
-from tests.compat.harness import ALL_SIDES, Raw, Server, free_port
+from host.gotime import parse_duration
+from tests.compat.harness import ALL_SIDES, Raw, Server, free_port, pub, wait_until
 
 FA_ID = "NFAKEGATEWAY00000000000000000000000000000000000000000001"
 G = base64.b64encode(b"$G").decode()  # "JEc=": the account named by the gateway_cmd INFOs
@@ -52,8 +54,9 @@ def fa_info(port: int, iom: bool = True) -> bytes:
     return b"INFO " + json.dumps(info).encode() + b"\r\n"
 
 
-def cmd_info(cmd: int) -> bytes:
-    return b'INFO {"gateway":"FA","gateway_cmd":%d,"gateway_cmd_payload":"%s"}\r\n' % (cmd, G.encode())
+def cmd_info(cmd: int, name: str = "FA") -> bytes:
+    # (nats-server closes the link if a later INFO names another gateway: "Failing connection to gateway")
+    return b'INFO {"gateway":"%s","gateway_cmd":%d,"gateway_cmd_payload":"%s"}\r\n' % (name.encode(), cmd, G.encode())
 
 
 def line(r: Raw) -> bytes:
@@ -247,3 +250,72 @@ def test_dialled_gateway_with_another_name_is_refused(kind, request):
             r.close()
     finally:
         fa_listen.close()
+
+
+def _accept_gateway(listen: socket.socket, name: str, port: int, auto_pong: bool) -> Raw:
+    """A fake remote cluster `name` accepting the server's outbound gateway: INFO sent, CONNECT read."""
+    sock, _ = listen.accept()
+    r = Raw(0, sock=sock, read_info=False, auto_pong=auto_pong)
+    info = fa_info(port).replace(b'"FA"', b'"%s"' % name.encode())
+    r.send(info.replace(FA_ID.encode(), FA_ID[:-len(name)].encode() + name.encode()))  # an id of its own
+    seen(r, rb"CONNECT \{.*\}\r\n")
+    return r
+
+
+@pytest.mark.parametrize("kind", ALL_SIDES)
+def test_queue_overflow_goes_to_the_nearest_cluster(kind, request):
+    """Two remote clusters, FA and FC, both with a member of group g (and none in B): the group goes to the one with
+    the lower RTT. FC answers B's first PING only once B measured FA's RTT, and ten times later, so FC is the farther
+    one."""
+    listens = {name: socket.create_server(("127.0.0.1", 0)) for name in ("FA", "FC")}
+    ports = {name: sock.getsockname()[1] for name, sock in listens.items()}
+    remotes = ", ".join(f'{{name: {name}, url: "nats://127.0.0.1:{port}"}}' for name, port in ports.items())
+    srv = Server(kind, monitor=True, config=f"server_name: gB\ngateway {{ name: B, listen: 127.0.0.1:{free_port()}, "
+                                            f"gateways: [{remotes}] }}\n")
+    request.addfinalizer(srv.stop)
+    srv.start()
+    conns = []
+    try:
+        for sock in listens.values():
+            sock.settimeout(10)
+        fa = _accept_gateway(listens["FA"], "FA", ports["FA"], auto_pong=True)
+        conns.append(fa)
+        fc = _accept_gateway(listens["FC"], "FC", ports["FC"], auto_pong=False)
+        conns.append(fc)
+        for r, name in ((fa, "FA"), (fc, "FC")):
+            r.send(cmd_info(2, name) + b"RS+ $G mark\r\n" + cmd_info(3, name) + b"RS+ $G work g 1\r\n")
+
+        def rtt(name: str) -> str:
+            return srv.http_get("/gatewayz")["outbound_gateways"][name]["connection"]["rtt"]
+
+        def fa_measured() -> bool:
+            fa._fill(time.monotonic() + 0.05)  # reads (and so answers) B's PINGs to FA
+            return rtt("FA") != "0s"
+
+        wait_until(fa_measured, timeout=10, msg="B's RTT to FA")
+        seen(fc, rb"PING\r\n")  # B's PING to FC, unanswered until now
+        # FC's answer waits until its RTT can only be well over FA's (the RTT being what this test sets up).
+        fa_rtt = parse_duration(rtt("FA")) / 1e9
+        held = time.monotonic()
+        wait_until(lambda: time.monotonic() - held > 10 * fa_rtt + 0.01, timeout=10, msg="FC's PONG held")
+        fc.send(b"PONG\r\n")
+        wait_until(lambda: rtt("FC") != "0s", timeout=10, msg="B's RTT to FC")
+
+        c = srv.client()
+        conns.append(c)
+        c.send(b"".join(pub("work", b"w%d" % i) for i in range(10)) + pub("mark", b"end"))
+        c.sync()
+        def until_mark(r: Raw) -> list[bytes]:
+            out = []
+            while (got := line(r)) != b"RMSG $G mark 3\r\n":
+                if not got.startswith((b"PING", b"INFO ")):  # (FC answers no PING by itself; B's INFO after CONNECT)
+                    out.append(got)
+            return out
+
+        assert until_mark(fa) == [x for i in range(10) for x in (b"RMSG $G work | g 2\r\n", b"w%d\r\n" % i)]
+        assert until_mark(fc) == []
+    finally:
+        for r in conns:
+            r.close()
+        for sock in listens.values():
+            sock.close()
