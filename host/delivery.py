@@ -28,6 +28,10 @@ The rules, written once here:
   user may not receive it;
 - leaf links: one frame per link however many of its subscriptions match; the queue groups it was picked
   for are named on that frame;
+- gateways (host/gateway.py): one frame per remote cluster with interest, never for a message that came from a
+  route or another gateway (`to_gateways`); a queue group goes to another cluster only when it has no member in
+  this one (clients, routes, leafs), then to the one with the lowest RTT; replies of recent subscribers go out
+  mapped (`_GR_.`), and `_GR_.` subjects go to the cluster they name;
 - imports: stream and service imports carry the message into other accounts, up to MAX_IMPORT_DEPTH;
 - tracing: a traced frame from a connection (host/msgtrace.py `traced`, one substring test per frame with headers)
   takes the frame-by-frame path with its MsgTrace, which records every target there and gives links the copy with
@@ -254,7 +258,7 @@ def deliver(acc: Account, src: Any, subject: bytes, has_hdr: bool, pieces: list[
     """
     if has_hdr and not (depth or untraced) and src.traces and traced(acc, pieces):
         return _deliver_traced_run(acc, src, subject, pieces, queues, mapped_from)
-    if subject[:5] == GW_REPLY_PREFIX and src.server.gateway_name:
+    if subject.startswith(GW_REPLY_PREFIX) and src.server.gateway_name:
         return deliver_gateway_reply(acc, src, subject, has_hdr, pieces, nbytes, depth)
     if acc.gw_replies:
         routed = acc.gw_replies.pop(subject, None)
