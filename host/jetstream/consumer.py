@@ -22,9 +22,14 @@ Wire details are nats-server 2.15.1's (vectors/js/19-27, 35-37 and the live comp
 tests/compat): v1 ack subjects `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`, status-only
 messages with `Nats-Pending-Messages`/`Nats-Pending-Bytes`, `Nats-Last-Consumer`/`Nats-Last-Stream`.
 
-Not served: priority groups (ADR-42: overflow, pinned clients, prioritized; a config asking for them is refused
-with 10052) and CONSUMER.UNPIN; pull requests whose reply crosses a service import (the requester's interest is
-looked up in the consumer's own account only).
+Priority groups (ADR-42, as nats-server 2.15.1 has them, not as the ADR says; more/README.md §B2): a pull consumer
+with `priority_policy` `overflow` serves a pull that set `min_pending`/`min_ack_pending` only while either threshold
+is reached; `pinned_client` gives one puller a pin id (`Nats-Pin-Id` on every message it gets) and keeps the others
+waiting until the pin times out (`priority_timeout`) or is removed (CONSUMER.UNPIN); `prioritized` serves the
+lowest `priority` first. Several groups are accepted but, as in nats-server, there is one pin per consumer.
+
+Not served: pull requests whose reply crosses a service import (the requester's interest is looked up in the
+consumer's own account only).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from host.accounts import Account, nuid
 from host.delivery import deliver_as, has_interest
-from host.gotime import MS, NS, format_duration, parse_duration, rfc3339, time_text
+from host.gotime import MS, NS, ZERO_TIME, format_duration, parse_duration, rfc3339, time_text
 from host.headers import hdr_append, status_header
 from host.jetstream.consumer_config import CONFIG_SCHEMA, config_from, config_json, filters_of, is_subset
 from host.jetstream.errors import ApiError, js_error
@@ -86,6 +91,7 @@ ACK_WAIT_SLACK = MS  # the ack timer fires this much after a deadline, so bursts
 WAITING_CHECK_INTERVAL = NS  # at most one sweep of a full waiting queue per second
 FLUSH_DELAY = 1.0  # seconds between a state change and its write to disk (file-backed durables)
 INTEREST_CLEANUP_MAX = 100_000  # messages checked when a consumer of an interest stream goes away
+PRIORITY_NONE = (1 << 31) - 1  # the place of a pull without priority keys in a `prioritized` queue (math.MaxInt32)
 
 # Ack payloads.
 ACK_ACK = b"+ACK"
@@ -103,6 +109,7 @@ HDR_LAST_CONSUMER = "Nats-Last-Consumer"
 HDR_LAST_STREAM = "Nats-Last-Stream"
 HDR_STALLED = "Nats-Consumer-Stalled"
 HDR_MSG_SIZE = b"Nats-Msg-Size"
+HDR_PIN_ID = b"Nats-Pin-Id"  # nats-server JSPullRequestNatsPinId
 
 # Advisories and metrics.
 ADV_PREFIX = "$JS.EVENT.ADVISORY.CONSUMER."
@@ -112,6 +119,8 @@ ADV_PAUSE = ADV_PREFIX + "PAUSE"
 ADV_MAX_DELIVERIES = ADV_PREFIX + "MAX_DELIVERIES"
 ADV_NAKED = ADV_PREFIX + "MSG_NAKED"
 ADV_TERMINATED = ADV_PREFIX + "MSG_TERMINATED"
+ADV_PINNED = ADV_PREFIX + "PINNED"
+ADV_UNPINNED = ADV_PREFIX + "UNPINNED"
 METRIC_ACK = "$JS.EVENT.METRIC.CONSUMER.ACK"
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -132,7 +141,9 @@ NEXT_SCHEMA = {"expires": "duration", "batch": "int", "max_bytes": "int", "no_wa
 
 class NextRequest:
     """A parsed MSG.NEXT body (nats-server nextReqFromMsg): empty = batch 1 waiting for ever, a number = batch,
-    JSON = {"batch", "expires", "max_bytes", "no_wait", "idle_heartbeat", priority keys}."""
+    JSON = {"batch", "expires", "max_bytes", "no_wait", "idle_heartbeat", priority keys}. `group` holds the
+    priority keys that are set (nats-server PriorityGroup); it is None for an empty or numeric body, which
+    nats-server lets past every priority group check."""
 
     __slots__ = ("batch", "expires", "max_bytes", "no_wait", "heartbeat", "group")
 
@@ -158,8 +169,7 @@ def parse_next_request(payload: bytes) -> NextRequest:
             raise ValueError(str(e).rsplit(" at offset", 1)[0]) from None
         req = NextRequest(vals.get("batch", 0), vals.get("expires", 0), vals.get("max_bytes", 0),
                           vals.get("no_wait", False), vals.get("idle_heartbeat", 0))
-        group = {k: vals[k] for k in ("group", "min_pending", "min_ack_pending", "id", "priority") if vals.get(k)}
-        req.group = group or None
+        req.group = {k: vals[k] for k in ("group", "min_pending", "min_ack_pending", "id", "priority") if vals.get(k)}
         if req.heartbeat > 0 and req.heartbeat * 2 > req.expires:
             raise ValueError("heartbeat value too large")
         return req
@@ -172,7 +182,7 @@ def parse_next_request(payload: bytes) -> NextRequest:
 class WaitingRequest:
     """A pull request waiting for messages: `n` left of its batch, `b` bytes left (0 = no limit), `d` delivered."""
 
-    __slots__ = ("reply", "n", "d", "b", "expires", "received", "hb", "hbt", "no_wait")
+    __slots__ = ("reply", "n", "d", "b", "expires", "received", "hb", "hbt", "no_wait", "group", "priority")
 
     def __init__(self, reply: bytes, req: NextRequest, now: int) -> None:
         self.reply = reply
@@ -185,6 +195,9 @@ class WaitingRequest:
         self.hb = req.heartbeat
         self.hbt = now + req.heartbeat if req.heartbeat > 0 else 0
         self.no_wait = req.no_wait
+        self.group = req.group  # priority keys; its "id" is set when this request takes a new pin
+        # nats-server insertAtPosition: a request without priority keys sorts after every priority
+        self.priority = req.group.get("priority", 0) if req.group is not None else PRIORITY_NONE
 
 
 # ---- ack subjects --------------------------------------------------------------------------------------------------
@@ -288,6 +301,10 @@ class Consumer:
         self.waiting: deque[WaitingRequest] = deque()
         self.waiting_last = 0  # monotonic ns of the last request / delivery (inactivity)
         self.last_waiting_check = 0
+        # Pinned client (one pin per consumer, as nats-server's currentPinId): the id, when it was given (wall ns).
+        self.pin_id = ""
+        self.pinned_ts = 0
+        self._pin_timer: asyncio.TimerHandle | None = None
         # Push.
         self.active = False
         self.pbytes = 0
@@ -646,6 +663,8 @@ class Consumer:
                     self._undo(seq, dc, source)
                     return "blocked"
                 dest = wr.reply
+                if self.cfg["priority_policy"] == "pinned_client":
+                    hdr = hdr_append(hdr, HDR_PIN_ID + b": " + self.pin_id.encode() + b"\r\n")
             if deliver_as(self.account, self.server.internal, dest, subj, ack, hdr or None, data) == 0:
                 self._undo(seq, dc, source)
                 if push:
@@ -838,15 +857,31 @@ class Consumer:
             self._status(reply, 409, f"Exceeded MaxRequestMaxBytes of {cfg['max_bytes']}")
             return
         if req.group is not None:
-            if req.group.get("min_pending") or req.group.get("min_ack_pending"):
+            if (req.group.get("min_pending") or req.group.get("min_ack_pending")) and \
+                    cfg["priority_policy"] != "overflow":
                 self._status(reply, 400, "Bad Request - Not a Overflow Priority consumer")
                 return
-            if req.group.get("id"):
+            if req.group.get("id") and cfg["priority_policy"] != "pinned_client":
                 self._status(reply, 400, "Bad Request - Not a Pinned Client Priority consumer")
                 return
             if not 0 <= req.group.get("priority", 0) <= 9:
                 self._status(reply, 400, "Bad Request - Priority must be between 0 and 9")
                 return
+            if cfg["priority_policy"] != "none":
+                group = req.group.get("group", "")
+                if not group:
+                    self._status(reply, 400, "Bad Request - Priority Group missing")
+                    return
+                if group not in cfg["priority_groups"]:
+                    self._status(reply, 400, "Bad Request - Invalid Priority Group")
+                    return
+                if self.pin_id:
+                    pin = req.group.get("id", "")
+                    if pin == self.pin_id:
+                        self._set_pin_timer(group)
+                    elif pin:
+                        self._status(reply, 423, "Nats-Pin-Id mismatch")
+                        return
         now = time.monotonic_ns()
         if len(self.waiting) >= cfg["max_waiting"] and now - self.last_waiting_check > WAITING_CHECK_INTERVAL:
             self._process_waiting(False)
@@ -866,22 +901,73 @@ class Consumer:
             if req.heartbeat == 0:
                 self._status(reply, 409, "Exceeded MaxWaiting")
             return
-        self.waiting.append(WaitingRequest(reply, req, now))
+        wr = WaitingRequest(reply, req, now)
+        if cfg["priority_policy"] == "prioritized":
+            self._insert_prioritized(wr)
+        else:
+            self.waiting.append(wr)
         self.waiting_last = now
         self.kick()
+
+    def _insert_prioritized(self, wr: WaitingRequest) -> None:
+        """nats-server insertAtPosition: after every request of the same or a lower (more urgent) priority."""
+        waiting = self.waiting
+        i = len(waiting)
+        while i > 0 and waiting[i - 1].priority > wr.priority:
+            i -= 1
+        waiting.insert(i, wr)
 
     def _next_waiting(self, size: int) -> WaitingRequest | None:
         """The request the next message goes to (nats-server nextWaiting): expired ones get 408, ones whose
         max_bytes the message would pass get 409, ones nobody listens to any more are dropped. A request that
-        still wants more moves to the back of the queue."""
+        still wants more moves to the back of the queue (of its priority, for `prioritized`).
+
+        Priority groups: with `pinned_client` and no pin, the first request without an id takes a new pin and
+        requests with a stale id get `423 Nats-Wrong-Pin-Id`; while pinned, only requests with the pin are served
+        and the others wait their turn (standbys). With `overflow`, a request with thresholds is skipped while
+        neither is reached; `npc + 1` counts the message being delivered, already taken off `npc`. When a whole
+        round of the queue was skipped nobody gets the message."""
         waiting = self.waiting
         now = time.monotonic_ns()
+        policy = self.cfg["priority_policy"]
+        cycled = 0
         while waiting:
             wr = waiting[0]
             if wr.expires and now >= wr.expires:
                 waiting.popleft()
                 self._status(wr.reply, 408, "Request Timeout", (HDR_PENDING_MSGS, wr.n), (HDR_PENDING_BYTES, wr.b))
                 continue
+            pg = wr.group
+            took_pin = False
+            if policy == "pinned_client":
+                pin = pg.get("id", "") if pg is not None else ""
+                if not self.pin_id:
+                    if pin:
+                        waiting.popleft()
+                        self._status(wr.reply, 423, "Nats-Wrong-Pin-Id", (HDR_PENDING_MSGS, wr.n),
+                                     (HDR_PENDING_BYTES, wr.b))
+                        continue
+                    took_pin = self._assign_pin(wr)
+                elif pin != self.pin_id:
+                    if pin:
+                        waiting.popleft()
+                        self._status(wr.reply, 423, "Nats-Wrong-Pin-Id", (HDR_PENDING_MSGS, wr.n),
+                                     (HDR_PENDING_BYTES, wr.b))
+                        continue
+                    waiting.rotate(-1)
+                    cycled += 1
+                    if cycled >= len(waiting):
+                        return None
+                    continue
+            elif policy == "overflow" and pg is not None:
+                min_pending, min_ack_pending = pg.get("min_pending", 0), pg.get("min_ack_pending", 0)
+                if (min_pending > 0 or min_ack_pending > 0) and not (
+                        0 < min_pending <= self.npc + 1 or 0 < min_ack_pending <= len(self.pending)):
+                    waiting.rotate(-1)
+                    cycled += 1
+                    if cycled >= len(waiting):
+                        return None
+                    continue
             if wr.b > 0:
                 if size <= wr.b:
                     wr.b -= size
@@ -891,6 +977,8 @@ class Consumer:
                     waiting.popleft()
                     self._status(wr.reply, 409, "Message Size Exceeds MaxBytes", (HDR_PENDING_MSGS, wr.n),
                                  (HDR_PENDING_BYTES, wr.b))
+                    if took_pin:
+                        self._unassign_pin()
                     continue
             if not has_interest(self.account, wr.reply):
                 waiting.popleft()
@@ -899,11 +987,67 @@ class Consumer:
             wr.n -= 1
             if wr.n > 0 and len(waiting) > 1:
                 waiting.popleft()
-                waiting.append(wr)
+                if policy == "prioritized":
+                    self._insert_prioritized(wr)
+                else:
+                    waiting.append(wr)
             elif wr.n <= 0:
                 waiting.popleft()
             return wr
         return None
+
+    # -- pinned client
+
+    def _assign_pin(self, wr: WaitingRequest) -> bool:
+        """nats-server assignNewPinId: a new pin for a request that names a group (an empty or numeric body does
+        not, and is served without taking a pin)."""
+        if wr.group is None or not wr.group.get("group"):
+            return False
+        group = wr.group["group"]
+        self.pin_id = nuid(22)
+        self.pinned_ts = time.time_ns()
+        wr.group["id"] = self.pin_id
+        self._set_pin_timer(group)
+        self._advisory(f"{ADV_PINNED}.{self.stream.name}.{self.name}", {
+            "type": "io.nats.jetstream.advisory.v1.consumer_group_pinned", **self._advisory_source(),
+            "group": group, "pinned_id": self.pin_id})
+        return True
+
+    def _unassign_pin(self) -> None:
+        self.pin_id = ""
+        self.pinned_ts = 0
+        if self._pin_timer is not None:
+            self._pin_timer.cancel()
+            self._pin_timer = None
+
+    def _set_pin_timer(self, group: str) -> None:
+        """(Re)start the pin's `priority_timeout`: a pull carrying the pin keeps it, silence loses it."""
+        if self._pin_timer is not None:
+            self._pin_timer.cancel()
+        self._pin_timer = self.jsa.call_later(self.cfg["priority_timeout"] / NS, lambda: self._pin_due(group))
+
+    def _pin_due(self, group: str) -> None:
+        self._pin_timer = None
+        if self.closed or not self.pin_id:
+            return
+        self.unpin(group, "timeout")
+        self._flush()
+
+    def unpin(self, group: str, reason: str) -> None:
+        """Drop the pin (CONSUMER.UNPIN: reason "admin", the timer: "timeout"); the next delivery pins again.
+        nats-server sends the advisory even when nothing was pinned."""
+        self._unassign_pin()
+        self._advisory(f"{ADV_UNPINNED}.{self.stream.name}.{self.name}", {
+            "type": "io.nats.jetstream.advisory.v1.consumer_group_unpinned", **self._advisory_source(),
+            "group": group, "reason": reason})
+        self.kick()
+
+    def _advisory_source(self) -> dict[str, str]:
+        """The account, stream, consumer and domain fields the pin advisories start with (account omitempty)."""
+        out = {"account": self.account.name, "stream": self.stream.name, "consumer": self.name}
+        if self.jsa.js.domain:
+            out["domain"] = self.jsa.js.domain
+        return out
 
     def _process_waiting(self, eos: bool) -> int:
         """Sweep the waiting requests (nats-server processWaiting): 408 for expired ones, 404 for no_wait ones at
@@ -1476,6 +1620,13 @@ class Consumer:
             out["paused"] = True
             out["pause_remaining"] = pu - now
         out["ts"] = rfc3339(time.time_ns())
+        if self.cfg["priority_groups"]:
+            # nats-server reports the first group only, and writes the zero time when nothing is pinned
+            state: dict[str, Any] = {"group": self.cfg["priority_groups"][0]}
+            if self.pin_id:
+                state["pinned_client_id"] = self.pin_id
+            state["pinned_ts"] = rfc3339(self.pinned_ts) if self.pinned_ts else ZERO_TIME
+            out["priority_groups"] = [state]
         self._flush()
         return out
 
@@ -1535,7 +1686,7 @@ class Consumer:
 
     def _cancel_timers(self) -> None:
         for name in ("_ack_timer", "_delete_timer", "_hb_timer", "_wait_timer", "_pause_timer", "_pace_timer",
-                     "_flush_timer"):
+                     "_flush_timer", "_pin_timer"):
             h = getattr(self, name)
             if h is not None:
                 h.cancel()

@@ -17,6 +17,7 @@ from host.jetstream.consumer_config import (
     apply_defaults,
     check_config,
     filters_of,
+    is_valid_group_name,
     parse_create_request,
     subjects_overlap,
     update_error,
@@ -43,6 +44,7 @@ T_DELETE = "io.nats.jetstream.api.v1.consumer_delete_response"
 T_PAUSE = "io.nats.jetstream.api.v1.consumer_pause_response"
 T_RESET = "io.nats.jetstream.api.v1.consumer_reset_response"
 T_STEPDOWN = "io.nats.jetstream.api.v1.consumer_leader_stepdown_response"
+T_UNPIN = "io.nats.jetstream.api.v1.consumer_unpin_response"
 
 # The fields nats-server's response structs always write, so its error answers carry them too.
 CONSUMERS_ZERO: dict[str, Any] = {"total": 0, "offset": 0, "limit": 0, "consumers": []}
@@ -78,6 +80,8 @@ def consumer_api(jsa: JSAccount, tokens: list[str], reply: bytes | None, hdr: by
             _delete(jsa, tokens[4], tokens[5], reply, hdr, payload)
         elif op == "PAUSE" and n == 6:
             _pause(jsa, tokens[4], tokens[5], reply, hdr, payload)
+        elif op == "UNPIN" and n == 6:
+            _unpin(jsa, tokens[4], tokens[5], reply, hdr, payload)
         elif op == "RESET" and n == 6:
             served = False  # the consumer's own subscription in nats-server, like pull requests
             _reset(jsa, tokens[4], tokens[5], reply, hdr, payload)
@@ -348,6 +352,28 @@ def _pause(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: byt
     if out["paused"]:
         out["pause_remaining"] = until - now  # type: ignore[operator]
     jsa.respond(reply, out)
+
+
+def _unpin(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+    """CONSUMER.UNPIN `{"group": g}`: drop the consumer's pin, so the next pull takes a new one (nats-server
+    jsConsumerUnpinRequest, with its order of checks: level, body, group name, stream, consumer, group)."""
+    try:
+        check_api_level(hdr)
+        if not payload.strip():  # json.Unmarshal, unlike the other consumer APIs, takes no empty body
+            raise js_error("JSInvalidJSONErr", err="unexpected end of JSON input")
+        group = decode_request(payload, {"group": "string"}, "JSApiConsumerUnpinRequest", strict=False).get("group", "")
+        if not group:
+            raise js_error("JSInvalidJSONErr", err="consumer group not specified")
+        if not is_valid_group_name(group):
+            raise js_error("JSConsumerInvalidGroupNameErr")
+        c = _consumer_or_error(jsa, stream, name)
+        if group not in c.cfg["priority_groups"]:
+            raise js_error("JSConsumerInvalidPriorityGroupErr")
+    except ApiError as e:
+        jsa.respond_error(reply, T_UNPIN, e)
+        return
+    c.unpin(group, "admin")
+    jsa.respond(reply, {"type": T_UNPIN})
 
 
 def _reset(jsa: JSAccount, stream: str, name: str, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:

@@ -5,6 +5,7 @@ nats-server's error code and text. Pure functions of the config and the stream's
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from host.gotime import MS, NS, format_duration, time_text
@@ -32,6 +33,11 @@ DELIVER_POLICIES = ("all", "last", "new", "by_start_sequence", "by_start_time", 
 ACK_POLICIES = (ACK_NONE, ACK_ALL, ACK_EXPLICIT)
 REPLAY_POLICIES = ("instant", "original")
 PRIORITY_POLICIES = ("none", "overflow", "pinned_client", "prioritized")
+_GROUP_NAME = re.compile(r"[a-zA-Z0-9/_=-]{1,16}")  # nats-server validGroupName
+
+
+def is_valid_group_name(name: str) -> bool:
+    return _GROUP_NAME.fullmatch(name) is not None
 
 
 def subjects_overlap(a: str, b: str) -> bool:
@@ -317,11 +323,11 @@ def check_config(cfg: dict[str, Any], stream_cfg: dict[str, Any], acc_max_ack_pe
         for g in cfg["priority_groups"]:
             if not g:
                 raise js_error("JSConsumerEmptyGroupName")
-        # Priority groups (ADR-42: overflow, pinned clients, prioritized) are not implemented by this hub.
-        raise js_error("JSStreamInvalidConfigF", err="consumer priority groups are not supported by this server")
-    if cfg["priority_groups"]:
+            if not is_valid_group_name(g):
+                raise js_error("JSConsumerInvalidGroupNameErr")
+    elif cfg["priority_groups"]:
         raise js_error("JSConsumerPriorityGroupWithPolicyNone")
-    if cfg["priority_timeout"] > 0:
+    elif cfg["priority_timeout"] > 0:
         raise js_error("JSConsumerPinnedTTLWithoutPriorityPolicyNone")
 
 

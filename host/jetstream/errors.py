@@ -123,7 +123,10 @@ JS_API_ERRORS: dict[str, tuple[int, int, str]] = {
     "JSPedanticErrF": (400, 10157, "pedantic mode: {err}"),
     "JSConsumerPriorityPolicyWithoutGroup": (
         400, 10159, "Setting PriorityPolicy requires at least one PriorityGroup to be set"),
+    "JSConsumerInvalidPriorityGroupErr": (400, 10160, "Provided priority group does not exist for this consumer"),
     "JSConsumerEmptyGroupName": (400, 10161, "Group name cannot be an empty string"),
+    "JSConsumerInvalidGroupNameErr": (
+        400, 10162, "Valid priority group name must match A-Z, a-z, 0-9, -_/=)+ and may not exceed 16 characters"),
     "JSMessageTTLInvalidErr": (400, 10165, "invalid per-message TTL"),
     "JSMessageTTLDisabledErr": (400, 10166, "per-message TTL is disabled"),
     "JSMessageIncrDisabledErr": (400, 10168, "message counters is disabled"),
