@@ -39,9 +39,16 @@ from host.jetstream.store import (
     StoreError,
     StreamStore,
 )
-from host.jetstream.stream_config import sorted_metadata, store_config
+from host.jetstream.stream_config import (
+    is_literal,
+    is_valid_subject,
+    sorted_metadata,
+    store_config,
+    subject_matches,
+)
 from host.jetstream.versioning import dynamic_metadata
 from host.msgtrace import TRACE_DEST, TRACE_DISABLED, MsgTrace
+from host.subject_transform import SubjectTransform
 
 if TYPE_CHECKING:
     import asyncio
@@ -91,6 +98,26 @@ def parse_msg_ttl(value: bytes) -> int:
 
 def _pubkey(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
+
+
+def _transform(cfg: dict[str, Any] | None) -> SubjectTransform | None:
+    """The transform of a stream's `subject_transform` or `republish` config (checked when the stream was
+    configured); None when there is none or it maps every subject onto itself."""
+    if cfg is None:
+        return None
+    src, dest = cfg.get("src") or ">", cfg.get("dest") or ">"
+    if src == ">" and dest == ">":
+        return None
+    return SubjectTransform(src, dest)
+
+
+def _match(tr: SubjectTransform, subject: str) -> str | None:
+    """nats-server subjectTransform.Match: the subject mapped, or None when it is not under the source or the
+    result is not a subject one can publish to."""
+    if tr.src != ">" and not subject_matches(tr.src, subject):
+        return None
+    out = tr.transform(subject.encode().split(b".")).decode()
+    return out if is_valid_subject(out) and is_literal(out) else None
 
 
 # ---- the stream --------------------------------------------------------------------------------------------------
@@ -211,8 +238,13 @@ class Stream:
         self._limit_checked = js.limits_set[0 if self.is_memory else 1]
         # sync "always": the messages of one read batch share an fsync, done before their PubAcks leave
         self._group_sync = not self.is_memory and js.sync == SYNC_ALWAYS
+        # nats-server's mset.itr (applied to each received subject) and mset.tr (republish after the store)
+        self._itr = _transform(cfg.get("subject_transform"))
+        self._rtr = _transform(cfg.get("republish"))
+        self._republish_hdrs_only = bool(cfg.get("republish", {}).get("headers_only"))
         # Conditions the header-less fast path must not see.
-        self._slow = self._sealed or self._interest or self._limit_checked or self._no_ack or self._group_sync
+        self._slow = (self._sealed or self._interest or self._limit_checked or self._no_ack or self._group_sync
+                      or self._itr is not None or self._rtr is not None)
         # nats-server's PubAck template (addStreamWithAssignmentAndMode) names the server's JetStream domain
         domain = ',"domain":' + _pubkey(js.domain) if js.domain else ""
         self._ack_prefix = ('{"stream":' + _pubkey(self.name) + domain + ',"seq":').encode()
@@ -360,6 +392,8 @@ class Stream:
         tracing switched off, so a consumer delivering it starts no trace."""
         if self.closed:
             return
+        if self._itr is not None:
+            subject = _match(self._itr, subject) or subject  # a subject outside the source stays as it is
         if trace is not None and not trace.only and hdr is not None:
             hdr = hdr_set(hdr, TRACE_DEST, TRACE_DISABLED)
         if self._no_ack:
@@ -437,10 +471,15 @@ class Stream:
                 hdr = hdr_append(hdr_remove(hdr, H_TTL), b"Nats-TTL: %d\r\n" % ttl)  # type: ignore[arg-type]
         if self._group_sync and self._group is None and self.jsa.server.reading is not None:
             self._begin_group()
+        republish_to = _match(self._rtr, subject) if self._rtr is not None else None
+        # the subject's previous sequence goes with the republished message, so readers can spot gaps
+        last_seq = self.store.filtered_state(0, subject).last if republish_to else 0
         stored = self._store(subject, hdr, payload, ttl, reply)
         if stored is None:
             return
         seq, ts = stored
+        if republish_to:
+            self._republish(republish_to, subject, hdr, payload, seq, ts, last_seq)
         self.lmsg_id = msg_id
         if msg_id:
             self._store_msg_id(msg_id, seq, ts)
@@ -456,6 +495,18 @@ class Stream:
                 self._arm_expiry(deadline)
         if self.consumers:
             self._notify_msg(seq, subject)
+
+    def _republish(self, dest: str, subject: str, hdr: bytes | None, payload: bytes, seq: int, ts: int,
+                   last_seq: int) -> None:
+        """nats-server processJetStreamMsg's republish: the stored message (or only its headers and size) on
+        `dest`, with where it is stored added to its headers."""
+        lines = b"Nats-Stream: %s\r\nNats-Subject: %s\r\nNats-Sequence: %d\r\nNats-Time-Stamp: %s\r\n" \
+            b"Nats-Last-Sequence: %d\r\n" % (self.name.encode(), subject.encode(), seq, rfc3339(ts).encode(),
+                                             last_seq)
+        if self._republish_hdrs_only:
+            lines += b"Nats-Msg-Size: %d\r\n" % len(payload)
+            payload = b""
+        self.jsa.publish(dest.encode(), None, hdr_append(hdr, lines), payload)
 
     def _begin_group(self) -> None:
         """Defer the fsync of this read batch's writes to one, run by the server before it sends the batch's

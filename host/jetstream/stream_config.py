@@ -16,6 +16,7 @@ from host.jetstream.store import (
     Filter,
     StoreConfig,
 )
+from host.subject_transform import MappingError, SubjectTransform, validate_destination
 
 if TYPE_CHECKING:
     from host.jetstream.jetstream import JSAccount
@@ -38,7 +39,9 @@ STREAM_CONFIG_SCHEMA: dict[str, Any] = {
     "max_msgs_per_subject": "int64", "max_msg_size": "int32", "discard": Enum("old", "new", any_case=True),
     "storage": Enum("file", "memory"), "num_replicas": "int", "no_ack": "bool", "duplicate_window": "duration",
     "placement": "any", "mirror": "any", "sources": "any", "compression": Enum("none", "s2"), "first_seq": "uint64",
-    "subject_transform": "any", "republish": "any", "allow_direct": "bool", "mirror_direct": "bool",
+    "subject_transform": Struct("server.SubjectTransformConfig", {"src": "string", "dest": "string"}),
+    "republish": Struct("server.RePublish", {"src": "string", "dest": "string", "headers_only": "bool"}),
+    "allow_direct": "bool", "mirror_direct": "bool",
     "discard_new_per_subject": "bool", "sealed": "bool", "deny_delete": "bool", "deny_purge": "bool",
     "allow_rollup_hdrs": "bool",
     "consumer_limits": Struct("server.StreamConsumerLimits",
@@ -50,9 +53,8 @@ STREAM_CONFIG_SCHEMA: dict[str, Any] = {
 
 # Features of nats-server's StreamConfig the hub does not implement: asking for them is an error, not a no-op.
 _UNSUPPORTED = {
-    "mirror": "mirrors", "sources": "sources", "subject_transform": "subject transforms",
-    "republish": "republish", "allow_msg_counter": "message counters", "allow_atomic": "atomic publish",
-    "allow_msg_schedules": "message schedules", "allow_batched": "batch publish",
+    "mirror": "mirrors", "sources": "sources", "allow_msg_counter": "message counters",
+    "allow_atomic": "atomic publish", "allow_msg_schedules": "message schedules", "allow_batched": "batch publish",
 }
 
 
@@ -234,6 +236,8 @@ def check_config(req: dict[str, Any], jsa: JSAccount, pedantic: bool = False) ->
                                    err=f"subject {json.dumps(subj)} overlaps with {json.dumps(other)}")
             seen.add(subj)
 
+    transform, republish = _check_transforms(req, subjects, pedantic)
+
     # Field order and omitempty as nats-server's StreamConfig JSON.
     cfg: dict[str, Any] = {"name": name}
     if req.get("description"):
@@ -256,6 +260,10 @@ def check_config(req: dict[str, Any], jsa: JSAccount, pedantic: bool = False) ->
     cfg["compression"] = req.get("compression") or "none"
     if req.get("first_seq"):
         cfg["first_seq"] = req["first_seq"]
+    if transform is not None:
+        cfg["subject_transform"] = transform
+    if republish is not None:
+        cfg["republish"] = republish
     cfg["allow_direct"] = bool(req.get("allow_direct"))
     cfg["mirror_direct"] = bool(req.get("mirror_direct"))
     if discard_new_per:
@@ -274,6 +282,51 @@ def check_config(req: dict[str, Any], jsa: JSAccount, pedantic: bool = False) ->
     if metadata:
         cfg["metadata"] = metadata
     return cfg
+
+
+def _check_transforms(req: dict[str, Any], subjects: list[str], pedantic: bool
+                      ) -> tuple[dict[str, str] | None, dict[str, Any] | None]:
+    """nats-server checkStreamCfg on `subject_transform` (applied to what the stream receives, before anything
+    else) and `republish` (sends what was stored on to another subject): their JSON as nats-server writes it."""
+    transform = None
+    tr = req.get("subject_transform")
+    if tr is not None:
+        src, dest = tr.get("src", ""), tr.get("dest", "")
+        if src and not is_valid_subject(src):
+            raise js_error("JSStreamTransformInvalidSource", err=f"invalid subject {src}")
+        if dest:
+            try:
+                validate_destination(dest)
+                SubjectTransform(src, dest)
+            except MappingError as e:
+                raise js_error("JSStreamTransformInvalidDestination", err=str(e)) from None
+        transform = {"src": src, "dest": dest}
+    republish = None
+    rp = req.get("republish")
+    if rp is not None:
+        src, dest = rp.get("src", ""), rp.get("dest", "")
+        if not src:
+            if pedantic:
+                raise js_error("JSPedanticErrF", err="republish source can not be empty")
+            src = ">"
+        # '>' to '>' would loop through the stream's own subjects, unless the transform moves them elsewhere:
+        # then everything is republished on its transformed subject
+        if dest == ">" and src == ">" and transform is not None and len(subjects) == 1 and \
+                transform["src"] == subjects[0]:
+            if pedantic:
+                raise js_error("JSPedanticErrF", err="implicit republish based on subject transform")
+            src = dest = transform["dest"]
+        if any(subjects_collide(dest, s) for s in subjects):
+            raise js_error("JSStreamInvalidConfigF", err="stream configuration for republish destination forms a cycle")
+        try:
+            SubjectTransform(src, dest)
+        except MappingError:
+            raise js_error("JSStreamInvalidConfigF", err=f"stream configuration for republish with transform from "
+                                                         f"'{src}' to '{dest}' not valid") from None
+        republish = {"src": src, "dest": dest}
+        if rp.get("headers_only"):
+            republish["headers_only"] = True
+    return transform, republish
 
 
 def sorted_metadata(cfg: dict[str, Any]) -> dict[str, Any]:
