@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 
-from .harness import ZERO_TIME, api_error, js_api, js_client, run
+import nats
+
+from .harness import ZERO_TIME, Server, api_error, eventually, free_port, js_api, js_client, run, wait_until
 from .test_js_consumers import API, Puller, consumer, seqs, stream
 
 
@@ -158,41 +160,79 @@ def test_overflow_empty_and_numeric_bodies_skip_group_checks(jsrv):
     run(body())
 
 
-def test_two_region_work_queue(jsrv):
+async def _two_region_work_queue(home, remote_nc, stream_name: str, remote_api: str = API) -> None:
     """The cross-region failover shape: home workers pull with the group only and are always served; a remote
-    worker keeps a pull open with `min_pending` and gets messages only while the backlog reaches it."""
+    worker (pulling through `remote_api`) keeps a pull open with `min_pending` and gets messages only while the
+    backlog reaches it."""
+    prefix = stream_name.lower()
+    await stream(home, stream_name, retention="workqueue")
+    await consumer(home, stream_name, "JOBS", priority_policy="overflow", priority_groups=["jobs"])
+    local, remote = Puller(home, stream_name, "JOBS"), Puller(remote_nc, stream_name, "JOBS")
+    remote.subject = f"{remote_api}.CONSUMER.MSG.NEXT.{stream_name}.JOBS"
+    await remote.request(batch=100, expires=30_000_000_000, group="jobs", min_pending=5)
+    await remote_nc.flush()
+    await eventually(lambda: _num_waiting(home, stream_name), 1)
+    # a backlog of 3 stays below the remote threshold: the home worker takes all of it
+    for i in range(3):
+        await home.request(f"{prefix}.job.{i}", b"%d" % i, timeout=2)
+    await local.request(batch=3, expires=5_000_000_000, group="jobs")
+    got, status = await local.take(batch=3)
+    assert [m.data for m in got] == [b"0", b"1", b"2"], status
+    for m in got:
+        await m.ack_sync()
+    # the home workers stall while 10 jobs arrive: the remote worker is served while 5 or more wait
+    for i in range(3, 13):
+        await home.request(f"{prefix}.job.{i}", b"%d" % i, timeout=2)
+    remote_got, status = await remote.take(batch=6)
+    assert status is None and [m.data for m in remote_got] == [b"%d" % i for i in range(3, 9)]
+    info = await js_api(home, f"{API}.CONSUMER.INFO.{stream_name}.JOBS")
+    assert (info["num_pending"], info["num_waiting"]) == (4, 1)
+    # below the threshold the remote worker gets nothing more; the home worker drains the rest
+    await local.request(batch=4, expires=5_000_000_000, group="jobs")
+    got, status = await local.take(batch=4)
+    assert [m.data for m in got] == [b"%d" % i for i in range(9, 13)], status
+    assert set(seqs(got)).isdisjoint(seqs(remote_got))
+    extra, status = await remote.take(timeout=0.3)
+    assert extra == [] and status is None
 
+
+async def _num_waiting(nc, stream_name: str) -> int:
+    return (await js_api(nc, f"{API}.CONSUMER.INFO.{stream_name}.JOBS"))["num_waiting"]
+
+
+def test_two_region_work_queue(jsrv):
     async def body():
         async with js_client(jsrv) as (home, _js), js_client(jsrv) as (remote_nc, _js2):
-            await stream(home, "PGWQ", retention="workqueue")
-            await consumer(home, "PGWQ", "JOBS", priority_policy="overflow", priority_groups=["jobs"])
-            local, remote = Puller(home, "PGWQ", "JOBS"), Puller(remote_nc, "PGWQ", "JOBS")
-            await remote.request(batch=100, expires=30_000_000_000, group="jobs", min_pending=5)
-            await remote_nc.flush()
-            # a backlog of 3 stays below the remote threshold: the home worker takes all of it
-            for i in range(3):
-                await home.request(f"pgwq.job.{i}", b"%d" % i, timeout=2)
-            await local.request(batch=3, expires=5_000_000_000, group="jobs")
-            got, status = await local.take(batch=3)
-            assert [m.data for m in got] == [b"0", b"1", b"2"], status
-            for m in got:
-                await m.ack_sync()
-            # the home workers stall while 10 jobs arrive: the remote worker is served while 5 or more wait
-            for i in range(3, 13):
-                await home.request(f"pgwq.job.{i}", b"%d" % i, timeout=2)
-            remote_got, status = await remote.take(batch=6)
-            assert status is None and [m.data for m in remote_got] == [b"%d" % i for i in range(3, 9)]
-            info = await js_api(home, f"{API}.CONSUMER.INFO.PGWQ.JOBS")
-            assert (info["num_pending"], info["num_waiting"]) == (4, 1)
-            # below the threshold the remote worker gets nothing more; the home worker drains the rest
-            await local.request(batch=4, expires=5_000_000_000, group="jobs")
-            got, status = await local.take(batch=4)
-            assert [m.data for m in got] == [b"%d" % i for i in range(9, 13)], status
-            assert set(seqs(got)).isdisjoint(seqs(remote_got))
-            extra, status = await remote.take(timeout=0.3)
-            assert extra == [] and status is None
+            await _two_region_work_queue(home, remote_nc, "PGWQ")
 
     run(body())
+
+
+def test_two_region_work_queue_across_a_leafnode(side, fresh, tmp_path):
+    """The remote region is a nats-server leaf without JetStream: its worker's pulls and the messages they get
+    cross the leafnode link to the home server (`side`), which holds the stream. Across a leafnode the API is
+    reached through the home server's JetStream domain (`$JS.home.API`), as nats-server denies `$JS.API.>` there."""
+    leaf_port = free_port()
+    home = fresh(config=f"leafnodes {{ listen: 127.0.0.1:{leaf_port} }}\njetstream {{ domain: home }}\n",
+                 monitor=True, jetstream=True)
+    (tmp_path / "remote").mkdir()
+    remote = Server("nats", config=f'server_name: remote\nleafnodes {{ remotes [ {{ url: '
+                    f'"nats-leaf://127.0.0.1:{leaf_port}" }} ] }}\n', workdir=tmp_path / "remote")
+    try:
+        remote.start()
+        wait_until(lambda: home.http_get("/leafz")["leafnodes"] == 1, timeout=10, msg="remote leaf connected")
+
+        async def body():
+            async with js_client(home) as (home_nc, _js):
+                remote_nc = await nats.connect(remote.url)
+                try:
+                    await _two_region_work_queue(home_nc, remote_nc, "PGWQL", remote_api="$JS.home.API")
+                finally:
+                    await remote_nc.close()
+
+        run(body(), timeout=40)
+    finally:
+        remote.stop()
 
 
 # --------------------------------------------------------------------------------------------------
