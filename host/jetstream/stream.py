@@ -102,10 +102,11 @@ def _pubkey(value: Any) -> str:
 
 def _transform(cfg: dict[str, Any] | None) -> SubjectTransform | None:
     """The transform of a stream's `subject_transform` or `republish` config (checked when the stream was
-    configured); None when there is none or it maps every subject onto itself."""
-    if cfg is None:
+    configured); None when there is none, it has no destination (nats-server NewSubjectTransform makes none
+    then) or it maps every subject onto itself."""
+    if cfg is None or not cfg.get("dest"):
         return None
-    src, dest = cfg.get("src") or ">", cfg.get("dest") or ">"
+    src, dest = cfg.get("src") or ">", cfg["dest"]
     if src == ">" and dest == ">":
         return None
     return SubjectTransform(src, dest)

@@ -319,7 +319,8 @@ def _check_transforms(req: dict[str, Any], subjects: list[str], pedantic: bool
         if any(subjects_collide(dest, s) for s in subjects):
             raise js_error("JSStreamInvalidConfigF", err="stream configuration for republish destination forms a cycle")
         try:
-            SubjectTransform(src, dest)
+            if dest:  # nats-server NewSubjectTransform: no destination, no transform (and no error)
+                SubjectTransform(src, dest)
         except MappingError:
             raise js_error("JSStreamInvalidConfigF", err=f"stream configuration for republish with transform from "
                                                          f"'{src}' to '{dest}' not valid") from None

@@ -171,3 +171,20 @@ def test_kv_republish(jsrv):
                 "1", "12", "KV_RPKVH")
 
     run(body())
+
+
+def test_empty_destinations_are_kept_and_change_nothing(jsrv):
+    """nats-server builds no transform for an empty `dest` (NewSubjectTransform), and writes the config back as
+    given."""
+
+    async def body():
+        async with js_client(jsrv) as (nc, _js):
+            resp = await create(nc, "STN", subjects=["stn.>"], subject_transform={"src": "stn.a", "dest": ""},
+                                republish={"src": "stn.>", "dest": ""})
+            assert (resp["config"]["subject_transform"], resp["config"]["republish"]) == (
+                {"src": "stn.a", "dest": ""}, {"src": "stn.>", "dest": ""})
+            ack = json.loads((await nc.request("stn.a", b"x", timeout=2)).data)
+            assert ack["seq"] == 1
+            assert await stored_subject(nc, "STN", 1) == "stn.a"
+
+    run(body())
