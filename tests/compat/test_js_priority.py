@@ -305,6 +305,32 @@ def test_pinned_client_pin_refusals_unpin_and_advisories(jsrv):
     run(body())
 
 
+def test_unpin_moves_a_waiting_pinned_request_aside(jsrv):
+    """nats-server TestJetStreamConsumerUnpinPickDifferentRequest: a pull that took the pin and still waits for
+    more is refused with 423 once the pin is gone, and a standby takes a new pin."""
+
+    async def body():
+        async with js_client(jsrv) as (nc, _js):
+            await stream(nc, "PGUNP", [("a", b"m0")])
+            await consumer(nc, "PGUNP", "PIN", priority_policy="pinned_client", priority_groups=["A"],
+                           priority_timeout=30_000_000_000)
+            first, second = Puller(nc, "PGUNP", "PIN"), Puller(nc, "PGUNP", "PIN")
+            await first.request(batch=5, expires=15_000_000_000, group="A")
+            msgs, _ = await first.take(batch=1)
+            pin = msgs[0].headers["Nats-Pin-Id"]
+            await second.request(batch=5, expires=15_000_000_000, group="A")
+            assert await second.take(timeout=0.3) == ([], None)
+            await js_api(nc, f"{API}.CONSUMER.UNPIN.PGUNP.PIN", {"group": "A"})
+            # nothing to deliver yet: nobody is told anything
+            assert await first.take(timeout=0.3) == ([], None)
+            await nc.request("pgunp.a", b"m1", timeout=2)
+            assert await first.take() == ([], ("423", "Nats-Wrong-Pin-Id"))
+            msgs, _ = await second.take(batch=1)
+            assert msgs[0].data == b"m1" and msgs[0].headers["Nats-Pin-Id"] not in ("", pin)
+
+    run(body())
+
+
 def test_pinned_client_empty_body_gets_empty_pin(jsrv):
     async def body():
         async with js_client(jsrv) as (nc, _js):
