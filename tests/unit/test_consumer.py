@@ -92,6 +92,16 @@ def test_next_request_forms():
     assert parse_next_request(b'{"expires":1000}').batch == 0
 
 
+def test_next_request_priority_keys():
+    # an empty or numeric body has no priority group at all (nats-server: a nil PriorityGroup skips the checks)
+    assert parse_next_request(b"").group is None
+    assert parse_next_request(b"3").group is None
+    # any JSON body has one, empty when no priority key is set ("Priority Group missing" on a grouped consumer)
+    assert parse_next_request(b'{"batch":1}').group == {}
+    r = parse_next_request(b'{"batch":1,"group":"jobs","min_pending":10,"min_ack_pending":0,"id":"P","priority":2}')
+    assert r.group == {"group": "jobs", "min_pending": 10, "id": "P", "priority": 2}
+
+
 @pytest.mark.parametrize("body,text", [
     (b'{"batch":1,"idle_heartbeat":1000}', "heartbeat value too large"),
     (b'{"batch":1,"expires":1000,"idle_heartbeat":600}', "heartbeat value too large"),
