@@ -54,6 +54,7 @@ from host.jetstream.errors import ApiError, js_error
 from host.jetstream.filestore import atomic_write
 from host.jetstream.gojson import (
     GoJSONError,
+    Promoted,
     decode,
     dumps,
     loads,
@@ -135,8 +136,8 @@ def ephemeral_name() -> str:
 # ---- pull requests -----------------------------------------------------------------------------------------------
 
 NEXT_SCHEMA = {"expires": "duration", "batch": "int", "max_bytes": "int", "no_wait": "bool",
-               "idle_heartbeat": "duration", "group": "string", "min_pending": "int64",
-               "min_ack_pending": "int64", "id": "string", "priority": "int"}
+               "idle_heartbeat": "duration", "group": Promoted("string"), "min_pending": Promoted("int64"),
+               "min_ack_pending": Promoted("int64"), "id": Promoted("string"), "priority": Promoted("int")}
 
 
 class NextRequest:

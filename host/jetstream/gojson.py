@@ -5,7 +5,8 @@ nats-server decodes API bodies into Go structs with DisallowUnknownFields (JetSt
 an unknown key, a value of the wrong JSON type or a number out of range is a 10025 "invalid JSON" error carrying
 encoding/json's text; a bad enum string fails in the type's own UnmarshalJSON. A schema maps each key to a kind:
 "string", "bool", "int", "int32", "int64", "uint64", "duration" (time.Duration), "durations" ([]time.Duration),
-"time" (time.Time), "strings", "map" (map[string]string), "any", an `Enum`, or a nested `Struct`.
+"time" (time.Time), "strings", "map" (map[string]string), "any", an `Enum`, a nested `Struct`, or a `Promoted`
+kind (a field of an embedded struct).
 
 Rules: 1. This is the only JSON decoder of the API: every request body goes through `decode_request` (or `loads` +
 `decode` where the answer is not an API error). 2. Like Go, decoding keeps the first type error and goes on, while
@@ -21,6 +22,16 @@ from host.gotime import parse_time
 from host.jetstream.errors import js_error
 
 _UINT64_MAX = (1 << 64) - 1
+
+
+class Promoted:
+    """A field promoted from an embedded Go struct (JSApiConsumerGetNextRequest's inline PriorityGroup):
+    encoding/json's type errors name no struct for it (`Go struct field .group of type string`)."""
+
+    __slots__ = ("kind",)
+
+    def __init__(self, kind: Any) -> None:
+        self.kind = kind
 
 
 class GoJSONError(ValueError):
@@ -195,6 +206,12 @@ class _Decode:
         return out
 
     def value(self, value: Any, kind: Any, path: str) -> Any:
+        if isinstance(kind, Promoted):
+            type_name, self.type_name = self.type_name, ""
+            try:
+                return self.value(value, kind.kind, path)
+            finally:
+                self.type_name = type_name
         if isinstance(kind, Enum):
             v = value.lower() if kind.any_case and isinstance(value, str) else value
             if not isinstance(v, str) or v not in kind.values:

@@ -390,3 +390,46 @@ def test_prioritized_serves_lowest_priority_first(jsrv):
             assert {prio: [m.data for m in msgs] for prio, msgs in got.items()} == {1: [b"0"], 3: [b"1"], 5: [b"2"]}
 
     run(body())
+
+
+def test_priority_bad_input(jsrv):
+    """Wrong JSON types in the priority keys of a pull (encoding/json names no struct for the fields of the
+    embedded PriorityGroup) and bad UNPIN bodies: each gets its one-line error, as from nats-server."""
+    pulls = [
+        (b'{"batch":1,"group":5}', "json: cannot unmarshal number into Go struct field .group of type string"),
+        (b'{"batch":1,"group":"g","min_pending":"x"}',
+         "json: cannot unmarshal string into Go struct field .min_pending of type int64"),
+        (b'{"batch":1,"group":"g","id":7}', "json: cannot unmarshal number into Go struct field .id of type string"),
+        (b'{"batch":1,"group":"g","priority":1.5}',
+         "json: cannot unmarshal number 1.5 into Go struct field .priority of type int"),
+        (b'{"batch":1,"group":"","min_pending":3}', "Priority Group missing"),
+    ]
+    unpins = [
+        (b"", "invalid JSON: unexpected end of JSON input"),
+        (b'{"group":5}', "invalid JSON: json: cannot unmarshal number into Go struct field "
+                         "JSApiConsumerUnpinRequest.group of type string"),
+        (b"[]", "invalid JSON: json: cannot unmarshal array into Go value of type server.JSApiConsumerUnpinRequest"),
+        (b"null", "invalid JSON: consumer group not specified"),
+        (b'{"group":"g"', "invalid JSON: unexpected end of JSON input"),
+    ]
+
+    async def body():
+        async with js_client(jsrv) as (nc, _js):
+            await stream(nc, "PGBAD")
+            await consumer(nc, "PGBAD", "OV", priority_policy="overflow", priority_groups=["g"])
+            await consumer(nc, "PGBAD", "PIN", priority_policy="pinned_client", priority_groups=["g"])
+            p = Puller(nc, "PGBAD", "OV")
+            p.inbox = nc.new_inbox()
+            p.sub = await nc.subscribe(p.inbox)
+            for payload, text in pulls:
+                await nc.publish(p.subject, payload, reply=p.inbox)
+                assert await p.take() == ([], ("400", f"Bad Request - {text}")), payload
+            for payload, text in unpins:
+                resp = await js_api(nc, f"{API}.CONSUMER.UNPIN.PGBAD.PIN", payload)
+                assert api_error(resp) == (400, 10025, text), payload
+            # unknown keys are ignored; UNPIN of an overflow consumer's group is accepted too
+            for name in ("PIN", "OV"):
+                resp = await js_api(nc, f"{API}.CONSUMER.UNPIN.PGBAD.{name}", b'{"group":"g","x":1}')
+                assert "error" not in resp, resp
+
+    run(body())
