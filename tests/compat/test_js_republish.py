@@ -188,3 +188,26 @@ def test_empty_destinations_are_kept_and_change_nothing(jsrv):
             assert await stored_subject(nc, "STN", 1) == "stn.a"
 
     run(body())
+
+
+def test_transform_and_republish_survive_a_restart(fresh, tmp_path):
+    async def publish(srv, create: bool):
+        async with js_client(srv) as (nc, _js):
+            if create:
+                assert "error" not in await create_stream(nc)
+            sub = await nc.subscribe("strout.>")
+            await nc.flush()
+            ack = json.loads((await nc.request("str.x", b"1", timeout=2)).data)
+            m = await sub.next_msg(timeout=2)
+            return ack["seq"], m.subject, m.headers["Nats-Subject"], m.headers["Nats-Last-Sequence"]
+
+    def create_stream(nc):
+        return create(nc, "STR", subjects=["str.*"], subject_transform={"src": "str.*", "dest": "strt.$1"},
+                      republish={"src": "strt.>", "dest": "strout.>"})
+
+    store = tmp_path / "store"
+    first = fresh(jetstream=True, store_dir=store)
+    assert run(publish(first, True)) == (1, "strout.x", "strt.x", "0")
+    first.stop()
+    again = fresh(jetstream=True, store_dir=store)
+    assert run(publish(again, False)) == (2, "strout.x", "strt.x", "1")
