@@ -433,3 +433,25 @@ def test_priority_bad_input(jsrv):
                 assert "error" not in resp, resp
 
     run(body())
+
+
+def test_no_wait_pulls_on_priority_consumers(jsrv):
+    """A no_wait pull that its threshold or the pin keeps waiting ends with 404 at the end of the stream, like a
+    no_wait pull that found nothing."""
+
+    async def body():
+        async with js_client(jsrv) as (nc, _js):
+            await stream(nc, "PGNW", [("x", b"0"), ("x", b"1")])
+            await consumer(nc, "PGNW", "OV", priority_policy="overflow", priority_groups=["g"])
+            await consumer(nc, "PGNW", "PIN", priority_policy="pinned_client", priority_groups=["g"])
+            ov, pin = Puller(nc, "PGNW", "OV"), Puller(nc, "PGNW", "PIN")
+            assert await pull_status(ov, batch=1, no_wait=True, group="g", min_pending=5) == ("404", "No Messages")
+            await ov.request(batch=5, no_wait=True, expires=500_000_000, group="g", min_pending=2)
+            msgs, status = await ov.take()
+            assert ([m.data for m in msgs], status) == ([b"0"], ("404", "No Messages"))
+            assert (await pull_one(pin, no_wait=True, group="g")).data == b"0"
+            assert await pull_status(pin, batch=1, no_wait=True, group="g") == ("404", "No Messages")
+            assert await pull_status(pin, batch=1, no_wait=True, group="g", id="bogus") == (
+                "423", "Nats-Pin-Id mismatch")
+
+    run(body())
