@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import nats
+import pytest
 
 from .harness import ZERO_TIME, Server, api_error, eventually, free_port, js_api, js_client, run, wait_until
 from .test_js_consumers import API, Puller, consumer, seqs, stream
@@ -208,15 +209,17 @@ def test_two_region_work_queue(jsrv):
     run(body())
 
 
-def test_two_region_work_queue_across_a_leafnode(side, fresh, tmp_path):
-    """The remote region is a nats-server leaf without JetStream: its worker's pulls and the messages they get
-    cross the leafnode link to the home server (`side`), which holds the stream. Across a leafnode the API is
-    reached through the home server's JetStream domain (`$JS.home.API`), as nats-server denies `$JS.API.>` there."""
+@pytest.mark.parametrize("remote_side", ["nats", "hub"])
+def test_two_region_work_queue_across_a_leafnode(side, remote_side, fresh, tmp_path):
+    """The remote region is a leaf server without JetStream (nats-server or our hub): its worker's pulls and the
+    messages they get cross the leafnode link to the home server (`side`), which holds the stream. Across a
+    leafnode the API is reached through the home server's JetStream domain (`$JS.home.API`), as nats-server
+    denies `$JS.API.>` there."""
     leaf_port = free_port()
     home = fresh(config=f"leafnodes {{ listen: 127.0.0.1:{leaf_port} }}\njetstream {{ domain: home }}\n",
                  monitor=True, jetstream=True)
     (tmp_path / "remote").mkdir()
-    remote = Server("nats", config=f'server_name: remote\nleafnodes {{ remotes [ {{ url: '
+    remote = Server(remote_side, config=f'server_name: remote\nleafnodes {{ remotes [ {{ url: '
                     f'"nats-leaf://127.0.0.1:{leaf_port}" }} ] }}\n', workdir=tmp_path / "remote")
     try:
         remote.start()
