@@ -66,6 +66,7 @@ class Conn:
 
     is_leaf = False
     is_router = False
+    is_gateway = False
     is_link = False
     to_routes = True
     perms = None
