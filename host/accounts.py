@@ -173,14 +173,17 @@ class InternalHandler:
     message (it does not count as a receiver, so a requester may get a no-responders status).
     """
 
-    __slots__ = ("callback", "traced")
+    __slots__ = ("callback", "traced", "consumer_deliveries")
 
     def __init__(self, callback: Callable[[Any, bytes, bytes | None, bytes | None, bytes], None],
-                 traced: bool = False) -> None:
+                 traced: bool = False, consumer_deliveries: bool = False) -> None:
         self.callback = callback
         # The callback takes part in message traces (a stream): it reads the trace from host/msgtrace.py `active`,
         # and runs for trace-only messages too (other handlers do not).
         self.traced = traced
+        # The callback takes consumer deliveries to its subject (a stream's source, host/jetstream/sourcing.py),
+        # with the stored message's subject as `subject`; other handlers never see them.
+        self.consumer_deliveries = consumer_deliveries
 
 
 class Account:
@@ -346,10 +349,11 @@ class Account:
         for watch in self.interest_watchers:
             watch(sub.subject)
 
-    def add_internal(self, subject: bytes, callback: Callable[..., None], traced: bool = False) -> Subscription:
+    def add_internal(self, subject: bytes, callback: Callable[..., None], traced: bool = False,
+                     consumer_deliveries: bool = False) -> Subscription:
         """Subscribe a hub callback to `subject` in this account (see InternalHandler)."""
         sub = Subscription(None, subject, None, b"")
-        sub.imported = InternalHandler(callback, traced)
+        sub.imported = InternalHandler(callback, traced, consumer_deliveries)
         self.add_sub(sub)
         return sub
 

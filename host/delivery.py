@@ -105,7 +105,7 @@ class Fanout:
         for s in r.psubs:
             conn = s.conn
             if s.imported is not None:
-                if shown is None:
+                if shown is None or (isinstance(s.imported, InternalHandler) and s.imported.consumer_deliveries):
                     internal.append(s)
             elif conn.is_link:
                 if conn.is_leaf and conn.leaf_perms is not None and not conn.leaf_perms.may_receive(subject):
@@ -367,8 +367,9 @@ def deliver_fanout(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr:
                     count += 1
                     break
     if fan.internal and depth < MAX_IMPORT_DEPTH:
+        shown = fan.shown or subject  # a consumer delivery: its handlers see the stored message's subject
         for sub in fan.internal:
-            count += _deliver_import(acc, sub, src, subject, has_hdr, pieces, nbytes, depth)
+            count += _deliver_import(acc, sub, src, shown, has_hdr, pieces, nbytes, depth)
     if count:
         server = src.server
         server.out_msgs += n * count
@@ -691,7 +692,7 @@ def _deliver_each(acc: Account, src: Any, fan: Fanout, subject: bytes, has_hdr: 
                                          payload)
         if fan.internal and depth < MAX_IMPORT_DEPTH:
             for sub in fan.internal:
-                n += _deliver_import(acc, sub, src, subject, has_hdr, [piece], size, depth, trace)
+                n += _deliver_import(acc, sub, src, fan.shown or subject, has_hdr, [piece], size, depth, trace)
         count += n
         out_bytes += n * size
     if count and (trace is None or not trace.only):

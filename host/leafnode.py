@@ -60,6 +60,9 @@ log = logging.getLogger("natsedge.hub")
 RECONNECT_DELAY = 1.0  # nats-server DEFAULT_LEAF_NODE_RECONNECT
 LOOP_DELAY = 30.0  # wait after a loop was detected (nats-server leafNodeReconnectAfterPermViolation)
 ERR_LEAF_PORT = "attempted to connect to leaf node port"
+# What a link between two JetStream servers never carries towards the peer (nats-server denyAllClientJs): each side's
+# API stays its own, and is reached across the link through `$JS.<domain>.API` only.
+JS_LINK_DENY = (b"$JS.API.", b"$KV.", b"$OBJ.")
 
 
 def err_loop(account: str) -> str:
@@ -94,6 +97,8 @@ class Leaf(Client):
         self.leaf_subs: dict[Key, Subscription] = {}  # interest the peer asked for
         self.sent: dict[Key, int] = {}  # interest we advertised to the peer, as last sent
         self.leaf_perms: LeafPermissions | None = None  # the permissions of the user it authenticated as
+        self.remote_domain = ""  # the peer's JetStream domain, from its CONNECT or INFO
+        self.js_deny: tuple[bytes, ...] = ()  # subject prefixes whose interest from the peer is ignored
 
     # ---- handshake --------------------------------------------------------------------------------
 
@@ -151,6 +156,7 @@ class Leaf(Client):
                 # (auth.go registerLeafWithAccount): over the account's limit it is an authorization failure.
                 self.auth_violation()
             return
+        self.set_js_deny(c)
         info = self.server.leaf_info(self)
         info["connect_info"] = True
         info["remote_account"] = account.name
@@ -174,6 +180,7 @@ class Leaf(Client):
         self.remote_name = str(info.get("server_name", "") or "")
         self.remote_id = str(info.get("server_id", "") or "")
         self.protocol = peer_proto(info.get("proto"))
+        self.set_js_deny(info)
         try:
             connect = self.remote.connect_options(self.server, str(info.get("nonce") or ""))
         except JwtError as e:
@@ -188,6 +195,20 @@ class Leaf(Client):
         self.enqueue(PING)
         self.remote.connected(self)
         log.info("Connected leafnode to %s (%s)", self.remote.url, self.remote_name)
+
+    def set_js_deny(self, peer: dict[str, Any]) -> None:
+        """nats-server addLeafNodeConnection, for a peer with JetStream (its CONNECT or INFO says `jetstream`) in a
+        non-system account: `$JS.API.>`, `$KV.>` and `$OBJ.>` are not sent to it, and when the JetStream domains
+        differ, neither is our own `$JS.<domain>.API.>` (the peer reaches it through its domain mapping only)."""
+        domain = peer.get("domain")
+        self.remote_domain = domain if isinstance(domain, str) else ""
+        server = self.server
+        acc = self.account if self.account is not None else (self.remote.account if self.remote else None)
+        if not peer.get("jetstream") or server.js is None or acc is None or server.is_system_account(acc):
+            self.js_deny = ()
+            return
+        own = server.js.domain
+        self.js_deny = JS_LINK_DENY + ((b"$JS.%s.API." % own.encode(),) if own and own != self.remote_domain else ())
 
     # ---- interest towards the peer ------------------------------------------------------------
 
@@ -300,6 +321,8 @@ class Leaf(Client):
             return
         if not is_valid_subject(subject):
             return
+        if self.js_deny and subject.startswith(self.js_deny):
+            return  # (nats-server: the peer may not subscribe to the other side's JetStream API)
         perms = self.leaf_perms
         if perms is not None and is_literal(subject) and not subject.startswith(b"$LDS.") \
                 and not perms.may_receive(subject):
@@ -389,6 +412,11 @@ class RemoteLeaf:
             "remote_account": self.account.name,
             "protocol": MSG_TRACE_PROTO,
         }
+        if server.js is not None:
+            # (nats-server: the domain, and whether this account has JetStream, decide the JetStream denies above)
+            if server.js.domain:
+                opts["domain"] = server.js.domain
+            opts["jetstream"] = self.account.js is not None
         if self.user:
             opts["user"] = self.user
             opts["pass"] = self.password or ""
@@ -447,6 +475,10 @@ def leaf_info(server: Server, leaf: Leaf) -> dict[str, Any]:
         "info_on_connect": True,
         "leafnode_urls": server.leafnode_urls or [f"{host}:{server.leaf_port}"],
     }
+    if server.js is not None:
+        info["jetstream"] = True
+        if server.js.domain:
+            info["domain"] = server.js.domain
     if server.leaf_tls is not None:
         info["tls_required"] = True
         if o.leafnodes.tls_verify:

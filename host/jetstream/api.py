@@ -187,7 +187,7 @@ def _overlaps(jsa: JSAccount, subjects: list[str], skip: Stream | None) -> bool:
     for s in jsa.streams.values():
         if s is skip:
             continue
-        for a in s.config["subjects"]:
+        for a in s.config.get("subjects", []):
             for b in subjects:
                 if subjects_collide(a, b):
                     return True
@@ -229,7 +229,7 @@ def stream_create(jsa: JSAccount, T: str, tokens: list[str], reply: bytes | None
                 raise js_error("JSStreamNameExistErr")
             stream = existing
         else:
-            if _overlaps(jsa, cfg["subjects"], None):
+            if _overlaps(jsa, cfg.get("subjects", []), None):
                 raise js_error("JSStreamSubjectOverlapErr")
             try:
                 stream = Stream.create(jsa, cfg)
@@ -260,7 +260,7 @@ def stream_update(jsa: JSAccount, T: str, tokens: list[str], reply: bytes | None
         if cfg["max_bytes"] > max(stream.config["max_bytes"], 0) or cfg["max_consumers"] != \
                 stream.config["max_consumers"]:
             jsa.check_limits(cfg, replacing=stream.name)
-        if _overlaps(jsa, cfg["subjects"], stream):
+        if _overlaps(jsa, cfg.get("subjects", []), stream):
             raise js_error("JSStreamSubjectOverlapErr")
         stream.update(cfg)
     except ApiError as e:
@@ -344,7 +344,7 @@ def _stream_pages(full: bool) -> Handler:
                 return
             offset, subject = max(req.get("offset", 0), 0), req.get("subject", "")
         streams = sorted((s for s in jsa.streams.values()
-                          if not subject or any(subjects_collide(subject, x) for x in s.config["subjects"])),
+                          if not subject or any(subjects_collide(subject, x) for x in s.config.get("subjects", []))),
                          key=lambda s: s.name)
         offset = min(offset, len(streams))
         page = streams[offset:offset + limit]

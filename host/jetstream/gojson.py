@@ -5,8 +5,8 @@ nats-server decodes API bodies into Go structs with DisallowUnknownFields (JetSt
 an unknown key, a value of the wrong JSON type or a number out of range is a 10025 "invalid JSON" error carrying
 encoding/json's text; a bad enum string fails in the type's own UnmarshalJSON. A schema maps each key to a kind:
 "string", "bool", "int", "int32", "int64", "uint64", "duration" (time.Duration), "durations" ([]time.Duration),
-"time" (time.Time), "strings", "map" (map[string]string), "any", an `Enum`, a nested `Struct`, or a `Promoted`
-kind (a field of an embedded struct).
+"time" (time.Time), "strings", "map" (map[string]string), "any", an `Enum`, a nested `Struct`, a `StructList`, or
+a `Promoted` kind (a field of an embedded struct).
 
 Rules: 1. This is the only JSON decoder of the API: every request body goes through `decode_request` (or `loads` +
 `decode` where the answer is not an API error). 2. Like Go, decoding keeps the first type error and goes on, while
@@ -58,6 +58,15 @@ class Struct:
     def __init__(self, go_type: str, fields: dict[str, Any]) -> None:
         self.go_type = go_type
         self.fields = fields
+
+
+class StructList:
+    """A Go slice of structs (`[]*server.StreamSource`): each item decoded as `item`, JSON null items dropped."""
+
+    __slots__ = ("item",)
+
+    def __init__(self, item: Struct) -> None:
+        self.item = item
 
 
 _INT_RANGES = {
@@ -223,6 +232,12 @@ class _Decode:
                 self.type_error(value, path, kind.go_type)
                 return _SKIP
             return self.struct(value, kind.fields, path + ".")
+        if isinstance(kind, StructList):
+            if not isinstance(value, list):
+                self.type_error(value, path, "[]*" + kind.item.go_type)
+                return _SKIP
+            items = [self.value(item, kind.item, path) for item in value if item is not None]
+            return [item for item in items if item is not _SKIP]
         if kind == "any":
             return value
         if kind == "time":

@@ -28,6 +28,7 @@ from host.jetstream.errors import JS_API_ERRORS, ApiError, js_error
 from host.jetstream.filestore import FileStore, atomic_write
 from host.jetstream.gojson import dumps
 from host.jetstream.memstore import MemStore
+from host.jetstream.sourcing import SourceLink, source_positions
 from host.jetstream.store import (
     SYNC_ALWAYS,
     TTL_NEVER,
@@ -43,6 +44,7 @@ from host.jetstream.stream_config import (
     is_literal,
     is_valid_subject,
     sorted_metadata,
+    source_iname,
     store_config,
     subject_matches,
 )
@@ -153,6 +155,8 @@ class Stream:
         self._expiry: asyncio.TimerHandle | None = None
         self._expiry_at = 0
         self._group: Any = None  # an open store.group_commit() (sync "always", inside a read batch)
+        self.mirror_link: SourceLink | None = None
+        self.source_links: dict[str, SourceLink] = {}  # by source_iname
         self._apply_config(cfg)
 
     # -- creating, recovering, deleting
@@ -208,7 +212,30 @@ class Stream:
 
     def _activate(self) -> None:
         self.jsa.streams[self.name] = self
-        self._subscribe(self.config["subjects"])
+        self._subscribe(self.config.get("subjects", []))
+        self._link_sources()
+
+    def _link_sources(self) -> None:
+        """Start reading the mirror and the sources of the config (sourcing.py), each from where the stream left
+        it; stop reading sources the config no longer has."""
+        mirror = self.config.get("mirror")
+        if mirror is not None and self.mirror_link is None:
+            self.mirror_link = SourceLink(self, mirror, mirror=True)
+            self.mirror_link.start(self.store.last_seq + 1)
+        wanted = {source_iname(src): src for src in self.config.get("sources") or []}
+        for iname in [i for i in self.source_links if i not in wanted]:
+            self.source_links.pop(iname).stop()
+        new = [i for i in wanted if i not in self.source_links]
+        if not new:
+            return
+        positions = source_positions(self, set(new))
+        for iname in new:
+            link = SourceLink(self, wanted[iname], mirror=False)
+            if iname in positions:
+                link.sseq = positions[iname]
+                link.recovered = True
+            self.source_links[iname] = link
+            link.start(link.sseq + 1)
 
     def _subscribe(self, subjects: list[str]) -> None:
         acc = self.jsa.account
@@ -256,8 +283,10 @@ class Stream:
         old = self.config
         self._apply_config(cfg)
         self.store.update_config(store_config(cfg, self.dir, self.jsa.js.sync))
-        if cfg["subjects"] != old["subjects"]:
-            self._subscribe(cfg["subjects"])
+        if cfg.get("subjects") != old.get("subjects"):
+            self._subscribe(cfg.get("subjects", []))
+        if cfg.get("sources") != old.get("sources"):
+            self._link_sources()
         if cfg.get("duplicate_window", 0) != old.get("duplicate_window", 0):
             self._trim_dedupe(time.time_ns())
         self.write_meta()
@@ -275,6 +304,11 @@ class Stream:
         """Take no more messages: subjects released, expiry timer cancelled."""
         self.closed = True
         self._unsubscribe_all()
+        for link in [self.mirror_link, *self.source_links.values()]:
+            if link is not None:
+                link.stop()
+        self.mirror_link = None
+        self.source_links.clear()
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
@@ -387,10 +421,12 @@ class Stream:
             self._ack_error(reply, js_error("JSStreamStoreFailedF", err=str(e)))
 
     def _process(self, subject: str, reply: bytes | None, hdr: bytes | None, payload: bytes,
-                 trace: MsgTrace | None = None) -> None:
+                 trace: MsgTrace | None = None, sourced: bool = False) -> bool:
         """The full publish path: header checks in nats-server's order, limits, store, ack, consumers. A traced
         message (host/msgtrace.py) is checked as any; trace-only, it stops before the store; else it is stored with
-        tracing switched off, so a consumer delivering it starts no trace."""
+        tracing switched off, so a consumer delivering it starts no trace. `sourced`: a message of one of the
+        stream's sources, with its Nats-Stream-Source header. True when the message was taken (stored, or a
+        duplicate)."""
         if self.closed:
             return
         if self._itr is not None:
@@ -413,11 +449,11 @@ class Stream:
             if hdr is not None and H_REQUEST_INFO in hdr:
                 hdr = hdr_remove(hdr, H_REQUEST_INFO)
         if hdr is not None and _NATS_PREFIX in hdr:
-            err = self._check_headers(subject, reply, hdr)
+            err = self._check_headers(subject, reply, hdr, sourced)
             if err is not None:
                 if err is not True:
                     self._refuse(trace, reply, err)
-                return
+                return err is True
             msg_id = hdr_get(hdr, H_MSG_ID) or b""
             rollup = (hdr_get(hdr, H_ROLLUP) or b"").lower()
             ttl_raw = hdr_get(hdr, H_TTL)
@@ -457,7 +493,7 @@ class Stream:
                 self._rollup(subject, rollup, 0)
             if reply:
                 self.jsa.reply_plain(reply, self._ack_prefix + b"%d}" % seq)
-            return
+            return True
         ttl = 0
         if ttl_raw is not None:
             try:
@@ -477,7 +513,7 @@ class Stream:
         last_seq = self.store.filtered_state(0, subject).last if republish_to else 0
         stored = self._store(subject, hdr, payload, ttl, reply)
         if stored is None:
-            return
+            return False
         seq, ts = stored
         if republish_to:
             self._republish(republish_to, subject, hdr, payload, seq, ts, last_seq)
@@ -496,6 +532,49 @@ class Stream:
                 self._arm_expiry(deadline)
         if self.consumers:
             self._notify_msg(seq, subject)
+        return True
+
+    def store_sourced(self, subject: str, hdr: bytes, payload: bytes) -> bool:
+        """A message of one of the stream's sources (sourcing.py), through the publish path: True when taken."""
+        try:
+            return self._process(subject, None, hdr, payload, sourced=True)
+        except Exception:  # noqa: BLE001 - a bug here must not break the delivering connection
+            log.exception("JetStream: storing a sourced message in '%s > %s' failed", self.jsa.account.name,
+                          self.name)
+            return False
+
+    def store_mirrored(self, subject: str, hdr: bytes | None, payload: bytes, seq: int, ts: int) -> bool:
+        """A message of the stream's mirror origin, stored under its origin sequence and timestamp (sequences the
+        origin no longer has are skipped, as nats-server's skipMsgs). True when stored, or stored before."""
+        store = self.store
+        last = store.last_seq
+        if seq <= last:
+            return True
+        ttl = 0
+        if hdr is not None and self._allow_ttl:
+            ttl_raw = hdr_get(hdr, H_TTL)
+            if ttl_raw is not None:
+                try:
+                    ttl = parse_msg_ttl(ttl_raw)
+                except ValueError:
+                    ttl = 0
+        try:
+            if seq > last + 1:
+                store.skip_msgs(last + 1, seq - last - 1)
+            store.store_msg(subject, hdr, payload, ttl, ts)
+        except (StoreError, OSError) as e:
+            log.warning("Error processing inbound mirror message for '%s' > '%s': %s", self.jsa.account.name,
+                        self.name, e)
+            return False
+        if self._max_age and (self._expiry is None or ts + self._max_age < self._expiry_at):
+            self._arm_expiry(ts + self._max_age)
+        if ttl > 0:
+            deadline = ts + ttl * NS
+            if self._expiry is None or deadline < self._expiry_at:
+                self._arm_expiry(deadline)
+        if self.consumers:
+            self._notify_msg(seq, subject)
+        return True
 
     def _republish(self, dest: str, subject: str, hdr: bytes | None, payload: bytes, seq: int, ts: int,
                    last_seq: int) -> None:
@@ -525,7 +604,8 @@ class Stream:
             except OSError as e:
                 log.error("JetStream: fsync of stream '%s > %s' failed: %s", self.jsa.account.name, self.name, e)
 
-    def _check_headers(self, subject: str, reply: bytes | None, hdr: bytes) -> ApiError | bool | None:
+    def _check_headers(self, subject: str, reply: bytes | None, hdr: bytes,
+                       sourced: bool = False) -> ApiError | bool | None:
         """The Nats-* request headers, in nats-server's order. An ApiError to answer with, True when the message
         is dropped after its answer was sent (a duplicate), None to go on."""
         incr = hdr_get(hdr, H_INCR)
@@ -564,7 +644,7 @@ class Stream:
                 return js_error("JSStreamWrongLastSequenceErrF", seq=self.store.last_seq)
         if hdr_get(hdr, H_SCHEDULE):
             return js_error("JSMessageSchedulesDisabledErr")
-        if hdr_get(hdr, H_STREAM_SOURCE):
+        if not sourced and hdr_get(hdr, H_STREAM_SOURCE):
             return js_error("JSMessageSourceHdrNotAllowedErr")
         msg_id = hdr_get(hdr, H_MSG_ID)
         if msg_id:
@@ -768,6 +848,10 @@ class Stream:
             d["domain"] = self.jsa.js.domain
         if cluster:
             d["cluster"] = {"leader": self.jsa.server.name}
+        if self.mirror_link is not None:
+            d["mirror"] = self.mirror_link.info()
+        if self.source_links:
+            d["sources"] = [link.info() for link in self.source_links.values()]
         d["ts"] = rfc3339(time.time_ns())
         return d
 

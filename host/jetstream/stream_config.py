@@ -5,12 +5,13 @@ config implies, and the subject and name rules JetStream assets share. Pure func
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
-from host.gotime import NS
+from host.gotime import NS, time_text
 from host.jetstream.errors import js_error
-from host.jetstream.gojson import Enum, Struct
+from host.jetstream.gojson import Enum, Struct, StructList
 from host.jetstream.store import (
     DISCARD_NEW,
     Filter,
@@ -31,6 +32,15 @@ NAMES_LIMIT = 1024  # JSApiNamesLimit
 LIST_LIMIT = 256  # JSApiListLimit
 
 RETENTIONS = ("limits", "interest", "workqueue")
+JS_API_PREFIX = "$JS.API"  # nats-server JSApiPrefix: what an external api prefix may not overlap
+
+# StreamSource (a stream's `mirror` and each of its `sources`) as Go decodes it.
+STREAM_SOURCE_SCHEMA = Struct("server.StreamSource", {
+    "name": "string", "opt_start_seq": "uint64", "opt_start_time": "time", "filter_subject": "string",
+    "subject_transforms": StructList(Struct("server.SubjectTransformConfig", {"src": "string", "dest": "string"})),
+    "external": Struct("server.ExternalStream", {"api": "string", "deliver": "string"}),
+    "consumer": Struct("server.StreamConsumerSource", {"name": "string", "deliver_subject": "string"}),
+})
 
 # StreamConfigRequest as Go decodes it (gojson.py).
 STREAM_CONFIG_SCHEMA: dict[str, Any] = {
@@ -38,7 +48,8 @@ STREAM_CONFIG_SCHEMA: dict[str, Any] = {
     "max_consumers": "int", "max_msgs": "int64", "max_bytes": "int64", "max_age": "duration",
     "max_msgs_per_subject": "int64", "max_msg_size": "int32", "discard": Enum("old", "new", any_case=True),
     "storage": Enum("file", "memory"), "num_replicas": "int", "no_ack": "bool", "duplicate_window": "duration",
-    "placement": "any", "mirror": "any", "sources": "any", "compression": Enum("none", "s2"), "first_seq": "uint64",
+    "placement": "any", "mirror": STREAM_SOURCE_SCHEMA, "sources": StructList(STREAM_SOURCE_SCHEMA),
+    "compression": Enum("none", "s2"), "first_seq": "uint64",
     "subject_transform": Struct("server.SubjectTransformConfig", {"src": "string", "dest": "string"}),
     "republish": Struct("server.RePublish", {"src": "string", "dest": "string", "headers_only": "bool"}),
     "allow_direct": "bool", "mirror_direct": "bool",
@@ -53,8 +64,8 @@ STREAM_CONFIG_SCHEMA: dict[str, Any] = {
 
 # Features of nats-server's StreamConfig the hub does not implement: asking for them is an error, not a no-op.
 _UNSUPPORTED = {
-    "mirror": "mirrors", "sources": "sources", "allow_msg_counter": "message counters",
-    "allow_atomic": "atomic publish", "allow_msg_schedules": "message schedules", "allow_batched": "batch publish",
+    "allow_msg_counter": "message counters", "allow_atomic": "atomic publish",
+    "allow_msg_schedules": "message schedules", "allow_batched": "batch publish",
 }
 
 
@@ -162,8 +173,9 @@ def check_config(req: dict[str, Any], jsa: JSAccount, pedantic: bool = False) ->
         raise js_error("JSStreamInvalidConfigF", err="max age can not be negative")
     if max_age != 0 and max_age < NS // 10:
         raise js_error("JSStreamInvalidConfigF", err="max age needs to be >= 100ms")
+    mirror, sources = check_sources(req, jsa)
     dups = req.get("duplicate_window", 0)
-    if dups == 0:
+    if dups == 0 and mirror is None and not sources:
         if max_age != 0 and max_age < DEFAULT_DUPLICATE_WINDOW:
             if pedantic:
                 raise js_error("JSPedanticErrF", err="duplicate window cannot be bigger than max age")
@@ -209,7 +221,10 @@ def check_config(req: dict[str, Any], jsa: JSAccount, pedantic: bool = False) ->
     no_ack = bool(req.get("no_ack"))
     subjects = list(req.get("subjects") or [])
     if not subjects:
-        subjects = [name]
+        if mirror is None and not sources:
+            subjects = [name]
+    elif mirror is not None:
+        raise js_error("JSMirrorWithSubjectsErr")
     else:
         seen: set[str] = set()
         for i, subj in enumerate(subjects):
@@ -242,7 +257,8 @@ def check_config(req: dict[str, Any], jsa: JSAccount, pedantic: bool = False) ->
     cfg: dict[str, Any] = {"name": name}
     if req.get("description"):
         cfg["description"] = req["description"]
-    cfg["subjects"] = subjects
+    if subjects:
+        cfg["subjects"] = subjects
     cfg["retention"] = req.get("retention") or "limits"
     cfg["max_consumers"] = max_consumers
     cfg["max_msgs"] = max_msgs
@@ -257,6 +273,10 @@ def check_config(req: dict[str, Any], jsa: JSAccount, pedantic: bool = False) ->
         cfg["no_ack"] = True
     if dups:
         cfg["duplicate_window"] = dups
+    if mirror is not None:
+        cfg["mirror"] = mirror
+    if sources:
+        cfg["sources"] = sources
     cfg["compression"] = req.get("compression") or "none"
     if req.get("first_seq"):
         cfg["first_seq"] = req["first_seq"]
@@ -266,6 +286,12 @@ def check_config(req: dict[str, Any], jsa: JSAccount, pedantic: bool = False) ->
         cfg["republish"] = republish
     cfg["allow_direct"] = bool(req.get("allow_direct"))
     cfg["mirror_direct"] = bool(req.get("mirror_direct"))
+    if mirror is not None and "external" not in mirror and mirror["name"] in jsa.streams:
+        # nats-server: a mirror of a stream it can see inherits the origin's direct gets
+        origin_direct = jsa.streams[mirror["name"]].config["allow_direct"]
+        if pedantic and cfg["mirror_direct"] != origin_direct:
+            raise js_error("JSPedanticErrF", err="origin stream has direct get set, mirror has it disabled")
+        cfg["mirror_direct"] = origin_direct
     if discard_new_per:
         cfg["discard_new_per_subject"] = True
     cfg["sealed"] = bool(req.get("sealed"))
@@ -330,6 +356,125 @@ def _check_transforms(req: dict[str, Any], subjects: list[str], pedantic: bool
     return transform, republish
 
 
+def check_sources(req: dict[str, Any], jsa: JSAccount) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """nats-server checkStreamCfg for `mirror` and `sources` -> (mirror, sources) in Go's JSON field order."""
+    mirror = req.get("mirror")
+    sources = list(req.get("sources") or [])
+    deliver_prefixes: list[str] = []
+    api_prefixes: list[str] = []
+    origin_subjects: list[str] = []
+
+    def external_of(src: dict[str, Any]) -> None:
+        ext = src.get("external")
+        if ext is None:
+            origin = jsa.streams.get(src.get("name", ""))
+            if origin is not None:
+                origin_subjects.extend(origin.config.get("subjects", []))
+            return
+        if ext.get("deliver"):
+            deliver_prefixes.append(ext["deliver"])
+        if ext.get("api"):
+            api_prefixes.append(ext["api"])
+
+    if mirror is not None:
+        if req.get("first_seq"):
+            raise js_error("JSMirrorWithFirstSeqErr")
+        if req.get("subjects"):
+            raise js_error("JSMirrorWithSubjectsErr")
+        if sources:
+            raise js_error("JSMirrorWithSourcesErr")
+        for key, err in (("allow_msg_counter", "JSMirrorWithCountersErr"),
+                         ("allow_atomic", "JSMirrorWithAtomicPublishErr"),
+                         ("allow_batched", "JSMirrorWithBatchPublishErr"),
+                         ("allow_msg_schedules", "JSMirrorWithMsgSchedulesErr")):
+            if req.get(key):
+                raise js_error(err)
+        if mirror.get("filter_subject") and mirror.get("subject_transforms"):
+            raise js_error("JSMirrorMultipleFiltersNotAllowed")
+        if req.get("subject_delete_marker_ttl", 0) > 0:
+            raise js_error("JSStreamInvalidConfigF", err="subject delete markers forbidden on mirrors")
+        if mirror.get("external") is None:
+            if not is_valid_asset_name(mirror.get("name", "")):
+                raise js_error("JSMirrorInvalidStreamName")
+            origin = jsa.streams.get(mirror["name"])
+            mms = req.get("max_msg_size", 0)
+            if origin is not None and mms > 0 and 0 < origin.config["max_msg_size"] > mms:
+                raise js_error("JSMirrorMaxMessageSizeTooBigErr")
+        external_of(mirror)
+    elif sources and req.get("allow_msg_schedules"):
+        raise js_error("JSSourceWithMsgSchedulesErr")
+    inames: set[str] = set()
+    for src in sources:
+        if not is_valid_asset_name(src.get("name", "")):
+            raise js_error("JSSourceInvalidStreamName")
+        iname = source_iname(src)
+        if iname in inames:
+            raise js_error("JSSourceDuplicateDetected")
+        inames.add(iname)
+        if src.get("filter_subject") and src.get("subject_transforms"):
+            raise js_error("JSSourceMultipleFiltersNotAllowed")
+        if src.get("external") is None:
+            origin = jsa.streams.get(src["name"])
+            mms = req.get("max_msg_size", 0)
+            if origin is not None and mms > 0 and 0 < origin.config["max_msg_size"] > mms:
+                raise js_error("JSSourceMaxMessageSizeTooBigErr")
+        external_of(src)
+    for src in ([mirror] if mirror is not None else sources):
+        if src.get("subject_transforms"):
+            raise js_error("JSStreamInvalidConfigF",
+                           err="subject transforms of sources and mirrors are not supported by this server")
+        if src.get("consumer"):
+            raise js_error("JSStreamInvalidConfigF",
+                           err="durable consumers of sources and mirrors are not supported by this server")
+    for pfx in deliver_prefixes:
+        if not is_valid_subject(pfx) or not is_literal(pfx):
+            raise js_error("JSStreamInvalidExternalDeliverySubjErrF", prefix=pfx)
+        for sub in origin_subjects:
+            if subjects_collide(sub, f"{pfx}.{sub}"):
+                raise js_error("JSStreamExternalDelPrefixOverlapsErrF", prefix=pfx, subject=sub)
+    for pfx in api_prefixes:
+        if not is_valid_subject(pfx) or not is_literal(pfx):
+            raise js_error("JSStreamInvalidConfigF", err=f"stream external api prefix {json.dumps(pfx)} must be a "
+                                                         "valid subject without wildcards")
+        if subjects_collide(pfx, JS_API_PREFIX):
+            raise js_error("JSStreamExternalApiOverlapErrF", prefix=pfx, subject=JS_API_PREFIX)
+    return (source_json(mirror) if mirror is not None else None), [source_json(src) for src in sources]
+
+
+def source_json(src: dict[str, Any]) -> dict[str, Any]:
+    """A decoded StreamSource as nats-server writes it back (field order, omitempty, times as Go writes them)."""
+    out: dict[str, Any] = {"name": src.get("name", "")}
+    if src.get("opt_start_seq"):
+        out["opt_start_seq"] = src["opt_start_seq"]
+    if src.get("opt_start_time") is not None:
+        out["opt_start_time"] = time_text(src["opt_start_time"])
+    if src.get("filter_subject"):
+        out["filter_subject"] = src["filter_subject"]
+    ext = src.get("external")
+    if ext is not None:
+        out["external"] = {"api": ext.get("api", ""), "deliver": ext.get("deliver", "")}
+    return out
+
+
+def source_iname(src: dict[str, Any]) -> str:
+    """nats-server StreamSource.composeIName: `<name>[:<hash of the api prefix>] <filter> <destination>`, the key
+    under which a stream tracks a source (and the first, third and fourth field of its Nats-Stream-Source header)."""
+    iname = src.get("name", "")
+    ext = src.get("external")
+    if ext is not None:
+        iname += ":" + go_hash(ext.get("api", ""))
+    return f"{iname} {src.get('filter_subject') or '>'} >"
+
+
+_HASH_DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def go_hash(name: str, size: int = 8) -> str:
+    """nats-server getHash: the first `size` bytes of sha256(name), each as a base-62 digit."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return "".join(_HASH_DIGITS[b % 62] for b in digest[:size])
+
+
 def sorted_metadata(cfg: dict[str, Any]) -> dict[str, Any]:
     if "metadata" not in cfg:
         return cfg
@@ -346,6 +491,9 @@ def update_check(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
         raise js_error("JSStreamInvalidConfigF", err="stream configuration name must match original")
     if cfg["num_replicas"] > 1:
         raise js_error("JSStreamReplicasNotSupportedErr")
+    if cfg.get("mirror") != old.get("mirror"):
+        # (nats-server 2.12 lets an update remove the mirror, promoting the stream; the hub does not)
+        raise js_error("JSStreamMirrorNotUpdatableErr")
     if cfg["storage"] != old["storage"]:
         raise js_error("JSStreamInvalidConfigF", err="stream configuration update can not change storage type")
     if cfg["retention"] != old["retention"] and "workqueue" in (cfg["retention"], old["retention"]):
