@@ -68,6 +68,7 @@ class KV:
         self.name = name
         self.policy = cfg["policy"]
         self.filter = cfg["filter"]
+        self.domain = cfg.get("domain")  # the JetStream domain of the hub bucket, None: the hub's own
         self.max_value = cfg["max_value"]
         self.store = store
         self.clock = cache.clock

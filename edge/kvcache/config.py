@@ -7,7 +7,7 @@
 # "buckets" may also be a list of names (every setting at its default). Errors are ConfigError lines that name
 # the key, as the rest of the config: config: "kv.buckets.state.policy": expected one of ..., got "first".
 
-from edge.leaf.confcheck import ConfigError, fail, got, is_number, number, unknown_keys
+from edge.leaf.confcheck import ConfigError, fail, got, is_number, js_domain, number, unknown_keys
 
 POLICIES = ("hub_wins", "lww", "callback")
 # key: (default, minimum)
@@ -45,11 +45,12 @@ def _bucket(b, path):
         b = {}
     if not isinstance(b, dict):
         fail(path, "an object", b)
-    unknown_keys(b, ("policy", "filter") + tuple(BUCKET_INTS), path + ".")
+    unknown_keys(b, ("policy", "filter", "domain") + tuple(BUCKET_INTS), path + ".")
     policy = b.get("policy", DEFAULT_POLICY)
     if policy not in POLICIES:
         fail(path + ".policy", "one of " + ", ".join(POLICIES), policy)
-    out = {"policy": policy, "filter": _filter(b.get("filter", ">"), path + ".filter")}
+    out = {"policy": policy, "filter": _filter(b.get("filter", ">"), path + ".filter"),
+           "domain": js_domain(b, path + ".domain")}
     for key in BUCKET_INTS:
         default, low = BUCKET_INTS[key]
         out[key] = number(b, key, path + "." + key, default, low, "int")

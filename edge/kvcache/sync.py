@@ -34,7 +34,7 @@ from edge.compat import small_heap, ticks_diff, ticks_ms
 from edge.kvcache import hlc
 from edge.kvcache.store import OP_DEL, OP_PURGE, OP_PUT
 from edge.leaf.broker import Subscription, log_exc
-from edge.leaf.jsclient import JsClient, JsError
+from edge.leaf.jsclient import JsClient, JsError, api_prefix
 
 SYS_QUEUE = [b"_sys_"]
 BATCH = 500  # messages per catch-up request
@@ -188,6 +188,9 @@ class Sync:
         self.turn = turn
         self.stream = "KV_" + kv.name
         self.kv_prefix = "$KV.%s." % kv.name
+        self.api = api_prefix(kv.domain)
+        # writes to a bucket in another domain go through its mapping `$JS.<domain>.API.$KV.>` -> `$KV.>`
+        self.put_prefix = self.api + self.kv_prefix if kv.domain else self.kv_prefix
         self.filter = self.kv_prefix + kv.filter
         self.online = False
         self.caught_up = False
@@ -418,7 +421,7 @@ class Sync:
         # STREAM.INFO of the bucket's stream: checks it and sets max_age_ms; -> its last sequence. A method of
         # its own so that the parsed reply (~1.9 KB of heap on a 32-bit board) is gone when it returns, not held
         # by the session's frame for as long as the link lasts.
-        info = await self._api("$JS.API.STREAM.INFO." + self.stream, None)
+        info = await self._api(self.api + "STREAM.INFO." + self.stream, None)
         cfg = info.get("config") or {}
         if not cfg.get("allow_direct"):
             raise JsError("stream %s has allow_direct off; the edge needs direct gets" % self.stream)
@@ -468,7 +471,7 @@ class Sync:
             tok = b"%d" % self.n
             self._reset_batch(tok)
             req = {"seq": self.store.last_rev + 1, "batch": BATCH, "next_by_subj": self.filter}
-            if not self.js.send("$JS.API.DIRECT.GET." + self.stream, json.dumps(req), self.base + b"g." + tok,
+            if not self.js.send(self.api + "DIRECT.GET." + self.stream, json.dumps(req), self.base + b"g." + tok,
                                 None, SYS_QUEUE):
                 raise JsError("hub link congested")
             ok = await self._wait(lambda: self.batch_done, REPLY_MS, lambda: self.batch_count)
@@ -498,7 +501,7 @@ class Sync:
                "max_deliver": 1, "filter_subject": self.filter, "flow_control": True,
                "idle_heartbeat": HEARTBEAT_MS * 1000000, "mem_storage": True, "inactive_threshold": 30000000000,
                "num_replicas": 1, "replay_policy": "instant", "deliver_subject": subject.decode()}
-        resp = await self._api("$JS.API.CONSUMER.CREATE." + self.stream, {"stream_name": self.stream, "config": cfg})
+        resp = await self._api(self.api + "CONSUMER.CREATE." + self.stream, {"stream_name": self.stream, "config": cfg})
         self.cons_name = resp.get("name")
         self.heard = ticks_ms()
 
@@ -508,7 +511,7 @@ class Sync:
             self.cons_sub = None
         if self.cons_name and self.js.link() is not None:
             self.n += 1  # delete it now; the answer goes to a token nobody waits for
-            self.js.send("$JS.API.CONSUMER.DELETE.%s.%s" % (self.stream, self.cons_name), b"",
+            self.js.send(self.api + "CONSUMER.DELETE.%s.%s" % (self.stream, self.cons_name), b"",
                          self.base + b"r.%d" % self.n)
         self.cons_name = None
 
@@ -549,7 +552,7 @@ class Sync:
                 hdr["Nats-TTL"] = str(max(1, (e[2] - hlc.wall_ms() + 999) // 1000))
             self.n += 1
             tok = b"%d" % self.n
-            if not self.js.send(self.kv_prefix + key, payload, self.base + b"p." + tok, proto.encode_headers(hdr)):
+            if not self.js.send(self.put_prefix + key, payload, self.base + b"p." + tok, proto.encode_headers(hdr)):
                 break  # the link's output is full: the rest go in a later round
             acks[tok] = [key, d[3], None]
         if not acks:
@@ -594,7 +597,7 @@ class Sync:
 
     async def fetch(self, key, ms):
         # The hub's last message for key (direct get), applied like any hub change.
-        hdr, payload = await self.js.request("$JS.API.DIRECT.GET.%s.%s%s" % (self.stream, self.kv_prefix, key), b"",
+        hdr, payload = await self.js.request(self.api + "DIRECT.GET.%s.%s%s" % (self.stream, self.kv_prefix, key), b"",
                                              ms, SYS_QUEUE)
         status, h = _headers(hdr)
         if status is None:

@@ -35,6 +35,20 @@ def is_number(v, low, kind="num"):
             and v - v == 0)
 
 
+def js_domain(d, path):
+    # The "domain" key of a forward queue or a KV bucket: the JetStream domain whose stream or bucket it targets
+    # (its API is `$JS.<domain>.API`, reached across the hub's leafnodes), or None for the hub's own JetStream.
+    v = d.get("domain")
+    if v is None:
+        return None
+    if not isinstance(v, str) or not v or len(v) > 64:
+        fail(path, 'a JetStream domain name (not "." "*" ">" or spaces)', v)
+    for c in v:
+        if c in ".*> \t\r\n":
+            fail(path, 'a JetStream domain name (not "." "*" ">" or spaces)', v)
+    return v
+
+
 def number(d, key, path, default, low, kind):
     # kind "int", "num" (int or float), "ms" (seconds in, integer ms out)
     v = d.get(key, default)

@@ -49,7 +49,7 @@ from edge import proto, subjects
 from edge.compat import ticks_add, ticks_diff, ticks_ms
 from edge.flashlog import FlashLog, FlashLogError, FlashLogFull
 from edge.leaf.broker import TRACE_DEST_KEY, LeafError, log_exc
-from edge.leaf.jsclient import JsClient, JsError
+from edge.leaf.jsclient import JsClient, JsError, api_prefix
 
 SEND_AHEAD = 256  # records a queue may send past the send_limit on flash before writing a new one
 MARK_MS = 1000  # least time between two mark writes for acks, drops and markers (not for send_limit)
@@ -117,6 +117,7 @@ class Queue:
         self.name = cfg["name"]
         self.stream = cfg["stream"]
         self.bstream = cfg["stream"].encode()
+        self.api = api_prefix(cfg.get("domain"))  # the JetStream (domain) that has the stream
         self.patterns = [p.encode() for p in cfg["subjects"]]
         self.priority = cfg["priority"]
         self.max_age = cfg["max_age"]
@@ -556,7 +557,7 @@ class Forwarder:
         # are looked up (rule 3).
         q.state = "checking stream"
         try:
-            info = await self.js.api("$JS.API.STREAM.INFO." + q.stream, None, self.ack_timeout)
+            info = await self.js.api(q.api + "STREAM.INFO." + q.stream, None, self.ack_timeout)
         except JsError as e:
             self._stall(q, "stream %s: %s" % (q.stream, e))
             return
@@ -584,7 +585,7 @@ class Forwarder:
         budget = self.dedup_scan
         while remaining and budget:
             try:
-                r = await self.js.api("$JS.API.STREAM.MSG.GET." + q.stream, {"seq": pos, "next_by_subj": filt},
+                r = await self.js.api(q.api + "STREAM.MSG.GET." + q.stream, {"seq": pos, "next_by_subj": filt},
                                       self.ack_timeout)
             except JsError as e:
                 if e.err is None:

@@ -6,7 +6,7 @@
 
 from edge import subjects
 from edge.compat import small_heap
-from edge.leaf.confcheck import fail, number, unknown_keys
+from edge.leaf.confcheck import fail, js_domain, number, unknown_keys
 
 POLICIES = ("reject", "drop_oldest", "drop_newest")
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-"
@@ -29,7 +29,8 @@ SETTINGS = {
 # Defaults on a small heap (edge.compat.small_heap): the group-commit buffer holds its records in RAM until the
 # flush, up to flush_bytes (~1.3x that in heap); 8 KB of it is too much of a 60 KB heap. Explicit values win.
 SMALL_HEAP_SETTINGS = {"flush_every": 16, "flush_bytes": 2048}
-QUEUE_KEYS = ("subjects", "stream", "name", "priority", "max_age", "max_bytes", "segment_size", "policy", "coalesce")
+QUEUE_KEYS = ("subjects", "stream", "name", "priority", "max_age", "max_bytes", "segment_size", "policy", "coalesce",
+              "domain")
 
 
 def _token(v, path, what):
@@ -74,7 +75,7 @@ def _queue(d, i, max_payload):
     max_age = number(d, "max_age", p + ".max_age", 0, 0, "num")
     return {"subjects": subs, "stream": stream, "name": name, "priority": number(d, "priority", p + ".priority",
             0, -1000, "int"), "max_age": int(max_age + 0.999), "max_bytes": max_bytes, "segment_size": seg,
-            "policy": policy, "coalesce": coalesce}
+            "policy": policy, "coalesce": coalesce, "domain": js_domain(d, p + ".domain")}
 
 
 def check_forward(queues, settings, edge_name, limits):

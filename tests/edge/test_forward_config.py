@@ -22,7 +22,8 @@ def _check(**extra):
 def test_defaults():
     cfg = _check(forward=[Q])
     assert cfg["forward"] == [{"subjects": ["tele.>"], "stream": "TELE", "name": "TELE", "priority": 0, "max_age": 0,
-                               "max_bytes": 262144, "segment_size": 16384, "policy": "reject", "coalesce": False}]
+                               "max_bytes": 262144, "segment_size": 16384, "policy": "reject", "coalesce": False,
+                               "domain": None}]
     assert cfg["forward_settings"] == {"rate": 0, "byte_rate": 0, "jitter_ms": 1000, "max_inflight": 32,
                                        "ack_timeout_ms": 5000, "status_ms": 30000, "flush_every": 64, "flush_ms": 50,
                                        "flush_bytes": 8192, "dedup_scan": 1000}
@@ -42,12 +43,12 @@ def test_small_heap_defaults_and_explicit_values_win(monkeypatch):
 
 def test_values_are_converted():
     cfg = _check(forward=[{**Q, "subjects": "a.*", "name": "q1", "priority": 5, "max_age": 2.5, "policy": "drop_oldest",
-                           "coalesce": True, "segment_size": 8192, "max_bytes": 16384}],
+                           "coalesce": True, "segment_size": 8192, "max_bytes": 16384, "domain": "cloud"}],
                  forward_settings={"rate": 10.5, "jitter": 0.25, "flush_interval": 0.01, "status": 0},
                  limits={"max_payload": 1024})
     q = cfg["forward"][0]
-    assert (q["subjects"], q["name"], q["priority"], q["max_age"], q["policy"], q["coalesce"]) == (
-        ["a.*"], "q1", 5, 3, "drop_oldest", True)
+    assert (q["subjects"], q["name"], q["priority"], q["max_age"], q["policy"], q["coalesce"], q["domain"]) == (
+        ["a.*"], "q1", 5, 3, "drop_oldest", True, "cloud")
     st = cfg["forward_settings"]
     assert (st["rate"], st["jitter_ms"], st["flush_ms"], st["status_ms"]) == (10.5, 250, 10, 0)
 
@@ -73,6 +74,10 @@ def test_values_are_converted():
     ({"forward": [{**Q, "max_bytes": 20000}]}, 'config: "forward[0].max_bytes": expected an integer >= 32768'),
     ({"forward": [{**Q, "max_age": -1}]}, 'config: "forward[0].max_age": expected a number >= 0, got -1'),
     ({"forward": [{**Q, "priority": True}]}, 'config: "forward[0].priority": expected an integer >= -1000'),
+    ({"forward": [{**Q, "domain": "a.b"}]},
+     'config: "forward[0].domain": expected a JetStream domain name (not "." "*" ">" or spaces), got "a.b"'),
+    ({"forward": [{**Q, "domain": ""}]}, 'config: "forward[0].domain": expected a JetStream domain name'),
+    ({"forward": [{**Q, "domain": 7}]}, 'config: "forward[0].domain": expected a JetStream domain name'),
     ({"forward": [Q], "forward_settings": {"rate": "fast"}},
      'config: "forward_settings.rate": expected a number >= 0, got "fast"'),
     ({"forward": [Q], "forward_settings": {"max_inflight": 0}},

@@ -403,8 +403,11 @@ def test_config_checks_name_the_key():
     ok = check_kv({"buckets": ["a", "b-2"]})
     assert ok["buckets"]["a"]["policy"] == "lww" and ok["flush_ms"] == 50 and ok["dir"] is None
     assert ok["status_ms"] == 10000
-    full = check_kv({"buckets": {"s": {"policy": "hub_wins", "filter": "dev.*", "max_keys": 10}}, "flush_ms": 5})
+    assert ok["buckets"]["a"]["domain"] is None
+    full = check_kv({"buckets": {"s": {"policy": "hub_wins", "filter": "dev.*", "max_keys": 10, "domain": "cloud"}},
+                     "flush_ms": 5})
     assert full["buckets"]["s"]["filter"] == "dev.*" and full["buckets"]["s"]["segment_size"] == 8192
+    assert full["buckets"]["s"]["domain"] == "cloud"
     cases = [
         (5, '"kv": expected an object'),
         ({}, '"kv.buckets": expected an object of bucket settings'),
@@ -415,6 +418,8 @@ def test_config_checks_name_the_key():
         ({"buckets": {"b": {"max_keys": 0}}}, '"kv.buckets.b.max_keys": expected an integer >= 1'),
         ({"buckets": {"b": {"max_keys": True}}}, '"kv.buckets.b.max_keys"'),
         ({"buckets": {"b": {"filter": "a.>.b"}}}, '"kv.buckets.b.filter"'),
+        ({"buckets": {"b": {"domain": "a*"}}}, '"kv.buckets.b.domain": expected a JetStream domain name'),
+        ({"buckets": {"b": {"domain": ["cloud"]}}}, '"kv.buckets.b.domain": expected a JetStream domain name'),
         ({"buckets": {"b": {"max_value": 99999}}}, '"kv.buckets.b.max_value": expected at most max_bytes'),
         ({"buckets": {"b": {"log_bytes": 100}}}, '"kv.buckets.b.log_bytes": expected an integer >= 16384'),
         ({"buckets": ["b"], "flush_ms": "x"}, '"kv.flush_ms"'),
