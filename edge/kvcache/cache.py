@@ -63,12 +63,14 @@ class Watch:
 
 class KV:
     # One bucket. Obtain it with leaf.kv("name") for a bucket listed in the config's "kv" section.
+    domain = None  # the JetStream domain of the hub bucket (config "domain"), None: the hub's own
     def __init__(self, cache, name, cfg, store):
         self.cache = cache
         self.name = name
         self.policy = cfg["policy"]
         self.filter = cfg["filter"]
-        self.domain = cfg.get("domain")  # the JetStream domain of the hub bucket, None: the hub's own
+        if "domain" in cfg:
+            self.domain = cfg["domain"]
         self.max_value = cfg["max_value"]
         self.store = store
         self.clock = cache.clock

@@ -49,8 +49,10 @@ def _bucket(b, path):
     policy = b.get("policy", DEFAULT_POLICY)
     if policy not in POLICIES:
         fail(path + ".policy", "one of " + ", ".join(POLICIES), policy)
-    out = {"policy": policy, "filter": _filter(b.get("filter", ">"), path + ".filter"),
-           "domain": js_domain(b, path + ".domain")}
+    out = {"policy": policy, "filter": _filter(b.get("filter", ">"), path + ".filter")}
+    domain = js_domain(b, path + ".domain")
+    if domain is not None:
+        out["domain"] = domain
     for key in BUCKET_INTS:
         default, low = BUCKET_INTS[key]
         out[key] = number(b, key, path + "." + key, default, low, "int")

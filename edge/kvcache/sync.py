@@ -34,7 +34,7 @@ from edge.compat import small_heap, ticks_diff, ticks_ms
 from edge.kvcache import hlc
 from edge.kvcache.store import OP_DEL, OP_PURGE, OP_PUT
 from edge.leaf.broker import Subscription, log_exc
-from edge.leaf.jsclient import JsClient, JsError, api_prefix
+from edge.leaf.jsclient import JsClient, JsError
 
 SYS_QUEUE = [b"_sys_"]
 BATCH = 500  # messages per catch-up request
@@ -178,6 +178,9 @@ def start(leaf, kvs, log):
 
 
 class Sync:
+    api = "$JS.API."  # the hub bucket's JetStream API; a bucket with a "domain" has its own
+    put_prefix = None  # writes go to kv_prefix + key, or to put_prefix + key for a bucket in another domain
+
     def __init__(self, kv, js, index, log, turn):
         self.kv = kv
         self.store = kv.store
@@ -188,9 +191,10 @@ class Sync:
         self.turn = turn
         self.stream = "KV_" + kv.name
         self.kv_prefix = "$KV.%s." % kv.name
-        self.api = api_prefix(kv.domain)
-        # writes to a bucket in another domain go through its mapping `$JS.<domain>.API.$KV.>` -> `$KV.>`
-        self.put_prefix = self.api + self.kv_prefix if kv.domain else self.kv_prefix
+        if kv.domain:
+            # a bucket in another domain: its API, and writes through its mapping `$JS.<domain>.API.$KV.>` -> `$KV.>`
+            self.api = "$JS.%s.API." % kv.domain
+            self.put_prefix = self.api + self.kv_prefix
         self.filter = self.kv_prefix + kv.filter
         self.online = False
         self.caught_up = False
@@ -552,7 +556,8 @@ class Sync:
                 hdr["Nats-TTL"] = str(max(1, (e[2] - hlc.wall_ms() + 999) // 1000))
             self.n += 1
             tok = b"%d" % self.n
-            if not self.js.send(self.put_prefix + key, payload, self.base + b"p." + tok, proto.encode_headers(hdr)):
+            subject = (self.put_prefix or self.kv_prefix) + key
+            if not self.js.send(subject, payload, self.base + b"p." + tok, proto.encode_headers(hdr)):
                 break  # the link's output is full: the rest go in a later round
             acks[tok] = [key, d[3], None]
         if not acks:

@@ -49,7 +49,7 @@ from edge import proto, subjects
 from edge.compat import ticks_add, ticks_diff, ticks_ms
 from edge.flashlog import FlashLog, FlashLogError, FlashLogFull
 from edge.leaf.broker import TRACE_DEST_KEY, LeafError, log_exc
-from edge.leaf.jsclient import JsClient, JsError, api_prefix
+from edge.leaf.jsclient import JsClient, JsError
 
 SEND_AHEAD = 256  # records a queue may send past the send_limit on flash before writing a new one
 MARK_MS = 1000  # least time between two mark writes for acks, drops and markers (not for send_limit)
@@ -112,12 +112,15 @@ def _msgid_seq(hdrs_b64, prefix):
 
 class Queue:
     # One "forward" entry: its log, its place in the stream, its counters.
+    api = "$JS.API."  # the JetStream API that has the stream; a queue with a "domain" has its own
+
     def __init__(self, index, cfg, edge, data, st):
         self.index = index
         self.name = cfg["name"]
         self.stream = cfg["stream"]
         self.bstream = cfg["stream"].encode()
-        self.api = api_prefix(cfg.get("domain"))  # the JetStream (domain) that has the stream
+        if "domain" in cfg:
+            self.api = "$JS.%s.API." % cfg["domain"]  # nats-server maps it to that domain's API, across leafnodes
         self.patterns = [p.encode() for p in cfg["subjects"]]
         self.priority = cfg["priority"]
         self.max_age = cfg["max_age"]

@@ -73,9 +73,13 @@ def _queue(d, i, max_payload):
     if not isinstance(coalesce, bool):
         fail(p + ".coalesce", "true or false", coalesce)
     max_age = number(d, "max_age", p + ".max_age", 0, 0, "num")
-    return {"subjects": subs, "stream": stream, "name": name, "priority": number(d, "priority", p + ".priority",
-            0, -1000, "int"), "max_age": int(max_age + 0.999), "max_bytes": max_bytes, "segment_size": seg,
-            "policy": policy, "coalesce": coalesce, "domain": js_domain(d, p + ".domain")}
+    q = {"subjects": subs, "stream": stream, "name": name, "priority": number(d, "priority", p + ".priority",
+         0, -1000, "int"), "max_age": int(max_age + 0.999), "max_bytes": max_bytes, "segment_size": seg,
+         "policy": policy, "coalesce": coalesce}
+    domain = js_domain(d, p + ".domain")
+    if domain is not None:
+        q["domain"] = domain  # (only when set: the frozen 32-bit heap keeps every queue's dict)
+    return q
 
 
 def check_forward(queues, settings, edge_name, limits):

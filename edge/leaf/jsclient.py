@@ -21,12 +21,6 @@ from edge.compat import ticks_diff, ticks_ms
 from edge.leaf.broker import Subscription, new_inbox
 
 
-def api_prefix(domain):
-    # The JetStream API of `domain` (None: the hub's own): nats-server maps `$JS.<domain>.API.>` to the API of
-    # the server with that domain, across leafnodes.
-    return "$JS.%s.API." % domain if domain else "$JS.API."
-
-
 class JsError(Exception):
     # err: the API's error object, when the hub answered with one.
     def __init__(self, msg, err=None):

@@ -24,6 +24,7 @@ import json
 import logging
 import random
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from host.accounts import nuid
@@ -51,6 +52,7 @@ H_LAST_CONSUMER = b"\r\nNats-Last-Consumer:"
 H_STALLED = b"\r\nNats-Consumer-Stalled:"
 _STRIPPED_PREFIXES = (b"Nats-Expected-", b"Nats-Batch-")  # not checked again when a sourced message is stored
 CONTROL_STATUS = b"NATS/1.0 100"  # idle heartbeats and flow-control requests
+DRAIN_BATCH = 64  # deliveries taken per turn of the event loop (the rest wait their turn, bounded by flow control)
 
 
 def _ack_info(reply: bytes) -> tuple[str, int, int, int, int, int] | None:
@@ -115,6 +117,12 @@ class SourceLink:
         self._reply_sub: Subscription | None = None
         self._timer: Any = None  # the scheduled setup, or the wait for a create answer
         self._health: Any = None
+        # Deliveries not yet taken, in order (nats-server's inbound queue of a source): a local origin delivers
+        # synchronously and by the flow-control window (up to 1 MB) at once; taking them a batch per turn of the
+        # event loop keeps the server answering meanwhile. Bounded: the origin stops at the window until our
+        # flow-control reply, which is sent when its request is taken from here.
+        self._inbox: deque[tuple[bytes, bytes | None, bytes | None, bytes]] = deque()
+        self._draining: Any = None
         self.closed = False
 
     # -- lifecycle
@@ -127,10 +135,10 @@ class SourceLink:
     def stop(self) -> None:
         self.closed = True
         self._cancel()
-        for h in (self._timer, self._health):
+        for h in (self._timer, self._health, self._draining):
             if h is not None:
                 h.cancel()
-        self._timer = self._health = None
+        self._timer = self._health = self._draining = None
 
     def _cancel(self) -> None:
         """Stop listening to the current consumer (the origin deletes it when it notices, inactive_threshold)."""
@@ -142,6 +150,7 @@ class SourceLink:
         self._deliver_sub = self._reply_sub = None
         self.cname = ""
         self.setup_in_progress = False
+        self._inbox.clear()
 
     def _schedule(self, seq: int) -> None:
         """nats-server setupSourceConsumer: a consumer request, no sooner than RETRY_THRESHOLD after the last one,
@@ -304,6 +313,22 @@ class SourceLink:
         if self.closed:
             return
         self.last = time.monotonic_ns()
+        self._inbox.append((subject, reply, hdr, payload))
+        if self._draining is None:
+            self._draining = self.stream.jsa.call_later(0, self._drain)
+
+    def _drain(self) -> None:
+        self._draining = None
+        inbox = self._inbox
+        for _ in range(DRAIN_BATCH):
+            if self.closed or not inbox:
+                return
+            self._take(*inbox.popleft())
+        if inbox and not self.closed:
+            self._draining = self.stream.jsa.call_later(0, self._drain)
+
+    def _take(self, subject: bytes, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
+        """One delivery of the origin consumer (nats-server processInboundSourceMsg / processInboundMirrorMsg)."""
         if hdr is not None and hdr.startswith(CONTROL_STATUS) and not payload:
             self._on_control(reply, hdr)
             return

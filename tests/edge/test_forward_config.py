@@ -22,8 +22,7 @@ def _check(**extra):
 def test_defaults():
     cfg = _check(forward=[Q])
     assert cfg["forward"] == [{"subjects": ["tele.>"], "stream": "TELE", "name": "TELE", "priority": 0, "max_age": 0,
-                               "max_bytes": 262144, "segment_size": 16384, "policy": "reject", "coalesce": False,
-                               "domain": None}]
+                               "max_bytes": 262144, "segment_size": 16384, "policy": "reject", "coalesce": False}]
     assert cfg["forward_settings"] == {"rate": 0, "byte_rate": 0, "jitter_ms": 1000, "max_inflight": 32,
                                        "ack_timeout_ms": 5000, "status_ms": 30000, "flush_every": 64, "flush_ms": 50,
                                        "flush_bytes": 8192, "dedup_scan": 1000}

@@ -23,7 +23,7 @@ from host.jetstream.stream_config import STREAM_CONFIG_SCHEMA, check_config, sub
 from host.jetstream.versioning import set_static_stream_metadata
 from host.sublist import Sublist, Subscription
 
-JSA = SimpleNamespace()  # check_config only needs the account for limits it does not have
+JSA = SimpleNamespace(streams={})  # check_config reads the account's streams (origins of mirrors and sources)
 
 # vectors/js/12: the config nats-server answers for a stream created with name and subjects only (minus metadata).
 DEFAULTS = {
@@ -121,8 +121,10 @@ def test_limits_normalize_to_minus_one():
     ({"name": "S", "subjects": ["$JS.API.>"]}, "subjects that overlap with jetstream api require no-ack to be true"),
     ({"name": "S", "subjects": ["$SYS.>"]}, "subjects that overlap with system api require no-ack to be true"),
     ({"name": "S", "num_replicas": 7}, "maximum replicas is 5"),
-    ({"name": "S", "mirror": {"name": "O"}}, "mirrors are not supported by this server"),
-    ({"name": "S", "sources": [{"name": "O"}]}, "sources are not supported by this server"),
+    ({"name": "S", "mirror": {"name": "O", "subject_transforms": [{"src": "a.>", "dest": "b.>"}]}},
+     "subject transforms of sources and mirrors are not supported by this server"),
+    ({"name": "S", "sources": [{"name": "O", "consumer": {"name": "C", "deliver_subject": "d"}}]},
+     "durable consumers of sources and mirrors are not supported by this server"),
 ])
 def test_invalid_configs_10052(req, expected):
     assert error_of(**req) == (500, 10052, expected)
