@@ -469,16 +469,14 @@ def leaf_info(server: Server, leaf: Leaf) -> dict[str, Any]:
         "headers": True,
         "auth_required": True,
         "max_payload": o.max_payload,
+        **({"jetstream": True} if server.js is not None else {}),
         "ip": f"{host}:{server.leaf_port}",
         "client_id": leaf.cid,
+        **({"domain": server.js.domain} if server.js is not None and server.js.domain else {}),
         "nonce": leaf.nonce,
         "info_on_connect": True,
         "leafnode_urls": server.leafnode_urls or [f"{host}:{server.leaf_port}"],
     }
-    if server.js is not None:
-        info["jetstream"] = True
-        if server.js.domain:
-            info["domain"] = server.js.domain
     if server.leaf_tls is not None:
         info["tls_required"] = True
         if o.leafnodes.tls_verify:

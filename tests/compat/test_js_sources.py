@@ -14,7 +14,7 @@ import json
 import nats
 import pytest
 
-from .harness import Server, api_error, free_port, js_api, js_client, run, selected_sides
+from .harness import Raw, Server, api_error, free_port, js_api, js_client, run, selected_sides
 
 API = "$JS.API"
 SYNC_TIMEOUT = 10.0  # a source set up from scratch: jitter, the consumer request, the first deliveries
@@ -317,3 +317,36 @@ def test_source_from_another_domain_survives_link_outages(domains):
     site.start()
     run(while_site_back())
     run(check(15), timeout=CATCH_UP_TIMEOUT + 10)
+
+
+def test_a_leaf_with_jetstream_gets_no_plain_api_traffic(side, tmp_path):
+    """A leaf whose CONNECT says it has JetStream (domain `leafd`) asks for `$JS.API.>`, `$KV.>` and our own
+    `$JS.hub.API.>`: none of it is sent to it (nats-server's denyAllClientJs), other subjects are."""
+    leaf_port = free_port()
+    srv = Server(side, config=f"jetstream {{ domain: hub }}\nleafnodes {{ listen: 127.0.0.1:{leaf_port} }}\n",
+                 jetstream=True, workdir=tmp_path)
+    try:
+        srv.start()
+        r = Raw(leaf_port, auto_pong=True)
+        opts = {"name": "rawleaf", "headers": True, "protocol": 1, "version": "2.15.1", "jetstream": True,
+                "domain": "leafd"}
+        r.send(b"CONNECT " + json.dumps(opts).encode() + b"\r\nPING\r\n")
+        info = json.loads(r.expect(rb"INFO (\{.*?\}) ?\r\n").group(1))
+        assert (info["jetstream"], info["domain"]) == (True, "hub")
+        r.expect(rb".*?PONG\r\n")
+        r.send(b"LS+ $JS.API.>\r\nLS+ $KV.>\r\nLS+ $JS.hub.API.>\r\nLS+ other.>\r\n")
+        r.sync()
+
+        async def traffic():
+            async with js_client(srv) as (nc, _):
+                assert (await js_api(nc, f"{API}.INFO"))["domain"] == "hub"  # answered here, once
+                await nc.publish("$KV.b.k", b"v")
+                await nc.publish("other.x", b"o")
+                await nc.flush()
+
+        run(traffic())
+        got = [f for f in r.frames_until_pong() if f[0] == "LMSG"]
+        assert got == [("LMSG", "LMSG other.x 1")], got
+        r.close()
+    finally:
+        srv.stop()
