@@ -832,7 +832,8 @@ class Stream:
             d["num_deleted"] = st.num_deleted
         if deleted and st.deleted:
             d["deleted"] = st.deleted
-        d["consumer_count"] = len(self.consumers)
+        # (nats-server keeps direct consumers, which other streams' mirrors and sources read, out of the count)
+        d["consumer_count"] = sum(1 for c in self.consumers.values() if not c.cfg.get("direct"))
         return d
 
     def info(self, dynamic: bool = True, cluster: bool = False, deleted: bool = False,

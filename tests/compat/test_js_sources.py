@@ -91,6 +91,10 @@ def test_source_copies_messages_with_the_source_header(jsrv):
             assert src["name"] == "SRCA" and src["lag"] == 0 and src["filter_subject"] == "srca.>"
             assert src["seq"] == 4 and 0 <= src["active"] < 10**10
             assert si["config"]["sources"] == [{"name": "SRCA", "filter_subject": "srca.>"}]
+            # the origin's consumer for the source is a direct one: not counted, not listed
+            origin = await info(nc, "SRCA")
+            assert origin["state"]["consumer_count"] == 0
+            assert (await js_api(nc, f"{API}.CONSUMER.NAMES.SRCA"))["consumers"] == []
             # a client may not publish a source header itself
             bad = await nc.request("srca.4", b"", headers={"Nats-Stream-Source": "X 1 > > x"}, timeout=2)
             assert json.loads(bad.data)["error"]["err_code"] == 10227
