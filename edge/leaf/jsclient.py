@@ -7,7 +7,9 @@
 #    direct-get batches, push deliveries) goes to on_msg(kind, token, reply, hdr, payload), inside the
 #    leaf's route(), so it must never await.
 # 2. Requests and stream publishes are written straight to the hub link: the hub announces LS+ $JS.API.>
-#    only, so stream subjects have no interest to wait for (nats-server 2.15.1).
+#    only, so stream subjects have no interest to wait for (nats-server 2.15.1). Requests for another
+#    JetStream domain (`$JS.<domain>.API.`, a queue's or bucket's "domain") go the same way; the hub
+#    passes them on to the leafnode of that domain.
 # 3. A request ends with its reply or a JsError: link down, link output full, no reply within ms, or the
 #    link went (a reply to a request sent on a link that is gone never comes).
 # 4. Waiting polls every 2 ms rather than waiting on an Event: an Event and wait_for load two more asyncio

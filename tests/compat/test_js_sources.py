@@ -191,13 +191,13 @@ def test_source_resumes_after_a_restart_without_duplicates(side, tmp_path):
 
         async def after():
             async with js_client(srv) as (nc, _):
-                for i in range(3, 6):
+                for i in range(3, 7):
                     await publish(nc, f"rsa.{i}", b"%d" % i)
-                await wait_messages(nc, "RSB", 6)
-                await asyncio.sleep(0.5)  # a duplicate would arrive right behind the sixth message
+                # the origin delivers in order: a duplicate of an earlier message would come before the last one
+                await wait_messages(nc, "RSB", 7)
                 got = await messages(nc, "RSB")
                 assert [(subj, src) for _, subj, _, src in got] == [
-                    (f"rsa.{i}", f"RSA {i + 1} > > rsa.{i}") for i in range(6)]
+                    (f"rsa.{i}", f"RSA {i + 1} > > rsa.{i}") for i in range(7)]
 
         run(before())
         srv.stop()
