@@ -31,7 +31,7 @@ from host.accounts import nuid
 from host.gotime import NS, parse_time, time_text
 from host.headers import hdr_append, hdr_get, hdr_remove
 from host.jetstream.errors import ApiError, js_error
-from host.jetstream.stream_config import source_iname
+from host.jetstream.stream_config import source_iname, source_transforms
 
 if TYPE_CHECKING:
     from host.accounts import Subscription
@@ -100,6 +100,7 @@ class SourceLink:
         self.mirror = mirror
         self.name: str = cfg["name"]
         self.iname = source_iname(cfg)
+        self.transforms = source_transforms(cfg)  # (filter, transform or None), the first match applies
         ext = cfg.get("external")
         self.api = (ext.get("api") or "$JS.API") if ext else "$JS.API"
         self.deliver_prefix = ext.get("deliver", "") if ext else ""
@@ -227,6 +228,10 @@ class SourceLink:
                  flow_control=True, direct=True, inactive_threshold=int(HEALTH_INTERVAL * NS), metadata=meta)
         if cfg.get("filter_subject"):
             c["filter_subject"] = cfg["filter_subject"]
+        elif self.mirror and len(self.transforms) == 1:
+            c["filter_subject"] = self.transforms[0][0].subject  # (nats-server: the extended create subject)
+        elif self.transforms:
+            c["filter_subjects"] = [f.subject for f, _ in self.transforms]
         return {"stream_name": self.name, "config": c}
 
     def _setup(self, seq: int) -> None:
@@ -246,7 +251,7 @@ class SourceLink:
                                 else f"$JS.{kind}.{nuid(10)}")
         self.cname = f"JS_{'MIRROR' if self.mirror else 'SRC'}_{nuid(8)}"
         req = self._request(seq)
-        filt = self.cfg.get("filter_subject")
+        filt = req["config"].get("filter_subject")
         subject = f"{self.api}.CONSUMER.CREATE.{self.name}.{self.cname}" + (f".{filt}" if filt else "")
         reply = f"$JSC.R.{nuid(10)}"
         self.setup_in_progress = True
@@ -374,6 +379,11 @@ class SourceLink:
     def _store(self, subject: bytes, hdr: bytes | None, payload: bytes, sseq: int, ts: int) -> bool:
         stream = self.stream
         subj = subject.decode("utf-8", "replace")
+        for filt, transform in self.transforms:
+            if filt.match(subj):
+                if transform is not None:
+                    subj = transform.transform(subject.split(b".")).decode("utf-8", "replace")
+                break
         if self.mirror:
             return stream.store_mirrored(subj, hdr, payload, sseq, ts)
         if hdr is not None:
@@ -399,6 +409,9 @@ class SourceLink:
             d["error"] = self.err.body()
         if self.cfg.get("filter_subject"):
             d["filter_subject"] = self.cfg["filter_subject"]
+        if self.cfg.get("subject_transforms"):
+            d["subject_transforms"] = [{"src": tr.get("src", ""), "dest": tr.get("dest", "")}
+                                       for tr in self.cfg["subject_transforms"]]
         return d
 
 

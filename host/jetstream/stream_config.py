@@ -414,9 +414,7 @@ def check_sources(req: dict[str, Any], jsa: JSAccount) -> tuple[dict[str, Any] |
                 raise js_error("JSSourceMaxMessageSizeTooBigErr")
         external_of(src)
     for src in ([mirror] if mirror is not None else sources):
-        if src.get("subject_transforms"):
-            raise js_error("JSStreamInvalidConfigF",
-                           err="subject transforms of sources and mirrors are not supported by this server")
+        check_source_transforms(src.get("subject_transforms") or [], mirror=src is mirror)
         if src.get("consumer"):
             raise js_error("JSStreamInvalidConfigF",
                            err="durable consumers of sources and mirrors are not supported by this server")
@@ -435,6 +433,36 @@ def check_sources(req: dict[str, Any], jsa: JSAccount) -> tuple[dict[str, Any] |
     return (source_json(mirror) if mirror is not None else None), [source_json(src) for src in sources]
 
 
+def check_source_transforms(transforms: list[dict[str, str]], mirror: bool) -> None:
+    """nats-server checkStreamCfg on the subject_transforms of a source or of the mirror: valid source filters,
+    destinations it can build a transform for, filters that do not overlap."""
+    for tr in transforms:
+        src = tr.get("src", "")
+        if src and not is_valid_subject(src):
+            err = f"invalid subject {src}"
+            raise (js_error("JSMirrorInvalidSubjectFilter", err=err) if mirror
+                   else js_error("JSSourceInvalidSubjectFilter", err=err))
+        dest = tr.get("dest", "")
+        if dest:
+            try:
+                validate_destination(dest)
+                SubjectTransform(src, dest)
+            except MappingError as e:
+                raise (js_error("JSMirrorInvalidTransformDestination", err=str(e)) if mirror
+                       else js_error("JSSourceInvalidTransformDestination", err=str(e))) from None
+    filters = [tr.get("src") or ">" for tr in transforms]
+    for i, a in enumerate(filters):
+        if any(subjects_collide(a, b) for b in filters[i + 1:]):
+            raise (js_error("JSMirrorOverlappingSubjectFilters") if mirror
+                   else js_error("JSSourceOverlappingSubjectFilters"))
+
+
+def source_transforms(src: dict[str, Any]) -> list[tuple[Filter, SubjectTransform | None]]:
+    """A source's subject_transforms, built: (its filter, its transform, None for a filter without destination)."""
+    return [(Filter(tr.get("src") or ">"), SubjectTransform(tr.get("src", ""), tr["dest"]) if tr.get("dest") else None)
+            for tr in src.get("subject_transforms") or []]
+
+
 def source_json(src: dict[str, Any]) -> dict[str, Any]:
     """A decoded StreamSource as nats-server writes it back (field order, omitempty, times as Go writes them)."""
     out: dict[str, Any] = {"name": src.get("name", "")}
@@ -444,6 +472,9 @@ def source_json(src: dict[str, Any]) -> dict[str, Any]:
         out["opt_start_time"] = time_text(src["opt_start_time"])
     if src.get("filter_subject"):
         out["filter_subject"] = src["filter_subject"]
+    if src.get("subject_transforms"):
+        out["subject_transforms"] = [{"src": tr.get("src", ""), "dest": tr.get("dest", "")}
+                                     for tr in src["subject_transforms"]]
     ext = src.get("external")
     if ext is not None:
         out["external"] = {"api": ext.get("api", ""), "deliver": ext.get("deliver", "")}
@@ -457,7 +488,12 @@ def source_iname(src: dict[str, Any]) -> str:
     ext = src.get("external")
     if ext is not None:
         iname += ":" + go_hash(ext.get("api", ""))
-    return f"{iname} {src.get('filter_subject') or '>'} >"
+    transforms = src.get("subject_transforms")
+    if not transforms:
+        return f"{iname} {src.get('filter_subject') or '>'} >"
+    sources = "\f".join(tr.get("src") or ">" for tr in transforms)
+    dests = "\f".join(tr.get("dest") or ">" for tr in transforms)
+    return f"{iname} {sources} {dests}"
 
 
 _HASH_DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

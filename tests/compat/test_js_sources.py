@@ -53,7 +53,7 @@ async def messages(nc, name: str, api: str = API) -> list[tuple[int, str, bytes,
             if line.startswith("Nats-Stream-Source:"):
                 # <name>[:<api hash>] <seq> <filter> <dest> <subject> [<identity>]: the identity is nats-server's
                 # stream identity (API level 4), which the hub does not have
-                source = " ".join(line.split(":", 1)[1].split()[:5])
+                source = " ".join(line.split(":", 1)[1].strip(" ").split(" ")[:5])  # (fields may hold \f)
         out.append((msg["seq"], msg["subject"], base64.b64decode(msg.get("data", "")), source))
     return out
 
@@ -155,6 +155,29 @@ def test_source_start_sequence_and_update(jsrv):
     run(go())
 
 
+def test_subject_transforms_of_a_source_and_a_mirror(jsrv):
+    async def go():
+        async with js_client(jsrv) as (nc, _):
+            await create(nc, "TRA", subjects=["tra.>"])
+            for i in range(3):
+                await publish(nc, f"tra.{i}.x", b"%d" % i)
+            transforms = [{"src": "tra.*.x", "dest": "trb.{{wildcard(1)}}"}, {"src": "tra.9", "dest": ""}]
+            resp = await create(nc, "TRB", subjects=["trb.own"], sources=[{"name": "TRA",
+                                                                          "subject_transforms": transforms}])
+            assert resp["config"]["sources"] == [{"name": "TRA", "subject_transforms": transforms}]
+            si = await wait_messages(nc, "TRB", 3)
+            assert si["sources"][0]["subject_transforms"] == transforms
+            assert await messages(nc, "TRB") == [
+                (i + 1, f"trb.{i}", b"%d" % i, f"TRA {i + 1} tra.*.x\ftra.9 trb.{{{{wildcard(1)}}}}\f> tra.{i}.x")
+                for i in range(3)]
+            await create(nc, "TRM", mirror={"name": "TRA", "subject_transforms": [{"src": "tra.>", "dest": "trm.>"}]})
+            await wait_messages(nc, "TRM", 3)
+            assert [(seq, subj) for seq, subj, _, _ in await messages(nc, "TRM")] == [
+                (i + 1, f"trm.{i}.x") for i in range(3)]
+
+    run(go())
+
+
 @pytest.mark.parametrize("cfg, code", [
     ({"mirror": {"name": "O"}, "subjects": ["x.>"]}, 10034),
     ({"mirror": {"name": "O"}, "sources": [{"name": "P"}]}, 10031),
@@ -166,6 +189,15 @@ def test_source_start_sequence_and_update(jsrv):
     ({"sources": [{"name": "O", "external": {"api": "$JS.x.API", "deliver": "d.*"}}]}, 10024),
     ({"sources": [{"name": "O", "opt_start_time": "yesterday"}]}, 10025),
     ({"sources": {"name": "O"}}, 10025),
+    ({"sources": [{"name": "O", "subject_transforms": [{"src": "a..b", "dest": "x"}]}]}, 10145),
+    ({"sources": [{"name": "O", "subject_transforms": [{"src": "a.*", "dest": "x.{{wildcard(2)}}"}]}]}, 10146),
+    ({"sources": [{"name": "O", "subject_transforms": [{"src": "a.>", "dest": "x.>"}, {"src": "a.b", "dest": "y"}]}]},
+     10147),
+    ({"sources": [{"name": "O", "filter_subject": "a.>", "subject_transforms": [{"src": "a.>", "dest": "x.>"}]}]},
+     10144),
+    ({"mirror": {"name": "O", "subject_transforms": [{"src": "a.*", "dest": "x.{{nope(1)}}"}]}}, 10154),
+    ({"mirror": {"name": "O", "subject_transforms": [{"src": "a.>", "dest": "x.>"}, {"src": "*.b", "dest": "y"}]}},
+     10152),
 ])
 def test_source_config_errors(jsrv, cfg, code):
     async def go():

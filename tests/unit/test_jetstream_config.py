@@ -121,8 +121,6 @@ def test_limits_normalize_to_minus_one():
     ({"name": "S", "subjects": ["$JS.API.>"]}, "subjects that overlap with jetstream api require no-ack to be true"),
     ({"name": "S", "subjects": ["$SYS.>"]}, "subjects that overlap with system api require no-ack to be true"),
     ({"name": "S", "num_replicas": 7}, "maximum replicas is 5"),
-    ({"name": "S", "mirror": {"name": "O", "subject_transforms": [{"src": "a.>", "dest": "b.>"}]}},
-     "subject transforms of sources and mirrors are not supported by this server"),
     ({"name": "S", "sources": [{"name": "O", "consumer": {"name": "C", "deliver_subject": "d"}}]},
      "durable consumers of sources and mirrors are not supported by this server"),
 ])
