@@ -8,14 +8,15 @@ consumer with flow control and heartbeats that delivers to an inbox of ours (`$J
 
 Every delivery carries its origin sequence and the consumer's delivery sequence in its ack reply. A mirror stores
 each message under the origin's sequence and timestamp (gaps from expired or deleted origin messages are skipped); a
-source stores it as a new message with a `Nats-Stream-Source: <name>[:<api hash>] <seq> <filter> > <subject>` header,
-which is also how a source's position survives a restart. A gap in the delivery sequence (a message lost while the
-link was down), a heartbeat naming another last delivery, or ten seconds without hearing from the origin makes the
-link ask for a new consumer starting after the last origin sequence it stored: nothing is lost and nothing is
-stored twice. Requests are throttled and backed off as nats-server does.
+source stores it as a new message with a `Nats-Stream-Source: <name>[:<api hash>] <seq> <filters> <destinations>
+<subject>` header, which is also how a source's position survives a restart. A gap in the delivery sequence (a
+message lost while the link was down), a heartbeat naming another last delivery, or ten seconds without hearing from
+the origin makes the link ask for a new consumer starting after the last origin sequence it stored: nothing is lost
+and nothing is stored twice. Requests are throttled and backed off as nats-server does.
 
-Not done: subject transforms of sources and mirrors, durable sourcing consumers (`consumer`, API level 4), and
-serving direct gets for a mirror (`mirror_direct`); check_config refuses the first two.
+Subject transforms (`subject_transforms`) rewrite a message's subject before it is stored, the first whose filter
+matches (host/subject_transform.py). Not done: durable sourcing consumers (`consumer`, API level 4; check_config
+refuses them) and serving direct gets for a mirror (`mirror_direct`).
 """
 
 from __future__ import annotations
