@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from host.tools import bench, benchlib
+from host.tools import bench, bench_js, benchlib
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,8 @@ def test_bench_suite_against_nats_server(nats_server_binary: str) -> None:
     assert [r["error"] for r in report["results"] if r["error"]] == []
     assert {r["scenario"] for r in report["results"]} == set(bench.SCENARIOS) - set(bench.COMPARE_ONLY)
     for scen in ("pub", "pubsub1", "pubsub4", *bench.JS_SCENARIOS):
-        assert _summary(report, scen, "msgs_per_s")["median"]["nats-server"] > 0
+        headline = bench.METRICS[scen][0][0]
+        assert _summary(report, scen, headline)["median"]["nats-server"] > 0
     for r in report["results"]:
         m = r["metrics"]
         if r["scenario"] == "pubsub4":
@@ -144,3 +145,23 @@ def test_self_check_runs() -> None:
 def test_server_that_fails_to_start_is_reported() -> None:
     with pytest.raises(benchlib.BenchError, match="exited with status"):
         benchlib.ServerProcess("broken", ["/bin/sh", "-c", "echo boom {port}; exit 3"]).start(timeout=5)
+
+
+def test_js_sourcing_scenarios_compare_both_servers(nats_server_binary: str) -> None:
+    cfg = _tiny(scenarios=["js_source_lag", "js_source_catchup"])
+    report = bench.run_compare(
+        cfg, benchlib.default_nats_cmd(nats_server_binary, True), benchlib.default_hub_cmd(True)
+    )
+    assert [r["error"] for r in report["results"] if r["error"]] == []
+    ran = {(r["server"], r["scenario"]) for r in report["results"]}
+    assert ran == {(s, c) for s in ("nats-server", "hub") for c in ("js_source_lag", "js_source_catchup")}
+    for r in report["results"]:
+        m = r["metrics"]
+        if r["scenario"] == "js_source_lag":
+            assert m["samples"] > 0 and 0 < m["p50_us"] <= m["p90_us"] <= m["p99_us"]
+        else:
+            assert m["messages"] == bench_js.CATCHUP_MSGS and m["msgs_per_s"] > 0
+    for metric in ("p50_us", "p90_us", "p99_us"):
+        assert _summary(report, "js_source_lag", metric)["ratio"] > 0
+    assert _summary(report, "js_source_catchup", "msgs_per_s")["ratio"] > 0
+    assert "js_source_catchup" in bench.format_table(report)

@@ -492,6 +492,9 @@ METRICS: dict[str, list[tuple[str, str, str]]] = {
     "js_async": [("msgs_per_s", "msg/s", "higher")],
     "kv_put": [("msgs_per_s", "put/s", "higher"), ("p50_us", "p50 us", "lower")],
     "kv_get": [("msgs_per_s", "get/s", "higher"), ("p50_us", "p50 us", "lower")],
+    "js_source_lag": [("p50_us", "p50 lag us", "lower"), ("p90_us", "p90 lag us", "lower"),
+                      ("p99_us", "p99 lag us", "lower")],
+    "js_source_catchup": [("msgs_per_s", "msg/s", "higher")],
     "idle": [("kib_per_conn", "KiB/conn", "lower"), ("held", "conns held", "higher")],
 }
 

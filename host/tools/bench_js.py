@@ -9,6 +9,13 @@ sockets, like the core scenarios:
   acknowledged messages per second.
 * ``kv_put``: KV puts (a publish to ``$KV.BENCH.<key>`` waiting for its PubAck) over 1,000 keys.
 * ``kv_get``: KV gets by direct get of the last message of a key (``$JS.API.DIRECT.GET.KV_BENCH.$KV.BENCH.<key>``).
+* ``js_source_lag``: a stream ``BENCH_SRC`` sources the origin ``BENCH`` on the same server and republishes what it
+  stores to ``bench.lag.>``; publishes at a steady ``LAG_RATE`` (well below saturation, so this is lag and not a
+  backlog) each carry their index; per message, the time from the publisher's send to the republish from the
+  sourcing stream (p50/p90/p99). Every message must arrive once, in order.
+* ``js_source_catchup``: ``CATCHUP_MSGS`` messages already in the origin, then ``BENCH_SRC`` created sourcing it
+  (republishing headers only, to count arrivals cheaply); messages per second from the create request until the
+  last one is stored, checked against the stream's message count.
 
 Load variation: 8 stream subjects or 1,000 keys, payload sizes jittered around the nominal size, every request a
 unique reply subject, payload bytes from a random pool. A PubAck with an error, or a get that finds nothing,
@@ -35,9 +42,15 @@ from host.tools.benchlib import (
     payload_pool,
     proc_cpu_seconds,
     recv_more,
+    wait_pong,
 )
 
 STREAM = "BENCH"
+SOURCE = "BENCH_SRC"  # the stream sourcing STREAM in the js_source_* scenarios
+LAG_RATE = 1000  # msgs/s published in js_source_lag: steady and moderate, so the lag is not a queue's wait
+LAG_SUBJECT = b"bench.lag.>"  # SOURCE republishes here; outside the origin's subjects, so nothing loops
+CATCHUP_MSGS = 20_000  # origin backlog in js_source_catchup (the size of docs/jetstream.md's hand-made table)
+DRAIN_TIMEOUT = 30.0  # s without progress before a sourcing run is declared stuck
 BUCKET = "BENCH"
 KEYS = 1000
 SUBJECTS = 8
@@ -64,13 +77,20 @@ class Conn:
 
     def read_msg(self, timeout: float = 5.0) -> tuple[bytes, bytes | None, bytes]:
         """The next message: (subject, header block or None, payload). Answers PINGs on the way."""
-        buf = self.buf
         self.sock.settimeout(timeout)
+        while True:
+            msg = self.take_msg()
+            if msg is not None:
+                return msg
+            self._more()
+
+    def take_msg(self) -> tuple[bytes, bytes | None, bytes] | None:
+        """The next whole message already received, or None; answers PINGs and skips other control lines."""
+        buf = self.buf
         while True:
             end = buf.find(b"\r\n")
             if end < 0:
-                self._more()
-                continue
+                return None
             line = bytes(buf[:end])
             if line.startswith(b"PING"):
                 self.sock.sendall(b"PONG\r\n")
@@ -88,8 +108,8 @@ class Conn:
                 hlen, tlen = 0, int(args[-1])
             else:
                 raise BenchError(f"unexpected frame from server: {line[:120]!r}")
-            while len(buf) < end + 2 + tlen + 2:
-                self._more()
+            if len(buf) < end + 2 + tlen + 2:
+                return None
             body = bytes(buf[end + 2 : end + 2 + tlen])
             del buf[: end + 2 + tlen + 2]
             return args[1], (body[:hlen] if hlen else None), body[hlen:]
@@ -111,8 +131,9 @@ class Conn:
 
 
 def setup(conn: Conn, scenario: str) -> None:
-    """A fresh file-storage stream (or KV bucket) for this run."""
+    """A fresh file-storage stream (or KV bucket) for this run; the js_source_* sourcing stream is made later."""
     if scenario.startswith("js_"):
+        conn.api(f"$JS.API.STREAM.DELETE.{SOURCE}")
         conn.api(f"$JS.API.STREAM.DELETE.{STREAM}")
         cfg: dict[str, Any] = {"name": STREAM, "subjects": ["bench.js.>"], "storage": "file",
                                "max_bytes": 1 << 30, "discard": "old"}
@@ -276,6 +297,142 @@ def run_get(conn: Conn, frames: list[tuple[bytes, bytes]], cfg: BenchConfig) -> 
     return _timed_requests(cfg, get)
 
 
+def source_config(headers_only: bool) -> dict[str, Any]:
+    """SOURCE: a file stream sourcing STREAM from its start, republishing each stored message to LAG_SUBJECT."""
+    return {"name": SOURCE, "storage": "file", "max_bytes": 1 << 30, "discard": "old", "sources": [{"name": STREAM}],
+            "republish": {"src": ">", "dest": LAG_SUBJECT.decode(), "headers_only": headers_only}}
+
+
+def subscribe_sync(conn: Conn, subject: bytes, sid: int) -> None:
+    """Subscribe and wait until the server has the interest (its PONG), so nothing published after is missed."""
+    conn.sock.sendall(b"SUB %s %d\r\nPING\r\n" % (subject, sid))
+    conn.sock.settimeout(5.0)
+    wait_pong(conn.sock, conn.buf)
+
+
+def _read_ready(conn: Conn, until: float) -> list[tuple[bytes, bytes | None, bytes]]:
+    """The messages that arrive before `until` (perf_counter time), at least all those already buffered."""
+    got = []
+    while (msg := conn.take_msg()) is not None:
+        got.append(msg)
+    if got:
+        return got
+    r, _, _ = select.select([conn.sock], [], [], max(0.0, until - time.perf_counter()))
+    if r:
+        recv_more(conn.sock, conn.buf, "sourced messages")
+        while (msg := conn.take_msg()) is not None:
+            got.append(msg)
+    return got
+
+
+def _lag_percentile(lags: list[float], q: float) -> float:
+    return lags[min(len(lags) - 1, int(len(lags) * q))] * 1e6
+
+
+def run_source_lag(conn: Conn, frames: list[tuple[bytes, bytes]], cfg: BenchConfig) -> dict[str, Any]:
+    """js_source_lag: LAG_RATE publishes/s into STREAM; lag until SOURCE republishes each (module docstring)."""
+    resp = conn.api(f"$JS.API.STREAM.CREATE.{SOURCE}", source_config(headers_only=False))
+    if "error" in resp:
+        raise BenchError(f"sourcing stream create failed: {resp['error']}")
+    subscribe_sync(conn, LAG_SUBJECT, 2)
+    total = max(1, int(LAG_RATE * (cfg.warmup + cfg.duration)))
+    first_measured = int(LAG_RATE * cfg.warmup)
+    sent_at: list[float] = []
+    lags: list[float] = []
+    acked = 0
+    arrived = 0
+    interval = 1.0 / LAG_RATE
+    start = time.perf_counter()
+    last_progress = start
+    conn.sock.setblocking(True)
+    while acked < total or arrived < total:
+        now = time.perf_counter()
+        if now - last_progress > DRAIN_TIMEOUT:
+            raise BenchError(f"js_source_lag: {arrived} of {len(sent_at)} published messages reached {SOURCE} "
+                             f"({acked} acknowledged by {STREAM}), none more for {DRAIN_TIMEOUT:.0f} s")
+        i = len(sent_at)
+        if i < total and now >= start + i * interval:
+            subject, body = frames[i % len(frames)]
+            index = b"%08d" % i
+            payload = (index + body)[: max(len(body), len(index))]
+            sent_at.append(time.perf_counter())
+            conn.sock.sendall(b"PUB %s %s %d\r\n%s\r\n" % (subject, conn.reply(), len(payload), payload))
+            continue
+        until = start + len(sent_at) * interval if len(sent_at) < total else now + 0.1
+        for subject, _hdr, payload in _read_ready(conn, until):
+            t = time.perf_counter()
+            last_progress = t
+            if subject.startswith(INBOX):
+                _check_ack(payload)
+                acked += 1
+                continue
+            index_seen = int(payload[:8])
+            if index_seen != arrived:
+                raise BenchError(f"js_source_lag: message {index_seen} reached {SOURCE} where {arrived} was due "
+                                 "(lost, duplicated or reordered)")
+            if arrived >= first_measured:
+                lags.append(t - sent_at[arrived])
+            arrived += 1
+    if not lags:
+        raise BenchError("js_source_lag: no message in the measured window")
+    lags.sort()
+    return {
+        "msgs_per_s": len(lags) / cfg.duration,
+        "p50_us": _lag_percentile(lags, 0.5),
+        "p90_us": _lag_percentile(lags, 0.9),
+        "p99_us": _lag_percentile(lags, 0.99),
+        "samples": len(lags),
+        "rate": LAG_RATE,
+    }
+
+
+def fill_origin(conn: Conn, frames: list[tuple[bytes, bytes]], count: int) -> None:
+    """Publish `count` messages into STREAM, WINDOW at a time, each acknowledged."""
+    done = 0
+    while done < count:
+        n = min(WINDOW, count - done)
+        parts = []
+        for i in range(done, done + n):
+            subject, payload = frames[i % len(frames)]
+            parts.append(b"PUB %s %s %d\r\n%s\r\n" % (subject, conn.reply(), len(payload), payload))
+        conn.sock.sendall(b"".join(parts))
+        for _ in range(n):
+            _check_ack(conn.read_msg()[2])
+        done += n
+
+
+def run_source_catchup(conn: Conn, frames: list[tuple[bytes, bytes]], cfg: BenchConfig) -> dict[str, Any]:
+    """js_source_catchup: CATCHUP_MSGS in STREAM, then SOURCE created; rate until SOURCE has them all."""
+    fill_origin(conn, frames, CATCHUP_MSGS)
+    subscribe_sync(conn, LAG_SUBJECT, 2)
+    create = json.dumps(source_config(headers_only=True)).encode()
+    create_reply = conn.reply()
+    t0 = time.perf_counter()
+    conn.sock.sendall(b"PUB $JS.API.STREAM.CREATE.%s %s %d\r\n%s\r\n"
+                      % (SOURCE.encode(), create_reply, len(create), create))
+    arrived = 0
+    answered = False
+    last = last_progress = t0
+    while arrived < CATCHUP_MSGS or not answered:
+        if time.perf_counter() - last_progress > DRAIN_TIMEOUT:
+            raise BenchError(f"js_source_catchup: {SOURCE} got {arrived} of {CATCHUP_MSGS} messages, none more for "
+                             f"{DRAIN_TIMEOUT:.0f} s")
+        for subject, _hdr, payload in _read_ready(conn, time.perf_counter() + 0.1):
+            last_progress = time.perf_counter()
+            if subject == create_reply:
+                if b'"error"' in payload:
+                    raise BenchError(f"sourcing stream create failed: {payload[:200]!r}")
+                answered = True
+            else:
+                arrived += 1
+                last = last_progress
+    state = conn.api(f"$JS.API.STREAM.INFO.{SOURCE}").get("state", {})
+    if state.get("messages") != CATCHUP_MSGS:
+        raise BenchError(f"js_source_catchup: {SOURCE} holds {state.get('messages')} messages after "
+                         f"{arrived} were republished from it; {CATCHUP_MSGS} were sourced")
+    return {"msgs_per_s": CATCHUP_MSGS / (last - t0), "seconds": last - t0, "messages": CATCHUP_MSGS}
+
+
 def run_js(ep: Endpoint, scenario: str, size: int, cfg: BenchConfig, server_pid: int | None) -> dict[str, Any]:
     conn = Conn(ep)
     try:
@@ -285,6 +442,10 @@ def run_js(ep: Endpoint, scenario: str, size: int, cfg: BenchConfig, server_pid:
         t0 = time.perf_counter()
         if scenario == "js_async":
             m = run_async(conn, frames, cfg)
+        elif scenario == "js_source_lag":
+            m = run_source_lag(conn, frames, cfg)
+        elif scenario == "js_source_catchup":
+            m = run_source_catchup(conn, frames, cfg)
         elif scenario == "kv_get":
             m = run_get(conn, frames, cfg)
         else:

@@ -33,9 +33,11 @@ from urllib.parse import unquote, urlsplit
 
 SCENARIOS: tuple[str, ...] = (
     "pub", "pubsub1", "pubsub4", "reqrep", "leaf1", "leaf4", "route1", "route4",
-    "js_sync", "js_async", "kv_put", "kv_get", "idle",
+    "js_sync", "js_async", "kv_put", "kv_get", "js_source_lag", "js_source_catchup", "idle",
 )
-JS_SCENARIOS: tuple[str, ...] = ("js_sync", "js_async", "kv_put", "kv_get")  # host/tools/bench_js.py
+JS_SCENARIOS: tuple[str, ...] = (  # host/tools/bench_js.py
+    "js_sync", "js_async", "kv_put", "kv_get", "js_source_lag", "js_source_catchup",
+)
 LEAF_SCENARIOS: tuple[str, ...] = ("leaf1", "leaf4")  # host/tools/bench_leaf.py; --compare only
 ROUTE_SCENARIOS: tuple[str, ...] = ("route1", "route4")  # host/tools/bench_cluster.py; --compare only
 COMPARE_ONLY: tuple[str, ...] = LEAF_SCENARIOS + ROUTE_SCENARIOS  # they start servers of their own
