@@ -148,20 +148,23 @@ def test_server_that_fails_to_start_is_reported() -> None:
 
 
 def test_js_sourcing_scenarios_compare_both_servers(nats_server_binary: str) -> None:
-    cfg = _tiny(scenarios=["js_source_lag", "js_source_catchup"])
+    lag, catchup = ("js_source_lag", "js_leaf_source_lag"), ("js_source_catchup", "js_leaf_source_catchup")
+    cfg = _tiny(scenarios=[*lag, *catchup])
     report = bench.run_compare(
         cfg, benchlib.default_nats_cmd(nats_server_binary, True), benchlib.default_hub_cmd(True)
     )
     assert [r["error"] for r in report["results"] if r["error"]] == []
     ran = {(r["server"], r["scenario"]) for r in report["results"]}
-    assert ran == {(s, c) for s in ("nats-server", "hub") for c in ("js_source_lag", "js_source_catchup")}
+    assert ran == {(s, c) for s in ("nats-server", "hub") for c in (*lag, *catchup)}
     for r in report["results"]:
         m = r["metrics"]
-        if r["scenario"] == "js_source_lag":
+        if r["scenario"] in lag:
             assert m["samples"] > 0 and 0 < m["p50_us"] <= m["p90_us"] <= m["p99_us"]
         else:
             assert m["messages"] == bench_js.CATCHUP_MSGS and m["msgs_per_s"] > 0
-    for metric in ("p50_us", "p90_us", "p99_us"):
-        assert _summary(report, "js_source_lag", metric)["ratio"] > 0
-    assert _summary(report, "js_source_catchup", "msgs_per_s")["ratio"] > 0
-    assert "js_source_catchup" in bench.format_table(report)
+    for scen in lag:
+        for metric in ("p50_us", "p90_us", "p99_us"):
+            assert _summary(report, scen, metric)["ratio"] > 0
+    for scen in catchup:
+        assert _summary(report, scen, "msgs_per_s")["ratio"] > 0
+    assert "js_leaf_source_catchup" in bench.format_table(report)

@@ -46,10 +46,12 @@ from typing import Any
 from host.tools import bench_edge, bench_forward, needs
 from host.tools.bench_cluster import run_compare_route
 from host.tools.bench_js import run_js
+from host.tools.bench_js_leaf import run_compare_js_leaf
 from host.tools.bench_leaf import run_compare_leaf
 from host.tools.benchlib import (
     COMPARE_ONLY,
     JS_SCENARIOS,
+    LEAF_JS_SCENARIOS,
     LEAF_SCENARIOS,
     LOCALHOST,
     NOISY_CPU,
@@ -495,6 +497,9 @@ METRICS: dict[str, list[tuple[str, str, str]]] = {
     "js_source_lag": [("p50_us", "p50 lag us", "lower"), ("p90_us", "p90 lag us", "lower"),
                       ("p99_us", "p99 lag us", "lower")],
     "js_source_catchup": [("msgs_per_s", "msg/s", "higher")],
+    "js_leaf_source_lag": [("p50_us", "p50 lag us", "lower"), ("p90_us", "p90 lag us", "lower"),
+                           ("p99_us", "p99 lag us", "lower")],
+    "js_leaf_source_catchup": [("msgs_per_s", "msg/s", "higher")],
     "idle": [("kib_per_conn", "KiB/conn", "lower"), ("held", "conns held", "higher")],
 }
 
@@ -635,6 +640,8 @@ def run_compare(
         results += run_compare_leaf(cfg, cmds, log)
     if any(s in ROUTE_SCENARIOS for s in cfg.scenarios):
         results += run_compare_route(cfg, cmds, log)
+    if any(s in LEAF_JS_SCENARIOS for s in cfg.scenarios):
+        results += run_compare_js_leaf(cfg, cmds, log)
     if "idle" in cfg.scenarios:
         # a fresh server per idle run: freed memory a runtime keeps around would hide the growth otherwise
         for run in range(cfg.runs):
@@ -825,7 +832,7 @@ def measure(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, A
     if args.compare:
         needs.nats_server("natsedge bench --compare", "bench", args.nats_server)
         binary = find_nats_server(args.nats_server)
-        js = any(s in JS_SCENARIOS for s in cfg.scenarios)
+        js = any(s in JS_SCENARIOS or s in LEAF_JS_SCENARIOS for s in cfg.scenarios)
         hub_cmd = shlex.split(args.hub_cmd) if args.hub_cmd else default_hub_cmd(js)
         log(f"nats-server: {binary} ({nats_server_version(binary)}); hub: {shlex.join(hub_cmd)}")
         return run_compare(cfg, default_nats_cmd(binary, js), hub_cmd, log)

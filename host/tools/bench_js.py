@@ -63,9 +63,10 @@ ERR_MARK = b'"error"'
 class Conn:
     """One client connection with a wildcard inbox; reads whole MSG/HMSG frames."""
 
-    def __init__(self, ep: Endpoint) -> None:
+    def __init__(self, ep: Endpoint, inbox: bytes = INBOX) -> None:
         self.sock, self.buf = nats_connect(ep, "bench-js", headers=True)
-        self.sock.sendall(b"SUB " + INBOX + b"* 1\r\n")
+        self.inbox = inbox  # distinct per connection when two servers share interest over a leafnode
+        self.sock.sendall(b"SUB " + inbox + b"* 1\r\n")
         self.n = 0
 
     def close(self) -> None:
@@ -73,7 +74,7 @@ class Conn:
 
     def reply(self) -> bytes:
         self.n += 1
-        return INBOX + str(self.n).encode()
+        return self.inbox + str(self.n).encode()
 
     def read_msg(self, timeout: float = 5.0) -> tuple[bytes, bytes | None, bytes]:
         """The next message: (subject, header block or None, payload). Answers PINGs on the way."""
@@ -148,7 +149,7 @@ def setup(conn: Conn, scenario: str) -> None:
         raise BenchError(f"stream create failed: {resp['error']}")
 
 
-def _frames(scenario: str, size: int, cfg: BenchConfig) -> list[tuple[bytes, bytes]]:
+def js_frames(scenario: str, size: int, cfg: BenchConfig) -> list[tuple[bytes, bytes]]:
     """(subject, payload) pairs, cycled by the generators."""
     rng = random.Random(cfg.seed)
     pool = payload_pool(rng)
@@ -297,9 +298,13 @@ def run_get(conn: Conn, frames: list[tuple[bytes, bytes]], cfg: BenchConfig) -> 
     return _timed_requests(cfg, get)
 
 
-def source_config(headers_only: bool) -> dict[str, Any]:
-    """SOURCE: a file stream sourcing STREAM from its start, republishing each stored message to LAG_SUBJECT."""
-    return {"name": SOURCE, "storage": "file", "max_bytes": 1 << 30, "discard": "old", "sources": [{"name": STREAM}],
+def source_config(headers_only: bool, origin_api: str | None) -> dict[str, Any]:
+    """SOURCE: a file stream sourcing STREAM from its start (through `origin_api` when STREAM is in another
+    domain), republishing each stored message to LAG_SUBJECT."""
+    source: dict[str, Any] = {"name": STREAM}
+    if origin_api:
+        source["external"] = {"api": origin_api}
+    return {"name": SOURCE, "storage": "file", "max_bytes": 1 << 30, "discard": "old", "sources": [source],
             "republish": {"src": ">", "dest": LAG_SUBJECT.decode(), "headers_only": headers_only}}
 
 
@@ -310,18 +315,16 @@ def subscribe_sync(conn: Conn, subject: bytes, sid: int) -> None:
     wait_pong(conn.sock, conn.buf)
 
 
-def _read_ready(conn: Conn, until: float) -> list[tuple[bytes, bytes | None, bytes]]:
-    """The messages that arrive before `until` (perf_counter time), at least all those already buffered."""
-    got = []
-    while (msg := conn.take_msg()) is not None:
-        got.append(msg)
+def _read_ready(conns: list[Conn], until: float) -> list[tuple[bytes, bytes | None, bytes]]:
+    """The messages on `conns` that arrive before `until` (perf_counter time), at least all those buffered."""
+    got = [msg for conn in conns for msg in iter(conn.take_msg, None)]
     if got:
         return got
-    r, _, _ = select.select([conn.sock], [], [], max(0.0, until - time.perf_counter()))
-    if r:
-        recv_more(conn.sock, conn.buf, "sourced messages")
-        while (msg := conn.take_msg()) is not None:
-            got.append(msg)
+    ready, _, _ = select.select([c.sock for c in conns], [], [], max(0.0, until - time.perf_counter()))
+    for conn in conns:
+        if conn.sock in ready:
+            recv_more(conn.sock, conn.buf, "sourced messages")
+            got += iter(conn.take_msg, None)
     return got
 
 
@@ -329,12 +332,15 @@ def _lag_percentile(lags: list[float], q: float) -> float:
     return lags[min(len(lags) - 1, int(len(lags) * q))] * 1e6
 
 
-def run_source_lag(conn: Conn, frames: list[tuple[bytes, bytes]], cfg: BenchConfig) -> dict[str, Any]:
-    """js_source_lag: LAG_RATE publishes/s into STREAM; lag until SOURCE republishes each (module docstring)."""
-    resp = conn.api(f"$JS.API.STREAM.CREATE.{SOURCE}", source_config(headers_only=False))
+def run_source_lag(origin: Conn, sourcing: Conn, origin_api: str | None, frames: list[tuple[bytes, bytes]],
+                   cfg: BenchConfig) -> dict[str, Any]:
+    """js_source_lag: LAG_RATE publishes/s into STREAM on `origin`; lag until SOURCE on `sourcing` republishes
+    each (module docstring). `origin` and `sourcing` may be one connection."""
+    resp = sourcing.api(f"$JS.API.STREAM.CREATE.{SOURCE}", source_config(False, origin_api))
     if "error" in resp:
         raise BenchError(f"sourcing stream create failed: {resp['error']}")
-    subscribe_sync(conn, LAG_SUBJECT, 2)
+    subscribe_sync(sourcing, LAG_SUBJECT, 2)
+    conns = list({id(c): c for c in (origin, sourcing)}.values())
     total = max(1, int(LAG_RATE * (cfg.warmup + cfg.duration)))
     first_measured = int(LAG_RATE * cfg.warmup)
     sent_at: list[float] = []
@@ -344,7 +350,6 @@ def run_source_lag(conn: Conn, frames: list[tuple[bytes, bytes]], cfg: BenchConf
     interval = 1.0 / LAG_RATE
     start = time.perf_counter()
     last_progress = start
-    conn.sock.setblocking(True)
     while acked < total or arrived < total:
         now = time.perf_counter()
         if now - last_progress > DRAIN_TIMEOUT:
@@ -356,13 +361,13 @@ def run_source_lag(conn: Conn, frames: list[tuple[bytes, bytes]], cfg: BenchConf
             index = b"%08d" % i
             payload = (index + body)[: max(len(body), len(index))]
             sent_at.append(time.perf_counter())
-            conn.sock.sendall(b"PUB %s %s %d\r\n%s\r\n" % (subject, conn.reply(), len(payload), payload))
+            origin.sock.sendall(b"PUB %s %s %d\r\n%s\r\n" % (subject, origin.reply(), len(payload), payload))
             continue
         until = start + len(sent_at) * interval if len(sent_at) < total else now + 0.1
-        for subject, _hdr, payload in _read_ready(conn, until):
+        for subject, _hdr, payload in _read_ready(conns, until):
             t = time.perf_counter()
             last_progress = t
-            if subject.startswith(INBOX):
+            if subject.startswith(origin.inbox):
                 _check_ack(payload)
                 acked += 1
                 continue
@@ -401,14 +406,16 @@ def fill_origin(conn: Conn, frames: list[tuple[bytes, bytes]], count: int) -> No
         done += n
 
 
-def run_source_catchup(conn: Conn, frames: list[tuple[bytes, bytes]], cfg: BenchConfig) -> dict[str, Any]:
-    """js_source_catchup: CATCHUP_MSGS in STREAM, then SOURCE created; rate until SOURCE has them all."""
-    fill_origin(conn, frames, CATCHUP_MSGS)
-    subscribe_sync(conn, LAG_SUBJECT, 2)
-    create = json.dumps(source_config(headers_only=True)).encode()
-    create_reply = conn.reply()
+def run_source_catchup(origin: Conn, sourcing: Conn, origin_api: str | None,
+                       frames: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """js_source_catchup: CATCHUP_MSGS in STREAM on `origin`, then SOURCE created on `sourcing`; rate until
+    SOURCE has them all."""
+    fill_origin(origin, frames, CATCHUP_MSGS)
+    subscribe_sync(sourcing, LAG_SUBJECT, 2)
+    create = json.dumps(source_config(True, origin_api)).encode()
+    create_reply = sourcing.reply()
     t0 = time.perf_counter()
-    conn.sock.sendall(b"PUB $JS.API.STREAM.CREATE.%s %s %d\r\n%s\r\n"
+    sourcing.sock.sendall(b"PUB $JS.API.STREAM.CREATE.%s %s %d\r\n%s\r\n"
                       % (SOURCE.encode(), create_reply, len(create), create))
     arrived = 0
     answered = False
@@ -417,7 +424,7 @@ def run_source_catchup(conn: Conn, frames: list[tuple[bytes, bytes]], cfg: Bench
         if time.perf_counter() - last_progress > DRAIN_TIMEOUT:
             raise BenchError(f"js_source_catchup: {SOURCE} got {arrived} of {CATCHUP_MSGS} messages, none more for "
                              f"{DRAIN_TIMEOUT:.0f} s")
-        for subject, _hdr, payload in _read_ready(conn, time.perf_counter() + 0.1):
+        for subject, _hdr, payload in _read_ready([sourcing], time.perf_counter() + 0.1):
             last_progress = time.perf_counter()
             if subject == create_reply:
                 if b'"error"' in payload:
@@ -426,7 +433,7 @@ def run_source_catchup(conn: Conn, frames: list[tuple[bytes, bytes]], cfg: Bench
             else:
                 arrived += 1
                 last = last_progress
-    state = conn.api(f"$JS.API.STREAM.INFO.{SOURCE}").get("state", {})
+    state = sourcing.api(f"$JS.API.STREAM.INFO.{SOURCE}").get("state", {})
     if state.get("messages") != CATCHUP_MSGS:
         raise BenchError(f"js_source_catchup: {SOURCE} holds {state.get('messages')} messages after "
                          f"{arrived} were republished from it; {CATCHUP_MSGS} were sourced")
@@ -437,15 +444,15 @@ def run_js(ep: Endpoint, scenario: str, size: int, cfg: BenchConfig, server_pid:
     conn = Conn(ep)
     try:
         setup(conn, scenario)
-        frames = _frames(scenario, size, cfg)
+        frames = js_frames(scenario, size, cfg)
         cpu0 = proc_cpu_seconds(server_pid) if server_pid else None
         t0 = time.perf_counter()
         if scenario == "js_async":
             m = run_async(conn, frames, cfg)
         elif scenario == "js_source_lag":
-            m = run_source_lag(conn, frames, cfg)
+            m = run_source_lag(conn, conn, None, frames, cfg)
         elif scenario == "js_source_catchup":
-            m = run_source_catchup(conn, frames, cfg)
+            m = run_source_catchup(conn, conn, None, frames)
         elif scenario == "kv_get":
             m = run_get(conn, frames, cfg)
         else:

@@ -33,14 +33,18 @@ from urllib.parse import unquote, urlsplit
 
 SCENARIOS: tuple[str, ...] = (
     "pub", "pubsub1", "pubsub4", "reqrep", "leaf1", "leaf4", "route1", "route4",
-    "js_sync", "js_async", "kv_put", "kv_get", "js_source_lag", "js_source_catchup", "idle",
+    "js_sync", "js_async", "kv_put", "kv_get", "js_source_lag", "js_source_catchup",
+    "js_leaf_source_lag", "js_leaf_source_catchup", "idle",
 )
 JS_SCENARIOS: tuple[str, ...] = (  # host/tools/bench_js.py
     "js_sync", "js_async", "kv_put", "kv_get", "js_source_lag", "js_source_catchup",
 )
 LEAF_SCENARIOS: tuple[str, ...] = ("leaf1", "leaf4")  # host/tools/bench_leaf.py; --compare only
 ROUTE_SCENARIOS: tuple[str, ...] = ("route1", "route4")  # host/tools/bench_cluster.py; --compare only
-COMPARE_ONLY: tuple[str, ...] = LEAF_SCENARIOS + ROUTE_SCENARIOS  # they start servers of their own
+LEAF_JS_SCENARIOS: tuple[str, ...] = (  # host/tools/bench_js_leaf.py; --compare only
+    "js_leaf_source_lag", "js_leaf_source_catchup",
+)
+COMPARE_ONLY: tuple[str, ...] = LEAF_SCENARIOS + ROUTE_SCENARIOS + LEAF_JS_SCENARIOS  # they start servers of their own
 PAYLOAD_ALPHABET = b"abcdefghijklmnopqrstuvwxyz0123456789"
 LISTENING_LINE = b"Listening for client connections on"
 LOCALHOST = "127.0.0.1"
@@ -974,13 +978,13 @@ def scenario_sizes(cfg: BenchConfig) -> list[tuple[str, int | None]]:
 
 def _describe(label: str, scen: str, size: int | None, run: int, cfg: BenchConfig, m: dict[str, Any]) -> str:
     what = f"[{label}] {scen}" + (f" {size}B" if size else "") + f" run {run + 1}/{cfg.runs}: "
-    if scen in SUBSCRIBERS or scen in COMPARE_ONLY:
+    if scen in SUBSCRIBERS or scen in LEAF_SCENARIOS or scen in ROUTE_SCENARIOS:
         s = f"{fmt_rate(m['msgs_per_s'])} msg/s, publisher cpu {m['publisher_cpu']:.0%}"
         if "subscriber_cpu" in m:
             s += f", max subscriber cpu {m['subscriber_cpu']:.0%}"
         if m.get("publisher_credit_wait"):
             s += f", credit-stalled {m['publisher_credit_wait']:.0%}"
-    elif scen in JS_SCENARIOS:
+    elif scen in JS_SCENARIOS or scen in LEAF_JS_SCENARIOS:
         s = f"{fmt_rate(m['msgs_per_s'])} ops/s" + (f", p50 {m['p50_us']:.0f} us" if "p50_us" in m else "")
     elif scen == "reqrep":
         s = (
