@@ -416,7 +416,7 @@ def run_source_catchup(origin: Conn, sourcing: Conn, origin_api: str | None,
     create_reply = sourcing.reply()
     t0 = time.perf_counter()
     sourcing.sock.sendall(b"PUB $JS.API.STREAM.CREATE.%s %s %d\r\n%s\r\n"
-                      % (SOURCE.encode(), create_reply, len(create), create))
+                          % (SOURCE.encode(), create_reply, len(create), create))
     arrived = 0
     answered = False
     last = last_progress = t0
