@@ -31,7 +31,7 @@ import pytest
 
 from tests.compat.harness import Raw, run
 from tests.edge import frozen
-from tests.edge.edgeharness import JsHub, Runtime, free_port, set_runtime, wait_until
+from tests.edge.edgeharness import JsHub, Runtime, edge_config, free_port, set_runtime, wait_until
 from tests.edge.fwdharness import FwdEdge, add_stream, stream_last_seq
 from tests.edge.test_edge_heap import MSGS, N_CLIENTS, SUBS_PER_CLIENT, _stats, exchange, lan_clients
 
@@ -207,6 +207,47 @@ def test_heap_high_water_in_60k(kind, frozen_runtime, tmp_path, request, record_
         record_property(k, v)
     print(f"frozen32 heap, {kind}, -X heapsize={frozen.HEAPSIZE} (bytes):", f)
     assert f["peak"] <= HEADROOM * frozen.HEAPSIZE, f
+
+
+# A hub message of BIG bytes on the frozen edge at 60 KB: its 256-byte reads (~1.06 x BIG of pieces) fit in the
+# heap, but joining them takes a contiguous BIG on top, and the edge with an uplink and a LAN client (~19 KB live)
+# has less than 2 x BIG free: the assembly cannot succeed, however the heap lies.
+BIG = 22000
+
+
+def test_hub_message_too_big_for_the_heap_is_dropped_and_the_link_stays(frozen_runtime, hubs, edges):
+    hub = hubs()
+    e = edges(edge_config("nomem", listen=free_port(), hub_port=hub.leaf_port, stats=0.05, max_payload=32768,
+                          max_pending=32768))
+    e.wait_line(r"uplink up", timeout=10)
+    lan = Raw(e.port)
+    lan.handshake()
+    lan.send(b"SUB big 1\r\n")
+    lan.sync()
+    hub.wait_leaf_subs("big")
+    pub = Raw(hub.srv.port)
+    pub.handshake()
+    got = []
+
+    def received(n):
+        got.extend(m.payload for m in lan.msgs_until_pong())
+        return len(got) >= n
+
+    for n in (1, 2):  # the second: counted again, not logged again
+        pub.send(b"PUB big %d\r\n%s\r\nPUB big 5\r\nafter\r\n" % (BIG, b"b" * BIG))
+        pub.sync()
+        try:
+            wait_until(lambda n=n: received(n), 10, msg="the message after the big one")
+            wait_until(lambda n=n: _stats(e)[-1]["nomem"] == n, 5, msg=f"stats nomem={n}")
+        except BaseException:
+            print(e.output())  # the edge's last lines: a MemoryError traceback, the uplink going down
+            raise
+    assert got == [b"after", b"after"]
+    assert len([ln for ln in e.lines if "uplink message dropped: no memory" in ln]) == 1, e.output()
+    assert not [ln for ln in e.lines if "uplink down" in ln], e.output()
+    assert e.alive()
+    lan.close()
+    pub.close()
 
 
 @pytest.mark.slow
