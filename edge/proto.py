@@ -110,9 +110,6 @@ _V_RMSG = const(18)
 _COMMON = {b"INFO": _V_INFO, b"PING": _V_PING, b"PONG": _V_PONG, b"+OK": _V_OK, b"-ERR": _V_ERR}
 
 
-_BARE = (_V_PING, _V_PONG, _V_OK, _V_ERR)  # verbs that may stand alone on a line
-
-
 def _verbs(extra):
     d = dict(_COMMON)
     d.update(extra)
@@ -189,10 +186,10 @@ class Parser:
             return
         k = self._skip
         if k:  # the rest of a message dropped for want of memory: counted down, not kept
-            self._skip = k - len(data) if k > len(data) else 0
-            if k >= len(data):
+            self._skip = max(k - len(data), 0)
+            if self._skip:
                 return
-            data = bytes(data[k:])
+            data = bytes(data[k:])  # b"" when the message ended with this read: nothing more to do
         elif type(data) is memoryview:
             aw = self._await
             if aw is None:
@@ -364,7 +361,7 @@ class Parser:
         if verb is None:
             raise RemoteProtocolError("unknown operation", ERR_UNKNOWN_OP)
         n = len(args)
-        if n == 1 and verb not in _BARE:
+        if n == 1 and not _V_PING <= verb <= _V_ERR:  # PING, PONG, +OK, -ERR may stand alone on a line
             # A verb alone is a parse error; once a separator follows it is an argument error (silent
             # close), and CONNECT/INFO take anything after the verb as (bad) JSON.
             if len(line) > len(args[0]) or verb == _V_CONNECT or verb == _V_INFO:

@@ -271,10 +271,8 @@ class Client(Link):
             p = o.get("protocol", 0)
             self.flags = ((_VERBOSE if o.get("verbose", True) else 0) | (_PEDANTIC if o.get("pedantic", True) else 0)
                           | (_NO_RESPONDERS if o.get("no_responders") else 0) | (_INFO_PENDING if p == 1 else 0))
-            if bool(o.get("echo", True)) != self.echo:  # set only when it differs: see the class attributes
-                self.echo = not self.echo
-            if bool(o.get("headers", False)) != self.headers:
-                self.headers = not self.headers
+            self.echo = bool(o.get("echo", True))
+            self.headers = bool(o.get("headers", False))
             name = o.get("name")
             if isinstance(name, str) and name:
                 self.name = name

@@ -299,7 +299,7 @@ class Uplink:
                             return
                     except MemoryError:  # rule 8: that message is dropped, the link stays
                         if not self.nomem:
-                            self.log("uplink message dropped: no memory (stats nomem, logged once)")
+                            self.log("uplink nomem: a message dropped (logged once)")
                         self.nomem += 1
                 if link.closed:
                     self._finish("write failed")
