@@ -131,25 +131,22 @@ class Listener:
 
 class Client(Link):
     # One LAN client: its stream (Link), parser, protocol options and subscriptions (sid -> sub).
-    # Attributes that most clients keep at their start value are class attributes (rule 4: each instance
-    # attribute costs heap on MicroPython); an instance gets its own when it changes one.
-    limits = None  # sid -> UNSUB max, for the few subscriptions that have one
-    perms = None  # this user's permissions (edge/auth/lanauth.py), None: all allowed
-    echo = True
-    headers = False
-    name = None  # CONNECT's "name", for trace events (edge/leaf/msgtrace.py)
-    pings = 0
-    active = True
-    rtask = None
-
     def __init__(self, listener, cid, reader, writer):
         Link.__init__(self, reader, writer, listener.max_pending)
         self.lst = listener
         self.cid = cid
         self.parser = proto.Parser(proto.KIND_CLIENT, listener.max_control_line, listener.max_payload)
         self.subs = {}
+        self.limits = None  # sid -> UNSUB max, for the few subscriptions that have one
         # nats-server's defaults until CONNECT says otherwise (a telnet client gets +OK).
         self.flags = _VERBOSE | _PEDANTIC | (_AUTH_PENDING if listener.auth is not None else 0)
+        self.perms = None  # this user's permissions (edge/auth/lanauth.py), None: all allowed
+        self.echo = True
+        self.headers = False
+        self.name = None  # CONNECT's "name", for trace events (edge/leaf/msgtrace.py)
+        self.pings = 0
+        self.active = True
+        self.rtask = None
 
     def kill(self):
         # Stop this client from outside its own task (stale, slow consumer, shutdown).
@@ -274,8 +271,7 @@ class Client(Link):
             self.echo = bool(o.get("echo", True))
             self.headers = bool(o.get("headers", False))
             name = o.get("name")
-            if isinstance(name, str) and name:
-                self.name = name
+            self.name = name if isinstance(name, str) and name else None
             if p != 0 and p != 1:
                 w(proto.encode_err("invalid client protocol"))
                 return False
