@@ -1,4 +1,5 @@
-# edge/proto.py — the NATS wire protocol, sans-IO: bytes in, operations out, encoders for every op.
+# edge/proto.py — the NATS wire protocol, sans-IO: bytes in, operations out, encoders for every op an edge
+# sends (route ops are parsed here, for the hub; their encoders are the hub router's, host/route.py).
 #
 # Shared by the edge (MicroPython and CPython) and the hub. Rules this file keeps:
 # 1. No IO, no clock, no asyncio. The caller feeds bytes with receive_data() (b"" = peer closed)
@@ -636,19 +637,3 @@ def encode_lmsg(subject, payload, reply=None, queues=None, hdr=None, parts=False
     head = [b"HMSG" if hdr is not None else b"LMSG", _b(subject)]
     return _frame(_reply_queue_words(head, reply, queues), hdr, payload, parts)
 
-
-def encode_rs_plus(account, subject, queue=None, weight=1):
-    acc = _token(account, "account")
-    if queue:
-        return b"RS+ %s %s %s %d\r\n" % (acc, _token(subject, "subject"), _token(queue, "queue"), weight)
-    return b"RS+ " + acc + b" " + _token(subject, "subject") + CRLF
-
-
-def encode_rs_minus(account, subject, queue=None):
-    tail = b" " + _token(queue, "queue") if queue else b""
-    return b"RS- " + _token(account, "account") + b" " + _token(subject, "subject") + tail + CRLF
-
-
-def encode_rmsg(account, subject, payload, reply=None, queues=None, hdr=None):
-    head = [b"HMSG" if hdr is not None else b"RMSG", _token(account, "account"), _token(subject, "subject")]
-    return _frame(_reply_queue_words(head, reply, queues), hdr, payload)

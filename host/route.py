@@ -40,6 +40,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from edge.proto import (
+    CRLF,
     KIND_ROUTE,
     OP_CLOSED,
     OP_CONNECT,
@@ -53,11 +54,11 @@ from edge.proto import (
     OP_RS_PLUS,
     PING,
     PONG,
+    _frame,
+    _reply_queue_words,
+    _token,
     encode_connect,
     encode_info,
-    encode_rmsg,
-    encode_rs_minus,
-    encode_rs_plus,
 )
 from host import errors
 from host.accounts import Account, nuid
@@ -81,6 +82,27 @@ X509_HOSTNAME_MISMATCH = 62  # OpenSSL X509_V_ERR_HOSTNAME_MISMATCH
 X509_IP_MISMATCH = 64  # X509_V_ERR_IP_ADDRESS_MISMATCH
 
 RouteKey = tuple[bytes | None, bytes, bytes, bytes | None]  # (leaf origin or None, account, subject, queue)
+
+
+# Route encoders live with the router, their one user: an edge never speaks the route protocol, so edge/proto.py
+# (shipped to devices) parses route ops (its parser is the hub's too) but does not write them.
+def encode_rs_plus(account: str | bytes, subject: str | bytes, queue: str | bytes | None = None,
+                   weight: int = 1) -> bytes:
+    acc = _token(account, "account")
+    if queue:
+        return b"RS+ %s %s %s %d\r\n" % (acc, _token(subject, "subject"), _token(queue, "queue"), weight)
+    return b"RS+ " + acc + b" " + _token(subject, "subject") + CRLF
+
+
+def encode_rs_minus(account: str | bytes, subject: str | bytes, queue: str | bytes | None = None) -> bytes:
+    tail = b" " + _token(queue, "queue") if queue else b""
+    return b"RS- " + _token(account, "account") + b" " + _token(subject, "subject") + tail + CRLF
+
+
+def encode_rmsg(account: str | bytes, subject: str | bytes, payload: bytes, reply: bytes | None = None,
+                queues: list | None = None, hdr: bytes | None = None) -> bytes:
+    head = [b"HMSG" if hdr is not None else b"RMSG", _token(account, "account"), _token(subject, "subject")]
+    return _frame(_reply_queue_words(head, reply, queues), hdr, payload)
 
 
 def err_cluster_name(theirs: str, ours: str) -> str:
