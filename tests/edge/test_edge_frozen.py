@@ -192,8 +192,8 @@ def test_every_module_the_firmware_freezes_imports_from_the_frozen_build(frozen3
     assert out.stdout.splitlines() == want, out.stdout + out.stderr
 
 
-# Measured 2026-12-07 (docs/benchmarks.md, "Heap per configuration"): forward + KV keeps 50.4 KB live at steady and
-# 54.8-56.0 KB at the peak (after gc.collect(), at -X heapsize=120000, with the small-heap defaults: group commit
+# Measured 2026-12-07 (docs/benchmarks.md, "Heap per configuration"): forward + KV keeps 50.3-50.4 KB live at steady and
+# 53.8-56.0 KB at the peak (after gc.collect(), at -X heapsize=120000, with the small-heap defaults: group commit
 # 16 records / 2 KB, KV push window 4, max_pending 8 KB; branch wt-edgeheap), against 58,624 bytes of GC heap in a
 # 60 KB heap and the 48,000 HEADROOM allows: its live data does not fit, fragmented or not (the smallest heap that
 # ran it on wt-kvheap: 78.9-79.8 KB). strict: the day it fits, this test says so.
