@@ -1,5 +1,5 @@
 # edge/proto.py — the NATS wire protocol, sans-IO: bytes in, operations out, encoders for every op an edge
-# sends (route ops are parsed here, for the hub; their encoders are the hub router's, host/route.py).
+# sends (route ops are parsed here, for the hub; their encoders are the hub's, host/parser.py).
 #
 # Shared by the edge (MicroPython and CPython) and the hub. Rules this file keeps:
 # 1. No IO, no clock, no asyncio. The caller feeds bytes with receive_data() (b"" = peer closed)

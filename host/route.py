@@ -40,7 +40,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from edge.proto import (
-    CRLF,
     KIND_ROUTE,
     OP_CLOSED,
     OP_CONNECT,
@@ -54,9 +53,6 @@ from edge.proto import (
     OP_RS_PLUS,
     PING,
     PONG,
-    _frame,
-    _reply_queue_words,
-    _token,
     encode_connect,
     encode_info,
 )
@@ -66,7 +62,7 @@ from host.client import LINK_FIRST_PING_INTERVAL, Client, interest_change, peer_
 from host.delivery import deliver, deliver_link_msg, learn_plan
 from host.gateway import GATEWAY_CMD_GOSSIP
 from host.opts import split_url
-from host.parser import HubParser
+from host.parser import HubParser, encode_rmsg, encode_rs_minus, encode_rs_plus
 from host.sublist import Subscription, is_valid_subject
 from host.tls import dial
 
@@ -83,26 +79,6 @@ X509_IP_MISMATCH = 64  # X509_V_ERR_IP_ADDRESS_MISMATCH
 
 RouteKey = tuple[bytes | None, bytes, bytes, bytes | None]  # (leaf origin or None, account, subject, queue)
 
-
-# Route encoders live with the router, their one user: an edge never speaks the route protocol, so edge/proto.py
-# (shipped to devices) parses route ops (its parser is the hub's too) but does not write them.
-def encode_rs_plus(account: str | bytes, subject: str | bytes, queue: str | bytes | None = None,
-                   weight: int = 1) -> bytes:
-    acc = _token(account, "account")
-    if queue:
-        return b"RS+ %s %s %s %d\r\n" % (acc, _token(subject, "subject"), _token(queue, "queue"), weight)
-    return b"RS+ " + acc + b" " + _token(subject, "subject") + CRLF
-
-
-def encode_rs_minus(account: str | bytes, subject: str | bytes, queue: str | bytes | None = None) -> bytes:
-    tail = b" " + _token(queue, "queue") if queue else b""
-    return b"RS- " + _token(account, "account") + b" " + _token(subject, "subject") + tail + CRLF
-
-
-def encode_rmsg(account: str | bytes, subject: str | bytes, payload: bytes, reply: bytes | None = None,
-                queues: list | None = None, hdr: bytes | None = None) -> bytes:
-    head = [b"HMSG" if hdr is not None else b"RMSG", _token(account, "account"), _token(subject, "subject")]
-    return _frame(_reply_queue_words(head, reply, queues), hdr, payload)
 
 
 def err_cluster_name(theirs: str, ours: str) -> str:

@@ -68,9 +68,14 @@ if sys.implementation.name == "micropython":
     BATCH_MODES = (False,)  # the edge's parser: next_event() only
 else:
     # The hub's parser adds next_batch() to the edge's; every test here holds both methods to the same answers.
-    from host.parser import OP_PUB_RUN, decode_tail
+    from host.parser import (  # the hub's: a device writes no route op
+        OP_PUB_RUN,
+        decode_tail,
+        encode_rmsg,
+        encode_rs_minus,
+        encode_rs_plus,
+    )
     from host.parser import HubParser as Parser
-    from host.route import encode_rmsg, encode_rs_minus, encode_rs_plus  # the router's: a device writes no route op
 
     BATCH_MODES = (False, True)
 
@@ -1150,7 +1155,7 @@ ROUND_TRIP = (
     (KIND_LEAF, PING, (OP_PING,)),
     (KIND_ROUTE, PONG, (OP_PONG,)),
 )
-if not MP:  # route ops are written by the hub's router only (host/route.py)
+if not MP:  # route ops are written by the hub only (host/parser.py)
     ROUND_TRIP += (
         (KIND_ROUTE, encode_rs_plus("$G", "foo"), (OP_RS_PLUS, b"$G", b"foo", None, None)),
         (KIND_ROUTE, encode_rs_plus("$G", "foo", "q", 7), (OP_RS_PLUS, b"$G", b"foo", b"q", 7)),
@@ -1213,7 +1218,7 @@ def test_local_protocol_errors():
         lambda: encode_headers([("k", "v\r\nX: y")]),
         lambda: encode_headers({"k": ["ok", "bad\n"]}),
     )
-    if not MP:  # the router's encoders (host/route.py)
+    if not MP:  # the hub's encoders (host/parser.py)
         bad += (
             lambda: encode_rs_plus("", "foo"),
             lambda: encode_rs_minus("$G", "a b"),

@@ -56,7 +56,7 @@ from edge.proto import (
     encode_unsub,
 )
 from host.parser import HubParser as Parser
-from host.route import encode_rmsg, encode_rs_minus, encode_rs_plus
+from host.parser import encode_rmsg, encode_rs_minus, encode_rs_plus
 from tests.unit.test_proto import _expand
 
 KINDS = (KIND_CLIENT, KIND_SERVER, KIND_LEAF, KIND_ROUTE)
