@@ -1,4 +1,5 @@
-# edge/proto.py — the NATS wire protocol, sans-IO: bytes in, operations out, encoders for every op.
+# edge/proto.py — the NATS wire protocol, sans-IO: bytes in, operations out, encoders for every op an edge
+# sends (route ops are parsed here, for the hub; their encoders are the hub's, host/parser.py).
 #
 # Shared by the edge (MicroPython and CPython) and the hub. Rules this file keeps:
 # 1. No IO, no clock, no asyncio. The caller feeds bytes with receive_data() (b"" = peer closed)
@@ -11,6 +12,9 @@
 # 4. Bad peer input raises RemoteProtocolError whose `wire` is the exact -ERR text nats-server
 #    sends for it (None: nats-server closes without -ERR); the parser then stays failed.
 #    Our own illegal requests (encoding a subject with whitespace) raise LocalProtocolError.
+# 5. No memory for a message (MemoryError while assembling its payload, or a read the caller could not copy and
+#    hands over as a memoryview) skips that message, whole: next_event() raises MemoryError once for it and the
+#    next call goes on after it. No memory for a control line fails the parser (where it ends, nothing says).
 #
 # Event tuples; ev[0] is the op, subjects/sids/replies are bytes, hdr is None when the frame
 # has no header block:
@@ -84,14 +88,27 @@ class LocalProtocolError(ProtocolError):
 
 # Verbs each kind of peer may send (as parser.go: route, leaf and account verbs are refused from
 # clients). The value says how to parse the rest of the line.
-_V_INFO, _V_CONNECT, _V_PUB, _V_HPUB, _V_SUB, _V_UNSUB = 1, 2, 3, 4, 5, 6
-_V_MSG, _V_HMSG, _V_PING, _V_PONG, _V_OK, _V_ERR = 7, 8, 9, 10, 11, 12
-_V_LSP, _V_LSM, _V_LMSG, _V_RSP, _V_RSM, _V_RMSG = 13, 14, 15, 16, 17, 18
+# const() with a leading underscore: MicroPython folds them into the code, no global each.
+_V_INFO = const(1)
+_V_CONNECT = const(2)
+_V_PUB = const(3)
+_V_HPUB = const(4)
+_V_SUB = const(5)
+_V_UNSUB = const(6)
+_V_MSG = const(7)
+_V_HMSG = const(8)
+_V_PING = const(9)
+_V_PONG = const(10)
+_V_OK = const(11)
+_V_ERR = const(12)
+_V_LSP = const(13)
+_V_LSM = const(14)
+_V_LMSG = const(15)
+_V_RSP = const(16)
+_V_RSM = const(17)
+_V_RMSG = const(18)
 
 _COMMON = {b"INFO": _V_INFO, b"PING": _V_PING, b"PONG": _V_PONG, b"+OK": _V_OK, b"-ERR": _V_ERR}
-
-
-_BARE = (_V_PING, _V_PONG, _V_OK, _V_ERR)  # verbs that may stand alone on a line
 
 
 def _verbs(extra):
@@ -144,6 +161,15 @@ class Parser:
     # that is the allocation that fails. A class attribute, not an instance one (each costs every parser on a
     # device); the hub's parser (host/parser.py) sets None: its runs of frames are slices of one buffer.
     piecewise_from = 256
+    # Start values as class attributes: an instance gets its own once it changes one (every instance attribute
+    # costs heap on MicroPython, in each LAN client's parser).
+    _buf = b""
+    _pos = 0
+    _eof = False
+    error = None  # the RemoteProtocolError that stopped this parser, if any
+    _await = None  # a control line whose payload has not fully arrived: (event head tuple, hdr_len, size)
+    _skip = 0  # bytes still to drop of a message skipped in receive_data() (rule 5)
+    _dropped = False  # receive_data() began skipping a message: the next next_event() raises MemoryError
 
     def __init__(self, kind, max_control_line=MAX_CONTROL_LINE, max_payload=MAX_PAYLOAD):
         self.kind = kind
@@ -152,17 +178,29 @@ class Parser:
         self._verbs = _VERBS[kind]
         # Clients are held to the configured limit; links get 16x (still bounded).
         self._line_limit = max_control_line if kind == KIND_CLIENT else max_control_line * _LINK_LINE_FACTOR
-        self._buf = b""
-        self._pos = 0
-        self._eof = False
-        self.error = None  # the RemoteProtocolError that stopped this parser, if any
-        # A control line whose payload has not fully arrived: (event head tuple, hdr_len, size).
-        self._await = None
 
     def receive_data(self, data):
+        # data: bytes; or a memoryview when the caller had no memory to copy its read (edge/leaf/link.py), valid
+        # for this call only: it is skipped into the awaited payload (rule 5).
         if not data:
             self._eof = True
             return
+        k = self._skip
+        if k:  # the rest of a message dropped for want of memory: counted down, not kept
+            self._skip = max(k - len(data), 0)
+            if self._skip:
+                return
+            data = bytes(data[k:])  # b"" when the message ended with this read: nothing more to do
+        elif type(data) is memoryview:
+            aw = self._await
+            if aw is None:
+                self._fail(RemoteProtocolError("no memory for a read"))
+            self._skip = aw[2] + 2 - self.pending()
+            self._buf = b""
+            self._pos = 0
+            self._await = None
+            self._dropped = True
+            return self.receive_data(data)
         if type(self._buf) is list:
             self._buf.append(data)
             return
@@ -191,10 +229,21 @@ class Parser:
     def next_event(self):
         if self.error:
             raise self.error
+        if self._dropped:  # receive_data() skipped a message: the caller hears of it here
+            self._dropped = False
+            raise MemoryError
         try:
             return self._next()
         except RemoteProtocolError as e:
             self._fail(e)
+        except MemoryError:
+            # No room to assemble the awaited message (rule 5): it is skipped, whole, and the error goes to the
+            # caller, which counts it dropped and asks for the next event.
+            aw = self._await
+            if aw is not None:  # still in the buffer (the pieces skip theirs in _joined)
+                self._await = None
+                self._pos += aw[2] + 2
+            raise
 
     def _next(self):
         if type(self._buf) is list:
@@ -204,45 +253,71 @@ class Parser:
         if self._await is None:
             i = buf.find(b"\n", pos)
             if i < 0:
+                self._keep(buf, pos, False)
                 return self._need_data(len(buf) - pos)
             self._pos = i + 1
-            ev = self._control(buf[pos:i])
+            try:
+                ev = self._control(buf[pos:i])
+            except MemoryError:  # a control line not read cannot be skipped: where it ends, nothing says
+                raise RemoteProtocolError("no memory for a control line")
             if ev is not None:
                 return ev
             pos = i + 1
         head, hlen, size = self._await
         end = pos + size
         if len(buf) < end + 2:
-            if self.piecewise_from is not None and size >= self.piecewise_from:
-                self._buf = [buf[pos:]] if pos < len(buf) else []
-                self._pos = 0
+            self._keep(buf, pos, self.piecewise_from is not None and size >= self.piecewise_from)
             return self._need_data(0)
         if buf[end] != 13 or buf[end + 1] != 10:
             raise RemoteProtocolError("payload not followed by CRLF", ERR_UNKNOWN_OP)
+        # The slices first: a MemoryError leaves the message awaited, for next_event to skip.
+        ev = head + ((None, buf[pos:end]) if hlen < 0 else (buf[pos : pos + hlen], buf[pos + hlen : end]))
         self._await = None
         self._pos = end + 2
-        if hlen < 0:
-            return head + (None, buf[pos:end])
-        return head + (buf[pos : pos + hlen], buf[pos + hlen : end])
+        return ev
+
+    def _keep(self, buf, pos, pieces):
+        # Only the unparsed tail stays buffered while waiting for more: the whole read would keep its every byte
+        # alive for the last few (on the edge, each idle connection's last 256-byte read; see edge/leaf/link.py).
+        # pieces: the tail becomes the first piece of a payload. No memory for the tail: the buffer as it is still
+        # serves, and grows by concatenation.
+        try:
+            if pieces:
+                self._buf = [buf[pos:]] if pos < len(buf) else []
+            elif pos:
+                self._buf = buf[pos:]
+            self._pos = 0
+        except MemoryError:
+            pass
 
     def _joined(self):
         # The awaited payload once all its pieces are here: header block, payload and CRLF cut off the pieces,
         # the rest stays buffered for the next operation.
         head, hlen, size = self._await
-        if self.pending() < size + 2:
+        have = self.pending()
+        if have < size + 2:
             return self._need_data(0)
-        hdr = self._cut(hlen) if hlen >= 0 else None
-        payload = self._cut(size - hlen if hlen >= 0 else size)
-        if self._cut(2) != CRLF:
-            raise RemoteProtocolError("payload not followed by CRLF", ERR_UNKNOWN_OP)
-        rest = self._buf
+        try:
+            hdr = self._cut(hlen) if hlen >= 0 else None
+            payload = self._cut(size - hlen if hlen >= 0 else size)
+            end = self._cut(2)
+        except MemoryError:
+            # Skip what is left of the message (each cut took whole bytes off the pieces, or none), then as below.
+            self._cut(size + 2 - have + self.pending(), False)
+            end = None
+        self._await = None
+        rest = self._buf  # the last read's tail: one piece at most, as the caller asks after every read
         self._buf = rest[0] if len(rest) == 1 else b"".join(rest)
         self._pos = 0
-        self._await = None
+        if end is None:
+            raise MemoryError
+        if end != CRLF:
+            raise RemoteProtocolError("payload not followed by CRLF", ERR_UNKNOWN_OP)
         return head + (hdr, payload)
 
-    def _cut(self, n):
-        # The next n bytes of the pieces as one bytes object: one allocation of n bytes (none for a whole piece).
+    def _cut(self, n, keep=True):
+        # The next n bytes of the pieces as one bytes object: one allocation of n bytes (none for a whole piece);
+        # keep=False drops them instead, with no allocation but the last piece's rest.
         pieces = self._buf
         if pieces and len(pieces[0]) == n:
             return pieces.pop(0)
@@ -250,12 +325,14 @@ class Parser:
         while n:
             p = pieces[0]
             if len(p) <= n:
-                out.append(pieces.pop(0))
+                pieces.pop(0)
                 n -= len(p)
             else:
-                out.append(p[:n])
                 pieces[0] = p[n:]
+                p = p[:n] if keep else p
                 n = 0
+            if keep:
+                out.append(p)
         return b"".join(out)
 
     def _need_data(self, partial):
@@ -285,7 +362,7 @@ class Parser:
         if verb is None:
             raise RemoteProtocolError("unknown operation", ERR_UNKNOWN_OP)
         n = len(args)
-        if n == 1 and verb not in _BARE:
+        if n == 1 and not _V_PING <= verb <= _V_ERR:  # PING, PONG, +OK, -ERR may stand alone on a line
             # A verb alone is a parse error; once a separator follows it is an argument error (silent
             # close), and CONNECT/INFO take anything after the verb as (bad) JSON.
             if len(line) > len(args[0]) or verb == _V_CONNECT or verb == _V_INFO:
@@ -560,19 +637,3 @@ def encode_lmsg(subject, payload, reply=None, queues=None, hdr=None, parts=False
     head = [b"HMSG" if hdr is not None else b"LMSG", _b(subject)]
     return _frame(_reply_queue_words(head, reply, queues), hdr, payload, parts)
 
-
-def encode_rs_plus(account, subject, queue=None, weight=1):
-    acc = _token(account, "account")
-    if queue:
-        return b"RS+ %s %s %s %d\r\n" % (acc, _token(subject, "subject"), _token(queue, "queue"), weight)
-    return b"RS+ " + acc + b" " + _token(subject, "subject") + CRLF
-
-
-def encode_rs_minus(account, subject, queue=None):
-    tail = b" " + _token(queue, "queue") if queue else b""
-    return b"RS- " + _token(account, "account") + b" " + _token(subject, "subject") + tail + CRLF
-
-
-def encode_rmsg(account, subject, payload, reply=None, queues=None, hdr=None):
-    head = [b"HMSG" if hdr is not None else b"RMSG", _token(account, "account"), _token(subject, "subject")]
-    return _frame(_reply_queue_words(head, reply, queues), hdr, payload)

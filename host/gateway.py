@@ -61,16 +61,21 @@ from edge.proto import (
     PONG,
     encode_connect,
     encode_info,
-    encode_rmsg,
-    encode_rs_minus,
-    encode_rs_plus,
 )
 from host import errors
 from host.accounts import Account
 from host.client import LINK_FIRST_PING_INTERVAL, Client, interest_change, peer_proto
 from host.delivery import GW_HASH_LEN, GW_REPLY_PREFIX, deliver, deliver_link_msg
 from host.opts import split_url
-from host.parser import OP_ACCOUNT_INTEREST, HubParser, decode_tail, encode_tail
+from host.parser import (
+    OP_ACCOUNT_INTEREST,
+    HubParser,
+    decode_tail,
+    encode_rmsg,
+    encode_rs_minus,
+    encode_rs_plus,
+    encode_tail,
+)
 from host.sublist import Subscription, is_valid_subject
 from host.tls import dial
 

@@ -41,6 +41,9 @@ from edge.proto import (
     OP_RS_PLUS,
     Parser,
     RemoteProtocolError,
+    _frame,
+    _reply_queue_words,
+    _token,
     reply_queues,
 )
 from host.msgtrace import TRACE_DEST
@@ -562,3 +565,24 @@ def decode_tail(piece: bytes, has_hdr: bool) -> tuple[bytes | None, bytes | None
         hlen = int(words[-2])
         return reply, body[:hlen], body[hlen:]
     return reply, None, body
+
+
+# Route (and gateway) encoders, the hub's only: an edge never speaks those protocols, so edge/proto.py (shipped to
+# devices) parses route ops (its parser is the hub's too) but does not write them.
+def encode_rs_plus(account: str | bytes, subject: str | bytes, queue: str | bytes | None = None,
+                   weight: int = 1) -> bytes:
+    acc = _token(account, "account")
+    if queue:
+        return b"RS+ %s %s %s %d\r\n" % (acc, _token(subject, "subject"), _token(queue, "queue"), weight)
+    return b"RS+ " + acc + b" " + _token(subject, "subject") + CRLF
+
+
+def encode_rs_minus(account: str | bytes, subject: str | bytes, queue: str | bytes | None = None) -> bytes:
+    tail = b" " + _token(queue, "queue") if queue else b""
+    return b"RS- " + _token(account, "account") + b" " + _token(subject, "subject") + tail + CRLF
+
+
+def encode_rmsg(account: str | bytes, subject: str | bytes, payload: bytes, reply: bytes | None = None,
+                queues: list | None = None, hdr: bytes | None = None) -> bytes:
+    head = [b"HMSG" if hdr is not None else b"RMSG", _token(account, "account"), _token(subject, "subject")]
+    return _frame(_reply_queue_words(head, reply, queues), hdr, payload)

@@ -55,9 +55,6 @@ from edge.proto import (
     PONG,
     encode_connect,
     encode_info,
-    encode_rmsg,
-    encode_rs_minus,
-    encode_rs_plus,
 )
 from host import errors
 from host.accounts import Account, nuid
@@ -65,7 +62,7 @@ from host.client import LINK_FIRST_PING_INTERVAL, Client, interest_change, peer_
 from host.delivery import deliver, deliver_link_msg, learn_plan
 from host.gateway import GATEWAY_CMD_GOSSIP
 from host.opts import split_url
-from host.parser import HubParser
+from host.parser import HubParser, encode_rmsg, encode_rs_minus, encode_rs_plus
 from host.sublist import Subscription, is_valid_subject
 from host.tls import dial
 
@@ -81,6 +78,7 @@ X509_HOSTNAME_MISMATCH = 62  # OpenSSL X509_V_ERR_HOSTNAME_MISMATCH
 X509_IP_MISMATCH = 64  # X509_V_ERR_IP_ADDRESS_MISMATCH
 
 RouteKey = tuple[bytes | None, bytes, bytes, bytes | None]  # (leaf origin or None, account, subject, queue)
+
 
 
 def err_cluster_name(theirs: str, ours: str) -> str:

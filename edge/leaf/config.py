@@ -13,6 +13,7 @@
 
 import json
 
+from edge.compat import small_heap
 from edge.leaf.confcheck import ConfigError, fail, got, is_number, number, unknown_keys
 
 OTHER_LAYERS = ("wifi", "kv", "outbox", "board")
@@ -168,6 +169,11 @@ def _limits(v):
             out[key] = int(x * 1000)
         else:
             out[key] = number(v, key, path, default, low, "int")
+    if "max_pending" not in v and small_heap():
+        # A small heap's default: a connection's output queue of one max_payload (8 KB), not 16 KB. MicroPython's
+        # stream grows it by concatenation, one contiguous block of its whole size per write; five such queues
+        # (4 LAN clients and the hub link) at 16 KB are more than a 60 KB heap. An explicit value wins.
+        out["max_pending"] = out["max_payload"]
     if out["max_payload"] > out["max_pending"]:
         fail("limits.max_payload", "at most limits.max_pending (%d)" % out["max_pending"], out["max_payload"])
     if out["reconnect_min"] > out["reconnect_max"]:

@@ -11,7 +11,8 @@
 #    task (_drainer) hands every backlogged out_buf to its socket, without blocking, every 5 ms
 #    until all are empty, then ends. On CPython the transport drains by itself.
 # 3. Reads on MicroPython go through one preallocated buffer shared by every link (readinto),
-#    copied out before the next await; CPython's StreamReader has no readinto and uses read(n).
+#    copied out before the next await; CPython's StreamReader has no readinto and uses read(n). A read with no
+#    memory for its copy is handed over as a view of that buffer, for the parser to skip.
 #    Feature detection only: edge/compat.py stays the one place that asks for the interpreter.
 
 import asyncio
@@ -69,11 +70,12 @@ def init():
 
 
 class Link:
+    closed = False  # a class attribute until the link closes: each instance attribute costs heap on MicroPython
+
     def __init__(self, reader, writer, limit):
         self.r = reader
         self.w = writer
         self.limit = limit
-        self.closed = False
 
     def pending(self):
         return _pending(self.w)
@@ -118,7 +120,10 @@ class Link:
             while True:
                 n = await r.readinto(_rbuf)
                 if n is not None:  # None: a TLS record not complete yet
-                    return bytes(_rmv[:n])
+                    try:
+                        return bytes(_rmv[:n])
+                    except MemoryError:  # the buffer itself, valid until the next read: the parser skips it
+                        return _rmv[:n]  # into the message it cannot hold (edge/proto.py rule 5)
         return await r.read(_READ_SIZE)
 
     async def close(self, graceful=False):

@@ -33,6 +33,10 @@
 #    hub sends trace-only messages on to the edge for it to trace; the hub's INFO "proto" and server_name say
 #    whether the hub traces and name it in the edge's events. A traced message's copy to the hub carries
 #    Nats-Trace-Hop; events buffered while the link was down go out once it is up.
+# 8. No memory to assemble or deliver a message from the hub (MemoryError; a big payload on a small, fragmented
+#    heap) drops that message, as an overflow would: the parser skips it (edge/proto.py), `nomem` counts it, the
+#    first is logged, and the link stays up. A control line without memory still ends the link (a protocol
+#    error): where it ends, nothing says.
 
 import asyncio
 
@@ -46,6 +50,8 @@ _PROTO_TRACE = const(3)  # edge/trace.py PROTO, without loading that module on e
 
 
 class Uplink:
+    nomem = 0  # hub messages dropped for want of memory (rule 8); a class attribute until the first
+
     def __init__(self, leaf, urls, name, token=None, max_payload=8192, max_pending=16384, ping_max=2,
                  max_hub_interest=256, log=None, signer=None):
         # urls: [(host, port, tls, user, password)], tls None or (ca path or None, verify bool)
@@ -285,11 +291,16 @@ class Uplink:
                 data = await link.read()
                 parser.receive_data(data)
                 while True:
-                    ev = parser.next_event()
-                    if ev is None:
-                        break
-                    if self._event(link, ev):
-                        return
+                    try:
+                        ev = parser.next_event()
+                        if ev is None:
+                            break
+                        if self._event(link, ev):
+                            return
+                    except MemoryError:  # rule 8: that message is dropped, the link stays
+                        if not self.nomem:
+                            self.log("uplink nomem: a message dropped (logged once)")
+                        self.nomem += 1
                 if link.closed:
                     self._finish("write failed")
                     return

@@ -52,13 +52,11 @@ from edge.proto import (
     encode_ls_plus,
     encode_msg,
     encode_pub,
-    encode_rmsg,
-    encode_rs_minus,
-    encode_rs_plus,
     encode_sub,
     encode_unsub,
 )
 from host.parser import HubParser as Parser
+from host.parser import encode_rmsg, encode_rs_minus, encode_rs_plus
 from tests.unit.test_proto import _expand
 
 KINDS = (KIND_CLIENT, KIND_SERVER, KIND_LEAF, KIND_ROUTE)
