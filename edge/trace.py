@@ -7,39 +7,25 @@ DEST = "Nats-Trace-Dest"  # header: the subject the events go to
 ONLY = "Nats-Trace-Only"  # header: trace, do not deliver to clients
 HOP = "Nats-Trace-Hop"  # header: which hop of the trace a forwarded copy is ("1", "2", "1.1")
 ORIGIN_ACCOUNT = "Nats-Trace-Origin-Account"  # header of pre-release servers: tracing is switched off
-TRACEPARENT = "traceparent"  # W3C header: traced when sampled and the account has msg_trace
 DISABLED = "trace disabled"  # the DEST value that switches tracing off downstream
 
 # The server-to-server protocol level that understands tracing (nats-server server.go MsgTraceProto): a hub's leaf
 # INFO "proto", a leaf's CONNECT "protocol".
 PROTO = 3
 
-# Connection kinds in events (nats-server client.go).
+# Connection kinds in events (nats-server client.go) that the edge writes; the others are host/msgtrace.py's.
 CLIENT = 0
-ROUTER = 1
-GATEWAY = 2
-SYSTEM = 3
 LEAF = 4
-JETSTREAM = 5
-ACCOUNT = 6
 
-# Event types.
+# Event types the edge writes (the hub's others: host/msgtrace.py).
 INGRESS = "in"
-SUBJECT_MAPPING = "sm"
-STREAM_EXPORT = "se"
-SERVICE_IMPORT = "si"
 JETSTREAM_EVENT = "js"
 EGRESS = "eg"
 
-# Egress errors, as nats-server words them.
+# Egress errors, as nats-server words them (those only the hub meets: host/msgtrace.py).
 NOT_DELIVERED = "Not delivered because "
 NO_SUPPORT = NOT_DELIVERED + "remote does not support message tracing"
 NO_ECHO = NOT_DELIVERED + "of no echo"
-PUB_DENIED = NOT_DELIVERED + "publish denied for this subject"
-SUB_DENIED = NOT_DELIVERED + "subscription denies this subject"
-SUB_CLOSED = NOT_DELIVERED + "subscription is closed"
-CLIENT_CLOSED = NOT_DELIVERED + "client is closed"
-AUTO_UNSUB = NOT_DELIVERED + "auto-unsubscribe exceeded"
 # Delivered to a link whose peer does not trace (proto < 3): no event will come from its server.
 DELIVERED_NO_SUPPORT = ("Message delivered but remote does not support message tracing so no trace event "
                         "generated from there")

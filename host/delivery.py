@@ -44,20 +44,23 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from edge.trace import (
-    AUTO_UNSUB,
-    CLIENT_CLOSED,
-    DELIVERED_NO_SUPPORT,
-    NO_ECHO,
-    NO_SUPPORT,
-    PUB_DENIED,
-    SUB_CLOSED,
-    SUB_DENIED,
-)
+from edge.trace import DELIVERED_NO_SUPPORT, NO_ECHO, NO_SUPPORT
 from host import msgtrace
 from host.accounts import MAX_IMPORT_DEPTH, Account, InternalHandler, Mapped, Mappings, ServiceImport, map_subject
 from host.headers import hdr_set
-from host.msgtrace import MSG_TRACE_PROTO, TRACE_DEST, TRACE_DISABLED, MsgTrace, init_msg_trace, traced
+from host.msgtrace import (
+    AUTO_UNSUB,
+    CLIENT_CLOSED,
+    MSG_TRACE_PROTO,
+    PUB_DENIED,
+    SUB_CLOSED,
+    SUB_DENIED,
+    TRACE_DEST,
+    TRACE_DISABLED,
+    MsgTrace,
+    init_msg_trace,
+    traced,
+)
 from host.parser import PLANS_MAX, decode_tail, encode_tail
 from host.sublist import SublistResult, Subscription
 

@@ -34,8 +34,23 @@ from host.sublist import is_valid_literal_subject
 
 log = logging.getLogger("natsedge.hub")
 
+# The names only the hub's events use (the shared ones are edge/trace.py's; the edge's bundle carries only those).
+ROUTER = 1  # connection kinds (nats-server client.go), next to edge/trace.py's CLIENT and LEAF
+GATEWAY = 2
+SYSTEM = 3
+JETSTREAM = 5
+ACCOUNT = 6
+SUBJECT_MAPPING = "sm"  # event types, next to edge/trace.py's in, js, eg
+STREAM_EXPORT = "se"
+SERVICE_IMPORT = "si"
+PUB_DENIED = names.NOT_DELIVERED + "publish denied for this subject"  # egress errors
+SUB_DENIED = names.NOT_DELIVERED + "subscription denies this subject"
+SUB_CLOSED = names.NOT_DELIVERED + "subscription is closed"
+CLIENT_CLOSED = names.NOT_DELIVERED + "client is closed"
+AUTO_UNSUB = names.NOT_DELIVERED + "auto-unsubscribe exceeded"
+
 TRACE_DEST = names.DEST.encode()  # what `traced` looks for in a header frame
-TRACEPARENT = names.TRACEPARENT.encode()
+TRACEPARENT = b"traceparent"  # W3C header: traced when sampled and the account has msg_trace
 MSG_TRACE_PROTO = names.PROTO  # a link peer at this level traces what it is forwarded
 TRACE_DISABLED = names.DISABLED.encode()
 _ACCEPT_ENCODING = "accept-encoding"
@@ -43,7 +58,7 @@ _GW_REPLY_PREFIX = b"_GR_."  # nats-server gwReplyPrefix: reserved, never a trac
 _NRG_PREFIX = b"$NRG."  # nats-server clientNRGPrefix: the system account's only
 
 # Connection kinds as events number them (host classes -> edge/trace.py kinds).
-KINDS = {"Client": names.CLIENT, "Router": names.ROUTER, "Gateway": names.GATEWAY, "Leafnode": names.LEAF}
+KINDS = {"Client": names.CLIENT, "Router": ROUTER, "Gateway": GATEWAY, "Leafnode": names.LEAF}
 
 # The hub's InternalHandler callbacks that take part in a trace (JetStream streams) read the trace of the message
 # they are given here: set around their call by host/delivery.py, None otherwise (delivery never awaits, so one
@@ -125,14 +140,14 @@ class MsgTrace:
 
     def subject_mapping(self, to: bytes) -> None:
         """The subject the message was mapped to (addSubjectMappingEvent)."""
-        self.events.append({"type": names.SUBJECT_MAPPING, "ts": _now(), "to": to.decode(errors="replace")})
+        self.events.append({"type": SUBJECT_MAPPING, "ts": _now(), "to": to.decode(errors="replace")})
 
     def stream_export(self, acc_name: str, to: bytes) -> None:
-        self.events.append({"type": names.STREAM_EXPORT, "ts": _now(), "acc": acc_name,
+        self.events.append({"type": STREAM_EXPORT, "ts": _now(), "acc": acc_name,
                             "to": to.decode(errors="replace")})
 
     def service_import(self, acc_name: str, from_subject: bytes, to: bytes) -> None:
-        self.events.append({"type": names.SERVICE_IMPORT, "ts": _now(), "acc": acc_name,
+        self.events.append({"type": SERVICE_IMPORT, "ts": _now(), "acc": acc_name,
                             "from": from_subject.decode(errors="replace"), "to": to.decode(errors="replace")})
 
     def jetstream(self, stream: str) -> None:
@@ -289,7 +304,7 @@ def init_msg_trace(src: Any, acc: Any, subject: bytes, hdr: bytes, msgsize: int,
         log.error("Destination %r is not valid, won't be able to trace events", dest)
         return only, None, hdr
     if not allowed_dest(src, acc, dest_b):
-        if kind == names.ROUTER or kind == names.GATEWAY:
+        if kind == ROUTER or kind == GATEWAY:
             log.error('Publish Violation - Subject "%s"', dest)
         else:
             src.enqueue(encode_err(errors.err_pub_violation(dest_b)))

@@ -25,17 +25,18 @@ from typing import Any
 
 from edge import proto, trace
 from edge.leaf.msgtrace import FORWARD_PREFIX  # an edge's forward queue as the `js` step's stream
-from host import snappy
+from host import msgtrace, snappy
 
 MAX_EVENT_BYTES = 8 << 20  # a decompressed event larger than this is refused (a compression bomb, not a trace)
 MAX_HOPS = 1000  # hops one event may announce; a larger `hops` is not a server's count and is not waited for
 
-KIND_NAMES = {trace.CLIENT: "client", trace.ROUTER: "route", trace.GATEWAY: "gateway", trace.SYSTEM: "system",
-              trace.LEAF: "leafnode", trace.JETSTREAM: "JetStream", trace.ACCOUNT: "account"}
+KIND_NAMES = {trace.CLIENT: "client", msgtrace.ROUTER: "route", msgtrace.GATEWAY: "gateway", msgtrace.SYSTEM: "system",
+              trace.LEAF: "leafnode", msgtrace.JETSTREAM: "JetStream", msgtrace.ACCOUNT: "account"}
 # The connection id's label per kind, as the servers' monitoring names them (cid, rid, gid, lid).
-ID_LABELS = {trace.CLIENT: "cid", trace.ROUTER: "rid", trace.GATEWAY: "gid", trace.LEAF: "lid"}
+ID_LABELS = {trace.CLIENT: "cid", msgtrace.ROUTER: "rid", msgtrace.GATEWAY: "gid", trace.LEAF: "lid"}
 # What an egress line starts with, per kind; "--X" for an egress or step with an error.
-ARROWS = {trace.CLIENT: "--C", trace.ROUTER: "-->", trace.GATEWAY: "==>", trace.LEAF: "~~>", trace.JETSTREAM: "--J"}
+ARROWS = {trace.CLIENT: "--C", msgtrace.ROUTER: "-->", msgtrace.GATEWAY: "==>", trace.LEAF: "~~>",
+          msgtrace.JETSTREAM: "--J"}
 ERROR_ARROW = "--X"
 LEGEND = "Legend: client --C  route -->  gateway ==>  leafnode ~~>  JetStream --J  error --X"
 INDENT = "    "
@@ -249,17 +250,17 @@ def _step(step: dict[str, Any], since: int | None, only: bool) -> tuple[str, str
     kind, err = step.get("type"), step.get("error")
     if kind == trace.INGRESS:
         line = f"<-- from {_conn(step)} account:{step.get('acc', '?')} subject:{_q(step.get('subj', '?'))}"
-    elif kind == trace.SUBJECT_MAPPING:
+    elif kind == msgtrace.SUBJECT_MAPPING:
         line = f"--- subject mapped to {_q(step.get('to', '?'))}"
-    elif kind == trace.STREAM_EXPORT:
+    elif kind == msgtrace.STREAM_EXPORT:
         line = f"--- stream export to account {step.get('acc', '?')} subject:{_q(step.get('to', '?'))}"
-    elif kind == trace.SERVICE_IMPORT:
+    elif kind == msgtrace.SERVICE_IMPORT:
         line = (f"--- service import to account {step.get('acc', '?')} {_q(step.get('from', '?'))} -> "
                 f"{_q(step.get('to', '?'))}")
     elif kind == trace.JETSTREAM_EVENT:
         what = ("not stored: no interest" if step.get("nointerest") else "not stored" if err
                 else "would be stored (trace only)" if only else "stored")
-        line = (f"{ARROWS[trace.JETSTREAM]} JetStream stream {_q(step.get('stream', '?'))} "
+        line = (f"{ARROWS[msgtrace.JETSTREAM]} JetStream stream {_q(step.get('stream', '?'))} "
                 f"subject:{_q(step.get('subject', '?'))} {what}")
         if step.get("seq") is not None:  # an edge's event for the hub's PubAck: the stream sequence it gave
             line += f" seq:{step['seq']}"

@@ -6,6 +6,7 @@ gateway's name. The delivered copy carries Nats-Trace-Hop."""
 from __future__ import annotations
 
 from edge import trace as names
+from host import msgtrace
 from tests.cluster.harness import next_msg, warm_up
 from tests.trace.harness import by_server, traced_pub, wait_events
 
@@ -27,12 +28,12 @@ def test_traced_message_across_a_gateway(super_cluster):
         assert got["a1"]["hops"] == 1
         assert got["a1"]["events"] == [
             {"type": "in", "kind": names.CLIENT, "acc": "$G", "subj": "tr.x"},
-            {"type": "eg", "kind": names.GATEWAY, "name": "b1", "hop": "1"},
+            {"type": "eg", "kind": msgtrace.GATEWAY, "name": "b1", "hop": "1"},
         ]
         assert "hops" not in got["b1"]
         assert got["b1"]["request"]["header"]["Nats-Trace-Hop"] == ["1"]
         assert got["b1"]["events"] == [
-            {"type": "in", "kind": names.GATEWAY, "name": "a1", "acc": "$G", "subj": "tr.x"},
+            {"type": "in", "kind": msgtrace.GATEWAY, "name": "a1", "acc": "$G", "subj": "tr.x"},
             {"type": "eg", "kind": names.CLIENT, "sub": "tr.x", "queue": "qq"},
         ]
         m = next_msg(sub)

@@ -11,6 +11,7 @@ import json
 import pytest
 
 from edge import trace as names
+from host import msgtrace
 from tests.cluster.harness import CLUSTER_NAME, Cluster, flush, pair_kinds
 from tests.cluster.harness import selected_sides as cluster_sides
 from tests.compat.harness import Raw, Server, free_port, pub, selected_sides, wait_until
@@ -169,9 +170,9 @@ def test_trace_only_crosses_the_route_and_delivers_nothing(route_pair):
         tracer.send(traced_pub("app.y", "trace.route", b"hi", (names.ONLY, "true")))
         got = by_server(wait_events(tracer, 2, "trace.route"))
         assert got["n1"]["hops"] == 1
-        assert got["n1"]["events"][1:] == [{"type": "eg", "kind": names.ROUTER, "name": "n2", "hop": "1"}]
+        assert got["n1"]["events"][1:] == [{"type": "eg", "kind": msgtrace.ROUTER, "name": "n2", "hop": "1"}]
         assert got["n2"]["events"] == [
-            {"type": "in", "kind": names.ROUTER, "name": "n1", "acc": "$G", "subj": "app.y"},
+            {"type": "in", "kind": msgtrace.ROUTER, "name": "n1", "acc": "$G", "subj": "app.y"},
             {"type": "eg", "kind": names.CLIENT, "sub": "app.y", "queue": "qg"},
             {"type": "eg", "kind": names.CLIENT, "sub": "app.y"},
         ]
@@ -271,8 +272,8 @@ def test_daisy_chain_numbers_nested_hops(kinds, tmp_path, request):
 
 
 @pytest.mark.parametrize("side", SIDES)
-@pytest.mark.parametrize("perms,error", [('{ allow: ">", deny: "app.secret" }', names.SUB_DENIED),
-                                         ('{ allow: ["app.open", "_LDS.>", "$LDS.>"] }', names.PUB_DENIED)],
+@pytest.mark.parametrize("perms,error", [('{ allow: ">", deny: "app.secret" }', msgtrace.SUB_DENIED),
+                                         ('{ allow: ["app.open", "_LDS.>", "$LDS.>"] }', msgtrace.PUB_DENIED)],
                          ids=["deny", "not-allowed"])
 def test_leaf_whose_user_may_not_receive_the_subject_is_listed(side, perms, error, tmp_path, request):
     port = free_port()
@@ -324,7 +325,7 @@ def test_route_peer_below_the_tracing_protocol(route_node, proto, only):
         extra = ((names.ONLY, "true"),) if only else ()
         c.send(traced_pub("app.x", "trace.x", b"r", *extra))
         eg = by_server(wait_events(c, 1, "trace.x"))["n1"]["events"][1:]
-        want = {"type": "eg", "kind": names.ROUTER, "name": "rawpeer", "hop": "1"}
+        want = {"type": "eg", "kind": msgtrace.ROUTER, "name": "rawpeer", "hop": "1"}
         refused = only and proto < 3
         if proto < 3:
             want["error"] = names.NO_SUPPORT if only else names.DELIVERED_NO_SUPPORT
@@ -371,10 +372,10 @@ def test_service_import_across_a_route_brings_every_event_back(side, request, tm
     assert got["n1"]["events"] == [
         {"type": "in", "kind": names.CLIENT, "name": "a-user", "acc": "A", "subj": "svc.x"},
         {"type": "si", "acc": "B", "from": "svc.x", "to": "svc.x"},
-        {"type": "eg", "kind": names.ROUTER, "name": "n2", "hop": "1"},
+        {"type": "eg", "kind": msgtrace.ROUTER, "name": "n2", "hop": "1"},
     ]
     assert got["n2"]["events"] == [
-        {"type": "in", "kind": names.ROUTER, "name": "n1", "acc": "B", "subj": "svc.x"},
+        {"type": "in", "kind": msgtrace.ROUTER, "name": "n1", "acc": "B", "subj": "svc.x"},
         {"type": "eg", "kind": names.CLIENT, "name": "b-user", "sub": "svc.>"},
     ]
     assert got["n2"]["request"]["header"][names.HOP] == ["1"]

@@ -11,6 +11,7 @@ import json
 import pytest
 
 from edge import trace as names
+from host import msgtrace
 from tests.compat.harness import Server, hpub, pub, read_msg, selected_sides
 
 from .harness import event_of, events_until_pong, normal, trace_headers, traced_pub, vector_events, wait_events
@@ -381,7 +382,7 @@ def test_subscriber_whose_permissions_deny_the_subject_is_listed(start):
         events = wait_events(t, 1, "trace.x")
         assert normal(events[0])["events"] == [
             {"type": "in", "kind": 0, "name": "t", "acc": "$G", "subj": "app.secret"},
-            {"type": "eg", "kind": 0, "name": "denied", "sub": "app.>", "error": names.SUB_DENIED},
+            {"type": "eg", "kind": 0, "name": "denied", "sub": "app.>", "error": msgtrace.SUB_DENIED},
         ]
         assert c.msgs_until_pong() == []
 
