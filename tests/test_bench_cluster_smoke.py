@@ -1,4 +1,5 @@
-"""Smoke tests for the route scenarios of `natsedge bench` (host/tools/bench_cluster.py): plumbing only, never speed."""
+"""Smoke tests for the route and gateway scenarios of `natsedge bench` (host/tools/bench_cluster.py): plumbing only,
+never speed."""
 
 from __future__ import annotations
 
@@ -39,6 +40,13 @@ def test_cluster_conf_node2_routes_to_node1() -> None:
     assert f"name: {bench_cluster.CLUSTER_NAME}" in node1 and f"name: {bench_cluster.CLUSTER_NAME}" in node2
 
 
+def test_gateway_conf_node2_dials_cluster_a() -> None:
+    node1 = bench_cluster.gateway_conf("bench-hub-node1", "A", 7222, [])
+    node2 = bench_cluster.gateway_conf("bench-hub-node2", "B", 7223, [("A", 7222)])
+    assert "name: A" in node1 and "listen: 127.0.0.1:7222" in node1 and "gateways" not in node1
+    assert "name: B" in node2 and "gateways: [{name: A, url: nats://127.0.0.1:7222}]" in node2
+
+
 def test_next_msg_skips_protocol_lines_and_waits_for_whole_frames() -> None:
     a, b = socket.socketpair()
     try:
@@ -74,6 +82,33 @@ def test_route_scenarios_against_nats_server_and_hub(nats_server_binary: str) ->
     assert "route4" in bench.format_table(report)
     pids = [int(p) for line in lines if line.startswith("started") for p in re.findall(r"pid (\d+)", line)]
     assert len(pids) == 4 and all(_gone(pid) for pid in pids)  # both nodes of both clusters were stopped
+
+
+def test_gateway_scenarios_against_nats_server_and_hub(nats_server_binary: str) -> None:
+    cfg = bench.BenchConfig(scenarios=["gw1", "gwreq"], sizes=[128], duration=0.3, warmup=0.1, runs=1)
+    lines: list[str] = []
+    report = bench.run_compare(cfg, bench.default_nats_cmd(nats_server_binary), bench.default_hub_cmd(), lines.append)
+    assert [r["error"] for r in report["results"] if r["error"]] == []
+    assert {(r["server"], r["scenario"]) for r in report["results"]} == {
+        (s, scen) for s in ("nats-server", "hub") for scen in ("gw1", "gwreq")
+    }
+    for r in report["results"]:
+        m = r["metrics"]
+        assert m["node1_cpu"] > 0 and m["node2_cpu"] > 0  # both servers did work: the traffic crossed the gateway
+        if r["scenario"] == "gw1":
+            assert m["msgs_per_s"] > 0 and len(m["per_subscriber_msgs_per_s"]) == 1
+        else:
+            assert m["samples"] > 0 and 0 < m["p50_us"] <= m["p99_us"] and m["rtt_per_s"] > 0
+    assert {(row["scenario"], row["metric"]) for row in report["summary"]} == {
+        ("gw1", "msgs_per_s"), ("gwreq", "p50_us"), ("gwreq", "p99_us"), ("gwreq", "rtt_per_s")
+    }
+    for row in report["summary"]:
+        assert row["median"]["nats-server"] > 0 and row["median"]["hub"] > 0 and row["ratio"] > 0
+    assert "gwreq" in bench.format_table(report)
+    started = [line for line in lines if line.startswith("started")]
+    assert len(started) == 2 and all("super-cluster" in line for line in started)
+    pids = [int(p) for line in started for p in re.findall(r"pid (\d+)", line)]
+    assert len(pids) == 4 and all(_gone(pid) for pid in pids)  # both servers of both super-clusters were stopped
 
 
 def test_cluster_nodes_are_stopped_when_the_start_fails(

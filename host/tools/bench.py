@@ -44,12 +44,13 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from host.tools import bench_edge, bench_forward, needs
-from host.tools.bench_cluster import run_compare_route
+from host.tools.bench_cluster import run_compare_gateway, run_compare_route
 from host.tools.bench_js import run_js
 from host.tools.bench_js_leaf import run_compare_js_leaf
 from host.tools.bench_leaf import run_compare_leaf
 from host.tools.benchlib import (
     COMPARE_ONLY,
+    GATEWAY_SCENARIOS,
     JS_SCENARIOS,
     LEAF_JS_SCENARIOS,
     LEAF_SCENARIOS,
@@ -139,10 +140,15 @@ def _parse_msgs(buf: bytearray) -> tuple[list[tuple[bytes | None, bytes]], int, 
     return out, pings, pos
 
 
-def _responder(ctl: Connection, ep: Endpoint, stop: Any) -> dict[str, Any]:
+Prepare = Callable[[socket.socket, bytearray, int], None]  # as benchlib.subscriber's `prepare`
+
+
+def _responder(ctl: Connection, ep: Endpoint, stop: Any, prepare: Prepare | None = None) -> dict[str, Any]:
     sock, buf = nats_connect(ep, "bench-responder")
     sock.sendall(b"SUB %s 1\r\nPING\r\n" % REQ_SUBJECT_SUB)
     wait_pong(sock, buf)
+    if prepare is not None:  # gwreq: until the requests' server routes bench.req.* here
+        prepare(sock, buf, 0)
     ctl.send(("ready", None))
     t_go, t_start, t_end = ctl.recv()
     sock.settimeout(0.05)
@@ -171,11 +177,14 @@ def _responder(ctl: Connection, ep: Endpoint, stop: Any) -> dict[str, Any]:
     return {"answered": answered, "cpu": cpu}
 
 
-def _requester(ctl: Connection, ep: Endpoint, size: int, cfg: BenchConfig) -> dict[str, Any]:
+def _requester(ctl: Connection, ep: Endpoint, size: int, cfg: BenchConfig,
+               prepare: Prepare | None = None) -> dict[str, Any]:
     frames = request_frames(size, cfg.mix, cfg.seed * 104729 + size)
     sock, buf = nats_connect(ep, "bench-requester")
     sock.sendall(b"SUB %s 1\r\nPING\r\n" % REPLY_SUBJECT_SUB)
     wait_pong(sock, buf)
+    if prepare is not None:  # gwreq: until the responder's server routes bench.rep.* here
+        prepare(sock, buf, 1)
     sock.settimeout(10.0)
     ctl.send(("ready", None))
     t_go, t_start, t_end = ctl.recv()
@@ -267,11 +276,15 @@ def run_throughput(
     return run_pubsub(specs, nsubs, cfg, server_pid, stop, verify_totals=verify_totals)
 
 
-def run_reqrep(ep: Endpoint, size: int, cfg: BenchConfig, server_pid: int | None = None) -> dict[str, Any]:
+def run_reqrep(ep: Endpoint, size: int, cfg: BenchConfig, server_pid: int | Sequence[int] | None = None,
+               responder_ep: Endpoint | None = None, prepare_responder: Prepare | None = None,
+               prepare_requester: Prepare | None = None) -> dict[str, Any]:
+    """One request/reply run: the requester on `ep`, the responder on `responder_ep` (default: `ep` too; gwreq:
+    another cluster's server, with `prepare_*` waiting for each side's interest to cross the gateway)."""
     stop = mp_context().RawValue("b", 0)
     specs = [
-        WorkerSpec("responder", _responder, (ep, stop), passive=True),
-        WorkerSpec("requester", _requester, (ep, size, cfg)),
+        WorkerSpec("responder", _responder, (responder_ep or ep, stop, prepare_responder), passive=True),
+        WorkerSpec("requester", _requester, (ep, size, cfg, prepare_requester)),
     ]
     results, _ready, window = run_workers(specs, cfg, server_pid, stop)
     metrics = dict(results[1])
@@ -490,6 +503,8 @@ METRICS: dict[str, list[tuple[str, str, str]]] = {
     "leaf4": [("msgs_per_s", "msg/s", "higher")],
     "route1": [("msgs_per_s", "msg/s", "higher")],
     "route4": [("msgs_per_s", "msg/s", "higher")],
+    "gw1": [("msgs_per_s", "msg/s", "higher")],
+    "gwreq": [("p50_us", "p50 us", "lower"), ("p99_us", "p99 us", "lower"), ("rtt_per_s", "req/s", "higher")],
     "js_sync": [("msgs_per_s", "msg/s", "higher"), ("p50_us", "p50 us", "lower")],
     "js_async": [("msgs_per_s", "msg/s", "higher")],
     "kv_put": [("msgs_per_s", "put/s", "higher"), ("p50_us", "p50 us", "lower")],
@@ -642,6 +657,8 @@ def run_compare(
         results += run_compare_route(cfg, cmds, log)
     if any(s in LEAF_JS_SCENARIOS for s in cfg.scenarios):
         results += run_compare_js_leaf(cfg, cmds, log)
+    if any(s in GATEWAY_SCENARIOS for s in cfg.scenarios):
+        results += run_compare_gateway(cfg, cmds, log)
     if "idle" in cfg.scenarios:
         # a fresh server per idle run: freed memory a runtime keeps around would hide the growth otherwise
         for run in range(cfg.runs):

@@ -18,6 +18,14 @@ order the subscriptions were made, over the one route connection that carries th
 routes per account), so once node 1 routes the probe it also routes ``bench.s.*``.  The subscriber then reads
 until the last probe it sent has arrived (the route keeps order, so no probe is left in flight), drops the probe
 subscription, and only then reports ready.  Every subscriber's total must equal what the publisher published.
+
+``gw1`` / ``gwreq`` (docs/benchmarks.md, "Super-cluster (gateways)"): the same two servers, but each a cluster of
+its own ("A" and "B") joined by a gateway instead of a route: B's ``gateway {}`` lists A, A learns of B when B
+dials it and dials back (an implicit gateway, docs/supercluster.md).  ``gw1`` is ``route1`` across the gateway
+(the publisher on A, one subscriber on B).  ``gwreq`` is ``reqrep`` across it: the requester on A, the responder
+on B, one request in flight; latency percentiles and requests/s.  Gateways run interest-only, so both workers
+probe as the route subscribers do before they report ready: the responder until A routes its probes to B, the
+requester until B routes its probes to A.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from host.tools.benchlib import (
+    GATEWAY_SCENARIOS,
     LOCALHOST,
     SUB_SUBJECTS,
     BenchConfig,
@@ -53,9 +62,12 @@ from host.tools.benchlib import (
 )
 
 ROUTE_SUBSCRIBERS: dict[str, int] = {"route1": 1, "route4": 4}
+GATEWAY_SUBSCRIBERS: dict[str, int] = {"gw1": 1}  # gwreq is a request/reply run, not a subscriber count
 CLUSTER_NAME = "natsedge-bench"
+GATEWAY_NAMES = ("A", "B")  # node 1's cluster, node 2's
 PROBE_PREFIX = b"benchprobe"  # not under bench.>: no bench subscriber matches a probe
 ROUTE_LISTENING_LINE = b"Listening for route connections on"
+GATEWAY_LISTENING_LINE = b"Listening for gateway"  # nats-server: "gateways connections on", the hub "gateway ..."
 INTEREST_TIMEOUT = 20.0  # below the orchestrator's READY_TIMEOUT, so this error is the one reported
 
 
@@ -74,6 +86,22 @@ def cluster_conf(server_name: str, cluster_port: int, routes: Sequence[int]) -> 
     ]
     if routes:
         lines.append("  routes: [" + ", ".join(f"nats-route://{LOCALHOST}:{p}" for p in routes) + "]")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def gateway_conf(server_name: str, gateway_name: str, gateway_port: int, remotes: Sequence[tuple[str, int]]) -> str:
+    """A node's extra config file for a super-cluster: its name and the gateway block, `remotes` the gateways it
+    dials as (cluster name, gateway port) (nats-server syntax)."""
+    lines = [
+        f'server_name: "{server_name}"',
+        "gateway {",
+        f"  name: {gateway_name}",
+        f"  listen: {LOCALHOST}:{gateway_port}",
+    ]
+    if remotes:
+        lines.append("  gateways: [" + ", ".join(f"{{name: {name}, url: nats://{LOCALHOST}:{port}}}"
+                                              for name, port in remotes) + "]")
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -187,9 +215,9 @@ def run_route(
     cfg: BenchConfig,
     server_pids: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """One route run: `cfg.publishers` client publishers on node 1, ROUTE_SUBSCRIBERS[scenario] client
-    subscribers on node 2."""
-    nsubs = ROUTE_SUBSCRIBERS[scenario]
+    """One route (or gw1) run: `cfg.publishers` client publishers on node 1, ROUTE_SUBSCRIBERS[scenario] (or
+    GATEWAY_SUBSCRIBERS[scenario]) client subscribers on node 2."""
+    nsubs = (ROUTE_SUBSCRIBERS | GATEWAY_SUBSCRIBERS)[scenario]
     ctx = mp_context()
     delivered = ctx.RawArray("q", nsubs)
     published = ctx.RawArray("q", cfg.publishers)
@@ -205,18 +233,35 @@ def run_route(
     return run_pubsub(specs, nsubs, cfg, server_pids, stop, " on node 1")
 
 
+def run_gateway_reqrep(node1: Endpoint, node2: Endpoint, size: int, cfg: BenchConfig,
+                       server_pids: Sequence[int] | None = None) -> dict[str, Any]:
+    """One gwreq run: bench's reqrep with the requester on node 1 (cluster A), the responder on node 2 (B)."""
+    from host.tools.bench import run_reqrep  # bench imports this module, so not at the top
+
+    return run_reqrep(node1, size, cfg, server_pids, responder_ep=node2,
+                      prepare_responder=partial(await_subscriber_interest, node1),
+                      prepare_requester=partial(await_subscriber_interest, node2))
+
+
 # ------------------------------------------------------------------------------------------------- servers
 
 
 class ClusterNode(ServerProcess):
     """A ServerProcess that is also a cluster member: ``-c FILE`` with its ``cluster {}`` block is appended to its
-    command line (a fresh free cluster port on every start; `routes` are the cluster ports it dials)."""
+    command line (a fresh free cluster port on every start; `routes` are the cluster ports it dials). `number` is
+    its place in the BenchCluster, 1 or 2."""
 
-    def __init__(self, label: str, cmd: Sequence[str], conf_dir: str) -> None:
+    listening_line = ROUTE_LISTENING_LINE
+
+    def __init__(self, label: str, cmd: Sequence[str], conf_dir: str, number: int) -> None:
         super().__init__(label, cmd)
+        self.number = number
         self.cluster_port = 0
         self.routes: list[int] = []
         self.conf_path = os.path.join(conf_dir, f"{label}.conf")
+
+    def conf_text(self) -> str:
+        return cluster_conf(f"bench-{self.label}", self.cluster_port, self.routes)
 
     @property
     def endpoint(self) -> Endpoint:
@@ -227,7 +272,7 @@ class ClusterNode(ServerProcess):
 
     def start(self, timeout: float = 20.0) -> ClusterNode:
         self.cluster_port = free_port()
-        Path(self.conf_path).write_text(cluster_conf(f"bench-{self.label}", self.cluster_port, self.routes))
+        Path(self.conf_path).write_text(self.conf_text())
         super().start(timeout)
         try:
             self._wait_route_listener(timeout)
@@ -237,13 +282,13 @@ class ClusterNode(ServerProcess):
         return self
 
     def _wait_route_listener(self, timeout: float) -> None:
-        """Until the log says the cluster port listens (servers may open it after the client port)."""
+        """Until the log says the cluster (or gateway) port listens (servers may open it after the client port)."""
         assert self.proc is not None and self.log_path is not None
         want = b":%d" % self.cluster_port
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for line in self.log_path.read_bytes().splitlines():
-                if ROUTE_LISTENING_LINE in line and line.rstrip().endswith(want):
+                if self.listening_line in line and line.rstrip().endswith(want):
                     return
             if self.proc.poll() is not None:
                 raise BenchError(
@@ -251,17 +296,30 @@ class ClusterNode(ServerProcess):
                 )
             time.sleep(0.05)
         raise BenchError(
-            f"{self.label} never logged listening for routes on port {self.cluster_port}; log:\n{self.log_tail()}"
+            f"{self.label} never logged {self.listening_line.decode()!r} ... port {self.cluster_port}; "
+            f"log:\n{self.log_tail()}"
         )
 
 
-class BenchCluster:
-    """Two nodes of one server command, node 2 routing to node 1; started when the route carries interest."""
+class GatewayNode(ClusterNode):
+    """A ClusterNode alone in its cluster (node 1 in "A", node 2 in "B"), joined to the other by a gateway:
+    `cluster_port` is its gateway port, `routes` the gateway ports of "A" it dials (node 2's: node 1's)."""
 
-    def __init__(self, label: str, cmd: Sequence[str]) -> None:
+    listening_line = GATEWAY_LISTENING_LINE
+
+    def conf_text(self) -> str:
+        remotes = [(GATEWAY_NAMES[0], port) for port in self.routes]
+        return gateway_conf(f"bench-{self.label}", GATEWAY_NAMES[self.number - 1], self.cluster_port, remotes)
+
+
+class BenchCluster:
+    """Two nodes of one server command, node 2 dialling node 1 (a route; with GatewayNode, a gateway); started
+    when the link carries interest."""
+
+    def __init__(self, label: str, cmd: Sequence[str], node_type: type[ClusterNode] = ClusterNode) -> None:
         self.label = label
         self._conf_dir = tempfile.mkdtemp(prefix="natsedge-bench-cluster-")
-        self.nodes = [ClusterNode(f"{label}-node{n}", cmd, self._conf_dir) for n in (1, 2)]
+        self.nodes = [node_type(f"{label}-node{n}", cmd, self._conf_dir, n) for n in (1, 2)]
 
     @property
     def pids(self) -> list[int]:
@@ -317,3 +375,24 @@ def run_compare_route(
 
     return compare_abba(cfg, list(cmds), ROUTE_SUBSCRIBERS, lambda label: BenchCluster(label, cmds[label]),
                         describe, run_one, log)
+
+
+def run_compare_gateway(
+    cfg: BenchConfig, cmds: dict[str, list[str]], log: Callable[[str], None] = lambda s: None
+) -> list[dict[str, Any]]:
+    """The gateway scenarios of `run_compare`: a super-cluster of two 1-server clusters of each server kind
+    started once, runs alternating ABBA between them. Returns result entries in `run_compare`'s shape."""
+
+    def describe(cluster: BenchCluster) -> str:
+        n1, n2 = cluster.nodes
+        return (f"super-cluster: cluster A pid {n1.pid} on {n1.url} (gateway on {n1.cluster_port}), "
+                f"cluster B pid {n2.pid} on {n2.url} (gateway on {n2.cluster_port}, dials A)")
+
+    def run_one(cluster: BenchCluster, scen: str, size: int) -> dict[str, Any]:
+        ep1, ep2 = (n.endpoint for n in cluster.nodes)
+        if scen == "gwreq":
+            return run_gateway_reqrep(ep1, ep2, size, cfg, cluster.pids)
+        return run_route(ep1, ep2, scen, size, cfg, cluster.pids)
+
+    return compare_abba(cfg, list(cmds), GATEWAY_SCENARIOS,
+                        lambda label: BenchCluster(label, cmds[label], GatewayNode), describe, run_one, log)

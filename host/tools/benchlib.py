@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 SCENARIOS: tuple[str, ...] = (
-    "pub", "pubsub1", "pubsub4", "reqrep", "leaf1", "leaf4", "route1", "route4",
+    "pub", "pubsub1", "pubsub4", "reqrep", "leaf1", "leaf4", "route1", "route4", "gw1", "gwreq",
     "js_sync", "js_async", "kv_put", "kv_get", "js_source_lag", "js_source_catchup",
     "js_leaf_source_lag", "js_leaf_source_catchup", "idle",
 )
@@ -44,7 +44,10 @@ ROUTE_SCENARIOS: tuple[str, ...] = ("route1", "route4")  # host/tools/bench_clus
 LEAF_JS_SCENARIOS: tuple[str, ...] = (  # host/tools/bench_js_leaf.py; --compare only
     "js_leaf_source_lag", "js_leaf_source_catchup",
 )
-COMPARE_ONLY: tuple[str, ...] = LEAF_SCENARIOS + ROUTE_SCENARIOS + LEAF_JS_SCENARIOS  # they start servers of their own
+GATEWAY_SCENARIOS: tuple[str, ...] = ("gw1", "gwreq")  # host/tools/bench_cluster.py; --compare only
+# they start servers of their own
+COMPARE_ONLY: tuple[str, ...] = LEAF_SCENARIOS + ROUTE_SCENARIOS + LEAF_JS_SCENARIOS + GATEWAY_SCENARIOS
+REQUEST_SCENARIOS: tuple[str, ...] = ("reqrep", "gwreq")  # latency of one request in flight at a time
 PAYLOAD_ALPHABET = b"abcdefghijklmnopqrstuvwxyz0123456789"
 LISTENING_LINE = b"Listening for client connections on"
 LOCALHOST = "127.0.0.1"
@@ -978,7 +981,7 @@ def scenario_sizes(cfg: BenchConfig) -> list[tuple[str, int | None]]:
 
 def _describe(label: str, scen: str, size: int | None, run: int, cfg: BenchConfig, m: dict[str, Any]) -> str:
     what = f"[{label}] {scen}" + (f" {size}B" if size else "") + f" run {run + 1}/{cfg.runs}: "
-    if scen in SUBSCRIBERS or scen in LEAF_SCENARIOS or scen in ROUTE_SCENARIOS:
+    if scen in SUBSCRIBERS or scen in LEAF_SCENARIOS or scen in ROUTE_SCENARIOS or scen == "gw1":
         s = f"{fmt_rate(m['msgs_per_s'])} msg/s, publisher cpu {m['publisher_cpu']:.0%}"
         if "subscriber_cpu" in m:
             s += f", max subscriber cpu {m['subscriber_cpu']:.0%}"
@@ -986,7 +989,7 @@ def _describe(label: str, scen: str, size: int | None, run: int, cfg: BenchConfi
             s += f", credit-stalled {m['publisher_credit_wait']:.0%}"
     elif scen in JS_SCENARIOS or scen in LEAF_JS_SCENARIOS:
         s = f"{fmt_rate(m['msgs_per_s'])} ops/s" + (f", p50 {m['p50_us']:.0f} us" if "p50_us" in m else "")
-    elif scen == "reqrep":
+    elif scen in REQUEST_SCENARIOS:
         s = (
             f"p50 {m['p50_us']:.0f} us, p99 {m['p99_us']:.0f} us, {m['rtt_per_s']:.0f} rtt/s, "
             f"requester cpu {m['requester_cpu']:.0%}"
