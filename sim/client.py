@@ -52,7 +52,7 @@ class Client:
         self.connected = False
         self.connects = 0
         self.last_error = ""
-        self._subs: dict[bytes, tuple[bytes, Handler]] = {}  # sid -> (subject, handler)
+        self._subs: dict[bytes, tuple[bytes, Handler, bytes | None]] = {}  # sid -> (subject, handler, queue group)
         self._sid = 0
         self._writer: asyncio.StreamWriter | None = None
         self._task: asyncio.Task[None] | None = None
@@ -125,8 +125,8 @@ class Client:
             out = [proto.encode_connect({"verbose": False, "pedantic": False, "headers": True, "no_responders": True,
                                          "protocol": 1, "name": self.name, "lang": "python-natsedge-sim",
                                          "version": "0.1.0"})]
-            for sid, (subject, _h) in self._subs.items():
-                out.append(proto.encode_sub(subject, sid))
+            for sid, (subject, _h, queue) in self._subs.items():
+                out.append(proto.encode_sub(subject, sid, queue))
             out.append(proto.PING)
             writer.write(b"".join(out))
             await writer.drain()
@@ -189,13 +189,15 @@ class Client:
 
     # ---- messages ----------------------------------------------------------------------------------
 
-    def subscribe(self, subject: str, handler: Handler) -> bytes:
-        """Kept until unsubscribe(sid), re-sent on every connection. Returns the sid."""
+    def subscribe(self, subject: str, handler: Handler, queue: str | None = None) -> bytes:
+        """Kept until unsubscribe(sid), re-sent on every connection; `queue`: a member of that queue group. Returns
+        the sid."""
         self._sid += 1
         sid = b"%d" % self._sid
-        self._subs[sid] = (subject.encode(), handler)
+        group = queue.encode() if queue else None
+        self._subs[sid] = (subject.encode(), handler, group)
         if self._writer is not None:
-            self._writer.write(proto.encode_sub(subject.encode(), sid))
+            self._writer.write(proto.encode_sub(subject.encode(), sid, group))
         return sid
 
     def unsubscribe(self, sid: bytes) -> None:

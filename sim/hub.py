@@ -181,17 +181,30 @@ class ManagedHub(Hub):
         self.kills = 0  # SIGKILLs (hub_kill)
         self.starts = 0  # starts after a kill (hub_start, or the end of the run)
         self.down = False  # killed and not started again
+        # Set by SuperCluster: this node's region (its cluster's name), gateway listener, and the gateways it dials
+        # as (region, gateway ports of that region's nodes)
+        self.region: str | None = None
+        self.gateway_port: int | None = None
+        self.gateways: list[tuple[str, list[int]]] = []
 
     def config_text(self) -> str:
-        if self.cluster_port is None:
+        if self.cluster_port is None and self.gateway_port is None:
             return f"leafnodes {{\n  listen: 127.0.0.1:{self.leaf_port}\n}}\n"
-        routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.routes)
+        text = f"server_name: {self.name}\n"
+        if self.cluster_port is not None:
+            routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.routes)
+            text += (f"cluster {{\n  name: {self.region or CLUSTER_NAME}\n  listen: 127.0.0.1:{self.cluster_port}\n"
+                     f"  routes: [{routes}]\n}}\n")
+        if self.gateway_port is not None:
+            remotes = ", ".join(f"{{name: {name}, urls: [{', '.join(f'nats://127.0.0.1:{p}' for p in ports)}]}}"
+                                for name, ports in self.gateways)
+            # nats-server: "leaf nodes and gateways (both being defined) require a system account"
+            text += (f"gateway {{\n  name: {self.region}\n  listen: 127.0.0.1:{self.gateway_port}\n"
+                     f"  gateways: [{remotes}]\n}}\n"
+                     "accounts { SYS: {} }\nsystem_account: SYS\n")
         # no_advertise: edges know only the node URLs the simulator gave them, all through their proxies, so a
         # partition cuts every path (a learned leafnode URL would bypass the proxy)
-        return (f"server_name: {self.name}\n"
-                f"cluster {{\n  name: {CLUSTER_NAME}\n  listen: 127.0.0.1:{self.cluster_port}\n"
-                f"  routes: [{routes}]\n}}\n"
-                f"leafnodes {{\n  listen: 127.0.0.1:{self.leaf_port}\n  no_advertise: true\n}}\n")
+        return text + f"leafnodes {{\n  listen: 127.0.0.1:{self.leaf_port}\n  no_advertise: true\n}}\n"
 
     def command(self, js: bool) -> list[str]:
         if self.kind == "hub":
@@ -444,7 +457,7 @@ class Cluster(Hub):
             missing: dict[str, list[str]] = {}
             for n in running:
                 peers = await self._peers(n)
-                want = [m.name for m in running if m is not n]
+                want = [m.name for m in running if m is not n and m.region == n.region]
                 lack = [m for m in want if peers is None or m not in peers]
                 if lack:
                     missing[n.name] = lack
@@ -458,4 +471,67 @@ class Cluster(Hub):
                         hints.setdefault(h, []).append(n.name)
                 said = "".join(f"; {', '.join(names)} said: {h}" for h, names in hints.items())
                 raise HubError(f"the hub nodes did not form a cluster within {timeout:g} s ({detail}){said}")
+            await asyncio.sleep(0.2)
+
+
+class SuperCluster(Cluster):
+    """Regions: clusters of started nodes (`regions`: (name, nodes) in node order, `kinds` one per node) whose every
+    node has a gateway to every other region's nodes. Nodes are named `<region>-n<i>`; routes join the nodes of a
+    region, gateways the regions. Without JetStream (a super-cluster's JetStream is not what the regions show)."""
+
+    kind = "super-cluster"
+
+    def __init__(self, kinds: list[str], regions: list[tuple[str, int]], workdir: Path, procs: ProcessTable,
+                 port: int = 0, http_port: int = 0, leaf_port: int = 0) -> None:
+        super().__init__(kinds, workdir, procs, "off", port, http_port, leaf_port)
+        names = [name for name, n in regions for _ in range(n)]
+        gateway_ports = [free_port() for _ in self._nodes]
+        for i, (node, region, gw) in enumerate(zip(self._nodes, names, gateway_ports, strict=True)):
+            peers = [j for j, r in enumerate(names) if r == region and j != i]
+            node.name, node.region, node.gateway_port = f"{region}-n{names[:i].count(region) + 1}", region, gw
+            node.cluster_port = node.cluster_port if peers else None  # alone in its region: no cluster{} block
+            node.routes = [self._nodes[j].cluster_port or 0 for j in peers]
+            node.gateways = [(r, [gateway_ports[j] for j, x in enumerate(names) if x == r])
+                             for r, _ in regions if r != region]
+
+    def region_nodes(self, region: str) -> list[ManagedHub]:
+        return [n for n in self._nodes if n.region == region]
+
+    def describe(self) -> str:
+        regions = dict.fromkeys(n.region for n in self._nodes)
+        parts = []
+        for r in regions:
+            nodes = ", ".join(f"{n.name} {n.kind} client={n.client_url} leafnodes={n.leaf_host}:{n.leaf_port} "
+                              f"gateway=127.0.0.1:{n.gateway_port}" for n in self.region_nodes(r or ""))
+            parts.append(f"region {r}: {nodes}")
+        return f"super-cluster of {len(regions)} regions: " + "; ".join(parts)
+
+    async def wait_cluster(self, timeout: float = ROUTE_TIMEOUT) -> None:
+        """Routes within each region, then until every running node has a gateway out to every other region and one in
+        from each of that region's running nodes; HubError naming who lacks what."""
+        await super().wait_cluster(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            running = [n for n in self._nodes if n.running]
+            missing: list[str] = []
+            for n in running:
+                try:
+                    status, gwz = await http_get(f"{n.monitor_url}/gatewayz", 1)
+                except (OSError, TimeoutError, ValueError):
+                    status, gwz = 0, None
+                ok = status == 200 and isinstance(gwz, dict)
+                out = (gwz.get("outbound_gateways") or {}) if ok else {}
+                inb = (gwz.get("inbound_gateways") or {}) if ok else {}
+                for m in running:
+                    if m.region == n.region:
+                        continue
+                    want_in = sum(1 for x in running if x.region == m.region)
+                    if m.region not in out or len(inb.get(m.region) or []) < want_in:
+                        missing.append(f"{n.name} has no gateway with {m.region}")
+                        break
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise HubError(f"the regions did not form a super-cluster within {timeout:g} s ("
+                               + "; ".join(missing) + ")")
             await asyncio.sleep(0.2)

@@ -68,12 +68,44 @@ def build(sim: Simulation) -> dict[str, Any]:
         "stream": sim.stream_status,
         "faults": list(sim.fault_log),
         "workload_steps": list(sim.workload_log),
+        "regions": _regions(sim),
         "totals": totals,
         "edges": edges,
         "processes": {"started": len(sim.procs.started), "pids": sim.procs.pids(),
                       "left_running": sim.procs.left_running()},
         "errors": list(sim.errors),
     }
+
+
+def _regions(sim: Simulation) -> list[dict[str, Any]]:
+    """Per region (scenarios with "regions"): its nodes, edges, workers and what its requests got (sim/regions.py)."""
+    if not sim.regions:
+        return []
+    fault_times = [f["t"] for f in sim.fault_log if f["type"] not in ("partition", "crash")]
+    nodes = sim.hub.nodes if sim.hub else []
+    out = []
+    for name, region in sim.regions.items():
+        edges = [e.name for e in sim.edges if sim.scenario.region_of_edge(e.index) == name]
+        out.append(region.report([n.name for n in nodes if getattr(n, "region", None) == name], edges, fault_times,
+                                 sim.run_seconds))
+    return out
+
+
+def _regions_text(regions: list[dict[str, Any]]) -> list[str]:
+    """Per region: its requests (served locally, by another region, lost), whole run and per worker window."""
+    out = []
+    for g in regions:
+        q = g["requests"]
+        out.append(f"region {g['name']} ({', '.join(g['nodes'])}; edges {', '.join(g['edges']) or '-'}): "
+                   f"{q['sent']} requests, {q['local']} served locally, {q['remote']} by another region, "
+                   f"{q['lost']} lost" + (f" (+{q['lost_in_fault']} in fault windows)" if q["lost_in_fault"] else "")
+                   + f"; its workers answered {g['answered']}")
+        for w in g["windows"]:
+            by = ", ".join(f"{k} {v}" for k, v in w["served_by"].items()) or "-"
+            out.append(f"  {w['from']:7.2f}..{w['to']:7.2f} s, local workers {w['local_workers']:4}: "
+                       f"{w['sent']} sent, served by {by}, {w['lost']} lost"
+                       + (f" (+{w['lost_in_fault']} in fault windows)" if w["lost_in_fault"] else ""))
+    return out
 
 
 def _n(v: Any) -> str:
@@ -119,6 +151,7 @@ def text(r: dict[str, Any]) -> str:
     hubs = r.get("hubs") or []
     if len(hubs) > 1:
         out.extend(_cluster_text(r))
+    out.extend(_regions_text(r.get("regions") or []))
     for kind in RECOVERY_KINDS:
         v = t[f"recovery_{kind}"]
         if v["count"]:

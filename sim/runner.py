@@ -34,10 +34,11 @@ from sim import report as report_mod
 from sim.client import Client, NoResponders, NotConnected, parse_url
 from sim.dashboard import Dashboard, HubMonitor
 from sim.fleet import Edge, edge_takes_url_list, word_bits
-from sim.hub import Cluster, Hub, HubError, ManagedHub, free_port
+from sim.hub import Cluster, Hub, HubError, ManagedHub, SuperCluster, free_port
 from sim.procs import ProcessTable
 from sim.proxy import ProxyGroup
-from sim.scenario import HUB_FAULTS, HUB_KINDS, Fault, Scenario, WorkloadStep
+from sim.regions import Region
+from sim.scenario import HUB_FAULTS, HUB_KINDS, WORKER_FAULTS, Fault, Scenario, WorkloadStep
 
 START_BATCH = 16  # edges launched at once (each is a CPython+MicroPython process: ~25 ms of CPU to start)
 STREAM_RETRY_S = 20.0  # a cluster: how long the stream's creation is retried while JetStream is not ready
@@ -100,6 +101,7 @@ class Simulation:
         self._made_workdir = opts.workdir is None
         self._workload_nc: Any = None  # nats-py connection of the workload steps, made at the first one
         self.workload_log: list[dict[str, Any]] = []
+        self.regions: dict[str, Region] = {}  # scenarios with "regions": name -> its workers and requester
 
     # ---- helpers ----------------------------------------------------------------------------------------
 
@@ -186,7 +188,10 @@ class Simulation:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.edge_bits = await word_bits(o.micropython)  # ~40 ms
         kinds = (s.hub_kinds or [o.hub] * s.hubs) if o.hub in HUB_KINDS else None  # None: an external hub
-        if kinds is not None and len(kinds) > 1:
+        if kinds is not None and s.regions:
+            self.hub = SuperCluster(kinds, [(r.name, r.hubs) for r in s.regions], self.workdir / "hub", self.procs,
+                                    o.hub_port, o.hub_http_port, o.leaf_port)
+        elif kinds is not None and len(kinds) > 1:
             self.hub = Cluster(kinds, self.workdir / "hub", self.procs, o.jetstream, o.hub_port, o.hub_http_port,
                                o.leaf_port)
         elif kinds is not None:
@@ -211,6 +216,7 @@ class Simulation:
         if not await self.observer.wait_connected(10):
             raise SimError(f"cannot connect to the hub at {self.hub.client_url}: {self.observer.last_error}")
         await self._ensure_stream()
+        await self._start_regions()
 
         if o.dashboard is not None:
             self.dashboard = Dashboard(self.state, o.dashboard[0], o.dashboard[1], hub_client=self.observer)
@@ -227,6 +233,8 @@ class Simulation:
             self.say("edges are given " + ("every node's URL, node i % N first" if self.edge_url_lists else
                                            "node i % N's URL only (their hub.url takes one URL)"))
         for i, name in enumerate(s.edge_names()):
+            if isinstance(self.hub, SuperCluster):  # an edge uplinks to its own region's nodes only
+                nodes = self.hub.region_nodes(s.region_of_edge(i))
             group = ProxyGroup(name, [(n.leaf_host, n.leaf_port) for n in nodes])
             await group.start()
             self.proxies[name] = group
@@ -247,6 +255,23 @@ class Simulation:
         self.phase = "running"
         self.say(f"fleet: {len(self.edges)} MicroPython edges started ("
                  + (f"{s.duration:g} s" if s.duration else "until Ctrl-C") + ")")
+
+    async def _start_regions(self) -> None:
+        """Regions: every region's queue workers, connected and subscribed before t = 0, and its requester."""
+        if not isinstance(self.hub, SuperCluster):
+            return
+        for r in self.scenario.regions:
+            region = self.regions[r.name] = Region(r.name, [n.client_url for n in self.hub.region_nodes(r.name)],
+                                                   self.scenario.service, self.clock)
+            err = await region.start_workers()
+            if err is not None:
+                raise SimError(err)
+            region.requester.start()
+            if not await region.requester.wait_connected(10):
+                raise SimError(f"region {r.name}: the requester cannot connect: {region.requester.last_error}")
+        sv = self.scenario.service
+        self.say(f"regions: {sv.workers} workers each in queue group {sv.queue} on {sv.subject}; "
+                 f"{sv.rate:g} requests/s from each region")
 
     def _edge_fatal(self, edge: Edge) -> None:
         # An edge that cannot start is a setup problem (its config, its app, a port): stop and say so.
@@ -337,6 +362,8 @@ class Simulation:
         if s.request_rate > 0:
             for e in self.edges:
                 self._spawn(self._requests(e))
+        for region in self.regions.values():
+            self._spawn(self._region_requests(region))
         if s.duration:
             await self._wait(s.duration)
         else:
@@ -350,7 +377,9 @@ class Simulation:
         while True:
             if not await self._wait(max(0.0, t - self.clock())):
                 return
-            if f.type in HUB_FAULTS:
+            if f.type in WORKER_FAULTS:
+                self._spawn(self._workers_fault(f))
+            elif f.type in HUB_FAULTS:
                 assert self.hub is not None
                 targets = [f.node - 1] if f.node is not None else list(range(len(self.hub.nodes)))
                 if self._busy_nodes & set(targets):
@@ -563,6 +592,32 @@ class Simulation:
             await self.observer.wait_connected(5)
             await self._ensure_stream()
 
+    async def _workers_fault(self, f: Fault) -> None:
+        assert f.region is not None
+        region = self.regions[f.region]
+        kill = f.type == "workers_kill"
+        if region.workers_up != kill:
+            self.event(f"fault {f.index}: {f.describe()} skipped (they are {'down' if kill else 'up'} already)")
+            return
+        self.fault_log.append({"t": round(self.clock(), 2), "type": f.type, "region": f.region})
+        self.event(f"{f.describe()}")
+        if kill:
+            await region.kill_workers()
+        else:
+            err = await region.start_workers()
+            if err is not None:
+                raise SimError(err)
+
+    async def _region_requests(self, region: Region) -> None:
+        """The region's requests at the service's rate, one at a time (each waits for its reply or timeout)."""
+        interval = 1.0 / self.scenario.service.rate
+        due = self.clock()
+        while True:
+            await region.request()
+            due = max(due + interval, self.clock())  # a request that waited for its timeout delays the next
+            if not await self._wait(max(0.0, due - self.clock())):
+                return
+
     async def _requests(self, edge: Edge) -> None:
         s = self.scenario
         assert self.observer is not None
@@ -648,6 +703,7 @@ class Simulation:
         await asyncio.gather(*(e.stop() for e in self.edges), return_exceptions=True)
         if self.observer is not None:
             await self.observer.close()
+        await asyncio.gather(*(r.close() for r in self.regions.values()))
         if self._workload_nc is not None:
             await self._workload_nc.close()
         if self.hub is not None:

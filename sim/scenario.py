@@ -18,9 +18,12 @@ MAX_RATE = 1000.0  # messages per second per publisher; every publish is also on
 SIM_OWNED_KEYS = ("name", "hub", "listen", "data", "app", "stats", "limits")
 # Quick failure detection and reconnects, so that faults show within seconds; `edge.limits` overrides.
 DEFAULT_LIMITS: dict[str, Any] = {"ping_interval": 1, "ping_max": 2, "reconnect_min": 0.1, "reconnect_max": 2}
-FAULT_TYPES = ("partition", "crash", "hub_restart", "hub_kill", "hub_start")
+FAULT_TYPES = ("partition", "crash", "hub_restart", "hub_kill", "hub_start", "workers_kill", "workers_start")
 HUB_FAULTS = ("hub_restart", "hub_kill", "hub_start")  # need hubs the simulator started
+WORKER_FAULTS = ("workers_kill", "workers_start")  # a region's queue workers (scenarios with "regions")
 PARTITION_MODES = ("blackhole", "reset")
+MAX_REGIONS = 4  # clusters joined by gateways into a super-cluster
+MAX_WORKERS = 20  # queue workers per region (each is a connection of the simulator)
 MAX_HUBS = 7  # hub nodes in a cluster (each is a server process on this machine)
 HUB_KINDS = ("hub", "nats-server")  # "hub" = ours (`natsedge hub`)
 KIND_ALIASES = {"natsedge": "hub"}  # accepted in scenario files and --hub, reported as "hub"
@@ -50,18 +53,39 @@ class Fault:
     mode: str = "blackhole"
     down: float | None = 0.0  # crash / hub_restart / hub_kill: time before the restart (hub_kill: None = stays down)
     node: int | None = None  # hub faults: the hub node (1-based); None = every node (hub_restart only)
+    region: str | None = None  # workers_kill / workers_start: the region whose workers go or come back
 
     def describe(self) -> str:
         if self.type == "partition":
             return f"partition ({self.mode}, {self.duration:g} s)"
         if self.type == "crash":
             return f"crash (SIGKILL, restart after {self.down:g} s)"
+        if self.type in WORKER_FAULTS:
+            return f"{self.region}'s workers " + ("killed" if self.type == "workers_kill" else "started")
         where = "hub" if self.node is None else f"hub node {self.node}"
         if self.type == "hub_kill":
             return f"{where} kill (SIGKILL" + ("" if self.down is None else f", restart after {self.down:g} s") + ")"
         if self.type == "hub_start":
             return f"{where} start"
         return f"{where} restart (down {self.down:g} s)"
+
+
+@dataclass
+class Region:
+    """A cluster of `hubs` nodes with a gateway to every other region's (docs/sim.md, "Regions")."""
+    name: str
+    hubs: int = 1
+
+
+@dataclass
+class Service:
+    """The regions' queue-group service: `workers` queue subscribers per region (the simulator's connections to
+    that region's hubs), and per region a requester on that region's hubs sending `rate` requests/s."""
+    subject: str = "sim.work"
+    queue: str = "workers"
+    workers: int = 2
+    rate: float = 5.0
+    timeout: float = 1.0
 
 
 @dataclass
@@ -101,6 +125,8 @@ class Scenario:
     hubs: int = 1  # hub nodes; more than 1: a cluster the simulator starts
     hub_kinds: list[str] | None = None  # one per node ("hub" or "nats-server"); None: --hub decides
     workloads: list[WorkloadStep] = field(default_factory=list)
+    regions: list[Region] = field(default_factory=list)  # none: one cluster (or one hub)
+    service: Service = field(default_factory=Service)  # used with regions only
 
     def edge_names(self) -> list[str]:
         return [f"edge-{i}" for i in range(self.edges)]
@@ -131,7 +157,18 @@ class Scenario:
             "hubs": self.hubs,
             "hub_kinds": self.hub_kinds,
             "workloads": [_step_json(w) for w in self.workloads],
+            "regions": [{"name": r.name, "hubs": r.hubs} for r in self.regions],
+            "service": {"subject": self.service.subject, "queue": self.service.queue, "workers": self.service.workers,
+                        "rate": self.service.rate, "timeout": self.service.timeout},
         }
+
+    def region_of_node(self) -> list[str]:
+        """Regions: the region of each hub node, in node order (the first region's nodes first)."""
+        return [r.name for r in self.regions for _ in range(r.hubs)]
+
+    def region_of_edge(self, index: int) -> str:
+        """Regions: edge i is in region i % (number of regions)."""
+        return self.regions[index % len(self.regions)].name
 
 
 def _step_json(w: WorkloadStep) -> dict[str, Any]:
@@ -147,11 +184,13 @@ def _fault_json(f: Fault) -> dict[str, Any]:
     if f.type in HUB_FAULTS:
         if f.node is not None:
             d["node"] = f.node
+    elif f.type in WORKER_FAULTS:
+        d["region"] = f.region
     else:
         d["edges"] = f.edges
     if f.type == "partition":
         d.update({"for": f.duration, "mode": f.mode})
-    elif f.type != "hub_start" and f.down is not None:
+    elif f.type not in ("hub_start", *WORKER_FAULTS) and f.down is not None:
         d["down"] = f.down
     return d
 
@@ -266,6 +305,11 @@ def _fault(i: int, d: Any) -> Fault:
             raise ScenarioError(f'fault {i}: "edges" is required for a crash')
         f.edges = _selector(c, d["edges"], random_ok=True)
         f.down = c.number(d, "down", 0.5, 0.0)
+    elif kind in WORKER_FAULTS:
+        c.keys(d, (*common, "region"))
+        if "region" not in d:
+            raise ScenarioError(f'fault {i}: "region" is required for a {kind} (a region\'s name)')
+        f.region = c.string(d, "region", "")
     elif kind == "hub_restart":
         c.keys(d, (*common, "down", "node"))
         f.down = c.number(d, "down", 1.0, 0.0)
@@ -295,6 +339,42 @@ def _workload_step(i: int, d: Any) -> WorkloadStep:
     if d.get("version") is not None:
         step.version = c.string(d, "version", "")
     return step
+
+
+def _regions(c: _Checker, v: Any) -> list[Region]:
+    if not isinstance(v, list) or not 2 <= len(v) <= MAX_REGIONS:
+        raise c.fail("regions", f'a list of 2..{MAX_REGIONS} regions ({{"name": ..., "hubs": N}})', v)
+    out: list[Region] = []
+    for i, d in enumerate(v):
+        rc = _Checker(f"region {i}: ")
+        if not isinstance(d, dict):
+            raise ScenarioError(f"region {i}: expected an object, got {_got(d)}")
+        rc.keys(d, ("name", "hubs"))
+        name = d.get("name")
+        if not isinstance(name, str) or not name or not all(ch.isalnum() or ch in "-_" for ch in name):
+            raise rc.fail("name", "a non-empty name of letters, digits, - and _ (it is the cluster's name)", name)
+        seen = [r.name for r in out]
+        if name in seen:
+            raise ScenarioError(f'region {i}: "name": {_got(name)} is the name of region {seen.index(name)} too')
+        out.append(Region(name, rc.integer(d, "hubs", 1, 1, MAX_HUBS)))
+    return out
+
+
+def _service(d: dict[str, Any]) -> Service:
+    c = _Checker("service: ")
+    c.keys(d, ("subject", "queue", "workers", "rate", "timeout"))
+    sv = Service()
+    sv.subject = c.string(d, "subject", sv.subject)
+    _subject(c, "subject", sv.subject)
+    if "{edge}" in sv.subject:
+        raise c.fail("subject", "a literal subject (the regions' service is not per edge)", sv.subject)
+    sv.queue = c.string(d, "queue", sv.queue)
+    if any(ch in sv.queue for ch in " \t\r\n.*>"):
+        raise c.fail("queue", "a queue group name without spaces, dots or wildcards", sv.queue)
+    sv.workers = c.integer(d, "workers", sv.workers, 1, MAX_WORKERS)
+    sv.rate = c.number(d, "rate", sv.rate, 0.0, 100.0, strict=True)
+    sv.timeout = c.number(d, "timeout", sv.timeout, 0.0, 60.0, strict=True)
+    return sv
 
 
 def hub_kind(v: Any) -> str | None:
@@ -329,8 +409,16 @@ def parse(d: Any) -> Scenario:
         raise ScenarioError(f"expected a JSON object at the top level, got {_got(d)}")
     c = _Checker("")
     c.keys(d, ("name", "edges", "duration", "seed", "settle", "publish", "requests", "edge", "faults", "stream",
-               "hubs", "hub_kinds", "workloads"))
+               "hubs", "hub_kinds", "workloads", "regions", "service"))
     s = Scenario()
+    if "regions" in d:
+        s.regions = _regions(c, d["regions"])
+    elif "service" in d:
+        raise ScenarioError('"service": the queue workers\' service needs "regions"')
+    if s.regions:
+        s.service = _service(c.obj(d, "service"))
+        if d.get("stream") is not None:
+            raise ScenarioError('"stream": not with "regions" (the super-cluster runs without JetStream)')
     s.name = c.string(d, "name", s.name)
     s.edges = c.integer(d, "edges", s.edges, 1, MAX_EDGES)
     kinds = d.get("hub_kinds")
@@ -344,7 +432,9 @@ def parse(d: Any) -> Scenario:
             if kind is None:
                 raise ScenarioError(f'"hub_kinds": node {i + 1}: expected {KINDS_EXPECTED}, got {_got(k)}')
             s.hub_kinds.append(kind)
-    s.hubs = c.integer(d, "hubs", len(s.hub_kinds) if s.hub_kinds else 1, 1, MAX_HUBS)
+    region_hubs = sum(r.hubs for r in s.regions)
+    s.hubs = c.integer(d, "hubs", region_hubs or (len(s.hub_kinds) if s.hub_kinds else 1), 1,
+                       MAX_HUBS)
     if s.hub_kinds is not None and len(s.hub_kinds) != s.hubs:
         n = len(s.hub_kinds)
         raise ScenarioError(f'"hub_kinds": lists {n} kind{"s" if n > 1 else ""} for {s.hubs} hubs (one per node, '
@@ -411,6 +501,11 @@ def parse(d: Any) -> Scenario:
 def validate(s: Scenario) -> None:
     """Checks that depend on the final edge count and duration (flags may change both after parse())."""
     names = set(s.edge_names())
+    if s.regions and sum(r.hubs for r in s.regions) != s.hubs:
+        raise ScenarioError(f'"regions": their hubs add up to {sum(r.hubs for r in s.regions)}, but the run has '
+                            f"{s.hubs} hub nodes (leave out \"hubs\" and --hubs with regions)")
+    if s.regions and s.edges < len(s.regions):
+        raise ScenarioError(f'"edges": {s.edges} edges for {len(s.regions)} regions (at least one each)')
 
     def check_selector(where: str, sel: Any) -> None:
         if isinstance(sel, list):
@@ -427,6 +522,10 @@ def validate(s: Scenario) -> None:
     for f in s.faults:
         if f.edges is not None:
             check_selector(f"fault {f.index}: ", f.edges)
+        if f.type in WORKER_FAULTS and f.region not in [r.name for r in s.regions]:
+            raise ScenarioError(f'fault {f.index}: "region": no region named {_got(f.region)}'
+                                + (f' (regions: {", ".join(r.name for r in s.regions)})' if s.regions
+                                   else ' (the scenario has no "regions")'))
         if f.node is not None and f.node > s.hubs:
             raise ScenarioError(f'fault {f.index}: "node": hub node {f.node} does not exist (the run has {s.hubs} '
                                 f"hub{'s' if s.hubs > 1 else ''}, 1..{s.hubs})")
