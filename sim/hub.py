@@ -485,7 +485,13 @@ class SuperCluster(Cluster):
                  port: int = 0, http_port: int = 0, leaf_port: int = 0) -> None:
         super().__init__(kinds, workdir, procs, "off", port, http_port, leaf_port)
         names = [name for name, n in regions for _ in range(n)]
-        gateway_ports = [free_port() for _ in self._nodes]
+        taken = {p for n in self._nodes for p in (n.port, n.http_port, n.leaf_port, n.cluster_port)}
+        gateway_ports: list[int] = []
+        while len(gateway_ports) < len(self._nodes):  # free_port() may hand out a port it handed out before
+            p = free_port()
+            if p not in taken:
+                taken.add(p)
+                gateway_ports.append(p)
         for i, (node, region, gw) in enumerate(zip(self._nodes, names, gateway_ports, strict=True)):
             peers = [j for j, r in enumerate(names) if r == region and j != i]
             node.name, node.region, node.gateway_port = f"{region}-n{names[:i].count(region) + 1}", region, gw
@@ -507,12 +513,15 @@ class SuperCluster(Cluster):
         return f"super-cluster of {len(regions)} regions: " + "; ".join(parts)
 
     async def wait_cluster(self, timeout: float = ROUTE_TIMEOUT) -> None:
-        """Routes within each region, then until every running node has a gateway out to every other region and one in
-        from each of that region's running nodes; HubError naming who lacks what."""
+        """Routes within each region, then until every running node has a gateway out to every other region, and each
+        region has as many inbound gateways from every other region as that one has running nodes (each server dials
+        one server of a remote cluster); HubError naming who lacks what."""
         await super().wait_cluster(timeout)
         deadline = time.monotonic() + timeout
         while True:
             running = [n for n in self._nodes if n.running]
+            regions = {n.region or "" for n in running}
+            inbound: dict[tuple[str, str], int] = {}  # (region, from region) -> inbound gateway connections
             missing: list[str] = []
             for n in running:
                 try:
@@ -521,14 +530,16 @@ class SuperCluster(Cluster):
                     status, gwz = 0, None
                 ok = status == 200 and isinstance(gwz, dict)
                 out = (gwz.get("outbound_gateways") or {}) if ok else {}
-                inb = (gwz.get("inbound_gateways") or {}) if ok else {}
-                for m in running:
-                    if m.region == n.region:
-                        continue
-                    want_in = sum(1 for x in running if x.region == m.region)
-                    if m.region not in out or len(inb.get(m.region) or []) < want_in:
-                        missing.append(f"{n.name} has no gateway with {m.region}")
-                        break
+                for r, conns in ((gwz.get("inbound_gateways") or {}) if ok else {}).items():
+                    inbound[(n.region or "", r)] = inbound.get((n.region or "", r), 0) + len(conns or [])
+                lack = sorted(r for r in regions if r != n.region and r not in out)
+                if lack:
+                    missing.append(f"{n.name} has no gateway out to {', '.join(lack)}")
+            for r in sorted(regions):
+                for other in sorted(regions - {r}):
+                    want = sum(1 for n in running if n.region == other)
+                    if inbound.get((r, other), 0) < want:
+                        missing.append(f"{r} has {inbound.get((r, other), 0)} of {want} gateways in from {other}")
             if not missing:
                 return
             if time.monotonic() > deadline:

@@ -230,8 +230,9 @@ class Simulation:
         nodes = self.hub.nodes
         if len(nodes) > 1:
             self.edge_url_lists = edge_takes_url_list()
-            self.say("edges are given " + ("every node's URL, node i % N first" if self.edge_url_lists else
-                                           "node i % N's URL only (their hub.url takes one URL)"))
+            nodes_of = "their region's nodes" if s.regions else "every node"
+            self.say("edges are given " + (f"{nodes_of}' URLs, node i % N first" if self.edge_url_lists else
+                                           f"node i % N's URL of {nodes_of} only (their hub.url takes one URL)"))
         for i, name in enumerate(s.edge_names()):
             if isinstance(self.hub, SuperCluster):  # an edge uplinks to its own region's nodes only
                 nodes = self.hub.region_nodes(s.region_of_edge(i))
