@@ -200,6 +200,10 @@ class Client:
             self._writer.write(proto.encode_sub(subject.encode(), sid, group))
         return sid
 
+    def sids(self) -> list[bytes]:
+        """The subscriptions made with subscribe() and not unsubscribed."""
+        return [sid for sid in self._subs if sid != self._inbox_sid]
+
     def unsubscribe(self, sid: bytes) -> None:
         if self._subs.pop(sid, None) is not None and self._writer is not None:
             self._writer.write(proto.encode_unsub(sid))

@@ -5,13 +5,14 @@ A region's workers are the simulator's own connections to that region's hubs, me
 service subject; each answers with its region's name, so a reply says which region served the request. The
 region's requester, also on that region's hubs, sends the scenario's requests; nats-server's rule (and the hub's)
 is that a queue group is served by a member in the requester's cluster first, and by the nearest other cluster only
-when none is left there. Killing a region's workers closes their connections (their subscriptions go with them);
-starting them connects new ones.
+when none is left there. Killing a region's workers makes them leave (unsubscribe, confirmed
+by their hub, then disconnect); starting them connects new ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +32,9 @@ class Region:
         self.workers: list[Client] = []
         self.requester = Client(client_urls, name=f"natsedge-sim-requester-{name}")
         self.requests: list[tuple[float, str]] = []  # (t sent, "local", "remote:<region>", "timeout", "no_responders")
-        self.worker_events: list[tuple[float, bool]] = []  # (t, workers up after it)
+        # (t, the local workers' state from then on): "leaving" / "starting" while a fault works on them, then "down"
+        # / "up"; the run begins "up"
+        self.worker_events: list[tuple[float, str]] = []
         self.answered = 0  # requests its workers answered, from any region
         self._started = 0  # workers connected so far (names stay unique over restarts)
 
@@ -52,6 +55,9 @@ class Region:
     async def start_workers(self) -> str | None:
         """Connect the region's workers (queue subscribers, spread over its hubs) and wait until each hub has their
         subscriptions; an error text if one cannot connect."""
+        again = self.clock() > 0  # not the start of the run: the workers_start fault
+        if again:
+            self.worker_events.append((self.clock(), "starting"))
         n = len(self.client_urls)
         for _ in range(self.service.workers):
             k = self._started
@@ -65,14 +71,27 @@ class Region:
             if not await w.wait_connected(WORKER_CONNECT_TIMEOUT):
                 return f"region {self.name}: worker {w.name} cannot connect: {w.last_error}"
             await w.flush()  # its SUB is in place on its hub
-        if self.clock() > 0 or self.worker_events:
-            self.worker_events.append((self.clock(), True))
+        if again:
+            self.worker_events.append((self.clock(), "up"))
         return None
 
     async def kill_workers(self) -> None:
+        """The workers leave: each unsubscribes, waits for its hub to confirm (a PING's PONG), then disconnects. The
+        window without local workers opens then: from now on no hub of the region has them as local members (a
+        request already on its way to one is lost, and explained by the fault)."""
+        self.worker_events.append((self.clock(), "leaving"))
         workers, self.workers = self.workers, []
-        self.worker_events.append((self.clock(), False))
+        for w in workers:
+            for sid in w.sids():
+                w.unsubscribe(sid)
+        await asyncio.gather(*(self._flushed(w) for w in workers))
         await asyncio.gather(*(w.close() for w in workers))
+        self.worker_events.append((self.clock(), "down"))
+
+    @staticmethod
+    async def _flushed(worker: Client) -> None:
+        with contextlib.suppress(NotConnected, TimeoutError):  # not connected: it has no subscription on a hub
+            await worker.flush()
 
     async def request(self) -> None:
         """One request from this region's requester; its outcome recorded under the time it was sent."""
@@ -117,18 +136,19 @@ class Region:
         return c
 
     def report(self, nodes: list[str], edges: list[str], fault_times: list[float], end: float) -> dict[str, Any]:
-        """Totals, and one window per span between this region's worker kills and starts (a request counts in the
-        window it was sent in). `lost` are requests without an answer that no fault explains; `lost_in_fault` those
-        sent within FAULT_SLACK_S + the timeout before a fault (of workers or hubs, in any region)."""
+        """Totals, and one window per state of this region's workers (a request counts in the window it was sent
+        in): "up", "leaving" (a workers_kill under way), "down", "starting" (a workers_start until every worker is
+        subscribed), ... `lost` are requests without an answer that no fault explains; `lost_in_fault` those sent
+        within FAULT_SLACK_S + the timeout before a fault (of workers or hubs, in any region)."""
         windows = []
-        start, up = 0.0, True
+        start, state = 0.0, "up"
         for t, after in [*self.worker_events, (end, None)]:
             upto = t if after is not None else float("inf")  # the last window: whatever was sent until the end
             reqs = [r for r in self.requests if start <= r[0] < upto]
-            windows.append({"from": round(start, 2), "to": round(t, 2), "local_workers": "up" if up else "down",
+            windows.append({"from": round(start, 2), "to": round(t, 2), "local_workers": state,
                             **self._count(reqs, fault_times)})
             if after is not None:
-                start, up = t, after
+                start, state = t, after
         return {"name": self.name, "nodes": nodes, "edges": edges, "workers": self.service.workers,
                 "workers_running": len(self.workers), "answered": self.answered,
                 "requests": self._count(self.requests, fault_times), "windows": windows}

@@ -102,7 +102,7 @@ def _regions_text(regions: list[dict[str, Any]]) -> list[str]:
                    + f"; its workers answered {g['answered']}")
         for w in g["windows"]:
             by = ", ".join(f"{k} {v}" for k, v in w["served_by"].items()) or "-"
-            out.append(f"  {w['from']:7.2f}..{w['to']:7.2f} s, local workers {w['local_workers']:4}: "
+            out.append(f"  {w['from']:7.2f}..{w['to']:7.2f} s, local workers {w['local_workers']:8}: "
                        f"{w['sent']} sent, served by {by}, {w['lost']} lost"
                        + (f" (+{w['lost_in_fault']} in fault windows)" if w["lost_in_fault"] else ""))
     return out

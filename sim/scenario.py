@@ -145,6 +145,10 @@ class Scenario:
         return [p for p in self.publish if name in self.select(p.edges, rng)]
 
     def to_json(self) -> dict[str, Any]:
+        regions: dict[str, Any] = {} if not self.regions else {
+            "regions": [{"name": r.name, "hubs": r.hubs} for r in self.regions],
+            "service": {"subject": self.service.subject, "queue": self.service.queue, "workers": self.service.workers,
+                        "rate": self.service.rate, "timeout": self.service.timeout}}
         return {
             "name": self.name, "edges": self.edges, "duration": self.duration, "seed": self.seed,
             "settle": self.settle,
@@ -157,14 +161,8 @@ class Scenario:
             "hubs": self.hubs,
             "hub_kinds": self.hub_kinds,
             "workloads": [_step_json(w) for w in self.workloads],
-            "regions": [{"name": r.name, "hubs": r.hubs} for r in self.regions],
-            "service": {"subject": self.service.subject, "queue": self.service.queue, "workers": self.service.workers,
-                        "rate": self.service.rate, "timeout": self.service.timeout},
+            **regions,
         }
-
-    def region_of_node(self) -> list[str]:
-        """Regions: the region of each hub node, in node order (the first region's nodes first)."""
-        return [r.name for r in self.regions for _ in range(r.hubs)]
 
     def region_of_edge(self, index: int) -> str:
         """Regions: edge i is in region i % (number of regions)."""

@@ -1,0 +1,137 @@
+"""`natsedge sim` with regions: clusters joined by gateways into a super-cluster, queue workers in each region, a
+region's workers killed and started again (sim/scenarios/regions.json, docs/sim.md "Regions").
+
+The same scenario runs on nats-server, on our hubs and mixed; the report's per-region figures must show the queue
+group's rule: a region's requests are served by its own workers while they run, by the other region's while they are
+killed, and by its own again once they are back, with nothing lost that a fault does not explain.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sim import scenario as scenario_mod
+from tests.sim.test_cluster import check_cluster_edges
+from tests.sim.test_sim import REPO, check_stopped, run_sim
+
+SHIPPED = json.loads((REPO / "sim" / "scenarios" / "regions.json").read_text())
+
+
+def check_regions_run(p: subprocess.CompletedProcess[str], report: dict[str, Any] | None, tmp_path: Path,
+                      kinds: list[str], east_hubs: int) -> None:
+    assert p.returncode == 0, p.stderr + p.stdout
+    assert "Traceback" not in p.stderr, p.stderr
+    assert report is not None
+    check_stopped(report, tmp_path / "work")
+    check_cluster_edges(report)  # every edge's telemetry reached the simulator, across the gateway for one region
+    assert report["hub"]["kind"] == "super-cluster"
+    east_nodes = [f"east-n{i + 1}" for i in range(east_hubs)]
+    assert [n["name"] for n in report["hubs"]] == [*east_nodes, "west-n1"]
+    assert [n["kind"] for n in report["hubs"]] == kinds
+    kill, start = report["faults"]
+    assert (kill["type"], kill["region"], start["type"], start["region"]) == (
+        "workers_kill", "east", "workers_start", "east")
+    east, west = report["regions"]
+    assert (east["name"], east["nodes"], west["name"], west["nodes"]) == ("east", east_nodes, "west", ["west-n1"])
+    n = len(report["edges"])
+    assert east["edges"] == [f"edge-{i}" for i in range(0, n, 2)] and west["edges"] == [f"edge-{i}" for i in
+                                                                                        range(1, n, 2)]
+    for e in report["edges"]:  # an edge uplinks to its own region's nodes
+        region = east if e["name"] in east["edges"] else west
+        assert e["hub"]["first_node"] in region["nodes"], e["hub"]
+    # east: its own workers, then west's while they are killed, then its own again
+    assert [w["local_workers"] for w in east["windows"]] == ["up", "leaving", "down", "starting", "up"]
+    before, leaving, killed, starting, after = east["windows"]
+    # the down window opens when every worker has left, the last up window when all are subscribed again
+    assert kill["t"] <= leaving["from"] <= killed["from"] <= start["t"] <= starting["from"] <= after["from"], (
+        kill, start, east["windows"])
+    for w in (leaving, starting):  # the workers' transitions: served by either region, none lost unexplained
+        assert w["lost"] == 0 and w["local"] + w["remote"] + w["lost_in_fault"] == w["sent"], w
+    for w in (before, after):
+        assert w["sent"] > 0 and w["served_by"] == {"east": w["local"]} and w["remote"] == 0, w
+        assert w["local"] == w["sent"] - w["lost_in_fault"], w
+    assert killed["sent"] > 0 and killed["served_by"] == {"west": killed["remote"]} and killed["local"] == 0, killed
+    assert killed["remote"] == killed["sent"] - killed["lost_in_fault"], killed
+    # lost: none that no fault explains; requests go one at a time, so at most the one in flight at each event
+    assert east["requests"]["lost"] == 0 and east["requests"]["lost_in_fault"] <= 2, east["requests"]
+    # west kept its workers: everything served there, and it served east's requests while east had none
+    assert [w["local_workers"] for w in west["windows"]] == ["up"]
+    assert west["requests"]["sent"] > 0 and west["requests"]["local"] == west["requests"]["sent"], west["requests"]
+    assert west["requests"]["lost"] == west["requests"]["lost_in_fault"] == 0, west["requests"]
+    assert west["answered"] == west["requests"]["local"] + east["requests"]["remote"]
+    assert east["answered"] == east["requests"]["local"]
+    assert east["workers_running"] == west["workers_running"] == SHIPPED["service"]["workers"]
+    text = p.stdout
+    assert f"region east ({', '.join(east_nodes)}; edges {', '.join(east['edges'])}): " in text, text
+    assert f"local workers down    : {killed['sent']} sent, served by west {killed['remote']}, 0 lost" in text, text
+
+
+@pytest.mark.parametrize("kinds", ["nats-server", "hub"])
+def test_regions_scenario_file(tmp_path: Path, kinds: str) -> None:
+    """sim/scenarios/regions.json as shipped: one server per region, all nats-server or all ours."""
+    p, report = run_sim(tmp_path, SHIPPED, "--hub", kinds)
+    check_regions_run(p, report, tmp_path, [kinds] * 2, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kinds", ["natsedge,nats-server,natsedge", "nats-server,hub,nats-server"])
+def test_regions_mixed_with_a_two_node_region(tmp_path: Path, kinds: str) -> None:
+    """East a cluster of two (routes) with one node of each kind, west one server: gateways between our hub and
+    nats-server both ways."""
+    doc = json.loads(json.dumps(SHIPPED))
+    doc.update(edges=6, duration=12)
+    doc["regions"][0]["hubs"] = 2
+    doc["faults"][0]["at"], doc["faults"][1]["at"] = 4, 8
+    p, report = run_sim(tmp_path, doc, "--hub", kinds)
+    check_regions_run(p, report, tmp_path, [scenario_mod.hub_kind(k) or k for k in kinds.split(",")], 2)
+
+
+# ---- bad input: one line naming the key ------------------------------------------------------------------------------
+
+BAD_REGION_SCENARIOS = [
+    ({"regions": [{"name": "east"}]}, '"regions": expected a list of 2..4 regions'),
+    ({"regions": [{"name": "east"}, {"name": "east"}]}, 'region 1: "name": "east" is the name of region 0 too'),
+    ({"regions": [{"name": "a.b"}, {"name": "c"}]}, 'region 0: "name": expected a non-empty name of letters'),
+    ({"regions": [{"name": "a", "hubs": 0}, {"name": "b"}]}, 'region 0: "hubs": expected an integer >= 1'),
+    ({"regions": [{"name": "a", "size": 1}, {"name": "b"}]}, 'region 0: unknown key "size"'),
+    ({"service": {"workers": 2}}, '"service": the queue workers\' service needs "regions"'),
+    ({"regions": [{"name": "a"}, {"name": "b"}], "service": {"workers": 0}}, 'service: "workers": expected an '
+                                                                             "integer >= 1 and <= 20, got 0"),
+    ({"regions": [{"name": "a"}, {"name": "b"}], "service": {"queue": "q.x"}}, 'service: "queue": expected a queue'),
+    ({"regions": [{"name": "a"}, {"name": "b"}], "service": {"subject": "w.{edge}"}}, 'service: "subject": expected '
+                                                                                      "a literal subject"),
+    ({"regions": [{"name": "a"}, {"name": "b"}], "stream": {"name": "S"}}, '"stream": not with "regions"'),
+    ({"regions": [{"name": "a"}, {"name": "b"}], "faults": [{"type": "workers_kill", "at": 1}]},
+     'fault 0: "region" is required for a workers_kill'),
+    ({"regions": [{"name": "a"}, {"name": "b"}], "faults": [{"type": "workers_kill", "at": 1, "region": "c"}]},
+     'fault 0: "region": no region named "c" (regions: a, b)'),
+    ({"faults": [{"type": "workers_start", "at": 1, "region": "a"}]},
+     'fault 0: "region": no region named "a" (the scenario has no "regions")'),
+    ({"regions": [{"name": "a"}, {"name": "b"}], "hubs": 3}, '"regions": their hubs add up to 2, but the run has 3'),
+    ({"regions": [{"name": "a"}, {"name": "b"}], "edges": 1}, '"edges": 1 edges for 2 regions'),
+]
+
+
+@pytest.mark.parametrize(("doc", "error"), BAD_REGION_SCENARIOS)
+def test_bad_region_scenarios_name_the_key(doc: dict[str, Any], error: str) -> None:
+    with pytest.raises(scenario_mod.ScenarioError) as exc:
+        s = scenario_mod.parse(doc)
+        scenario_mod.resolve_hubs(s, None, None)
+        scenario_mod.validate(s)
+    assert error in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_regions_scenario_round_trips() -> None:
+    """The report's "scenario" (to_json) reads back as the same scenario, with regions or without."""
+    s = scenario_mod.parse(SHIPPED)
+    assert s.hubs == 2 and [r.name for r in s.regions] == ["east", "west"]
+    assert [s.region_of_edge(i) for i in range(4)] == ["east", "west"] * 2
+    again = scenario_mod.parse(s.to_json())
+    assert again.to_json() == s.to_json()
+    plain = scenario_mod.parse({"edges": 2})  # without regions, nothing of them in the report's scenario
+    assert "regions" not in plain.to_json() and scenario_mod.parse(plain.to_json()).to_json() == plain.to_json()
