@@ -61,8 +61,7 @@ def build(sim: Simulation) -> dict[str, Any]:
             "jetstream": hub.jetstream if hub else None,
             "restarts": hub.restarts if hub else 0,
             "note": hub.note if hub else "",
-            "edge_urls": ("all nodes" if sim.edge_url_lists else "first node only") if hub and len(hub.nodes) > 1
-            else "one",
+            "edge_urls": _edge_urls(sim),
         },
         "hubs": [n.node_json() for n in hub.nodes] if hub else [],
         "stream": sim.stream_status,
@@ -75,6 +74,14 @@ def build(sim: Simulation) -> dict[str, Any]:
                       "left_running": sim.procs.left_running()},
         "errors": list(sim.errors),
     }
+
+
+def _edge_urls(sim: Simulation) -> str:
+    if sim.hub is None or len(sim.hub.nodes) == 1:
+        return "one"
+    if sim.regions:
+        return "region's nodes" if sim.edge_url_lists else "first node of their region only"
+    return "all nodes" if sim.edge_url_lists else "first node only"
 
 
 def _regions(sim: Simulation) -> list[dict[str, Any]]:
@@ -209,8 +216,11 @@ def _cluster_text(r: dict[str, Any]) -> list[str]:
         nodes.append(f"{n['name']} ({', '.join(bits)})")
     out.append(f"hub nodes: {'; '.join(nodes)}")
     urls = r["hub"].get("edge_urls")
-    out.append("edges were given " + ("every node's URL (node i % N first)" if urls == "all nodes" else
-                                      "the URL of node i % N only (their hub.url takes one URL)"))
+    out.append("edges were given " + {
+        "all nodes": "every node's URL (node i % N first)",
+        "region's nodes": "their region's nodes' URLs (node i % N first)",
+        "first node of their region only": "the URL of node i % N of their region only (their hub.url takes one URL)",
+    }.get(urls, "the URL of node i % N only (their hub.url takes one URL)"))
     head = ("edge", "first node", "last node", "node switches", "failovers", "lost", "in flight", "dup",
             "back after kill max s")
     rows = [head]

@@ -78,6 +78,7 @@ class Simulation:
         self.errors: list[str] = []
         self.edges: list[Edge] = []
         self.proxies: dict[str, ProxyGroup] = {}
+        self.proxy_nodes: dict[str, list[int]] = {}  # edge -> the hub node (index) of each of its proxies
         self.edge_url_lists = False  # the edges take a list of hub URLs (a cluster: every node, in their order)
         self._busy_nodes: set[int] = set()  # hub nodes a hub fault is working on
         self.hub: Hub | None = None
@@ -239,6 +240,7 @@ class Simulation:
             group = ProxyGroup(name, [(n.leaf_host, n.leaf_port) for n in nodes])
             await group.start()
             self.proxies[name] = group
+            self.proxy_nodes[name] = [list(self.hub.nodes).index(n) for n in nodes]
             order = [(i + k) % len(nodes) for k in range(len(nodes))]
             urls = [f"nats-leaf://127.0.0.1:{group.ports[j]}" for j in order]
             node_of = {f"127.0.0.1:{port}": n.name for port, n in zip(group.ports, nodes, strict=True)}
@@ -484,7 +486,8 @@ class Simulation:
         assert self.hub is not None
         node = self.hub.nodes[idx]
         t = self.clock()
-        attached = [e for e in self.edges if self.proxies[e.name].attached(idx)]
+        attached = [e for e in self.edges if idx in self.proxy_nodes[e.name]
+                    and self.proxies[e.name].attached(self.proxy_nodes[e.name].index(idx))]
         others = [e for e in self.edges if e not in attached]
         for e in attached:
             e.node_lost(kind, t)

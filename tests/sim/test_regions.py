@@ -91,6 +91,31 @@ def test_regions_mixed_with_a_two_node_region(tmp_path: Path, kinds: str) -> Non
     check_regions_run(p, report, tmp_path, [scenario_mod.hub_kind(k) or k for k in kinds.split(",")], 2)
 
 
+@pytest.mark.parametrize("kinds", ["nats-server", "hub"])
+def test_regions_hub_of_a_region_killed_and_started(tmp_path: Path, kinds: str) -> None:
+    """West's only hub killed and started again: its edges come back to it (their region's node, not east's), the
+    gateway forms again (the run waits for it) and their telemetry crosses it again; east's requests stay local."""
+    doc = json.loads(json.dumps(SHIPPED))
+    doc.update(duration=12, faults=[{"type": "hub_kill", "at": 3, "node": 2},
+                                    {"type": "hub_start", "at": 6, "node": 2}])
+    p, report = run_sim(tmp_path, doc, "--hub", kinds)
+    assert p.returncode == 0, p.stderr + p.stdout
+    assert report is not None
+    check_stopped(report, tmp_path / "work")
+    check_cluster_edges(report)
+    assert report["hub"]["edge_urls"] == "region's nodes"
+    assert [(n["name"], n["kills"], n["starts"]) for n in report["hubs"]] == [("east-n1", 0, 0), ("west-n1", 1, 1)]
+    east, west = report["regions"]
+    for e in report["edges"]:
+        if e["name"] in west["edges"]:  # lost their node, back on it: the only one of their region
+            assert e["recovery"]["hub_kill"]["count"] == 1 and e["hub"]["node"] == "west-n1", e
+        else:
+            assert e["disconnects"] == 0 and e["hub"]["node"] == "east-n1", e
+    assert east["requests"]["sent"] > 0 and east["requests"]["local"] == east["requests"]["sent"], east["requests"]
+    assert west["requests"]["local"] > 0 and west["requests"]["lost"] == 0, west["requests"]
+    assert "edges were given their region's nodes' URLs" in p.stdout
+
+
 # ---- bad input: one line naming the key ------------------------------------------------------------------------------
 
 BAD_REGION_SCENARIOS = [
