@@ -658,7 +658,7 @@ def run_compare(
     if any(s in LEAF_JS_SCENARIOS for s in cfg.scenarios):
         results += run_compare_js_leaf(cfg, cmds, log)
     if any(s in GATEWAY_SCENARIOS for s in cfg.scenarios):
-        results += run_compare_gateway(cfg, cmds, log)
+        results += run_compare_gateway(cfg, cmds, run_reqrep, log)
     if "idle" in cfg.scenarios:
         # a fresh server per idle run: freed memory a runtime keeps around would hide the growth otherwise
         for run in range(cfg.runs):

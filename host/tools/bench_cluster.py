@@ -233,11 +233,10 @@ def run_route(
     return run_pubsub(specs, nsubs, cfg, server_pids, stop, " on node 1")
 
 
-def run_gateway_reqrep(node1: Endpoint, node2: Endpoint, size: int, cfg: BenchConfig,
-                       server_pids: Sequence[int] | None = None) -> dict[str, Any]:
-    """One gwreq run: bench's reqrep with the requester on node 1 (cluster A), the responder on node 2 (B)."""
-    from host.tools.bench import run_reqrep  # bench imports this module, so not at the top
-
+def run_gateway_reqrep(run_reqrep: Callable[..., dict[str, Any]], node1: Endpoint, node2: Endpoint, size: int,
+                       cfg: BenchConfig, server_pids: Sequence[int] | None = None) -> dict[str, Any]:
+    """One gwreq run: bench's reqrep (given by bench, which imports this module) with the requester on node 1
+    (cluster A), the responder on node 2 (B)."""
     return run_reqrep(node1, size, cfg, server_pids, responder_ep=node2,
                       prepare_responder=partial(await_subscriber_interest, node1),
                       prepare_requester=partial(await_subscriber_interest, node2))
@@ -378,7 +377,8 @@ def run_compare_route(
 
 
 def run_compare_gateway(
-    cfg: BenchConfig, cmds: dict[str, list[str]], log: Callable[[str], None] = lambda s: None
+    cfg: BenchConfig, cmds: dict[str, list[str]], run_reqrep: Callable[..., dict[str, Any]],
+    log: Callable[[str], None] = lambda s: None
 ) -> list[dict[str, Any]]:
     """The gateway scenarios of `run_compare`: a super-cluster of two 1-server clusters of each server kind
     started once, runs alternating ABBA between them. Returns result entries in `run_compare`'s shape."""
@@ -391,7 +391,7 @@ def run_compare_gateway(
     def run_one(cluster: BenchCluster, scen: str, size: int) -> dict[str, Any]:
         ep1, ep2 = (n.endpoint for n in cluster.nodes)
         if scen == "gwreq":
-            return run_gateway_reqrep(ep1, ep2, size, cfg, cluster.pids)
+            return run_gateway_reqrep(run_reqrep, ep1, ep2, size, cfg, cluster.pids)
         return run_route(ep1, ep2, scen, size, cfg, cluster.pids)
 
     return compare_abba(cfg, list(cmds), GATEWAY_SCENARIOS,
