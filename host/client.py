@@ -13,6 +13,7 @@ which is the asyncio analogue of holding nats-server's client lock.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,8 @@ FIRST_PING_INTERVAL = 2.0  # nats-server firstPingInterval
 LINK_FIRST_PING_INTERVAL = 1.0  # leafs and routes get their first PING after about 1 s
 _STALL_MAX = 0.05  # longest pause of a producer while a consumer drains (nats-server stalls briefly)
 _MAX_SUBS_CLOSE_DELAY = 0.02  # nats-server applyAccountLimits: -ERR, then the close 20 ms later
+
+log = logging.getLogger("natsedge.hub")
 
 
 class Client(asyncio.Protocol):
@@ -427,6 +430,24 @@ class Client(asyncio.Protocol):
         else:
             reason = errors.PARSE_ERROR if e.wire else errors.PROTOCOL_VIOLATION
         self.close(reason, e.wire)
+
+    def link_control(self, ev: tuple, peer: str) -> bool:
+        """A route's or gateway's PING, PONG (its RTT), -ERR, close or +OK, handled alike; False for anything else."""
+        op = ev[0]
+        if op == OP_PING:
+            self.enqueue(PONG)
+        elif op == OP_PONG:
+            self.pings_out = 0
+            if self.ping_sent:
+                self.rtt = time.monotonic() - self.ping_sent
+        elif op == OP_ERR:
+            log.warning("%s reported error: %s", peer, ev[1])
+            self.close(errors.CLIENT_CLOSED)
+        elif op == OP_CLOSED:
+            self.close(errors.CLIENT_CLOSED)
+        elif op != OP_OK:
+            return False
+        return True
 
     def auth_violation(self) -> None:
         self.close(errors.AUTH_VIOLATION, errors.ERR_AUTH_VIOLATION)

@@ -42,23 +42,16 @@ import base64
 import hashlib
 import logging
 import random
-import time
 from typing import TYPE_CHECKING, Any
 
 from edge.proto import (
     KIND_ROUTE,
-    OP_CLOSED,
     OP_CONNECT,
-    OP_ERR,
     OP_INFO,
-    OP_OK,
-    OP_PING,
-    OP_PONG,
     OP_RMSG,
     OP_RS_MINUS,
     OP_RS_PLUS,
     PING,
-    PONG,
     encode_connect,
     encode_info,
 )
@@ -313,22 +306,7 @@ class Gateway(Client):
         if op == OP_CONNECT:
             self.process_gateway_connect(ev[1])
             return
-        if op == OP_PING:
-            self.enqueue(PONG)
-            return
-        if op == OP_PONG:
-            self.pings_out = 0
-            if self.ping_sent:
-                self.rtt = time.monotonic() - self.ping_sent
-            return
-        if op == OP_ERR:
-            log.warning("Gateway %s reported error: %s", self.gateway_name or self.ip, ev[1])
-            self.close(errors.CLIENT_CLOSED)
-            return
-        if op == OP_CLOSED:
-            self.close(errors.CLIENT_CLOSED)
-            return
-        if op == OP_OK:
+        if self.link_control(ev, f"Gateway {self.gateway_name or self.ip}"):
             return
         if not self.registered:
             if not self.outbound and not self.got_connect:

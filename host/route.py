@@ -36,23 +36,16 @@ import ipaddress
 import logging
 import random
 import ssl
-import time
 from typing import TYPE_CHECKING, Any
 
 from edge.proto import (
     KIND_ROUTE,
-    OP_CLOSED,
     OP_CONNECT,
-    OP_ERR,
     OP_INFO,
-    OP_OK,
-    OP_PING,
-    OP_PONG,
     OP_RMSG,
     OP_RS_MINUS,
     OP_RS_PLUS,
     PING,
-    PONG,
     encode_connect,
     encode_info,
 )
@@ -292,22 +285,7 @@ class Router(Client):
         if op == OP_CONNECT:
             self.process_route_connect(ev[1])
             return
-        if op == OP_PING:
-            self.enqueue(PONG)
-            return
-        if op == OP_PONG:
-            self.pings_out = 0
-            if self.ping_sent:
-                self.rtt = time.monotonic() - self.ping_sent
-            return
-        if op == OP_ERR:
-            log.warning("Route %s reported error: %s", self.remote_name or self.ip, ev[1])
-            self.close(errors.CLIENT_CLOSED)
-            return
-        if op == OP_CLOSED:
-            self.close(errors.CLIENT_CLOSED)
-            return
-        if op == OP_OK:
+        if self.link_control(ev, f"Route {self.remote_name or self.ip}"):
             return
         if not self.registered:
             if self.dialer is None and not self.got_connect:
