@@ -31,7 +31,8 @@ class Region:
         self.clock = clock
         self.workers: list[Client] = []
         self.requester = Client(client_urls, name=f"natsedge-sim-requester-{name}")
-        self.requests: list[tuple[float, str]] = []  # (t sent, "local", "remote:<region>", "timeout", "no_responders")
+        # (t sent, t its outcome came, "local" | "remote:<region>" | "timeout" | "no_responders")
+        self.requests: list[tuple[float, float, str]] = []
         # (t, the local workers' state from then on): "leaving" / "starting" while a fault works on them, then "down"
         # / "up"; the run begins "up"
         self.worker_events: list[tuple[float, str]] = []
@@ -108,7 +109,7 @@ class Region:
             outcome = "timeout"
         except NotConnected:
             return  # never left the simulator
-        self.requests.append((t, outcome))
+        self.requests.append((t, self.clock(), outcome))
 
     async def close(self) -> None:
         await asyncio.gather(self.requester.close(), *(w.close() for w in self.workers))
@@ -118,10 +119,10 @@ class Region:
     def _lost_explained(self, t: float, fault_times: list[float]) -> bool:
         return any(t - FAULT_SLACK_S <= f <= t + self.service.timeout + FAULT_SLACK_S for f in fault_times)
 
-    def _count(self, requests: list[tuple[float, str]], fault_times: list[float]) -> dict[str, Any]:
+    def _count(self, requests: list[tuple[float, float, str]], fault_times: list[float]) -> dict[str, Any]:
         c: dict[str, Any] = {"sent": len(requests), "local": 0, "remote": 0, "lost": 0, "lost_in_fault": 0,
                              "served_by": {}}
-        for t, outcome in requests:
+        for t, _done, outcome in requests:
             if outcome == "local":
                 c["local"] += 1
             elif outcome.startswith("remote:"):
@@ -135,20 +136,32 @@ class Region:
                 c["served_by"][by] = c["served_by"].get(by, 0) + 1
         return c
 
+    def _window_of(self, bounds: list[tuple[float, float, str]], sent: float, done: float) -> int:
+        """The window a request counts in: the one it was sent in, unless the workers changed state while it
+        waited for its outcome: then the transition ("leaving", "starting") next to that change, where either
+        region may serve it (sent a moment before the workers left, the hub may already have none of them)."""
+        spans = [i for i, (start, upto, _state) in enumerate(bounds) if start <= done and sent < upto]
+        first = next((i for i, (start, upto, _state) in enumerate(bounds) if start <= sent < upto), 0)
+        return next((i for i in spans if bounds[i][2] in ("leaving", "starting")), first)
+
     def report(self, nodes: list[str], edges: list[str], fault_times: list[float], end: float) -> dict[str, Any]:
-        """Totals, and one window per state of this region's workers (a request counts in the window it was sent
-        in): "up", "leaving" (a workers_kill under way), "down", "starting" (a workers_start until every worker is
-        subscribed), ... `lost` are requests without an answer that no fault explains; `lost_in_fault` those sent
-        within FAULT_SLACK_S + the timeout before a fault (of workers or hubs, in any region)."""
-        windows = []
-        start, state = 0.0, "up"
+        """Totals, and one window per state of this region's workers: "up", "leaving" (a workers_kill under way),
+        "down", "starting" (a workers_start until every worker is subscribed), ... A request counts in the window
+        it was sent in, or in the transition next to a change that came while it waited (_window_of). `lost` are
+        requests without an answer that no fault explains; `lost_in_fault` those sent within FAULT_SLACK_S + the
+        timeout before a fault (of workers or hubs, in any region)."""
+        bounds, start, state = [], 0.0, "up"
         for t, after in [*self.worker_events, (end, None)]:
-            upto = t if after is not None else float("inf")  # the last window: whatever was sent until the end
-            reqs = [r for r in self.requests if start <= r[0] < upto]
-            windows.append({"from": round(start, 2), "to": round(t, 2), "local_workers": state,
-                            **self._count(reqs, fault_times)})
+            # the last window: whatever was sent until the end
+            bounds.append((start, t if after is not None else float("inf"), state))
             if after is not None:
                 start, state = t, after
+        per_window: list[list[tuple[float, float, str]]] = [[] for _ in bounds]
+        for r in self.requests:
+            per_window[self._window_of(bounds, r[0], r[1])].append(r)
+        windows = [{"from": round(start, 2), "to": round(end if upto == float("inf") else upto, 2),
+                    "local_workers": state, **self._count(reqs, fault_times)}
+                   for (start, upto, state), reqs in zip(bounds, per_window, strict=True)]
         return {"name": self.name, "nodes": nodes, "edges": edges, "workers": self.service.workers,
                 "workers_running": len(self.workers), "answered": self.answered,
                 "requests": self._count(self.requests, fault_times), "windows": windows}

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from sim import scenario as scenario_mod
+from sim.regions import Region
 from tests.sim.test_cluster import check_cluster_edges
 from tests.sim.test_sim import REPO, check_stopped, run_sim
 
@@ -160,3 +161,27 @@ def test_regions_scenario_round_trips() -> None:
     assert again.to_json() == s.to_json()
     plain = scenario_mod.parse({"edges": 2})  # without regions, nothing of them in the report's scenario
     assert "regions" not in plain.to_json() and scenario_mod.parse(plain.to_json()).to_json() == plain.to_json()
+
+
+def test_a_request_in_flight_when_the_workers_change_counts_in_the_transition() -> None:
+    """Seen on nats-server: a request sent a moment before the workers began to leave reached the hub after their
+    UNSUBs and was served by the other region. It counts in "leaving" (either region may serve it), as one still
+    waiting when new workers subscribed counts in "starting"; one answered before a change stays where it was sent."""
+    s = scenario_mod.parse(SHIPPED)
+    region = Region("east", ["nats://127.0.0.1:4222"], s.service, lambda: 0.0)
+    region.worker_events = [(5.0, "leaving"), (5.01, "down"), (10.0, "starting"), (10.5, "up")]
+    region.requests = [
+        (4.8, 4.81, "local"),          # up: answered before the workers began to leave
+        (4.999, 5.02, "remote:west"),  # sent while up, answered after they left: leaving
+        (5.005, 5.03, "remote:west"),  # sent while leaving, answered after down: leaving
+        (7.0, 7.01, "remote:west"),    # down
+        (9.99, 10.2, "local"),         # sent while down, served by a new worker: starting
+        (10.49, 10.6, "local"),        # sent while starting, answered once all were up: starting
+        (11.0, 11.01, "local"),        # up
+    ]
+    windows = region.report(["east-n1"], [], [5.0, 10.0], 16.0)["windows"]
+    assert [(w["local_workers"], w["served_by"]) for w in windows] == [
+        ("up", {"east": 1}), ("leaving", {"west": 2}), ("down", {"west": 1}), ("starting", {"east": 2}),
+        ("up", {"east": 1})]
+    assert [(w["from"], w["to"]) for w in windows] == [(0.0, 5.0), (5.0, 5.01), (5.01, 10.0), (10.0, 10.5),
+                                                       (10.5, 16.0)]
