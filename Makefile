@@ -48,9 +48,13 @@ chromium:
 	  "chromium on most systems)" >&2; fi; \
 	echo "(or set CHROMIUM=/path/to/chromium-or-chrome)" >&2; exit 1
 
+# Two pytest-xdist workers (TEST_WORKERS=0: in pytest's own process): the tests mostly wait for servers and edges, so
+# two halve the wall time on a 2-core machine. --dist loadfile keeps a file's tests, and its module fixtures, together.
+TEST_WORKERS ?= 2
+
 test: chromium $(VENV)/.dev
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .

@@ -21,7 +21,6 @@ from tests.edge.edgeharness import UNIX64, Edge, Hub, Proxy, Runtime, build_mpy_
 from tests.edge.fwdharness import FwdEdge
 
 FROZEN_SIDE = "nats"
-_skipped: dict[str, int] = {}  # why the frozen32 tests skipped -> how many
 
 
 def pytest_generate_tests(metafunc):
@@ -68,21 +67,6 @@ def edge_runtime(request):
     set_runtime(rt)
     yield rt
     set_runtime(None)
-
-
-def pytest_runtest_logreport(report):
-    if report.skipped and isinstance(report.longrepr, tuple) and "frozen 32-bit edge:" in report.longrepr[2]:
-        reason = report.longrepr[2].removeprefix("Skipped: ")
-        _skipped[reason] = _skipped.get(reason, 0) + 1
-
-
-def pytest_terminal_summary(terminalreporter):
-    if frozen.LAST_BUILD_SECONDS is not None:
-        secs = frozen.LAST_BUILD_SECONDS
-        terminalreporter.write_line("frozen32: " + (f"built the 32-bit edge binary in {secs:.1f} s" if secs else
-                                                    "32-bit edge binary reused from build/unix32/ (inputs unchanged)"))
-    for reason, n in _skipped.items():
-        terminalreporter.write_line(f"{n} frozen32 test(s) skipped: {reason}")
 
 
 @pytest.fixture
