@@ -82,10 +82,18 @@ def format_duration(ns: int) -> str:
 # ---- time.Time ---------------------------------------------------------------------------------------------------
 
 
+_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")  # (seconds, their text): a stream stamps many per second
+
+
 def _format(ns: int) -> str:
     """RFC 3339 in UTC with nanoseconds and no trailing zeros, as Go marshals time.Time (any ns, also < 0)."""
+    global _last_second
     secs, frac = divmod(ns, NS)
-    base = (_EPOCH + timedelta(seconds=secs)).strftime("%Y-%m-%dT%H:%M:%S")
+    if secs == _last_second[0]:
+        base = _last_second[1]
+    else:
+        base = (_EPOCH + timedelta(seconds=secs)).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_second = (secs, base)
     if frac:
         return f"{base}.{frac:09d}".rstrip("0") + "Z"
     return base + "Z"

@@ -17,6 +17,7 @@ import ssl
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from edge.proto import encode_info
@@ -169,7 +170,8 @@ class Server:
         self.closed: deque[ClosedInfo] = deque(maxlen=MAX_CLOSED_CLIENTS)
         self.dirty: list[Client] = []
         self.before_flush: list[Any] = []  # callables run by flush_dirty before it writes
-        self.reading: Client | None = None  # the client whose read batch is being processed
+        # the client whose read batch is being processed (the internal client: a batch of the hub's own, `batched`)
+        self.reading: Client | InternalClient | None = None
         self._cid = 0
         self.event_seq = 0  # of the server blocks of events (event_server_info)
         self.total_connections = 0
@@ -511,6 +513,19 @@ class Server:
             self.dirty = []
             for c in dirty:
                 c.flush()
+
+    def batched(self, work: Callable[[], None]) -> None:
+        """Run `work` (a timer's, which may publish many messages: a source catching up) as one batch: its output is
+        written once at the end, as a read batch's, not message by message."""
+        if self.reading is not None:
+            work()
+            return
+        self.reading = self.internal
+        try:
+            work()
+        finally:
+            self.reading = None
+            self.flush_dirty()
 
     def internal_publish(self, acc: Account, subject: bytes, reply: bytes | None, hdr: bytes | None,
                          payload: bytes, one_off: bool = False) -> int:

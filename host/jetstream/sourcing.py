@@ -325,13 +325,16 @@ class SourceLink:
 
     def _drain(self) -> None:
         self._draining = None
+        self.stream.jsa.server.batched(self._drain_turn)  # republished copies go out once per turn
+        if self._inbox and not self.closed:
+            self._draining = self.stream.jsa.call_later(0, self._drain)
+
+    def _drain_turn(self) -> None:
         inbox = self._inbox
         for _ in range(DRAIN_BATCH):
             if self.closed or not inbox:
                 return
             self._take(*inbox.popleft())
-        if inbox and not self.closed:
-            self._draining = self.stream.jsa.call_later(0, self._drain)
 
     def _take(self, subject: bytes, reply: bytes | None, hdr: bytes | None, payload: bytes) -> None:
         """One delivery of the origin consumer (nats-server processInboundSourceMsg / processInboundMirrorMsg)."""

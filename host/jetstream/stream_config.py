@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 from host.gotime import NS, time_text
@@ -72,17 +73,14 @@ _UNSUPPORTED = {
 # ---- subjects --------------------------------------------------------------------------------------------------
 
 
+_WHITESPACE = re.compile(r"[ \t\r\n\f]")
+
+
 def is_valid_subject(subject: str) -> bool:
-    """nats-server IsValidSubject: non-empty tokens, no whitespace, `>` only last."""
-    if not subject:
+    """nats-server IsValidSubject: non-empty tokens, no whitespace, `>` only last (as a whole token)."""
+    if not subject or subject[0] == "." or subject[-1] == "." or ".." in subject:
         return False
-    toks = subject.split(".")
-    for i, t in enumerate(toks):
-        if not t or (t == ">" and i != len(toks) - 1):
-            return False
-        if any(c in t for c in " \t\r\n\f"):
-            return False
-    return True
+    return _WHITESPACE.search(subject) is None and ".>." not in "." + subject
 
 
 def is_literal(subject: str) -> bool:
