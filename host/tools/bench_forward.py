@@ -369,6 +369,11 @@ def drain_row(kind: str, mp: str, code_path: str, count: int, size: int, heapsiz
     return row
 
 
+def _heap(n: int | None) -> str:
+    # None: no stats line came during the drain (a short one can end within the 0.25 s stats interval)
+    return "not sampled" if n is None else f"{n:,} B"
+
+
 def format_report(rep: dict[str, Any]) -> str:
     out = [f"natsedge bench --forward ({rep['micropython']}, edge code: {rep['code']})", "",
            "append, group commit (FlashLog.append + maybe_flush), steady state:",
@@ -391,8 +396,8 @@ def format_report(rep: dict[str, Any]) -> str:
                     f"{r['stream_span_s']:.2f} s; {r['stored']:,} stored",
                 f"  durable publishes through the edge while offline: {r['fill_records_per_s']:,.0f}/s",
                 f"  edge heap: ready {r['ready_heap_without_forward']:,} B without forward, "
-                f"{r['ready_heap_with_forward']:,} B with it; highest during the drain {r['drain_heap_max']:,} B "
-                f"(peak {r['peak_heap']:,} B)",
+                f"{r['ready_heap_with_forward']:,} B with it; highest during the drain {_heap(r['drain_heap_max'])} "
+                f"(peak {_heap(r['peak_heap'])})",
                 f"  command: {r['edge_command']}"]
     return "\n".join(out)
 
