@@ -524,6 +524,11 @@ class Stream:
             self._rollup(subject, rollup, 1)
         if reply:
             self.jsa.reply_plain(reply, self._ack_prefix + b"%d}" % seq)
+        self._stored(seq, subject, ts, ttl)
+        return True
+
+    def _stored(self, seq: int, subject: str, ts: int, ttl: int) -> None:
+        """After a message is stored (published, sourced or mirrored): its expiry armed, the consumers told."""
         if self._max_age and (self._expiry is None or ts + self._max_age < self._expiry_at):
             self._arm_expiry(ts + self._max_age)
         if ttl > 0 and self._allow_ttl:
@@ -532,7 +537,6 @@ class Stream:
                 self._arm_expiry(deadline)
         if self.consumers:
             self._notify_msg(seq, subject)
-        return True
 
     def store_sourced(self, subject: str, hdr: bytes, payload: bytes) -> bool:
         """A message of one of the stream's sources (sourcing.py), through the publish path: True when taken."""
@@ -566,14 +570,7 @@ class Stream:
             log.warning("Error processing inbound mirror message for '%s' > '%s': %s", self.jsa.account.name,
                         self.name, e)
             return False
-        if self._max_age and (self._expiry is None or ts + self._max_age < self._expiry_at):
-            self._arm_expiry(ts + self._max_age)
-        if ttl > 0:
-            deadline = ts + ttl * NS
-            if self._expiry is None or deadline < self._expiry_at:
-                self._arm_expiry(deadline)
-        if self.consumers:
-            self._notify_msg(seq, subject)
+        self._stored(seq, subject, ts, ttl)
         return True
 
     def _republish(self, dest: str, subject: str, hdr: bytes | None, payload: bytes, seq: int, ts: int,

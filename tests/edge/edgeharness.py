@@ -14,6 +14,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -384,3 +386,29 @@ async def next_real(sub, timeout: float = 5.0):
         msg = await sub.next_msg(timeout=timeout)
         if msg.data != b"probe":
             return msg
+
+
+@contextmanager
+def site_and_cloud(tmp_path: Path, site_kind: str, cloud_kind: str, domains: bool = False) -> Iterator[tuple]:
+    """Two servers of a three-site chain: a `cloud` with JetStream and a leafnodes port, and a `site`, its leaf,
+    with a leafnodes port of its own for the edge (site.leaf_port). With `domains`, the cloud has JetStream domain
+    `cloud` and the site JetStream in domain `site`. -> (site, cloud), both stopped by PID on leaving."""
+    cloud_leaf, site_leaf = free_port(), free_port()
+    (tmp_path / "cloud").mkdir()
+    (tmp_path / "site").mkdir()
+    cloud = Server(cloud_kind, config="server_name: cloud\n" + ("jetstream { domain: cloud }\n" if domains else "")
+                   + f"leafnodes {{ listen: 127.0.0.1:{cloud_leaf} }}\n",
+                   monitor=True, workdir=tmp_path / "cloud", jetstream=True)
+    site = Server(site_kind, config="server_name: site\n" + ("jetstream { domain: site }\n" if domains else "")
+                  + f"leafnodes {{ listen: 127.0.0.1:{site_leaf}\n"
+                  f'  remotes [ {{ url: "nats-leaf://127.0.0.1:{cloud_leaf}" }} ] }}\n',
+                  workdir=tmp_path / "site", jetstream=domains)
+    site.leaf_port = site_leaf
+    try:
+        cloud.start()
+        site.start()
+        wait_until(lambda: cloud.http_get("/leafz")["leafnodes"] == 1, timeout=10, msg="site connected to cloud")
+        yield site, cloud
+    finally:
+        site.stop()
+        cloud.stop()

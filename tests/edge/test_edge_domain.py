@@ -15,8 +15,8 @@ import asyncio
 import nats
 import pytest
 
-from tests.compat.harness import Server, js_api, run, wait_until
-from tests.edge.edgeharness import free_port
+from tests.compat.harness import js_api, run, wait_until
+from tests.edge.edgeharness import free_port, site_and_cloud
 from tests.edge.fwdharness import add_stream, forward_config, msg_ids, payload_index, stream_messages, wait_drained
 from tests.edge.kvharness import ctl, hub_value, kv_edge_config, start_edge, wait_for
 
@@ -32,25 +32,8 @@ def chain(request, tmp_path):
     """(site, cloud): the cloud with JetStream domain `cloud` and a leafnodes port; the site with domain `site`, its
     leaf, with a leafnodes port of its own for the edge (site.leaf_port). Both stopped by PID at teardown."""
     site_kind, cloud_kind = request.param
-    cloud_leaf, site_leaf = free_port(), free_port()
-    (tmp_path / "cloud").mkdir()
-    (tmp_path / "site").mkdir()
-    cloud = Server(cloud_kind, config=f"server_name: cloud\njetstream {{ domain: cloud }}\n"
-                   f"leafnodes {{ listen: 127.0.0.1:{cloud_leaf} }}\n",
-                   monitor=True, workdir=tmp_path / "cloud", jetstream=True)
-    site = Server(site_kind, config=f"server_name: site\njetstream {{ domain: site }}\n"
-                  f"leafnodes {{ listen: 127.0.0.1:{site_leaf}\n"
-                  f'  remotes [ {{ url: "nats-leaf://127.0.0.1:{cloud_leaf}" }} ] }}\n',
-                  workdir=tmp_path / "site", jetstream=True)
-    site.leaf_port = site_leaf
-    try:
-        cloud.start()
-        site.start()
-        wait_until(lambda: cloud.http_get("/leafz")["leafnodes"] == 1, timeout=10, msg="site connected to cloud")
-        yield site, cloud
-    finally:
-        site.stop()
-        cloud.stop()
+    with site_and_cloud(tmp_path, site_kind, cloud_kind, domains=True) as pair:
+        yield pair
 
 
 async def stream_names(url: str) -> list[str]:

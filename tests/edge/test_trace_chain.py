@@ -13,9 +13,9 @@ import json
 import nats
 import pytest
 
-from tests.compat.harness import Server, run, wait_until
+from tests.compat.harness import run
 from tests.compat.test_trace_cli import natsedge_trace, traced
-from tests.edge.edgeharness import edge_config, free_port, probe_until_received
+from tests.edge.edgeharness import edge_config, free_port, probe_until_received, site_and_cloud
 from tests.edge.fwdharness import add_stream
 
 
@@ -24,22 +24,8 @@ def chain(request, tmp_path):
     """(site, cloud) servers: the cloud with JetStream and a leafnodes port, the site its leaf with a leafnodes port
     of its own for the edge. Both stopped by PID at teardown."""
     site_kind, cloud_kind = request.param
-    cloud_leaf, site_leaf = free_port(), free_port()
-    (tmp_path / "cloud").mkdir()
-    (tmp_path / "site").mkdir()
-    cloud = Server(cloud_kind, config=f"server_name: cloud\nleafnodes {{ listen: 127.0.0.1:{cloud_leaf} }}\n",
-                   monitor=True, workdir=tmp_path / "cloud", jetstream=True)
-    site = Server(site_kind, config=f'server_name: site\nleafnodes {{ listen: 127.0.0.1:{site_leaf}\n'
-                  f'  remotes [ {{ url: "nats-leaf://127.0.0.1:{cloud_leaf}" }} ] }}\n', workdir=tmp_path / "site")
-    site.leaf_port = site_leaf
-    try:
-        cloud.start()
-        site.start()
-        wait_until(lambda: cloud.http_get("/leafz")["leafnodes"] == 1, timeout=10, msg="site connected to cloud")
-        yield site, cloud
-    finally:
-        site.stop()
-        cloud.stop()
+    with site_and_cloud(tmp_path, site_kind, cloud_kind) as pair:
+        yield pair
 
 
 @pytest.mark.parametrize("chain", [("hub", "nats"), ("nats", "hub"), ("hub", "hub")], indirect=True,
