@@ -416,6 +416,7 @@ class Server:
             if other is not r:
                 other.enqueue(encode_info(gossip))
         self.urls_changed()
+        # The remote clusters we have an outbound connection to (nats-server sendGatewayConfigsToRoute).
         for name, gw in self.gateways_out.items():
             if gw.dialer is not None:
                 r.enqueue(encode_info(self.gateway_gossip(name, gw.dialer.urls)))
@@ -634,6 +635,14 @@ class Server:
                 return errors.DUPLICATE_ROUTE
             self.gateways_out[gw.gateway_name] = gw
             log.info('Outbound gateway connection to "%s" (%s) registered', gw.gateway_name, gw.name)
+            # The other servers of the cluster dial it too (nats-server forwardNewGatewayToLocalCluster). Told once
+            # the connection is registered, as add_route tells a later route peer: every peer hears of it either way.
+            urls = gw.remote_info.get("gateway_urls")
+            if not isinstance(urls, list):
+                urls = gw.dialer.urls if gw.dialer is not None else []
+            gossip = encode_info(self.gateway_gossip(gw.gateway_name, [u for u in urls if isinstance(u, str)][:16]))
+            for r in self.routes.values():
+                r.enqueue(gossip)
             return None
         self.gateways_in[gw.cid] = gw
         log.info('Inbound gateway connection from "%s" (%s) registered', gw.gateway_name, gw.name)
@@ -664,10 +673,6 @@ class Server:
         dialer = GatewayDialer(self, name, urls, explicit=False)
         self.gateway_dialers[name] = dialer
         dialer.start()
-        # The other servers of the cluster dial it too (nats-server forwardNewGatewayToLocalCluster).
-        gossip = encode_info(self.gateway_gossip(name, urls))
-        for r in self.routes.values():
-            r.enqueue(gossip)
 
     def gateway_gossip(self, name: str, urls: list[str]) -> dict[str, Any]:
         """INFO gateway_cmd 1 naming a remote cluster, to a gateway or to a route of this cluster. Its server id is

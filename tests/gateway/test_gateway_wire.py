@@ -319,3 +319,70 @@ def test_queue_overflow_goes_to_the_nearest_cluster(kind, request):
             r.close()
         for sock in listens.values():
             sock.close()
+
+
+
+def _route_peer(port: int, sid: str) -> Raw:
+    """A raw route peer of cluster B that dialled the server: CONNECT, INFO and PING sent."""
+    r = Raw(port)
+    r.send(b'CONNECT {"echo":true,"verbose":false,"pedantic":false,"tls_required":false,"headers":true,'
+           b'"name":"%s","cluster":"B"}\r\n' % sid.encode())
+    r.send(b'INFO {"server_id":"%s","server_name":"%s","version":"2.15.1","proto":3,"host":"127.0.0.1","port":1,'
+           b'"headers":true,"max_payload":1048576,"cluster":"B"}\r\nPING\r\n' % (sid.encode(), sid[-5:].encode()))
+    return r
+
+
+def _gossip_until_pong(r: Raw) -> list[dict]:
+    """The gateway_cmd 1 INFOs the server sent before its PONG."""
+    found = []
+    while True:
+        got = line(r)
+        if got == b"PONG\r\n":
+            return found
+        if got.startswith(b"INFO ") and json.loads(got[5:]).get("gateway_cmd") == 1:
+            found.append(json.loads(got[5:]))
+
+
+@pytest.mark.parametrize("kind", ALL_SIDES)
+def test_route_peers_hear_of_an_implicit_gateway_once_it_is_connected(kind, request):
+    """FA dials B, and B dials FA back (implicit). A route peer that joins while B's dial waits for FA's INFO hears
+    nothing yet; once B's outbound to FA is registered it hears of FA (INFO gateway_cmd 1, nats-server
+    forwardNewGatewayToLocalCluster), and a peer that joins later hears of it on joining
+    (sendGatewayConfigsToRoute). So no peer misses FA, whenever it joins: the hub once told its routes at dial time
+    and new routes only of connected gateways, and a route that came up in between never heard of the cluster
+    (test_implicit_gateway[hub-2] failed so in CI)."""
+    fa_listen = socket.create_server(("127.0.0.1", 0))
+    fa_listen.settimeout(10)
+    request.addfinalizer(fa_listen.close)
+    fa_port = fa_listen.getsockname()[1]
+    gport, cport = free_port(), free_port()
+    srv = Server(kind, config=f"server_name: gB\ncluster {{ name: B, listen: 127.0.0.1:{cport} }}\n"
+                              f"gateway {{ name: B, listen: 127.0.0.1:{gport} }}\n")
+    request.addfinalizer(srv.stop)
+    srv.start()
+    conns: list[Raw] = []
+    try:
+        gw_in = Raw(gport)
+        conns.append(gw_in)
+        gw_in.send(fa_connect() + fa_info(fa_port) + b"PING\r\n")
+        seen(gw_in, rb"PONG\r\n")
+        sock, _ = fa_listen.accept()  # B's implicit dial, left waiting for FA's INFO
+        gw_out = Raw(0, sock=sock, read_info=False)
+        conns.append(gw_out)
+
+        early = _route_peer(cport, "NRAWPEER000000000000000000000000000000000000000000000001")
+        conns.append(early)
+        assert _gossip_until_pong(early) == []
+
+        gw_out.send(fa_info(fa_port))
+        seen(gw_out, rb"CONNECT \{.*\}\r\n")
+        told = json.loads(seen(early, rb'INFO \{.*"gateway_cmd": ?1.*\} ?\r\n')[5:])
+        assert (told["gateway"], told["gateway_urls"]) == ("FA", [f"127.0.0.1:{fa_port}"])
+
+        late = _route_peer(cport, "NRAWPEER000000000000000000000000000000000000000000000002")
+        conns.append(late)
+        assert [(g["gateway"], g["gateway_urls"]) for g in _gossip_until_pong(late)] == \
+            [("FA", [f"127.0.0.1:{fa_port}"])]
+    finally:
+        for c in conns:
+            c.close()
