@@ -368,12 +368,16 @@ def next_msg(raw: Raw, timeout: float = 5.0):
         assert f[0] == "INFO", f"unexpected frame {f!r}"
 
 
-def next_info(raw: Raw, timeout: float = 5.0) -> dict:
-    """The next async INFO on a raw connection; messages before it fail the test."""
+def next_info(raw: Raw, timeout: float = 5.0, stale: bytes | None = None) -> dict:
+    """The next async INFO on a raw connection; messages before it fail the test, but for those whose payload is
+    `stale` (copies of a poll still in flight), which are skipped."""
     deadline = time.monotonic() + timeout
-    f = next_frame(raw, deadline)
-    if f is None:
-        pytest.fail(f"no INFO within {timeout}s (eof={raw.eof})")
+    while True:
+        f = next_frame(raw, deadline)
+        if f is None:
+            pytest.fail(f"no INFO within {timeout}s (eof={raw.eof})")
+        if stale is None or f[0] != "MSG" or f[1].payload != stale:
+            break
     assert f[0] == "INFO", f"expected an async INFO, got {f!r}"
     return f[1]
 
