@@ -7,6 +7,7 @@
 # 2. Status goes to stdout as whole lines starting "edge: " (one write each: MicroPython's print
 #    writes in pieces); tests and fleet tools read them.
 # 3. main() returns 2 with a one-line message for a bad config or app, never a traceback.
+# 4. limits.gc_threshold is set before anything else is built, so what stays packs at the bottom of the heap.
 
 import asyncio
 import gc
@@ -49,6 +50,8 @@ class Node:
 
 async def start(cfg, app=None):
     lim = cfg["limits"]
+    if lim["gc_threshold"] and hasattr(gc, "threshold"):  # MicroPython only (CPython has none)
+        gc.threshold(lim["gc_threshold"])
     link.init()  # the shared read buffer, allocated before the heap fragments
     leaf = Leaf(cfg["name"], lim["max_subscriptions"], lim["max_payload"], lim["max_callbacks"])
     trace_limits = (lim["max_trace_events"], lim["max_trace_bytes"], cfg["listen"][0] if cfg["listen"] else "")

@@ -487,6 +487,23 @@ def _err(doc):
     raise AssertionError(f"accepted {doc!r}")
 
 
+def test_gc_threshold_defaults_to_4k_on_a_small_heap_and_an_explicit_value_wins():
+    # (runs on MicroPython too, tests/mp/run_unit.py: no pytest fixtures)
+    assert config.check({"name": "e1"})["limits"]["gc_threshold"] == 0  # the test heaps are not small ones
+    real = config.small_heap
+    config.small_heap = lambda: True
+    try:
+        assert config.check({"name": "e1"})["limits"]["gc_threshold"] == config.SMALL_HEAP_GC_THRESHOLD == 4096
+        assert config.check({"name": "e1", "limits": {"gc_threshold": 0}})["limits"]["gc_threshold"] == 0
+        assert config.check({"name": "e1", "limits": {"gc_threshold": 16384}})["limits"]["gc_threshold"] == 16384
+    finally:
+        config.small_heap = real
+    assert _err({"name": "e", "limits": {"gc_threshold": -1}}) == \
+        'config: "limits.gc_threshold": expected an integer >= 0, got -1'
+    assert _err({"name": "e", "limits": {"gc_threshold": "4k"}}) == \
+        'config: "limits.gc_threshold": expected an integer >= 0, got "4k"'
+
+
 def test_config_defaults_and_normalisation():
     c = config.check({"name": "e1", "listen": "0.0.0.0:4222",
                       "hub": {"url": "nats-leaf://u:p@hub.example:7000", "tls": {"ca": "ca.pem"}},

@@ -196,7 +196,8 @@ def test_every_module_the_firmware_freezes_imports_from_the_frozen_build(frozen3
 # 53.8-56.0 KB at the peak (after gc.collect(), at -X heapsize=120000, with the small-heap defaults: group commit
 # 16 records / 2 KB, KV push window 4, max_pending 8 KB; branch wt-edgeheap), against 58,624 bytes of GC heap in a
 # 60 KB heap and the 48,000 HEADROOM allows: its live data does not fit, fragmented or not (the smallest heap that
-# ran it on wt-kvheap: 78.9-79.8 KB). strict: the day it fits, this test says so.
+# ran it: 78.9-79.8 KB on wt-kvheap; 62.3-63.1 KB once limits.gc_threshold kept the heap packed). strict: the day it
+# fits, this test says so.
 KV_DOES_NOT_FIT = pytest.mark.xfail(strict=True, reason="forward + KV with 4 clients, 20 subscriptions and 60 keys "
                                     "keeps more live data than a 60 KB heap holds (docs/benchmarks.md)")
 
@@ -210,6 +211,30 @@ def test_heap_high_water_in_60k(kind, frozen_runtime, tmp_path, request, record_
         record_property(k, v)
     print(f"frozen32 heap, {kind}, -X heapsize={frozen.HEAPSIZE} (bytes):", f)
     assert f["peak"] <= HEADROOM * frozen.HEAPSIZE, f
+
+
+@pytest.mark.parametrize("heapsize,limits,want", [("60000", {}, 4096), ("60000", {"gc_threshold": 0}, -1),
+                                                  ("60000", {"gc_threshold": 8192}, 8192), ("400000", {}, -1)])
+def test_the_edge_sets_its_gc_threshold(frozen32_binary, tmp_path, heapsize, limits, want):
+    """The frozen edge sets limits.gc_threshold: its app reads gc.threshold() (-1: MicroPython's own policy, none
+    set). A heap under edge.compat.SMALL_HEAP (128 KB) is a small one, where the default is 4 KB."""
+    (tmp_path / "gcapp.py").write_text("import gc\nimport sys\n\n\nasync def main(leaf):\n"
+                                       "    sys.stdout.write('edge: app gc_threshold=%d\\n' % gc.threshold())\n")
+    path = tmp_path / "edge.json"
+    path.write_text(json.dumps({"name": "e1", "app": "gcapp", "limits": limits}))
+    proc = subprocess.Popen([frozen32_binary, "-X", f"heapsize={heapsize}", "-m", "edge", str(path)],
+                            cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={"MICROPYPATH": f".frozen:{tmp_path}"})
+    try:
+        for line in proc.stdout:
+            if line.startswith("edge: app gc_threshold="):
+                assert line.strip() == f"edge: app gc_threshold={want}"
+                break
+        else:
+            raise AssertionError(f"the edge ended (rc {proc.wait()}) without its app's line")
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 # A hub message of BIG bytes on the frozen edge at 60 KB: its 256-byte reads (~1.06 x BIG of pieces) fit in the
