@@ -8,18 +8,17 @@
 # Programming is NOR flash's: new = old AND data. Every program and erase is counted, so tests and the
 # bench can measure bytes programmed and erases per record.
 #   RamFlash   a bytearray (fast; strict mode counts 0->1 programs without an erase)
-#   FileFlash  an image file; every operation reaches the OS at once, so a SIGKILL of the process leaves the
-#              image as a power cut between two flash operations would
 #   CutFlash   RAM flash that loses power at its N-th program/erase: that operation is half applied, every
 #              later one raises PowerCut (deterministic power-cut sweeps)
-# mount(dev, point) formats the device if it holds no littlefs yet and mounts it.
+# mount(dev, point) formats the device if it holds no littlefs yet and mounts it (sim/flashfile.py, beside the
+# image-file partition an edge boots on).
+
+
+from sim.flashfile import mount  # noqa: F401  (flashdev.mount for its callers)
 
 
 class PowerCut(Exception):
     pass
-
-
-_FF = b"\xff" * 512  # FileFlash erases with it (block sizes are multiples of 512)
 
 
 class RamFlash:
@@ -81,47 +80,6 @@ class RamFlash:
         return 0 if op in (1, 2) else None
 
 
-class FileFlash(RamFlash):
-    def __init__(self, path, block_size=4096, block_count=256):
-        RamFlash.__init__(self, block_size, block_count, data=b"")
-        try:
-            f = open(path, "r+b")
-        except OSError:
-            f = open(path, "w+b")
-            blk = b"\xff" * block_size
-            for _ in range(block_count):
-                f.write(blk)
-            f.flush()
-        self.f = f
-
-    def readblocks(self, block, buf, offset=0):
-        self.f.seek(block * self.bs + offset)
-        self.f.readinto(buf)
-        self.reads += 1
-
-    def _erase(self, block):
-        # From one small buffer, made at import: an ESP32 erases in C, so the emulation must not take a 4 KB
-        # block of a device-sized heap (and littlefs may erase from a finaliser, when the heap is locked).
-        # Like a real erase, a power cut can leave the block half erased; littlefs never erases a block in use.
-        self.f.seek(block * self.bs)
-        for _ in range(self.bs // len(_FF)):
-            self.f.write(_FF)
-        self.erases += 1
-
-    def _prog(self, addr, buf):
-        # littlefs never programs a byte twice between erases (RamFlash strict mode checks it), so a plain
-        # write is the same as NOR's AND here.
-        self.f.seek(addr)
-        self.f.write(buf)
-        self.prog_bytes += len(buf)
-        self.prog_ops += 1
-
-    def ioctl(self, op, arg):
-        if op == 3:
-            self.f.flush()
-        return RamFlash.ioctl(self, op, arg)
-
-
 class CutFlash(RamFlash):
     def __init__(self, data, block_size, block_count, cut_at):
         RamFlash.__init__(self, block_size, block_count, data)
@@ -155,15 +113,3 @@ class CutFlash(RamFlash):
             self.data[a : a + self.bs // 2] = b"\xff" * (self.bs // 2)
             raise PowerCut()
         RamFlash._erase(self, block)
-
-
-def mount(dev, point):
-    import vfs
-
-    try:
-        fs = vfs.VfsLfs2(dev)
-    except OSError:
-        vfs.VfsLfs2.mkfs(dev)
-        fs = vfs.VfsLfs2(dev)
-    vfs.mount(fs, point)
-    return fs

@@ -4,9 +4,9 @@
 with `-m32` and a frozen manifest: code then lives in the binary, as in flash, and pointers are 4 bytes, as on an
 ESP32. The manifest built here freezes exactly what firmware/manifest.py freezes (read from that file, so the two
 cannot drift), on top of asyncio; the ESP32 port's own manifest, which that file includes first, does not exist for
-the unix port, and asyncio is the part of it the edge uses. Test-only device code (sim/flashdev.py, the flash
-partition that is C code on an ESP32, and the apps of the forward and KV tests) is frozen as well, so that
-nothing compiles on the heap that a device would not compile there.
+the unix port, and asyncio is the part of it the edge uses. Test-only device code (sim/flashdev.py and
+sim/flashfile.py, the flash partition that is C code on an ESP32, and the apps of the forward and KV tests) is frozen
+as well, so that nothing compiles on the heap that a device would not compile there.
 
 The binary is cached under build/unix32/ (ignored by git, removed by `make clean`), keyed by a hash of its inputs:
 the manifest, every frozen file, the build script and the source archive. A run whose inputs did not change reuses
@@ -36,6 +36,7 @@ LAST_BUILD_SECONDS: float | None = None  # set by the session fixture: 0.0 when 
 # Device code of the tests, frozen with the edge (module path, base folder).
 TEST_MODULES = [
     ("sim/flashdev.py", REPO),
+    ("sim/flashfile.py", REPO),
     ("fwdapp.py", REPO / "tests" / "edge"),
     ("kvcache_app.py", REPO / "tests" / "edge"),
     ("microapp.py", REPO / "tests" / "edge"),

@@ -2,17 +2,17 @@
 #
 #   MICROPYPATH=<repo>:.frozen micropython tests/mp/flashboot.py IMAGE BLOCKS CONFIG.json
 #
-# IMAGE is a FileFlash image file (created, formatted as littlefs, on first use) of BLOCKS 4 KB blocks, mounted at
-# /flash; the config's "data" should point under /flash. Every flash operation reaches the image at once, so a
-# SIGKILL of this process leaves the image as a power cut between two flash operations would.
+# IMAGE is a sim/flashfile.py FileFlash image file (created, formatted as littlefs, on first use) of BLOCKS 4 KB
+# blocks, mounted at /flash; the config's "data" should point under /flash. Every flash operation reaches the image at
+# once, so a SIGKILL of this process leaves the image as a power cut between two flash operations would.
 import sys
 
 if ".frozen" not in sys.path:
     sys.path.append(".frozen")  # MICROPYPATH replaced the default path, which held the frozen asyncio
 
-from sim import flashdev  # noqa: E402
+from sim.flashfile import FileFlash, mount  # noqa: E402
 
-flashdev.mount(flashdev.FileFlash(sys.argv[1], 4096, int(sys.argv[2])), "/flash")
+mount(FileFlash(sys.argv[1], 4096, int(sys.argv[2])), "/flash")
 
 from edge.leaf.runner import main  # noqa: E402
 
