@@ -108,24 +108,27 @@ _V_RSP = const(16)
 _V_RSM = const(17)
 _V_RMSG = const(18)
 
-_COMMON = {b"INFO": _V_INFO, b"PING": _V_PING, b"PONG": _V_PONG, b"+OK": _V_OK, b"-ERR": _V_ERR}
 
-
-def _verbs(extra):
-    d = dict(_COMMON)
-    d.update(extra)
+def _verbs(kind):
+    # The verbs of one kind of connection, built by its first parser (Parser.__init__): a device parses as a
+    # client (LAN) and as a leaf (uplink) only, and a table it never builds costs it no heap (~150 bytes each).
+    d = {b"INFO": _V_INFO, b"PING": _V_PING, b"PONG": _V_PONG, b"+OK": _V_OK, b"-ERR": _V_ERR}
+    if kind == KIND_CLIENT:
+        d.update({b"CONNECT": _V_CONNECT, b"PUB": _V_PUB, b"HPUB": _V_HPUB, b"SUB": _V_SUB, b"UNSUB": _V_UNSUB})
+    elif kind == KIND_SERVER:
+        d.update({b"MSG": _V_MSG, b"HMSG": _V_HMSG})
+    # As parser.go, SUB/LS+/RS+ on a link all mean "interest" in that link's own framing.
+    elif kind == KIND_LEAF:
+        d.update({b"CONNECT": _V_CONNECT, b"LS+": _V_LSP, b"LS-": _V_LSM, b"LMSG": _V_LMSG, b"HMSG": _V_LMSG,
+                  b"SUB": _V_LSP, b"RS+": _V_LSP})
+    else:
+        d.update({b"CONNECT": _V_CONNECT, b"RS+": _V_RSP, b"RS-": _V_RSM, b"RMSG": _V_RMSG, b"HMSG": _V_RMSG,
+                  b"SUB": _V_RSP, b"LS+": _V_RSP})
+    _VERBS[kind] = d
     return d
 
 
-_VERBS = (
-    _verbs({b"CONNECT": _V_CONNECT, b"PUB": _V_PUB, b"HPUB": _V_HPUB, b"SUB": _V_SUB, b"UNSUB": _V_UNSUB}),
-    _verbs({b"MSG": _V_MSG, b"HMSG": _V_HMSG}),
-    # As parser.go, SUB/LS+/RS+ on a link all mean "interest" in that link's own framing.
-    _verbs({b"CONNECT": _V_CONNECT, b"LS+": _V_LSP, b"LS-": _V_LSM, b"LMSG": _V_LMSG, b"HMSG": _V_LMSG,
-            b"SUB": _V_LSP, b"RS+": _V_LSP}),
-    _verbs({b"CONNECT": _V_CONNECT, b"RS+": _V_RSP, b"RS-": _V_RSM, b"RMSG": _V_RMSG, b"HMSG": _V_RMSG,
-            b"SUB": _V_RSP, b"LS+": _V_RSP}),
-)
+_VERBS = [None, None, None, None]  # per kind, as _verbs() builds them
 
 
 def _size(tok, what):
@@ -175,7 +178,7 @@ class Parser:
         self.kind = kind
         self.max_control_line = max_control_line
         self.max_payload = max_payload
-        self._verbs = _VERBS[kind]
+        self._verbs = _VERBS[kind] or _verbs(kind)
         # Clients are held to the configured limit; links get 16x (still bounded).
         self._line_limit = max_control_line if kind == KIND_CLIENT else max_control_line * _LINK_LINE_FACTOR
 
