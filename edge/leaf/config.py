@@ -41,7 +41,6 @@ LIMITS = {
     "reconnect_max": (30, 0.001),
 }
 _SECONDS = ("ping_interval", "reconnect_min", "reconnect_max")
-SMALL_HEAP_GC_THRESHOLD = 4096
 
 
 def _str(d, key, path, default=None, required=False):
@@ -171,18 +170,18 @@ def _limits(v):
             out[key] = int(x * 1000)
         else:
             out[key] = number(v, key, path, default, low, "int")
-    if "max_pending" not in v and small_heap():
-        # A small heap's default: a connection's output queue of one max_payload (8 KB), not 16 KB. MicroPython's
-        # stream grows it by concatenation, one contiguous block of its whole size per write; five such queues
-        # (4 LAN clients and the hub link) at 16 KB are more than a 60 KB heap. An explicit value wins.
-        out["max_pending"] = out["max_payload"]
-    if "gc_threshold" not in v and small_heap():
-        # A small heap's default: collect after every 4 KB allocated. MicroPython allocates from the lowest free
-        # block after a collection and otherwise goes on upwards through the garbage, so data that stays (KV
-        # entries, subscriptions) gets scattered across the heap between collections and leaves no contiguous
-        # few hundred bytes free (docs/benchmarks.md: the forward + KV scenario ran in 76-77 KB without, 62-64 KB
-        # with). An explicit value wins.
-        out["gc_threshold"] = SMALL_HEAP_GC_THRESHOLD
+    if small_heap():  # a small heap's defaults; explicit values win
+        # A connection's output queue of one max_payload (8 KB), not 16 KB. MicroPython's stream grows it by
+        # concatenation, one contiguous block of its whole size per write; five such queues (4 LAN clients and the
+        # hub link) at 16 KB are more than a 60 KB heap.
+        if "max_pending" not in v:
+            out["max_pending"] = out["max_payload"]
+        # A collection after every 4 KB allocated. MicroPython allocates from the lowest free block after a
+        # collection and otherwise goes on upwards through the garbage, so data that stays (KV entries,
+        # subscriptions) gets scattered across the heap between collections and leaves no contiguous few hundred
+        # bytes free (docs/benchmarks.md: the forward + KV scenario ran in 76-77 KB without, 62-64 KB with).
+        if "gc_threshold" not in v:
+            out["gc_threshold"] = 4096
     if out["max_payload"] > out["max_pending"]:
         fail("limits.max_payload", "at most limits.max_pending (%d)" % out["max_pending"], out["max_payload"])
     if out["reconnect_min"] > out["reconnect_max"]:

@@ -12,12 +12,17 @@
 #    until all are empty, then ends. On CPython the transport drains by itself.
 # 3. Reads on MicroPython go through one preallocated buffer shared by every link (readinto),
 #    copied out before the next await; CPython's StreamReader has no readinto and uses read(n). A read with no
-#    memory for its copy is handed over as a view of that buffer, for the parser to skip.
+#    memory for its copy is handed over as a view of that buffer, for the parser to skip. On a small heap
+#    (edge.compat.small_heap) the buffer is 128 bytes, not 256: each copy, and each parser join of a tail with
+#    the next read, is then a contiguous block of ~150 bytes instead of ~280, which a fragmented heap still has
+#    (the frozen forward + KV scenario: smallest heap 58.4-59.6 KB against 59.6-60.5, docs/benchmarks.md).
 #    Feature detection only: edge/compat.py stays the one place that asks for the interpreter.
 
 import asyncio
 
-_READ_SIZE = 256
+from edge.compat import small_heap
+
+_READ_SIZE = 256  # 128 on a small heap (rule 3)
 _rbuf = None
 _rmv = None
 _backlog = []  # MicroPython links whose Stream.out_buf is not empty
@@ -65,7 +70,7 @@ def init():
     # Allocate the shared read buffer early, before the heap fragments.
     global _rbuf, _rmv
     if _rbuf is None:
-        _rbuf = bytearray(_READ_SIZE)
+        _rbuf = bytearray(128 if small_heap() else _READ_SIZE)
         _rmv = memoryview(_rbuf)
 
 

@@ -50,8 +50,8 @@ class Node:
 
 async def start(cfg, app=None):
     lim = cfg["limits"]
-    if lim["gc_threshold"] and hasattr(gc, "threshold"):  # MicroPython only (CPython has none)
-        gc.threshold(lim["gc_threshold"])
+    if hasattr(gc, "threshold"):  # MicroPython only (CPython has none); -1: MicroPython's own policy
+        gc.threshold(lim["gc_threshold"] or -1)
     link.init()  # the shared read buffer, allocated before the heap fragments
     leaf = Leaf(cfg["name"], lim["max_subscriptions"], lim["max_payload"], lim["max_callbacks"])
     trace_limits = (lim["max_trace_events"], lim["max_trace_bytes"], cfg["listen"][0] if cfg["listen"] else "")
