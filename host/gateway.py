@@ -200,6 +200,7 @@ class Gateway(Client):
                 self.close(errors.WRONG_GATEWAY, f'Connection from "{server.gateway_name}" rejected, wanted to '
                                                  f'connect to "{self.gateway_name}", this is "{name}"')
                 return
+            self._learn_urls(info)
             self.enqueue(encode_connect(self.dialer.connect_options()))
             self.enqueue(encode_info(server.gateway_info()))
             self.enqueue(PING)
@@ -262,9 +263,14 @@ class Gateway(Client):
             if isinstance(name, str) and name and isinstance(urls, list):
                 self.server.implicit_gateway(name, [u for u in urls if isinstance(u, str)][:16])
         elif cmd is None:
-            urls = info.get("gateway_urls")
-            if isinstance(urls, list) and self.dialer is not None:
-                self.dialer.add_urls([u for u in urls if isinstance(u, str)][:16])
+            self._learn_urls(info)
+
+    def _learn_urls(self, info: dict[str, Any]) -> None:
+        """An outbound connection's INFO names the remote cluster's gateway URLs: the dialer keeps them besides its
+        own (nats-server cfg.updateURLs, on every INFO from the first)."""
+        urls = info.get("gateway_urls")
+        if isinstance(urls, list) and self.dialer is not None:
+            self.dialer.add_urls([u for u in urls if isinstance(u, str)][:16])
 
     # ---- interest towards the peer (inbound connections) -----------------------------------------
 

@@ -637,12 +637,10 @@ class Server:
             log.info('Outbound gateway connection to "%s" (%s) registered', gw.gateway_name, gw.name)
             # The other servers of the cluster dial it too (nats-server forwardNewGatewayToLocalCluster). Told once
             # the connection is registered, as add_route tells a later route peer: every peer hears of it either way.
-            urls = gw.remote_info.get("gateway_urls")
-            if not isinstance(urls, list):
-                urls = gw.dialer.urls if gw.dialer is not None else []
-            gossip = encode_info(self.gateway_gossip(gw.gateway_name, [u for u in urls if isinstance(u, str)][:16]))
-            for r in self.routes.values():
-                r.enqueue(gossip)
+            if gw.dialer is not None:
+                gossip = encode_info(self.gateway_gossip(gw.gateway_name, gw.dialer.urls))
+                for r in self.routes.values():
+                    r.enqueue(gossip)
             return None
         self.gateways_in[gw.cid] = gw
         log.info('Inbound gateway connection from "%s" (%s) registered', gw.gateway_name, gw.name)

@@ -27,19 +27,26 @@ def node(request):
     return srv
 
 
-def peer_info(port: int = 1, sid: str = PEER_ID) -> bytes:
-    info = {"server_id": sid, "server_name": "rawpeer", "version": "2.15.1", "proto": 3, "host": "127.0.0.1",
-            "port": port, "headers": True, "max_payload": 1048576, "cluster": "c1"}
+def peer_info(port: int = 1, sid: str = PEER_ID, cluster: str = "c1", name: str = "rawpeer") -> bytes:
+    info = {"server_id": sid, "server_name": name, "version": "2.15.1", "proto": 3, "host": "127.0.0.1",
+            "port": port, "headers": True, "max_payload": 1048576, "cluster": cluster}
     return b"INFO " + json.dumps(info).encode() + b"\r\n"
 
 
-def route_peer(node: Server) -> Raw:
-    """A raw route peer that dialled the node: INFO read, CONNECT + INFO + PING sent, PONG seen."""
-    r = Raw(node.cluster_port)
+def dial_route(port: int, sid: str = PEER_ID, cluster: str = "c1", name: str = "rawpeer") -> Raw:
+    """A raw route peer dialling a route port: INFO read, CONNECT + INFO + PING sent (the PONG left to read). Two
+    peers of one server need two names (isDuplicateServerName: a second route with a name the server has is refused)."""
+    r = Raw(port)
     r.send(b'CONNECT {"echo":true,"verbose":false,"pedantic":false,"tls_required":false,"headers":true,'
-           b'"name":"' + PEER_ID.encode() + b'","cluster":"c1"}\r\n')
-    r.send(peer_info())
+           b'"name":"%s","cluster":"%s"}\r\n' % (sid.encode(), cluster.encode()))
+    r.send(peer_info(sid=sid, cluster=cluster, name=name))
     r.send(b"PING\r\n")
+    return r
+
+
+def route_peer(node: Server) -> Raw:
+    """A raw route peer that dialled the node, its PONG seen."""
+    r = dial_route(node.cluster_port)
     seen(r, rb"PONG\r\n")
     return r
 

@@ -238,9 +238,9 @@ def test_the_edge_sets_its_gc_threshold(frozen32_binary, tmp_path, heapsize, lim
         proc.wait()
 
 
-# A hub message of BIG bytes on the frozen edge at 60 KB: its 256-byte reads (~1.06 x BIG of pieces) fit in the
-# heap, but joining them takes a contiguous BIG on top, and the edge with an uplink and a LAN client (~19 KB live)
-# has less than 2 x BIG free: the assembly cannot succeed, however the heap lies.
+# A hub message of BIG bytes on the frozen edge at 60 KB: its 128-byte reads (a small heap's, edge/leaf/link.py
+# rule 3) fit in the heap as pieces, but joining them takes a contiguous BIG on top, and the edge with an uplink and a
+# LAN client (~19 KB live) has less than 2 x BIG free: the assembly cannot succeed, however the heap lies.
 BIG = 22000
 
 

@@ -27,6 +27,7 @@ import pytest
 
 from host.gateway import gw_hash
 from host.gotime import parse_duration
+from tests.cluster.test_route_wire import dial_route
 from tests.compat.harness import ALL_SIDES, Raw, Server, free_port, pub, wait_until
 
 FA_ID = "NFAKEGATEWAY00000000000000000000000000000000000000000001"
@@ -321,17 +322,6 @@ def test_queue_overflow_goes_to_the_nearest_cluster(kind, request):
             sock.close()
 
 
-
-def _route_peer(port: int, sid: str) -> Raw:
-    """A raw route peer of cluster B that dialled the server: CONNECT, INFO and PING sent."""
-    r = Raw(port)
-    r.send(b'CONNECT {"echo":true,"verbose":false,"pedantic":false,"tls_required":false,"headers":true,'
-           b'"name":"%s","cluster":"B"}\r\n' % sid.encode())
-    r.send(b'INFO {"server_id":"%s","server_name":"%s","version":"2.15.1","proto":3,"host":"127.0.0.1","port":1,'
-           b'"headers":true,"max_payload":1048576,"cluster":"B"}\r\nPING\r\n' % (sid.encode(), sid[-5:].encode()))
-    return r
-
-
 def _gossip_until_pong(r: Raw) -> list[dict]:
     """The gateway_cmd 1 INFOs the server sent before its PONG."""
     found = []
@@ -370,7 +360,7 @@ def test_route_peers_hear_of_an_implicit_gateway_once_it_is_connected(kind, requ
         gw_out = Raw(0, sock=sock, read_info=False)
         conns.append(gw_out)
 
-        early = _route_peer(cport, "NRAWPEER000000000000000000000000000000000000000000000001")
+        early = dial_route(cport, "NRAWPEER000000000000000000000000000000000000000000000001", "B", "early")
         conns.append(early)
         assert _gossip_until_pong(early) == []
 
@@ -379,7 +369,7 @@ def test_route_peers_hear_of_an_implicit_gateway_once_it_is_connected(kind, requ
         told = json.loads(seen(early, rb'INFO \{.*"gateway_cmd": ?1.*\} ?\r\n')[5:])
         assert (told["gateway"], told["gateway_urls"]) == ("FA", [f"127.0.0.1:{fa_port}"])
 
-        late = _route_peer(cport, "NRAWPEER000000000000000000000000000000000000000000000002")
+        late = dial_route(cport, "NRAWPEER000000000000000000000000000000000000000000000002", "B", "late")
         conns.append(late)
         assert [(g["gateway"], g["gateway_urls"]) for g in _gossip_until_pong(late)] == \
             [("FA", [f"127.0.0.1:{fa_port}"])]
