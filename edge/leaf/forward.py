@@ -221,7 +221,7 @@ class Forwarder:
     def __init__(self, leaf, name, data, queues, settings, log=None):
         self.leaf = leaf
         self.name = name
-        self.log = log or (lambda s: None)
+        self.log = log or (lambda *a: None)
         self.echo = True  # as an origin in leaf.route(): local subscribers see our messages
         self.rate = settings["rate"]
         self.byte_rate = settings["byte_rate"]
@@ -507,7 +507,7 @@ class Forwarder:
         if self.status_ms and ticks_diff(now, self._t_status) >= self.status_ms:
             self._t_status = now
             st = json.dumps(self.status())
-            self.log("fwdstatus " + st)
+            self.log("fwdstatus", st)
             self.leaf.route(self.status_subject, None, None, st.encode(), self)
         return busy
 

@@ -4,8 +4,9 @@
 # Rules this file keeps:
 # 1. Optional parts are imported only when the config asks for them (no listener code without
 #    "listen", no uplink code without "hub"), so a small device pays only for what it runs.
-# 2. Status goes to stdout as whole lines starting "edge: " (one write each: MicroPython's print
-#    writes in pieces); tests and fleet tools read them.
+# 2. Status goes to stdout as lines starting "edge: ", their parts separated by a space; tests and fleet tools read
+#    them. print() writes each part on its own (MicroPython), which costs no joined copy of a long line; each edge
+#    has its stdout to itself, so the parts of a line stay together.
 # 3. main() returns 2 with a one-line message for a bad config or app, never a traceback.
 # 4. limits.gc_threshold is set before anything else is built, so what stays packs at the bottom of the heap.
 
@@ -18,8 +19,10 @@ from edge.leaf import link
 from edge.leaf.broker import Leaf, log_exc
 
 
-def log(msg):
-    sys.stdout.write("edge: " + msg + "\n")
+def log(*parts):
+    # The parts are printed one by one, not joined first: joining the forward queue's ~500-byte status (its second
+    # part) took another contiguous block of that size, the allocation that failed in a 60 KB heap.
+    print("edge:", *parts)
 
 
 class Node:

@@ -12,7 +12,8 @@ Each stats line (every 50 ms) reports gc.mem_alloc() right after gc.collect(), a
 so far: the high-water mark of live heap. Figures per configuration (bytes): `ready` (the `edge: ready` line, after
 start-up), `steady` (after the traffic), `peak`, `free` (gc.mem_free() at the end). The test asserts that the
 scenario ran to the end in the 60 KB heap with no MemoryError and that the peak keeps 20 % of it free (FACTS.md
-section 9: exhausting the heap with sockets registered can crash the VM). The slow test bisects the smallest
+section 9: exhausting the heap with sockets registered can crash the VM); forward + KV runs, but its 20 % is an
+expected failure for now (KV_HEADROOM). The slow test bisects the smallest
 -X heapsize each configuration runs in. Figures are printed (pytest -s) and recorded as user properties; the table
 is in docs/benchmarks.md:
 
@@ -192,18 +193,15 @@ def test_every_module_the_firmware_freezes_imports_from_the_frozen_build(frozen3
     assert out.stdout.splitlines() == want, out.stdout + out.stderr
 
 
-# Measured 2026-12-07 (docs/benchmarks.md, "Heap per configuration"): forward + KV keeps 50.3-50.4 KB live at steady and
-# 53.8-56.0 KB at the peak (after gc.collect(), at -X heapsize=120000, with the small-heap defaults: group commit
-# 16 records / 2 KB, KV push window 4, max_pending 8 KB; branch wt-edgeheap), against 58,624 bytes of GC heap in a
-# 60 KB heap and the 48,000 HEADROOM allows: its live data does not fit, fragmented or not (the smallest heap that
-# ran it: 78.9-79.8 KB on wt-kvheap; 62.3-63.1 KB once limits.gc_threshold kept the heap packed; 58.8-60.5 KB on
-# main 04048e5, peak 52.7-54.0 KB: it runs at 60 KB on a quiet machine, not always on a busy one, so running is not
-# asserted on its own either). strict: the day it fits, this test says so.
-KV_DOES_NOT_FIT = pytest.mark.xfail(strict=True, reason="forward + KV with 4 clients, 20 subscriptions and 60 keys "
-                                    "keeps more live data than a 60 KB heap holds (docs/benchmarks.md)")
+# Forward + KV runs in the 60 KB heap (asserted like the others), but keeps less than 20 % of it free: its live peak was
+# 52.6-54.3 KB on main after 15c6a06 (docs/benchmarks.md, "Heap per configuration"), against the 48,000 bytes HEADROOM
+# allows, with 48.4 KB live at steady. That check is reported as an expected failure while the peak is over (the day
+# it fits, the test passes); the run itself is not excused. Until the forward queue stopped joining its ~500-byte
+# status line (edge/leaf/runner.py log), a run beside a busy unit suite failed on that join 3 times in 8.
+KV_HEADROOM = "forward + KV with 4 clients, 20 subscriptions and 60 keys keeps less than 20 % of a 60 KB heap free"
 
 
-@pytest.mark.parametrize("kind", [pytest.param(k, marks=KV_DOES_NOT_FIT) if k == "kv" else k for k in CONFIGS])
+@pytest.mark.parametrize("kind", CONFIGS)
 def test_heap_high_water_in_60k(kind, frozen_runtime, tmp_path, request, record_property):
     hub = request.getfixturevalue("hub") if kind != "lan" else None
     e, f = scenario(kind, tmp_path, hub, frozen.HEAPSIZE)
@@ -211,6 +209,8 @@ def test_heap_high_water_in_60k(kind, frozen_runtime, tmp_path, request, record_
     for k, v in f.items():
         record_property(k, v)
     print(f"frozen32 heap, {kind}, -X heapsize={frozen.HEAPSIZE} (bytes):", f)
+    if kind == "kv" and f["peak"] > HEADROOM * frozen.HEAPSIZE:
+        pytest.xfail(f"{KV_HEADROOM}: peak {f['peak']} B (docs/benchmarks.md)")
     assert f["peak"] <= HEADROOM * frozen.HEAPSIZE, f
 
 
