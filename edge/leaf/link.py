@@ -15,7 +15,7 @@
 #    memory for its copy is handed over as a view of that buffer, for the parser to skip. On a small heap
 #    (edge.compat.small_heap) the buffer is 128 bytes, not 256: each copy, and each parser join of a tail with
 #    the next read, is then a contiguous block of ~150 bytes instead of ~280, which a fragmented heap still has
-#    (the frozen forward + KV scenario: smallest heap 58.4-59.6 KB against 59.6-60.5, docs/benchmarks.md).
+#    (the frozen forward + KV scenario: smallest heap 58.8-60.5 KB against 59.6-60.5, docs/benchmarks.md).
 #    Feature detection only: edge/compat.py stays the one place that asks for the interpreter.
 
 import asyncio
