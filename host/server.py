@@ -78,6 +78,15 @@ def advertise_host(bound: str) -> str:
     return "127.0.0.1"
 
 
+class ListenError(OSError):
+    """A listener could not bind: names its own address, not the client port's (the monitor's or a route port's
+    failure used to be reported as the client port's)."""
+
+    def __init__(self, host: str, port: int, cause: OSError):
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.host, self.port = host, port
+
+
 class ClosedInfo:
     __slots__ = ("conn", "stop", "reason")
 
@@ -742,7 +751,11 @@ class Server:
             self.remotes.append(remote)
             remote.start()
         if o.http_port:
-            srv_http, self.http_port = await start_monitor(self, o.http_host or o.host, o.http_port)
+            http_host = o.http_host or o.host
+            try:
+                srv_http, self.http_port = await start_monitor(self, http_host, o.http_port)
+            except OSError as e:
+                raise ListenError(http_host, o.http_port, e) from e
             self._servers.append(srv_http)
             log.info("Starting http monitor on %s:%d", o.http_host or o.host, self.http_port)
         self.loop.call_later(1.0, self._housekeeping)
@@ -754,7 +767,11 @@ class Server:
         each connection is handed to its protocol after its TLS handshake (host/tls.py TLSListener)."""
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            sock.close()
+            raise ListenError(host, port, e) from e
         if tls is None:
             self._servers.append(await self.loop.create_server(factory, sock=sock, backlog=backlog))
         else:
@@ -867,8 +884,11 @@ def run_server(opts: Options, use_uvloop: bool = True) -> int:
         log.warning(w)
     try:
         loop.run_until_complete(server.serve())
+    except ListenError as e:
+        log.error("Error listening on port: %s:%d, %s", e.host, e.port, e.strerror)
+        return 1
     except OSError as e:
-        log.error("Error listening on port: %s:%d, %s", opts.host, opts.port, e.strerror or e)
+        log.error("Error starting the server: %s", e.strerror or e)
         return 1
     finally:
         loop.close()

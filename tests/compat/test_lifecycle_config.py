@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -129,6 +130,18 @@ def test_config_parse_error(fresh):
 def test_config_max_payload_above_max_pending(fresh):
     out = refuses_to_start(fresh, "max_payload: 1024\nmax_pending: 512\n")
     assert "max_payload" in out and "max_pending" in out
+
+
+@pytest.mark.parametrize("listener", ["http_port: {port}", "cluster { listen: 127.0.0.1:{port} }"])
+def test_a_port_in_use_is_named_in_the_error(fresh, listener):
+    """The listener that cannot bind names its own address (a taken monitor port is not the client port's fault)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = refuses_to_start(fresh, listener.replace("{port}", str(port)) + "\n")
+    lines = [line for line in out.splitlines() if "in use" in line]
+    assert lines and all(f"127.0.0.1:{port}" in line for line in lines), out
 
 
 def test_config_missing_include(fresh):

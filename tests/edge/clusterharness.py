@@ -17,6 +17,7 @@ is a node dying (SIGKILL), restart(i) brings it back on the same ports and store
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -43,6 +44,12 @@ def _node_conf(name: str, cport: int, routes: list[int], lport: int, store: Path
     return "\n".join(lines) + "\n"
 
 
+def _taken_ports(failure: str) -> set[int]:
+    """The loopback ports a server's start-up output says were already in use (both sides name host:port)."""
+    return {int(p) for line in failure.splitlines() if "in use" in line.lower()
+            for p in re.findall(r"127\.0\.0\.1:(\d+)", line)}
+
+
 class Cluster:
     """n nodes of `side` ("nats" or "hub") as one cluster c1, node i on fixed ports across restarts."""
 
@@ -51,38 +58,61 @@ class Cluster:
         self.workdir = workdir
         self.n = n
         self.jetstream = jetstream
-        self.cluster_ports = [free_port() for _ in range(n)]
-        self.leaf_ports = [free_port() for _ in range(n)]
-        self.nodes: list[Server] = []
-        for i in range(n):
-            d = workdir / f"n{i + 1}"
-            d.mkdir(parents=True, exist_ok=True)
+        self.nodes = [Server(side, monitor=True, workdir=workdir / f"n{i + 1}") for i in range(n)]
+        for s in self.nodes:
+            s.workdir.mkdir(parents=True, exist_ok=True)
+        self.started = False
+        self._plan()
+
+    def _plan(self):
+        """Choose every node's ports and write its config: free_port only found each port free a moment ago."""
+        self.cluster_ports = [free_port() for _ in range(self.n)]
+        self.leaf_ports = [free_port() for _ in range(self.n)]
+        for i, s in enumerate(self.nodes):
             routes = [p for j, p in enumerate(self.cluster_ports) if j != i]
-            js = jetstream and (side == "nats" or i == n - 1)
-            conf = _node_conf(f"n{i + 1}", self.cluster_ports[i], routes, self.leaf_ports[i], d / "js" if js else None)
-            s = Server(side, config=conf, monitor=True, workdir=d)
+            js = self.jetstream and (self.side == "nats" or i == self.n - 1)
+            s.config_text = _node_conf(f"n{i + 1}", self.cluster_ports[i], routes, self.leaf_ports[i],
+                                       s.workdir / "js" if js else None)
             s.port, s.http_port = free_port(), free_port()
-            self.nodes.append(s)
 
     # ---- processes
 
     def start(self, nodes: list[int] | None = None, timeout: float = 30.0) -> Cluster:
         """Start every node (or those listed), then wait until each running node holds a route to every other
-        running one (and, with JetStream, until the meta group has a leader)."""
-        todo = [self.nodes[i] for i in (nodes if nodes is not None else range(self.n))]
-        for s in todo:
-            s.spawn()
-        for s in todo:
-            self._ready(s)
+        running one (and, with JetStream, until the meta group has a leader). A port taken meanwhile is chosen
+        afresh: before the cluster first started, any of them (a new plan); later only a node's client and
+        monitoring ports, which no other node's config names."""
+        todo = list(nodes if nodes is not None else range(self.n))
+        for _attempt in range(4):
+            for i in todo:
+                self.nodes[i].spawn()
+            failed = self._failed_start(todo)
+            if failed is None:
+                break
+            i, failure = failed
+            for j in todo:
+                self.nodes[j].stop()
+            taken = _taken_ports(failure)
+            if taken and not self.started:
+                self._plan()
+            elif taken and taken <= {self.nodes[i].port, self.nodes[i].http_port}:
+                self.nodes[i].port, self.nodes[i].http_port = free_port(), free_port()
+            else:
+                break
+        if failed is not None:
+            self.stop()
+            pytest.fail(f"{self.side} cluster node did not start:\n{failure}", pytrace=False)
+        self.started = True
         self.wait_formed(timeout)
         return self
 
-    def _ready(self, s: Server):
-        try:
-            s.wait_ready()
-        except ServerFailed as e:
-            self.stop()
-            pytest.fail(f"{self.side} cluster node did not start:\n{e}", pytrace=False)
+    def _failed_start(self, todo: list[int]) -> tuple[int, str] | None:
+        for i in todo:
+            try:
+                self.nodes[i].wait_ready()
+            except ServerFailed as e:
+                return i, str(e)
+        return None
 
     def wait_formed(self, timeout: float = 30.0):
         live = self.live()
@@ -116,7 +146,11 @@ class Cluster:
         s = self.nodes[i]
         s.stop()
         s.spawn()
-        self._ready(s)
+        try:
+            s.wait_ready()
+        except ServerFailed as e:
+            self.stop()
+            pytest.fail(f"{self.side} cluster node did not restart:\n{e}", pytrace=False)
 
     def stop(self):
         for s in self.nodes:
