@@ -10,7 +10,7 @@
 # 3. The Sublist holds opaque items; it knows nothing of clients, queue groups or the hub. Its size
 #    is bounded by whoever adds to it (the broker's max_subscriptions, the uplink's hub table cap).
 
-_WS = (b" ", b"\t", b"\r", b"\n")
+_WS = (b" ", b"\t", b"\r", b"\n", b"\f")
 
 
 def _has_space(s):

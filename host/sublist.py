@@ -16,48 +16,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from edge.subjects import is_literal
+from edge.subjects import match as subject_matches
+from edge.subjects import valid as is_valid_subject
+
 CACHE_MAX = 4096
 _PWC = b"*"
 _FWC = b">"
 
 
-def is_valid_subject(subject: bytes) -> bool:
-    """A subscription subject: non-empty tokens, `>` only as the last token (sublist.go IsValidSubject)."""
-    if not subject or b" " in subject or b"\t" in subject or b"\r" in subject or b"\n" in subject:
-        return False
-    toks = subject.split(b".")
-    for i, t in enumerate(toks):
-        if not t:
-            return False
-        if t == _FWC and i != len(toks) - 1:
-            return False
-    return True
-
-
-def is_literal(subject: bytes) -> bool:
-    if b"*" not in subject and b">" not in subject:
-        return True
-    return all(t != _PWC and t != _FWC for t in subject.split(b"."))
-
-
 def is_valid_literal_subject(subject: bytes) -> bool:
-    return is_valid_subject(subject) and is_literal(subject)
-
-
-def subject_matches(pattern: bytes, subject: bytes) -> bool:
-    """Does the (possibly wildcard) pattern match the literal subject?"""
-    if pattern == subject:
-        return True
-    pt = pattern.split(b".")
-    st = subject.split(b".")
-    for i, p in enumerate(pt):
-        if p == _FWC:
-            return len(st) > i
-        if i >= len(st):
-            return False
-        if p != _PWC and p != st[i]:
-            return False
-    return len(pt) == len(st)
+    return is_valid_subject(subject, False)
 
 
 class Subscription:

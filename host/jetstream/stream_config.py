@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import TYPE_CHECKING, Any
 
+from edge.subjects import is_literal as literal
+from edge.subjects import valid
 from host.gotime import NS, time_text
 from host.jetstream.errors import js_error
 from host.jetstream.gojson import Enum, Struct, StructList
@@ -73,18 +74,13 @@ _UNSUPPORTED = {
 # ---- subjects --------------------------------------------------------------------------------------------------
 
 
-_WHITESPACE = re.compile(r"[ \t\r\n\f]")
-
-
 def is_valid_subject(subject: str) -> bool:
-    """nats-server IsValidSubject: non-empty tokens, no whitespace, `>` only last (as a whole token)."""
-    if not subject or subject[0] == "." or subject[-1] == "." or ".." in subject:
-        return False
-    return _WHITESPACE.search(subject) is None and ".>." not in "." + subject
+    """A well-formed subject, wildcards allowed (edge/subjects.py valid: the one rule, on bytes)."""
+    return valid(subject.encode())
 
 
 def is_literal(subject: str) -> bool:
-    return not any(t in ("*", ">") for t in subject.split("."))
+    return literal(subject.encode())
 
 
 def subject_matches(pattern: str, subject: str) -> bool:

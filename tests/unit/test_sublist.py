@@ -5,6 +5,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from host.jetstream.stream_config import is_valid_subject as stream_subject_valid
 from host.sublist import (
     Sublist,
     Subscription,
@@ -35,8 +36,10 @@ def test_subject_validity_matches_nats_server_rules():
     assert is_valid_subject(b"a.b>c")
     assert is_valid_subject(b"foo.>")
     assert is_valid_subject("été.x".encode())
-    for bad in (b"", b"foo.", b".foo", b"foo..bar", b"foo.>.bar", b"foo bar", b"foo\tbar"):
+    for bad in (b"", b"foo.", b".foo", b"foo..bar", b"foo.>.bar", b"foo bar", b"foo\tbar", b"foo\rbar", b"foo\nbar",
+                b"foo\fbar"):
         assert not is_valid_subject(bad), bad
+        assert not stream_subject_valid(bad.decode()), bad  # JetStream's configs keep the same rule
     assert is_valid_literal_subject(b"foo.bar")
     assert not is_valid_literal_subject(b"foo.*")
 
