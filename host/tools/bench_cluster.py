@@ -59,6 +59,7 @@ from host.tools.benchlib import (
     run_pubsub,
     subscriber,
     wait_pong,
+    without_jetstream,
 )
 
 ROUTE_SUBSCRIBERS: dict[str, int] = {"route1": 1, "route4": 4}
@@ -318,7 +319,7 @@ class BenchCluster:
     def __init__(self, label: str, cmd: Sequence[str], node_type: type[ClusterNode] = ClusterNode) -> None:
         self.label = label
         self._conf_dir = tempfile.mkdtemp(prefix="natsedge-bench-cluster-")
-        self.nodes = [node_type(f"{label}-node{n}", cmd, self._conf_dir, n) for n in (1, 2)]
+        self.nodes = [node_type(f"{label}-node{n}", without_jetstream(cmd), self._conf_dir, n) for n in (1, 2)]
 
     @property
     def pids(self) -> list[int]:

@@ -363,6 +363,17 @@ def free_port() -> int:
 JS_FLAGS = ["-js", "-sd", "{store}"]  # JetStream with file storage in the server's temporary directory
 
 
+def without_jetstream(cmd: Sequence[str]) -> list[str]:
+    """`cmd` without JS_FLAGS: a server of the route and gateway scenarios (nats-server refuses JetStream in a
+    cluster whose first node has no routes configured, and those scenarios carry core messages only)."""
+    out = list(cmd)
+    n = len(JS_FLAGS)
+    for i in range(len(out) - n + 1):
+        if out[i:i + n] == JS_FLAGS:
+            return out[:i] + out[i + n:]
+    return out
+
+
 def default_hub_cmd(jetstream: bool = False) -> list[str]:
     cmd = [sys.executable, "-m", "host.tools.cli", "hub", "-a", LOCALHOST, "-p", "{port}"]
     return cmd + (JS_FLAGS if jetstream else [])
