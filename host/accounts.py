@@ -276,20 +276,26 @@ class Account:
         now = time.monotonic()
         recent = self.gw_recent
         if len(recent) >= GW_TRACKED_MAX:
-            for k in [k for k, exp in recent.items() if exp <= now]:
-                del recent[k]
+            self.expire_recent_subs(now)
             if len(recent) >= GW_TRACKED_MAX:
                 return  # (mapping only saves a race: without it the answer comes back by interest)
         recent[subject] = now + GW_RECENT_SUB
+
+    def expire_recent_subs(self, now: float) -> None:
+        """Forget the recent subscriptions whose GW_RECENT_SUB ran out (the server does it once a second). When none
+        is left, replies to other clusters need no mapping: delivery plans to gateways are possible again."""
+        recent = self.gw_recent
+        for k in [k for k, exp in recent.items() if exp <= now]:
+            del recent[k]
+        if not recent:
+            self.sublist.replan()
 
     def map_gateway_reply(self, reply: bytes, prefix: bytes) -> bytes:
         """`reply` as it goes to another cluster: mapped with `prefix` (`_GR_.<cluster>.<server>.`) when it matches a
         subscription made here in the last GW_RECENT_SUB seconds (shouldMapReplyForGatewaySend)."""
         now = time.monotonic()
-        for subject, exp in list(self.gw_recent.items()):
-            if exp <= now:
-                del self.gw_recent[subject]
-            elif subject_matches(subject, reply):
+        for subject, exp in self.gw_recent.items():
+            if exp > now and subject_matches(subject, reply):
                 return prefix + reply
         return reply
 

@@ -58,7 +58,7 @@ from edge.proto import (
 from host import errors
 from host.accounts import Account
 from host.client import LINK_FIRST_PING_INTERVAL, Client, interest_change, peer_proto
-from host.delivery import GW_HASH_LEN, GW_REPLY_PREFIX, deliver, deliver_link_msg
+from host.delivery import GW_HASH_LEN, GW_REPLY_PREFIX, deliver, deliver_link_msg, learn_plan
 from host.opts import split_url
 from host.parser import (
     OP_ACCOUNT_INTEREST,
@@ -83,6 +83,7 @@ GATEWAY_CMD_ALL_SUBS_COMPLETE = 3
 _HASH_DIGITS = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 RECONNECT_DELAY = 1.0  # nats-server DEFAULT_GATEWAY_RECONNECT... (its default is 1 s as well)
 CONNECT_TIMEOUT = 2.0
+_MAPPED_PIECE = b" " + GW_REPLY_PREFIX  # how a frame's piece starts when its reply was mapped by the other cluster
 OPTIMISTIC_REFUSED_MAX = 1000  # RS- kept per account in optimistic mode (nats-server switches at 1000)
 PING_INTERVAL_MAX = 15.0  # nats-server gwMaxPingInterval: gateways are pinged at least this often (RTT)
 
@@ -110,6 +111,7 @@ class Gateway(Client):
         super().__init__(server)
         opts = server.opts
         self.parser = HubParser(KIND_ROUTE, opts.max_control_line, opts.max_payload, gateway=True)
+        self.parser.unplanned_reply = _MAPPED_PIECE
         self.dialer = dialer  # set on an outbound connection
         self.outbound = dialer is not None
         self.echo = False
@@ -354,9 +356,10 @@ class Gateway(Client):
         acc = self.server.accounts.get(account.decode(errors="replace"))
         if acc is None:
             return
-        if any(p.startswith(b" " + GW_REPLY_PREFIX) for p in pieces):
+        if any(p.startswith(_MAPPED_PIECE) for p in pieces):
             pieces = [_stripped_piece(acc, p, has_hdr) for p in pieces]  # (sizes unchanged: replies are not counted)
         deliver(acc, self, subject, has_hdr, pieces, nbytes, 0, ())
+        learn_plan(self.parser.plans, self, acc, subject, (), key)  # (never used for a run with a mapped reply)
 
     def process_gateway_msg(self, account: bytes, subject: bytes, reply: bytes | None, queues: list[bytes] | None,
                             hdr: bytes | None, payload: bytes) -> None:

@@ -93,6 +93,9 @@ class HubParser(Parser):
         # Runs are only delivered here while no event came before them in the batch, so order is kept.
         self.plans: dict[bytes, Any] = {}
         self.used: list[Any] = []
+        # A run with a frame whose piece starts so (b" <reply>...") is never delivered by a plan: a gateway's
+        # replies mapped by the other cluster (`_GR_.`) are stripped frame by frame (host/gateway.py process_run).
+        self.unplanned_reply: bytes | None = None
         # Subjects nobody listens to (the router's, Account.no_interest). A reply-less frame to one of them is
         # only counted, in dropped/dropped_bytes, and makes no event.
         self.drop: dict[bytes, bool] = {}
@@ -133,6 +136,7 @@ class HubParser(Parser):
         get = lines.get
         plans = self.plans
         used = self.used
+        unplanned = self.unplanned_reply
         drop = self.drop
         drop_replies = self.drop_replies
         dropped = dropped_bytes = 0
@@ -381,6 +385,10 @@ class HubParser(Parser):
                             targets = None
                     else:
                         targets = plan.targets
+                    if unplanned is not None and targets is not None and \
+                            (first.startswith(unplanned) if pieces is None else
+                             any(p.startswith(unplanned) for p in pieces)):
+                        targets = None
                     if targets is not None:
                         if pieces is None:
                             for o, pfx in targets:

@@ -794,6 +794,8 @@ class Server:
                 acc.expire_responses(now)
             if acc.gw_replies:
                 acc.expire_gateway_replies(now)
+            if acc.gw_recent:
+                acc.expire_recent_subs(now)
         self.loop.call_later(1.0, self._housekeeping)
 
     def _stop_accepting(self) -> None:

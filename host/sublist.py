@@ -158,8 +158,7 @@ class Sublist:
     def invalidate(self, subject: bytes) -> None:
         """Drop the cached results a subscription to `subject` takes part in (also when one of its properties that
         delivery plans depend on changes, such as an UNSUB max)."""
-        self.gen += 1
-        Sublist.changes += 1
+        self.replan()
         cache = self.cache
         if not cache:
             return
@@ -169,10 +168,15 @@ class Sublist:
         for key in [k for k in cache if subject_matches(subject, k)]:
             del cache[key]
 
-    def reset(self) -> None:
-        """Drop every cached result (a property delivery plans depend on changed for many subscriptions)."""
+    def replan(self) -> None:
+        """Delivery plans made from this sublist no longer hold, though its results do (what they also depend on
+        changed: an account's recent subscriptions for gateway replies)."""
         self.gen += 1
         Sublist.changes += 1
+
+    def reset(self) -> None:
+        """Drop every cached result (a property delivery plans depend on changed for many subscriptions)."""
+        self.replan()
         self.cache.clear()
 
     def match(self, subject: bytes) -> SublistResult:

@@ -176,9 +176,14 @@ def test_gateway_wire(node):
         c.expect(rb"MSG _INBOX\.r1 9 3\r\nyes\r\n")
 
         # FA's request with its mapped reply: the client sees the reply stripped, and its answer goes back to FA
-        # under the mapped one.
+        # under the mapped one. Messages to plain.x came from FA before (the hub delivers the next ones to it on
+        # the fast path), and the request shares a run with one of them.
         fa_routed = b"_GR_." + gw_hash("FA") + b"." + gw_hash(FA_ID) + b".fa.reply.1"
-        gw_in.send(b"RMSG $G plain.x " + fa_routed + b" 2\r\nrq\r\n")
+        gw_in.send(b"RMSG $G plain.x 2\r\np0\r\n")
+        c.expect(rb"MSG plain\.x 1 2\r\np0\r\n")
+        pong(gw_in)
+        gw_in.send(b"RMSG $G plain.x 2\r\np1\r\nRMSG $G plain.x " + fa_routed + b" 2\r\nrq\r\n")
+        c.expect(rb"MSG plain\.x 1 2\r\np1\r\n")
         c.expect(rb"MSG plain\.x 1 fa\.reply\.1 2\r\nrq\r\n")
         c.send(b"PUB fa.reply.1 3\r\nans\r\n")
         assert line(gw_out) == b"RMSG $G " + fa_routed + b" 3\r\n"
