@@ -347,8 +347,8 @@ class Client(asyncio.Protocol):
             if self.plans_gen != acc.sublist.gen:
                 p.plans.clear()
                 self.plans_gen = acc.sublist.gen
-        elif self.is_router and self.plans_gen != Sublist.changes:
-            p.plans.clear()  # a route's plans span accounts
+        elif (self.is_router or self.is_gateway) and self.plans_gen != Sublist.changes:
+            p.plans.clear()  # a route's or gateway's plans span accounts
             self.plans_gen = Sublist.changes
         server = self.server
         try:

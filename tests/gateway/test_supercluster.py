@@ -55,6 +55,14 @@ def test_interest_across_gateways(super_cluster):
     across(sc.b[0], sc.a[0], "ba")
 
 
+def test_new_subscribers_get_what_crosses_after_the_old_ones_left(super_cluster):
+    """The same subjects twice, each time with a new subscriber connection: what crosses the gateway reaches the new
+    one (the receiving server's plans for the gateway's messages follow its subscriptions)."""
+    sc = super_cluster()
+    for _ in range(3):
+        across(sc.a[0], sc.b[0], "again")
+
+
 def test_queue_overflow_and_failback(super_cluster):
     """A queue group is served in the publisher's cluster while it has a member there; with none left, by the other
     cluster; and locally again once a member is back."""
