@@ -91,6 +91,9 @@ def test_offline_reads_after_reboot_with_hub_down(side, jshub, started, tmp_path
         await ctl(edge, "put", key="local.a", value="made-online")
         await wait_for(lambda: edge_idle(edge), 10, "the local write to reach the hub")
         assert (await kv.get("local.a")).value == b"made-online"
+        # An explicit flush, so that what the edge logged about local.a (its write, then the hub's revision of it)
+        # is on flash before the stop below: the group commit alone may come after it (flush_ms).
+        await ctl(edge, "put", key="local.b", value="flushed", flush=True)
         await nc.close()
         return edge
 
@@ -99,6 +102,7 @@ def test_offline_reads_after_reboot_with_hub_down(side, jshub, started, tmp_path
     jshub.stop()
     expected = {f"cfg.k{i}": f"v{i}" for i in range(20) if i != 3}
     expected["local.a"] = "made-online"
+    expected["local.b"] = "flushed"
 
     async def offline_phase(round_no):
         e = start_edge(cfg, work, started)
