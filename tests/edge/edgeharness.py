@@ -131,10 +131,30 @@ class Edge:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self, wait: bool = True) -> Edge:
+        """Start the edge; with `wait`, until it is ready. A LAN port taken since free_port found it free
+        (`edge: cannot start: [Errno 98] EADDRINUSE`) is chosen afresh: `port`, `url` and cfg["listen"] then name the
+        new one."""
+        for _attempt in range(3):
+            first = len(self.lines)
+            self._spawn()
+            if not wait:
+                return self
+            try:
+                self.wait_line(r"^edge: ready ", timeout=10, start=first)
+                return self
+            except pytest.fail.Exception:
+                if self.alive() or not any("EADDRINUSE" in line for line in self.lines[first:]):
+                    raise
+            self.stop()
+            host = self.cfg["listen"].rsplit(":", 1)[0]
+            self.cfg["listen"] = f"{host}:{free_port()}"
+        pytest.fail(f"edge: its LAN port was taken three times:\n{self.output()}")
+
+    def _spawn(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         cfg_path = self.workdir / f"{self.cfg['name']}.json"
         cfg_path.write_text(json.dumps(self.cfg))
-        cmd = [*self.mp_command(), "-m", "edge", str(cfg_path)]
+        cmd = self.command(cfg_path)
         env = dict(os.environ, MICROPYPATH=self.runtime.mp_path(self.path, self.extra_path))
         if self.runtime.cpython:  # `python -m edge`: the edge from this checkout, whatever the test's PYTHONPATH
             env["PYTHONPATH"] = self.path + (":" + self.extra_path if self.extra_path else "")
@@ -142,9 +162,9 @@ class Edge:
                                      cwd=str(self.workdir), env=env, text=True, bufsize=1)
         self._thread = threading.Thread(target=self._pump, daemon=True)
         self._thread.start()
-        if wait:
-            self.wait_line(r"^edge: ready ", timeout=10)
-        return self
+
+    def command(self, cfg_path: Path) -> list[str]:
+        return [*self.mp_command(), "-m", "edge", str(cfg_path)]
 
     def mp_command(self) -> list[str]:
         """The interpreter and its heap option: the test's heapsize, else the runtime's."""

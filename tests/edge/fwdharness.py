@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
-import subprocess
 import threading
 from pathlib import Path
 
@@ -50,22 +48,14 @@ class FwdEdge(Edge):
 
     def start(self, wait: bool = True) -> FwdEdge:
         self.boots += 1
-        if self.image is None:
-            super().start(wait)
-            return self
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        cfg_path = self.workdir / f"{self.cfg['name']}.json"
-        cfg_path.write_text(json.dumps(self.cfg))
-        cmd = [*self.mp_command(), str(REPO / "tests" / "mp" / "flashboot.py"), self.image[0], str(self.image[1]),
-               str(cfg_path)]
-        env = dict(os.environ, MICROPYPATH=self.runtime.mp_path(self.path, self.extra_path))
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=str(self.workdir), env=env, text=True, bufsize=1)
-        self._thread = threading.Thread(target=self._pump, daemon=True)
-        self._thread.start()
-        if wait:
-            self.wait_line(r"^edge: ready ", timeout=10)
+        super().start(wait)
         return self
+
+    def command(self, cfg_path: Path) -> list[str]:
+        if self.image is None:
+            return super().command(cfg_path)
+        return [*self.mp_command(), str(REPO / "tests" / "mp" / "flashboot.py"), self.image[0], str(self.image[1]),
+                str(cfg_path)]
 
     def kill(self):
         """SIGKILL: a power cut as far as the flash image is concerned."""
