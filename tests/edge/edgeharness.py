@@ -211,74 +211,52 @@ def leaf_conf(leaf_port: int, extra: str = "") -> str:
     return f"leafnodes {{\n  listen: 127.0.0.1:{leaf_port}\n  {extra}\n}}\n"
 
 
-class JsHub:
-    """nats-server or our hub with JetStream (-js -sd) and a leafnodes port that survive restarts."""
-
-    def __init__(self, side: str, workdir: Path, monitor: bool = False):
-        self.side = side
-        self.workdir = workdir
-        self.monitor = monitor
-        self.store = workdir / "store"
-        self.leaf_port = free_port()
-        self.srv: Server | None = None
-
-    def start(self) -> JsHub:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.srv = Server(self.side, config=leaf_conf(self.leaf_port), workdir=self.workdir, jetstream=True,
-                          store_dir=self.store, monitor=self.monitor)
-        self.srv.start()
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.leaf_port), timeout=0.5).close()
-                return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    pytest.fail(f"{self.side}: no leafnodes port {self.leaf_port}:\n{self.srv.output()[-2000:]}")
-                time.sleep(0.02)
-
-    def stop(self):
-        if self.srv is not None:
-            self.srv.stop()
-            self.srv = None
-
-    @property
-    def url(self) -> str:
-        return self.srv.url
-
-
 class Hub:
-    """nats-server or our hub (`side`) with a leafnodes port that stays the same across restarts."""
+    """nats-server or our hub (`side`) with a leafnodes port that stays the same across restarts. Its first start
+    chooses the port afresh if it was taken since free_port found it free (tests read `leaf_port` after the start)."""
 
     def __init__(self, side: str, workdir: Path, extra: str = "", files: dict[str, str] | None = None,
-                 top: str = ""):
-        # extra: settings inside the leafnodes block; top: settings before it (accounts, operator, ...)
+                 top: str = "", monitor: bool = True, store: Path | None = None):
+        # extra: settings inside the leafnodes block; top: settings before it (accounts, operator, ...);
+        # store: JetStream on (-js -sd store)
         self.side = side
         self.workdir = workdir
         self.leaf_port = free_port()
         self.extra = extra
         self.top = top
         self.files = files
+        self.monitor = monitor
+        self.store = store
         self.srv: Server | None = None
+        self.started = False
 
     def start(self) -> Hub:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.srv = Server(self.side, config=self.top + leaf_conf(self.leaf_port, self.extra), monitor=True,
-                          files=self.files, workdir=self.workdir)
-        self.srv.start()
+        for _attempt in range(3):
+            self.srv = Server(self.side, config=self.top + leaf_conf(self.leaf_port, self.extra), monitor=self.monitor,
+                              files=self.files, workdir=self.workdir, jetstream=self.store is not None,
+                              store_dir=self.store)
+            try:
+                self.srv.start()
+                break
+            except pytest.fail.Exception as e:
+                if self.started or not any("in use" in ln and f":{self.leaf_port}" in ln for ln in str(e).splitlines()):
+                    raise
+                self.leaf_port = free_port()
+        else:
+            pytest.fail(f"{self.side}: its leafnodes port was taken three times")
+        self.started = True
         deadline = time.monotonic() + 5
         while True:  # fail fast, with a clear message, if the leafnode port is not served
             try:
                 socket.create_connection(("127.0.0.1", self.leaf_port), timeout=0.5).close()
-                break
+                return self
             except OSError:
                 if time.monotonic() > deadline:
                     self.stop()
                     pytest.fail(f"{self.side}: nothing listens on leafnodes port {self.leaf_port}:\n"
                                 f"{self.srv.output()[-2000:]}")
                 time.sleep(0.02)
-        return self
 
     def stop(self):
         if self.srv is not None:
@@ -306,6 +284,13 @@ class Hub:
     def wait_leaf_subs(self, *subs: str, timeout: float = 5.0):
         wait_until(lambda: set(subs) <= self.leaf_subs(), timeout,
                    msg=f"hub to hold leaf interest {subs} (holds {sorted(self.leaf_subs())})")
+
+
+class JsHub(Hub):
+    """A Hub with JetStream (-js -sd) whose store and leafnodes port survive restarts."""
+
+    def __init__(self, side: str, workdir: Path, monitor: bool = False):
+        super().__init__(side, workdir, monitor=monitor, store=workdir / "store")
 
 
 class Proxy:
