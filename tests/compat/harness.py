@@ -124,6 +124,13 @@ def free_port() -> int:
         s.close()
 
 
+def taken_ports(output: str) -> set[int]:
+    """The loopback ports a server's start-up output says were already in use (both sides name 127.0.0.1:port):
+    free_port only found them free a moment before the server bound them."""
+    return {int(p) for line in output.splitlines() if "in use" in line.lower()
+            for p in re.findall(r"127\.0\.0\.1:(\d+)", line)}
+
+
 def stop_process(p: subprocess.Popen | None) -> None:
     """SIGTERM, then SIGKILL after 3 s; always reaps the process."""
     if p is None:

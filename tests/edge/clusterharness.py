@@ -17,13 +17,12 @@ is a node dying (SIGKILL), restart(i) brings it back on the same ports and store
 from __future__ import annotations
 
 import os
-import re
 import signal
 from pathlib import Path
 
 import pytest
 
-from tests.compat.harness import Server, ServerFailed, free_port, wait_until
+from tests.compat.harness import Server, ServerFailed, free_port, taken_ports, wait_until
 
 __all__ = ["Cluster"]
 
@@ -42,12 +41,6 @@ def _node_conf(name: str, cport: int, routes: list[int], lport: int, store: Path
         lines += ["jetstream {", f'  store_dir: "{store}"', "  max_memory_store: 64MB", "  max_file_store: 256MB",
                   "}"]
     return "\n".join(lines) + "\n"
-
-
-def _taken_ports(failure: str) -> set[int]:
-    """The loopback ports a server's start-up output says were already in use (both sides name host:port)."""
-    return {int(p) for line in failure.splitlines() if "in use" in line.lower()
-            for p in re.findall(r"127\.0\.0\.1:(\d+)", line)}
 
 
 class Cluster:
@@ -92,7 +85,7 @@ class Cluster:
             i, failure = failed
             for j in todo:
                 self.nodes[j].stop()
-            taken = _taken_ports(failure)
+            taken = taken_ports(failure)
             if taken and not self.started:
                 self._plan()
             elif taken and taken <= {self.nodes[i].port, self.nodes[i].http_port}:

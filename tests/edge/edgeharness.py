@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.compat.harness import Server, free_port, stop_process, wait_until
+from tests.compat.harness import Server, free_port, stop_process, taken_ports, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 EDGE_SOURCES = sorted([*REPO.glob("edge/*.py"), *REPO.glob("edge/leaf/*.py")])
@@ -240,7 +240,7 @@ class Hub:
                 self.srv.start()
                 break
             except pytest.fail.Exception as e:
-                if self.started or not any("in use" in ln and f":{self.leaf_port}" in ln for ln in str(e).splitlines()):
+                if self.started or self.leaf_port not in taken_ports(str(e)):
                     raise
                 self.leaf_port = free_port()
         else:
