@@ -6,7 +6,8 @@
 #    "listen", no uplink code without "hub"), so a small device pays only for what it runs.
 # 2. Status goes to stdout as lines starting "edge: ", their parts separated by a space; tests and fleet tools read
 #    them. print() writes each part on its own (MicroPython), which costs no joined copy of a long line; each edge
-#    has its stdout to itself, so the parts of a line stay together.
+#    has its stdout to itself, so the parts of a line stay together, but a kill (a power cut) can end the output
+#    inside a line: readers take only lines that end in a newline, or ignore a status they cannot parse.
 # 3. main() returns 2 with a one-line message for a bad config or app, never a traceback.
 # 4. limits.gc_threshold is set before anything else is built, so what stays packs at the bottom of the heap.
 

@@ -119,6 +119,7 @@ class Edge:
         self.runtime = runtime()
         self.proc: subprocess.Popen | None = None
         self.lines: list[str] = []
+        self.cut = ""  # the start of a line the process was killed in the middle of (see _pump)
         self.last_index = -1
         self._thread = None
 
@@ -173,10 +174,13 @@ class Edge:
 
     def _pump(self):
         for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
+            if line.endswith("\n"):
+                self.lines.append(line[:-1])
+            else:  # the process died inside this line (a kill between the parts print() writes): not a line
+                self.cut = line
 
     def output(self) -> str:
-        return "\n".join(self.lines[-60:])
+        return "\n".join(self.lines[-60:] + ([f"(cut off: {self.cut})"] if self.cut else []))
 
     def wait_line(self, pattern: str, timeout: float = 5.0, start: int = 0) -> re.Match:
         """Wait for a line matching `pattern` at index >= start; returns the match (its line index: last_index)."""
